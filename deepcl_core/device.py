@@ -1,0 +1,47 @@
+"""Choosing the torch device from the user's ``auto|cpu|cuda|cuda:N|mps``."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from .errors import InputError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` prefers CUDA, then Apple MPS, then the CPU; an explicit choice that this machine
+    cannot honour is an :class:`InputError` that says what was found."""
+    name = (name or "auto").strip().lower()
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if _mps_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps":
+        if not _mps_available():
+            raise InputError("device 'mps' asked for, but Apple Metal is not available here; use --device auto or cpu")
+        return torch.device("mps")
+    match = re.fullmatch(r"cuda(?::(\d+))?", name)
+    if not match:
+        raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
+    if not torch.cuda.is_available():
+        build = "a CPU-only torch build" if torch.version.cuda is None else "no usable NVIDIA GPU or driver"
+        raise InputError(f"device {name!r} asked for, but CUDA is not available ({build}); use --device auto or cpu")
+    index = int(match.group(1) or 0)
+    if index >= torch.cuda.device_count():
+        raise InputError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")
+    return torch.device("cuda", index)
+
+
+def _mps_available() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    return bool(backend and backend.is_available())
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{device} ({torch.cuda.get_device_name(device)})"
+    return str(device)

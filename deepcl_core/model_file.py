@@ -1,0 +1,114 @@
+"""The model file: one ``torch.save`` dict, readable with ``weights_only=True`` (no code runs on
+load). It carries the network's config and weights and the input contract: bands, normalisation,
+threshold, and the provenance of the weights."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import torch
+
+from .errors import ModelFileError
+from .model import DeepCLNet, NetworkConfig, build_network
+from .normalization import NormalizationSpec
+
+FORMAT_NAME = "deepcl-model"
+FORMAT_VERSION = 1
+ARCHITECTURE = "deepcl"
+_REQUIRED_KEYS = ("format", "format_version", "architecture", "config", "state_dict", "bands",
+                  "normalization", "threshold")
+
+
+@dataclass
+class ModelBundle:
+    """A network and its input contract, as loaded from or written to a model file."""
+
+    config: NetworkConfig
+    state_dict: Dict[str, torch.Tensor]
+    bands: Tuple[str, ...] = ("red", "green", "blue")  # names of the expected input bands, in order
+    normalization: NormalizationSpec = field(default_factory=NormalizationSpec)
+    threshold: float = 0.5
+    provenance: Dict[str, Any] = field(default_factory=dict)  # training data, command, metrics, …
+    trained: bool = True  # False only for test fixtures; detection warns about untrained weights
+
+    def build(self) -> DeepCLNet:
+        network = build_network(self.config)
+        network.load_state_dict(self.state_dict)
+        return network.eval()
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
+            "config": self.config.to_dict(), "state_dict": self.state_dict, "bands": list(self.bands),
+            "normalization": self.normalization.to_dict(), "threshold": float(self.threshold),
+            "provenance": self.provenance, "trained": self.trained,
+        }
+
+    def describe(self) -> Dict[str, Any]:
+        """Everything but the weights, for ``deepcl info``."""
+        info = {k: v for k, v in self.to_dict().items() if k != "state_dict"}
+        info["parameters"] = int(sum(t.numel() for k, t in self.state_dict.items()
+                                     if t.is_floating_point() and "running_" not in k))
+        return info
+
+
+def save_model(bundle: ModelBundle, path: str | os.PathLike) -> None:
+    """Write atomically: a crash mid-write never replaces a good file with a broken one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(bundle.to_dict(), handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_model(path: str | os.PathLike) -> ModelBundle:
+    """Read and check a model file; any problem is a :class:`ModelFileError` that says what to do."""
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    if path.stat().st_size == 0:
+        raise ModelFileError(f"model file is empty: {path}")
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # pickle, zip and torch errors alike: the file is not a safe model file
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelFileError(f"{path} is not a readable DeepCL model file (corrupt, truncated, of "
+                             f"another format, or holding code, which is never run): {reason[:200]}") from None
+    return _bundle_from_dict(data, path)
+
+
+def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
+    if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
+        raise ModelFileError(f"{path} is not a DeepCL model file (no '{FORMAT_NAME}' format tag)")
+    missing: List[str] = [key for key in _REQUIRED_KEYS if key not in data]
+    if missing:
+        raise ModelFileError(f"{path} lacks {', '.join(missing)}; it is damaged or was not written by DeepCL")
+    version = data["format_version"]
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise ModelFileError(f"{path} has model format version {version}; this DeepCL reads up to "
+                             f"{FORMAT_VERSION}: update the plugin")
+    if data["architecture"] != ARCHITECTURE:
+        raise ModelFileError(f"{path} holds architecture {data['architecture']!r}, not {ARCHITECTURE!r}")
+    try:
+        bundle = ModelBundle(
+            config=NetworkConfig.from_dict(data["config"]), state_dict=data["state_dict"],
+            bands=tuple(data["bands"]), normalization=NormalizationSpec.from_dict(data["normalization"]),
+            threshold=float(data["threshold"]), provenance=dict(data.get("provenance") or {}),
+            trained=bool(data.get("trained", True)))
+        bundle.build()  # proves the weights fit the config
+    except Exception as exc:
+        raise ModelFileError(f"{path} has weights that do not fit its configuration: {str(exc)[:200]}") from None
+    if len(bundle.bands) != bundle.config.in_channels:
+        raise ModelFileError(f"{path} names {len(bundle.bands)} bands but its network takes "
+                             f"{bundle.config.in_channels}")
+    return bundle

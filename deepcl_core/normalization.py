@@ -1,0 +1,77 @@
+"""Radiometric normalisation that treats 8-bit RGB and Sentinel-2 reflectance alike.
+
+Each band is stretched between robust low and high percentiles of its own image (computed once per
+image from a sample, never per tile, so tiles agree), clipped to [0, 1], then standardised with the
+mean and std the encoder was trained with (ImageNet's by default).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict, Sequence, Tuple
+
+import numpy as np
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class NormalizationSpec:
+    """How the model expects its input; stored in the model file."""
+
+    low_percentile: float = 2.0
+    high_percentile: float = 98.0
+    mean: Tuple[float, ...] = IMAGENET_MEAN  # one value per band, or one for all
+    std: Tuple[float, ...] = IMAGENET_STD
+
+    def to_dict(self) -> Dict:
+        return {"method": "percentile_stretch", **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, values: Dict) -> "NormalizationSpec":
+        if values.get("method", "percentile_stretch") != "percentile_stretch":
+            raise ValueError(f"unknown normalisation {values.get('method')!r}")
+        return cls(low_percentile=float(values["low_percentile"]), high_percentile=float(values["high_percentile"]),
+                   mean=tuple(float(v) for v in values["mean"]), std=tuple(float(v) for v in values["std"]))
+
+    def per_band(self, count: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Mean and std as (count, 1, 1) arrays; extra bands reuse the mean of the given values."""
+        def expand(values: Sequence[float]) -> np.ndarray:
+            values = list(values)
+            values += [float(np.mean(values))] * max(0, count - len(values))
+            return np.asarray(values[:count], dtype=np.float32).reshape(count, 1, 1)
+        return expand(self.mean), expand(self.std)
+
+
+@dataclass(frozen=True)
+class ImageStretch:
+    """The low and high value of each band of one image."""
+
+    low: np.ndarray  # (bands, 1, 1) float32
+    high: np.ndarray
+
+    @classmethod
+    def from_sample(cls, sample: np.ndarray, valid: np.ndarray, spec: NormalizationSpec) -> "ImageStretch":
+        """``sample``: (bands, h, w) pixel values; ``valid``: (h, w) bool. An image without a valid
+        pixel or with a constant band gets a stretch that maps it to mid-grey, not a division by 0."""
+        bands = sample.shape[0]
+        low = np.zeros(bands, np.float32)
+        high = np.ones(bands, np.float32)
+        for band in range(bands):
+            values = sample[band][valid & np.isfinite(sample[band])]
+            if values.size:
+                low[band], high[band] = np.percentile(values, [spec.low_percentile, spec.high_percentile])
+                if high[band] <= low[band]:  # constant band: centre it
+                    low[band], high[band] = low[band] - 0.5, low[band] + 0.5
+        return cls(low.reshape(-1, 1, 1), high.reshape(-1, 1, 1))
+
+
+def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec) -> np.ndarray:
+    """(bands, h, w) raw values → float32 network input. Non-finite values become the band mean
+    (0 after standardisation); the caller masks them as nodata anyway."""
+    mean, std = spec.per_band(pixels.shape[0])
+    scaled = (pixels.astype(np.float32) - stretch.low) / (stretch.high - stretch.low)
+    scaled = np.clip(scaled, 0.0, 1.0, out=scaled)
+    out = (scaled - mean) / std
+    out[~np.isfinite(out)] = 0.0
+    return out

@@ -1,0 +1,131 @@
+"""Output rasters on the before grid, written under temporary names and renamed into place only
+when the whole run succeeded: a failed or cancelled run leaves no output file behind."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional
+
+import numpy as np
+from osgeo import gdal
+
+from .errors import OutputError
+from .gdal_utils import collect_gdal_errors
+from .raster_io import Grid
+
+CHANGE_NODATA = 255
+FLOAT_NODATA = -1.0
+
+
+@dataclass(frozen=True)
+class RasterSpec:
+    """One output raster: where it goes, its data type, nodata and band description."""
+
+    path: Path
+    data_type: int
+    nodata: float
+    description: str
+
+
+def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[os.PathLike],
+                       overwrite: bool) -> None:
+    """Fail before any work when an output cannot be written or would clobber something."""
+    resolved_inputs = {Path(p).resolve() for p in inputs}
+    seen = set()
+    for path in paths:
+        if path is None:
+            continue
+        path = Path(path)
+        target = path.resolve()
+        if target in resolved_inputs:
+            raise OutputError(f"output {path} is one of the input images; choose another file name")
+        if target in seen:
+            raise OutputError(f"{path} is given for two outputs; give each output its own file")
+        seen.add(target)
+        if not path.parent.is_dir():
+            raise OutputError(f"output folder {path.parent} does not exist; create it or choose another")
+        if not os.access(path.parent, os.W_OK):
+            raise OutputError(f"output folder {path.parent} is not writable; choose another")
+        if path.is_dir():
+            raise OutputError(f"output {path} is a folder; give a file name")
+        if path.exists() and not overwrite:
+            raise OutputError(f"output {path} exists; remove it or allow overwriting (--overwrite)")
+
+
+def temporary_path(path: Path) -> Path:
+    return path.with_name(f".{path.stem}.partial-{os.getpid()}-{id(path):x}{path.suffix or '.tif'}")
+
+
+class RasterOutputs:
+    """The output GeoTIFFs of one run: tiled, compressed, on ``grid``; committed together."""
+
+    def __init__(self, specs: List[RasterSpec], grid: Grid) -> None:
+        self.grid = grid
+        self.specs = specs
+        self.datasets: Dict[Path, gdal.Dataset] = {}
+        self.temporary: Dict[Path, Path] = {}
+        try:
+            for spec in specs:
+                self._create(spec)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(self, spec: RasterSpec) -> None:
+        tmp = temporary_path(spec.path)
+        self.temporary[spec.path] = tmp
+        predictor = "3" if spec.data_type == gdal.GDT_Float32 else "2"
+        options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+                   f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
+        with collect_gdal_errors() as errors:
+            dataset = gdal.GetDriverByName("GTiff").Create(
+                str(tmp), self.grid.width, self.grid.height, 1, spec.data_type, options)
+        if dataset is None:
+            raise OutputError(f"cannot create {spec.path}: {errors.last('unknown error')}")
+        if self.grid.crs_wkt:
+            dataset.SetGeoTransform(self.grid.geotransform)
+            dataset.SetProjection(self.grid.crs_wkt)
+        band = dataset.GetRasterBand(1)
+        band.SetNoDataValue(spec.nodata)
+        band.SetDescription(spec.description)
+        self.datasets[spec.path] = dataset
+
+    def write(self, path: Path, rows: np.ndarray, y: int) -> None:
+        with collect_gdal_errors() as errors:
+            status = self.datasets[path].GetRasterBand(1).WriteArray(rows, 0, y)
+        if status != 0 or errors.messages:
+            raise OutputError(f"writing {path} failed: {errors.last('unknown error')} (is the disk full?)")
+
+    def temporary_file(self, path: Path) -> Path:
+        return self.temporary[path]
+
+    def close(self) -> None:
+        """Flush and close all datasets, raising if the flush fails (e.g. disk full)."""
+        problems = []
+        for path, dataset in list(self.datasets.items()):
+            with collect_gdal_errors() as errors:
+                dataset.FlushCache()
+                del dataset
+                self.datasets.pop(path)
+            if errors.messages:
+                problems.append(f"{path}: {errors.last()}")
+        if problems:
+            raise OutputError(f"writing outputs failed: {'; '.join(problems)} (is the disk full?)")
+
+    def commit(self) -> None:
+        self.close()
+        for final, tmp in self.temporary.items():
+            os.replace(tmp, final)
+        self.temporary.clear()
+
+    def abort(self) -> None:
+        """Close and delete every temporary file; never raises."""
+        self.datasets.clear()  # dropping the references closes them
+        for tmp in self.temporary.values():
+            for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
+                try:
+                    leftover.unlink(missing_ok=True)
+                except OSError:
+                    pass
+        self.temporary.clear()

@@ -1,0 +1,224 @@
+"""Reading the two input rasters: opening with clear errors, choosing bands, putting the after
+image on the before grid (a GDAL warped VRT, nothing copied), and windowed reads with validity."""
+from __future__ import annotations
+
+import math
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal, osr
+
+from .errors import InputError
+from .gdal_utils import collect_gdal_errors
+
+# Band names a model may ask for, with the words and Sentinel-2 band codes that identify them.
+BAND_ALIASES = {
+    "red": {"red", "b04", "b4"}, "green": {"green", "b03", "b3"}, "blue": {"blue", "b02", "b2"},
+    "nir": {"nir", "b08", "b8"},
+}
+_COLOR_INTERP = {"red": gdal.GCI_RedBand, "green": gdal.GCI_GreenBand, "blue": gdal.GCI_BlueBand}
+
+
+def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
+    """Open a raster read-only; ``role`` ("before", "after", …) names it in error messages."""
+    path = Path(path)
+    if not path.exists() and not str(path).startswith("/vsi"):
+        raise InputError(f"{role} image not found: {path}")
+    if path.is_dir():
+        raise InputError(f"{role} image {path} is a folder; give the raster file inside it")
+    if path.is_file() and path.stat().st_size == 0:
+        raise InputError(f"{role} image {path} is an empty (0-byte) file")
+    with collect_gdal_errors() as errors:
+        dataset = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
+    if dataset is None:
+        raise InputError(f"{role} image {path} is not a raster GDAL can read"
+                         + (f" ({errors.last()})" if errors.messages else ""))
+    if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
+        raise InputError(f"{role} image {path} has no pixels or no bands")
+    return dataset
+
+
+def is_georeferenced(dataset: gdal.Dataset) -> bool:
+    return dataset.GetGeoTransform(can_return_null=True) is not None and bool(dataset.GetProjection())
+
+
+def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
+                 role: str) -> Tuple[int, ...]:
+    """1-based band indices for the model's ``expected`` bands. ``requested`` (the user's choice)
+    is checked; otherwise bands are found by description or colour interpretation, else the first
+    ``len(expected)`` bands are taken."""
+    count = dataset.RasterCount
+    needed = len(expected)
+    if requested:
+        bands = tuple(int(b) for b in requested)
+        bad = [b for b in bands if not 1 <= b <= count]
+        if bad:
+            raise InputError(f"{role} image has bands 1 to {count}; band {bad[0]} does not exist")
+        if len(set(bands)) != len(bands):
+            raise InputError(f"{role} bands {list(bands)} name the same band twice; choose {needed} different bands")
+        if len(bands) != needed:
+            raise InputError(f"the model needs {needed} {role} bands ({', '.join(expected)}); "
+                             f"{len(bands)} were given")
+        return bands
+    if count < needed:
+        raise InputError(f"the model needs {needed} bands ({', '.join(expected)}) but the {role} image "
+                         f"has {count}; choose another image or a model for {count} band(s)")
+    found = tuple(_find_band(dataset, name) for name in expected)
+    if all(found) and len(set(found)) == needed:
+        return found  # type: ignore[return-value]
+    return tuple(range(1, needed + 1))
+
+
+def _find_band(dataset: gdal.Dataset, name: str) -> Optional[int]:
+    aliases = BAND_ALIASES.get(name.lower(), {name.lower()})
+    for index in range(1, dataset.RasterCount + 1):
+        band = dataset.GetRasterBand(index)
+        words = set(re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()))
+        if words & aliases and "edge" not in words:
+            return index
+    for index in range(1, dataset.RasterCount + 1):
+        if dataset.GetRasterBand(index).GetColorInterpretation() == _COLOR_INTERP.get(name.lower(), -1):
+            return index
+    return None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """Size, geotransform and CRS (WKT, empty when not georeferenced) of a raster."""
+
+    width: int
+    height: int
+    geotransform: Tuple[float, ...]
+    crs_wkt: str
+
+    @classmethod
+    def of(cls, dataset: gdal.Dataset) -> "Grid":
+        return cls(dataset.RasterXSize, dataset.RasterYSize, tuple(dataset.GetGeoTransform()),
+                   dataset.GetProjection() or "")
+
+    def bounds(self) -> Tuple[float, float, float, float]:
+        x0, dx, _, y0, _, dy = self.geotransform
+        xs = (x0, x0 + dx * self.width)
+        ys = (y0, y0 + dy * self.height)
+        return min(xs), min(ys), max(xs), max(ys)
+
+    def same_as(self, other: "Grid") -> bool:
+        if (self.width, self.height) != (other.width, other.height):
+            return False
+        if not all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+                   for a, b in zip(self.geotransform, other.geotransform)):
+            return False
+        return _same_crs(self.crs_wkt, other.crs_wkt)
+
+
+def _same_crs(wkt_a: str, wkt_b: str) -> bool:
+    if not wkt_a or not wkt_b:
+        return wkt_a == wkt_b
+    a, b = osr.SpatialReference(), osr.SpatialReference()
+    a.ImportFromWkt(wkt_a)
+    b.ImportFromWkt(wkt_b)
+    return bool(a.IsSame(b))
+
+
+def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dataset:
+    """The after image on the before grid. Identical grids are used as they are; otherwise GDAL
+    warps the after image (other CRS, pixel size or extent) into a VRT with an alpha band that
+    marks where it has data. Nothing is copied: pixels are resampled as windows are read."""
+    before_geo, after_geo = is_georeferenced(before), is_georeferenced(after)
+    if before_geo != after_geo:
+        which = "before" if before_geo else "after"
+        raise InputError(f"only the {which} image is georeferenced, so the two cannot be aligned; "
+                         "georeference both (e.g. with the QGIS Georeferencer) or neither")
+    if not before_geo:
+        if (before.RasterXSize, before.RasterYSize) != (after.RasterXSize, after.RasterYSize):
+            raise InputError(
+                f"neither image is georeferenced and their sizes differ (before {before.RasterXSize}×"
+                f"{before.RasterYSize}, after {after.RasterXSize}×{after.RasterYSize}); georeference them "
+                "or give images of one size covering the same area")
+        return after
+    target = Grid.of(before)
+    if target.geotransform[2] or target.geotransform[4]:
+        raise InputError("the before image is rotated (its geotransform has rotation terms); "
+                         "warp it to a north-up grid first (Raster ▸ Projections ▸ Warp)")
+    if Grid.of(after).same_as(target):
+        return after
+    _check_overlap(target, after)
+    with collect_gdal_errors() as errors:
+        aligned = gdal.Warp("", after, options=gdal.WarpOptions(
+            format="VRT", dstSRS=target.crs_wkt, outputBounds=target.bounds(), width=target.width,
+            height=target.height, resampleAlg="bilinear", dstAlpha=True))
+    if aligned is None:
+        raise InputError(f"GDAL could not put the after image on the before grid: {errors.last('unknown error')}")
+    return aligned
+
+
+def _check_overlap(target: Grid, after: gdal.Dataset) -> None:
+    """Raise when the after image's footprint, in the before CRS, misses the before image."""
+    source = osr.SpatialReference()
+    source.ImportFromWkt(after.GetProjection())
+    dest = osr.SpatialReference()
+    dest.ImportFromWkt(target.crs_wkt)
+    for srs in (source, dest):
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    transform = osr.CoordinateTransformation(source, dest)
+    x0, y0, x1, y1 = Grid.of(after).bounds()
+    edge = np.linspace(0.0, 1.0, 21)
+    xs = np.concatenate([x0 + (x1 - x0) * edge, np.full(21, x1), x1 - (x1 - x0) * edge, np.full(21, x0)])
+    ys = np.concatenate([np.full(21, y0), y0 + (y1 - y0) * edge, np.full(21, y1), y1 - (y1 - y0) * edge])
+    with collect_gdal_errors():
+        points = np.array([transform.TransformPoint(float(x), float(y))[:2] for x, y in zip(xs, ys)])
+    points = points[np.isfinite(points).all(axis=1)]
+    bx0, by0, bx1, by1 = target.bounds()
+    if (not len(points) or points[:, 0].max() <= bx0 or points[:, 0].min() >= bx1
+            or points[:, 1].max() <= by0 or points[:, 1].min() >= by1):
+        raise InputError("the before and after images do not overlap; choose two images of the same area")
+
+
+def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, width: int, height: int,
+                role: str) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixels (bands, h, w) as float32 and validity (h, w) bool for one window. A pixel is valid
+    when every chosen band has data there (GDAL mask: nodata value, alpha or mask band) and
+    every value is finite."""
+    pixels = np.empty((len(bands), height, width), np.float32)
+    valid = np.ones((height, width), bool)
+    with collect_gdal_errors() as errors:
+        for i, index in enumerate(bands):
+            band = dataset.GetRasterBand(index)
+            data = band.ReadAsArray(x, y, width, height, buf_type=gdal.GDT_Float32)
+            if data is None:
+                raise InputError(f"cannot read the {role} image at pixel ({x}, {y}): "
+                                 f"{errors.last('the file may be truncated or damaged')}")
+            pixels[i] = data
+            if band.GetMaskFlags() != gdal.GMF_ALL_VALID:
+                mask = band.GetMaskBand().ReadAsArray(x, y, width, height)
+                if mask is None:
+                    raise InputError(f"cannot read the {role} image's nodata mask at ({x}, {y}): "
+                                     f"{errors.last('the file may be damaged')}")
+                valid &= mask > 0
+    valid &= np.isfinite(pixels).all(axis=0)
+    return pixels, valid
+
+
+def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side: int = 1024,
+                windows_per_side: int = 8, window: int = 128) -> Tuple[np.ndarray, np.ndarray]:
+    """A sample of the image for its statistics: the whole image when small, else a regular grid
+    of windows, so that the cost does not grow with the image. Returns concatenated pixels
+    (bands, 1, n) and validity (1, n)."""
+    width, height = dataset.RasterXSize, dataset.RasterYSize
+    if width <= max_side and height <= max_side:
+        pixels, valid = read_window(dataset, bands, 0, 0, width, height, role)
+        return pixels.reshape(len(bands), 1, -1), valid.reshape(1, -1)
+    pieces, masks = [], []
+    for gy in range(windows_per_side):
+        for gx in range(windows_per_side):
+            w, h = min(window, width), min(window, height)
+            x = int((width - w) * (gx + 0.5) / windows_per_side)
+            y = int((height - h) * (gy + 0.5) / windows_per_side)
+            pixels, valid = read_window(dataset, bands, x, y, w, h, role)
+            pieces.append(pixels.reshape(len(bands), -1))
+            masks.append(valid.reshape(-1))
+    return np.concatenate(pieces, axis=1)[:, None, :], np.concatenate(masks)[None, :]

@@ -1,0 +1,119 @@
+"""Tiles with overlap over a large image, and blending of overlapping tile predictions row by row
+so that memory depends on the image width and tile size, never on the image height."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, List, Tuple
+
+import numpy as np
+
+MIN_BLEND_WEIGHT = 1e-3  # keeps an image-interior tile edge from dividing by zero
+
+
+@dataclass(frozen=True)
+class TileGrid:
+    """Positions of equally sized tiles covering a ``width`` × ``height`` image."""
+
+    width: int
+    height: int
+    tile: int
+    overlap: int
+
+    @property
+    def tile_width(self) -> int:
+        return min(self.tile, self.width)
+
+    @property
+    def tile_height(self) -> int:
+        return min(self.tile, self.height)
+
+    def columns(self) -> List[int]:
+        return _starts(self.width, self.tile, self.overlap)
+
+    def rows(self) -> List[int]:
+        return _starts(self.height, self.tile, self.overlap)
+
+    def __len__(self) -> int:
+        return len(self.columns()) * len(self.rows())
+
+    def positions(self) -> Iterator[Tuple[int, int]]:
+        """(x, y) of every tile, row by row (the order the blender needs)."""
+        columns = self.columns()
+        for y in self.rows():
+            for x in columns:
+                yield x, y
+
+    def blend_weights(self, x: int, y: int) -> np.ndarray:
+        """Weights (tile_height, tile_width) that fall off linearly across the overlap on every
+        side that borders another tile, and stay 1 at the image border."""
+        wy = _ramp(self.tile_height, self.overlap, y > 0, y + self.tile_height < self.height)
+        wx = _ramp(self.tile_width, self.overlap, x > 0, x + self.tile_width < self.width)
+        return np.outer(wy, wx)
+
+
+def _starts(length: int, tile: int, overlap: int) -> List[int]:
+    if length <= tile:
+        return [0]
+    step = tile - overlap
+    starts = list(range(0, length - tile, step))
+    starts.append(length - tile)  # the last tile ends at the image edge
+    return sorted(set(starts))
+
+
+def _ramp(size: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarray:
+    weights = np.ones(size, np.float32)
+    if overlap <= 0:
+        return weights
+    ramp = np.clip((np.arange(min(overlap, size), dtype=np.float32) + 0.5) / overlap, MIN_BLEND_WEIGHT, 1.0)
+    if taper_start:
+        weights[:ramp.size] = np.minimum(weights[:ramp.size], ramp)
+    if taper_end:
+        weights[size - ramp.size:] = np.minimum(weights[size - ramp.size:], ramp[::-1])
+    return weights
+
+
+class RowBlender:
+    """Weighted sums of tile predictions for the band of rows the current tile row covers.
+
+    After a tile row is added, the rows above the next tile row are final: :meth:`flush` returns
+    them and shifts the buffers, so only ``tile_height`` rows of the image are ever held.
+    """
+
+    def __init__(self, width: int, tile_height: int, channels: int) -> None:
+        self.sums = np.zeros((channels, tile_height, width), np.float32)
+        self.weights = np.zeros((tile_height, width), np.float32)
+        self.valid = np.zeros((tile_height, width), bool)
+        self.top = 0  # image row held in buffer row 0
+
+    def add(self, values: np.ndarray, weights: np.ndarray, valid: np.ndarray, x: int, y: int) -> None:
+        h, w = weights.shape
+        r = y - self.top
+        self.sums[:, r:r + h, x:x + w] += values * weights
+        self.weights[r:r + h, x:x + w] += weights
+        self.valid[r:r + h, x:x + w] = valid
+
+    def mark_valid(self, valid: np.ndarray, x: int, y: int) -> None:
+        """Record validity of a tile that was not computed (no valid pixel in it)."""
+        h, w = valid.shape
+        r = y - self.top
+        self.valid[r:r + h, x:x + w] = valid
+
+    def flush(self, until: int) -> Tuple[int, np.ndarray, np.ndarray]:
+        """Final rows [top, until): (first row, blended values (C, n, W), valid (n, W))."""
+        n = until - self.top
+        weights = self.weights[:n]
+        covered = weights > 0
+        blended = self.sums[:, :n] / np.where(covered, weights, 1.0)
+        valid = self.valid[:n] & covered
+        top = self.top
+        for buffer in (self.sums, self.weights, self.valid):
+            _shift_rows(buffer, n)
+        self.top = until
+        return top, blended, valid
+
+
+def _shift_rows(buffer: np.ndarray, n: int) -> None:
+    """Move rows up by ``n`` (rows are the second-last axis) and clear the freed rows."""
+    kept = buffer[..., n:, :].copy()
+    buffer[..., :kept.shape[-2], :] = kept
+    buffer[..., kept.shape[-2]:, :] = 0
