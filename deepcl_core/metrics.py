@@ -1,0 +1,54 @@
+"""Binary change-detection accuracy from a confusion matrix: precision, recall, F1, IoU, overall
+accuracy and Cohen's kappa. Confusion counts add up across tiles and pairs (pooled metrics)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Dict
+
+import numpy as np
+
+
+@dataclass
+class Confusion:
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    @classmethod
+    def of(cls, predicted: np.ndarray, reference: np.ndarray, valid: np.ndarray | None = None) -> "Confusion":
+        """Counts for boolean-like arrays of one shape; pixels outside ``valid`` are not counted."""
+        predicted = np.asarray(predicted).astype(bool)
+        reference = np.asarray(reference).astype(bool)
+        if valid is not None:
+            predicted, reference = predicted[valid], reference[valid]
+        tp = int(np.count_nonzero(predicted & reference))
+        fp = int(np.count_nonzero(predicted & ~reference))
+        fn = int(np.count_nonzero(~predicted & reference))
+        return cls(tp, fp, fn, int(predicted.size) - tp - fp - fn)
+
+    def __add__(self, other: "Confusion") -> "Confusion":
+        return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
+    @property
+    def total(self) -> int:
+        return self.tp + self.fp + self.fn + self.tn
+
+    def metrics(self) -> Dict[str, float]:
+        """Precision, recall, F1 and IoU of the change class, OA and kappa. A ratio whose
+        denominator is 0 is reported as 0 (e.g. precision when nothing is predicted changed),
+        except kappa, which is 1 when prediction and reference agree perfectly."""
+        tp, fp, fn, tn, n = self.tp, self.fp, self.fn, self.tn, self.total
+        precision = _ratio(tp, tp + fp)
+        recall = _ratio(tp, tp + fn)
+        f1 = _ratio(2 * tp, 2 * tp + fp + fn)
+        iou = _ratio(tp, tp + fp + fn)
+        oa = _ratio(tp + tn, n)
+        expected = _ratio((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn), n * n)
+        kappa = 1.0 if fp + fn == 0 else _ratio(oa - expected, 1 - expected)
+        return {"precision": precision, "recall": recall, "f1": f1, "iou": iou, "oa": oa, "kappa": kappa,
+                **{k: float(v) for k, v in asdict(self).items()}}
+
+
+def _ratio(numerator: float, denominator: float) -> float:
+    return float(numerator) / float(denominator) if denominator else 0.0
