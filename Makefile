@@ -43,7 +43,7 @@ $(IMAGENET_WEIGHTS): | $(PY)
 	rm -rf $$tmp
 
 demo: setup
-	$(PY) -m deepcl_core.demo --out $(OUT)/demo
+	$(PY) scripts/demo.py --out $(OUT)/demo
 
 test: setup
 	$(PY) -m pytest -q

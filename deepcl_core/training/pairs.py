@@ -1,0 +1,199 @@
+"""Labelled image pairs for training and evaluation: finding them below data folders (one folder
+per pair with before.*/after.*/label.*, or the LEVIR-CD layout A/ B/ label/), checking them, and
+loading each one once into memory on the before grid, normalised as detection normalises."""
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+from osgeo import gdal
+
+from ..errors import InputError
+from ..gdal_utils import collect_gdal_errors
+from ..normalization import ImageStretch, NormalizationSpec, normalize
+from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_raster, read_sample, \
+    read_window
+
+# Sidecar files GDAL or viewers leave next to rasters; never a pair's image.
+_IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".txt", ".md", ".json", ".prj", ".wld", ".pgw", ".tfw", ".jgw"}
+
+
+@dataclass(frozen=True)
+class PairFiles:
+    """Where one labelled pair lies. ``group`` names its data set (the folder above the pair),
+    so that a validation split can hold out pairs from every data set."""
+
+    name: str
+    before: Path
+    after: Path
+    label: Path
+    group: str
+
+    def to_dict(self) -> Dict[str, str]:
+        return {"name": self.name, "before": str(self.before), "after": str(self.after),
+                "label": str(self.label), "group": self.group}
+
+
+@dataclass
+class LoadedPair:
+    """A pair in memory on the before grid: images (bands, h, w) normalised and zeroed where
+    invalid, label (h, w) uint8 in {0, 1}, valid (h, w) bool where both images and the label have data."""
+
+    files: PairFiles
+    before: np.ndarray
+    after: np.ndarray
+    label: np.ndarray
+    valid: np.ndarray
+
+    @property
+    def name(self) -> str:
+        return self.files.name
+
+    @property
+    def shape(self) -> Tuple[int, int]:
+        return self.label.shape  # type: ignore[return-value]
+
+
+def find_pairs(data_dirs: Sequence[os.PathLike]) -> List[PairFiles]:
+    """All pairs below ``data_dirs`` (searched recursively), sorted by path, each found once."""
+    found: Dict[Path, PairFiles] = {}
+    for data_dir in data_dirs:
+        root = Path(data_dir)
+        if not root.is_dir():
+            raise InputError(f"data folder not found: {root}")
+        for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
+            for pair in _pairs_in(folder):
+                found.setdefault(pair.before.resolve(), pair)
+    return [found[key] for key in sorted(found)]
+
+
+def _pairs_in(folder: Path) -> List[PairFiles]:
+    per_folder = _raster_named(folder)
+    if {"before", "after", "label"} <= per_folder.keys():
+        return [PairFiles(folder.name, per_folder["before"], per_folder["after"], per_folder["label"],
+                          folder.parent.name)]
+    return _levir_pairs(folder)
+
+
+def _levir_pairs(folder: Path) -> List[PairFiles]:
+    """LEVIR-CD layout: A/x.png, B/x.png, label/x.png share a file name."""
+    dirs = {name: folder / name for name in ("A", "B", "label")}
+    if not all(d.is_dir() for d in dirs.values()):
+        return []
+    pairs = []
+    for before in sorted(p for p in dirs["A"].iterdir() if _is_raster_file(p)):
+        after, label = dirs["B"] / before.name, dirs["label"] / before.name
+        if after.is_file() and label.is_file():
+            pairs.append(PairFiles(f"{folder.name}/{before.stem}", before, after, label, folder.name))
+    return pairs
+
+
+def _raster_named(folder: Path) -> Dict[str, Path]:
+    named: Dict[str, Path] = {}
+    for path in sorted(folder.iterdir()):
+        if _is_raster_file(path) and path.stem.lower() in ("before", "after", "label"):
+            named.setdefault(path.stem.lower(), path)
+    return named
+
+
+def _is_raster_file(path: Path) -> bool:
+    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in _IGNORED_SUFFIXES
+
+
+def split_pairs(pairs: Sequence[PairFiles], fraction: float, seed: int) -> Tuple[List[PairFiles], List[PairFiles]]:
+    """(training, validation): from each data set (``group``) of at least two pairs, ceil(fraction · n)
+    pairs are held out at random with ``seed``; a data set of one pair stays in training."""
+    if not 0.0 < fraction < 1.0:
+        raise InputError(f"validation fraction must lie between 0 and 1 (exclusive); got {fraction}")
+    rng = np.random.default_rng(seed)
+    held_out = set()
+    groups: Dict[str, List[PairFiles]] = {}
+    for pair in pairs:
+        groups.setdefault(pair.group, []).append(pair)
+    for group in sorted(groups):
+        members = groups[group]
+        if len(members) < 2:
+            continue
+        count = min(len(members) - 1, math.ceil(fraction * len(members)))
+        for index in rng.choice(len(members), size=count, replace=False):
+            held_out.add(members[int(index)].before.resolve())
+    validation = [p for p in pairs if p.before.resolve() in held_out]
+    if not validation:
+        raise InputError(f"a validation fraction of {fraction} holds out no pair from {len(pairs)} pair(s) "
+                         "(a data set needs two pairs to give one); give validation folders with --val")
+    return [p for p in pairs if p.before.resolve() not in held_out], validation
+
+
+def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSpec) -> LoadedPair:
+    """Read, check and normalise one pair; every problem is an :class:`InputError` naming the pair."""
+    before_ds = open_raster(files.before, f"{files.name}: before")
+    after_ds = open_raster(files.after, f"{files.name}: after")
+    bands_before = choose_bands(before_ds, None, band_names, f"{files.name}: before")
+    bands_after = choose_bands(after_ds, None, band_names, f"{files.name}: after")
+    try:
+        aligned = align_after_to_before(before_ds, after_ds)
+    except InputError as exc:
+        raise InputError(f"pair {files.name}: {exc}") from None
+    label, label_valid = read_label(files, before_ds)
+    before, valid_b = _read_normalised(before_ds, bands_before, spec, f"{files.name}: before")
+    after, valid_a = _read_normalised(aligned, bands_after, spec, f"{files.name}: after")
+    valid = valid_b & valid_a & label_valid
+    if not valid.any():
+        raise InputError(f"pair {files.name} has no pixel where before, after and label all have data")
+    return LoadedPair(files, before * valid, after * valid, label, valid)
+
+
+def load_pairs(pairs: Sequence[PairFiles], band_names: Sequence[str], spec: NormalizationSpec) -> List[LoadedPair]:
+    return [load_pair(files, band_names, spec) for files in pairs]
+
+
+def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], spec: NormalizationSpec,
+                     role: str) -> Tuple[np.ndarray, np.ndarray]:
+    """The whole image normalised with its own percentile stretch, computed from the same sample
+    detection uses, so that training sees exactly what detection will feed the network."""
+    sample, sample_valid = read_sample(dataset, bands, role)
+    if not sample_valid.any():
+        raise InputError(f"{role} image has no valid pixel")
+    stretch = ImageStretch.from_sample(sample, sample_valid, spec)
+    pixels, valid = read_window(dataset, bands, 0, 0, dataset.RasterXSize, dataset.RasterYSize, role)
+    return normalize(pixels, stretch, spec), valid
+
+
+def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, np.ndarray]:
+    """The label on the before grid as uint8 {0, 1} with its validity. 0/1 and 0/255 labels are
+    accepted; anything else is an :class:`InputError`."""
+    label_ds = open_raster(files.label, f"{files.name}: label")
+    label_ds = _label_on_grid(files, label_ds, before_ds)
+    values, valid = read_window(label_ds, [1], 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
+                                f"{files.name}: label")
+    values = values[0]
+    present = np.unique(values[valid])
+    if present.size and not (set(present.tolist()) <= {0.0, 1.0} or set(present.tolist()) <= {0.0, 255.0}):
+        shown = ", ".join(f"{v:g}" for v in present[:6]) + (", …" if present.size > 6 else "")
+        raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
+                         "0 (no change) and 1 or 255 (change) only")
+    return (values > 0).astype(np.uint8), valid
+
+
+def _label_on_grid(files: PairFiles, label_ds: gdal.Dataset, before_ds: gdal.Dataset) -> gdal.Dataset:
+    """A label of the before image's size is taken as on its grid; a georeferenced label on another
+    grid is resampled to it (nearest neighbour keeps it binary); otherwise the pair cannot be used."""
+    size = (before_ds.RasterXSize, before_ds.RasterYSize)
+    if (label_ds.RasterXSize, label_ds.RasterYSize) == size:
+        return label_ds
+    if not (is_georeferenced(label_ds) and is_georeferenced(before_ds)):
+        raise InputError(f"pair {files.name}: label is {label_ds.RasterXSize}×{label_ds.RasterYSize} but the "
+                         f"before image is {size[0]}×{size[1]}, and without georeferencing the two cannot be "
+                         "aligned; give a label on the before image's grid")
+    target = Grid.of(before_ds)
+    with collect_gdal_errors() as errors:
+        warped = gdal.Warp("", label_ds, options=gdal.WarpOptions(
+            format="VRT", dstSRS=target.crs_wkt, outputBounds=target.bounds(), width=target.width,
+            height=target.height, resampleAlg="near", dstAlpha=True))
+    if warped is None:
+        raise InputError(f"pair {files.name}: GDAL could not put the label on the before grid: {errors.last()}")
+    return warped
