@@ -53,3 +53,11 @@ bench: setup
 
 clean:
 	rm -rf $(OUT) build dist *.egg-info .pytest_cache
+
+# The plugin zip for plugins.qgis.org, and a development install into the user's QGIS profile.
+.PHONY: package deploy
+package:
+	$(SYSTEM_PYTHON) scripts/package_plugin.py --out dist
+
+deploy:
+	$(SYSTEM_PYTHON) scripts/package_plugin.py --out dist --deploy

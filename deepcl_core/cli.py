@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
+from .cli_train import TRAIN_PARSERS
 from .errors import DeepCLError
 
 EXIT_BAD_INPUT = 2
@@ -95,7 +96,7 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSER_BUILDERS: List[Callable[[argparse._SubParsersAction], None]] = [add_detect_parser, add_info_parser]
+PARSER_BUILDERS: List[Callable[[argparse._SubParsersAction], None]] = [add_detect_parser, add_info_parser, *TRAIN_PARSERS]
 
 
 def build_parser() -> argparse.ArgumentParser:

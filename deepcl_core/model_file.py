@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import torch
 
 from .errors import ModelFileError
@@ -44,7 +45,7 @@ class ModelBundle:
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
             "config": self.config.to_dict(), "state_dict": self.state_dict, "bands": list(self.bands),
             "normalization": self.normalization.to_dict(), "threshold": float(self.threshold),
-            "provenance": self.provenance, "trained": self.trained,
+            "provenance": plain(self.provenance), "trained": self.trained,
         }
 
     def describe(self) -> Dict[str, Any]:
@@ -53,6 +54,25 @@ class ModelBundle:
         info["parameters"] = int(sum(t.numel() for k, t in self.state_dict.items()
                                      if t.is_floating_point() and "running_" not in k))
         return info
+
+
+def plain(value: Any) -> Any:
+    """Only types that ``torch.load(weights_only=True)`` accepts: str subclasses such as torch's
+    version string, numpy scalars and paths become their plain counterparts. ``save_model``
+    applies it to provenance, so a stray object can never make a saved file unloadable."""
+    if isinstance(value, dict):
+        return {str(k): plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if value is None or type(value) in (bool, int, float, str):
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value)
+    return str(value)
 
 
 def save_model(bundle: ModelBundle, path: str | os.PathLike) -> None:

@@ -103,6 +103,7 @@ def _mean_inside(raster: gdal.Dataset, geometry: ogr.Geometry, grid: Grid) -> fl
     feature = ogr.Feature(shape.GetLayerDefn())
     feature.SetGeometry(geometry)
     shape.CreateFeature(feature)
-    gdal.RasterizeLayer(window, [1], shape, burn_values=[1])
+    with collect_gdal_errors():  # the in-memory layer has no CRS: GDAL warns on stderr otherwise
+        gdal.RasterizeLayer(window, [1], shape, burn_values=[1])
     inside = window.GetRasterBand(1).ReadAsArray() == 1
     return float(values[inside].mean()) if inside.any() else float("nan")

@@ -3,15 +3,15 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import TextIO
+from typing import Optional, TextIO
 
 
 class TerminalProgress:
     """Callable as ``progress(fraction, message)``."""
 
-    def __init__(self, label: str, stream: TextIO = sys.stderr) -> None:
+    def __init__(self, label: str, stream: Optional[TextIO] = None) -> None:
         self.label = label
-        self.stream = stream
+        self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced
         self.interactive = stream.isatty()
         self.started = time.perf_counter()
         self.last_decile = -1

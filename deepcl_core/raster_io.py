@@ -185,6 +185,7 @@ def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, wid
     every value is finite."""
     pixels = np.empty((len(bands), height, width), np.float32)
     valid = np.ones((height, width), bool)
+    alpha_used = False
     with collect_gdal_errors() as errors:
         for i, index in enumerate(bands):
             band = dataset.GetRasterBand(index)
@@ -193,14 +194,32 @@ def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, wid
                 raise InputError(f"cannot read the {role} image at pixel ({x}, {y}): "
                                  f"{errors.last('the file may be truncated or damaged')}")
             pixels[i] = data
-            if band.GetMaskFlags() != gdal.GMF_ALL_VALID:
-                mask = band.GetMaskBand().ReadAsArray(x, y, width, height)
-                if mask is None:
-                    raise InputError(f"cannot read the {role} image's nodata mask at ({x}, {y}): "
-                                     f"{errors.last('the file may be damaged')}")
-                valid &= mask > 0
+            flags = band.GetMaskFlags()
+            if flags != gdal.GMF_ALL_VALID:
+                valid &= _read_mask(band.GetMaskBand(), x, y, width, height, role, errors)
+                alpha_used |= bool(flags & gdal.GMF_ALPHA)
+        alpha = _alpha_band(dataset)
+        if alpha is not None and not alpha_used:
+            valid &= _read_mask(alpha, x, y, width, height, role, errors)
     valid &= np.isfinite(pixels).all(axis=0)
     return pixels, valid
+
+
+def _alpha_band(dataset: gdal.Dataset) -> Optional[gdal.Band]:
+    """The last band when it is an alpha band. GDAL derives band masks from alpha only for 2- and
+    4-band datasets, so e.g. a 4-band image warped with an alpha band (5 bands) needs this."""
+    if dataset.RasterCount < 2:
+        return None
+    last = dataset.GetRasterBand(dataset.RasterCount)
+    return last if last.GetColorInterpretation() == gdal.GCI_AlphaBand else None
+
+
+def _read_mask(band: gdal.Band, x: int, y: int, width: int, height: int, role: str, errors) -> np.ndarray:
+    mask = band.ReadAsArray(x, y, width, height)
+    if mask is None:
+        raise InputError(f"cannot read the {role} image's nodata mask at ({x}, {y}): "
+                         f"{errors.last('the file may be damaged')}")
+    return mask > 0
 
 
 def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side: int = 1024,

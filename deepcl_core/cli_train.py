@@ -1,0 +1,103 @@
+"""``deepcl train`` and ``deepcl evaluate``: argument parsing and the JSON they print; the work is
+done by :func:`deepcl_core.training.train` and :func:`deepcl_core.evaluation.evaluate`."""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Dict
+
+from .model.encoders import ENCODERS
+
+
+def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("train", help="train or fine-tune a model on labelled pairs",
+                                 description="Train DeepCL on labelled pairs found below DATA_DIR (folders with "
+                                             "before.*, after.*, label.*, or the LEVIR-CD A/ B/ label/ layout).")
+    parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="folder(s) searched for pairs")
+    parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt); the checkpoint "
+                                                                "goes next to it as OUT.ckpt")
+    parser.add_argument("--init", type=Path, help="fine-tune this model file instead of starting anew")
+    parser.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
+    split = parser.add_mutually_exclusive_group()
+    split.add_argument("--val", type=Path, nargs="+", default=(), metavar="DIR", help="validation pair folder(s)")
+    split.add_argument("--val-fraction", type=float, default=0.2,
+                       help="share of each data set's pairs held out for validation (default 0.2; 0: none)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after its last epoch")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS), help="encoder (default mobilenet_v2)")
+    parser.add_argument("--gamma", type=float, default=2.0, help="HSCL focusing exponent (default 2; 0: plain)")
+    parser.add_argument("--hscl-weight", type=float, default=1.0, help="HSCL weight λ (default 1; 0: BCE+Dice only)")
+    parser.add_argument("--no-prior", action="store_true", help="decoder without distance-map guidance (ablation)")
+    parser.add_argument("--crop", type=int, default=256, help="training crop in pixels, a multiple of 32 (default 256)")
+    parser.add_argument("--batch", type=int, default=8, help="crops per step (default 8)")
+    parser.add_argument("--iterations-per-epoch", type=int, default=200, help="steps per epoch (default 200)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
+    parser.add_argument("--bands", nargs="+", metavar="NAME", help="input band names (default red green blue)")
+    parser.set_defaults(handler=run_train)
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from .progress import TerminalProgress
+    from .training import TrainOptions, train
+
+    options = TrainOptions(
+        data_dirs=args.data_dirs, out=args.out, init=args.init, epochs=args.epochs, val_dirs=tuple(args.val),
+        val_fraction=args.val_fraction, seed=args.seed, device=args.device, resume=args.resume,
+        encoder=args.encoder, gamma=args.gamma, hscl_weight=args.hscl_weight, prior_guidance=not args.no_prior,
+        crop=args.crop, batch_size=args.batch, iterations_per_epoch=args.iterations_per_epoch, lr=args.lr,
+        bands=args.bands, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
+    progress = TerminalProgress("train", sys.stderr)  # today's stderr, not the one at import
+    try:
+        result = train(options, progress=progress)
+    finally:
+        progress.finish()
+    summary: Dict[str, Any] = {
+        "model": str(result.out), "checkpoint": str(result.checkpoint), "epochs": result.epochs_completed,
+        "best_epoch": result.best_epoch, "validation": result.best_metrics, "train_pairs": len(result.train_pairs),
+        "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("evaluate", help="accuracy of a model on labelled pairs (JSON)",
+                                 description="Run detection on every labelled pair below DATA_DIR and compare "
+                                             "with its label; prints pooled and per-pair metrics as JSON.")
+    parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="folder(s) searched for pairs")
+    parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
+    parser.add_argument("--pseudo-change", action="store_true",
+                        help="also measure the false-positive rate on pseudo-change pairs (x, T(x))")
+    parser.add_argument("--classical", action="store_true",
+                        help="also report change-vector analysis and OTB MAD (Otsu thresholds) on the same pairs")
+    parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's")
+    parser.add_argument("--tile", type=int, default=512, help="tile size, a multiple of 32 (default 512)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.set_defaults(handler=run_evaluate)
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from .evaluation import EvaluateOptions, evaluate
+    from .progress import TerminalProgress
+
+    options = EvaluateOptions(model=args.model, data_dirs=args.data_dirs, pseudo_change=args.pseudo_change,
+                              device=args.device, threshold=args.threshold, tile_size=args.tile)
+    progress = TerminalProgress("evaluate", sys.stderr)
+    try:
+        report = evaluate(options, progress=progress)
+        if args.classical:
+            from .classical import classical_report
+            from .model_file import load_model
+            from .training import find_pairs
+            bands = load_model(args.model).bands if args.model else ("red", "green", "blue")
+            report["classical"] = classical_report(find_pairs(args.data_dirs), bands)
+    finally:
+        progress.finish()
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+TRAIN_PARSERS = [add_train_parser, add_evaluate_parser]  # registered in cli.PARSER_BUILDERS

@@ -1,0 +1,51 @@
+"""The training checkpoint: everything needed to continue after the last finished epoch (weights,
+optimiser, schedule, best weights so far, history), written atomically after every epoch."""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Dict
+
+import torch
+
+from ..errors import InputError
+
+FORMAT_NAME = "deepcl-checkpoint"
+FORMAT_VERSION = 1
+
+
+def checkpoint_path_for(out: Path) -> Path:
+    """Next to the model file, so that ``--resume`` with the same ``--out`` finds it."""
+    return out.with_name(out.name + ".ckpt")
+
+
+def save_checkpoint(state: Dict[str, Any], path: Path) -> None:
+    """Write to a temporary file and rename: an interruption mid-write keeps the previous epoch's."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **state}, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> Dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"--resume: no checkpoint at {path}; run without --resume to start training")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a bad file
+        raise InputError(f"checkpoint {path} cannot be read ({str(exc)[:120]}); delete it and train "
+                         "without --resume") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
+        raise InputError(f"{path} is not a DeepCL training checkpoint; delete it or choose another --out")
+    if state.get("format_version") != FORMAT_VERSION:
+        raise InputError(f"checkpoint {path} has version {state.get('format_version')}, this DeepCL "
+                         f"reads {FORMAT_VERSION}; train without --resume")
+    return state

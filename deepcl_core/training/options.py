@@ -1,0 +1,80 @@
+"""What ``train`` is asked to do and what it reports back."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence
+
+from ..errors import InputError
+from ..model.encoders import ENCODERS
+from .sampler import AugmentConfig
+
+NETWORK_MULTIPLE = 32
+DEFAULT_BANDS = ("red", "green", "blue")
+
+
+@dataclass
+class TrainOptions:
+    data_dirs: Sequence[Path]
+    out: Path
+    init: Optional[Path] = None  # fine-tune this model (its config, bands and normalisation are kept)
+    epochs: int = 20
+    val_dirs: Sequence[Path] = ()  # validation pairs; when empty, ``val_fraction`` of the pairs is held out
+    val_fraction: float = 0.2  # 0: no validation, the last epoch's weights are kept
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    encoder: Optional[str] = None  # None: mobilenet_v2, or the --init model's
+    gamma: float = 2.0
+    hscl_weight: float = 1.0
+    prior_guidance: bool = True
+    crop: int = 256
+    batch_size: int = 8
+    iterations_per_epoch: int = 200
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    bands: Optional[Sequence[str]] = None  # None: red, green, blue, or the --init model's
+    threshold: float = 0.5
+    pretrained: bool = True  # ImageNet weights for a new MobileNetV2 encoder
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    val_tile: int = 512
+    checkpoint: Optional[Path] = None  # None: next to ``out``
+    command_line: Optional[str] = None  # recorded in the provenance
+
+    def validate(self) -> None:
+        checks = [
+            (self.epochs >= 1, f"epochs must be at least 1; got {self.epochs}"),
+            (self.iterations_per_epoch >= 1, f"iterations per epoch must be at least 1; got {self.iterations_per_epoch}"),
+            (self.batch_size >= 2, f"batch size must be at least 2 (batch normalisation); got {self.batch_size}"),
+            (self.crop >= NETWORK_MULTIPLE and self.crop % NETWORK_MULTIPLE == 0,
+             f"crop must be a multiple of {NETWORK_MULTIPLE} and at least {NETWORK_MULTIPLE}; got {self.crop}"),
+            (self.val_tile >= NETWORK_MULTIPLE and self.val_tile % NETWORK_MULTIPLE == 0,
+             f"validation tile must be a multiple of {NETWORK_MULTIPLE}; got {self.val_tile}"),
+            (0.0 <= self.val_fraction < 1.0, f"validation fraction must lie in [0, 1); got {self.val_fraction}"),
+            (self.lr > 0, f"learning rate must be positive; got {self.lr}"),
+            (self.gamma >= 0, f"gamma must not be negative; got {self.gamma}"),
+            (self.hscl_weight >= 0, f"HSCL weight must not be negative; got {self.hscl_weight}"),
+            (0.0 < self.threshold < 1.0, f"threshold must lie between 0 and 1; got {self.threshold}"),
+            (self.encoder is None or self.encoder in ENCODERS,
+             f"unknown encoder {self.encoder!r}; choose one of {', '.join(sorted(ENCODERS))}"),
+            (bool(self.data_dirs), "give at least one data folder"),
+            (self.bands is None or len(self.bands) > 0, "give at least one band name"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+        if Path(self.out).is_dir():
+            raise InputError(f"--out {self.out} is a folder; give a model file name such as model.pt")
+
+
+@dataclass
+class TrainResult:
+    out: Path
+    checkpoint: Path
+    epochs_completed: int
+    best_epoch: int
+    best_metrics: Dict[str, float]  # pooled validation metrics of the kept weights; {} without validation
+    history: List[Dict[str, float]]  # one entry per epoch: losses, validation F1, seconds
+    train_pairs: List[str]
+    val_pairs: List[str]
+    seconds: float  # training time over all runs (a resumed run adds to the earlier ones)

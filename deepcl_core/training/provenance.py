@@ -1,0 +1,60 @@
+"""Where a model's weights came from, written into the model file (plain types only, so the file
+loads with ``weights_only=True``)."""
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+from dataclasses import asdict
+from typing import Any, Dict, List, Optional, Sequence
+
+import numpy as np
+import torch
+
+from .. import __version__
+from ..device import describe_device
+from ..losses import LossConfig
+from ..model_file import plain
+from .options import TrainOptions
+from .pairs import PairFiles
+
+
+def hardware(device: torch.device) -> Dict[str, Any]:
+    return {"device": describe_device(device), "cpu": platform.processor() or platform.machine(),
+            "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "platform": platform.platform(),
+            "python": platform.python_version(), "torch": str(torch.__version__)}
+
+
+def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles], val_pairs: Sequence[PairFiles],
+                        loss: LossConfig, device: torch.device, encoder_init: str, checkpoint: Dict[str, Any],
+                        parent: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+    validation = ("folders " + ", ".join(str(d) for d in options.val_dirs) if options.val_dirs
+                  else f"fraction {options.val_fraction} per data set, seed {options.seed}"
+                  if options.val_fraction else "none (last epoch kept)")
+    return plain({
+        "trained_with": f"deepcl {__version__} train",
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": options.command_line,
+        "data_dirs": [str(d) for d in options.data_dirs],
+        "train_pairs": _pair_list(train_pairs),
+        "validation_pairs": _pair_list(val_pairs),
+        "validation": validation,
+        "encoder_init": encoder_init,
+        "init_model": None if options.init is None else str(options.init),
+        "parent_provenance": parent,
+        "epochs": int(checkpoint["epoch"]),
+        "best_epoch": int(checkpoint["best_epoch"]),
+        "iterations_per_epoch": options.iterations_per_epoch, "batch_size": options.batch_size,
+        "crop": options.crop, "lr": options.lr, "weight_decay": options.weight_decay, "seed": options.seed,
+        "optimizer": "AdamW, linear warm-up then cosine decay",
+        "loss": asdict(loss),
+        "augmentation": options.augment.to_dict(),
+        "seconds": round(float(checkpoint["seconds"]), 1),
+        "hardware": hardware(device),
+        "validation_metrics": checkpoint["best_metrics"],
+        "history": checkpoint["history"],
+    })
+
+
+def _pair_list(pairs: Sequence[PairFiles]) -> List[Dict[str, str]]:
+    return [pair.to_dict() for pair in pairs]

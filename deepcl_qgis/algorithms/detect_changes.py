@@ -1,0 +1,299 @@
+"""deepcl:detectchanges: change between a before and an after raster layer, as Processing."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
+                       QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBand,
+                       QgsProcessingParameterEnum, QgsProcessingParameterExtent,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
+                       QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
+                       QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination,
+                       QgsProcessingUtils, QgsRasterLayer)
+
+from .. import pair_checks, raster_clip
+from ..engine import core_module
+from ..layer_styling import attach_post_processors
+from ..paths import bundled_model_path
+from .base import DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file
+
+
+class DetectChangesAlgorithm(DeepCLAlgorithm):
+    BEFORE = "BEFORE"
+    AFTER = "AFTER"
+    BANDS_BEFORE = "BANDS_BEFORE"
+    BANDS_AFTER = "BANDS_AFTER"
+    MODEL = "MODEL"
+    THRESHOLD = "THRESHOLD"
+    DEVICE = "DEVICE"
+    EXTENT = "EXTENT"
+    MASK = "MASK"
+    TILE_SIZE = "TILE_SIZE"
+    OVERLAP = "OVERLAP"
+    BATCH_SIZE = "BATCH_SIZE"
+    MIN_AREA = "MIN_AREA"
+    CHANGE = "CHANGE"
+    CONFIDENCE = "CONFIDENCE"
+    DISTANCE = "DISTANCE"
+    POLYGONS = "POLYGONS"
+    CHANGED_AREA_M2 = "CHANGED_AREA_M2"
+    CHANGED_PERCENT = "CHANGED_PERCENT"
+    CHANGED_PIXELS = "CHANGED_PIXELS"
+    VALID_PIXELS = "VALID_PIXELS"
+    POLYGON_COUNT = "POLYGON_COUNT"
+    DEVICE_USED = "DEVICE_USED"
+
+    DEVICES = ["auto", "cpu", "cuda", "mps"]
+    ICON = "detect"
+
+    def name(self) -> str:
+        return "detectchanges"
+
+    def displayName(self) -> str:  # noqa: N802 (Qt API)
+        return self.tr("Detect changes")
+
+    def tags(self) -> List[str]:
+        return self.tr("change,detection,deep learning,deepcl,before,after,bitemporal,urban,damage,"
+                       "deforestation,siamese,torch").split(",")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(
+            "Finds what changed between a <b>before</b> and an <b>after</b> image of the same place with the "
+            "DeepCL network, on the GPU when there is one, else on the CPU.<br><br>"
+            "Outputs, on the before image's grid: <b>Change</b> (1 changed, 0 unchanged, nodata where either "
+            "image has no data), <b>Confidence</b> (change probability 0–1) and, on request, the network's "
+            "<b>Distance</b> map and change <b>Polygons</b> (GeoPackage) with their area. The after image is "
+            "reprojected onto the before grid on the fly.<br><br>"
+            "The changed area (m² and percent of the area both images cover) is returned as outputs that "
+            "graphical models can use. An optional processing extent or mask layer limits the work to an "
+            "area of interest. Needs PyTorch.")
+
+    def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802
+        for parameter, help_text, advanced in self._input_parameters() + self._output_parameters():
+            self.addParameter(add_help(parameter, help_text, advanced))
+        self._add_result_outputs()
+
+    def _input_parameters(self) -> List[Tuple[Any, str, bool]]:
+        return [
+            (QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before image")),
+             self.tr("The image taken before the change; outputs are written on its grid and CRS."), False),
+            (QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After image")),
+             self.tr("The image taken after the change; reprojected onto the before grid if needed."), False),
+            (QgsProcessingParameterBand(self.BANDS_BEFORE, self.tr("Bands of the before image"), None,
+                                        self.BEFORE, optional=True, allowMultiple=True),
+             self.tr("The bands the model reads, in the model's order (e.g. red, green, blue). "
+                     "Empty: found from the band names, else the first bands."), False),
+            (QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of the after image"), None,
+                                        self.AFTER, optional=True, allowMultiple=True),
+             self.tr("The same bands, in the same order, for the after image."), False),
+            (QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="pt",
+                                        defaultValue=str(bundled_model_path())),
+             self.tr("A DeepCL model file (.pt). Default: the model bundled with the plugin."), False),
+            (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
+                                          QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
+             self.tr("Confidence from which a pixel counts as changed. Empty: the model's own threshold. "
+                     "Lower finds more change (and more false alarms)."), False),
+            (QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), self.DEVICES, defaultValue="auto",
+                                        usesStaticStrings=True),
+             self.tr("auto: an NVIDIA GPU (cuda) or Apple GPU (mps) when available, else the CPU."), False),
+            (QgsProcessingParameterExtent(self.EXTENT, self.tr("Processing extent"), optional=True),
+             self.tr("Only detect change inside this extent. Empty: the whole before image."), False),
+            (QgsProcessingParameterFeatureSource(self.MASK, self.tr("Mask (area of interest polygons)"),
+                                                 [QgsProcessing.TypeVectorPolygon], optional=True),
+             self.tr("Only detect change inside these polygons; outside them the outputs are nodata and "
+                     "nothing counts in the changed area. Needs georeferenced images."), False),
+            (QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (pixels)"),
+                                          QgsProcessingParameterNumber.Integer, 512, False, 32, 4096),
+             self.tr("The network works on tiles of this size (a multiple of 32). Smaller tiles use less "
+                     "memory."), True),
+            (QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels)"),
+                                          QgsProcessingParameterNumber.Integer, 64, False, 0, 2047),
+             self.tr("Overlap between neighbouring tiles, blended to hide seams; under half the tile size."), True),
+            (QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles)"),
+                                          QgsProcessingParameterNumber.Integer, 4, False, 1, 256),
+             self.tr("Tiles the network processes at once; lower it if the GPU runs out of memory."), True),
+            (QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum polygon area (m²)"),
+                                          QgsProcessingParameterNumber.Double, 0.0, False, 0.0),
+             self.tr("Change polygons smaller than this are dropped (in pixels for images without "
+                     "georeference)."), False),
+        ]
+
+    def _output_parameters(self) -> List[Tuple[Any, str, bool]]:
+        return [
+            (QgsProcessingParameterRasterDestination(self.CHANGE, self.tr("Change")),
+             self.tr("GeoTIFF: 1 changed, 0 unchanged, 255 nodata."), False),
+            (QgsProcessingParameterRasterDestination(self.CONFIDENCE, self.tr("Confidence")),
+             self.tr("GeoTIFF: change probability 0–1, -1 nodata."), False),
+            (QgsProcessingParameterRasterDestination(self.DISTANCE, self.tr("Distance map"), optional=True,
+                                                     createByDefault=False),
+             self.tr("GeoTIFF: the network's feature distance between the dates (0–2); optional."), False),
+            (QgsProcessingParameterVectorDestination(self.POLYGONS, self.tr("Change polygons"),
+                                                     QgsProcessing.TypeVectorPolygon, optional=True,
+                                                     createByDefault=False),
+             self.tr("GeoPackage of the changed areas with their area (m²) and mean confidence; optional."), False),
+        ]
+
+    def _add_result_outputs(self) -> None:
+        self.addOutput(QgsProcessingOutputNumber(self.CHANGED_AREA_M2, self.tr("Changed area (m²)")))
+        self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PERCENT, self.tr("Changed area (% of valid area)")))
+        self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, self.tr("Changed pixels")))
+        self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Valid pixels")))
+        self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Number of change polygons")))
+        self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
+        return pair_checks.model_file_problem(self.parameterAsFile(parameters, self.MODEL, context))
+
+    def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
+        before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
+        after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+        bands_before = self.parameterAsInts(parameters, self.BANDS_BEFORE, context)
+        bands_after = self.parameterAsInts(parameters, self.BANDS_AFTER, context)
+        pair_checks.check_distinct(before, after)
+        pair_checks.check_overlap(before, after)
+        pair_checks.check_bands(before, bands_before, "before")
+        pair_checks.check_bands(after, bands_after, "after")
+        pair_checks.check_band_counts(bands_before, bands_after)
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        pair_checks.check_model(model, before, bands_before, "before")
+        pair_checks.check_model(model, after, bands_after, "after")
+        self._check_area_of_interest(parameters, context, before)
+        self._check_polygon_format(parameters, context)
+        return True, ""
+
+    def _check_area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                                before: QgsRasterLayer) -> None:
+        if self._has(parameters, self.EXTENT):
+            raster_clip.pixel_window(before, self.parameterAsExtent(parameters, self.EXTENT, context, before.crs()))
+        if self._has(parameters, self.MASK):
+            if not before.crs().isValid():
+                raise QgsProcessingException("A mask layer needs georeferenced images; use a processing extent "
+                                             "instead, or georeference the images first.")
+            raster_clip.pixel_window(before, self._mask_extent(parameters, context, before))
+
+    def _check_polygon_format(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
+        path = self._optional_output(parameters, self.POLYGONS, context)
+        if path and Path(path).suffix.lower() != ".gpkg":
+            raise QgsProcessingException(f"Change polygons are written as a GeoPackage; give a .gpkg file "
+                                         f"name instead of {Path(path).name}.")
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> Dict[str, Any]:
+        self.require_dependencies()
+        detect = core_module("detect")
+        before_layer = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
+        after_layer = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+        before, after = self._inputs_for_engine(parameters, context, before_layer, after_layer, feedback)
+        outputs = detect.DetectOutputs(
+            change=Path(self.parameterAsOutputLayer(parameters, self.CHANGE, context)),
+            confidence=Path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)),
+            distance=self._optional_path(parameters, self.DISTANCE, context),
+            polygons=self._optional_path(parameters, self.POLYGONS, context))
+        with engine_errors():
+            result = detect.detect_changes(before, after, outputs, self._options(parameters, context, detect),
+                                           progress=progress_to(feedback), cancel=feedback.isCanceled)
+        self._report(result, feedback)
+        self._style_outputs(context, outputs, before_layer, after_layer)
+        return self._results(outputs, result)
+
+    def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext, detect: Any) -> Any:
+        return detect.DetectOptions(
+            model=Path(self.parameterAsFile(parameters, self.MODEL, context)),
+            bands_before=self.parameterAsInts(parameters, self.BANDS_BEFORE, context) or None,
+            bands_after=self.parameterAsInts(parameters, self.BANDS_AFTER, context) or None,
+            threshold=optional_number(self, parameters, self.THRESHOLD, context),
+            tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
+            min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
+            overwrite=True)  # Processing asks before overwriting; the engine still never leaves partial files
+
+    def _inputs_for_engine(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                           before_layer: QgsRasterLayer, after_layer: QgsRasterLayer,
+                           feedback: QgsProcessingFeedback) -> Tuple[Path, Path]:
+        """The files the engine reads: the layers' files, cropped and masked to the area of interest."""
+        before, after = raster_file(before_layer, "before"), raster_file(after_layer, "after")
+        extent = self._area_of_interest(parameters, context, before_layer)
+        if extent is None:
+            return Path(before), Path(after)
+        window = raster_clip.pixel_window(before_layer, extent)
+        feedback.pushInfo(f"Area of interest: {window[2]}×{window[3]} pixels at ({window[0]}, {window[1]})")
+        folder = Path(QgsProcessingUtils.tempFolder())
+        token = QgsProcessingUtils.generateTempFilename("aoi").rsplit("/", 1)[-1]
+        cropped_after = Path(after)
+        if raster_clip.same_grid(before, after):
+            cropped_after = raster_clip.crop(after, window, folder / f"{token}_after.vrt")
+        cropped_before = raster_clip.crop(before, window, folder / f"{token}_before.vrt")
+        if self._has(parameters, self.MASK):
+            mask_file, mask_layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+                parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback)
+            cropped_before = raster_clip.apply_mask(cropped_before, mask_file, mask_layer or None,
+                                                    folder / f"{token}_before_masked.vrt")
+        return cropped_before, cropped_after
+
+    def _area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                          before: QgsRasterLayer) -> Optional[Any]:
+        extent = None
+        if self._has(parameters, self.EXTENT):
+            extent = self.parameterAsExtent(parameters, self.EXTENT, context, before.crs())
+        if self._has(parameters, self.MASK):
+            mask_extent = self._mask_extent(parameters, context, before)
+            extent = mask_extent if extent is None else extent.intersect(mask_extent)
+        return extent
+
+    def _mask_extent(self, parameters: Dict[str, Any], context: QgsProcessingContext, before: QgsRasterLayer) -> Any:
+        source = self.parameterAsSource(parameters, self.MASK, context)
+        if source is None:
+            raise QgsProcessingException("The mask layer could not be read.")
+        from qgis.core import QgsCoordinateTransform  # only needed with a mask
+        transform = QgsCoordinateTransform(source.sourceCrs(), before.crs(), context.transformContext())
+        return transform.transformBoundingBox(source.sourceExtent())
+
+    @staticmethod
+    def _has(parameters: Dict[str, Any], name: str) -> bool:
+        return parameters.get(name) not in (None, "")
+
+    def _optional_output(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> str:
+        if not self._has(parameters, name):
+            return ""
+        return self.parameterAsOutputLayer(parameters, name, context) or ""
+
+    def _optional_path(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> Optional[Path]:
+        path = self._optional_output(parameters, name, context)
+        return Path(path) if path else None
+
+    def _report(self, result: Any, feedback: QgsProcessingFeedback) -> None:
+        for warning in result.warnings:
+            feedback.pushWarning(warning)
+        area = (f"{result.changed_area_m2:,.0f} m²" if result.changed_area_m2 is not None
+                else "area unknown (images not georeferenced)")
+        feedback.pushInfo(f"Changed: {result.changed_pixels} of {result.valid_pixels} valid pixels "
+                          f"({result.changed_percent:.2f} %), {area}; threshold {result.threshold:.2f}, "
+                          f"{result.tiles} tiles on {result.device} in {result.seconds:.1f} s")
+
+    def _style_outputs(self, context: QgsProcessingContext, outputs: Any, before: QgsRasterLayer,
+                       after: QgsRasterLayer) -> None:
+        loaded = {str(outputs.change): ("change", "Change"),
+                  str(outputs.confidence): ("confidence", "Confidence")}
+        if outputs.distance is not None:
+            loaded[str(outputs.distance)] = ("distance", "Distance")
+        if outputs.polygons is not None:
+            loaded[str(outputs.polygons)] = ("polygons", "Change polygons")
+        group = f"DeepCL changes: {before.name()} → {after.name()}"
+        attach_post_processors(context, loaded, group)
+
+    def _results(self, outputs: Any, result: Any) -> Dict[str, Any]:
+        return {
+            self.CHANGE: str(outputs.change), self.CONFIDENCE: str(outputs.confidence),
+            self.DISTANCE: str(outputs.distance) if outputs.distance else None,
+            self.POLYGONS: str(outputs.polygons) if outputs.polygons else None,
+            self.CHANGED_AREA_M2: result.changed_area_m2, self.CHANGED_PERCENT: result.changed_percent,
+            self.CHANGED_PIXELS: result.changed_pixels, self.VALID_PIXELS: result.valid_pixels,
+            self.POLYGON_COUNT: result.polygons, self.DEVICE_USED: result.device,
+        }

@@ -1,0 +1,171 @@
+"""deepcl:evaluatemodel: accuracy of a change map (given, or made by a model from a pair) against
+a reference label raster or polygons of changed areas."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple
+
+from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
+
+from .. import accuracy, pair_checks
+from ..engine import core_module
+from ..report_html import write_report
+from .base import DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file
+
+METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA", "TP", "FP", "FN", "TN"]
+
+
+class EvaluateModelAlgorithm(DeepCLAlgorithm):
+    CHANGE = "CHANGE"
+    BEFORE = "BEFORE"
+    AFTER = "AFTER"
+    MODEL = "MODEL"
+    THRESHOLD = "THRESHOLD"
+    DEVICE = "DEVICE"
+    REFERENCE = "REFERENCE"
+    REFERENCE_POLYGONS = "REFERENCE_POLYGONS"
+    OUTPUT_HTML = "OUTPUT_HTML"
+    PRECISION, RECALL, F1, IOU, OA, KAPPA = "PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"
+
+    DEVICES = ["auto", "cpu", "cuda", "mps"]
+    ICON = "evaluate"
+
+    def name(self) -> str:
+        return "evaluatemodel"
+
+    def displayName(self) -> str:  # noqa: N802 (Qt API)
+        return self.tr("Evaluate a change map or model")
+
+    def tags(self) -> List[str]:
+        return self.tr("accuracy,evaluation,validation,f1,iou,kappa,precision,recall,reference,"
+                       "ground truth,change detection,deepcl").split(",")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(
+            "Measures how well a change map matches a reference.<br><br>"
+            "Give either a <b>change map</b> (e.g. the Change output of 'Detect changes'), or a <b>model</b> "
+            "with a <b>before</b> and an <b>after</b> image, which is then run first. Give the reference as a "
+            "<b>label raster</b> (non-zero = changed) or as <b>polygons of the changed areas</b> (everything "
+            "else counts as unchanged).<br><br>Returns precision, recall, F1, IoU of the change class, overall "
+            "accuracy and Cohen's kappa as outputs, and optionally an HTML report. Pixels that are nodata "
+            "in the change map or the reference are not counted.")
+
+    def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802
+        for parameter, help_text in self._parameters():
+            self.addParameter(add_help(parameter, help_text))
+        for key in METRICS:
+            self.addOutput(QgsProcessingOutputNumber(key, key.title() if len(key) > 3 else key))
+
+    def _parameters(self) -> List[Tuple[Any, str]]:
+        return [
+            (QgsProcessingParameterRasterLayer(self.CHANGE, self.tr("Change map"), optional=True),
+             self.tr("A raster with 1 for changed and 0 for unchanged pixels. Leave empty to run a model.")),
+            (QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before image (to run a model)"), optional=True),
+             self.tr("With the after image and a model: detect change first, then evaluate it.")),
+            (QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After image (to run a model)"), optional=True),
+             self.tr("The image taken after the change.")),
+            (QgsProcessingParameterFile(self.MODEL, self.tr("Model file (to run a model)"), extension="pt",
+                                        optional=True),
+             self.tr("The DeepCL model (.pt) to evaluate on the before/after pair.")),
+            (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
+                                          QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
+             self.tr("Used when running a model. Empty: the model's own threshold.")),
+            (QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), self.DEVICES, defaultValue="auto",
+                                        usesStaticStrings=True),
+             self.tr("Used when running a model.")),
+            (QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference label raster"), optional=True),
+             self.tr("Ground truth: non-zero = changed. Reprojected onto the change map's grid if needed.")),
+            (QgsProcessingParameterFeatureSource(self.REFERENCE_POLYGONS, self.tr("Reference changed-area polygons"),
+                                                 [QgsProcessing.TypeVectorPolygon], optional=True),
+             self.tr("Ground truth as polygons of the changed areas; all other pixels count as unchanged.")),
+            (QgsProcessingParameterFileDestination(self.OUTPUT_HTML, self.tr("Evaluation report"),
+                                                   self.tr("HTML files (*.html)"), optional=True,
+                                                   createByDefault=False),
+             self.tr("An HTML page with the metrics and pixel counts.")),
+        ]
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
+        has = {name: parameters.get(name) not in (None, "") for name in
+               (self.CHANGE, self.BEFORE, self.AFTER, self.MODEL, self.REFERENCE, self.REFERENCE_POLYGONS)}
+        if has[self.REFERENCE] == has[self.REFERENCE_POLYGONS]:
+            return False, self.tr("Give the reference either as a label raster or as changed-area polygons (one of them).")
+        if has[self.CHANGE]:
+            if has[self.BEFORE] or has[self.AFTER]:
+                return False, self.tr("Give either a change map, or a before and an after image with a model, not both.")
+            return True, ""
+        if not (has[self.BEFORE] and has[self.AFTER]):
+            return False, self.tr("Give a change map, or a before and an after image (and a model) to produce one.")
+        before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
+        after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+        pair_checks.check_distinct(before, after)
+        pair_checks.check_overlap(before, after)
+        model = self.parameterAsFile(parameters, self.MODEL, context)
+        pair_checks.check_model(model, before, [], "before")
+        pair_checks.check_model(model, after, [], "after")
+        return True, ""
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> Dict[str, Any]:
+        self.require_dependencies()
+        change_path, change_name = self._change_map(parameters, context, feedback)
+        change = accuracy.open_change_map(change_path)
+        reference, reference_name = self._reference(parameters, context, change)
+        feedback.setProgressText("Comparing with the reference")
+        metrics = accuracy.confusion(change, reference, feedback.isCanceled,
+                                     lambda fraction: feedback.setProgress(50 + 50 * fraction))
+        feedback.pushInfo(", ".join(f"{key}: {metrics[key]:.4f}" for key in ("precision", "recall", "f1", "iou",
+                                                                            "oa", "kappa")))
+        results: Dict[str, Any] = {key: metrics[key.lower()] for key in METRICS}
+        if parameters.get(self.OUTPUT_HTML) not in (None, ""):
+            report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+            write_report(Path(report), metrics, change_name, reference_name)
+            results[self.OUTPUT_HTML] = report
+        return results
+
+    def _change_map(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                    feedback: QgsProcessingFeedback) -> Tuple[str, str]:
+        """The change map's file and name: the given layer, or one made by the model."""
+        layer = self.parameterAsRasterLayer(parameters, self.CHANGE, context)
+        if layer is not None:
+            return raster_file(layer, "change map"), layer.name()
+        return self._run_model(parameters, context, feedback), "detected by the model"
+
+    def _run_model(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                   feedback: QgsProcessingFeedback) -> str:
+        detect = core_module("detect")
+        before = raster_file(self.parameterAsRasterLayer(parameters, self.BEFORE, context), "before")
+        after = raster_file(self.parameterAsRasterLayer(parameters, self.AFTER, context), "after")
+        outputs = detect.DetectOutputs(change=Path(QgsProcessingUtils.generateTempFilename("change.tif")),
+                                       confidence=Path(QgsProcessingUtils.generateTempFilename("confidence.tif")))
+        options = detect.DetectOptions(
+            model=Path(self.parameterAsFile(parameters, self.MODEL, context)),
+            threshold=optional_number(self, parameters, self.THRESHOLD, context),
+            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto")
+        with engine_errors():
+            detect.detect_changes(Path(before), Path(after), outputs, options,
+                                  progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
+        return str(outputs.change)
+
+    def _reference(self, parameters: Dict[str, Any], context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:
+        layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
+        if layer is not None:
+            return accuracy.reference_on_grid(change, raster_file(layer, "reference")), layer.name()
+        source = self.parameterAsSource(parameters, self.REFERENCE_POLYGONS, context)
+        if source is None:
+            raise QgsProcessingException("The reference polygon layer could not be read.")
+        request = QgsFeatureRequest().setNoAttributes()
+        if change.GetProjection():
+            from qgis.core import QgsCoordinateReferenceSystem  # only needed for polygons
+
+            request.setDestinationCrs(QgsCoordinateReferenceSystem.fromWkt(change.GetProjection()),
+                                      context.transformContext())
+        geometries = (bytes(f.geometry().asWkb()) for f in source.getFeatures(request) if f.hasGeometry())
+        return accuracy.rasterize_polygons(change, geometries), source.sourceName()

@@ -1,0 +1,201 @@
+"""deepcl:trainmodel: train or fine-tune a DeepCL model from QGIS, on folders of labelled pairs or
+on a before/after raster pair with digitised changed areas."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Tuple
+
+from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
+                       QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
+                       QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
+                       QgsProcessingParameterRasterLayer, QgsProcessingUtils, QgsRasterLayer)
+
+from .. import pair_checks
+from ..engine import core_module
+from ..training_pair import write_pair_folder
+from .base import DeepCLAlgorithm, add_help, engine_errors, progress_to, raster_file
+
+
+class TrainModelAlgorithm(DeepCLAlgorithm):
+    DATA_FOLDER = "DATA_FOLDER"
+    VALIDATION_FOLDER = "VALIDATION_FOLDER"
+    BEFORE = "BEFORE"
+    AFTER = "AFTER"
+    CHANGED_AREAS = "CHANGED_AREAS"
+    AREA_OF_INTEREST = "AREA_OF_INTEREST"
+    INIT_MODEL = "INIT_MODEL"
+    EPOCHS = "EPOCHS"
+    ITERATIONS = "ITERATIONS"
+    BATCH_SIZE = "BATCH_SIZE"
+    CROP = "CROP"
+    DEVICE = "DEVICE"
+    OUTPUT = "OUTPUT"
+    F1, IOU, PRECISION, RECALL = "F1", "IOU", "PRECISION", "RECALL"
+    BEST_EPOCH = "BEST_EPOCH"
+
+    DEVICES = ["auto", "cpu", "cuda", "mps"]
+    ICON = "train"
+
+    def name(self) -> str:
+        return "trainmodel"
+
+    def displayName(self) -> str:  # noqa: N802 (Qt API)
+        return self.tr("Train a change detection model")
+
+    def tags(self) -> List[str]:
+        return self.tr("train,fine-tune,training,deep learning,model,labels,change detection,deepcl").split(",")
+
+    def shortHelpString(self) -> str:  # noqa: N802
+        return self.tr(
+            "Trains a DeepCL model, or fine-tunes one (<b>initial model</b>) on your own region.<br><br>"
+            "Give the training pairs either as a <b>folder of pairs</b> (searched recursively: one folder per "
+            "pair holding before.*, after.* and label.* rasters, or the LEVIR-CD A/ B/ label/ layout), or as "
+            "a <b>before</b> and an <b>after</b> raster with a <b>polygon layer of changed areas</b>: the polygons "
+            "are rasterised onto the before grid, and everything else inside the optional <b>area of "
+            "interest</b> (or the whole image) counts as unchanged.<br><br>"
+            "Writes a model file (.pt) usable by 'Detect changes' and reports the validation metrics (from "
+            "the validation folder, or from pairs held out of the training folder). Training on a CPU is "
+            "slow: keep the epochs low or use a GPU.")
+
+    def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802
+        for parameter, help_text, advanced in self._parameters():
+            self.addParameter(add_help(parameter, help_text, advanced))
+        for key, label in ((self.F1, "Validation F1"), (self.IOU, "Validation IoU"),
+                           (self.PRECISION, "Validation precision"), (self.RECALL, "Validation recall"),
+                           (self.BEST_EPOCH, "Epoch of the kept weights")):
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(label)))
+
+    def _parameters(self) -> List[Tuple[Any, str, bool]]:
+        number = QgsProcessingParameterNumber
+        return [
+            (QgsProcessingParameterFile(self.DATA_FOLDER, self.tr("Folder of training pairs"),
+                                        QgsProcessingParameterFile.Folder, optional=True),
+             self.tr("Searched recursively for labelled pairs. Leave empty to train on the layers below."), False),
+            (QgsProcessingParameterFile(self.VALIDATION_FOLDER, self.tr("Folder of validation pairs"),
+                                        QgsProcessingParameterFile.Folder, optional=True),
+             self.tr("Pairs to measure the model on. Empty: a fifth of the training pairs of each data set "
+                     "is held out (with a single pair: no validation, the last epoch is kept)."), False),
+            (QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before image"), optional=True),
+             self.tr("With the after image and the changed areas: one training pair from layers."), False),
+            (QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After image"), optional=True),
+             self.tr("The image taken after the change."), False),
+            (QgsProcessingParameterFeatureSource(self.CHANGED_AREAS, self.tr("Changed areas (polygons)"),
+                                                 [QgsProcessing.TypeVectorPolygon], optional=True),
+             self.tr("Polygons of what changed between the two images."), False),
+            (QgsProcessingParameterFeatureSource(self.AREA_OF_INTEREST, self.tr("Area of interest (polygons)"),
+                                                 [QgsProcessing.TypeVectorPolygon], optional=True),
+             self.tr("Where the changed areas were mapped completely; pixels outside it are not used. "
+                     "Empty: the whole before image."), False),
+            (QgsProcessingParameterFile(self.INIT_MODEL, self.tr("Initial model (fine-tune)"), extension="pt",
+                                        optional=True),
+             self.tr("A model file to start from; its bands and settings are kept. Empty: a new model "
+                     "(ImageNet-pretrained MobileNetV2 encoder, red/green/blue bands)."), False),
+            (number(self.EPOCHS, self.tr("Epochs"), number.Integer, 20, False, 1, 1000),
+             self.tr("Passes over the training data; each is followed by validation."), False),
+            (number(self.ITERATIONS, self.tr("Steps per epoch"), number.Integer, 200, False, 1, 100000),
+             self.tr("Training batches per epoch."), True),
+            (number(self.BATCH_SIZE, self.tr("Batch size (crops)"), number.Integer, 8, False, 2, 256),
+             self.tr("Crops per training step; lower it if the GPU runs out of memory."), True),
+            (number(self.CROP, self.tr("Crop size (pixels)"), number.Integer, 256, False, 32, 2048),
+             self.tr("Side of the random training crops, a multiple of 32."), True),
+            (QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), self.DEVICES, defaultValue="auto",
+                                        usesStaticStrings=True),
+             self.tr("auto: an NVIDIA GPU (cuda) or Apple GPU (mps) when available, else the CPU."), False),
+            (QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Trained model"),
+                                                   self.tr("DeepCL model (*.pt)")),
+             self.tr("The model file to write (.pt); a checkpoint to resume from is kept next to it."), False),
+        ]
+
+    # --- checks -------------------------------------------------------------------------------
+
+    def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
+        from_folder = self._has(parameters, self.DATA_FOLDER)
+        from_layers = [self._has(parameters, name) for name in (self.BEFORE, self.AFTER, self.CHANGED_AREAS)]
+        if from_folder == any(from_layers):
+            return False, self.tr("Give either a folder of training pairs, or a before image, an after image "
+                                  "and changed-area polygons (not both).")
+        if not from_folder:
+            if not all(from_layers):
+                return False, self.tr("Training from layers needs a before image, an after image and a polygon "
+                                      "layer of the changed areas.")
+            before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
+            after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+            pair_checks.check_distinct(before, after)
+            pair_checks.check_overlap(before, after)
+        if self._has(parameters, self.INIT_MODEL):
+            problem = pair_checks.model_file_problem(self.parameterAsFile(parameters, self.INIT_MODEL, context))
+            if problem:
+                return False, problem
+        crop = self.parameterAsInt(parameters, self.CROP, context)
+        if crop % 32:
+            return False, self.tr(f"The crop size must be a multiple of 32 (e.g. {max(32, crop // 32 * 32)}); got {crop}.")
+        return True, ""
+
+    @staticmethod
+    def _has(parameters: Dict[str, Any], name: str) -> bool:
+        return parameters.get(name) not in (None, "")
+
+    # --- run ------------------------------------------------------------------------------------
+
+    def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> Dict[str, Any]:
+        self.require_dependencies()
+        training = core_module("training")
+        options = self._options(parameters, context, feedback, training)
+        with engine_errors():
+            result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
+        metrics = result.best_metrics
+        if metrics:
+            feedback.pushInfo(f"Validation (epoch {result.best_epoch}): F1 {metrics.get('f1', 0):.4f}, "
+                              f"IoU {metrics.get('iou', 0):.4f}")
+        else:
+            feedback.pushWarning("No validation pairs: the model is the last epoch's, with no measured accuracy.")
+        feedback.pushInfo(f"Model written to {result.out} after {result.epochs_completed} epoch(s) "
+                          f"in {result.seconds:.0f} s; trained on {len(result.train_pairs)} pair(s).")
+        return {self.OUTPUT: str(result.out), self.BEST_EPOCH: result.best_epoch,
+                **{key: metrics.get(key.lower()) for key in (self.F1, self.IOU, self.PRECISION, self.RECALL)}}
+
+    def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                 feedback: QgsProcessingFeedback, training: Any) -> Any:
+        data_dirs, single_pair = self._data_dirs(parameters, context, feedback)
+        validation = self.parameterAsFile(parameters, self.VALIDATION_FOLDER, context)
+        init = self.parameterAsFile(parameters, self.INIT_MODEL, context) if self._has(parameters, self.INIT_MODEL) else ""
+        return training.TrainOptions(
+            data_dirs=data_dirs, out=Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context)),
+            init=Path(init) if init else None, epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
+            val_dirs=(Path(validation),) if validation else (),
+            val_fraction=0.0 if single_pair and not validation else 0.2,
+            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
+            crop=self.parameterAsInt(parameters, self.CROP, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            iterations_per_epoch=self.parameterAsInt(parameters, self.ITERATIONS, context),
+            command_line="QGIS Processing deepcl:trainmodel")
+
+    def _data_dirs(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                   feedback: QgsProcessingFeedback) -> Tuple[List[Path], bool]:
+        """The folders to search for pairs, and whether they hold one pair made from layers."""
+        if self._has(parameters, self.DATA_FOLDER):
+            return [Path(self.parameterAsFile(parameters, self.DATA_FOLDER, context))], False
+        before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
+        after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+        folder = Path(QgsProcessingUtils.generateTempFilename("deepcl_pair")) / "layers" / "pair"
+        changed = list(self._geometries(parameters, self.CHANGED_AREAS, context, before))
+        aoi = (list(self._geometries(parameters, self.AREA_OF_INTEREST, context, before))
+               if self._has(parameters, self.AREA_OF_INTEREST) else None)
+        feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
+        write_pair_folder(raster_file(before, "before"), raster_file(after, "after"), changed, aoi, folder)
+        return [folder.parent], True
+
+    def _geometries(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext,
+                    before: QgsRasterLayer) -> Iterator[bytes]:
+        """The polygons as WKB in the before image's CRS."""
+        source = self.parameterAsSource(parameters, name, context)
+        if source is None:
+            raise QgsProcessingException(f"The polygon layer for {name} could not be read.")
+        request = QgsFeatureRequest().setNoAttributes()
+        if before.crs().isValid():
+            request.setDestinationCrs(before.crs(), context.transformContext())
+        for feature in source.getFeatures(request):
+            if feature.hasGeometry():
+                yield bytes(feature.geometry().asWkb())

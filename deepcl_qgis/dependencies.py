@@ -1,0 +1,50 @@
+"""Whether the Python packages the engine needs can be imported, and how to install them.
+
+The plugin must load without them (QGIS users install it before they have PyTorch), so nothing
+here imports torch at module level; the check runs the import once, when an algorithm needs it."""
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+from functools import lru_cache
+from typing import Tuple
+
+# Module name → what a user installs to get it.
+REQUIRED = {"torch": "torch", "numpy": "numpy", "osgeo.gdal": "GDAL Python bindings"}
+
+
+@lru_cache(maxsize=None)
+def missing_dependencies() -> Tuple[str, ...]:
+    """Names of the required packages that fail to import (a real import: a broken CUDA or DLL
+    install is as missing as an absent package)."""
+    missing = []
+    for module, package in REQUIRED.items():
+        try:
+            importlib.import_module(module)
+        except Exception:  # ImportError, OSError from native libraries, and the like
+            missing.append(package)
+    return tuple(missing)
+
+
+def install_hint(missing: Tuple[str, ...]) -> str:
+    """A message that names what is missing and gives the command that installs it here."""
+    names = ", ".join(missing)
+    return (f"DeepCL needs the Python package(s) {names}, which the Python of QGIS cannot import. "
+            f"Install PyTorch (CPU build, about 200 MB) for this Python, then restart QGIS:\n"
+            f"    {_pip_command()}\n"
+            "For an NVIDIA GPU, pick the CUDA build at https://pytorch.org/get-started/locally/ instead.")
+
+
+def _pip_command() -> str:
+    cpu_wheels = "--index-url https://download.pytorch.org/whl/cpu"
+    if platform.system() == "Windows":
+        # The OSGeo4W shell puts the Python of QGIS first on PATH.
+        return f"python -m pip install torch {cpu_wheels}   (in the OSGeo4W Shell)"
+    return f"{sys.executable or 'python3'} -m pip install --user torch {cpu_wheels}"
+
+
+def dependency_problem() -> str:
+    """An empty string when everything imports, else the message to show the user."""
+    missing = missing_dependencies()
+    return install_hint(missing) if missing else ""

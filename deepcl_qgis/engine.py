@@ -1,0 +1,28 @@
+"""Which copy of the engine the plugin uses.
+
+Installed from the zip, the plugin carries its own ``deepcl_core`` (a subpackage of the plugin, so
+it never clashes with another copy on ``sys.path``); run from the source tree, it uses the
+repository's ``deepcl_core``. Modules are imported on demand because most of them need torch,
+which may be missing when the plugin loads."""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from types import ModuleType
+
+_BUNDLED_CORE = Path(__file__).resolve().parent / "deepcl_core"
+
+
+def core_package() -> str:
+    """Dotted name of the engine package in use."""
+    return f"{__package__}.deepcl_core" if (_BUNDLED_CORE / "__init__.py").is_file() else "deepcl_core"
+
+
+def core_module(name: str) -> ModuleType:
+    """``deepcl_core.<name>`` from the copy in use, e.g. ``core_module("detect")``."""
+    return importlib.import_module(f"{core_package()}.{name}")
+
+
+def engine_error_type() -> type:
+    """The engine's base error class (importing it needs no torch)."""
+    return core_module("errors").DeepCLError

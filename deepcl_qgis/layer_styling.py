@@ -1,0 +1,70 @@
+"""Styling and grouping of the layers an algorithm loads into the project when it finishes.
+
+Processing loads output layers after ``processAlgorithm`` returns; a post-processor attached to
+each layer's load details applies our .qml style and moves the layer into one group per run,
+so a batch of pairs gives one tidy group per pair."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List
+
+from qgis.core import (QgsMapLayer, QgsProcessingContext, QgsProcessingFeedback,
+                       QgsProcessingLayerPostProcessorInterface, QgsProject)
+
+from .paths import style_path
+
+# Processing keeps only a C++ pointer to a layer's post-processor, and runs it after the algorithm
+# copy that created it is deleted (QgsProcessingAlgorithm.run works on a copy). The Python objects
+# must outlive both, so they are kept here; each is a few bytes and one is made per loaded layer.
+_KEEP_ALIVE: List["StyleAndGroup"] = []
+
+
+class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
+    """Loads ``style`` into the layer and moves the layer into the group ``group_name``."""
+
+    def __init__(self, style: Path, group_name: str, on_top: bool) -> None:
+        super().__init__()
+        self.style = style
+        self.group_name = group_name
+        self.on_top = on_top  # the change map and polygons are drawn above the confidence ramp
+
+    def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (Qt API)
+                         feedback: QgsProcessingFeedback) -> None:
+        if self.style.is_file():
+            message, ok = layer.loadNamedStyle(str(self.style))
+            if not ok:
+                feedback.pushInfo(f"Could not apply the style {self.style.name}: {message}")
+            layer.triggerRepaint()
+        move_into_group(context.project() or QgsProject.instance(), layer, self.group_name, self.on_top)
+
+
+def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on_top: bool = False) -> None:
+    """Move the layer's tree node into ``group_name`` (created at the top of the layer's current
+    parent group when missing), first in the group or last."""
+    root = project.layerTreeRoot()
+    node = root.findLayer(layer.id())
+    if node is None:
+        return
+    parent = node.parent() or root
+    group = parent.findGroup(group_name) or parent.insertGroup(0, group_name)
+    if node.parent() is group:
+        return
+    if on_top:
+        group.insertChildNode(0, node.clone())
+    else:
+        group.addChildNode(node.clone())
+    parent.removeChildNode(node)
+
+
+def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_name: str) -> None:
+    """For each ``{path: (style name, layer name)}`` that Processing will load, set its name and
+    its post-processor (style and group). The change map and polygons go on top."""
+    for path, (style, layer_name) in outputs.items():
+        if not path or not context.willLoadLayerOnCompletion(path):
+            continue
+        details = context.layerToLoadOnCompletionDetails(path)
+        details.name = layer_name
+        details.forceName = True
+        processor = StyleAndGroup(style_path(style), group_name, on_top=style in ("change", "polygons"))
+        _KEEP_ALIVE.append(processor)
+        details.setPostProcessor(processor)

@@ -1,0 +1,105 @@
+"""Checks on a before/after pair of raster layers and the model that will read them, worded for a
+GIS user. Each raises QgsProcessingException with the message to show; they run in
+``checkParameterValues`` so that the dialog and ``qgis_process`` refuse before any work starts."""
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence, Tuple
+
+from qgis.core import (QgsCoordinateTransform, QgsProcessingException, QgsProject, QgsRasterLayer,
+                       QgsRectangle)
+
+from .engine import core_module
+from .paths import bundled_model_path
+
+
+def check_distinct(before: QgsRasterLayer, after: QgsRasterLayer) -> None:
+    if before.id() == after.id() or before.source() == after.source():
+        raise QgsProcessingException(
+            f"The same layer ('{before.name()}') is chosen as both the before and the after image; "
+            "choose the image taken after the change as the after layer.")
+
+
+def check_overlap(before: QgsRasterLayer, after: QgsRasterLayer) -> None:
+    """Georeferenced images must share ground; images without georeference must be the same size."""
+    before_geo, after_geo = before.crs().isValid(), after.crs().isValid()
+    if before_geo != after_geo:
+        which = "before" if before_geo else "after"
+        raise QgsProcessingException(
+            f"Only the {which} image is georeferenced, so the two cannot be aligned; georeference both "
+            "(e.g. with the Georeferencer) or neither.")
+    if not before_geo:
+        if (before.width(), before.height()) != (after.width(), after.height()):
+            raise QgsProcessingException(
+                f"Neither image is georeferenced and their sizes differ (before {before.width()}×{before.height()}, "
+                f"after {after.width()}×{after.height()} pixels); give two images of the same area and size.")
+        return
+    after_extent = extent_in_crs(after.extent(), after, before)
+    if not after_extent.intersects(before.extent()):
+        raise QgsProcessingException(
+            f"The before image '{before.name()}' and the after image '{after.name()}' do not overlap; "
+            "choose two images of the same area.")
+
+
+def extent_in_crs(extent: QgsRectangle, source: QgsRasterLayer, target: QgsRasterLayer) -> QgsRectangle:
+    if source.crs() == target.crs():
+        return extent
+    transform = QgsCoordinateTransform(source.crs(), target.crs(), QgsProject.instance())
+    return transform.transformBoundingBox(extent)
+
+
+def check_bands(layer: QgsRasterLayer, bands: Sequence[int], role: str) -> None:
+    missing = [band for band in bands if not 1 <= band <= layer.bandCount()]
+    if missing:
+        raise QgsProcessingException(
+            f"Band {missing[0]} does not exist in the {role} image '{layer.name()}', which has "
+            f"{layer.bandCount()} band(s); choose bands 1 to {layer.bandCount()}.")
+    if len(set(bands)) != len(bands):
+        raise QgsProcessingException(f"The {role} bands name the same band twice; choose different bands.")
+
+
+def check_band_counts(bands_before: Sequence[int], bands_after: Sequence[int]) -> None:
+    if bands_before and bands_after and len(bands_before) != len(bands_after):
+        raise QgsProcessingException(
+            f"{len(bands_before)} before band(s) but {len(bands_after)} after band(s) are chosen; "
+            "choose the same bands, in the same order, for both images.")
+
+
+def model_file_problem(path: str) -> str:
+    """Why ``path`` cannot be used as a model file, or an empty string."""
+    if not path:
+        return "No model file is given; choose a DeepCL model file (.pt)."
+    model = Path(path)
+    if model.is_file():
+        return ""
+    if model.resolve() == bundled_model_path().resolve():
+        return ("No trained model is bundled with this copy of the DeepCL plugin yet (expected "
+                f"{model}). Choose a DeepCL model file (.pt) as 'Model file', or train one with "
+                "'Train a change detection model'.")
+    return f"The model file {model} does not exist; choose a DeepCL model file (.pt)."
+
+
+def check_model(path: str, layer: QgsRasterLayer, bands: Sequence[int], role: str) -> None:
+    """The model exists, loads, and takes as many bands as are chosen (or as the image has)."""
+    problem = model_file_problem(path)
+    if problem:
+        raise QgsProcessingException(problem)
+    names, in_channels = model_bands(path, Path(path).stat().st_mtime)
+    wanted = f"{in_channels} band(s) ({', '.join(names)})"
+    if bands and len(bands) != in_channels:
+        raise QgsProcessingException(
+            f"The model {Path(path).name} takes {wanted} but {len(bands)} {role} band(s) are chosen; "
+            f"choose {in_channels} {role} bands or a model made for {len(bands)}.")
+    if not bands and layer.bandCount() < in_channels:
+        raise QgsProcessingException(
+            f"The model {Path(path).name} takes {wanted} but the {role} image '{layer.name()}' has "
+            f"{layer.bandCount()}; choose another image or a model made for {layer.bandCount()} band(s).")
+
+
+@lru_cache(maxsize=8)
+def model_bands(path: str, modified: float) -> Tuple[Tuple[str, ...], int]:
+    """The band names and input channels of a model file; cached per file version because the
+    dialog checks parameters often."""
+    bundle = core_module("model_file").load_model(path)
+    return tuple(bundle.bands), int(bundle.config.in_channels)

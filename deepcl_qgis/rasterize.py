@@ -1,0 +1,42 @@
+"""Burning polygons onto a raster grid (labels from digitised changed areas, areas of interest)."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+import numpy as np
+from osgeo import gdal, ogr
+
+# QGIS shows an image without georeference in pixel units with y growing upwards from the top
+# edge (y = -row); polygons digitised over it use these coordinates.
+QGIS_PIXEL_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def qgis_geotransform(dataset: gdal.Dataset) -> Sequence[float]:
+    """The geotransform QGIS uses for ``dataset``: its own, or QGIS's pixel convention."""
+    geotransform = dataset.GetGeoTransform(can_return_null=True)
+    return geotransform if geotransform is not None and dataset.GetProjection() else QGIS_PIXEL_GEOTRANSFORM
+
+
+def burn_polygons(width: int, height: int, geotransform: Sequence[float], wkb_geometries: Iterable[bytes]) -> np.ndarray:
+    """(height, width) uint8: 1 where a pixel centre lies in one of the polygons (given in the
+    grid's coordinates), else 0."""
+    target = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
+    target.SetGeoTransform(list(geotransform))
+    source = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
+    layer = source.CreateLayer("polygons", geom_type=ogr.wkbUnknown)
+    for wkb in wkb_geometries:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkb(wkb))
+        layer.CreateFeature(feature)
+    gdal.RasterizeLayer(target, [1], layer, burn_values=[1])
+    return target.GetRasterBand(1).ReadAsArray()
+
+
+def as_dataset(values: np.ndarray, template: gdal.Dataset) -> gdal.Dataset:
+    """An in-memory single-band raster of ``values`` on ``template``'s grid."""
+    dataset = gdal.GetDriverByName("MEM").Create("", template.RasterXSize, template.RasterYSize, 1, gdal.GDT_Byte)
+    dataset.SetGeoTransform(list(template.GetGeoTransform()))
+    if template.GetProjection():
+        dataset.SetProjection(template.GetProjection())
+    dataset.GetRasterBand(1).WriteArray(values)
+    return dataset

@@ -1,0 +1,22 @@
+"""The evaluation's HTML report: one table a user can open in a browser or the Processing results viewer."""
+from __future__ import annotations
+
+import html
+from pathlib import Path
+from typing import Dict
+
+_LABELS = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 score"), ("iou", "IoU (change)"),
+           ("oa", "Overall accuracy"), ("kappa", "Cohen's kappa")]
+_COUNTS = [("tp", "Changed, found"), ("fp", "False alarms"), ("fn", "Missed changes"), ("tn", "Unchanged, correct")]
+
+
+def write_report(path: Path, metrics: Dict[str, float], change_name: str, reference_name: str) -> None:
+    rows = "".join(f"<tr><td>{label}</td><td>{metrics[key]:.4f}</td></tr>" for key, label in _LABELS)
+    counts = "".join(f"<tr><td>{label}</td><td>{int(metrics[key]):,}</td></tr>" for key, label in _COUNTS)
+    path.write_text(
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>DeepCL evaluation</title></head><body>"
+        f"<h1>DeepCL evaluation</h1><p>Change map: {html.escape(change_name)}<br>"
+        f"Reference: {html.escape(reference_name)}</p>"
+        f"<h2>Accuracy of the change class</h2><table border='1' cellpadding='4'>{rows}</table>"
+        f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table></body></html>",
+        encoding="utf-8")

@@ -1,0 +1,56 @@
+"""A training pair made from QGIS layers: the before and after rasters and a polygon layer of
+changed areas become a pair folder (before.vrt, after.vrt, label.tif) that the engine's pair
+finder reads like any other. The label is burnt onto the before grid: 1 inside changed polygons,
+0 elsewhere inside the area of interest (or everywhere without one), nodata outside it."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable, Optional
+
+import numpy as np
+from osgeo import gdal
+
+from qgis.core import QgsProcessingException
+
+from .rasterize import burn_polygons, qgis_geotransform
+
+LABEL_NODATA = 255
+
+
+def write_pair_folder(before: str, after: str, changed: Iterable[bytes], area_of_interest: Optional[Iterable[bytes]],
+                      folder: Path) -> Path:
+    """Write the pair into ``folder`` (created) and return it. Polygons are WKB in the before CRS."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, source in (("before", before), ("after", after)):
+        # A VRT points at the original file: nothing is copied.
+        if gdal.Translate(str(folder / f"{name}.vrt"), source, options=gdal.TranslateOptions(format="VRT")) is None:
+            raise QgsProcessingException(f"GDAL could not read the {name} image {source}: {gdal.GetLastErrorMsg()}")
+    template = gdal.Open(before)
+    label = _label(template, changed, area_of_interest)
+    if not (label == 1).any():
+        raise QgsProcessingException("No changed-area polygon covers the before image; digitise the changed "
+                                     "areas over the before image (or check the layer's CRS).")
+    _write_label(label, template, folder / "label.tif")
+    return folder
+
+
+def _label(template: gdal.Dataset, changed: Iterable[bytes], area_of_interest: Optional[Iterable[bytes]]) -> np.ndarray:
+    size = (template.RasterXSize, template.RasterYSize)
+    geotransform = qgis_geotransform(template)
+    label = burn_polygons(*size, geotransform, changed)
+    if area_of_interest is not None:
+        inside = burn_polygons(*size, geotransform, area_of_interest).astype(bool)
+        label = np.where(inside, label, LABEL_NODATA).astype(np.uint8)
+    return label
+
+
+def _write_label(label: np.ndarray, template: gdal.Dataset, path: Path) -> None:
+    dataset = gdal.GetDriverByName("GTiff").Create(str(path), template.RasterXSize, template.RasterYSize, 1,
+                                                   gdal.GDT_Byte, options=["COMPRESS=DEFLATE", "TILED=YES"])
+    dataset.SetGeoTransform(list(template.GetGeoTransform()))
+    if template.GetProjection():
+        dataset.SetProjection(template.GetProjection())
+    band = dataset.GetRasterBand(1)
+    band.SetNoDataValue(LABEL_NODATA)
+    band.WriteArray(label)
+    dataset = None  # closing flushes the file

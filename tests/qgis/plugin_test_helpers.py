@@ -1,0 +1,52 @@
+"""Small helpers shared by the plugin tests: running an algorithm and reading rasters."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Dict
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+REPO = Path(__file__).resolve().parents[2]
+DATA = Path(os.environ.get("DEEPCL_DATA") or REPO.parent / "shared" / "data")
+
+
+def pair(dataset: str, name: str) -> Path:
+    folder = DATA / dataset / name
+    if not folder.is_dir():
+        pytest.skip(f"test data missing: {folder}")
+    return folder
+
+
+def image(folder: Path, role: str) -> str:
+    """The pair's raster for ``role`` (sidecars such as .aux.xml are skipped)."""
+    return str(next(p for p in sorted(folder.glob(f"{role}.*")) if p.suffix.lower() in {".tif", ".png", ".jpg"}))
+
+
+def run(algorithm: str, parameters: Dict[str, Any], feedback: Any = None) -> Dict[str, Any]:
+    import processing
+    from qgis.core import QgsProcessingContext, QgsProject
+
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    return processing.run(algorithm, parameters, feedback=feedback, context=context)
+
+
+def read(path: str | Path) -> np.ndarray:
+    dataset = gdal.Open(str(path))
+    assert dataset is not None, f"cannot open {path}"
+    return dataset.GetRasterBand(1).ReadAsArray()
+
+
+def check_message(algorithm_id: str, parameters: Dict[str, Any]) -> str:
+    """The message ``checkParameterValues`` gives (asserting that it refuses)."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(algorithm_id)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    ok, message = algorithm.checkParameterValues(parameters, context)
+    assert not ok, "the parameters were accepted"
+    return message

@@ -1,0 +1,162 @@
+"""deepcl:detectchanges through processing.run in a real QGIS, on real pairs."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from plugin_test_helpers import check_message, image, pair, read, run
+
+ALG = "deepcl:detectchanges"
+FAST = {"TILE_SIZE": 128, "OVERLAP": 16, "DEVICE": "cpu"}
+
+
+def _params(folder: Path, model: Path, out: Path, **extra) -> dict:
+    return {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(model),
+            "CHANGE": str(out / "change.tif"), "CONFIDENCE": str(out / "confidence.tif"), **FAST, **extra}
+
+
+def test_levir_pair_outputs_agree_with_returned_values(deepcl_provider, tiny_model, tmp_path):
+    folder = pair("levir", "test_55_0256_0000")
+    (tmp_path / "a").mkdir()
+    first = run(ALG, _params(folder, tiny_model, tmp_path / "a"))
+    confidence = read(first["CONFIDENCE"])
+    threshold = float(np.round(np.median(confidence), 4))
+    (tmp_path / "b").mkdir()
+    result = run(ALG, _params(folder, tiny_model, tmp_path / "b", THRESHOLD=threshold))
+    change, confidence = read(result["CHANGE"]), read(result["CONFIDENCE"])
+    assert change.shape == confidence.shape == (256, 256)
+    assert set(np.unique(change)) <= {0, 1}
+    np.testing.assert_array_equal(change, (confidence >= threshold).astype(np.uint8))
+    assert result["CHANGED_PIXELS"] == int(change.sum()) > 0
+    assert result["VALID_PIXELS"] == 256 * 256
+    assert result["CHANGED_PERCENT"] == pytest.approx(100 * change.sum() / change.size)
+    assert result["CHANGED_AREA_M2"] is None  # PNG without georeference
+    assert result["DEVICE_USED"] == "cpu"
+
+
+def test_oscd_crop_georeferenced_with_distance_and_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    params = _params(oscd_crop, tiny_model, tmp_path, BANDS_BEFORE=[1, 2, 3], BANDS_AFTER=[1, 2, 3],
+                     THRESHOLD=0.3, DISTANCE=str(tmp_path / "distance.tif"), POLYGONS=str(tmp_path / "polygons.gpkg"))
+    result = run(ALG, params)
+    change = gdal.Open(result["CHANGE"])
+    before = gdal.Open(image(oscd_crop, "before"))
+    assert (change.RasterXSize, change.RasterYSize) == (before.RasterXSize, before.RasterYSize)
+    assert change.GetGeoTransform() == pytest.approx(before.GetGeoTransform())
+    assert "4326" in change.GetProjection() or "WGS 84" in change.GetProjection()
+    distance = read(result["DISTANCE"])
+    assert 0 <= distance[distance >= 0].min() and distance.max() <= 2
+    assert result["CHANGED_AREA_M2"] > 0  # a Sentinel-2 pixel is about 100 m²
+    pixels = result["CHANGED_PIXELS"]
+    assert 50 * pixels < result["CHANGED_AREA_M2"] < 200 * pixels
+    polygons = gdal.OpenEx(result["POLYGONS"])  # kept: the layer dies with its dataset
+    assert polygons.GetLayer(0).GetFeatureCount() == result["POLYGON_COUNT"] > 0
+
+
+def test_processing_extent_crops_the_outputs(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    before = gdal.Open(image(oscd_crop, "before"))
+    x0, dx, _, y0, _, dy = before.GetGeoTransform()
+    extent = f"{x0 + 10 * dx},{x0 + 74 * dx},{y0 + 90 * dy},{y0 + 20 * dy} [EPSG:4326]"
+    result = run(ALG, _params(oscd_crop, tiny_model, tmp_path, EXTENT=extent))
+    change = gdal.Open(result["CHANGE"])
+    assert (change.RasterXSize, change.RasterYSize) == (64, 70)
+    assert change.GetGeoTransform()[0] == pytest.approx(x0 + 10 * dx)
+    assert result["VALID_PIXELS"] == 64 * 70
+
+
+def test_mask_layer_leaves_nodata_outside_the_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    from qgis.core import QgsFeature, QgsGeometry, QgsPointXY, QgsVectorLayer
+
+    before = gdal.Open(image(oscd_crop, "before"))
+    x0, dx, _, y0, _, dy = before.GetGeoTransform()
+    mask = QgsVectorLayer("Polygon?crs=EPSG:4326", "aoi", "memory")
+    feature = QgsFeature()
+    # A triangle over the left part of the crop: corners at (column, row) (0, 0), (0, 160), (80, 160).
+    corners = [QgsPointXY(x0 + col * dx, y0 + row * dy) for col, row in ((0, 0), (0, 160), (80, 160), (0, 0))]
+    feature.setGeometry(QgsGeometry.fromPolygonXY([corners]))
+    mask.dataProvider().addFeatures([feature])
+    result = run(ALG, _params(oscd_crop, tiny_model, tmp_path, MASK=mask, THRESHOLD=0.3))
+    change = read(result["CHANGE"])
+    assert change.shape == (160, 80)  # cropped to the mask's extent
+    assert change[5, 75] == 255 and change[150, 5] != 255  # nodata outside the triangle only
+    assert result["VALID_PIXELS"] == int((change != 255).sum())
+    assert 0.45 * 160 * 80 < result["VALID_PIXELS"] < 0.55 * 160 * 80
+
+
+def test_batch_of_pairs(deepcl_provider, tiny_model, tmp_path):
+    """What the batch dialog does: the same algorithm over several pairs, one result each."""
+    pairs = [pair("levir", "test_7_0256_0512"), pair("dsifn", "0_2"), pair("dsifn", "1_1")]
+    results = []
+    for index, folder in enumerate(pairs):
+        out = tmp_path / str(index)
+        out.mkdir()
+        results.append(run(ALG, _params(folder, tiny_model, out, THRESHOLD=0.4)))
+    for result in results:
+        change = read(result["CHANGE"])
+        assert change.shape == (256, 256)
+        assert result["CHANGED_PIXELS"] == int((change == 1).sum())
+    assert len({r["CHANGE"] for r in results}) == 3
+
+
+def test_loaded_layers_are_styled_and_grouped(deepcl_provider, tiny_model, tmp_path, qgis_new_project):
+    import processing
+    from qgis.core import QgsProject
+
+    folder = pair("dsifn", "2_4")
+    processing.runAndLoadResults(ALG, {**_params(folder, tiny_model, tmp_path), "CHANGE": "TEMPORARY_OUTPUT",
+                                       "CONFIDENCE": "TEMPORARY_OUTPUT"})
+    groups = [g for g in QgsProject.instance().layerTreeRoot().findGroups(True) if g.name().startswith("DeepCL")]
+    assert len(groups) == 1
+    layers = {node.layer().name(): node.layer() for node in groups[0].findLayers()}
+    assert set(layers) == {"Change", "Confidence"}
+    assert layers["Change"].renderer().type() == "paletted"
+    assert layers["Confidence"].renderer().type() == "singlebandpseudocolor"
+    classes = {c.value: c.color for c in layers["Change"].renderer().classes()}
+    assert classes[0].alpha() == 0 and classes[1].alpha() == 255
+
+
+def test_cancel_leaves_no_output(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda progress: feedback.cancel() if progress > 0 else None)
+    with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
+        run(ALG, _params(oscd_crop, tiny_model, tmp_path, TILE_SIZE=64, OVERLAP=0, BATCH_SIZE=1), feedback)
+    assert not list(tmp_path.glob("*.tif")) and not list(tmp_path.glob(".*"))
+
+
+def test_refuses_the_same_layer_twice(deepcl_provider, tiny_model, tmp_path):
+    folder = pair("levir", "test_55_0256_0000")
+    params = {**_params(folder, tiny_model, tmp_path), "AFTER": image(folder, "before")}
+    assert "same layer" in check_message(ALG, params)
+
+
+def test_refuses_a_missing_band(deepcl_provider, tiny_model, tmp_path):
+    folder = pair("levir", "test_55_0256_0000")
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, BANDS_BEFORE=[1, 2, 5]))
+    assert "Band 5 does not exist" in message and "3 band(s)" in message
+
+
+def test_refuses_a_model_for_another_number_of_bands(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    message = check_message(ALG, _params(oscd_crop, tiny_model, tmp_path, BANDS_BEFORE=[1, 2, 3, 4],
+                                         BANDS_AFTER=[1, 2, 3, 4]))
+    assert "takes 3 band(s)" in message and "4 before band(s)" in message
+
+
+def test_refuses_images_that_do_not_overlap(deepcl_provider, tiny_model, tmp_path):
+    params = {**_params(pair("oscd", "bercy"), tiny_model, tmp_path), "AFTER": image(pair("oscd", "beihai"), "after")}
+    assert "do not overlap" in check_message(ALG, params)
+
+
+def test_missing_bundled_model_is_explained(deepcl_provider, tmp_path):
+    from deepcl_qgis.paths import bundled_model_path
+
+    if bundled_model_path().is_file():
+        pytest.skip("a trained model is bundled")
+    folder = pair("levir", "test_55_0256_0000")
+    params = _params(folder, Path("unused"), tmp_path)
+    del params["MODEL"]  # the default: the bundled model
+    message = check_message(ALG, params)
+    assert "No trained model is bundled" in message and "Model file" in message

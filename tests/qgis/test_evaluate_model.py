@@ -1,0 +1,62 @@
+"""deepcl:evaluatemodel: metrics against label rasters and polygons, and the model + pair mode."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from osgeo import gdal, ogr
+
+from deepcl_core.metrics import Confusion
+from plugin_test_helpers import check_message, image, pair, read, run
+
+ALG = "deepcl:evaluatemodel"
+
+
+def _change_map(tmp_path, tiny_model, folder, threshold=0.4) -> str:
+    result = run("deepcl:detectchanges", {
+        "BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
+        "THRESHOLD": threshold, "DEVICE": "cpu", "TILE_SIZE": 128, "OVERLAP": 16,
+        "CHANGE": str(tmp_path / "change.tif"), "CONFIDENCE": str(tmp_path / "confidence.tif")})
+    return result["CHANGE"]
+
+
+def test_metrics_against_a_label_raster(deepcl_provider, tiny_model, tmp_path):
+    folder = pair("levir", "test_77_0512_0256")
+    change = _change_map(tmp_path, tiny_model, folder)
+    result = run(ALG, {"CHANGE": change, "REFERENCE": image(folder, "label"), "OUTPUT_HTML": str(tmp_path / "r.html")})
+    expected = Confusion.of(read(change) == 1, read(image(folder, "label")) > 0).metrics()
+    for key in ("precision", "recall", "f1", "iou", "oa", "kappa", "tp", "fp", "fn", "tn"):
+        assert result[key.upper()] == pytest.approx(expected[key])
+    assert result["TP"] + result["FP"] + result["FN"] + result["TN"] == 256 * 256
+    report = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "F1 score" in report and f"{expected['f1']:.4f}" in report
+
+
+def test_polygon_reference_matches_the_raster_reference(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    change = _change_map(tmp_path, tiny_model, oscd_crop, threshold=0.3)
+    polygons = tmp_path / "changed.gpkg"
+    label = gdal.Open(image(oscd_crop, "label"))
+    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(polygons))
+    layer = vector.CreateLayer("changed", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    band = label.GetRasterBand(1)
+    gdal.Polygonize(band, band, layer, 0)  # the band as its own mask: only changed (1) pixels
+    vector = layer = None
+    by_raster = run(ALG, {"CHANGE": change, "REFERENCE": image(oscd_crop, "label")})
+    by_polygons = run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": str(polygons)})
+    assert by_raster["TP"] + by_raster["FN"] > 0
+    for key in ("TP", "FP", "FN", "TN", "F1", "KAPPA"):
+        assert by_polygons[key] == pytest.approx(by_raster[key])
+
+
+def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
+    folder = pair("dsifn", "3_4")
+    result = run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
+                       "THRESHOLD": 0.4, "DEVICE": "cpu", "REFERENCE": image(folder, "label")})
+    assert result["TP"] + result["FP"] + result["FN"] + result["TN"] == 256 * 256
+    assert 0.0 <= result["F1"] <= 1.0 and 0.0 <= result["OA"] <= 1.0
+
+
+def test_refuses_two_references_or_none(deepcl_provider, tmp_path):
+    folder = pair("dsifn", "3_4")
+    message = check_message(ALG, {"CHANGE": image(folder, "label")})
+    assert "either as a label raster or as changed-area polygons" in message

@@ -1,0 +1,32 @@
+"""The graphical model in models/ chains detection into evaluation, as a user would build it."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from plugin_test_helpers import image, pair
+
+MODEL_FILE = Path(__file__).resolve().parent / "models" / "detect_and_evaluate.model3"
+
+
+def test_model_chains_detection_into_evaluation(deepcl_provider, tiny_model, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingModelAlgorithm
+
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(MODEL_FILE))
+    folder = pair("levir", "test_121_0768_0256")
+    results = processing.run(model, {
+        "before": image(folder, "before"), "after": image(folder, "after"), "reference": image(folder, "label"),
+        "model": str(tiny_model), "threshold": 0.4,
+        "detect:change": str(tmp_path / "change.tif"), "evaluate:report": str(tmp_path / "report.html")})
+    assert Path(results["detect:change"]).is_file()
+    report = Path(results["evaluate:report"]).read_text(encoding="utf-8")
+    f1 = float(re.search(r"F1 score</td><td>([0-9.]+)", report).group(1))
+    assert 0.0 <= f1 <= 1.0
+    children = results.get("CHILD_RESULTS")
+    if children:  # QGIS ≥ 3.14 returns the children's outputs too
+        assert children["evaluate"]["F1"] == pytest.approx(f1, abs=1e-4)
+        assert children["detect"]["CHANGED_PIXELS"] == children["evaluate"]["TP"] + children["evaluate"]["FP"]

@@ -1,0 +1,119 @@
+"""The plugin zip: built by scripts/package_plugin.py, checked against the plugins.qgis.org rules,
+loaded by QGIS from the unpacked zip, and run headless by qgis_process."""
+from __future__ import annotations
+
+import configparser
+import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+from osgeo import gdal
+
+from plugin_test_helpers import image, pair
+
+REPO = Path(__file__).resolve().parents[2]
+REQUIRED_METADATA = ("name", "qgisMinimumVersion", "description", "about", "version", "author", "email",
+                     "repository", "tracker", "homepage", "tags", "category", "icon", "hasProcessingProvider",
+                     "experimental", "changelog")
+QGIS_PROCESS = Path("/usr/bin/qgis_process.bin")  # the Debian wrapper passes an option 3.22 rejects
+
+
+@pytest.fixture(scope="module")
+def plugin_zip(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("dist")
+    subprocess.run([sys.executable, str(REPO / "scripts" / "package_plugin.py"), "--out", str(out)], check=True,
+                   capture_output=True, timeout=120)
+    return next(out.glob("*.zip"))
+
+
+@pytest.fixture(scope="module")
+def plugins_folder(plugin_zip: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("plugins")
+    with zipfile.ZipFile(plugin_zip) as archive:
+        archive.extractall(folder)
+    return folder
+
+
+def test_zip_follows_the_rules(plugin_zip):
+    assert plugin_zip.stat().st_size < 25 * 1024 * 1024
+    names = zipfile.ZipFile(plugin_zip).namelist()
+    tops = {name.split("/")[0] for name in names}
+    assert tops == {"deepcl"} and "deepcl".isidentifier()
+    for required in ("__init__.py", "metadata.txt", "LICENSE", "provider.py", "deepcl_core/detect.py",
+                     "resources/styles/change.qml", "resources/styles/confidence.qml", "resources/icons/deepcl.svg"):
+        assert f"deepcl/{required}" in names, required
+    for name in names:
+        parts = name.split("/")
+        assert "__pycache__" not in parts and not name.endswith((".pyc", ".pyo")), name
+        assert not any(part.startswith(".") for part in parts), name
+        assert "tests" not in parts, name
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read_string(zipfile.ZipFile(plugin_zip).read("deepcl/metadata.txt").decode("utf-8"))
+    general = metadata["general"]
+    assert all(general.get(key) for key in REQUIRED_METADATA)
+    assert general["qgisMinimumVersion"] == "3.22" and general["hasProcessingProvider"] == "yes"
+    assert "torch" in general["about"]
+    assert f"deepcl/{general['icon']}" in names
+
+
+def test_qgis_loads_the_plugin_from_the_unpacked_zip(plugins_folder, tiny_model, tmp_path):
+    """A fresh QGIS finds the plugin in a plugins folder, starts it, uses the bundled engine copy,
+    and runs a detection with it."""
+    folder = pair("dsifn", "4_4")
+    script = tmp_path / "load.py"
+    script.write_text(f"""
+import sys
+from unittest.mock import MagicMock
+from qgis.core import QgsApplication
+app = QgsApplication([], False); app.initQgis()
+sys.path.append('/usr/share/qgis/python/plugins')
+from processing.core.Processing import Processing
+Processing.initialize()
+import qgis.utils
+qgis.utils.iface = MagicMock()
+qgis.utils.iface.mainWindow.return_value = None  # a QAction parent must be a real widget or None
+qgis.utils.plugin_paths.insert(0, {str(plugins_folder)!r})
+sys.path.insert(0, {str(plugins_folder)!r})
+qgis.utils.updateAvailablePlugins()
+assert qgis.utils.loadPlugin('deepcl'), 'not loaded'
+assert qgis.utils.startPlugin('deepcl'), 'not started'
+import processing
+result = processing.run('deepcl:detectchanges', {{'BEFORE': {image(folder, 'before')!r}, 'AFTER': {image(folder, 'after')!r},
+    'MODEL': {str(tiny_model)!r}, 'DEVICE': 'cpu', 'CHANGE': {str(tmp_path / 'c.tif')!r}, 'CONFIDENCE': {str(tmp_path / 'f.tif')!r}}})
+print('VALID', result['VALID_PIXELS'])
+print('CORE', sys.modules['deepcl.deepcl_core.detect'].__file__)
+print('SOURCE_CORE_IMPORTED', 'deepcl_core' in sys.modules)
+""", encoding="utf-8")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "VALID 65536" in done.stdout
+    assert f"CORE {plugins_folder}/deepcl/deepcl_core/detect.py" in done.stdout
+    assert "SOURCE_CORE_IMPORTED False" in done.stdout
+
+
+@pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
+def test_qgis_process_runs_detection_headless(plugins_folder, tiny_model, tmp_path):
+    folder = pair("levir", "test_55_0256_0000")
+    site_packages = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path / "home"),
+           "QGIS_PLUGINPATH": str(plugins_folder), "PYTHONPATH": str(site_packages)}  # torch for the system Python
+    (tmp_path / "home").mkdir()
+    subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "deepcl"], env=env, capture_output=True, timeout=120)
+    change, confidence = tmp_path / "change.tif", tmp_path / "confidence.tif"
+    done = subprocess.run(
+        [str(QGIS_PROCESS), "--json", "run", "deepcl:detectchanges", "--", f"BEFORE={image(folder, 'before')}",
+         f"AFTER={image(folder, 'after')}", f"CHANGE={change}", f"CONFIDENCE={confidence}",
+         f"MODEL={tiny_model}", "THRESHOLD=0.4"],
+        env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    assert results["VALID_PIXELS"] == 256 * 256
+    assert gdal.Open(str(change)).RasterXSize == 256 and confidence.is_file()

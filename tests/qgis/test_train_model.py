@@ -1,0 +1,47 @@
+"""deepcl:trainmodel: a few steps of fine-tuning from a folder of pairs and from layers."""
+from __future__ import annotations
+
+import numpy as np
+from osgeo import gdal, ogr
+
+from deepcl_core.model_file import load_model
+from plugin_test_helpers import check_message, image, pair, run
+
+ALG = "deepcl:trainmodel"
+TINY_RUN = {"EPOCHS": 1, "ITERATIONS": 2, "BATCH_SIZE": 2, "CROP": 64, "DEVICE": "cpu"}
+
+
+def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
+    data = tmp_path / "levir"
+    data.mkdir()
+    for name in ("test_55_0256_0000", "test_7_0256_0512", "val_27_0000_0256"):
+        (data / name).symlink_to(pair("levir", name))
+    out = tmp_path / "tuned.pt"
+    result = run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN})
+    assert result["OUTPUT"] == str(out)
+    bundle = load_model(out)
+    assert bundle.config.encoder == "simple_cnn" and bundle.bands == ("red", "green", "blue")
+    assert result["BEST_EPOCH"] == 1
+    assert 0.0 <= result["F1"] <= 1.0  # one of the three pairs is held out for validation
+
+
+def test_train_from_layers_and_changed_area_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    polygons = tmp_path / "changed.gpkg"
+    label = gdal.Open(image(oscd_crop, "label"))
+    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(polygons))
+    layer = vector.CreateLayer("changed", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    gdal.Polygonize(label.GetRasterBand(1), label.GetRasterBand(1), layer, 0)
+    vector = layer = None
+    out = tmp_path / "from_layers.pt"
+    result = run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
+                       "CHANGED_AREAS": str(polygons), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN})
+    assert load_model(out).provenance  # a model with its training record
+    assert result["F1"] is None  # a single pair: no validation
+
+
+def test_refuses_both_a_folder_and_layers(deepcl_provider, tmp_path):
+    folder = pair("dsifn", "3_4")
+    message = check_message(ALG, {"DATA_FOLDER": str(folder), "BEFORE": image(folder, "before"),
+                                  "OUTPUT": str(tmp_path / "m.pt")})
+    assert "either a folder of training pairs" in message

@@ -1,0 +1,414 @@
+"""Detection end to end on real pairs (issue 2 "Done when"): every output's grid, CRS, type,
+nodata and value range; polygons with areas; the changed area; PNG without georeference; 16-bit
+and float input; nodata; cancel and failure leave nothing behind; progress; overwriting.
+
+The tiny fixture model is untrained, so these tests pin contracts, never accuracy."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal, ogr, osr
+
+from deepcl_core.detect import DetectOptions, DetectOutputs, DetectionResult, detect_changes
+from deepcl_core.errors import Cancelled, InputError, OutputError
+from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
+from deepcl_core.raster_io import choose_bands
+
+FAST = dict(tile_size=128, overlap=32, device="cpu")
+
+
+@dataclass
+class Raster:
+    values: np.ndarray
+    data_type: str
+    nodata: Optional[float]
+    geotransform: Optional[tuple]
+    crs_wkt: str
+    structure: Dict[str, str]
+    block: list
+
+
+def read_raster(path: Path) -> Raster:
+    ds = gdal.Open(str(path))
+    assert ds is not None and ds.RasterCount == 1
+    band = ds.GetRasterBand(1)
+    return Raster(band.ReadAsArray(), gdal.GetDataTypeName(band.DataType), band.GetNoDataValue(),
+                  ds.GetGeoTransform(can_return_null=True), ds.GetProjection(),
+                  ds.GetMetadata("IMAGE_STRUCTURE"), band.GetBlockSize())
+
+
+def grid_of(path: Path):
+    ds = gdal.Open(str(path))
+    return ds.RasterXSize, ds.RasterYSize, ds.GetGeoTransform(can_return_null=True), ds.GetProjection()
+
+
+def same_crs(wkt_a: str, wkt_b: str) -> bool:
+    a, b = osr.SpatialReference(wkt=wkt_a), osr.SpatialReference(wkt=wkt_b)
+    return bool(a.IsSame(b))
+
+
+def outputs_in(folder: Path, distance: bool = True, polygons: bool = False) -> DetectOutputs:
+    folder.mkdir(parents=True, exist_ok=True)
+    return DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif",
+                         distance=folder / "distance.tif" if distance else None,
+                         polygons=folder / "changes.gpkg" if polygons else None)
+
+
+def read_polygons(path: Path):
+    ds = ogr.Open(str(path))
+    layer = ds.GetLayer(0)
+    fields = [layer.GetLayerDefn().GetFieldDefn(i).GetName() for i in range(layer.GetLayerDefn().GetFieldCount())]
+    features = [{name: feature.GetField(name) for name in fields} | {"geometry": feature.GetGeometryRef().Clone()}
+                for feature in layer]
+    return fields, features, layer.GetSpatialRef()
+
+
+def assert_contract(outputs: DetectOutputs, before: Path, expect_crs: bool = True) -> Dict[str, Raster]:
+    """Every raster output lies exactly on the before grid, with the types, nodata and value ranges
+    of the contract; returns them read."""
+    width, height, geotransform, crs = grid_of(before)
+    rasters = {}
+    for name, path in (("change", outputs.change), ("confidence", outputs.confidence), ("distance", outputs.distance)):
+        if path is None:
+            continue
+        raster = read_raster(path)
+        assert raster.values.shape == (height, width), name
+        if expect_crs:
+            assert raster.geotransform == pytest.approx(geotransform, rel=1e-12), name
+            assert same_crs(raster.crs_wkt, crs), name
+        else:
+            assert raster.crs_wkt == "" and raster.geotransform is None, name
+        assert raster.structure.get("COMPRESSION") == "DEFLATE", name
+        assert raster.block == [256, 256], name  # tiled, whatever the image size
+        rasters[name] = raster
+    change = rasters["change"]
+    assert change.data_type == "Byte" and change.nodata == CHANGE_NODATA
+    assert set(np.unique(change.values)) <= {0, 1, CHANGE_NODATA}
+    valid = change.values != CHANGE_NODATA
+    for name, low, high in (("confidence", 0.0, 1.0), ("distance", 0.0, 2.0)):
+        if name not in rasters:
+            continue
+        raster = rasters[name]
+        assert raster.data_type == "Float32" and raster.nodata == FLOAT_NODATA, name
+        np.testing.assert_array_equal(raster.values == FLOAT_NODATA, ~valid, err_msg=name)
+        inside = raster.values[valid]
+        assert np.isfinite(inside).all(), name
+        assert inside.min() >= low and inside.max() <= high + 1e-5, name
+    return rasters
+
+
+# --- the real grid-mismatch case ---------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def oscd_run(oscd_mismatch_pair, tiny_model, tmp_path_factory):
+    """Detection on the abudhabi crop, at a threshold low enough that about 15 % of the pixels
+    change (the untrained model's probabilities sit in a narrow band)."""
+    before, after = oscd_mismatch_pair
+    probe = outputs_in(tmp_path_factory.mktemp("probe"), distance=False)
+    detect_changes(before, after, probe, DetectOptions(**FAST), model=tiny_model)
+    confidence = read_raster(probe.confidence).values
+    threshold = float(np.percentile(confidence[confidence != FLOAT_NODATA], 85))
+    outputs = outputs_in(tmp_path_factory.mktemp("oscd"), polygons=True)
+    result = detect_changes(before, after, outputs, DetectOptions(threshold=threshold, **FAST), model=tiny_model)
+    return before, after, outputs, result, threshold
+
+
+def test_the_pair_really_has_two_grids(oscd_mismatch_pair):
+    before, after = oscd_mismatch_pair
+    assert grid_of(before)[:3] != grid_of(after)[:3]
+
+
+def test_outputs_lie_on_the_before_grid_with_their_contract(oscd_run):
+    before, _, outputs, result, threshold = oscd_run
+    rasters = assert_contract(outputs, before)
+    change = rasters["change"].values
+    assert (change == CHANGE_NODATA).sum() == 0  # the after crop covers the before crop entirely
+    assert result.valid_pixels == change.size
+    assert result.changed_pixels == (change == 1).sum()
+    assert 0.05 * change.size < result.changed_pixels < 0.3 * change.size
+    confidence = rasters["confidence"].values
+    np.testing.assert_array_equal(change == 1, confidence >= threshold)
+    assert result.threshold == threshold
+    assert result.warnings and "never trained" in result.warnings[0]
+
+
+def test_changed_area_is_reported_in_square_metres(oscd_run):
+    _, _, _, result, _ = oscd_run
+    # Sentinel-2 pixels: about 9.5 m × 10.4 m at 24° N in this EPSG:4326 grid.
+    assert 90 < result.changed_area_m2 / result.changed_pixels < 110
+    assert 90 < result.valid_area_m2 / result.valid_pixels < 110
+    assert result.changed_percent == pytest.approx(100 * result.changed_pixels / result.valid_pixels)
+
+
+def test_polygons_carry_area_and_confidence(oscd_run):
+    before, _, outputs, result, threshold = oscd_run
+    fields, features, srs = read_polygons(outputs.polygons)
+    assert {"area_m2", "confidence"} <= set(fields)
+    assert len(features) == result.polygons > 0
+    assert same_crs(srs.ExportToWkt(), grid_of(before)[3])
+    # Polygons are exactly the changed pixels: their areas add up to the reported changed area.
+    assert sum(f["area_m2"] for f in features) == pytest.approx(result.changed_area_m2, rel=1e-3)
+    for feature in features:
+        assert feature["area_m2"] > 0
+        assert threshold - 1e-6 <= feature["confidence"] <= 1.0  # the mean over changed pixels
+
+
+def test_min_area_drops_small_polygons(oscd_run, tiny_model, tmp_path):
+    before, after, outputs, result, threshold = oscd_run
+    _, all_features, _ = read_polygons(outputs.polygons)
+    areas = sorted(f["area_m2"] for f in all_features)
+    min_area = areas[len(areas) // 2] + 1.0  # more than half of them are smaller
+    filtered = outputs_in(tmp_path, distance=False, polygons=True)
+    kept = detect_changes(before, after, filtered, DetectOptions(threshold=threshold, min_area=min_area, **FAST),
+                          model=tiny_model)
+    _, features, _ = read_polygons(filtered.polygons)
+    assert len(features) == kept.polygons == sum(a >= min_area for a in areas)
+    assert 0 < len(features) < len(all_features)
+    assert all(f["area_m2"] >= min_area for f in features)
+    # The filter thins the polygons only: the change raster is unchanged.
+    np.testing.assert_array_equal(read_raster(filtered.change).values, read_raster(outputs.change).values)
+
+
+def test_after_image_partly_outside_gives_nodata_there(data_dir, tiny_model, tmp_path):
+    """The after image covers only the east part of the before image: the rest is nodata."""
+    city = data_dir / "oscd" / "abudhabi"
+    before = tmp_path / "before.tif"
+    gdal.Translate(str(before), str(city / "before.tif"), srcWin=[100, 120, 192, 160])
+    x0, dx, _, y0, _, dy = gdal.Open(str(before)).GetGeoTransform()
+    after = tmp_path / "after.tif"
+    gdal.Translate(str(after), str(city / "after.tif"),
+                   projWin=[x0 + 96 * dx, y0 - 10 * dy, x0 + 220 * dx, y0 + 180 * dy])
+    outputs = outputs_in(tmp_path / "out")
+    result = detect_changes(before, after, outputs, DetectOptions(**FAST), model=tiny_model)
+    change = assert_contract(outputs, before)["change"].values
+    assert (change[:, :90] == CHANGE_NODATA).all()
+    assert (change[:, 100:] != CHANGE_NODATA).all()
+    assert result.valid_pixels == (change != CHANGE_NODATA).sum()
+
+
+# --- other inputs ------------------------------------------------------------------------------
+
+def test_png_pair_without_georeference(levir_pair, tiny_model, tmp_path):
+    before, after = levir_pair
+    outputs = outputs_in(tmp_path, polygons=True)
+    probe = detect_changes(before, after, outputs_in(tmp_path / "probe", distance=False), DetectOptions(**FAST),
+                           model=tiny_model)
+    confidence = read_raster(probe.outputs.confidence).values
+    threshold = float(np.percentile(confidence, 90))
+    result = detect_changes(before, after, outputs,
+                            DetectOptions(threshold=threshold, min_area=4, **FAST), model=tiny_model)
+    rasters = assert_contract(outputs, before, expect_crs=False)
+    assert rasters["change"].values.shape == (256, 256)
+    assert result.changed_area_m2 is None and result.valid_area_m2 is None
+    assert result.changed_pixels > 0
+    fields, features, srs = read_polygons(outputs.polygons)
+    assert features
+    assert srs is None or srs.GetName().startswith("Undefined")  # GeoPackage's "undefined" SRS
+    assert all(f["area_px"] >= 4 for f in features)  # min_area in pixels without a CRS
+
+
+@pytest.fixture(scope="module")
+def same_grid_pair(oscd_mismatch_pair, tmp_path_factory):
+    """The abudhabi crop with its after image resampled onto the before grid (UInt16)."""
+    before, after = oscd_mismatch_pair
+    width, height, (x0, dx, _, y0, _, dy), _ = grid_of(before)
+    folder = tmp_path_factory.mktemp("same_grid")
+    aligned = folder / "after.tif"
+    gdal.Warp(str(aligned), str(after), outputBounds=(x0, y0 + dy * height, x0 + dx * width, y0),
+              width=width, height=height, resampleAlg="bilinear")
+    return before, aligned
+
+
+def as_reflectance(source: Path, target: Path, nan_block=None) -> Path:
+    """A Float32 copy with values / 10000 (reflectance), optionally with NaN in a block."""
+    gdal.Translate(str(target), str(source), outputType=gdal.GDT_Float32, scaleParams=[[0, 10000, 0, 1]])
+    if nan_block is not None:
+        ds = gdal.Open(str(target), gdal.GA_Update)
+        (r0, r1), (c0, c1) = nan_block
+        for index in range(1, ds.RasterCount + 1):
+            band = ds.GetRasterBand(index)
+            values = band.ReadAsArray()
+            values[r0:r1, c0:c1] = np.nan
+            band.WriteArray(values)
+        ds = None
+    return target
+
+
+def test_float_reflectance_gives_the_same_result_as_16_bit(same_grid_pair, tiny_model, tmp_path):
+    """Normalisation stretches each image by its own percentiles: Sentinel-2 digital numbers
+    (UInt16) and the same data as Float32 reflectance give the same change map."""
+    before, after = same_grid_pair
+    assert gdal.GetDataTypeName(gdal.Open(str(before)).GetRasterBand(1).DataType) == "UInt16"
+    digital = outputs_in(tmp_path / "uint16")
+    detect_changes(before, after, digital, DetectOptions(**FAST), model=tiny_model)
+    fb, fa = as_reflectance(before, tmp_path / "b.tif"), as_reflectance(after, tmp_path / "a.tif")
+    reflectance = outputs_in(tmp_path / "float32")
+    detect_changes(fb, fa, reflectance, DetectOptions(**FAST), model=tiny_model)
+    first, second = assert_contract(digital, before), assert_contract(reflectance, fb)
+    np.testing.assert_allclose(second["confidence"].values, first["confidence"].values, atol=1e-4)
+    np.testing.assert_allclose(second["distance"].values, first["distance"].values, atol=1e-4)
+
+
+def test_nodata_in_either_input_is_nodata_in_every_output(same_grid_pair, tiny_model, tmp_path):
+    before, after = same_grid_pair
+    # Before: UInt16 with nodata 0 in rows 20-50; after: Float32 with NaN in columns 120-150.
+    masked_before = tmp_path / "before.tif"
+    gdal.Translate(str(masked_before), str(before), noData=0)
+    ds = gdal.Open(str(masked_before), gdal.GA_Update)
+    for index in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(index)
+        values = band.ReadAsArray()
+        values[20:50, :] = 0
+        band.WriteArray(values)
+    ds = None
+    masked_after = as_reflectance(after, tmp_path / "after.tif", nan_block=((0, 160), (120, 150)))
+    outputs = outputs_in(tmp_path / "out", polygons=True)
+    result = detect_changes(masked_before, masked_after, outputs, DetectOptions(threshold=0.3, **FAST),
+                            model=tiny_model)
+    rasters = assert_contract(outputs, before)
+    expected_nodata = np.zeros((160, 192), bool)
+    expected_nodata[20:50, :] = True
+    expected_nodata[:, 120:150] = True
+    np.testing.assert_array_equal(rasters["change"].values == CHANGE_NODATA, expected_nodata)
+    assert result.valid_pixels == (~expected_nodata).sum()
+    # Nodata never becomes a change polygon, even when everything valid is "changed".
+    assert result.changed_pixels == result.valid_pixels
+    _, features, _ = read_polygons(outputs.polygons)
+    assert sum(f["area_m2"] for f in features) == pytest.approx(result.valid_area_m2, rel=1e-3)
+
+
+def test_eight_bit_input_with_chosen_bands(same_grid_pair, tiny_model, tmp_path):
+    before, after = same_grid_pair
+    paths = []
+    for source, name in ((before, "b8.tif"), (after, "a8.tif")):
+        target = tmp_path / name
+        gdal.Translate(str(target), str(source), outputType=gdal.GDT_Byte, scaleParams=[[0, 3000, 0, 255]])
+        paths.append(target)
+    outputs = outputs_in(tmp_path / "out")
+    result = detect_changes(*paths, outputs, DetectOptions(bands_before=[3, 2, 1], bands_after=[3, 2, 4], **FAST),
+                            model=tiny_model)
+    assert_contract(outputs, before)
+    assert result.valid_pixels == 160 * 192
+
+
+def test_one_georeferenced_image_and_one_not_is_an_input_error(oscd_mismatch_pair, levir_pair, tiny_model,
+                                                                tmp_path):
+    with pytest.raises(InputError, match="georeferenced"):
+        detect_changes(oscd_mismatch_pair[0], levir_pair[1], outputs_in(tmp_path), DetectOptions(**FAST),
+                       model=tiny_model)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_bands_are_found_by_description(write_raster):
+    """Sentinel-2 style band names in another order: red, green, blue are found by name."""
+    path = write_raster("s2.tif", np.zeros((4, 8, 8), np.uint16))
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    for index, name in enumerate(["NIR (B08)", "Blue (B02)", "Green (B03)", "Red (B04)"], start=1):
+        ds.GetRasterBand(index).SetDescription(name)
+    assert choose_bands(ds, None, ("red", "green", "blue"), "before") == (4, 3, 2)
+    plain = gdal.Open(str(write_raster("plain.tif", np.zeros((5, 8, 8), np.uint8))))
+    assert choose_bands(plain, None, ("red", "green", "blue"), "before") == (1, 2, 3)
+
+
+# --- the run itself: progress, cancel, failure, overwrite ------------------------------------------
+
+def test_progress_fractions_increase_to_one(oscd_mismatch_pair, tiny_model, tmp_path):
+    calls = []
+    detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path, polygons=True), DetectOptions(tile_size=64, overlap=16,
+                   batch_size=2, device="cpu"), progress=lambda f, m: calls.append((f, m)), model=tiny_model)
+    fractions = [f for f, _ in calls]
+    assert len(fractions) > 5
+    assert fractions[0] == 0.0 and fractions[-1] == 1.0
+    assert all(b >= a for a, b in zip(fractions, fractions[1:]))
+    assert all(0.0 <= f <= 1.0 for f in fractions)
+    assert all(isinstance(m, str) for _, m in calls)
+
+
+def cancel_after(calls: int):
+    count = {"n": 0}
+
+    def cancel() -> bool:
+        count["n"] += 1
+        return count["n"] > calls
+
+    return cancel, count
+
+
+@pytest.mark.parametrize("calls", [0, 1, 3])
+def test_cancelled_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path, calls):
+    out = tmp_path / "out"
+    cancel, count = cancel_after(calls)
+    with pytest.raises(Cancelled):
+        detect_changes(*oscd_mismatch_pair, outputs_in(out, polygons=True),
+                       DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu"),
+                       cancel=cancel, model=tiny_model)
+    assert count["n"] == calls + 1  # stopped at the first true answer
+    assert list(out.iterdir()) == []
+
+
+def test_cancel_while_polygonising_leaves_no_file(oscd_run, tiny_model, tmp_path):
+    before, after, _, _, threshold = oscd_run
+    messages = []
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        detect_changes(before, after, outputs_in(out, polygons=True), DetectOptions(threshold=threshold, **FAST),
+                       progress=lambda fraction, message: messages.append(message),
+                       cancel=lambda: "polygon" in messages[-1], model=tiny_model)
+    assert "polygon" in messages[-1]  # the rasters were complete; polygons were being written
+    assert list(out.iterdir()) == []
+
+
+class FailingNetwork(torch.nn.Module):
+    """Works for one batch, then fails as a GPU running out of memory would."""
+
+    def __init__(self, network: torch.nn.Module) -> None:
+        super().__init__()
+        self.network = network
+        self.calls = 0
+
+    def forward(self, before, after):
+        self.calls += 1
+        if self.calls > 1:
+            raise RuntimeError("simulated failure in the middle of the run")
+        return self.network(before, after)
+
+
+def test_failed_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path):
+    failing = tiny_model.__class__(**tiny_model.__dict__)
+    failing.build = lambda: FailingNetwork(tiny_model.build())
+    out = tmp_path / "out"
+    with pytest.raises(RuntimeError, match="simulated"):
+        detect_changes(*oscd_mismatch_pair, outputs_in(out, polygons=True),
+                       DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu"), model=failing)
+    assert list(out.iterdir()) == []
+
+
+def test_existing_output_is_kept_unless_overwrite(oscd_mismatch_pair, tiny_model, tmp_path):
+    outputs = outputs_in(tmp_path, distance=False)
+    outputs.confidence.write_bytes(b"precious")
+    with pytest.raises(OutputError, match="exists"):
+        detect_changes(*oscd_mismatch_pair, outputs, DetectOptions(**FAST), model=tiny_model)
+    assert outputs.confidence.read_bytes() == b"precious"
+    assert not outputs.change.exists()
+    detect_changes(*oscd_mismatch_pair, outputs, DetectOptions(overwrite=True, **FAST), model=tiny_model)
+    assert read_raster(outputs.confidence).data_type == "Float32"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["change.tif", "confidence.tif"]
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(tile_size=100), "multiple of 32"),
+    (dict(tile_size=128, overlap=64), "overlap"),
+    (dict(batch_size=0), "batch"),
+    (dict(threshold=1.0), "threshold"),
+    (dict(min_area=-1.0), "minimum area"),
+    (dict(device="tpu"), "unknown device"),
+])
+def test_bad_options_are_input_errors(oscd_mismatch_pair, tiny_model, tmp_path, options, message):
+    with pytest.raises(InputError, match=message):
+        detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path), DetectOptions(**options), model=tiny_model)
+    assert list(tmp_path.iterdir()) == []

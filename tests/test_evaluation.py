@@ -1,0 +1,111 @@
+"""Evaluation against hand-computed values: a model whose output is known (every weight zero, the
+head's bias ±10, so p ≈ 1 or 0 everywhere and the distance map is constant) on constructed pairs,
+and ROC-AUC on small score lists."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from deepcl_core.cli import main
+from deepcl_core.evaluation import EvaluateOptions, evaluate, roc_auc, write_pseudo_change
+from deepcl_core.model import build_network
+from deepcl_core.model_file import ModelBundle, save_model
+from deepcl_core.raster_io import open_raster, read_window
+
+from conftest import TINY_CONFIG
+
+SIZE = 64
+GEOTRANSFORM = (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
+
+
+def constant_model(path: Path, head_bias: float) -> Path:
+    state = {k: torch.zeros_like(v) for k, v in build_network(TINY_CONFIG).state_dict().items()}
+    for key in state:
+        if key.endswith("running_var"):
+            state[key] = torch.ones_like(state[key])
+    state["head.bias"] = torch.full_like(state["head.bias"], head_bias)
+    save_model(ModelBundle(TINY_CONFIG, state, trained=True), path)
+    return path
+
+
+@pytest.fixture
+def pairs(tmp_path, write_raster) -> Path:
+    """Two georeferenced 64×64 RGB pairs: one with a 16×16 changed square, one unchanged."""
+    rng = np.random.default_rng(0)
+    for name, changed in (("square", True), ("nothing", False)):
+        folder = tmp_path / "data" / name
+        folder.mkdir(parents=True)
+        for date in ("before", "after"):
+            image = rng.integers(0, 255, (3, SIZE, SIZE)).astype(np.uint8)
+            write_raster(f"{name}_{date}.tif", image, GEOTRANSFORM, 32633).rename(folder / f"{date}.tif")
+        label = np.zeros((SIZE, SIZE), np.uint8)
+        if changed:
+            label[8:24, 30:46] = 1
+        write_raster(f"{name}_label.tif", label, GEOTRANSFORM, 32633).rename(folder / "label.tif")
+    return tmp_path / "data"
+
+
+def test_roc_auc_by_hand():
+    assert roc_auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+    assert roc_auc(np.array([0.5, 0.5, 0.5]), np.array([0, 1, 0])) == pytest.approx(0.5)  # ties count half
+    assert roc_auc(np.array([3.0, 1.0, 2.0, 2.0]), np.array([1, 0, 1, 0])) == pytest.approx(0.875)
+    assert roc_auc(np.array([1.0, 2.0]), np.array([0, 0])) is None
+
+
+def test_everything_called_change(pairs, tmp_path):
+    model = constant_model(tmp_path / "all_change.pt", 10.0)
+    report = evaluate(EvaluateOptions(model=model, data_dirs=[pairs], device="cpu", pseudo_change=True))
+    square = report["per_pair"]["square"]
+    n, changed = SIZE * SIZE, 16 * 16
+    assert (square["tp"], square["fp"], square["fn"], square["tn"]) == (changed, n - changed, 0, 0)
+    assert square["precision"] == pytest.approx(changed / n) and square["recall"] == 1.0
+    assert square["f1"] == pytest.approx(2 * changed / (2 * changed + n - changed))
+    assert square["iou"] == pytest.approx(changed / n) and square["kappa"] == pytest.approx(0.0)
+    assert square["auc_distance"] == pytest.approx(0.5, abs=1e-3)  # a constant distance map separates nothing
+    assert report["per_pair"]["nothing"]["auc_distance"] is None
+    pooled = report["pooled"]
+    assert (pooled["tp"], pooled["fp"], pooled["fn"], pooled["tn"]) == (changed, 2 * n - changed, 0, 0)
+    assert pooled["precision"] == pytest.approx(changed / (2 * n))
+    assert report["pseudo_change"]["false_positive_rate"] == 1.0
+
+
+def test_nothing_called_change(pairs, tmp_path):
+    model = constant_model(tmp_path / "no_change.pt", -10.0)
+    report = evaluate(EvaluateOptions(model=model, data_dirs=[pairs], device="cpu", pseudo_change=True))
+    pooled = report["pooled"]
+    n, changed = SIZE * SIZE, 16 * 16
+    assert (pooled["tp"], pooled["fp"], pooled["fn"], pooled["tn"]) == (0, 0, changed, 2 * n - changed)
+    assert pooled["recall"] == 0.0 and pooled["oa"] == pytest.approx(1 - changed / (2 * n))
+    assert pooled["kappa"] == pytest.approx(0.0)
+    assert report["pseudo_change"]["false_positive_rate"] == 0.0
+
+
+def test_pseudo_change_image_is_on_the_grid_with_the_band_names(data_dir, tmp_path):
+    source = data_dir / "oscd" / "bercy" / "before.tif"
+    out = tmp_path / "t.tif"
+    write_pseudo_change(source, out, seed=1)
+    original, transformed = open_raster(source, "a"), open_raster(out, "b")
+    assert transformed.GetGeoTransform() == original.GetGeoTransform()
+    assert transformed.RasterCount == 4 and transformed.GetRasterBand(4).GetDescription() == "NIR (B08)"
+    a, _ = read_window(original, [1], 0, 0, original.RasterXSize, original.RasterYSize, "a")
+    b, valid = read_window(transformed, [1], 0, 0, original.RasterXSize, original.RasterYSize, "b")
+    assert valid.all() and not np.allclose(a, b)
+    blocks = [x[0, :384, :352].reshape(48, 8, 44, 8).mean(axis=(1, 3)).ravel() for x in (a, b)]
+    assert np.corrcoef(*blocks)[0, 1] > 0.5  # the same place, seen differently (and shifted a little)
+
+
+def test_cli_prints_json(pairs, tmp_path, capsys):
+    model = constant_model(tmp_path / "all_change.pt", 10.0)
+    assert main(["evaluate", "--model", str(model), str(pairs), "--device", "cpu"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["pairs"] == 2 and report["pooled"]["recall"] == 1.0
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    code = main(["evaluate", "--model", str(tmp_path / "missing.pt"), str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1

@@ -1,0 +1,157 @@
+"""The model file (DESIGN.md): one torch.save dict readable with weights_only=True, round-tripping
+the network and its input contract; anything else is a clear ModelFileError, and code hidden in a
+pickle never runs."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from deepcl_core.errors import ModelFileError
+from deepcl_core.model import NetworkConfig, build_network
+from deepcl_core.model_file import FORMAT_VERSION, ModelBundle, load_model, save_model
+from deepcl_core.normalization import NormalizationSpec
+
+CONFIG = NetworkConfig(encoder="simple_cnn", decoder_channels=(32, 32, 16, 16, 8))
+
+
+def bundle(**changes) -> ModelBundle:
+    torch.manual_seed(0)
+    values = dict(config=CONFIG, state_dict=build_network(CONFIG).state_dict(), bands=("red", "green", "blue"),
+                  normalization=NormalizationSpec(low_percentile=1.0, high_percentile=99.0),
+                  threshold=0.4, provenance={"data": ["oscd/abudhabi"], "metrics": {"f1": 0.5}}, trained=False)
+    values.update(changes)
+    return ModelBundle(**values)
+
+
+def raw_dict(path: Path) -> dict:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_round_trip_keeps_weights_and_contract(tmp_path):
+    original = bundle()
+    path = tmp_path / "sub" / "model.pt"  # the folder is created
+    save_model(original, path)
+    loaded = load_model(path)
+    assert loaded.config == original.config
+    assert loaded.bands == original.bands
+    assert loaded.normalization == original.normalization
+    assert loaded.threshold == pytest.approx(0.4)
+    assert loaded.provenance == original.provenance
+    assert loaded.trained is False
+    assert loaded.state_dict.keys() == original.state_dict.keys()
+    for key, tensor in original.state_dict.items():
+        torch.testing.assert_close(loaded.state_dict[key], tensor)
+    x1, x2 = torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.build()(x1, x2).logit, original.build()(x1, x2).logit)
+    assert not [p for p in path.parent.iterdir() if p.name != "model.pt"]  # no temporary left
+
+
+def test_file_is_a_plain_dict_loadable_with_weights_only(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(bundle(), path)
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    assert data["format"] == "deepcl-model" and data["format_version"] == FORMAT_VERSION
+    assert data["architecture"] == "deepcl"
+    assert data["config"]["encoder"] == "simple_cnn"
+    assert data["bands"] == ["red", "green", "blue"]
+    assert set(data["normalization"]) >= {"method", "low_percentile", "high_percentile", "mean", "std"}
+
+
+def test_describe_lists_the_contract_without_weights(tmp_path):
+    info = bundle().describe()
+    assert "state_dict" not in info
+    assert info["parameters"] == sum(p.numel() for p in build_network(CONFIG).parameters())
+    assert info["bands"] == ["red", "green", "blue"] and info["threshold"] == pytest.approx(0.4)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_model(tmp_path / "absent.pt")
+
+
+def test_empty_file(tmp_path):
+    path = tmp_path / "empty.pt"
+    path.touch()
+    with pytest.raises(ModelFileError, match="empty"):
+        load_model(path)
+
+
+def test_truncated_file(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(bundle(), path)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(ModelFileError, match="not a readable DeepCL model file"):
+        load_model(path)
+
+
+def test_file_of_another_format(tmp_path):
+    text = tmp_path / "notes.pt"
+    text.write_text("these are not weights\n")
+    with pytest.raises(ModelFileError, match="not a readable DeepCL model file"):
+        load_model(text)
+    plain_state_dict = tmp_path / "state_dict.pt"
+    torch.save(build_network(CONFIG).state_dict(), plain_state_dict)
+    with pytest.raises(ModelFileError, match="not a DeepCL model file"):
+        load_model(plain_state_dict)
+
+
+def test_newer_format_version(tmp_path):
+    path = tmp_path / "model.pt"
+    save_model(bundle(), path)
+    data = raw_dict(path)
+    data["format_version"] = FORMAT_VERSION + 1
+    torch.save(data, path)
+    with pytest.raises(ModelFileError, match="version .*update"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda d: d.pop("state_dict"), "lacks state_dict"),
+    (lambda d: d.update(architecture="unet"), "architecture"),
+    (lambda d: d["state_dict"].pop(next(iter(d["state_dict"]))), "do not fit"),
+    (lambda d: d.update(bands=["red", "green"]), "names 2 bands"),
+    (lambda d: d["normalization"].update(method="zscore"), "do not fit"),
+])
+def test_damaged_contents(tmp_path, damage, message):
+    path = tmp_path / "model.pt"
+    save_model(bundle(), path)
+    data = raw_dict(path)
+    damage(data)
+    torch.save(data, path)
+    with pytest.raises(ModelFileError, match=message):
+        load_model(path)
+
+
+class CreatesMarker:
+    """Unpickling this object would call os.mkdir(marker): code running on load."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.mkdir, (str(self.marker),))
+
+
+def test_pickle_with_code_is_refused_and_the_code_never_runs(tmp_path):
+    def malicious_file(name: str) -> tuple:
+        marker = tmp_path / f"{name}-ran"
+        data = bundle().to_dict()
+        data["provenance"] = {"note": CreatesMarker(marker)}
+        path = tmp_path / f"{name}.pt"
+        torch.save(data, path)
+        return path, marker
+
+    # Control: an unsafe load of the same kind of file does run the code, so the marker proves it.
+    control, control_marker = malicious_file("control")
+    torch.load(control, map_location="cpu", weights_only=False)
+    assert control_marker.is_dir()
+
+    path, marker = malicious_file("model")
+    with pytest.raises(ModelFileError, match="never run"):
+        load_model(path)
+    assert not marker.exists()

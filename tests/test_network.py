@@ -1,0 +1,167 @@
+"""The DeepCL network (METHOD.md "Network"): shapes for both encoders, distance maps in [0, 2],
+symmetry in the two dates, the prior-guidance ablation, and ImageNet weights in MobileNetV2."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepcl_core.detect import run_network
+from deepcl_core.model import NetworkConfig, build_network
+from deepcl_core.model.encoders import MobileNetV2Encoder
+from deepcl_core.model.pretrained import imagenet_weights_path, load_imagenet_weights
+from deepcl_core.errors import ModelFileError
+
+SMALL_DECODER = (32, 32, 16, 16, 8)
+
+
+def make_network(encoder: str, **changes) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return build_network(NetworkConfig(encoder=encoder, decoder_channels=SMALL_DECODER, **changes)).eval()
+
+
+def image_pair(n: int = 2, bands: int = 3, height: int = 64, width: int = 96, seed: int = 0):
+    generator = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, bands, height, width, generator=generator),
+            torch.randn(n, bands, height, width, generator=generator))
+
+
+@pytest.mark.parametrize("encoder", ["simple_cnn", "mobilenet_v2"])
+def test_output_shapes(encoder):
+    network = make_network(encoder)
+    before, after = image_pair()
+    with torch.no_grad():
+        output = network(before, after)
+    assert output.logit.shape == (2, 1, 64, 96)
+    assert sorted(output.distances) == [8, 16, 32]
+    for stride, distance in output.distances.items():
+        assert distance.shape == (2, 1, 64 // stride, 96 // stride)
+    assert output.finest_distance is output.distances[8]
+    assert torch.isfinite(output.logit).all()
+
+
+@pytest.mark.parametrize("encoder", ["simple_cnn", "mobilenet_v2"])
+def test_distances_lie_in_0_to_2_and_vanish_for_identical_dates(encoder):
+    network = make_network(encoder)
+    before, after = image_pair(seed=3)
+    with torch.no_grad():
+        different = network(before, after * 5)
+        same = network(before, before)
+    for stride, distance in different.distances.items():
+        assert distance.min() >= 0 and distance.max() <= 2 + 1e-5
+        assert same.distances[stride].max() < 1e-3
+        assert distance.mean() > same.distances[stride].mean()  # different dates lie farther apart
+
+
+def test_network_is_symmetric_in_the_two_dates():
+    # |F1 − F2| and F1 + F2 fusion and Euclidean distances: swapping the dates changes nothing.
+    network = make_network("simple_cnn")
+    before, after = image_pair(seed=5)
+    with torch.no_grad():
+        forward, backward = network(before, after), network(after, before)
+    torch.testing.assert_close(forward.logit, backward.logit, rtol=1e-4, atol=1e-5)
+    for stride in forward.distances:
+        torch.testing.assert_close(forward.distances[stride], backward.distances[stride], rtol=1e-4, atol=1e-5)
+
+
+def test_metric_strides_choose_the_distance_maps():
+    network = make_network("simple_cnn", metric_strides=(4,))
+    with torch.no_grad():
+        output = network(*image_pair(n=1, height=32, width=32))
+    assert list(output.distances) == [4]
+    assert output.finest_distance.shape == (1, 1, 8, 8)
+
+
+def test_without_prior_guidance_the_network_has_no_gate():
+    guided = make_network("simple_cnn")
+    plain = make_network("simple_cnn", prior_guidance=False)
+    assert any("prior" in name for name, _ in guided.named_parameters())
+    assert not any("prior" in name for name, _ in plain.named_parameters())
+    with torch.no_grad():
+        output = plain(*image_pair(n=1))
+    assert output.logit.shape == (1, 1, 64, 96) and output.distances  # the metric branch still runs
+
+
+def test_gradients_reach_the_encoder_through_both_branches():
+    network = make_network("simple_cnn").train()
+    before, after = image_pair(n=2, height=32, width=32)
+    output = network(before, after)
+    (output.logit.mean() + output.finest_distance.mean()).backward()
+    first = network.encoder.stages[0][0].weight
+    assert first.grad is not None and first.grad.abs().sum() > 0
+
+
+def test_bad_configurations_are_refused():
+    with pytest.raises(ValueError, match="metric_strides"):
+        build_network(NetworkConfig(encoder="simple_cnn", metric_strides=(3,)))
+    with pytest.raises(ValueError, match="decoder_channels"):
+        build_network(NetworkConfig(encoder="simple_cnn", decoder_channels=(8, 8)))
+    with pytest.raises(ValueError, match="unknown encoder"):
+        build_network(NetworkConfig(encoder="resnet_9000"))
+
+
+def test_config_round_trips_through_a_plain_dict():
+    config = NetworkConfig(encoder="simple_cnn", in_channels=4, metric_strides=(16, 32),
+                           decoder_channels=SMALL_DECODER, prior_guidance=False)
+    assert NetworkConfig.from_dict(config.to_dict()) == config
+    assert NetworkConfig.from_dict({**config.to_dict(), "from_the_future": 1}) == config
+
+
+def test_run_network_pads_any_tile_size_and_crops_back():
+    network = make_network("simple_cnn")
+    rng = np.random.default_rng(0)
+    before = rng.normal(size=(2, 3, 70, 45)).astype(np.float32)
+    after = rng.normal(size=(2, 3, 70, 45)).astype(np.float32)
+    probability, distance = run_network(network, before, after, torch.device("cpu"))
+    assert probability.shape == distance.shape == (2, 70, 45)
+    assert probability.dtype == distance.dtype == np.float32
+    assert probability.min() >= 0 and probability.max() <= 1
+    assert distance.min() >= 0 and distance.max() <= 2 + 1e-5
+    # Smaller than the reflection pad needs: falls back to edge replication.
+    probability, distance = run_network(network, before[:, :, :10, :7], after[:, :, :10, :7],
+                                        torch.device("cpu"), with_distance=False)
+    assert probability.shape == (2, 10, 7) and distance is None
+
+
+@pytest.fixture(scope="module")
+def imagenet_weights():
+    path = imagenet_weights_path()
+    if not path.is_file():
+        pytest.skip(f"ImageNet MobileNetV2 weights absent at {path}: run 'make setup' (or 'make weights')")
+    return path
+
+
+def test_imagenet_weights_load_into_mobilenet_and_change_its_output(imagenet_weights):
+    torch.manual_seed(0)
+    encoder = MobileNetV2Encoder().eval()
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        random_features = [f.clone() for f in encoder(x)]
+    load_imagenet_weights(encoder, imagenet_weights)
+    state = torch.load(imagenet_weights, map_location="cpu", weights_only=True)
+    loaded = encoder.state_dict()
+    copied = [key for key in state if not key.startswith("features.18.")]
+    assert len(copied) > 250
+    for key in copied:
+        torch.testing.assert_close(loaded[key], state[key])
+    with torch.no_grad():
+        pretrained_features = encoder(x)
+    for before, after in zip(random_features, pretrained_features):
+        assert not torch.allclose(before, after)
+
+
+def test_imagenet_weights_extend_to_four_bands(imagenet_weights):
+    encoder = MobileNetV2Encoder(in_channels=4)
+    load_imagenet_weights(encoder, imagenet_weights)
+    first = encoder.features[0][0].weight
+    assert first.shape == (32, 4, 3, 3)
+    torch.testing.assert_close(first[:, 3], first[:, :3].mean(dim=1))
+
+
+def test_missing_imagenet_weights_is_a_clear_error(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load_imagenet_weights(MobileNetV2Encoder(), tmp_path / "absent.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a weight file")
+    with pytest.raises(ModelFileError, match="cannot read"):
+        load_imagenet_weights(MobileNetV2Encoder(), bad)

@@ -1,0 +1,167 @@
+"""Training end to end on a small real subset (simple_cnn, a few steps): the loss falls, a loadable
+model with provenance results, fine-tuning, resume after an interruption, and clear errors."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from deepcl_core.cli import main
+from deepcl_core.errors import Cancelled, InputError
+from deepcl_core.model_file import load_model
+from deepcl_core.raster_io import open_raster
+from deepcl_core.training import TrainOptions, find_pairs, read_label, split_pairs, train
+
+DATA = Path(os.environ.get("DEEPCL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
+LEVIR = DATA / "levir"
+TRAIN_DIRS = [LEVIR / "test_102_0512_0000", LEVIR / "test_121_0768_0256", LEVIR / "train_36_0512_0512"]
+VAL_DIRS = [LEVIR / "val_27_0000_0256"]
+
+pytestmark = pytest.mark.skipif(not LEVIR.is_dir(), reason=f"real data not found at {DATA}")
+
+
+def small_options(out: Path, **changes) -> TrainOptions:
+    values = dict(data_dirs=TRAIN_DIRS, val_dirs=VAL_DIRS, out=out, epochs=3, iterations_per_epoch=8,
+                  batch_size=4, crop=64, encoder="simple_cnn", lr=3e-3, device="cpu", seed=3)
+    values.update(changes)
+    return TrainOptions(**values)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    out = tmp_path_factory.mktemp("train") / "model.pt"
+    return train(small_options(out, command_line="deepcl train (test)"))
+
+
+def test_training_lowers_the_loss_and_writes_a_complete_model(trained):
+    losses = [entry["loss_total"] for entry in trained.history]
+    assert len(losses) == 3 and losses[-1] < losses[0]
+    bundle = load_model(trained.out)
+    assert bundle.config.encoder == "simple_cnn" and bundle.bands == ("red", "green", "blue")
+    provenance = bundle.provenance
+    assert provenance["command_line"] == "deepcl train (test)"
+    assert [p["name"] for p in provenance["validation_pairs"]] == ["val_27_0000_0256"]
+    assert len(provenance["train_pairs"]) == 3 and provenance["epochs"] == 3
+    assert provenance["loss"]["gamma"] == 2.0 and provenance["hardware"]["device"] == "cpu"
+    pooled = provenance["validation_metrics"]["pooled"]
+    assert 0.0 <= pooled["f1"] <= 1.0 and pooled["tp"] + pooled["fn"] > 0
+    assert provenance["best_epoch"] == trained.best_epoch
+    assert trained.checkpoint.is_file()
+
+
+def test_fine_tuning_from_init_keeps_the_contract(trained, tmp_path):
+    result = train(small_options(tmp_path / "tuned.pt", init=trained.out, encoder=None, epochs=1))
+    bundle = load_model(result.out)
+    assert bundle.config == load_model(trained.out).config
+    assert bundle.provenance["encoder_init"].startswith("fine-tuned from")
+    assert bundle.provenance["parent_provenance"]["epochs"] == 3
+    with pytest.raises(InputError, match="encoder simple_cnn"):
+        train(small_options(tmp_path / "bad.pt", init=trained.out, encoder="mobilenet_v2", epochs=1))
+
+
+class CancelAfter:
+    def __init__(self, polls: int) -> None:
+        self.polls = polls
+
+    def __call__(self) -> bool:
+        self.polls -= 1
+        return self.polls < 0
+
+
+def test_resume_after_an_interruption_loses_no_epoch(tmp_path):
+    straight = train(small_options(tmp_path / "straight.pt", epochs=2, iterations_per_epoch=4))
+    interrupted = tmp_path / "interrupted.pt"
+    with pytest.raises(Cancelled):
+        train(small_options(interrupted, epochs=2, iterations_per_epoch=4), cancel=CancelAfter(6))
+    assert not interrupted.exists()  # a cancelled run leaves no model file, only its checkpoint
+    resumed = train(small_options(interrupted, epochs=2, iterations_per_epoch=4, resume=True))
+    assert resumed.epochs_completed == 2 and [h["epoch"] for h in resumed.history] == [1, 2]
+    # The same seeds per epoch: the resumed run ends where the uninterrupted one did.
+    assert [h["loss_total"] for h in resumed.history] == pytest.approx([h["loss_total"] for h in straight.history])
+    a, b = load_model(straight.out).state_dict, load_model(resumed.out).state_dict
+    assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no checkpoint"):
+        train(small_options(tmp_path / "m.pt", resume=True))
+
+
+def test_no_pairs_is_a_clear_error(tmp_path):
+    with pytest.raises(InputError, match="no labelled pairs"):
+        train(small_options(tmp_path / "m.pt", data_dirs=[tmp_path]))
+
+
+def test_empty_validation_split_is_a_clear_error(tmp_path):
+    empty = tmp_path / "val"
+    empty.mkdir()
+    with pytest.raises(InputError, match="validation split is empty"):
+        train(small_options(tmp_path / "m.pt", val_dirs=[empty]))
+
+
+def copy_pair(source: Path, target: Path) -> Path:
+    target.mkdir(parents=True)
+    for name in ("before.png", "after.png", "label.png"):
+        shutil.copy(source / name, target / name)
+    return target
+
+
+def write_png(path: Path, array: np.ndarray) -> None:
+    memory = gdal.GetDriverByName("MEM").Create("", array.shape[1], array.shape[0], 1, gdal.GDT_Byte)
+    memory.GetRasterBand(1).WriteArray(array)
+    gdal.GetDriverByName("PNG").CreateCopy(str(path), memory)
+
+
+def test_non_binary_label_is_a_clear_error_before_training(tmp_path):
+    pair = copy_pair(TRAIN_DIRS[0], tmp_path / "data" / "pair")
+    label = np.zeros((256, 256), np.uint8)
+    label[:10, :10], label[20:30, :10] = 1, 2
+    write_png(pair / "label.png", label)
+    with pytest.raises(InputError, match="not binary"):
+        train(small_options(tmp_path / "m.pt", data_dirs=[tmp_path / "data"]))
+    assert not (tmp_path / "m.pt.ckpt").exists()
+
+
+def test_label_of_another_size_without_georeference_is_a_clear_error(tmp_path):
+    pair = copy_pair(TRAIN_DIRS[0], tmp_path / "data" / "pair")
+    write_png(pair / "label.png", np.zeros((100, 120), np.uint8))
+    with pytest.raises(InputError, match="cannot be\\s+aligned"):
+        train(small_options(tmp_path / "m.pt", data_dirs=[tmp_path / "data"]))
+
+
+def test_labels_0_255_and_the_levir_layout_are_read(tmp_path):
+    root = tmp_path / "LEVIR-CD" / "train"
+    for folder in ("A", "B", "label"):
+        (root / folder).mkdir(parents=True)
+    for source in TRAIN_DIRS[:2]:
+        shutil.copy(source / "before.png", root / "A" / f"{source.name}.png")
+        shutil.copy(source / "after.png", root / "B" / f"{source.name}.png")
+        original = gdal.Open(str(source / "label.png")).ReadAsArray()
+        write_png(root / "label" / f"{source.name}.png", original * 255)
+    pairs = find_pairs([tmp_path])
+    assert [p.name for p in pairs] == [f"train/{d.name}" for d in TRAIN_DIRS[:2]]
+    label, valid = read_label(pairs[0], open_raster(pairs[0].before, "before"))
+    original = gdal.Open(str(TRAIN_DIRS[0] / "label.png")).ReadAsArray()
+    assert valid.all() and np.array_equal(label, original)
+
+
+def test_all_shared_pairs_are_found_and_split_per_data_set():
+    pairs = find_pairs([DATA])
+    groups = {p.group for p in pairs}
+    assert {"oscd", "sztaki", "levir", "dsifn"} <= groups and len(pairs) >= 40
+    assert find_pairs([DATA / "oscd"]) == [p for p in pairs if p.group == "oscd"]
+    training, validation = split_pairs(pairs, 0.2, seed=0)
+    assert {p.group for p in validation} == groups
+    assert not {p.before for p in training} & {p.before for p in validation}
+    assert split_pairs(pairs, 0.2, seed=0) == (training, validation)
+
+
+def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
+    code = main(["train", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--encoder", "simple_cnn"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "no labelled pairs" in err[0]
