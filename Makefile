@@ -61,3 +61,27 @@ package:
 
 deploy:
 	$(SYSTEM_PYTHON) scripts/package_plugin.py --out dist --deploy
+
+# The bundled model: trained on ../shared/data only; TEST_PAIRS are never seen in training.
+DATA ?= ../shared/data
+TEST_PAIRS := oscd/hongkong oscd/pisa oscd/rennes sztaki/szada_1 sztaki/tiszadob_3 \
+	levir/test_102_0512_0000 levir/test_77_0512_0256 levir/test_7_0256_0512 dsifn/0_2 dsifn/4_4 dsifn/8_3
+VAL_PAIRS := oscd/nantes sztaki/szada_2 levir/val_27_0000_0256 dsifn/6_3
+TRAIN_PAIRS := oscd/abudhabi oscd/aguasclaras oscd/beihai oscd/bercy oscd/bordeaux oscd/cupertino oscd/saclay_e \
+	sztaki/archieve sztaki/szada_3 sztaki/szada_4 sztaki/szada_5 sztaki/szada_6 sztaki/szada_7 \
+	sztaki/tiszadob_1 sztaki/tiszadob_2 sztaki/tiszadob_4 sztaki/tiszadob_5 \
+	levir/test_121_0768_0256 levir/test_55_0256_0000 levir/train_36_0512_0512 levir/train_386_0512_0768 \
+	levir/train_412_0512_0768 dsifn/1_1 dsifn/2_4 dsifn/3_4 dsifn/5_3 dsifn/7_4 dsifn/9_3
+TRAIN_ARGS ?= --epochs 14 --iterations-per-epoch 100 --batch 8 --crop 256 --seed 0
+MODEL_OUT ?= $(OUT)/train/deepcl_default.pt
+
+.PHONY: train evaluate-default
+# Resumable: rerun with TRAIN_ARGS+=--resume after an interruption.
+train: setup
+	$(VENV)/bin/deepcl train $(addprefix $(DATA)/,$(TRAIN_PAIRS)) --val $(addprefix $(DATA)/,$(VAL_PAIRS)) \
+	  --out $(MODEL_OUT) $(TRAIN_ARGS)
+
+# Held-out accuracy of the bundled model, with the classical peers on the same pairs.
+evaluate-default: setup
+	$(VENV)/bin/deepcl evaluate --model resources/models/deepcl_default.pt --pseudo-change --classical \
+	  $(addprefix $(DATA)/,$(TEST_PAIRS))

@@ -8,7 +8,6 @@ import platform
 from dataclasses import asdict
 from typing import Any, Dict, List, Optional, Sequence
 
-import numpy as np
 import torch
 
 from .. import __version__

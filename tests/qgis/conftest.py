@@ -24,18 +24,21 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
+_PROVIDERS = []  # the registry holds a C++ pointer only; Python keeps the provider alive
+
+
+@pytest.fixture
 def deepcl_provider(qgis_app, qgis_processing) -> Iterator[object]:
+    """The registered provider; registered again when a test (the plugin's unload) removed it."""
     from qgis.core import QgsApplication
 
     from deepcl_qgis.provider import DeepCLProvider
 
     registry = QgsApplication.processingRegistry()
-    provider = registry.providerById("deepcl")
-    if provider is None:
-        provider = DeepCLProvider()
-        assert registry.addProvider(provider)
-    yield provider
+    if registry.providerById("deepcl") is None:
+        _PROVIDERS.append(DeepCLProvider())
+        assert registry.addProvider(_PROVIDERS[-1])
+    yield registry.providerById("deepcl")
 
 
 @pytest.fixture

@@ -40,7 +40,7 @@ def test_plugin_gui_and_unload_leave_nothing_behind(qgis_app, qgis_processing, q
 
     registry = QgsApplication.processingRegistry()
     existing = registry.providerById("deepcl")
-    if existing is not None:  # the session fixture's provider; put back afterwards
+    if existing is not None:  # another test's provider; the deepcl_provider fixture registers a new one
         registry.removeProvider(existing)
     plugin = deepcl_qgis.classFactory(qgis_iface)
     plugin.initGui()
