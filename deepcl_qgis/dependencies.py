@@ -5,10 +5,12 @@ here imports torch at module level; the check runs the import once, when an algo
 from __future__ import annotations
 
 import importlib
+import os
 import platform
 import sys
 from functools import lru_cache
-from typing import Tuple
+from pathlib import Path
+from typing import Optional, Tuple
 
 # Module name → what a user installs to get it.
 REQUIRED = {"torch": "torch", "numpy": "numpy", "osgeo.gdal": "GDAL Python bindings"}
@@ -33,7 +35,8 @@ def install_hint(missing: Tuple[str, ...]) -> str:
     return (f"DeepCL needs the Python package(s) {names}, which the Python of QGIS cannot import. "
             f"Install PyTorch (CPU build, about 200 MB) for this Python, then restart QGIS:\n"
             f"    {_pip_command()}\n"
-            "For an NVIDIA GPU, pick the CUDA build at https://pytorch.org/get-started/locally/ instead.")
+            "For an NVIDIA GPU, pick the CUDA build at https://pytorch.org/get-started/locally/ instead.\n"
+            "Or let the plugin do it: Raster ▸ DeepCL ▸ DeepCL panel ▸ Install PyTorch…")
 
 
 def _pip_command() -> str:
@@ -42,6 +45,32 @@ def _pip_command() -> str:
         # The OSGeo4W shell puts the Python of QGIS first on PATH.
         return f"python -m pip install torch {cpu_wheels}   (in the OSGeo4W Shell)"
     return f"{sys.executable or 'python3'} -m pip install --user torch {cpu_wheels}"
+
+
+def owned_packages_folder() -> Path:
+    """The folder the plugin installs PyTorch into: in the QGIS profile, one per Python version
+    (wheels are built for one), never QGIS's own site-packages. ``DEEPCL_DEPS_DIR`` overrides it."""
+    override = os.environ.get("DEEPCL_DEPS_DIR")
+    if override:
+        return Path(override)
+    from qgis.core import QgsApplication  # here, so that the module imports without QGIS too
+
+    version = f"py{sys.version_info.major}.{sys.version_info.minor}"
+    return Path(QgsApplication.qgisSettingsDirPath()) / "python" / "deepcl_deps" / version
+
+
+def add_owned_packages_to_path(folder: Optional[Path] = None) -> bool:
+    """Put the plugin's own package folder on ``sys.path`` (when it exists) and forget the cached
+    import check. Appended, not prepended: numpy and GDAL of QGIS must win over any copies there.
+    True when the folder is on the path afterwards."""
+    folder = Path(folder) if folder is not None else owned_packages_folder()
+    if not folder.is_dir():
+        return False
+    if str(folder) not in sys.path:
+        sys.path.append(str(folder))
+        importlib.invalidate_caches()
+        missing_dependencies.cache_clear()
+    return True
 
 
 def dependency_problem() -> str:

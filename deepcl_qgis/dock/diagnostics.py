@@ -1,0 +1,50 @@
+"""The facts a bug report about the plugin needs: versions, devices and the install folder."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+import sys
+from typing import List, Tuple
+
+from qgis.core import Qgis
+
+from ..dependencies import missing_dependencies, owned_packages_folder
+from ..torch_installer import cuda_driver_version, installed_version, python_executable
+
+
+def diagnostics() -> List[Tuple[str, str]]:
+    """(item, value) pairs, in the order a reader wants them."""
+    folder = owned_packages_folder()
+    rows = [("QGIS", Qgis.QGIS_VERSION), ("Python", f"{sys.version.split()[0]} ({python_executable()})"),
+            ("Operating system", platform.platform())]
+    rows += _torch_rows()
+    driver = cuda_driver_version()
+    rows.append(("NVIDIA driver", f"supports CUDA {driver[0]}.{driver[1]}" if driver else "none found (no nvidia-smi)"))
+    rows.append(("Plugin package folder", f"{folder} ({'exists' if folder.is_dir() else 'not created yet'})"))
+    owned_torch = installed_version("torch", folder)
+    rows.append(("PyTorch in that folder", owned_torch or "none"))
+    missing = missing_dependencies()
+    rows.append(("Missing packages", ", ".join(missing) if missing else "none"))
+    return rows
+
+
+def _torch_rows() -> List[Tuple[str, str]]:
+    if "torch" in missing_dependencies():
+        return [("PyTorch", "not importable")]
+    import torch
+
+    rows = [("PyTorch", f"{torch.__version__} from {Path(torch.__file__).parent.parent}"),
+            ("PyTorch CUDA build", torch.version.cuda or "none (CPU build)")]
+    if torch.cuda.is_available():
+        devices = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
+    else:
+        devices = ["cpu"]
+    rows.append(("Devices", ", ".join(devices)))
+    return rows
+
+
+def diagnostics_text() -> str:
+    """Plain text to paste into a bug report."""
+    rows = diagnostics()
+    width = max(len(name) for name, _ in rows)
+    return "DeepCL diagnostics\n" + "\n".join(f"{name.ljust(width)} : {value}" for name, value in rows)

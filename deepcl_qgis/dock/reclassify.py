@@ -1,0 +1,73 @@
+"""A new change map from the confidence map at another threshold, without the network: a pixel
+is changed (1) where its confidence is at least the threshold, 255 where confidence is nodata."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+from osgeo import gdal
+
+from ..engine import core_module
+
+CHANGE_NODATA = 255  # as the engine writes it
+ROWS_PER_BLOCK = 256
+CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2"]
+
+
+@dataclass
+class ChangeCounts:
+    changed_pixels: int
+    valid_pixels: int
+    changed_area_m2: Optional[float]  # None without georeference
+
+    @property
+    def changed_percent(self) -> float:
+        return 100.0 * self.changed_pixels / self.valid_pixels if self.valid_pixels else 0.0
+
+
+def reclassify(confidence: Path, change: Path, threshold: float) -> ChangeCounts:
+    """Write ``change`` (a new GeoTIFF on the confidence grid) and count what changed."""
+    source = gdal.Open(str(confidence))
+    if source is None:
+        raise OSError(f"cannot read the confidence map {confidence}")
+    band = source.GetRasterBand(1)
+    nodata = band.GetNoDataValue()
+    areas = _pixel_areas(source)
+    target = _create_like(source, change)
+    out_band = target.GetRasterBand(1)
+    changed = valid = 0
+    changed_m2 = 0.0
+    for top in range(0, source.RasterYSize, ROWS_PER_BLOCK):
+        rows = min(ROWS_PER_BLOCK, source.RasterYSize - top)
+        values = band.ReadAsArray(0, top, source.RasterXSize, rows)
+        is_valid = np.isfinite(values) if nodata is None else (values != nodata) & np.isfinite(values)
+        is_changed = is_valid & (values >= threshold)
+        out_band.WriteArray(np.where(is_valid, is_changed, CHANGE_NODATA).astype(np.uint8), 0, top)
+        changed += int(is_changed.sum())
+        valid += int(is_valid.sum())
+        if areas is not None:
+            changed_m2 += float(is_changed.sum(axis=1) @ areas[top:top + rows])
+    target.FlushCache()
+    target = None  # closes the file
+    return ChangeCounts(changed, valid, changed_m2 if areas is not None else None)
+
+
+def _create_like(source: gdal.Dataset, path: Path) -> gdal.Dataset:
+    target = gdal.GetDriverByName("GTiff").Create(str(path), source.RasterXSize, source.RasterYSize, 1,
+                                                  gdal.GDT_Byte, CREATION_OPTIONS)
+    if target is None:
+        raise OSError(f"cannot write {path}")
+    target.SetGeoTransform(source.GetGeoTransform())
+    target.SetProjection(source.GetProjection())
+    band = target.GetRasterBand(1)
+    band.SetNoDataValue(CHANGE_NODATA)
+    band.SetDescription("change (1) / no change (0)")
+    return target
+
+
+def _pixel_areas(source: gdal.Dataset) -> Optional[np.ndarray]:
+    """m² of one pixel per row, from the engine (exact for geographic CRSs); None without a CRS."""
+    grid = core_module("raster_io").Grid.of(source)
+    return core_module("area").pixel_area_by_row(grid)

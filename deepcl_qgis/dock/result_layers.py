@@ -1,0 +1,79 @@
+"""Loading a run's outputs into the project: styled, in one group named after the two inputs,
+the change map and polygons above the confidence ramp."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, List, Optional
+
+from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
+
+from ..paths import style_path
+from .layer_choice import RESULT_PROPERTY
+
+# (Processing output, style, layer name), top of the group first.
+OUTPUTS = [("POLYGONS", "polygons", "Change polygons"), ("CHANGE", "change", "Change"),
+           ("CONFIDENCE", "confidence", "Confidence")]
+CONFIDENCE_PROPERTY = "deepcl/confidence"  # the change layer knows its confidence map
+THRESHOLD_PROPERTY = "deepcl/threshold"
+
+
+def group_name(before: str, after: str) -> str:
+    """The same name the Processing algorithm gives its group."""
+    return f"DeepCL changes: {before} → {after}"
+
+
+def load_results(project: QgsProject, results: Dict[str, object], before: str, after: str,
+                 threshold: float) -> Dict[str, QgsMapLayer]:
+    """Add the outputs in ``results`` to a new group at the top of the tree; role → layer."""
+    group = _new_group(project, group_name(before, after))
+    loaded: Dict[str, QgsMapLayer] = {}
+    for output, style, name in OUTPUTS:
+        path = results.get(output)
+        if not path:
+            continue
+        layer = _open(str(path), name, output)
+        layer.loadNamedStyle(str(style_path(style)))
+        layer.setCustomProperty(RESULT_PROPERTY, output)
+        project.addMapLayer(layer, False)
+        group.addLayer(layer)
+        loaded[output] = layer
+    if "CHANGE" in loaded:
+        loaded["CHANGE"].setCustomProperty(CONFIDENCE_PROPERTY, str(results["CONFIDENCE"]))
+        loaded["CHANGE"].setCustomProperty(THRESHOLD_PROPERTY, threshold)
+    return loaded
+
+
+def _open(path: str, name: str, output: str) -> QgsMapLayer:
+    layer = QgsVectorLayer(path, name, "ogr") if output == "POLYGONS" else QgsRasterLayer(path, name, "gdal")
+    if not layer.isValid():
+        raise OSError(f"QGIS cannot open the {name.lower()} output {path}")
+    return layer
+
+
+def _new_group(project: QgsProject, name: str) -> QgsLayerTreeGroup:
+    """A fresh group: a second run on the same pair gets "… (2)" rather than mixing layers."""
+    root = project.layerTreeRoot()
+    existing = {group.name() for group in root.findGroups()}
+    unique, number = name, 2
+    while unique in existing:
+        unique, number = f"{name} ({number})", number + 1
+    return root.insertGroup(0, unique)
+
+
+def point_change_layer_to(layer: QgsRasterLayer, path: Path, threshold: float) -> None:
+    """Show another change map file in the same layer, keeping its name, style and place."""
+    renderer = layer.renderer().clone()
+    layer.setDataSource(str(path), layer.name(), "gdal")
+    layer.setRenderer(renderer)
+    layer.setCustomProperty(THRESHOLD_PROPERTY, threshold)
+    layer.triggerRepaint()
+
+
+def result_layers_in(project: QgsProject) -> List[QgsMapLayer]:
+    """Every layer the panel loaded (for tests and clean-up)."""
+    return [layer for layer in project.mapLayers().values() if layer.customProperty(RESULT_PROPERTY)]
+
+
+def change_layer(project: QgsProject, layer_id: str) -> Optional[QgsRasterLayer]:
+    layer = project.mapLayer(layer_id)
+    return layer if isinstance(layer, QgsRasterLayer) else None

@@ -1,0 +1,54 @@
+"""The panel's last choices, kept between QGIS sessions in QgsSettings."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Optional
+
+from qgis.core import QgsSettings
+
+PREFIX = "deepcl/panel/"
+
+
+@dataclass
+class PanelChoices:
+    """Everything the panel remembers; layers by their source so they are found again in a
+    reopened project (layer ids change between projects)."""
+
+    before_source: str = ""
+    after_source: str = ""
+    model_path: str = ""  # empty: the bundled model
+    threshold: float = 0.5
+    device: str = "auto"
+    tile_size: int = 512
+    overlap: int = 64
+    batch_size: int = 4
+    polygons: bool = False
+    min_area: float = 0.0
+    output_folder: str = ""  # empty: a temporary folder
+
+
+def load_choices(settings: Optional[QgsSettings] = None) -> PanelChoices:
+    settings = settings or QgsSettings()
+    defaults = PanelChoices()
+    values = {}
+    for item in fields(PanelChoices):
+        default = getattr(defaults, item.name)
+        values[item.name] = _typed(settings.value(PREFIX + item.name, default), default)
+    return PanelChoices(**values)
+
+
+def save_choices(choices: PanelChoices, settings: Optional[QgsSettings] = None) -> None:
+    settings = settings or QgsSettings()
+    for name, value in asdict(choices).items():
+        settings.setValue(PREFIX + name, value)
+
+
+def _typed(value: object, default: object) -> object:
+    """QSettings returns strings from .ini files ('true', '0.5'); give back the default's type,
+    or the default when the stored value is unreadable."""
+    try:
+        if isinstance(default, bool):
+            return value if isinstance(value, bool) else str(value).lower() in ("true", "1", "yes")
+        return type(default)(value)
+    except (TypeError, ValueError):
+        return default

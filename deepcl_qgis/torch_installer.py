@@ -1,0 +1,176 @@
+"""Installing PyTorch (or any pip requirement) into the plugin's own package folder.
+
+pip runs in a separate process (QProcess) so QGIS stays responsive and its output can be shown
+line by line. The build is chosen from the machine: ``nvidia-smi`` present → a CUDA wheel index
+that the driver supports, else the CPU index (a bare ``torch`` from PyPI pulls gigabytes of CUDA
+libraries even where no GPU exists)."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, pyqtSignal
+
+from .dependencies import add_owned_packages_to_path, owned_packages_folder
+
+TORCH_INDEX = "https://download.pytorch.org/whl/"
+# (lowest driver CUDA version, wheel index tag), newest first: a driver runs any older CUDA build.
+CUDA_BUILDS = [((12, 8), "cu128"), ((12, 6), "cu126"), ((11, 8), "cu118")]
+
+
+@dataclass
+class InstallPlan:
+    """What pip installs, from where, into which folder."""
+
+    target: Path
+    requirements: List[str] = field(default_factory=lambda: ["torch"])
+    index_options: List[str] = field(default_factory=list)
+    build: str = "CPU"  # in words, for the dialog
+    python: str = ""
+
+    def arguments(self) -> List[str]:
+        """pip's arguments after the Python executable."""
+        return ["-m", "pip", "install", "--upgrade", "--no-input", "--disable-pip-version-check",
+                "--target", str(self.target), *self.index_options, *self.requirements]
+
+    def command_line(self) -> str:
+        return " ".join([self.python or python_executable(), *self.arguments()])
+
+
+def python_executable() -> str:
+    """The Python interpreter of QGIS. Inside QGIS ``sys.executable`` is often the qgis binary
+    itself, which cannot run ``-m pip``; the interpreter then sits next to the Python library."""
+    if Path(sys.executable).name.lower().startswith("python"):
+        return sys.executable
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for folder in (Path(sys.exec_prefix), Path(sys.exec_prefix) / "bin", Path(sys.base_exec_prefix) / "bin"):
+        for name in (f"python{version}", "python3", "python.exe", "python3.exe"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    return shutil.which(f"python{version}") or shutil.which("python3") or "python3"
+
+
+def cuda_driver_version(nvidia_smi: Optional[str] = None) -> Optional[tuple]:
+    """The CUDA version the NVIDIA driver supports, e.g. (12, 4); None without an NVIDIA GPU."""
+    program = nvidia_smi or shutil.which("nvidia-smi")
+    if not program:
+        return None
+    try:
+        output = subprocess.run([program], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", output)
+    return (int(match.group(1)), int(match.group(2))) if match else None
+
+
+def torch_index(driver_cuda: Optional[tuple]) -> tuple:
+    """(build in words, pip index options) for the machine's CUDA driver version or None."""
+    for lowest, tag in CUDA_BUILDS:
+        if driver_cuda is not None and tuple(driver_cuda) >= lowest:
+            return (f"CUDA {lowest[0]}.{lowest[1]} (NVIDIA driver supports CUDA "
+                    f"{driver_cuda[0]}.{driver_cuda[1]})", ["--index-url", TORCH_INDEX + tag])
+    return "CPU", ["--index-url", TORCH_INDEX + "cpu"]
+
+
+def torch_plan(target: Optional[Path] = None, driver_cuda: Optional[tuple] = None,
+               detect_gpu: bool = True) -> InstallPlan:
+    """The plan for installing PyTorch here: CUDA build when an NVIDIA driver answers, else CPU."""
+    if detect_gpu and driver_cuda is None:
+        driver_cuda = cuda_driver_version()
+    build, options = torch_index(driver_cuda)
+    return InstallPlan(target or owned_packages_folder(), ["torch"], options, build, python_executable())
+
+
+class PipInstaller(QObject):
+    """Runs one :class:`InstallPlan` with pip in a QProcess; ``output`` carries each line as it
+    comes, ``finished(ok, message)`` the result in words."""
+
+    output = pyqtSignal(str)
+    finished = pyqtSignal(bool, str)
+
+    def __init__(self, parent: Optional[QObject] = None) -> None:
+        super().__init__(parent)
+        self.process: Optional[QProcess] = None
+        self.plan: Optional[InstallPlan] = None
+        self._tail: List[str] = []
+
+    def start(self, plan: InstallPlan) -> None:
+        plan.target.mkdir(parents=True, exist_ok=True)
+        self.plan, self._tail = plan, []
+        self.process = QProcess(self)
+        self.process.setProcessChannelMode(QProcess.MergedChannels)
+        self.process.setProcessEnvironment(_pip_environment())
+        self.process.readyReadStandardOutput.connect(self._read_output)
+        self.process.finished.connect(self._on_finished)
+        self.process.errorOccurred.connect(self._on_error)
+        self.output.emit(f"$ {plan.command_line()}")
+        self.process.start(plan.python or python_executable(), plan.arguments())
+
+    def is_running(self) -> bool:
+        return self.process is not None and self.process.state() != QProcess.NotRunning
+
+    def cancel(self) -> None:
+        if self.is_running():
+            self.process.kill()
+
+    def _read_output(self) -> None:
+        text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        for line in text.splitlines():
+            if line.strip():
+                self._tail = (self._tail + [line])[-5:]
+                self.output.emit(line)
+
+    def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
+        self._read_output()
+        if exit_status != QProcess.NormalExit:
+            self.finished.emit(False, "The installation was stopped before it finished.")
+        elif exit_code != 0:
+            self.finished.emit(False, _failure_message(self._tail))
+        else:
+            add_owned_packages_to_path(self.plan.target)
+            names = ", ".join(self.plan.requirements)
+            self.finished.emit(True, f"Installed {names} into {self.plan.target}.")
+
+    def _on_error(self, error: QProcess.ProcessError) -> None:
+        if error == QProcess.FailedToStart:
+            self.finished.emit(False, f"Could not start Python ({self.plan.python}) to run pip. "
+                                      "Install pip for the Python of QGIS and try again.")
+
+
+def _pip_environment() -> QProcessEnvironment:
+    environment = QProcessEnvironment.systemEnvironment()
+    # Unbuffered so lines arrive while pip works; no user site so pip sees what QGIS sees.
+    environment.insert("PYTHONUNBUFFERED", "1")
+    environment.insert("PYTHONNOUSERSITE", "1")
+    environment.insert("PIP_NO_WARN_SCRIPT_LOCATION", "1")
+    return environment
+
+
+def _failure_message(tail: Sequence[str]) -> str:
+    last = next((line for line in reversed(tail) if "error" in line.lower()), tail[-1] if tail else "")
+    hint = ""
+    if "No matching distribution" in last or "Could not find a version" in last:
+        hint = " pip found no matching package: check the internet connection or the package index."
+    elif "No module named pip" in last:
+        hint = " The Python of QGIS has no pip: install it (e.g. 'python3-pip') and try again."
+    return f"The installation failed: {last.strip()}.{hint}".replace("..", ".")
+
+
+def installed_version(module: str, folder: Optional[Path] = None) -> Optional[str]:
+    """The version of ``module`` found in ``folder`` (or the owned folder) from its dist-info."""
+    folder = Path(folder) if folder is not None else owned_packages_folder()
+    prefix = module.replace("-", "_").lower() + "-"
+    for info in sorted(folder.glob("*.dist-info")) if folder.is_dir() else []:
+        if info.name.lower().startswith(prefix):
+            return info.name[len(prefix):-len(".dist-info")]
+    return None
+
+
+def remove_folder_contents_hint(folder: Optional[Path] = None) -> str:
+    """How a user undoes the installation (shown in the diagnostics)."""
+    return f"To remove what was installed, close QGIS and delete {folder or owned_packages_folder()}"
