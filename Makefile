@@ -85,3 +85,12 @@ train: setup
 evaluate-default: setup
 	$(VENV)/bin/deepcl evaluate --model resources/models/deepcl_default.pt --pseudo-change --classical \
 	  $(addprefix $(DATA)/,$(TEST_PAIRS))
+
+# The QGIS main window with the DeepCL panel, before and after a run on the sample pair (Xvfb).
+.PHONY: screenshots
+screenshots: setup
+	$(PY) scripts/screenshots.py --out docs/screenshots
+
+.PHONY: model-card
+model-card: setup
+	$(PY) scripts/model_card.py $(addprefix $(DATA)/,$(TEST_PAIRS))

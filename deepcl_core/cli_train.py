@@ -90,9 +90,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
         report = evaluate(options, progress=progress)
         if args.classical:
             from .classical import classical_report
-            from .model_file import load_model
+            from .detect import resolve_model
             from .training import find_pairs
-            bands = load_model(args.model).bands if args.model else ("red", "green", "blue")
+            bands = resolve_model(args.model).bands
             report["classical"] = classical_report(find_pairs(args.data_dirs), bands)
     finally:
         progress.finish()

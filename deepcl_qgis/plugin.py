@@ -4,8 +4,10 @@ from __future__ import annotations
 from typing import List, Optional
 
 from qgis.core import QgsApplication
+from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import QAction
 
+from .dependencies import add_owned_packages_to_path
 from .paths import icon
 from .provider import DeepCLProvider
 
@@ -17,9 +19,12 @@ class DeepCLPlugin:
         self.iface = iface
         self.provider: Optional[DeepCLProvider] = None
         self.actions: List[QAction] = []
+        self.dock: Optional[object] = None  # the panel, made when first opened
+        self.dock_action: Optional[QAction] = None
 
     def initProcessing(self) -> None:  # noqa: N802 (QGIS API)
         """Called by QGIS also when only Processing runs (qgis_process), without a GUI."""
+        add_owned_packages_to_path()  # PyTorch installed by the panel lives there
         if self.provider is None:
             self.provider = DeepCLProvider()
             QgsApplication.processingRegistry().addProvider(self.provider)
@@ -29,6 +34,26 @@ class DeepCLPlugin:
         self._add_action("detect", "Detect changes…", "deepcl:detectchanges")
         self._add_action("train", "Train a change detection model…", "deepcl:trainmodel")
         self._add_action("evaluate", "Evaluate a change map…", "deepcl:evaluatemodel")
+        self._add_dock_action()
+
+    def _add_dock_action(self) -> None:
+        self.dock_action = QAction(icon("deepcl"), "DeepCL panel", self.iface.mainWindow())
+        self.dock_action.setCheckable(True)
+        self.dock_action.setToolTip("One-click change detection between a before and an after layer")
+        self.dock_action.toggled.connect(self.show_dock)
+        self.iface.addPluginToRasterMenu(MENU, self.dock_action)
+        self.iface.addRasterToolBarIcon(self.dock_action)
+
+    def show_dock(self, visible: bool = True) -> None:
+        """Show (making it on first use) or hide the panel."""
+        if self.dock is None and visible:
+            from .dock.panel import DeepCLDock  # the panel imports more; only when wanted
+
+            self.dock = DeepCLDock(self.iface)
+            self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+            self.dock.visibilityChanged.connect(self.dock_action.setChecked)
+        if self.dock is not None:
+            self.dock.setVisible(visible)
 
     def _add_action(self, icon_name: str, text: str, algorithm_id: str) -> None:
         action = QAction(icon(icon_name), text, self.iface.mainWindow())
@@ -45,6 +70,7 @@ class DeepCLPlugin:
         processing.execAlgorithmDialog(algorithm_id, {})
 
     def unload(self) -> None:
+        self._remove_dock()
         for action in self.actions:
             self.iface.removePluginRasterMenu(MENU, action)
             self.iface.removeRasterToolBarIcon(action)
@@ -53,3 +79,15 @@ class DeepCLPlugin:
         if self.provider is not None:
             QgsApplication.processingRegistry().removeProvider(self.provider)
             self.provider = None
+
+    def _remove_dock(self) -> None:
+        if self.dock is not None:
+            self.dock.shutdown()
+            self.iface.removeDockWidget(self.dock)
+            self.dock.deleteLater()
+            self.dock = None
+        if self.dock_action is not None:
+            self.iface.removePluginRasterMenu(MENU, self.dock_action)
+            self.iface.removeRasterToolBarIcon(self.dock_action)
+            self.dock_action.deleteLater()
+            self.dock_action = None

@@ -8,8 +8,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from qgis.core import QgsMapLayer, QgsProject, QgsRasterLayer
 
-# 2016-09-27, 2016_09_27, 20160927 (years 1970–2099), then a lone year.
-_FULL_DATE = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_.]?(0[1-9]|1[0-2])[-_.]?(0[1-9]|[12]\d|3[01])(?!\d)")
+# 2016-09-27, 2016_09_27, 2016:09:27 (TIFF), 20160927 (years 1970–2099), then a lone year.
+_FULL_DATE = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_.:/]?(0[1-9]|1[0-2])[-_.:/]?(0[1-9]|[12]\d|3[01])(?!\d)")
 _YEAR = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)(?!\d)")
 RESULT_PROPERTY = "deepcl/result"  # set on the layers the panel loads
 _METADATA_KEYS = ("ACQUISITIONDATETIME", "DATE_ACQUIRED", "ACQUISITION_DATE", "TIFFTAG_DATETIME", "DATETIME")

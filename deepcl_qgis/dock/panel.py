@@ -1,0 +1,336 @@
+"""The DeepCL dock panel: choose two layers, press one button, get styled change layers.
+
+The work is ``deepcl:detectchanges`` in a background task (:mod:`.detection_run`); moving the
+threshold afterwards rewrites only the change map from the confidence map (:mod:`.reclassify`)."""
+from __future__ import annotations
+
+import re
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Dict, Optional
+
+from qgis.core import Qgis, QgsApplication, QgsProcessingUtils, QgsProject, QgsRasterLayer
+from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import Qt, QTimer
+
+from ..dependencies import missing_dependencies
+from ..paths import bundled_model_path
+from . import layer_choice, result_layers
+from .detection_run import DetectionRun
+from .device_info import device_report
+from .form import PanelForm
+from .reclassify import ChangeCounts
+from .reclassify_task import ReclassifyTask
+from .settings import PanelChoices, load_choices, save_choices
+from .summary import run_summary, threshold_summary
+
+RECLASSIFY_DELAY_MS = 300  # a slider drag re-classifies once, when it rests
+
+
+class DeepCLDock(QgsDockWidget):
+    def __init__(self, iface: Any, project: Optional[QgsProject] = None) -> None:
+        super().__init__("DeepCL change detection")
+        self.setObjectName("DeepCLDock")
+        self.iface = iface
+        self.project = project or QgsProject.instance()
+        self.form = PanelForm(self)
+        self.setWidget(self.form)
+        self.run: Optional[DetectionRun] = None
+        self.run_folder: Optional[Path] = None
+        self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
+        self.reclassify_task: Optional[ReclassifyTask] = None
+        self.last_run_seconds = 0.0
+        self._reclassify_timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
+        self._reclassify_timer.timeout.connect(self.reclassify_now)
+        self._connect()
+        self.refresh_dependencies()
+        self.apply_choices(load_choices())
+
+    # --- set-up ---------------------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        form = self.form
+        form.swap_button.clicked.connect(self.swap_layers)
+        form.before_combo.layerChanged.connect(lambda layer: self._fill_bands(form.bands_before, layer))
+        form.after_combo.layerChanged.connect(lambda layer: self._fill_bands(form.bands_after, layer))
+        form.threshold_slider.valueChanged.connect(self._on_threshold_moved)
+        form.run_button.clicked.connect(self.detect)
+        form.cancel_button.clicked.connect(self.cancel)
+        form.install_button.clicked.connect(self.open_installer)
+        form.diagnostics_button.clicked.connect(self.open_diagnostics)
+        form.model_widget.fileChanged.connect(lambda _path: self._update_model_note())
+        self.project.legendLayersAdded.connect(self._on_layers_added)  # once in the layer tree
+
+    def _on_layers_added(self, _layers: list) -> None:
+        # A pair added after the panel opened is offered at once, unless both inputs are chosen.
+        if self.form.before_combo.currentLayer() is None or self.form.after_combo.currentLayer() is None:
+            self.preselect_layers()
+
+    def refresh_dependencies(self) -> None:
+        """Show what is missing (and the install button) or the devices found."""
+        missing = missing_dependencies()
+        self.form.torch_box.setVisible(bool(missing))
+        self.form.torch_label.setText(f"Missing: {', '.join(missing)}. DeepCL needs PyTorch to detect changes; "
+                                      "the plugin can install it into its own folder." if missing else "")
+        self.form.run_button.setEnabled(not missing)
+        report = device_report()
+        combo = self.form.device_combo
+        current = combo.currentData() or "auto"
+        combo.clear()
+        for label, value, usable in report.choices:
+            combo.addItem(label, value)
+            combo.model().item(combo.count() - 1).setEnabled(usable)
+        combo.setCurrentIndex(max(0, combo.findData(current)))
+        self.form.device_label.setText(report.found)
+        self._update_model_note()
+
+    def apply_choices(self, choices: PanelChoices) -> None:
+        form = self.form
+        self._set_layers(*self._remembered_or_preselected(choices))
+        form.model_widget.setFilePath(choices.model_path)
+        form.threshold_slider.setValue(round(choices.threshold * 100))
+        self._on_threshold_moved(form.threshold_slider.value())
+        form.device_combo.setCurrentIndex(max(0, form.device_combo.findData(choices.device)))
+        form.tile_spin.setValue(choices.tile_size)
+        form.overlap_spin.setValue(choices.overlap)
+        form.batch_spin.setValue(choices.batch_size)
+        form.polygons_check.setChecked(choices.polygons)
+        form.min_area_spin.setValue(choices.min_area)
+        form.output_widget.setFilePath(choices.output_folder)
+
+    def _remembered_or_preselected(self, choices: PanelChoices) -> tuple:
+        layers = layer_choice.recent_raster_layers(self.project)
+        by_source = {layer.source(): layer for layer in reversed(layers)}
+        before, after = by_source.get(choices.before_source), by_source.get(choices.after_source)
+        if before is not None and after is not None and before is not after:
+            return before, after
+        return layer_choice.preselect(layers)
+
+    def preselect_layers(self) -> None:
+        """Choose the two most recent raster layers again (e.g. after adding a pair)."""
+        self._set_layers(*layer_choice.preselect(layer_choice.recent_raster_layers(self.project)))
+
+    def current_choices(self) -> PanelChoices:
+        form = self.form
+        before, after = form.before_combo.currentLayer(), form.after_combo.currentLayer()
+        return PanelChoices(
+            before_source=before.source() if before else "", after_source=after.source() if after else "",
+            model_path=form.model_widget.filePath(), threshold=self.threshold(),
+            device=form.device_combo.currentData() or "auto", tile_size=form.tile_spin.value(),
+            overlap=form.overlap_spin.value(), batch_size=form.batch_spin.value(),
+            polygons=form.polygons_check.isChecked(), min_area=form.min_area_spin.value(),
+            output_folder=form.output_widget.filePath())
+
+    # --- inputs ---------------------------------------------------------------------------------
+
+    def swap_layers(self) -> None:
+        form = self.form
+        self._set_layers(form.after_combo.currentLayer(), form.before_combo.currentLayer())
+
+    def _set_layers(self, before: Optional[QgsRasterLayer], after: Optional[QgsRasterLayer]) -> None:
+        # layerChanged is not emitted when a combo already shows the layer: fill the bands here too.
+        self.form.before_combo.setLayer(before)
+        self.form.after_combo.setLayer(after)
+        self._fill_bands(self.form.bands_before, before)
+        self._fill_bands(self.form.bands_after, after)
+
+    @staticmethod
+    def _fill_bands(combo: Any, layer: Optional[QgsRasterLayer]) -> None:
+        combo.clear()
+        if not isinstance(layer, QgsRasterLayer):
+            return
+        for band in range(1, layer.bandCount() + 1):
+            combo.addItemWithCheckState(layer.bandName(band), Qt.Unchecked, band)
+
+    def threshold(self) -> float:
+        return self.form.threshold_slider.value() / 100.0
+
+    def model_path(self) -> Path:
+        chosen = self.form.model_widget.filePath().strip()
+        return Path(chosen) if chosen else bundled_model_path()
+
+    def _update_model_note(self) -> None:
+        if not self.form.model_widget.filePath().strip() and not bundled_model_path().is_file():
+            self.form.model_note.setText("No trained model is bundled yet: choose a model file (.pt).")
+        else:
+            self.form.model_note.setText("")
+
+    # --- the run --------------------------------------------------------------------------------
+
+    def parameters(self) -> Dict[str, Any]:
+        """Processing parameters for ``deepcl:detectchanges`` from the panel, outputs in ``run_folder``."""
+        form = self.form
+        before, after = form.before_combo.currentLayer(), form.after_combo.currentLayer()
+        parameters = {
+            "BEFORE": before.id() if before else None, "AFTER": after.id() if after else None,
+            "MODEL": str(self.model_path()), "THRESHOLD": self.threshold(),
+            "DEVICE": form.device_combo.currentData() or "auto", "TILE_SIZE": form.tile_spin.value(),
+            "OVERLAP": form.overlap_spin.value(), "BATCH_SIZE": form.batch_spin.value(),
+            "MIN_AREA": form.min_area_spin.value(),
+            "CHANGE": str(self.run_folder / "change.tif"), "CONFIDENCE": str(self.run_folder / "confidence.tif")}
+        for name, combo in (("BANDS_BEFORE", form.bands_before), ("BANDS_AFTER", form.bands_after)):
+            bands = [int(band) for band in combo.checkedItemsData()]
+            if bands:
+                parameters[name] = bands
+        if form.polygons_check.isChecked():
+            parameters["POLYGONS"] = str(self.run_folder / "polygons.gpkg")
+        return parameters
+
+    def detect(self) -> None:
+        """Start the detection in the background; problems are reported before anything runs."""
+        if self.is_running():
+            return
+        self.clear_messages()
+        before, after = self.form.before_combo.currentLayer(), self.form.after_combo.currentLayer()
+        if before is None or after is None:
+            self.show_error("Choose a before and an after raster layer.")
+            return
+        save_choices(self.current_choices())
+        self.run_folder = self._new_run_folder(before.name(), after.name())
+        self.run = DetectionRun(self.parameters(), self.project, self)
+        problem = self.run.problem()
+        if problem:
+            self._discard_run_folder()
+            self.run = None
+            self.show_error(problem)
+            return
+        self.run.progress.connect(lambda value: self.form.progress_bar.setValue(int(value)))
+        self.run.message.connect(self.form.status_label.setText)
+        self.run.finished.connect(self._on_finished)
+        self._set_running(True)
+        self.run.start()
+
+    def _new_run_folder(self, before: str, after: str) -> Path:
+        base = Path(self.form.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
+        stem = re.sub(r"[^\w.-]+", "_", f"deepcl_{before}_{after}")[:80]
+        folder = base / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}"
+        suffix = 2
+        while folder.exists():
+            folder, suffix = base / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}_{suffix}", suffix + 1
+        folder.mkdir(parents=True)
+        return folder
+
+    def _discard_run_folder(self) -> None:
+        # The engine leaves no file behind on failure; the folder was made by this run only.
+        if self.run_folder is not None:
+            shutil.rmtree(self.run_folder, ignore_errors=True)
+        self.run_folder = None
+
+    def is_running(self) -> bool:
+        return self.run is not None
+
+    def cancel(self) -> None:
+        if self.run is not None:
+            self.form.status_label.setText("Cancelling…")
+            self.run.cancel()
+
+    def _set_running(self, running: bool) -> None:
+        form = self.form
+        form.run_button.setEnabled(not running)
+        form.cancel_button.setVisible(running)
+        form.progress_bar.setVisible(running)
+        form.progress_bar.setValue(0)
+        if running:
+            form.summary_label.setText("")
+            form.status_label.setText("Starting…")
+
+    def _on_finished(self, ok: bool, results: Dict[str, Any], error: str, seconds: float) -> None:
+        parameters = self.run.parameters
+        self.run = None
+        self._set_running(False)
+        self.form.status_label.setText("")
+        if not ok:
+            self._discard_run_folder()
+            if error:
+                self.show_error(error)
+            else:
+                self.form.status_label.setText("Cancelled: nothing was added.")
+            return
+        self._load(results, parameters, seconds)
+
+    def _load(self, results: Dict[str, Any], parameters: Dict[str, Any], seconds: float) -> None:
+        names = [self._layer_name(parameters[role], role.lower()) for role in ("BEFORE", "AFTER")]
+        try:
+            layers = result_layers.load_results(self.project, results, *names, parameters["THRESHOLD"])
+        except OSError as exc:
+            self.show_error(str(exc))
+            return
+        self.change_layer_id = layers["CHANGE"].id()
+        self.last_run_seconds = seconds
+        self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds))
+
+    def _layer_name(self, layer_id: str, fallback: str) -> str:
+        layer = self.project.mapLayer(layer_id)
+        return layer.name() if layer is not None else fallback
+
+    # --- threshold after the run -----------------------------------------------------------------
+
+    def _on_threshold_moved(self, value: int) -> None:
+        self.form.threshold_label.setText(f"{value / 100:.2f}")
+        if self._change_layer() is not None and not self.is_running():
+            self._reclassify_timer.start()
+
+    def _change_layer(self) -> Optional[QgsRasterLayer]:
+        return result_layers.change_layer(self.project, self.change_layer_id) if self.change_layer_id else None
+
+    def reclassify_now(self) -> None:
+        """Rewrite the latest change map at the slider's threshold (in a task)."""
+        layer = self._change_layer()
+        if layer is None or self.reclassify_task is not None:
+            if layer is not None:
+                self._reclassify_timer.start()  # one is running: try again when it is done
+            return
+        threshold = self.threshold()
+        if abs(float(layer.customProperty(result_layers.THRESHOLD_PROPERTY, -1)) - threshold) < 1e-9:
+            return
+        confidence = Path(layer.customProperty(result_layers.CONFIDENCE_PROPERTY))
+        target = confidence.with_name(f"change_t{threshold:.2f}_{time.strftime('%H%M%S')}.tif")
+        self.reclassify_task = ReclassifyTask(confidence, target, threshold, self._on_reclassified)
+        QgsApplication.taskManager().addTask(self.reclassify_task)
+
+    def _on_reclassified(self, counts: Optional[ChangeCounts], path: Path, error: str) -> None:
+        task, self.reclassify_task = self.reclassify_task, None
+        layer = self._change_layer()
+        if counts is None or layer is None:
+            if error:
+                self.show_error(error)
+            return
+        previous = Path(layer.source())
+        result_layers.point_change_layer_to(layer, path, task.threshold)
+        if previous.name.startswith("change_t"):  # earlier re-classifications, never the run's own map
+            previous.unlink(missing_ok=True)
+        self.form.summary_label.setText(threshold_summary(counts, task.threshold, self.last_run_seconds))
+
+    # --- messages and dialogs ----------------------------------------------------------------------
+
+    def show_error(self, text: str) -> None:
+        self.form.error_label.setText(text)
+        self.iface.messageBar().pushMessage("DeepCL", text.splitlines()[0], Qgis.Critical, 10)
+
+    def clear_messages(self) -> None:
+        self.form.error_label.setText("")
+        self.form.status_label.setText("")
+
+    def open_installer(self) -> None:
+        from .install_dialog import InstallDialog
+
+        dialog = InstallDialog(self)
+        dialog.exec_()
+        self.refresh_dependencies()
+
+    def open_diagnostics(self) -> None:
+        from .diagnostics_dialog import DiagnosticsDialog
+
+        DiagnosticsDialog(self).exec_()
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
+        save_choices(self.current_choices())
+        super().closeEvent(event)
+
+    def shutdown(self) -> None:
+        """Stop what runs and keep the choices; called by the plugin's unload."""
+        self._reclassify_timer.stop()
+        self.project.legendLayersAdded.disconnect(self._on_layers_added)
+        self.cancel()
+        save_choices(self.current_choices())

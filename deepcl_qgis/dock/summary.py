@@ -1,0 +1,31 @@
+"""The one-line summaries the panel shows after a run and after a new threshold."""
+from __future__ import annotations
+
+from typing import Any, Dict, Optional
+
+from .reclassify import ChangeCounts
+
+M2_PER_HECTARE = 10_000.0
+
+
+def changed_text(area_m2: Optional[float], percent: float, pixels: int) -> str:
+    """'12.35 ha (4.56 %)', or pixels when the images carry no georeference."""
+    if area_m2 is None:
+        return f"{pixels:,} pixels ({percent:.2f} %; images not georeferenced, no area)"
+    return f"{area_m2 / M2_PER_HECTARE:,.2f} ha ({percent:.2f} %)"
+
+
+def duration_text(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
+
+
+def run_summary(results: Dict[str, Any], threshold: float, seconds: float) -> str:
+    changed = changed_text(results.get("CHANGED_AREA_M2"), float(results.get("CHANGED_PERCENT") or 0.0),
+                           int(results.get("CHANGED_PIXELS") or 0))
+    return (f"Changed: {changed} at threshold {threshold:.2f}; "
+            f"{duration_text(seconds)} on {results.get('DEVICE_USED') or 'the CPU'}.")
+
+
+def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float) -> str:
+    changed = changed_text(counts.changed_area_m2, counts.changed_percent, counts.changed_pixels)
+    return f"Changed: {changed} at threshold {threshold:.2f} (re-classified; detection took {duration_text(run_seconds)})."

@@ -1,0 +1,206 @@
+"""The dock panel in a real QGIS: layers from a project holding real pairs, the button, the
+background task, cancel, the threshold slider, errors and remembered choices."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+
+from plugin_test_helpers import image, pair, read
+
+FAST = {"tile": 128, "overlap": 16}
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Process Qt events (the task manager reports through them) until ``condition`` holds."""
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+
+
+def add_raster(path: str, name: str):
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    layer = QgsRasterLayer(path, name, "gdal")
+    assert layer.isValid(), path
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+@pytest.fixture
+def panel(deepcl_provider, qgis_iface, qgis_new_project, tiny_model, tmp_path):
+    """A panel over a project holding an older real pair and then the OSCD crop; fast settings."""
+    from qgis.core import QgsSettings
+
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    QgsSettings().remove("deepcl/panel")
+    yield lambda: _make_panel(DeepCLDock, qgis_iface, tiny_model, tmp_path / "out")
+    QgsSettings().remove("deepcl/panel")
+
+
+def _make_panel(dock_class, iface, model: Path, out: Path):
+    out.mkdir(exist_ok=True)
+    dock = dock_class(iface)
+    dock.form.model_widget.setFilePath(str(model))
+    dock.form.tile_spin.setValue(FAST["tile"])
+    dock.form.overlap_spin.setValue(FAST["overlap"])
+    dock.form.device_combo.setCurrentIndex(dock.form.device_combo.findData("cpu"))
+    dock.form.output_widget.setFilePath(str(out))
+    return dock
+
+
+def _project_with_pairs(oscd_crop: Path):
+    levir = pair("levir", "test_55_0256_0000")
+    add_raster(image(levir, "before"), "levir before")
+    add_raster(image(levir, "after"), "levir after")
+    # Added after-first: the panel must still put the older date first.
+    after = add_raster(image(oscd_crop, "after"), "abudhabi_20180328")
+    before = add_raster(image(oscd_crop, "before"), "abudhabi_20150801")
+    return before, after
+
+
+def _group(name_start: str = "DeepCL changes"):
+    from qgis.core import QgsProject
+
+    return [g for g in QgsProject.instance().layerTreeRoot().findGroups() if g.name().startswith(name_start)]
+
+
+def _run(dock) -> None:
+    dock.form.run_button.click()
+    assert dock.is_running(), dock.form.error_label.text()
+    assert dock.form.progress_bar.isVisible() or not dock.isVisible()
+    wait_for(lambda: not dock.is_running())
+
+
+def test_detect_button_adds_styled_layers_in_a_group(panel, oscd_crop, tmp_path):
+    before, after = _project_with_pairs(oscd_crop)
+    dock = panel()
+    assert dock.form.before_combo.currentLayer() is before and dock.form.after_combo.currentLayer() is after
+    assert dock.form.bands_before.count() == 4  # band chooser filled from the layer
+    dock.form.bands_before.setCheckedItems(["Band 1", "Band 2", "Band 3"])
+    dock.form.bands_after.setCheckedItems(["Band 1", "Band 2", "Band 3"])
+    dock.form.threshold_slider.setValue(30)
+    _run(dock)
+    assert dock.form.error_label.text() == ""
+    groups = _group()
+    assert [g.name() for g in groups] == ["DeepCL changes: abudhabi_20150801 → abudhabi_20180328"]
+    layers = {node.layer().name(): node.layer() for node in groups[0].findLayers()}
+    assert list(layers) == ["Change", "Confidence"]  # change drawn above the confidence ramp
+    assert layers["Change"].renderer().type() == "paletted"
+    assert layers["Confidence"].renderer().type() == "singlebandpseudocolor"
+    change, confidence = read(layers["Change"].source()), read(layers["Confidence"].source())
+    assert change.shape == (160, 160)
+    np.testing.assert_array_equal(change, np.where(confidence < 0, 255, confidence >= 0.3))
+    assert (change == 1).any()
+    summary = dock.form.summary_label.text()
+    assert " ha (" in summary and "0.00 ha" not in summary and "threshold 0.30" in summary and " s on cpu" in summary
+    assert Path(layers["Change"].source()).parent.parent == tmp_path / "out"
+
+
+def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop):
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    _run(dock)
+    layer = dock._change_layer()
+    confidence = read(layer.customProperty("deepcl/confidence"))
+    new_threshold = float(np.round(np.median(confidence[confidence >= 0]), 2))
+    first_source = layer.source()
+    dock.form.threshold_slider.setValue(int(round(new_threshold * 100)))
+    assert dock.form.threshold_label.text() == f"{new_threshold:.2f}"
+    wait_for(lambda: layer.source() != first_source, timeout=30)
+    assert not dock.is_running()  # no detection was started
+    change = read(layer.source())
+    np.testing.assert_array_equal(change, np.where(confidence < 0, 255, confidence >= new_threshold))
+    assert layer.renderer().type() == "paletted" and layer.name() == "Change"
+    assert f"threshold {new_threshold:.2f} (re-classified" in dock.form.summary_label.text()
+    percent = 100 * (change == 1).sum() / (change != 255).sum()
+    assert f"({percent:.2f} %)" in dock.form.summary_label.text()
+
+
+def test_cancel_mid_run_leaves_nothing(panel, tmp_path):
+    from qgis.core import QgsApplication, QgsProject
+
+    beihai = pair("oscd", "beihai")  # 772 × 902 pixels: 15 × 15 tiles of 64
+    add_raster(image(beihai, "before"), "beihai before")
+    add_raster(image(beihai, "after"), "beihai after")
+    dock = panel()
+    dock.form.tile_spin.setValue(64)
+    dock.form.overlap_spin.setValue(0)
+    dock.form.batch_spin.setValue(1)
+    layers_before = set(QgsProject.instance().mapLayers())
+    dock.form.run_button.click()
+    assert dock.is_running(), dock.form.error_label.text()
+    wait_for(lambda: dock.form.progress_bar.value() > 0)
+    dock.form.cancel_button.click()
+    started = time.monotonic()
+    wait_for(lambda: not dock.is_running(), timeout=60)
+    assert time.monotonic() - started < 20  # stops at the next tile, not at the end
+    assert set(QgsProject.instance().mapLayers()) == layers_before and not _group()
+    assert not [p for p in (tmp_path / "out").rglob("*")], "files left behind"
+    assert "Cancelled" in dock.form.status_label.text() and dock.form.error_label.text() == ""
+    assert dock.form.run_button.isEnabled() and not dock.form.cancel_button.isVisible()
+    wait_for(lambda: QgsApplication.taskManager().count() == 0 or not QgsApplication.taskManager().activeTasks())
+
+
+def test_errors_are_shown_in_words_in_the_panel_and_message_bar(panel, qgis_iface):
+    from qgis.core import Qgis
+
+    folder = pair("dsifn", "0_2")
+    layer = add_raster(image(folder, "before"), "dsifn before")
+    dock = panel()
+    dock.form.before_combo.setLayer(layer)
+    dock.form.after_combo.setLayer(layer)
+    qgis_iface.messageBar().clear_messages()
+    dock.form.run_button.click()
+    assert not dock.is_running()
+    assert "same layer" in dock.form.error_label.text()
+    assert any("same layer" in m for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
+    assert not list(Path(dock.form.output_widget.filePath()).iterdir())  # no run folder was made
+
+
+def test_choices_are_remembered_between_sessions(panel, oscd_crop):
+    before, after = _project_with_pairs(oscd_crop)
+    dock = panel()
+    dock.swap_layers()
+    assert dock.form.before_combo.currentLayer() is after
+    dock.form.threshold_slider.setValue(37)
+    dock.form.polygons_check.setChecked(True)
+    dock.form.min_area_spin.setValue(250.0)
+    dock.shutdown()
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    again = DeepCLDock(dock.iface)
+    assert again.form.before_combo.currentLayer() is after and again.form.after_combo.currentLayer() is before
+    assert again.threshold() == pytest.approx(0.37) and again.form.threshold_label.text() == "0.37"
+    assert again.form.polygons_check.isChecked() and again.form.min_area_spin.value() == 250.0
+    assert again.form.tile_spin.value() == FAST["tile"] and again.form.device_combo.currentData() == "cpu"
+    assert again.form.model_widget.filePath() == dock.form.model_widget.filePath()
+
+
+def test_device_chooser_says_what_was_found(panel):
+    import torch
+
+    dock = panel()
+    combo = dock.form.device_combo
+    assert [combo.itemData(i) for i in range(combo.count())][:2] == ["auto", "cpu"]
+    if not torch.cuda.is_available():
+        assert dock.form.device_label.text().startswith("No GPU:")
+        assert not combo.model().item(combo.findData("cuda")).isEnabled()
+    assert not dock.form.torch_box.isVisible() and dock.form.run_button.isEnabled()
+
+
+def test_a_pair_added_after_the_panel_opened_is_offered(panel):
+    dock = panel()
+    assert dock.form.before_combo.currentLayer() is None
+    folder = pair("dsifn", "1_1")
+    after = add_raster(image(folder, "after"), "dsifn_1_1 after")
+    before = add_raster(image(folder, "before"), "dsifn_1_1 before")
+    assert dock.form.before_combo.currentLayer() is before and dock.form.after_combo.currentLayer() is after

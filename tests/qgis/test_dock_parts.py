@@ -1,0 +1,132 @@
+"""The panel's parts on their own: layer preselection, re-classification, summaries, settings,
+diagnostics, and the plugin's dock entry and clean unload."""
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from plugin_test_helpers import image, pair, read
+
+
+def _layer(path: str, name: str):
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(path, name, "gdal")
+    assert layer.isValid()
+    return layer
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("S2_20160927_B04", date(2016, 9, 27)), ("hongkong 2018-03-23", date(2018, 3, 23)),
+    ("ortho_2019", date(2019, 7, 1)), ("before", None), ("tile_123456789", None)])
+def test_dates_in_layer_names(qgis_app, text, expected):
+    from deepcl_qgis.dock.layer_choice import date_in_text
+
+    assert date_in_text(text) == expected
+
+
+def test_preselection_puts_the_older_date_first(qgis_app):
+    from deepcl_qgis.dock.layer_choice import preselect
+
+    folder = pair("oscd", "hongkong")
+    newer = _layer(image(folder, "after"), "hongkong_2018-03-23")
+    older = _layer(image(folder, "before"), "hongkong_2016-09-27")
+    unrelated = _layer(image(folder, "label"), "label")
+    assert preselect([older, newer, unrelated]) == (older, newer)  # most recent first, dates decide
+    assert preselect([newer, older]) == (older, newer)
+
+
+def test_preselection_reads_before_after_words_and_gdal_metadata(qgis_app, tmp_path):
+    from deepcl_qgis.dock.layer_choice import acquisition_date, preselect
+
+    folder = pair("dsifn", "0_2")
+    after, before = _layer(image(folder, "after"), "post-event"), _layer(image(folder, "before"), "pre-event")
+    assert preselect([before, after]) == (before, after)  # most recent first: 'pre' wins over order
+    tagged = tmp_path / "tagged.tif"
+    gdal.Translate(str(tagged), image(folder, "before"), metadataOptions=["TIFFTAG_DATETIME=2014:05:06 10:00:00"])
+    assert acquisition_date(_layer(str(tagged), "untitled")) == date(2014, 5, 6)
+
+
+def test_reclassify_writes_confidence_at_least_threshold(qgis_app, tmp_path):
+    from deepcl_qgis.dock.reclassify import reclassify
+
+    folder = pair("oscd", "hongkong")
+    confidence = tmp_path / "confidence.tif"
+    # A real georeferenced grid with a confidence-like ramp and a nodata corner.
+    source = gdal.Open(image(folder, "before"))
+    values = (source.GetRasterBand(1).ReadAsArray().astype(np.float32) % 1000) / 1000
+    values[:10, :10] = -1
+    target = gdal.GetDriverByName("GTiff").Create(str(confidence), source.RasterXSize, source.RasterYSize, 1,
+                                                  gdal.GDT_Float32)
+    target.SetGeoTransform(source.GetGeoTransform())
+    target.SetProjection(source.GetProjection())
+    target.GetRasterBand(1).SetNoDataValue(-1)
+    target.GetRasterBand(1).WriteArray(values)
+    target = None
+    counts = reclassify(confidence, tmp_path / "change.tif", 0.42)
+    change = read(tmp_path / "change.tif")
+    np.testing.assert_array_equal(change, np.where(values < 0, 255, values >= 0.42))
+    assert counts.changed_pixels == int((change == 1).sum()) and counts.valid_pixels == values.size - 100
+    assert 50 * counts.changed_pixels < counts.changed_area_m2 < 200 * counts.changed_pixels  # ~100 m² pixels
+    assert gdal.Open(str(tmp_path / "change.tif")).GetGeoTransform() == source.GetGeoTransform()
+
+
+def test_summaries_in_hectares_or_pixels():
+    from deepcl_qgis.dock.summary import run_summary
+
+    text = run_summary({"CHANGED_AREA_M2": 123_456.0, "CHANGED_PERCENT": 4.5678, "CHANGED_PIXELS": 1234,
+                        "DEVICE_USED": "cpu"}, 0.5, 12.34)
+    assert text == "Changed: 12.35 ha (4.57 %) at threshold 0.50; 12.3 s on cpu."
+    assert "1,234 pixels (4.57 %; images not georeferenced" in run_summary(
+        {"CHANGED_AREA_M2": None, "CHANGED_PERCENT": 4.5678, "CHANGED_PIXELS": 1234}, 0.5, 200)
+
+
+def test_settings_round_trip_and_survive_bad_values(qgis_app):
+    from qgis.core import QgsSettings
+
+    from deepcl_qgis.dock.settings import PREFIX, PanelChoices, load_choices, save_choices
+
+    settings = QgsSettings()
+    settings.remove("deepcl/panel")
+    choices = PanelChoices(before_source="/a.tif", threshold=0.37, device="cpu", tile_size=256, polygons=True)
+    save_choices(choices)
+    assert load_choices() == choices
+    settings.setValue(PREFIX + "tile_size", "not a number")
+    assert load_choices().tile_size == PanelChoices().tile_size
+    settings.remove("deepcl/panel")
+
+
+def test_diagnostics_name_versions_devices_and_folder(qgis_app, tmp_path, monkeypatch):
+    import torch
+    from qgis.PyQt.QtWidgets import QApplication
+
+    from deepcl_qgis.dock.diagnostics_dialog import DiagnosticsDialog
+
+    monkeypatch.setenv("DEEPCL_DEPS_DIR", str(tmp_path / "deps"))
+    dialog = DiagnosticsDialog()
+    text = dialog.text.toPlainText()
+    for expected in ("QGIS", "3.22", "Python", torch.__version__, "Devices", "cpu", str(tmp_path / "deps"),
+                     "not created yet", "NVIDIA driver"):
+        assert expected in text
+    dialog.copy_button.click()
+    assert QApplication.clipboard().text() == text
+
+
+def test_plugin_dock_entry_opens_the_panel_and_unload_removes_it(qgis_app, qgis_processing, qgis_iface):
+    from qgis.core import QgsApplication
+
+    import deepcl_qgis
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("deepcl") is not None:
+        registry.removeProvider(registry.providerById("deepcl"))
+    plugin = deepcl_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    assert plugin.dock is None and plugin.dock_action.text() == "DeepCL panel"
+    plugin.dock_action.trigger()
+    assert plugin.dock is not None and plugin.dock.windowTitle() == "DeepCL change detection"
+    plugin.unload()
+    assert plugin.dock is None and plugin.dock_action is None and registry.providerById("deepcl") is None

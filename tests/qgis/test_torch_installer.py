@@ -1,0 +1,194 @@
+"""The installer for real: pip in a QProcess, from a local wheel folder (no internet), into a
+temporary folder that then serves imports; the CPU/CUDA choice; the install dialog."""
+from __future__ import annotations
+
+import importlib
+import os
+import stat
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+
+PROBE = "deepcl_probe_pkg"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def wait_for(condition, timeout: float = 120.0) -> None:
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        QCoreApplication.processEvents()
+        time.sleep(0.02)
+
+
+@pytest.fixture
+def wheel_folder(tmp_path: Path) -> Path:
+    """A folder holding one tiny pure-Python wheel, as a local package index."""
+    folder = tmp_path / "wheels"
+    folder.mkdir()
+    info = f"{PROBE}-1.2.dist-info"
+    files = {f"{PROBE}/__init__.py": "VERSION = '1.2'\n",
+             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: 1.2\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(folder / f"{PROBE}-1.2-py3-none-any.whl", "w") as wheel:
+        for name, text in {**files, f"{info}/RECORD": record}.items():
+            wheel.writestr(name, text)
+    return folder
+
+
+def _plan(target: Path, wheels: Path, requirement: str = PROBE):
+    from deepcl_qgis.torch_installer import InstallPlan
+
+    return InstallPlan(target, [requirement], ["--no-index", "--find-links", str(wheels)], "local", sys.executable)
+
+
+def _install(plan) -> tuple:
+    from deepcl_qgis.torch_installer import PipInstaller
+
+    installer, lines, result = PipInstaller(), [], []
+    installer.output.connect(lines.append)
+    installer.finished.connect(lambda ok, message: result.append((ok, message)))
+    installer.start(plan)
+    wait_for(lambda: bool(result))
+    return result[0], lines
+
+
+def test_pip_installs_into_the_owned_folder_and_the_plugin_imports_from_it(qgis_app, wheel_folder, tmp_path):
+    from deepcl_qgis.torch_installer import installed_version
+
+    target = tmp_path / "deepcl_deps"
+    (ok, message), lines = _install(_plan(target, wheel_folder))
+    assert ok, message
+    assert lines[0].startswith("$ ") and "--target" in lines[0]
+    assert any(f"Successfully installed {PROBE.replace('_', '-')}-1.2" in line or
+               f"Successfully installed {PROBE}-1.2" in line for line in lines)  # pip's output, live
+    assert (target / PROBE / "__init__.py").is_file() and installed_version(PROBE, target) == "1.2"
+    try:
+        module = importlib.import_module(PROBE)  # the installer put the folder on sys.path
+        assert Path(module.__file__).parent.parent == target and module.VERSION == "1.2"
+    finally:
+        sys.path.remove(str(target))
+        sys.modules.pop(PROBE, None)
+
+
+def test_plugin_start_puts_the_owned_folder_on_the_path(wheel_folder, tmp_path):
+    """A fresh QGIS Python with ``DEEPCL_DEPS_DIR`` set: the plugin's start-up adds the folder
+    (after QGIS's own packages) and the package imports from there."""
+    target = tmp_path / "deps"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheel_folder),
+                    "--target", str(target), PROBE], check=True, timeout=120)
+    script = ("import sys\n"
+              "from qgis.core import QgsApplication\n"
+              "app = QgsApplication([], False); app.initQgis()\n"
+              "from deepcl_qgis.plugin import DeepCLPlugin\n"
+              "DeepCLPlugin(None).initProcessing()\n"
+              f"import {PROBE}; print({PROBE}.__file__)\n"
+              "print(sys.path.index(sys.argv[1]) > sys.path.index(next(p for p in sys.path if 'packages' in p)))\n")
+    env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPCL_DEPS_DIR": str(target), "QT_QPA_PLATFORM": "offscreen"}
+    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    path, appended = done.stdout.split()[-2:]
+    assert path == str(target / PROBE / "__init__.py") and appended == "True"
+
+
+def test_a_failed_install_says_why(qgis_app, wheel_folder, tmp_path):
+    (ok, message), _lines = _install(_plan(tmp_path / "deps", wheel_folder, "no_such_package_xyz"))
+    assert not ok
+    assert message.startswith("The installation failed:") and "no matching package" in message
+
+
+def test_cpu_or_cuda_build_follows_nvidia_smi(tmp_path):
+    from deepcl_qgis.torch_installer import cuda_driver_version, torch_index, torch_plan
+
+    fake = tmp_path / "nvidia-smi"
+    fake.write_text("#!/bin/sh\necho '| NVIDIA-SMI 560.35   Driver Version: 560.35   CUDA Version: 12.6 |'\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    assert cuda_driver_version(str(fake)) == (12, 6)
+    assert cuda_driver_version(str(tmp_path / "missing")) is None
+    assert torch_index((12, 6))[1] == ["--index-url", "https://download.pytorch.org/whl/cu126"]
+    assert torch_index((13, 0))[1][-1].endswith("/cu128") and torch_index((11, 8))[1][-1].endswith("/cu118")
+    assert torch_index((11, 4))[1][-1].endswith("/cpu") and torch_index(None)[0] == "CPU"
+    plan = torch_plan(tmp_path / "deps", driver_cuda=(12, 8))
+    assert plan.requirements == ["torch"] and plan.target == tmp_path / "deps" and "cu128" in plan.command_line()
+    assert "--target" in plan.arguments() and plan.python
+
+
+def test_install_dialog_shows_pip_output_live_and_the_result(qgis_app, wheel_folder, tmp_path):
+    from deepcl_qgis.dock.install_dialog import InstallDialog
+
+    target = tmp_path / "deps"
+    dialog = InstallDialog(plan=_plan(target, wheel_folder))
+    assert str(target) in dialog.findChildren(type(dialog.result_label))[0].text()
+    dialog.install_button.click()
+    assert not dialog.install_button.isEnabled() and dialog.close_button.text() == "Stop"
+    wait_for(lambda: dialog.succeeded is not None)
+    try:
+        assert dialog.succeeded and "Successfully installed" in dialog.output.toPlainText()
+        assert dialog.result_label.text().startswith(f"Installed {PROBE} into {target}.")
+        assert dialog.close_button.text() == "Close"
+    finally:
+        sys.path.remove(str(target))
+
+
+def test_owned_folder_is_in_the_qgis_profile(qgis_app, monkeypatch):
+    from qgis.core import QgsApplication
+
+    from deepcl_qgis.dependencies import owned_packages_folder
+
+    monkeypatch.delenv("DEEPCL_DEPS_DIR", raising=False)
+    folder = owned_packages_folder()
+    assert folder.parent == Path(QgsApplication.qgisSettingsDirPath()) / "python" / "deepcl_deps"
+    assert folder.name == f"py{sys.version_info.major}.{sys.version_info.minor}"
+
+
+WHEELS = Path("/opt/wheels")
+SYSTEM_PYTHON = "/usr/bin/python3"
+# Pure-Python packages torch imports that Debian's Python lacks; pip would fetch them from the
+# index with torch. Offline, they are linked from this test environment instead.
+TORCH_DEPENDENCIES = ["typing_extensions.py", "networkx", "filelock", "fsspec"]
+
+
+@pytest.mark.slow
+def test_real_torch_wheel_installs_and_the_plugin_imports_torch_from_there(qgis_app, tmp_path):
+    """The real CPU torch wheel from a local wheel folder into a temporary owned folder; then
+    QGIS's system Python, which has no torch of its own, gets it through the plugin's start-up."""
+    import shutil
+
+    import torch
+
+    if not list(WHEELS.glob("torch-*.whl")) or not Path(SYSTEM_PYTHON).is_file():
+        pytest.skip("no local torch wheel or no system Python")
+    if subprocess.run([SYSTEM_PYTHON, "-s", "-c", "import torch"], capture_output=True).returncode == 0:
+        pytest.skip("the system Python already has torch: nothing to show")
+    target = tmp_path / "deps"
+    plan = _plan(target, WHEELS, "torch")
+    plan.index_options.append("--no-deps")
+    try:
+        (ok, message), _lines = _install(plan)
+        assert ok, message
+        sys.path.remove(str(target))  # this process keeps its own torch
+        site_packages = Path(torch.__file__).parents[1]
+        for name in TORCH_DEPENDENCIES:
+            (target / name).symlink_to(site_packages / name)
+        script = ("from qgis.core import QgsApplication\n"
+                  "app = QgsApplication([], False); app.initQgis()\n"
+                  "from deepcl_qgis.plugin import DeepCLPlugin\n"
+                  "from deepcl_qgis.dependencies import missing_dependencies\n"
+                  "DeepCLPlugin(None).initProcessing()\n"
+                  "import torch\n"
+                  "print(torch.__file__, missing_dependencies(), int(torch.ones(3).sum()))\n")
+        env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPCL_DEPS_DIR": str(target), "QT_QPA_PLATFORM": "offscreen"}
+        done = subprocess.run([SYSTEM_PYTHON, "-s", "-c", script], capture_output=True, text=True, env=env,
+                              timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert done.stdout.split()[-3:] == [str(target / "torch" / "__init__.py"), "()", "3"]
+    finally:
+        shutil.rmtree(target, ignore_errors=True)  # 700 MB
