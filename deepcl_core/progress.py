@@ -12,7 +12,7 @@ class TerminalProgress:
     def __init__(self, label: str, stream: Optional[TextIO] = None) -> None:
         self.label = label
         self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced
-        self.interactive = stream.isatty()
+        self.interactive = self.stream.isatty()
         self.started = time.perf_counter()
         self.last_decile = -1
 

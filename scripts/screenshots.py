@@ -42,7 +42,8 @@ def run_qgis(work: Path, model: Path, fixture: bool, timeout: int) -> None:
            "DEEPCL_SCREENSHOT_TOP_DECILE": "1" if fixture else "0",
            # QGIS runs the system Python: the repository and this environment's torch go on its path.
            "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(torch.__file__).parents[1])]),
-           "QGIS_DISABLE_MESSAGE_HOOKS": "1"}
+           "QGIS_DISABLE_MESSAGE_HOOKS": "1",
+           "GDAL_PAM_ENABLED": "NO"}  # no .aux.xml statistics files beside the sample pair
     env.pop("QT_QPA_PLATFORM", None)  # a real (virtual) X display, not offscreen
     command = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", "qgis", "--nologo", "--noversioncheck",
                "--noplugins", "--profiles-path", str(work / "profiles"), "--code",
