@@ -17,7 +17,7 @@ from osgeo import gdal
 
 from .area import pixel_area_by_row
 from .device import describe_device, resolve_device
-from .errors import Cancelled, InputError, ModelFileError
+from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
 from .model_file import ModelBundle, load_model
 from .normalization import ImageStretch, normalize
 from .outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs, RasterSpec, check_output_paths
@@ -142,9 +142,6 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
     device = resolve_device(options.device)
     grid = Grid.of(before_ds)
-    report(0.0, f"before {grid.width}×{grid.height} px, bands {list(bands_before)}; after bands "
-                f"{list(bands_after)}; device {describe_device(device)}")
-
     stretch_before = _image_stretch(before_ds, bands_before, bundle, "before")
     stretch_after = _image_stretch(aligned_after, bands_after, bundle, "after")
     network = bundle.build().to(device)
@@ -158,26 +155,34 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     counts = _Counts(pixel_areas)
 
     def read_tiles() -> Iterator[_Tile]:
+        last_column = tiles.columns()[-1]
         for x, y in tiles.positions():
             pixels_b, valid_b = read_window(before_ds, bands_before, x, y, tiles.tile_width, tiles.tile_height, "before")
             pixels_a, valid_a = read_window(aligned_after, bands_after, x, y, tiles.tile_width, tiles.tile_height, "after")
             valid = valid_b & valid_a
             yield _Tile(x, y, normalize(pixels_b, stretch_before, bundle.normalization) * valid,
                         normalize(pixels_a, stretch_after, bundle.normalization) * valid, valid)
+            if x == last_column:  # a tile row is read: drop its blocks, or GDAL's cache grows with the image
+                for dataset in {id(d): d for d in (before_ds, aligned_after, after_ds)}.values():
+                    dataset.FlushCache()
 
+    done = 0
+    budget = _MemoryBudget(options.batch_size, max(tiles.tile_width, tiles.tile_height),
+                           notify=lambda message: report(done / len(tiles), message))
     with ExitStack() as stack:
         writer = RasterOutputs(specs, grid)
         stack.callback(writer.abort)  # a no-op after commit
+        report(0.0, f"before {grid.width}×{grid.height} px, bands {list(bands_before)}; after bands "
+                    f"{list(bands_after)}; device {describe_device(device)}")
         blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
         rows = tiles.rows()
-        done = 0
         reader = stack.enter_context(Prefetcher(read_tiles(), depth=2 * options.batch_size))
         for row_index, y in enumerate(rows):
             row_tiles = [next(reader) for _ in tiles.columns()]
             for batch in _batches(row_tiles, options.batch_size):
                 if is_cancelled():
                     raise Cancelled()
-                _predict_batch(network, batch, device, blender, tiles, with_distance=outputs.distance is not None)
+                _predict_batch(network, batch, device, blender, tiles, outputs.distance is not None, budget)
                 done += len(batch)
                 report(done / len(tiles), f"tile {done} of {len(tiles)}")
             until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
@@ -195,6 +200,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             polygon_count = None
         writer.commit()
 
+    warnings.extend(budget.notes)
     for warning in warnings:
         LOG.warning(warning)
     return DetectionResult(
@@ -219,7 +225,7 @@ def _batches(items: List[_Tile], size: int) -> Iterator[List[_Tile]]:
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.device, blender: RowBlender,
-                   tiles: TileGrid, with_distance: bool) -> None:
+                   tiles: TileGrid, with_distance: bool, budget: "_MemoryBudget") -> None:
     """Run the network on the tiles that have a valid pixel and add their predictions to the
     blender; tiles with no valid pixel are skipped and only mark their validity."""
     work = [tile for tile in batch if tile.valid.any()]
@@ -228,8 +234,8 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.d
             blender.mark_valid(tile.valid, tile.x, tile.y)
     if not work:
         return
-    probability, distance = run_network(network, np.stack([t.before for t in work]),
-                                        np.stack([t.after for t in work]), device, with_distance)
+    probability, distance = _run_within_memory(network, np.stack([t.before for t in work]),
+                                               np.stack([t.after for t in work]), device, with_distance, budget)
     for i, tile in enumerate(work):
         channels = [probability[i]] + ([distance[i]] if with_distance else [])
         blender.add(np.stack(channels), tiles.blend_weights(tile.x, tile.y), tile.valid, tile.x, tile.y)
@@ -258,6 +264,85 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
                                  align_corners=False)
             distance = full[:, 0, :height, :width].cpu().numpy()
         return probability.cpu().numpy(), distance
+
+
+class _MemoryBudget:
+    """How many tiles, and how large a piece of a tile, the network is given at once. When the
+    device runs out of memory the batch is halved, then the tile side, and the run carries on;
+    ``notify`` tells the user, and ``notes`` end up as warnings in the result."""
+
+    def __init__(self, batch_size: int, tile_side: int, notify: Callable[[str], None]) -> None:
+        self.batch_size = batch_size
+        self.tile_side = tile_side
+        self.notify = notify
+        self.notes: List[str] = []
+
+    def lower(self, device: torch.device) -> None:
+        if self.batch_size > 1:
+            self.batch_size //= 2
+            note = f"the {device.type} device ran out of memory: batch lowered to {self.batch_size} tile(s)"
+        elif self.tile_side > NETWORK_MULTIPLE:
+            self.tile_side = max(NETWORK_MULTIPLE, self.tile_side // 2 // NETWORK_MULTIPLE * NETWORK_MULTIPLE)
+            note = (f"the {device.type} device ran out of memory even for one tile: tiles are now computed in "
+                    f"pieces of {self.tile_side}×{self.tile_side} pixels")
+        else:
+            raise DeviceMemoryError(f"the {device.type} device runs out of memory even for one "
+                                    f"{NETWORK_MULTIPLE}×{NETWORK_MULTIPLE} piece of a tile; close other programs "
+                                    "using it or run on the CPU (--device cpu)")
+        self.notes.append(note)
+        self.notify(note)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; MPS and older builds a RuntimeError that says so."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
+                       with_distance: bool, budget: _MemoryBudget) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
+    retrying the same chunk whenever the device runs out of memory."""
+    probabilities, distances = [], []
+    start = 0
+    while start < len(before):
+        size = budget.batch_size
+        try:
+            probability, distance = _run_in_pieces(network, before[start:start + size], after[start:start + size],
+                                                   device, with_distance, budget.tile_side)
+        except RuntimeError as error:
+            if not is_out_of_memory(error):
+                raise
+            out_of_memory = True
+        else:
+            out_of_memory = False
+        if out_of_memory:  # outside the except block, so the failed attempt's tensors are freed first
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            budget.lower(device)
+            continue
+        probabilities.append(probability)
+        distances.append(distance)
+        start += size
+    return np.concatenate(probabilities), np.concatenate(distances) if with_distance else None
+
+
+def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
+                   with_distance: bool, side: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+    """:func:`run_network` on windows of at most ``side`` pixels of the tiles, stitched together."""
+    height, width = before.shape[-2:]
+    if side >= height and side >= width:
+        return run_network(network, before, after, device, with_distance)
+    probability = np.empty((len(before), height, width), np.float32)
+    distance = np.empty_like(probability) if with_distance else None
+    for y in range(0, height, side):
+        for x in range(0, width, side):
+            window = (Ellipsis, slice(y, y + side), slice(x, x + side))
+            piece, piece_distance = run_network(network, before[window], after[window], device, with_distance)
+            probability[window] = piece
+            if distance is not None:
+                distance[window] = piece_distance
+    return probability, distance
 
 
 class _Counts:

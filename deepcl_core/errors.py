@@ -21,6 +21,10 @@ class OutputError(DeepCLError):
     """An output that cannot be written."""
 
 
+class DeviceMemoryError(DeepCLError):
+    """The GPU ran out of memory even for the smallest piece of work detection can give it."""
+
+
 class Cancelled(DeepCLError):
     """The run was cancelled through the cancel callable; no output is left behind."""
 

@@ -41,7 +41,7 @@ def hard_sample_contrastive_loss(distance: torch.Tensor, labels: torch.Tensor,
     weight = hardness.detach() ** config.gamma if config.gamma else torch.ones_like(distance)
     per_pixel = weight * hinge ** 2
     keep = torch.ones_like(changed) if valid is None else valid > 0.5
-    total = distance.new_zeros(())
+    total = distance.sum() * 0.0  # stays in the graph, so backward() works when no pixel counts
     for members in (~changed & keep, changed & keep):
         count = members.sum()
         if count > 0:

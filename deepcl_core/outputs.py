@@ -3,6 +3,7 @@ when the whole run succeeded: a failed or cancelled run leaves no output file be
 from __future__ import annotations
 
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
@@ -16,6 +17,7 @@ from .raster_io import Grid
 
 CHANGE_NODATA = 255
 FLOAT_NODATA = -1.0
+BLOCK_SIZE = 256  # pixels per side of the output GeoTIFFs' tiles
 
 
 @dataclass(frozen=True)
@@ -45,12 +47,21 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
         seen.add(target)
         if not path.parent.is_dir():
             raise OutputError(f"output folder {path.parent} does not exist; create it or choose another")
-        if not os.access(path.parent, os.W_OK):
+        if not _can_create_in(path.parent):
             raise OutputError(f"output folder {path.parent} is not writable; choose another")
         if path.is_dir():
             raise OutputError(f"output {path} is a folder; give a file name")
         if path.exists() and not overwrite:
             raise OutputError(f"output {path} exists; remove it or allow overwriting (--overwrite)")
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Try it: permission bits say nothing to root, nor about read-only file systems."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
 
 
 def temporary_path(path: Path) -> Path:
@@ -65,6 +76,8 @@ class RasterOutputs:
         self.specs = specs
         self.datasets: Dict[Path, gdal.Dataset] = {}
         self.temporary: Dict[Path, Path] = {}
+        self.staged: Dict[Path, List[np.ndarray]] = {}  # rows waiting for a whole row of blocks
+        self.staged_from: Dict[Path, int] = {}
         try:
             for spec in specs:
                 self._create(spec)
@@ -76,7 +89,7 @@ class RasterOutputs:
         tmp = temporary_path(spec.path)
         self.temporary[spec.path] = tmp
         predictor = "3" if spec.data_type == gdal.GDT_Float32 else "2"
-        options = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE",
+        options = ["TILED=YES", f"BLOCKXSIZE={BLOCK_SIZE}", f"BLOCKYSIZE={BLOCK_SIZE}", "COMPRESS=DEFLATE",
                    f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
         with collect_gdal_errors() as errors:
             dataset = gdal.GetDriverByName("GTiff").Create(
@@ -92,8 +105,25 @@ class RasterOutputs:
         self.datasets[spec.path] = dataset
 
     def write(self, path: Path, rows: np.ndarray, y: int) -> None:
+        """Queue ``rows`` (written top to bottom, without gaps) starting at image row ``y``. Whole
+        rows of blocks go to the file and leave GDAL's cache at once, so memory does not grow with
+        the image and no compressed block is written twice."""
+        staged = self.staged.setdefault(path, [])
+        staged.append(rows)
+        first = self.staged_from.setdefault(path, y)
+        end = first + sum(len(chunk) for chunk in staged)
+        complete = end if end == self.grid.height else first + (end - first) // BLOCK_SIZE * BLOCK_SIZE
+        if complete > first:
+            block = np.concatenate(staged)
+            self._write_now(path, block[:complete - first], first)
+            self.staged[path] = [block[complete - first:]]
+            self.staged_from[path] = complete
+
+    def _write_now(self, path: Path, rows: np.ndarray, y: int) -> None:
+        dataset = self.datasets[path]
         with collect_gdal_errors() as errors:
-            status = self.datasets[path].GetRasterBand(1).WriteArray(rows, 0, y)
+            status = dataset.GetRasterBand(1).WriteArray(rows, 0, y)
+            dataset.FlushCache()
         if status != 0 or errors.messages:
             raise OutputError(f"writing {path} failed: {errors.last('unknown error')} (is the disk full?)")
 
@@ -103,11 +133,12 @@ class RasterOutputs:
     def close(self) -> None:
         """Flush and close all datasets, raising if the flush fails (e.g. disk full)."""
         problems = []
-        for path, dataset in list(self.datasets.items()):
+        for path in list(self.datasets):
             with collect_gdal_errors() as errors:
+                dataset = self.datasets.pop(path)
                 dataset.FlushCache()
-                del dataset
-                self.datasets.pop(path)
+                # The last reference: GDAL writes the TIFF directory now, so a full disk is seen here.
+                dataset = None
             if errors.messages:
                 problems.append(f"{path}: {errors.last()}")
         if problems:
@@ -121,7 +152,8 @@ class RasterOutputs:
 
     def abort(self) -> None:
         """Close and delete every temporary file; never raises."""
-        self.datasets.clear()  # dropping the references closes them
+        with collect_gdal_errors():  # closing a file on a full disk fails again: not news, keep stderr clean
+            self.datasets.clear()  # dropping the references closes them
         for tmp in self.temporary.values():
             for leftover in (tmp, tmp.with_name(tmp.name + ".aux.xml")):
                 try:

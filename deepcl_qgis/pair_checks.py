@@ -5,13 +5,30 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence, Tuple
+from typing import Any, Sequence, Tuple
 
 from qgis.core import (QgsCoordinateTransform, QgsProcessingException, QgsProject, QgsRasterLayer,
                        QgsRectangle)
 
 from .engine import core_module
 from .paths import bundled_model_path
+
+
+def raster_source_problem(value: Any, role: str) -> str:
+    """Why a raster given as a file path cannot be read, in the engine's words, or ''. Processing
+    itself says only "not found", even for a folder, an empty file or a text file."""
+    if not isinstance(value, str) or not value.strip():
+        return ""  # a layer object, or nothing: Processing's own checks apply
+    path = value.split("|")[0]
+    if "/" not in path and "\\" not in path:
+        return ""  # a layer id or name in the project, resolved by Processing
+    raster_io = core_module("raster_io")
+    try:
+        raster_io.open_raster(path, role)
+    except core_module("errors").DeepCLError as exc:
+        message = str(exc)
+        return message[:1].upper() + message[1:] + "."
+    return ""
 
 
 def check_distinct(before: QgsRasterLayer, after: QgsRasterLayer) -> None:

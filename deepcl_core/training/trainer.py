@@ -66,6 +66,7 @@ def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
     train_files, val_files = _split(options)
     report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
+    _check_both_classes(train_pairs)
     val_pairs = load_pairs(val_files, setup.bands, setup.normalization)
 
     loss_config = LossConfig(gamma=options.gamma, hscl_weight=options.hscl_weight)
@@ -131,6 +132,17 @@ def _setup_from_init(options: TrainOptions) -> _Setup:
                                                       "validation_metrics") if k in parent.provenance}
     return _Setup(parent.config, parent.bands, parent.normalization, network, f"fine-tuned from {options.init}",
                   summary)
+
+
+def _check_both_classes(pairs: Sequence[LoadedPair]) -> None:
+    """A network cannot learn change from labels that never (or always) mark it; one pair without
+    change is normal, all of them is a wrong folder or a label of another meaning."""
+    changed = sum(int(((p.label > 0) & p.valid).sum()) for p in pairs)
+    valid = sum(int(p.valid.sum()) for p in pairs)
+    if changed == 0 or changed == valid:
+        which, other = ("changed", "some change") if changed == 0 else ("unchanged", "some unchanged ground")
+        raise InputError(f"the labels of the {len(pairs)} training pair(s) hold no {which} pixel; a model "
+                         f"cannot learn change from them: add pairs whose labels mark {other}")
 
 
 def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:

@@ -145,6 +145,10 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     # --- checks -------------------------------------------------------------------------------
 
     def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
+        for name, role in ((self.BEFORE, "before"), (self.AFTER, "after")):
+            problem = pair_checks.raster_source_problem(parameters.get(name), role)
+            if problem:
+                return problem
         return pair_checks.model_file_problem(self.parameterAsFile(parameters, self.MODEL, context))
 
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
