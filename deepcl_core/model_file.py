@@ -77,12 +77,16 @@ def plain(value: Any) -> Any:
 
 def save_model(bundle: ModelBundle, path: str | os.PathLike) -> None:
     """Write atomically: a crash mid-write never replaces a good file with a broken one."""
-    path = Path(path)
+    atomic_torch_save(bundle.to_dict(), Path(path))
+
+
+def atomic_torch_save(data: Dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, synced, then renamed over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
-            torch.save(bundle.to_dict(), handle)
+            torch.save(data, handle)
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)

@@ -147,13 +147,19 @@ def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dat
     if Grid.of(after).same_as(target):
         return after
     _check_overlap(target, after)
+    return warp_to_grid(after, target, "bilinear", "the after image")
+
+
+def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str) -> gdal.Dataset:
+    """``dataset`` resampled onto ``target`` as a VRT (nothing copied), with an alpha band that
+    marks where it has data."""
     with collect_gdal_errors() as errors:
-        aligned = gdal.Warp("", after, options=gdal.WarpOptions(
+        warped = gdal.Warp("", dataset, options=gdal.WarpOptions(
             format="VRT", dstSRS=target.crs_wkt, outputBounds=target.bounds(), width=target.width,
-            height=target.height, resampleAlg="bilinear", dstAlpha=True))
-    if aligned is None:
-        raise InputError(f"GDAL could not put the after image on the before grid: {errors.last('unknown error')}")
-    return aligned
+            height=target.height, resampleAlg=resampling, dstAlpha=True))
+    if warped is None:
+        raise InputError(f"GDAL could not put {what} on the before grid: {errors.last('unknown error')}")
+    return warped
 
 
 def _check_overlap(target: Grid, after: gdal.Dataset) -> None:

@@ -2,14 +2,13 @@
 optimiser, schedule, best weights so far, history), written atomically after every epoch."""
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any, Dict
 
 import torch
 
 from ..errors import InputError
+from ..model_file import atomic_torch_save
 
 FORMAT_NAME = "deepcl-checkpoint"
 FORMAT_VERSION = 1
@@ -22,17 +21,7 @@ def checkpoint_path_for(out: Path) -> Path:
 
 def save_checkpoint(state: Dict[str, Any], path: Path) -> None:
     """Write to a temporary file and rename: an interruption mid-write keeps the previous epoch's."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **state}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_torch_save({"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **state}, path)
 
 
 def load_checkpoint(path: Path) -> Dict[str, Any]:

@@ -13,10 +13,9 @@ import numpy as np
 from osgeo import gdal
 
 from ..errors import InputError
-from ..gdal_utils import collect_gdal_errors
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_raster, read_sample, \
-    read_window
+    read_window, warp_to_grid
 
 # Sidecar files GDAL or viewers leave next to rasters; never a pair's image.
 _IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".txt", ".md", ".json", ".prj", ".wld", ".pgw", ".tfw", ".jgw"}
@@ -189,11 +188,4 @@ def _label_on_grid(files: PairFiles, label_ds: gdal.Dataset, before_ds: gdal.Dat
         raise InputError(f"pair {files.name}: label is {label_ds.RasterXSize}×{label_ds.RasterYSize} but the "
                          f"before image is {size[0]}×{size[1]}, and without georeferencing the two cannot be "
                          "aligned; give a label on the before image's grid")
-    target = Grid.of(before_ds)
-    with collect_gdal_errors() as errors:
-        warped = gdal.Warp("", label_ds, options=gdal.WarpOptions(
-            format="VRT", dstSRS=target.crs_wkt, outputBounds=target.bounds(), width=target.width,
-            height=target.height, resampleAlg="near", dstAlpha=True))
-    if warped is None:
-        raise InputError(f"pair {files.name}: GDAL could not put the label on the before grid: {errors.last()}")
-    return warped
+    return warp_to_grid(label_ds, Grid.of(before_ds), "near", f"the label of pair {files.name}")
