@@ -124,6 +124,9 @@ class RasterOutputs:
         with collect_gdal_errors() as errors:
             status = dataset.GetRasterBand(1).WriteArray(rows, 0, y)
             dataset.FlushCache()
+        # A raised error's traceback keeps this frame alive: without this, the file would close
+        # (and report the full disk again on stderr) only after the user was told, not in abort().
+        dataset = None
         if status != 0 or errors.messages:
             raise OutputError(f"writing {path} failed: {errors.last('unknown error')} (is the disk full?)")
 

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from deepcl_core.model import NetworkConfig, build_network
+from core_test_helpers import TINY_CONFIG, crop
+from deepcl_core.model import build_network
 from deepcl_core.model_file import ModelBundle, load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
-TINY_CONFIG = NetworkConfig(encoder="simple_cnn", decoder_channels=(32, 32, 16, 16, 8))
 
 
 def data_root() -> Path:
@@ -49,13 +49,6 @@ def tiny_model(tiny_model_path: Path) -> ModelBundle:
     """The tiny model loaded once (pass it to ``detect_changes(model=...)`` to skip reloading)."""
     return load_model(tiny_model_path)
 
-
-def crop(source: Path, target: Path, xoff: int, yoff: int, width: int, height: int) -> Path:
-    """A window of ``source`` as a GeoTIFF (keeps georeference, band descriptions and types)."""
-    result = gdal.Translate(str(target), str(source), srcWin=[xoff, yoff, width, height], format="GTiff")
-    assert result is not None, f"cannot crop {source}"
-    result = None
-    return target
 
 
 @pytest.fixture(scope="session")

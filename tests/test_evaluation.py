@@ -16,7 +16,7 @@ from deepcl_core.model import build_network
 from deepcl_core.model_file import ModelBundle, save_model
 from deepcl_core.raster_io import open_raster, read_window
 
-from conftest import TINY_CONFIG
+from core_test_helpers import TINY_CONFIG
 
 SIZE = 64
 GEOTRANSFORM = (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)

@@ -1,0 +1,1 @@
+"""Reliability and security tests (issue 7); see docs/reliability.md."""
