@@ -7,6 +7,7 @@ import logging
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
@@ -18,6 +19,7 @@ from osgeo import gdal
 from .area import pixel_area_by_row
 from .device import describe_device, resolve_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
+from .model.inference import inference_threads, prefers_channels_last, prepare_for_inference, torch_threads
 from .model_file import ModelBundle, load_model
 from .normalization import ImageStretch, normalize
 from .outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs, RasterSpec, check_output_paths
@@ -25,10 +27,12 @@ from .polygons import write_change_polygons
 from .prefetch import Prefetcher
 from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
 from .tiling import RowBlender, TileGrid
+from .write_behind import WriteBehind
 
 LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
 NETWORK_MULTIPLE = 32  # the encoder's coarsest stride: tiles are padded to a multiple of it
+WRITE_BEHIND_DEPTH = 1  # tile rows queued behind the one being written: overlap without holding more (0: no thread)
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -144,7 +148,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     grid = Grid.of(before_ds)
     stretch_before = _image_stretch(before_ds, bands_before, bundle, "before")
     stretch_after = _image_stretch(aligned_after, bands_after, bundle, "after")
-    network = bundle.build().to(device)
+    network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device))
     tiles = TileGrid(grid.width, grid.height, options.tile_size, options.overlap)
 
     specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
@@ -170,6 +174,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     budget = _MemoryBudget(options.batch_size, max(tiles.tile_width, tiles.tile_height),
                            notify=lambda message: report(done / len(tiles), message))
     with ExitStack() as stack:
+        stack.enter_context(torch_threads(inference_threads(device)))
         writer = RasterOutputs(specs, grid)
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px, bands {list(bands_before)}; after bands "
@@ -177,6 +182,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
         rows = tiles.rows()
         reader = stack.enter_context(Prefetcher(read_tiles(), depth=2 * options.batch_size))
+        writes = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH))  # closed before writer.abort runs
         for row_index, y in enumerate(rows):
             row_tiles = [next(reader) for _ in tiles.columns()]
             for batch in _batches(row_tiles, options.batch_size):
@@ -187,7 +193,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
                 report(done / len(tiles), f"tile {done} of {len(tiles)}")
             until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
             top, blended, valid = blender.flush(until)
-            _write_rows(writer, specs, top, blended, valid, threshold, counts)
+            writes.submit(partial(_write_rows, writer, specs, top, blended, valid, threshold, counts))
+        writes.finish()
         if is_cancelled():
             raise Cancelled()
         writer.close()
@@ -249,8 +256,8 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
     pad_h = -height % NETWORK_MULTIPLE
     pad_w = -width % NETWORK_MULTIPLE
     with torch.inference_mode():
-        x1 = torch.from_numpy(before).to(device, non_blocking=True)
-        x2 = torch.from_numpy(after).to(device, non_blocking=True)
+        x1 = _to_device(before, device)
+        x2 = _to_device(after, device)
         if pad_h or pad_w:
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode=mode)
@@ -264,6 +271,15 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
                                  align_corners=False)
             distance = full[:, 0, :height, :width].cpu().numpy()
         return probability.cpu().numpy(), distance
+
+
+def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """On CUDA through page-locked memory: the copy is then a DMA that runs asynchronously (torch's
+    pinned allocator keeps the buffer until it is done) instead of a staged, blocking one."""
+    tensor = torch.from_numpy(array)
+    if device.type == "cuda":
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)
 
 
 class _MemoryBudget:

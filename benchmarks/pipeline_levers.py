@@ -1,0 +1,101 @@
+"""End-to-end A/B of the pipeline's speed levers, added one at a time, on one generated pair.
+
+    python -m benchmarks.pipeline_levers [--size 1024] [--rounds 3]
+
+Every variant runs ``detect_changes`` file to file on the CPU; the levers are switched off by
+patching the switches detection reads (:data:`deepcl_core.detect.WRITE_BEHIND_DEPTH`,
+:data:`deepcl_core.model.inference.IO_RESERVED_CORES`, the folding and layout passed to
+``prepare_for_inference``). Variants run interleaved, round after round, alternating the order, so a
+drifting machine load biases none of them; medians are printed. Indicative, not a timed test.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from pathlib import Path
+from typing import Callable, Dict, List, Optional
+from unittest import mock
+
+import deepcl_core.detect as detect
+import deepcl_core.model.inference as inference
+from benchmarks.compute import benchmark_bundle
+from benchmarks.naive import naive_detect
+from benchmarks.pairs import generate_pair
+
+ROOT = Path(__file__).resolve().parents[1]
+# name → (fold batch norms, channels_last, write-behind depth, cores reserved for I/O threads)
+STEPS = {
+    "before the speed work (plain network, NCHW, writes inline, all threads)": (False, False, 0, 0),
+    "+ batch norms folded": (True, False, 0, 0),
+    "+ channels_last": (True, True, 0, 0),
+    "+ writer thread": (True, True, detect.WRITE_BEHIND_DEPTH, 0),
+    "+ one core left to reader and writer (= detection now)": (True, True, detect.WRITE_BEHIND_DEPTH,
+                                                               inference.IO_RESERVED_CORES),
+}
+
+
+def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool, channels_last: bool,
+                     depth: int, reserved: int) -> Callable[[], float]:
+    prepare = inference.prepare_for_inference
+
+    def prepare_as_asked(network, device, channels_last_wanted=False, **_):
+        return prepare(network, device, fold=fold, channels_last=channels_last)
+
+    def run() -> float:
+        with ExitStack() as stack, tempfile.TemporaryDirectory(dir=folder) as out:
+            stack.enter_context(mock.patch.object(detect, "prepare_for_inference", prepare_as_asked))
+            stack.enter_context(mock.patch.object(detect, "WRITE_BEHIND_DEPTH", depth))
+            stack.enter_context(mock.patch.object(inference, "IO_RESERVED_CORES", reserved))
+            outputs = detect.DetectOutputs(Path(out) / "change.tif", Path(out) / "confidence.tif")
+            started = time.perf_counter()
+            detect.detect_changes(before, after, outputs, detect.DetectOptions(device="cpu"), model=bundle)
+            return time.perf_counter() - started
+    return run
+
+
+def naive_variant(before: Path, after: Path, bundle, folder: Path) -> Callable[[], float]:
+    def run() -> float:
+        with tempfile.TemporaryDirectory(dir=folder) as out:
+            started = time.perf_counter()
+            naive_detect(before, after, Path(out) / "change.tif", Path(out) / "confidence.tif", bundle)
+            return time.perf_counter() - started
+    return run
+
+
+def interleaved(variants: Dict[str, Callable[[], float]], rounds: int) -> Dict[str, List[float]]:
+    next(iter(variants.values()))()  # warm-up: kernels, allocator, file cache
+    seconds: Dict[str, List[float]] = {name: [] for name in variants}
+    for index in range(rounds):
+        order = list(variants.items())
+        for name, run in order if index % 2 == 0 else reversed(order):
+            seconds[name].append(run())
+    return seconds
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_levers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=1024)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    args = parser.parse_args(argv)
+    logging.getLogger("deepcl_core").setLevel(logging.ERROR)
+    before, after = generate_pair(args.size, args.cache)
+    bundle, what = benchmark_bundle()
+    variants = {name: pipeline_variant(before, after, bundle, args.cache, *step) for name, step in STEPS.items()}
+    variants["naive baseline"] = naive_variant(before, after, bundle, args.cache)
+    seconds = interleaved(variants, args.rounds)
+    megapixels = args.size ** 2 / 1e6
+    print(f"{args.size}² pair, {what}; median of {args.rounds} interleaved rounds\n")
+    print("| variant (end to end, CPU) | seconds | megapixels/s |\n|---|---:|---:|")
+    for name, times in seconds.items():
+        median = statistics.median(times)
+        print(f"| {name} | {median:.1f} | {megapixels / median:.3f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

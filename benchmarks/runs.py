@@ -1,0 +1,129 @@
+"""One measured run in its own child process, so that its peak resident memory (``ru_maxrss`` from
+``os.wait4``) belongs to that run alone. Kinds of run:
+
+- ``pipeline``: ``detect_changes`` file to file (reading, aligning, normalising, network, blending,
+  writing change and confidence), as users run it;
+- ``naive``: :mod:`benchmarks.naive` file to file (whole images in memory, one tile at a time,
+  plain fp32 network, no prefetching);
+- ``compute``: the network alone on real tiles of the pair already in memory, same batch and
+  precision as the pipeline, extrapolated to the image's tile count; plus the FLOP count and the
+  machine's matmul peak on the same threads.
+
+    python -m benchmarks.runs --run pipeline --size 2048 --device cpu   (prints one JSON line)
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Dict, List, Optional
+
+ROOT = Path(__file__).resolve().parents[1]
+RUNS = ("pipeline", "naive", "compute")
+
+
+def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
+    from deepcl_core.detect import DetectOutputs, detect_changes
+
+    outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
+    started = time.perf_counter()
+    result = detect_changes(before, after, outputs, detect_options(args), model=bundle)
+    return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device}
+
+
+def run_naive(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
+    from benchmarks.naive import naive_detect
+    from deepcl_core.device import describe_device, resolve_device
+
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    tiles = naive_detect(before, after, folder / "change.tif", folder / "confidence.tif", bundle,
+                         args.tile, args.overlap, str(device))
+    return {"seconds": time.perf_counter() - started, "tiles": tiles, "device": describe_device(device)}
+
+
+def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
+    import torch
+
+    from benchmarks.compute import compute_bound, flops_per_tile, matmul_peak, sample_tiles
+    from deepcl_core.device import describe_device, resolve_device
+    from deepcl_core.model.inference import inference_threads
+
+    device = resolve_device(args.device)
+    options = detect_options(args)
+    count = options.batch_size * (4 if device.type == "cuda" else 2)
+    tiles_b, tiles_a, tiles = sample_tiles(before, after, bundle, options, count)
+    per_tile = compute_bound(bundle, tiles_b, tiles_a, device, options, repeats=3 if device.type == "cuda" else 2)
+    peak, peak_what = matmul_peak(device)
+    return {"seconds": per_tile * tiles, "tiles": tiles, "device": describe_device(device),
+            "flops_per_tile": flops_per_tile(bundle, options.tile_size, tiles_b.shape[1]),
+            "peak_gflops": peak, "peak_what": peak_what, "threads": inference_threads(device) or torch.get_num_threads()}
+
+
+def detect_options(args: argparse.Namespace):
+    from deepcl_core.detect import DetectOptions
+
+    return DetectOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device)
+
+
+def child(argv: Optional[List[str]] = None) -> int:
+    import torch
+
+    from benchmarks.compute import benchmark_bundle
+    from benchmarks.pairs import generate_pair
+
+    args = parse_args(argv)
+    logging.getLogger("deepcl_core").setLevel(logging.ERROR)  # the untrained-model warning is expected here
+    bundle, what = benchmark_bundle(args.model)
+    before, after = generate_pair(args.size, args.cache)
+    run = {"pipeline": run_pipeline, "naive": run_naive, "compute": run_compute}[args.run]
+    with tempfile.TemporaryDirectory(dir=args.cache, prefix=f"{args.run}-") as folder:
+        record = run(args, bundle, before, after, Path(folder))
+    record.update(run=args.run, size=args.size, model=what)
+    record.setdefault("threads", torch.get_num_threads())
+    print(json.dumps(record))
+    return 0
+
+
+def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
+    """Run one kind of run on one size in a child process; adds its peak RSS and megapixels/s."""
+    command = [sys.executable, "-m", "benchmarks.runs", "--run", run, "--size", str(size), "--device", device,
+               "--cache", str(args.cache), "--tile", str(args.tile), "--overlap", str(args.overlap),
+               "--batch", str(args.batch)]
+    if args.model:
+        command += ["--model", str(args.model)]
+    with tempfile.TemporaryFile("w+") as stdout:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=stdout)
+        _, status, usage = os.wait4(process.pid, 0)
+        stdout.seek(0)
+        text = stdout.read()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"benchmark: the {run} run on {size}² ({device}) failed with status "
+                         f"{os.waitstatus_to_exitcode(status)}")
+    record = json.loads(text.strip().splitlines()[-1])
+    record["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    record["megapixels_per_s"] = size * size / 1e6 / record["seconds"]
+    return record
+
+
+def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.runs", description="one measured benchmark run")
+    parser.add_argument("--run", choices=RUNS, required=True)
+    parser.add_argument("--size", type=int, required=True)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--overlap", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--model", type=Path)
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(child())

@@ -1,0 +1,85 @@
+"""A copy of a trained network made ready for inference: batch norms folded into the convolutions
+before them, and the memory layout the device computes fastest. The trained network itself is
+left untouched, so training and saving never see the folded weights."""
+from __future__ import annotations
+
+import copy
+import os
+from contextlib import contextmanager
+from typing import Iterator, Optional
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_weights
+
+
+def fold_batch_norms(module: nn.Module) -> int:
+    """Fold every ``Conv2d`` directly followed by a ``BatchNorm2d`` in an ``nn.Sequential`` into one
+    convolution (in place, for eval mode only; the batch norm becomes an ``Identity``). In eval
+    mode a batch norm is an affine map per channel, so the result is the same up to rounding and
+    one pass over the activations is saved per layer. Returns how many were folded."""
+    folded = 0
+    for child in module.modules():
+        if not isinstance(child, nn.Sequential):
+            continue
+        layers = list(child)
+        for i in range(len(layers) - 1):
+            conv, norm = layers[i], layers[i + 1]
+            if (isinstance(conv, nn.Conv2d) and isinstance(norm, nn.BatchNorm2d)
+                    and norm.track_running_stats and norm.running_mean is not None):
+                # In place on the conv (the caller's copy): fuse_conv_bn_eval would copy each conv again.
+                conv.weight, conv.bias = fuse_conv_bn_weights(conv.weight, conv.bias, norm.running_mean,
+                                                              norm.running_var, norm.eps, norm.weight, norm.bias)
+                child[i + 1] = nn.Identity()
+                folded += 1
+    return folded
+
+
+def prepare_for_inference(network: nn.Module, device: torch.device, fold: bool = True,
+                          channels_last: bool = False) -> nn.Module:
+    """An eval-mode copy of ``network`` on ``device`` with batch norms folded (``fold``) and,
+    with ``channels_last``, weights in NHWC layout (what cuDNN's tensor cores prefer)."""
+    ready = copy.deepcopy(network).eval()
+    for parameter in ready.parameters():
+        parameter.requires_grad_(False)
+    if fold:
+        fold_batch_norms(ready)
+    ready = ready.to(device)
+    if channels_last:
+        ready = ready.to(memory_format=torch.channels_last)
+    return ready
+
+
+def prefers_channels_last(device: torch.device) -> bool:
+    """NHWC: what cuDNN's tensor cores want under mixed precision, and on the CPU oneDNN runs the
+    depthwise convolutions of MobileNetV2 about 1.5× faster in it (benchmarks/levers.py)."""
+    return device.type in ("cpu", "cuda")
+
+
+
+IO_RESERVED_CORES = 1  # left to detection's reader and writer threads on the CPU
+
+
+def inference_threads(device: torch.device) -> Optional[int]:
+    """torch threads for detection on the CPU: all available cores but :data:`IO_RESERVED_CORES`
+    (never more than torch would use anyway). An OpenMP team stalls at every barrier while one of
+    its threads waits for a core that the reader (decoding, normalising) or the writer
+    (compressing) holds; on the 2-core development machine one torch thread ran the pipeline end
+    to end 2.6× faster than two (indicative, the CPU was shared). None: leave torch's setting."""
+    if device.type != "cpu":
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(torch.get_num_threads(), cores - IO_RESERVED_CORES))
+
+
+@contextmanager
+def torch_threads(count: Optional[int]) -> Iterator[None]:
+    """Run the block with ``count`` torch threads (None: unchanged), then restore the setting."""
+    previous = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        if count:
+            torch.set_num_threads(previous)

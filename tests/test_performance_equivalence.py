@@ -1,0 +1,79 @@
+"""The speed work changes no result (issue 6): the optimised pipeline (background reader, batches,
+folded batch norms, row blending, block-aligned writes) and the straightforward reference path
+(both images read whole, one tile at a time through the plain network, fp32) give the same
+confidence, within 1e-3, on real OSCD crops with a real MobileNetV2 DeepCL network."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from osgeo import gdal
+
+from benchmarks.compute import benchmark_bundle
+from benchmarks.naive import naive_confidence
+from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
+from deepcl_core.model.inference import fold_batch_norms, prepare_for_inference
+from deepcl_core.outputs import FLOAT_NODATA
+
+from core_test_helpers import crop
+
+TOLERANCE = 1e-3
+
+
+@pytest.fixture(scope="module")
+def real_bundle():
+    """The bundled model when there is one, else MobileNetV2 DeepCL with the ImageNet encoder and
+    a seeded decoder: real layers, real batch norms, real cost."""
+    return benchmark_bundle()[0]
+
+
+@pytest.fixture(scope="module")
+def same_grid_crop(data_dir: Path, tmp_path_factory) -> tuple:
+    """A 384×320 crop of OSCD rennes (4-band UInt16, before and after on one grid)."""
+    city = data_dir / "oscd" / "rennes"
+    folder = tmp_path_factory.mktemp("rennes")
+    return (crop(city / "before.tif", folder / "before.tif", 40, 10, 384, 320),
+            crop(city / "after.tif", folder / "after.tif", 40, 10, 384, 320))
+
+
+def pipeline_confidence(before: Path, after: Path, bundle, folder: Path, **options) -> np.ndarray:
+    outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
+    detect_changes(before, after, outputs, DetectOptions(device="cpu", **options), model=bundle)
+    return gdal.Open(str(outputs.confidence)).ReadAsArray()
+
+
+def assert_same_confidence(optimised: np.ndarray, confidence: np.ndarray, valid: np.ndarray) -> None:
+    np.testing.assert_array_equal(optimised == FLOAT_NODATA, ~valid)
+    assert valid.mean() > 0.5, "the crop should be mostly valid, or the comparison says little"
+    difference = np.abs(optimised[valid] - confidence[valid])
+    assert difference.max() <= TOLERANCE, f"largest difference {difference.max():.2e}"
+    assert confidence[valid].std() > 1e-4, "a constant map would make the comparison empty"
+
+
+@pytest.mark.parametrize("tile, overlap, batch", [(128, 32, 4), (256, 64, 3)])
+def test_pipeline_matches_the_reference_path(same_grid_crop, real_bundle, tmp_path, tile, overlap, batch):
+    before, after = same_grid_crop
+    confidence, valid, _ = naive_confidence(before, after, real_bundle, tile, overlap)
+    optimised = pipeline_confidence(before, after, real_bundle, tmp_path, tile_size=tile, overlap=overlap,
+                                    batch_size=batch)
+    assert_same_confidence(optimised, confidence, valid)
+
+
+def test_pipeline_matches_the_reference_path_when_after_is_warped(oscd_mismatch_pair, real_bundle, tmp_path):
+    before, after = oscd_mismatch_pair
+    confidence, valid, _ = naive_confidence(before, after, real_bundle, 128, 32)
+    optimised = pipeline_confidence(before, after, real_bundle, tmp_path, tile_size=128, overlap=32, batch_size=2)
+    assert_same_confidence(optimised, confidence, valid)
+
+
+def test_folding_leaves_the_trained_network_untouched(real_bundle):
+    network = real_bundle.build()
+    before = {name: value.clone() for name, value in network.state_dict().items()}
+    ready = prepare_for_inference(network, torch.device("cpu"))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in ready.modules())
+    assert any(isinstance(m, torch.nn.BatchNorm2d) for m in network.modules())
+    for name, value in network.state_dict().items():
+        assert torch.equal(value, before[name]), name
+    assert fold_batch_norms(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())) == 0
