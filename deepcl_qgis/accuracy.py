@@ -10,7 +10,7 @@ from osgeo import gdal
 
 from qgis.core import QgsProcessingException
 
-from .engine import core_module
+from .engine import core_module, engine_error_type
 from .rasterize import as_dataset, burn_polygons, qgis_geotransform
 
 ROWS_PER_BLOCK = 512  # bounded memory on large maps
@@ -36,20 +36,14 @@ def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset
                 f"({reference.RasterXSize}×{reference.RasterYSize}) differ in size and are not both "
                 "georeferenced, so their pixels cannot be matched.")
         return reference
-    if (_grid(change) == _grid(reference)):
+    raster_io = core_module("raster_io")
+    target = raster_io.Grid.of(change)
+    if raster_io.Grid.of(reference).same_as(target):
         return reference
-    x0, dx, _, y0, _, dy = change.GetGeoTransform()
-    bounds = (x0, y0 + dy * change.RasterYSize, x0 + dx * change.RasterXSize, y0)
-    warped = gdal.Warp("", reference, options=gdal.WarpOptions(
-        format="VRT", outputBounds=bounds, width=change.RasterXSize, height=change.RasterYSize,
-        dstSRS=change.GetProjection(), resampleAlg="near", dstAlpha=True))
-    if warped is None:
-        raise QgsProcessingException(f"GDAL could not put the reference on the change grid: {gdal.GetLastErrorMsg()}")
-    return warped
-
-
-def _grid(dataset: gdal.Dataset) -> tuple:
-    return dataset.RasterXSize, dataset.RasterYSize, dataset.GetGeoTransform(), dataset.GetProjection()
+    try:
+        return raster_io.warp_to_grid(reference, target, "near", "the reference")
+    except engine_error_type() as exc:
+        raise QgsProcessingException(str(exc)) from None
 
 
 def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> gdal.Dataset:

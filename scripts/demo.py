@@ -7,7 +7,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
 from osgeo import gdal
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Callable, Tuple
+from typing import Callable, Iterator, Tuple
 
 import numpy as np
 import pytest
@@ -97,3 +97,21 @@ def write_raster(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+_PROVIDERS = []  # the registry holds a C++ pointer only; Python keeps the provider alive
+
+
+@pytest.fixture
+def deepcl_provider(qgis_app, qgis_processing) -> Iterator[object]:
+    """The plugin's Processing provider in a real QGIS; registered again when a test (the
+    plugin's unload) removed it."""
+    from qgis.core import QgsApplication
+
+    from deepcl_qgis.provider import DeepCLProvider
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("deepcl") is None:
+        _PROVIDERS.append(DeepCLProvider())
+        assert registry.addProvider(_PROVIDERS[-1])
+    yield registry.providerById("deepcl")

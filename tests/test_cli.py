@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 from typing import List
 
-import numpy as np
 import pytest
 from osgeo import gdal
 

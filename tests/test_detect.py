@@ -14,7 +14,7 @@ import pytest
 import torch
 from osgeo import gdal, ogr, osr
 
-from deepcl_core.detect import DetectOptions, DetectOutputs, DetectionResult, detect_changes
+from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.errors import Cancelled, InputError, OutputError
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
 from deepcl_core.raster_io import choose_bands

@@ -3,7 +3,6 @@ exactly, tiles that disagree meet in a gentle ramp instead of a seam, the row bl
 each row once, and a whole detection run does not depend on the tile size."""
 from __future__ import annotations
 
-from pathlib import Path
 
 import numpy as np
 import pytest

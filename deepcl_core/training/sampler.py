@@ -5,7 +5,7 @@ changed pixel; pairs are drawn uniformly so that a few large scenes do not drown
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 

@@ -3,11 +3,10 @@ registered in the pytest-qgis QGIS instance."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from plugin_test_helpers import image, pair
+from plugin_test_helpers import pair
 
 @pytest.fixture(scope="session")
 def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -23,22 +22,6 @@ def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> Path:
     save_model(ModelBundle(config, build_network(config).state_dict(), trained=False), path)
     return path
 
-
-_PROVIDERS = []  # the registry holds a C++ pointer only; Python keeps the provider alive
-
-
-@pytest.fixture
-def deepcl_provider(qgis_app, qgis_processing) -> Iterator[object]:
-    """The registered provider; registered again when a test (the plugin's unload) removed it."""
-    from qgis.core import QgsApplication
-
-    from deepcl_qgis.provider import DeepCLProvider
-
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("deepcl") is None:
-        _PROVIDERS.append(DeepCLProvider())
-        assert registry.addProvider(_PROVIDERS[-1])
-    yield registry.providerById("deepcl")
 
 
 @pytest.fixture

@@ -1,7 +1,6 @@
 """deepcl:evaluatemodel: metrics against label rasters and polygons, and the model + pair mode."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from osgeo import gdal, ogr
 

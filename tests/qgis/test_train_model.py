@@ -1,7 +1,6 @@
 """deepcl:trainmodel: a few steps of fine-tuning from a folder of pairs and from layers."""
 from __future__ import annotations
 
-import numpy as np
 from osgeo import gdal, ogr
 
 from deepcl_core.model_file import load_model

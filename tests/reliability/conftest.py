@@ -57,18 +57,3 @@ def read_only_folder(tmp_path: Path) -> Iterator[Path]:
     if mounted:
         subprocess.run(["umount", str(folder)], check=True)
 
-
-_PROVIDERS = []  # the registry holds a C++ pointer only; Python keeps the provider alive
-
-
-@pytest.fixture
-def deepcl_provider(qgis_app, qgis_processing) -> Iterator[object]:
-    from qgis.core import QgsApplication
-
-    from deepcl_qgis.provider import DeepCLProvider
-
-    registry = QgsApplication.processingRegistry()
-    if registry.providerById("deepcl") is None:
-        _PROVIDERS.append(DeepCLProvider())
-        assert registry.addProvider(_PROVIDERS[-1])
-    yield registry.providerById("deepcl")

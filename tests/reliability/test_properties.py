@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Optional, Tuple
 
 import numpy as np
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
