@@ -94,3 +94,10 @@ screenshots: setup
 .PHONY: model-card
 model-card: setup
 	$(PY) scripts/model_card.py $(addprefix $(DATA)/,$(TEST_PAIRS))
+
+# The paper's claims (DeepCL vs BCE+Dice for both encoders, gamma 2 vs 0): many training runs;
+# resumable, so rerun after an interruption. Writes docs/experiments.md.
+.PHONY: experiments
+experiments: setup
+	$(PY) scripts/experiments.py --train $(addprefix $(DATA)/,$(TRAIN_PAIRS)) --val $(addprefix $(DATA)/,$(VAL_PAIRS)) \
+	  --test $(addprefix $(DATA)/,$(TEST_PAIRS)) $(EXPERIMENT_ARGS)
