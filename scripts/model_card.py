@@ -106,7 +106,7 @@ The model the plugin and the command line use when no other is given. Generated 
 - Epochs: {provenance.get("epochs", "n/a")}, best epoch by validation F1: {provenance.get("best_epoch", "n/a")};
   training time {provenance.get("seconds", 0) / 60:.0f} min on {hardware.get("device", "?")} ({hardware.get("cpu_count", "?")} cores,
   {hardware.get("cpu", "?")}, torch {hardware.get("torch", "?")}), shared with other work, so the time is an upper bound.
-- Training pairs ({len(train_pairs)}): {", ".join(sorted(_short(p) for p in train_pairs))}.
+{_notes(provenance)}- Training pairs ({len(train_pairs)}): {", ".join(sorted(_short(p) for p in train_pairs))}.
 - Validation pairs (model selection only, {len(val_pairs)}): {", ".join(sorted(_short(p) for p in val_pairs))}.
 - Held-out pairs (never seen in training or selection, {len(held_out)}): {", ".join(sorted("/".join(p.parts[-2:]) for p in held_out))}.
 
@@ -145,6 +145,11 @@ The weights inherit the most restrictive of these terms: research and non-commer
 
 def _short(pair: Dict) -> str:
     return f"{pair.get('group', '?')}/{pair['name']}"
+
+
+def _notes(provenance: Dict) -> str:
+    notes = provenance.get("notes")
+    return f"- Notes: {notes}\n" if notes else ""
 
 
 def _fmt(value) -> str:
