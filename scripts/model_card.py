@@ -124,6 +124,11 @@ Per pair:
 - Pseudo-change false-positive rate (each held-out before image against a radiometrically and
   geometrically perturbed copy of itself, nothing changed): {report["pseudo_change"]["false_positive_rate"]:.4f}.
 
+## The paper's claims
+DeepCL against BCE + Dice alone for both encoders, gamma 2 against 0, and each variant's
+pseudo-change false-positive rate, with one budget and seed set: `make experiments` writes
+`docs/experiments.md`{_experiments_status()}.
+
 ## Data, licences and credit
 - OSCD: Caye Daudt, Le Saux, Boulch, Gousseau, "Urban Change Detection for Multispectral Earth
   Observation Using Convolutional Neural Networks", IGARSS 2018. Modified Copernicus Sentinel data
@@ -137,6 +142,8 @@ The weights inherit the most restrictive of these terms: research and non-commer
 ## Known limits
 - Trained on about thirty small scenes on a CPU: far less than published models see; expect
   lower accuracy on sensors, seasons and landscapes unlike these (10 m Sentinel-2 RGB, 0.5–2 m aerial RGB).
+- Where precision lies far below recall in the per-pair table, the 0.5 threshold is too low for
+  that kind of scene: raise it (panel slider, `--threshold`) and check the confidence layer.
 - RGB only: the NIR band of Sentinel-2 is not used.
 - Labels of the four data sets mean different things (SZTAKI marks only "relevant" change, LEVIR
   buildings), so "change" is a blend of their definitions.
@@ -145,6 +152,11 @@ The weights inherit the most restrictive of these terms: research and non-commer
 
 def _short(pair: Dict) -> str:
     return f"{pair.get('group', '?')}/{pair['name']}"
+
+
+def _experiments_status() -> str:
+    report = ROOT / "docs" / "experiments.md"
+    return " (see there)" if report.is_file() else " (not run yet: it needs many CPU-hours or a GPU)"
 
 
 def _notes(provenance: Dict) -> str:
