@@ -87,9 +87,10 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of the after image"), None,
                                         self.AFTER, optional=True, allowMultiple=True),
              self.tr("The same bands, in the same order, for the after image."), False),
+            # Optional, so that scripts and qgis_process may leave it out: empty means the bundled model.
             (QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="pt",
-                                        defaultValue=str(bundled_model_path())),
-             self.tr("A DeepCL model file (.pt). Default: the model bundled with the plugin."), False),
+                                        defaultValue=str(bundled_model_path()), optional=True),
+             self.tr("A DeepCL model file (.pt). Empty: the model bundled with the plugin."), False),
             (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
                                           QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
              self.tr("Confidence from which a pixel counts as changed. Empty: the model's own threshold. "
@@ -149,7 +150,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             problem = pair_checks.raster_source_problem(parameters.get(name), role)
             if problem:
                 return problem
-        return pair_checks.model_file_problem(self.parameterAsFile(parameters, self.MODEL, context))
+        return pair_checks.model_file_problem(self._model_path(parameters, context))
 
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
@@ -161,7 +162,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         pair_checks.check_bands(before, bands_before, "before")
         pair_checks.check_bands(after, bands_after, "after")
         pair_checks.check_band_counts(bands_before, bands_after)
-        model = self.parameterAsFile(parameters, self.MODEL, context)
+        model = self._model_path(parameters, context)
         pair_checks.check_model(model, before, bands_before, "before")
         pair_checks.check_model(model, after, bands_after, "after")
         self._check_area_of_interest(parameters, context, before)
@@ -177,6 +178,9 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                 raise QgsProcessingException("A mask layer needs georeferenced images; use a processing extent "
                                              "instead, or georeference the images first.")
             raster_clip.pixel_window(before, self._mask_extent(parameters, context, before))
+
+    def _model_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
+        return self.parameterAsFile(parameters, self.MODEL, context) or str(bundled_model_path())
 
     def _check_polygon_format(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
         path = self._optional_output(parameters, self.POLYGONS, context)
@@ -207,7 +211,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext, detect: Any) -> Any:
         return detect.DetectOptions(
-            model=Path(self.parameterAsFile(parameters, self.MODEL, context)),
+            model=Path(self._model_path(parameters, context)),
             bands_before=self.parameterAsInts(parameters, self.BANDS_BEFORE, context) or None,
             bands_after=self.parameterAsInts(parameters, self.BANDS_AFTER, context) or None,
             threshold=optional_number(self, parameters, self.THRESHOLD, context),

@@ -160,3 +160,18 @@ def test_missing_bundled_model_is_explained(deepcl_provider, tmp_path):
     del params["MODEL"]  # the default: the bundled model
     message = check_message(ALG, params)
     assert "No trained model is bundled" in message and "Model file" in message
+
+
+def test_model_may_be_left_out_and_the_bundled_model_is_used(deepcl_provider, tmp_path):
+    """Scripts and qgis_process leave MODEL out; the bundled model must then run, not a refusal."""
+    from deepcl_qgis.paths import bundled_model_path
+
+    if not bundled_model_path().is_file():
+        pytest.skip("no bundled model in this checkout")
+    sample = Path(__file__).resolve().parents[2] / "resources" / "sample"
+    result = run(ALG, {
+        "BEFORE": str(sample / "hongkong_before.tif"), "AFTER": str(sample / "hongkong_after.tif"),
+        "CHANGE": str(tmp_path / "change.tif"), "CONFIDENCE": str(tmp_path / "confidence.tif")})
+    change = read(result["CHANGE"])
+    assert result["CHANGED_PIXELS"] == int((change == 1).sum()) > 0
+    assert result["VALID_PIXELS"] == int((change != 255).sum())
