@@ -57,7 +57,10 @@ def prefers_channels_last(device: torch.device) -> bool:
 
 
 
-IO_RESERVED_CORES = 1  # left to detection's reader and writer threads on the CPU
+# Cores left to detection's reader and writer threads on the CPU. On a quiet 2-core machine all
+# cores for torch ran the 2,048² benchmark in 4.1 s against 6.6 s with one core reserved; the
+# reservation only won while other processes competed for the cores (see inference_threads).
+IO_RESERVED_CORES = 0
 
 
 def inference_threads(device: torch.device) -> Optional[int]:
@@ -65,7 +68,8 @@ def inference_threads(device: torch.device) -> Optional[int]:
     (never more than torch would use anyway). An OpenMP team stalls at every barrier while one of
     its threads waits for a core that the reader (decoding, normalising) or the writer
     (compressing) holds; on the 2-core development machine one torch thread ran the pipeline end
-    to end 2.6× faster than two (indicative, the CPU was shared). None: leave torch's setting."""
+    to end 2.6× faster than two while the CPU was shared with other work, but 1.6× slower on a
+    quiet machine, so none is reserved by default. None: leave torch's setting."""
     if device.type != "cpu":
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
