@@ -138,16 +138,12 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     threshold = bundle.threshold if options.threshold is None else float(options.threshold)
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
-    before_ds = open_raster(before, "before")
-    after_ds = open_raster(after, "after")
-    bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
-    bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
-    aligned_after = align_after_to_before(before_ds, after_ds)
+    pair = _open_pair(before, after, options, bundle)
     check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
     device = resolve_device(options.device)
-    grid = Grid.of(before_ds)
-    stretch_before = _image_stretch(before_ds, bands_before, bundle, "before")
-    stretch_after = _image_stretch(aligned_after, bands_after, bundle, "after")
+    grid = Grid.of(pair.before)
+    stretches = (_image_stretch(pair.before, pair.bands_before, bundle, "before"),
+                 _image_stretch(pair.after, pair.bands_after, bundle, "after"))
     network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device))
     tiles = TileGrid(grid.width, grid.height, options.tile_size, options.overlap)
 
@@ -158,18 +154,6 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     pixel_areas = pixel_area_by_row(grid)
     counts = _Counts(pixel_areas)
 
-    def read_tiles() -> Iterator[_Tile]:
-        last_column = tiles.columns()[-1]
-        for x, y in tiles.positions():
-            pixels_b, valid_b = read_window(before_ds, bands_before, x, y, tiles.tile_width, tiles.tile_height, "before")
-            pixels_a, valid_a = read_window(aligned_after, bands_after, x, y, tiles.tile_width, tiles.tile_height, "after")
-            valid = valid_b & valid_a
-            yield _Tile(x, y, normalize(pixels_b, stretch_before, bundle.normalization) * valid,
-                        normalize(pixels_a, stretch_after, bundle.normalization) * valid, valid)
-            if x == last_column:  # a tile row is read: drop its blocks, or GDAL's cache grows with the image
-                for dataset in {id(d): d for d in (before_ds, aligned_after, after_ds)}.values():
-                    dataset.FlushCache()
-
     done = 0
     budget = _MemoryBudget(options.batch_size, max(tiles.tile_width, tiles.tile_height),
                            notify=lambda message: report(done / len(tiles), message))
@@ -177,11 +161,12 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         stack.enter_context(torch_threads(inference_threads(device)))
         writer = RasterOutputs(specs, grid)
         stack.callback(writer.abort)  # a no-op after commit
-        report(0.0, f"before {grid.width}×{grid.height} px, bands {list(bands_before)}; after bands "
-                    f"{list(bands_after)}; device {describe_device(device)}")
+        report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "
+                    f"{list(pair.bands_after)}; device {describe_device(device)}")
         blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
         rows = tiles.rows()
-        reader = stack.enter_context(Prefetcher(read_tiles(), depth=2 * options.batch_size))
+        reader = stack.enter_context(Prefetcher(_read_tiles(pair, tiles, stretches, bundle),
+                                                depth=2 * options.batch_size))
         writes = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH))  # closed before writer.abort runs
         for row_index, y in enumerate(rows):
             row_tiles = [next(reader) for _ in tiles.columns()]
@@ -216,6 +201,41 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         valid_area_m2=counts.valid_m2 if pixel_areas is not None else None,
         threshold=threshold, device=describe_device(device), seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
+
+
+@dataclass
+class _Pair:
+    """The inputs as read: the before image, the after image on its grid, and the chosen bands."""
+
+    before: gdal.Dataset
+    after: gdal.Dataset  # on the before grid
+    after_source: gdal.Dataset  # as opened (the same as ``after`` when the grids agree)
+    bands_before: Tuple[int, ...]
+    bands_after: Tuple[int, ...]
+
+
+def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelBundle) -> _Pair:
+    before_ds = open_raster(before, "before")
+    after_ds = open_raster(after, "after")
+    bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
+    bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
+    return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after)
+
+
+def _read_tiles(pair: _Pair, tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
+                bundle: ModelBundle) -> Iterator[_Tile]:
+    """Normalised tiles, row by row; runs in the reader thread, the only user of the datasets then."""
+    last_column = tiles.columns()[-1]
+    width, height = tiles.tile_width, tiles.tile_height
+    for x, y in tiles.positions():
+        pixels_b, valid_b = read_window(pair.before, pair.bands_before, x, y, width, height, "before")
+        pixels_a, valid_a = read_window(pair.after, pair.bands_after, x, y, width, height, "after")
+        valid = valid_b & valid_a
+        yield _Tile(x, y, normalize(pixels_b, stretches[0], bundle.normalization) * valid,
+                    normalize(pixels_a, stretches[1], bundle.normalization) * valid, valid)
+        if x == last_column:  # a tile row is read: drop its blocks, or GDAL's cache grows with the image
+            for dataset in {id(d): d for d in (pair.before, pair.after, pair.after_source)}.values():
+                dataset.FlushCache()
 
 
 def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:
