@@ -72,7 +72,7 @@ TRAIN_PAIRS := oscd/abudhabi oscd/aguasclaras oscd/beihai oscd/bercy oscd/bordea
 	sztaki/tiszadob_1 sztaki/tiszadob_2 sztaki/tiszadob_4 sztaki/tiszadob_5 \
 	levir/test_121_0768_0256 levir/test_55_0256_0000 levir/train_36_0512_0512 levir/train_386_0512_0768 \
 	levir/train_412_0512_0768 dsifn/1_1 dsifn/2_4 dsifn/3_4 dsifn/5_3 dsifn/7_4 dsifn/9_3
-TRAIN_ARGS ?= --epochs 8 --iterations-per-epoch 100 --batch 8 --crop 256 --seed 0
+TRAIN_ARGS ?= --epochs 12 --iterations-per-epoch 100 --batch 8 --crop 256 --seed 0
 MODEL_OUT ?= $(OUT)/train/deepcl_default.pt
 
 .PHONY: train evaluate-default
