@@ -150,14 +150,17 @@ def test_refuses_images_that_do_not_overlap(deepcl_provider, tiny_model, tmp_pat
     assert "do not overlap" in check_message(ALG, params)
 
 
-def test_missing_bundled_model_is_explained(deepcl_provider, tmp_path):
-    from deepcl_qgis.paths import bundled_model_path
+def test_missing_bundled_model_is_explained(deepcl_provider, tmp_path, monkeypatch):
+    """A copy of the plugin without its model (e.g. a trimmed package) says so in user words."""
+    import deepcl_qgis.algorithms.detect_changes as algorithm_module
+    import deepcl_qgis.pair_checks as pair_checks
 
-    if bundled_model_path().is_file():
-        pytest.skip("a trained model is bundled")
+    missing = tmp_path / "models" / "deepcl_default.pt"
+    for module in (algorithm_module, pair_checks):
+        monkeypatch.setattr(module, "bundled_model_path", lambda: missing)
     folder = pair("levir", "test_55_0256_0000")
     params = _params(folder, Path("unused"), tmp_path)
-    del params["MODEL"]  # the default: the bundled model
+    params["MODEL"] = ""  # empty: the bundled model
     message = check_message(ALG, params)
     assert "No trained model is bundled" in message and "Model file" in message
 

@@ -25,6 +25,11 @@ class RunsCode:
         return (os.mkdir, (str(self.marker),))
 
 
+# The bad model files every front end must refuse (keys of the ``bad_models`` fixture).
+BAD_MODEL_CASES = ("empty", "truncated", "another_format_text", "another_format_state_dict",
+                   "newer_format_version", "another_band_count", "pickle_that_runs_code")
+
+
 def tiny_bundle(bands: Sequence[str] = ("red", "green", "blue")) -> ModelBundle:
     torch.manual_seed(0)
     config = NetworkConfig.from_dict({**TINY.to_dict(), "in_channels": len(bands)})

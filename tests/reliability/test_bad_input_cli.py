@@ -13,6 +13,7 @@ import pytest
 
 from deepcl_core.cli import main
 from deepcl_core.outputs import CHANGE_NODATA
+from reliability.models import BAD_MODEL_CASES
 from reliability.rasters import (BAD_IMAGES, SIZE, assert_on_grid, files_in, geotransform, in_other_crs, noise,
                                  read_band, write)
 
@@ -60,8 +61,7 @@ def test_bad_band_choice(capsys, good_pair, tiny_model_path, tmp_path, option, b
     assert files_in(out) == []
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "another_format_text", "another_format_state_dict",
-                                  "newer_format_version", "another_band_count", "pickle_that_runs_code"])
+@pytest.mark.parametrize("case", BAD_MODEL_CASES)
 def test_bad_model_file(capsys, good_pair, bad_models, tmp_path, case):
     cases, marker = bad_models
     model, words = cases[case]

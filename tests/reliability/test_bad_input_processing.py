@@ -10,6 +10,7 @@ from typing import Any, Dict, Sequence
 import numpy as np
 import pytest
 
+from reliability.models import BAD_MODEL_CASES
 from reliability.rasters import (BAD_IMAGES, SIZE, assert_on_grid, files_in, geotransform, in_other_crs, noise,
                                  read_band, write)
 
@@ -72,8 +73,7 @@ def test_bad_band_choice(deepcl_provider, good_pair, tiny_model_path, tmp_path, 
     assert files_in(out) == []
 
 
-@pytest.mark.parametrize("case", ["empty", "truncated", "another_format_text", "another_format_state_dict",
-                                  "newer_format_version", "another_band_count", "pickle_that_runs_code"])
+@pytest.mark.parametrize("case", BAD_MODEL_CASES)
 def test_bad_model_file(deepcl_provider, good_pair, bad_models, tmp_path, case):
     cases, marker = bad_models
     model, words = cases[case]
