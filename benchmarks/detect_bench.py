@@ -240,7 +240,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     wanted = [d.strip() for d in args.devices.split(",") if d.strip()]
     gpu = cuda_name()
     devices = [d for d in wanted if d == "cpu" or (d == "cuda" and gpu)]
-    gpu_note = None if gpu or "cuda" not in wanted else "GPU: not measured (no CUDA device on this machine)."
+    gpu_note = None if gpu or "cuda" not in wanted else (
+        "GPU: not measured end to end (no CUDA device on this machine); the network alone on an H100: "
+        "docs/benchmarks_gpu.md.")
     records = measure_all(args, devices)
     derive(records)
     print(f"\nModel: {records[0].get('model', '?')}\nMachine: {machine()}\n")

@@ -37,6 +37,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--iterations-per-epoch", type=int, default=200, help="steps per epoch (default 200)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     parser.add_argument("--bands", nargs="+", metavar="NAME", help="input band names (default red green blue)")
+    parser.add_argument("--no-calibrate", action="store_true",
+                        help="keep threshold 0.5 instead of choosing the model's threshold on the validation pairs")
     parser.set_defaults(handler=run_train)
 
 
@@ -49,7 +51,7 @@ def run_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, resume=args.resume,
         encoder=args.encoder, gamma=args.gamma, hscl_weight=args.hscl_weight, prior_guidance=not args.no_prior,
         crop=args.crop, batch_size=args.batch, iterations_per_epoch=args.iterations_per_epoch, lr=args.lr,
-        bands=args.bands, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
+        bands=args.bands, calibrate=not args.no_calibrate, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
     progress = TerminalProgress("train", sys.stderr)  # today's stderr, not the one at import
     try:
         result = train(options, progress=progress)
@@ -57,7 +59,7 @@ def run_train(args: argparse.Namespace) -> int:
         progress.finish()
     summary: Dict[str, Any] = {
         "model": str(result.out), "checkpoint": str(result.checkpoint), "epochs": result.epochs_completed,
-        "best_epoch": result.best_epoch, "validation": result.best_metrics, "train_pairs": len(result.train_pairs),
+        "best_epoch": result.best_epoch, "validation": result.best_metrics, "threshold": result.threshold, "train_pairs": len(result.train_pairs),
         "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
     print(json.dumps(summary, indent=2))
     return 0
@@ -100,4 +102,28 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-TRAIN_PARSERS = [add_train_parser, add_evaluate_parser]  # registered in cli.PARSER_BUILDERS
+def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser("calibrate", help="set a model's decision threshold on labelled pairs",
+                                 description="Choose the change-probability threshold that gives the highest F1 "
+                                             "pooled over the labelled pairs below DATA_DIR and write the model "
+                                             "with it (training does this on its validation pairs). Use pairs "
+                                             "that are not the ones the model will be judged on.")
+    parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="folder(s) searched for pairs")
+    parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
+    parser.add_argument("--out", type=Path, required=True, help="model file to write (may be --model itself)")
+    parser.add_argument("--tile", type=int, default=512, help="tile size, a multiple of 32 (default 512)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    parser.set_defaults(handler=run_calibrate)
+
+
+def run_calibrate(args: argparse.Namespace) -> int:
+    from .detect import bundled_model_path
+    from .training.calibration import calibrate_model
+
+    calibration = calibrate_model(args.model or bundled_model_path(), args.data_dirs, args.out, args.device,
+                                  args.tile)
+    print(json.dumps({"model": str(args.out), **calibration}, indent=2))
+    return 0
+
+
+TRAIN_PARSERS = [add_train_parser, add_evaluate_parser, add_calibrate_parser]  # registered in cli.PARSER_BUILDERS

@@ -98,7 +98,7 @@ The model the plugin and the command line use when no other is given. Generated 
   {list(bundle.config.metric_strides)} with distance maps, decoder guided by the distance map
   (prior guidance: {bundle.config.prior_guidance}); trained with BCE + Dice + hard-sample-aware contrastive loss.
 - Input: {len(bundle.bands)} bands ({", ".join(bundle.bands)}), each image stretched between its own
-  {bundle.normalization.low_percentile:g}th and {bundle.normalization.high_percentile:g}th percentiles; decision threshold {bundle.threshold}.
+  {bundle.normalization.low_percentile:g}th and {bundle.normalization.high_percentile:g}th percentiles; decision threshold {bundle.threshold:g}{_calibration(provenance)}.
 - File size {size_mb:.1f} MB, {sum(t.numel() for k, t in bundle.state_dict.items() if t.is_floating_point() and "running_" not in k):,} parameters.
 
 ## Training
@@ -126,8 +126,7 @@ Per pair:
 
 ## The paper's claims
 DeepCL against BCE + Dice alone for both encoders, gamma 2 against 0, and each variant's
-pseudo-change false-positive rate, with one budget and seed set: `make experiments` writes
-`docs/experiments.md`{_experiments_status()}.
+pseudo-change false-positive rate, with one budget and seed set{_experiments()}
 
 ## Data, licences and credit
 - OSCD: Caye Daudt, Le Saux, Boulch, Gousseau, "Urban Change Detection for Multispectral Earth
@@ -142,8 +141,10 @@ The weights inherit the most restrictive of these terms: research and non-commer
 ## Known limits
 - Trained on about thirty small scenes on a CPU: far less than published models see; expect
   lower accuracy on sensors, seasons and landscapes unlike these (10 m Sentinel-2 RGB, 0.5–2 m aerial RGB).
-- Where precision lies far below recall in the per-pair table, the 0.5 threshold is too low for
-  that kind of scene: raise it (panel slider, `--threshold`) and check the confidence layer.
+- One threshold serves every kind of scene. Where precision lies far below recall in the per-pair
+  table it is too low for that kind of scene, where recall lies far below precision too high: move it
+  (panel slider, `--threshold`) and check the confidence layer, or set it on your own labelled pairs
+  with `deepcl calibrate`.
 - RGB only: the NIR band of Sentinel-2 is not used.
 - Labels of the four data sets mean different things (SZTAKI marks only "relevant" change, LEVIR
   buildings), so "change" is a blend of their definitions.
@@ -154,9 +155,21 @@ def _short(pair: Dict) -> str:
     return f"{pair.get('group', '?')}/{pair['name']}"
 
 
-def _experiments_status() -> str:
+def _experiments() -> str:
+    """docs/experiments.md (written by ``make experiments``) without its title, or why it is missing."""
     report = ROOT / "docs" / "experiments.md"
-    return " (see there)" if report.is_file() else " (not run yet: it needs many CPU-hours or a GPU)"
+    if not report.is_file():
+        return ": `make experiments` writes `docs/experiments.md` (not run yet: it needs many CPU-hours or a GPU)."
+    body = report.read_text().split("\n", 2)[2].strip()
+    return f", from `docs/experiments.md` (`make experiments`):\n\n{body}"
+
+
+def _calibration(provenance: Dict) -> str:
+    calibration = provenance.get("threshold_calibration")
+    if not calibration:
+        return " (not calibrated)"
+    return (f", chosen on the validation pairs ({', '.join(calibration['pairs'])}) as the highest pooled F1 "
+            f"({calibration['f1']:.3f}, against {calibration['f1_at_0.5']:.3f} at 0.5; `make calibrate-default`)")
 
 
 def _notes(provenance: Dict) -> str:

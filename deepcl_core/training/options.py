@@ -34,7 +34,8 @@ class TrainOptions:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     bands: Optional[Sequence[str]] = None  # None: red, green, blue, or the --init model's
-    threshold: float = 0.5
+    threshold: float = 0.5  # for validation F1 while training; the model's own when not calibrated
+    calibrate: bool = True  # the model's threshold chosen on the validation pairs (training/calibration.py)
     pretrained: bool = True  # ImageNet weights for a new MobileNetV2 encoder
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     val_tile: int = 512
@@ -78,3 +79,4 @@ class TrainResult:
     train_pairs: List[str]
     val_pairs: List[str]
     seconds: float  # training time over all runs (a resumed run adds to the earlier ones)
+    threshold: float  # the model's decision threshold (calibrated on the validation pairs, or ``threshold``)

@@ -21,6 +21,7 @@ from ..model import DeepCLNet, NetworkConfig, build_network
 from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
 from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
+from .calibration import calibrate_threshold
 from .checkpoint import checkpoint_path_for, load_checkpoint, save_checkpoint
 from .inference import pair_confusion
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
@@ -90,15 +91,22 @@ def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
         report(epoch / options.epochs, _epoch_message(state, epoch, options.epochs))
         LOG.info(_epoch_message(state, epoch, options.epochs))
 
+    calibration = None
+    if options.calibrate and val_pairs:
+        report(1.0, "choosing the decision threshold on the validation pairs")
+        network.load_state_dict(state["best_state"])
+        calibration = calibrate_threshold(network, val_pairs, device, options.val_tile)
     bundle = ModelBundle(config=setup.config, state_dict=state["best_state"], bands=setup.bands,
-                         normalization=setup.normalization, threshold=options.threshold,
+                         normalization=setup.normalization,
+                         threshold=calibration["threshold"] if calibration else options.threshold,
                          provenance=training_provenance(options, train_files, val_files, loss_config, device,
-                                                        setup.encoder_init, state, setup.parent))
+                                                        setup.encoder_init, state, setup.parent, calibration))
     save_model(bundle, out)
     return TrainResult(out=out, checkpoint=checkpoint_path, epochs_completed=int(state["epoch"]),
                        best_epoch=int(state["best_epoch"]), best_metrics=dict(state["best_metrics"].get("pooled", {})),
                        history=list(state["history"]), train_pairs=[p.name for p in train_files],
-                       val_pairs=[p.name for p in val_files], seconds=float(state["seconds"]))
+                       val_pairs=[p.name for p in val_files], seconds=float(state["seconds"]),
+                       threshold=bundle.threshold)
 
 
 def _model_setup(options: TrainOptions) -> _Setup:

@@ -1,0 +1,69 @@
+"""The model's decision threshold chosen on labelled pairs: the rule on hand-made scores, then
+training and ``deepcl calibrate`` on real pairs writing the chosen threshold into the model file."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from deepcl_core.cli import main
+from deepcl_core.metrics import Confusion
+from deepcl_core.model_file import load_model
+from deepcl_core.training.calibration import CANDIDATES, best_threshold, confusions_by_threshold
+
+from test_training import LEVIR, VAL_DIRS
+
+
+def test_the_threshold_of_highest_pooled_f1_is_chosen():
+    # Changed pixels score 0.3, unchanged 0.1: every t in (0.1, 0.3] separates them (F1 = 1), and of
+    # those 0.3 lies nearest the training boundary 0.5.
+    probability = np.array([[0.3, 0.3, 0.1, 0.1], [0.1, 0.1, 0.1, 0.3]], np.float32)
+    label = (probability >= 0.3).astype(np.uint8)
+    valid = np.ones_like(label, bool)
+    confusions = confusions_by_threshold(probability, label, valid)
+    assert confusions[0.3] == Confusion(tp=3, fp=0, fn=0, tn=5)
+    assert confusions[0.5] == Confusion(tp=0, fp=0, fn=3, tn=5)
+    assert best_threshold(confusions) == 0.3
+
+
+def test_invalid_pixels_do_not_count():
+    # Valid: changed at 0.95, unchanged at 0.1, so every t in (0.1, 0.95] is perfect and 0.5 is chosen.
+    # Counting the invalid unchanged pixels at 0.9 would push the choice to 0.95.
+    probability = np.array([0.95, 0.95, 0.1, 0.1, 0.9, 0.9], np.float32)
+    label = np.array([1, 1, 0, 0, 0, 0], np.uint8)
+    valid = np.array([True, True, True, True, False, False])
+    assert best_threshold(confusions_by_threshold(probability, label, valid)) == 0.5
+    assert best_threshold(confusions_by_threshold(probability, label, np.ones(6, bool))) == 0.95
+
+
+@pytest.mark.skipif(not LEVIR.is_dir(), reason="real data not found")
+def test_training_stores_the_threshold_chosen_on_validation(tmp_path):
+    from test_training import small_options
+    from deepcl_core.training import train
+
+    result = train(small_options(tmp_path / "model.pt", epochs=1))
+    bundle = load_model(result.out)
+    calibration = bundle.provenance["threshold_calibration"]
+    assert bundle.threshold == result.threshold == calibration["threshold"] in CANDIDATES
+    assert calibration["pairs"] == ["val_27_0000_0256"] and calibration["f1"] >= calibration["f1_at_0.5"]
+    unchanged = train(small_options(tmp_path / "plain.pt", epochs=1, calibrate=False))
+    assert load_model(unchanged.out).threshold == 0.5
+
+
+@pytest.mark.skipif(not LEVIR.is_dir(), reason="real data not found")
+def test_cli_calibrate_rewrites_only_the_threshold(tiny_model_path, tmp_path, capsys):
+    out = tmp_path / "calibrated.pt"
+    assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(out), "--device", "cpu",
+                 *map(str, VAL_DIRS)]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    before, after = load_model(tiny_model_path), load_model(out)
+    assert after.threshold == printed["threshold"] and printed["previous_threshold"] == before.threshold
+    assert after.provenance["threshold_calibration"]["pairs"] == ["val_27_0000_0256"]
+    assert all(np.array_equal(before.state_dict[k], after.state_dict[k]) for k in before.state_dict)
+
+
+def test_cli_calibrate_without_pairs_exits_2(tiny_model_path, tmp_path, capsys):
+    assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"),
+                 str(tmp_path)]) == 2
+    assert "no labelled pairs" in capsys.readouterr().err
