@@ -70,10 +70,18 @@ class DetectOptions:
 
 @dataclass
 class DetectOutputs:
+    """Where the results go; paths as ``str`` or ``os.PathLike`` (kept as :class:`Path`)."""
+
     change: Path
     confidence: Path
     distance: Optional[Path] = None
     polygons: Optional[Path] = None
+
+    def __post_init__(self) -> None:
+        for name in ("change", "confidence", "distance", "polygons"):
+            value = getattr(self, name)
+            if value is not None:
+                setattr(self, name, Path(value))
 
     def rasters(self) -> List[Path]:
         return [p for p in (self.change, self.confidence, self.distance) if p is not None]

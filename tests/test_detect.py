@@ -104,6 +104,15 @@ def assert_contract(outputs: DetectOutputs, before: Path, expect_crs: bool = Tru
 
 # --- the real grid-mismatch case ---------------------------------------------------------------
 
+def test_paths_may_be_plain_strings(levir_pair, tiny_model, tmp_path):
+    """As in the README's Python example: str paths everywhere."""
+    before, after = levir_pair
+    result = detect_changes(str(before), str(after), DetectOutputs(change=str(tmp_path / "c.tif"),
+                                                                   confidence=str(tmp_path / "f.tif")),
+                            DetectOptions(**FAST), model=tiny_model)
+    assert result.outputs.change == tmp_path / "c.tif" and (tmp_path / "f.tif").is_file()
+
+
 @pytest.fixture(scope="module")
 def oscd_run(oscd_mismatch_pair, tiny_model, tmp_path_factory):
     """Detection on the abudhabi crop, at a threshold low enough that about 15 % of the pixels
