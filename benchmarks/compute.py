@@ -54,7 +54,7 @@ def random_tiles(count: int, side: int, bands: int = 3, seed: int = 0) -> Tuple[
 def network_seconds(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
                     batch: int, repeats: int = 1) -> float:
     """Best of ``repeats`` times to run ``network`` over the tiles in batches, after one warm-up
-    batch; the same :func:`run_network` (padding, autocast on CUDA, copies back) as detection."""
+    batch; the same :func:`run_network` (padding, copies back) as detection."""
     run_network(network, before[:batch], after[:batch], device, False)
     best = float("inf")
     for _ in range(repeats):
@@ -67,15 +67,16 @@ def network_seconds(network: torch.nn.Module, before: np.ndarray, after: np.ndar
     return best
 
 
-def inference_network(bundle: ModelBundle, device: torch.device) -> torch.nn.Module:
+def inference_network(bundle: ModelBundle, device: torch.device, precision: str = "auto") -> torch.nn.Module:
     """The network as detection runs it (same preparation as ``detect_changes``)."""
-    return prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device))
+    return prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
+                                 precision=precision)
 
 
 def compute_bound(bundle: ModelBundle, before: np.ndarray, after: np.ndarray, device: torch.device,
                   options: DetectOptions, repeats: int = 2) -> float:
     """Seconds per tile of the network alone on real tiles in memory, same batch and precision."""
-    network = inference_network(bundle, device)
+    network = inference_network(bundle, device, options.precision)
     with torch_threads(inference_threads(device)):  # the threads detection runs with
         return network_seconds(network, before, after, device, options.batch_size, repeats) / len(before)
 

@@ -199,8 +199,8 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         "",
         f"- Command: `{command}`",
         f"- Machine: {machine()}",
-        f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch {args.batch}; fp32 on the CPU, "
-        "fp16 autocast on CUDA",
+        f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch {args.batch}; precision {args.precision} "
+        f"({_precisions(args.precision)}; the naive baseline: fp32)",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
         "file to file (reading, aligning, normalising, network, blending, writing change and confidence). "
@@ -225,6 +225,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 elsewhere), fp32 or bf16")
     parser.add_argument("--model", type=Path, help="model file; default: the bundled model, else MobileNetV2 + ImageNet")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the generated pairs are kept")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="Markdown file for the table")
@@ -233,6 +234,15 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     args.sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     args.runs = [r.strip() for r in args.runs.split(",") if r.strip()]
     return args
+
+
+def _precisions(precision: str) -> str:
+    import torch
+
+    from deepcl_core.model.inference import autocast_dtype, precision_name
+
+    return ", ".join(f"{precision_name(autocast_dtype(torch.device(d), precision))} on {d.upper() if d == 'cpu' else 'CUDA'}"
+                     for d in ("cpu", "cuda"))
 
 
 def main(argv: Optional[List[str]] = None) -> int:

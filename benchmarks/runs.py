@@ -69,7 +69,8 @@ def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, fol
 def detect_options(args: argparse.Namespace):
     from deepcl_core.detect import DetectOptions
 
-    return DetectOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device)
+    return DetectOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
+                         precision=args.precision)
 
 
 def child(argv: Optional[List[str]] = None) -> int:
@@ -95,7 +96,7 @@ def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
     """Run one kind of run on one size in a child process; adds its peak RSS and megapixels/s."""
     command = [sys.executable, "-m", "benchmarks.runs", "--run", run, "--size", str(size), "--device", device,
                "--cache", str(args.cache), "--tile", str(args.tile), "--overlap", str(args.overlap),
-               "--batch", str(args.batch)]
+               "--batch", str(args.batch), "--precision", args.precision]
     if args.model:
         command += ["--model", str(args.model)]
     with tempfile.TemporaryFile("w+") as stdout:
@@ -120,6 +121,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=512)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as detection takes it")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
     return parser.parse_args(argv)

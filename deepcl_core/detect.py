@@ -19,7 +19,8 @@ from osgeo import gdal
 from .area import pixel_area_by_row
 from .device import describe_device, resolve_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
-from .model.inference import inference_threads, prefers_channels_last, prepare_for_inference, torch_threads
+from .model.inference import (PRECISIONS, inference_threads, precision_name, prefers_channels_last,
+                              prepare_for_inference, torch_threads)
 from .model_file import ModelBundle, load_model
 from .normalization import ImageStretch, normalize
 from .outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs, RasterSpec, check_output_paths
@@ -50,6 +51,7 @@ class DetectOptions:
     overlap: int = 64
     batch_size: int = 4
     device: str = "auto"
+    precision: str = "auto"  # "auto": fp16 on CUDA, else fp32; "fp32"; "bf16" (opt-in, see autocast_dtype)
     min_area: float = 0.0  # for polygons: m² (pixels when not georeferenced)
     overwrite: bool = False
 
@@ -66,6 +68,8 @@ class DetectOptions:
             raise InputError(f"threshold must lie between 0 and 1 (exclusive); got {self.threshold}")
         if self.min_area < 0:
             raise InputError(f"minimum area must not be negative; got {self.min_area}")
+        if self.precision not in PRECISIONS:
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 
 
 @dataclass
@@ -96,6 +100,7 @@ class DetectionResult:
     valid_area_m2: Optional[float]
     threshold: float
     device: str
+    precision: str  # "fp32", "bf16 mixed" or "fp16 mixed"
     seconds: float
     tiles: int
     polygons: Optional[int] = None
@@ -152,7 +157,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     grid = Grid.of(pair.before)
     stretches = (_image_stretch(pair.before, pair.bands_before, bundle, "before"),
                  _image_stretch(pair.after, pair.bands_after, bundle, "after"))
-    network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device))
+    network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
+                                    precision=options.precision)
     tiles = TileGrid(grid.width, grid.height, options.tile_size, options.overlap)
 
     specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
@@ -207,7 +213,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         outputs=outputs, changed_pixels=counts.changed, valid_pixels=counts.valid,
         changed_area_m2=counts.changed_m2 if pixel_areas is not None else None,
         valid_area_m2=counts.valid_m2 if pixel_areas is not None else None,
-        threshold=threshold, device=describe_device(device), seconds=time.perf_counter() - started,
+        threshold=threshold, device=describe_device(device), precision=precision_name(network.dtype),
+        seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
 
 
@@ -290,8 +297,7 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
             mode = "reflect" if pad_h < height and pad_w < width else "replicate"
             x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode=mode)
             x2 = F.pad(x2, (0, pad_w, 0, pad_h), mode=mode)
-        with torch.autocast(device.type, dtype=torch.float16, enabled=device.type == "cuda"):
-            output = network(x1, x2)
+        output = network(x1, x2)  # in mixed precision when it is a prepared (MixedPrecision) network
         probability = torch.sigmoid(output.logit.float())[:, 0, :height, :width]
         distance = None
         if with_distance:

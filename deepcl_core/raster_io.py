@@ -184,6 +184,9 @@ def _check_overlap(target: Grid, after: gdal.Dataset) -> None:
         raise InputError("the before and after images do not overlap; choose two images of the same area")
 
 
+_FLOATING_TYPES = {gdal.GDT_Float32, gdal.GDT_Float64, gdal.GDT_CFloat32, gdal.GDT_CFloat64}
+
+
 def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, width: int, height: int,
                 role: str) -> Tuple[np.ndarray, np.ndarray]:
     """Pixels (bands, h, w) as float32 and validity (h, w) bool for one window. A pixel is valid
@@ -191,10 +194,11 @@ def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, wid
     every value is finite."""
     pixels = np.empty((len(bands), height, width), np.float32)
     valid = np.ones((height, width), bool)
-    alpha_used = False
+    alpha_used = floating = False
     with collect_gdal_errors() as errors:
         for i, index in enumerate(bands):
             band = dataset.GetRasterBand(index)
+            floating |= band.DataType in _FLOATING_TYPES
             data = band.ReadAsArray(x, y, width, height, buf_type=gdal.GDT_Float32)
             if data is None:
                 raise InputError(f"cannot read the {role} image at pixel ({x}, {y}): "
@@ -207,7 +211,8 @@ def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, wid
         alpha = _alpha_band(dataset)
         if alpha is not None and not alpha_used:
             valid &= _read_mask(alpha, x, y, width, height, role, errors)
-    valid &= np.isfinite(pixels).all(axis=0)
+    if floating:  # integers read as float32 are always finite: skip a pass over the tile
+        valid &= np.isfinite(pixels).all(axis=0)
     return pixels, valid
 
 
