@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deepcl_core.detect import DetectOptions, run_network
-from deepcl_core.model.inference import (inference_threads, prefers_channels_last, prepare_for_inference,
+from deepcl_core.model.inference import (default_batch_size, inference_threads, prefers_channels_last, prepare_for_inference,
                                          torch_threads)
 from deepcl_core.model_file import ModelBundle
 
@@ -78,7 +78,8 @@ def compute_bound(bundle: ModelBundle, before: np.ndarray, after: np.ndarray, de
     """Seconds per tile of the network alone on real tiles in memory, same batch and precision."""
     network = inference_network(bundle, device, options.precision)
     with torch_threads(inference_threads(device)):  # the threads detection runs with
-        return network_seconds(network, before, after, device, options.batch_size, repeats) / len(before)
+        batch = options.batch_size or default_batch_size(device)
+        return network_seconds(network, before, after, device, batch, repeats) / len(before)
 
 
 def flops_per_tile(bundle: ModelBundle, side: int, bands: int) -> float:

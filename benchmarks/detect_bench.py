@@ -199,7 +199,7 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         "",
         f"- Command: `{command}`",
         f"- Machine: {machine()}",
-        f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch {args.batch}; precision {args.precision} "
+        f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch {args.batch or 'the device default (1 on the CPU, 8 on CUDA)'}; precision {args.precision} "
         f"({_precisions(args.precision)}; the naive baseline: fp32)",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
@@ -222,9 +222,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--sizes", default="2048,8192", help="image sizes in pixels, comma-separated (default 2048,8192)")
     parser.add_argument("--devices", default="cpu,cuda", help="cpu and/or cuda; cuda is skipped when absent")
     parser.add_argument("--runs", default=",".join(RUNS + ("otb",)), help="which runs (default: all)")
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=768)
     parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="0: the device's default, as detection")
     parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 elsewhere), fp32 or bf16")
     parser.add_argument("--model", type=Path, help="model file; default: the bundled model, else MobileNetV2 + ImageNet")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the generated pairs are kept")

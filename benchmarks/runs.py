@@ -53,11 +53,11 @@ def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, fol
 
     from benchmarks.compute import compute_bound, flops_per_tile, matmul_peak, sample_tiles
     from deepcl_core.device import describe_device, resolve_device
-    from deepcl_core.model.inference import inference_threads
+    from deepcl_core.model.inference import default_batch_size, inference_threads
 
     device = resolve_device(args.device)
     options = detect_options(args)
-    count = options.batch_size * (4 if device.type == "cuda" else 2)
+    count = (options.batch_size or default_batch_size(device)) * (4 if device.type == "cuda" else 2)
     tiles_b, tiles_a, tiles = sample_tiles(before, after, bundle, options, count)
     per_tile = compute_bound(bundle, tiles_b, tiles_a, device, options, repeats=3 if device.type == "cuda" else 2)
     peak, peak_what = matmul_peak(device)
@@ -69,7 +69,7 @@ def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, fol
 def detect_options(args: argparse.Namespace):
     from deepcl_core.detect import DetectOptions
 
-    return DetectOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch, device=args.device,
+    return DetectOptions(tile_size=args.tile, overlap=args.overlap, batch_size=args.batch or None, device=args.device,
                          precision=args.precision)
 
 
@@ -118,9 +118,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--run", choices=RUNS, required=True)
     parser.add_argument("--size", type=int, required=True)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=768)
     parser.add_argument("--overlap", type=int, default=64)
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=0, help="0: the device's default")
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as detection takes it")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")

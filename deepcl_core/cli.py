@@ -42,9 +42,9 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--bands-before", type=band_list, help="1-based bands of BEFORE, e.g. 1,2,3")
     parser.add_argument("--bands-after", type=band_list, help="1-based bands of AFTER, e.g. 1,2,3")
     parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's")
-    parser.add_argument("--tile", type=int, default=512, help="tile size in pixels, a multiple of 32 (default 512)")
+    parser.add_argument("--tile", type=int, default=768, help="tile size in pixels, a multiple of 32 (default 768)")
     parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)")
-    parser.add_argument("--batch", type=int, default=4, help="tiles per batch (default 4)")
+    parser.add_argument("--batch", type=int, help="tiles per batch (default: 1 on the CPU, 8 on CUDA, 4 on MPS)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto (default): fp16 on CUDA, fp32 elsewhere; fp32: everywhere; bf16: about twice "

@@ -76,7 +76,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--classical", action="store_true",
                         help="also report change-vector analysis and OTB MAD (Otsu thresholds) on the same pairs")
     parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's")
-    parser.add_argument("--tile", type=int, default=512, help="tile size, a multiple of 32 (default 512)")
+    parser.add_argument("--tile", type=int, default=768, help="tile size, a multiple of 32 (default 768)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_evaluate)
 

@@ -34,9 +34,9 @@ class EvaluateOptions:
     pseudo_change: bool = False
     device: str = "auto"
     threshold: Optional[float] = None  # None: the model's
-    tile_size: int = 512
+    tile_size: int = 768
     overlap: int = 64
-    batch_size: int = 4
+    batch_size: Optional[int] = None  # None: the device's default
     seed: int = 0  # of the pseudo-change transforms
 
 

@@ -88,6 +88,13 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
     return {None: "fp32", torch.float16: "fp16 mixed", torch.bfloat16: "bf16 mixed"}.get(dtype, str(dtype))
 
 
+def default_batch_size(device: torch.device) -> int:
+    """Tiles per network call: one on the CPU, where a single 768² tile keeps the activations in
+    cache (batch 1 ran 1.4× faster per pixel than batch 4); eight on CUDA, where the GPU needs about
+    four megapixels per call to fill up (docs/benchmarks_gpu.md); four elsewhere (MPS: unmeasured)."""
+    return {"cpu": 1, "cuda": 8}.get(device.type, 4)
+
+
 def prefers_channels_last(device: torch.device) -> bool:
     """NHWC: what cuDNN's tensor cores want under mixed precision, and on the CPU oneDNN runs the
     depthwise convolutions of MobileNetV2 about 1.5× faster in it (benchmarks/levers.py)."""

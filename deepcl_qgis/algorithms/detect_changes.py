@@ -107,15 +107,16 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
              self.tr("Only detect change inside these polygons; outside them the outputs are nodata and "
                      "nothing counts in the changed area. Needs georeferenced images."), False),
             (QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (pixels)"),
-                                          QgsProcessingParameterNumber.Integer, 512, False, 32, 4096),
+                                          QgsProcessingParameterNumber.Integer, 768, False, 32, 4096),
              self.tr("The network works on tiles of this size (a multiple of 32). Smaller tiles use less "
                      "memory."), True),
             (QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels)"),
                                           QgsProcessingParameterNumber.Integer, 64, False, 0, 2047),
              self.tr("Overlap between neighbouring tiles, blended to hide seams; under half the tile size."), True),
             (QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles)"),
-                                          QgsProcessingParameterNumber.Integer, 4, False, 1, 256),
-             self.tr("Tiles the network processes at once; lower it if the GPU runs out of memory."), True),
+                                          QgsProcessingParameterNumber.Integer, 0, False, 0, 256),
+             self.tr("Tiles the network processes at once. 0: the device's default (1 on the CPU, 8 on "
+                     "CUDA, 4 on MPS); when the GPU runs out of memory the batch is lowered by itself."), True),
             (QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), self.PRECISIONS, defaultValue="auto",
                                         usesStaticStrings=True),
              self.tr("auto: fp16 on NVIDIA GPUs, fp32 elsewhere. fp32: full precision everywhere. bf16: "
@@ -224,7 +225,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
-            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
+            batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "auto",
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),

@@ -85,7 +85,8 @@ class PanelForm(QWidget):
         form = QFormLayout(box)
         self.tile_spin = _spin(32, 4096, 32, " px", "Tiles the network works on; smaller ones use less memory.")
         self.overlap_spin = _spin(0, 2047, 16, " px", "Overlap between tiles, blended to hide seams.")
-        self.batch_spin = _spin(1, 256, 1, "", "Tiles processed at once; lower it if the GPU runs out of memory.")
+        self.batch_spin = _spin(0, 256, 1, "", "Tiles processed at once; auto: 1 on the CPU, 8 on CUDA, 4 on MPS.")
+        self.batch_spin.setSpecialValueText("auto")  # shown for 0
         self.polygons_check = QCheckBox("Write change polygons (GeoPackage)")
         self.min_area_spin = QgsDoubleSpinBox()
         self.min_area_spin.setRange(0.0, 1e9)

@@ -15,6 +15,7 @@ from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..dependencies import missing_dependencies
+from ..engine import core_module
 from ..paths import bundled_model_path
 from . import layer_choice, result_layers
 from .detection_run import DetectionRun
@@ -59,7 +60,7 @@ class DeepCLDock(QgsDockWidget):
         form.cancel_button.clicked.connect(self.cancel)
         form.install_button.clicked.connect(self.open_installer)
         form.diagnostics_button.clicked.connect(self.open_diagnostics)
-        form.model_widget.fileChanged.connect(lambda _path: self._update_model_note())
+        form.model_widget.fileChanged.connect(lambda _path: self._on_model_changed())
         self.project.legendLayersAdded.connect(self._on_layers_added)  # once in the layer tree
 
     def _on_layers_added(self, _layers: list) -> None:
@@ -89,8 +90,7 @@ class DeepCLDock(QgsDockWidget):
         form = self.form
         self._set_layers(*self._remembered_or_preselected(choices))
         form.model_widget.setFilePath(choices.model_path)
-        form.threshold_slider.setValue(round(choices.threshold * 100))
-        self._on_threshold_moved(form.threshold_slider.value())
+        self._set_threshold(choices.threshold if choices.threshold >= 0 else self._model_threshold())
         form.device_combo.setCurrentIndex(max(0, form.device_combo.findData(choices.device)))
         form.tile_spin.setValue(choices.tile_size)
         form.overlap_spin.setValue(choices.overlap)
@@ -149,6 +149,26 @@ class DeepCLDock(QgsDockWidget):
     def model_path(self) -> Path:
         chosen = self.form.model_widget.filePath().strip()
         return Path(chosen) if chosen else bundled_model_path()
+
+    def _on_model_changed(self) -> None:
+        """Another model brings its own decision threshold (chosen on its validation pairs)."""
+        self._update_model_note()
+        self._set_threshold(self._model_threshold())
+
+    def _model_threshold(self) -> float:
+        """The chosen model's threshold; 0.5 while the file cannot be read (the run will say why)."""
+        try:
+            return float(core_module("model_file").load_model(self.model_path()).threshold)
+        except Exception:  # any unreadable or missing file: detection reports it properly
+            return 0.5
+
+    def _set_threshold(self, threshold: float) -> None:
+        """Show ``threshold`` without re-classifying the last run (only the user's moves do that)."""
+        slider = self.form.threshold_slider
+        slider.blockSignals(True)
+        slider.setValue(round(threshold * 100))
+        slider.blockSignals(False)
+        self.form.threshold_label.setText(f"{slider.value() / 100:.2f}")
 
     def _update_model_note(self) -> None:
         if not self.form.model_widget.filePath().strip() and not bundled_model_path().is_file():

@@ -17,11 +17,11 @@ class PanelChoices:
     before_source: str = ""
     after_source: str = ""
     model_path: str = ""  # empty: the bundled model
-    threshold: float = 0.5
+    threshold: float = -1.0  # below 0: the chosen model's own threshold
     device: str = "auto"
-    tile_size: int = 512
+    tile_size: int = 768
     overlap: int = 64
-    batch_size: int = 4
+    batch_size: int = 0  # 0: the device's default
     polygons: bool = False
     min_area: float = 0.0
     output_folder: str = ""  # empty: a temporary folder

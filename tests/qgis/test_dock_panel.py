@@ -204,3 +204,18 @@ def test_a_pair_added_after_the_panel_opened_is_offered(panel):
     after = add_raster(image(folder, "after"), "dsifn_1_1 after")
     before = add_raster(image(folder, "before"), "dsifn_1_1 before")
     assert dock.form.before_combo.currentLayer() is before and dock.form.after_combo.currentLayer() is after
+
+
+def test_the_threshold_follows_the_chosen_model(panel, tiny_model_path, tmp_path):
+    """A model brings the threshold chosen on its validation pairs; the slider starts there."""
+    from deepcl_core.detect import bundled_model_path
+    from deepcl_core.model_file import load_model, save_model
+
+    dock = panel()
+    bundle = load_model(tiny_model_path)
+    bundle.threshold = 0.35
+    save_model(bundle, tmp_path / "threshold_035.pt")
+    dock.form.model_widget.setFilePath(str(tmp_path / "threshold_035.pt"))
+    assert dock.threshold() == pytest.approx(0.35) and dock.form.threshold_label.text() == "0.35"
+    dock.form.model_widget.setFilePath("")  # back to the bundled model
+    assert dock.threshold() == pytest.approx(load_model(bundled_model_path()).threshold)
