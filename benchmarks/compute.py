@@ -11,8 +11,8 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deepcl_core.detect import DetectOptions, run_network
-from deepcl_core.model.inference import (default_batch_size, inference_threads, prefers_channels_last, prepare_for_inference,
-                                         torch_threads)
+from deepcl_core.model.inference import (autocast_dtype, default_batch_size, inference_threads,
+                                         prefers_channels_last, prepare_for_inference, torch_threads)
 from deepcl_core.model_file import ModelBundle
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -92,15 +92,16 @@ def flops_per_tile(bundle: ModelBundle, side: int, bands: int) -> float:
     return float(counter.get_total_flops())
 
 
-def matmul_peak(device: torch.device, size: int = 4096, repeats: int = 3) -> Tuple[float, str]:
-    """GFLOP/s of a large square matrix multiply on ``device`` with the threads detection uses: fp32
-    on the CPU, fp16 on CUDA (the precision detection runs there). Returns (GFLOP/s, what)."""
+def matmul_peak(device: torch.device, precision: str = "auto", size: int = 4096,
+                repeats: int = 3) -> Tuple[float, str]:
+    """GFLOP/s of a large square matrix multiply on ``device`` with the threads and in the type
+    detection uses for ``precision`` (fp32, or its autocast type). Returns (GFLOP/s, what)."""
+    dtype = autocast_dtype(device, precision) or torch.float32
     with torch_threads(inference_threads(device)):
-        return _matmul_peak(device, size, repeats)
+        return _matmul_peak(device, dtype, size, repeats)
 
 
-def _matmul_peak(device: torch.device, size: int, repeats: int) -> Tuple[float, str]:
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+def _matmul_peak(device: torch.device, dtype: torch.dtype, size: int, repeats: int) -> Tuple[float, str]:
     size = 8192 if device.type == "cuda" else size
     a = torch.randn(size, size, device=device, dtype=dtype)
     b = torch.randn(size, size, device=device, dtype=dtype)

@@ -57,10 +57,12 @@ def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, fol
 
     device = resolve_device(args.device)
     options = detect_options(args)
-    count = (options.batch_size or default_batch_size(device)) * (4 if device.type == "cuda" else 2)
+    # At least eight tiles, whole batches of them: two tiles timed twice swung the bound by ±20 %.
+    batch = options.batch_size or default_batch_size(device)
+    count = batch * max(4 if device.type == "cuda" else 2, -(-8 // batch))
     tiles_b, tiles_a, tiles = sample_tiles(before, after, bundle, options, count)
     per_tile = compute_bound(bundle, tiles_b, tiles_a, device, options, repeats=3 if device.type == "cuda" else 2)
-    peak, peak_what = matmul_peak(device)
+    peak, peak_what = matmul_peak(device, args.precision)
     return {"seconds": per_tile * tiles, "tiles": tiles, "device": describe_device(device),
             "flops_per_tile": flops_per_tile(bundle, options.tile_size, tiles_b.shape[1]),
             "peak_gflops": peak, "peak_what": peak_what, "threads": inference_threads(device) or torch.get_num_threads()}
