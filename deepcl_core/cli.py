@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
@@ -15,6 +16,7 @@ from .errors import DeepCLError
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a command cut off by a closed pipe
 
 
 def band_list(text: str) -> List[int]:
@@ -126,6 +128,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print("deepcl: interrupted; no output was written", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # the reader of our output left (e.g. `| head`): the work itself is done
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return EXIT_BROKEN_PIPE
     except Exception as exc:  # a bug: say so in one line, with a way to get the details
         if args.debug:
             raise

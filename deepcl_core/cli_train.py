@@ -59,7 +59,8 @@ def run_train(args: argparse.Namespace) -> int:
         progress.finish()
     summary: Dict[str, Any] = {
         "model": str(result.out), "checkpoint": str(result.checkpoint), "epochs": result.epochs_completed,
-        "best_epoch": result.best_epoch, "validation": result.best_metrics, "threshold": result.threshold, "train_pairs": len(result.train_pairs),
+        "best_epoch": result.best_epoch, "validation": result.best_metrics, "threshold": result.threshold,
+        "train_pairs": len(result.train_pairs),
         "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
     print(json.dumps(summary, indent=2))
     return 0
@@ -111,7 +112,7 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="folder(s) searched for pairs")
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
     parser.add_argument("--out", type=Path, required=True, help="model file to write (may be --model itself)")
-    parser.add_argument("--tile", type=int, default=512, help="tile size, a multiple of 32 (default 512)")
+    parser.add_argument("--tile", type=int, default=768, help="tile size, a multiple of 32 (default 768, as detection)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_calibrate)
 

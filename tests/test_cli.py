@@ -181,3 +181,16 @@ def test_info_prints_the_contract(tiny_model_path):
 @pytest.mark.parametrize("which", ["corrupt_model", "text"])
 def test_info_on_a_bad_model_file(bad_inputs, which):
     assert_one_line_error(deepcl("info", bad_inputs[which]), "model file")
+
+
+def test_a_closed_output_pipe_is_no_internal_error(tiny_model_path):
+    """`deepcl info MODEL | head -1`: the reader leaves early; the command ends quietly with 141."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write now fails with EPIPE
+    try:
+        done = subprocess.run([sys.executable, "-m", "deepcl_core", "info", str(tiny_model_path)],
+                              stdout=write_end, stderr=subprocess.PIPE, text=True, timeout=120)
+    finally:
+        os.close(write_end)
+    assert done.returncode == 141, done.stderr
+    assert "error" not in done.stderr.lower()

@@ -54,7 +54,7 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
 
 
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
-                    tile: int = 512) -> Dict[str, object]:
+                    tile: int = 768) -> Dict[str, object]:
     """Choose ``model``'s threshold on the labelled pairs below ``data_dirs`` and write the model,
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``). Returns the calibration."""
     from ..device import resolve_device

@@ -26,7 +26,8 @@ def hardware(device: torch.device) -> Dict[str, Any]:
 
 def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles], val_pairs: Sequence[PairFiles],
                         loss: LossConfig, device: torch.device, encoder_init: str, checkpoint: Dict[str, Any],
-                        parent: Optional[Dict[str, Any]], calibration: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                        parent: Optional[Dict[str, Any]],
+                        calibration: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
     validation = ("folders " + ", ".join(str(d) for d in options.val_dirs) if options.val_dirs
                   else f"fraction {options.val_fraction} per data set, seed {options.seed}"
                   if options.val_fraction else "none (last epoch kept)")
