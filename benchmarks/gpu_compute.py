@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict
+from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
@@ -20,6 +20,7 @@ from device_experiments import _without_gdal  # noqa: E402
 
 _without_gdal()
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.compute import (benchmark_bundle, flops_per_tile, inference_network, matmul_peak,  # noqa: E402
@@ -53,11 +54,39 @@ def measure(device: torch.device, tiles, batches) -> Dict:
             "matmul": peak_what, "overlap": OVERLAP, "rows": rows, "torch": torch.__version__}
 
 
+def precision_agreement(device: torch.device, packed: List[Path]) -> Dict:
+    """The bundled model on real pairs (packed by scripts/device_pairs.py) in detection's default
+    precision on ``device`` against fp32: how far the confidence moves and how many pixels change
+    class at the model's threshold."""
+    from device_pairs import load_packed
+    from deepcl_core.model.inference import autocast_dtype, precision_name, prefers_channels_last, prepare_for_inference
+    from deepcl_core.training.inference import predict_pair
+
+    bundle, _ = benchmark_bundle()
+    exact = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device), precision="fp32")
+    mixed = inference_network(bundle, device)
+    rows, flipped, valid_total = [], 0, 0
+    for pair in (p for path in packed for p in load_packed(path)):
+        reference, _ = predict_pair(exact, pair, device, tile=768)
+        fast, _ = predict_pair(mixed, pair, device, tile=768)
+        difference = np.abs(fast - reference)[pair.valid]
+        changed = ((fast >= bundle.threshold) != (reference >= bundle.threshold))[pair.valid]
+        flipped += int(changed.sum())
+        valid_total += int(pair.valid.sum())
+        rows.append({"pair": f"{pair.files.group}/{pair.name}", "max_difference": round(float(difference.max()), 5),
+                     "mean_difference": round(float(difference.mean()), 6), "flipped": round(float(changed.mean()), 6)})
+        print(json.dumps(rows[-1]), flush=True)
+    return {"precision": precision_name(autocast_dtype(device)), "threshold": bundle.threshold, "pairs": rows,
+            "flipped_pooled": flipped / valid_total}
+
+
 def render(result: Dict, command: str) -> str:
     lines = ["# GPU benchmark: the network alone", "",
              f"Produced by `{command}` on {result['device']} (torch {result['torch']}); "
              f"model: {result['model']}; overlap {result['overlap']} px; fp16 autocast, folded batch norms, "
              "channels-last, the `run_network` of detection with its pinned host copies both ways.", "",
+             "This page exists because the GPU machine it ran on has no GDAL: the file-to-file rows "
+             "(reading, warping, writing) come from `make bench` on a machine with a CUDA device and GDAL.", "",
              "*output MP/s*: megapixels of the result per second once tile overlaps are shared out "
              "(8,192² image). *TFLOP/s*: the network's counted FLOPs over the time; the card's measured "
              f"peak is {result['matmul_peak_tflop_s']} TFLOP/s ({result['matmul']}).", "",
@@ -66,6 +95,15 @@ def render(result: Dict, command: str) -> str:
     for row in result["rows"]:
         lines.append(f"| {row['tile']} | {row['batch']} | {row['ms_per_tile']} | {row['tile_mp_per_s']} | "
                      f"{row['output_mp_per_s']} | {row['gflop_per_tile']} | {row['achieved_tflop_s']} |")
+    agreement = result.get("agreement")
+    if agreement:
+        lines += ["", f"Detection's default precision here ({agreement['precision']}) against fp32, the bundled model "
+                  f"on real pairs (tile 768, threshold {agreement['threshold']}): {100 * agreement['flipped_pooled']:.3f} % "
+                  "of valid pixels change class.", "",
+                  "| pair | largest confidence difference | mean difference | pixels that change class |",
+                  "|---|---:|---:|---:|"]
+        lines += [f"| {r['pair']} | {r['max_difference']} | {r['mean_difference']} | {100 * r['flipped']:.3f} % |"
+                  for r in agreement["pairs"]]
     return "\n".join(lines) + "\n"
 
 
@@ -77,6 +115,8 @@ def main() -> int:
     parser.add_argument("--tiles", type=int, nargs="+", default=[512, 1024])
     parser.add_argument("--batches", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--device", default="cuda", help="cpu only to try the script out")
+    parser.add_argument("--pairs", type=Path, nargs="*", default=[],
+                        help="packed real pairs (scripts/device_pairs.py) for the precision agreement")
     args = parser.parse_args()
     if args.from_json:
         result = json.loads(args.from_json.read_text())
@@ -85,11 +125,14 @@ def main() -> int:
         return 0
     else:
         result = measure(torch.device(args.device), args.tiles, args.batches)
+        result["command"] = "python3 " + " ".join(sys.argv)
+        if args.pairs:
+            result["agreement"] = precision_agreement(torch.device(args.device), args.pairs)
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
     if args.report:
-        args.report.write_text(render(result, "python benchmarks/gpu_compute.py --json OUT.json"))
+        args.report.write_text(render(result, result["command"]))
     return 0
 
 
