@@ -12,7 +12,7 @@ from qgis.utils import iface
 REPO = Path(os.environ["DEEPCL_REPO"])
 OUT = Path(os.environ["DEEPCL_SCREENSHOT_OUT"])
 MODEL = os.environ["DEEPCL_SCREENSHOT_MODEL"]
-THRESHOLD = float(os.environ.get("DEEPCL_SCREENSHOT_THRESHOLD", "0.5"))
+THRESHOLD = os.environ.get("DEEPCL_SCREENSHOT_THRESHOLD", "")  # empty: the model's own, as users get it
 # With an untrained fixture model any fixed threshold marks all or nothing; the top decile of its
 # confidence shows what the layers look like (and exercises the threshold slider).
 TOP_DECILE = os.environ.get("DEEPCL_SCREENSHOT_TOP_DECILE") == "1"
@@ -51,7 +51,8 @@ def start() -> None:
     dock = plugin.dock
     dock.form.model_widget.setFilePath(MODEL)
     dock.form.device_combo.setCurrentIndex(dock.form.device_combo.findData("cpu"))
-    dock.form.threshold_slider.setValue(round(THRESHOLD * 100))
+    if THRESHOLD:
+        dock.form.threshold_slider.setValue(round(float(THRESHOLD) * 100))
     dock.form.output_widget.setFilePath(str(OUT / "run"))
     (OUT / "run").mkdir(exist_ok=True)
     iface.mapCanvas().setExtent(layers[0].extent())

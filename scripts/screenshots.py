@@ -38,7 +38,7 @@ def run_qgis(work: Path, model: Path, fixture: bool, timeout: int) -> None:
     import torch
 
     env = {**os.environ, "DEEPCL_REPO": str(REPO), "DEEPCL_SCREENSHOT_OUT": str(work),
-           "DEEPCL_SCREENSHOT_MODEL": str(model), "DEEPCL_SCREENSHOT_THRESHOLD": "0.3" if fixture else "0.5",
+           "DEEPCL_SCREENSHOT_MODEL": str(model), "DEEPCL_SCREENSHOT_THRESHOLD": "0.3" if fixture else "",
            "DEEPCL_SCREENSHOT_TOP_DECILE": "1" if fixture else "0",
            # QGIS runs the system Python: the repository and this environment's torch go on its path.
            "PYTHONPATH": os.pathsep.join([str(REPO), str(Path(torch.__file__).parents[1])]),
