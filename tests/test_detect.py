@@ -219,6 +219,11 @@ def test_png_pair_without_georeference(levir_pair, tiny_model, tmp_path):
     assert features
     assert srs is None or srs.GetName().startswith("Undefined")  # GeoPackage's "undefined" SRS
     assert all(f["area_px"] >= 4 for f in features)  # min_area in pixels without a CRS
+    # In pixel units with y running from 0 down to -256, where QGIS draws the image.
+    envelopes = [f["geometry"].GetEnvelope() for f in features]
+    assert all(0 <= x0 <= x1 <= 256 and -256 <= y0 <= y1 <= 0 for x0, x1, y0, y1 in envelopes)
+    # Each polygon's mean confidence is read from under it: changed pixels only, so at least the threshold.
+    assert all(f["confidence"] >= threshold - 1e-6 for f in features)
 
 
 @pytest.fixture(scope="module")

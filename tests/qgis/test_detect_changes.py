@@ -37,6 +37,23 @@ def test_levir_pair_outputs_agree_with_returned_values(deepcl_provider, tiny_mod
     assert result["DEVICE_USED"] == "cpu"
 
 
+def test_polygons_of_a_pair_without_georeference_lie_on_its_change_layer(deepcl_provider, tiny_model, tmp_path):
+    """QGIS draws an image without georeference with y from 0 down to -height; the polygons must
+    land there too, not mirrored below the x axis."""
+    from qgis.core import QgsRasterLayer, QgsVectorLayer
+
+    folder = pair("levir", "test_55_0256_0000")
+    (tmp_path / "probe").mkdir()
+    probe = read(run(ALG, _params(folder, tiny_model, tmp_path / "probe"))["CONFIDENCE"])
+    threshold = float(np.round(np.percentile(probe, 90), 4))
+    result = run(ALG, _params(folder, tiny_model, tmp_path, THRESHOLD=threshold,
+                              POLYGONS=str(tmp_path / "polygons.gpkg")))
+    change = QgsRasterLayer(result["CHANGE"], "change", "gdal")
+    polygons = QgsVectorLayer(result["POLYGONS"], "polygons", "ogr")
+    assert change.isValid() and polygons.isValid() and polygons.featureCount() > 0
+    assert change.extent().contains(polygons.extent()), (change.extent().toString(), polygons.extent().toString())
+
+
 def test_oscd_crop_georeferenced_with_distance_and_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
     params = _params(oscd_crop, tiny_model, tmp_path, BANDS_BEFORE=[1, 2, 3], BANDS_AFTER=[1, 2, 3],
                      THRESHOLD=0.3, DISTANCE=str(tmp_path / "distance.tif"), POLYGONS=str(tmp_path / "polygons.gpkg"))
