@@ -16,9 +16,9 @@ from typing import Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
 
-from device_experiments import _without_gdal  # noqa: E402
+from device_experiments import without_gdal  # noqa: E402
 
-_without_gdal()
+without_gdal()
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -29,6 +29,7 @@ from deepcl_core.device import describe_device  # noqa: E402
 from deepcl_core.tiling import TileGrid  # noqa: E402
 
 OVERLAP = 64  # detection's default
+AGREEMENT_TILE = 768
 
 
 def measure(device: torch.device, tiles, batches) -> Dict:
@@ -67,8 +68,8 @@ def precision_agreement(device: torch.device, packed: List[Path]) -> Dict:
     mixed = inference_network(bundle, device)
     rows, flipped, valid_total = [], 0, 0
     for pair in (p for path in packed for p in load_packed(path)):
-        reference, _ = predict_pair(exact, pair, device, tile=768)
-        fast, _ = predict_pair(mixed, pair, device, tile=768)
+        reference, _ = predict_pair(exact, pair, device, tile=AGREEMENT_TILE)
+        fast, _ = predict_pair(mixed, pair, device, tile=AGREEMENT_TILE)
         difference = np.abs(fast - reference)[pair.valid]
         changed = ((fast >= bundle.threshold) != (reference >= bundle.threshold))[pair.valid]
         flipped += int(changed.sum())
@@ -76,7 +77,7 @@ def precision_agreement(device: torch.device, packed: List[Path]) -> Dict:
         rows.append({"pair": f"{pair.files.group}/{pair.name}", "max_difference": round(float(difference.max()), 5),
                      "mean_difference": round(float(difference.mean()), 6), "flipped": round(float(changed.mean()), 6)})
         print(json.dumps(rows[-1]), flush=True)
-    return {"precision": precision_name(autocast_dtype(device)), "threshold": bundle.threshold, "pairs": rows,
+    return {"precision": precision_name(autocast_dtype(device)), "threshold": bundle.threshold, "tile": AGREEMENT_TILE, "pairs": rows,
             "flipped_pooled": flipped / valid_total}
 
 
@@ -97,9 +98,9 @@ def render(result: Dict, command: str) -> str:
                      f"{row['output_mp_per_s']} | {row['gflop_per_tile']} | {row['achieved_tflop_s']} |")
     agreement = result.get("agreement")
     if agreement:
-        lines += ["", f"Detection's default precision here ({agreement['precision']}) against fp32, the bundled model "
-                  f"on real pairs (tile 768, threshold {agreement['threshold']}): {100 * agreement['flipped_pooled']:.3f} % "
-                  "of valid pixels change class.", "",
+        lines += ["", f"Detection's default precision here ({agreement['precision']}) against fp32, the bundled "
+                  f"model on real pairs (tile {agreement.get('tile', 768)}, threshold {agreement['threshold']}): "
+                  f"{100 * agreement['flipped_pooled']:.3f} % of valid pixels change class.", "",
                   "| pair | largest confidence difference | mean difference | pixels that change class |",
                   "|---|---:|---:|---:|"]
         lines += [f"| {r['pair']} | {r['max_difference']} | {r['mean_difference']} | {100 * r['flipped']:.3f} % |"

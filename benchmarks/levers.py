@@ -1,6 +1,7 @@
 """A/B timings of the inference levers, the network alone on tiles in memory (not a timed test).
 
-    python -m benchmarks.levers [--tile 512] [--tiles 4] [--rounds 3] [--device cpu]
+    python -m benchmarks.levers [--tile 768] [--batch 1] [--tiles 4] [--rounds 3] [--device cpu] [--compile]
+        [--report docs/levers.md]
 
 Variants are timed interleaved, round after round, in one process, so that a machine whose load
 drifts (another job on the CPU) biases none of them; the table gives each variant's median
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
 from typing import Callable, Dict, List, Optional
 
@@ -48,7 +50,7 @@ def variants(args: argparse.Namespace, device: torch.device) -> Dict[str, tuple]
     plain = benchmark_network().eval().to(device)
     ready = prepare_for_inference(plain, device, channels_last=prefers_channels_last(device))
     before, after = random_tiles(args.tiles, args.tile)
-    megapixels = args.tiles * args.tile ** 2 / 1e6
+    megapixels = args.tiles * output_megapixels(args.tile)
     n = args.batch
     table = {
         f"plain network (NCHW, BN unfolded), batch {n}": (_timed(plain, before, after, device, n), megapixels),
@@ -60,15 +62,27 @@ def variants(args: argparse.Namespace, device: torch.device) -> Dict[str, tuple]
             _timed(prepare_for_inference(plain, device, fold=False, channels_last=True), before, after, device, n),
             megapixels),
     }
-    for other in (1, 2):
+    for other in sorted({1, 2, 4} - {n}):
         table[f"as prepared, batch {other}"] = (_timed(ready, before, after, device, other), megapixels)
     if device.type == "cpu" and torch.get_num_threads() > 1:
         table[f"as prepared, {torch.get_num_threads() - 1} torch thread(s)"] = (
             _timed(ready, before, after, device, n, torch.get_num_threads() - 1), megapixels)
+    table[f"as prepared, bf16 autocast (--precision bf16), batch {n}"] = (
+        _timed(prepare_for_inference(plain, device, channels_last=prefers_channels_last(device), precision="bf16"),
+               before, after, device, n), megapixels)
+    if args.compile:  # the warm-up run in measure() pays the compilation
+        compiled = prepare_for_inference(plain, device, channels_last=prefers_channels_last(device))
+        compiled.network = torch.compile(compiled.network)
+        table[f"as prepared, torch.compile, batch {n}"] = (_timed(compiled, before, after, device, n), megapixels)
     for side in args.other_tiles:
         b, a = random_tiles(max(1, round(args.tiles * args.tile ** 2 / side ** 2)), side)
-        table[f"as prepared, tile {side}"] = (_timed(ready, b, a, device, n), len(b) * side ** 2 / 1e6)
+        table[f"as prepared, tile {side}"] = (_timed(ready, b, a, device, n), len(b) * output_megapixels(side))
     return table
+
+
+def output_megapixels(side: int, overlap: int = 64) -> float:
+    """A tile's share of a large image's result once the overlaps are shared out: (side - overlap)²."""
+    return (side - overlap) ** 2 / 1e6
 
 
 def _layout(device: torch.device) -> str:
@@ -87,7 +101,7 @@ def measure(table: Dict[str, tuple], rounds: int) -> List[tuple]:
 
 def report(rows: List[tuple]) -> str:
     reference = rows[0][1]
-    lines = ["| variant (network only, tiles in memory) | megapixels/s | vs first row |", "|---|---:|---:|"]
+    lines = ["| variant (network only, tiles in memory) | output megapixels/s | vs first row |", "|---|---:|---:|"]
     lines += [f"| {name} | {speed:.3f} | {speed / reference:.2f}× |" for name, speed in rows]
     return "\n".join(lines)
 
@@ -95,12 +109,14 @@ def report(rows: List[tuple]) -> str:
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.levers", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--tile", type=int, default=512)
+    parser.add_argument("--tile", type=int, default=768, help="default: detection's")
     parser.add_argument("--tiles", type=int, default=4, help="tiles per timed run")
-    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--batch", type=int, default=1, help="default: detection's on the CPU")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--other-tiles", default="256,768,1024",
-                        help="tile sides compared at about equal pixels (per megapixel; overlap not counted)")
+    parser.add_argument("--compile", action="store_true", help="also torch.compile (slow to compile)")
+    parser.add_argument("--report", help="also write the table, with the command, to this Markdown file")
+    parser.add_argument("--other-tiles", default="512,640,1024",
+                        help="tile sides compared at about equal pixels, per output megapixel (overlap 64 shared out)")
     args = parser.parse_args(argv)
     args.other_tiles = [int(s) for s in args.other_tiles.split(",") if s.strip()]
     return args
@@ -110,10 +126,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
     device = torch.device(args.device)
     torch.manual_seed(0)
+    started = time.perf_counter()
     rows = measure(variants(args, device), args.rounds)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
-          f"median of {args.rounds} interleaved rounds\n")
+    header = (f"torch {torch.__version__}, {torch.get_num_threads()} threads, device {device}, "
+              f"median of {args.rounds} interleaved rounds; {time.perf_counter() - started:.0f} s in all")
+    print(header + "\n")
     print(report(rows))
+    if args.report:
+        command = "python -m benchmarks.levers " + " ".join(argv if argv is not None else sys.argv[1:])
+        with open(args.report, "w", encoding="utf-8") as out:
+            out.write(f"# Inference levers, the network alone\n\nProduced by `{command.strip()}`: {header}.\n\n"
+                      f"{report(rows)}\n")
     return 0
 
 

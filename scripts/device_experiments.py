@@ -38,7 +38,8 @@ class _NoGdal(types.ModuleType):
         raise RuntimeError(f"{self.__name__} called, but GDAL is not installed on this machine")
 
 
-def _without_gdal() -> None:
+def without_gdal() -> None:
+    """Let deepcl_core import where GDAL is missing (the lent GPU machine): a stand-in that fails on use."""
     try:
         import osgeo  # noqa: F401
     except ImportError:
@@ -59,7 +60,7 @@ def _placeholder_folders(pairs) -> None:
 
 def _train_one(job: Tuple[str, int, List[str], argparse.Namespace]) -> Dict:
     variant_name, seed, packed, args = job
-    _without_gdal()
+    without_gdal()
     import torch
 
     torch.set_num_threads(1)
@@ -79,7 +80,7 @@ def _train_one(job: Tuple[str, int, List[str], argparse.Namespace]) -> Dict:
 
 
 def train_all(args: argparse.Namespace) -> int:
-    _without_gdal()
+    without_gdal()
     from device_pairs import load_packed
     import experiments
 

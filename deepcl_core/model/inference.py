@@ -89,9 +89,9 @@ def precision_name(dtype: Optional[torch.dtype]) -> str:
 
 
 def default_batch_size(device: torch.device) -> int:
-    """Tiles per network call: one on the CPU, where a single 768² tile keeps the activations in
-    cache (batch 1 ran 1.4× faster per pixel than batch 4); eight on CUDA, where the GPU needs about
-    four megapixels per call to fill up (docs/benchmarks_gpu.md); four elsewhere (MPS: unmeasured)."""
+    """Tiles per network call: one on the CPU, where a single tile's activations stay in cache
+    (docs/levers.md); eight on CUDA, where 768² tiles need that many per call to fill the GPU
+    (docs/benchmarks_gpu.md); four elsewhere (MPS: unmeasured)."""
     return {"cpu": 1, "cuda": 8}.get(device.type, 4)
 
 

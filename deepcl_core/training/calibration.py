@@ -36,7 +36,7 @@ def best_threshold(confusions: Dict[float, Confusion]) -> float:
 
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
-                        tile: int = 512) -> Dict[str, object]:
+                        tile: int = 768) -> Dict[str, object]:
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the threshold.
     Returns {"threshold", "f1", "f1_at_0.5", "pairs", "candidates"} for the model's provenance."""
     if not pairs:
