@@ -38,7 +38,7 @@ class TrainOptions:
     calibrate: bool = True  # the model's threshold chosen on the validation pairs (training/calibration.py)
     pretrained: bool = True  # ImageNet weights for a new MobileNetV2 encoder
     augment: AugmentConfig = field(default_factory=AugmentConfig)
-    val_tile: int = 512
+    val_tile: int = 768  # as detection tiles (DetectOptions.tile_size)
     checkpoint: Optional[Path] = None  # None: next to ``out``
     command_line: Optional[str] = None  # recorded in the provenance
 
