@@ -27,6 +27,11 @@ class Confusion:
         fn = int(np.count_nonzero(~predicted & reference))
         return cls(tp, fp, fn, int(predicted.size) - tp - fp - fn)
 
+    @classmethod
+    def from_metrics(cls, metrics: Dict[str, float]) -> "Confusion":
+        """The counts back from a :meth:`metrics` dict (evaluation reports carry tp, fp, fn, tn)."""
+        return cls(*(int(metrics[key]) for key in ("tp", "fp", "fn", "tn")))
+
     def __add__(self, other: "Confusion") -> "Confusion":
         return Confusion(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
 
@@ -52,3 +57,12 @@ class Confusion:
 
 def _ratio(numerator: float, denominator: float) -> float:
     return float(numerator) / float(denominator) if denominator else 0.0
+
+
+def pooled_by_group(per_pair: Dict[str, Dict[str, float]], group_of: Dict[str, str]) -> Dict[str, Confusion]:
+    """Per-pair metrics dicts pooled over the pixels of each group (e.g. data set), by pair name."""
+    pooled: Dict[str, Confusion] = {}
+    for name, metrics in per_pair.items():
+        group = group_of[name]
+        pooled[group] = pooled.get(group, Confusion()) + Confusion.from_metrics(metrics)
+    return pooled

@@ -148,20 +148,16 @@ def restore(args: argparse.Namespace) -> int:
 
 
 def main() -> int:
+    without_gdal()
+    from experiments import add_run_arguments
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     training = sub.add_parser("train")
     training.add_argument("--packed", type=Path, nargs="+", required=True)
     training.add_argument("--out", type=Path, required=True, help="where the tars of float16 models go")
-    training.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    training.add_argument("--epochs", type=int, default=12)
-    training.add_argument("--iterations", type=int, default=100)
-    training.add_argument("--batch", type=int, default=8)
-    training.add_argument("--crop", type=int, default=256)
-    training.add_argument("--device", default="cuda")
+    add_run_arguments(training, device="cuda")
     training.add_argument("--models", type=Path, default=ROOT / "out" / "experiments")
-    training.add_argument("--train", type=Path, nargs="+", required=True)
-    training.add_argument("--val", type=Path, nargs="+", required=True)
     back = sub.add_parser("restore")
     back.add_argument("folder", type=Path)
     back.add_argument("--models", type=Path, default=ROOT / "out" / "experiments")

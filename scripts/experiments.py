@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deepcl_core.evaluation import EvaluateOptions, evaluate  # noqa: E402
-from deepcl_core.metrics import Confusion  # noqa: E402
+from deepcl_core.metrics import pooled_by_group  # noqa: E402
 from deepcl_core.model_file import load_model  # noqa: E402
 from deepcl_core.progress import TerminalProgress  # noqa: E402
 from deepcl_core.training import TrainOptions, train  # noqa: E402
@@ -80,12 +80,7 @@ def run_one(variant: Variant, seed: int, args: argparse.Namespace) -> Dict:
 
 def _per_dataset_f1(per_pair: Dict[str, Dict], test_dirs: Sequence[Path]) -> Dict[str, float]:
     """F1 pooled over the pixels of each data set's held-out pairs (the folder above a pair names its set)."""
-    dataset_of = {folder.name: folder.parent.name for folder in test_dirs}
-    pooled: Dict[str, Confusion] = {}
-    for name, metrics in per_pair.items():
-        dataset = dataset_of.get(name, "other")
-        counts = Confusion(*(int(metrics[k]) for k in ("tp", "fp", "fn", "tn")))
-        pooled[dataset] = pooled.get(dataset, Confusion()) + counts
+    pooled = pooled_by_group(per_pair, {folder.name: folder.parent.name for folder in test_dirs})
     return {dataset: confusion.metrics()["f1"] for dataset, confusion in sorted(pooled.items())}
 
 
@@ -150,17 +145,22 @@ def _mean_sd(values: Sequence[float]) -> str:
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def add_run_arguments(parser: argparse.ArgumentParser, device: str = "auto") -> None:
+    """The pairs, seeds and budget of the runs: one definition for here and the GPU runner."""
     parser.add_argument("--train", type=Path, nargs="+", required=True)
     parser.add_argument("--val", type=Path, nargs="+", required=True)
-    parser.add_argument("--test", type=Path, nargs="+", required=True)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--crop", type=int, default=256)
-    parser.add_argument("--device", default="auto")
+    parser.add_argument("--device", default=device)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_run_arguments(parser)
+    parser.add_argument("--test", type=Path, nargs="+", required=True)
     parser.add_argument("--out", type=Path, default=ROOT / "out" / "experiments")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "experiments.md")
     args = parser.parse_args()

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections import defaultdict
 from pathlib import Path
 from typing import Dict, List
 
@@ -19,24 +18,13 @@ sys.path.insert(0, str(ROOT))
 from deepcl_core.classical import classical_report  # noqa: E402
 from deepcl_core.detect import bundled_model_path, resolve_model  # noqa: E402
 from deepcl_core.evaluation import EvaluateOptions, evaluate  # noqa: E402
-from deepcl_core.metrics import Confusion  # noqa: E402
+from deepcl_core.metrics import Confusion, pooled_by_group  # noqa: E402
 from deepcl_core.progress import TerminalProgress  # noqa: E402
 from deepcl_core.training import find_pairs  # noqa: E402
 
 MODELS = ROOT / "resources" / "models"
 METHODS = (("DeepCL (bundled model)", "deepcl"), ("Change-vector analysis + Otsu", "cva"),
            ("OTB MultivariateAlterationDetector + Otsu", "mad"))
-
-
-def confusion_of(metrics: Dict) -> Confusion:
-    return Confusion(int(metrics["tp"]), int(metrics["fp"]), int(metrics["fn"]), int(metrics["tn"]))
-
-
-def per_dataset(per_pair: Dict[str, Dict], group_of: Dict[str, str]) -> Dict[str, Confusion]:
-    totals: Dict[str, Confusion] = defaultdict(Confusion)
-    for name, metrics in per_pair.items():
-        totals[group_of[name]] = totals[group_of[name]] + confusion_of(metrics)
-    return dict(totals)
 
 
 def margins(results: Dict[str, Dict[str, Confusion]], datasets: List[str]) -> str:
@@ -70,9 +58,9 @@ def main() -> int:
     report["classical"] = classical_report(pairs, bundle.bands)
     (MODELS / "heldout_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
 
-    results = {"deepcl": per_dataset(report["per_pair"], group_of)}
+    results = {"deepcl": pooled_by_group(report["per_pair"], group_of)}
     for key in ("cva", "mad"):
-        results[key] = per_dataset(report["classical"][key]["per_pair"], group_of)
+        results[key] = pooled_by_group(report["classical"][key]["per_pair"], group_of)
     datasets = sorted(results["deepcl"])
     rows = []
     for label, key in METHODS:

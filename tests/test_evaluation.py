@@ -109,3 +109,13 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     code = main(["evaluate", "--model", str(tmp_path / "missing.pt"), str(tmp_path)])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1
+
+
+def test_per_pair_counts_pool_by_data_set():
+    from deepcl_core.metrics import Confusion, pooled_by_group
+
+    per_pair = {"a": Confusion(1, 2, 3, 4).metrics(), "b": Confusion(10, 0, 0, 90).metrics(),
+                "c": Confusion(5, 5, 5, 5).metrics()}
+    pooled = pooled_by_group(per_pair, {"a": "oscd", "b": "levir", "c": "oscd"})
+    assert pooled == {"oscd": Confusion(6, 7, 8, 9), "levir": Confusion(10, 0, 0, 90)}
+    assert pooled["oscd"].metrics()["f1"] == pytest.approx(12 / 27)
