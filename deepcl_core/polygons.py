@@ -12,19 +12,9 @@ from osgeo import gdal, ogr, osr
 from .area import geometry_area_m2
 from .errors import Cancelled, OutputError
 from .gdal_utils import collect_gdal_errors
-from .raster_io import Grid
+from .raster_io import Grid, map_geotransform
 
 LAYER_NAME = "changes"
-# GDAL gives a raster without georeference the transform (0, 1, 0, 0, 0, 1), y growing downwards;
-# QGIS draws such a raster with y running from 0 down to -height. The polygons take QGIS's
-# transform, so that they lie on the change raster in the map.
-_GDAL_DEFAULT_TRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-_AS_QGIS_DRAWS_IT = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-
-
-def polygon_transform(grid: Grid) -> tuple:
-    """The geotransform the polygons are written in: the grid's, or QGIS's for an image without one."""
-    return _AS_QGIS_DRAWS_IT if tuple(grid.geotransform) == _GDAL_DEFAULT_TRANSFORM else tuple(grid.geotransform)
 
 
 def write_change_polygons(change_file: Path, confidence_file: Path, grid: Grid, out_path: Path,
@@ -50,7 +40,7 @@ def _polygonize(change_file: Path, confidence_file: Path, grid: Grid, tmp: Path,
         vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp))
     if change is None or vector is None:
         raise OutputError(f"cannot write change polygons: {errors.last('unknown error')}")
-    change.SetGeoTransform(polygon_transform(grid))
+    change.SetGeoTransform(map_geotransform(grid.geotransform))  # where QGIS draws the raster
     srs = None
     if grid.crs_wkt:
         srs = osr.SpatialReference()
@@ -99,7 +89,7 @@ def _annotate(layer: ogr.Layer, confidence: gdal.Dataset, grid: Grid, min_area: 
 
 def _mean_inside(raster: gdal.Dataset, geometry: ogr.Geometry, grid: Grid) -> float:
     """Mean of ``raster`` over the pixels of ``geometry``, reading only its bounding window."""
-    x0, dx, _, y0, _, dy = polygon_transform(grid)
+    x0, dx, _, y0, _, dy = map_geotransform(grid.geotransform)
     min_x, max_x, min_y, max_y = geometry.GetEnvelope()
     cols = sorted(((min_x - x0) / dx, (max_x - x0) / dx))
     rows = sorted(((min_y - y0) / dy, (max_y - y0) / dy))

@@ -86,6 +86,19 @@ def _find_band(dataset: gdal.Dataset, name: str) -> Optional[int]:
     return None
 
 
+# GDAL reports (0, 1, 0, 0, 0, 1) for an image without georeference, y growing downwards; QGIS
+# draws such an image in pixel units with y = -row, and polygons digitised over it (or written for
+# it) use those coordinates.
+GDAL_DEFAULT_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
+QGIS_PIXEL_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+
+
+def map_geotransform(geotransform: Sequence[float]) -> Tuple[float, ...]:
+    """The geotransform under which QGIS shows a raster: its own, or QGIS's pixel convention."""
+    geotransform = tuple(float(v) for v in geotransform)
+    return QGIS_PIXEL_GEOTRANSFORM if geotransform == GDAL_DEFAULT_GEOTRANSFORM else geotransform
+
+
 @dataclass(frozen=True)
 class Grid:
     """Size, geotransform and CRS (WKT, empty when not georeferenced) of a raster."""

@@ -6,15 +6,12 @@ from typing import Iterable, Sequence
 import numpy as np
 from osgeo import gdal, ogr
 
-# QGIS shows an image without georeference in pixel units with y growing upwards from the top
-# edge (y = -row); polygons digitised over it use these coordinates.
-QGIS_PIXEL_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
+from .engine import core_module
 
 
 def qgis_geotransform(dataset: gdal.Dataset) -> Sequence[float]:
-    """The geotransform QGIS uses for ``dataset``: its own, or QGIS's pixel convention."""
-    geotransform = dataset.GetGeoTransform(can_return_null=True)
-    return geotransform if geotransform is not None and dataset.GetProjection() else QGIS_PIXEL_GEOTRANSFORM
+    """The geotransform QGIS uses for ``dataset`` (the engine's rule, shared with its polygons)."""
+    return core_module("raster_io").map_geotransform(dataset.GetGeoTransform())
 
 
 def burn_polygons(width: int, height: int, geotransform: Sequence[float], wkb_geometries: Iterable[bytes]) -> np.ndarray:
