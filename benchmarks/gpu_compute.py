@@ -11,7 +11,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "scripts")]
@@ -20,16 +20,15 @@ from device_experiments import without_gdal  # noqa: E402
 
 without_gdal()
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks.compute import (benchmark_bundle, flops_per_tile, inference_network, matmul_peak,  # noqa: E402
                                 network_seconds, random_tiles)
+from benchmarks.precision import precision_agreement  # noqa: E402
 from deepcl_core.device import describe_device  # noqa: E402
 from deepcl_core.tiling import TileGrid  # noqa: E402
 
 OVERLAP = 64  # detection's default
-AGREEMENT_TILE = 768
 
 
 def measure(device: torch.device, tiles, batches) -> Dict:
@@ -53,32 +52,6 @@ def measure(device: torch.device, tiles, batches) -> Dict:
             print(json.dumps(rows[-1]), flush=True)
     return {"device": describe_device(device), "model": what, "matmul_peak_tflop_s": round(peak / 1e3, 1),
             "matmul": peak_what, "overlap": OVERLAP, "rows": rows, "torch": torch.__version__}
-
-
-def precision_agreement(device: torch.device, packed: List[Path]) -> Dict:
-    """The bundled model on real pairs (packed by scripts/device_pairs.py) in detection's default
-    precision on ``device`` against fp32: how far the confidence moves and how many pixels change
-    class at the model's threshold."""
-    from device_pairs import load_packed
-    from deepcl_core.model.inference import autocast_dtype, precision_name, prefers_channels_last, prepare_for_inference
-    from deepcl_core.training.inference import predict_pair
-
-    bundle, _ = benchmark_bundle()
-    exact = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device), precision="fp32")
-    mixed = inference_network(bundle, device)
-    rows, flipped, valid_total = [], 0, 0
-    for pair in (p for path in packed for p in load_packed(path)):
-        reference, _ = predict_pair(exact, pair, device, tile=AGREEMENT_TILE)
-        fast, _ = predict_pair(mixed, pair, device, tile=AGREEMENT_TILE)
-        difference = np.abs(fast - reference)[pair.valid]
-        changed = ((fast >= bundle.threshold) != (reference >= bundle.threshold))[pair.valid]
-        flipped += int(changed.sum())
-        valid_total += int(pair.valid.sum())
-        rows.append({"pair": f"{pair.files.group}/{pair.name}", "max_difference": round(float(difference.max()), 5),
-                     "mean_difference": round(float(difference.mean()), 6), "flipped": round(float(changed.mean()), 6)})
-        print(json.dumps(rows[-1]), flush=True)
-    return {"precision": precision_name(autocast_dtype(device)), "threshold": bundle.threshold, "tile": AGREEMENT_TILE, "pairs": rows,
-            "flipped_pooled": flipped / valid_total}
 
 
 def render(result: Dict, command: str) -> str:
@@ -128,7 +101,10 @@ def main() -> int:
         result = measure(torch.device(args.device), args.tiles, args.batches)
         result["command"] = "python3 " + " ".join(sys.argv)
         if args.pairs:
-            result["agreement"] = precision_agreement(torch.device(args.device), args.pairs)
+            from device_pairs import load_packed
+
+            pairs = [pair for path in args.pairs for pair in load_packed(path)]
+            result["agreement"] = precision_agreement(pairs, torch.device(args.device))
     print(json.dumps({k: v for k, v in result.items() if k != "rows"}))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))

@@ -50,7 +50,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto (default): fp16 on CUDA, fp32 elsewhere; fp32: everywhere; bf16: about 30%% "
-                             "less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.4%% of "
+                             "less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7%% of "
                              "pixels may change class")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     parser.set_defaults(handler=run_detect)

@@ -120,7 +120,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), self.PRECISIONS, defaultValue="auto",
                                         usesStaticStrings=True),
              self.tr("auto: fp16 on NVIDIA GPUs, fp32 elsewhere. fp32: full precision everywhere. bf16: "
-                     "about 30 % less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.4 % "
+                     "about 30 % less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7 % "
                      "of pixels may change class."), True),
             (QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum polygon area (m²)"),
                                           QgsProcessingParameterNumber.Double, 0.0, False, 0.0),
