@@ -108,3 +108,4 @@ model-card: setup
 experiments: setup
 	$(PY) scripts/experiments.py --train $(addprefix $(DATA)/,$(TRAIN_PAIRS)) --val $(addprefix $(DATA)/,$(VAL_PAIRS)) \
 	  --test $(addprefix $(DATA)/,$(TEST_PAIRS)) $(EXPERIMENT_ARGS)
+	$(MAKE) model-card  # the card embeds docs/experiments.md

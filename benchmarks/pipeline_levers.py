@@ -1,6 +1,6 @@
 """End-to-end A/B of the pipeline's speed levers, added one at a time, on one generated pair.
 
-    python -m benchmarks.pipeline_levers [--size 1024] [--rounds 3]
+    python -m benchmarks.pipeline_levers [--size 1024] [--rounds 3] [--tiles 512]
 
 Every variant runs ``detect_changes`` file to file on the CPU; the levers are switched off by
 patching the switches detection reads (:data:`deepcl_core.detect.WRITE_BEHIND_DEPTH`,
@@ -32,14 +32,14 @@ STEPS = {
     "before the speed work (plain network, NCHW, writes inline, all threads)": (False, False, 0, 0),
     "+ batch norms folded": (True, False, 0, 0),
     "+ channels_last": (True, True, 0, 0),
-    "+ writer thread": (True, True, detect.WRITE_BEHIND_DEPTH, 0),
-    "+ one core left to reader and writer (= detection now)": (True, True, detect.WRITE_BEHIND_DEPTH,
-                                                               inference.IO_RESERVED_CORES),
+    "+ writer thread (= detection now)": (True, True, detect.WRITE_BEHIND_DEPTH, inference.IO_RESERVED_CORES),
+    "+ one core left to reader and writer (not kept)": (True, True, detect.WRITE_BEHIND_DEPTH, 1),
 }
+NOW = "+ writer thread (= detection now)"
 
 
 def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool, channels_last: bool,
-                     depth: int, reserved: int) -> Callable[[], float]:
+                     depth: int, reserved: int, tile: int = detect.DetectOptions.tile_size) -> Callable[[], float]:
     prepare = inference.prepare_for_inference
 
     def prepare_as_asked(network, device, channels_last_wanted=False, **_):
@@ -52,7 +52,8 @@ def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool
             stack.enter_context(mock.patch.object(inference, "IO_RESERVED_CORES", reserved))
             outputs = detect.DetectOutputs(Path(out) / "change.tif", Path(out) / "confidence.tif")
             started = time.perf_counter()
-            detect.detect_changes(before, after, outputs, detect.DetectOptions(device="cpu"), model=bundle)
+            detect.detect_changes(before, after, outputs, detect.DetectOptions(device="cpu", tile_size=tile),
+                                 model=bundle)
             return time.perf_counter() - started
     return run
 
@@ -81,11 +82,15 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--size", type=int, default=1024)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    parser.add_argument("--tiles", default="512", help="other tile sizes tried with detection as it is now")
     args = parser.parse_args(argv)
     logging.getLogger("deepcl_core").setLevel(logging.ERROR)
     before, after = generate_pair(args.size, args.cache)
     bundle, what = benchmark_bundle()
     variants = {name: pipeline_variant(before, after, bundle, args.cache, *step) for name, step in STEPS.items()}
+    for tile in (int(t) for t in args.tiles.split(",") if t.strip()):
+        variants[f"detection now, tile {tile} instead of {detect.DetectOptions.tile_size}"] = pipeline_variant(
+            before, after, bundle, args.cache, *STEPS[NOW], tile=tile)
     variants["naive baseline"] = naive_variant(before, after, bundle, args.cache)
     seconds = interleaved(variants, args.rounds)
     megapixels = args.size ** 2 / 1e6

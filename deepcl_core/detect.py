@@ -47,7 +47,7 @@ class DetectOptions:
     bands_before: Optional[Sequence[int]] = None  # 1-based; None: found from the model's band names
     bands_after: Optional[Sequence[int]] = None
     threshold: Optional[float] = None  # None: the model's own decision threshold
-    tile_size: int = 768  # fewer tiles: faster end to end than 512 on the CPU (benchmarks/tile_choice.py)
+    tile_size: int = 768  # fewer tiles: faster end to end than 512 on the CPU (benchmarks/pipeline_levers.py)
     overlap: int = 64
     batch_size: Optional[int] = None  # None: the device's (model/inference.default_batch_size)
     device: str = "auto"
