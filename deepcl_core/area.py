@@ -6,7 +6,8 @@ from typing import Optional
 import numpy as np
 from osgeo import ogr, osr
 
-from .raster_io import Grid
+from .errors import InputError
+from .raster_io import Grid, open_raster
 
 
 def _srs(wkt: str) -> osr.SpatialReference:
@@ -48,6 +49,23 @@ def pixel_area_by_row(grid: Grid) -> Optional[np.ndarray]:
         ring = [(centre_x, top), (centre_x + dx, top), (centre_x + dx, top + dy), (centre_x, top + dy)]
         areas[row] = _polygon_area(ring, to_equal_area)
     return areas
+
+
+def ground_pixel_size(grid: Grid) -> Optional[float]:
+    """Side in metres of a square of the area of the grid's centre pixel; None without georeference."""
+    if not grid.crs_wkt:
+        return None
+    x0, dx, rx, y0, ry, dy = grid.geotransform
+    centre_row = Grid(grid.width, 1, (x0, dx, rx, y0 + dy * (grid.height // 2), ry, dy), grid.crs_wkt)
+    return float(np.sqrt(pixel_area_by_row(centre_row)[0]))
+
+
+def file_pixel_size(path: str) -> Optional[float]:
+    """:func:`ground_pixel_size` of the raster at ``path``; None when GDAL cannot open it."""
+    try:
+        return ground_pixel_size(Grid.of(open_raster(path, "image")))
+    except InputError:
+        return None
 
 
 def _polygon_area(ring, transform: osr.CoordinateTransformation) -> float:

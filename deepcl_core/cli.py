@@ -43,7 +43,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
     parser.add_argument("--bands-before", type=band_list, help="1-based bands of BEFORE, e.g. 1,2,3")
     parser.add_argument("--bands-after", type=band_list, help="1-based bands of AFTER, e.g. 1,2,3")
-    parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's")
+    parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's for the before image's pixel size")
     parser.add_argument("--tile", type=int, default=768, help="tile size in pixels, a multiple of 32 (default 768)")
     parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)")
     parser.add_argument("--batch", type=int, help="tiles per batch (default: 1 on the CPU, 8 on CUDA, 4 on MPS)")

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from osgeo import gdal
 
-from .area import pixel_area_by_row
+from .area import ground_pixel_size, pixel_area_by_row
 from .device import describe_device, resolve_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, precision_name,
@@ -46,7 +46,7 @@ class DetectOptions:
     model: Optional[Path] = None  # None: the bundled model
     bands_before: Optional[Sequence[int]] = None  # 1-based; None: found from the model's band names
     bands_after: Optional[Sequence[int]] = None
-    threshold: Optional[float] = None  # None: the model's own decision threshold
+    threshold: Optional[float] = None  # None: the model's threshold for the before image's pixel size
     tile_size: int = 768  # fewer tiles: faster end to end than 512 on the CPU (benchmarks/pipeline_levers.py)
     overlap: int = 64
     batch_size: Optional[int] = None  # None: the device's (model/inference.default_batch_size)
@@ -148,13 +148,14 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     options.validate()
     before, after = Path(before), Path(after)
     bundle = model or resolve_model(options.model)
-    threshold = bundle.threshold if options.threshold is None else float(options.threshold)
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
     pair = _open_pair(before, after, options, bundle)
     check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
     device = resolve_device(options.device)
     grid = Grid.of(pair.before)
+    threshold = (bundle.threshold_for(ground_pixel_size(grid)) if options.threshold is None
+                 else float(options.threshold))
     stretches = (_image_stretch(pair.before, pair.bands_before, bundle, "before"),
                  _image_stretch(pair.after, pair.bands_after, bundle, "after"))
     network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),

@@ -7,7 +7,7 @@ import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ class ModelBundle:
     bands: Tuple[str, ...] = ("red", "green", "blue")  # names of the expected input bands, in order
     normalization: NormalizationSpec = field(default_factory=NormalizationSpec)
     threshold: float = 0.5
+    # (smallest ground pixel size in metres, threshold) pairs, ascending: the network's confidence
+    # on coarse imagery sits lower than on aerial imagery, so such images get their own threshold.
+    thresholds_by_pixel_size: Tuple[Tuple[float, float], ...] = ()
     provenance: Dict[str, Any] = field(default_factory=dict)  # training data, command, metrics, …
     trained: bool = True  # False only for test fixtures; detection warns about untrained weights
 
@@ -40,11 +43,21 @@ class ModelBundle:
         network.load_state_dict(self.state_dict)
         return network.eval()
 
+    def threshold_for(self, pixel_size_m: Optional[float]) -> float:
+        """The decision threshold for images of ``pixel_size_m`` metres per pixel (None: unknown,
+        e.g. no georeference), which get :attr:`threshold` unless a coarser class covers them."""
+        chosen = self.threshold
+        for smallest, threshold in self.thresholds_by_pixel_size:
+            if pixel_size_m is not None and pixel_size_m >= smallest:
+                chosen = threshold
+        return chosen
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
             "config": self.config.to_dict(), "state_dict": self.state_dict, "bands": list(self.bands),
             "normalization": self.normalization.to_dict(), "threshold": float(self.threshold),
+            "thresholds_by_pixel_size": [[float(size), float(t)] for size, t in self.thresholds_by_pixel_size],
             "provenance": plain(self.provenance), "trained": self.trained,
         }
 
@@ -127,7 +140,10 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
         bundle = ModelBundle(
             config=NetworkConfig.from_dict(data["config"]), state_dict=data["state_dict"],
             bands=tuple(data["bands"]), normalization=NormalizationSpec.from_dict(data["normalization"]),
-            threshold=float(data["threshold"]), provenance=dict(data.get("provenance") or {}),
+            threshold=float(data["threshold"]),
+            thresholds_by_pixel_size=tuple(sorted((float(size), float(t))
+                                                  for size, t in data.get("thresholds_by_pixel_size") or ())),
+            provenance=dict(data.get("provenance") or {}),
             trained=bool(data.get("trained", True)))
         bundle.build()  # proves the weights fit the config
     except Exception as exc:

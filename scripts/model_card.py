@@ -140,10 +140,13 @@ The weights inherit the most restrictive of these terms: research and non-commer
 ## Known limits
 - Trained on about thirty small scenes on a CPU: far less than published models see; expect
   lower accuracy on sensors, seasons and landscapes unlike these (10 m Sentinel-2 RGB, 0.5–2 m aerial RGB).
-- One threshold serves every kind of scene. Where precision lies far below recall in the per-pair
-  table it is too low for that kind of scene, where recall lies far below precision too high: move it
-  (panel slider, `--threshold`) and check the confidence layer, or set it on your own labelled pairs
-  with `deepcl calibrate`.
+- Two thresholds only: one for images of 5 m pixels or coarser, one for finer or not georeferenced
+  images, each chosen on few validation pairs. On 10 m imagery the changed pixels' confidence sits
+  far below that on aerial imagery, so its threshold is very low and unchanged 10 m pairs show more
+  false alarms (the pseudo-change rate above counts them). Where precision lies far below recall in
+  the per-pair table the threshold is too low for that kind of scene, where recall lies far below
+  precision too high: move it (panel slider, `--threshold`) and check the confidence layer, or set
+  it on your own labelled pairs with `deepcl calibrate`.
 - RGB only: the NIR band of Sentinel-2 is not used.
 - Labels of the four data sets mean different things (SZTAKI marks only "relevant" change, LEVIR
   buildings), so "change" is a blend of their definitions.
@@ -167,8 +170,13 @@ def _calibration(provenance: Dict) -> str:
     calibration = provenance.get("threshold_calibration")
     if not calibration:
         return " (not calibrated)"
-    return (f", chosen on the validation pairs ({', '.join(calibration['pairs'])}) as the highest pooled F1 "
+    text = (f", chosen on the validation pairs ({', '.join(calibration['pairs'])}) as the highest pooled F1 "
             f"({calibration['f1']:.3f}, against {calibration['f1_at_0.5']:.3f} at 0.5; `make calibrate-default`)")
+    for coarse in calibration.get("by_pixel_size") or ():
+        text += (f"; for images of {coarse['min_pixel_size_m']:g} m pixels or coarser (Sentinel-2) "
+                 f"{coarse['threshold']:g}, chosen the same way on {', '.join(coarse['pairs'])} (F1 "
+                 f"{coarse['f1']:.3f}, against {coarse['f1_at_general_threshold']:.3f} at {calibration['threshold']:g})")
+    return text
 
 
 def _notes(provenance: Dict) -> str:

@@ -10,9 +10,9 @@ import pytest
 from deepcl_core.cli import main
 from deepcl_core.metrics import Confusion
 from deepcl_core.model_file import load_model
-from deepcl_core.training.calibration import CANDIDATES, best_threshold, confusions_by_threshold
+from deepcl_core.training.calibration import CANDIDATES, COARSE_PIXEL_M, best_threshold, confusions_by_threshold
 
-from test_training import LEVIR, VAL_DIRS
+from test_training import DATA, LEVIR, VAL_DIRS
 
 
 def test_the_threshold_of_highest_pooled_f1_is_chosen():
@@ -67,3 +67,27 @@ def test_cli_calibrate_without_pairs_exits_2(tiny_model_path, tmp_path, capsys):
     assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"),
                  str(tmp_path)]) == 2
     assert "no labelled pairs" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not (DATA / "oscd" / "bercy").is_dir(), reason="real data not found")
+def test_coarse_pairs_get_their_own_threshold(tiny_model_path, tmp_path, capsys):
+    """Sentinel-2 pairs (10 m) choose the coarse threshold alone, the PNG pair (no georeference) the
+    model's own: each equals what calibrating on its pairs alone chooses."""
+    sentinel, levir = DATA / "oscd" / "bercy", VAL_DIRS[0]
+
+    def calibrate(name, *folders):
+        assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / name),
+                     "--device", "cpu", *map(str, folders)]) == 0
+        return json.loads(capsys.readouterr().out), load_model(tmp_path / name)
+
+    mixed, mixed_model = calibrate("mixed.pt", sentinel, levir)
+    alone_coarse, coarse_model = calibrate("coarse.pt", sentinel)
+    alone_fine, fine_model = calibrate("fine.pt", levir)
+    [coarse] = mixed["by_pixel_size"]
+    assert (coarse["min_pixel_size_m"], coarse["pairs"]) == (COARSE_PIXEL_M, ["bercy"])
+    assert mixed["pairs"] == ["val_27_0000_0256"] and mixed["threshold"] == alone_fine["threshold"]
+    assert coarse["threshold"] == alone_coarse["by_pixel_size"][0]["threshold"]
+    assert mixed_model.thresholds_by_pixel_size == ((COARSE_PIXEL_M, coarse["threshold"]),)
+    assert fine_model.thresholds_by_pixel_size == ()
+    # Only coarse pairs: the model's own threshold is chosen on them too.
+    assert alone_coarse["threshold"] == coarse_model.threshold == coarse["threshold"]

@@ -426,3 +426,21 @@ def test_bad_options_are_input_errors(oscd_mismatch_pair, tiny_model, tmp_path, 
     with pytest.raises(InputError, match=message):
         detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path), DetectOptions(**options), model=tiny_model)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_without_a_threshold_the_model_s_one_for_the_pixel_size_is_used(oscd_mismatch_pair, levir_pair,
+                                                                         tiny_model, tmp_path):
+    from dataclasses import replace
+
+    model = replace(tiny_model, threshold=0.6, thresholds_by_pixel_size=((5.0, 0.45),))
+    coarse = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "oscd", distance=False),
+                            DetectOptions(**FAST), model=model)  # Sentinel-2: about 10 m pixels
+    unknown = detect_changes(*levir_pair, outputs_in(tmp_path / "levir", distance=False),
+                             DetectOptions(**FAST), model=model)  # no georeference
+    chosen = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "chosen", distance=False),
+                            DetectOptions(threshold=0.55, **FAST), model=model)
+    assert (coarse.threshold, unknown.threshold, chosen.threshold) == (0.45, 0.6, 0.55)
+    for result in (coarse, unknown, chosen):
+        change = read_raster(result.outputs.change).values
+        confidence = read_raster(result.outputs.confidence).values
+        np.testing.assert_array_equal(change == 1, confidence >= result.threshold)

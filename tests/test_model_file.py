@@ -50,6 +50,23 @@ def test_round_trip_keeps_weights_and_contract(tmp_path):
     assert not [p for p in path.parent.iterdir() if p.name != "model.pt"]  # no temporary left
 
 
+def test_thresholds_by_pixel_size_round_trip_and_choose_by_pixel_size(tmp_path):
+    save_model(bundle(thresholds_by_pixel_size=((20.0, 0.02), (5.0, 0.05))), tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.thresholds_by_pixel_size == ((5.0, 0.05), (20.0, 0.02))  # kept ascending
+    assert [loaded.threshold_for(size) for size in (None, 0.5, 4.99, 5.0, 10.0, 20.0, 30.0)] == \
+        [0.4, 0.4, 0.4, 0.05, 0.05, 0.02, 0.02]
+
+
+def test_a_file_without_thresholds_by_pixel_size_has_one_threshold(tmp_path):
+    save_model(bundle(thresholds_by_pixel_size=((5.0, 0.05),)), tmp_path / "model.pt")
+    data = raw_dict(tmp_path / "model.pt")
+    del data["thresholds_by_pixel_size"]  # as written before the key existed
+    torch.save(data, tmp_path / "older.pt")
+    older = load_model(tmp_path / "older.pt")
+    assert older.thresholds_by_pixel_size == () and older.threshold_for(10.0) == pytest.approx(0.4)
+
+
 def test_file_is_a_plain_dict_loadable_with_weights_only(tmp_path):
     path = tmp_path / "model.pt"
     save_model(bundle(), path)

@@ -4,7 +4,9 @@ pixel counts as changed that gives the highest F1 pooled over all their valid pi
 The network is trained with a 0.5 boundary, but the confidence it reaches on a new sensor or
 resolution often sits lower (on 10 m Sentinel-2 pairs the changed pixels' confidence spreads
 well under 0.5 while their ranking stays good), so the threshold is set on validation pairs and
-stored in the model file, never on the pairs a model is judged on."""
+stored in the model file, never on the pairs a model is judged on. Coarse imagery (from
+:data:`COARSE_PIXEL_M` metres per pixel, e.g. Sentinel-2) gets its own threshold, chosen on the
+coarse validation pairs, because its changed pixels' confidence sits far lower than aerial ones'."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -13,13 +15,20 @@ from typing import Dict, Sequence
 import numpy as np
 import torch
 
+from ..area import ground_pixel_size
 from ..errors import InputError
 from ..metrics import Confusion
+from ..model_file import ModelBundle, load_model, save_model
+from ..raster_io import Grid, open_raster
 from .inference import predict_pair
-from .pairs import LoadedPair
+from .pairs import LoadedPair, find_pairs, load_pairs
 
-# A coarse grid: finer steps only fit the validation pairs' noise.
-CANDIDATES = tuple(round(0.05 * i, 2) for i in range(1, 20))
+# A coarse grid (finer steps only fit the validation pairs' noise), finer at the low end where
+# rare, faint change (10 m imagery) puts its best threshold.
+CANDIDATES = (0.01, 0.02, 0.03) + tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+# Between aerial / very-high-resolution imagery (0.3-2 m) and Sentinel-2 or Landsat (10-30 m).
+COARSE_PIXEL_M = 5.0
 
 
 def confusions_by_threshold(probability: np.ndarray, label: np.ndarray, valid: np.ndarray,
@@ -37,20 +46,55 @@ def best_threshold(confusions: Dict[float, Confusion]) -> float:
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
                         tile: int = 768) -> Dict[str, object]:
-    """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the threshold.
-    Returns {"threshold", "f1", "f1_at_0.5", "pairs", "candidates"} for the model's provenance."""
+    """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
+    coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone, and the
+    model's own threshold, chosen on the others (on all pairs when every pair is coarse).
+    Returns {"threshold", "f1", "f1_at_0.5", "pairs", "by_pixel_size", …} for the provenance."""
     if not pairs:
         raise InputError("threshold calibration needs at least one labelled pair")
     network.eval()
-    pooled: Dict[float, Confusion] = {t: Confusion() for t in CANDIDATES}
+    coarse = {p.name for p in pairs if _is_coarse(p)}
+    fine_counts, coarse_counts = _empty(), _empty()
     for pair in pairs:
         probability, _ = predict_pair(network, pair, device, tile)
+        target = coarse_counts if pair.name in coarse else fine_counts
         for t, counts in confusions_by_threshold(probability, pair.label, pair.valid).items():
-            pooled[t] = pooled[t] + counts
-    chosen = best_threshold(pooled)
-    return {"threshold": chosen, "f1": pooled[chosen].metrics()["f1"], "f1_at_0.5": pooled[0.5].metrics()["f1"],
-            "pairs": [p.name for p in pairs], "candidates": f"{CANDIDATES[0]}..{CANDIDATES[-1]} step 0.05",
-            "rule": "highest F1 pooled over the pairs' valid pixels"}
+            target[t] = target[t] + counts
+    everything = {t: fine_counts[t] + coarse_counts[t] for t in CANDIDATES}
+    general = fine_counts if len(coarse) < len(pairs) else everything
+    chosen = best_threshold(general)
+    calibration: Dict[str, object] = {
+        "threshold": chosen, "f1": general[chosen].metrics()["f1"], "f1_at_0.5": general[0.5].metrics()["f1"],
+        "pairs": [p.name for p in pairs if p.name not in coarse or general is everything],
+        "candidates": ", ".join(str(t) for t in CANDIDATES),
+        "rule": "highest F1 pooled over the pairs' valid pixels", "by_pixel_size": []}
+    if coarse:
+        chosen_coarse = best_threshold(coarse_counts)
+        calibration["by_pixel_size"] = [{
+            "min_pixel_size_m": COARSE_PIXEL_M, "threshold": chosen_coarse,
+            "f1": coarse_counts[chosen_coarse].metrics()["f1"], "f1_at_0.5": coarse_counts[0.5].metrics()["f1"],
+            "f1_at_general_threshold": coarse_counts[chosen].metrics()["f1"],
+            "pairs": sorted(coarse)}]
+    return calibration
+
+
+def apply_calibration(bundle: ModelBundle, calibration: Dict[str, object]) -> None:
+    """Store ``calibration``'s thresholds, and the calibration itself as provenance, in ``bundle``."""
+    calibration["previous_threshold"] = bundle.threshold
+    bundle.threshold = float(calibration["threshold"])
+    bundle.thresholds_by_pixel_size = tuple((float(c["min_pixel_size_m"]), float(c["threshold"]))
+                                            for c in calibration["by_pixel_size"])
+    bundle.provenance["threshold_calibration"] = calibration
+
+
+def _empty() -> Dict[float, Confusion]:
+    return {t: Confusion() for t in CANDIDATES}
+
+
+def _is_coarse(pair: LoadedPair) -> bool:
+    dataset = open_raster(pair.files.before, f"{pair.name}: before")
+    size = ground_pixel_size(Grid.of(dataset))
+    return size is not None and size >= COARSE_PIXEL_M
 
 
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
@@ -59,8 +103,6 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``). Returns the calibration."""
     from ..device import resolve_device
     from ..model.inference import prepare_for_inference
-    from ..model_file import load_model, save_model
-    from .pairs import find_pairs, load_pairs
 
     bundle = load_model(model)
     files = find_pairs(data_dirs)
@@ -69,8 +111,6 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target)
     calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile)
-    calibration["previous_threshold"] = bundle.threshold
-    bundle.threshold = float(calibration["threshold"])
-    bundle.provenance["threshold_calibration"] = calibration
+    apply_calibration(bundle, calibration)
     save_model(bundle, out)
     return calibration

@@ -26,8 +26,7 @@ def hardware(device: torch.device) -> Dict[str, Any]:
 
 def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles], val_pairs: Sequence[PairFiles],
                         loss: LossConfig, device: torch.device, encoder_init: str, checkpoint: Dict[str, Any],
-                        parent: Optional[Dict[str, Any]],
-                        calibration: Optional[Dict[str, Any]] = None) -> Dict[str, Any]:
+                        parent: Optional[Dict[str, Any]]) -> Dict[str, Any]:
     validation = ("folders " + ", ".join(str(d) for d in options.val_dirs) if options.val_dirs
                   else f"fraction {options.val_fraction} per data set, seed {options.seed}"
                   if options.val_fraction else "none (last epoch kept)")
@@ -52,7 +51,6 @@ def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles],
         "seconds": round(float(checkpoint["seconds"]), 1),
         "hardware": hardware(device),
         "validation_metrics": checkpoint["best_metrics"],
-        "threshold_calibration": calibration,
         "history": checkpoint["history"],
     })
 

@@ -21,7 +21,7 @@ from ..model import DeepCLNet, NetworkConfig, build_network
 from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
 from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
-from .calibration import calibrate_threshold
+from .calibration import apply_calibration, calibrate_threshold
 from .checkpoint import checkpoint_path_for, load_checkpoint, save_checkpoint
 from .inference import pair_confusion
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
@@ -98,9 +98,11 @@ def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
         calibration = calibrate_threshold(network, val_pairs, device, options.val_tile)
     bundle = ModelBundle(config=setup.config, state_dict=state["best_state"], bands=setup.bands,
                          normalization=setup.normalization,
-                         threshold=calibration["threshold"] if calibration else options.threshold,
+                         threshold=options.threshold,
                          provenance=training_provenance(options, train_files, val_files, loss_config, device,
-                                                        setup.encoder_init, state, setup.parent, calibration))
+                                                        setup.encoder_init, state, setup.parent))
+    if calibration:
+        apply_calibration(bundle, calibration)
     save_model(bundle, out)
     return TrainResult(out=out, checkpoint=checkpoint_path, epochs_completed=int(state["epoch"]),
                        best_epoch=int(state["best_epoch"]), best_metrics=dict(state["best_metrics"].get("pooled", {})),

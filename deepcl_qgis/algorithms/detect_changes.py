@@ -95,7 +95,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
              self.tr("A DeepCL model file (.pt). Empty: the model bundled with the plugin."), False),
             (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
                                           QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
-             self.tr("Confidence from which a pixel counts as changed. Empty: the model's own threshold. "
+             self.tr("Confidence from which a pixel counts as changed. Empty: the model's own threshold for the "
+                     "before image's pixel size (models calibrated on Sentinel-2 pairs have one for 10 m imagery). "
                      "Lower finds more change (and more false alarms)."), False),
             (QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), self.DEVICES, defaultValue="auto",
                                         usesStaticStrings=True),

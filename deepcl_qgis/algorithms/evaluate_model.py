@@ -73,7 +73,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
              self.tr("The DeepCL model (.pt) to evaluate on the before/after pair.")),
             (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
                                           QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
-             self.tr("Used when running a model. Empty: the model's own threshold.")),
+             self.tr("Used when running a model. Empty: the model's own threshold for each pair's pixel size.")),
             (QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), self.DEVICES, defaultValue="auto",
                                         usesStaticStrings=True),
              self.tr("Used when running a model.")),

@@ -42,6 +42,7 @@ class DeepCLDock(QgsDockWidget):
         self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
         self.reclassify_task: Optional[ReclassifyTask] = None
         self.last_run_seconds = 0.0
+        self._shown_model_threshold = -1.0  # the model's threshold for the before layer, last shown
         self._reclassify_timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
         self._reclassify_timer.timeout.connect(self.reclassify_now)
         self._connect()
@@ -53,7 +54,7 @@ class DeepCLDock(QgsDockWidget):
     def _connect(self) -> None:
         form = self.form
         form.swap_button.clicked.connect(self.swap_layers)
-        form.before_combo.layerChanged.connect(lambda layer: self._fill_bands(form.bands_before, layer))
+        form.before_combo.layerChanged.connect(lambda layer: self._on_before_changed(layer))
         form.after_combo.layerChanged.connect(lambda layer: self._fill_bands(form.bands_after, layer))
         form.threshold_slider.valueChanged.connect(self._on_threshold_moved)
         form.run_button.clicked.connect(self.detect)
@@ -90,7 +91,9 @@ class DeepCLDock(QgsDockWidget):
         form = self.form
         self._set_layers(*self._remembered_or_preselected(choices))
         form.model_widget.setFilePath(choices.model_path)
-        self._set_threshold(choices.threshold if choices.threshold >= 0 else self._model_threshold())
+        self._show_model_threshold()
+        if choices.threshold >= 0:
+            self._set_threshold(choices.threshold)
         form.device_combo.setCurrentIndex(max(0, form.device_combo.findData(choices.device)))
         form.tile_spin.setValue(choices.tile_size)
         form.overlap_spin.setValue(choices.overlap)
@@ -153,14 +156,30 @@ class DeepCLDock(QgsDockWidget):
     def _on_model_changed(self) -> None:
         """Another model brings its own decision threshold (chosen on its validation pairs)."""
         self._update_model_note()
-        self._set_threshold(self._model_threshold())
+        self._show_model_threshold()
+
+    def _on_before_changed(self, layer: Optional[QgsRasterLayer]) -> None:
+        """A before image of another pixel size may bring another of the model's thresholds
+        (e.g. 10 m Sentinel-2 against aerial imagery); the slider follows only then."""
+        self._fill_bands(self.form.bands_before, layer)
+        threshold = self._model_threshold()
+        if threshold != self._shown_model_threshold:
+            self._show_model_threshold(threshold)
+
+    def _show_model_threshold(self, threshold: Optional[float] = None) -> None:
+        self._shown_model_threshold = self._model_threshold() if threshold is None else threshold
+        self._set_threshold(self._shown_model_threshold)
 
     def _model_threshold(self) -> float:
-        """The chosen model's threshold; 0.5 while the file cannot be read (the run will say why)."""
+        """The chosen model's threshold for the before layer's pixel size; 0.5 while the file cannot
+        be read (the run will say why)."""
         try:
-            return float(core_module("model_file").load_model(self.model_path()).threshold)
+            bundle = core_module("model_file").load_model(self.model_path())
         except Exception:  # any unreadable or missing file: detection reports it properly
             return 0.5
+        layer = self.form.before_combo.currentLayer()
+        pixel_size = core_module("area").file_pixel_size(layer.source()) if layer is not None else None
+        return float(bundle.threshold_for(pixel_size))
 
     def _set_threshold(self, threshold: float) -> None:
         """Show ``threshold`` without re-classifying the last run (only the user's moves do that)."""

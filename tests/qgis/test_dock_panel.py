@@ -219,3 +219,31 @@ def test_the_threshold_follows_the_chosen_model(panel, tiny_model_path, tmp_path
     assert dock.threshold() == pytest.approx(0.35) and dock.form.threshold_label.text() == "0.35"
     dock.form.model_widget.setFilePath("")  # back to the bundled model
     assert dock.threshold() == pytest.approx(load_model(bundled_model_path()).threshold)
+
+
+def test_the_threshold_follows_the_before_layers_pixel_size(panel, oscd_crop, tiny_model_path, tmp_path):
+    """A model with its own threshold for coarse imagery: the slider shows it for the 10 m OSCD
+    layer, the general one for the LEVIR PNG, and keeps the user's value while the class stays."""
+    from deepcl_core.model_file import load_model, save_model
+
+    bundle = load_model(tiny_model_path)
+    bundle.threshold, bundle.thresholds_by_pixel_size = 0.35, ((5.0, 0.07),)
+    save_model(bundle, tmp_path / "by_pixel_size.pt")
+    oscd_before, _ = _project_with_pairs(oscd_crop)
+    levir_before = _layer_named("levir before")
+    dock = panel()
+    dock.form.model_widget.setFilePath(str(tmp_path / "by_pixel_size.pt"))
+    assert dock.form.before_combo.currentLayer() is oscd_before and dock.threshold() == pytest.approx(0.07)
+    dock.form.before_combo.setLayer(levir_before)
+    assert dock.threshold() == pytest.approx(0.35)
+    dock.form.threshold_slider.setValue(40)  # the user's choice
+    dock.form.before_combo.setLayer(_layer_named("levir after"))  # same class: kept
+    assert dock.threshold() == pytest.approx(0.40)
+    dock.form.before_combo.setLayer(oscd_before)
+    assert dock.threshold() == pytest.approx(0.07)
+
+
+def _layer_named(name: str):
+    from qgis.core import QgsProject
+
+    return QgsProject.instance().mapLayersByName(name)[0]
