@@ -7,7 +7,11 @@
   plain fp32 network, no prefetching);
 - ``compute``: the network alone on real tiles of the pair already in memory, same batch and
   precision as the pipeline, extrapolated to the image's tile count; plus the FLOP count and the
-  machine's matmul peak on the same threads.
+  machine's matmul peak on the same threads;
+- ``io``: the pipeline with the network replaced by a stand-in that costs nothing (its change
+  probability, a function of the two images, compresses as a real one does), with the I/O threads
+  detection uses beside a GPU (every core): the most any network, on any device, can get out of
+  this machine's reading, normalising, blending and writing.
 
     python -m benchmarks.runs --run pipeline --size 2048 --device cpu   (prints one JSON line)
 """
@@ -25,7 +29,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 ROOT = Path(__file__).resolve().parents[1]
-RUNS = ("pipeline", "naive", "compute")
+RUNS = ("pipeline", "naive", "compute", "io")
 
 
 def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
@@ -35,6 +39,29 @@ def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, fo
     started = time.perf_counter()
     result = detect_changes(before, after, outputs, detect_options(args), model=bundle)
     return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device}
+
+
+def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
+    from unittest import mock
+
+    import numpy as np
+
+    from deepcl_core import detect
+    from deepcl_core.detect import DetectOutputs, detect_changes
+    from deepcl_core.model.inference import available_cores
+
+    def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True):
+        probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
+        return probability, probability if with_distance else None
+
+    outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
+    options = detect_options(args)
+    options.io_threads = available_cores()
+    with mock.patch.object(detect, "run_network", stand_in):
+        started = time.perf_counter()
+        result = detect_changes(before, after, outputs, options, model=bundle)
+    return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device,
+            "io_threads": options.io_threads}
 
 
 def run_naive(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
@@ -85,7 +112,7 @@ def child(argv: Optional[List[str]] = None) -> int:
     logging.getLogger("deepcl_core").setLevel(logging.ERROR)  # the untrained-model warning is expected here
     bundle, what = benchmark_bundle(args.model)
     before, after = generate_pair(args.size, args.cache)
-    run = {"pipeline": run_pipeline, "naive": run_naive, "compute": run_compute}[args.run]
+    run = {"pipeline": run_pipeline, "naive": run_naive, "compute": run_compute, "io": run_io}[args.run]
     with tempfile.TemporaryDirectory(dir=args.cache, prefix=f"{args.run}-") as folder:
         record = run(args, bundle, before, after, Path(folder))
     record.update(run=args.run, size=args.size, model=what)

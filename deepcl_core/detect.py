@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -19,14 +20,14 @@ from osgeo import gdal
 from .area import ground_pixel_size, pixel_area_by_row
 from .device import describe_device, resolve_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
-from .model.inference import (PRECISIONS, default_batch_size, inference_threads, precision_name,
+from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, precision_name,
                               prefers_channels_last, prepare_for_inference, torch_threads)
 from .model_file import ModelBundle, load_model
 from .normalization import ImageStretch, normalize
 from .outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs, RasterSpec, check_output_paths
 from .polygons import write_change_polygons
-from .prefetch import Prefetcher
 from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
+from .tile_reader import TileReader
 from .tiling import RowBlender, TileGrid
 from .write_behind import WriteBehind
 
@@ -52,6 +53,7 @@ class DetectOptions:
     batch_size: Optional[int] = None  # None: the device's (model/inference.default_batch_size)
     device: str = "auto"
     precision: str = "auto"  # "auto": fp16 on CUDA, else fp32; "fp32"; "bf16" (opt-in, see autocast_dtype)
+    io_threads: Optional[int] = None  # readers, and compressors; None: the device's (model/inference.io_threads)
     min_area: float = 0.0  # for polygons: m² (pixels when not georeferenced)
     overwrite: bool = False
 
@@ -64,6 +66,8 @@ class DetectOptions:
                              f"got {self.overlap}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1; got {self.batch_size}")
+        if self.io_threads is not None and self.io_threads < 1:
+            raise InputError(f"I/O threads must be at least 1; got {self.io_threads}")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold must lie between 0 and 1 (exclusive); got {self.threshold}")
         if self.min_area < 0:
@@ -156,10 +160,13 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     grid = Grid.of(pair.before)
     threshold = (bundle.threshold_for(ground_pixel_size(grid)) if options.threshold is None
                  else float(options.threshold))
-    stretches = (_image_stretch(pair.before, pair.bands_before, bundle, "before"),
-                 _image_stretch(pair.after, pair.bands_after, bundle, "after"))
-    network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
-                                    precision=options.precision)
+    # The two images' statistics (GDAL decodes without the GIL) while the network is prepared.
+    with ThreadPoolExecutor(2, thread_name_prefix="deepcl-statistics") as pool:
+        jobs = [pool.submit(_image_stretch, pair.before, pair.bands_before, bundle, "before"),
+                pool.submit(_image_stretch, pair.after, pair.bands_after, bundle, "after")]
+        network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
+                                        precision=options.precision)
+        stretches = (jobs[0].result(), jobs[1].result())
     tiles = TileGrid(grid.width, grid.height, options.tile_size, options.overlap)
 
     specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
@@ -175,14 +182,17 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
                            notify=lambda message: report(done / len(tiles), message))
     with ExitStack() as stack:
         stack.enter_context(torch_threads(inference_threads(device)))
-        writer = RasterOutputs(specs, grid)
+        threads = options.io_threads or io_threads(device)
+        writer = RasterOutputs(specs, grid, compression_threads=threads)
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "
                     f"{list(pair.bands_after)}; device {describe_device(device)}")
         blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
         rows = tiles.rows()
-        reader = stack.enter_context(Prefetcher(_read_tiles(pair, tiles, stretches, bundle),
-                                                depth=2 * batch_size))
+        reader = stack.enter_context(TileReader(
+            partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, flush_every_tile=threads > 1),
+            tiles.positions(), pair, partial(_open_pair, before, after, options, bundle), threads,
+            depth=2 * batch_size))
         writes = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH))  # closed before writer.abort runs
         columns = len(tiles.columns())
         for row_index, y in enumerate(rows):
@@ -239,20 +249,22 @@ def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelB
     return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after)
 
 
-def _read_tiles(pair: _Pair, tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
-                bundle: ModelBundle) -> Iterator[_Tile]:
-    """Normalised tiles, row by row; runs in the reader thread, the only user of the datasets then."""
-    last_column = tiles.columns()[-1]
+def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
+               bundle: ModelBundle, flush_every_tile: bool) -> _Tile:
+    """One normalised tile, in a reader thread that alone uses ``pair``. The thread then drops the
+    blocks it decoded, or GDAL's cache grows with the image: after the last tile of a row, or after
+    every tile when several threads read (their handles are not shared, so no neighbour reuses them)."""
+    x, y = position
     width, height = tiles.tile_width, tiles.tile_height
-    for x, y in tiles.positions():
-        pixels_b, valid_b = read_window(pair.before, pair.bands_before, x, y, width, height, "before")
-        pixels_a, valid_a = read_window(pair.after, pair.bands_after, x, y, width, height, "after")
-        valid = valid_b & valid_a
-        yield _Tile(x, y, normalize(pixels_b, stretches[0], bundle.normalization) * valid,
-                    normalize(pixels_a, stretches[1], bundle.normalization) * valid, valid)
-        if x == last_column:  # a tile row is read: drop its blocks, or GDAL's cache grows with the image
-            for dataset in {id(d): d for d in (pair.before, pair.after, pair.after_source)}.values():
-                dataset.FlushCache()
+    pixels_b, valid_b = read_window(pair.before, pair.bands_before, x, y, width, height, "before")
+    pixels_a, valid_a = read_window(pair.after, pair.bands_after, x, y, width, height, "after")
+    valid = valid_b & valid_a
+    tile = _Tile(x, y, normalize(pixels_b, stretches[0], bundle.normalization, valid),
+                 normalize(pixels_a, stretches[1], bundle.normalization, valid), valid)
+    if flush_every_tile or x == tiles.columns()[-1]:
+        for dataset in {id(d): d for d in (pair.before, pair.after, pair.after_source)}.values():
+            dataset.FlushCache()
+    return tile
 
 
 def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:

@@ -7,7 +7,7 @@ mean and std the encoder was trained with (ImageNet's by default).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -66,9 +66,10 @@ class ImageStretch:
         return cls(low.reshape(-1, 1, 1), high.reshape(-1, 1, 1))
 
 
-def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec) -> np.ndarray:
-    """(bands, h, w) raw values → float32 network input. NaN becomes the band mean (0 after
-    standardisation); the caller masks it as nodata anyway.
+def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec,
+              valid: Optional[np.ndarray] = None) -> np.ndarray:
+    """(bands, h, w) raw values → float32 network input. Pixels outside ``valid`` (h, w), which
+    holds every NaN, become 0; without it NaN becomes the band mean (also 0 after standardisation).
 
     Stretch, clip to [0, 1] and standardisation are one increasing affine map followed by a clip, so
     they run as multiply, add and clip in place: four passes over the tile instead of nine (this is
@@ -80,5 +81,8 @@ def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec
     out = np.multiply(pixels, scale, dtype=np.float32)
     out += offset.astype(np.float32)
     np.clip(out, (-mean / std).astype(np.float32), ((1.0 - mean) / std).astype(np.float32), out=out)
-    out[np.isnan(out)] = 0.0
+    if valid is None:
+        out[np.isnan(out)] = 0.0
+    else:  # one pass for both: NaN and every other invalid pixel
+        np.copyto(out, 0.0, where=~valid)
     return out

@@ -69,10 +69,13 @@ def temporary_path(path: Path) -> Path:
 
 
 class RasterOutputs:
-    """The output GeoTIFFs of one run: tiled, compressed, on ``grid``; committed together."""
+    """The output GeoTIFFs of one run: tiled, compressed, on ``grid``; committed together.
+    ``compression_threads`` above 1 lets GDAL compress blocks side by side (beside a GPU one thread
+    compressing the confidence map would hold the network back: ``python -m benchmarks.io_bound``)."""
 
-    def __init__(self, specs: List[RasterSpec], grid: Grid) -> None:
+    def __init__(self, specs: List[RasterSpec], grid: Grid, compression_threads: int = 1) -> None:
         self.grid = grid
+        self.compression_threads = compression_threads
         self.specs = specs
         self.datasets: Dict[Path, gdal.Dataset] = {}
         self.temporary: Dict[Path, Path] = {}
@@ -94,6 +97,8 @@ class RasterOutputs:
         # would otherwise take from the network on a CPU.
         options = ["TILED=YES", f"BLOCKXSIZE={BLOCK_SIZE}", f"BLOCKYSIZE={BLOCK_SIZE}", "COMPRESS=DEFLATE",
                    "ZLEVEL=1", f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
+        if self.compression_threads > 1:
+            options.append(f"NUM_THREADS={self.compression_threads}")
         with collect_gdal_errors() as errors:
             dataset = gdal.GetDriverByName("GTiff").Create(
                 str(tmp), self.grid.width, self.grid.height, 1, spec.data_type, options)

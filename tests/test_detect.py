@@ -444,3 +444,19 @@ def test_without_a_threshold_the_model_s_one_for_the_pixel_size_is_used(oscd_mis
         change = read_raster(result.outputs.change).values
         confidence = read_raster(result.outputs.confidence).values
         np.testing.assert_array_equal(change == 1, confidence >= result.threshold)
+
+
+def test_several_io_threads_give_the_same_outputs(oscd_mismatch_pair, tiny_model, tmp_path):
+    """Beside a GPU several threads read tiles, each with its own handles of the pair (the after
+    image warped onto the before grid), and GDAL compresses output blocks in several: the outputs
+    equal one thread's."""
+    options = dict(FAST, tile_size=64, overlap=16, batch_size=3)  # 36 tiles, more than threads ahead
+    one = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "one"), DetectOptions(**options),
+                         model=tiny_model)
+    four = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "four"),
+                          DetectOptions(io_threads=4, **options), model=tiny_model)
+    assert one.tiles == four.tiles > 4
+    for name in ("change", "confidence", "distance"):
+        np.testing.assert_array_equal(read_raster(getattr(four.outputs, name)).values,
+                                      read_raster(getattr(one.outputs, name)).values)
+

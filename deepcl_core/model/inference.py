@@ -117,8 +117,19 @@ def inference_threads(device: torch.device) -> Optional[int]:
     quiet machine, so none is reserved by default. None: leave torch's setting."""
     if device.type != "cpu":
         return None
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(torch.get_num_threads(), cores - IO_RESERVED_CORES))
+    return max(1, min(torch.get_num_threads(), available_cores() - IO_RESERVED_CORES))
+
+
+def io_threads(device: torch.device) -> int:
+    """Threads that read and normalise tiles, and that compress output blocks: one on the CPU,
+    where the network needs every core (see :data:`IO_RESERVED_CORES`); every core beside an
+    accelerator, where decoding, normalising and compressing on one core each would hold the
+    network back (benchmarks: the I/O bound row)."""
+    return 1 if device.type == "cpu" else available_cores()
+
+
+def available_cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 @contextmanager

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
 from ..model.encoders import ENCODERS
@@ -80,3 +80,4 @@ class TrainResult:
     val_pairs: List[str]
     seconds: float  # training time over all runs (a resumed run adds to the earlier ones)
     threshold: float  # the model's decision threshold (calibrated on the validation pairs, or ``threshold``)
+    thresholds_by_pixel_size: Tuple[Tuple[float, float], ...] = ()  # ModelBundle's: for coarse imagery
