@@ -160,19 +160,9 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     grid = Grid.of(pair.before)
     threshold = (bundle.threshold_for(ground_pixel_size(grid)) if options.threshold is None
                  else float(options.threshold))
-    # The two images' statistics (GDAL decodes without the GIL) while the network is prepared.
-    with ThreadPoolExecutor(2, thread_name_prefix="deepcl-statistics") as pool:
-        jobs = [pool.submit(_image_stretch, pair.before, pair.bands_before, bundle, "before"),
-                pool.submit(_image_stretch, pair.after, pair.bands_after, bundle, "after")]
-        network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
-                                        precision=options.precision)
-        stretches = (jobs[0].result(), jobs[1].result())
+    stretches, network = _statistics_and_network(pair, bundle, device, options.precision)
     tiles = TileGrid(grid.width, grid.height, options.tile_size, options.overlap)
-
-    specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
-             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, "change probability")]
-    if outputs.distance is not None:
-        specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)"))
+    specs = _output_specs(outputs)
     pixel_areas = pixel_area_by_row(grid)
     counts = _Counts(pixel_areas)
 
@@ -228,6 +218,26 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         threshold=threshold, device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
+
+
+def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.device,
+                            precision: str) -> Tuple[Tuple[ImageStretch, ImageStretch], torch.nn.Module]:
+    """The two images' statistics, side by side (GDAL decodes without the GIL), while the network
+    is prepared for ``device``."""
+    with ThreadPoolExecutor(2, thread_name_prefix="deepcl-statistics") as pool:
+        jobs = [pool.submit(_image_stretch, pair.before, pair.bands_before, bundle, "before"),
+                pool.submit(_image_stretch, pair.after, pair.bands_after, bundle, "after")]
+        network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
+                                        precision=precision)
+        return (jobs[0].result(), jobs[1].result()), network
+
+
+def _output_specs(outputs: DetectOutputs) -> List[RasterSpec]:
+    specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
+             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, "change probability")]
+    if outputs.distance is not None:
+        specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)"))
+    return specs
 
 
 @dataclass
