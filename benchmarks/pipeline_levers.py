@@ -29,13 +29,13 @@ from benchmarks.pairs import generate_pair
 ROOT = Path(__file__).resolve().parents[1]
 # name → (fold batch norms, channels_last, write-behind depth, cores reserved for I/O threads)
 STEPS = {
-    "before the speed work (plain network, NCHW, writes inline, all threads)": (False, False, 0, 0),
+    "before the speed work (plain network, NCHW, blending and writes inline, all threads)": (False, False, 0, 0),
     "+ batch norms folded": (True, False, 0, 0),
     "+ channels_last": (True, True, 0, 0),
-    "+ writer thread (= detection now)": (True, True, detect.WRITE_BEHIND_DEPTH, inference.IO_RESERVED_CORES),
-    "+ one core left to reader and writer (not kept)": (True, True, detect.WRITE_BEHIND_DEPTH, 1),
+    "+ blending and writing thread (= detection now)": (True, True, detect.WRITE_BEHIND_DEPTH, inference.IO_RESERVED_CORES),
+    "+ one core left to the reader, blending and writing (not kept)": (True, True, detect.WRITE_BEHIND_DEPTH, 1),
 }
-NOW = "+ writer thread (= detection now)"
+NOW = "+ blending and writing thread (= detection now)"
 
 
 def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool, channels_last: bool,

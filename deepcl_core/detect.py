@@ -34,7 +34,7 @@ from .write_behind import WriteBehind
 LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
 NETWORK_MULTIPLE = 32  # the encoder's coarsest stride: tiles are padded to a multiple of it
-WRITE_BEHIND_DEPTH = 1  # tile rows queued behind the one being written: overlap without holding more (0: no thread)
+WRITE_BEHIND_DEPTH = 1  # tile rows of blending and writing queued behind the network (0: no thread)
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -183,19 +183,21 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, flush_every_tile=threads > 1),
             tiles.positions(), pair, partial(_open_pair, before, after, options, bundle), threads,
             depth=2 * batch_size))
-        writes = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH))  # closed before writer.abort runs
         columns = len(tiles.columns())
+        # Blending and writing run behind the network in one thread, in order: the network (a GPU
+        # above all) never waits for them. Closed before writer.abort runs.
+        behind = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
         for row_index, y in enumerate(rows):
             for batch in _batches(reader, columns, batch_size):
                 if is_cancelled():
                     raise Cancelled()
-                _predict_batch(network, batch, device, blender, tiles, outputs.distance is not None, budget)
+                predictions = _predict_batch(network, batch, device, outputs.distance is not None, budget)
+                behind.submit(partial(_blend_batch, blender, tiles, batch, predictions))
                 done += len(batch)
                 report(done / len(tiles), f"tile {done} of {len(tiles)}")
             until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
-            top, blended, valid = blender.flush(until)
-            writes.submit(partial(_write_rows, writer, specs, top, blended, valid, threshold, counts))
-        writes.finish()
+            behind.submit(partial(_write_rows, writer, specs, blender, until, threshold, counts))
+        behind.finish()
         if is_cancelled():
             raise Cancelled()
         writer.close()
@@ -292,21 +294,28 @@ def _batches(reader: Iterator[_Tile], count: int, size: int) -> Iterator[List[_T
         yield [next(reader) for _ in range(min(size, count - start))]
 
 
-def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.device, blender: RowBlender,
-                   tiles: TileGrid, with_distance: bool, budget: "_MemoryBudget") -> None:
-    """Run the network on the tiles that have a valid pixel and add their predictions to the
-    blender; tiles with no valid pixel are skipped and only mark their validity."""
-    work = [tile for tile in batch if tile.valid.any()]
-    for tile in batch:
-        if not tile.valid.any():
+def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.device, with_distance: bool,
+                   budget: "_MemoryBudget") -> List[Optional[np.ndarray]]:
+    """The network's channels (probability[, distance]) for each tile of ``batch``; None for a tile
+    without a valid pixel, which is skipped."""
+    work = [i for i, tile in enumerate(batch) if tile.valid.any()]
+    predictions: List[Optional[np.ndarray]] = [None] * len(batch)
+    if work:
+        probability, distance = _run_within_memory(network, np.stack([batch[i].before for i in work]),
+                                                   np.stack([batch[i].after for i in work]), device,
+                                                   with_distance, budget)
+        for k, i in enumerate(work):
+            predictions[i] = np.stack([probability[k]] + ([distance[k]] if with_distance else []))
+    return predictions
+
+
+def _blend_batch(blender: RowBlender, tiles: TileGrid, batch: List[_Tile],
+                 predictions: List[Optional[np.ndarray]]) -> None:
+    for tile, channels in zip(batch, predictions):
+        if channels is None:
             blender.mark_valid(tile.valid, tile.x, tile.y)
-    if not work:
-        return
-    probability, distance = _run_within_memory(network, np.stack([t.before for t in work]),
-                                               np.stack([t.after for t in work]), device, with_distance, budget)
-    for i, tile in enumerate(work):
-        channels = [probability[i]] + ([distance[i]] if with_distance else [])
-        blender.add(np.stack(channels), tiles.blend_weights(tile.x, tile.y), tile.valid, tile.x, tile.y)
+        else:
+            blender.add(channels, tiles.blend_weights(tile.x, tile.y), tile.valid, tile.x, tile.y)
 
 
 def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
@@ -440,8 +449,10 @@ class _Counts:
             self.valid_m2 += float(valid_per_row @ areas)
 
 
-def _write_rows(writer: RasterOutputs, specs: List[RasterSpec], top: int, blended: np.ndarray,
-                valid: np.ndarray, threshold: float, counts: _Counts) -> None:
+def _write_rows(writer: RasterOutputs, specs: List[RasterSpec], blender: RowBlender, until: int,
+                threshold: float, counts: _Counts) -> None:
+    """Write the blender's final rows, those above ``until``."""
+    top, blended, valid = blender.flush(until)
     confidence = np.where(valid, np.clip(blended[0], 0.0, 1.0), FLOAT_NODATA).astype(np.float32)
     change = np.where(valid, (confidence >= threshold).astype(np.uint8), CHANGE_NODATA).astype(np.uint8)
     counts.add(top, change, valid)
