@@ -55,13 +55,18 @@ def run_otb(size: int, args: argparse.Namespace) -> Optional[Dict]:
     return record
 
 
-def measure_repeated(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
-    """Runs of a few seconds are at the mercy of a noisy machine: at up to SMALL_SIZE² the median of
-    ``args.repeats`` runs (peak RSS: the largest of them); one run of the long sizes."""
+def measure_size(runs: List[str], size: int, device: str, args: argparse.Namespace) -> List[Dict]:
+    """One record per run. Runs of a few seconds are at the mercy of a noisy machine: up to
+    SMALL_SIZE² each run is measured ``args.repeats`` times, the runs interleaved round after round
+    so that a drifting machine biases no ratio between them, and the median kept (peak RSS: the
+    largest); one run of each at the long sizes."""
     count = args.repeats if size <= SMALL_SIZE else 1
-    records = sorted((measure(run, size, device, args) for _ in range(count)), key=lambda r: r["seconds"])
-    chosen = dict(records[len(records) // 2])
-    chosen["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
+    rounds = [[measure(run, size, device, args) for run in runs] for _ in range(count)]
+    chosen = []
+    for records in zip(*rounds):
+        median = dict(sorted(records, key=lambda r: r["seconds"])[len(records) // 2])
+        median["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
+        chosen.append(median)
     return chosen
 
 
@@ -72,11 +77,10 @@ def measure_all(args: argparse.Namespace, devices: List[str]) -> List[Dict]:
         generate_pair(size, args.cache)
         print(f"pair {size}² ready in {args.cache} ({time.perf_counter() - started:.1f} s)", flush=True)
         for device in devices:
-            for run in [r for r in RUNS if r in args.runs]:
-                record = measure_repeated(run, size, device, args)
+            for record in measure_size([r for r in RUNS if r in args.runs], size, device, args):
                 records.append(record)
-                print(f"  {device:5} {LABELS[run]:32} {record['seconds']:8.1f} s  {record['megapixels_per_s']:7.3f} MP/s"
-                      f"  peak RSS {record['peak_rss_mb']:.0f} MB", flush=True)
+                print(f"  {device:5} {LABELS[record['run']]:32} {record['seconds']:8.1f} s  "
+                      f"{record['megapixels_per_s']:7.3f} MP/s  peak RSS {record['peak_rss_mb']:.0f} MB", flush=True)
         if "otb" in args.runs:
             record = run_otb(size, args)
             if record:
@@ -218,7 +222,7 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         f"- Machine: {machine()}",
         f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch {args.batch or 'the device default (1 on the CPU, 8 on CUDA)'}; precision {args.precision} "
         f"({_precisions(args.precision)}; the naive baseline: fp32); up to {SMALL_SIZE:,}² each row is the median "
-        f"of {args.repeats} runs",
+        f"of {args.repeats} runs, the runs interleaved",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
         "file to file (reading, aligning, normalising, network, blending, writing change and confidence). "
