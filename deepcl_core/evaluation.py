@@ -59,16 +59,18 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
         work = Path(tmp)
         for index, pair in enumerate(pairs):
             report(index / steps, f"pair {pair.name}")
-            confusion, distance, confidence, label = _evaluate_pair(pair, work, detect_options, bundle, cancel)
+            confusion, distance, confidence, label, threshold = _evaluate_pair(pair, work, detect_options, bundle,
+                                                                                cancel)
             pooled += confusion
             per_pair[pair.name] = {**confusion.metrics(), "auc_distance": roc_auc(distance, label),
-                                   "auc_confidence": roc_auc(confidence, label)}
+                                   "auc_confidence": roc_auc(confidence, label), "threshold": threshold}
             scores.add(distance, confidence, label)
         if options.pseudo_change:
             pseudo = _pseudo_change_rates(pairs, work, detect_options, bundle, options.seed, report, steps, cancel)
     report(1.0, "done")
     return {"model": str(options.model) if options.model else "bundled", "pairs": len(pairs),
             "threshold": bundle.threshold if options.threshold is None else options.threshold,
+            "thresholds_by_pixel_size": bundle.thresholds_by_pixel_size if options.threshold is None else (),
             "pooled": {**pooled.metrics(), **scores.auc()}, "per_pair": per_pair,
             **({"pseudo_change": pseudo} if options.pseudo_change else {}),
             "seconds": round(time.perf_counter() - started, 2)}
@@ -77,7 +79,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
 def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: Any,
                    cancel: Optional[CancelCallback]):
     outputs = _outputs(work, pair.name.replace("/", "_"))
-    detect_changes(pair.before, pair.after, outputs, options, cancel=cancel, model=bundle)
+    result = detect_changes(pair.before, pair.after, outputs, options, cancel=cancel, model=bundle)
     change = _read(outputs.change)
     label, label_valid = read_label(pair, open_raster(pair.before, f"{pair.name}: before"))
     valid = (change != CHANGE_NODATA) & label_valid
@@ -85,7 +87,7 @@ def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: 
     distance, confidence = _read(outputs.distance)[valid], _read(outputs.confidence)[valid]
     for path in outputs.rasters():
         path.unlink()
-    return confusion, distance, confidence, label[valid].astype(bool)
+    return confusion, distance, confidence, label[valid].astype(bool), result.threshold
 
 
 def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: DetectOptions, bundle: Any, seed: int,

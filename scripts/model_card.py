@@ -69,12 +69,13 @@ def main() -> int:
                     + [f"{pooled['f1']:.3f}", f"{pooled['iou']:.3f}", f"{pooled['kappa']:.3f}"])
     accuracy = table(rows, ["method"] + [f"F1 {d}" for d in datasets] + ["F1 pooled", "IoU pooled", "kappa pooled"])
     accuracy += "\n\n" + margins(results, datasets)
-    pair_rows = [[name, group_of[name], f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+    pair_rows = [[name, group_of[name], f"{m['threshold']:g}", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                   f"{report['classical']['cva']['per_pair'][name]['f1']:.3f}",
                   f"{report['classical']['mad']['per_pair'][name]['f1']:.3f}",
                   "n/a" if m["auc_distance"] is None else f"{m['auc_distance']:.3f}"]
                  for name, m in sorted(report["per_pair"].items(), key=lambda kv: (group_of[kv[0]], kv[0]))]
-    per_pair = table(pair_rows, ["pair", "data set", "precision", "recall", "F1", "F1 CVA", "F1 MAD", "AUC of D"])
+    per_pair = table(pair_rows, ["pair", "data set", "threshold", "precision", "recall", "F1", "F1 CVA", "F1 MAD",
+                                 "AUC of D"])
     card = render(bundle.provenance, bundle, report, accuracy, per_pair, args.pairs)
     (MODELS / "MODEL_CARD.md").write_text(card)
     print(accuracy)

@@ -67,6 +67,7 @@ def test_everything_called_change(pairs, tmp_path):
     assert square["iou"] == pytest.approx(changed / n) and square["kappa"] == pytest.approx(0.0)
     assert square["auc_distance"] == pytest.approx(0.5, abs=1e-3)  # a constant distance map separates nothing
     assert report["per_pair"]["nothing"]["auc_distance"] is None
+    assert square["threshold"] == report["threshold"] == 0.5  # the model has no threshold by pixel size
     pooled = report["pooled"]
     assert (pooled["tp"], pooled["fp"], pooled["fn"], pooled["tn"]) == (changed, 2 * n - changed, 0, 0)
     assert pooled["precision"] == pytest.approx(changed / (2 * n))
@@ -119,3 +120,16 @@ def test_per_pair_counts_pool_by_data_set():
     pooled = pooled_by_group(per_pair, {"a": "oscd", "b": "levir", "c": "oscd"})
     assert pooled == {"oscd": Confusion(6, 7, 8, 9), "levir": Confusion(10, 0, 0, 90)}
     assert pooled["oscd"].metrics()["f1"] == pytest.approx(12 / 27)
+
+
+def test_pairs_of_coarse_pixels_are_judged_at_the_model_s_coarse_threshold(pairs, tmp_path):
+    """Probability 0.5 everywhere: the 10 m pairs are all change at the coarse threshold 0.4,
+    where the general threshold 0.6 would call nothing change."""
+    from deepcl_core.model_file import load_model
+
+    bundle = load_model(constant_model(tmp_path / "half.pt", 0.0))
+    bundle.threshold, bundle.thresholds_by_pixel_size = 0.6, ((5.0, 0.4),)
+    save_model(bundle, tmp_path / "half.pt")
+    report = evaluate(EvaluateOptions(model=tmp_path / "half.pt", data_dirs=[pairs], device="cpu"))
+    assert report["thresholds_by_pixel_size"] == ((5.0, 0.4),)
+    assert all(m["threshold"] == 0.4 and m["fn"] == 0 and m["tn"] == 0 for m in report["per_pair"].values())
