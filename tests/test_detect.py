@@ -353,13 +353,14 @@ def cancel_after(calls: int):
     return cancel, count
 
 
+@pytest.mark.parametrize("io_threads", [1, 4])  # 4: reader threads and compressors as beside a GPU
 @pytest.mark.parametrize("calls", [0, 1, 3])
-def test_cancelled_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path, calls):
+def test_cancelled_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path, calls, io_threads):
     out = tmp_path / "out"
     cancel, count = cancel_after(calls)
     with pytest.raises(Cancelled):
         detect_changes(*oscd_mismatch_pair, outputs_in(out, polygons=True),
-                       DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu"),
+                       DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu", io_threads=io_threads),
                        cancel=cancel, model=tiny_model)
     assert count["n"] == calls + 1  # stopped at the first true answer
     assert list(out.iterdir()) == []
