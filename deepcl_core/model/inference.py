@@ -120,12 +120,18 @@ def inference_threads(device: torch.device) -> Optional[int]:
     return max(1, min(torch.get_num_threads(), available_cores() - IO_RESERVED_CORES))
 
 
+# Each reader thread holds tiles in flight (14 MB per pair of 768² tiles) and GDAL handles. On the
+# 2-core development machine the I/O bound row of `make bench` measured 14 megapixels per second
+# with 2 threads at 8,192²: if that scales, 100 (the GPU target) needs about 14 cores, not more.
+MAX_IO_THREADS = 16
+
+
 def io_threads(device: torch.device) -> int:
     """Threads that read and normalise tiles, and that compress output blocks: one on the CPU,
-    where the network needs every core (see :data:`IO_RESERVED_CORES`); every core beside an
-    accelerator, where decoding, normalising and compressing on one core each would hold the
-    network back (benchmarks: the I/O bound row)."""
-    return 1 if device.type == "cpu" else available_cores()
+    where the network needs every core (see :data:`IO_RESERVED_CORES`); every core, up to
+    :data:`MAX_IO_THREADS`, beside an accelerator, where decoding, normalising and compressing on
+    one core each would hold the network back (benchmarks: the I/O bound row)."""
+    return 1 if device.type == "cpu" else min(available_cores(), MAX_IO_THREADS)
 
 
 def available_cores() -> int:
