@@ -10,7 +10,7 @@
   machine's matmul peak on the same threads;
 - ``io``: the pipeline with the network replaced by a stand-in that costs nothing (its change
   probability, a function of the two images, compresses as a real one does), with the I/O threads
-  detection uses beside a GPU (every core): the most any network, on any device, can get out of
+  detection uses beside a GPU: the most any network, on any device, can get out of
   this machine's reading, normalising, blending and writing.
 
     python -m benchmarks.runs --run pipeline --size 2048 --device cpu   (prints one JSON line)
@@ -48,7 +48,9 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
 
     from deepcl_core import detect
     from deepcl_core.detect import DetectOutputs, detect_changes
-    from deepcl_core.model.inference import available_cores
+    import torch
+
+    from deepcl_core.model.inference import io_threads
 
     def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True):
         probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
@@ -56,7 +58,7 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
 
     outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
     options = detect_options(args)
-    options.io_threads = available_cores()
+    options.io_threads = io_threads(torch.device("cuda"))  # as beside a GPU (no GPU needed to ask)
     with mock.patch.object(detect, "run_network", stand_in):
         started = time.perf_counter()
         result = detect_changes(before, after, outputs, options, model=bundle)
