@@ -61,6 +61,7 @@ def run_train(args: argparse.Namespace) -> int:
         "model": str(result.out), "checkpoint": str(result.checkpoint), "epochs": result.epochs_completed,
         "best_epoch": result.best_epoch, "validation": result.best_metrics, "threshold": result.threshold,
         "thresholds_by_pixel_size": result.thresholds_by_pixel_size,
+        "input_scales_by_pixel_size": result.input_scales_by_pixel_size,
         "train_pairs": len(result.train_pairs),
         "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
     print(json.dumps(summary, indent=2))

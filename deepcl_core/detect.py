@@ -103,6 +103,7 @@ class DetectionResult:
     changed_area_m2: Optional[float]  # None when the images are not georeferenced
     valid_area_m2: Optional[float]
     threshold: float
+    input_scale: int  # how many times larger the network saw the images (the model's, for their pixel size)
     device: str
     precision: str  # "fp32", "bf16 mixed" or "fp16 mixed"
     seconds: float
@@ -158,10 +159,12 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
     device = resolve_device(options.device)
     grid = Grid.of(pair.before)
-    threshold = (bundle.threshold_for(ground_pixel_size(grid)) if options.threshold is None
-                 else float(options.threshold))
+    pixel_size = ground_pixel_size(grid)
+    threshold = bundle.threshold_for(pixel_size) if options.threshold is None else float(options.threshold)
+    scale = bundle.input_scale_for(pixel_size)
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision)
-    tiles = TileGrid(grid.width, grid.height, options.tile_size, options.overlap)
+    # Tile and overlap are the network's: an image it sees enlarged is cut in smaller tiles.
+    tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap // scale)
     specs = _output_specs(outputs)
     pixel_areas = pixel_area_by_row(grid)
     counts = _Counts(pixel_areas)
@@ -176,7 +179,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         writer = RasterOutputs(specs, grid, compression_threads=threads)
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "
-                    f"{list(pair.bands_after)}; device {describe_device(device)}")
+                    f"{list(pair.bands_after)}; device {describe_device(device)}"
+                    + (f"; enlarged {scale}× for the network (pixels of {pixel_size:.3g} m)" if scale > 1 else ""))
         blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
         rows = tiles.rows()
         reader = stack.enter_context(TileReader(
@@ -191,7 +195,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             for batch in _batches(reader, columns, batch_size):
                 if is_cancelled():
                     raise Cancelled()
-                predictions = _predict_batch(network, batch, device, outputs.distance is not None, budget)
+                predictions = _predict_batch(network, batch, device, outputs.distance is not None, budget, scale)
                 behind.submit(partial(_blend_batch, blender, tiles, batch, predictions))
                 done += len(batch)
                 report(done / len(tiles), f"tile {done} of {len(tiles)}")
@@ -217,7 +221,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         outputs=outputs, changed_pixels=counts.changed, valid_pixels=counts.valid,
         changed_area_m2=counts.changed_m2 if pixel_areas is not None else None,
         valid_area_m2=counts.valid_m2 if pixel_areas is not None else None,
-        threshold=threshold, device=describe_device(device), precision=precision_name(network.dtype),
+        threshold=threshold, input_scale=scale, device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
 
@@ -295,7 +299,7 @@ def _batches(reader: Iterator[_Tile], count: int, size: int) -> Iterator[List[_T
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.device, with_distance: bool,
-                   budget: "_MemoryBudget") -> List[Optional[np.ndarray]]:
+                   budget: "_MemoryBudget", scale: int) -> List[Optional[np.ndarray]]:
     """The network's channels (probability[, distance]) for each tile of ``batch``; None for a tile
     without a valid pixel, which is skipped."""
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
@@ -303,7 +307,7 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.d
     if work:
         probability, distance = _run_within_memory(network, np.stack([batch[i].before for i in work]),
                                                    np.stack([batch[i].after for i in work]), device,
-                                                   with_distance, budget)
+                                                   with_distance, budget, scale)
         for k, i in enumerate(work):
             predictions[i] = np.stack([probability[k]] + ([distance[k]] if with_distance else []))
     return predictions
@@ -319,27 +323,39 @@ def _blend_batch(blender: RowBlender, tiles: TileGrid, batch: List[_Tile],
 
 
 def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                with_distance: bool = True) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                with_distance: bool = True, scale: int = 1) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Change probability and finest distance map (both (N, h, w) float32) for normalised
-    (N, bands, h, w) inputs of any size: padded by reflection to a multiple of 32, then cropped."""
+    (N, bands, h, w) inputs of any size: enlarged ``scale`` times (bilinear) when above 1, padded
+    by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w)."""
     height, width = before.shape[-2:]
-    pad_h = -height % NETWORK_MULTIPLE
-    pad_w = -width % NETWORK_MULTIPLE
     with torch.inference_mode():
         x1 = _to_device(before, device)
         x2 = _to_device(after, device)
+        if scale > 1:
+            x1 = F.interpolate(x1, scale_factor=scale, mode="bilinear", align_corners=False)
+            x2 = F.interpolate(x2, scale_factor=scale, mode="bilinear", align_corners=False)
+        scaled_h, scaled_w = x1.shape[-2:]
+        pad_h = -scaled_h % NETWORK_MULTIPLE
+        pad_w = -scaled_w % NETWORK_MULTIPLE
         if pad_h or pad_w:
-            mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+            mode = "reflect" if pad_h < scaled_h and pad_w < scaled_w else "replicate"
             x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode=mode)
             x2 = F.pad(x2, (0, pad_w, 0, pad_h), mode=mode)
         output = network(x1, x2)  # in mixed precision when it is a prepared (MixedPrecision) network
-        probability = torch.sigmoid(output.logit.float())[:, 0, :height, :width]
+        probability = _to_input_size(torch.sigmoid(output.logit.float())[:, :, :scaled_h, :scaled_w], height, width)
         distance = None
         if with_distance:
             full = F.interpolate(output.finest_distance.float(), size=x1.shape[-2:], mode="bilinear",
                                  align_corners=False)
-            distance = full[:, 0, :height, :width].cpu().numpy()
+            distance = _to_input_size(full[:, :, :scaled_h, :scaled_w], height, width).cpu().numpy()
         return probability.cpu().numpy(), distance
+
+
+def _to_input_size(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """(N, 1, h·s, w·s) maps to (N, h, w): each input pixel gets the mean of the s×s it became."""
+    if maps.shape[-2:] != (height, width):
+        maps = F.adaptive_avg_pool2d(maps, (height, width))
+    return maps[:, 0]
 
 
 def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -385,7 +401,8 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                       with_distance: bool, budget: _MemoryBudget) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                       with_distance: bool, budget: _MemoryBudget,
+                       scale: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
     retrying the same chunk whenever the device runs out of memory."""
     probabilities, distances = [], []
@@ -394,7 +411,7 @@ def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.n
         size = budget.batch_size
         try:
             probability, distance = _run_in_pieces(network, before[start:start + size], after[start:start + size],
-                                                   device, with_distance, budget.tile_side)
+                                                   device, with_distance, budget.tile_side, scale)
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
@@ -413,17 +430,18 @@ def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.n
 
 
 def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool, side: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                   with_distance: bool, side: int, scale: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """:func:`run_network` on windows of at most ``side`` pixels of the tiles, stitched together."""
     height, width = before.shape[-2:]
     if side >= height and side >= width:
-        return run_network(network, before, after, device, with_distance)
+        return run_network(network, before, after, device, with_distance, scale)
     probability = np.empty((len(before), height, width), np.float32)
     distance = np.empty_like(probability) if with_distance else None
     for y in range(0, height, side):
         for x in range(0, width, side):
             window = (Ellipsis, slice(y, y + side), slice(x, x + side))
-            piece, piece_distance = run_network(network, before[window], after[window], device, with_distance)
+            piece, piece_distance = run_network(network, before[window], after[window], device, with_distance,
+                                                scale)
             probability[window] = piece
             if distance is not None:
                 distance[window] = piece_distance

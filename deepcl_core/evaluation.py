@@ -59,11 +59,11 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
         work = Path(tmp)
         for index, pair in enumerate(pairs):
             report(index / steps, f"pair {pair.name}")
-            confusion, distance, confidence, label, threshold = _evaluate_pair(pair, work, detect_options, bundle,
-                                                                                cancel)
+            confusion, distance, confidence, label, result = _evaluate_pair(pair, work, detect_options, bundle, cancel)
             pooled += confusion
             per_pair[pair.name] = {**confusion.metrics(), "auc_distance": roc_auc(distance, label),
-                                   "auc_confidence": roc_auc(confidence, label), "threshold": threshold}
+                                   "auc_confidence": roc_auc(confidence, label), "threshold": result.threshold,
+                                   "input_scale": result.input_scale}
             scores.add(distance, confidence, label)
         if options.pseudo_change:
             pseudo = _pseudo_change_rates(pairs, work, detect_options, bundle, options.seed, report, steps, cancel)
@@ -71,6 +71,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
     return {"model": str(options.model) if options.model else "bundled", "pairs": len(pairs),
             "threshold": bundle.threshold if options.threshold is None else options.threshold,
             "thresholds_by_pixel_size": bundle.thresholds_by_pixel_size if options.threshold is None else (),
+            "input_scales_by_pixel_size": bundle.input_scales_by_pixel_size,
             "pooled": {**pooled.metrics(), **scores.auc()}, "per_pair": per_pair,
             **({"pseudo_change": pseudo} if options.pseudo_change else {}),
             "seconds": round(time.perf_counter() - started, 2)}
@@ -87,7 +88,7 @@ def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: 
     distance, confidence = _read(outputs.distance)[valid], _read(outputs.confidence)[valid]
     for path in outputs.rasters():
         path.unlink()
-    return confusion, distance, confidence, label[valid].astype(bool), result.threshold
+    return confusion, distance, confidence, label[valid].astype(bool), result
 
 
 def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: DetectOptions, bundle: Any, seed: int,

@@ -35,6 +35,10 @@ class ModelBundle:
     # (smallest ground pixel size in metres, threshold) pairs, ascending: the network's confidence
     # on coarse imagery sits lower than on aerial imagery, so such images get their own threshold.
     thresholds_by_pixel_size: Tuple[Tuple[float, float], ...] = ()
+    # (smallest ground pixel size in metres, factor) pairs, ascending: coarse images are enlarged by
+    # the factor before the network (and its maps shrunk back), so that small objects of 10 m
+    # imagery cover as many network pixels as the ones it learned from aerial imagery.
+    input_scales_by_pixel_size: Tuple[Tuple[float, int], ...] = ()
     provenance: Dict[str, Any] = field(default_factory=dict)  # training data, command, metrics, …
     trained: bool = True  # False only for test fixtures; detection warns about untrained weights
 
@@ -46,11 +50,12 @@ class ModelBundle:
     def threshold_for(self, pixel_size_m: Optional[float]) -> float:
         """The decision threshold for images of ``pixel_size_m`` metres per pixel (None: unknown,
         e.g. no georeference), which get :attr:`threshold` unless a coarser class covers them."""
-        chosen = self.threshold
-        for smallest, threshold in self.thresholds_by_pixel_size:
-            if pixel_size_m is not None and pixel_size_m >= smallest:
-                chosen = threshold
-        return chosen
+        return _by_pixel_size(self.thresholds_by_pixel_size, pixel_size_m, self.threshold)
+
+    def input_scale_for(self, pixel_size_m: Optional[float]) -> int:
+        """How many times larger images of ``pixel_size_m`` metres per pixel are given to the
+        network (1 unless a coarser class covers them)."""
+        return _by_pixel_size(self.input_scales_by_pixel_size, pixel_size_m, 1)
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -58,6 +63,7 @@ class ModelBundle:
             "config": self.config.to_dict(), "state_dict": self.state_dict, "bands": list(self.bands),
             "normalization": self.normalization.to_dict(), "threshold": float(self.threshold),
             "thresholds_by_pixel_size": [[float(size), float(t)] for size, t in self.thresholds_by_pixel_size],
+            "input_scales_by_pixel_size": [[float(size), int(k)] for size, k in self.input_scales_by_pixel_size],
             "provenance": plain(self.provenance), "trained": self.trained,
         }
 
@@ -67,6 +73,16 @@ class ModelBundle:
         info["parameters"] = int(sum(t.numel() for k, t in self.state_dict.items()
                                      if t.is_floating_point() and "running_" not in k))
         return info
+
+
+def _by_pixel_size(classes: Tuple[Tuple[float, Any], ...], pixel_size_m: Optional[float], default: Any) -> Any:
+    """The value of the coarsest class, of ascending (smallest pixel size, value) ``classes``, that
+    covers ``pixel_size_m``; ``default`` when none does or the size is unknown."""
+    chosen = default
+    for smallest, value in classes:
+        if pixel_size_m is not None and pixel_size_m >= smallest:
+            chosen = value
+    return chosen
 
 
 def plain(value: Any) -> Any:
@@ -143,11 +159,15 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
             threshold=float(data["threshold"]),
             thresholds_by_pixel_size=tuple(sorted((float(size), float(t))
                                                   for size, t in data.get("thresholds_by_pixel_size") or ())),
+            input_scales_by_pixel_size=tuple(sorted((float(size), int(k))
+                                                    for size, k in data.get("input_scales_by_pixel_size") or ())),
             provenance=dict(data.get("provenance") or {}),
             trained=bool(data.get("trained", True)))
         bundle.build()  # proves the weights fit the config
     except Exception as exc:
         raise ModelFileError(f"{path} has weights that do not fit its configuration: {str(exc)[:200]}") from None
+    if any(k < 1 for _, k in bundle.input_scales_by_pixel_size):
+        raise ModelFileError(f"{path} has an input scale under 1: {bundle.input_scales_by_pixel_size}")
     if len(bundle.bands) != bundle.config.in_channels:
         raise ModelFileError(f"{path} names {len(bundle.bands)} bands but its network takes "
                              f"{bundle.config.in_channels}")

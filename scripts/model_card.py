@@ -69,12 +69,12 @@ def main() -> int:
                     + [f"{pooled['f1']:.3f}", f"{pooled['iou']:.3f}", f"{pooled['kappa']:.3f}"])
     accuracy = table(rows, ["method"] + [f"F1 {d}" for d in datasets] + ["F1 pooled", "IoU pooled", "kappa pooled"])
     accuracy += "\n\n" + margins(results, datasets)
-    pair_rows = [[name, group_of[name], f"{m['threshold']:g}", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+    pair_rows = [[name, group_of[name], f"{m['threshold']:g}", f"{m.get('input_scale', 1)}×", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                   f"{report['classical']['cva']['per_pair'][name]['f1']:.3f}",
                   f"{report['classical']['mad']['per_pair'][name]['f1']:.3f}",
                   "n/a" if m["auc_distance"] is None else f"{m['auc_distance']:.3f}"]
                  for name, m in sorted(report["per_pair"].items(), key=lambda kv: (group_of[kv[0]], kv[0]))]
-    per_pair = table(pair_rows, ["pair", "data set", "threshold", "precision", "recall", "F1", "F1 CVA", "F1 MAD",
+    per_pair = table(pair_rows, ["pair", "data set", "threshold", "enlarged", "precision", "recall", "F1", "F1 CVA", "F1 MAD",
                                  "AUC of D"])
     card = render(bundle.provenance, bundle, report, accuracy, per_pair, args.pairs)
     (MODELS / "MODEL_CARD.md").write_text(card)
@@ -141,8 +141,10 @@ The weights inherit the most restrictive of these terms: research and non-commer
 ## Known limits
 - Trained on about thirty small scenes on a CPU: far less than published models see; expect
   lower accuracy on sensors, seasons and landscapes unlike these (10 m Sentinel-2 RGB, 0.5–2 m aerial RGB).
-- Two thresholds only: one for images of 5 m pixels or coarser, one for finer or not georeferenced
-  images, each chosen on few validation pairs. On 10 m imagery the changed pixels' confidence sits
+- Two classes of images only: 5 m pixels or coarser, and finer or not georeferenced; each has a
+  threshold chosen on few validation pairs, and the coarse one an enlargement chosen on a single
+  validation city, so how much it helps varies from scene to scene, and 2× costs 4× the network
+  time. On 10 m imagery the changed pixels' confidence sits
   far below that on aerial imagery, so its threshold is very low and unchanged 10 m pairs show more
   false alarms (the pseudo-change rate above counts them). Where precision lies far below recall in
   the per-pair table the threshold is too low for that kind of scene, where recall lies far below
@@ -174,9 +176,13 @@ def _calibration(provenance: Dict) -> str:
     text = (f", chosen on the validation pairs ({', '.join(calibration['pairs'])}) as the highest pooled F1 "
             f"({calibration['f1']:.3f}, against {calibration['f1_at_0.5']:.3f} at 0.5; `make calibrate-default`)")
     for coarse in calibration.get("by_pixel_size") or ():
+        scale = coarse.get("input_scale", 1)
+        by_scale = ", ".join(f"{k}×: {f1:.3f}" for k, f1 in (coarse.get("f1_by_input_scale") or {}).items())
         text += (f"; for images of {coarse['min_pixel_size_m']:g} m pixels or coarser (Sentinel-2) "
-                 f"{coarse['threshold']:g}, chosen the same way on {', '.join(coarse['pairs'])} (F1 "
-                 f"{coarse['f1']:.3f}, against {coarse['f1_at_general_threshold']:.3f} at {calibration['threshold']:g})")
+                 f"{coarse['threshold']:g}" + (f", the image enlarged {scale}× for the network" if scale > 1 else "")
+                 + f", chosen the same way on {', '.join(coarse['pairs'])} (F1 {coarse['f1']:.3f}, against "
+                 f"{coarse['f1_at_general_threshold']:.3f} at {calibration['threshold']:g} as they are"
+                 + (f"; best F1 by enlargement {by_scale}" if by_scale else "") + ")")
     return text
 
 

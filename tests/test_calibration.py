@@ -10,7 +10,8 @@ import pytest
 from deepcl_core.cli import main
 from deepcl_core.metrics import Confusion
 from deepcl_core.model_file import load_model
-from deepcl_core.training.calibration import CANDIDATES, COARSE_PIXEL_M, best_threshold, confusions_by_threshold
+from deepcl_core.training.calibration import (CANDIDATES, COARSE_PIXEL_M, INPUT_SCALES, best_threshold,
+                                             confusions_by_threshold)
 
 from test_training import DATA, LEVIR, VAL_DIRS
 
@@ -88,6 +89,13 @@ def test_coarse_pairs_get_their_own_threshold(tiny_model_path, tmp_path, capsys)
     assert mixed["pairs"] == ["val_27_0000_0256"] and mixed["threshold"] == alone_fine["threshold"]
     assert coarse["threshold"] == alone_coarse["by_pixel_size"][0]["threshold"]
     assert mixed_model.thresholds_by_pixel_size == ((COARSE_PIXEL_M, coarse["threshold"]),)
+    # The enlargement is chosen with the threshold: the one of the highest F1, and the cheapest of equals.
+    best = max(coarse["f1_by_input_scale"].values())
+    assert coarse["f1"] == best and coarse["f1_by_input_scale"][str(coarse["input_scale"])] == best
+    assert coarse["input_scale"] == min(int(k) for k, f1 in coarse["f1_by_input_scale"].items() if f1 == best)
+    assert sorted(map(int, coarse["f1_by_input_scale"])) == list(INPUT_SCALES)
+    assert mixed_model.input_scales_by_pixel_size == ((COARSE_PIXEL_M, coarse["input_scale"]),)
+    assert fine_model.input_scales_by_pixel_size == ()
     assert fine_model.thresholds_by_pixel_size == ()
     # Only coarse pairs: the model's own threshold is chosen on them too.
     assert alone_coarse["threshold"] == coarse_model.threshold == coarse["threshold"]

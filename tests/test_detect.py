@@ -18,6 +18,7 @@ from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.errors import Cancelled, InputError, OutputError
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
 from deepcl_core.raster_io import choose_bands
+from deepcl_core.tiling import TileGrid
 
 FAST = dict(tile_size=128, overlap=32, device="cpu")
 
@@ -445,6 +446,27 @@ def test_without_a_threshold_the_model_s_one_for_the_pixel_size_is_used(oscd_mis
         change = read_raster(result.outputs.change).values
         confidence = read_raster(result.outputs.confidence).values
         np.testing.assert_array_equal(change == 1, confidence >= result.threshold)
+
+
+def test_coarse_images_are_enlarged_by_the_model_s_input_scale(oscd_mismatch_pair, levir_pair, tiny_model, tmp_path):
+    """A model that enlarges 10 m images twice cuts them in tiles of half the side (the network's
+    tile stays the same); images without georeference are not enlarged."""
+    from dataclasses import replace
+
+    model = replace(tiny_model, input_scales_by_pixel_size=((5.0, 2),))
+    plain = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "plain", distance=False),
+                           DetectOptions(**FAST), model=tiny_model)
+    enlarged = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "enlarged", distance=False),
+                              DetectOptions(**FAST), model=model)
+    unknown = detect_changes(*levir_pair, outputs_in(tmp_path / "levir", distance=False),
+                             DetectOptions(**FAST), model=model)
+    width, height = read_raster(plain.outputs.confidence).values.shape[::-1]
+    assert (plain.input_scale, enlarged.input_scale, unknown.input_scale) == (1, 2, 1)
+    assert plain.tiles == len(TileGrid(width, height, 128, 32))
+    assert enlarged.tiles == len(TileGrid(width, height, 64, 16)) > plain.tiles
+    confidence = read_raster(enlarged.outputs.confidence).values
+    assert confidence.shape == (height, width) and 0 <= confidence[confidence >= 0].min()
+    assert not np.array_equal(confidence, read_raster(plain.outputs.confidence).values)
 
 
 def test_several_io_threads_give_the_same_outputs(oscd_mismatch_pair, tiny_model, tmp_path):

@@ -133,3 +133,4 @@ def test_pairs_of_coarse_pixels_are_judged_at_the_model_s_coarse_threshold(pairs
     report = evaluate(EvaluateOptions(model=tmp_path / "half.pt", data_dirs=[pairs], device="cpu"))
     assert report["thresholds_by_pixel_size"] == ((5.0, 0.4),)
     assert all(m["threshold"] == 0.4 and m["fn"] == 0 and m["tn"] == 0 for m in report["per_pair"].values())
+    assert all(m["input_scale"] == 1 for m in report["per_pair"].values())

@@ -67,6 +67,21 @@ def test_a_file_without_thresholds_by_pixel_size_has_one_threshold(tmp_path):
     assert older.thresholds_by_pixel_size == () and older.threshold_for(10.0) == pytest.approx(0.4)
 
 
+def test_input_scales_by_pixel_size_round_trip_and_older_files_enlarge_nothing(tmp_path):
+    save_model(bundle(input_scales_by_pixel_size=((20.0, 3), (5.0, 2))), tmp_path / "model.pt")
+    loaded = load_model(tmp_path / "model.pt")
+    assert loaded.input_scales_by_pixel_size == ((5.0, 2), (20.0, 3))
+    assert [loaded.input_scale_for(size) for size in (None, 0.5, 5.0, 10.0, 30.0)] == [1, 1, 2, 2, 3]
+    data = raw_dict(tmp_path / "model.pt")
+    del data["input_scales_by_pixel_size"]  # as written before the key existed
+    torch.save(data, tmp_path / "older.pt")
+    assert load_model(tmp_path / "older.pt").input_scale_for(10.0) == 1
+    data["input_scales_by_pixel_size"] = [[5.0, 0]]
+    torch.save(data, tmp_path / "shrinks.pt")
+    with pytest.raises(ModelFileError, match="input scale under 1"):
+        load_model(tmp_path / "shrinks.pt")
+
+
 def test_file_is_a_plain_dict_loadable_with_weights_only(tmp_path):
     path = tmp_path / "model.pt"
     save_model(bundle(), path)

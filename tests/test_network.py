@@ -123,6 +123,24 @@ def test_run_network_pads_any_tile_size_and_crops_back():
     assert probability.shape == (2, 10, 7) and distance is None
 
 
+def test_run_network_enlarges_the_inputs_and_averages_the_maps_back():
+    """scale 2: the network sees the tiles twice as large; each input pixel gets the mean of the
+    2×2 output pixels it became, so a pixel-wise network gives back what it gives unenlarged."""
+    rng = np.random.default_rng(1)
+    before = rng.normal(size=(1, 3, 40, 24)).astype(np.float32)
+    after = rng.normal(size=(1, 3, 40, 24)).astype(np.float32)
+    seen = []
+    network = make_network("simple_cnn")
+    network.register_forward_hook(lambda module, inputs, output: seen.append(tuple(inputs[0].shape)))
+    probability, distance = run_network(network, before, after, torch.device("cpu"), scale=2)
+    assert seen == [(1, 3, 96, 64)]  # 80×48 padded to multiples of 32
+    assert probability.shape == distance.shape == (1, 40, 24)
+    constant = np.zeros((1, 3, 40, 24), np.float32)
+    flat, _ = run_network(network, constant, constant, torch.device("cpu"), with_distance=False)
+    flat2, _ = run_network(network, constant, constant, torch.device("cpu"), with_distance=False, scale=2)
+    np.testing.assert_allclose(flat2[:, 8:-8, 8:-8], flat[:, 8:-8, 8:-8], atol=1e-5)
+
+
 @pytest.fixture(scope="module")
 def imagenet_weights():
     path = imagenet_weights_path()

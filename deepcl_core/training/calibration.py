@@ -6,7 +6,9 @@ resolution often sits lower (on 10 m Sentinel-2 pairs the changed pixels' confid
 well under 0.5 while their ranking stays good), so the threshold is set on validation pairs and
 stored in the model file, never on the pairs a model is judged on. Coarse imagery (from
 :data:`COARSE_PIXEL_M` metres per pixel, e.g. Sentinel-2) gets its own threshold, chosen on the
-coarse validation pairs, because its changed pixels' confidence sits far lower than aerial ones'."""
+coarse validation pairs, because its changed pixels' confidence sits far lower than aerial ones',
+together with the factor such images are enlarged by for the network (:data:`INPUT_SCALES`):
+a building of 10 m imagery spans a few pixels, fewer than the encoder's coarsest stride."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -30,6 +32,9 @@ CANDIDATES = (0.01, 0.02, 0.03) + tuple(round(0.05 * i, 2) for i in range(1, 20)
 # Between aerial / very-high-resolution imagery (0.3-2 m) and Sentinel-2 or Landsat (10-30 m).
 COARSE_PIXEL_M = 5.0
 
+# Enlargements tried on coarse pairs; each costs its square in network time.
+INPUT_SCALES = (1, 2, 3)
+
 
 def confusions_by_threshold(probability: np.ndarray, label: np.ndarray, valid: np.ndarray,
                             candidates: Sequence[float] = CANDIDATES) -> Dict[float, Confusion]:
@@ -47,19 +52,23 @@ def best_threshold(confusions: Dict[float, Confusion]) -> float:
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
                         tile: int = 768) -> Dict[str, object]:
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
-    coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone, and the
-    model's own threshold, chosen on the others (on all pairs when every pair is coarse).
+    coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone together
+    with their input scale, and the model's own threshold, chosen on the others (on all pairs,
+    as they are, when every pair is coarse).
     Returns {"threshold", "f1", "f1_at_0.5", "pairs", "by_pixel_size", …} for the provenance."""
     if not pairs:
         raise InputError("threshold calibration needs at least one labelled pair")
     network.eval()
     coarse = {p.name for p in pairs if _is_coarse(p)}
-    fine_counts, coarse_counts = _empty(), _empty()
+    fine_counts = _empty()
+    by_scale = {scale: _empty() for scale in INPUT_SCALES} if coarse else {}
     for pair in pairs:
-        probability, _ = predict_pair(network, pair, device, tile)
-        target = coarse_counts if pair.name in coarse else fine_counts
-        for t, counts in confusions_by_threshold(probability, pair.label, pair.valid).items():
-            target[t] = target[t] + counts
+        for scale in INPUT_SCALES if pair.name in coarse else (1,):
+            probability, _ = predict_pair(network, pair, device, tile, scale=scale)
+            target = by_scale[scale] if pair.name in coarse else fine_counts
+            for t, counts in confusions_by_threshold(probability, pair.label, pair.valid).items():
+                target[t] = target[t] + counts
+    coarse_counts = by_scale.get(1, _empty())
     everything = {t: fine_counts[t] + coarse_counts[t] for t in CANDIDATES}
     general = fine_counts if len(coarse) < len(pairs) else everything
     chosen = best_threshold(general)
@@ -69,21 +78,28 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
         "candidates": ", ".join(str(t) for t in CANDIDATES),
         "rule": "highest F1 pooled over the pairs' valid pixels", "by_pixel_size": []}
     if coarse:
-        chosen_coarse = best_threshold(coarse_counts)
+        best_by_scale = {scale: best_threshold(counts) for scale, counts in by_scale.items()}
+        f1_by_scale = {scale: by_scale[scale][t].metrics()["f1"] for scale, t in best_by_scale.items()}
+        scale = max(INPUT_SCALES, key=lambda k: (round(f1_by_scale[k], 6), -k))  # equal: the cheaper
+        chosen_coarse = best_by_scale[scale]
         calibration["by_pixel_size"] = [{
-            "min_pixel_size_m": COARSE_PIXEL_M, "threshold": chosen_coarse,
-            "f1": coarse_counts[chosen_coarse].metrics()["f1"], "f1_at_0.5": coarse_counts[0.5].metrics()["f1"],
+            "min_pixel_size_m": COARSE_PIXEL_M, "threshold": chosen_coarse, "input_scale": scale,
+            "f1": f1_by_scale[scale], "f1_at_0.5": coarse_counts[0.5].metrics()["f1"],
             "f1_at_general_threshold": coarse_counts[chosen].metrics()["f1"],
+            "f1_by_input_scale": {str(k): f1 for k, f1 in f1_by_scale.items()},
             "pairs": sorted(coarse)}]
     return calibration
 
 
 def apply_calibration(bundle: ModelBundle, calibration: Dict[str, object]) -> None:
-    """Store ``calibration``'s thresholds, and the calibration itself as provenance, in ``bundle``."""
+    """Store ``calibration``'s thresholds and input scales, and the calibration itself as
+    provenance, in ``bundle``."""
     calibration["previous_threshold"] = bundle.threshold
     bundle.threshold = float(calibration["threshold"])
     bundle.thresholds_by_pixel_size = tuple((float(c["min_pixel_size_m"]), float(c["threshold"]))
                                             for c in calibration["by_pixel_size"])
+    bundle.input_scales_by_pixel_size = tuple((float(c["min_pixel_size_m"]), int(c.get("input_scale", 1)))
+                                              for c in calibration["by_pixel_size"])
     bundle.provenance["threshold_calibration"] = calibration
 
 

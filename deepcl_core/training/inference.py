@@ -14,10 +14,11 @@ from .pairs import LoadedPair
 
 
 def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.device, tile: int = 512,
-                 overlap: int = 64, batch_size: int = 4) -> Tuple[np.ndarray, np.ndarray]:
-    """(probability, distance), each (h, w) float32 on the pair's grid."""
+                 overlap: int = 64, batch_size: int = 4, scale: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+    """(probability, distance), each (h, w) float32 on the pair's grid; ``tile`` and ``overlap`` in
+    the network's pixels, the pair enlarged ``scale`` times for it (as detection does)."""
     height, width = pair.shape
-    grid = TileGrid(width, height, tile, overlap)
+    grid = TileGrid(width, height, tile // scale, overlap // scale)
     sums = np.zeros((2, height, width), np.float32)
     weights = np.zeros((height, width), np.float32)
     positions = list(grid.positions())
@@ -26,7 +27,7 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
         chunk = positions[start:start + batch_size]
         before = np.stack([pair.before[:, y:y + th, x:x + tw] for x, y in chunk])
         after = np.stack([pair.after[:, y:y + th, x:x + tw] for x, y in chunk])
-        probability, distance = run_network(network, before, after, device, with_distance=True)
+        probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale)
         for i, (x, y) in enumerate(chunk):
             w = grid.blend_weights(x, y)
             sums[0, y:y + th, x:x + tw] += probability[i] * w

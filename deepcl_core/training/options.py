@@ -81,3 +81,4 @@ class TrainResult:
     seconds: float  # training time over all runs (a resumed run adds to the earlier ones)
     threshold: float  # the model's decision threshold (calibrated on the validation pairs, or ``threshold``)
     thresholds_by_pixel_size: Tuple[Tuple[float, float], ...] = ()  # ModelBundle's: for coarse imagery
+    input_scales_by_pixel_size: Tuple[Tuple[float, int], ...] = ()  # likewise

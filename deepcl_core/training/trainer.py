@@ -108,7 +108,8 @@ def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
                        best_epoch=int(state["best_epoch"]), best_metrics=dict(state["best_metrics"].get("pooled", {})),
                        history=list(state["history"]), train_pairs=[p.name for p in train_files],
                        val_pairs=[p.name for p in val_files], seconds=float(state["seconds"]),
-                       threshold=bundle.threshold, thresholds_by_pixel_size=bundle.thresholds_by_pixel_size)
+                       threshold=bundle.threshold, thresholds_by_pixel_size=bundle.thresholds_by_pixel_size,
+                       input_scales_by_pixel_size=bundle.input_scales_by_pixel_size)
 
 
 def _model_setup(options: TrainOptions) -> _Setup:
