@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from osgeo import gdal
 
+from deepcl_core.area import ground_pixel_size
 from deepcl_core.detect import _image_stretch, run_network
 from deepcl_core.model_file import ModelBundle
 from deepcl_core.normalization import normalize
@@ -39,10 +40,12 @@ def read_whole(before: Path, after: Path, bundle: ModelBundle) -> Tuple[np.ndarr
 
 def naive_confidence(before: Path, after: Path, bundle: ModelBundle, tile: int = 512, overlap: int = 64,
                      device: str = "cpu") -> Tuple[np.ndarray, np.ndarray, Grid]:
-    """Blended change probability (H, W) float32 and validity (H, W), tile by tile, batch of one."""
+    """Blended change probability (H, W) float32 and validity (H, W), tile by tile, batch of one;
+    ``tile`` and ``overlap`` are the network's, as in detection (smaller on enlarged images)."""
     norm_b, norm_a, valid, grid = read_whole(before, after, bundle)
     network = bundle.build().to(device)  # plain eval-mode network: batch norms not folded
-    tiles = TileGrid(grid.width, grid.height, tile, overlap)
+    scale = bundle.input_scale_for(ground_pixel_size(grid))
+    tiles = TileGrid(grid.width, grid.height, tile // scale, overlap // scale)
     sums = np.zeros((grid.height, grid.width), np.float32)
     weights = np.zeros_like(sums)
     h, w = tiles.tile_height, tiles.tile_width
@@ -51,7 +54,7 @@ def naive_confidence(before: Path, after: Path, bundle: ModelBundle, tile: int =
         if not valid[window].any():
             continue
         probability, _ = run_network(network, norm_b[(Ellipsis, *window)][None], norm_a[(Ellipsis, *window)][None],
-                                     torch.device(device), with_distance=False)
+                                     torch.device(device), with_distance=False, scale=scale)
         blend = tiles.blend_weights(x, y)
         sums[window] += probability[0] * blend
         weights[window] += blend
@@ -65,12 +68,14 @@ def naive_detect(before: Path, after: Path, change_path: Path, confidence_path: 
     """The naive run file to file: change (Byte) and confidence (Float32) GeoTIFFs, tiled and
     compressed like the real outputs. Returns the number of tiles."""
     confidence, valid, grid = naive_confidence(before, after, bundle, tile, overlap, device)
-    change = np.where(valid, confidence >= bundle.threshold, CHANGE_NODATA).astype(np.uint8)
+    threshold = bundle.threshold_for(ground_pixel_size(grid))
+    change = np.where(valid, confidence >= threshold, CHANGE_NODATA).astype(np.uint8)
     confidence = np.where(valid, confidence, FLOAT_NODATA).astype(np.float32)
     for path, values, data_type, nodata in ((change_path, change, gdal.GDT_Byte, CHANGE_NODATA),
                                             (confidence_path, confidence, gdal.GDT_Float32, FLOAT_NODATA)):
         _write_whole(path, values, data_type, nodata, grid)
-    return len(TileGrid(grid.width, grid.height, tile, overlap))
+    scale = bundle.input_scale_for(ground_pixel_size(grid))
+    return len(TileGrid(grid.width, grid.height, tile // scale, overlap // scale))
 
 
 def _write_whole(path: Path, values: np.ndarray, data_type: int, nodata: float, grid: Grid) -> None:

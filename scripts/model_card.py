@@ -69,7 +69,8 @@ def main() -> int:
                     + [f"{pooled['f1']:.3f}", f"{pooled['iou']:.3f}", f"{pooled['kappa']:.3f}"])
     accuracy = table(rows, ["method"] + [f"F1 {d}" for d in datasets] + ["F1 pooled", "IoU pooled", "kappa pooled"])
     accuracy += "\n\n" + margins(results, datasets)
-    pair_rows = [[name, group_of[name], f"{m['threshold']:g}", f"{m.get('input_scale', 1)}×", f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
+    pair_rows = [[name, group_of[name], f"{m['threshold']:g}", f"{m.get('input_scale', 1)}×",
+                  f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                   f"{report['classical']['cva']['per_pair'][name]['f1']:.3f}",
                   f"{report['classical']['mad']['per_pair'][name]['f1']:.3f}",
                   "n/a" if m["auc_distance"] is None else f"{m['auc_distance']:.3f}"]
@@ -144,8 +145,8 @@ The weights inherit the most restrictive of these terms: research and non-commer
 - Two classes of images only: 5 m pixels or coarser, and finer or not georeferenced; each has a
   threshold chosen on few validation pairs, and the coarse one an enlargement chosen on a single
   validation city, so how much it helps varies from scene to scene, and 2× costs 4× the network
-  time. On 10 m imagery the changed pixels' confidence sits
-  far below that on aerial imagery, so its threshold is very low and unchanged 10 m pairs show more
+  time. On 10 m imagery the changed pixels' confidence sits far below that on aerial imagery, so
+  its threshold is very low and unchanged 10 m pairs show more
   false alarms (the pseudo-change rate above counts them). Where precision lies far below recall in
   the per-pair table the threshold is too low for that kind of scene, where recall lies far below
   precision too high: move it (panel slider, `--threshold`) and check the confidence layer, or set
