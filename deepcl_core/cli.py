@@ -44,6 +44,9 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--bands-before", type=band_list, help="1-based bands of BEFORE, e.g. 1,2,3")
     parser.add_argument("--bands-after", type=band_list, help="1-based bands of AFTER, e.g. 1,2,3")
     parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's for the before image's pixel size")
+    parser.add_argument("--input-scale", type=int,
+                        help="enlarge the images this many times for the network (1-4); default: the model's "
+                             "for the before image's pixel size (the bundled model: 2 for 5 m pixels or coarser)")
     parser.add_argument("--tile", type=int, default=768, help="tile size in pixels, a multiple of 32 (default 768)")
     parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)")
     parser.add_argument("--batch", type=int, help="tiles per batch (default: 1 on the CPU, 8 on CUDA, 4 on MPS)")
@@ -61,7 +64,8 @@ def run_detect(args: argparse.Namespace) -> int:
     from .progress import TerminalProgress
 
     options = DetectOptions(model=args.model, bands_before=args.bands_before, bands_after=args.bands_after,
-                            threshold=args.threshold, tile_size=args.tile, overlap=args.overlap,
+                            threshold=args.threshold, input_scale=args.input_scale, tile_size=args.tile,
+                            overlap=args.overlap,
                             batch_size=args.batch, device=args.device, precision=args.precision,
                             min_area=args.min_area, overwrite=args.overwrite)
     outputs = DetectOutputs(change=args.change, confidence=args.confidence, distance=args.distance,
@@ -76,7 +80,8 @@ def run_detect(args: argparse.Namespace) -> int:
         "changed_pixels": result.changed_pixels, "valid_pixels": result.valid_pixels,
         "changed_percent": round(result.changed_percent, 3),
         "changed_area_m2": None if result.changed_area_m2 is None else round(result.changed_area_m2, 1),
-        "threshold": result.threshold, "device": result.device, "precision": result.precision,
+        "threshold": result.threshold, "input_scale": result.input_scale, "device": result.device,
+        "precision": result.precision,
         "tiles": result.tiles,
         "seconds": round(result.seconds, 2),
     }

@@ -61,7 +61,19 @@ def test_good_run_prints_a_summary(oscd_mismatch_pair, tiny_model_path, tmp_path
     assert 90 < summary["changed_area_m2"] / summary["changed_pixels"] < 110
     assert summary["polygon_count"] >= 1
     assert any("never trained" in w for w in summary["warnings"])
+    assert summary["input_scale"] == 1  # the tiny model enlarges nothing
     assert files_in(tmp_path) == ["change.tif", "changes.gpkg", "confidence.tif", "distance.tif"]
+
+
+def test_input_scale_is_given_to_the_network_and_checked(oscd_mismatch_pair, tiny_model_path, tmp_path):
+    (tmp_path / "two").mkdir()
+    result = deepcl(*detect_args(*oscd_mismatch_pair, tmp_path / "two", tiny_model_path, "--input-scale", "2"))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["input_scale"] == 2
+    (tmp_path / "five").mkdir()
+    result = deepcl(*detect_args(*oscd_mismatch_pair, tmp_path / "five", tiny_model_path, "--input-scale", "5"))
+    assert result.returncode == 2 and "input scale must be a whole number from 1 to 4" in result.stderr
+    assert files_in(tmp_path / "five") == []
 
 
 @pytest.fixture(scope="module")

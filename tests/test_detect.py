@@ -421,6 +421,7 @@ def test_existing_output_is_kept_unless_overwrite(oscd_mismatch_pair, tiny_model
     (dict(tile_size=128, overlap=64), "overlap"),
     (dict(batch_size=0), "batch"),
     (dict(threshold=1.0), "threshold"),
+    (dict(input_scale=0), "input scale"),
     (dict(min_area=-1.0), "minimum area"),
     (dict(device="tpu"), "unknown device"),
 ])

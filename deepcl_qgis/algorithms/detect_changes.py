@@ -30,6 +30,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     EXTENT = "EXTENT"
     MASK = "MASK"
     TILE_SIZE = "TILE_SIZE"
+    INPUT_SCALE = "INPUT_SCALE"
     OVERLAP = "OVERLAP"
     BATCH_SIZE = "BATCH_SIZE"
     MIN_AREA = "MIN_AREA"
@@ -111,6 +112,11 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                                           QgsProcessingParameterNumber.Integer, 768, False, 32, 4096),
              self.tr("The network works on tiles of this size (a multiple of 32). Smaller tiles use less "
                      "memory."), True),
+            (QgsProcessingParameterNumber(self.INPUT_SCALE, self.tr("Enlargement for the network"),
+                                          QgsProcessingParameterNumber.Integer, 0, False, 0, 4),
+             self.tr("How many times larger the network sees the images (1–4), so that small objects of "
+                     "coarse imagery span more of its pixels; 2 costs 4× the time. 0: the model's for the before "
+                     "image's pixel size (the bundled model enlarges images of 5 m pixels or coarser 2×)."), True),
             (QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels)"),
                                           QgsProcessingParameterNumber.Integer, 64, False, 0, 2047),
              self.tr("Overlap between neighbouring tiles, blended to hide seams; under half the tile size."), True),
@@ -225,6 +231,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             bands_after=self.parameterAsInts(parameters, self.BANDS_AFTER, context) or None,
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             tile_size=self.parameterAsInt(parameters, self.TILE_SIZE, context),
+            input_scale=self.parameterAsInt(parameters, self.INPUT_SCALE, context) or None,
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
@@ -292,7 +299,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         area = (f"{result.changed_area_m2:,.0f} m²" if result.changed_area_m2 is not None
                 else "area unknown (images not georeferenced)")
         feedback.pushInfo(f"Changed: {result.changed_pixels} of {result.valid_pixels} valid pixels "
-                          f"({result.changed_percent:.2f} %), {area}; threshold {result.threshold:.2f}, "
+                          f"({result.changed_percent:.2f} %), {area}; threshold {result.threshold:g}, "
+                          f"images enlarged {result.input_scale}× for the network, "
                           f"{result.tiles} tiles on {result.device} ({result.precision}) in {result.seconds:.1f} s")
 
     def _style_outputs(self, context: QgsProcessingContext, outputs: Any, before: QgsRasterLayer,

@@ -72,6 +72,31 @@ def test_oscd_crop_georeferenced_with_distance_and_polygons(deepcl_provider, tin
     assert polygons.GetLayer(0).GetFeatureCount() == result["POLYGON_COUNT"] > 0
 
 
+def test_enlargement_for_the_network_may_be_chosen(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """INPUT_SCALE 2: the network sees the 10 m crop twice as large (the tiny model has no enlargement
+    of its own, 0 keeps it at 1×), in twice as many tiles per side; the outputs keep the before grid."""
+    from qgis.core import QgsProcessingFeedback
+
+    class Log(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines = []
+
+        def pushInfo(self, info: str) -> None:  # noqa: N802
+            self.lines.append(info)
+
+    logs = {scale: Log() for scale in (0, 2)}
+    for scale in logs:
+        (tmp_path / str(scale)).mkdir()
+    results = {scale: run(ALG, _params(oscd_crop, tiny_model, tmp_path / str(scale), INPUT_SCALE=scale), logs[scale])
+               for scale in (0, 2)}
+    assert any("enlarged 1×" in line for line in logs[0].lines)
+    assert any("enlarged 2×" in line for line in logs[2].lines)
+    plain, enlarged = read(results[0]["CONFIDENCE"]), read(results[2]["CONFIDENCE"])
+    assert plain.shape == enlarged.shape and (plain == -1).sum() == (enlarged == -1).sum()
+    assert not np.allclose(plain, enlarged)
+
+
 def test_processing_extent_crops_the_outputs(deepcl_provider, tiny_model, tmp_path, oscd_crop):
     before = gdal.Open(image(oscd_crop, "before"))
     x0, dx, _, y0, _, dy = before.GetGeoTransform()

@@ -27,7 +27,7 @@ def test_detect_parameters_and_outputs(deepcl_provider):
     device = algorithm.parameterDefinition("DEVICE")
     assert device.options() == ["auto", "cpu", "cuda", "mps"] and device.usesStaticStrings()
     assert {"CHANGED_AREA_M2", "CHANGED_PERCENT"} <= {o.name() for o in algorithm.outputDefinitions()}
-    for name in ("TILE_SIZE", "OVERLAP", "BATCH_SIZE"):
+    for name in ("TILE_SIZE", "INPUT_SCALE", "OVERLAP", "BATCH_SIZE"):
         assert algorithm.parameterDefinition(name).flags() & algorithm.parameterDefinition(name).FlagAdvanced
     assert not algorithm.parameterDefinition("DISTANCE").createByDefault()
     assert not algorithm.parameterDefinition("POLYGONS").createByDefault()
