@@ -52,7 +52,7 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
 
     from deepcl_core.model.inference import io_threads
 
-    def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True):
+    def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
         probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
         return probability, probability if with_distance else None
 
