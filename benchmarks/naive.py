@@ -45,7 +45,7 @@ def naive_confidence(before: Path, after: Path, bundle: ModelBundle, tile: int =
     norm_b, norm_a, valid, grid = read_whole(before, after, bundle)
     network = bundle.build().to(device)  # plain eval-mode network: batch norms not folded
     scale = bundle.input_scale_for(ground_pixel_size(grid))
-    tiles = TileGrid(grid.width, grid.height, tile // scale, overlap // scale)
+    tiles = _tile_grid(grid, tile, overlap, scale)
     sums = np.zeros((grid.height, grid.width), np.float32)
     weights = np.zeros_like(sums)
     h, w = tiles.tile_height, tiles.tile_width
@@ -74,8 +74,12 @@ def naive_detect(before: Path, after: Path, change_path: Path, confidence_path: 
     for path, values, data_type, nodata in ((change_path, change, gdal.GDT_Byte, CHANGE_NODATA),
                                             (confidence_path, confidence, gdal.GDT_Float32, FLOAT_NODATA)):
         _write_whole(path, values, data_type, nodata, grid)
-    scale = bundle.input_scale_for(ground_pixel_size(grid))
-    return len(TileGrid(grid.width, grid.height, tile // scale, overlap // scale))
+    return len(_tile_grid(grid, tile, overlap, bundle.input_scale_for(ground_pixel_size(grid))))
+
+
+def _tile_grid(grid: Grid, tile: int, overlap: int, scale: int) -> TileGrid:
+    """Detection's tiles: ``tile`` and ``overlap`` are the network's, so smaller on enlarged images."""
+    return TileGrid(grid.width, grid.height, tile // scale, overlap // scale)
 
 
 def _write_whole(path: Path, values: np.ndarray, data_type: int, nodata: float, grid: Grid) -> None:
