@@ -44,6 +44,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     VALID_PIXELS = "VALID_PIXELS"
     POLYGON_COUNT = "POLYGON_COUNT"
     DEVICE_USED = "DEVICE_USED"
+    INPUT_SCALE_USED = "INPUT_SCALE_USED"
 
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     PRECISION = "PRECISION"
@@ -157,6 +158,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Valid pixels")))
         self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Number of change polygons")))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
+        self.addOutput(QgsProcessingOutputNumber(self.INPUT_SCALE_USED, self.tr("Enlargement used for the network")))
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -322,4 +324,5 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             self.CHANGED_AREA_M2: result.changed_area_m2, self.CHANGED_PERCENT: result.changed_percent,
             self.CHANGED_PIXELS: result.changed_pixels, self.VALID_PIXELS: result.valid_pixels,
             self.POLYGON_COUNT: result.polygons, self.DEVICE_USED: result.device,
+            self.INPUT_SCALE_USED: result.input_scale,
         }

@@ -22,7 +22,9 @@ def duration_text(seconds: float) -> str:
 def run_summary(results: Dict[str, Any], threshold: float, seconds: float) -> str:
     changed = changed_text(results.get("CHANGED_AREA_M2"), float(results.get("CHANGED_PERCENT") or 0.0),
                            int(results.get("CHANGED_PIXELS") or 0))
-    return (f"Changed: {changed} at threshold {threshold:.2f}; "
+    scale = int(results.get("INPUT_SCALE_USED") or 1)
+    enlarged = f", images enlarged {scale}× for the network" if scale > 1 else ""
+    return (f"Changed: {changed} at threshold {threshold:.2f}{enlarged}; "
             f"{duration_text(seconds)} on {results.get('DEVICE_USED') or 'the CPU'}.")
 
 

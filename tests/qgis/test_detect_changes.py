@@ -92,6 +92,7 @@ def test_enlargement_for_the_network_may_be_chosen(deepcl_provider, tiny_model, 
                for scale in (0, 2)}
     assert any("enlarged 1×" in line for line in logs[0].lines)
     assert any("enlarged 2×" in line for line in logs[2].lines)
+    assert (results[0]["INPUT_SCALE_USED"], results[2]["INPUT_SCALE_USED"]) == (1, 2)
     plain, enlarged = read(results[0]["CONFIDENCE"]), read(results[2]["CONFIDENCE"])
     assert plain.shape == enlarged.shape and (plain == -1).sum() == (enlarged == -1).sum()
     assert not np.allclose(plain, enlarged)

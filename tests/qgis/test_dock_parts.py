@@ -80,6 +80,9 @@ def test_summaries_in_hectares_or_pixels():
     text = run_summary({"CHANGED_AREA_M2": 123_456.0, "CHANGED_PERCENT": 4.5678, "CHANGED_PIXELS": 1234,
                         "DEVICE_USED": "cpu"}, 0.5, 12.34)
     assert text == "Changed: 12.35 ha (4.57 %) at threshold 0.50; 12.3 s on cpu."
+    enlarged = run_summary({"CHANGED_AREA_M2": 1e4, "CHANGED_PERCENT": 1.0, "CHANGED_PIXELS": 100,
+                            "DEVICE_USED": "cuda", "INPUT_SCALE_USED": 2}, 0.01, 1.0)
+    assert enlarged == "Changed: 1.00 ha (1.00 %) at threshold 0.01, images enlarged 2× for the network; 1.0 s on cuda."
     assert "1,234 pixels (4.57 %; images not georeferenced" in run_summary(
         {"CHANGED_AREA_M2": None, "CHANGED_PERCENT": 4.5678, "CHANGED_PIXELS": 1234}, 0.5, 200)
 
