@@ -68,13 +68,13 @@ def naive_detect(before: Path, after: Path, change_path: Path, confidence_path: 
     """The naive run file to file: change (Byte) and confidence (Float32) GeoTIFFs, tiled and
     compressed like the real outputs. Returns the number of tiles."""
     confidence, valid, grid = naive_confidence(before, after, bundle, tile, overlap, device)
-    threshold = bundle.threshold_for(ground_pixel_size(grid))
-    change = np.where(valid, confidence >= threshold, CHANGE_NODATA).astype(np.uint8)
+    pixel_size = ground_pixel_size(grid)
+    change = np.where(valid, confidence >= bundle.threshold_for(pixel_size), CHANGE_NODATA).astype(np.uint8)
     confidence = np.where(valid, confidence, FLOAT_NODATA).astype(np.float32)
     for path, values, data_type, nodata in ((change_path, change, gdal.GDT_Byte, CHANGE_NODATA),
                                             (confidence_path, confidence, gdal.GDT_Float32, FLOAT_NODATA)):
         _write_whole(path, values, data_type, nodata, grid)
-    return len(_tile_grid(grid, tile, overlap, bundle.input_scale_for(ground_pixel_size(grid))))
+    return len(_tile_grid(grid, tile, overlap, bundle.input_scale_for(pixel_size)))
 
 
 def _tile_grid(grid: Grid, tile: int, overlap: int, scale: int) -> TileGrid:

@@ -46,7 +46,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's for the before image's pixel size")
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
-                             "for the before image's pixel size (the bundled model: 2 for 5 m pixels or coarser)")
+                             "for the before image's pixel size (deepcl info shows it)")
     parser.add_argument("--tile", type=int, default=768, help="tile size in pixels, a multiple of 32 (default 768)")
     parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)")
     parser.add_argument("--batch", type=int, help="tiles per batch (default: 1 on the CPU, 8 on CUDA, 4 on MPS)")
@@ -65,8 +65,7 @@ def run_detect(args: argparse.Namespace) -> int:
 
     options = DetectOptions(model=args.model, bands_before=args.bands_before, bands_after=args.bands_after,
                             threshold=args.threshold, input_scale=args.input_scale, tile_size=args.tile,
-                            overlap=args.overlap,
-                            batch_size=args.batch, device=args.device, precision=args.precision,
+                            overlap=args.overlap, batch_size=args.batch, device=args.device, precision=args.precision,
                             min_area=args.min_area, overwrite=args.overwrite)
     outputs = DetectOutputs(change=args.change, confidence=args.confidence, distance=args.distance,
                             polygons=args.polygons)

@@ -75,8 +75,8 @@ def main() -> int:
                   f"{report['classical']['mad']['per_pair'][name]['f1']:.3f}",
                   "n/a" if m["auc_distance"] is None else f"{m['auc_distance']:.3f}"]
                  for name, m in sorted(report["per_pair"].items(), key=lambda kv: (group_of[kv[0]], kv[0]))]
-    per_pair = table(pair_rows, ["pair", "data set", "threshold", "enlarged", "precision", "recall", "F1", "F1 CVA", "F1 MAD",
-                                 "AUC of D"])
+    per_pair = table(pair_rows, ["pair", "data set", "threshold", "enlarged", "precision", "recall", "F1",
+                                 "F1 CVA", "F1 MAD", "AUC of D"])
     card = render(bundle.provenance, bundle, report, accuracy, per_pair, args.pairs)
     (MODELS / "MODEL_CARD.md").write_text(card)
     print(accuracy)
@@ -143,9 +143,9 @@ The weights inherit the most restrictive of these terms: research and non-commer
 - Trained on about thirty small scenes on a CPU: far less than published models see; expect
   lower accuracy on sensors, seasons and landscapes unlike these (10 m Sentinel-2 RGB, 0.5–2 m aerial RGB).
 - Two classes of images only: 5 m pixels or coarser, and finer or not georeferenced; each has a
-  threshold chosen on few validation pairs, and the coarse one an enlargement chosen on a single
-  validation city, so how much it helps varies from scene to scene, and 2× costs 4× the network
-  time. On 10 m imagery the changed pixels' confidence sits far below that on aerial imagery, so
+  threshold chosen on few validation pairs, and the coarse one an enlargement chosen on the coarse
+  validation pairs named above, so how much it helps varies from scene to scene, and 2× costs 4×
+  the network time. On 10 m imagery the changed pixels' confidence sits far below that on aerial imagery, so
   its threshold is very low and unchanged 10 m pairs show more
   false alarms (the pseudo-change rate above counts them). Where precision lies far below recall in
   the per-pair table the threshold is too low for that kind of scene, where recall lies far below

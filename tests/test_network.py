@@ -125,7 +125,8 @@ def test_run_network_pads_any_tile_size_and_crops_back():
 
 def test_run_network_enlarges_the_inputs_and_averages_the_maps_back():
     """scale 2: the network sees the tiles twice as large; each input pixel gets the mean of the
-    2×2 output pixels it became, so a pixel-wise network gives back what it gives unenlarged."""
+    2×2 output pixels it became, so on constant images (constant maps away from the borders) it
+    gives back, inside, what it gives unenlarged."""
     rng = np.random.default_rng(1)
     before = rng.normal(size=(1, 3, 40, 24)).astype(np.float32)
     after = rng.normal(size=(1, 3, 40, 24)).astype(np.float32)

@@ -63,9 +63,8 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     fine_counts = _empty()
     by_scale = {scale: _empty() for scale in INPUT_SCALES} if coarse else {}
     for pair in pairs:
-        for scale in INPUT_SCALES if pair.name in coarse else (1,):
+        for scale, target in by_scale.items() if pair.name in coarse else [(1, fine_counts)]:
             probability, _ = predict_pair(network, pair, device, tile, scale=scale)
-            target = by_scale[scale] if pair.name in coarse else fine_counts
             for t, counts in confusions_by_threshold(probability, pair.label, pair.valid).items():
                 target[t] = target[t] + counts
     coarse_counts = by_scale.get(1, _empty())

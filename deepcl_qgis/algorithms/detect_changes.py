@@ -116,8 +116,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterNumber(self.INPUT_SCALE, self.tr("Enlargement for the network"),
                                           QgsProcessingParameterNumber.Integer, 0, False, 0, 4),
              self.tr("How many times larger the network sees the images (1–4), so that small objects of "
-                     "coarse imagery span more of its pixels; 2 costs 4× the time. 0: the model's for the before "
-                     "image's pixel size (the bundled model enlarges images of 5 m pixels or coarser 2×)."), True),
+                     "coarse imagery span more of its pixels; 2 costs 4× the time. 0: the model's choice for the "
+                     "before image's pixel size, set when it was calibrated."), True),
             (QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels)"),
                                           QgsProcessingParameterNumber.Integer, 64, False, 0, 2047),
              self.tr("Overlap between neighbouring tiles, blended to hide seams; under half the tile size."), True),

@@ -74,7 +74,7 @@ def test_oscd_crop_georeferenced_with_distance_and_polygons(deepcl_provider, tin
 
 def test_enlargement_for_the_network_may_be_chosen(deepcl_provider, tiny_model, tmp_path, oscd_crop):
     """INPUT_SCALE 2: the network sees the 10 m crop twice as large (the tiny model has no enlargement
-    of its own, 0 keeps it at 1×), in twice as many tiles per side; the outputs keep the before grid."""
+    of its own, 0 keeps it at 1×); the outputs keep the before grid and change."""
     from qgis.core import QgsProcessingFeedback
 
     class Log(QgsProcessingFeedback):
