@@ -79,6 +79,9 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--classical", action="store_true",
                         help="also report change-vector analysis and OTB MAD (Otsu thresholds) on the same pairs")
     parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's")
+    parser.add_argument("--input-scale", type=int,
+                        help="enlarge the images this many times for the network (1-4); default: the model's "
+                             "for each pair's pixel size")
     parser.add_argument("--tile", type=int, default=768, help="tile size, a multiple of 32 (default 768)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_evaluate)
@@ -89,7 +92,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from .progress import TerminalProgress
 
     options = EvaluateOptions(model=args.model, data_dirs=args.data_dirs, pseudo_change=args.pseudo_change,
-                              device=args.device, threshold=args.threshold, tile_size=args.tile)
+                              device=args.device, threshold=args.threshold, input_scale=args.input_scale,
+                              tile_size=args.tile)
     progress = TerminalProgress("evaluate", sys.stderr)
     try:
         report = evaluate(options, progress=progress)

@@ -34,6 +34,7 @@ class EvaluateOptions:
     pseudo_change: bool = False
     device: str = "auto"
     threshold: Optional[float] = None  # None: the model's
+    input_scale: Optional[int] = None  # None: the model's for each pair's pixel size
     tile_size: int = 768
     overlap: int = 64
     batch_size: Optional[int] = None  # None: the device's default
@@ -50,8 +51,9 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
         raise InputError(f"no labelled pairs found below {', '.join(str(d) for d in options.data_dirs)}; a pair "
                          "is a folder with before.*, after.* and label.* rasters (or the LEVIR-CD A/ B/ label/ layout)")
     bundle = resolve_model(options.model)
-    detect_options = DetectOptions(threshold=options.threshold, tile_size=options.tile_size,
-                                   overlap=options.overlap, batch_size=options.batch_size, device=options.device)
+    detect_options = DetectOptions(threshold=options.threshold, input_scale=options.input_scale,
+                                   tile_size=options.tile_size, overlap=options.overlap,
+                                   batch_size=options.batch_size, device=options.device)
     steps = len(pairs) * (2 if options.pseudo_change else 1)
     pooled, per_pair, scores = Confusion(), {}, _ScorePool()
     pseudo: Dict[str, Any] = {}
@@ -71,7 +73,8 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
     return {"model": str(options.model) if options.model else "bundled", "pairs": len(pairs),
             "threshold": bundle.threshold if options.threshold is None else options.threshold,
             "thresholds_by_pixel_size": bundle.thresholds_by_pixel_size if options.threshold is None else (),
-            "input_scales_by_pixel_size": bundle.input_scales_by_pixel_size,
+            "input_scale": options.input_scale,
+            "input_scales_by_pixel_size": bundle.input_scales_by_pixel_size if options.input_scale is None else (),
             "pooled": {**pooled.metrics(), **scores.auc()}, "per_pair": per_pair,
             **({"pseudo_change": pseudo} if options.pseudo_change else {}),
             "seconds": round(time.perf_counter() - started, 2)}

@@ -134,3 +134,20 @@ def test_pairs_of_coarse_pixels_are_judged_at_the_model_s_coarse_threshold(pairs
     assert report["thresholds_by_pixel_size"] == ((5.0, 0.4),)
     assert all(m["threshold"] == 0.4 and m["fn"] == 0 and m["tn"] == 0 for m in report["per_pair"].values())
     assert all(m["input_scale"] == 1 for m in report["per_pair"].values())
+
+
+def test_input_scale_override_reaches_detection(pairs, tmp_path, capsys):
+    """The model enlarges 10 m images 2×; ``--input-scale 1`` runs them as they are, and the report says so."""
+    from deepcl_core.model_file import load_model
+
+    bundle = load_model(constant_model(tmp_path / "half.pt", 0.0))
+    bundle.input_scales_by_pixel_size = ((5.0, 2),)
+    save_model(bundle, tmp_path / "half.pt")
+    as_model = evaluate(EvaluateOptions(model=tmp_path / "half.pt", data_dirs=[pairs], device="cpu"))
+    assert all(m["input_scale"] == 2 for m in as_model["per_pair"].values())
+    assert as_model["input_scale"] is None and as_model["input_scales_by_pixel_size"] == ((5.0, 2),)
+    assert main(["evaluate", str(pairs), "--model", str(tmp_path / "half.pt"), "--device", "cpu",
+                 "--input-scale", "1"]) == 0
+    overridden = json.loads(capsys.readouterr().out)
+    assert all(m["input_scale"] == 1 for m in overridden["per_pair"].values())
+    assert overridden["input_scale"] == 1 and overridden["input_scales_by_pixel_size"] == []
