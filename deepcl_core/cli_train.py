@@ -37,6 +37,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--iterations-per-epoch", type=int, default=200, help="steps per epoch (default 200)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
     parser.add_argument("--bands", nargs="+", metavar="NAME", help="input band names (default red green blue)")
+    parser.add_argument("--weight-average", type=float, default=0.995, metavar="DECAY",
+                        help="validate and keep a moving average of the weights with this decay per step "
+                             "(default 0.995; 0: the weights as they are)")
     parser.add_argument("--no-calibrate", action="store_true",
                         help="keep threshold 0.5 instead of choosing the model's threshold on the validation pairs")
     parser.set_defaults(handler=run_train)
@@ -51,7 +54,7 @@ def run_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, resume=args.resume,
         encoder=args.encoder, gamma=args.gamma, hscl_weight=args.hscl_weight, prior_guidance=not args.no_prior,
         crop=args.crop, batch_size=args.batch, iterations_per_epoch=args.iterations_per_epoch, lr=args.lr,
-        bands=args.bands, calibrate=not args.no_calibrate, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
+        bands=args.bands, weight_average=args.weight_average, calibrate=not args.no_calibrate, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
     progress = TerminalProgress("train", sys.stderr)  # today's stderr, not the one at import
     try:
         result = train(options, progress=progress)

@@ -48,8 +48,13 @@ def test_training_stores_the_threshold_chosen_on_validation(tmp_path):
     calibration = bundle.provenance["threshold_calibration"]
     assert bundle.threshold == result.threshold == calibration["threshold"] in CANDIDATES
     assert calibration["pairs"] == ["val_27_0000_0256"] and calibration["f1"] >= calibration["f1_at_0.5"]
+    # The epoch was judged at the threshold the model got: the same weights, pairs and candidates.
+    validation = bundle.provenance["validation_metrics"]
+    assert validation["per_pair"]["val_27_0000_0256"]["threshold"] == bundle.threshold
+    assert validation["pooled"]["f1"] == pytest.approx(calibration["f1"])
     unchanged = train(small_options(tmp_path / "plain.pt", epochs=1, calibrate=False))
     assert load_model(unchanged.out).threshold == 0.5
+    assert load_model(unchanged.out).provenance["validation_metrics"]["per_pair"]["val_27_0000_0256"]["threshold"] == 0.5
 
 
 @pytest.mark.skipif(not LEVIR.is_dir(), reason="real data not found")

@@ -12,7 +12,7 @@ a building of 10 m imagery spans a few pixels, fewer than the encoder's coarsest
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -47,6 +47,24 @@ def confusions_by_threshold(probability: np.ndarray, label: np.ndarray, valid: n
 def best_threshold(confusions: Dict[float, Confusion]) -> float:
     """The candidate of highest F1; among equals the one nearest 0.5 (the training boundary)."""
     return max(confusions, key=lambda t: (round(confusions[t].metrics()["f1"], 6), -abs(t - 0.5)))
+
+
+def confusions_at_calibrated_thresholds(pairs: Sequence[LoadedPair], probabilities: Sequence[np.ndarray]
+                                        ) -> Dict[str, Tuple[float, Confusion]]:
+    """Each pair's (threshold, confusion) at the threshold calibration would choose from these
+    probabilities for its class of pixel size (coarse or not), the images as they are: a score of
+    the network's ranking of pixels, not of where its confidence happens to sit against 0.5."""
+    counts = [confusions_by_threshold(probability, pair.label, pair.valid)
+              for pair, probability in zip(pairs, probabilities)]
+    coarse = [_is_coarse(pair) for pair in pairs]
+    chosen = {}
+    for kind in set(coarse):
+        pooled = _empty()
+        for pair_counts in (c for c, k in zip(counts, coarse) if k == kind):
+            pooled = {t: pooled[t] + pair_counts[t] for t in CANDIDATES}
+        chosen[kind] = best_threshold(pooled)
+    return {pair.name: (chosen[kind], pair_counts[chosen[kind]])
+            for pair, pair_counts, kind in zip(pairs, counts, coarse)}
 
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,

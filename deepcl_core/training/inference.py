@@ -8,7 +8,6 @@ import numpy as np
 import torch
 
 from ..detect import run_network
-from ..metrics import Confusion
 from ..tiling import TileGrid
 from .pairs import LoadedPair
 
@@ -35,8 +34,3 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
             weights[y:y + th, x:x + tw] += w
     return sums[0] / weights, sums[1] / weights
 
-
-def pair_confusion(network: torch.nn.Module, pair: LoadedPair, device: torch.device, threshold: float,
-                   tile: int = 512, overlap: int = 64) -> Confusion:
-    probability, _ = predict_pair(network, pair, device, tile, overlap)
-    return Confusion.of(probability >= threshold, pair.label, pair.valid)

@@ -38,6 +38,7 @@ class TrainOptions:
     calibrate: bool = True  # the model's threshold chosen on the validation pairs (training/calibration.py)
     pretrained: bool = True  # ImageNet weights for a new MobileNetV2 encoder
     augment: AugmentConfig = field(default_factory=AugmentConfig)
+    weight_average: float = 0.995  # decay of the moving average of weights validated and kept; 0: none
     val_tile: int = 768  # as detection tiles (DetectOptions.tile_size)
     checkpoint: Optional[Path] = None  # None: next to ``out``
     command_line: Optional[str] = None  # recorded in the provenance
@@ -53,6 +54,7 @@ class TrainOptions:
              f"validation tile must be a multiple of {NETWORK_MULTIPLE}; got {self.val_tile}"),
             (0.0 <= self.val_fraction < 1.0, f"validation fraction must lie in [0, 1); got {self.val_fraction}"),
             (self.lr > 0, f"learning rate must be positive; got {self.lr}"),
+            (0.0 <= self.weight_average < 1.0, f"weight average decay must lie in [0, 1); got {self.weight_average}"),
             (self.gamma >= 0, f"gamma must not be negative; got {self.gamma}"),
             (self.hscl_weight >= 0, f"HSCL weight must not be negative; got {self.hscl_weight}"),
             (0.0 < self.threshold < 1.0, f"threshold must lie between 0 and 1; got {self.threshold}"),

@@ -1,13 +1,18 @@
 """Random training crops from pairs held in memory, with the augmentation of METHOD.md.
 
 Changed pixels are rare (under 4 % in most scenes), so a share of the crops is centred near a
-changed pixel; pairs are drawn uniformly so that a few large scenes do not drown the small tiles."""
+changed pixel; pairs are drawn uniformly so that a few large scenes do not drown the small tiles.
+A share of the crops is zoomed (a smaller or larger window resized to the crop), so that the
+network meets objects at more sizes than the four pixel sizes of the training scenes give."""
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Sequence, Tuple
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 from ..normalization import NormalizationSpec
 from .augment import PseudoChangeStrength, from_unit, paste_change, pseudo_change, radiometric, same_geometry, \
@@ -24,6 +29,10 @@ class AugmentConfig:
     synthetic_change: float = 0.3  # paste a real patch from elsewhere into one date, labelled changed
     radiometric: float = 0.5  # per date, on real pairs: change looks the same under other light
     swap_dates: float = 0.5
+    # take a window zoom times smaller (or larger) than the crop and resize it to the crop: a
+    # user's imagery may have any pixel size, and the training scenes cover only 0.5, 1.5, 2 and 10 m
+    zoom: float = 0.5
+    zoom_range: Tuple[float, float] = (0.5, 2.0)
     patch_size: Tuple[int, int] = (12, 72)  # side of a synthetic change, pixels
     strength: PseudoChangeStrength = field(default_factory=PseudoChangeStrength)
 
@@ -77,18 +86,31 @@ class CropSampler:
     def _crop(self, index: int, rng: np.random.Generator) -> Tuple[np.ndarray, ...]:
         pair = self.pairs[index]
         height, width = pair.shape
+        side = self._window_side(pair, rng)
         changed = self.changed[index]
         if changed.size and rng.random() < self.augment.change_crop:
             cy, cx = divmod(int(changed[rng.integers(changed.size)]), width)
-            y = cy - int(rng.integers(self.crop))
-            x = cx - int(rng.integers(self.crop))
+            y = cy - int(rng.integers(side))
+            x = cx - int(rng.integers(side))
         else:
-            y = int(rng.integers(max(1, height - self.crop + 1)))
-            x = int(rng.integers(max(1, width - self.crop + 1)))
-        y = min(max(y, 0), max(0, height - self.crop))
-        x = min(max(x, 0), max(0, width - self.crop))
-        return tuple(_window(array, y, x, self.crop)
-                     for array in (pair.before, pair.after, pair.label, pair.valid))  # type: ignore[return-value]
+            y = int(rng.integers(max(1, height - side + 1)))
+            x = int(rng.integers(max(1, width - side + 1)))
+        y = min(max(y, 0), max(0, height - side))
+        x = min(max(x, 0), max(0, width - side))
+        windows = [_window(array, y, x, side) for array in (pair.before, pair.after, pair.label, pair.valid)]
+        if side == self.crop:
+            return tuple(windows)
+        return resize_crop(*windows, self.crop)
+
+    def _window_side(self, pair: LoadedPair, rng: np.random.Generator) -> int:
+        """The crop's side, or with probability ``zoom`` that side divided by a factor drawn
+        log-uniformly in ``zoom_range``; a zoomed-out window stays inside the pair."""
+        if rng.random() >= self.augment.zoom:
+            return self.crop
+        low, high = self.augment.zoom_range
+        factor = math.exp(rng.uniform(math.log(low), math.log(high)))
+        side = int(round(self.crop / factor))
+        return max(8, min(side, max(self.crop, min(pair.shape))))
 
     def _paste(self, target: np.ndarray, label: np.ndarray, valid: np.ndarray, rng: np.random.Generator) -> None:
         """A real patch from a random place of a random pair and date: real texture, new content."""
@@ -103,6 +125,19 @@ class CropSampler:
         image = donor.before if rng.random() < 0.5 else donor.after
         paste_change(target, label, valid, image[:, y:y + side_y, x:x + side_x],
                      donor.valid[y:y + side_y, x:x + side_x], rng)
+
+
+def resize_crop(before: np.ndarray, after: np.ndarray, label: np.ndarray, valid: np.ndarray,
+                size: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A square window resized to size × size: images bilinear (antialiased when shrinking), the
+    label changed where at least half of a pixel was, valid only where all of it was."""
+    images = torch.from_numpy(np.stack([before, after]))
+    masks = torch.from_numpy(np.stack([label, valid]).astype(np.float32))[:, None]
+    shrink = images.shape[-1] > size
+    images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)
+    masks = F.interpolate(masks, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink)[:, 0]
+    return (images[0].numpy(), images[1].numpy(), (masks[0] >= 0.5).numpy().astype(label.dtype),
+            (masks[1] >= 1.0 - 1e-4).numpy())
 
 
 def _window(array: np.ndarray, y: int, x: int, size: int) -> np.ndarray:

@@ -21,13 +21,14 @@ from ..model import DeepCLNet, NetworkConfig, build_network
 from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
 from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
-from .calibration import apply_calibration, calibrate_threshold
+from .calibration import apply_calibration, calibrate_threshold, confusions_at_calibrated_thresholds
 from .checkpoint import checkpoint_path_for, load_checkpoint, save_checkpoint
-from .inference import pair_confusion
+from .inference import predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
 from .pairs import LoadedPair, PairFiles, find_pairs, load_pairs, split_pairs
 from .provenance import training_provenance
 from .sampler import CropSampler
+from .weight_average import WeightAverage
 
 LOG = logging.getLogger(__name__)
 ProgressCallback = Callable[[float, str], None]
@@ -75,19 +76,22 @@ def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
     optimizer = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     total_steps = options.epochs * options.iterations_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total_steps))
+    average = WeightAverage(network, options.weight_average) if options.weight_average else None
     state = _initial_state(options, setup, train_files, val_files)
     if options.resume:
-        state = _resume(checkpoint_path, state, network, optimizer, scheduler)
+        state = _resume(checkpoint_path, state, network, optimizer, scheduler, average)
     sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment)
+    judged = average.network if average else network  # the weights validated and kept
 
     for epoch in range(int(state["epoch"]) + 1, options.epochs + 1):
         started = time.perf_counter()
         losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
-                              report, is_cancelled, state)
-        pooled, per_pair = _validate(network, val_pairs, device, options)
-        _record_epoch(state, network, epoch, losses, pooled, per_pair, time.perf_counter() - started)
+                              report, is_cancelled, state, average)
+        pooled, per_pair = _validate(judged, val_pairs, device, options)
+        _record_epoch(state, judged, epoch, losses, pooled, per_pair, time.perf_counter() - started)
         save_checkpoint({**state, "model": network.state_dict(), "optimizer": optimizer.state_dict(),
-                         "scheduler": scheduler.state_dict()}, checkpoint_path)
+                         "scheduler": scheduler.state_dict(),
+                         **({"average": average.state_dict()} if average else {})}, checkpoint_path)
         report(epoch / options.epochs, _epoch_message(state, epoch, options.epochs))
         LOG.info(_epoch_message(state, epoch, options.epochs))
 
@@ -187,7 +191,7 @@ def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[P
 
 
 def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any) -> Dict[str, Any]:
+            scheduler: Any, average: Optional[WeightAverage]) -> Dict[str, Any]:
     """Continue after the checkpoint's last epoch; the run must be the same one (same model and
     pairs), else the checkpoint would silently mix two trainings."""
     saved = load_checkpoint(path)
@@ -199,6 +203,11 @@ def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimiz
     network.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
+    if average is not None:
+        if "average" not in saved:
+            raise InputError(f"checkpoint {path} was made without weight averaging; resume with the same "
+                             "options, or train without --resume")
+        average.load_state_dict(saved["average"])
     return {key: saved[key] for key in fresh}
 
 
@@ -213,7 +222,8 @@ def _lr_factor(step: int, total: int) -> float:
 
 def _train_epoch(network: DeepCLNet, optimizer: torch.optim.Optimizer, scheduler: Any, sampler: CropSampler,
                  loss_config: LossConfig, options: TrainOptions, epoch: int, device: torch.device,
-                 report: ProgressCallback, is_cancelled: CancelCallback, state: Dict[str, Any]) -> Dict[str, float]:
+                 report: ProgressCallback, is_cancelled: CancelCallback, state: Dict[str, Any],
+                 average: Optional[WeightAverage]) -> Dict[str, float]:
     # Seeds derive from (seed, epoch), so a resumed run draws exactly the crops it would have drawn.
     rng = np.random.default_rng([options.seed, epoch])
     torch.manual_seed(options.seed * 100003 + epoch)
@@ -225,6 +235,8 @@ def _train_epoch(network: DeepCLNet, optimizer: torch.optim.Optimizer, scheduler
                             "(continue with --resume)")
         terms = _step(network, optimizer, sampler.batch(options.batch_size, rng), loss_config, device)
         scheduler.step()
+        if average is not None:
+            average.update(network)
         for name, value in terms.items():
             sums[name] = sums.get(name, 0.0) + value
         done = (epoch - 1) * options.iterations_per_epoch + step
@@ -254,9 +266,15 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
     if not pairs:
         return {}, {}
     network.eval()
-    per_pair = {p.name: pair_confusion(network, p, device, options.threshold, options.val_tile) for p in pairs}
-    pooled = sum(per_pair.values(), Confusion())
-    return pooled.metrics(), {name: c.metrics() for name, c in per_pair.items()}
+    probabilities = [predict_pair(network, pair, device, options.val_tile)[0] for pair in pairs]
+    if options.calibrate:  # judged at the thresholds the model will get
+        judged = confusions_at_calibrated_thresholds(pairs, probabilities)
+    else:
+        judged = {pair.name: (options.threshold, Confusion.of(probability >= options.threshold, pair.label, pair.valid))
+                  for pair, probability in zip(pairs, probabilities)}
+    pooled = sum((confusion for _, confusion in judged.values()), Confusion())
+    return pooled.metrics(), {name: {**confusion.metrics(), "threshold": threshold}
+                              for name, (threshold, confusion) in judged.items()}
 
 
 def _record_epoch(state: Dict[str, Any], network: DeepCLNet, epoch: int, losses: Dict[str, float],
