@@ -61,7 +61,8 @@ def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
     return float(edges[int(np.argmax(between)) + 1])
 
 
-def change_vector_analysis(before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> Tuple[np.ndarray, float, np.ndarray]:
+def change_vector_analysis(before: np.ndarray, after: np.ndarray,
+                           valid: np.ndarray) -> Tuple[np.ndarray, float, np.ndarray]:
     """(magnitude, Otsu threshold, change map) for (bands, h, w) images already stretched to [0, 1]."""
     magnitude = np.sqrt(((after.astype(np.float32) - before.astype(np.float32)) ** 2).sum(axis=0))
     threshold = otsu_threshold(magnitude[valid])

@@ -43,7 +43,8 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
     parser.add_argument("--bands-before", type=band_list, help="1-based bands of BEFORE, e.g. 1,2,3")
     parser.add_argument("--bands-after", type=band_list, help="1-based bands of AFTER, e.g. 1,2,3")
-    parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's for the before image's pixel size")
+    parser.add_argument("--threshold", type=float,
+                        help="change probability threshold; default: the model's for the before image's pixel size")
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for the before image's pixel size (deepcl info shows it)")
@@ -107,7 +108,8 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
-PARSER_BUILDERS: List[Callable[[argparse._SubParsersAction], None]] = [add_detect_parser, add_info_parser, *TRAIN_PARSERS]
+PARSER_BUILDERS: List[Callable[[argparse._SubParsersAction], None]] = [add_detect_parser, add_info_parser,
+                                                                      *TRAIN_PARSERS]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -54,7 +54,8 @@ def run_train(args: argparse.Namespace) -> int:
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, resume=args.resume,
         encoder=args.encoder, gamma=args.gamma, hscl_weight=args.hscl_weight, prior_guidance=not args.no_prior,
         crop=args.crop, batch_size=args.batch, iterations_per_epoch=args.iterations_per_epoch, lr=args.lr,
-        bands=args.bands, weight_average=args.weight_average, calibrate=not args.no_calibrate, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
+        bands=args.bands, weight_average=args.weight_average, calibrate=not args.no_calibrate,
+        command_line=shlex.join(["deepcl", *sys.argv[1:]]))
     progress = TerminalProgress("train", sys.stderr)  # today's stderr, not the one at import
     try:
         result = train(options, progress=progress)

@@ -46,7 +46,8 @@ class TrainOptions:
     def validate(self) -> None:
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1; got {self.epochs}"),
-            (self.iterations_per_epoch >= 1, f"iterations per epoch must be at least 1; got {self.iterations_per_epoch}"),
+            (self.iterations_per_epoch >= 1,
+             f"iterations per epoch must be at least 1; got {self.iterations_per_epoch}"),
             (self.batch_size >= 2, f"batch size must be at least 2 (batch normalisation); got {self.batch_size}"),
             (self.crop >= NETWORK_MULTIPLE and self.crop % NETWORK_MULTIPLE == 0,
              f"crop must be a multiple of {NETWORK_MULTIPLE} and at least {NETWORK_MULTIPLE}; got {self.crop}"),

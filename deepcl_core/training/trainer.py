@@ -270,7 +270,8 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
     if options.calibrate:  # judged at the thresholds the model will get
         judged = confusions_at_calibrated_thresholds(pairs, probabilities)
     else:
-        judged = {pair.name: (options.threshold, Confusion.of(probability >= options.threshold, pair.label, pair.valid))
+        judged = {pair.name: (options.threshold,
+                              Confusion.of(probability >= options.threshold, pair.label, pair.valid))
                   for pair, probability in zip(pairs, probabilities)}
     pooled = sum((confusion for _, confusion in judged.values()), Confusion())
     return pooled.metrics(), {name: {**confusion.metrics(), "threshold": threshold}
