@@ -107,7 +107,7 @@ The model the plugin and the command line use when no other is given. Generated 
 - Epochs: {provenance.get("epochs", "n/a")}, best epoch by validation F1: {provenance.get("best_epoch", "n/a")};
   training time {provenance.get("seconds", 0) / 60:.0f} min on {hardware.get("device", "?")} ({hardware.get("cpu_count", "?")} cores,
   {hardware.get("cpu", "?")}, torch {hardware.get("torch", "?")}), shared with other work, so the time is an upper bound.
-{_notes(provenance)}- Training pairs ({len(train_pairs)}): {", ".join(sorted(_short(p) for p in train_pairs))}.
+{_notes(provenance)}{_recipe(provenance)}- Training pairs ({len(train_pairs)}): {", ".join(sorted(_short(p) for p in train_pairs))}.
 - Validation pairs (model selection only, {len(val_pairs)}): {", ".join(sorted(_short(p) for p in val_pairs))}.
 - Held-out pairs (never seen in training or selection, {len(held_out)}): {", ".join(sorted("/".join(p.parts[-2:]) for p in held_out))}.
 
@@ -190,6 +190,16 @@ def _calibration(provenance: Dict) -> str:
 def _notes(provenance: Dict) -> str:
     notes = provenance.get("notes")
     return f"- Notes: {notes}\n" if notes else ""
+
+
+def _recipe(provenance: Dict) -> str:
+    """Weights trained before ``deepcl train`` averaged weights: its recipe was an older one, which
+    today's ``make train`` no longer repeats exactly."""
+    if "weight_average_decay" in provenance:
+        return ""
+    return ("- Recipe: the training of its time (these weights were committed in af80e71): no zoomed crops, no\n"
+            "  moving average of the weights, each epoch judged at threshold 0.5. Today's `make train` adds all\n"
+            "  three, so it trains another model.\n")
 
 
 def _fmt(value) -> str:
