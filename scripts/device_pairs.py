@@ -36,7 +36,7 @@ def pack(pairs: Sequence[LoadedPair], spec: NormalizationSpec, out: Path) -> Non
             arrays[f"{number}_{role}"] = np.clip(np.rint(scaled * 255), 0, 255).astype(np.uint8)
         arrays[f"{number}_label"] = np.packbits(pair.label.astype(bool))
         arrays[f"{number}_valid"] = np.packbits(pair.valid)
-        index.append({"files": pair.files.to_dict(), "shape": list(pair.shape)})
+        index.append({"files": pair.files.to_dict(), "shape": list(pair.shape), "pixel_size_m": pair.pixel_size_m})
     arrays["index"] = np.frombuffer(json.dumps({"pairs": index, "normalization": spec.to_dict()}).encode(), np.uint8)
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)
@@ -61,7 +61,7 @@ def load_packed(path: Path) -> List[LoadedPair]:
             mean, std = spec.per_band(scaled.shape[0])
             images.append(((scaled - mean) / std * valid).astype(np.float32))
         files = PairFiles(**{k: (v if k in ("name", "group") else Path(v)) for k, v in entry["files"].items()})
-        pairs.append(LoadedPair(files, images[0], images[1], label, valid))
+        pairs.append(LoadedPair(files, images[0], images[1], label, valid, entry.get("pixel_size_m")))
     return pairs
 
 

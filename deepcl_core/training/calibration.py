@@ -17,11 +17,9 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..area import ground_pixel_size
 from ..errors import InputError
 from ..metrics import Confusion
 from ..model_file import ModelBundle, load_model, save_model
-from ..raster_io import Grid, open_raster
 from .inference import predict_pair
 from .pairs import LoadedPair, find_pairs, load_pairs
 
@@ -57,12 +55,9 @@ def confusions_at_calibrated_thresholds(pairs: Sequence[LoadedPair], probabiliti
     counts = [confusions_by_threshold(probability, pair.label, pair.valid)
               for pair, probability in zip(pairs, probabilities)]
     coarse = [_is_coarse(pair) for pair in pairs]
-    chosen = {}
-    for kind in set(coarse):
-        pooled = _empty()
-        for pair_counts in (c for c, k in zip(counts, coarse) if k == kind):
-            pooled = {t: pooled[t] + pair_counts[t] for t in CANDIDATES}
-        chosen[kind] = best_threshold(pooled)
+    chosen = {kind: best_threshold({t: sum((c[t] for c, k in zip(counts, coarse) if k == kind), Confusion())
+                                    for t in CANDIDATES})
+              for kind in set(coarse)}
     return {pair.name: (chosen[kind], pair_counts[chosen[kind]])
             for pair, pair_counts, kind in zip(pairs, counts, coarse)}
 
@@ -125,9 +120,7 @@ def _empty() -> Dict[float, Confusion]:
 
 
 def _is_coarse(pair: LoadedPair) -> bool:
-    dataset = open_raster(pair.files.before, f"{pair.name}: before")
-    size = ground_pixel_size(Grid.of(dataset))
-    return size is not None and size >= COARSE_PIXEL_M
+    return pair.pixel_size_m is not None and pair.pixel_size_m >= COARSE_PIXEL_M
 
 
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",

@@ -7,11 +7,12 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
 
+from ..area import ground_pixel_size
 from ..errors import InputError
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_raster, read_sample, \
@@ -47,6 +48,7 @@ class LoadedPair:
     after: np.ndarray
     label: np.ndarray
     valid: np.ndarray
+    pixel_size_m: Optional[float] = None  # ground size of a before pixel; None without georeference
 
     @property
     def name(self) -> str:
@@ -143,7 +145,7 @@ def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSp
     valid = valid_b & valid_a & label_valid
     if not valid.any():
         raise InputError(f"pair {files.name} has no pixel where before, after and label all have data")
-    return LoadedPair(files, before * valid, after * valid, label, valid)
+    return LoadedPair(files, before * valid, after * valid, label, valid, ground_pixel_size(Grid.of(before_ds)))
 
 
 def load_pairs(pairs: Sequence[PairFiles], band_names: Sequence[str], spec: NormalizationSpec) -> List[LoadedPair]:

@@ -81,14 +81,14 @@ def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
     if options.resume:
         state = _resume(checkpoint_path, state, network, optimizer, scheduler, average)
     sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment)
-    judged = average.network if average else network  # the weights validated and kept
+    kept = average.network if average else network  # the weights validated and kept
 
     for epoch in range(int(state["epoch"]) + 1, options.epochs + 1):
         started = time.perf_counter()
         losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
                               report, is_cancelled, state, average)
-        pooled, per_pair = _validate(judged, val_pairs, device, options)
-        _record_epoch(state, judged, epoch, losses, pooled, per_pair, time.perf_counter() - started)
+        pooled, per_pair = _validate(kept, val_pairs, device, options)
+        _record_epoch(state, kept, epoch, losses, pooled, per_pair, time.perf_counter() - started)
         save_checkpoint({**state, "model": network.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(),
                          **({"average": average.state_dict()} if average else {})}, checkpoint_path)
