@@ -11,6 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from deepcl_core.detect import DetectOptions, run_network
+from deepcl_core.heap import freed_memory_kept
 from deepcl_core.model.inference import (autocast_dtype, default_batch_size, inference_threads,
                                          prefers_channels_last, prepare_for_inference, torch_threads)
 from deepcl_core.model_file import ModelBundle
@@ -77,7 +78,7 @@ def compute_bound(bundle: ModelBundle, before: np.ndarray, after: np.ndarray, de
                   options: DetectOptions, repeats: int = 2) -> float:
     """Seconds per tile of the network alone on real tiles in memory, same batch and precision."""
     network = inference_network(bundle, device, options.precision)
-    with torch_threads(inference_threads(device)):  # the threads detection runs with
+    with torch_threads(inference_threads(device)), freed_memory_kept():  # as detection runs it
         batch = options.batch_size or default_batch_size(device)
         return network_seconds(network, before, after, device, batch, repeats) / len(before)
 

@@ -112,6 +112,10 @@ def child(argv: Optional[List[str]] = None) -> int:
 
     args = parse_args(argv)
     logging.getLogger("deepcl_core").setLevel(logging.ERROR)  # the untrained-model warning is expected here
+    if args.release_freed_memory:  # the lever off (benchmarks.heap_lever): glibc's defaults throughout
+        import deepcl_core.heap
+
+        deepcl_core.heap._LIBC = None
     bundle, what = benchmark_bundle(args.model)
     before, after = generate_pair(args.size, args.cache)
     run = {"pipeline": run_pipeline, "naive": run_naive, "compute": run_compute, "io": run_io}[args.run]
@@ -130,6 +134,8 @@ def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
                "--batch", str(args.batch), "--precision", args.precision]
     if args.model:
         command += ["--model", str(args.model)]
+    if getattr(args, "release_freed_memory", False):
+        command.append("--release-freed-memory")
     with tempfile.TemporaryFile("w+") as stdout:
         process = subprocess.Popen(command, cwd=ROOT, stdout=stdout)
         _, status, usage = os.wait4(process.pid, 0)
@@ -155,6 +161,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as detection takes it")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    parser.add_argument("--release-freed-memory", action="store_true",
+                        help="leave glibc's malloc as it is (deepcl_core.heap off), to measure that lever")
     return parser.parse_args(argv)
 
 

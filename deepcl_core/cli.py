@@ -56,6 +56,9 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                         help="auto (default): fp16 on CUDA, fp32 elsewhere; fp32: everywhere; bf16: about 30%% "
                              "less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7%% of "
                              "pixels may change class")
+    parser.add_argument("--compression", choices=("zstd", "deflate"), default="zstd",
+                        help="of the output GeoTIFFs: zstd (default; GDAL 2.3 and later, QGIS 3.4 and later read "
+                             "it) or deflate (slower to write, read by older software too)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")
     parser.set_defaults(handler=run_detect)
 
@@ -67,7 +70,7 @@ def run_detect(args: argparse.Namespace) -> int:
     options = DetectOptions(model=args.model, bands_before=args.bands_before, bands_after=args.bands_after,
                             threshold=args.threshold, input_scale=args.input_scale, tile_size=args.tile,
                             overlap=args.overlap, batch_size=args.batch, device=args.device, precision=args.precision,
-                            min_area=args.min_area, overwrite=args.overwrite)
+                            compression=args.compression, min_area=args.min_area, overwrite=args.overwrite)
     outputs = DetectOutputs(change=args.change, confidence=args.confidence, distance=args.distance,
                             polygons=args.polygons)
     progress = TerminalProgress("detect")

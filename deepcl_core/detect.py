@@ -20,11 +20,13 @@ from osgeo import gdal
 from .area import ground_pixel_size, pixel_area_by_row
 from .device import describe_device, resolve_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
+from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, precision_name,
                               prefers_channels_last, prepare_for_inference, torch_threads)
 from .model_file import ModelBundle, load_model
 from .normalization import ImageStretch, normalize
-from .outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs, RasterSpec, check_output_paths
+from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA, RasterOutputs, RasterSpec,
+                      check_output_paths)
 from .polygons import write_change_polygons
 from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
 from .tile_reader import TileReader
@@ -56,6 +58,7 @@ class DetectOptions:
     device: str = "auto"
     precision: str = "auto"  # "auto": fp16 on CUDA, else fp32; "fp32"; "bf16" (opt-in, see autocast_dtype)
     io_threads: Optional[int] = None  # readers, and compressors; None: the device's (model/inference.io_threads)
+    compression: str = DEFAULT_COMPRESSION  # of the output GeoTIFFs: "zstd" or "deflate" (for older readers)
     min_area: float = 0.0  # for polygons: m² (pixels when not georeferenced)
     overwrite: bool = False
 
@@ -76,6 +79,8 @@ class DetectOptions:
             raise InputError(f"threshold must lie between 0 and 1 (exclusive); got {self.threshold}")
         if self.min_area < 0:
             raise InputError(f"minimum area must not be negative; got {self.min_area}")
+        if self.compression not in COMPRESSIONS:
+            raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {self.compression!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 
@@ -178,9 +183,10 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     budget = _MemoryBudget(batch_size, max(tiles.tile_width, tiles.tile_height),
                            notify=lambda message: report(done / len(tiles), message))
     with ExitStack() as stack:
+        stack.enter_context(freed_memory_kept())
         stack.enter_context(torch_threads(inference_threads(device)))
         threads = options.io_threads or io_threads(device)
-        writer = RasterOutputs(specs, grid, compression_threads=threads)
+        writer = RasterOutputs(specs, grid, compression_threads=threads, compression=options.compression)
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "
                     f"{list(pair.bands_after)}; device {describe_device(device)}"
@@ -276,8 +282,8 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
     every tile when several threads read (their handles are not shared, so no neighbour reuses them)."""
     x, y = position
     width, height = tiles.tile_width, tiles.tile_height
-    pixels_b, valid_b = read_window(pair.before, pair.bands_before, x, y, width, height, "before")
-    pixels_a, valid_a = read_window(pair.after, pair.bands_after, x, y, width, height, "after")
+    pixels_b, valid_b = read_window(pair.before, pair.bands_before, x, y, width, height, "before", keep_integers=True)
+    pixels_a, valid_a = read_window(pair.after, pair.bands_after, x, y, width, height, "after", keep_integers=True)
     valid = valid_b & valid_a
     tile = _Tile(x, y, normalize(pixels_b, stretches[0], bundle.normalization, valid),
                  normalize(pixels_a, stretches[1], bundle.normalization, valid), valid)

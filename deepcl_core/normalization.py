@@ -68,8 +68,9 @@ class ImageStretch:
 
 def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec,
               valid: Optional[np.ndarray] = None) -> np.ndarray:
-    """(bands, h, w) raw values → float32 network input. Pixels outside ``valid`` (h, w), which
-    holds every NaN, become 0; without it NaN becomes the band mean (also 0 after standardisation).
+    """(bands, h, w) raw values (float32, or integers that float32 holds exactly) → float32 network
+    input. Pixels outside ``valid`` (h, w), which holds every NaN, become 0; without it NaN becomes
+    the band mean (also 0 after standardisation).
 
     Stretch, clip to [0, 1] and standardisation are one increasing affine map followed by a clip, so
     they run as multiply, add and clip in place: four passes over the tile instead of nine (this is

@@ -198,25 +198,27 @@ def _check_overlap(target: Grid, after: gdal.Dataset) -> None:
 
 
 _FLOATING_TYPES = {gdal.GDT_Float32, gdal.GDT_Float64, gdal.GDT_CFloat32, gdal.GDT_CFloat64}
+_SMALL_INTEGER_TYPES = {gdal.GDT_Byte: np.uint8, gdal.GDT_UInt16: np.uint16, gdal.GDT_Int16: np.int16}
 
 
 def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, width: int, height: int,
-                role: str) -> Tuple[np.ndarray, np.ndarray]:
-    """Pixels (bands, h, w) as float32 and validity (h, w) bool for one window. A pixel is valid
-    when every chosen band has data there (GDAL mask: nodata value, alpha or mask band) and
-    every value is finite."""
-    pixels = np.empty((len(bands), height, width), np.float32)
+                role: str, keep_integers: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Pixels (bands, h, w) and validity (h, w) bool for one window. A pixel is valid when every
+    chosen band has data there (GDAL mask: nodata value, alpha or mask band) and every value is
+    finite. Pixels come as float32, or with ``keep_integers`` in the bands' own type when they all
+    hold the same integers of up to 16 bits (exact in float32 later; GDAL skips a conversion)."""
+    types = {dataset.GetRasterBand(index).DataType for index in bands}
+    dtype = _SMALL_INTEGER_TYPES.get(types.pop()) if keep_integers and len(types) == 1 else None
+    pixels = np.empty((len(bands), height, width), dtype or np.float32)
     valid = np.ones((height, width), bool)
     alpha_used = floating = False
     with collect_gdal_errors() as errors:
         for i, index in enumerate(bands):
             band = dataset.GetRasterBand(index)
             floating |= band.DataType in _FLOATING_TYPES
-            data = band.ReadAsArray(x, y, width, height, buf_type=gdal.GDT_Float32)
-            if data is None:
+            if band.ReadAsArray(x, y, width, height, buf_obj=pixels[i]) is None:
                 raise InputError(f"cannot read the {role} image at pixel ({x}, {y}): "
                                  f"{errors.last('the file may be truncated or damaged')}")
-            pixels[i] = data
             flags = band.GetMaskFlags()
             if flags != gdal.GMF_ALL_VALID:
                 valid &= _read_mask(band.GetMaskBand(), x, y, width, height, role, errors)

@@ -1,6 +1,6 @@
 """Run write jobs in a background thread, in order, a few behind the caller: compressing and
 writing the finished rows of one tile row overlaps with the network working on the next (GDAL's
-DEFLATE and numpy release the GIL). The mirror image of :mod:`deepcl_core.tile_reader`."""
+compressors and numpy release the GIL). The mirror image of :mod:`deepcl_core.tile_reader`."""
 from __future__ import annotations
 
 import queue

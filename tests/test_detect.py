@@ -69,7 +69,8 @@ def read_polygons(path: Path):
     return fields, features, layer.GetSpatialRef()
 
 
-def assert_contract(outputs: DetectOutputs, before: Path, expect_crs: bool = True) -> Dict[str, Raster]:
+def assert_contract(outputs: DetectOutputs, before: Path, expect_crs: bool = True,
+                    compression: str = "ZSTD") -> Dict[str, Raster]:
     """Every raster output lies exactly on the before grid, with the types, nodata and value ranges
     of the contract; returns them read."""
     width, height, geotransform, crs = grid_of(before)
@@ -84,7 +85,7 @@ def assert_contract(outputs: DetectOutputs, before: Path, expect_crs: bool = Tru
             assert same_crs(raster.crs_wkt, crs), name
         else:
             assert raster.crs_wkt == "" and raster.geotransform is None, name
-        assert raster.structure.get("COMPRESSION") == "DEFLATE", name
+        assert raster.structure.get("COMPRESSION") == compression, name
         assert raster.block == [256, 256], name  # tiled, whatever the image size
         rasters[name] = raster
     change = rasters["change"]
@@ -423,6 +424,7 @@ def test_existing_output_is_kept_unless_overwrite(oscd_mismatch_pair, tiny_model
     (dict(threshold=1.0), "threshold"),
     (dict(input_scale=0), "input scale"),
     (dict(min_area=-1.0), "minimum area"),
+    (dict(compression="lzw"), "compression"),
     (dict(device="tpu"), "unknown device"),
 ])
 def test_bad_options_are_input_errors(oscd_mismatch_pair, tiny_model, tmp_path, options, message):
@@ -484,3 +486,15 @@ def test_several_io_threads_give_the_same_outputs(oscd_mismatch_pair, tiny_model
         np.testing.assert_array_equal(read_raster(getattr(four.outputs, name)).values,
                                       read_raster(getattr(one.outputs, name)).values)
 
+
+
+def test_deflate_outputs_hold_the_same_values(oscd_run, tiny_model, tmp_path):
+    """For software that cannot read ZSTD: the same outputs, DEFLATE-compressed (both lossless)."""
+    before, after, zstd_outputs, _, threshold = oscd_run
+    outputs = outputs_in(tmp_path)
+    detect_changes(before, after, outputs, DetectOptions(threshold=threshold, compression="deflate", **FAST),
+                   model=tiny_model)
+    assert_contract(outputs, before, compression="DEFLATE")
+    for name in ("change", "confidence", "distance"):
+        np.testing.assert_array_equal(read_raster(getattr(outputs, name)).values,
+                                      read_raster(getattr(zstd_outputs, name)).values)

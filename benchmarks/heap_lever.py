@@ -1,0 +1,45 @@
+"""A/B of one lever, freed memory kept in the process (:mod:`deepcl_core.heap`), end to end and for
+the network alone (not a timed test).
+
+    python -m benchmarks.heap_lever [--sizes 2048] [--rounds 3] [--device cpu]
+
+Each run is a child process of :mod:`benchmarks.runs` (the setting is process-wide, so on and off
+never share one), on the generated pair of ``make bench``; on and off alternate round after round
+and the medians are printed with each run's peak resident memory.
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import List, Optional
+
+from benchmarks.runs import ROOT, measure
+
+RUNS = ("pipeline", "compute")
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.heap_lever", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="2048", help="comma-separated image sides (default 2048)")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    args = parser.parse_args(argv)
+    settings = argparse.Namespace(cache=args.cache, tile=768, overlap=64, batch=0, precision="auto", model=None)
+    print("| size (px) | run | freed memory | seconds (median) | megapixels/s | peak RSS (MB) |\n|---|---|---|---:|---:|---:|")
+    for size in (int(s) for s in args.sizes.split(",") if s.strip()):
+        records = {(run, kept): [] for run in RUNS for kept in (True, False)}
+        for _ in range(args.rounds):
+            for (run, kept), found in records.items():
+                settings.release_freed_memory = not kept
+                found.append(measure(run, size, args.device, settings))
+        for (run, kept), found in records.items():
+            seconds = statistics.median(r["seconds"] for r in found)
+            print(f"| {size:,}² | {run} | {'kept' if kept else 'released (glibc default)'} | {seconds:.2f} | "
+                  f"{size * size / 1e6 / seconds:.3f} | {max(r['peak_rss_mb'] for r in found):.0f} |", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
