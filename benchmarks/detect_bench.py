@@ -25,7 +25,6 @@ from benchmarks.runs import RUNS, measure
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "out" / "bench"
-SMALL_SIZE = 2048  # up to this side, runs are repeated and their median kept
 DEFAULT_REPORT = ROOT / "docs" / "benchmarks.md"
 LABELS = {"pipeline": "DeepCL pipeline", "naive": "naive baseline", "compute": "network alone (compute bound)",
           "io": "I/O alone (I/O bound)", "otb": "OTB MAD (classical peer)"}
@@ -56,12 +55,11 @@ def run_otb(size: int, args: argparse.Namespace) -> Optional[Dict]:
 
 
 def measure_size(runs: List[str], size: int, device: str, args: argparse.Namespace) -> List[Dict]:
-    """One record per run. Runs of a few seconds are at the mercy of a noisy machine: up to
-    SMALL_SIZE² each run is measured ``args.repeats`` times, the runs interleaved round after round
-    so that a drifting machine biases no ratio between them, and the median kept (peak RSS: the
-    largest); one run of each at the long sizes."""
-    count = args.repeats if size <= SMALL_SIZE else 1
-    rounds = [[measure(run, size, device, args) for run in runs] for _ in range(count)]
+    """One record per run. A shared machine's speed drifts by 10 % and more from one minute to the
+    next, at every size: each run is measured ``args.repeats`` times, the runs interleaved round
+    after round so that the drift biases no ratio between them, and the median kept (peak RSS: the
+    largest)."""
+    rounds = [[measure(run, size, device, args) for run in runs] for _ in range(args.repeats)]
     chosen = []
     for records in zip(*rounds):
         median = dict(sorted(records, key=lambda r: r["seconds"])[len(records) // 2])
@@ -220,9 +218,10 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         "",
         f"- Command: `{command}`",
         f"- Machine: {machine()}",
-        f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch {args.batch or 'the device default (1 on the CPU, 8 on CUDA)'}; precision {args.precision} "
-        f"({_precisions(args.precision)}; the naive baseline: fp32); up to {SMALL_SIZE:,}² each row is the median "
-        f"of {args.repeats} runs, the runs interleaved",
+        f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch "
+        f"{args.batch or 'the device default (1 on the CPU, 8 on CUDA)'}; precision {args.precision} "
+        f"({_precisions(args.precision)}; the naive baseline: fp32); each row is the median of {args.repeats} runs "
+        "(OTB: one), the runs interleaved; outputs ZSTD-compressed (DEFLATE in the naive baseline)",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
         "file to file (reading, aligning, normalising, network, blending, writing change and confidence). "
@@ -249,7 +248,7 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=768)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch", type=int, default=0, help="0: the device's default, as detection")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per row up to SMALL_SIZE², median kept (default 3)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per row, median kept (default 3)")
     parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 elsewhere), fp32 or bf16")
     parser.add_argument("--model", type=Path, help="model file; default: the bundled model, else MobileNetV2 + ImageNet")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the generated pairs are kept")

@@ -1,11 +1,12 @@
-"""A/B of one lever, freed memory kept in the process (:mod:`deepcl_core.heap`), end to end and for
-the network alone (not a timed test).
+"""A/B of one lever, freed memory kept in the process for reuse (:mod:`deepcl_core.heap`), end to
+end and for the network alone (not a timed test).
 
     python -m benchmarks.heap_lever [--sizes 2048] [--rounds 3] [--device cpu]
 
 Each run is a child process of :mod:`benchmarks.runs` (the setting is process-wide, so on and off
-never share one), on the generated pair of ``make bench``; on and off alternate round after round
-and the medians are printed with each run's peak resident memory.
+never share one), on the generated pair of ``make bench``; detection runs in the main thread, as
+the command line does, and in a worker thread, as QGIS does. On and off alternate round after round;
+the medians are printed with each run's peak resident memory.
 """
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from typing import List, Optional
 
 from benchmarks.runs import ROOT, measure
 
-RUNS = ("pipeline", "compute")
+RUNS = (("pipeline", False), ("pipeline", True), ("compute", False))  # (run, in a worker thread)
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -27,17 +28,20 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
     args = parser.parse_args(argv)
     settings = argparse.Namespace(cache=args.cache, tile=768, overlap=64, batch=0, precision="auto", model=None)
-    print("| size (px) | run | freed memory | seconds (median) | megapixels/s | peak RSS (MB) |\n|---|---|---|---:|---:|---:|")
+    print("| size (px) | run | allocation | seconds (median) | megapixels/s | peak RSS (MB) |\n"
+          "|---|---|---|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
-        records = {(run, kept): [] for run in RUNS for kept in (True, False)}
+        records = {(run, thread, plain): [] for run, thread in RUNS for plain in (False, True)}
         for _ in range(args.rounds):
-            for (run, kept), found in records.items():
-                settings.release_freed_memory = not kept
+            for (run, thread, plain), found in records.items():
+                settings.plain_allocation, settings.in_thread = plain, thread
                 found.append(measure(run, size, args.device, settings))
-        for (run, kept), found in records.items():
+        for (run, thread, plain), found in records.items():
             seconds = statistics.median(r["seconds"] for r in found)
-            print(f"| {size:,}² | {run} | {'kept' if kept else 'released (glibc default)'} | {seconds:.2f} | "
-                  f"{size * size / 1e6 / seconds:.3f} | {max(r['peak_rss_mb'] for r in found):.0f} |", flush=True)
+            name = f"{run}{', worker thread' if thread else ''}"
+            how = "glibc's defaults" if plain else "deepcl_core.heap (as detection runs)"
+            print(f"| {size:,}² | {name} | {how} | {seconds:.2f} | {size * size / 1e6 / seconds:.3f} | "
+                  f"{max(r['peak_rss_mb'] for r in found):.0f} |", flush=True)
     return 0
 
 

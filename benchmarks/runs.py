@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -105,22 +106,26 @@ def detect_options(args: argparse.Namespace):
 
 
 def child(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    if args.plain_allocation:  # the lever off (benchmarks.heap_lever): glibc's defaults throughout
+        import deepcl_core.heap
+
+        deepcl_core.heap._LIBC = None
     import torch
 
     from benchmarks.compute import benchmark_bundle
     from benchmarks.pairs import generate_pair
 
-    args = parse_args(argv)
     logging.getLogger("deepcl_core").setLevel(logging.ERROR)  # the untrained-model warning is expected here
-    if args.release_freed_memory:  # the lever off (benchmarks.heap_lever): glibc's defaults throughout
-        import deepcl_core.heap
-
-        deepcl_core.heap._LIBC = None
     bundle, what = benchmark_bundle(args.model)
     before, after = generate_pair(args.size, args.cache)
     run = {"pipeline": run_pipeline, "naive": run_naive, "compute": run_compute, "io": run_io}[args.run]
     with tempfile.TemporaryDirectory(dir=args.cache, prefix=f"{args.run}-") as folder:
-        record = run(args, bundle, before, after, Path(folder))
+        if args.in_thread:  # as QGIS runs detection (Processing and the dock: a task's thread)
+            with ThreadPoolExecutor(1) as pool:
+                record = pool.submit(run, args, bundle, before, after, Path(folder)).result()
+        else:
+            record = run(args, bundle, before, after, Path(folder))
     record.update(run=args.run, size=args.size, model=what)
     record.setdefault("threads", torch.get_num_threads())
     print(json.dumps(record))
@@ -134,8 +139,9 @@ def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
                "--batch", str(args.batch), "--precision", args.precision]
     if args.model:
         command += ["--model", str(args.model)]
-    if getattr(args, "release_freed_memory", False):
-        command.append("--release-freed-memory")
+    for flag in ("plain_allocation", "in_thread"):
+        if getattr(args, flag, False):
+            command.append("--" + flag.replace("_", "-"))
     with tempfile.TemporaryFile("w+") as stdout:
         process = subprocess.Popen(command, cwd=ROOT, stdout=stdout)
         _, status, usage = os.wait4(process.pid, 0)
@@ -161,8 +167,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--precision", default="auto", help="auto, fp32 or bf16, as detection takes it")
     parser.add_argument("--model", type=Path)
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
-    parser.add_argument("--release-freed-memory", action="store_true",
-                        help="leave glibc's malloc as it is (deepcl_core.heap off), to measure that lever")
+    parser.add_argument("--plain-allocation", action="store_true",
+                        help="glibc's malloc as it is (deepcl_core.heap off), to measure that lever")
+    parser.add_argument("--in-thread", action="store_true", help="run in a worker thread, as QGIS does")
     return parser.parse_args(argv)
 
 

@@ -7,6 +7,11 @@ network's time per tile on the 2-core development machine (``python -m benchmark
 Inside :func:`freed_memory_kept` large blocks come from the heap and the heap is not trimmed, so the
 next tile reuses the pages of the last. Afterwards glibc's default limits come back and the memory
 kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing.
+
+A thread other than the main one (QGIS runs detection in one) allocates from heaps of at most
+64 MB, and blocks larger than that are still mapped anew each time, so the gain there is smaller.
+(Transparent huge pages for torch's blocks, ``THP_MEM_ALLOC_ENABLE=1``, cut the faults further but
+made a single run slower here, its first tiles paying for the huge pages.)
 """
 from __future__ import annotations
 

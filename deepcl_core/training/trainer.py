@@ -15,6 +15,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import Cancelled, InputError
+from ..heap import freed_memory_kept
 from ..losses import LossConfig, deepcl_loss
 from ..metrics import Confusion
 from ..model import DeepCLNet, NetworkConfig, build_network
@@ -57,6 +58,12 @@ def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
     step and stops the run with :class:`Cancelled` (the last epoch's checkpoint stays for ``resume``;
     no model file is written).
     """
+    with freed_memory_kept():  # each step's activations reuse the last step's pages, as in detection
+        return _train(options, progress, cancel)
+
+
+def _train(options: TrainOptions, progress: Optional[ProgressCallback],
+           cancel: Optional[CancelCallback]) -> TrainResult:
     report = progress or (lambda fraction, message: None)
     is_cancelled = cancel or (lambda: False)
     options.validate()
