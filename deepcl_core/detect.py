@@ -467,8 +467,8 @@ class _Counts:
         self.changed_m2 = self.valid_m2 = 0.0
 
     def add(self, top: int, change: np.ndarray, valid: np.ndarray) -> None:
-        changed_per_row = (change == 1).sum(axis=1)
-        valid_per_row = valid.sum(axis=1)
+        changed_per_row = np.count_nonzero(change == 1, axis=1)
+        valid_per_row = np.count_nonzero(valid, axis=1)
         self.changed += int(changed_per_row.sum())
         self.valid += int(valid_per_row.sum())
         if self.pixel_areas is not None:
@@ -479,13 +479,20 @@ class _Counts:
 
 def _write_rows(writer: RasterOutputs, specs: List[RasterSpec], blender: RowBlender, until: int,
                 threshold: float, counts: _Counts) -> None:
-    """Write the blender's final rows, those above ``until``."""
+    """Write the blender's final rows, those above ``until``, finishing the maps in place in the
+    fresh arrays the blender hands over (no copies of a full-width band of rows)."""
     top, blended, valid = blender.flush(until)
-    confidence = np.where(valid, np.clip(blended[0], 0.0, 1.0), FLOAT_NODATA).astype(np.float32)
-    change = np.where(valid, (confidence >= threshold).astype(np.uint8), CHANGE_NODATA).astype(np.uint8)
+    invalid = ~valid
+    confidence = blended[0]
+    np.maximum(confidence, 0.0, out=confidence)
+    np.minimum(confidence, 1.0, out=confidence)
+    np.copyto(confidence, FLOAT_NODATA, where=invalid)
+    change = (confidence >= threshold).view(np.uint8)
+    np.copyto(change, CHANGE_NODATA, where=invalid)
     counts.add(top, change, valid)
     writer.write(specs[0].path, change, top)
     writer.write(specs[1].path, confidence, top)
     if len(specs) > 2:
-        distance = np.where(valid, blended[1], FLOAT_NODATA).astype(np.float32)
+        distance = blended[1]
+        np.copyto(distance, FLOAT_NODATA, where=invalid)
         writer.write(specs[2].path, distance, top)

@@ -2,8 +2,9 @@
 
 glibc's malloc serves large blocks (most of a 768² tile's activations are tens of megabytes) with
 fresh pages from the kernel and unmaps them when they are freed, so every tile faults its
-activations in again, page by page, zero-filled: about 100,000 page faults and a quarter of the
-network's time per tile on the 2-core development machine (``python -m benchmarks.heap_lever``).
+activations in again, page by page, zero-filled: about 100,000 page faults per tile, and on the
+2-core development machine the network alone took 2.5 s on a 2,048² pair instead of 1.65 s
+(``python -m benchmarks.heap_lever``).
 Inside :func:`freed_memory_kept` large blocks come from the heap and the heap is not trimmed, so the
 next tile reuses the pages of the last. Afterwards glibc's default limits come back and the memory
 kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing.

@@ -84,6 +84,6 @@ def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec
     np.clip(out, (-mean / std).astype(np.float32), ((1.0 - mean) / std).astype(np.float32), out=out)
     if valid is None:
         out[np.isnan(out)] = 0.0
-    else:  # one pass for both: NaN and every other invalid pixel
+    elif not valid.all():  # one pass for both: NaN and every other invalid pixel
         np.copyto(out, 0.0, where=~valid)
     return out

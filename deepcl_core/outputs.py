@@ -18,10 +18,9 @@ from .raster_io import Grid
 CHANGE_NODATA = 255
 FLOAT_NODATA = -1.0
 BLOCK_SIZE = 256  # pixels per side of the output GeoTIFFs' tiles
-# ZSTD (level 1) compresses the float confidence map as small as DEFLATE level 1 does (+2 %) in
-# less than half the time (0.22 against 0.50 s per 16 megapixels here), time that the writer thread
-# would take from the network on a CPU. GDAL reads it from 2.3 on (QGIS 3.4 on); DEFLATE is the
-# choice for software that does not.
+# ZSTD (level 1) compresses the float confidence map about as small as DEFLATE level 1 in well under
+# the time, which the writer thread would take from the network on a CPU. GDAL reads it from 2.3 on
+# (QGIS 3.4 on); DEFLATE is the choice for software that does not.
 COMPRESSIONS = {"zstd": ["COMPRESS=ZSTD", "ZSTD_LEVEL=1"], "deflate": ["COMPRESS=DEFLATE", "ZLEVEL=1"]}
 DEFAULT_COMPRESSION = "zstd"
 

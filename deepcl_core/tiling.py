@@ -99,7 +99,8 @@ class RowBlender:
         self.valid[r:r + h, x:x + w] = valid
 
     def flush(self, until: int) -> Tuple[int, np.ndarray, np.ndarray]:
-        """Final rows [top, until): (first row, blended values (C, n, W), valid (n, W))."""
+        """Final rows [top, until): (first row, blended values (C, n, W), valid (n, W)), both new
+        arrays that the caller may change."""
         n = until - self.top
         weights = self.weights[:n]
         covered = weights > 0
