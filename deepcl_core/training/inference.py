@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..detect import run_network
+from ..heap import freed_memory_kept
 from ..tiling import TileGrid
 from .pairs import LoadedPair
 
@@ -22,15 +23,16 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
     weights = np.zeros((height, width), np.float32)
     positions = list(grid.positions())
     th, tw = grid.tile_height, grid.tile_width
-    for start in range(0, len(positions), batch_size):
-        chunk = positions[start:start + batch_size]
-        before = np.stack([pair.before[:, y:y + th, x:x + tw] for x, y in chunk])
-        after = np.stack([pair.after[:, y:y + th, x:x + tw] for x, y in chunk])
-        probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale)
-        for i, (x, y) in enumerate(chunk):
-            w = grid.blend_weights(x, y)
-            sums[0, y:y + th, x:x + tw] += probability[i] * w
-            sums[1, y:y + th, x:x + tw] += distance[i] * w
-            weights[y:y + th, x:x + tw] += w
+    with freed_memory_kept():  # as in detection: each batch reuses the last one's pages
+        for start in range(0, len(positions), batch_size):
+            chunk = positions[start:start + batch_size]
+            before = np.stack([pair.before[:, y:y + th, x:x + tw] for x, y in chunk])
+            after = np.stack([pair.after[:, y:y + th, x:x + tw] for x, y in chunk])
+            probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale)
+            for i, (x, y) in enumerate(chunk):
+                w = grid.blend_weights(x, y)
+                sums[0, y:y + th, x:x + tw] += probability[i] * w
+                sums[1, y:y + th, x:x + tw] += distance[i] * w
+                weights[y:y + th, x:x + tw] += w
     return sums[0] / weights, sums[1] / weights
 
