@@ -49,6 +49,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     PRECISION = "PRECISION"
     PRECISIONS = ["auto", "fp32", "bf16"]
+    COMPRESSION = "COMPRESSION"
     ICON = "detect"
 
     def name(self) -> str:
@@ -79,6 +80,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self._add_result_outputs()
 
     def _input_parameters(self) -> List[Tuple[Any, str, bool]]:
+        outputs = core_module("outputs")  # the engine's output formats (importing them needs no torch)
         return [
             (QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before image")),
              self.tr("The image taken before the change; outputs are written on its grid and CRS."), False),
@@ -130,6 +132,10 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
              self.tr("auto: fp16 on NVIDIA GPUs, fp32 elsewhere. fp32: full precision everywhere. bf16: "
                      "about 30 % less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7 % "
                      "of pixels may change class."), True),
+            (QgsProcessingParameterEnum(self.COMPRESSION, self.tr("Output compression"), list(outputs.COMPRESSIONS),
+                                        defaultValue=outputs.DEFAULT_COMPRESSION, usesStaticStrings=True),
+             self.tr("Of the output GeoTIFFs. zstd: fast; read by GDAL 2.3 and later (QGIS 3.4 and later). "
+                     "deflate: a little slower to write, read by older software too."), True),
             (QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum polygon area (m²)"),
                                           QgsProcessingParameterNumber.Double, 0.0, False, 0.0),
              self.tr("Change polygons smaller than this are dropped (in pixels for images without "
@@ -238,6 +244,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
             precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "auto",
+            compression=self.parameterAsEnumString(parameters, self.COMPRESSION, context) or detect.DEFAULT_COMPRESSION,
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             overwrite=True)  # Processing asks before overwriting; the engine still never leaves partial files
 

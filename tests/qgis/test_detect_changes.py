@@ -72,6 +72,22 @@ def test_oscd_crop_georeferenced_with_distance_and_polygons(deepcl_provider, tin
     assert polygons.GetLayer(0).GetFeatureCount() == result["POLYGON_COUNT"] > 0
 
 
+def test_output_compression_may_be_chosen(deepcl_provider, tiny_model, tmp_path):
+    """ZSTD by default; DEFLATE for software that cannot read ZSTD, with the same values."""
+    folder = pair("levir", "test_55_0256_0000")
+    outputs = {}
+    for compression in ("", "deflate"):
+        (tmp_path / (compression or "default")).mkdir()
+        extra = {"COMPRESSION": compression} if compression else {}
+        outputs[compression] = run(ALG, _params(folder, tiny_model, tmp_path / (compression or "default"), **extra))
+    for compression, expected in (("", "ZSTD"), ("deflate", "DEFLATE")):
+        for name in ("CHANGE", "CONFIDENCE"):
+            dataset = gdal.Open(outputs[compression][name])
+            assert dataset.GetMetadataItem("COMPRESSION", "IMAGE_STRUCTURE") == expected, (compression, name)
+    for name in ("CHANGE", "CONFIDENCE"):
+        np.testing.assert_array_equal(read(outputs["deflate"][name]), read(outputs[""][name]))
+
+
 def test_enlargement_for_the_network_may_be_chosen(deepcl_provider, tiny_model, tmp_path, oscd_crop):
     """INPUT_SCALE 2: the network sees the 10 m crop twice as large (the tiny model has no enlargement
     of its own, 0 keeps it at 1×); the outputs keep the before grid and change."""
