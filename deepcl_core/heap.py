@@ -9,16 +9,17 @@ Inside :func:`freed_memory_kept` large blocks come from the heap and the heap is
 next tile reuses the pages of the last. Afterwards glibc's default limits come back and the memory
 kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing.
 
-A thread other than the main one (QGIS runs detection in one) allocates from heaps of at most
-64 MB, and blocks larger than that are still mapped anew each time, so the gain there is smaller.
-(Transparent huge pages for torch's blocks, ``THP_MEM_ALLOC_ENABLE=1``, cut the faults further but
-made a single run slower here, its first tiles paying for the huge pages.)
+Not inside QGIS: with QGIS loaded in the process, running detection and training under this
+setting ended in glibc heap corruption at exit (2 of 3 runs of tests/qgis and tests/reliability in
+one process; none in 3 runs without the setting, none in either suite alone), so there glibc's
+defaults stay. The command line, training and the benchmarks run in processes of their own.
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
+import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -55,7 +56,7 @@ def freed_memory_kept() -> Iterator[None]:
     """Within the block, freed memory stays with the process for reuse (see the module's docstring).
     Nested and concurrent uses share one setting, undone when the last one leaves."""
     global _users
-    if _LIBC is None:
+    if _LIBC is None or "qgis.core" in sys.modules:  # see the module's docstring
         yield
         return
     with _lock:
