@@ -55,8 +55,8 @@ def run_otb(size: int, args: argparse.Namespace) -> Optional[Dict]:
 
 
 def measure_size(runs: List[str], size: int, device: str, args: argparse.Namespace) -> List[Dict]:
-    """One record per run. A shared machine's speed drifts by 10 % and more from one minute to the
-    next, at every size: each run is measured ``args.repeats`` times, the runs interleaved round
+    """One record per run. A shared machine's speed drifts from one minute to the next, at every
+    size: each run is measured ``args.repeats`` times, the runs interleaved round
     after round so that the drift biases no ratio between them, and the median kept (peak RSS: the
     largest)."""
     rounds = [[measure(run, size, device, args) for run in runs] for _ in range(args.repeats)]

@@ -15,7 +15,7 @@ import statistics
 from pathlib import Path
 from typing import List, Optional
 
-from benchmarks.runs import ROOT, measure
+from benchmarks.runs import ROOT, measure, parse_args as run_settings
 
 RUNS = (("pipeline", False), ("pipeline", True), ("compute", False))  # (run, in a worker thread)
 
@@ -27,9 +27,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
     args = parser.parse_args(argv)
-    settings = argparse.Namespace(cache=args.cache, tile=768, overlap=64, batch=0, precision="auto", model=None)
-    print("| size (px) | run | allocation | seconds (median) | megapixels/s | peak RSS (MB) |\n"
-          "|---|---|---|---:|---:|---:|")
+    settings = run_settings(["--run", "pipeline", "--size", "0", "--cache", str(args.cache)])  # detection's defaults
+    print("| size (px) | run | allocation | seconds (median) | megapixels/s | page faults (median, whole run) | "
+          "peak RSS (MB) |\n|---|---|---|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         records = {(run, thread, plain): [] for run, thread in RUNS for plain in (False, True)}
         for _ in range(args.rounds):
@@ -40,8 +40,9 @@ def main(argv: Optional[List[str]] = None) -> int:
             seconds = statistics.median(r["seconds"] for r in found)
             name = f"{run}{', worker thread' if thread else ''}"
             how = "glibc's defaults" if plain else "deepcl_core.heap (as detection runs)"
+            faults = statistics.median(r["minor_faults"] for r in found)
             print(f"| {size:,}² | {name} | {how} | {seconds:.2f} | {size * size / 1e6 / seconds:.3f} | "
-                  f"{max(r['peak_rss_mb'] for r in found):.0f} |", flush=True)
+                  f"{faults:,.0f} | {max(r['peak_rss_mb'] for r in found):.0f} |", flush=True)
     return 0
 
 

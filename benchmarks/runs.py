@@ -152,6 +152,7 @@ def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
                          f"{os.waitstatus_to_exitcode(status)}")
     record = json.loads(text.strip().splitlines()[-1])
     record["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
+    record["minor_faults"] = usage.ru_minflt  # pages the run's process faulted in
     record["megapixels_per_s"] = size * size / 1e6 / record["seconds"]
     return record
 

@@ -12,6 +12,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 
 from .cli_train import TRAIN_PARSERS
 from .errors import DeepCLError
+from .outputs import COMPRESSIONS, DEFAULT_COMPRESSION
 
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
@@ -56,7 +57,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                         help="auto (default): fp16 on CUDA, fp32 elsewhere; fp32: everywhere; bf16: about 30%% "
                              "less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7%% of "
                              "pixels may change class")
-    parser.add_argument("--compression", choices=("zstd", "deflate"), default="zstd",
+    parser.add_argument("--compression", choices=tuple(COMPRESSIONS), default=DEFAULT_COMPRESSION,
                         help="of the output GeoTIFFs: zstd (default; GDAL 2.3 and later, QGIS 3.4 and later read "
                              "it) or deflate (slower to write, read by older software too)")
     parser.add_argument("--overwrite", action="store_true", help="replace outputs that exist")

@@ -2,12 +2,13 @@
 
 glibc's malloc serves large blocks (most of a 768² tile's activations are tens of megabytes) with
 fresh pages from the kernel and unmaps them when they are freed, so every tile faults its
-activations in again, page by page, zero-filled: about 100,000 page faults per tile, and on the
-2-core development machine the network alone took 2.5 s on a 2,048² pair instead of 1.65 s
-(``python -m benchmarks.heap_lever``).
+activations in again, page by page, zero-filled. On the 2-core development machine detection on a
+2,048² pair (9 tiles) faulted in 1.04 million pages instead of 0.16 million and took 3.18 s instead
+of 2.36 s; the network alone 2.36 s instead of 1.69 s (``python -m benchmarks.heap_lever``).
 Inside :func:`freed_memory_kept` large blocks come from the heap and the heap is not trimmed, so the
-next tile reuses the pages of the last. Afterwards glibc's default limits come back and the memory
-kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing.
+next tile reuses the pages of the last. Afterwards glibc's default limits come back (its
+self-adjusting mmap threshold stays fixed where it stood, as any mallopt call leaves it) and the
+memory kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing.
 
 Not inside QGIS: with QGIS loaded in the process, running detection and training under this
 setting ended in glibc heap corruption at exit (2 of 3 runs of tests/qgis and tests/reliability in

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import tempfile
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 from typing import Dict, Iterable, List, Optional
 
@@ -69,6 +70,7 @@ def _can_create_in(folder: Path) -> bool:
         return False
 
 
+@lru_cache(maxsize=None)
 def compression_available(compression: str) -> bool:
     """Whether this GDAL's GeoTIFF driver can write ``compression`` (a key of :data:`COMPRESSIONS`)."""
     options = gdal.GetDriverByName("GTiff").GetMetadataItem("DMD_CREATIONOPTIONLIST") or ""

@@ -487,7 +487,6 @@ def test_several_io_threads_give_the_same_outputs(oscd_mismatch_pair, tiny_model
                                       read_raster(getattr(one.outputs, name)).values)
 
 
-
 def test_deflate_outputs_hold_the_same_values(oscd_run, tiny_model, tmp_path):
     """For software that cannot read ZSTD: the same outputs, DEFLATE-compressed (both lossless)."""
     before, after, zstd_outputs, _, threshold = oscd_run

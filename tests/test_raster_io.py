@@ -37,7 +37,7 @@ def test_warped_after_image_is_kept_in_its_type(oscd_mismatch_pair):
     np.testing.assert_array_equal(kept_valid, valid)
 
 
-def test_float_and_mixed_bands_come_as_float32(write_raster):
+def test_float_and_32_bit_bands_come_as_float32(write_raster):
     values = np.arange(2 * 6 * 5, dtype=np.float32).reshape(2, 6, 5) / 7
     values[0, 1, 1] = np.nan
     floating = open_raster(write_raster("float.tif", values), "image")
