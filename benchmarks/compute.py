@@ -71,7 +71,7 @@ def network_seconds(network: torch.nn.Module, before: np.ndarray, after: np.ndar
 def inference_network(bundle: ModelBundle, device: torch.device, precision: str = "auto") -> torch.nn.Module:
     """The network as detection runs it (same preparation as ``detect_changes``)."""
     return prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
-                                 precision=precision)
+                                 precision=precision, copy=False)
 
 
 def compute_bound(bundle: ModelBundle, before: np.ndarray, after: np.ndarray, device: torch.device,

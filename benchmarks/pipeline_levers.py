@@ -1,11 +1,11 @@
 """End-to-end A/B of the pipeline's speed levers, added one at a time, on one generated pair.
 
-    python -m benchmarks.pipeline_levers [--size 1024] [--rounds 3] [--tiles 512]
+    python -m benchmarks.pipeline_levers [--size 1024] [--rounds 3] [--tiles 512] [--only "writing thread,now"]
 
 Every variant runs ``detect_changes`` file to file on the CPU; the levers are switched off by
 patching the switches detection reads (:data:`deepcl_core.detect.WRITE_BEHIND_DEPTH`,
 :data:`deepcl_core.model.inference.IO_RESERVED_CORES`, the folding and layout passed to
-``prepare_for_inference``). Variants run interleaved, round after round, alternating the order, so a
+``prepare_for_inference``) or by its ``overlap_io`` option. Variants run interleaved, round after round, alternating the order, so a
 drifting machine load biases none of them; medians are printed. Indicative, not a timed test.
 """
 from __future__ import annotations
@@ -27,19 +27,24 @@ from benchmarks.naive import naive_detect
 from benchmarks.pairs import generate_pair
 
 ROOT = Path(__file__).resolve().parents[1]
-# name → (fold batch norms, channels_last, write-behind depth, cores reserved for I/O threads)
+# name → (fold batch norms, channels_last, write-behind depth, cores reserved for I/O threads,
+# reading and writing in background threads while the network runs)
 STEPS = {
-    "before the speed work (plain network, NCHW, blending and writes inline, all threads)": (False, False, 0, 0),
-    "+ batch norms folded": (True, False, 0, 0),
-    "+ channels_last": (True, True, 0, 0),
-    "+ blending and writing thread (= detection now)": (True, True, detect.WRITE_BEHIND_DEPTH, inference.IO_RESERVED_CORES),
-    "+ one core left to the reader, blending and writing (not kept)": (True, True, detect.WRITE_BEHIND_DEPTH, 1),
+    "before the speed work (plain network, NCHW, reader thread, blending and writes inline, all threads)":
+        (False, False, 0, 0, True),
+    "+ batch norms folded": (True, False, 0, 0, True),
+    "+ channels_last": (True, True, 0, 0, True),
+    "+ blending and writing thread": (True, True, detect.WRITE_BEHIND_DEPTH, 0, True),
+    "+ one core left to the reader, blending and writing (not kept)": (True, True, detect.WRITE_BEHIND_DEPTH, 1, True),
+    "reading and writing in turn with the network, on all cores (= detection now)":
+        (True, True, detect.WRITE_BEHIND_DEPTH, inference.IO_RESERVED_CORES, False),
 }
-NOW = "+ blending and writing thread (= detection now)"
+NOW = "reading and writing in turn with the network, on all cores (= detection now)"
 
 
 def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool, channels_last: bool,
-                     depth: int, reserved: int, tile: int = detect.DetectOptions.tile_size) -> Callable[[], float]:
+                     depth: int, reserved: int, overlap_io: bool,
+                     tile: int = detect.DetectOptions.tile_size) -> Callable[[], float]:
     prepare = inference.prepare_for_inference
 
     def prepare_as_asked(network, device, channels_last_wanted=False, **_):
@@ -52,8 +57,8 @@ def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool
             stack.enter_context(mock.patch.object(inference, "IO_RESERVED_CORES", reserved))
             outputs = detect.DetectOutputs(Path(out) / "change.tif", Path(out) / "confidence.tif")
             started = time.perf_counter()
-            detect.detect_changes(before, after, outputs, detect.DetectOptions(device="cpu", tile_size=tile),
-                                 model=bundle)
+            detect.detect_changes(before, after, outputs,
+                                  detect.DetectOptions(device="cpu", tile_size=tile, overlap_io=overlap_io), model=bundle)
             return time.perf_counter() - started
     return run
 
@@ -83,6 +88,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
     parser.add_argument("--tiles", default="512", help="other tile sizes tried with detection as it is now")
+    parser.add_argument("--only", default="", help="comma-separated parts of variant names: run only those "
+                                                   "(large sizes take minutes per variant)")
     args = parser.parse_args(argv)
     logging.getLogger("deepcl_core").setLevel(logging.ERROR)
     before, after = generate_pair(args.size, args.cache)
@@ -92,6 +99,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         variants[f"detection now, tile {tile} instead of {detect.DetectOptions.tile_size}"] = pipeline_variant(
             before, after, bundle, args.cache, *STEPS[NOW], tile=tile)
     variants["naive baseline"] = naive_variant(before, after, bundle, args.cache)
+    wanted = [part.strip() for part in args.only.split(",") if part.strip()]
+    if wanted:
+        variants = {name: run for name, run in variants.items() if any(part in name for part in wanted)}
+        if not variants:
+            parser.error(f"no variant matches --only {args.only!r}")
     seconds = interleaved(variants, args.rounds)
     megapixels = args.size ** 2 / 1e6
     print(f"{args.size}² pair, {what}; median of {args.rounds} interleaved rounds\n")

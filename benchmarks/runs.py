@@ -49,8 +49,6 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
 
     from deepcl_core import detect
     from deepcl_core.detect import DetectOutputs, detect_changes
-    import torch
-
     from deepcl_core.model.inference import io_threads
 
     def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
@@ -59,7 +57,8 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
 
     outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
     options = detect_options(args)
-    options.io_threads = io_threads(torch.device("cuda"))  # as beside a GPU (no GPU needed to ask)
+    options.io_threads = io_threads()
+    options.overlap_io = True  # as beside a GPU: reading and writing in background threads
     with mock.patch.object(detect, "run_network", stand_in):
         started = time.perf_counter()
         result = detect_changes(before, after, outputs, options, model=bundle)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
@@ -21,8 +21,8 @@ from .area import ground_pixel_size, pixel_area_by_row
 from .device import describe_device, resolve_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
 from .heap import freed_memory_kept
-from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, precision_name,
-                              prefers_channels_last, prepare_for_inference, torch_threads)
+from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
+                              precision_name, prefers_channels_last, prepare_for_inference, torch_threads)
 from .model_file import ModelBundle, load_model
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA, RasterOutputs, RasterSpec,
@@ -57,7 +57,8 @@ class DetectOptions:
     batch_size: Optional[int] = None  # None: the device's (model/inference.default_batch_size)
     device: str = "auto"
     precision: str = "auto"  # "auto": fp16 on CUDA, else fp32; "fp32"; "bf16" (opt-in, see autocast_dtype)
-    io_threads: Optional[int] = None  # readers, and compressors; None: the device's (model/inference.io_threads)
+    io_threads: Optional[int] = None  # readers, and compressors; None: every core (model/inference.io_threads)
+    overlap_io: Optional[bool] = None  # read and write while the network runs; None: the device's (overlaps_io)
     compression: str = DEFAULT_COMPRESSION  # of the output GeoTIFFs: "zstd" or "deflate" (for older readers)
     min_area: float = 0.0  # for polygons: m² (pixels when not georeferenced)
     overwrite: bool = False
@@ -185,7 +186,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     with ExitStack() as stack:
         stack.enter_context(freed_memory_kept())
         stack.enter_context(torch_threads(inference_threads(device)))
-        threads = options.io_threads or io_threads(device)
+        threads = options.io_threads or io_threads()
+        in_background = overlaps_io(device) if options.overlap_io is None else options.overlap_io
         writer = RasterOutputs(specs, grid, compression_threads=threads, compression=options.compression)
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "
@@ -193,14 +195,19 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
                     + (f"; images enlarged {scale}× for the network" if scale > 1 else ""))
         blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
         rows = tiles.rows()
-        reader = stack.enter_context(TileReader(
-            partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, flush_every_tile=threads > 1),
-            tiles.positions(), pair, partial(_open_pair, before, after, options, bundle), threads,
-            depth=2 * batch_size))
         columns = len(tiles.columns())
-        # Blending and writing run behind the network in one thread, in order: the network (a GPU
-        # above all) never waits for them. Closed before writer.abort runs.
-        behind = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
+        read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle)
+        if in_background:
+            reader: Iterator[_Tile] = stack.enter_context(TileReader(
+                partial(read, flush_every_tile=threads > 1), tiles.positions(), pair,
+                partial(_open_pair, before, after, options, bundle), threads, depth=2 * batch_size))
+            # Blending and writing run behind the network in one thread, in order: the network (a
+            # GPU above all) never waits for them. Closed before writer.abort runs.
+            behind = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
+        else:  # in turn with the network: the before image in a helper thread, the after image here
+            helper = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader")) if threads > 1 else None
+            reader = (read(pair, position, flush_every_tile=False, helper=helper) for position in tiles.positions())
+            behind = stack.enter_context(WriteBehind(0))
         for row_index, y in enumerate(rows):
             for batch in _batches(reader, columns, batch_size):
                 if is_cancelled():
@@ -244,7 +251,7 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
         jobs = [pool.submit(_image_stretch, pair.before, pair.bands_before, bundle, "before"),
                 pool.submit(_image_stretch, pair.after, pair.bands_after, bundle, "after")]
         network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
-                                        precision=precision)
+                                        precision=precision, copy=False)
         return (jobs[0].result(), jobs[1].result()), network
 
 
@@ -276,21 +283,31 @@ def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelB
 
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
-               bundle: ModelBundle, flush_every_tile: bool) -> _Tile:
-    """One normalised tile, in a reader thread that alone uses ``pair``. The thread then drops the
-    blocks it decoded, or GDAL's cache grows with the image: after the last tile of a row, or after
-    every tile when several threads read (their handles are not shared, so no neighbour reuses them)."""
+               bundle: ModelBundle, flush_every_tile: bool, helper: Optional[Executor] = None) -> _Tile:
+    """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
+    one thread when given, side by side with the after image). The thread then drops the blocks it
+    decoded, or GDAL's cache grows with the image: after the last tile of a row, or after every
+    tile when several threads read (their handles are not shared, so no neighbour reuses them)."""
     x, y = position
-    width, height = tiles.tile_width, tiles.tile_height
-    pixels_b, valid_b = read_window(pair.before, pair.bands_before, x, y, width, height, "before", keep_integers=True)
-    pixels_a, valid_a = read_window(pair.after, pair.bands_after, x, y, width, height, "after", keep_integers=True)
+    read_before = partial(_read_normalized, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before")
+    future = helper.submit(read_before) if helper is not None else None
+    after, valid_a = _read_normalized(pair.after, pair.bands_after, stretches[1], bundle, tiles, x, y, "after")
+    before, valid_b = future.result() if future is not None else read_before()
     valid = valid_b & valid_a
-    tile = _Tile(x, y, normalize(pixels_b, stretches[0], bundle.normalization, valid),
-                 normalize(pixels_a, stretches[1], bundle.normalization, valid), valid)
+    for image, image_valid in ((before, valid_b), (after, valid_a)):
+        if not np.array_equal(image_valid, valid):  # each is normalised with its own mask: add the other's
+            np.copyto(image, 0.0, where=~valid)
+    tile = _Tile(x, y, before, after, valid)
     if flush_every_tile or x == tiles.columns()[-1]:
         for dataset in {id(d): d for d in (pair.before, pair.after, pair.after_source)}.values():
             dataset.FlushCache()
     return tile
+
+
+def _read_normalized(dataset: gdal.Dataset, bands: Sequence[int], stretch: ImageStretch, bundle: ModelBundle,
+                     tiles: TileGrid, x: int, y: int, role: str) -> Tuple[np.ndarray, np.ndarray]:
+    pixels, valid = read_window(dataset, bands, x, y, tiles.tile_width, tiles.tile_height, role, keep_integers=True)
+    return normalize(pixels, stretch, bundle.normalization, valid), valid
 
 
 def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:
@@ -315,12 +332,17 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.d
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
     predictions: List[Optional[np.ndarray]] = [None] * len(batch)
     if work:
-        probability, distance = _run_within_memory(network, np.stack([batch[i].before for i in work]),
-                                                   np.stack([batch[i].after for i in work]), device,
+        probability, distance = _run_within_memory(network, _stacked([batch[i].before for i in work]),
+                                                   _stacked([batch[i].after for i in work]), device,
                                                    with_distance, budget, scale)
         for k, i in enumerate(work):
-            predictions[i] = np.stack([probability[k]] + ([distance[k]] if with_distance else []))
+            predictions[i] = np.stack([probability[k], distance[k]]) if with_distance else probability[k:k + 1]
     return predictions
+
+
+def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
+    """``np.stack``, without its copy for one array (a batch of one tile, as on the CPU)."""
+    return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
 
 
 def _blend_batch(blender: RowBlender, tiles: TileGrid, batch: List[_Tile],

@@ -137,7 +137,7 @@ class RasterOutputs:
         end = first + sum(len(chunk) for chunk in staged)
         complete = end if end == self.grid.height else first + (end - first) // BLOCK_SIZE * BLOCK_SIZE
         if complete > first:
-            block = np.concatenate(staged)
+            block = staged[0] if len(staged) == 1 else np.concatenate(staged)
             self._write_now(path, block[:complete - first], first)
             self.staged[path] = [block[complete - first:]]
             self.staged_from[path] = complete

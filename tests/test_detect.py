@@ -355,14 +355,16 @@ def cancel_after(calls: int):
     return cancel, count
 
 
-@pytest.mark.parametrize("io_threads", [1, 4])  # 4: reader threads and compressors as beside a GPU
+# In turn with the network on one thread or two (the CPU's way); in background threads (as beside a GPU).
+@pytest.mark.parametrize("io_threads, overlap_io", [(1, False), (2, False), (4, True)])
 @pytest.mark.parametrize("calls", [0, 1, 3])
-def test_cancelled_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path, calls, io_threads):
+def test_cancelled_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path, calls, io_threads, overlap_io):
     out = tmp_path / "out"
     cancel, count = cancel_after(calls)
     with pytest.raises(Cancelled):
         detect_changes(*oscd_mismatch_pair, outputs_in(out, polygons=True),
-                       DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu", io_threads=io_threads),
+                       DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu", io_threads=io_threads,
+                                     overlap_io=overlap_io),
                        cancel=cancel, model=tiny_model)
     assert count["n"] == calls + 1  # stopped at the first true answer
     assert list(out.iterdir()) == []
@@ -472,19 +474,24 @@ def test_coarse_images_are_enlarged_by_the_model_s_input_scale(oscd_mismatch_pai
     assert not np.array_equal(confidence, read_raster(plain.outputs.confidence).values)
 
 
-def test_several_io_threads_give_the_same_outputs(oscd_mismatch_pair, tiny_model, tmp_path):
-    """Beside a GPU several threads read tiles, each with its own handles of the pair (the after
-    image warped onto the before grid), and GDAL compresses output blocks in several: the outputs
-    equal one thread's."""
+def test_every_way_of_reading_and_writing_gives_the_same_outputs(oscd_mismatch_pair, tiny_model, tmp_path):
+    """All in one thread, in turn with the network; the before and after images read side by side
+    in turn (the CPU's way); and as beside a GPU, background threads that read tiles ahead, each
+    with its own handles of the pair (the after image warped onto the before grid), with GDAL
+    compressing output blocks in several: the same outputs, bit for bit."""
     options = dict(FAST, tile_size=64, overlap=16, batch_size=3)  # 36 tiles, more than threads ahead
-    one = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "one"), DetectOptions(**options),
-                         model=tiny_model)
-    four = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "four"),
-                          DetectOptions(io_threads=4, **options), model=tiny_model)
-    assert one.tiles == four.tiles > 4
-    for name in ("change", "confidence", "distance"):
-        np.testing.assert_array_equal(read_raster(getattr(four.outputs, name)).values,
-                                      read_raster(getattr(one.outputs, name)).values)
+    ways = {"one thread": dict(io_threads=1, overlap_io=False), "in turn": dict(io_threads=2, overlap_io=False),
+            "background": dict(io_threads=4, overlap_io=True)}
+    results = {name: detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / name.replace(" ", "_")),
+                                    DetectOptions(**way, **options), model=tiny_model)
+               for name, way in ways.items()}
+    first = results["one thread"]
+    assert first.tiles > 4
+    for result in results.values():
+        assert result.tiles == first.tiles
+        for name in ("change", "confidence", "distance"):
+            np.testing.assert_array_equal(read_raster(getattr(result.outputs, name)).values,
+                                          read_raster(getattr(first.outputs, name)).values)
 
 
 def test_deflate_outputs_hold_the_same_values(oscd_run, tiny_model, tmp_path):

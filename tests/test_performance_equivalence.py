@@ -1,5 +1,6 @@
-"""The speed work changes no result (issue 6): the optimised pipeline (background reader, batches,
-folded batch norms, row blending, block-aligned writes) and the straightforward reference path
+"""The speed work changes no result (issue 6): the optimised pipeline (reading and writing in turn
+with the network or in background threads, batches, folded batch norms, row blending, block-aligned
+writes) and the straightforward reference path
 (both images read whole, one tile at a time through the plain network, fp32) give the same
 confidence, within 1e-3, on real OSCD crops with a real MobileNetV2 DeepCL network."""
 from __future__ import annotations
@@ -38,6 +39,24 @@ def same_grid_crop(data_dir: Path, tmp_path_factory) -> tuple:
             crop(city / "after.tif", folder / "after.tif", 40, 10, 384, 320))
 
 
+@pytest.fixture(scope="module")
+def holed_crop(same_grid_crop, tmp_path_factory) -> tuple:
+    """The same crop with nodata (0) in rows 40-90 of the before image and in columns 200-260 of
+    the after image: each image's own mask differs from the pair's."""
+    folder = tmp_path_factory.mktemp("holed")
+    holed = []
+    for source, window in zip(same_grid_crop, ((slice(40, 90), slice(None)), (slice(None), slice(200, 260)))):
+        target = folder / source.name
+        dataset = gdal.Translate(str(target), str(source), noData=0)
+        for index in range(1, dataset.RasterCount + 1):
+            values = dataset.GetRasterBand(index).ReadAsArray()
+            values[window] = 0
+            dataset.GetRasterBand(index).WriteArray(values)
+        dataset = None
+        holed.append(target)
+    return tuple(holed)
+
+
 def pipeline_confidence(before: Path, after: Path, bundle, folder: Path, **options) -> np.ndarray:
     """The optimised pipeline's confidence, in fp32 unless ``precision`` says otherwise."""
     outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
@@ -54,19 +73,38 @@ def assert_same_confidence(optimised: np.ndarray, confidence: np.ndarray, valid:
     assert confidence[valid].std() > 1e-4, "a constant map would make the comparison empty"
 
 
+# overlap_io: False reads and writes in turn with the network (the CPU's way), True in background
+# threads (the way beside a GPU, here on the CPU).
+@pytest.mark.parametrize("overlap_io", [False, True])
 @pytest.mark.parametrize("tile, overlap, batch", [(128, 32, 4), (256, 64, 3)])
-def test_pipeline_matches_the_reference_path(same_grid_crop, real_bundle, tmp_path, tile, overlap, batch):
+def test_pipeline_matches_the_reference_path(same_grid_crop, real_bundle, tmp_path, tile, overlap, batch, overlap_io):
     before, after = same_grid_crop
     confidence, valid, _ = naive_confidence(before, after, real_bundle, tile, overlap)
     optimised = pipeline_confidence(before, after, real_bundle, tmp_path, tile_size=tile, overlap=overlap,
-                                    batch_size=batch)
+                                    batch_size=batch, overlap_io=overlap_io)
     assert_same_confidence(optimised, confidence, valid)
 
 
-def test_pipeline_matches_the_reference_path_when_after_is_warped(oscd_mismatch_pair, real_bundle, tmp_path):
+@pytest.mark.parametrize("overlap_io", [False, True])
+def test_pipeline_matches_the_reference_path_when_after_is_warped(oscd_mismatch_pair, real_bundle, tmp_path,
+                                                                  overlap_io):
     before, after = oscd_mismatch_pair
     confidence, valid, _ = naive_confidence(before, after, real_bundle, 128, 32)
-    optimised = pipeline_confidence(before, after, real_bundle, tmp_path, tile_size=128, overlap=32, batch_size=2)
+    optimised = pipeline_confidence(before, after, real_bundle, tmp_path, tile_size=128, overlap=32, batch_size=2,
+                                    overlap_io=overlap_io)
+    assert_same_confidence(optimised, confidence, valid)
+
+
+@pytest.mark.parametrize("overlap_io", [False, True])
+def test_pipeline_matches_the_reference_path_with_nodata_in_each_image(holed_crop, real_bundle, tmp_path,
+                                                                       overlap_io):
+    """Each image is read and normalised on its own (side by side in turn): the pixels only the
+    other image lacks must still reach the network as the reference path gives them."""
+    before, after = holed_crop
+    confidence, valid, _ = naive_confidence(before, after, real_bundle, 128, 32)
+    assert valid[:, 200:260].sum() == 0 and valid[40:90].sum() == 0
+    optimised = pipeline_confidence(before, after, real_bundle, tmp_path, tile_size=128, overlap=32, batch_size=1,
+                                    overlap_io=overlap_io)
     assert_same_confidence(optimised, confidence, valid)
 
 

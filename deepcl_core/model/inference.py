@@ -3,9 +3,9 @@ before them, and the memory layout the device computes fastest. The trained netw
 left untouched, so training and saving never see the folded weights."""
 from __future__ import annotations
 
-import copy
 import os
 from contextlib import contextmanager
+from copy import deepcopy
 from typing import Iterator, Optional
 
 import torch
@@ -39,11 +39,12 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 def prepare_for_inference(network: nn.Module, device: torch.device, fold: bool = True,
-                          channels_last: bool = False, precision: str = "auto") -> nn.Module:
+                          channels_last: bool = False, precision: str = "auto", copy: bool = True) -> nn.Module:
     """An eval-mode copy of ``network`` on ``device`` with batch norms folded (``fold``), weights
     in NHWC layout with ``channels_last`` (what cuDNN's tensor cores prefer), run in the mixed
-    precision :func:`autocast_dtype` chooses for ``precision``."""
-    ready = copy.deepcopy(network).eval()
+    precision :func:`autocast_dtype` chooses for ``precision``. ``copy=False`` prepares ``network``
+    itself, for a network built for this run only (copying one costs 0.18 s of a 2,048² run)."""
+    ready = (deepcopy(network) if copy else network).eval()
     for parameter in ready.parameters():
         parameter.requires_grad_(False)
     if fold:
@@ -111,13 +112,22 @@ IO_RESERVED_CORES = 0
 def inference_threads(device: torch.device) -> Optional[int]:
     """torch threads for detection on the CPU: all available cores but :data:`IO_RESERVED_CORES`
     (never more than torch would use anyway). An OpenMP team stalls at every barrier while one of
-    its threads waits for a core that the reader (decoding, normalising) or the writer
-    (compressing) holds; on the 2-core development machine one torch thread ran the pipeline end
-    to end 2.6× faster than two while the CPU was shared with other work, but 1.6× slower on a
-    quiet machine, so none is reserved by default. None: leave torch's setting."""
+    its threads waits for a core that another thread holds; on the 2-core development machine one
+    torch thread ran the pipeline end to end 2.6× faster than two while the CPU was shared with
+    other work, but 1.6× slower on a quiet machine, so none is reserved by default. None: leave
+    torch's setting."""
     if device.type != "cpu":
         return None
     return max(1, min(torch.get_num_threads(), available_cores() - IO_RESERVED_CORES))
+
+
+def overlaps_io(device: torch.device) -> bool:
+    """Whether detection reads and writes in background threads while the network runs (beside an
+    accelerator) or in turn with it, each turn spread over the cores (on the CPU). On the CPU a
+    reader or writer thread beside the network takes a core from one of torch's threads, and the
+    rest of the team spins at the next barrier until it is back: every CPU-second of I/O cost about
+    two. In turn, at 8,192² on 2 cores: 30.6 s against 32.8 s (``python -m benchmarks.pipeline_levers``)."""
+    return device.type != "cpu"
 
 
 # Each reader thread holds tiles in flight (14 MB per pair of 768² tiles) and GDAL handles. On the
@@ -126,12 +136,12 @@ def inference_threads(device: torch.device) -> Optional[int]:
 MAX_IO_THREADS = 16
 
 
-def io_threads(device: torch.device) -> int:
-    """Threads that read and normalise tiles, and that compress output blocks: one on the CPU,
-    where the network needs every core (see :data:`IO_RESERVED_CORES`); every core, up to
-    :data:`MAX_IO_THREADS`, beside an accelerator, where decoding, normalising and compressing on
-    one core each would hold the network back (benchmarks: the I/O bound row)."""
-    return 1 if device.type == "cpu" else min(available_cores(), MAX_IO_THREADS)
+def io_threads() -> int:
+    """Threads that read and normalise tiles, and that compress output blocks: every core, up to
+    :data:`MAX_IO_THREADS`. Beside an accelerator they work while it computes (decoding,
+    normalising and compressing on one core would hold it back: the I/O bound row of the
+    benchmark); on the CPU they work between the network's turns (:func:`overlaps_io`)."""
+    return min(available_cores(), MAX_IO_THREADS)
 
 
 def available_cores() -> int:

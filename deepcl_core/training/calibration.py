@@ -135,7 +135,7 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     if not files:
         raise InputError(f"no labelled pairs found below {', '.join(str(d) for d in data_dirs)}")
     target = resolve_device(device)
-    network = prepare_for_inference(bundle.build(), target)
+    network = prepare_for_inference(bundle.build(), target, copy=False)
     calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile)
     apply_calibration(bundle, calibration)
     save_model(bundle, out)
