@@ -252,10 +252,10 @@ def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side
                 windows_per_side: int = 8, window: int = 128) -> Tuple[np.ndarray, np.ndarray]:
     """A sample of the image for its statistics: the whole image when small, else a regular grid
     of windows, so that the cost does not grow with the image. Returns concatenated pixels
-    (bands, 1, n) and validity (1, n)."""
+    (bands, 1, n), in the bands' own type as :func:`read_window` keeps it, and validity (1, n)."""
     width, height = dataset.RasterXSize, dataset.RasterYSize
     if width <= max_side and height <= max_side:
-        pixels, valid = read_window(dataset, bands, 0, 0, width, height, role)
+        pixels, valid = read_window(dataset, bands, 0, 0, width, height, role, keep_integers=True)
         return pixels.reshape(len(bands), 1, -1), valid.reshape(1, -1)
     pieces, masks = [], []
     for gy in range(windows_per_side):
@@ -263,7 +263,7 @@ def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side
             w, h = min(window, width), min(window, height)
             x = int((width - w) * (gx + 0.5) / windows_per_side)
             y = int((height - h) * (gy + 0.5) / windows_per_side)
-            pixels, valid = read_window(dataset, bands, x, y, w, h, role)
+            pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
             pieces.append(pixels.reshape(len(bands), -1))
             masks.append(valid.reshape(-1))
     return np.concatenate(pieces, axis=1)[:, None, :], np.concatenate(masks)[None, :]

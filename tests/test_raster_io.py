@@ -1,10 +1,11 @@
-"""Reading windows: detection keeps 8- and 16-bit integers as they are (no float conversion in
-GDAL); the values, and what the network gets from them, are those of a float32 read."""
+"""Reading windows and samples: detection keeps 8- and 16-bit integers as they are (no float
+conversion in GDAL); the values, the image statistics and what the network gets from them are those
+of a float32 read."""
 import numpy as np
 import pytest
 
-from deepcl_core.normalization import ImageStretch, NormalizationSpec, normalize
-from deepcl_core.raster_io import align_after_to_before, open_raster, read_window
+from deepcl_core.normalization import ImageStretch, NormalizationSpec, normalize, percentiles
+from deepcl_core.raster_io import align_after_to_before, open_raster, read_sample, read_window
 
 
 def _both_reads(dataset, bands, window):
@@ -47,3 +48,28 @@ def test_float_and_32_bit_bands_come_as_float32(write_raster):
     wide = open_raster(write_raster("int32.tif", np.full((1, 6, 5), 70000, np.int32)), "image")
     pixels, _ = read_window(wide, [1], 0, 0, 5, 6, "image", keep_integers=True)
     assert pixels.dtype == np.float32 and (pixels == 70000).all()
+
+
+@pytest.mark.parametrize("fixture, bands, dtype", [("levir_pair", [1, 2, 3], np.uint8),
+                                                   ("oscd_mismatch_pair", [3, 2, 1], np.uint16)])
+def test_statistics_of_an_integer_sample_are_those_of_its_float32_read(request, fixture, bands, dtype):
+    """The percentiles of 8- and 16-bit samples come from a histogram: the stretch is the one
+    ``np.percentile`` gives on the same values read as float32, bit for bit."""
+    for image in request.getfixturevalue(fixture):
+        sample, valid = read_sample(open_raster(image, "image"), bands, "image")
+        assert sample.dtype == dtype
+        spec = NormalizationSpec()
+        from_integers = ImageStretch.from_sample(sample, valid, spec)
+        from_floats = ImageStretch.from_sample(sample.astype(np.float32), valid, spec)
+        np.testing.assert_array_equal(from_integers.low, from_floats.low)
+        np.testing.assert_array_equal(from_integers.high, from_floats.high)
+        assert (from_integers.high > from_integers.low).all()
+
+
+@pytest.mark.parametrize("values", [np.array([7], np.uint8), np.array([3, 3, 3, 3], np.uint16),
+                                    np.array([0, 255], np.uint8), np.array([65535, 0, 1, 40000, 2], np.uint16),
+                                    np.random.default_rng(0).integers(0, 4096, 10007).astype(np.uint16)])
+def test_percentiles_of_integers_equal_numpys(values):
+    percents = (0.0, 2.0, 37.5, 98.0, 100.0)
+    np.testing.assert_array_equal(np.float32(percentiles(values, percents)),
+                                  np.float32(np.percentile(values.astype(np.float32), percents)))
