@@ -2,9 +2,10 @@
 
 GDAL releases the GIL while it decodes, so reading overlaps with the network. A GDAL dataset must
 not be used by two threads at once: each reader thread has its own handles of the pair (the
-first thread takes the ones already open, the others open their own). One thread suits the CPU,
-where the network needs every core; beside a GPU, decoding the inputs is what limits the pipeline,
-and several threads decode tiles side by side."""
+first thread takes the ones already open, the others open their own). Beside a GPU, decoding the
+inputs is what limits the pipeline, and several threads decode tiles side by side; on the CPU,
+where the network needs every core, detection reads in turn with it instead
+(:func:`deepcl_core.model.inference.overlaps_io`)."""
 from __future__ import annotations
 
 import threading

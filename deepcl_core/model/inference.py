@@ -125,8 +125,9 @@ def overlaps_io(device: torch.device) -> bool:
     """Whether detection reads and writes in background threads while the network runs (beside an
     accelerator) or in turn with it, each turn spread over the cores (on the CPU). On the CPU a
     reader or writer thread beside the network takes a core from one of torch's threads, and the
-    rest of the team spins at the next barrier until it is back: every CPU-second of I/O cost about
-    two. In turn, at 8,192² on 2 cores: 30.6 s against 32.8 s (``python -m benchmarks.pipeline_levers``)."""
+    rest of the team spins at the next barrier until it is back. On 2 cores, in turn against beside:
+    1.96 against 2.15 s at 2,048², 30.1 against 32.2 s at 8,192² (``python -m
+    benchmarks.pipeline_levers``, median of 3)."""
     return device.type != "cpu"
 
 
