@@ -224,12 +224,13 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         "(OTB: one), the runs interleaved; outputs ZSTD-compressed (DEFLATE in the naive baseline)",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
-        "file to file (reading, aligning, normalising, network, blending, writing change and confidence). "
+        "file to file (reading, aligning, normalising, network, blending, writing change and confidence; on the "
+        "CPU reading and writing take turns with the network, beside a GPU they run in background threads). "
         "*naive baseline*: both images read whole, one tile at a time, plain fp32 network, no prefetching, "
         "outputs written at the end. *network alone*: real tiles already in memory, same batch and precision, "
         "extrapolated to the image's tiles. *I/O alone*: the pipeline with the network replaced by a stand-in "
-        "that costs nothing, reading and compressing with the threads detection uses beside a GPU (one per core, "
-        "up to 16). *OTB MAD*: `otbcli_MultivariateAlterationDetector` file to file.",
+        "that costs nothing, reading and compressing in the background threads detection uses beside a GPU (one "
+        "per core, up to 16). *OTB MAD*: `otbcli_MultivariateAlterationDetector` file to file.",
         "- *efficiency*: network-alone time / end-to-end time. *GFLOP/s*: the network's counted FLOPs "
         "(`torch.utils.flop_counter`) over all tiles / time. *peak RSS*: that run's own process (`ru_maxrss`).",
         "",

@@ -504,17 +504,19 @@ def _write_rows(writer: RasterOutputs, specs: List[RasterSpec], blender: RowBlen
     """Write the blender's final rows, those above ``until``, finishing the maps in place in the
     fresh arrays the blender hands over (no copies of a full-width band of rows)."""
     top, blended, valid = blender.flush(until)
-    invalid = ~valid
+    invalid = None if valid.all() else ~valid  # None: no nodata to mark (most rows of most images)
     confidence = blended[0]
     np.maximum(confidence, 0.0, out=confidence)
     np.minimum(confidence, 1.0, out=confidence)
-    np.copyto(confidence, FLOAT_NODATA, where=invalid)
     change = (confidence >= threshold).view(np.uint8)
-    np.copyto(change, CHANGE_NODATA, where=invalid)
+    if invalid is not None:
+        np.copyto(confidence, FLOAT_NODATA, where=invalid)
+        np.copyto(change, CHANGE_NODATA, where=invalid)
     counts.add(top, change, valid)
     writer.write(specs[0].path, change, top)
     writer.write(specs[1].path, confidence, top)
     if len(specs) > 2:
         distance = blended[1]
-        np.copyto(distance, FLOAT_NODATA, where=invalid)
+        if invalid is not None:
+            np.copyto(distance, FLOAT_NODATA, where=invalid)
         writer.write(specs[2].path, distance, top)
