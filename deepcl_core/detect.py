@@ -205,7 +205,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             # GPU above all) never waits for them. Closed before writer.abort runs.
             behind = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
         else:  # in turn with the network: the before image in a helper thread, the after image here
-            helper = stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader")) if threads > 1 else None
+            helper = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader"))
+                      if threads > 1 else None)
             reader = (read(pair, position, flush_every_tile=False, helper=helper) for position in tiles.positions())
             behind = stack.enter_context(WriteBehind(0))
         for row_index, y in enumerate(rows):
