@@ -5,6 +5,7 @@ and float input; nodata; cancel and failure leave nothing behind; progress; over
 The tiny fixture model is untrained, so these tests pin contracts, never accuracy."""
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
@@ -492,6 +493,19 @@ def test_every_way_of_reading_and_writing_gives_the_same_outputs(oscd_mismatch_p
         for name in ("change", "confidence", "distance"):
             np.testing.assert_array_equal(read_raster(getattr(result.outputs, name)).values,
                                           read_raster(getattr(first.outputs, name)).values)
+
+
+@pytest.mark.parametrize("overlap_io, background_threads", [(None, False), (True, True)])
+def test_the_cpu_reads_and_writes_in_turn_with_the_network(oscd_mismatch_pair, tiny_model, tmp_path, overlap_io,
+                                                           background_threads):
+    """On the CPU no reader or writer thread runs beside the network (it would take a core from
+    torch's threads); asked for, they do, as beside a GPU."""
+    seen = set()
+    detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path), DetectOptions(overlap_io=overlap_io, **FAST),
+                   progress=lambda fraction, message: seen.update(t.name for t in threading.enumerate()),
+                   model=tiny_model)
+    assert ("deepcl-writer" in seen) == background_threads
+    assert any(name.startswith("deepcl-reader") for name in seen)  # the helper reading the before image, or the readers
 
 
 def test_deflate_outputs_hold_the_same_values(oscd_run, tiny_model, tmp_path):
