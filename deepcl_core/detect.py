@@ -247,12 +247,14 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
 def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.device,
                             precision: str) -> Tuple[Tuple[ImageStretch, ImageStretch], torch.nn.Module]:
     """The two images' statistics, side by side (GDAL decodes without the GIL), while the network
-    is prepared for ``device``."""
+    is prepared for ``device`` on one torch thread: the statistics hold the cores, and a team of
+    several would stall at every barrier of loading and folding the weights."""
     with ThreadPoolExecutor(2, thread_name_prefix="deepcl-statistics") as pool:
         jobs = [pool.submit(_image_stretch, pair.before, pair.bands_before, bundle, "before"),
                 pool.submit(_image_stretch, pair.after, pair.bands_after, bundle, "after")]
-        network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
-                                        precision=precision, copy=False)
+        with torch_threads(1):
+            network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
+                                            precision=precision, copy=False)
         return (jobs[0].result(), jobs[1].result()), network
 
 
