@@ -57,13 +57,12 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
 
     outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
     options = detect_options(args)
-    options.io_threads = io_threads()
-    options.overlap_io = True  # as beside a GPU: reading and writing in background threads
+    options.overlap_io = True  # as beside a GPU: reading and writing in background threads, one per core
     with mock.patch.object(detect, "run_network", stand_in):
         started = time.perf_counter()
         result = detect_changes(before, after, outputs, options, model=bundle)
     return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device,
-            "io_threads": options.io_threads}
+            "io_threads": io_threads()}
 
 
 def run_naive(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:

@@ -292,13 +292,13 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
     decoded, or GDAL's cache grows with the image: after the last tile of a row, or after every
     tile when several threads read (their handles are not shared, so no neighbour reuses them)."""
     x, y = position
-    read_before = partial(_read_normalized, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before")
+    read_before = partial(_read_normalised, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before")
     future = helper.submit(read_before) if helper is not None else None
-    after, valid_a = _read_normalized(pair.after, pair.bands_after, stretches[1], bundle, tiles, x, y, "after")
+    after, valid_a = _read_normalised(pair.after, pair.bands_after, stretches[1], bundle, tiles, x, y, "after")
     before, valid_b = future.result() if future is not None else read_before()
     valid = valid_b & valid_a
-    for image, image_valid in ((before, valid_b), (after, valid_a)):
-        if not np.array_equal(image_valid, valid):  # each is normalised with its own mask: add the other's
+    if not valid.all():  # each image was normalised with its own mask: both get the pair's
+        for image in (before, after):
             np.copyto(image, 0.0, where=~valid)
     tile = _Tile(x, y, before, after, valid)
     if flush_every_tile or x == tiles.columns()[-1]:
@@ -307,7 +307,7 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
     return tile
 
 
-def _read_normalized(dataset: gdal.Dataset, bands: Sequence[int], stretch: ImageStretch, bundle: ModelBundle,
+def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: ImageStretch, bundle: ModelBundle,
                      tiles: TileGrid, x: int, y: int, role: str) -> Tuple[np.ndarray, np.ndarray]:
     pixels, valid = read_window(dataset, bands, x, y, tiles.tile_width, tiles.tile_height, role, keep_integers=True)
     return normalize(pixels, stretch, bundle.normalization, valid), valid

@@ -58,7 +58,8 @@ class ImageStretch:
         low = np.zeros(bands, np.float32)
         high = np.ones(bands, np.float32)
         for band in range(bands):
-            values = sample[band][valid if _is_small_unsigned(sample) else valid & np.isfinite(sample[band])]
+            finite = np.isfinite(sample[band]) if sample.dtype.kind == "f" else True  # integers always are
+            values = sample[band][valid & finite]
             if values.size:
                 low[band], high[band] = percentiles(values, (spec.low_percentile, spec.high_percentile))
                 if high[band] <= low[band]:  # constant band: centre it

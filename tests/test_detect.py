@@ -501,7 +501,8 @@ def test_the_cpu_reads_and_writes_in_turn_with_the_network(oscd_mismatch_pair, t
     """On the CPU no reader or writer thread runs beside the network (it would take a core from
     torch's threads); asked for, they do, as beside a GPU."""
     seen = set()
-    detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path), DetectOptions(overlap_io=overlap_io, **FAST),
+    options = DetectOptions(overlap_io=overlap_io, io_threads=2, **FAST)  # 2: a helper reads, whatever the cores
+    detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path), options,
                    progress=lambda fraction, message: seen.update(t.name for t in threading.enumerate()),
                    model=tiny_model)
     assert ("deepcl-writer" in seen) == background_threads
