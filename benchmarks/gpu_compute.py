@@ -26,6 +26,7 @@ from benchmarks.compute import (benchmark_bundle, flops_per_tile, inference_netw
                                 network_seconds, random_tiles)
 from benchmarks.precision import precision_agreement  # noqa: E402
 from deepcl_core.device import describe_device  # noqa: E402
+from deepcl_core.model import DeepCLNet  # noqa: E402
 from deepcl_core.tiling import TileGrid  # noqa: E402
 
 OVERLAP = 64  # detection's default
@@ -91,7 +92,10 @@ def main() -> int:
     parser.add_argument("--device", default="cuda", help="cpu only to try the script out")
     parser.add_argument("--pairs", type=Path, nargs="*", default=[],
                         help="packed real pairs (scripts/device_pairs.py) for the precision agreement")
+    parser.add_argument("--dates-in-one-batch", action="store_true",
+                        help="both dates through the encoder in one batch, as docs/benchmarks_gpu.md was measured (A/B of that lever)")
     args = parser.parse_args()
+    DeepCLNet.dates_in_one_batch = True if args.dates_in_one_batch else None
     if args.from_json:
         result = json.loads(args.from_json.read_text())
     elif args.device == "cuda" and not torch.cuda.is_available():

@@ -105,10 +105,14 @@ def detect_options(args: argparse.Namespace):
 
 def child(argv: Optional[List[str]] = None) -> int:
     args = parse_args(argv)
-    if args.plain_allocation:  # the lever off (benchmarks.heap_lever): glibc's defaults throughout
+    if args.plain_allocation:  # the lever off (benchmarks.memory_levers): glibc's defaults throughout
         import deepcl_core.heap
 
         deepcl_core.heap._LIBC = None
+    if args.dates_in_one_batch:  # the lever off (benchmarks.memory_levers): the encoder as training runs it
+        from deepcl_core.model import DeepCLNet
+
+        DeepCLNet.dates_in_one_batch = True
     import torch
 
     from benchmarks.compute import benchmark_bundle
@@ -137,7 +141,7 @@ def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
                "--batch", str(args.batch), "--precision", args.precision]
     if args.model:
         command += ["--model", str(args.model)]
-    for flag in ("plain_allocation", "in_thread"):
+    for flag in ("plain_allocation", "in_thread", "dates_in_one_batch"):
         if getattr(args, flag, False):
             command.append("--" + flag.replace("_", "-"))
     with tempfile.TemporaryFile("w+") as stdout:
@@ -169,6 +173,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--plain-allocation", action="store_true",
                         help="glibc's malloc as it is (deepcl_core.heap off), to measure that lever")
     parser.add_argument("--in-thread", action="store_true", help="run in a worker thread, as QGIS does")
+    parser.add_argument("--dates-in-one-batch", action="store_true",
+                        help="both dates through the encoder in one batch, as training runs it, to measure that lever")
     return parser.parse_args(argv)
 
 

@@ -3,8 +3,9 @@
 glibc's malloc serves large blocks (most of a 768² tile's activations are tens of megabytes) with
 fresh pages from the kernel and unmaps them when they are freed, so every tile faults its
 activations in again, page by page, zero-filled. On the 2-core development machine detection on a
-2,048² pair (9 tiles) faulted in 0.76 million pages instead of 0.15 million and took 2.79 s instead
-of 2.17 s; the network alone 2.22 s instead of 1.68 s (``python -m benchmarks.heap_lever``).
+2,048² pair (9 tiles) faulted in 0.51 million pages instead of 0.13 million and took 2.92 s instead
+of 2.52 s; the network alone 2.54 s instead of 2.02 s (``python -m benchmarks.memory_levers``,
+docs/memory_levers.md).
 Inside :func:`freed_memory_kept` large blocks come from the heap and the heap is not trimmed, so the
 next tile reuses the pages of the last. Afterwards glibc's default limits come back (its
 self-adjusting mmap threshold stays fixed where it stood, as any mallopt call leaves it) and the

@@ -65,7 +65,10 @@ def test_everything_called_change(pairs, tmp_path):
     assert square["precision"] == pytest.approx(changed / n) and square["recall"] == 1.0
     assert square["f1"] == pytest.approx(2 * changed / (2 * changed + n - changed))
     assert square["iou"] == pytest.approx(changed / n) and square["kappa"] == pytest.approx(0.0)
-    assert square["auc_distance"] == pytest.approx(0.5, abs=1e-3)  # a constant distance map separates nothing
+    assert square["auc_confidence"] == 0.5  # a constant map separates nothing: all ties
+    # The network's distance map is constant too, but torch's bilinear upsampling to the image leaves
+    # 1-ulp differences on some CPUs (3 distinct values on an AMD EPYC), which the ranks see: 0.497 there.
+    assert square["auc_distance"] == pytest.approx(0.5, abs=0.01)
     assert report["per_pair"]["nothing"]["auc_distance"] is None
     assert square["threshold"] == report["threshold"] == 0.5  # the model has no threshold by pixel size
     pooled = report["pooled"]

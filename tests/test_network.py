@@ -64,6 +64,36 @@ def test_network_is_symmetric_in_the_two_dates():
         torch.testing.assert_close(forward.distances[stride], backward.distances[stride], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("training, in_one_batch, batches", [
+    (True, None, [4]),  # batch norm normalises both dates with the same statistics
+    (False, None, [2, 2]),  # one date after the other: half the peak memory
+    (False, True, [4]),
+    (True, False, [2, 2]),
+])
+def test_the_encoder_sees_the_dates_together_in_training_and_one_after_the_other_in_eval(
+        training, in_one_batch, batches):
+    network = make_network("mobilenet_v2").train(training)
+    network.dates_in_one_batch = in_one_batch
+    seen = []
+    network.encoder.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].shape[0]))
+    with torch.no_grad():
+        network(*image_pair(n=2))
+    assert seen == batches
+
+
+@pytest.mark.parametrize("encoder", ["simple_cnn", "mobilenet_v2"])
+def test_in_eval_mode_the_dates_one_after_the_other_give_what_one_batch_gives(encoder):
+    network = make_network(encoder)
+    before, after = image_pair(seed=7)
+    with torch.no_grad():
+        apart = network(before, after)
+        network.dates_in_one_batch = True
+        together = network(before, after)
+    torch.testing.assert_close(apart.logit, together.logit, rtol=1e-5, atol=1e-5)
+    for stride in together.distances:
+        torch.testing.assert_close(apart.distances[stride], together.distances[stride], rtol=1e-5, atol=1e-5)
+
+
 def test_metric_strides_choose_the_distance_maps():
     network = make_network("simple_cnn", metric_strides=(4,))
     with torch.no_grad():

@@ -98,7 +98,7 @@ def default_batch_size(device: torch.device) -> int:
 
 def prefers_channels_last(device: torch.device) -> bool:
     """NHWC: what cuDNN's tensor cores want under mixed precision, and on the CPU oneDNN runs the
-    depthwise convolutions of MobileNetV2 about 1.5× faster in it (benchmarks/levers.py)."""
+    depthwise convolutions of MobileNetV2 about 1.4× faster in it (docs/levers.md)."""
     return device.type in ("cpu", "cuda")
 
 

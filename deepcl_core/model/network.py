@@ -3,7 +3,7 @@ the distance map (the temporal prior), ending in a one-channel change logit (MET
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Tuple
+from typing import Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,12 @@ class DecoderStage(nn.Module):
 class DeepCLNet(nn.Module):
     """Input: before and after images (N, C, H, W) with H and W multiples of 32."""
 
+    # Both dates through the encoder as one batch (True) or one after the other (False). None: one
+    # batch in training, where batch norm must normalise both dates with the same statistics; one
+    # after the other in eval mode, where that gives the same features with half the peak activation
+    # memory (docs/memory_levers.md).
+    dates_in_one_batch: Optional[bool] = None
+
     def __init__(self, config: NetworkConfig) -> None:
         super().__init__()
         unknown = set(config.metric_strides) - set(STRIDES)
@@ -132,10 +138,12 @@ class DeepCLNet(nn.Module):
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> NetworkOutput:
         size = before.shape[2:]
-        # One encoder pass over both dates: shared weights and a single larger batch.
-        features = self.encoder(torch.cat([before, after], dim=0))
-        n = before.shape[0]
-        by_stride = {s: (f[:n], f[n:]) for s, f in zip(STRIDES, features)}
+        if self.training if self.dates_in_one_batch is None else self.dates_in_one_batch:
+            features = self.encoder(torch.cat([before, after], dim=0))
+            n = before.shape[0]
+            by_stride = {s: (f[:n], f[n:]) for s, f in zip(STRIDES, features)}
+        else:
+            by_stride = dict(zip(STRIDES, zip(self.encoder(before), self.encoder(after))))
         distances = {}
         for key, head in self.metric_heads.items():
             f1, f2 = by_stride[int(key)]
