@@ -93,9 +93,11 @@ def main() -> int:
     parser.add_argument("--pairs", type=Path, nargs="*", default=[],
                         help="packed real pairs (scripts/device_pairs.py) for the precision agreement")
     parser.add_argument("--dates-in-one-batch", action="store_true",
-                        help="both dates through the encoder in one batch, as docs/benchmarks_gpu.md was measured (A/B of that lever)")
+                        help="both dates through the encoder in one batch, as docs/benchmarks_gpu.md was measured "
+                             "(A/B of that lever)")
     args = parser.parse_args()
-    DeepCLNet.dates_in_one_batch = True if args.dates_in_one_batch else None
+    if args.dates_in_one_batch:
+        DeepCLNet.dates_in_one_batch = True
     if args.from_json:
         result = json.loads(args.from_json.read_text())
     elif args.device == "cuda" and not torch.cuda.is_available():

@@ -25,15 +25,16 @@ ENCODER = {False: "dates one after the other (as detection runs)", True: "dates 
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_levers", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.memory_levers",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="2048", help="comma-separated image sides (default 2048)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
     args = parser.parse_args(argv)
     settings = run_settings(["--run", "pipeline", "--size", "0", "--cache", str(args.cache)])  # detection's defaults
-    print("| size (px) | run | allocation | encoder | seconds (median) | megapixels/s | page faults (median, whole run) "
-          "| peak RSS (MB) |\n|---|---|---|---|---:|---:|---:|---:|")
+    print("| size (px) | run | allocation | encoder | seconds (median) | megapixels/s "
+          "| page faults (median, whole run) | peak RSS (MB) |\n|---|---|---|---|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         variants = list(itertools.product(RUNS, (False, True), (False, True)))
         records = {variant: [] for variant in variants}

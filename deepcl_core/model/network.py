@@ -138,7 +138,8 @@ class DeepCLNet(nn.Module):
 
     def forward(self, before: torch.Tensor, after: torch.Tensor) -> NetworkOutput:
         size = before.shape[2:]
-        if self.training if self.dates_in_one_batch is None else self.dates_in_one_batch:
+        together = self.training if self.dates_in_one_batch is None else self.dates_in_one_batch
+        if together:
             features = self.encoder(torch.cat([before, after], dim=0))
             n = before.shape[0]
             by_stride = {s: (f[:n], f[n:]) for s, f in zip(STRIDES, features)}
