@@ -5,8 +5,9 @@
 Every variant runs ``detect_changes`` file to file on the CPU; the levers are switched off by
 patching the switches detection reads (:data:`deepcl_core.detect.WRITE_BEHIND_DEPTH`,
 :data:`deepcl_core.model.inference.IO_RESERVED_CORES`, the folding and layout passed to
-``prepare_for_inference``) or by its ``overlap_io`` option. Variants run interleaved, round after round, alternating the order, so a
-drifting machine load biases none of them; medians are printed. Indicative, not a timed test.
+``prepare_for_inference``) or by its ``overlap_io`` option. Variants run interleaved, round after
+round, alternating the order, so a drifting machine load biases none of them; medians are printed.
+Indicative, not a timed test.
 """
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool
             stack.enter_context(mock.patch.object(inference, "IO_RESERVED_CORES", reserved))
             outputs = detect.DetectOutputs(Path(out) / "change.tif", Path(out) / "confidence.tif")
             started = time.perf_counter()
-            detect.detect_changes(before, after, outputs,
-                                  detect.DetectOptions(device="cpu", tile_size=tile, overlap_io=overlap_io), model=bundle)
+            options = detect.DetectOptions(device="cpu", tile_size=tile, overlap_io=overlap_io)
+            detect.detect_changes(before, after, outputs, options, model=bundle)
             return time.perf_counter() - started
     return run
 
