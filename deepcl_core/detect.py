@@ -37,6 +37,9 @@ LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
 NETWORK_MULTIPLE = 32  # the encoder's coarsest stride: tiles are padded to a multiple of it
 MAX_INPUT_SCALE = 4  # each step costs its square in network time; 3× already did worse than 2× (nantes)
+# Inputs whose decoded pixels fit this stay in GDAL's cache for the whole run (_block_dropping):
+# the 9 tile pairs of a 2,048² RGB pair (25 MB decoded) were read in ~55 instead of ~100 ms.
+KEEP_DECODED_BYTES = 64 * 1024 * 1024
 WRITE_BEHIND_DEPTH = 1  # tile rows of blending and writing queued behind the network (0: no thread)
 
 ProgressCallback = Callable[[float, str], None]
@@ -199,7 +202,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle)
         if in_background:
             reader: Iterator[_Tile] = stack.enter_context(TileReader(
-                partial(read, flush_every_tile=threads > 1), tiles.positions(), pair,
+                partial(read, drop_blocks=_block_dropping(pair, threads)), tiles.positions(), pair,
                 partial(_open_pair, before, after, options, bundle), threads, depth=2 * batch_size))
             # Blending and writing run behind the network in one thread, in order: the network (a
             # GPU above all) never waits for them. Closed before writer.abort runs.
@@ -207,7 +210,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         else:  # in turn with the network: the before image in a helper thread, the after image here
             helper = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader"))
                       if threads > 1 else None)
-            reader = (read(pair, position, flush_every_tile=False, helper=helper) for position in tiles.positions())
+            drop_blocks = _block_dropping(pair, threads=1)  # one handle per image, whichever thread uses it
+            reader = (read(pair, position, drop_blocks=drop_blocks, helper=helper) for position in tiles.positions())
             behind = stack.enter_context(WriteBehind(0))
         for row_index, y in enumerate(rows):
             for batch in _batches(reader, columns, batch_size):
@@ -276,6 +280,10 @@ class _Pair:
     bands_before: Tuple[int, ...]
     bands_after: Tuple[int, ...]
 
+    def datasets(self) -> List[gdal.Dataset]:
+        """Each dataset once (``after`` is ``after_source`` when no warping was needed)."""
+        return list({id(d): d for d in (self.before, self.after, self.after_source)}.values())
+
 
 def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelBundle) -> _Pair:
     before_ds = open_raster(before, "before")
@@ -286,11 +294,11 @@ def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelB
 
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
-               bundle: ModelBundle, flush_every_tile: bool, helper: Optional[Executor] = None) -> _Tile:
+               bundle: ModelBundle, drop_blocks: str, helper: Optional[Executor] = None) -> _Tile:
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
-    one thread when given, side by side with the after image). The thread then drops the blocks it
-    decoded, or GDAL's cache grows with the image: after the last tile of a row, or after every
-    tile when several threads read (their handles are not shared, so no neighbour reuses them)."""
+    one thread when given, side by side with the after image). ``drop_blocks`` (see
+    :func:`_block_dropping`): when the thread then drops the blocks GDAL decoded for ``pair``,
+    "tile", "row" (after a row's last tile) or "never"."""
     x, y = position
     read_before = partial(_read_normalised, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before")
     future = helper.submit(read_before) if helper is not None else None
@@ -301,10 +309,28 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
         for image in (before, after):
             np.copyto(image, 0.0, where=~valid)
     tile = _Tile(x, y, before, after, valid)
-    if flush_every_tile or x == tiles.columns()[-1]:
-        for dataset in {id(d): d for d in (pair.before, pair.after, pair.after_source)}.values():
+    if drop_blocks == "tile" or (drop_blocks == "row" and x == tiles.columns()[-1]):
+        for dataset in pair.datasets():
             dataset.FlushCache()
     return tile
+
+
+def _block_dropping(pair: _Pair, threads: int) -> str:
+    """When a reader drops the blocks GDAL decoded (GDAL's cache keeps them up to GDAL_CACHEMAX, by
+    default 5 % of the RAM): after every tile when several threads read (their handles are not
+    shared, so no neighbour reuses them); never when the whole pair decoded fits in
+    :data:`KEEP_DECODED_BYTES`, so the blocks the statistics decoded, and those two tile rows
+    share, are decoded once; else after each tile row, so memory does not grow with the image."""
+    if threads > 1:
+        return "tile"
+    return "never" if _decoded_bytes(pair) <= KEEP_DECODED_BYTES else "row"
+
+
+def _decoded_bytes(pair: _Pair) -> int:
+    """The pixels of every band of each dataset of ``pair`` (a warped after image and its source both)."""
+    return sum(d.RasterXSize * d.RasterYSize * sum(gdal.GetDataTypeSize(d.GetRasterBand(i).DataType) // 8
+                                                   for i in range(1, d.RasterCount + 1))
+               for d in pair.datasets())
 
 
 def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: ImageStretch, bundle: ModelBundle,

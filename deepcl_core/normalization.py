@@ -57,9 +57,12 @@ class ImageStretch:
         bands = sample.shape[0]
         low = np.zeros(bands, np.float32)
         high = np.ones(bands, np.float32)
+        every_valid = bool(valid.all())
         for band in range(bands):
-            finite = np.isfinite(sample[band]) if sample.dtype.kind == "f" else True  # integers always are
-            values = sample[band][valid & finite]
+            if sample.dtype.kind == "f":
+                values = sample[band][valid & np.isfinite(sample[band])]
+            else:  # integers are always finite; most images are valid everywhere: no masked copy
+                values = sample[band].reshape(-1) if every_valid else sample[band][valid]
             if values.size:
                 low[band], high[band] = percentiles(values, (spec.low_percentile, spec.high_percentile))
                 if high[band] <= low[band]:  # constant band: centre it

@@ -14,6 +14,7 @@ from osgeo import gdal
 
 from benchmarks.compute import benchmark_bundle
 from benchmarks.naive import naive_confidence
+from deepcl_core import detect
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.model.inference import fold_batch_norms, prepare_for_inference
 from deepcl_core.outputs import FLOAT_NODATA
@@ -85,9 +86,13 @@ def test_pipeline_matches_the_reference_path(same_grid_crop, real_bundle, tmp_pa
     assert_same_confidence(optimised, confidence, valid)
 
 
-@pytest.mark.parametrize("overlap_io", [False, True])
+# keep_blocks: GDAL's decoded blocks kept for the run (inputs this small), or dropped after each tile
+# row as for large inputs.
+@pytest.mark.parametrize("overlap_io, keep_blocks", [(False, True), (False, False), (True, True)])
 def test_pipeline_matches_the_reference_path_when_after_is_warped(oscd_mismatch_pair, real_bundle, tmp_path,
-                                                                  overlap_io):
+                                                                  monkeypatch, overlap_io, keep_blocks):
+    if not keep_blocks:
+        monkeypatch.setattr(detect, "KEEP_DECODED_BYTES", 0)
     before, after = oscd_mismatch_pair
     confidence, valid, _ = naive_confidence(before, after, real_bundle, 128, 32)
     optimised = pipeline_confidence(before, after, real_bundle, tmp_path, tile_size=128, overlap=32, batch_size=2,
