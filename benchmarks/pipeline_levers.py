@@ -4,6 +4,7 @@
 
 Every variant runs ``detect_changes`` file to file on the CPU; the levers are switched off by
 patching the switches detection reads (:data:`deepcl_core.detect.WRITE_BEHIND_DEPTH`,
+:data:`deepcl_core.detect.KEEP_DECODED_BYTES`,
 :data:`deepcl_core.model.inference.IO_RESERVED_CORES`, the folding and layout passed to
 ``prepare_for_inference``) or by its ``overlap_io`` option. Variants run interleaved, round after
 round, alternating the order, so a drifting machine load biases none of them; medians are printed.
@@ -44,8 +45,8 @@ NOW = "reading and writing in turn with the network, on all cores (= detection n
 
 
 def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool, channels_last: bool,
-                     depth: int, reserved: int, overlap_io: bool,
-                     tile: int = detect.DetectOptions.tile_size) -> Callable[[], float]:
+                     depth: int, reserved: int, overlap_io: bool, tile: int = detect.DetectOptions.tile_size,
+                     keep_decoded: int = detect.KEEP_DECODED_BYTES) -> Callable[[], float]:
     prepare = inference.prepare_for_inference
 
     def prepare_as_asked(network, device, channels_last_wanted=False, **_):
@@ -56,6 +57,7 @@ def pipeline_variant(before: Path, after: Path, bundle, folder: Path, fold: bool
             stack.enter_context(mock.patch.object(detect, "prepare_for_inference", prepare_as_asked))
             stack.enter_context(mock.patch.object(detect, "WRITE_BEHIND_DEPTH", depth))
             stack.enter_context(mock.patch.object(inference, "IO_RESERVED_CORES", reserved))
+            stack.enter_context(mock.patch.object(detect, "KEEP_DECODED_BYTES", keep_decoded))
             outputs = detect.DetectOutputs(Path(out) / "change.tif", Path(out) / "confidence.tif")
             started = time.perf_counter()
             options = detect.DetectOptions(device="cpu", tile_size=tile, overlap_io=overlap_io)
@@ -99,6 +101,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for tile in (int(t) for t in args.tiles.split(",") if t.strip()):
         variants[f"detection now, tile {tile} instead of {detect.DetectOptions.tile_size}"] = pipeline_variant(
             before, after, bundle, args.cache, *STEPS[NOW], tile=tile)
+    variants["detection now, GDAL's decoded blocks dropped after each tile row, whatever the size"] = pipeline_variant(
+        before, after, bundle, args.cache, *STEPS[NOW], keep_decoded=0)
     variants["naive baseline"] = naive_variant(before, after, bundle, args.cache)
     wanted = [part.strip() for part in args.only.split(",") if part.strip()]
     if wanted:
