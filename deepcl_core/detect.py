@@ -19,7 +19,7 @@ from osgeo import gdal
 
 from .area import ground_pixel_size, pixel_area_by_row
 from .device import describe_device, resolve_device
-from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError
+from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError, releases_locals_on_error
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
                               precision_name, prefers_channels_last, prepare_for_inference, torch_threads)
@@ -151,6 +151,7 @@ class _Tile:
     valid: np.ndarray  # (h, w) both inputs valid
 
 
+@releases_locals_on_error  # a kept exception must not keep the input files open
 def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: DetectOptions = DetectOptions(),
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCallback] = None,
                    model: Optional[ModelBundle] = None) -> DetectionResult:

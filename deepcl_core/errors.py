@@ -1,4 +1,12 @@
-"""Errors that reach the user as one clear line (exit status 2 on the command line)."""
+"""Errors that reach the user as one clear line (exit status 2 on the command line), and what a
+failed run leaves behind in the exception that reports it."""
+from __future__ import annotations
+
+import functools
+import traceback
+from typing import Callable, Optional, Set, TypeVar
+
+Function = TypeVar("Function", bound=Callable)
 
 
 class DeepCLError(Exception):
@@ -30,3 +38,28 @@ class Cancelled(DeepCLError):
 
     def __init__(self, message: str = "Cancelled by the user; no output was written.") -> None:
         super().__init__(message)
+
+
+def releases_locals_on_error(function: Function) -> Function:
+    """Decorator: when ``function`` raises, the finished frames of the exception's traceback, and of
+    the exceptions chained to it, drop their local variables. Whoever keeps the exception (QGIS
+    keeps a failed or cancelled Processing run's) would otherwise keep what those frames held: GDAL
+    datasets, that is input files left open, closed only when GDAL itself may be gone (at QGIS's exit,
+    a double free)."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        try:
+            return function(*args, **kwargs)
+        except BaseException as error:
+            _clear_frames(error, set())
+            raise
+    return wrapper  # type: ignore[return-value]
+
+
+def _clear_frames(error: Optional[BaseException], seen: Set[int]) -> None:
+    if error is None or id(error) in seen:
+        return
+    seen.add(id(error))
+    traceback.clear_frames(error.__traceback__)  # skips the frames still running (the callers')
+    _clear_frames(error.__cause__, seen)
+    _clear_frames(error.__context__, seen)

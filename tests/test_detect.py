@@ -5,6 +5,7 @@ and float input; nodata; cancel and failure leave nothing behind; progress; over
 The tiny fixture model is untrained, so these tests pin contracts, never accuracy."""
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -407,6 +408,39 @@ def test_failed_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path):
         detect_changes(*oscd_mismatch_pair, outputs_in(out, polygons=True),
                        DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu"), model=failing)
     assert list(out.iterdir()) == []
+
+
+def files_open_in_this_process() -> set:
+    """The paths behind this process's file descriptors (Linux)."""
+    fds = Path("/proc/self/fd")
+    paths = set()
+    for fd in fds.iterdir():
+        try:
+            paths.add(os.readlink(fd))
+        except OSError:  # closed meanwhile (the descriptor that listed the folder)
+            pass
+    return paths
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+@pytest.mark.parametrize("failure", ["cancelled", "network error"])
+def test_a_failed_run_leaves_no_input_open(oscd_mismatch_pair, tiny_model, tmp_path, failure):
+    """Whoever keeps the exception (QGIS keeps a failed Processing run's) must not keep the input
+    files open through the frames of its traceback."""
+    inputs = [tmp_path / name for name in ("before.tif", "after.tif")]
+    for source, target in zip(oscd_mismatch_pair, inputs):
+        target.write_bytes(source.read_bytes())  # files no other test has open
+    model, cancel = tiny_model, None
+    if failure == "cancelled":
+        cancel = lambda: True  # noqa: E731
+    else:
+        model = tiny_model.__class__(**tiny_model.__dict__)
+        model.build = lambda: FailingNetwork(tiny_model.build())
+    with pytest.raises((Cancelled, RuntimeError)) as caught:
+        detect_changes(*inputs, outputs_in(tmp_path / "out"),
+                       DetectOptions(tile_size=64, overlap=16, batch_size=1, device="cpu"), cancel=cancel, model=model)
+    assert caught.value.__traceback__ is not None  # kept, with its traceback
+    assert not {str(path) for path in inputs} & files_open_in_this_process()
 
 
 def test_existing_output_is_kept_unless_overwrite(oscd_mismatch_pair, tiny_model, tmp_path):
