@@ -11,17 +11,16 @@ next tile reuses the pages of the last. Afterwards glibc's default limits come b
 self-adjusting mmap threshold stays fixed where it stood, as any mallopt call leaves it) and the
 memory kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing.
 
-Not inside QGIS: with QGIS loaded in the process, running detection and training under this
-setting ended in glibc heap corruption at exit (2 of 3 runs of tests/qgis and tests/reliability in
-one process; none in 3 runs without the setting, none in either suite alone), so there glibc's
-defaults stay. The command line, training and the benchmarks run in processes of their own.
+Inside QGIS too. (It was left out there for a while: with QGIS in the process, test sessions ended
+in a double free or a segfault at exit. The cause was GDAL datasets kept alive by failed runs'
+exceptions, held from outside Python in the QGIS process, and closed only after QGIS had torn GDAL
+down; the setting only moved the freed memory about. Detection now drops those frames' locals, ``errors.releases_locals_on_error``.)
 """
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import logging
-import sys
 import threading
 from contextlib import contextmanager
 from typing import Iterator, Optional
@@ -58,7 +57,7 @@ def freed_memory_kept() -> Iterator[None]:
     """Within the block, freed memory stays with the process for reuse (see the module's docstring).
     Nested and concurrent uses share one setting, undone when the last one leaves."""
     global _users
-    if _LIBC is None or "qgis.core" in sys.modules:  # see the module's docstring
+    if _LIBC is None:
         yield
         return
     with _lock:
