@@ -16,7 +16,7 @@ import numpy as np
 from osgeo import gdal
 
 from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
-from .errors import InputError, OutputError
+from .errors import InputError, OutputError, releases_locals_on_error
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_raster, read_window
@@ -41,6 +41,7 @@ class EvaluateOptions:
     seed: int = 0  # of the pseudo-change transforms
 
 
+@releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = None,
              cancel: Optional[CancelCallback] = None) -> Dict[str, Any]:
     """A JSON-ready report: ``pooled`` (the headline), ``per_pair`` and, on request, ``pseudo_change``."""

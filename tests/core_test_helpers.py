@@ -2,8 +2,11 @@
 between the test folders)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Set
 
+import pytest
 from osgeo import gdal
 
 from deepcl_core.model import NetworkConfig
@@ -17,3 +20,18 @@ def crop(source: Path, target: Path, xoff: int, yoff: int, width: int, height: i
     assert result is not None, f"cannot crop {source}"
     result = None
     return target
+
+
+needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+
+
+def files_open_in_this_process() -> Set[str]:
+    """The paths behind this process's file descriptors (Linux)."""
+    fds = Path("/proc/self/fd")
+    paths = set()
+    for fd in fds.iterdir():
+        try:
+            paths.add(os.readlink(fd))
+        except OSError:  # closed meanwhile (the descriptor that listed the folder)
+            pass
+    return paths

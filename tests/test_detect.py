@@ -5,7 +5,6 @@ and float input; nodata; cancel and failure leave nothing behind; progress; over
 The tiny fixture model is untrained, so these tests pin contracts, never accuracy."""
 from __future__ import annotations
 
-import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,8 @@ from deepcl_core.errors import Cancelled, InputError, OutputError
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
 from deepcl_core.raster_io import choose_bands
 from deepcl_core.tiling import TileGrid
+
+from core_test_helpers import files_open_in_this_process, needs_proc
 
 FAST = dict(tile_size=128, overlap=32, device="cpu")
 
@@ -410,19 +411,7 @@ def test_failed_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path):
     assert list(out.iterdir()) == []
 
 
-def files_open_in_this_process() -> set:
-    """The paths behind this process's file descriptors (Linux)."""
-    fds = Path("/proc/self/fd")
-    paths = set()
-    for fd in fds.iterdir():
-        try:
-            paths.add(os.readlink(fd))
-        except OSError:  # closed meanwhile (the descriptor that listed the folder)
-            pass
-    return paths
-
-
-@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+@needs_proc
 @pytest.mark.parametrize("failure", ["cancelled", "network error"])
 def test_a_failed_run_leaves_no_input_open(oscd_mismatch_pair, tiny_model, tmp_path, failure):
     """Whoever keeps the exception (QGIS keeps a failed Processing run's) must not keep the input

@@ -11,12 +11,13 @@ import pytest
 import torch
 
 from deepcl_core.cli import main
+from deepcl_core.errors import InputError
 from deepcl_core.evaluation import EvaluateOptions, evaluate, roc_auc, write_pseudo_change
 from deepcl_core.model import build_network
 from deepcl_core.model_file import ModelBundle, save_model
 from deepcl_core.raster_io import open_raster, read_window
 
-from core_test_helpers import TINY_CONFIG
+from core_test_helpers import TINY_CONFIG, files_open_in_this_process, needs_proc
 
 SIZE = 64
 GEOTRANSFORM = (500000.0, 10.0, 0.0, 5000000.0, 0.0, -10.0)
@@ -154,3 +155,18 @@ def test_input_scale_override_reaches_detection(pairs, tmp_path, capsys):
     overridden = json.loads(capsys.readouterr().out)
     assert all(m["input_scale"] == 1 for m in overridden["per_pair"].values())
     assert overridden["input_scale"] == 1 and overridden["input_scales_by_pixel_size"] == []
+
+
+@needs_proc
+def test_a_failed_evaluation_leaves_no_input_open(pairs, tmp_path, write_raster):
+    """A label that is not binary stops the run; the exception, kept as QGIS keeps a failed
+    Processing run's, holds none of the pair's files open."""
+    label = np.zeros((SIZE, SIZE), np.uint8)
+    label[:4, :4] = 7
+    write_raster("bad_label.tif", label, GEOTRANSFORM, 32633).rename(pairs / "square" / "label.tif")
+    model = constant_model(tmp_path / "all_change.pt", 10.0)
+    with pytest.raises(InputError, match="not binary") as caught:
+        evaluate(EvaluateOptions(model=model, data_dirs=[pairs], device="cpu"))
+    assert caught.value.__traceback__ is not None
+    inputs = {str(path) for path in pairs.glob("*/*")}
+    assert not inputs & files_open_in_this_process()

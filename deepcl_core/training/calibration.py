@@ -17,7 +17,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..errors import InputError, releases_locals_on_error
 from ..metrics import Confusion
 from ..model_file import ModelBundle, load_model, save_model
 from .inference import predict_pair
@@ -123,6 +123,7 @@ def _is_coarse(pair: LoadedPair) -> bool:
     return pair.pixel_size_m is not None and pair.pixel_size_m >= COARSE_PIXEL_M
 
 
+@releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
                     tile: int = 768) -> Dict[str, object]:
     """Choose ``model``'s threshold on the labelled pairs below ``data_dirs`` and write the model,

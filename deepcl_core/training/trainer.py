@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..device import resolve_device
-from ..errors import Cancelled, InputError
+from ..errors import Cancelled, InputError, releases_locals_on_error
 from ..heap import freed_memory_kept
 from ..losses import LossConfig, deepcl_loss
 from ..metrics import Confusion
@@ -50,6 +50,7 @@ class _Setup:
     parent: Optional[Dict[str, Any]]
 
 
+@releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
           cancel: Optional[CancelCallback] = None) -> TrainResult:
     """Train (or fine-tune, or resume) and write the best model to ``options.out``.
