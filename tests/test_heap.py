@@ -1,8 +1,8 @@
 """Freed memory kept for reuse while the network runs (glibc), and handed back afterwards, in a
-plain process and in one holding QGIS, as the plugin's does. Each check runs in a fresh interpreter: the setting is process-wide, and
-this test process holds QGIS and threads of other tests. The blocks go through glibc's malloc and
-free as torch's CPU tensors do (numpy asks the kernel for huge pages on large arrays, which would
-hide the page faults counted here)."""
+plain process and in one holding QGIS, as the plugin's does. Each check runs in a fresh
+interpreter: the setting is process-wide, and this test process holds QGIS and threads of other
+tests. The blocks go through glibc's malloc and free as torch's CPU tensors do (numpy asks the
+kernel for huge pages on large arrays, which would hide the page faults counted here)."""
 import subprocess
 import sys
 import textwrap
