@@ -2,6 +2,7 @@
 between the test folders)."""
 from __future__ import annotations
 
+import gc
 import os
 from pathlib import Path
 from typing import Set
@@ -26,7 +27,9 @@ needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="need
 
 
 def files_open_in_this_process() -> Set[str]:
-    """The paths behind this process's file descriptors (Linux)."""
+    """The paths behind this process's file descriptors (Linux), after a garbage collection: only
+    the files something still holds count."""
+    gc.collect()
     fds = Path("/proc/self/fd")
     paths = set()
     for fd in fds.iterdir():

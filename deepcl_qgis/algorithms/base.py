@@ -12,7 +12,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import dependency_problem
-from ..engine import engine_error_type
+from ..engine import core_module, engine_error_type
 from ..paths import icon
 
 
@@ -80,6 +80,12 @@ def add_help(parameter: QgsProcessingParameterDefinition, help_text: str,
     if advanced:
         parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     return parameter
+
+
+def releases_locals_on_error(process_algorithm: Callable) -> Callable:
+    """For ``processAlgorithm``: Processing keeps the exception an algorithm raises, so the frames
+    of its traceback must drop the datasets they hold (the engine's decorator of that name)."""
+    return core_module("errors").releases_locals_on_error(process_algorithm)
 
 
 @contextmanager

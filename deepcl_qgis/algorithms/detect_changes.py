@@ -16,7 +16,8 @@ from .. import pair_checks, raster_clip
 from ..engine import core_module
 from ..layer_styling import attach_post_processors
 from ..paths import bundled_model_path
-from .base import DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file
+from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number,
+                   progress_to, raster_file, releases_locals_on_error)
 
 
 class DetectChangesAlgorithm(DeepCLAlgorithm):
@@ -213,6 +214,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     # --- run ------------------------------------------------------------------------------------
 
+    @releases_locals_on_error
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

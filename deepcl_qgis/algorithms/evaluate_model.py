@@ -14,7 +14,8 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
 from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import write_report
-from .base import DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file
+from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number,
+                   progress_to, raster_file, releases_locals_on_error)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA", "TP", "FP", "FN", "TN"]
 
@@ -112,6 +113,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
 
     # --- run ------------------------------------------------------------------------------------
 
+    @releases_locals_on_error
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

@@ -14,7 +14,7 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
 from .. import pair_checks
 from ..engine import core_module
 from ..training_pair import write_pair_folder
-from .base import DeepCLAlgorithm, add_help, engine_errors, progress_to, raster_file
+from .base import DeepCLAlgorithm, add_help, engine_errors, progress_to, raster_file, releases_locals_on_error
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -138,6 +138,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
 
     # --- run ------------------------------------------------------------------------------------
 
+    @releases_locals_on_error
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

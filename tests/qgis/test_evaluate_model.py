@@ -1,6 +1,8 @@
 """deepcl:evaluatemodel: metrics against label rasters and polygons, and the model + pair mode."""
 from __future__ import annotations
 
+import gc
+
 import pytest
 from osgeo import gdal, ogr
 
@@ -59,3 +61,23 @@ def test_refuses_two_references_or_none(deepcl_provider, tmp_path):
     folder = pair("dsifn", "3_4")
     message = check_message(ALG, {"CHANGE": image(folder, "label")})
     assert "either as a label raster or as changed-area polygons" in message
+
+
+
+def test_a_cancelled_run_keeps_no_dataset_open(deepcl_provider, tmp_path):
+    """Processing keeps the exception a failed algorithm raised (after the run it is still alive):
+    the frames of its traceback must not keep the change map and the reference open. (QGIS's own
+    layers of the parameters may keep the files open a while longer; those are not the plugin's.)"""
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    folder = pair("levir", "test_77_0512_0256")
+    change, label = tmp_path / "change.png", tmp_path / "label.png"
+    change.write_bytes((folder / "label.png").read_bytes())  # any binary map will do
+    label.write_bytes((folder / "label.png").read_bytes())
+    feedback = QgsProcessingFeedback()
+    feedback.cancel()
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run(ALG, {"CHANGE": str(change), "REFERENCE": str(label)}, feedback)
+    gc.collect()
+    alive = {dataset.GetDescription() for dataset in gc.get_objects() if type(dataset) is gdal.Dataset}
+    assert not {str(change), str(label)} & alive
