@@ -63,7 +63,6 @@ def test_refuses_two_references_or_none(deepcl_provider, tmp_path):
     assert "either as a label raster or as changed-area polygons" in message
 
 
-
 def test_a_cancelled_run_keeps_no_dataset_open(deepcl_provider, tmp_path):
     """Processing keeps the exception a failed algorithm raised (after the run it is still alive):
     the frames of its traceback must not keep the change map and the reference open. (QGIS's own
