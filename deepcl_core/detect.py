@@ -37,8 +37,9 @@ LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
 NETWORK_MULTIPLE = 32  # the encoder's coarsest stride: tiles are padded to a multiple of it
 MAX_INPUT_SCALE = 4  # each step costs its square in network time; 3× already did worse than 2× (nantes)
-# Inputs whose decoded pixels fit this stay in GDAL's cache for the whole run (_block_dropping):
-# the 9 tile pairs of a 2,048² RGB pair (25 MB decoded) were read in ~55 instead of ~100 ms.
+# Inputs whose decoded pixels fit this stay in GDAL's cache for the whole run (_block_dropping), so
+# each block is decoded once (a 2,048² RGB pair is 25 MB decoded). End-to-end A/B: `python -m
+# benchmarks.pipeline_levers --size 2048 --tiles "" --only now`.
 KEEP_DECODED_BYTES = 64 * 1024 * 1024
 WRITE_BEHIND_DEPTH = 1  # tile rows of blending and writing queued behind the network (0: no thread)
 

@@ -14,8 +14,8 @@ memory kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does n
 Inside QGIS too. (It was left out there for a while: with QGIS in the process, test sessions ended
 in a double free or a segfault at exit. The cause was GDAL datasets kept alive by failed runs'
 exceptions, held from outside Python in the QGIS process, and closed only after QGIS had torn GDAL
-down; the setting only moved the freed memory about. Detection, training and evaluation now drop
-those frames' locals: ``errors.releases_locals_on_error``.)
+down; the setting only moved the freed memory about. The engine's entry points and the Processing
+algorithms now drop those frames' locals: ``errors.releases_locals_on_error``.)
 """
 from __future__ import annotations
 
