@@ -42,6 +42,10 @@ MAX_INPUT_SCALE = 4  # each step costs its square in network time; 3× already d
 # benchmarks.pipeline_levers --size 2048 --tiles "" --only now`.
 KEEP_DECODED_BYTES = 64 * 1024 * 1024
 WRITE_BEHIND_DEPTH = 1  # tile rows of blending and writing queued behind the network (0: no thread)
+# Bands of finished rows queued for compression and writing behind the blending (0: the blending
+# thread writes them itself). Beside a GPU one thread blending and writing in turn held the
+# network back (python -m benchmarks.gpu_levers, docs/benchmarks_gpu_e2e.md).
+FILE_WRITE_DEPTH = 1
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -208,24 +212,27 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
                 partial(_open_pair, before, after, options, bundle), threads, depth=2 * batch_size))
             # Blending and writing run behind the network in one thread, in order: the network (a
             # GPU above all) never waits for them. Closed before writer.abort runs.
+            files = stack.enter_context(WriteBehind(FILE_WRITE_DEPTH))
             behind = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
         else:  # in turn with the network: the before image in a helper thread, the after image here
             helper = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader"))
                       if threads > 1 else None)
             drop_blocks = _block_dropping(pair, threads=1)  # one handle per image, whichever thread uses it
             reader = (read(pair, position, drop_blocks=drop_blocks, helper=helper) for position in tiles.positions())
-            behind = stack.enter_context(WriteBehind(0))
+            files = behind = stack.enter_context(WriteBehind(0))
         for row_index, y in enumerate(rows):
-            for batch in _batches(reader, columns, batch_size):
+            for batch in _batches(reader, columns, budget.batch_size):
                 if is_cancelled():
                     raise Cancelled()
-                predictions = _predict_batch(network, batch, device, outputs.distance is not None, budget, scale)
+                predictions = _predict_batch(network, batch, device, outputs.distance is not None, budget, scale,
+                                             _even_batch_size(columns, budget.batch_size))
                 behind.submit(partial(_blend_batch, blender, tiles, batch, predictions))
                 done += len(batch)
                 report(done / len(tiles), f"tile {done} of {len(tiles)}")
             until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
-            behind.submit(partial(_write_rows, writer, specs, blender, until, threshold, counts))
+            behind.submit(partial(_finish_rows, files, writer, specs, blender, until, threshold, counts))
         behind.finish()
+        files.finish()
         if is_cancelled():
             raise Cancelled()
         writer.close()
@@ -350,34 +357,54 @@ def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBun
 
 
 def _batches(reader: Iterator[_Tile], count: int, size: int) -> Iterator[List[_Tile]]:
-    """The next ``count`` tiles of ``reader`` (one tile row) in batches of ``size``, taken as they
-    are needed, so that a row of a wide image is never held in memory at once."""
-    for start in range(0, count, size):
-        yield [next(reader) for _ in range(min(size, count - start))]
+    """The next ``count`` tiles of ``reader`` (one tile row) in batches of at most ``size``, as even
+    as they can be (12 tiles in batches of at most 8: 6 and 6, not 8 and 4), taken as they are
+    needed, so that a row of a wide image is never held in memory at once."""
+    even = _even_batch_size(count, size)
+    for start in range(0, count, even):
+        yield [next(reader) for _ in range(min(even, count - start))]
+
+
+def _even_batch_size(count: int, size: int) -> int:
+    """The batch size that splits ``count`` tiles into as few batches of at most ``size`` as
+    possible, all of one size but the last. cuDNN prepares its kernels for each new input shape the
+    first time it meets it (about 2 s for this network on an H100, docs/benchmarks_gpu_e2e.md): a
+    row's batches of 6 and 6, the last padded to it, meet one shape where 8 and 4 meet two."""
+    return -(-count // -(-count // size))
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.device, with_distance: bool,
-                   budget: "_MemoryBudget", scale: int) -> List[Optional[np.ndarray]]:
+                   budget: "_MemoryBudget", scale: int, shape_size: int) -> List[Optional[Tuple[np.ndarray, ...]]]:
     """The network's channels (probability[, distance]) for each tile of ``batch``; None for a tile
-    without a valid pixel, which is skipped."""
+    without a valid pixel, which is skipped. On CUDA the batch is padded to ``shape_size`` tiles so
+    that its shape is one cuDNN has met (:func:`_even_batch_size`)."""
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
-    predictions: List[Optional[np.ndarray]] = [None] * len(batch)
+    predictions: List[Optional[Tuple[np.ndarray, ...]]] = [None] * len(batch)
     if work:
-        probability, distance = _run_within_memory(network, _stacked([batch[i].before for i in work]),
-                                                   _stacked([batch[i].after for i in work]), device,
+        size = max(shape_size, len(work)) if device.type == "cuda" else len(work)
+        probability, distance = _run_within_memory(network, _stacked([batch[i].before for i in work], size, device),
+                                                   _stacked([batch[i].after for i in work], size, device), device,
                                                    with_distance, budget, scale)
         for k, i in enumerate(work):
-            predictions[i] = np.stack([probability[k], distance[k]]) if with_distance else probability[k:k + 1]
+            predictions[i] = (probability[k], distance[k]) if with_distance else (probability[k],)
     return predictions
 
 
-def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
-    """``np.stack``, without its copy for one array (a batch of one tile, as on the CPU)."""
-    return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
+def _stacked(arrays: List[np.ndarray], size: int, device: torch.device) -> np.ndarray:
+    """``arrays`` stacked into ``size`` slots (those after them zero). On CUDA in page-locked memory,
+    which the copy to the GPU reads directly (:func:`_to_device`); elsewhere without a copy for one
+    array (a batch of one tile, as on the CPU)."""
+    if device.type != "cuda":
+        return arrays[0][np.newaxis] if len(arrays) == 1 and size == 1 else np.stack(arrays)
+    # The array keeps the tensor, and so the page-locked block, alive (torch caches such blocks).
+    stacked = torch.empty((size, *arrays[0].shape), dtype=torch.float32, pin_memory=True).numpy()
+    np.stack(arrays, out=stacked[:len(arrays)])
+    stacked[len(arrays):] = 0.0
+    return stacked
 
 
 def _blend_batch(blender: RowBlender, tiles: TileGrid, batch: List[_Tile],
-                 predictions: List[Optional[np.ndarray]]) -> None:
+                 predictions: List[Optional[Tuple[np.ndarray, ...]]]) -> None:
     for tile, channels in zip(batch, predictions):
         if channels is None:
             blender.mark_valid(tile.valid, tile.x, tile.y)
@@ -425,7 +452,7 @@ def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     """On CUDA through page-locked memory: the copy is then a DMA that runs asynchronously (torch's
     pinned allocator keeps the buffer until it is done) instead of a staged, blocking one."""
     tensor = torch.from_numpy(array)
-    if device.type == "cuda":
+    if device.type == "cuda" and not tensor.is_pinned():
         tensor = tensor.pin_memory()
     return tensor.to(device, non_blocking=True)
 
@@ -489,6 +516,8 @@ def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.n
         probabilities.append(probability)
         distances.append(distance)
         start += size
+    if len(probabilities) == 1:  # the batch in one go, as nearly always: no copy
+        return probabilities[0], distances[0]
     return np.concatenate(probabilities), np.concatenate(distances) if with_distance else None
 
 
@@ -530,10 +559,11 @@ class _Counts:
             self.valid_m2 += float(valid_per_row @ areas)
 
 
-def _write_rows(writer: RasterOutputs, specs: List[RasterSpec], blender: RowBlender, until: int,
-                threshold: float, counts: _Counts) -> None:
-    """Write the blender's final rows, those above ``until``, finishing the maps in place in the
-    fresh arrays the blender hands over (no copies of a full-width band of rows)."""
+def _finish_rows(files: WriteBehind, writer: RasterOutputs, specs: List[RasterSpec], blender: RowBlender,
+                 until: int, threshold: float, counts: _Counts) -> None:
+    """The blender's final rows, those above ``until``, as maps finished in place in the fresh
+    arrays the blender hands over (no copies of a full-width band of rows), counted, and handed to
+    ``files`` to be written."""
     top, blended, valid = blender.flush(until)
     invalid = None if valid.all() else ~valid  # None: no nodata to mark (most rows of most images)
     confidence = blended[0]
@@ -544,10 +574,15 @@ def _write_rows(writer: RasterOutputs, specs: List[RasterSpec], blender: RowBlen
         np.copyto(confidence, FLOAT_NODATA, where=invalid)
         np.copyto(change, CHANGE_NODATA, where=invalid)
     counts.add(top, change, valid)
-    writer.write(specs[0].path, change, top)
-    writer.write(specs[1].path, confidence, top)
+    maps = [change, confidence]
     if len(specs) > 2:
         distance = blended[1]
         if invalid is not None:
             np.copyto(distance, FLOAT_NODATA, where=invalid)
-        writer.write(specs[2].path, distance, top)
+        maps.append(distance)
+    files.submit(partial(_write_maps, writer, specs, maps, top))
+
+
+def _write_maps(writer: RasterOutputs, specs: List[RasterSpec], maps: List[np.ndarray], top: int) -> None:
+    for spec, rows in zip(specs, maps):
+        writer.write(spec.path, rows, top)

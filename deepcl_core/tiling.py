@@ -3,7 +3,7 @@ so that memory depends on the image width and tile size, never on the image heig
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -85,10 +85,12 @@ class RowBlender:
         self.valid = np.zeros((tile_height, width), bool)
         self.top = 0  # image row held in buffer row 0
 
-    def add(self, values: np.ndarray, weights: np.ndarray, valid: np.ndarray, x: int, y: int) -> None:
+    def add(self, values: Sequence[np.ndarray], weights: np.ndarray, valid: np.ndarray, x: int, y: int) -> None:
+        """``values``: one (h, w) map per channel, or a (channels, h, w) array."""
         h, w = weights.shape
         r = y - self.top
-        self.sums[:, r:r + h, x:x + w] += values * weights
+        for channel, value in enumerate(values):
+            self.sums[channel, r:r + h, x:x + w] += value * weights
         self.weights[r:r + h, x:x + w] += weights
         self.valid[r:r + h, x:x + w] = valid
 

@@ -17,5 +17,7 @@ def test_each_run_kind_reports_its_figures(run, tmp_path, capsys):
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["run"] == run and record["size"] == 512
     assert record["seconds"] > 0 and record["tiles"] == 9  # 512² in 256² tiles, overlap 32: 3 × 3
+    if run == "pipeline":  # and a later run in the same process
+        assert record["later_seconds"] > 0
     if run == "compute":
         assert record["flops_per_tile"] > 0 and record["peak_gflops"] > 0

@@ -8,17 +8,18 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Optional
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 import pytest
 import torch
 from osgeo import gdal, ogr, osr
 
+from deepcl_core import detect
 from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs, _block_dropping, _decoded_bytes,
-                                _image_stretch, _open_pair, _read_tile, detect_changes)
+                                _even_batch_size, _image_stretch, _open_pair, _read_tile, detect_changes)
 from deepcl_core.errors import Cancelled, InputError, OutputError
-from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
+from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
 from deepcl_core.raster_io import choose_bands
 from deepcl_core.tiling import TileGrid
 
@@ -411,6 +412,27 @@ def test_failed_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path):
     assert list(out.iterdir()) == []
 
 
+@pytest.mark.parametrize("overlap_io", [False, True])
+def test_a_write_that_fails_fails_the_run_and_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch,
+                                                            overlap_io):
+    """In turn with the network, and from the thread that writes behind the blending thread: the
+    error reaches the caller as it was, no later row is written, and no file is left."""
+    write_now = RasterOutputs._write_now
+    calls = []
+
+    def disk_full_at_the_second_band(self, path, rows, y):
+        calls.append(y)
+        if len(calls) > 1:
+            raise OutputError(f"writing {path} failed: No space left on device (is the disk full?)")
+        write_now(self, path, rows, y)
+    monkeypatch.setattr(RasterOutputs, "_write_now", disk_full_at_the_second_band)
+    out = tmp_path / "out"
+    options = DetectOptions(tile_size=32, overlap=8, batch_size=2, device="cpu", io_threads=2, overlap_io=overlap_io)
+    with pytest.raises(OutputError, match="No space left"):
+        detect_changes(*oscd_mismatch_pair, outputs_in(out), options, model=tiny_model)
+    assert len(calls) == 2 and list(out.iterdir()) == []
+
+
 @needs_proc
 @pytest.mark.parametrize("failure", ["cancelled", "network error"])
 def test_a_failed_run_leaves_no_input_open(oscd_mismatch_pair, tiny_model, tmp_path, failure):
@@ -574,3 +596,60 @@ def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair
     large_pair = _open_pair(*large, DetectOptions(), tiny_model)
     assert _decoded_bytes(large_pair) == 2 * 3 * side * side > KEEP_DECODED_BYTES
     assert _block_dropping(large_pair, threads=1) == "row"
+
+
+@pytest.mark.parametrize("count, most, even", [(12, 8, 6), (13, 8, 7), (16, 8, 8), (9, 8, 5), (3, 8, 3), (5, 1, 1)])
+def test_a_row_of_tiles_is_cut_into_as_few_and_as_even_batches_as_can_be(count, most, even):
+    assert _even_batch_size(count, most) == even
+
+
+def batches_seen(monkeypatch) -> List[Tuple[int, bool]]:
+    """(tiles, page-locked) of every batch detection hands the network, from now on."""
+    seen = []
+    run_network = detect.run_network
+
+    def recording(network, before, after, device, *args, **kwargs):
+        seen.append((len(before), torch.from_numpy(before).is_pinned() if device.type == "cuda" else False))
+        return run_network(network, before, after, device, *args, **kwargs)
+    monkeypatch.setattr(detect, "run_network", recording)
+    return seen
+
+
+NODATA_COLUMNS = (0, 70)  # in the after image: the first two tile columns hold no valid pixel
+
+
+def pair_with_empty_tiles(pair, folder: Path) -> Tuple[Path, Path]:
+    before, after = pair
+    return before, as_reflectance(after, folder / "after.tif", nan_block=((0, 160), NODATA_COLUMNS))
+
+
+def test_each_row_runs_in_even_batches(same_grid_pair, tiny_model, tmp_path, monkeypatch):
+    """192 px wide in tiles of 32 overlapping by 8: 8 tiles a row, at most 6 a batch: 4 and 4. The
+    tiles without a valid pixel are skipped on the CPU, so the first batch of each row is smaller."""
+    seen = batches_seen(monkeypatch)
+    options = DetectOptions(tile_size=32, overlap=8, batch_size=6, device="cpu")
+    result = detect_changes(*same_grid_pair, outputs_in(tmp_path / "full"), options, model=tiny_model)
+    assert result.tiles == 8 * 7 and [tiles for tiles, _ in seen] == [4, 4] * 7
+    seen.clear()
+    detect_changes(*pair_with_empty_tiles(same_grid_pair, tmp_path), outputs_in(tmp_path / "empty"), options,
+                   model=tiny_model)
+    assert [tiles for tiles, _ in seen] == [2, 4] * 7  # the tiles at x = 0 and 24 hold only NaN
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_every_batch_has_one_shape_in_page_locked_memory(same_grid_pair, tiny_model, tmp_path,
+                                                                 monkeypatch):
+    """Short batches, the last of a row or one that lost its empty tiles, are padded to the row's
+    batch size (cuDNN prepares each new shape once, slowly), stacked in page-locked memory (the copy
+    to the GPU reads it directly); the results are the CPU's, within TF32 convolutions' rounding."""
+    pair = pair_with_empty_tiles(same_grid_pair, tmp_path)
+    options = dict(tile_size=32, overlap=8, batch_size=6, precision="fp32")
+    seen = batches_seen(monkeypatch)
+    on_gpu = detect_changes(*pair, outputs_in(tmp_path / "cuda"), DetectOptions(device="cuda", **options),
+                            model=tiny_model)
+    assert seen == [(4, True)] * 14
+    on_cpu = detect_changes(*pair, outputs_in(tmp_path / "cpu"), DetectOptions(device="cpu", **options),
+                            model=tiny_model)
+    gpu, cpu = (read_raster(result.outputs.confidence).values for result in (on_gpu, on_cpu))
+    np.testing.assert_array_equal(gpu == FLOAT_NODATA, cpu == FLOAT_NODATA)
+    np.testing.assert_allclose(gpu, cpu, atol=1e-2)

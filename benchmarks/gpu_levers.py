@@ -1,0 +1,218 @@
+"""Why the pipeline beside a GPU runs far below both its compute and its I/O bound, and which lever
+helps: ``detect_changes`` on CUDA, in one process (CUDA and cuDNN warm, as in QGIS after the first
+run), variants interleaved round after round, with where the main thread (the one that feeds the
+GPU) spends its time.
+
+    python -m benchmarks.gpu_levers [--size 8192] [--rounds 2] [--only "now,graph"]
+
+Variants: detection as it is; the blending thread writing the files itself; freed memory handed
+back at once (``deepcl_core.heap`` off); Python's GIL switch interval lowered; fewer I/O threads;
+one torch thread; the network replayed as a CUDA graph (one launch per batch instead of hundreds);
+and the I/O alone (the network replaced by a stand-in that costs nothing) with several thread
+counts. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
+Indicative, not a timed test; needs a CUDA device.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from contextlib import ExitStack, contextmanager, nullcontext
+from pathlib import Path
+from typing import Callable, Dict, Iterator, List, Optional
+from unittest import mock
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import deepcl_core.detect as detect
+from benchmarks.compute import benchmark_bundle
+from benchmarks.pairs import generate_pair
+from deepcl_core.tile_reader import TileReader
+from deepcl_core.write_behind import WriteBehind
+
+ROOT = Path(__file__).resolve().parents[1]
+# Where the main thread's time goes: these are called from it alone.
+MAIN_THREAD_PARTS = {"waiting for tiles": (TileReader, "__next__"), "stacking tiles": (detect, "_stacked"),
+                     "network (copies, launches, waiting for the GPU)": (detect, "_run_within_memory"),
+                     "handing rows to the writer": (WriteBehind, "submit"),
+                     "waiting for the writer at the end": (WriteBehind, "finish"),
+                     "statistics and network set-up": (detect, "_statistics_and_network")}
+
+
+@contextmanager
+def main_thread_timed(totals: Dict[str, float]) -> Iterator[None]:
+    main = threading.get_ident()
+    with ExitStack() as stack:
+        for label, (owner, name) in MAIN_THREAD_PARTS.items():
+            original = getattr(owner, name)
+
+            def timed(*args, _original=original, _label=label, **kwargs):
+                started = time.perf_counter()
+                try:
+                    return _original(*args, **kwargs)
+                finally:
+                    if threading.get_ident() == main:
+                        totals[_label] += time.perf_counter() - started
+            stack.enter_context(mock.patch.object(owner, name, timed))
+        yield
+
+
+def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
+    probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
+    return probability, probability if with_distance else None
+
+
+def graphed_run_network() -> Callable:
+    """``run_network`` for tiles of a multiple of 32 px at scale 1, each batch shape captured once as
+    a CUDA graph (inputs copied into its static buffers, one replay, outputs copied out)."""
+    graphs: Dict[tuple, tuple] = {}
+
+    def maps(network, x1: torch.Tensor, x2: torch.Tensor, with_distance: bool):
+        output = network(x1, x2)
+        probability = torch.sigmoid(output.logit.float())[:, 0]
+        distance = (F.interpolate(output.finest_distance.float(), size=x1.shape[-2:], mode="bilinear",
+                                  align_corners=False)[:, 0] if with_distance else None)
+        return probability, distance
+
+    def run(network, before: np.ndarray, after: np.ndarray, device, with_distance: bool = True, scale: int = 1):
+        assert scale == 1 and before.shape[-1] % 32 == 0 and before.shape[-2] % 32 == 0
+        key = (id(network), before.shape, with_distance)
+        with torch.inference_mode():
+            if key not in graphs:
+                x1 = torch.empty(before.shape, dtype=torch.float32, device=device)
+                x2 = torch.empty_like(x1)
+                side = torch.cuda.Stream()
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        maps(network, x1, x2, with_distance)
+                torch.cuda.current_stream().wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                with torch.cuda.graph(graph):
+                    outputs = maps(network, x1, x2, with_distance)
+                graphs[key] = (graph, x1, x2, outputs)
+            graph, x1, x2, (probability, distance) = graphs[key]
+            x1.copy_(torch.from_numpy(before).pin_memory(), non_blocking=True)
+            x2.copy_(torch.from_numpy(after).pin_memory(), non_blocking=True)
+            graph.replay()
+            return probability.cpu().numpy(), distance.cpu().numpy() if with_distance else None
+
+    return run
+
+
+@contextmanager
+def switch_interval(seconds: float) -> Iterator[None]:
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(seconds)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def variants(graphed: Callable) -> Dict[str, tuple]:
+    """name → (I/O threads or None, context manager factory)."""
+    network_as_graph = lambda: mock.patch.object(detect, "run_network", graphed)  # noqa: E731
+    io_alone = lambda: mock.patch.object(detect, "run_network", stand_in)  # noqa: E731
+    return {
+        "now": (None, ExitStack),
+        "blending thread writes the files itself": (None, lambda: mock.patch.object(detect, "FILE_WRITE_DEPTH", 0)),
+        "freed memory handed back at once": (None, lambda: mock.patch.object(detect, "freed_memory_kept", nullcontext)),
+        "GIL switch interval 0.2 ms instead of 5": (None, lambda: switch_interval(2e-4)),
+        "8 I/O threads": (8, ExitStack),
+        "4 I/O threads": (4, ExitStack),
+        "one torch thread": (None, lambda: torch_threads(1)),
+        "network as a CUDA graph": (None, network_as_graph),
+        "network as a CUDA graph, 8 I/O threads": (8, network_as_graph),
+        "I/O alone": (None, io_alone),
+        "I/O alone, 8 I/O threads": (8, io_alone),
+        "I/O alone, 4 I/O threads": (4, io_alone),
+    }
+
+
+def peak_rss_reset() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # 5: reset the peak resident set size
+
+
+def peak_rss_mb() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def run_once(before: Path, after: Path, bundle, folder: Path, device: str, threads: Optional[int],
+             context: Callable, totals: Dict[str, float]) -> float:
+    with ExitStack() as stack, tempfile.TemporaryDirectory(dir=folder) as out:
+        stack.enter_context(context())
+        stack.enter_context(main_thread_timed(totals))
+        outputs = detect.DetectOutputs(Path(out) / "change.tif", Path(out) / "confidence.tif")
+        options = detect.DetectOptions(device=device, io_threads=threads, overlap_io=True)
+        peak_rss_reset()
+        started = time.perf_counter()
+        detect.detect_changes(before, after, outputs, options, model=bundle)
+        seconds = time.perf_counter() - started
+        totals["peak RSS (MB)"] = max(totals["peak RSS (MB)"], peak_rss_mb())
+        return seconds
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_levers", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=8192)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    parser.add_argument("--device", default="cuda", help="cuda; cpu only to try the script itself")
+    parser.add_argument("--only", default="", help="comma-separated parts of variant names: run only those")
+    args = parser.parse_args(argv)
+    logging.getLogger("deepcl_core").setLevel(logging.ERROR)
+    before, after = generate_pair(args.size, args.cache)
+    bundle, what = benchmark_bundle()
+    chosen = variants(graphed_run_network())
+    wanted = [part.strip() for part in args.only.split(",") if part.strip()]
+    if wanted:
+        chosen = {name: v for name, v in chosen.items() if any(part in name for part in wanted)}
+    seconds: Dict[str, List[float]] = {name: [] for name in chosen}
+    parts: Dict[str, Dict[str, float]] = {name: defaultdict(float) for name in chosen}
+    run_once(before, after, bundle, args.cache, args.device, None, ExitStack, defaultdict(float))  # warm-up: CUDA, cuDNN, files
+    for index in range(args.rounds):
+        order = list(chosen.items())
+        for name, (threads, context) in order if index % 2 == 0 else reversed(order):
+            try:
+                seconds[name].append(run_once(before, after, bundle, args.cache, args.device, threads, context,
+                                              parts[name]))
+            except Exception as error:  # one broken variant must not cost the others' figures
+                print(f"  {name}: failed: {error!r}", flush=True)
+                continue
+            print(f"  {name}: {seconds[name][-1]:.2f} s", flush=True)
+    megapixels = args.size ** 2 / 1e6
+    card = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
+    print(f"\n{args.size}² pair on {card}, {what}; median of {args.rounds} interleaved "
+          "rounds in one process; main thread's time per run (mean)\n")
+    print("| variant | seconds | MP/s | peak RSS (MB) | " + " | ".join(MAIN_THREAD_PARTS) + " |")
+    print("|---|---:|---:|---:|" + "---:|" * len(MAIN_THREAD_PARTS))
+    for name, times in ((name, times) for name, times in seconds.items() if times):
+        median = statistics.median(times)
+        shares = " | ".join(f"{parts[name][label] / len(times):.2f}" for label in MAIN_THREAD_PARTS)
+        print(f"| {name} | {median:.2f} | {megapixels / median:.1f} | {parts[name]['peak RSS (MB)']:.0f} | {shares} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
