@@ -245,7 +245,7 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         "outputs written at the end. *network alone*: real tiles already in memory, same batch and precision, "
         "extrapolated to the image's tiles. *I/O alone*: the pipeline with the network replaced by a stand-in "
         "that costs nothing, reading and compressing in the background threads detection uses beside a GPU (one "
-        "per core, up to 16). *OTB MAD*: `otbcli_MultivariateAlterationDetector` file to file.",
+        "per core, up to 4). *OTB MAD*: `otbcli_MultivariateAlterationDetector` file to file.",
         "- *efficiency*: network-alone time / end-to-end time. *GFLOP/s*: the network's counted FLOPs "
         "(`torch.utils.flop_counter`) over all tiles / time. *peak RSS*: that run's own process (`ru_maxrss`).",
         "",

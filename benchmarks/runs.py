@@ -67,7 +67,7 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
         started = time.perf_counter()
         result = detect_changes(before, after, outputs, options, model=bundle)
     return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device,
-            "io_threads": io_threads()}
+            "io_threads": io_threads(beside_accelerator=True)}
 
 
 def run_naive(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:

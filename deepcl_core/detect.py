@@ -43,8 +43,8 @@ MAX_INPUT_SCALE = 4  # each step costs its square in network time; 3× already d
 KEEP_DECODED_BYTES = 64 * 1024 * 1024
 WRITE_BEHIND_DEPTH = 1  # tile rows of blending and writing queued behind the network (0: no thread)
 # Bands of finished rows queued for compression and writing behind the blending (0: the blending
-# thread writes them itself). Beside a GPU one thread blending and writing in turn held the
-# network back (python -m benchmarks.gpu_levers, docs/benchmarks_gpu_e2e.md).
+# thread writes them itself). Beside an H100, 8,192²: 1.56 s against 1.68 s (`python -m
+# benchmarks.gpu_levers`, docs/benchmarks_gpu_e2e.md).
 FILE_WRITE_DEPTH = 1
 
 ProgressCallback = Callable[[float, str], None]
@@ -65,7 +65,7 @@ class DetectOptions:
     batch_size: Optional[int] = None  # None: the device's (model/inference.default_batch_size)
     device: str = "auto"
     precision: str = "auto"  # "auto": fp16 on CUDA, else fp32; "fp32"; "bf16" (opt-in, see autocast_dtype)
-    io_threads: Optional[int] = None  # readers, and compressors; None: every core (model/inference.io_threads)
+    io_threads: Optional[int] = None  # readers, and compressors; None: model/inference.io_threads
     overlap_io: Optional[bool] = None  # read and write while the network runs; None: the device's (overlaps_io)
     compression: str = DEFAULT_COMPRESSION  # of the output GeoTIFFs: "zstd" or "deflate" (for older readers)
     min_area: float = 0.0  # for polygons: m² (pixels when not georeferenced)
@@ -195,8 +195,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     with ExitStack() as stack:
         stack.enter_context(freed_memory_kept())
         stack.enter_context(torch_threads(inference_threads(device)))
-        threads = options.io_threads or io_threads()
         in_background = overlaps_io(device) if options.overlap_io is None else options.overlap_io
+        threads = options.io_threads or io_threads(in_background)
         writer = RasterOutputs(specs, grid, compression_threads=threads, compression=options.compression)
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "

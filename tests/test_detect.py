@@ -16,6 +16,7 @@ import torch
 from osgeo import gdal, ogr, osr
 
 from deepcl_core import detect
+from deepcl_core.model import inference
 from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs, _block_dropping, _decoded_bytes,
                                 _even_batch_size, _image_stretch, _open_pair, _read_tile, detect_changes)
 from deepcl_core.errors import Cancelled, InputError, OutputError
@@ -553,6 +554,17 @@ def test_the_cpu_reads_and_writes_in_turn_with_the_network(oscd_mismatch_pair, t
                    model=tiny_model)
     assert ("deepcl-writer" in seen) == background_threads
     assert any(name.startswith("deepcl-reader") for name in seen)  # the helper reading the before image, or the readers
+
+
+def test_beside_an_accelerator_at_most_four_threads_read(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch):
+    """On a 16-core machine, 4 readers beside the GPU, not 16 (more ran slower on an H100's host)."""
+    monkeypatch.setattr(inference, "available_cores", lambda: 16)
+    readers = set()
+    options = DetectOptions(tile_size=32, overlap=8, batch_size=4, device="cpu", overlap_io=True)
+    detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path), options, model=tiny_model,
+                   progress=lambda fraction, message: readers.update(
+                       t.name for t in threading.enumerate() if t.name.startswith("deepcl-reader")))
+    assert len(readers) == 4
 
 
 def test_deflate_outputs_hold_the_same_values(oscd_run, tiny_model, tmp_path):

@@ -133,18 +133,22 @@ def overlaps_io(device: torch.device) -> bool:
     return device.type != "cpu"
 
 
-# Each reader thread holds tiles in flight (14 MB per pair of 768² tiles) and GDAL handles. On the
-# 2-core development machine the I/O bound row of `make bench` measured 14 megapixels per second
-# with 2 threads at 8,192²: if that scales, 100 (the GPU target) needs about 14 cores, not more.
-MAX_IO_THREADS = 16
+# Each reader thread holds tiles in flight (14 MB per pair of 768² tiles) and GDAL handles. Beside an
+# H100 with 16 cores, 4 threads ran detection faster than 16 (8,192²: 1.39 against 1.56 s; 2,048²:
+# 0.24 against 0.34 s; a later run in the process, `python -m benchmarks.gpu_levers`,
+# docs/benchmarks_gpu_e2e.md) and held less memory: the serial steps (statistics, stacking,
+# blending) set the pace there, and more threads add only contention.
+MAX_IO_THREADS_BESIDE_ACCELERATOR = 4
+MAX_IO_THREADS = 16  # compressing in turn with the network on the CPU: every core helps
 
 
-def io_threads() -> int:
+def io_threads(beside_accelerator: bool) -> int:
     """Threads that read and normalise tiles, and that compress output blocks: every core, up to
-    :data:`MAX_IO_THREADS`. Beside an accelerator they work while it computes (decoding,
-    normalising and compressing on one core would hold it back: the I/O bound row of the
-    benchmark); on the CPU they work between the network's turns (:func:`overlaps_io`)."""
-    return min(available_cores(), MAX_IO_THREADS)
+    :data:`MAX_IO_THREADS_BESIDE_ACCELERATOR` when they work while an accelerator computes
+    (decoding, normalising and compressing on one core would hold it back), up to
+    :data:`MAX_IO_THREADS` when they work between the network's turns on the CPU
+    (:func:`overlaps_io`)."""
+    return min(available_cores(), MAX_IO_THREADS_BESIDE_ACCELERATOR if beside_accelerator else MAX_IO_THREADS)
 
 
 def available_cores() -> int:
