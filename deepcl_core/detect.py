@@ -210,8 +210,9 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             reader: Iterator[_Tile] = stack.enter_context(TileReader(
                 partial(read, drop_blocks=_block_dropping(pair, threads)), tiles.positions(), pair,
                 partial(_open_pair, before, after, options, bundle), threads, depth=2 * batch_size))
-            # Blending and writing run behind the network in one thread, in order: the network (a
-            # GPU above all) never waits for them. Closed before writer.abort runs.
+            # Blending runs behind the network in one thread, in order, and compressing and writing
+            # the finished rows behind the blending in another: the network (a GPU above all) never
+            # waits for them. Both closed, the blending first, before writer.abort runs.
             files = stack.enter_context(WriteBehind(FILE_WRITE_DEPTH))
             behind = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
         else:  # in turn with the network: the before image in a helper thread, the after image here
@@ -391,11 +392,11 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.d
 
 
 def _stacked(arrays: List[np.ndarray], size: int, device: torch.device) -> np.ndarray:
-    """``arrays`` stacked into ``size`` slots (those after them zero). On CUDA in page-locked memory,
-    which the copy to the GPU reads directly (:func:`_to_device`); elsewhere without a copy for one
-    array (a batch of one tile, as on the CPU)."""
+    """``arrays`` stacked. On CUDA into ``size`` slots (those after them zero) of page-locked memory,
+    which the copy to the GPU reads directly (:func:`_to_device`); elsewhere as they are, without a
+    copy for one array (a batch of one tile, as on the CPU)."""
     if device.type != "cuda":
-        return arrays[0][np.newaxis] if len(arrays) == 1 and size == 1 else np.stack(arrays)
+        return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
     # The array keeps the tensor, and so the page-locked block, alive (torch caches such blocks).
     stacked = torch.empty((size, *arrays[0].shape), dtype=torch.float32, pin_memory=True).numpy()
     np.stack(arrays, out=stacked[:len(arrays)])
