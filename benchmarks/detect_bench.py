@@ -182,7 +182,8 @@ def verdicts(records: List[Dict]) -> List[str]:
                 ok = r["vs_naive"] >= TARGET_SPEEDUP
                 parts.append(f"{r['vs_naive']:.2f}× the naive baseline ({'meets' if ok else 'MISSES'} ≥ {TARGET_SPEEDUP}×)")
             if parts:
-                lines.append(f"- {r['device']}, {r['size']:,}², {LABELS[r['run']].split(', ')[1]}: " + "; ".join(parts) + ".")
+                which = LABELS[r["run"]].split(", ")[1]  # first run, a later run
+                lines.append(f"- {r['device']}, {r['size']:,}², {which}: " + "; ".join(parts) + ".")
         pipeline = {r["size"]: r for r in records if r["run"] == "pipeline" and device_kind(r) == kind}
         if len(pipeline) >= 2:
             small, large = pipeline[min(pipeline)], pipeline[max(pipeline)]

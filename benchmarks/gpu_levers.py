@@ -34,6 +34,7 @@ import torch.nn.functional as F
 import deepcl_core.detect as detect
 from benchmarks.compute import benchmark_bundle
 from benchmarks.pairs import generate_pair
+from deepcl_core.model.inference import torch_threads
 from deepcl_core.tile_reader import TileReader
 from deepcl_core.write_behind import WriteBehind
 
@@ -117,16 +118,6 @@ def switch_interval(seconds: float) -> Iterator[None]:
         sys.setswitchinterval(previous)
 
 
-@contextmanager
-def torch_threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
 def variants(graphed: Callable) -> Dict[str, tuple]:
     """name → (I/O threads or None, context manager factory)."""
     network_as_graph = lambda: mock.patch.object(detect, "run_network", graphed)  # noqa: E731
@@ -190,7 +181,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         chosen = {name: v for name, v in chosen.items() if any(part in name for part in wanted)}
     seconds: Dict[str, List[float]] = {name: [] for name in chosen}
     parts: Dict[str, Dict[str, float]] = {name: defaultdict(float) for name in chosen}
-    run_once(before, after, bundle, args.cache, args.device, None, ExitStack, defaultdict(float))  # warm-up: CUDA, cuDNN, files
+    # A warm-up run first: CUDA, cuDNN and the page cache ready for every variant alike.
+    run_once(before, after, bundle, args.cache, args.device, None, ExitStack, defaultdict(float))
     for index in range(args.rounds):
         order = list(chosen.items())
         for name, (threads, context) in order if index % 2 == 0 else reversed(order):
