@@ -128,10 +128,12 @@ def derive(records: List[Dict]) -> None:
 
 
 def table(records: List[Dict]) -> str:
-    lines = ["| size (px) | device | run | tiles | seconds | megapixels/s | vs naive | efficiency | GFLOP/s | peak RSS (MB) |",
+    lines = ["| size (px) | device | run | tiles | seconds | megapixels/s | vs naive | efficiency | GFLOP/s "
+             "| peak RSS (MB) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
-        lines.append(f"| {r['size']:,}² | {r['device']} | {LABELS[r['run']]} | {r['tiles'] or '–'} | {r['seconds']:.1f} | "
+        lines.append(f"| {r['size']:,}² | {r['device']} | {LABELS[r['run']]} | {r['tiles'] or '–'} | "
+                     f"{r['seconds']:.1f} | "
                      f"{r['megapixels_per_s']:.3f} | {_ratio(r.get('vs_naive'))} | {_fraction(r.get('efficiency'))} | "
                      f"{_number(r.get('gflops'))} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
@@ -159,12 +161,14 @@ def limits(records: List[Dict], tile: int) -> List[str]:
         c = compute[-1]
         per_mp = c["flops_per_tile"] / (tile * tile / 1e6) / 1e9
         best = max(r["gflops"] for r in compute)
-        lines.append(f"- {c['device']}: the network costs {c['flops_per_tile'] / 1e9:.1f} GFLOP per pair of {tile}² tiles "
+        lines.append(f"- {c['device']}: the network costs {c['flops_per_tile'] / 1e9:.1f} GFLOP per pair of "
+                     f"{tile}² tiles "
                      f"({per_mp:.1f} GFLOP per tile megapixel; overlap adds more per image megapixel); machine peak "
                      f"{c['peak_gflops']:.0f} GFLOP/s ({c['peak_what']}, {c['threads']} threads); the network alone "
                      f"reaches {best:.1f} GFLOP/s, {best / c['peak_gflops']:.1%} of that peak.")
     for r in [r for r in records if r["run"] == "io"]:
-        lines.append(f"- I/O alone, {r['size']:,}², {r['io_threads']} threads: {r['megapixels_per_s']:.1f} MP/s, the most "
+        lines.append(f"- I/O alone, {r['size']:,}², {r['io_threads']} threads: {r['megapixels_per_s']:.1f} MP/s, "
+                     "the most "
                      f"this machine's reading, normalising, blending and writing let any network reach "
                      f"(the GPU target is {GPU_TARGET_MP_S} MP/s at 8,192²).")
     return lines
@@ -177,10 +181,12 @@ def verdicts(records: List[Dict]) -> List[str]:
             parts = []
             if r.get("efficiency") is not None:
                 ok = r["efficiency"] >= TARGET_EFFICIENCY[kind]
-                parts.append(f"efficiency {r['efficiency']:.2f} ({'meets' if ok else 'MISSES'} ≥ {TARGET_EFFICIENCY[kind]})")
+                parts.append(f"efficiency {r['efficiency']:.2f} "
+                             f"({'meets' if ok else 'MISSES'} ≥ {TARGET_EFFICIENCY[kind]})")
             if r.get("vs_naive") is not None:
                 ok = r["vs_naive"] >= TARGET_SPEEDUP
-                parts.append(f"{r['vs_naive']:.2f}× the naive baseline ({'meets' if ok else 'MISSES'} ≥ {TARGET_SPEEDUP}×)")
+                parts.append(f"{r['vs_naive']:.2f}× the naive baseline "
+                             f"({'meets' if ok else 'MISSES'} ≥ {TARGET_SPEEDUP}×)")
             if parts:
                 which = LABELS[r["run"]].split(", ")[1]  # first run, a later run
                 lines.append(f"- {r['device']}, {r['size']:,}², {which}: " + "; ".join(parts) + ".")
@@ -190,7 +196,8 @@ def verdicts(records: List[Dict]) -> List[str]:
             ratio = large["peak_rss_mb"] / small["peak_rss_mb"]
             verdict = "within" if ratio <= TARGET_MEMORY_RATIO else "NOT within"
             lines.append(f"- {kind} peak memory {large['size']}² / {small['size']}²: {ratio:.2f}× ({verdict} the "
-                         f"{TARGET_MEMORY_RATIO}× bound) for {large['size'] ** 2 / small['size'] ** 2:.0f}× the pixels.")
+                         f"{TARGET_MEMORY_RATIO}× bound) for {large['size'] ** 2 / small['size'] ** 2:.0f}× "
+                         "the pixels.")
     return lines
 
 
@@ -259,7 +266,8 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.detect_bench", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--sizes", default="2048,8192", help="image sizes in pixels, comma-separated (default 2048,8192)")
+    parser.add_argument("--sizes", default="2048,8192",
+                        help="image sizes in pixels, comma-separated (default 2048,8192)")
     parser.add_argument("--devices", default="cpu,cuda", help="cpu and/or cuda; cuda is skipped when absent")
     parser.add_argument("--runs", default=",".join(RUNS + ("otb",)), help="which runs (default: all)")
     parser.add_argument("--tile", type=int, default=768)
@@ -267,7 +275,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=0, help="0: the device's default, as detection")
     parser.add_argument("--repeats", type=int, default=3, help="runs per row, median kept (default 3)")
     parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 elsewhere), fp32 or bf16")
-    parser.add_argument("--model", type=Path, help="model file; default: the bundled model, else MobileNetV2 + ImageNet")
+    parser.add_argument("--model", type=Path,
+                        help="model file; default: the bundled model, else MobileNetV2 + ImageNet")
     parser.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help="where the generated pairs are kept")
     parser.add_argument("--report", type=Path, default=DEFAULT_REPORT, help="Markdown file for the table")
     parser.add_argument("--no-report", action="store_true", help="print only; do not write the Markdown file")
@@ -282,7 +291,8 @@ def _precisions(precision: str) -> str:
 
     from deepcl_core.model.inference import autocast_dtype, precision_name
 
-    return ", ".join(f"{precision_name(autocast_dtype(torch.device(d), precision))} on {d.upper() if d == 'cpu' else 'CUDA'}"
+    return ", ".join(f"{precision_name(autocast_dtype(torch.device(d), precision))} on "
+                     f"{d.upper() if d == 'cpu' else 'CUDA'}"
                      for d in ("cpu", "cuda"))
 
 

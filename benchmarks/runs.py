@@ -98,7 +98,8 @@ def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, fol
     peak, peak_what = matmul_peak(device, args.precision)
     return {"seconds": per_tile * tiles, "tiles": tiles, "device": describe_device(device),
             "flops_per_tile": flops_per_tile(bundle, options.tile_size, tiles_b.shape[1]),
-            "peak_gflops": peak, "peak_what": peak_what, "threads": inference_threads(device) or torch.get_num_threads()}
+            "peak_gflops": peak, "peak_what": peak_what,
+            "threads": inference_threads(device) or torch.get_num_threads()}
 
 
 def detect_options(args: argparse.Namespace):
