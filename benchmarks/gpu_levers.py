@@ -6,10 +6,11 @@ GPU) spends its time.
     python -m benchmarks.gpu_levers [--size 8192] [--rounds 2] [--only "now,graph"]
 
 Variants: detection as it is; the blending thread writing the files itself; freed memory handed
-back at once (``deepcl_core.heap`` off); Python's GIL switch interval lowered; fewer I/O threads;
-one torch thread; the network replayed as a CUDA graph (one launch per batch instead of hundreds);
-and the I/O alone (the network replaced by a stand-in that costs nothing) with several thread
-counts. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
+back at once (``deepcl_core.heap`` off); the tiles copied into each batch by the main thread;
+Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
+replayed as a CUDA graph (one launch per batch instead of hundreds); and the I/O alone (the network
+replaced by a stand-in that costs nothing) with several thread counts. Peak RSS per variant from
+the kernel's high-water mark, reset before each run (Linux).
 Indicative, not a timed test; needs a CUDA device.
 """
 from __future__ import annotations
@@ -34,13 +35,15 @@ import torch.nn.functional as F
 import deepcl_core.detect as detect
 from benchmarks.compute import benchmark_bundle
 from benchmarks.pairs import generate_pair
+from deepcl_core.batches import batch_array
 from deepcl_core.model.inference import torch_threads
 from deepcl_core.tile_reader import TileReader
 from deepcl_core.write_behind import WriteBehind
 
 ROOT = Path(__file__).resolve().parents[1]
 # Where the main thread's time goes: these are called from it alone.
-MAIN_THREAD_PARTS = {"waiting for tiles": (TileReader, "__next__"), "stacking tiles": (detect, "_stacked"),
+MAIN_THREAD_PARTS = {"waiting for tiles": (TileReader, "__next__"),
+                     "a batch: inputs and network": (detect, "_predict_batch"),
                      "network (copies, launches, waiting for the GPU)": (detect, "_run_within_memory"),
                      "handing rows to the writer": (WriteBehind, "submit"),
                      "waiting for the writer at the end": (WriteBehind, "finish"),
@@ -63,6 +66,18 @@ def main_thread_timed(totals: Dict[str, float]) -> Iterator[None]:
                         totals[_label] += time.perf_counter() - started
             stack.enter_context(mock.patch.object(owner, name, timed))
         yield
+
+
+def copied_inputs(predict_batch: Callable) -> Callable:
+    """``_predict_batch`` given a copy of the readers' batch arrays, made by the main thread into
+    fresh (page-locked, on CUDA) ones: the tiles stacked by the main thread, as before the readers
+    normalised straight into the batch."""
+    def predict(network, batch, inputs, device, *args):
+        copies = tuple(batch_array(len(array), array.shape[1:], device) for array in inputs)
+        for copy, array in zip(copies, inputs):
+            np.copyto(copy, array)
+        return predict_batch(network, batch, copies, device, *args)
+    return predict
 
 
 def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
@@ -126,7 +141,10 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
         "now": (None, ExitStack),
         "blending thread writes the files itself": (None, lambda: mock.patch.object(detect, "FILE_WRITE_DEPTH", 0)),
         "freed memory handed back at once": (None, lambda: mock.patch.object(detect, "freed_memory_kept", nullcontext)),
+        "tiles copied into the batch by the main thread": (
+            None, lambda: mock.patch.object(detect, "_predict_batch", copied_inputs(detect._predict_batch))),
         "GIL switch interval 0.2 ms instead of 5": (None, lambda: switch_interval(2e-4)),
+        "16 I/O threads": (16, ExitStack),
         "8 I/O threads": (8, ExitStack),
         "4 I/O threads": (4, ExitStack),
         "one torch thread": (None, lambda: torch_threads(1)),
@@ -134,7 +152,7 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
         "network as a CUDA graph, 8 I/O threads": (8, network_as_graph),
         "I/O alone": (None, io_alone),
         "I/O alone, 8 I/O threads": (8, io_alone),
-        "I/O alone, 4 I/O threads": (4, io_alone),
+        "I/O alone, 16 I/O threads": (16, io_alone),
     }
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from osgeo import gdal
 
 from .area import ground_pixel_size, pixel_area_by_row
+from .batches import BatchSlots, batch_plan
 from .device import describe_device, resolve_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError, releases_locals_on_error
 from .heap import freed_memory_kept
@@ -192,6 +193,10 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     batch_size = options.batch_size or default_batch_size(device)
     budget = _MemoryBudget(batch_size, max(tiles.tile_width, tiles.tile_height),
                            notify=lambda message: report(done / len(tiles), message))
+    plan = batch_plan(tiles, batch_size)
+    # On CUDA every batch is padded to the first's size: one shape for cuDNN (batches.even_batch_size).
+    slots = BatchSlots(plan, (len(pair.bands_before), len(pair.bands_after)), (tiles.tile_height, tiles.tile_width),
+                       device, pad_to=len(plan[0][1]) if device.type == "cuda" else 0)
     with ExitStack() as stack:
         stack.enter_context(freed_memory_kept())
         stack.enter_context(torch_threads(inference_threads(device)))
@@ -205,7 +210,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
         rows = tiles.rows()
         columns = len(tiles.columns())
-        read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle)
+        read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, into=slots.slot)
         if in_background:
             reader: Iterator[_Tile] = stack.enter_context(TileReader(
                 partial(read, drop_blocks=_block_dropping(pair, threads)), tiles.positions(), pair,
@@ -221,17 +226,18 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             drop_blocks = _block_dropping(pair, threads=1)  # one handle per image, whichever thread uses it
             reader = (read(pair, position, drop_blocks=drop_blocks, helper=helper) for position in tiles.positions())
             files = behind = stack.enter_context(WriteBehind(0))
-        for row_index, y in enumerate(rows):
-            for batch in _batches(reader, columns, budget.batch_size):
-                if is_cancelled():
-                    raise Cancelled()
-                predictions = _predict_batch(network, batch, device, outputs.distance is not None, budget, scale,
-                                             _even_batch_size(columns, budget.batch_size))
-                behind.submit(partial(_blend_batch, blender, tiles, batch, predictions))
-                done += len(batch)
-                report(done / len(tiles), f"tile {done} of {len(tiles)}")
-            until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
-            behind.submit(partial(_finish_rows, files, writer, specs, blender, until, threshold, counts))
+        for index, (row_index, positions) in enumerate(plan):
+            if is_cancelled():
+                raise Cancelled()
+            batch = [next(reader) for _ in positions]
+            predictions = _predict_batch(network, batch, slots.take(index), device, outputs.distance is not None,
+                                         budget, scale)
+            behind.submit(partial(_blend_batch, blender, tiles, batch, predictions))
+            done += len(batch)
+            report(done / len(tiles), f"tile {done} of {len(tiles)}")
+            if index + 1 == len(plan) or plan[index + 1][0] != row_index:  # the row's last batch
+                until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
+                behind.submit(partial(_finish_rows, files, writer, specs, blender, until, threshold, counts))
         behind.finish()
         files.finish()
         if is_cancelled():
@@ -304,15 +310,20 @@ def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelB
 
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
-               bundle: ModelBundle, drop_blocks: str, helper: Optional[Executor] = None) -> _Tile:
+               bundle: ModelBundle, drop_blocks: str, helper: Optional[Executor] = None,
+               into: Optional[Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]]] = None) -> _Tile:
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
     one thread when given, side by side with the after image). ``drop_blocks`` (see
     :func:`_block_dropping`): when the thread then drops the blocks GDAL decoded for ``pair``,
-    "tile", "row" (after a row's last tile) or "never"."""
+    "tile", "row" (after a row's last tile) or "never". ``into(position)``: the (before, after)
+    arrays to normalise into (slots of a batch, :class:`~deepcl_core.batches.BatchSlots`)."""
     x, y = position
-    read_before = partial(_read_normalised, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before")
+    out_before, out_after = into(position) if into is not None else (None, None)
+    read_before = partial(_read_normalised, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before",
+                          out_before)
     future = helper.submit(read_before) if helper is not None else None
-    after, valid_a = _read_normalised(pair.after, pair.bands_after, stretches[1], bundle, tiles, x, y, "after")
+    after, valid_a = _read_normalised(pair.after, pair.bands_after, stretches[1], bundle, tiles, x, y, "after",
+                                      out_after)
     before, valid_b = future.result() if future is not None else read_before()
     valid = valid_b & valid_a
     if not valid.all():  # each image was normalised with its own mask: both get the pair's
@@ -344,9 +355,10 @@ def _decoded_bytes(pair: _Pair) -> int:
 
 
 def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: ImageStretch, bundle: ModelBundle,
-                     tiles: TileGrid, x: int, y: int, role: str) -> Tuple[np.ndarray, np.ndarray]:
+                     tiles: TileGrid, x: int, y: int, role: str,
+                     out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     pixels, valid = read_window(dataset, bands, x, y, tiles.tile_width, tiles.tile_height, role, keep_integers=True)
-    return normalize(pixels, stretch, bundle.normalization, valid), valid
+    return normalize(pixels, stretch, bundle.normalization, valid, out), valid
 
 
 def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:
@@ -357,51 +369,31 @@ def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBun
     return ImageStretch.from_sample(sample, valid, bundle.normalization)
 
 
-def _batches(reader: Iterator[_Tile], count: int, size: int) -> Iterator[List[_Tile]]:
-    """The next ``count`` tiles of ``reader`` (one tile row) in batches of at most ``size``, as even
-    as they can be (12 tiles in batches of at most 8: 6 and 6, not 8 and 4), taken as they are
-    needed, so that a row of a wide image is never held in memory at once."""
-    even = _even_batch_size(count, size)
-    for start in range(0, count, even):
-        yield [next(reader) for _ in range(min(even, count - start))]
-
-
-def _even_batch_size(count: int, size: int) -> int:
-    """The batch size that splits ``count`` tiles into as few batches of at most ``size`` as
-    possible, all of one size but the last. cuDNN prepares its kernels for each new input shape the
-    first time it meets it (about 2 s for this network on an H100, docs/benchmarks_gpu_e2e.md): a
-    row's batches of 6 and 6, the last padded to it, meet one shape where 8 and 4 meet two."""
-    return -(-count // -(-count // size))
-
-
-def _predict_batch(network: torch.nn.Module, batch: List[_Tile], device: torch.device, with_distance: bool,
-                   budget: "_MemoryBudget", scale: int, shape_size: int) -> List[Optional[Tuple[np.ndarray, ...]]]:
-    """The network's channels (probability[, distance]) for each tile of ``batch``; None for a tile
-    without a valid pixel, which is skipped. On CUDA the batch is padded to ``shape_size`` tiles so
-    that its shape is one cuDNN has met (:func:`_even_batch_size`)."""
+def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],
+                   device: torch.device, with_distance: bool, budget: "_MemoryBudget",
+                   scale: int) -> List[Optional[Tuple[np.ndarray, ...]]]:
+    """The network's channels (probability[, distance]) for each tile of ``batch``, whose inputs
+    ``inputs`` holds (its :class:`~deepcl_core.batches.BatchSlots` arrays); None for a tile without
+    a valid pixel. On the CPU such a tile is not computed; on CUDA the batch keeps its shape
+    (cuDNN prepares each new shape once, slowly) and the tile's result is dropped."""
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
     predictions: List[Optional[Tuple[np.ndarray, ...]]] = [None] * len(batch)
-    if work:
-        size = max(shape_size, len(work)) if device.type == "cuda" else len(work)
-        probability, distance = _run_within_memory(network, _stacked([batch[i].before for i in work], size, device),
-                                                   _stacked([batch[i].after for i in work], size, device), device,
-                                                   with_distance, budget, scale)
-        for k, i in enumerate(work):
-            predictions[i] = (probability[k], distance[k]) if with_distance else (probability[k],)
+    if not work:
+        return predictions
+    if len(work) == len(batch) or device.type == "cuda":
+        before, after, rows = inputs[0], inputs[1], work
+    else:
+        before, after = (_stacked([getattr(batch[i], date) for i in work]) for date in ("before", "after"))
+        rows = list(range(len(work)))
+    probability, distance = _run_within_memory(network, before, after, device, with_distance, budget, scale)
+    for k, i in zip(rows, work):
+        predictions[i] = (probability[k], distance[k]) if with_distance else (probability[k],)
     return predictions
 
 
-def _stacked(arrays: List[np.ndarray], size: int, device: torch.device) -> np.ndarray:
-    """``arrays`` stacked. On CUDA into ``size`` slots (those after them zero) of page-locked memory,
-    which the copy to the GPU reads directly (:func:`_to_device`); elsewhere as they are, without a
-    copy for one array (a batch of one tile, as on the CPU)."""
-    if device.type != "cuda":
-        return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
-    # The array keeps the tensor, and so the page-locked block, alive (torch caches such blocks).
-    stacked = torch.empty((size, *arrays[0].shape), dtype=torch.float32, pin_memory=True).numpy()
-    np.stack(arrays, out=stacked[:len(arrays)])
-    stacked[len(arrays):] = 0.0
-    return stacked
+def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
+    """``np.stack``, without its copy for one array."""
+    return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
 
 
 def _blend_batch(blender: RowBlender, tiles: TileGrid, batch: List[_Tile],

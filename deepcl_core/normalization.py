@@ -89,20 +89,21 @@ def _is_small_unsigned(values: np.ndarray) -> bool:
 
 
 def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec,
-              valid: Optional[np.ndarray] = None) -> np.ndarray:
+              valid: Optional[np.ndarray] = None, out: Optional[np.ndarray] = None) -> np.ndarray:
     """(bands, h, w) raw values (float32, or integers that float32 holds exactly) → float32 network
     input. Pixels outside ``valid`` (h, w), which holds every NaN, become 0; without it NaN becomes
     the band mean (also 0 after standardisation).
 
     Stretch, clip to [0, 1] and standardisation are one increasing affine map followed by a clip, so
     they run as multiply, add, maximum and minimum in place, band by band with scalars (faster than
-    ``np.clip`` with (bands, 1, 1) bounds): normalising is most of the reader's work on large images."""
+    ``np.clip`` with (bands, 1, 1) bounds): normalising is most of the reader's work on large images.
+    ``out``: a float32 array of the pixels' shape to write into (a slot of a batch), else a new one."""
     mean, std = (values.reshape(-1) for values in spec.per_band(pixels.shape[0]))
     low_value, span = stretch.low.reshape(-1), (stretch.high - stretch.low).reshape(-1)
     scale = (1.0 / (span * std)).astype(np.float32)
     offset = ((-(low_value / span) - mean) / std).astype(np.float32)
     low, high = (-mean / std).astype(np.float32), ((1.0 - mean) / std).astype(np.float32)
-    out = np.empty(pixels.shape, np.float32)
+    out = np.empty(pixels.shape, np.float32) if out is None else out
     for band in range(pixels.shape[0]):
         values = out[band]
         np.multiply(pixels[band], scale[band], out=values, dtype=np.float32)

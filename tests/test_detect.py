@@ -17,8 +17,9 @@ from osgeo import gdal, ogr, osr
 
 from deepcl_core import detect
 from deepcl_core.model import inference
+from deepcl_core.batches import even_batch_size
 from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs, _block_dropping, _decoded_bytes,
-                                _even_batch_size, _image_stretch, _open_pair, _read_tile, detect_changes)
+                                _image_stretch, _open_pair, _read_tile, detect_changes)
 from deepcl_core.errors import Cancelled, InputError, OutputError
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
 from deepcl_core.raster_io import choose_bands
@@ -612,7 +613,7 @@ def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair
 
 @pytest.mark.parametrize("count, most, even", [(12, 8, 6), (13, 8, 7), (16, 8, 8), (9, 8, 5), (3, 8, 3), (5, 1, 1)])
 def test_a_row_of_tiles_is_cut_into_as_few_and_as_even_batches_as_can_be(count, most, even):
-    assert _even_batch_size(count, most) == even
+    assert even_batch_size(count, most) == even
 
 
 def batches_seen(monkeypatch) -> List[Tuple[int, bool]]:
