@@ -232,8 +232,12 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             batch = [next(reader) for _ in positions]
             predictions = _predict_batch(network, batch, slots.take(index), device, outputs.distance is not None,
                                          budget, scale)
-            behind.submit(partial(_blend_batch, blender, tiles, batch, predictions))
-            done += len(batch)
+            # The blending needs where each tile lies and what is valid, not its inputs: those are
+            # freed (their page-locked block reused) now, not when the blending gets to the batch.
+            placed = [(tile.x, tile.y, tile.valid) for tile in batch]
+            del batch
+            behind.submit(partial(_blend_batch, blender, tiles, placed, predictions))
+            done += len(placed)
             report(done / len(tiles), f"tile {done} of {len(tiles)}")
             if index + 1 == len(plan) or plan[index + 1][0] != row_index:  # the row's last batch
                 until = rows[row_index + 1] if row_index + 1 < len(rows) else grid.height
@@ -396,13 +400,14 @@ def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
     return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
 
 
-def _blend_batch(blender: RowBlender, tiles: TileGrid, batch: List[_Tile],
+def _blend_batch(blender: RowBlender, tiles: TileGrid, placed: List[Tuple[int, int, np.ndarray]],
                  predictions: List[Optional[Tuple[np.ndarray, ...]]]) -> None:
-    for tile, channels in zip(batch, predictions):
+    """Each tile's channels, by its (x, y, valid), into ``blender``."""
+    for (x, y, valid), channels in zip(placed, predictions):
         if channels is None:
-            blender.mark_valid(tile.valid, tile.x, tile.y)
+            blender.mark_valid(valid, x, y)
         else:
-            blender.add(channels, tiles.blend_weights(tile.x, tile.y), tile.valid, tile.x, tile.y)
+            blender.add(channels, tiles.blend_weights(x, y), valid, x, y)
 
 
 def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
