@@ -8,6 +8,7 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
@@ -47,6 +48,15 @@ WRITE_BEHIND_DEPTH = 1  # tile rows of blending and writing queued behind the ne
 # thread writes them itself). Beside an H100, 8,192²: 1.56 s against 1.68 s (`python -m
 # benchmarks.gpu_levers`, docs/benchmarks_gpu_e2e.md).
 FILE_WRITE_DEPTH = 1
+
+
+class BlockDropping(Enum):
+    """When a reader thread drops the blocks GDAL decoded for its handles (:func:`_block_dropping`)."""
+
+    AFTER_EACH_TILE = "tile"
+    AFTER_EACH_ROW = "row"  # after a row's last tile
+    NEVER = "never"
+
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -314,12 +324,12 @@ def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelB
 
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
-               bundle: ModelBundle, drop_blocks: str, helper: Optional[Executor] = None,
+               bundle: ModelBundle, drop_blocks: BlockDropping, helper: Optional[Executor] = None,
                into: Optional[Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]]] = None) -> _Tile:
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
     one thread when given, side by side with the after image). ``drop_blocks`` (see
-    :func:`_block_dropping`): when the thread then drops the blocks GDAL decoded for ``pair``,
-    "tile", "row" (after a row's last tile) or "never". ``into(position)``: the (before, after)
+    :func:`_block_dropping`): when the thread then drops the blocks GDAL decoded for ``pair``.
+    ``into(position)``: the (before, after)
     arrays to normalise into (slots of a batch, :class:`~deepcl_core.batches.BatchSlots`)."""
     x, y = position
     out_before, out_after = into(position) if into is not None else (None, None)
@@ -334,21 +344,22 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
         for image in (before, after):
             np.copyto(image, 0.0, where=~valid)
     tile = _Tile(x, y, before, after, valid)
-    if drop_blocks == "tile" or (drop_blocks == "row" and x == tiles.columns()[-1]):
+    if drop_blocks is BlockDropping.AFTER_EACH_TILE or (drop_blocks is BlockDropping.AFTER_EACH_ROW
+                                                         and x == tiles.columns()[-1]):
         for dataset in pair.datasets():
             dataset.FlushCache()
     return tile
 
 
-def _block_dropping(pair: _Pair, threads: int) -> str:
+def _block_dropping(pair: _Pair, threads: int) -> BlockDropping:
     """When a reader drops the blocks GDAL decoded (GDAL's cache keeps them up to GDAL_CACHEMAX, by
     default 5 % of the RAM): after every tile when several threads read (their handles are not
     shared, so no neighbour reuses them); never when the whole pair decoded fits in
     :data:`KEEP_DECODED_BYTES`, so the blocks the statistics decoded, and those two tile rows
     share, are decoded once; else after each tile row, so memory does not grow with the image."""
     if threads > 1:
-        return "tile"
-    return "never" if _decoded_bytes(pair) <= KEEP_DECODED_BYTES else "row"
+        return BlockDropping.AFTER_EACH_TILE
+    return BlockDropping.NEVER if _decoded_bytes(pair) <= KEEP_DECODED_BYTES else BlockDropping.AFTER_EACH_ROW
 
 
 def _decoded_bytes(pair: _Pair) -> int:

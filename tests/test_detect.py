@@ -16,11 +16,11 @@ import torch
 from osgeo import gdal, ogr, osr
 
 from deepcl_core import detect
-from deepcl_core.model import inference
 from deepcl_core.batches import even_batch_size
-from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs, _block_dropping, _decoded_bytes,
-                                _image_stretch, _open_pair, _read_tile, detect_changes)
+from deepcl_core.detect import (KEEP_DECODED_BYTES, BlockDropping, DetectOptions, DetectOutputs, _block_dropping,
+                                _decoded_bytes, _image_stretch, _open_pair, _read_tile, detect_changes)
 from deepcl_core.errors import Cancelled, InputError, OutputError
+from deepcl_core.model import inference
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
 from deepcl_core.raster_io import choose_bands
 from deepcl_core.tiling import TileGrid
@@ -588,7 +588,8 @@ def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair
     assert pair.after is not pair.after_source  # warped: three datasets, each decodes its own blocks
     expected = sum(d.RasterXSize * d.RasterYSize * d.RasterCount * 2 for d in pair.datasets())  # UInt16
     assert _decoded_bytes(pair) == expected < KEEP_DECODED_BYTES
-    assert (_block_dropping(pair, threads=1), _block_dropping(pair, threads=2)) == ("never", "tile")
+    assert _block_dropping(pair, threads=1) is BlockDropping.NEVER
+    assert _block_dropping(pair, threads=2) is BlockDropping.AFTER_EACH_TILE
 
     tiles = TileGrid(pair.before.RasterXSize, pair.before.RasterYSize, 128, 32)
     stretches = (_image_stretch(pair.before, pair.bands_before, tiny_model, "before"),
@@ -597,9 +598,9 @@ def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair
         dataset.FlushCache()
     cached = gdal.GetCacheUsed()
     last = list(tiles.positions())[-1]  # the last tile of its row
-    _read_tile(pair, last, tiles, stretches, tiny_model, drop_blocks="never")
+    _read_tile(pair, last, tiles, stretches, tiny_model, drop_blocks=BlockDropping.NEVER)
     assert gdal.GetCacheUsed() > cached
-    _read_tile(pair, last, tiles, stretches, tiny_model, drop_blocks="row")
+    _read_tile(pair, last, tiles, stretches, tiny_model, drop_blocks=BlockDropping.AFTER_EACH_ROW)
     assert gdal.GetCacheUsed() == cached
 
     side = 4096  # 3 bands of 8 bits: 2 × 48 MiB decoded; sparse files (no block written)
@@ -608,7 +609,7 @@ def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair
         gdal.GetDriverByName("GTiff").Create(str(path), side, side, 3, gdal.GDT_Byte, ["TILED=YES", "SPARSE_OK=TRUE"])
     large_pair = _open_pair(*large, DetectOptions(), tiny_model)
     assert _decoded_bytes(large_pair) == 2 * 3 * side * side > KEEP_DECODED_BYTES
-    assert _block_dropping(large_pair, threads=1) == "row"
+    assert _block_dropping(large_pair, threads=1) is BlockDropping.AFTER_EACH_ROW
 
 
 @pytest.mark.parametrize("count, most, even", [(12, 8, 6), (13, 8, 7), (16, 8, 8), (9, 8, 5), (3, 8, 3), (5, 1, 1)])
