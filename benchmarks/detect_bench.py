@@ -26,7 +26,8 @@ from benchmarks.runs import RUNS, measure, with_speed
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "out" / "bench"
 DEFAULT_REPORT = ROOT / "docs" / "benchmarks.md"
-LABELS = {"pipeline": "DeepCL pipeline, first run", "pipeline_later": "DeepCL pipeline, a later run",
+PIPELINE_RUNS = {"pipeline": "first run", "pipeline_later": "a later run"}  # in the same process
+LABELS = {**{run: f"DeepCL pipeline, {which}" for run, which in PIPELINE_RUNS.items()},
           "naive": "naive baseline", "compute": "network alone (compute bound)",
           "io": "I/O alone (I/O bound)", "otb": "OTB MAD (classical peer)"}
 TARGET_EFFICIENCY = {"cpu": 0.85, "cuda": 0.8}
@@ -133,9 +134,8 @@ def table(records: List[Dict]) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         lines.append(f"| {r['size']:,}² | {r['device']} | {LABELS[r['run']]} | {r['tiles'] or '–'} | "
-                     f"{r['seconds']:.1f} | "
-                     f"{r['megapixels_per_s']:.3f} | {_ratio(r.get('vs_naive'))} | {_fraction(r.get('efficiency'))} | "
-                     f"{_number(r.get('gflops'))} | {r['peak_rss_mb']:.0f} |")
+                     f"{r['seconds']:.1f} | {r['megapixels_per_s']:.3f} | {_ratio(r.get('vs_naive'))} | "
+                     f"{_fraction(r.get('efficiency'))} | {_number(r.get('gflops'))} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -162,14 +162,13 @@ def limits(records: List[Dict], tile: int) -> List[str]:
         per_mp = c["flops_per_tile"] / (tile * tile / 1e6) / 1e9
         best = max(r["gflops"] for r in compute)
         lines.append(f"- {c['device']}: the network costs {c['flops_per_tile'] / 1e9:.1f} GFLOP per pair of "
-                     f"{tile}² tiles "
-                     f"({per_mp:.1f} GFLOP per tile megapixel; overlap adds more per image megapixel); machine peak "
-                     f"{c['peak_gflops']:.0f} GFLOP/s ({c['peak_what']}, {c['threads']} threads); the network alone "
-                     f"reaches {best:.1f} GFLOP/s, {best / c['peak_gflops']:.1%} of that peak.")
+                     f"{tile}² tiles ({per_mp:.1f} GFLOP per tile megapixel; overlap adds more per image "
+                     f"megapixel); machine peak {c['peak_gflops']:.0f} GFLOP/s ({c['peak_what']}, {c['threads']} "
+                     f"threads); the network alone reaches {best:.1f} GFLOP/s, {best / c['peak_gflops']:.1%} of "
+                     "that peak.")
     for r in [r for r in records if r["run"] == "io"]:
         lines.append(f"- I/O alone, {r['size']:,}², {r['io_threads']} threads: {r['megapixels_per_s']:.1f} MP/s, "
-                     "the most "
-                     f"this machine's reading, normalising, blending and writing let any network reach "
+                     "the most this machine's reading, normalising, blending and writing let any network reach "
                      f"(the GPU target is {GPU_TARGET_MP_S} MP/s at 8,192²).")
     return lines
 
@@ -177,7 +176,7 @@ def limits(records: List[Dict], tile: int) -> List[str]:
 def verdicts(records: List[Dict]) -> List[str]:
     lines = []
     for kind in ("cpu", "cuda"):
-        for r in [r for r in records if r["run"] in ("pipeline", "pipeline_later") and device_kind(r) == kind]:
+        for r in [r for r in records if r["run"] in PIPELINE_RUNS and device_kind(r) == kind]:
             parts = []
             if r.get("efficiency") is not None:
                 ok = r["efficiency"] >= TARGET_EFFICIENCY[kind]
@@ -188,8 +187,8 @@ def verdicts(records: List[Dict]) -> List[str]:
                 parts.append(f"{r['vs_naive']:.2f}× the naive baseline "
                              f"({'meets' if ok else 'MISSES'} ≥ {TARGET_SPEEDUP}×)")
             if parts:
-                which = LABELS[r["run"]].split(", ")[1]  # first run, a later run
-                lines.append(f"- {r['device']}, {r['size']:,}², {which}: " + "; ".join(parts) + ".")
+                lines.append(f"- {r['device']}, {r['size']:,}², {PIPELINE_RUNS[r['run']]}: "
+                             + "; ".join(parts) + ".")
         pipeline = {r["size"]: r for r in records if r["run"] == "pipeline" and device_kind(r) == kind}
         if len(pipeline) >= 2:
             small, large = pipeline[min(pipeline)], pipeline[max(pipeline)]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import statistics
 import sys
 import tempfile
@@ -24,6 +25,7 @@ import threading
 import time
 from collections import defaultdict
 from contextlib import ExitStack, contextmanager, nullcontext
+from functools import partial
 from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional
 from unittest import mock
@@ -35,6 +37,8 @@ import torch.nn.functional as F
 import deepcl_core.detect as detect
 from benchmarks.compute import benchmark_bundle
 from benchmarks.pairs import generate_pair
+from benchmarks.pipeline_levers import interleaved
+from benchmarks.runs import network_stand_in
 from deepcl_core.batches import batch_array
 from deepcl_core.model.inference import torch_threads
 from deepcl_core.tile_reader import TileReader
@@ -78,11 +82,6 @@ def copied_inputs(predict_batch: Callable) -> Callable:
             np.copyto(copy, array)
         return predict_batch(network, batch, copies, device, *args)
     return predict
-
-
-def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
-    probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
-    return probability, probability if with_distance else None
 
 
 def graphed_run_network() -> Callable:
@@ -136,7 +135,7 @@ def switch_interval(seconds: float) -> Iterator[None]:
 def variants(graphed: Callable) -> Dict[str, tuple]:
     """name → (I/O threads or None, context manager factory)."""
     network_as_graph = lambda: mock.patch.object(detect, "run_network", graphed)  # noqa: E731
-    io_alone = lambda: mock.patch.object(detect, "run_network", stand_in)  # noqa: E731
+    io_alone = lambda: mock.patch.object(detect, "run_network", network_stand_in)  # noqa: E731
     return {
         "now": (None, ExitStack),
         "blending thread writes the files itself": (None, lambda: mock.patch.object(detect, "FILE_WRITE_DEPTH", 0)),
@@ -197,27 +196,32 @@ def main(argv: Optional[List[str]] = None) -> int:
     wanted = [part.strip() for part in args.only.split(",") if part.strip()]
     if wanted:
         chosen = {name: v for name, v in chosen.items() if any(part in name for part in wanted)}
-    seconds: Dict[str, List[float]] = {name: [] for name in chosen}
     parts: Dict[str, Dict[str, float]] = {name: defaultdict(float) for name in chosen}
-    # A warm-up run first: CUDA, cuDNN and the page cache ready for every variant alike.
-    run_once(before, after, bundle, args.cache, args.device, None, ExitStack, defaultdict(float))
-    for index in range(args.rounds):
-        order = list(chosen.items())
-        for name, (threads, context) in order if index % 2 == 0 else reversed(order):
+
+    def variant(name: str, threads: Optional[int], context: Callable) -> Callable[[], float]:
+        def run() -> float:
             try:
-                seconds[name].append(run_once(before, after, bundle, args.cache, args.device, threads, context,
-                                              parts[name]))
+                seconds = run_once(before, after, bundle, args.cache, args.device, threads, context, parts[name])
             except Exception as error:  # one broken variant must not cost the others' figures
                 print(f"  {name}: failed: {error!r}", flush=True)
-                continue
-            print(f"  {name}: {seconds[name][-1]:.2f} s", flush=True)
+                return math.nan
+            print(f"  {name}: {seconds:.2f} s", flush=True)
+            return seconds
+        return run
+
+    # A warm-up run first: CUDA, cuDNN and the page cache ready for every variant alike.
+    warm_up = partial(run_once, before, after, bundle, args.cache, args.device, None, ExitStack, defaultdict(float))
+    seconds = interleaved({name: variant(name, *v) for name, v in chosen.items()}, args.rounds, warm_up)
     megapixels = args.size ** 2 / 1e6
     card = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
     print(f"\n{args.size}² pair on {card}, {what}; median of {args.rounds} interleaved "
           "rounds in one process; main thread's time per run (mean)\n")
     print("| variant | seconds | MP/s | peak RSS (MB) | " + " | ".join(MAIN_THREAD_PARTS) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(MAIN_THREAD_PARTS))
-    for name, times in ((name, times) for name, times in seconds.items() if times):
+    for name, times in seconds.items():
+        times = [t for t in times if not math.isnan(t)]
+        if not times:
+            continue
         median = statistics.median(times)
         shares = " | ".join(f"{parts[name][label] / len(times):.2f}" for label in MAIN_THREAD_PARTS)
         print(f"| {name} | {median:.2f} | {megapixels / median:.1f} | {parts[name]['peak RSS (MB)']:.0f} | {shares} |")

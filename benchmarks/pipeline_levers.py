@@ -75,8 +75,11 @@ def naive_variant(before: Path, after: Path, bundle, folder: Path) -> Callable[[
     return run
 
 
-def interleaved(variants: Dict[str, Callable[[], float]], rounds: int) -> Dict[str, List[float]]:
-    next(iter(variants.values()))()  # warm-up: kernels, allocator, file cache
+def interleaved(variants: Dict[str, Callable[[], float]], rounds: int,
+                warm_up: Optional[Callable[[], object]] = None) -> Dict[str, List[float]]:
+    """Each variant ``rounds`` times, round after round, the order reversed every other round, after
+    ``warm_up`` (default: the first variant once) has readied kernels, allocator and file cache."""
+    (warm_up or next(iter(variants.values())))()
     seconds: Dict[str, List[float]] = {name: [] for name in variants}
     for index in range(rounds):
         order = list(variants.items())

@@ -29,6 +29,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Dict, List, Optional
 
+import numpy as np
+
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("pipeline", "naive", "compute", "io")
 
@@ -47,23 +49,24 @@ def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, fo
     return {"seconds": seconds[0], "later_seconds": seconds[1], "tiles": result.tiles, "device": result.device}
 
 
+def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
+    """``run_network``'s stand-in for the I/O bound: costs nothing, and its change probability, a
+    function of the two images, compresses as a real one does."""
+    probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
+    return probability, probability if with_distance else None
+
+
 def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
     from unittest import mock
-
-    import numpy as np
 
     from deepcl_core import detect
     from deepcl_core.detect import DetectOutputs, detect_changes
     from deepcl_core.model.inference import io_threads
 
-    def stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
-        probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
-        return probability, probability if with_distance else None
-
     outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
     options = detect_options(args)
     options.overlap_io = True  # as beside a GPU: reading and writing in background threads, one per core
-    with mock.patch.object(detect, "run_network", stand_in):
+    with mock.patch.object(detect, "run_network", network_stand_in):
         started = time.perf_counter()
         result = detect_changes(before, after, outputs, options, model=bundle)
     return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device,

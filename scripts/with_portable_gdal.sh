@@ -6,7 +6,7 @@
 #       python3 -m benchmarks.detect_bench --devices cuda --runs pipeline,naive,compute,io
 set -euo pipefail
 folder=$(realpath "$1"); shift
-gdal=$(mktemp -d)
+gdal=$(mktemp -d); trap 'rm -rf "$gdal"' EXIT
 tar -xJf "$folder/gdal-libs.tar.xz" -C "$gdal" && cp -r "$folder/osgeo" "$gdal"
 export PYTHONPATH=$gdal${PYTHONPATH:+:$PYTHONPATH} GDAL_DATA=$gdal/gdal_data PROJ_DATA=$gdal/proj_data
-exec "$@"
+"$@"

@@ -653,9 +653,9 @@ def test_each_row_runs_in_even_batches(same_grid_pair, tiny_model, tmp_path, mon
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_on_cuda_every_batch_has_one_shape_in_page_locked_memory(same_grid_pair, tiny_model, tmp_path,
                                                                  monkeypatch):
-    """Short batches, the last of a row or one that lost its empty tiles, are padded to the row's
-    batch size (cuDNN prepares each new shape once, slowly), stacked in page-locked memory (the copy
-    to the GPU reads it directly); the results are the CPU's, within TF32 convolutions' rounding."""
+    """Every batch has the row's batch size, a short one padded and one with empty tiles computed
+    whole (cuDNN prepares each new shape once, slowly), in page-locked memory (the copy to the GPU
+    reads it directly); the results are the CPU's, within TF32 convolutions' rounding."""
     pair = pair_with_empty_tiles(same_grid_pair, tmp_path)
     options = dict(tile_size=32, overlap=8, batch_size=6, precision="fp32")
     seen = batches_seen(monkeypatch)
