@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import deepcl_core.detect as detect
 from benchmarks.compute import benchmark_bundle
 from benchmarks.pairs import generate_pair
-from benchmarks.pipeline_levers import interleaved
+from benchmarks.pipeline_levers import interleaved, matching
 from benchmarks.runs import network_stand_in
 from deepcl_core.batches import batch_array
 from deepcl_core.model.inference import torch_threads
@@ -193,9 +193,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     before, after = generate_pair(args.size, args.cache)
     bundle, what = benchmark_bundle()
     chosen = variants(graphed_run_network())
-    wanted = [part.strip() for part in args.only.split(",") if part.strip()]
-    if wanted:
-        chosen = {name: v for name, v in chosen.items() if any(part in name for part in wanted)}
+    chosen = matching(chosen, args.only)
+    if not chosen:
+        parser.error(f"no variant matches --only {args.only!r}")
     parts: Dict[str, Dict[str, float]] = {name: defaultdict(float) for name in chosen}
 
     def variant(name: str, threads: Optional[int], context: Callable) -> Callable[[], float]:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, TypeVar
 from unittest import mock
 
 import deepcl_core.detect as detect
@@ -29,6 +29,7 @@ from benchmarks.naive import naive_detect
 from benchmarks.pairs import generate_pair
 
 ROOT = Path(__file__).resolve().parents[1]
+Variant = TypeVar("Variant")
 # name → (fold batch norms, channels_last, write-behind depth, cores reserved for I/O threads,
 # reading and writing in background threads while the network runs)
 STEPS = {
@@ -75,6 +76,12 @@ def naive_variant(before: Path, after: Path, bundle, folder: Path) -> Callable[[
     return run
 
 
+def matching(variants: Dict[str, Variant], only: str) -> Dict[str, Variant]:
+    """The variants whose names contain one of ``only``'s comma-separated parts; all when it is empty."""
+    wanted = [part.strip() for part in only.split(",") if part.strip()]
+    return {name: v for name, v in variants.items() if not wanted or any(part in name for part in wanted)}
+
+
 def interleaved(variants: Dict[str, Callable[[], float]], rounds: int,
                 warm_up: Optional[Callable[[], object]] = None) -> Dict[str, List[float]]:
     """Each variant ``rounds`` times, round after round, the order reversed every other round, after
@@ -107,11 +114,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     variants["detection now, GDAL's decoded blocks dropped after each tile row, whatever the size"] = pipeline_variant(
         before, after, bundle, args.cache, *STEPS[NOW], keep_decoded=0)
     variants["naive baseline"] = naive_variant(before, after, bundle, args.cache)
-    wanted = [part.strip() for part in args.only.split(",") if part.strip()]
-    if wanted:
-        variants = {name: run for name, run in variants.items() if any(part in name for part in wanted)}
-        if not variants:
-            parser.error(f"no variant matches --only {args.only!r}")
+    variants = matching(variants, args.only)
+    if not variants:
+        parser.error(f"no variant matches --only {args.only!r}")
     seconds = interleaved(variants, args.rounds)
     megapixels = args.size ** 2 / 1e6
     print(f"{args.size}² pair, {what}; median of {args.rounds} interleaved rounds\n")
