@@ -6,10 +6,11 @@ GPU) spends its time.
     python -m benchmarks.gpu_levers [--size 8192] [--rounds 2] [--only "now,graph"]
 
 Variants: detection as it is; the blending thread writing the files itself; freed memory handed
-back at once (``deepcl_core.heap`` off); the tiles copied into each batch by the main thread;
-Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
-replayed as a CUDA graph (one launch per batch instead of hundreds); and the I/O alone (the network
-replaced by a stand-in that costs nothing) with several thread counts. Peak RSS per variant from
+back at once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it
+reads the next; the tiles copied into each batch by the main thread; Python's GIL switch interval
+lowered; other I/O thread counts; one torch thread; the network replayed as a CUDA graph (one
+launch per batch instead of hundreds); and the I/O alone (the network replaced by a stand-in that
+costs nothing) with several thread counts. Peak RSS per variant from
 the kernel's high-water mark, reset before each run (Linux).
 Indicative, not a timed test; needs a CUDA device.
 """
@@ -85,8 +86,8 @@ def copied_inputs(predict_batch: Callable) -> Callable:
 
 
 def graphed_run_network() -> Callable:
-    """``run_network`` for tiles of a multiple of 32 px at scale 1, each batch shape captured once as
-    a CUDA graph (inputs copied into its static buffers, one replay, outputs copied out)."""
+    """``launch_network`` for tiles of a multiple of 32 px at scale 1, each batch shape captured once
+    as a CUDA graph (inputs copied into its static buffers, one replay, outputs copied out, waited for)."""
     graphs: Dict[tuple, tuple] = {}
 
     def maps(network, x1: torch.Tensor, x2: torch.Tensor, with_distance: bool):
@@ -117,9 +118,19 @@ def graphed_run_network() -> Callable:
             x1.copy_(torch.from_numpy(before).pin_memory(), non_blocking=True)
             x2.copy_(torch.from_numpy(after).pin_memory(), non_blocking=True)
             graph.replay()
-            return probability.cpu().numpy(), distance.cpu().numpy() if with_distance else None
+            return detect.NetworkMaps(probability.cpu().numpy(), distance.cpu().numpy() if with_distance else None)
 
     return run
+
+
+def waited_for(launch: Callable) -> Callable:
+    """``launch_network`` that returns only once the batch's maps are on the host, as before the
+    main thread launched a batch while the GPU still computed the one before."""
+    def launch_and_wait(*args, **kwargs):
+        maps = launch(*args, **kwargs)
+        maps.result()
+        return maps
+    return launch_and_wait
 
 
 @contextmanager
@@ -134,10 +145,12 @@ def switch_interval(seconds: float) -> Iterator[None]:
 
 def variants(graphed: Callable) -> Dict[str, tuple]:
     """name → (I/O threads or None, context manager factory)."""
-    network_as_graph = lambda: mock.patch.object(detect, "run_network", graphed)  # noqa: E731
-    io_alone = lambda: mock.patch.object(detect, "run_network", network_stand_in)  # noqa: E731
+    network_as_graph = lambda: mock.patch.object(detect, "launch_network", graphed)  # noqa: E731
+    io_alone = lambda: mock.patch.object(detect, "launch_network", network_stand_in)  # noqa: E731
     return {
         "now": (None, ExitStack),
+        "GPU waited for after each batch": (
+            None, lambda: mock.patch.object(detect, "launch_network", waited_for(detect.launch_network))),
         "blending thread writes the files itself": (None, lambda: mock.patch.object(detect, "FILE_WRITE_DEPTH", 0)),
         "freed memory handed back at once": (None, lambda: mock.patch.object(detect, "freed_memory_kept", nullcontext)),
         "tiles copied into the batch by the main thread": (

@@ -50,10 +50,12 @@ def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, fo
 
 
 def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
-    """``run_network``'s stand-in for the I/O bound: costs nothing, and its change probability, a
+    """``launch_network``'s stand-in for the I/O bound: costs nothing, and its change probability, a
     function of the two images, compresses as a real one does."""
+    from deepcl_core.detect import NetworkMaps
+
     probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
-    return probability, probability if with_distance else None
+    return NetworkMaps(probability, probability if with_distance else None)
 
 
 def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
@@ -66,7 +68,7 @@ def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: 
     outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
     options = detect_options(args)
     options.overlap_io = True  # as beside a GPU: reading and writing in background threads, one per core
-    with mock.patch.object(detect, "run_network", network_stand_in):
+    with mock.patch.object(detect, "launch_network", network_stand_in):
         started = time.perf_counter()
         result = detect_changes(before, after, outputs, options, model=bundle)
     return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device,

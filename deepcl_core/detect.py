@@ -240,6 +240,8 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             if is_cancelled():
                 raise Cancelled()
             batch = [next(reader) for _ in positions]
+            # On CUDA this returns once the GPU has the batch's inputs, while it still computes: the
+            # next batch is read meanwhile, and the blending thread waits for these maps.
             predictions = _predict_batch(network, batch, slots.take(index), device, outputs.distance is not None,
                                          budget, scale)
             # The blending needs where each tile lies and what is valid, not its inputs: those are
@@ -386,23 +388,32 @@ def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBun
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],
                    device: torch.device, with_distance: bool, budget: "_MemoryBudget",
-                   scale: int) -> List[Optional[Tuple[np.ndarray, ...]]]:
-    """The network's channels (probability[, distance]) for each tile of ``batch``, whose inputs
-    ``inputs`` holds (its :class:`~deepcl_core.batches.BatchSlots` arrays); None for a tile without
-    a valid pixel. On the CPU such a tile is not computed; on CUDA the batch keeps its shape
-    (cuDNN prepares each new shape once, slowly) and the tile's result is dropped."""
+                   scale: int) -> Callable[[], List[Optional[Tuple[np.ndarray, ...]]]]:
+    """The network launched on ``batch``, whose inputs ``inputs`` holds (its
+    :class:`~deepcl_core.batches.BatchSlots` arrays, free for reuse when this returns). Returns a
+    function that gives the network's channels (probability[, distance]) for each tile, waiting for
+    them if need be; None for a tile without a valid pixel. On the CPU such a tile is not computed;
+    on CUDA the batch keeps its shape (cuDNN prepares each new shape once, slowly) and the tile's
+    result is dropped."""
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
-    predictions: List[Optional[Tuple[np.ndarray, ...]]] = [None] * len(batch)
     if not work:
-        return predictions
+        return lambda: [None] * len(batch)
     if len(work) == len(batch) or device.type == "cuda":
         before, after, rows = inputs[0], inputs[1], work
     else:
         before, after = (_stacked([getattr(batch[i], date) for i in work]) for date in ("before", "after"))
         rows = list(range(len(work)))
-    probability, distance = _run_within_memory(network, before, after, device, with_distance, budget, scale)
-    for k, i in zip(rows, work):
-        predictions[i] = (probability[k], distance[k]) if with_distance else (probability[k],)
+    maps = _run_within_memory(network, before, after, device, with_distance, budget, scale)
+    return partial(_per_tile, maps, rows, work, len(batch))
+
+
+def _per_tile(maps: "NetworkMaps", rows: List[int], tiles: List[int],
+              count: int) -> List[Optional[Tuple[np.ndarray, ...]]]:
+    """Row ``rows[k]`` of ``maps``' channels for tile ``tiles[k]`` of ``count``; None for the others."""
+    probability, distance = maps.result()
+    predictions: List[Optional[Tuple[np.ndarray, ...]]] = [None] * count
+    for k, i in zip(rows, tiles):
+        predictions[i] = (probability[k],) if distance is None else (probability[k], distance[k])
     return predictions
 
 
@@ -412,13 +423,44 @@ def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
 
 
 def _blend_batch(blender: RowBlender, tiles: TileGrid, placed: List[Tuple[int, int, np.ndarray]],
-                 predictions: List[Optional[Tuple[np.ndarray, ...]]]) -> None:
+                 predictions: Callable[[], List[Optional[Tuple[np.ndarray, ...]]]]) -> None:
     """Each tile's channels, by its (x, y, valid), into ``blender``."""
-    for (x, y, valid), channels in zip(placed, predictions):
+    for (x, y, valid), channels in zip(placed, predictions()):
         if channels is None:
             blender.mark_valid(valid, x, y)
         else:
             blender.add(channels, tiles.blend_weights(x, y), valid, x, y)
+
+
+class NetworkMaps:
+    """A batch's change probability and distance maps ((N, h, w) float32 arrays, distance None when
+    not asked for), which on CUDA may still be on their way from the GPU: :meth:`result` waits."""
+
+    def __init__(self, probability: np.ndarray, distance: Optional[np.ndarray],
+                 arrived: Optional["torch.cuda.Event"] = None) -> None:
+        self._maps = probability, distance
+        self._arrived = arrived
+
+    @classmethod
+    def copied_from(cls, probability: torch.Tensor, distance: Optional[torch.Tensor]) -> "NetworkMaps":
+        """The maps copied to the host: from CUDA without waiting, into page-locked memory, with
+        an event that marks their arrival; from any other device at once."""
+        if probability.device.type != "cuda":
+            return cls(probability.cpu().numpy(), None if distance is None else distance.cpu().numpy())
+        host = [None if maps is None else torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
+                for maps in (probability, distance)]
+        for target, maps in zip(host, (probability, distance)):
+            if target is not None:
+                target.copy_(maps, non_blocking=True)
+        arrived = torch.cuda.Event()
+        arrived.record()
+        return cls(*(None if target is None else target.numpy() for target in host), arrived=arrived)
+
+    def result(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        if self._arrived is not None:
+            self._arrived.synchronize()
+            self._arrived = None
+        return self._maps
 
 
 def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
@@ -426,10 +468,18 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
     """Change probability and finest distance map (both (N, h, w) float32) for normalised
     (N, bands, h, w) inputs of any size: enlarged ``scale`` times (bilinear) when above 1, padded
     by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w)."""
+    return launch_network(network, before, after, device, with_distance, scale).result()
+
+
+def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
+                   with_distance: bool = True, scale: int = 1) -> NetworkMaps:
+    """:func:`run_network`, returning as soon as ``before`` and ``after`` may be reused: on CUDA once
+    they are copied to the GPU (after the batches queued before them), while the GPU computes."""
     height, width = before.shape[-2:]
     with torch.inference_mode():
         x1 = _to_device(before, device)
         x2 = _to_device(after, device)
+        copied = _event_recorded(device)
         if scale > 1:
             x1 = F.interpolate(x1, scale_factor=scale, mode="bilinear", align_corners=False)
             x2 = F.interpolate(x2, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -446,8 +496,22 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
         if with_distance:
             full = F.interpolate(output.finest_distance.float(), size=x1.shape[-2:], mode="bilinear",
                                  align_corners=False)
-            distance = _to_input_size(full[:, :, :scaled_h, :scaled_w], height, width).cpu().numpy()
-        return probability.cpu().numpy(), distance
+            distance = _to_input_size(full[:, :, :scaled_h, :scaled_w], height, width)
+        maps = NetworkMaps.copied_from(probability, distance)
+    if copied is not None:
+        # torch's allocator keeps a page-locked block until its copies are done only for tensors it
+        # handed out itself; the batch slots reach torch through numpy, so they are waited for.
+        copied.synchronize()
+    return maps
+
+
+def _event_recorded(device: torch.device) -> Optional["torch.cuda.Event"]:
+    """An event recorded now on ``device``'s current stream (None off CUDA)."""
+    if device.type != "cuda":
+        return None
+    event = torch.cuda.Event()
+    event.record()
+    return event
 
 
 def _to_input_size(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
@@ -500,17 +564,17 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                       with_distance: bool, budget: _MemoryBudget,
-                       scale: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                       with_distance: bool, budget: _MemoryBudget, scale: int) -> NetworkMaps:
     """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
-    retrying the same chunk whenever the device runs out of memory."""
-    probabilities, distances = [], []
+    retrying the same chunk whenever the device runs out of memory. A batch in one chunk, as nearly
+    always, is returned as launched (see :func:`launch_network`); several chunks, once computed."""
+    chunks: List[NetworkMaps] = []
     start = 0
     while start < len(before):
         size = budget.batch_size
         try:
-            probability, distance = _run_in_pieces(network, before[start:start + size], after[start:start + size],
-                                                   device, with_distance, budget.tile_side, scale)
+            maps = _run_in_pieces(network, before[start:start + size], after[start:start + size], device,
+                                  with_distance, budget.tile_side, scale)
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
@@ -522,20 +586,21 @@ def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.n
                 torch.cuda.empty_cache()
             budget.lower(device)
             continue
-        probabilities.append(probability)
-        distances.append(distance)
+        chunks.append(maps)
         start += size
-    if len(probabilities) == 1:  # the batch in one go, as nearly always: no copy
-        return probabilities[0], distances[0]
-    return np.concatenate(probabilities), np.concatenate(distances) if with_distance else None
+    if len(chunks) == 1:
+        return chunks[0]
+    probabilities, distances = zip(*(chunk.result() for chunk in chunks))
+    return NetworkMaps(np.concatenate(probabilities), np.concatenate(distances) if with_distance else None)
 
 
 def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool, side: int, scale: int) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """:func:`run_network` on windows of at most ``side`` pixels of the tiles, stitched together."""
+                   with_distance: bool, side: int, scale: int) -> NetworkMaps:
+    """:func:`launch_network` on the tiles whole, or computed on windows of at most ``side`` pixels
+    of them, stitched together."""
     height, width = before.shape[-2:]
     if side >= height and side >= width:
-        return run_network(network, before, after, device, with_distance, scale)
+        return launch_network(network, before, after, device, with_distance, scale)
     probability = np.empty((len(before), height, width), np.float32)
     distance = np.empty_like(probability) if with_distance else None
     for y in range(0, height, side):
@@ -546,7 +611,7 @@ def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
             probability[window] = piece
             if distance is not None:
                 distance[window] = piece_distance
-    return probability, distance
+    return NetworkMaps(probability, distance)
 
 
 class _Counts:

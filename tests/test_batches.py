@@ -60,17 +60,17 @@ def test_the_network_reads_tiles_where_the_readers_normalised_them(oscd_mismatch
     """No copy between the readers and the network: each tile's inputs lie in the arrays the
     network is given (background readers; 4 tiles a row in batches of at most 3: 2 and 2)."""
     given, read = [], []
-    run_network, read_tile = detect.run_network, detect._read_tile
+    launch_network, read_tile = detect.launch_network, detect._read_tile
 
     def recording_network(network, before, after, *args, **kwargs):
         given.append(before)
-        return run_network(network, before, after, *args, **kwargs)
+        return launch_network(network, before, after, *args, **kwargs)
 
     def recording_reader(*args, **kwargs):
         tile = read_tile(*args, **kwargs)
         read.append(tile.before)
         return tile
-    monkeypatch.setattr(detect, "run_network", recording_network)
+    monkeypatch.setattr(detect, "launch_network", recording_network)
     monkeypatch.setattr(detect, "_read_tile", recording_reader)
     outputs = DetectOutputs(tmp_path / "change.tif", tmp_path / "confidence.tif")
     options = DetectOptions(tile_size=64, overlap=16, batch_size=3, device="cpu", io_threads=2, overlap_io=True)

@@ -620,12 +620,12 @@ def test_a_row_of_tiles_is_cut_into_as_few_and_as_even_batches_as_can_be(count, 
 def batches_seen(monkeypatch) -> List[Tuple[int, bool]]:
     """(tiles, page-locked) of every batch detection hands the network, from now on."""
     seen = []
-    run_network = detect.run_network
+    launch_network = detect.launch_network
 
     def recording(network, before, after, device, *args, **kwargs):
         seen.append((len(before), torch.from_numpy(before).is_pinned() if device.type == "cuda" else False))
-        return run_network(network, before, after, device, *args, **kwargs)
-    monkeypatch.setattr(detect, "run_network", recording)
+        return launch_network(network, before, after, device, *args, **kwargs)
+    monkeypatch.setattr(detect, "launch_network", recording)
     return seen
 
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from deepcl_core.detect import run_network
+from deepcl_core.batches import batch_array
+from deepcl_core.detect import launch_network, run_network
 from deepcl_core.model import NetworkConfig, build_network
 from deepcl_core.model.encoders import MobileNetV2Encoder
 from deepcl_core.model.pretrained import imagenet_weights_path, load_imagenet_weights
@@ -151,6 +152,29 @@ def test_run_network_pads_any_tile_size_and_crops_back():
     probability, distance = run_network(network, before[:, :, :10, :7], after[:, :, :10, :7],
                                         torch.device("cpu"), with_distance=False)
     assert probability.shape == (2, 10, 7) and distance is None
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs a CUDA device"))])
+def test_batches_launched_back_to_back_give_each_its_own_maps(device):
+    """On CUDA launch_network returns while the GPU still computes, and detection then refills its
+    page-locked input arrays and launches the next batch: each batch's maps must still be its own,
+    those of the batch computed alone."""
+    device = torch.device(device)
+    network = make_network("mobilenet_v2").to(device)
+    rng = np.random.default_rng(2)
+    batches = [rng.normal(size=(2, 4, 3, 128, 128)).astype(np.float32) for _ in range(6)]
+    alone = [run_network(network, before, after, device) for before, after in batches]
+    before, after = (batch_array(4, (3, 128, 128), device) for _ in range(2))
+    launched = []
+    for batch in batches:
+        np.copyto(before, batch[0])  # the arrays of the batch before, overwritten at once
+        np.copyto(after, batch[1])
+        launched.append(launch_network(network, before, after, device))
+    for maps, (probability, distance) in zip(launched, alone):
+        got_probability, got_distance = maps.result()
+        np.testing.assert_allclose(got_probability, probability, atol=1e-4)
+        np.testing.assert_allclose(got_distance, distance, atol=1e-4)
 
 
 def test_run_network_enlarges_the_inputs_and_averages_the_maps_back():
