@@ -42,6 +42,7 @@ from benchmarks.pipeline_levers import interleaved, matching
 from benchmarks.runs import network_stand_in
 from deepcl_core.batches import batch_array
 from deepcl_core.model.inference import torch_threads
+from deepcl_core.pending import Pending
 from deepcl_core.tile_reader import TileReader
 from deepcl_core.write_behind import WriteBehind
 
@@ -87,7 +88,8 @@ def copied_inputs(predict_batch: Callable) -> Callable:
 
 def graphed_run_network() -> Callable:
     """``launch_network`` for tiles of a multiple of 32 px at scale 1, each batch shape captured once
-    as a CUDA graph (inputs copied into its static buffers, one replay, outputs copied out, waited for)."""
+    as a CUDA graph (inputs copied into its static buffers, one replay, outputs left in its static
+    buffers or copied out)."""
     graphs: Dict[tuple, tuple] = {}
 
     def maps(network, x1: torch.Tensor, x2: torch.Tensor, with_distance: bool):
@@ -97,7 +99,8 @@ def graphed_run_network() -> Callable:
                                   align_corners=False)[:, 0] if with_distance else None)
         return probability, distance
 
-    def run(network, before: np.ndarray, after: np.ndarray, device, with_distance: bool = True, scale: int = 1):
+    def run(network, before: np.ndarray, after: np.ndarray, device, with_distance: bool = True, scale: int = 1,
+            keep_on_device: bool = False):
         assert scale == 1 and before.shape[-1] % 32 == 0 and before.shape[-2] % 32 == 0
         key = (id(network), before.shape, with_distance)
         with torch.inference_mode():
@@ -118,7 +121,9 @@ def graphed_run_network() -> Callable:
             x1.copy_(torch.from_numpy(before).pin_memory(), non_blocking=True)
             x2.copy_(torch.from_numpy(after).pin_memory(), non_blocking=True)
             graph.replay()
-            return detect.NetworkMaps(probability.cpu().numpy(), distance.cpu().numpy() if with_distance else None)
+            if keep_on_device:  # the blending, queued next on the same stream, reads them before the next replay
+                return Pending((probability, distance))
+            return Pending((probability.cpu().numpy(), distance.cpu().numpy() if with_distance else None))
 
     return run
 

@@ -49,13 +49,20 @@ def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, fo
     return {"seconds": seconds[0], "later_seconds": seconds[1], "tiles": result.tiles, "device": result.device}
 
 
-def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1):
+def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1,
+                     keep_on_device: bool = False):
     """``launch_network``'s stand-in for the I/O bound: costs nothing, and its change probability, a
-    function of the two images, compresses as a real one does."""
-    from deepcl_core.detect import NetworkMaps
+    function of the two images, compresses as a real one does. Maps kept on the device are made
+    there, from the inputs copied over as the network's are."""
+    import torch
 
-    probability = np.abs(x2[:, 0] - x1[:, 0]) / (1.0 + np.abs(x2[:, 0] - x1[:, 0]))
-    return NetworkMaps(probability, probability if with_distance else None)
+    from deepcl_core.pending import Pending
+
+    if keep_on_device:
+        x1, x2 = (torch.from_numpy(x).to(device) for x in (x1, x2))
+    difference = abs(x2[:, 0] - x1[:, 0])
+    probability = difference / (1.0 + difference)
+    return Pending((probability, probability if with_distance else None))
 
 
 def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:

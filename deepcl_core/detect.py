@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -21,6 +21,7 @@ from osgeo import gdal
 from .area import ground_pixel_size, pixel_area_by_row
 from .batches import BatchSlots, batch_plan
 from .device import describe_device, resolve_device
+from .device_blending import DeviceRowBlender
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError, releases_locals_on_error
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
@@ -29,6 +30,7 @@ from .model_file import ModelBundle, load_model
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA, RasterOutputs, RasterSpec,
                       check_output_paths)
+from .pending import Pending
 from .polygons import write_change_polygons
 from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
 from .tile_reader import TileReader
@@ -59,6 +61,7 @@ class BlockDropping(Enum):
 
 
 ProgressCallback = Callable[[float, str], None]
+Blender = Union[RowBlender, DeviceRowBlender]
 CancelCallback = Callable[[], bool]
 
 
@@ -217,7 +220,11 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "
                     f"{list(pair.bands_after)}; device {describe_device(device)}"
                     + (f"; images enlarged {scale}× for the network" if scale > 1 else ""))
-        blender = RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1)
+        # Beside a GPU the blending is the GPU's work too: a host thread blending every tile set the
+        # pace there (device_blending); elsewhere a thread behind the network blends (see below).
+        on_device = device.type == "cuda"
+        blender: Blender = (DeviceRowBlender(grid.width, tiles.tile_height, len(specs) - 1, device) if on_device
+                            else RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1))
         rows = tiles.rows()
         columns = len(tiles.columns())
         read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, into=slots.slot)
@@ -225,11 +232,12 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             reader: Iterator[_Tile] = stack.enter_context(TileReader(
                 partial(read, drop_blocks=_block_dropping(pair, threads)), tiles.positions(), pair,
                 partial(_open_pair, before, after, options, bundle), threads, depth=2 * batch_size))
-            # Blending runs behind the network in one thread, in order, and compressing and writing
-            # the finished rows behind the blending in another: the network (a GPU above all) never
-            # waits for them. Both closed, the blending first, before writer.abort runs.
+            # Blending runs behind the network in one thread, in order (on the GPU: queued by this
+            # thread), and finishing, compressing and writing the rows behind the blending in another:
+            # the network never waits for them. Both closed, the blending first, before writer.abort runs.
             files = stack.enter_context(WriteBehind(FILE_WRITE_DEPTH))
-            behind = stack.enter_context(WriteBehind(WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
+            behind = stack.enter_context(WriteBehind(
+                0 if on_device else WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
         else:  # in turn with the network: the before image in a helper thread, the after image here
             helper = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader"))
                       if threads > 1 else None)
@@ -243,7 +251,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
             # On CUDA this returns once the GPU has the batch's inputs, while it still computes: the
             # next batch is read meanwhile, and the blending thread waits for these maps.
             predictions = _predict_batch(network, batch, slots.take(index), device, outputs.distance is not None,
-                                         budget, scale)
+                                         budget, scale, keep_on_device=on_device)
             # The blending needs where each tile lies and what is valid, not its inputs: those are
             # freed (their page-locked block reused) now, not when the blending gets to the batch.
             placed = [(tile.x, tile.y, tile.valid) for tile in batch]
@@ -387,12 +395,13 @@ def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBun
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],
-                   device: torch.device, with_distance: bool, budget: "_MemoryBudget",
-                   scale: int) -> Callable[[], List[Optional[Tuple[np.ndarray, ...]]]]:
+                   device: torch.device, with_distance: bool, budget: "_MemoryBudget", scale: int,
+                   keep_on_device: bool) -> Callable[[], List[Optional[Tuple[np.ndarray, ...]]]]:
     """The network launched on ``batch``, whose inputs ``inputs`` holds (its
     :class:`~deepcl_core.batches.BatchSlots` arrays, free for reuse when this returns). Returns a
     function that gives the network's channels (probability[, distance]) for each tile, waiting for
-    them if need be; None for a tile without a valid pixel. On the CPU such a tile is not computed;
+    them if need be (tensors on ``device`` as they come with ``keep_on_device``, see
+    :func:`launch_network`); None for a tile without a valid pixel. On the CPU such a tile is not computed;
     on CUDA the batch keeps its shape (cuDNN prepares each new shape once, slowly) and the tile's
     result is dropped."""
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
@@ -403,11 +412,11 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[n
     else:
         before, after = (_stacked([getattr(batch[i], date) for i in work]) for date in ("before", "after"))
         rows = list(range(len(work)))
-    maps = _run_within_memory(network, before, after, device, with_distance, budget, scale)
+    maps = _run_within_memory(network, before, after, device, with_distance, budget, scale, keep_on_device)
     return partial(_per_tile, maps, rows, work, len(batch))
 
 
-def _per_tile(maps: "NetworkMaps", rows: List[int], tiles: List[int],
+def _per_tile(maps: Pending, rows: List[int], tiles: List[int],
               count: int) -> List[Optional[Tuple[np.ndarray, ...]]]:
     """Row ``rows[k]`` of ``maps``' channels for tile ``tiles[k]`` of ``count``; None for the others."""
     probability, distance = maps.result()
@@ -422,7 +431,7 @@ def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
     return arrays[0][np.newaxis] if len(arrays) == 1 else np.stack(arrays)
 
 
-def _blend_batch(blender: RowBlender, tiles: TileGrid, placed: List[Tuple[int, int, np.ndarray]],
+def _blend_batch(blender: Blender, tiles: TileGrid, placed: List[Tuple[int, int, np.ndarray]],
                  predictions: Callable[[], List[Optional[Tuple[np.ndarray, ...]]]]) -> None:
     """Each tile's channels, by its (x, y, valid), into ``blender``."""
     for (x, y, valid), channels in zip(placed, predictions()):
@@ -430,37 +439,6 @@ def _blend_batch(blender: RowBlender, tiles: TileGrid, placed: List[Tuple[int, i
             blender.mark_valid(valid, x, y)
         else:
             blender.add(channels, tiles.blend_weights(x, y), valid, x, y)
-
-
-class NetworkMaps:
-    """A batch's change probability and distance maps ((N, h, w) float32 arrays, distance None when
-    not asked for), which on CUDA may still be on their way from the GPU: :meth:`result` waits."""
-
-    def __init__(self, probability: np.ndarray, distance: Optional[np.ndarray],
-                 arrived: Optional["torch.cuda.Event"] = None) -> None:
-        self._maps = probability, distance
-        self._arrived = arrived
-
-    @classmethod
-    def copied_from(cls, probability: torch.Tensor, distance: Optional[torch.Tensor]) -> "NetworkMaps":
-        """The maps copied to the host: from CUDA without waiting, into page-locked memory, with
-        an event that marks their arrival; from any other device at once."""
-        if probability.device.type != "cuda":
-            return cls(probability.cpu().numpy(), None if distance is None else distance.cpu().numpy())
-        host = [None if maps is None else torch.empty(maps.shape, dtype=maps.dtype, pin_memory=True)
-                for maps in (probability, distance)]
-        for target, maps in zip(host, (probability, distance)):
-            if target is not None:
-                target.copy_(maps, non_blocking=True)
-        arrived = torch.cuda.Event()
-        arrived.record()
-        return cls(*(None if target is None else target.numpy() for target in host), arrived=arrived)
-
-    def result(self) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-        if self._arrived is not None:
-            self._arrived.synchronize()
-            self._arrived = None
-        return self._maps
 
 
 def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
@@ -472,9 +450,11 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
 
 
 def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool = True, scale: int = 1) -> NetworkMaps:
+                   with_distance: bool = True, scale: int = 1, keep_on_device: bool = False) -> Pending:
     """:func:`run_network`, returning as soon as ``before`` and ``after`` may be reused: on CUDA once
-    they are copied to the GPU (after the batches queued before them), while the GPU computes."""
+    they are copied to the GPU (after the batches queued before them), while the GPU computes. The
+    maps come as numpy arrays, on their way from the GPU; with ``keep_on_device`` as tensors on
+    ``device``, for work that goes on there (:class:`~deepcl_core.device_blending.DeviceRowBlender`)."""
     height, width = before.shape[-2:]
     with torch.inference_mode():
         x1 = _to_device(before, device)
@@ -497,7 +477,7 @@ def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
             full = F.interpolate(output.finest_distance.float(), size=x1.shape[-2:], mode="bilinear",
                                  align_corners=False)
             distance = _to_input_size(full[:, :, :scaled_h, :scaled_w], height, width)
-        maps = NetworkMaps.copied_from(probability, distance)
+        maps = Pending((probability, distance)) if keep_on_device else Pending.copied_to_host(probability, distance)
     if copied is not None:
         # torch's allocator keeps a page-locked block until its copies are done only for tensors it
         # handed out itself; the batch slots reach torch through numpy, so they are waited for.
@@ -564,17 +544,18 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 
 def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                       with_distance: bool, budget: _MemoryBudget, scale: int) -> NetworkMaps:
+                       with_distance: bool, budget: _MemoryBudget, scale: int, keep_on_device: bool) -> Pending:
     """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
     retrying the same chunk whenever the device runs out of memory. A batch in one chunk, as nearly
-    always, is returned as launched (see :func:`launch_network`); several chunks, once computed."""
-    chunks: List[NetworkMaps] = []
+    always, is returned as launched (see :func:`launch_network`); several chunks, once computed, on
+    the host."""
+    chunks: List[Pending] = []
     start = 0
     while start < len(before):
         size = budget.batch_size
         try:
             maps = _run_in_pieces(network, before[start:start + size], after[start:start + size], device,
-                                  with_distance, budget.tile_side, scale)
+                                  with_distance, budget.tile_side, scale, keep_on_device)
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
@@ -591,16 +572,16 @@ def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.n
     if len(chunks) == 1:
         return chunks[0]
     probabilities, distances = zip(*(chunk.result() for chunk in chunks))
-    return NetworkMaps(np.concatenate(probabilities), np.concatenate(distances) if with_distance else None)
+    return Pending((np.concatenate(probabilities), np.concatenate(distances) if with_distance else None))
 
 
 def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool, side: int, scale: int) -> NetworkMaps:
+                   with_distance: bool, side: int, scale: int, keep_on_device: bool) -> Pending:
     """:func:`launch_network` on the tiles whole, or computed on windows of at most ``side`` pixels
-    of them, stitched together."""
+    of them and stitched together on the host."""
     height, width = before.shape[-2:]
     if side >= height and side >= width:
-        return launch_network(network, before, after, device, with_distance, scale)
+        return launch_network(network, before, after, device, with_distance, scale, keep_on_device=keep_on_device)
     probability = np.empty((len(before), height, width), np.float32)
     distance = np.empty_like(probability) if with_distance else None
     for y in range(0, height, side):
@@ -611,7 +592,7 @@ def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
             probability[window] = piece
             if distance is not None:
                 distance[window] = piece_distance
-    return NetworkMaps(probability, distance)
+    return Pending((probability, distance))
 
 
 class _Counts:
@@ -633,12 +614,19 @@ class _Counts:
             self.valid_m2 += float(valid_per_row @ areas)
 
 
-def _finish_rows(files: WriteBehind, writer: RasterOutputs, specs: List[RasterSpec], blender: RowBlender,
+def _finish_rows(files: WriteBehind, writer: RasterOutputs, specs: List[RasterSpec], blender: Blender,
                  until: int, threshold: float, counts: _Counts) -> None:
-    """The blender's final rows, those above ``until``, as maps finished in place in the fresh
-    arrays the blender hands over (no copies of a full-width band of rows), counted, and handed to
-    ``files`` to be written."""
-    top, blended, valid = blender.flush(until)
+    """The blender's final rows, those above ``until``, handed to ``files`` to be finished, counted
+    and written."""
+    files.submit(partial(_finish_and_write, writer, specs, blender.flush_later(until), threshold, counts))
+
+
+def _finish_and_write(writer: RasterOutputs, specs: List[RasterSpec],
+                      flushed: Callable[[], Tuple[int, np.ndarray, np.ndarray]], threshold: float,
+                      counts: _Counts) -> None:
+    """Flushed rows as maps finished in place in the fresh arrays the blender hands over (no copies
+    of a full-width band of rows), counted and written."""
+    top, blended, valid = flushed()
     invalid = None if valid.all() else ~valid  # None: no nodata to mark (most rows of most images)
     confidence = blended[0]
     np.maximum(confidence, 0.0, out=confidence)
@@ -654,9 +642,5 @@ def _finish_rows(files: WriteBehind, writer: RasterOutputs, specs: List[RasterSp
         if invalid is not None:
             np.copyto(distance, FLOAT_NODATA, where=invalid)
         maps.append(distance)
-    files.submit(partial(_write_maps, writer, specs, maps, top))
-
-
-def _write_maps(writer: RasterOutputs, specs: List[RasterSpec], maps: List[np.ndarray], top: int) -> None:
     for spec, rows in zip(specs, maps):
         writer.write(spec.path, rows, top)

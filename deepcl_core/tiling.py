@@ -3,7 +3,8 @@ so that memory depends on the image width and tile size, never on the image heig
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Iterator, List, Sequence, Tuple
+from functools import lru_cache
+from typing import Callable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
@@ -45,10 +46,18 @@ class TileGrid:
 
     def blend_weights(self, x: int, y: int) -> np.ndarray:
         """Weights (tile_height, tile_width) that fall off linearly across the overlap on every
-        side that borders another tile, and stay 1 at the image border."""
-        wy = _ramp(self.tile_height, self.overlap, y > 0, y + self.tile_height < self.height)
-        wx = _ramp(self.tile_width, self.overlap, x > 0, x + self.tile_width < self.width)
-        return np.outer(wy, wx)
+        side that borders another tile, and stay 1 at the image border. Read-only: tiles with the
+        same neighbours share one array (at most nine kinds per grid)."""
+        return _blend_weights(self.tile_height, self.tile_width, self.overlap, y > 0,
+                              y + self.tile_height < self.height, x > 0, x + self.tile_width < self.width)
+
+
+@lru_cache(maxsize=32)
+def _blend_weights(height: int, width: int, overlap: int, top: bool, bottom: bool, left: bool,
+                   right: bool) -> np.ndarray:
+    weights = np.outer(_ramp(height, overlap, top, bottom), _ramp(width, overlap, left, right))
+    weights.flags.writeable = False
+    return weights
 
 
 def _starts(length: int, tile: int, overlap: int) -> List[int]:
@@ -113,6 +122,13 @@ class RowBlender:
             _shift_rows(buffer, n)
         self.top = until
         return top, blended, valid
+
+
+    def flush_later(self, until: int) -> Callable[[], Tuple[int, np.ndarray, np.ndarray]]:
+        """:meth:`flush` as a function that gives its result (here at once; see
+        :class:`~deepcl_core.device_blending.DeviceRowBlender`, whose rows may still be on their way)."""
+        flushed = self.flush(until)
+        return lambda: flushed
 
 
 def _shift_rows(buffer: np.ndarray, n: int) -> None:

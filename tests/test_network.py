@@ -159,7 +159,9 @@ def test_run_network_pads_any_tile_size_and_crops_back():
 def test_batches_launched_back_to_back_give_each_its_own_maps(device):
     """On CUDA launch_network returns while the GPU still computes, and detection then refills its
     page-locked input arrays and launches the next batch: each batch's maps must still be its own,
-    those of the batch computed alone."""
+    those of the batch computed alone. The GPU is kept busy before each launch, as by the batches
+    before it in detection, so that a copy of the inputs still waiting when launch_network returns
+    would read the next batch's."""
     device = torch.device(device)
     network = make_network("mobilenet_v2").to(device)
     rng = np.random.default_rng(2)
@@ -170,6 +172,8 @@ def test_batches_launched_back_to_back_give_each_its_own_maps(device):
     for batch in batches:
         np.copyto(before, batch[0])  # the arrays of the batch before, overwritten at once
         np.copyto(after, batch[1])
+        if device.type == "cuda":
+            torch.cuda._sleep(50_000_000)  # about 25 ms of GPU cycles
         launched.append(launch_network(network, before, after, device))
     for maps, (probability, distance) in zip(launched, alone):
         got_probability, got_distance = maps.result()

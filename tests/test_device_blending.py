@@ -1,0 +1,68 @@
+"""Blending on the device (deepcl_core/device_blending.py) gives what the host's RowBlender gives:
+the same rows at each flush, the same values and the same validity, with tiles partly valid,
+tiles never computed, maps given as tensors or as numpy arrays. Runs on the CPU's torch device
+always, and on CUDA when there is one."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from deepcl_core.device_blending import DeviceRowBlender
+from deepcl_core.tiling import RowBlender, TileGrid
+
+DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
+                                                                   reason="needs a CUDA device"))]
+
+
+def blended_both_ways(grid: TileGrid, device: torch.device, channels: int, seed: int):
+    """Each blender fed the same tiles in detection's order; (top, values, valid) of every flush."""
+    rng = np.random.default_rng(seed)
+    th, tw = grid.tile_height, grid.tile_width
+    valid_image = np.ones((grid.height, grid.width), bool)
+    valid_image[rng.integers(0, grid.height, 40), rng.integers(0, grid.width, 40)] = False
+    valid_image[:, :max(1, grid.width // 5)] = False  # tiles at the left edge: some never computed
+    host = RowBlender(grid.width, th, channels)
+    on_device = DeviceRowBlender(grid.width, th, channels, device)
+    flushes = {"host": [], "device": []}
+    rows = grid.rows()
+    for index, y in enumerate(rows):
+        for k, (x, _) in enumerate((x, y) for x in grid.columns()):
+            valid = valid_image[y:y + th, x:x + tw]
+            if not valid.any():
+                host.mark_valid(valid, x, y)
+                on_device.mark_valid(valid, x, y)
+                continue
+            maps = rng.random((channels, th, tw), dtype=np.float32)
+            weights = grid.blend_weights(x, y)
+            host.add(maps, weights, valid, x, y)
+            # as detection gives them: tensors already on the device (numpy ones are copied over)
+            given = [torch.from_numpy(m).to(device) for m in maps] if k % 2 else maps
+            on_device.add(given, weights, valid, x, y)
+        until = rows[index + 1] if index + 1 < len(rows) else grid.height
+        flushes["host"].append(host.flush_later(until))
+        flushes["device"].append(on_device.flush_later(until))
+    return [[flushed() for flushed in way] for way in (flushes["host"], flushes["device"])]
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("width, height, tile, overlap, channels", [
+    (300, 250, 64, 16, 1), (97, 411, 96, 8, 2), (512, 130, 128, 32, 2), (50, 50, 64, 16, 1)])
+def test_the_device_blends_as_the_host_does(device, width, height, tile, overlap, channels):
+    host, on_device = blended_both_ways(TileGrid(width, height, tile, overlap), torch.device(device), channels,
+                                        seed=width)
+    assert [top for top, _, _ in on_device] == [top for top, _, _ in host]
+    for (_, values, valid), (_, expected_values, expected_valid) in zip(on_device, host):
+        assert isinstance(values, np.ndarray) and isinstance(valid, np.ndarray)
+        np.testing.assert_array_equal(valid, expected_valid)
+        np.testing.assert_allclose(values[:, valid], expected_values[:, valid], rtol=1e-6, atol=1e-6)
+    assert not all(valid.all() for _, _, valid in host)  # the test saw invalid pixels
+
+
+def test_tiles_of_one_kind_share_their_blend_weights():
+    """The device blender copies each kind of tile's weights over once, by array."""
+    grid = TileGrid(1000, 1000, 128, 16)
+    kinds = {id(grid.blend_weights(x, y)) for x, y in grid.positions()}
+    assert len(kinds) == 9 and len(list(grid.positions())) > 9
+    with pytest.raises(ValueError):
+        grid.blend_weights(0, 0)[0, 0] = 2.0  # shared, so read-only
