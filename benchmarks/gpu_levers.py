@@ -5,13 +5,14 @@ GPU) spends its time.
 
     python -m benchmarks.gpu_levers [--size 8192] [--rounds 2] [--only "now,graph"]
 
-Variants: detection as it is; the blending thread writing the files itself; freed memory handed
-back at once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it
-reads the next; the tiles copied into each batch by the main thread; Python's GIL switch interval
-lowered; other I/O thread counts; one torch thread; the network replayed as a CUDA graph (one
-launch per batch instead of hundreds); and the I/O alone (the network replaced by a stand-in that
-costs nothing) with several thread counts. Peak RSS per variant from
-the kernel's high-water mark, reset before each run (Linux).
+Variants: detection as it is; blending in a host thread instead of on the GPU; the rows finished
+and written where they are blended instead of in a thread of their own; freed memory handed back at
+once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it reads the
+next; the tiles copied into each batch by the main thread; Python's GIL switch interval lowered;
+other I/O thread counts; one torch thread; the network replayed as a CUDA graph (one launch per
+batch instead of hundreds); and the I/O alone (the network replaced by a stand-in that costs
+nothing) with several thread counts. Peak RSS per variant from the kernel's high-water mark, reset
+before each run (Linux).
 Indicative, not a timed test; needs a CUDA device.
 """
 from __future__ import annotations
@@ -134,6 +135,8 @@ def waited_for(launch: Callable) -> Callable:
     def launch_and_wait(*args, **kwargs):
         maps = launch(*args, **kwargs)
         maps.result()
+        if torch.cuda.is_available():  # maps left on the device for the blending are not waited for
+            torch.cuda.synchronize()
         return maps
     return launch_and_wait
 
@@ -154,9 +157,11 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
     io_alone = lambda: mock.patch.object(detect, "launch_network", network_stand_in)  # noqa: E731
     return {
         "now": (None, ExitStack),
+        "blending on the host": (None, lambda: mock.patch.object(detect, "BLEND_ON_DEVICE", False)),
         "GPU waited for after each batch": (
             None, lambda: mock.patch.object(detect, "launch_network", waited_for(detect.launch_network))),
-        "blending thread writes the files itself": (None, lambda: mock.patch.object(detect, "FILE_WRITE_DEPTH", 0)),
+        "rows finished and written where they are blended": (
+            None, lambda: mock.patch.object(detect, "FILE_WRITE_DEPTH", 0)),
         "freed memory handed back at once": (None, lambda: mock.patch.object(detect, "freed_memory_kept", nullcontext)),
         "tiles copied into the batch by the main thread": (
             None, lambda: mock.patch.object(detect, "_predict_batch", copied_inputs(detect._predict_batch))),
