@@ -8,11 +8,11 @@ GPU) spends its time.
 Variants: detection as it is; blending in a host thread instead of on the GPU; the rows finished
 and written where they are blended instead of in a thread of their own; freed memory handed back at
 once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it reads the
-next; the tiles copied into each batch by the main thread; Python's GIL switch interval lowered;
-other I/O thread counts; one torch thread; the network replayed as a CUDA graph (one launch per
-batch instead of hundreds); and the I/O alone (the network replaced by a stand-in that costs
-nothing) with several thread counts. Peak RSS per variant from the kernel's high-water mark, reset
-before each run (Linux).
+next; the tiles copied into each batch by the main thread; the statistics' sample read in two
+threads; the files compressed in 16 threads; Python's GIL switch interval lowered; other I/O thread
+counts; one torch thread; the network replayed as a CUDA graph (one launch per batch instead of
+hundreds); and the I/O alone (the network replaced by a stand-in that costs nothing) with several
+thread counts. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
 Indicative, not a timed test; needs a CUDA device.
 """
 from __future__ import annotations
@@ -43,6 +43,7 @@ from benchmarks.pipeline_levers import interleaved, matching
 from benchmarks.runs import network_stand_in
 from deepcl_core.batches import batch_array
 from deepcl_core.model.inference import torch_threads
+from deepcl_core.outputs import RasterOutputs
 from deepcl_core.pending import Pending
 from deepcl_core.tile_reader import TileReader
 from deepcl_core.write_behind import WriteBehind
@@ -129,6 +130,22 @@ def graphed_run_network() -> Callable:
     return run
 
 
+def statistics_in(threads: int) -> Callable:
+    """``_statistics_and_network`` with its sample read in ``threads`` threads, whatever detection asks."""
+    original = detect._statistics_and_network
+
+    def statistics(*args):
+        return original(*args[:-1], threads)
+    return lambda: mock.patch.object(detect, "_statistics_and_network", statistics)
+
+
+def compressing_in(threads: int) -> Callable:
+    """Output files compressed by GDAL in ``threads`` threads, whatever detection asks."""
+    def outputs(specs, grid, compression_threads: int, compression: str):
+        return RasterOutputs(specs, grid, compression_threads=threads, compression=compression)
+    return lambda: mock.patch.object(detect, "RasterOutputs", outputs)
+
+
 def waited_for(launch: Callable) -> Callable:
     """``launch_network`` that returns only once the batch's maps are on the host, as before the
     main thread launched a batch while the GPU still computed the one before."""
@@ -158,6 +175,9 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
     return {
         "now": (None, ExitStack),
         "blending on the host": (None, lambda: mock.patch.object(detect, "BLEND_ON_DEVICE", False)),
+        "statistics in 2 threads": (None, statistics_in(2)),
+        "files compressed in 16 threads": (None, compressing_in(16)),
+        "files compressed in 16 threads, 8 I/O threads": (8, compressing_in(16)),
         "GPU waited for after each batch": (
             None, lambda: mock.patch.object(detect, "launch_network", waited_for(detect.launch_network))),
         "rows finished and written where they are blended": (
