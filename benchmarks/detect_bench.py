@@ -230,6 +230,8 @@ def summary(records: List[Dict], args: argparse.Namespace, gpu_note: Optional[st
 
 def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_note: Optional[str],
                  command: str) -> None:
+    from deepcl_core.model.inference import MAX_IO_THREADS_BESIDE_ACCELERATOR
+
     text = "\n".join([
         "# Detection benchmark",
         "",
@@ -252,7 +254,8 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         "outputs written at the end. *network alone*: real tiles already in memory, same batch and precision, "
         "extrapolated to the image's tiles. *I/O alone*: the pipeline with the network replaced by a stand-in "
         "that costs nothing, reading and compressing in the background threads detection uses beside a GPU (one "
-        "per core, up to 4). *OTB MAD*: `otbcli_MultivariateAlterationDetector` file to file.",
+        f"per core, up to {MAX_IO_THREADS_BESIDE_ACCELERATOR}). *OTB MAD*: `otbcli_MultivariateAlterationDetector` "
+        "file to file.",
         "- *efficiency*: network-alone time / end-to-end time. *GFLOP/s*: the network's counted FLOPs "
         "(`torch.utils.flop_counter`) over all tiles / time. *peak RSS*: that run's own process (`ru_maxrss`).",
         "",

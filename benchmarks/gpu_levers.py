@@ -8,11 +8,10 @@ GPU) spends its time.
 Variants: detection as it is; blending in a host thread instead of on the GPU; the rows finished
 and written where they are blended instead of in a thread of their own; freed memory handed back at
 once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it reads the
-next; the tiles copied into each batch by the main thread; the statistics' sample read in two
-threads; the files compressed in 16 threads; Python's GIL switch interval lowered; other I/O thread
-counts; one torch thread; the network replayed as a CUDA graph (one launch per batch instead of
-hundreds); and the I/O alone (the network replaced by a stand-in that costs nothing) with several
-thread counts. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
+next; the tiles copied into each batch by the main thread; the files compressed in 16 threads;
+Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
+replayed as a CUDA graph (one launch per batch instead of hundreds); and the I/O alone (the network
+replaced by a stand-in that costs nothing) with several thread counts. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
 Indicative, not a timed test; needs a CUDA device.
 """
 from __future__ import annotations
@@ -130,15 +129,6 @@ def graphed_run_network() -> Callable:
     return run
 
 
-def statistics_in(threads: int) -> Callable:
-    """``_statistics_and_network`` with its sample read in ``threads`` threads, whatever detection asks."""
-    original = detect._statistics_and_network
-
-    def statistics(*args):
-        return original(*args[:-1], threads)
-    return lambda: mock.patch.object(detect, "_statistics_and_network", statistics)
-
-
 def compressing_in(threads: int) -> Callable:
     """Output files compressed by GDAL in ``threads`` threads, whatever detection asks."""
     def outputs(specs, grid, compression_threads: int, compression: str):
@@ -175,9 +165,7 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
     return {
         "now": (None, ExitStack),
         "blending on the host": (None, lambda: mock.patch.object(detect, "BLEND_ON_DEVICE", False)),
-        "statistics in 2 threads": (None, statistics_in(2)),
         "files compressed in 16 threads": (None, compressing_in(16)),
-        "files compressed in 16 threads, 8 I/O threads": (8, compressing_in(16)),
         "GPU waited for after each batch": (
             None, lambda: mock.patch.object(detect, "launch_network", waited_for(detect.launch_network))),
         "rows finished and written where they are blended": (
@@ -187,13 +175,11 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
             None, lambda: mock.patch.object(detect, "_predict_batch", copied_inputs(detect._predict_batch))),
         "GIL switch interval 0.2 ms instead of 5": (None, lambda: switch_interval(2e-4)),
         "16 I/O threads": (16, ExitStack),
-        "8 I/O threads": (8, ExitStack),
         "4 I/O threads": (4, ExitStack),
         "one torch thread": (None, lambda: torch_threads(1)),
         "network as a CUDA graph": (None, network_as_graph),
-        "network as a CUDA graph, 8 I/O threads": (8, network_as_graph),
         "I/O alone": (None, io_alone),
-        "I/O alone, 8 I/O threads": (8, io_alone),
+        "I/O alone, 4 I/O threads": (4, io_alone),
         "I/O alone, 16 I/O threads": (16, io_alone),
     }
 

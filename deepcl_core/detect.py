@@ -32,8 +32,7 @@ from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NO
                       check_output_paths)
 from .pending import Pending
 from .polygons import write_change_polygons
-from .raster_io import (Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window,
-                        sample_windows)
+from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
 from .tile_reader import TileReader
 from .tiling import RowBlender, TileGrid
 from .write_behind import WriteBehind
@@ -199,9 +198,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     pixel_size = ground_pixel_size(grid)
     threshold = bundle.threshold_for(pixel_size) if options.threshold is None else float(options.threshold)
     scale = bundle.input_scale_for(pixel_size) if options.input_scale is None else options.input_scale
-    open_pair = partial(_open_pair, before, after, options, bundle)
-    stretches, network = _statistics_and_network(pair, open_pair, bundle, device, options.precision,
-                                                 io_threads(beside_accelerator=False))
+    stretches, network = _statistics_and_network(pair, bundle, device, options.precision)
     # Tile and overlap are the network's: an image it sees enlarged is cut in smaller tiles.
     tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap // scale)
     specs = _output_specs(outputs)
@@ -237,7 +234,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         if in_background:
             reader: Iterator[_Tile] = stack.enter_context(TileReader(
                 partial(read, drop_blocks=_block_dropping(pair, threads)), tiles.positions(), pair,
-                open_pair, threads, depth=2 * batch_size))
+                partial(_open_pair, before, after, options, bundle), threads, depth=2 * batch_size))
             # Blending runs behind the network in one thread, in order (on the GPU: queued by this
             # thread), and finishing, compressing and writing the rows behind the blending in another:
             # the network never waits for them. Both closed, the blending first, before writer.abort runs.
@@ -294,36 +291,18 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
 
 
-def _statistics_and_network(pair: "_Pair", open_pair: Callable[[], "_Pair"], bundle: ModelBundle,
-                            device: torch.device, precision: str,
-                            threads: int) -> Tuple[Tuple[ImageStretch, ImageStretch], torch.nn.Module]:
-    """The two images' statistics, while the network is prepared for ``device`` on one torch thread
-    (the statistics hold the cores, and a team of several would stall at every barrier of loading
-    and folding the weights). The sample windows are shared out among ``threads`` threads (GDAL
-    decodes without the GIL), the first reading with ``pair``, each other with a pair of handles of
-    its own from ``open_pair``; the statistics do not depend on how they are shared out."""
-    windows = sample_windows(pair.before.RasterXSize, pair.before.RasterYSize)
-    parts = [windows[i::threads] for i in range(min(threads, len(windows)))]
-    with ThreadPoolExecutor(len(parts), thread_name_prefix="deepcl-statistics") as pool:
-        jobs = [pool.submit(_read_samples, pair if i == 0 else None, open_pair, part) for i, part in enumerate(parts)]
+def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.device,
+                            precision: str) -> Tuple[Tuple[ImageStretch, ImageStretch], torch.nn.Module]:
+    """The two images' statistics, side by side (GDAL decodes without the GIL), while the network
+    is prepared for ``device`` on one torch thread: the statistics hold the cores, and a team of
+    several would stall at every barrier of loading and folding the weights."""
+    with ThreadPoolExecutor(2, thread_name_prefix="deepcl-statistics") as pool:
+        jobs = [pool.submit(_image_stretch, pair.before, pair.bands_before, bundle, "before"),
+                pool.submit(_image_stretch, pair.after, pair.bands_after, bundle, "after")]
         with torch_threads(1):
             network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
                                             precision=precision, copy=False)
-        samples = [job.result() for job in jobs]
-    stretches = tuple(_stretch_from_sample(np.concatenate([part[image][0] for part in samples], axis=-1),
-                                           np.concatenate([part[image][1] for part in samples], axis=-1),
-                                           bundle, role)
-                      for image, role in enumerate(("before", "after")))
-    return stretches, network
-
-
-def _read_samples(pair: Optional["_Pair"], open_pair: Callable[[], "_Pair"],
-                  windows: Sequence[Tuple[int, int, int, int]]) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
-    """Each image's (pixels, validity) in ``windows``, read with ``pair`` or, when None, with a pair
-    of handles opened here."""
-    pair = pair or open_pair()
-    return (read_sample(pair.before, pair.bands_before, "before", windows),
-            read_sample(pair.after, pair.bands_after, "after", windows))
+        return (jobs[0].result(), jobs[1].result()), network
 
 
 def _output_specs(outputs: DetectOutputs) -> List[RasterSpec]:
@@ -411,11 +390,7 @@ def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: Image
 
 
 def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:
-    return _stretch_from_sample(*read_sample(dataset, bands, role), bundle, role)
-
-
-def _stretch_from_sample(sample: np.ndarray, valid: np.ndarray, bundle: ModelBundle, role: str) -> ImageStretch:
-    """The stretch of an image from its sample (:func:`~deepcl_core.raster_io.read_sample`)."""
+    sample, valid = read_sample(dataset, bands, role)
     if not valid.any():
         raise InputError(f"the {role} image has no valid pixel (all nodata or not finite) in the "
                          "area it shares with the other image")

@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -248,27 +248,22 @@ def _read_mask(band: gdal.Band, x: int, y: int, width: int, height: int, role: s
     return mask > 0
 
 
-def sample_windows(width: int, height: int, max_side: int = 1024, windows_per_side: int = 8,
-                   window: int = 128) -> List[Tuple[int, int, int, int]]:
-    """(x, y, width, height) of the windows an image's statistics are sampled from: the whole image
-    when small, else a regular grid of windows, so that the cost does not grow with the image."""
+def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side: int = 1024,
+                windows_per_side: int = 8, window: int = 128) -> Tuple[np.ndarray, np.ndarray]:
+    """A sample of the image for its statistics: the whole image when small, else a regular grid
+    of windows, so that the cost does not grow with the image. Returns concatenated pixels
+    (bands, 1, n), in the bands' own type as :func:`read_window` keeps it, and validity (1, n)."""
+    width, height = dataset.RasterXSize, dataset.RasterYSize
     if width <= max_side and height <= max_side:
-        return [(0, 0, width, height)]
-    w, h = min(window, width), min(window, height)
-    return [(int((width - w) * (gx + 0.5) / windows_per_side), int((height - h) * (gy + 0.5) / windows_per_side), w, h)
-            for gy in range(windows_per_side) for gx in range(windows_per_side)]
-
-
-def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str,
-                windows: Optional[Sequence[Tuple[int, int, int, int]]] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """A sample of the image for its statistics, from ``windows`` (default: all of
-    :func:`sample_windows`). Returns concatenated pixels (bands, 1, n), in the bands' own type as
-    :func:`read_window` keeps it, and validity (1, n)."""
-    if windows is None:
-        windows = sample_windows(dataset.RasterXSize, dataset.RasterYSize)
+        pixels, valid = read_window(dataset, bands, 0, 0, width, height, role, keep_integers=True)
+        return pixels.reshape(len(bands), 1, -1), valid.reshape(1, -1)
     pieces, masks = [], []
-    for x, y, w, h in windows:
-        pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
-        pieces.append(pixels.reshape(len(bands), -1))
-        masks.append(valid.reshape(-1))
+    for gy in range(windows_per_side):
+        for gx in range(windows_per_side):
+            w, h = min(window, width), min(window, height)
+            x = int((width - w) * (gx + 0.5) / windows_per_side)
+            y = int((height - h) * (gy + 0.5) / windows_per_side)
+            pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
+            pieces.append(pixels.reshape(len(bands), -1))
+            masks.append(valid.reshape(-1))
     return np.concatenate(pieces, axis=1)[:, None, :], np.concatenate(masks)[None, :]

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
 
@@ -16,7 +15,7 @@ import pytest
 import torch
 from osgeo import gdal, ogr, osr
 
-from deepcl_core import detect, raster_io
+from deepcl_core import detect
 from deepcl_core.batches import even_batch_size
 from deepcl_core.detect import (KEEP_DECODED_BYTES, BlockDropping, DetectOptions, DetectOutputs, _block_dropping,
                                 _decoded_bytes, _image_stretch, _open_pair, _read_tile, detect_changes)
@@ -558,15 +557,21 @@ def test_the_cpu_reads_and_writes_in_turn_with_the_network(oscd_mismatch_pair, t
     assert any(name.startswith("deepcl-reader") for name in seen)  # the helper reading the before image, or the readers
 
 
-def test_beside_an_accelerator_at_most_four_threads_read(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch):
-    """On a 16-core machine, 4 readers beside the GPU, not 16 (more ran slower on an H100's host)."""
+def test_beside_an_accelerator_at_most_eight_threads_read(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch):
+    """On a 16-core machine, 8 readers beside the GPU: on an H100's host 8 ran faster than 4 or 16."""
     monkeypatch.setattr(inference, "available_cores", lambda: 16)
-    readers = set()
+    asked, readers = [], set()
+    tile_reader = detect.TileReader
+
+    def counted(read, positions, handles, open_handles, threads, depth):
+        asked.append(threads)
+        return tile_reader(read, positions, handles, open_handles, threads, depth=depth)
+    monkeypatch.setattr(detect, "TileReader", counted)
     options = DetectOptions(tile_size=32, overlap=8, batch_size=4, device="cpu", overlap_io=True)
     detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path), options, model=tiny_model,
                    progress=lambda fraction, message: readers.update(
                        t.name for t in threading.enumerate() if t.name.startswith("deepcl-reader")))
-    assert len(readers) == 4
+    assert asked == [8] and 1 < len(readers) <= 8  # the pool starts its threads as work waits for them
 
 
 def test_deflate_outputs_hold_the_same_values(oscd_run, tiny_model, tmp_path):
@@ -668,28 +673,3 @@ def test_on_cuda_every_batch_has_one_shape_in_page_locked_memory(same_grid_pair,
     gpu, cpu = (read_raster(result.outputs.confidence).values for result in (on_gpu, on_cpu))
     np.testing.assert_array_equal(gpu == FLOAT_NODATA, cpu == FLOAT_NODATA)
     np.testing.assert_allclose(gpu, cpu, atol=1e-2)
-
-
-def test_statistics_do_not_depend_on_how_many_threads_read_the_sample(oscd_mismatch_pair, tiny_model, monkeypatch):
-    """The sample windows shared out among threads, each but the first with handles of its own,
-    give the stretches one thread gives (a real pair on different grids, sampled in 16 windows)."""
-    monkeypatch.setattr(detect, "sample_windows", partial(raster_io.sample_windows, max_side=64, windows_per_side=4,
-                                                          window=48))
-    open_pair = partial(_open_pair, *oscd_mismatch_pair, DetectOptions(), tiny_model)
-    opened = []
-
-    def counted_open_pair():
-        opened.append(1)
-        return open_pair()
-    by_threads = {}
-    for threads in (1, 3, 16):
-        opened.clear()
-        stretches, _ = detect._statistics_and_network(open_pair(), counted_open_pair, tiny_model,
-                                                      torch.device("cpu"), "fp32", threads)
-        by_threads[threads] = stretches
-        assert len(opened) == threads - 1  # every part but the first read with handles of its own
-    for stretches in by_threads.values():
-        for stretch, expected in zip(stretches, by_threads[1]):
-            np.testing.assert_array_equal(stretch.low, expected.low)
-            np.testing.assert_array_equal(stretch.high, expected.high)
-    assert not np.array_equal(by_threads[1][0].low, by_threads[1][1].low)  # two images, two stretches

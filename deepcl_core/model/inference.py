@@ -134,11 +134,11 @@ def overlaps_io(device: torch.device) -> bool:
 
 
 # Each reader thread holds tiles in flight (14 MB per pair of 768² tiles) and GDAL handles. Beside an
-# H100 with 16 cores, 4 threads ran detection faster than 16 (8,192²: 1.39 against 1.56 s; 2,048²:
-# 0.24 against 0.34 s; a later run in the process, `python -m benchmarks.gpu_levers`,
-# docs/benchmarks_gpu_e2e.md) and held less memory: the serial steps (statistics, stacking,
-# blending) set the pace there, and more threads add only contention.
-MAX_IO_THREADS_BESIDE_ACCELERATOR = 4
+# H100 with 16 cores, blending on the GPU, 8 threads ran 8,192² detection faster than 4 on three
+# hosts (1.14 against 1.25 s, 1.49 against 1.68, 1.44 against 1.57) and faster than 16; at 2,048²
+# the count made no clear difference (a later run in the process, `python -m benchmarks.gpu_levers`,
+# docs/benchmarks_gpu_e2e.md).
+MAX_IO_THREADS_BESIDE_ACCELERATOR = 8
 MAX_IO_THREADS = 16  # compressing in turn with the network on the CPU: every core helps
 
 
