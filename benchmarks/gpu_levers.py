@@ -11,7 +11,8 @@ once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps b
 next; the tiles copied into each batch by the main thread; the files compressed in 16 threads;
 Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
 replayed as a CUDA graph (one launch per batch instead of hundreds); and the I/O alone (the network
-replaced by a stand-in that costs nothing) with several thread counts. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
+replaced by a stand-in that costs nothing) with several thread counts. Peak RSS per variant from
+the kernel's high-water mark, reset before each run (Linux).
 Indicative, not a timed test; needs a CUDA device.
 """
 from __future__ import annotations

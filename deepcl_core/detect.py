@@ -21,7 +21,7 @@ from osgeo import gdal
 from .area import ground_pixel_size, pixel_area_by_row
 from .batches import BatchSlots, batch_plan
 from .device import describe_device, resolve_device
-from .device_blending import DeviceRowBlender
+from .device_blending import DeviceRowBlender, Maps
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError, releases_locals_on_error
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
@@ -252,7 +252,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
                 raise Cancelled()
             batch = [next(reader) for _ in positions]
             # On CUDA this returns once the GPU has the batch's inputs, while it still computes: the
-            # next batch is read meanwhile, and the blending thread waits for these maps.
+            # next batch is read meanwhile, and the maps stay there to be blended.
             predictions = _predict_batch(network, batch, slots.take(index), device, outputs.distance is not None,
                                          budget, scale, keep_on_device=on_device)
             # The blending needs where each tile lies and what is valid, not its inputs: those are
@@ -399,14 +399,13 @@ def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBun
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],
                    device: torch.device, with_distance: bool, budget: "_MemoryBudget", scale: int,
-                   keep_on_device: bool) -> Callable[[], List[Optional[Tuple[np.ndarray, ...]]]]:
+                   keep_on_device: bool) -> Callable[[], List[Optional[Tuple[Maps, ...]]]]:
     """The network launched on ``batch``, whose inputs ``inputs`` holds (its
     :class:`~deepcl_core.batches.BatchSlots` arrays, free for reuse when this returns). Returns a
     function that gives the network's channels (probability[, distance]) for each tile, waiting for
-    them if need be (tensors on ``device`` as they come with ``keep_on_device``, see
-    :func:`launch_network`); None for a tile without a valid pixel. On the CPU such a tile is not computed;
-    on CUDA the batch keeps its shape (cuDNN prepares each new shape once, slowly) and the tile's
-    result is dropped."""
+    them if need be (tensors on ``device`` with ``keep_on_device``, see :func:`launch_network`); None
+    for a tile without a valid pixel. On the CPU such a tile is not computed; on CUDA the batch keeps
+    its shape (cuDNN prepares each new shape once, slowly) and the tile's result is dropped."""
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
     if not work:
         return lambda: [None] * len(batch)
@@ -420,10 +419,10 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[n
 
 
 def _per_tile(maps: Pending, rows: List[int], tiles: List[int],
-              count: int) -> List[Optional[Tuple[np.ndarray, ...]]]:
+              count: int) -> List[Optional[Tuple[Maps, ...]]]:
     """Row ``rows[k]`` of ``maps``' channels for tile ``tiles[k]`` of ``count``; None for the others."""
     probability, distance = maps.result()
-    predictions: List[Optional[Tuple[np.ndarray, ...]]] = [None] * count
+    predictions: List[Optional[Tuple[Maps, ...]]] = [None] * count
     for k, i in zip(rows, tiles):
         predictions[i] = (probability[k],) if distance is None else (probability[k], distance[k])
     return predictions
@@ -435,7 +434,7 @@ def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
 
 
 def _blend_batch(blender: Blender, tiles: TileGrid, placed: List[Tuple[int, int, np.ndarray]],
-                 predictions: Callable[[], List[Optional[Tuple[np.ndarray, ...]]]]) -> None:
+                 predictions: Callable[[], List[Optional[Tuple[Maps, ...]]]]) -> None:
     """Each tile's channels, by its (x, y, valid), into ``blender``."""
     for (x, y, valid), channels in zip(placed, predictions()):
         if channels is None:

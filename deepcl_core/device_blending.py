@@ -10,7 +10,7 @@ import torch
 
 from .pending import Pending
 
-Maps = Union[np.ndarray, torch.Tensor]
+Maps = Union[np.ndarray, torch.Tensor]  # a map on the host, or on the device
 
 
 class DeviceRowBlender:

@@ -123,7 +123,6 @@ class RowBlender:
         self.top = until
         return top, blended, valid
 
-
     def flush_later(self, until: int) -> Callable[[], Tuple[int, np.ndarray, np.ndarray]]:
         """:meth:`flush` as a function that gives its result (here at once; see
         :class:`~deepcl_core.device_blending.DeviceRowBlender`, whose rows may still be on their way)."""
