@@ -21,7 +21,7 @@ from osgeo import gdal
 from .area import ground_pixel_size, pixel_area_by_row
 from .batches import BatchSlots, batch_plan
 from .device import describe_device, resolve_device
-from .device_blending import DeviceRowBlender, Maps
+from .device_blending import DeviceRowBlender, Maps, fits_on_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError, releases_locals_on_error
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
@@ -224,8 +224,10 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
                     f"{list(pair.bands_after)}; device {describe_device(device)}"
                     + (f"; images enlarged {scale}× for the network" if scale > 1 else ""))
         # Beside a GPU the blending is the GPU's work too: a host thread blending every tile set the
-        # pace there (device_blending); elsewhere a thread behind the network blends (see below).
-        on_device = BLEND_ON_DEVICE and device.type == "cuda"
+        # pace there (device_blending); elsewhere, or when the GPU has too little memory to spare for
+        # an image this wide, a thread behind the network blends (see below).
+        on_device = (BLEND_ON_DEVICE and device.type == "cuda" and fits_on_device(
+            grid.width, tiles.tile_height, len(specs) - 1, free_bytes=_cuda_memory_to_spare(device)))
         blender: Blender = (DeviceRowBlender(grid.width, tiles.tile_height, len(specs) - 1, device) if on_device
                             else RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1))
         rows = tiles.rows()
@@ -289,6 +291,13 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
         threshold=threshold, input_scale=scale, device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
+
+
+def _cuda_memory_to_spare(device: torch.device) -> int:
+    """Bytes free on the device, counting those torch keeps cached for reuse (a QGIS session's
+    earlier detections leave them there)."""
+    return (torch.cuda.mem_get_info(device)[0] + torch.cuda.memory_reserved(device)
+            - torch.cuda.memory_allocated(device))
 
 
 def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.device,

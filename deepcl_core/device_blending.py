@@ -13,6 +13,14 @@ from .pending import Pending
 Maps = Union[np.ndarray, torch.Tensor]  # a map on the host, or on the device
 
 
+def fits_on_device(width: int, tile_height: int, channels: int, free_bytes: int) -> bool:
+    """Whether a :class:`DeviceRowBlender` for rows ``width`` wide leaves the network most of the
+    device's ``free_bytes``: its buffers and a flush's temporaries take at most half (a 100,000 px
+    wide mosaic in tiles of 768 needs about 1.4 GB for one channel)."""
+    buffers = (4 * channels + 4 + 1) * tile_height * width  # sums, weights, validity
+    return 2 * buffers <= free_bytes // 2
+
+
 class DeviceRowBlender:
     """:class:`~deepcl_core.tiling.RowBlender` with its buffers on ``device``: the same weighted
     sums, flushes and validity, for maps that are already there (numpy maps are copied over)."""

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepcl_core.device_blending import DeviceRowBlender
+from deepcl_core.device_blending import DeviceRowBlender, fits_on_device
 from deepcl_core.tiling import RowBlender, TileGrid
 
 DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(),
@@ -66,3 +66,12 @@ def test_tiles_of_one_kind_share_their_blend_weights():
     assert len(kinds) == 9 and len(list(grid.positions())) > 9
     with pytest.raises(ValueError):
         grid.blend_weights(0, 0)[0, 0] = 2.0  # shared, so read-only
+
+
+def test_blending_stays_on_the_host_when_the_device_has_little_memory_to_spare():
+    """The blender's buffers and a flush's temporaries may take at most half the free memory (about
+    1.4 GB for a 100,000 px wide mosaic in tiles of 768, 2 GB with the distance map)."""
+    assert fits_on_device(8192, 768, 1, free_bytes=1 * 2 ** 30)
+    assert not fits_on_device(100_000, 768, 1, free_bytes=2 * 2 ** 30)
+    assert fits_on_device(100_000, 768, 1, free_bytes=3 * 2 ** 30)
+    assert not fits_on_device(100_000, 768, 2, free_bytes=3 * 2 ** 30)
