@@ -17,8 +17,6 @@ Indicative, not a timed test; needs a CUDA device.
 """
 from __future__ import annotations
 
-import argparse
-import logging
 import math
 import statistics
 import sys
@@ -37,9 +35,7 @@ import torch
 import torch.nn.functional as F
 
 import deepcl_core.detect as detect
-from benchmarks.compute import benchmark_bundle
-from benchmarks.pairs import generate_pair
-from benchmarks.pipeline_levers import interleaved, matching
+from benchmarks.pipeline_levers import interleaved, lever_parser, parsed_with_pair, selected
 from benchmarks.runs import network_stand_in
 from deepcl_core.batches import batch_array
 from deepcl_core.model.inference import torch_threads
@@ -212,20 +208,10 @@ def run_once(before: Path, after: Path, bundle, folder: Path, device: str, threa
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.gpu_levers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=8192)
-    parser.add_argument("--rounds", type=int, default=2)
-    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    parser = lever_parser("python -m benchmarks.gpu_levers", __doc__.split("\n\n")[0], size=8192, rounds=2)
     parser.add_argument("--device", default="cuda", help="cuda; cpu only to try the script itself")
-    parser.add_argument("--only", default="", help="comma-separated parts of variant names: run only those")
-    args = parser.parse_args(argv)
-    logging.getLogger("deepcl_core").setLevel(logging.ERROR)
-    before, after = generate_pair(args.size, args.cache)
-    bundle, what = benchmark_bundle()
-    chosen = variants(graphed_run_network())
-    chosen = matching(chosen, args.only)
-    if not chosen:
-        parser.error(f"no variant matches --only {args.only!r}")
+    args, before, after, bundle, what = parsed_with_pair(parser, argv)
+    chosen = selected(variants(graphed_run_network()), args.only, parser)
     parts: Dict[str, Dict[str, float]] = {name: defaultdict(float) for name in chosen}
 
     def variant(name: str, threads: Optional[int], context: Callable) -> Callable[[], float]:

@@ -19,7 +19,7 @@ import tempfile
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable, Dict, List, Optional, TypeVar
+from typing import Callable, Dict, List, Optional, Tuple, TypeVar
 from unittest import mock
 
 import deepcl_core.detect as detect
@@ -76,10 +76,34 @@ def naive_variant(before: Path, after: Path, bundle, folder: Path) -> Callable[[
     return run
 
 
-def matching(variants: Dict[str, Variant], only: str) -> Dict[str, Variant]:
-    """The variants whose names contain one of ``only``'s comma-separated parts; all when it is empty."""
+def lever_parser(prog: str, description: str, size: int, rounds: int) -> argparse.ArgumentParser:
+    """The arguments every lever script takes: --size, --rounds, --cache and --only."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("--size", type=int, default=size)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    parser.add_argument("--only", default="", help="comma-separated parts of variant names: run only those "
+                                                   "(large sizes take minutes per variant)")
+    return parser
+
+
+def parsed_with_pair(parser: argparse.ArgumentParser,
+                     argv: Optional[List[str]]) -> Tuple[argparse.Namespace, Path, Path, object, str]:
+    """The arguments, the generated pair of ``--size`` and the benchmark model (bundle, what it is)."""
+    args = parser.parse_args(argv)
+    logging.getLogger("deepcl_core").setLevel(logging.ERROR)
+    before, after = generate_pair(args.size, args.cache)
+    return (args, before, after, *benchmark_bundle())
+
+
+def selected(variants: Dict[str, Variant], only: str, parser: argparse.ArgumentParser) -> Dict[str, Variant]:
+    """The variants whose names contain one of ``only``'s comma-separated parts (all when it is
+    empty); a usage error when none does."""
     wanted = [part.strip() for part in only.split(",") if part.strip()]
-    return {name: v for name, v in variants.items() if not wanted or any(part in name for part in wanted)}
+    chosen = {name: v for name, v in variants.items() if not wanted or any(part in name for part in wanted)}
+    if not chosen:
+        parser.error(f"no variant matches --only {only!r}")
+    return chosen
 
 
 def interleaved(variants: Dict[str, Callable[[], float]], rounds: int,
@@ -96,17 +120,9 @@ def interleaved(variants: Dict[str, Callable[[], float]], rounds: int,
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.pipeline_levers", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--size", type=int, default=1024)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--cache", type=Path, default=ROOT / "out" / "bench")
+    parser = lever_parser("python -m benchmarks.pipeline_levers", __doc__.split("\n\n")[0], size=1024, rounds=3)
     parser.add_argument("--tiles", default="512", help="other tile sizes tried with detection as it is now")
-    parser.add_argument("--only", default="", help="comma-separated parts of variant names: run only those "
-                                                   "(large sizes take minutes per variant)")
-    args = parser.parse_args(argv)
-    logging.getLogger("deepcl_core").setLevel(logging.ERROR)
-    before, after = generate_pair(args.size, args.cache)
-    bundle, what = benchmark_bundle()
+    args, before, after, bundle, what = parsed_with_pair(parser, argv)
     variants = {name: pipeline_variant(before, after, bundle, args.cache, *step) for name, step in STEPS.items()}
     for tile in (int(t) for t in args.tiles.split(",") if t.strip()):
         variants[f"detection now, tile {tile} instead of {detect.DetectOptions.tile_size}"] = pipeline_variant(
@@ -114,9 +130,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     variants["detection now, GDAL's decoded blocks dropped after each tile row, whatever the size"] = pipeline_variant(
         before, after, bundle, args.cache, *STEPS[NOW], keep_decoded=0)
     variants["naive baseline"] = naive_variant(before, after, bundle, args.cache)
-    variants = matching(variants, args.only)
-    if not variants:
-        parser.error(f"no variant matches --only {args.only!r}")
+    variants = selected(variants, args.only, parser)
     seconds = interleaved(variants, args.rounds)
     megapixels = args.size ** 2 / 1e6
     print(f"{args.size}² pair, {what}; median of {args.rounds} interleaved rounds\n")

@@ -351,8 +351,8 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
     one thread when given, side by side with the after image). ``drop_blocks`` (see
     :func:`_block_dropping`): when the thread then drops the blocks GDAL decoded for ``pair``.
-    ``into(position)``: the (before, after)
-    arrays to normalise into (slots of a batch, :class:`~deepcl_core.batches.BatchSlots`)."""
+    ``into(position)``: the (before, after) arrays to normalise into (slots of a batch,
+    :class:`~deepcl_core.batches.BatchSlots`)."""
     x, y = position
     out_before, out_after = into(position) if into is not None else (None, None)
     read_before = partial(_read_normalised, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before",

@@ -23,7 +23,8 @@ def crop(source: Path, target: Path, xoff: int, yoff: int, width: int, height: i
     return target
 
 
-needs_proc = pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc (Linux)")
+HAS_PROC = Path("/proc/self/fd").is_dir()  # where the files a process holds open can be listed (Linux)
+needs_proc = pytest.mark.skipif(not HAS_PROC, reason="needs /proc (Linux)")
 
 
 def files_open_in_this_process() -> Set[str]:

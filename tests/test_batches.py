@@ -5,14 +5,20 @@ from __future__ import annotations
 import threading
 
 import numpy as np
+import pytest
 import torch
 
 from deepcl_core import detect
-from deepcl_core.batches import BatchSlots, batch_plan
+from deepcl_core.batches import BatchSlots, batch_plan, even_batch_size
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.tiling import TileGrid
 
 CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("count, most, even", [(12, 8, 6), (13, 8, 7), (16, 8, 8), (9, 8, 5), (3, 8, 3), (5, 1, 1)])
+def test_a_row_of_tiles_is_cut_into_as_few_and_as_even_batches_as_can_be(count, most, even):
+    assert even_batch_size(count, most) == even
 
 
 def test_the_plan_cuts_each_row_evenly_in_reading_order():

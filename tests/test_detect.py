@@ -16,7 +16,6 @@ import torch
 from osgeo import gdal, ogr, osr
 
 from deepcl_core import detect
-from deepcl_core.batches import even_batch_size
 from deepcl_core.detect import (KEEP_DECODED_BYTES, BlockDropping, DetectOptions, DetectOutputs, _block_dropping,
                                 _decoded_bytes, _image_stretch, _open_pair, _read_tile, detect_changes)
 from deepcl_core.errors import Cancelled, InputError, OutputError
@@ -616,11 +615,6 @@ def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair
     large_pair = _open_pair(*large, DetectOptions(), tiny_model)
     assert _decoded_bytes(large_pair) == 2 * 3 * side * side > KEEP_DECODED_BYTES
     assert _block_dropping(large_pair, threads=1) is BlockDropping.AFTER_EACH_ROW
-
-
-@pytest.mark.parametrize("count, most, even", [(12, 8, 6), (13, 8, 7), (16, 8, 8), (9, 8, 5), (3, 8, 3), (5, 1, 1)])
-def test_a_row_of_tiles_is_cut_into_as_few_and_as_even_batches_as_can_be(count, most, even):
-    assert even_batch_size(count, most) == even
 
 
 def batches_seen(monkeypatch) -> List[Tuple[int, bool]]:

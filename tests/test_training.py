@@ -17,7 +17,7 @@ from deepcl_core.model_file import load_model
 from deepcl_core.raster_io import open_raster
 from deepcl_core.training import TrainOptions, find_pairs, read_label, split_pairs, train
 
-from core_test_helpers import files_open_in_this_process
+from core_test_helpers import HAS_PROC, files_open_in_this_process
 
 DATA = Path(os.environ.get("DEEPCL_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
 LEVIR = DATA / "levir"
@@ -127,7 +127,7 @@ def test_non_binary_label_is_a_clear_error_before_training(tmp_path):
     with pytest.raises(InputError, match="not binary") as caught:
         train(small_options(tmp_path / "m.pt", data_dirs=[tmp_path / "data"]))
     assert not (tmp_path / "m.pt.ckpt").exists()
-    if Path("/proc/self/fd").is_dir():  # the exception, kept as QGIS keeps it, holds no input open
+    if HAS_PROC:  # the exception, kept as QGIS keeps it, holds no input open
         assert caught.value.__traceback__ is not None
         assert not {str(path) for path in pair.iterdir()} & files_open_in_this_process()
 
