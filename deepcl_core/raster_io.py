@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
@@ -251,19 +251,43 @@ def _read_mask(band: gdal.Band, x: int, y: int, width: int, height: int, role: s
 def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side: int = 1024,
                 windows_per_side: int = 8, window: int = 128) -> Tuple[np.ndarray, np.ndarray]:
     """A sample of the image for its statistics: the whole image when small, else a regular grid
-    of windows, so that the cost does not grow with the image. Returns concatenated pixels
-    (bands, 1, n), in the bands' own type as :func:`read_window` keeps it, and validity (1, n)."""
+    of windows (:func:`sample_windows`), so that the cost does not grow with the image. Returns
+    concatenated pixels (bands, 1, n), in the bands' own type as :func:`read_window` keeps it, and
+    validity (1, n)."""
     width, height = dataset.RasterXSize, dataset.RasterYSize
     if width <= max_side and height <= max_side:
         pixels, valid = read_window(dataset, bands, 0, 0, width, height, role, keep_integers=True)
         return pixels.reshape(len(bands), 1, -1), valid.reshape(1, -1)
+    w, h = min(window, width), min(window, height)
     pieces, masks = [], []
-    for gy in range(windows_per_side):
-        for gx in range(windows_per_side):
-            w, h = min(window, width), min(window, height)
-            x = int((width - w) * (gx + 0.5) / windows_per_side)
-            y = int((height - h) * (gy + 0.5) / windows_per_side)
-            pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
-            pieces.append(pixels.reshape(len(bands), -1))
-            masks.append(valid.reshape(-1))
+    for x, y in sample_windows(width, height, w, h, dataset.GetRasterBand(bands[0]).GetBlockSize(), windows_per_side):
+        pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
+        pieces.append(pixels.reshape(len(bands), -1))
+        masks.append(valid.reshape(-1))
     return np.concatenate(pieces, axis=1)[:, None, :], np.concatenate(masks)[None, :]
+
+
+def sample_windows(width: int, height: int, window_width: int, window_height: int, block: Tuple[int, int],
+                   per_side: int) -> List[Tuple[int, int]]:
+    """Top-left corners of ``per_side``² windows spread evenly over the image. Where the windows lie
+    at least a block of the file apart, each is moved by less than its size to lie within one
+    block (width, height): a window across four blocks would decode all four, four times the work
+    for the same number of pixels. Closer windows share blocks already."""
+    xs = _spread(width, window_width, block[0], per_side)
+    return [(x, y) for y in _spread(height, window_height, block[1], per_side) for x in xs]
+
+
+def _spread(size: int, length: int, block: int, per_side: int) -> List[int]:
+    starts = [int((size - length) * (g + 0.5) / per_side) for g in range(per_side)]
+    if not length <= block <= (size - length) / per_side:
+        return starts
+    return [_within_one_block(start, length, block, size) for start in starts]
+
+
+def _within_one_block(start: int, length: int, block: int, size: int) -> int:
+    """``start`` of a ``length`` long window (on an axis ``size`` long) where the window lies inside
+    its ``block`` already, else moved back to that block's end or on to the next block, whichever
+    is nearer and fits."""
+    first = start // block * block
+    candidates = [min(start, first + block - length), first + block]
+    return min((c for c in candidates if c + length <= size), key=lambda c: abs(c - start))

@@ -3,9 +3,10 @@ conversion in GDAL); the values, the image statistics and what the network gets 
 of a float32 read."""
 import numpy as np
 import pytest
+from osgeo import gdal
 
 from deepcl_core.normalization import ImageStretch, NormalizationSpec, normalize, percentiles
-from deepcl_core.raster_io import align_after_to_before, open_raster, read_sample, read_window
+from deepcl_core.raster_io import align_after_to_before, open_raster, read_sample, read_window, sample_windows
 
 
 def _both_reads(dataset, bands, window):
@@ -73,3 +74,59 @@ def test_percentiles_of_integers_equal_numpys(values):
     percents = (0.0, 2.0, 37.5, 98.0, 100.0)
     np.testing.assert_array_equal(np.float32(percentiles(values, percents)),
                                   np.float32(np.percentile(values.astype(np.float32), percents)))
+
+
+def _even_spread(size: int, window: int, per_side: int = 8):
+    return [int((size - window) * (g + 0.5) / per_side) for g in range(per_side)]
+
+
+@pytest.mark.parametrize("width, block, window", [(8192, 256, 128), (5000, 512, 128), (2400, 256, 256), (777, 64, 48)])
+def test_sample_windows_lie_in_one_block_each_near_the_even_spread(width, block, window):
+    corners = sample_windows(width, width, window, window, (block, block), 8)
+    even = _even_spread(width, window)
+    assert len(set(corners)) == 8 * 8
+    assert corners == [(x, y) for y in sorted({y for _, y in corners}) for x in sorted({x for x, _ in corners})]
+    for start, wanted in zip(sorted({x for x, _ in corners}), even):
+        assert 0 <= start and start + window <= width
+        assert start // block == (start + window - 1) // block, "the window crosses a block edge"
+        assert abs(start - wanted) < window
+
+
+@pytest.mark.parametrize("block", [(8192, 1), (8192, 16), (100, 100), (1024, 1024)])
+def test_sample_windows_stay_evenly_spread_where_no_block_holds_a_window(block):
+    """Strips (whole rows per block), blocks smaller than a window, and blocks larger than the
+    windows' spacing (neighbours share blocks already): nothing to gain by moving."""
+    even = _even_spread(8192, 128)
+    assert sample_windows(8192, 8192, 128, 128, block, 8) == [(x, y) for y in even for x in even]
+
+
+def _decoded_by(read):
+    """What ``read()`` returns, and the bytes GDAL's block cache holds after it more than before:
+    the blocks it decoded."""
+    before = gdal.GetCacheUsed()
+    result = read()
+    return result, gdal.GetCacheUsed() - before
+
+
+def test_sample_of_a_tiled_file_decodes_one_block_per_window(data_dir, tmp_path):
+    """A real image in 32² tiles, sampled with 24² windows: GDAL decodes one block per window, not
+    the up to four of a window across block edges; the sample holds the image's pixels there."""
+    source = gdal.Open(str(data_dir / "sztaki" / "archieve" / "before.png"))
+    image = source.ReadAsArray()
+    path = tmp_path / "tiled.tif"
+    gdal.Translate(str(path), source, creationOptions=["TILED=YES", "BLOCKXSIZE=32", "BLOCKYSIZE=32"])
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(256 * 1024 * 1024)  # room for every block read
+    try:
+        dataset = open_raster(path, "image")
+        _, one_block = _decoded_by(lambda: read_window(dataset, [1, 2, 3], 0, 0, 32, 32, "image"))
+        dataset = open_raster(path, "image")  # a fresh handle: nothing of it decoded yet
+        (sample, valid), decoded = _decoded_by(lambda: read_sample(dataset, [1, 2, 3], "image", max_side=256,
+                                                                   windows_per_side=8, window=24))
+    finally:
+        gdal.SetCacheMax(previous)
+    assert decoded == 8 * 8 * one_block
+    corners = sample_windows(image.shape[2], image.shape[1], 24, 24, (32, 32), 8)
+    expected = np.concatenate([image[:, y:y + 24, x:x + 24].reshape(3, -1) for x, y in corners], axis=1)
+    np.testing.assert_array_equal(sample[:, 0, :], expected)
+    assert valid.all()
