@@ -8,7 +8,6 @@ output files' layout (tiles of 256², ZSTD level 1, one thread). Not a timed tes
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
