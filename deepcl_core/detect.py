@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
@@ -214,6 +214,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     slots = BatchSlots(plan, (len(pair.bands_before), len(pair.bands_after)), (tiles.tile_height, tiles.tile_width),
                        device, pad_to=len(plan[0][1]) if device.type == "cuda" else 0)
     with ExitStack() as stack:
+        stack.enter_context(_out_of_memory_explained(device))  # first in, so last out: after the clean-up
         stack.enter_context(freed_memory_kept())
         stack.enter_context(torch_threads(inference_threads(device)))
         in_background = overlaps_io(device) if options.overlap_io is None else options.overlap_io
@@ -552,6 +553,21 @@ def is_out_of_memory(error: BaseException) -> bool:
     """CUDA raises OutOfMemoryError; MPS and older builds a RuntimeError that says so."""
     return isinstance(error, torch.cuda.OutOfMemoryError) or (
         isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+@contextmanager
+def _out_of_memory_explained(device: torch.device) -> Iterator[None]:
+    """Turns the device running out of memory outside the network (whose batches shrink instead:
+    :class:`_MemoryBudget`), e.g. in blending on the GPU after another program took its memory,
+    into a :class:`DeviceMemoryError` that says what to do."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        raise DeviceMemoryError(f"the {device.type} device ran out of memory while blending or writing the tiles "
+                                f"({error}); close other programs using it, or run on the CPU (--device cpu)"
+                                ) from error
 
 
 def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,

@@ -18,11 +18,11 @@ from osgeo import gdal, ogr, osr
 from deepcl_core import detect
 from deepcl_core.detect import (KEEP_DECODED_BYTES, BlockDropping, DetectOptions, DetectOutputs, _block_dropping,
                                 _decoded_bytes, _image_stretch, _open_pair, _read_tile, detect_changes)
-from deepcl_core.errors import Cancelled, InputError, OutputError
+from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputError
 from deepcl_core.model import inference
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
 from deepcl_core.raster_io import choose_bands
-from deepcl_core.tiling import TileGrid
+from deepcl_core.tiling import RowBlender, TileGrid
 
 from core_test_helpers import files_open_in_this_process, needs_proc
 
@@ -432,6 +432,27 @@ def test_a_write_that_fails_fails_the_run_and_leaves_no_file(oscd_mismatch_pair,
     with pytest.raises(OutputError, match="No space left"):
         detect_changes(*oscd_mismatch_pair, outputs_in(out), options, model=tiny_model)
     assert len(calls) == 2 and list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("overlap_io", [False, True])
+def test_device_out_of_memory_while_blending_is_explained_and_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path,
+                                                                            monkeypatch, overlap_io):
+    """Past the network (whose batches shrink instead), running out of GPU memory, as blending on
+    a GPU another program fills would, ends the run with a DeviceMemoryError that says what to do."""
+    add = RowBlender.add
+    calls = []
+
+    def out_of_memory_at_the_third_tile(self, *args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 MiB")
+        add(self, *args, **kwargs)
+    monkeypatch.setattr(RowBlender, "add", out_of_memory_at_the_third_tile)
+    out = tmp_path / "out"
+    options = DetectOptions(tile_size=64, overlap=16, batch_size=2, device="cpu", io_threads=2, overlap_io=overlap_io)
+    with pytest.raises(DeviceMemoryError, match="ran out of memory while blending.*Tried to allocate.*--device cpu"):
+        detect_changes(*oscd_mismatch_pair, outputs_in(out, polygons=True), options, model=tiny_model)
+    assert len(calls) == 3 and list(out.iterdir()) == []
 
 
 @needs_proc
