@@ -565,8 +565,11 @@ def _out_of_memory_explained(device: torch.device) -> Iterator[None]:
     except RuntimeError as error:
         if not is_out_of_memory(error):
             raise
+        # torch's first two sentences ("CUDA out of memory. Tried to allocate 2.00 GiB"): its advice
+        # on the allocator's settings that follows is not the user's to act on.
+        what = ". ".join(str(error).splitlines()[0].split(". ")[:2]).rstrip(".")
         raise DeviceMemoryError(f"the {device.type} device ran out of memory while blending or writing the tiles "
-                                f"({error}); close other programs using it, or run on the CPU (--device cpu)"
+                                f"({what}); close other programs using it, or run on the CPU (--device cpu)"
                                 ) from error
 
 
