@@ -8,12 +8,14 @@ GPU) spends its time.
 Variants: detection as it is; blending in a host thread instead of on the GPU; the rows finished
 and written where they are blended instead of in a thread of their own; freed memory handed back at
 once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it reads the
-next; the tiles copied into each batch by the main thread; the files compressed in 16 threads;
-Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
+next; the tiles copied into each batch by the main thread; the files compressed in 16 threads; the
+float maps with the floating-point predictor and the statistics' windows across block edges, as
+before; Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
 replayed as a CUDA graph (one launch per batch instead of hundreds); and the I/O alone (the network
-replaced by a stand-in that costs nothing) with several thread counts. Peak RSS per variant from
-the kernel's high-water mark, reset before each run (Linux).
-Indicative, not a timed test; needs a CUDA device.
+replaced by a stand-in that costs nothing) with several thread counts and the two "before"
+variants. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
+Indicative, not a timed test; needs a CUDA device (``--device cpu`` runs it here: the "I/O alone"
+variants are what this machine's reading and writing allow any network).
 """
 from __future__ import annotations
 
@@ -35,6 +37,8 @@ import torch
 import torch.nn.functional as F
 
 import deepcl_core.detect as detect
+import deepcl_core.outputs as outputs
+import deepcl_core.raster_io as raster_io
 from benchmarks.pipeline_levers import interleaved, lever_parser, parsed_with_pair, selected
 from benchmarks.runs import network_stand_in
 from deepcl_core.batches import batch_array
@@ -155,12 +159,28 @@ def switch_interval(seconds: float) -> Iterator[None]:
         sys.setswitchinterval(previous)
 
 
+def combined(*contexts: Callable) -> Callable:
+    """A context manager factory that enters each of ``contexts``' managers."""
+    @contextmanager
+    def all_of() -> Iterator[None]:
+        with ExitStack() as stack:
+            for context in contexts:
+                stack.enter_context(context())
+            yield
+    return all_of
+
+
 def variants(graphed: Callable) -> Dict[str, tuple]:
     """name → (I/O threads or None, context manager factory)."""
     network_as_graph = lambda: mock.patch.object(detect, "launch_network", graphed)  # noqa: E731
     io_alone = lambda: mock.patch.object(detect, "launch_network", network_stand_in)  # noqa: E731
+    float_predictor = lambda: mock.patch.object(outputs, "FLOAT_PREDICTOR", "3")  # noqa: E731
+    windows_across_blocks = lambda: mock.patch.object(raster_io, "_within_one_block",  # noqa: E731
+                                                      lambda start, *_: start)
     return {
         "now": (None, ExitStack),
+        "float maps with the floating-point predictor (before)": (None, float_predictor),
+        "statistics' windows across block edges (before)": (None, windows_across_blocks),
         "blending on the host": (None, lambda: mock.patch.object(detect, "BLEND_ON_DEVICE", False)),
         "files compressed in 16 threads": (None, compressing_in(16)),
         "GPU waited for after each batch": (
@@ -178,6 +198,8 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
         "I/O alone": (None, io_alone),
         "I/O alone, 4 I/O threads": (4, io_alone),
         "I/O alone, 16 I/O threads": (16, io_alone),
+        "I/O alone, float maps with the floating-point predictor (before)": (None, combined(io_alone, float_predictor)),
+        "I/O alone, statistics' windows across block edges (before)": (None, combined(io_alone, windows_across_blocks)),
     }
 
 

@@ -24,11 +24,11 @@ BLOCK_SIZE = 256  # pixels per side of the output GeoTIFFs' tiles
 # (QGIS 3.4 on); DEFLATE is the choice for software that does not.
 COMPRESSIONS = {"zstd": ["COMPRESS=ZSTD", "ZSTD_LEVEL=1"], "deflate": ["COMPRESS=DEFLATE", "ZLEVEL=1"]}
 DEFAULT_COMPRESSION = "zstd"
-# Horizontal differencing for every map, the float ones too: on the bundled model's confidence of
-# real pairs the floating-point predictor (3) made files 12 % smaller but took 2.1× the time to
-# write and 2.6× to read (``python -m benchmarks.float_predictor PAIR_FOLDER...``). Writing is the
-# file thread's work that sets the pace beside a GPU, and reading is QGIS drawing the layer.
-PREDICTOR = "2"
+# Horizontal differencing for the float maps too, as for the change map: on the bundled model's
+# confidence of real pairs the floating-point predictor (3) made files 12 % smaller but took 2.1×
+# the time to write and 2.6× to read (``python -m benchmarks.float_predictor PAIR_FOLDER...``).
+# Writing is the file thread's work that sets the pace beside a GPU, and reading is QGIS drawing the layer.
+FLOAT_PREDICTOR = "2"
 
 
 @dataclass(frozen=True)
@@ -112,10 +112,11 @@ class RasterOutputs:
     def _create(self, spec: RasterSpec) -> None:
         tmp = temporary_path(spec.path)
         self.temporary[spec.path] = tmp
+        predictor = FLOAT_PREDICTOR if spec.data_type == gdal.GDT_Float32 else "2"
         # Level 1: these maps come out about as small as at higher levels (the predictor does most
         # of the work) in less time.
         options = ["TILED=YES", f"BLOCKXSIZE={BLOCK_SIZE}", f"BLOCKYSIZE={BLOCK_SIZE}",
-                   *COMPRESSIONS[self.compression], f"PREDICTOR={PREDICTOR}", "BIGTIFF=IF_SAFER"]
+                   *COMPRESSIONS[self.compression], f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
         if self.compression_threads > 1:
             options.append(f"NUM_THREADS={self.compression_threads}")
         with collect_gdal_errors() as errors:
