@@ -18,7 +18,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Tuple
 
 from benchmarks.pairs import generate_pair
 from benchmarks.runs import RUNS, measure, with_speed
@@ -62,12 +62,17 @@ def measure_size(runs: List[str], size: int, device: str, args: argparse.Namespa
     after round so that the drift biases no ratio between them, and the median kept (peak RSS: the
     largest)."""
     rounds = [with_later_runs([measure(run, size, device, args) for run in runs]) for _ in range(args.repeats)]
-    chosen = []
-    for records in zip(*rounds):
-        median = dict(sorted(records, key=lambda r: r["seconds"])[len(records) // 2])
-        median["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
-        chosen.append(median)
-    return chosen
+    return [median_record(list(records)) for records in zip(*rounds)]
+
+
+def median_record(records: List[Dict]) -> Dict:
+    """The record of the median time among one run's repeats, with the fastest and slowest time
+    (``seconds_range``: how far the machine drifted) and the largest peak RSS of them all."""
+    ordered = sorted(records, key=lambda r: r["seconds"])
+    median = dict(ordered[len(ordered) // 2])
+    median["seconds_range"] = (ordered[0]["seconds"], ordered[-1]["seconds"])
+    median["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
+    return median
 
 
 def with_later_runs(records: List[Dict]) -> List[Dict]:
@@ -134,9 +139,16 @@ def table(records: List[Dict]) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         lines.append(f"| {r['size']:,}² | {r['device']} | {LABELS[r['run']]} | {r['tiles'] or '–'} | "
-                     f"{r['seconds']:.1f} | {r['megapixels_per_s']:.3f} | {_ratio(r.get('vs_naive'))} | "
+                     f"{r['seconds']:.1f}{_spread(r.get('seconds_range'))} | {r['megapixels_per_s']:.3f} | {_ratio(r.get('vs_naive'))} | "
                      f"{_fraction(r.get('efficiency'))} | {_number(r.get('gflops'))} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
+
+
+def _spread(seconds_range: Optional[Tuple[float, float]]) -> str:
+    """" (fastest-slowest)" of a row's repeats, when they differ at the precision shown."""
+    if seconds_range is None or f"{seconds_range[0]:.1f}" == f"{seconds_range[1]:.1f}":
+        return ""
+    return f" ({seconds_range[0]:.1f}-{seconds_range[1]:.1f})"
 
 
 def _ratio(value: Optional[float]) -> str:
@@ -242,7 +254,7 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch "
         f"{args.batch or 'the device default (1 on the CPU, 8 on CUDA)'}; precision {args.precision} "
         f"({_precisions(args.precision)}; the naive baseline: fp32); each row is the median of {args.repeats} runs "
-        "(OTB: one), the runs interleaved; outputs ZSTD-compressed (DEFLATE in the naive baseline)",
+        "(OTB: one), the runs interleaved, its seconds followed by the fastest and slowest where they differ; outputs ZSTD-compressed (DEFLATE in the naive baseline)",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
         "file to file (reading, aligning, normalising, network, blending, writing change and confidence; on the "

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from benchmarks.detect_bench import median_record, table
 from benchmarks.runs import RUNS, child
 
 
@@ -21,3 +22,14 @@ def test_each_run_kind_reports_its_figures(run, tmp_path, capsys):
         assert record["later_seconds"] > 0
     if run == "compute":
         assert record["flops_per_tile"] > 0 and record["peak_gflops"] > 0
+
+
+def test_a_row_keeps_the_median_run_with_the_spread_of_its_repeats():
+    repeats = [{"seconds": 2.5, "peak_rss_mb": 600, "tiles": 9}, {"seconds": 2.1, "peak_rss_mb": 640, "tiles": 9},
+               {"seconds": 2.2, "peak_rss_mb": 610, "tiles": 9}]
+    row = median_record(repeats)
+    assert row["seconds"] == 2.2 and row["seconds_range"] == (2.1, 2.5) and row["peak_rss_mb"] == 640
+    assert table([dict(row, size=2048, device="cpu", run="compute", megapixels_per_s=1.9)]).endswith(
+        "| 2,048² | cpu | network alone (compute bound) | 9 | 2.2 (2.1-2.5) | 1.900 | – | – | – | 640 |")
+    alike = median_record([dict(r, seconds=2.21 + i / 1000) for i, r in enumerate(repeats)])
+    assert "| 2.2 |" in table([dict(alike, size=2048, device="cpu", run="compute", megapixels_per_s=1.9)])
