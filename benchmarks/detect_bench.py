@@ -139,8 +139,8 @@ def table(records: List[Dict]) -> str:
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         lines.append(f"| {r['size']:,}² | {r['device']} | {LABELS[r['run']]} | {r['tiles'] or '–'} | "
-                     f"{r['seconds']:.1f}{_spread(r.get('seconds_range'))} | {r['megapixels_per_s']:.3f} | {_ratio(r.get('vs_naive'))} | "
-                     f"{_fraction(r.get('efficiency'))} | {_number(r.get('gflops'))} | {r['peak_rss_mb']:.0f} |")
+                     f"{r['seconds']:.1f}{_spread(r.get('seconds_range'))} | {r['megapixels_per_s']:.3f} | "
+                     f"{_ratio(r.get('vs_naive'))} | {_fraction(r.get('efficiency'))} | {_number(r.get('gflops'))} | {r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
@@ -254,7 +254,8 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch "
         f"{args.batch or 'the device default (1 on the CPU, 8 on CUDA)'}; precision {args.precision} "
         f"({_precisions(args.precision)}; the naive baseline: fp32); each row is the median of {args.repeats} runs "
-        "(OTB: one), the runs interleaved, its seconds followed by the fastest and slowest where they differ; outputs ZSTD-compressed (DEFLATE in the naive baseline)",
+        "(OTB: one), the runs interleaved, its seconds followed by the fastest and slowest where they differ; "
+        "outputs ZSTD-compressed (DEFLATE in the naive baseline)",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
         "file to file (reading, aligning, normalising, network, blending, writing change and confidence; on the "
