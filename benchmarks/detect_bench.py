@@ -140,7 +140,8 @@ def table(records: List[Dict]) -> str:
     for r in records:
         lines.append(f"| {r['size']:,}² | {r['device']} | {LABELS[r['run']]} | {r['tiles'] or '–'} | "
                      f"{r['seconds']:.1f}{_spread(r.get('seconds_range'))} | {r['megapixels_per_s']:.3f} | "
-                     f"{_ratio(r.get('vs_naive'))} | {_fraction(r.get('efficiency'))} | {_number(r.get('gflops'))} | {r['peak_rss_mb']:.0f} |")
+                     f"{_ratio(r.get('vs_naive'))} | {_fraction(r.get('efficiency'))} | {_number(r.get('gflops'))} | "
+                     f"{r['peak_rss_mb']:.0f} |")
     return "\n".join(lines)
 
 
