@@ -54,12 +54,11 @@ def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_dista
     """``launch_network``'s stand-in for the I/O bound: costs nothing, and its change probability, a
     function of the two images, compresses as a real one does. Maps kept on the device are made
     there, from the inputs copied over as the network's are."""
-    import torch
-
+    from deepcl_core.device import host_to_device
     from deepcl_core.pending import Pending
 
     if keep_on_device:
-        x1, x2 = (torch.from_numpy(x).to(device) for x in (x1, x2))
+        x1, x2 = (host_to_device(x, device) for x in (x1, x2))
     difference = abs(x2[:, 0] - x1[:, 0])
     probability = difference / (1.0 + difference)
     return Pending((probability, probability if with_distance else None))

@@ -20,7 +20,7 @@ from osgeo import gdal
 
 from .area import ground_pixel_size, pixel_area_by_row
 from .batches import BatchSlots, batch_plan
-from .device import describe_device, resolve_device
+from .device import describe_device, host_to_device, resolve_device
 from .device_blending import DeviceRowBlender, Maps, fits_on_device
 from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError, releases_locals_on_error
 from .heap import freed_memory_kept
@@ -469,8 +469,8 @@ def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
     ``device``, for work that goes on there (:class:`~deepcl_core.device_blending.DeviceRowBlender`)."""
     height, width = before.shape[-2:]
     with torch.inference_mode():
-        x1 = _to_device(before, device)
-        x2 = _to_device(after, device)
+        x1 = host_to_device(before, device)
+        x2 = host_to_device(after, device)
         copied = _event_recorded(device)
         if scale > 1:
             x1 = F.interpolate(x1, scale_factor=scale, mode="bilinear", align_corners=False)
@@ -511,15 +511,6 @@ def _to_input_size(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if maps.shape[-2:] != (height, width):
         maps = F.adaptive_avg_pool2d(maps, (height, width))
     return maps[:, 0]
-
-
-def _to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
-    """On CUDA through page-locked memory: the copy is then a DMA that runs asynchronously (torch's
-    pinned allocator keeps the buffer until it is done) instead of a staged, blocking one."""
-    tensor = torch.from_numpy(array)
-    if device.type == "cuda" and not tensor.is_pinned():
-        tensor = tensor.pin_memory()
-    return tensor.to(device, non_blocking=True)
 
 
 class _MemoryBudget:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import torch
 
 from .errors import InputError
@@ -45,3 +46,13 @@ def describe_device(device: torch.device) -> str:
     if device.type == "cuda":
         return f"{device} ({torch.cuda.get_device_name(device)})"
     return str(device)
+
+
+def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
+    """``array`` on ``device``. On CUDA through page-locked memory (the array's own when it lies in
+    such memory, as the batch slots do): the copy is then a DMA that does not wait for the work
+    queued before it, and torch's allocator keeps a page-locked block it made until the copy is done."""
+    tensor = torch.from_numpy(np.ascontiguousarray(array))
+    if device.type == "cuda" and not tensor.is_pinned():
+        tensor = tensor.pin_memory()
+    return tensor.to(device, non_blocking=True)

@@ -8,6 +8,7 @@ from typing import Callable, Dict, Sequence, Tuple, Union
 import numpy as np
 import torch
 
+from .device import host_to_device
 from .pending import Pending
 
 Maps = Union[np.ndarray, torch.Tensor]  # a map on the host, or on the device
@@ -75,14 +76,7 @@ class DeviceRowBlender:
         return kept[1]
 
     def _to_device(self, values: Maps) -> torch.Tensor:
-        """Through page-locked memory (torch's allocator keeps it until the copy is done), so the
-        copy does not wait for the work queued before it."""
-        if isinstance(values, torch.Tensor):
-            return values
-        tensor = torch.from_numpy(np.ascontiguousarray(values))
-        if self.device.type != "cuda":
-            return tensor.to(self.device)
-        return tensor.pin_memory().to(self.device, non_blocking=True)
+        return values if isinstance(values, torch.Tensor) else host_to_device(values, self.device)
 
 
 def _shift_rows(buffer: torch.Tensor, n: int) -> None:
