@@ -18,7 +18,7 @@ from osgeo import gdal
 
 from benchmarks.compute import benchmark_bundle
 from deepcl_core.model.inference import prepare_for_inference
-from deepcl_core.outputs import BLOCK_SIZE, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA
+from deepcl_core.outputs import DEFAULT_COMPRESSION, FLOAT_NODATA, creation_options
 from deepcl_core.training.inference import predict_pair
 
 SIDE = 2048
@@ -36,8 +36,7 @@ def write_and_read(values: np.ndarray, predictor: str) -> Tuple[float, float, in
     """Best-of-``ROUNDS`` seconds to write ``values`` as the output files are written and to read
     them back, and the file's bytes; the read must give back every value."""
     path = f"/vsimem/float_predictor_{predictor}.tif"
-    options = ["TILED=YES", f"BLOCKXSIZE={BLOCK_SIZE}", f"BLOCKYSIZE={BLOCK_SIZE}",
-               *COMPRESSIONS[DEFAULT_COMPRESSION], f"PREDICTOR={predictor}"]
+    options = creation_options(DEFAULT_COMPRESSION, predictor)
     writes, reads = [], []
     for _ in range(ROUNDS):
         started = time.perf_counter()

@@ -82,6 +82,16 @@ def compression_available(compression: str) -> bool:
     return f"<Value>{compression.upper()}</Value>" in options
 
 
+def creation_options(compression: str, predictor: str, threads: int = 1) -> List[str]:
+    """GeoTIFF creation options of an output map: tiled, compressed (a key of
+    :data:`COMPRESSIONS`) with ``predictor``, blocks compressed in ``threads`` threads."""
+    # Level 1: these maps come out about as small as at higher levels (the predictor does most of
+    # the work) in less time.
+    options = ["TILED=YES", f"BLOCKXSIZE={BLOCK_SIZE}", f"BLOCKYSIZE={BLOCK_SIZE}", *COMPRESSIONS[compression],
+               f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
+    return options + [f"NUM_THREADS={threads}"] if threads > 1 else options
+
+
 def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{os.getpid()}-{id(path):x}{path.suffix or '.tif'}")
 
@@ -113,12 +123,7 @@ class RasterOutputs:
         tmp = temporary_path(spec.path)
         self.temporary[spec.path] = tmp
         predictor = FLOAT_PREDICTOR if spec.data_type == gdal.GDT_Float32 else "2"
-        # Level 1: these maps come out about as small as at higher levels (the predictor does most
-        # of the work) in less time.
-        options = ["TILED=YES", f"BLOCKXSIZE={BLOCK_SIZE}", f"BLOCKYSIZE={BLOCK_SIZE}",
-                   *COMPRESSIONS[self.compression], f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
-        if self.compression_threads > 1:
-            options.append(f"NUM_THREADS={self.compression_threads}")
+        options = creation_options(self.compression, predictor, self.compression_threads)
         with collect_gdal_errors() as errors:
             dataset = gdal.GetDriverByName("GTiff").Create(
                 str(tmp), self.grid.width, self.grid.height, 1, spec.data_type, options)
