@@ -132,9 +132,9 @@ def graphed_run_network() -> Callable:
 
 def compressing_in(threads: int) -> Callable:
     """Output files compressed by GDAL in ``threads`` threads, whatever detection asks."""
-    def outputs(specs, grid, compression_threads: int, compression: str):
+    def raster_outputs(specs, grid, compression_threads: int, compression: str):
         return RasterOutputs(specs, grid, compression_threads=threads, compression=compression)
-    return lambda: mock.patch.object(detect, "RasterOutputs", outputs)
+    return lambda: mock.patch.object(detect, "RasterOutputs", raster_outputs)
 
 
 def waited_for(launch: Callable) -> Callable:

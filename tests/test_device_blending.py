@@ -60,7 +60,8 @@ def test_the_device_blends_as_the_host_does(device, width, height, tile, overlap
 
 
 def test_tiles_of_one_kind_share_their_blend_weights():
-    """The device blender copies each kind of tile's weights over once, by array."""
+    """Tiles with the same neighbours get one read-only weights array, so the device blender, which
+    keeps its copies by array, copies each of the nine kinds over once."""
     grid = TileGrid(1000, 1000, 128, 16)
     kinds = {id(grid.blend_weights(x, y)) for x, y in grid.positions()}
     assert len(kinds) == 9 and len(list(grid.positions())) > 9
