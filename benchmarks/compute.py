@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from deepcl_core.detect import DetectOptions, run_network
+from deepcl_core.detect import DetectOptions
 from deepcl_core.heap import freed_memory_kept
 from deepcl_core.model.inference import (autocast_dtype, default_batch_size, inference_threads,
                                          prefers_channels_last, prepare_for_inference, torch_threads)
 from deepcl_core.model_file import ModelBundle
+from deepcl_core.network_on_tiles import run_network
 
 ROOT = Path(__file__).resolve().parents[1]
 

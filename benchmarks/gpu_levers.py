@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 import deepcl_core.detect as detect
+import deepcl_core.network_on_tiles as network_on_tiles
 import deepcl_core.outputs as outputs
 import deepcl_core.raster_io as raster_io
 from benchmarks.pipeline_levers import interleaved, lever_parser, parsed_with_pair, selected
@@ -52,7 +53,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Where the main thread's time goes: these are called from it alone.
 MAIN_THREAD_PARTS = {"waiting for tiles": (TileReader, "__next__"),
                      "a batch: inputs and network": (detect, "_predict_batch"),
-                     "network (copies, launches, waiting for the GPU)": (detect, "_run_within_memory"),
+                     "network (copies, launches, waiting for the GPU)": (detect, "run_within_memory"),
                      "handing rows to the writer": (WriteBehind, "submit"),
                      "waiting for the writer at the end": (WriteBehind, "finish"),
                      "statistics and network set-up": (detect, "_statistics_and_network")}
@@ -172,8 +173,8 @@ def combined(*contexts: Callable) -> Callable:
 
 def variants(graphed: Callable) -> Dict[str, tuple]:
     """name → (I/O threads or None, context manager factory)."""
-    network_as_graph = lambda: mock.patch.object(detect, "launch_network", graphed)  # noqa: E731
-    io_alone = lambda: mock.patch.object(detect, "launch_network", network_stand_in)  # noqa: E731
+    network_as_graph = lambda: mock.patch.object(network_on_tiles, "launch_network", graphed)  # noqa: E731
+    io_alone = lambda: mock.patch.object(network_on_tiles, "launch_network", network_stand_in)  # noqa: E731
     float_predictor = lambda: mock.patch.object(outputs, "FLOAT_PREDICTOR", "3")  # noqa: E731
     windows_across_blocks = lambda: mock.patch.object(raster_io, "_within_one_block",  # noqa: E731
                                                       lambda start, *_: start)
@@ -184,7 +185,8 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
         "blending on the host": (None, lambda: mock.patch.object(detect, "BLEND_ON_DEVICE", False)),
         "files compressed in 16 threads": (None, compressing_in(16)),
         "GPU waited for after each batch": (
-            None, lambda: mock.patch.object(detect, "launch_network", waited_for(detect.launch_network))),
+            None, lambda: mock.patch.object(
+                network_on_tiles, "launch_network", waited_for(network_on_tiles.launch_network))),
         "rows finished and written where they are blended": (
             None, lambda: mock.patch.object(detect, "FILE_WRITE_DEPTH", 0)),
         "freed memory handed back at once": (None, lambda: mock.patch.object(detect, "freed_memory_kept", nullcontext)),

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from benchmarks.compute import benchmark_network, random_tiles
-from deepcl_core.detect import run_network
+from deepcl_core.network_on_tiles import run_network
 from deepcl_core.heap import freed_memory_kept
 from deepcl_core.model.inference import prefers_channels_last, prepare_for_inference
 

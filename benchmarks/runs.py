@@ -67,14 +67,14 @@ def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_dista
 def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
     from unittest import mock
 
-    from deepcl_core import detect
+    from deepcl_core import network_on_tiles
     from deepcl_core.detect import DetectOutputs, detect_changes
     from deepcl_core.model.inference import io_threads
 
     outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
     options = detect_options(args)
     options.overlap_io = True  # as beside a GPU: reading and writing in background threads, one per core
-    with mock.patch.object(detect, "launch_network", network_stand_in):
+    with mock.patch.object(network_on_tiles, "launch_network", network_stand_in):
         started = time.perf_counter()
         result = detect_changes(before, after, outputs, options, model=bundle)
     return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device,

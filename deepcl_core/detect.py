@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from enum import Enum
 from functools import partial
@@ -15,18 +15,19 @@ from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from osgeo import gdal
 
 from .area import ground_pixel_size, pixel_area_by_row
 from .batches import BatchSlots, batch_plan
-from .device import describe_device, host_to_device, resolve_device
+from .device import describe_device, out_of_memory_explained, resolve_device
 from .device_blending import DeviceRowBlender, Maps, fits_on_device
-from .errors import Cancelled, DeviceMemoryError, InputError, ModelFileError, releases_locals_on_error
+from .errors import Cancelled, InputError, ModelFileError, releases_locals_on_error
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
                               precision_name, prefers_channels_last, prepare_for_inference, torch_threads)
+from .model.network import NETWORK_MULTIPLE
 from .model_file import ModelBundle, load_model
+from .network_on_tiles import MemoryBudget, run_within_memory
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA, RasterOutputs, RasterSpec,
                       check_output_paths)
@@ -39,7 +40,6 @@ from .write_behind import WriteBehind
 
 LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
-NETWORK_MULTIPLE = 32  # the encoder's coarsest stride: tiles are padded to a multiple of it
 MAX_INPUT_SCALE = 4  # each step costs its square in network time; 3× already did worse than 2× (nantes)
 # Inputs whose decoded pixels fit this stay in GDAL's cache for the whole run (_block_dropping), so
 # each block is decoded once (a 2,048² RGB pair is 25 MB decoded). End-to-end A/B: `python -m
@@ -207,14 +207,18 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
 
     done = 0
     batch_size = options.batch_size or default_batch_size(device)
-    budget = _MemoryBudget(batch_size, max(tiles.tile_width, tiles.tile_height),
+    budget = MemoryBudget(batch_size, max(tiles.tile_width, tiles.tile_height),
                            notify=lambda message: report(done / len(tiles), message))
     plan = batch_plan(tiles, batch_size)
     # On CUDA every batch is padded to the first's size: one shape for cuDNN (batches.even_batch_size).
     slots = BatchSlots(plan, (len(pair.bands_before), len(pair.bands_after)), (tiles.tile_height, tiles.tile_width),
                        device, pad_to=len(plan[0][1]) if device.type == "cuda" else 0)
     with ExitStack() as stack:
-        stack.enter_context(_out_of_memory_explained(device))  # first in, so last out: after the clean-up
+        # The network's batches shrink when it runs out of memory (MemoryBudget); elsewhere, e.g. blending
+        # on a GPU another program took memory from, the run ends with advice. First in, so last out:
+        # after the clean-up.
+        stack.enter_context(out_of_memory_explained(device, "blending or writing the tiles",
+                                                    "close other programs using it, or run on the CPU (--device cpu)"))
         stack.enter_context(freed_memory_kept())
         stack.enter_context(torch_threads(inference_threads(device)))
         in_background = overlaps_io(device) if options.overlap_io is None else options.overlap_io
@@ -408,14 +412,15 @@ def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBun
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],
-                   device: torch.device, with_distance: bool, budget: "_MemoryBudget", scale: int,
+                   device: torch.device, with_distance: bool, budget: MemoryBudget, scale: int,
                    keep_on_device: bool) -> Callable[[], List[Optional[Tuple[Maps, ...]]]]:
     """The network launched on ``batch``, whose inputs ``inputs`` holds (its
     :class:`~deepcl_core.batches.BatchSlots` arrays, free for reuse when this returns). Returns a
     function that gives the network's channels (probability[, distance]) for each tile, waiting for
-    them if need be (tensors on ``device`` with ``keep_on_device``, see :func:`launch_network`); None
-    for a tile without a valid pixel. On the CPU such a tile is not computed; on CUDA the batch keeps
-    its shape (cuDNN prepares each new shape once, slowly) and the tile's result is dropped."""
+    them if need be (tensors on ``device`` with ``keep_on_device``, see
+    :func:`~deepcl_core.network_on_tiles.launch_network`); None for a tile without a valid pixel. On
+    the CPU such a tile is not computed; on CUDA the batch keeps its shape (cuDNN prepares each new
+    shape once, slowly) and the tile's result is dropped."""
     work = [i for i, tile in enumerate(batch) if tile.valid.any()]
     if not work:
         return lambda: [None] * len(batch)
@@ -424,7 +429,7 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[n
     else:
         before, after = (_stacked([getattr(batch[i], date) for i in work]) for date in ("before", "after"))
         rows = list(range(len(work)))
-    maps = _run_within_memory(network, before, after, device, with_distance, budget, scale, keep_on_device)
+    maps = run_within_memory(network, before, after, device, with_distance, budget, scale, keep_on_device)
     return partial(_per_tile, maps, rows, work, len(batch))
 
 
@@ -451,169 +456,6 @@ def _blend_batch(blender: Blender, tiles: TileGrid, placed: List[Tuple[int, int,
             blender.mark_valid(valid, x, y)
         else:
             blender.add(channels, tiles.blend_weights(x, y), valid, x, y)
-
-
-def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                with_distance: bool = True, scale: int = 1) -> Tuple[np.ndarray, Optional[np.ndarray]]:
-    """Change probability and finest distance map (both (N, h, w) float32) for normalised
-    (N, bands, h, w) inputs of any size: enlarged ``scale`` times (bilinear) when above 1, padded
-    by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w)."""
-    return launch_network(network, before, after, device, with_distance, scale).result()
-
-
-def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool = True, scale: int = 1, keep_on_device: bool = False) -> Pending:
-    """:func:`run_network`, returning as soon as ``before`` and ``after`` may be reused: on CUDA once
-    they are copied to the GPU (after the batches queued before them), while the GPU computes. The
-    maps come as numpy arrays, on their way from the GPU; with ``keep_on_device`` as tensors on
-    ``device``, for work that goes on there (:class:`~deepcl_core.device_blending.DeviceRowBlender`)."""
-    height, width = before.shape[-2:]
-    with torch.inference_mode():
-        x1 = host_to_device(before, device)
-        x2 = host_to_device(after, device)
-        copied = _event_recorded(device)
-        if scale > 1:
-            x1 = F.interpolate(x1, scale_factor=scale, mode="bilinear", align_corners=False)
-            x2 = F.interpolate(x2, scale_factor=scale, mode="bilinear", align_corners=False)
-        scaled_h, scaled_w = x1.shape[-2:]
-        pad_h = -scaled_h % NETWORK_MULTIPLE
-        pad_w = -scaled_w % NETWORK_MULTIPLE
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < scaled_h and pad_w < scaled_w else "replicate"
-            x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode=mode)
-            x2 = F.pad(x2, (0, pad_w, 0, pad_h), mode=mode)
-        output = network(x1, x2)  # in mixed precision when it is a prepared (MixedPrecision) network
-        probability = _to_input_size(torch.sigmoid(output.logit.float())[:, :, :scaled_h, :scaled_w], height, width)
-        distance = None
-        if with_distance:
-            full = F.interpolate(output.finest_distance.float(), size=x1.shape[-2:], mode="bilinear",
-                                 align_corners=False)
-            distance = _to_input_size(full[:, :, :scaled_h, :scaled_w], height, width)
-        maps = Pending((probability, distance)) if keep_on_device else Pending.copied_to_host(probability, distance)
-    if copied is not None:
-        # torch's allocator keeps a page-locked block until its copies are done only for tensors it
-        # handed out itself; the batch slots reach torch through numpy, so they are waited for.
-        copied.synchronize()
-    return maps
-
-
-def _event_recorded(device: torch.device) -> Optional["torch.cuda.Event"]:
-    """An event recorded now on ``device``'s current stream (None off CUDA)."""
-    if device.type != "cuda":
-        return None
-    event = torch.cuda.Event()
-    event.record()
-    return event
-
-
-def _to_input_size(maps: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """(N, 1, h·s, w·s) maps to (N, h, w): each input pixel gets the mean of the s×s it became."""
-    if maps.shape[-2:] != (height, width):
-        maps = F.adaptive_avg_pool2d(maps, (height, width))
-    return maps[:, 0]
-
-
-class _MemoryBudget:
-    """How many tiles, and how large a piece of a tile, the network is given at once. When the
-    device runs out of memory the batch is halved, then the tile side, and the run carries on;
-    ``notify`` tells the user, and ``notes`` end up as warnings in the result."""
-
-    def __init__(self, batch_size: int, tile_side: int, notify: Callable[[str], None]) -> None:
-        self.batch_size = batch_size
-        self.tile_side = tile_side
-        self.notify = notify
-        self.notes: List[str] = []
-
-    def lower(self, device: torch.device) -> None:
-        if self.batch_size > 1:
-            self.batch_size //= 2
-            note = f"the {device.type} device ran out of memory: batch lowered to {self.batch_size} tile(s)"
-        elif self.tile_side > NETWORK_MULTIPLE:
-            self.tile_side = max(NETWORK_MULTIPLE, self.tile_side // 2 // NETWORK_MULTIPLE * NETWORK_MULTIPLE)
-            note = (f"the {device.type} device ran out of memory even for one tile: tiles are now computed in "
-                    f"pieces of {self.tile_side}×{self.tile_side} pixels")
-        else:
-            raise DeviceMemoryError(f"the {device.type} device runs out of memory even for one "
-                                    f"{NETWORK_MULTIPLE}×{NETWORK_MULTIPLE} piece of a tile; close other programs "
-                                    "using it or run on the CPU (--device cpu)")
-        self.notes.append(note)
-        self.notify(note)
-
-
-def is_out_of_memory(error: BaseException) -> bool:
-    """CUDA raises OutOfMemoryError; MPS and older builds a RuntimeError that says so."""
-    return isinstance(error, torch.cuda.OutOfMemoryError) or (
-        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
-
-
-@contextmanager
-def _out_of_memory_explained(device: torch.device) -> Iterator[None]:
-    """Turns the device running out of memory outside the network (whose batches shrink instead:
-    :class:`_MemoryBudget`), e.g. in blending on the GPU after another program took its memory,
-    into a :class:`DeviceMemoryError` that says what to do."""
-    try:
-        yield
-    except RuntimeError as error:
-        if not is_out_of_memory(error):
-            raise
-        # torch's first two sentences ("CUDA out of memory. Tried to allocate 2.00 GiB"): its advice
-        # on the allocator's settings that follows is not the user's to act on.
-        what = ". ".join(str(error).splitlines()[0].split(". ")[:2]).rstrip(".")
-        raise DeviceMemoryError(f"the {device.type} device ran out of memory while blending or writing the tiles "
-                                f"({what}); close other programs using it, or run on the CPU (--device cpu)"
-                                ) from error
-
-
-def _run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                       with_distance: bool, budget: _MemoryBudget, scale: int, keep_on_device: bool) -> Pending:
-    """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
-    retrying the same chunk whenever the device runs out of memory. A batch in one chunk, as nearly
-    always, is returned as launched (see :func:`launch_network`); several chunks, once computed, on
-    the host."""
-    chunks: List[Pending] = []
-    start = 0
-    while start < len(before):
-        size = budget.batch_size
-        try:
-            maps = _run_in_pieces(network, before[start:start + size], after[start:start + size], device,
-                                  with_distance, budget.tile_side, scale, keep_on_device)
-        except RuntimeError as error:
-            if not is_out_of_memory(error):
-                raise
-            out_of_memory = True
-        else:
-            out_of_memory = False
-        if out_of_memory:  # outside the except block, so the failed attempt's tensors are freed first
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            budget.lower(device)
-            continue
-        chunks.append(maps)
-        start += size
-    if len(chunks) == 1:
-        return chunks[0]
-    probabilities, distances = zip(*(chunk.result() for chunk in chunks))
-    return Pending((np.concatenate(probabilities), np.concatenate(distances) if with_distance else None))
-
-
-def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool, side: int, scale: int, keep_on_device: bool) -> Pending:
-    """:func:`launch_network` on the tiles whole, or computed on windows of at most ``side`` pixels
-    of them and stitched together on the host."""
-    height, width = before.shape[-2:]
-    if side >= height and side >= width:
-        return launch_network(network, before, after, device, with_distance, scale, keep_on_device=keep_on_device)
-    probability = np.empty((len(before), height, width), np.float32)
-    distance = np.empty_like(probability) if with_distance else None
-    for y in range(0, height, side):
-        for x in range(0, width, side):
-            window = (Ellipsis, slice(y, y + side), slice(x, x + side))
-            piece, piece_distance = run_network(network, before[window], after[window], device, with_distance,
-                                                scale)
-            probability[window] = piece
-            if distance is not None:
-                distance[window] = piece_distance
-    return Pending((probability, distance))
 
 
 class _Counts:

@@ -1,12 +1,15 @@
-"""Choosing the torch device from the user's ``auto|cpu|cuda|cuda:N|mps``."""
+"""Choosing the torch device from the user's ``auto|cpu|cuda|cuda:N|mps``, copying to it, and
+saying what to do when it runs out of memory."""
 from __future__ import annotations
 
 import re
+from contextlib import contextmanager
+from typing import Iterator
 
 import numpy as np
 import torch
 
-from .errors import InputError
+from .errors import DeviceMemoryError, InputError
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -56,3 +59,25 @@ def host_to_device(array: np.ndarray, device: torch.device) -> torch.Tensor:
     if device.type == "cuda" and not tensor.is_pinned():
         tensor = tensor.pin_memory()
     return tensor.to(device, non_blocking=True)
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    """CUDA raises OutOfMemoryError; MPS and older builds a RuntimeError that says so."""
+    return isinstance(error, torch.cuda.OutOfMemoryError) or (
+        isinstance(error, RuntimeError) and "out of memory" in str(error).lower())
+
+
+@contextmanager
+def out_of_memory_explained(device: torch.device, doing: str, advice: str) -> Iterator[None]:
+    """Turns ``device`` running out of memory within the block into a :class:`DeviceMemoryError`
+    that says what ran out (torch's first two sentences), while ``doing`` what, and ``advice``."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not is_out_of_memory(error):
+            raise
+        # "CUDA out of memory. Tried to allocate 2.00 GiB": torch's advice on the allocator's
+        # settings that follows is not the user's to act on.
+        what = ". ".join(str(error).splitlines()[0].split(". ")[:2]).rstrip(".")
+        raise DeviceMemoryError(f"the {device.type} device ran out of memory while {doing} ({what}); {advice}"
+                                ) from error

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from deepcl_core import detect
+from deepcl_core import detect, network_on_tiles
 from deepcl_core.batches import BatchSlots, batch_plan, even_batch_size
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.tiling import TileGrid
@@ -66,7 +66,7 @@ def test_the_network_reads_tiles_where_the_readers_normalised_them(oscd_mismatch
     """No copy between the readers and the network: each tile's inputs lie in the arrays the
     network is given (background readers; 4 tiles a row in batches of at most 3: 2 and 2)."""
     given, read = [], []
-    launch_network, read_tile = detect.launch_network, detect._read_tile
+    launch_network, read_tile = network_on_tiles.launch_network, detect._read_tile
 
     def recording_network(network, before, after, *args, **kwargs):
         given.append(before)
@@ -76,7 +76,7 @@ def test_the_network_reads_tiles_where_the_readers_normalised_them(oscd_mismatch
         tile = read_tile(*args, **kwargs)
         read.append(tile.before)
         return tile
-    monkeypatch.setattr(detect, "launch_network", recording_network)
+    monkeypatch.setattr(network_on_tiles, "launch_network", recording_network)
     monkeypatch.setattr(detect, "_read_tile", recording_reader)
     outputs = DetectOutputs(tmp_path / "change.tif", tmp_path / "confidence.tif")
     options = DetectOptions(tile_size=64, overlap=16, batch_size=3, device="cpu", io_threads=2, overlap_io=True)

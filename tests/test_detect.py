@@ -15,7 +15,7 @@ import pytest
 import torch
 from osgeo import gdal, ogr, osr
 
-from deepcl_core import detect
+from deepcl_core import detect, network_on_tiles
 from deepcl_core.detect import (KEEP_DECODED_BYTES, BlockDropping, DetectOptions, DetectOutputs, _block_dropping,
                                 _decoded_bytes, _image_stretch, _open_pair, _read_tile, detect_changes)
 from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputError
@@ -646,12 +646,12 @@ def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair
 def batches_seen(monkeypatch) -> List[Tuple[int, bool]]:
     """(tiles, page-locked) of every batch detection hands the network, from now on."""
     seen = []
-    launch_network = detect.launch_network
+    launch_network = network_on_tiles.launch_network
 
     def recording(network, before, after, device, *args, **kwargs):
         seen.append((len(before), torch.from_numpy(before).is_pinned() if device.type == "cuda" else False))
         return launch_network(network, before, after, device, *args, **kwargs)
-    monkeypatch.setattr(detect, "launch_network", recording)
+    monkeypatch.setattr(network_on_tiles, "launch_network", recording)
     return seen
 
 

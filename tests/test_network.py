@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from deepcl_core.batches import batch_array
-from deepcl_core.detect import launch_network, run_network
+from deepcl_core.network_on_tiles import launch_network, run_network
 from deepcl_core.model import NetworkConfig, build_network
 from deepcl_core.model.encoders import MobileNetV2Encoder
 from deepcl_core.model.pretrained import imagenet_weights_path, load_imagenet_weights

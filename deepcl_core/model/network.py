@@ -12,6 +12,7 @@ from torch import nn
 from .encoders import build_encoder
 
 STRIDES = (2, 4, 8, 16, 32)
+NETWORK_MULTIPLE = STRIDES[-1]  # the input's sides must be multiples of the coarsest stride
 
 
 @dataclass(frozen=True)

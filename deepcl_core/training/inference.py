@@ -7,7 +7,7 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from ..detect import run_network
+from ..network_on_tiles import run_network
 from ..heap import freed_memory_kept
 from ..tiling import TileGrid
 from .pairs import LoadedPair

@@ -7,9 +7,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from ..errors import InputError
 from ..model.encoders import ENCODERS
+from ..model.network import NETWORK_MULTIPLE
 from .sampler import AugmentConfig
 
-NETWORK_MULTIPLE = 32
 DEFAULT_BANDS = ("red", "green", "blue")
 
 
