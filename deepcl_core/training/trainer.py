@@ -13,7 +13,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..device import resolve_device
+from ..device import out_of_memory_explained, resolve_device
 from ..errors import Cancelled, InputError, releases_locals_on_error
 from ..heap import freed_memory_kept
 from ..losses import LossConfig, deepcl_loss
@@ -93,9 +93,14 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
 
     for epoch in range(int(state["epoch"]) + 1, options.epochs + 1):
         started = time.perf_counter()
-        losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
-                              report, is_cancelled, state, average)
-        pooled, per_pair = _validate(kept, val_pairs, device, options)
+        # A resumed run may take smaller steps: batch and crop are not part of the checkpoint's identity.
+        smaller_steps = f"lower the batch (--batch, now {options.batch_size}) or the crop (--crop, now {options.crop})"
+        with out_of_memory_explained(device, f"training (epoch {epoch})", _out_of_memory_advice(epoch, smaller_steps)):
+            losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
+                                  report, is_cancelled, state, average)
+        with out_of_memory_explained(device, f"validating (epoch {epoch})",
+                                     _out_of_memory_advice(epoch, "close other programs using the GPU")):
+            pooled, per_pair = _validate(kept, val_pairs, device, options)
         _record_epoch(state, kept, epoch, losses, pooled, per_pair, time.perf_counter() - started)
         save_checkpoint({**state, "model": network.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(),
@@ -217,6 +222,13 @@ def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimiz
                              "options, or train without --resume")
         average.load_state_dict(saved["average"])
     return {key: saved[key] for key in fresh}
+
+
+def _out_of_memory_advice(epoch: int, remedy: str) -> str:
+    """``remedy`` for the device running out of memory in ``epoch``, and what is kept of the run."""
+    kept = (f"the checkpoint of epoch {epoch - 1} is kept (continue with --resume)" if epoch > 1
+            else "no epoch had finished")
+    return f"{remedy}, or train on the CPU (--device cpu); {kept}"
 
 
 def _lr_factor(step: int, total: int) -> float:

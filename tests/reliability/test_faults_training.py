@@ -1,6 +1,7 @@
 """Training faults: ``deepcl train`` killed with SIGKILL in the middle of an epoch continues with
-``--resume`` from the last checkpoint without losing the finished epochs; a checkpoint (or model)
-write that is interrupted, by an exception or by SIGKILL, never replaces the good file."""
+``--resume`` from the last checkpoint without losing the finished epochs; the device running out of
+memory ends the run with advice, and a resumed run with smaller steps goes on; a checkpoint (or
+model) write that is interrupted, by an exception or by SIGKILL, never replaces the good file."""
 from __future__ import annotations
 
 import os
@@ -13,7 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from deepcl_core.errors import DeviceMemoryError
+from deepcl_core.model import DeepCLNet
 from deepcl_core.model_file import load_model, save_model
+from deepcl_core.training import TrainOptions, train
 from deepcl_core.training.checkpoint import load_checkpoint, save_checkpoint
 from reliability.models import tiny_bundle
 
@@ -51,6 +55,56 @@ def test_sigkill_mid_epoch_then_resume(data_dir, tmp_path):
     history = load_model(out).provenance["history"]
     assert [entry["epoch"] for entry in history] == [1, 2, 3]
     assert history[0] == first_epoch  # the finished epoch was kept, not redone
+
+
+def out_of_memory_when(monkeypatch, fails) -> None:
+    """The real network, failing as a full GPU does (torch's message) on the forward passes for
+    which ``fails(network, batch_size)`` holds."""
+    forward = DeepCLNet.forward
+
+    def forward_or_fail(network, before, after):
+        if fails(network, before.shape[0]):
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB. GPU 0 has a total "
+                                              "capacity of 3.81 GiB of which 20.06 MiB is free. If reserved but "
+                                              "unallocated memory is large try setting PYTORCH_CUDA_ALLOC_CONF")
+        return forward(network, before, after)
+    monkeypatch.setattr(DeepCLNet, "forward", forward_or_fail)
+
+
+def small_training(data: Path, out: Path, **changes) -> TrainOptions:
+    return TrainOptions(**{**dict(data_dirs=[data / "levir" / p for p in PAIRS[:2]],
+                                  val_dirs=[data / "levir" / PAIRS[2]], out=out, epochs=2, iterations_per_epoch=3,
+                                  batch_size=4, crop=32, encoder="simple_cnn", device="cpu", seed=1), **changes})
+
+
+def test_out_of_memory_in_a_training_step_is_explained_and_smaller_steps_resume(data_dir, tmp_path, monkeypatch):
+    out = tmp_path / "model.pt"
+    steps = []  # training forward passes so far: the second epoch's first one fails, batches over 2 crops
+
+    def second_epoch_with_large_batches(network, batch):
+        if network.training:
+            steps.append(batch)
+        return network.training and len(steps) > 3 and batch > 2
+    out_of_memory_when(monkeypatch, second_epoch_with_large_batches)
+    with pytest.raises(DeviceMemoryError) as caught:
+        train(small_training(data_dir, out))
+    assert str(caught.value) == (
+        "the cpu device ran out of memory while training (epoch 2) (CUDA out of memory. Tried to allocate 512.00 "
+        "MiB); lower the batch (--batch, now 4) or the crop (--crop, now 32), or train on the CPU (--device cpu); "
+        "the checkpoint of epoch 1 is kept (continue with --resume)")
+    assert not out.exists() and load_checkpoint(out.with_name(out.name + ".ckpt"))["epoch"] == 1
+
+    resumed = train(small_training(data_dir, out, batch_size=2, resume=True))
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2] and load_model(out).trained
+
+
+def test_out_of_memory_in_validation_is_explained(data_dir, tmp_path, monkeypatch):
+    out_of_memory_when(monkeypatch, lambda network, batch: not network.training)
+    with pytest.raises(DeviceMemoryError) as caught:
+        train(small_training(data_dir, tmp_path / "model.pt", epochs=1))
+    assert str(caught.value) == ("the cpu device ran out of memory while validating (epoch 1) (CUDA out of memory. "
+                                 "Tried to allocate 512.00 MiB); close other programs using the GPU, or train on the "
+                                 "CPU (--device cpu); no epoch had finished")
 
 
 @pytest.mark.parametrize("save, load", [(save_checkpoint, load_checkpoint), (save_model, load_model)],
