@@ -30,7 +30,7 @@ from .model_file import ModelBundle, load_model
 from .network_on_tiles import MemoryBudget, run_within_memory
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA, RasterOutputs, RasterSpec,
-                      check_output_paths)
+                      check_output_name, check_output_paths)
 from .pending import Pending
 from .polygons import write_change_polygons
 from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
@@ -129,6 +129,14 @@ class DetectOutputs:
     def rasters(self) -> List[Path]:
         return [p for p in (self.change, self.confidence, self.distance) if p is not None]
 
+    def check_names(self) -> None:
+        """Each file name ends as its format does (GeoTIFF maps, GeoPackage polygons)."""
+        for name in ("change", "confidence", "distance"):
+            if getattr(self, name) is not None:
+                check_output_name(getattr(self, name), f"{name} map", "raster")
+        if self.polygons is not None:
+            check_output_name(self.polygons, "change polygon layer", "polygons")
+
 
 @dataclass
 class DetectionResult:
@@ -192,6 +200,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
     pair = _open_pair(before, after, options, bundle)
+    outputs.check_names()
     check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
     device = resolve_device(options.device)
     grid = Grid.of(pair.before)

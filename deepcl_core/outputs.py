@@ -41,6 +41,20 @@ class RasterSpec:
     description: str
 
 
+# What each kind of output is written as, and the file name endings that say so: a GeoTIFF named
+# .img or .png would mislead whoever opens it.
+OUTPUT_FORMATS = {"raster": ("GeoTIFF", (".tif", ".tiff")), "polygons": ("GeoPackage", (".gpkg",))}
+
+
+def check_output_name(path: os.PathLike, what: str, kind: str) -> None:
+    """``path``, where ``what`` (e.g. "change map") goes, must end as its ``kind``'s format does
+    (:data:`OUTPUT_FORMATS`)."""
+    format_name, suffixes = OUTPUT_FORMATS[kind]
+    name = Path(path).name
+    if Path(path).suffix.lower() not in suffixes:
+        raise OutputError(f"the {what} is written as a {format_name}; give a {suffixes[0]} file name instead of {name}")
+
+
 def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[os.PathLike],
                        overwrite: bool) -> None:
     """Fail before any work when an output cannot be written or would clobber something."""

@@ -493,6 +493,16 @@ def test_existing_output_is_kept_unless_overwrite(oscd_mismatch_pair, tiny_model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["change.tif", "confidence.tif"]
 
 
+def test_output_names_may_end_in_any_case_and_in_tiff(oscd_mismatch_pair, tiny_model, tmp_path):
+    """The file name check (a GeoTIFF must not be named .img) takes .tif, .tiff and .gpkg in any case."""
+    outputs = DetectOutputs(change=tmp_path / "change.TIF", confidence=tmp_path / "confidence.tiff",
+                            polygons=tmp_path / "changes.GPKG")
+    detect_changes(*oscd_mismatch_pair, outputs, DetectOptions(**FAST), model=tiny_model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["change.TIF", "changes.GPKG", "confidence.tiff"]
+    assert gdal.Open(str(outputs.confidence)).GetDriver().ShortName == "GTiff"
+    assert gdal.OpenEx(str(outputs.polygons)).GetDriver().ShortName == "GPKG"
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(tile_size=100), "multiple of 32"),
     (dict(tile_size=128, overlap=64), "overlap"),

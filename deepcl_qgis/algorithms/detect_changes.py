@@ -190,7 +190,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         pair_checks.check_model(model, before, bands_before, "before")
         pair_checks.check_model(model, after, bands_after, "after")
         self._check_area_of_interest(parameters, context, before)
-        self._check_polygon_format(parameters, context)
+        self._check_output_names(parameters, context)
         return True, ""
 
     def _check_area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,
@@ -206,11 +206,15 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     def _model_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
         return self.parameterAsFile(parameters, self.MODEL, context) or str(bundled_model_path())
 
-    def _check_polygon_format(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
-        path = self._optional_output(parameters, self.POLYGONS, context)
-        if path and Path(path).suffix.lower() != ".gpkg":
-            raise QgsProcessingException(f"Change polygons are written as a GeoPackage; give a .gpkg file "
-                                         f"name instead of {Path(path).name}.")
+    def _check_output_names(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
+        """Before the run, the engine's check that each file name ends as its format does (Processing
+        lets any raster or vector ending be typed in)."""
+        outputs = ((self.CHANGE, "change map", "raster"), (self.CONFIDENCE, "confidence map", "raster"),
+                   (self.DISTANCE, "distance map", "raster"), (self.POLYGONS, "change polygon layer", "polygons"))
+        for name, what, kind in outputs:
+            path = self._optional_output(parameters, name, context)
+            if path:
+                core_module("outputs").check_output_name(path, what, kind)
 
     # --- run ------------------------------------------------------------------------------------
 

@@ -84,6 +84,26 @@ def test_output_that_is_an_input(capsys, good_pair, tiny_model_path, tmp_path, w
     assert files_in(tmp_path) == ["inputs"]
 
 
+WRONG_NAMES = [  # (option, file name, the message's words)
+    ("--change", "change.img", ["change map is written as a GeoTIFF", "give a .tif file name instead of change.img"]),
+    ("--confidence", "confidence.png", ["confidence map is written as a GeoTIFF", "instead of confidence.png"]),
+    ("--distance", "distance", ["distance map is written as a GeoTIFF", "instead of distance"]),
+    ("--polygons", "changes.shp", ["change polygon layer is written as a GeoPackage", "give a .gpkg file name"]),
+]
+
+
+@pytest.mark.parametrize("option, name, words", WRONG_NAMES, ids=[case[1] for case in WRONG_NAMES])
+def test_output_named_for_another_format(capsys, good_pair, tiny_model_path, tmp_path, option, name, words):
+    """A GeoTIFF named .img or .png would mislead whoever opens it: refused before any work."""
+    out = tmp_path / "out"
+    out.mkdir()
+    named = {"--change": out / "change.tif", "--confidence": out / "confidence.tif", option: out / name}
+    arguments = [argument for pair in named.items() for argument in map(str, pair)]
+    code = main(["detect", *map(str, good_pair), *arguments, "--model", str(tiny_model_path), *FAST])
+    assert_clear_error(code, capsys.readouterr().err.splitlines(), words)
+    assert files_in(out) == []
+
+
 def test_output_in_a_read_only_folder(capsys, good_pair, tiny_model_path, read_only_folder):
     before_listing = files_in(read_only_folder)
     code = main(["detect", *map(str, good_pair), *outputs(read_only_folder), "--model", str(tiny_model_path), *FAST])

@@ -98,6 +98,26 @@ def test_output_in_a_missing_folder(deepcl_provider, good_pair, tiny_model_path,
     assert files_in(tmp_path / "out") == [] and not (tmp_path / "no").exists()
 
 
+@pytest.mark.parametrize("name, file_name, words", [
+    ("CHANGE", "change.img", ["change map is written as a GeoTIFF", "give a .tif file name instead of change.img"]),
+    ("DISTANCE", "distance.png", ["distance map is written as a GeoTIFF", "instead of distance.png"]),
+    ("POLYGONS", "changes.shp", ["change polygon layer is written as a GeoPackage", "give a .gpkg file name"]),
+])
+def test_output_named_for_another_format(deepcl_provider, good_pair, tiny_model_path, tmp_path, name, file_name,
+                                         words):
+    """Processing lets any raster or vector ending be typed in (qgis_process too); the parameters
+    are refused before any run, with the engine's words."""
+    from qgis.core import QgsApplication
+
+    out = tmp_path / "out"
+    out.mkdir()
+    params = {**parameters(*good_pair, tiny_model_path, out), name: str(out / file_name)}
+    ok, message = QgsApplication.processingRegistry().createAlgorithmById(ALG).checkParameterValues(params, context())
+    assert not ok
+    assert_clear(message, words)
+    assert files_in(out) == []
+
+
 def test_output_in_a_read_only_folder(deepcl_provider, good_pair, tiny_model_path, tmp_path, read_only_folder):
     listing = files_in(read_only_folder)
     params = {**parameters(*good_pair, tiny_model_path, tmp_path / "out"),
