@@ -4,7 +4,7 @@ threshold, and the provenance of the weights."""
 from __future__ import annotations
 
 import os
-import tempfile
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
@@ -110,9 +110,12 @@ def save_model(bundle: ModelBundle, path: str | os.PathLike) -> None:
 
 
 def atomic_torch_save(data: Dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, synced, then renamed over ``path``."""
+    """``torch.save`` to a temporary file, synced, then renamed over ``path``. The file gets the
+    permissions any new file gets (the umask's), not mkstemp's owner-only ones: a model trained on
+    a server is for its team to read."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:
             torch.save(data, handle)

@@ -93,6 +93,18 @@ def test_file_is_a_plain_dict_loadable_with_weights_only(tmp_path):
     assert set(data["normalization"]) >= {"method", "low_percentile", "high_percentile", "mean", "std"}
 
 
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600)], ids=["umask-022", "umask-077"])
+def test_file_gets_the_permissions_of_any_new_file(tmp_path, umask, mode):
+    """Written through a temporary file, yet readable as the umask allows (a team's server)."""
+    previous = os.umask(umask)
+    try:
+        save_model(bundle(), tmp_path / "model.pt")
+    finally:
+        os.umask(previous)
+    assert (tmp_path / "model.pt").stat().st_mode & 0o777 == mode
+    assert os.listdir(tmp_path) == ["model.pt"]
+
+
 def test_describe_lists_the_contract_without_weights(tmp_path):
     info = bundle().describe()
     assert "state_dict" not in info
