@@ -28,6 +28,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after its last epoch")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="start anew even where OUT or OUT.ckpt exists, and replace them")
     parser.add_argument("--encoder", choices=sorted(ENCODERS), help="encoder (default mobilenet_v2)")
     parser.add_argument("--gamma", type=float, default=2.0, help="HSCL focusing exponent (default 2; 0: plain)")
     parser.add_argument("--hscl-weight", type=float, default=1.0, help="HSCL weight λ (default 1; 0: BCE+Dice only)")
@@ -52,7 +54,8 @@ def run_train(args: argparse.Namespace) -> int:
     options = TrainOptions(
         data_dirs=args.data_dirs, out=args.out, init=args.init, epochs=args.epochs, val_dirs=tuple(args.val),
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, resume=args.resume,
-        encoder=args.encoder, gamma=args.gamma, hscl_weight=args.hscl_weight, prior_guidance=not args.no_prior,
+        overwrite=args.overwrite, encoder=args.encoder, gamma=args.gamma, hscl_weight=args.hscl_weight,
+        prior_guidance=not args.no_prior,
         crop=args.crop, batch_size=args.batch, iterations_per_epoch=args.iterations_per_epoch, lr=args.lr,
         bands=args.bands, weight_average=args.weight_average, calibrate=not args.no_calibrate,
         command_line=shlex.join(["deepcl", *sys.argv[1:]]))

@@ -12,7 +12,7 @@ import torch
 from osgeo import gdal
 
 from deepcl_core.cli import main
-from deepcl_core.errors import Cancelled, InputError
+from deepcl_core.errors import Cancelled, InputError, OutputError
 from deepcl_core.model_file import load_model
 from deepcl_core.raster_io import open_raster
 from deepcl_core.training import TrainOptions, find_pairs, read_label, split_pairs, train
@@ -87,6 +87,27 @@ def test_resume_after_an_interruption_loses_no_epoch(tmp_path):
     assert [h["loss_total"] for h in resumed.history] == pytest.approx([h["loss_total"] for h in straight.history])
     a, b = load_model(straight.out).state_dict, load_model(resumed.out).state_dict
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+
+
+def test_an_earlier_runs_files_are_kept_unless_overwrite(trained, tmp_path):
+    """A second run with the same --out is refused before any pair is read, whether the earlier one
+    finished (its model file) or was interrupted (its checkpoint alone); --overwrite starts anew."""
+    finished = trained.out.read_bytes(), trained.checkpoint.read_bytes()
+    with pytest.raises(OutputError) as caught:
+        train(small_options(trained.out))
+    assert str(caught.value) == f"output {trained.out} exists; remove it or allow overwriting (--overwrite)"
+    assert (trained.out.read_bytes(), trained.checkpoint.read_bytes()) == finished
+
+    interrupted = tmp_path / "model.pt"
+    shutil.copy(trained.checkpoint, tmp_path / "model.pt.ckpt")
+    with pytest.raises(OutputError) as caught:
+        train(small_options(interrupted))
+    assert str(caught.value) == (f"{tmp_path / 'model.pt.ckpt'} holds the checkpoint of an earlier training run; "
+                                 "continue that run with --resume, or start anew with --overwrite")
+    assert (tmp_path / "model.pt.ckpt").read_bytes() == finished[1] and not interrupted.exists()
+
+    anew = train(small_options(interrupted, epochs=1, iterations_per_epoch=2, overwrite=True))
+    assert [entry["epoch"] for entry in anew.history] == [1] and load_model(interrupted).trained
 
 
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):

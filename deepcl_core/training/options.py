@@ -24,6 +24,7 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
+    overwrite: bool = False  # replace an earlier run's model file and checkpoint, starting anew
     encoder: Optional[str] = None  # None: mobilenet_v2, or the --init model's
     gamma: float = 2.0
     hscl_weight: float = 1.0

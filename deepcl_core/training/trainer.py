@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..device import out_of_memory_explained, resolve_device
-from ..errors import Cancelled, InputError, releases_locals_on_error
+from ..errors import Cancelled, InputError, OutputError, releases_locals_on_error
 from ..heap import freed_memory_kept
 from ..losses import LossConfig, deepcl_loss
 from ..metrics import Confusion
@@ -22,6 +22,7 @@ from ..model import DeepCLNet, NetworkConfig, build_network
 from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
 from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
+from ..outputs import check_output_paths
 from .calibration import apply_calibration, calibrate_threshold, confusions_at_calibrated_thresholds
 from .checkpoint import checkpoint_path_for, load_checkpoint, save_checkpoint
 from .inference import predict_pair
@@ -70,6 +71,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     options.validate()
     out = Path(options.out)
     checkpoint_path = Path(options.checkpoint) if options.checkpoint else checkpoint_path_for(out)
+    _check_outputs(options, out, checkpoint_path)
     device = resolve_device(options.device)
     torch.manual_seed(options.seed)  # the new layers' initial weights
     setup = _model_setup(options)
@@ -127,6 +129,21 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                        val_pairs=[p.name for p in val_files], seconds=float(state["seconds"]),
                        threshold=bundle.threshold, thresholds_by_pixel_size=bundle.thresholds_by_pixel_size,
                        input_scales_by_pixel_size=bundle.input_scales_by_pixel_size)
+
+
+def _check_outputs(options: TrainOptions, out: Path, checkpoint: Path) -> None:
+    """Before any pair is read: the model file and the checkpoint can be written (their folders are
+    made), and an earlier run's are replaced only when asked (``overwrite``) or continued (``resume``)."""
+    for folder in {out.parent, checkpoint.parent}:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            pass  # check_output_paths says why it cannot be written to
+    check_output_paths([out], [], overwrite=options.overwrite or options.resume)
+    check_output_paths([checkpoint], [], overwrite=True)
+    if checkpoint.exists() and not (options.overwrite or options.resume):
+        raise OutputError(f"{checkpoint} holds the checkpoint of an earlier training run; continue that run with "
+                          "--resume, or start anew with --overwrite")
 
 
 def _model_setup(options: TrainOptions) -> _Setup:

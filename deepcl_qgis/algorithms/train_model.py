@@ -171,6 +171,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             crop=self.parameterAsInt(parameters, self.CROP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             iterations_per_epoch=self.parameterAsInt(parameters, self.ITERATIONS, context),
+            overwrite=True,  # Processing asks before replacing the file; it has no --resume, so a run starts anew
             command_line="QGIS Processing deepcl:trainmodel")
 
     def _data_dirs(self, parameters: Dict[str, Any], context: QgsProcessingContext,
