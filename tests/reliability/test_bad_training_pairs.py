@@ -1,6 +1,7 @@
 """Training pairs that cannot teach change end ``deepcl train`` with exit status 2, one stderr line
 naming the pair's problem, and neither a model file nor a checkpoint: a label that is not binary,
-a label whose size cannot be aligned, labels without a pixel of one class."""
+a label whose size cannot be aligned, labels without a pixel of one class. A model file that
+cannot be written ends it the same way, before any training."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -70,3 +71,13 @@ def test_one_pair_without_change_among_others_is_fine(tmp_path):
                                 iterations_per_epoch=1, batch_size=2, crop=32, val_fraction=0, device="cpu",
                                 pretrained=False))
     assert result.epochs_completed == 1 and result.out.is_file()
+
+
+def test_model_file_in_a_read_only_folder_is_refused_before_training(capsys, tmp_path, read_only_folder):
+    """Said before any pair is read, not at the first checkpoint's write an epoch later."""
+    data = tmp_path / "data"
+    make_pair(data / "pair_a", label_with(np.ones((8, 8), np.uint8)))
+    listing = files_in(read_only_folder)
+    lines = train_cli(capsys, data, read_only_folder / "model.pt")
+    assert lines == [f"deepcl: error: output folder {read_only_folder} is not writable; choose another"]
+    assert files_in(read_only_folder) == listing
