@@ -116,9 +116,32 @@ PARSER_BUILDERS: List[Callable[[argparse._SubParsersAction], None]] = [add_detec
                                                                       *TRAIN_PARSERS]
 
 
+class _PrintVersions(argparse.Action):
+    """``--version``: this package's, torch's (and its CUDA build's), GDAL's and the devices torch
+    sees, the facts a bug report needs; torch is imported only when asked."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs) -> None:
+        super().__init__(option_strings, dest, nargs=0, help="print the versions of DeepCL, PyTorch and GDAL, "
+                                                              "and the devices found, then exit")
+
+    def __call__(self, parser: argparse.ArgumentParser, *_) -> None:
+        import torch
+        from osgeo import gdal
+
+        from . import __version__
+        from .device import describe_device, mps_available
+
+        devices = [describe_device(torch.device("cuda", i)) for i in range(torch.cuda.device_count())]
+        devices += ["mps"] if mps_available() else []
+        print(f"deepcl {__version__}; PyTorch {torch.__version__} (CUDA build: {torch.version.cuda or 'none'}); "
+              f"GDAL {gdal.__version__}; devices: {', '.join(devices + ['cpu'])}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepcl", description="DeepCL change detection on two rasters")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logging")
+    parser.add_argument("--version", action=_PrintVersions)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in PARSER_BUILDERS:
         add(commands)

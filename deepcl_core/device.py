@@ -19,13 +19,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if _mps_available():
+        if mps_available():
             return torch.device("mps")
         return torch.device("cpu")
     if name == "cpu":
         return torch.device("cpu")
     if name == "mps":
-        if not _mps_available():
+        if not mps_available():
             raise InputError("device 'mps' asked for, but Apple Metal is not available here; use --device auto or cpu")
         return torch.device("mps")
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
@@ -40,7 +40,7 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
-def _mps_available() -> bool:
+def mps_available() -> bool:
     backend = getattr(torch.backends, "mps", None)
     return bool(backend and backend.is_available())
 

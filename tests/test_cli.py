@@ -15,10 +15,6 @@ from osgeo import gdal
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--tile", "128", "--overlap", "32", "--device", "cpu"]
-# detect_changes reports progress 0 % (a stderr line on the command line) before it has checked the
-# images' pixels and created the outputs, so these errors come second, after a progress line.
-# Fix in deepcl_core/detect.py: call report(0.0, ...) only after _image_stretch and RasterOutputs.
-# Strict: once fixed, these pass and the marker must go.
 
 
 def deepcl(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -50,6 +46,19 @@ def detect_args(before, after, out: Path, model: Path, *extra) -> list:
 
 def files_in(folder: Path) -> List[str]:
     return sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+
+
+def test_version_names_the_versions_and_devices_for_a_bug_report():
+    import torch
+
+    from deepcl_core import __version__
+
+    result = deepcl("--version")
+    assert result.returncode == 0 and result.stderr == ""
+    devices = "cuda:0" if torch.cuda.is_available() else "devices: cpu"
+    line = result.stdout.strip()
+    assert line.startswith(f"deepcl {__version__}; PyTorch {torch.__version__} (CUDA build: ") and devices in line
+    assert f"GDAL {gdal.__version__}" in line and "\n" not in line
 
 
 def test_good_run_prints_a_summary(oscd_mismatch_pair, tiny_model_path, tmp_path):
