@@ -217,7 +217,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     done = 0
     batch_size = options.batch_size or default_batch_size(device)
     budget = MemoryBudget(batch_size, max(tiles.tile_width, tiles.tile_height),
-                           notify=lambda message: report(done / len(tiles), message))
+                          notify=lambda message: report(done / len(tiles), message))
     plan = batch_plan(tiles, batch_size)
     # On CUDA every batch is padded to the first's size: one shape for cuDNN (batches.even_batch_size).
     slots = BatchSlots(plan, (len(pair.bands_before), len(pair.bands_after)), (tiles.tile_height, tiles.tile_width),

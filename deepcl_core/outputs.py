@@ -50,9 +50,10 @@ def check_output_name(path: os.PathLike, what: str, kind: str) -> None:
     """``path``, where ``what`` (e.g. "change map") goes, must end as its ``kind``'s format does
     (:data:`OUTPUT_FORMATS`)."""
     format_name, suffixes = OUTPUT_FORMATS[kind]
-    name = Path(path).name
-    if Path(path).suffix.lower() not in suffixes:
-        raise OutputError(f"the {what} is written as a {format_name}; give a {suffixes[0]} file name instead of {name}")
+    path = Path(path)
+    if path.suffix.lower() not in suffixes:
+        raise OutputError(f"the {what} is written as a {format_name}; give a {suffixes[0]} file name instead of "
+                          f"{path.name}")
 
 
 def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[os.PathLike],

@@ -93,10 +93,10 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment)
     kept = average.network if average else network  # the weights validated and kept
 
+    # A resumed run may take smaller steps: batch and crop are not part of the checkpoint's identity.
+    smaller_steps = f"lower the batch (--batch, now {options.batch_size}) or the crop (--crop, now {options.crop})"
     for epoch in range(int(state["epoch"]) + 1, options.epochs + 1):
         started = time.perf_counter()
-        # A resumed run may take smaller steps: batch and crop are not part of the checkpoint's identity.
-        smaller_steps = f"lower the batch (--batch, now {options.batch_size}) or the crop (--crop, now {options.crop})"
         with out_of_memory_explained(device, f"training (epoch {epoch})", _out_of_memory_advice(epoch, smaller_steps)):
             losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
                                   report, is_cancelled, state, average)

@@ -209,12 +209,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     def _check_output_names(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
         """Before the run, the engine's check that each file name ends as its format does (Processing
         lets any raster or vector ending be typed in)."""
-        outputs = ((self.CHANGE, "change map", "raster"), (self.CONFIDENCE, "confidence map", "raster"),
-                   (self.DISTANCE, "distance map", "raster"), (self.POLYGONS, "change polygon layer", "polygons"))
-        for name, what, kind in outputs:
-            path = self._optional_output(parameters, name, context)
-            if path:
-                core_module("outputs").check_output_name(path, what, kind)
+        self._outputs(parameters, context).check_names()
 
     # --- run ------------------------------------------------------------------------------------
 
@@ -226,11 +221,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         before_layer = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
         after_layer = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         before, after = self._inputs_for_engine(parameters, context, before_layer, after_layer, feedback)
-        outputs = detect.DetectOutputs(
-            change=Path(self.parameterAsOutputLayer(parameters, self.CHANGE, context)),
-            confidence=Path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)),
-            distance=self._optional_path(parameters, self.DISTANCE, context),
-            polygons=self._optional_path(parameters, self.POLYGONS, context))
+        outputs = self._outputs(parameters, context)
         with engine_errors():
             result = detect.detect_changes(before, after, outputs, self._options(parameters, context, detect),
                                            progress=progress_to(feedback), cancel=feedback.isCanceled)
@@ -299,13 +290,16 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     def _has(parameters: Dict[str, Any], name: str) -> bool:
         return parameters.get(name) not in (None, "")
 
-    def _optional_output(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> str:
-        if not self._has(parameters, name):
-            return ""
-        return self.parameterAsOutputLayer(parameters, name, context) or ""
+    def _outputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Any:
+        """The engine's DetectOutputs for the destinations chosen."""
+        return core_module("detect").DetectOutputs(
+            change=Path(self.parameterAsOutputLayer(parameters, self.CHANGE, context)),
+            confidence=Path(self.parameterAsOutputLayer(parameters, self.CONFIDENCE, context)),
+            distance=self._optional_path(parameters, self.DISTANCE, context),
+            polygons=self._optional_path(parameters, self.POLYGONS, context))
 
     def _optional_path(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> Optional[Path]:
-        path = self._optional_output(parameters, name, context)
+        path = self.parameterAsOutputLayer(parameters, name, context) if self._has(parameters, name) else ""
         return Path(path) if path else None
 
     def _report(self, result: Any, feedback: QgsProcessingFeedback) -> None:
