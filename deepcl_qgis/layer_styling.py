@@ -17,16 +17,21 @@ from .paths import style_path
 # copy that created it is deleted (QgsProcessingAlgorithm.run works on a copy). The Python objects
 # must outlive both, so they are kept here; each is a few bytes and one is made per loaded layer.
 _KEEP_ALIVE: List["StyleAndGroup"] = []
+# The outputs drawn on top of their group and ticked when loaded: the change map (unchanged pixels
+# transparent) and the polygons, over the imagery. The confidence and distance ramps are opaque and
+# would hide the imagery the change is seen against; they are loaded below them, unticked.
+OVER_THE_IMAGERY = ("change", "polygons")
 
 
 class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
     """Loads ``style`` into the layer and moves the layer into the group ``group_name``."""
 
-    def __init__(self, style: Path, group_name: str, on_top: bool) -> None:
+    def __init__(self, style: Path, group_name: str, on_top: bool, shown: bool = True) -> None:
         super().__init__()
         self.style = style
         self.group_name = group_name
         self.on_top = on_top  # the change map and polygons are drawn above the confidence ramp
+        self.shown = shown  # ticked in the layer tree
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (Qt API)
                          feedback: QgsProcessingFeedback) -> None:
@@ -35,16 +40,18 @@ class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
             if not ok:
                 feedback.pushInfo(f"Could not apply the style {self.style.name}: {message}")
             layer.triggerRepaint()
-        move_into_group(context.project() or QgsProject.instance(), layer, self.group_name, self.on_top)
+        move_into_group(context.project() or QgsProject.instance(), layer, self.group_name, self.on_top, self.shown)
 
 
-def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on_top: bool = False) -> None:
+def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on_top: bool = False,
+                    shown: bool = True) -> None:
     """Move the layer's tree node into ``group_name`` (created at the top of the layer's current
-    parent group when missing), first in the group or last."""
+    parent group when missing), first in the group or last; ticked when ``shown``."""
     root = project.layerTreeRoot()
     node = root.findLayer(layer.id())
     if node is None:
         return
+    node.setItemVisibilityChecked(shown)
     parent = node.parent() or root
     group = parent.findGroup(group_name) or parent.insertGroup(0, group_name)
     if node.parent() is group:
@@ -58,13 +65,15 @@ def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on
 
 def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_name: str) -> None:
     """For each ``{path: (style name, layer name)}`` that Processing will load, set its name and
-    its post-processor (style and group). The change map and polygons go on top."""
+    its post-processor (style and group): :data:`OVER_THE_IMAGERY` on top and ticked, the ramps
+    below and unticked."""
     for path, (style, layer_name) in outputs.items():
         if not path or not context.willLoadLayerOnCompletion(path):
             continue
         details = context.layerToLoadOnCompletionDetails(path)
         details.name = layer_name
         details.forceName = True
-        processor = StyleAndGroup(style_path(style), group_name, on_top=style in ("change", "polygons"))
+        over = style in OVER_THE_IMAGERY
+        processor = StyleAndGroup(style_path(style), group_name, on_top=over, shown=over)
         _KEEP_ALIVE.append(processor)
         details.setPostProcessor(processor)

@@ -62,7 +62,8 @@ def caption(model_is_bundled: bool, summary: str) -> str:
             "QGIS 3.22 under Xvfb, the DeepCL panel docked on the right, the sample pair "
             "(`resources/sample`, OSCD Hong Kong, 2016-09-27 → 2018-03-23).\n\n"
             "- `panel_before_run.png`: layers preselected (older date first), ready to run.\n"
-            f"- `panel_after_run.png`: after one click: change and confidence layers, styled, in a group; "
+            f"- `panel_after_run.png`: after one click: change and confidence layers, styled, in a group (the "
+            "confidence unticked, so the change is seen over the imagery); "
             f"summary line \"{summary}\".\n\nModel: {model}.\n\nMade by `make screenshots`.\n")
 
 

@@ -1,5 +1,5 @@
 """Loading a run's outputs into the project: styled, in one group named after the two inputs,
-the change map and polygons above the confidence ramp."""
+the change map and polygons above the confidence ramp and ticked, the ramp unticked."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 
+from ..layer_styling import OVER_THE_IMAGERY
 from ..paths import style_path
 from .layer_choice import RESULT_PROPERTY
 
@@ -35,7 +36,7 @@ def load_results(project: QgsProject, results: Dict[str, object], before: str, a
         layer.loadNamedStyle(str(style_path(style)))
         layer.setCustomProperty(RESULT_PROPERTY, output)
         project.addMapLayer(layer, False)
-        group.addLayer(layer)
+        group.addLayer(layer).setItemVisibilityChecked(style in OVER_THE_IMAGERY)
         loaded[output] = layer
     if "CHANGE" in loaded:
         loaded["CHANGE"].setCustomProperty(CONFIDENCE_PROPERTY, str(results["CONFIDENCE"]))

@@ -170,6 +170,9 @@ def test_loaded_layers_are_styled_and_grouped(deepcl_provider, tiny_model, tmp_p
     assert len(groups) == 1
     layers = {node.layer().name(): node.layer() for node in groups[0].findLayers()}
     assert set(layers) == {"Change", "Confidence"}
+    # The change map over the imagery; the opaque confidence ramp, which would hide it, unticked.
+    ticked = {node.layer().name(): node.itemVisibilityChecked() for node in groups[0].findLayers()}
+    assert ticked == {"Change": True, "Confidence": False}
     assert layers["Change"].renderer().type() == "paletted"
     assert layers["Confidence"].renderer().type() == "singlebandpseudocolor"
     classes = {c.value: c.color for c in layers["Change"].renderer().classes()}

@@ -94,6 +94,8 @@ def test_detect_button_adds_styled_layers_in_a_group(panel, oscd_crop, tmp_path)
     assert [g.name() for g in groups] == ["DeepCL changes: abudhabi_20150801 → abudhabi_20180328"]
     layers = {node.layer().name(): node.layer() for node in groups[0].findLayers()}
     assert list(layers) == ["Change", "Confidence"]  # change drawn above the confidence ramp
+    # The change map over the imagery; the opaque confidence ramp, which would hide it, unticked.
+    assert [node.itemVisibilityChecked() for node in groups[0].findLayers()] == [True, False]
     assert layers["Change"].renderer().type() == "paletted"
     assert layers["Confidence"].renderer().type() == "singlebandpseudocolor"
     change, confidence = read(layers["Change"].source()), read(layers["Confidence"].source())
