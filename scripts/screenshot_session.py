@@ -36,6 +36,7 @@ def guarded(step):
 
 def start() -> None:
     import deepcl_qgis
+    from deepcl_qgis.dock.threshold_scale import position_of
 
     window = iface.mainWindow()
     window.resize(1600, 1000)
@@ -52,7 +53,7 @@ def start() -> None:
     dock.form.model_widget.setFilePath(MODEL)
     dock.form.device_combo.setCurrentIndex(dock.form.device_combo.findData("cpu"))
     if THRESHOLD:
-        dock.form.threshold_slider.setValue(round(float(THRESHOLD) * 100))
+        dock.form.threshold_slider.setValue(position_of(float(THRESHOLD)))
     dock.form.output_widget.setFilePath(str(OUT / "run"))
     (OUT / "run").mkdir(exist_ok=True)
     iface.mapCanvas().setExtent(layers[0].extent())
@@ -85,10 +86,12 @@ def move_threshold_to_top_decile() -> None:
     import numpy as np
     from osgeo import gdal
 
+    from deepcl_qgis.dock.threshold_scale import position_of
+
     layer = STATE["dock"]._change_layer()
     confidence = gdal.Open(layer.customProperty("deepcl/confidence")).ReadAsArray()
     value = float(np.quantile(confidence[confidence >= 0], 0.9))
-    STATE["dock"].form.threshold_slider.setValue(min(99, max(1, round(value * 100))))
+    STATE["dock"].form.threshold_slider.setValue(position_of(value))
 
 
 def shoot_after() -> None:

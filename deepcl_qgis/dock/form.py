@@ -9,6 +9,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QFrame, QGri
                                  QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox, QToolButton,
                                  QVBoxLayout, QWidget)
 
+from . import threshold_scale
+
 ERROR_STYLE = "color: #b00020;"
 
 
@@ -65,7 +67,7 @@ class PanelForm(QWidget):
         form.addRow("Model", self.model_widget)
         form.addRow("", self.model_note)
         self.threshold_slider = QSlider(Qt.Horizontal)
-        self.threshold_slider.setRange(1, 99)
+        self.threshold_slider.setRange(0, len(threshold_scale.THRESHOLDS) - 1)
         self.threshold_slider.setToolTip("Confidence from which a pixel counts as changed; lower finds more "
                                          "change. Moving it after a run updates the change layer at once.")
         self.threshold_label = QLabel("0.50")

@@ -17,7 +17,7 @@ from qgis.PyQt.QtCore import Qt, QTimer
 from ..dependencies import missing_dependencies
 from ..engine import core_module
 from ..paths import bundled_model_path
-from . import layer_choice, result_layers
+from . import layer_choice, result_layers, threshold_scale
 from .detection_run import DetectionRun
 from .device_info import device_report
 from .form import PanelForm
@@ -147,7 +147,7 @@ class DeepCLDock(QgsDockWidget):
             combo.addItemWithCheckState(layer.bandName(band), Qt.Unchecked, band)
 
     def threshold(self) -> float:
-        return self.form.threshold_slider.value() / 100.0
+        return threshold_scale.threshold_at(self.form.threshold_slider.value())
 
     def model_path(self) -> Path:
         chosen = self.form.model_widget.filePath().strip()
@@ -185,9 +185,9 @@ class DeepCLDock(QgsDockWidget):
         """Show ``threshold`` without re-classifying the last run (only the user's moves do that)."""
         slider = self.form.threshold_slider
         slider.blockSignals(True)
-        slider.setValue(round(threshold * 100))
+        slider.setValue(threshold_scale.position_of(threshold))
         slider.blockSignals(False)
-        self.form.threshold_label.setText(f"{slider.value() / 100:.2f}")
+        self.form.threshold_label.setText(threshold_scale.label(self.threshold()))
 
     def _update_model_note(self) -> None:
         if not self.form.model_widget.filePath().strip() and not bundled_model_path().is_file():
@@ -305,8 +305,8 @@ class DeepCLDock(QgsDockWidget):
 
     # --- threshold after the run -----------------------------------------------------------------
 
-    def _on_threshold_moved(self, value: int) -> None:
-        self.form.threshold_label.setText(f"{value / 100:.2f}")
+    def _on_threshold_moved(self, position: int) -> None:
+        self.form.threshold_label.setText(threshold_scale.label(threshold_scale.threshold_at(position)))
         if self._change_layer() is not None and not self.is_running():
             self._reclassify_timer.start()
 
@@ -324,7 +324,7 @@ class DeepCLDock(QgsDockWidget):
         if abs(float(layer.customProperty(result_layers.THRESHOLD_PROPERTY, -1)) - threshold) < 1e-9:
             return
         confidence = Path(layer.customProperty(result_layers.CONFIDENCE_PROPERTY))
-        target = confidence.with_name(f"change_t{threshold:.2f}_{time.strftime('%H%M%S')}.tif")
+        target = confidence.with_name(f"change_t{threshold_scale.label(threshold)}_{time.strftime('%H%M%S')}.tif")
         self.reclassify_task = ReclassifyTask(confidence, target, threshold, self._on_reclassified)
         QgsApplication.taskManager().addTask(self.reclassify_task)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Any, Dict, Optional
 
 from .reclassify import ChangeCounts
+from .threshold_scale import label
 
 M2_PER_HECTARE = 10_000.0
 
@@ -24,10 +25,10 @@ def run_summary(results: Dict[str, Any], threshold: float, seconds: float) -> st
                            int(results.get("CHANGED_PIXELS") or 0))
     scale = int(results.get("INPUT_SCALE_USED") or 1)
     enlarged = f", images enlarged {scale}× for the network" if scale > 1 else ""
-    return (f"Changed: {changed} at threshold {threshold:.2f}{enlarged}; "
+    return (f"Changed: {changed} at threshold {label(threshold)}{enlarged}; "
             f"{duration_text(seconds)} on {results.get('DEVICE_USED') or 'the CPU'}.")
 
 
 def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float) -> str:
     changed = changed_text(counts.changed_area_m2, counts.changed_percent, counts.changed_pixels)
-    return f"Changed: {changed} at threshold {threshold:.2f} (re-classified; detection took {duration_text(run_seconds)})."
+    return f"Changed: {changed} at threshold {label(threshold)} (re-classified; detection took {duration_text(run_seconds)})."

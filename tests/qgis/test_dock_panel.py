@@ -9,6 +9,7 @@ from typing import Callable
 import numpy as np
 import pytest
 
+from deepcl_qgis.dock.threshold_scale import position_of
 from plugin_test_helpers import image, pair, read
 
 FAST = {"tile": 128, "overlap": 16}
@@ -87,7 +88,7 @@ def test_detect_button_adds_styled_layers_in_a_group(panel, oscd_crop, tmp_path)
     assert dock.form.bands_before.count() == 4  # band chooser filled from the layer
     dock.form.bands_before.setCheckedItems(["Band 1", "Band 2", "Band 3"])
     dock.form.bands_after.setCheckedItems(["Band 1", "Band 2", "Band 3"])
-    dock.form.threshold_slider.setValue(30)
+    dock.form.threshold_slider.setValue(position_of(0.30))
     _run(dock)
     assert dock.form.error_label.text() == ""
     groups = _group()
@@ -115,7 +116,7 @@ def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop)
     confidence = read(layer.customProperty("deepcl/confidence"))
     new_threshold = float(np.round(np.median(confidence[confidence >= 0]), 2))
     first_source = layer.source()
-    dock.form.threshold_slider.setValue(int(round(new_threshold * 100)))
+    dock.form.threshold_slider.setValue(position_of(new_threshold))
     assert dock.form.threshold_label.text() == f"{new_threshold:.2f}"
     wait_for(lambda: layer.source() != first_source, timeout=30)
     assert not dock.is_running()  # no detection was started
@@ -173,7 +174,7 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     dock = panel()
     dock.swap_layers()
     assert dock.form.before_combo.currentLayer() is after
-    dock.form.threshold_slider.setValue(37)
+    dock.form.threshold_slider.setValue(position_of(0.37))
     dock.form.polygons_check.setChecked(True)
     dock.form.min_area_spin.setValue(250.0)
     dock.shutdown()
@@ -238,7 +239,7 @@ def test_the_threshold_follows_the_before_layers_pixel_size(panel, oscd_crop, ti
     assert dock.form.before_combo.currentLayer() is oscd_before and dock.threshold() == pytest.approx(0.07)
     dock.form.before_combo.setLayer(levir_before)
     assert dock.threshold() == pytest.approx(0.35)
-    dock.form.threshold_slider.setValue(40)  # the user's choice
+    dock.form.threshold_slider.setValue(position_of(0.40))  # the user's choice
     dock.form.before_combo.setLayer(_layer_named("levir after"))  # same class: kept
     assert dock.threshold() == pytest.approx(0.40)
     dock.form.before_combo.setLayer(oscd_before)
