@@ -28,6 +28,15 @@ def test_the_threshold_of_highest_pooled_f1_is_chosen():
     assert best_threshold(confusions) == 0.3
 
 
+def test_a_best_threshold_below_0_01_is_found():
+    """Faint change (changed pixels at 0.006, unchanged at 0.001, as on 10 m imagery): only a
+    candidate under 0.01 separates them."""
+    probability = np.array([0.006, 0.006, 0.001, 0.001, 0.001], np.float32)
+    label = (probability > 0.002).astype(np.uint8)
+    confusions = confusions_by_threshold(probability, label, np.ones(5, bool))
+    assert best_threshold(confusions) == 0.005 and confusions[0.005].metrics()["f1"] == 1.0
+
+
 def test_invalid_pixels_do_not_count():
     # Valid: changed at 0.95, unchanged at 0.1, so every t in (0.1, 0.95] is perfect and 0.5 is chosen.
     # Counting the invalid unchanged pixels at 0.9 would push the choice to 0.95.
