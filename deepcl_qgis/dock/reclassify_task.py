@@ -17,7 +17,7 @@ class ReclassifyTask(QgsTask):
     error)`` (counts None on failure or cancel)."""
 
     def __init__(self, confidence: Path, change: Path, threshold: float, done: Done) -> None:
-        super().__init__(f"DeepCL: change map at threshold {threshold:.2f}", QgsTask.CanCancel)
+        super().__init__(f"DeepCL: change map at threshold {threshold:g}", QgsTask.CanCancel)
         self.confidence, self.change, self.threshold = confidence, change, threshold
         self.done = done
         self.counts: Optional[ChangeCounts] = None
