@@ -33,8 +33,10 @@ def band_list(text: str) -> List[int]:
 def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("detect", help="detect change between two rasters",
                                  description="Detect change from BEFORE to AFTER. Outputs lie on the BEFORE grid.")
-    parser.add_argument("before", type=Path, help="raster of the earlier date (any format GDAL reads)")
-    parser.add_argument("after", type=Path, help="raster of the later date; put on the before grid if needed")
+    # Strings, not Paths: a Path would fold /vsicurl/https:// into https:/ (raster_io.open_raster).
+    parser.add_argument("before", help="raster of the earlier date: a file in any format GDAL reads, or a GDAL "
+                                       "dataset name (/vsizip/…, /vsicurl/https://…, a subdataset)")
+    parser.add_argument("after", help="raster of the later date; put on the before grid if needed")
     parser.add_argument("--change", type=Path, required=True, help="output GeoTIFF: 1 change, 0 no change, 255 nodata")
     parser.add_argument("--confidence", type=Path, required=True, help="output GeoTIFF: change probability 0-1")
     parser.add_argument("--distance", type=Path, help="optional output GeoTIFF: metric distance map 0-2")

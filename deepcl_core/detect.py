@@ -4,6 +4,7 @@ writes GeoTIFFs on the before grid."""
 from __future__ import annotations
 
 import logging
+import os
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -182,10 +183,12 @@ class _Tile:
 
 
 @releases_locals_on_error  # a kept exception must not keep the input files open
-def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: DetectOptions = DetectOptions(),
+def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLike], outputs: DetectOutputs,
+                   options: DetectOptions = DetectOptions(),
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCallback] = None,
                    model: Optional[ModelBundle] = None) -> DetectionResult:
-    """Detect change from ``before`` to ``after`` and write ``outputs``.
+    """Detect change from ``before`` to ``after`` and write ``outputs``. The inputs are files or any
+    name GDAL opens (``/vsizip/…``, ``/vsicurl/https://…``, a subdataset), passed on as given.
 
     ``progress(fraction, message)`` is called as tiles complete; ``cancel()`` is polled between
     batches and, when true, the run stops with :class:`Cancelled` and leaves no output file.
@@ -195,7 +198,7 @@ def detect_changes(before: Path, after: Path, outputs: DetectOutputs, options: D
     report = progress or (lambda fraction, message: None)
     is_cancelled = cancel or (lambda: False)
     options.validate()
-    before, after = Path(before), Path(after)
+    before, after = os.fspath(before), os.fspath(after)
     bundle = model or resolve_model(options.model)
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
@@ -351,7 +354,7 @@ class _Pair:
         return list({id(d): d for d in (self.before, self.after, self.after_source)}.values())
 
 
-def _open_pair(before: Path, after: Path, options: DetectOptions, bundle: ModelBundle) -> _Pair:
+def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBundle) -> _Pair:
     before_ds = open_raster(before, "before")
     after_ds = open_raster(after, "after")
     bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")

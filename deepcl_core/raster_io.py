@@ -23,22 +23,37 @@ BAND_ALIASES = {
 _COLOR_INTERP = {"red": gdal.GCI_RedBand, "green": gdal.GCI_GreenBand, "blue": gdal.GCI_BlueBand}
 
 
+# Names GDAL resolves itself rather than files on disk: a virtual file system (/vsizip/…,
+# /vsicurl/https://…) or a driver's prefix (NETCDF:"f.nc":var, GPKG:f.gpkg:table,
+# SENTINEL2_L2A:…:10m:EPSG_32633, https://…); two letters at least, so a Windows drive is a file.
+_GDAL_DATASET_NAME = re.compile(r"^(/vsi[a-z0-9_]+/|[A-Za-z][A-Za-z0-9_]+:)")
+
+
+def is_gdal_dataset_name(name: str) -> bool:
+    """Whether ``name`` is for GDAL to resolve (:data:`_GDAL_DATASET_NAME`), not a file to check."""
+    return bool(_GDAL_DATASET_NAME.match(name))
+
+
 def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
-    """Open a raster read-only; ``role`` ("before", "after", …) names it in error messages."""
-    path = Path(path)
-    if not path.exists() and not str(path).startswith("/vsi"):
-        raise InputError(f"{role} image not found: {path}")
-    if path.is_dir():
-        raise InputError(f"{role} image {path} is a folder; give the raster file inside it")
-    if path.is_file() and path.stat().st_size == 0:
-        raise InputError(f"{role} image {path} is an empty (0-byte) file")
+    """Open a raster read-only: a file, or any dataset name GDAL opens, given as it is (a
+    :class:`~pathlib.Path` would fold /vsicurl/https:// into https:/). ``role`` ("before",
+    "after", …) names it in error messages."""
+    name = os.fspath(path)
+    if not is_gdal_dataset_name(name):
+        file = Path(name)
+        if not file.exists():
+            raise InputError(f"{role} image not found: {name}")
+        if file.is_dir():
+            raise InputError(f"{role} image {name} is a folder; give the raster file inside it")
+        if file.is_file() and file.stat().st_size == 0:
+            raise InputError(f"{role} image {name} is an empty (0-byte) file")
     with collect_gdal_errors() as errors:
-        dataset = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_READONLY)
+        dataset = gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_READONLY)
     if dataset is None:
-        raise InputError(f"{role} image {path} is not a raster GDAL can read"
+        raise InputError(f"{role} image {name} is not a raster GDAL can read"
                          + (f" ({errors.last()})" if errors.messages else ""))
     if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
-        raise InputError(f"{role} image {path} has no pixels or no bands")
+        raise InputError(f"{role} image {name} has no pixels or no bands")
     return dataset
 
 

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import gc
 import os
+import re
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Set
+from typing import Iterator, Set
 
 import pytest
 from osgeo import gdal
@@ -39,3 +43,52 @@ def files_open_in_this_process() -> Set[str]:
         except OSError:  # closed meanwhile (the descriptor that listed the folder)
             pass
     return paths
+
+
+class _RangeRequests(BaseHTTPRequestHandler):
+    """Files of ``self.server.root`` over HTTP with byte ranges, as GDAL's /vsicurl/ reads them
+    (the standard library's server ignores ranges)."""
+
+    def do_HEAD(self) -> None:  # noqa: N802 (http.server API)
+        self._serve(with_body=False)
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._serve(with_body=True)
+
+    def _serve(self, with_body: bool) -> None:
+        path = self.server.root / self.path.lstrip("/")
+        if not path.is_file():
+            self.send_error(404)
+            return
+        data = path.read_bytes()
+        asked = re.fullmatch(r"bytes=(\d+)-(\d*)", self.headers.get("Range", ""))
+        if asked:
+            start, end = int(asked[1]), min(int(asked[2] or len(data) - 1), len(data) - 1)
+            data_sent = data[start:end + 1]
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+        else:
+            data_sent = data
+            self.send_response(200)
+        self.send_header("Content-Length", str(len(data_sent)))
+        self.send_header("Accept-Ranges", "bytes")
+        self.end_headers()
+        if with_body:
+            self.wfile.write(data_sent)
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextmanager
+def http_server(root: Path) -> Iterator[str]:
+    """A local HTTP server for the files of ``root``; yields its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _RangeRequests)
+    server.root = root
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

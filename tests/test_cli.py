@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 from typing import List
 
@@ -72,6 +73,20 @@ def test_good_run_prints_a_summary(oscd_mismatch_pair, tiny_model_path, tmp_path
     assert any("never trained" in w for w in summary["warnings"])
     assert summary["input_scale"] == 1  # the tiny model enlarges nothing
     assert files_in(tmp_path) == ["change.tif", "changes.gpkg", "confidence.tif", "distance.tif"]
+
+
+def test_inputs_inside_a_zip_file(oscd_mismatch_pair, tiny_model_path, tmp_path):
+    """/vsizip//… reaches GDAL with its double slash (argparse's type=Path folded it, so the zip
+    itself was opened)."""
+    with zipfile.ZipFile(tmp_path / "pair.zip", "w") as archive:
+        for date, path in zip(("before", "after"), oscd_mismatch_pair):
+            archive.write(path, f"{date}.tif")
+    out = tmp_path / "out"
+    out.mkdir()
+    zipped = [f"/vsizip/{tmp_path / 'pair.zip'}/{date}.tif" for date in ("before", "after")]
+    result = deepcl(*detect_args(*zipped, out, tiny_model_path))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["valid_pixels"] == 192 * 160
 
 
 def test_input_scale_is_given_to_the_network_and_checked(oscd_mismatch_pair, tiny_model_path, tmp_path):

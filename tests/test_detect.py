@@ -6,6 +6,7 @@ The tiny fixture model is untrained, so these tests pin contracts, never accurac
 from __future__ import annotations
 
 import threading
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple
@@ -21,10 +22,10 @@ from deepcl_core.detect import (KEEP_DECODED_BYTES, BlockDropping, DetectOptions
 from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputError
 from deepcl_core.model import inference
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
-from deepcl_core.raster_io import choose_bands
+from deepcl_core.raster_io import choose_bands, is_gdal_dataset_name
 from deepcl_core.tiling import RowBlender, TileGrid
 
-from core_test_helpers import files_open_in_this_process, needs_proc
+from core_test_helpers import files_open_in_this_process, http_server, needs_proc
 
 FAST = dict(tile_size=128, overlap=32, device="cpu")
 
@@ -491,6 +492,53 @@ def test_existing_output_is_kept_unless_overwrite(oscd_mismatch_pair, tiny_model
     detect_changes(*oscd_mismatch_pair, outputs, DetectOptions(overwrite=True, **FAST), model=tiny_model)
     assert read_raster(outputs.confidence).data_type == "Float32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["change.tif", "confidence.tif"]
+
+
+def test_inputs_may_be_gdal_dataset_names(oscd_mismatch_pair, tiny_model, tmp_path):
+    """A zipped before image (/vsizip//…: the double slash must reach GDAL as it is) and an after
+    image named through a driver's prefix (GTIFF_DIR:1:…) give the outputs of the plain files."""
+    before, after = oscd_mismatch_pair
+    with zipfile.ZipFile(tmp_path / "pair.zip", "w") as archive:
+        archive.write(before, "before.tif")
+    zipped = f"/vsizip/{tmp_path / 'pair.zip'}/before.tif"
+    assert zipped.startswith("/vsizip//")
+    named, plain = outputs_in(tmp_path / "named", distance=False), outputs_in(tmp_path / "plain", distance=False)
+    detect_changes(zipped, f"GTIFF_DIR:1:{after}", named, DetectOptions(**FAST), model=tiny_model)
+    detect_changes(before, after, plain, DetectOptions(**FAST), model=tiny_model)
+    for name in ("change", "confidence"):
+        np.testing.assert_array_equal(read_raster(getattr(named, name)).values, read_raster(getattr(plain, name)).values)
+
+
+def test_inputs_may_be_read_over_http(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch):
+    """/vsicurl/http://… from a local server (a cloud-optimised GeoTIFF's way to a server): the
+    same outputs as the files themselves."""
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")  # no listing of the server's folder
+    before, after = oscd_mismatch_pair
+    remote, local = outputs_in(tmp_path / "remote", distance=False), outputs_in(tmp_path / "local", distance=False)
+    with http_server(before.parent) as url:
+        detect_changes(f"/vsicurl/{url}/{before.name}", f"/vsicurl/{url}/{after.name}", remote, DetectOptions(**FAST),
+                       model=tiny_model)
+    detect_changes(before, after, local, DetectOptions(**FAST), model=tiny_model)
+    np.testing.assert_array_equal(read_raster(remote.confidence).values, read_raster(local.confidence).values)
+
+
+@pytest.mark.parametrize("name, for_gdal", [
+    ("/vsizip//data/pair.zip/before.tif", True), ("/vsicurl/https://example.org/a.tif", True),
+    ('NETCDF:"/data/f.nc":red', True), ("SENTINEL2_L2A:/data/MTD_MSIL2A.xml:10m:EPSG_32633", True),
+    ("https://example.org/a.tif", True), ("/data/before.tif", False), ("before.tif", False),
+    ("C:\\data\\before.tif", False),
+])
+def test_which_names_are_for_gdal_to_resolve(name, for_gdal):
+    assert is_gdal_dataset_name(name) is for_gdal
+
+
+def test_a_missing_plain_file_is_named_as_missing(oscd_mismatch_pair, tiny_model, tmp_path):
+    with pytest.raises(InputError, match="before image not found: "):
+        detect_changes(tmp_path / "nowhere.tif", oscd_mismatch_pair[1], outputs_in(tmp_path), DetectOptions(**FAST),
+                       model=tiny_model)
+    with pytest.raises(InputError, match="is not a raster GDAL can read"):
+        detect_changes(f"/vsizip/{tmp_path}/none.zip/b.tif", oscd_mismatch_pair[1], outputs_in(tmp_path),
+                       DetectOptions(**FAST), model=tiny_model)
 
 
 def test_output_names_may_end_in_any_case_and_in_tiff(oscd_mismatch_pair, tiny_model, tmp_path):

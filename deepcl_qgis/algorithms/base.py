@@ -109,7 +109,9 @@ def progress_to(feedback: QgsProcessingFeedback, start: float = 0.0,
 
 
 def raster_file(layer: Optional[QgsRasterLayer], role: str) -> str:
-    """The file GDAL opens for a raster layer; other providers (WMS, …) cannot be read by the engine."""
+    """The name GDAL opens for a raster layer: its file, or its /vsizip/… path, GPKG table or
+    subdataset, as QGIS's GDAL provider opens it (less the open options QGIS keeps in the source);
+    other providers (WMS, …) cannot be read by the engine."""
     if layer is None:
         raise QgsProcessingException(f"No {role} raster layer was given.")
     if layer.providerType() != "gdal":
@@ -117,7 +119,8 @@ def raster_file(layer: Optional[QgsRasterLayer], role: str) -> str:
             f"The {role} layer '{layer.name()}' is not a file GDAL can read (provider "
             f"'{layer.providerType()}'); save it as a GeoTIFF (Export ▸ Save As…) and use that.")
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
-    return parts.get("path") or layer.source()
+    parts.pop("openOptions", None)
+    return QgsProviderRegistry.instance().encodeUri("gdal", parts) or layer.source()
 
 
 def optional_number(algorithm: QgsProcessingAlgorithm, parameters: Dict[str, Any], name: str,

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
                        QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBand,
@@ -247,17 +247,18 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def _inputs_for_engine(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                            before_layer: QgsRasterLayer, after_layer: QgsRasterLayer,
-                           feedback: QgsProcessingFeedback) -> Tuple[Path, Path]:
-        """The files the engine reads: the layers' files, cropped and masked to the area of interest."""
+                           feedback: QgsProcessingFeedback) -> Tuple[Union[str, Path], Union[str, Path]]:
+        """What the engine reads: the layers' GDAL names (as given: see raster_file), cropped and
+        masked to the area of interest."""
         before, after = raster_file(before_layer, "before"), raster_file(after_layer, "after")
         extent = self._area_of_interest(parameters, context, before_layer)
         if extent is None:
-            return Path(before), Path(after)
+            return before, after
         window = raster_clip.pixel_window(before_layer, extent)
         feedback.pushInfo(f"Area of interest: {window[2]}×{window[3]} pixels at ({window[0]}, {window[1]})")
         folder = Path(QgsProcessingUtils.tempFolder())
         token = QgsProcessingUtils.generateTempFilename("aoi").rsplit("/", 1)[-1]
-        cropped_after = Path(after)
+        cropped_after: Union[str, Path] = after
         if raster_clip.same_grid(before, after):
             cropped_after = raster_clip.crop(after, window, folder / f"{token}_after.vrt")
         cropped_before = raster_clip.crop(before, window, folder / f"{token}_before.vrt")

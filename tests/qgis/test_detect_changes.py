@@ -1,6 +1,7 @@
 """deepcl:detectchanges through processing.run in a real QGIS, on real pairs."""
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,26 @@ def test_levir_pair_outputs_agree_with_returned_values(deepcl_provider, tiny_mod
     assert result["CHANGED_PERCENT"] == pytest.approx(100 * change.sum() / change.size)
     assert result["CHANGED_AREA_M2"] is None  # PNG without georeference
     assert result["DEVICE_USED"] == "cpu"
+
+
+def test_layers_inside_a_zip_file_are_read_where_they_lie(deepcl_provider, tiny_model, tmp_path):
+    """QGIS opens an image inside a zip as /vsizip//…/before.png; the engine gets that name whole
+    (QGIS splits it into path, prefix and suffix) and finds what the plain files give."""
+    from qgis.core import QgsRasterLayer
+
+    folder = pair("levir", "test_55_0256_0000")
+    with zipfile.ZipFile(tmp_path / "pair.zip", "w") as archive:
+        for date in ("before", "after"):
+            archive.write(image(folder, date), f"{date}.png")
+    zipped = {date: QgsRasterLayer(f"/vsizip/{tmp_path / 'pair.zip'}/{date}.png", date, "gdal")
+              for date in ("before", "after")}
+    assert all(layer.isValid() for layer in zipped.values())
+    for name in ("zipped", "plain"):
+        (tmp_path / name).mkdir()
+    from_zip = run(ALG, {**_params(folder, tiny_model, tmp_path / "zipped"), "BEFORE": zipped["before"],
+                         "AFTER": zipped["after"]})
+    plain = run(ALG, _params(folder, tiny_model, tmp_path / "plain"))
+    np.testing.assert_array_equal(read(from_zip["CONFIDENCE"]), read(plain["CONFIDENCE"]))
 
 
 def test_polygons_of_a_pair_without_georeference_lie_on_its_change_layer(deepcl_provider, tiny_model, tmp_path):
