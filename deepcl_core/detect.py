@@ -86,6 +86,7 @@ class DetectOptions:
     io_threads: Optional[int] = None  # readers, and compressors; None: model/inference.io_threads
     overlap_io: Optional[bool] = None  # read and write while the network runs; None: the device's (overlaps_io)
     compression: str = DEFAULT_COMPRESSION  # of the output GeoTIFFs: "zstd" or "deflate" (for older readers)
+    overviews: bool = False  # build overviews (pyramids) in the output maps, for display (outputs.overview_factors)
     min_area: float = 0.0  # for polygons: m² (pixels when not georeferenced)
     overwrite: bool = False
 
@@ -289,6 +290,9 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         if is_cancelled():
             raise Cancelled()
         writer.close()
+        if options.overviews:
+            report(1.0, "building overviews")
+            writer.build_overviews(is_cancelled)
         if outputs.polygons is not None:
             report(1.0, "polygonising the change map")
             polygon_count = write_change_polygons(writer.temporary_file(outputs.change),

@@ -4,7 +4,7 @@ through a handler pushed on GDAL's (thread-local) handler stack instead."""
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator, List
+from typing import Dict, Iterator, List
 
 from osgeo import gdal
 
@@ -31,3 +31,17 @@ def collect_gdal_errors() -> Iterator[GdalErrors]:
         yield errors
     finally:
         gdal.PopErrorHandler()
+
+
+@contextlib.contextmanager
+def thread_config(options: Dict[str, str]) -> Iterator[None]:
+    """GDAL configuration ``options`` for this thread only (QGIS may run two detections at once),
+    restored afterwards."""
+    previous = {key: gdal.GetThreadLocalConfigOption(key, None) for key in options}
+    for key, value in options.items():
+        gdal.SetThreadLocalConfigOption(key, value)
+    try:
+        yield
+    finally:
+        for key, value in previous.items():
+            gdal.SetThreadLocalConfigOption(key, value)

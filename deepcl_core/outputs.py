@@ -7,13 +7,13 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional
 
 import numpy as np
 from osgeo import gdal
 
-from .errors import OutputError
-from .gdal_utils import collect_gdal_errors
+from .errors import Cancelled, OutputError
+from .gdal_utils import collect_gdal_errors, thread_config
 from .raster_io import Grid
 
 CHANGE_NODATA = 255
@@ -29,6 +29,11 @@ DEFAULT_COMPRESSION = "zstd"
 # the time to write and 2.6× to read (``python -m benchmarks.float_predictor PAIR_FOLDER...``).
 # Writing is the file thread's work that sets the pace beside a GPU, and reading is QGIS drawing the layer.
 FLOAT_PREDICTOR = "2"
+# Overviews (pyramids) in the outputs, on request, so that QGIS draws a large map at any zoom without
+# reading every pixel: the change map's by the nearest pixel (classes stay classes), the float maps'
+# by the mean of the valid pixels. Compressed as the maps are: GDAL's default took 2.3× the time
+# for an 8,192² confidence map (1.36 s against 0.59 s here; an ad hoc timing).
+OVERVIEW_RESAMPLING = {gdal.GDT_Byte: "NEAREST", gdal.GDT_Float32: "AVERAGE"}
 
 
 @dataclass(frozen=True)
@@ -105,6 +110,15 @@ def creation_options(compression: str, predictor: str, threads: int = 1) -> List
     options = ["TILED=YES", f"BLOCKXSIZE={BLOCK_SIZE}", f"BLOCKYSIZE={BLOCK_SIZE}", *COMPRESSIONS[compression],
                f"PREDICTOR={predictor}", "BIGTIFF=IF_SAFER"]
     return options + [f"NUM_THREADS={threads}"] if threads > 1 else options
+
+
+def overview_factors(width: int, height: int) -> List[int]:
+    """2, 4, 8, … while the overview's longer side is still at least a block (:data:`BLOCK_SIZE`)."""
+    factors, factor = [], 2
+    while max(width, height) // factor >= BLOCK_SIZE:
+        factors.append(factor)
+        factor *= 2
+    return factors
 
 
 def temporary_path(path: Path) -> Path:
@@ -194,6 +208,25 @@ class RasterOutputs:
                 problems.append(f"{path}: {errors.last()}")
         if problems:
             raise OutputError(f"writing outputs failed: {'; '.join(problems)} (is the disk full?)")
+
+    def build_overviews(self, cancel: Callable[[], bool]) -> None:
+        """After :meth:`close`: overviews (:func:`overview_factors`) inside each file, compressed as
+        it is. ``cancel()`` is polled as they are built; when true, :class:`Cancelled` is raised."""
+        factors = overview_factors(self.grid.width, self.grid.height)
+        settings = {f"{key}_OVERVIEW": value for key, value in (option.split("=") for option in
+                                                                COMPRESSIONS[self.compression])}
+        settings["PREDICTOR_OVERVIEW"] = "2"
+        for spec in self.specs if factors else []:
+            with thread_config(settings), collect_gdal_errors() as errors:
+                dataset = gdal.Open(str(self.temporary[spec.path]), gdal.GA_Update)
+                status = dataset.BuildOverviews(OVERVIEW_RESAMPLING[spec.data_type], factors,
+                                                callback=lambda *_: not cancel())
+                dataset = None  # closing writes them
+            if cancel():
+                raise Cancelled()
+            if status != 0 or errors.messages:
+                raise OutputError(f"building the overviews of {spec.path} failed: {errors.last('unknown error')} "
+                                  "(is the disk full?)")
 
     def commit(self) -> None:
         self.close()

@@ -377,6 +377,50 @@ def test_cancelled_run_leaves_no_file(oscd_mismatch_pair, tiny_model, tmp_path, 
     assert list(out.iterdir()) == []
 
 
+@pytest.fixture(scope="module")
+def sztaki_pair(data_dir: Path) -> Tuple[Path, Path]:
+    """952×640 aerial PNGs: large enough for one level of overviews (476×320)."""
+    folder = data_dir / "sztaki" / "szada_1"
+    return folder / "before.png", folder / "after.png"
+
+
+def test_overviews_on_request_hold_each_maps_values(sztaki_pair, tiny_model, tmp_path):
+    """The change map's overview keeps its classes; the confidence's is the mean of 2×2 pixels;
+    the full-resolution maps are those of a run without overviews."""
+    plain, with_overviews = outputs_in(tmp_path / "plain"), outputs_in(tmp_path / "overviews")
+    detect_changes(*sztaki_pair, plain, DetectOptions(**FAST), model=tiny_model)
+    detect_changes(*sztaki_pair, with_overviews, DetectOptions(overviews=True, **FAST), model=tiny_model)
+    for name in ("change", "confidence", "distance"):
+        np.testing.assert_array_equal(read_raster(getattr(with_overviews, name)).values,
+                                      read_raster(getattr(plain, name)).values)
+        assert gdal.Open(str(getattr(plain, name))).GetRasterBand(1).GetOverviewCount() == 0
+    change_file, confidence_file = (gdal.Open(str(path)) for path in (with_overviews.change, with_overviews.confidence))
+    change, confidence = (dataset.GetRasterBand(1) for dataset in (change_file, confidence_file))
+    assert change.GetOverviewCount() == confidence.GetOverviewCount() == 1
+    assert (change.GetOverview(0).XSize, change.GetOverview(0).YSize) == (476, 320)
+    assert set(np.unique(change.GetOverview(0).ReadAsArray())) <= {0, 1}
+    full = confidence.ReadAsArray().astype(np.float64)
+    np.testing.assert_allclose(confidence.GetOverview(0).ReadAsArray(),
+                               full.reshape(320, 2, 476, 2).mean(axis=(1, 3)), atol=1e-6)
+
+
+def test_cancel_while_building_overviews_leaves_no_file(sztaki_pair, tiny_model, tmp_path):
+    """GDAL polls the cancel callable as it builds them and stops at its first true answer."""
+    messages, polls = [], []
+
+    def cancel_at_overviews() -> bool:
+        if messages[-1] == "building overviews":
+            polls.append(True)
+        return bool(polls)
+    out = tmp_path / "out"
+    with pytest.raises(Cancelled):
+        detect_changes(*sztaki_pair, outputs_in(out), DetectOptions(overviews=True, **FAST),
+                       progress=lambda fraction, message: messages.append(message), cancel=cancel_at_overviews,
+                       model=tiny_model)
+    assert messages[-1] == "building overviews" and list(out.iterdir()) == []
+    assert len(polls) == 2  # GDAL's poll, answered true, and the check after it stopped
+
+
 def test_cancel_while_polygonising_leaves_no_file(oscd_run, tiny_model, tmp_path):
     before, after, _, _, threshold = oscd_run
     messages = []

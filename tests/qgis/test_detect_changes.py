@@ -58,6 +58,17 @@ def test_layers_inside_a_zip_file_are_read_where_they_lie(deepcl_provider, tiny_
     np.testing.assert_array_equal(read(from_zip["CONFIDENCE"]), read(plain["CONFIDENCE"]))
 
 
+@pytest.mark.parametrize("overviews, levels", [(None, 1), (False, 0)], ids=["default", "off"])
+def test_outputs_get_overviews_for_display_unless_asked_not_to(deepcl_provider, tiny_model, tmp_path, overviews,
+                                                               levels):
+    """QGIS draws results: Processing builds overviews unless the parameter is off (952×640: one level)."""
+    extra = {} if overviews is None else {"OVERVIEWS": overviews}
+    result = run(ALG, _params(pair("sztaki", "szada_1"), tiny_model, tmp_path, **extra))
+    for name in ("CHANGE", "CONFIDENCE"):
+        dataset = gdal.Open(result[name])
+        assert dataset.GetRasterBand(1).GetOverviewCount() == levels
+
+
 def test_polygons_of_a_pair_without_georeference_lie_on_its_change_layer(deepcl_provider, tiny_model, tmp_path):
     """QGIS draws an image without georeference with y from 0 down to -height; the polygons must
     land there too, not mirrored below the x axis."""
