@@ -121,6 +121,32 @@ def overview_factors(width: int, height: int) -> List[int]:
     return factors
 
 
+def add_overviews(path: Path, data_type: int, compression: str, cancel: Callable[[], bool] = lambda: False,
+                  name: Optional[Path] = None) -> None:
+    """Overviews (:func:`overview_factors`, :data:`OVERVIEW_RESAMPLING`) inside the closed GeoTIFF
+    ``path``, compressed with ``compression`` (a key of :data:`COMPRESSIONS`). ``cancel()`` is
+    polled as they are built; when true, :class:`Cancelled` is raised. ``name``: the file as the
+    user knows it, for messages."""
+    settings = {f"{key}_OVERVIEW": value for key, value in (option.split("=") for option in COMPRESSIONS[compression])}
+    settings["PREDICTOR_OVERVIEW"] = "2"
+    with thread_config(settings), collect_gdal_errors() as errors:
+        dataset = gdal.Open(str(path), gdal.GA_Update)
+        factors = overview_factors(dataset.RasterXSize, dataset.RasterYSize) if dataset is not None else []
+        status = dataset.BuildOverviews(OVERVIEW_RESAMPLING[data_type], factors,
+                                        callback=lambda *_: not cancel()) if factors else 0
+        dataset = None  # closing writes them
+    if cancel():
+        raise Cancelled()
+    if status != 0 or errors.messages:
+        raise OutputError(f"building the overviews of {name or path} failed: {errors.last('unknown error')} "
+                          "(is the disk full?)")
+
+
+def usable_compression(compression: str = DEFAULT_COMPRESSION) -> str:
+    """``compression``, or DEFLATE where this GDAL cannot write it."""
+    return compression if compression_available(compression) else "deflate"
+
+
 def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{os.getpid()}-{id(path):x}{path.suffix or '.tif'}")
 
@@ -135,7 +161,7 @@ class RasterOutputs:
                  compression: str = DEFAULT_COMPRESSION) -> None:
         self.grid = grid
         self.compression_threads = compression_threads
-        self.compression = compression if compression_available(compression) else "deflate"
+        self.compression = usable_compression(compression)
         self.specs = specs
         self.datasets: Dict[Path, gdal.Dataset] = {}
         self.temporary: Dict[Path, Path] = {}
@@ -210,23 +236,9 @@ class RasterOutputs:
             raise OutputError(f"writing outputs failed: {'; '.join(problems)} (is the disk full?)")
 
     def build_overviews(self, cancel: Callable[[], bool]) -> None:
-        """After :meth:`close`: overviews (:func:`overview_factors`) inside each file, compressed as
-        it is. ``cancel()`` is polled as they are built; when true, :class:`Cancelled` is raised."""
-        factors = overview_factors(self.grid.width, self.grid.height)
-        settings = {f"{key}_OVERVIEW": value for key, value in (option.split("=") for option in
-                                                                COMPRESSIONS[self.compression])}
-        settings["PREDICTOR_OVERVIEW"] = "2"
-        for spec in self.specs if factors else []:
-            with thread_config(settings), collect_gdal_errors() as errors:
-                dataset = gdal.Open(str(self.temporary[spec.path]), gdal.GA_Update)
-                status = dataset.BuildOverviews(OVERVIEW_RESAMPLING[spec.data_type], factors,
-                                                callback=lambda *_: not cancel())
-                dataset = None  # closing writes them
-            if cancel():
-                raise Cancelled()
-            if status != 0 or errors.messages:
-                raise OutputError(f"building the overviews of {spec.path} failed: {errors.last('unknown error')} "
-                                  "(is the disk full?)")
+        """After :meth:`close`: :func:`add_overviews` to each file."""
+        for spec in self.specs:
+            add_overviews(self.temporary[spec.path], spec.data_type, self.compression, cancel, name=spec.path)
 
     def commit(self) -> None:
         self.close()

@@ -1,5 +1,6 @@
 """A new change map from the confidence map at another threshold, without the network: a pixel
-is changed (1) where its confidence is at least the threshold, 255 where confidence is nodata."""
+is changed (1) where its confidence is at least the threshold, 255 where confidence is nodata.
+Written as the engine writes its change map, with overviews when the confidence map has them."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -13,7 +14,6 @@ from ..engine import core_module
 
 CHANGE_NODATA = 255  # as the engine writes it
 ROWS_PER_BLOCK = 256
-CREATION_OPTIONS = ["TILED=YES", "BLOCKXSIZE=256", "BLOCKYSIZE=256", "COMPRESS=DEFLATE", "PREDICTOR=2"]
 
 
 @dataclass
@@ -50,13 +50,18 @@ def reclassify(confidence: Path, change: Path, threshold: float) -> ChangeCounts
         if areas is not None:
             changed_m2 += float(is_changed.sum(axis=1) @ areas[top:top + rows])
     target.FlushCache()
-    target = None  # closes the file
+    out_band = target = None  # closes the file (a band keeps its dataset open)
+    if band.GetOverviewCount():
+        outputs = core_module("outputs")
+        outputs.add_overviews(change, gdal.GDT_Byte, outputs.usable_compression())
     return ChangeCounts(changed, valid, changed_m2 if areas is not None else None)
 
 
 def _create_like(source: gdal.Dataset, path: Path) -> gdal.Dataset:
+    outputs = core_module("outputs")
+    options = outputs.creation_options(outputs.usable_compression(), "2")
     target = gdal.GetDriverByName("GTiff").Create(str(path), source.RasterXSize, source.RasterYSize, 1,
-                                                  gdal.GDT_Byte, CREATION_OPTIONS)
+                                                  gdal.GDT_Byte, options)
     if target is None:
         raise OSError(f"cannot write {path}")
     target.SetGeoTransform(source.GetGeoTransform())

@@ -71,7 +71,18 @@ def test_reclassify_writes_confidence_at_least_threshold(qgis_app, tmp_path):
     np.testing.assert_array_equal(change, np.where(values < 0, 255, values >= 0.42))
     assert counts.changed_pixels == int((change == 1).sum()) and counts.valid_pixels == values.size - 100
     assert 50 * counts.changed_pixels < counts.changed_area_m2 < 200 * counts.changed_pixels  # ~100 m² pixels
-    assert gdal.Open(str(tmp_path / "change.tif")).GetGeoTransform() == source.GetGeoTransform()
+    written = gdal.Open(str(tmp_path / "change.tif"))
+    assert written.GetGeoTransform() == source.GetGeoTransform()
+    assert written.GetRasterBand(1).GetOverviewCount() == 0  # the confidence map has none
+
+    # A confidence map with overviews (as Processing builds them) gives a change map with them too.
+    dataset = gdal.Open(str(confidence), gdal.GA_Update)
+    dataset.BuildOverviews("AVERAGE", [2])
+    dataset = None
+    reclassify(confidence, tmp_path / "change_with_overviews.tif", 0.42)
+    with_overviews = gdal.Open(str(tmp_path / "change_with_overviews.tif"))
+    band = with_overviews.GetRasterBand(1)
+    assert band.GetOverviewCount() == 1 and set(np.unique(band.GetOverview(0).ReadAsArray())) <= {0, 1, 255}
 
 
 def test_summaries_in_hectares_or_pixels():
