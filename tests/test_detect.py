@@ -550,7 +550,8 @@ def test_inputs_may_be_gdal_dataset_names(oscd_mismatch_pair, tiny_model, tmp_pa
     detect_changes(zipped, f"GTIFF_DIR:1:{after}", named, DetectOptions(**FAST), model=tiny_model)
     detect_changes(before, after, plain, DetectOptions(**FAST), model=tiny_model)
     for name in ("change", "confidence"):
-        np.testing.assert_array_equal(read_raster(getattr(named, name)).values, read_raster(getattr(plain, name)).values)
+        np.testing.assert_array_equal(read_raster(getattr(named, name)).values,
+                                      read_raster(getattr(plain, name)).values)
 
 
 def test_inputs_may_be_read_over_http(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch):

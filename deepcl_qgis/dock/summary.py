@@ -31,4 +31,5 @@ def run_summary(results: Dict[str, Any], threshold: float, seconds: float) -> st
 
 def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float) -> str:
     changed = changed_text(counts.changed_area_m2, counts.changed_percent, counts.changed_pixels)
-    return f"Changed: {changed} at threshold {label(threshold)} (re-classified; detection took {duration_text(run_seconds)})."
+    return (f"Changed: {changed} at threshold {label(threshold)} (re-classified; detection took "
+            f"{duration_text(run_seconds)}).")
