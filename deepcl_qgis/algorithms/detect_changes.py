@@ -140,7 +140,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                      "deflate: a little slower to write, read by older software too."), True),
             (QgsProcessingParameterBoolean(self.OVERVIEWS, self.tr("Build overviews (pyramids)"), defaultValue=True),
              self.tr("Overviews inside the output maps, so that QGIS draws a large map quickly at any zoom; they "
-                     "add about a third to the files' size, and to an 8,192² run about 1.3 s on two CPU cores."),
+                     "add about a third to the files' size, and to an 8,192² run about 1.4 s on two CPU cores."),
              True),
             (QgsProcessingParameterNumber(self.MIN_AREA, self.tr("Minimum polygon area (m²)"),
                                           QgsProcessingParameterNumber.Double, 0.0, False, 0.0),
