@@ -12,6 +12,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QFrame, QGri
 from . import threshold_scale
 
 ERROR_STYLE = "color: #b00020;"
+WHOLE_IMAGE, MAP_VIEW = "whole", "view"
+AREAS = (("Whole before image", WHOLE_IMAGE), ("Map view only", MAP_VIEW))
 
 
 class PanelForm(QWidget):
@@ -55,6 +57,14 @@ class PanelForm(QWidget):
         bands.addWidget(self.bands_before)
         bands.addWidget(self.bands_after)
         grid.addLayout(bands, 2, 1)
+        self.area_combo = QComboBox()
+        for label, value in AREAS:
+            self.area_combo.addItem(label, value)
+        self.area_combo.setToolTip("Map view: detect only in the part of the before image the map shows, e.g. "
+                                   "one town of a large mosaic, in a fraction of the time; the outputs cover "
+                                   "that part.")
+        grid.addWidget(QLabel("Area"), 3, 0)
+        grid.addWidget(self.area_combo, 3, 1)
         grid.setColumnStretch(1, 1)
         return grid
 

@@ -20,7 +20,8 @@ from ..paths import bundled_model_path
 from . import layer_choice, result_layers, threshold_scale
 from .detection_run import DetectionRun
 from .device_info import device_report
-from .form import PanelForm
+from .form import MAP_VIEW, PanelForm
+from .map_view import view_extent, view_problem
 from .reclassify import ChangeCounts
 from .reclassify_task import ReclassifyTask
 from .settings import PanelChoices, load_choices, save_choices
@@ -42,6 +43,7 @@ class DeepCLDock(QgsDockWidget):
         self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
         self.reclassify_task: Optional[ReclassifyTask] = None
         self.last_run_seconds = 0.0
+        self.last_run_in_map_view = False
         self._shown_model_threshold = -1.0  # the model's threshold for the before layer, last shown
         self._reclassify_timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
         self._reclassify_timer.timeout.connect(self.reclassify_now)
@@ -95,6 +97,7 @@ class DeepCLDock(QgsDockWidget):
         if choices.threshold >= 0:
             self._set_threshold(choices.threshold)
         form.device_combo.setCurrentIndex(max(0, form.device_combo.findData(choices.device)))
+        form.area_combo.setCurrentIndex(max(0, form.area_combo.findData(choices.area)))
         form.tile_spin.setValue(choices.tile_size)
         form.overlap_spin.setValue(choices.overlap)
         form.batch_spin.setValue(choices.batch_size)
@@ -120,7 +123,8 @@ class DeepCLDock(QgsDockWidget):
         return PanelChoices(
             before_source=before.source() if before else "", after_source=after.source() if after else "",
             model_path=form.model_widget.filePath(), threshold=self.threshold(),
-            device=form.device_combo.currentData() or "auto", tile_size=form.tile_spin.value(),
+            device=form.device_combo.currentData() or "auto", area=form.area_combo.currentData(),
+            tile_size=form.tile_spin.value(),
             overlap=form.overlap_spin.value(), batch_size=form.batch_spin.value(),
             polygons=form.polygons_check.isChecked(), min_area=form.min_area_spin.value(),
             output_folder=form.output_widget.filePath())
@@ -214,7 +218,12 @@ class DeepCLDock(QgsDockWidget):
                 parameters[name] = bands
         if form.polygons_check.isChecked():
             parameters["POLYGONS"] = str(self.run_folder / "polygons.gpkg")
+        if self.in_map_view():
+            parameters["EXTENT"] = view_extent(self.iface.mapCanvas())
         return parameters
+
+    def in_map_view(self) -> bool:
+        return self.form.area_combo.currentData() == MAP_VIEW
 
     def detect(self) -> None:
         """Start the detection in the background; problems are reported before anything runs."""
@@ -224,6 +233,10 @@ class DeepCLDock(QgsDockWidget):
         before, after = self.form.before_combo.currentLayer(), self.form.after_combo.currentLayer()
         if before is None or after is None:
             self.show_error("Choose a before and an after raster layer.")
+            return
+        problem = view_problem(view_extent(self.iface.mapCanvas()), before, self.project) if self.in_map_view() else ""
+        if problem:  # in the panel's words: Processing's speak of a "processing extent"
+            self.show_error(problem)
             return
         save_choices(self.current_choices())
         self.run_folder = self._new_run_folder(before.name(), after.name())
@@ -296,8 +309,9 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(str(exc))
             return
         self.change_layer_id = layers["CHANGE"].id()
-        self.last_run_seconds = seconds
-        self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds))
+        self.last_run_seconds, self.last_run_in_map_view = seconds, "EXTENT" in parameters
+        self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds,
+                                                    self.last_run_in_map_view))
 
     def _layer_name(self, layer_id: str, fallback: str) -> str:
         layer = self.project.mapLayer(layer_id)
@@ -339,7 +353,8 @@ class DeepCLDock(QgsDockWidget):
         result_layers.point_change_layer_to(layer, path, task.threshold)
         if previous.name.startswith("change_t"):  # earlier re-classifications, never the run's own map
             previous.unlink(missing_ok=True)
-        self.form.summary_label.setText(threshold_summary(counts, task.threshold, self.last_run_seconds))
+        self.form.summary_label.setText(threshold_summary(counts, task.threshold, self.last_run_seconds,
+                                                          self.last_run_in_map_view))
 
     # --- messages and dialogs ----------------------------------------------------------------------
 

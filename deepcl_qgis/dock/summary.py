@@ -20,16 +20,20 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
-def run_summary(results: Dict[str, Any], threshold: float, seconds: float) -> str:
+def run_summary(results: Dict[str, Any], threshold: float, seconds: float, in_map_view: bool = False) -> str:
     changed = changed_text(results.get("CHANGED_AREA_M2"), float(results.get("CHANGED_PERCENT") or 0.0),
                            int(results.get("CHANGED_PIXELS") or 0))
     scale = int(results.get("INPUT_SCALE_USED") or 1)
     enlarged = f", images enlarged {scale}× for the network" if scale > 1 else ""
-    return (f"Changed: {changed} at threshold {label(threshold)}{enlarged}; "
+    return (f"Changed{_where(in_map_view)}: {changed} at threshold {label(threshold)}{enlarged}; "
             f"{duration_text(seconds)} on {results.get('DEVICE_USED') or 'the CPU'}.")
 
 
-def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float) -> str:
+def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float, in_map_view: bool = False) -> str:
     changed = changed_text(counts.changed_area_m2, counts.changed_percent, counts.changed_pixels)
-    return (f"Changed: {changed} at threshold {label(threshold)} (re-classified; detection took "
+    return (f"Changed{_where(in_map_view)}: {changed} at threshold {label(threshold)} (re-classified; detection took "
             f"{duration_text(run_seconds)}).")
+
+
+def _where(in_map_view: bool) -> str:
+    return " in the map view" if in_map_view else ""

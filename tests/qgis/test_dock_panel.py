@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 import pytest
+from osgeo import gdal
 
 from deepcl_qgis.dock.threshold_scale import position_of
 from plugin_test_helpers import image, pair, read
@@ -43,7 +44,11 @@ def panel(deepcl_provider, qgis_iface, qgis_new_project, tiny_model, tmp_path):
     from deepcl_qgis.dock.panel import DeepCLDock
 
     QgsSettings().remove("deepcl/panel")
-    yield lambda: _make_panel(DeepCLDock, qgis_iface, tiny_model, tmp_path / "out")
+    docks = []
+    yield lambda: docks.append(_make_panel(DeepCLDock, qgis_iface, tiny_model, tmp_path / "out")) or docks[-1]
+    for dock in docks:  # a run a failed test left going must not outlive its project
+        dock.cancel()
+        wait_for(lambda: not dock.is_running())
     QgsSettings().remove("deepcl/panel")
 
 
@@ -128,6 +133,61 @@ def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop)
     assert f"({percent:.2f} %)" in dock.form.summary_label.text()
 
 
+def _show_on_map(canvas, before, columns, rows, crs: str) -> None:
+    """The map, in ``crs``, over ``before``'s pixels ``columns`` × ``rows`` (half-open ranges)."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
+
+    x0, dx, _, y0, _, dy = gdal.Open(before.source()).GetGeoTransform()
+    area = QgsRectangle(x0 + columns[0] * dx, y0 + rows[1] * dy, x0 + columns[1] * dx, y0 + rows[0] * dy)
+    canvas.setDestinationCrs(QgsCoordinateReferenceSystem(crs))
+    canvas.setExtent(QgsCoordinateTransform(before.crs(), canvas.mapSettings().destinationCrs(),
+                                            QgsProject.instance()).transformBoundingBox(area))
+
+
+def test_map_view_only_detects_in_what_the_map_shows(panel, oscd_crop, qgis_iface):
+    """The 160² OSCD crop (EPSG:4326) under a map in Web Mercator showing about its middle: the
+    outputs cover the shown pixels, and no more than a pixel beyond them on any side. (The canvas
+    widens the area asked for to its own proportions: the area is kept small.)"""
+    from qgis.core import QgsCoordinateTransform, QgsProject
+
+    from deepcl_qgis.dock.form import MAP_VIEW
+
+    before, _ = _project_with_pairs(oscd_crop)
+    canvas = qgis_iface.mapCanvas()
+    _show_on_map(canvas, before, (70, 90), (70, 90), "EPSG:3857")
+    dock = panel()
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(MAP_VIEW))
+    _run(dock)
+    assert dock.form.error_label.text() == ""
+    change = gdal.Open(_layer_named("Change").source())
+    x0, dx, _, y0, _, dy = change.GetGeoTransform()
+    shown = QgsCoordinateTransform(canvas.mapSettings().destinationCrs(), before.crs(),
+                                   QgsProject.instance()).transformBoundingBox(canvas.extent())
+    shown = shown.intersect(before.extent())
+    eps = 1e-6 * dx  # the view's edges may fall on pixel edges, give or take rounding
+    left, right, top, bottom = x0 - eps, x0 + change.RasterXSize * dx + eps, y0 + eps, y0 + change.RasterYSize * dy - eps
+    assert left <= shown.xMinimum() < left + dx and right - dx < shown.xMaximum() <= right
+    assert bottom <= shown.yMinimum() < bottom - dy and top + dy < shown.yMaximum() <= top
+    assert change.RasterXSize < 160 and change.RasterYSize < 160  # the map showed part of the crop
+    assert dock.form.summary_label.text().startswith("Changed in the map view:")
+    dock.form.threshold_slider.setValue(position_of(0.3))  # the re-classified summary says so too
+    wait_for(lambda: "re-classified" in dock.form.summary_label.text(), timeout=30)
+    assert dock.form.summary_label.text().startswith("Changed in the map view:")
+
+
+def test_a_map_view_away_from_the_before_image_is_refused_in_words(panel, oscd_crop, qgis_iface):
+    from deepcl_qgis.dock.form import MAP_VIEW
+
+    before, _ = _project_with_pairs(oscd_crop)
+    _show_on_map(qgis_iface.mapCanvas(), before, (400, 500), (0, 100), "EPSG:4326")  # east of the crop
+    dock = panel()
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(MAP_VIEW))
+    dock.form.run_button.click()
+    assert not dock.is_running()
+    assert dock.form.error_label.text().startswith("The map view shows none of the before image 'abudhabi_20150801'")
+    assert not list(Path(dock.form.output_widget.filePath()).iterdir())  # no run folder was made
+
+
 def test_cancel_mid_run_leaves_nothing(panel, tmp_path):
     from qgis.core import QgsApplication, QgsProject
 
@@ -177,6 +237,7 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     dock.form.threshold_slider.setValue(position_of(0.37))
     dock.form.polygons_check.setChecked(True)
     dock.form.min_area_spin.setValue(250.0)
+    dock.form.area_combo.setCurrentIndex(1)
     dock.shutdown()
     from deepcl_qgis.dock.panel import DeepCLDock
 
@@ -184,6 +245,7 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     assert again.form.before_combo.currentLayer() is after and again.form.after_combo.currentLayer() is before
     assert again.threshold() == pytest.approx(0.37) and again.form.threshold_label.text() == "0.37"
     assert again.form.polygons_check.isChecked() and again.form.min_area_spin.value() == 250.0
+    assert again.form.area_combo.currentIndex() == 1
     assert again.form.tile_spin.value() == FAST["tile"] and again.form.device_combo.currentData() == "cpu"
     assert again.form.model_widget.filePath() == dock.form.model_widget.filePath()
 
