@@ -3,9 +3,11 @@ into Processing errors, and feeding engine progress into Processing feedback."""
 from __future__ import annotations
 
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
-from qgis.core import (QgsProcessingAlgorithm, QgsProcessingContext, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, QgsProcessingContext,
+                       QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingParameterDefinition, QgsProviderRegistry,
                        QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
@@ -106,6 +108,26 @@ def progress_to(feedback: QgsProcessingFeedback, start: float = 0.0,
         if message:
             feedback.setProgressText(message)
     return report
+
+
+@dataclass(frozen=True)
+class RasterInput:
+    """What a run needs of a raster layer, read in ``prepareAlgorithm``: that runs in the main
+    thread, which owns the project and its layers, while ``processAlgorithm`` runs in a background
+    thread beside the map canvas (reading the layers there crashed QGIS now and then)."""
+
+    source: str  # the name GDAL opens (raster_file)
+    name: str
+    crs: QgsCoordinateReferenceSystem
+
+
+def raster_input(algorithm: QgsProcessingAlgorithm, parameters: Dict[str, Any], name: str,
+                 context: QgsProcessingContext, role: str) -> Optional[RasterInput]:
+    """The layer of parameter ``name`` as a :class:`RasterInput`; None when none is given."""
+    layer = algorithm.parameterAsRasterLayer(parameters, name, context)
+    if layer is None:
+        return None
+    return RasterInput(raster_file(layer, role), layer.name(), QgsCoordinateReferenceSystem(layer.crs()))
 
 
 def raster_file(layer: Optional[QgsRasterLayer], role: str) -> str:

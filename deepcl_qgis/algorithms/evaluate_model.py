@@ -15,7 +15,7 @@ from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import write_report
 from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number,
-                   progress_to, raster_file, releases_locals_on_error)
+                   progress_to, raster_input, releases_locals_on_error)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA", "TP", "FP", "FN", "TN"]
 
@@ -113,6 +113,14 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
 
     # --- run ------------------------------------------------------------------------------------
 
+    def prepareAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> bool:
+        """The raster layers, read in the main thread (see RasterInput)."""
+        self._rasters = {name: raster_input(self, parameters, name, context, role) for name, role in (
+            (self.CHANGE, "change map"), (self.BEFORE, "before"), (self.AFTER, "after"),
+            (self.REFERENCE, "reference"))}
+        return True
+
     @releases_locals_on_error
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
@@ -135,16 +143,17 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     def _change_map(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                     feedback: QgsProcessingFeedback) -> Tuple[str, str]:
         """The change map's file and name: the given layer, or one made by the model."""
-        layer = self.parameterAsRasterLayer(parameters, self.CHANGE, context)
-        if layer is not None:
-            return raster_file(layer, "change map"), layer.name()
+        change = self._rasters[self.CHANGE]
+        if change is not None:
+            return change.source, change.name
         return self._run_model(parameters, context, feedback), "detected by the model"
 
     def _run_model(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                    feedback: QgsProcessingFeedback) -> str:
         detect = core_module("detect")
-        before = raster_file(self.parameterAsRasterLayer(parameters, self.BEFORE, context), "before")
-        after = raster_file(self.parameterAsRasterLayer(parameters, self.AFTER, context), "after")
+        before, after = self._rasters[self.BEFORE], self._rasters[self.AFTER]
+        if before is None or after is None:
+            raise QgsProcessingException("Give a change map, or a before and an after image (and a model).")
         outputs = detect.DetectOutputs(change=Path(QgsProcessingUtils.generateTempFilename("change.tif")),
                                        confidence=Path(QgsProcessingUtils.generateTempFilename("confidence.tif")))
         options = detect.DetectOptions(
@@ -152,14 +161,14 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto")
         with engine_errors():
-            detect.detect_changes(Path(before), Path(after), outputs, options,
+            detect.detect_changes(before.source, after.source, outputs, options,
                                   progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
         return str(outputs.change)
 
     def _reference(self, parameters: Dict[str, Any], context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:
-        layer = self.parameterAsRasterLayer(parameters, self.REFERENCE, context)
-        if layer is not None:
-            return accuracy.reference_on_grid(change, raster_file(layer, "reference")), layer.name()
+        reference = self._rasters[self.REFERENCE]
+        if reference is not None:
+            return accuracy.reference_on_grid(change, reference.source), reference.name
         source = self.parameterAsSource(parameters, self.REFERENCE_POLYGONS, context)
         if source is None:
             raise QgsProcessingException("The reference polygon layer could not be read.")

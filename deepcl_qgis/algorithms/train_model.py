@@ -5,16 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Tuple
 
-from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProcessing, QgsProcessingContext,
+                       QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingUtils, QgsRasterLayer)
+                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 
 from .. import pair_checks
 from ..engine import core_module
 from ..training_pair import write_pair_folder
-from .base import DeepCLAlgorithm, add_help, engine_errors, progress_to, raster_file, releases_locals_on_error
+from .base import DeepCLAlgorithm, add_help, engine_errors, progress_to, raster_input, releases_locals_on_error
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -138,6 +139,13 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
 
     # --- run ------------------------------------------------------------------------------------
 
+    def prepareAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> bool:
+        """The raster layers of a pair given as layers, read in the main thread (see RasterInput)."""
+        self._before = raster_input(self, parameters, self.BEFORE, context, "before")
+        self._after = raster_input(self, parameters, self.AFTER, context, "after")
+        return True
+
     @releases_locals_on_error
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
@@ -179,25 +187,26 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         """The folders to search for pairs, and whether they hold one pair made from layers."""
         if self._has(parameters, self.DATA_FOLDER):
             return [Path(self.parameterAsFile(parameters, self.DATA_FOLDER, context))], False
-        before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
-        after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
+        before, after = self._before, self._after
+        if before is None or after is None:
+            raise QgsProcessingException("Training from layers needs a before and an after image.")
         folder = Path(QgsProcessingUtils.generateTempFilename("deepcl_pair")) / "layers" / "pair"
-        changed = list(self._geometries(parameters, self.CHANGED_AREAS, context, before))
-        aoi = (list(self._geometries(parameters, self.AREA_OF_INTEREST, context, before))
+        changed = list(self._geometries(parameters, self.CHANGED_AREAS, context, before.crs))
+        aoi = (list(self._geometries(parameters, self.AREA_OF_INTEREST, context, before.crs))
                if self._has(parameters, self.AREA_OF_INTEREST) else None)
         feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
-        write_pair_folder(raster_file(before, "before"), raster_file(after, "after"), changed, aoi, folder)
+        write_pair_folder(before.source, after.source, changed, aoi, folder)
         return [folder.parent], True
 
     def _geometries(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext,
-                    before: QgsRasterLayer) -> Iterator[bytes]:
-        """The polygons as WKB in the before image's CRS."""
+                    crs: QgsCoordinateReferenceSystem) -> Iterator[bytes]:
+        """The polygons as WKB in the before image's CRS ``crs``."""
         source = self.parameterAsSource(parameters, name, context)
         if source is None:
             raise QgsProcessingException(f"The polygon layer for {name} could not be read.")
         request = QgsFeatureRequest().setNoAttributes()
-        if before.crs().isValid():
-            request.setDestinationCrs(before.crs(), context.transformContext())
+        if crs.isValid():
+            request.setDestinationCrs(crs, context.transformContext())
         for feature in source.getFeatures(request):
             if feature.hasGeometry():
                 yield bytes(feature.geometry().asWkb())
