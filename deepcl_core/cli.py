@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .cli_train import TRAIN_PARSERS
-from .errors import DeepCLError
+from .errors import DeepCLError, InputError
 from .outputs import COMPRESSIONS, DEFAULT_COMPRESSION
 
 EXIT_BAD_INPUT = 2
@@ -46,6 +46,12 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
     parser.add_argument("--bands-before", type=band_list, help="1-based bands of BEFORE, e.g. 1,2,3")
     parser.add_argument("--bands-after", type=band_list, help="1-based bands of AFTER, e.g. 1,2,3")
+    parser.add_argument("--extent", type=float, nargs=4, metavar=("XMIN", "YMIN", "XMAX", "YMAX"),
+                        help="detect only inside this box, in the before image's CRS (x = column, y = -row for "
+                             "an image without georeference); outputs cover its pixels")
+    parser.add_argument("--mask", help="detect only inside the polygons of this vector file (any CRS GDAL "
+                                       "reads); outputs cover their extent and are nodata outside them")
+    parser.add_argument("--mask-layer", help="the layer of --mask to use (default: its first)")
     parser.add_argument("--threshold", type=float,
                         help="change probability threshold; default: the model's for the before image's pixel size")
     parser.add_argument("--input-scale", type=int,
@@ -70,10 +76,15 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_detect(args: argparse.Namespace) -> int:
+    from .area_of_interest import AreaOfInterest
     from .detect import DetectOptions, DetectOutputs, detect_changes
     from .progress import TerminalProgress
 
-    options = DetectOptions(model=args.model, bands_before=args.bands_before, bands_after=args.bands_after,
+    if args.mask_layer and not args.mask:
+        raise InputError("--mask-layer names a layer of --mask; give the mask file too")
+    area = (AreaOfInterest(tuple(args.extent) if args.extent else None, args.mask, args.mask_layer)
+            if args.extent or args.mask else None)
+    options = DetectOptions(model=args.model, area=area, bands_before=args.bands_before, bands_after=args.bands_after,
                             threshold=args.threshold, input_scale=args.input_scale, tile_size=args.tile,
                             overlap=args.overlap, batch_size=args.batch, device=args.device, precision=args.precision,
                             compression=args.compression, overviews=args.overviews, min_area=args.min_area,

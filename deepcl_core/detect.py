@@ -19,6 +19,7 @@ import torch
 from osgeo import gdal
 
 from .area import ground_pixel_size, pixel_area_by_row
+from .area_of_interest import AreaOfInterest, Window
 from .batches import BatchSlots, batch_plan
 from .device import describe_device, out_of_memory_explained, resolve_device
 from .device_blending import DeviceRowBlender, Maps, fits_on_device
@@ -74,6 +75,7 @@ class DetectOptions:
     """How to detect; every field has a default that suits most users."""
 
     model: Optional[Path] = None  # None: the bundled model
+    area: Optional[AreaOfInterest] = None  # None: the whole before image
     bands_before: Optional[Sequence[int]] = None  # 1-based; None: found from the model's band names
     bands_after: Optional[Sequence[int]] = None
     threshold: Optional[float] = None  # None: the model's threshold for the before image's pixel size
@@ -238,7 +240,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         threads = options.io_threads or io_threads(in_background)
         writer = RasterOutputs(specs, grid, compression_threads=threads, compression=options.compression)
         stack.callback(writer.abort)  # a no-op after commit
-        report(0.0, f"before {grid.width}×{grid.height} px, bands {list(pair.bands_before)}; after bands "
+        report(0.0, f"before {grid.width}×{grid.height} px{_window_text(pair.window)}, "
+                    f"bands {list(pair.bands_before)}; after bands "
                     f"{list(pair.bands_after)}; device {describe_device(device)}"
                     + (f"; images enlarged {scale}× for the network" if scale > 1 else ""))
         # Beside a GPU the blending is the GPU's work too: a host thread blending every tile set the
@@ -352,6 +355,7 @@ class _Pair:
     after_source: gdal.Dataset  # as opened (the same as ``after`` when the grids agree)
     bands_before: Tuple[int, ...]
     bands_after: Tuple[int, ...]
+    window: Optional[Window] = None  # of the images as given, when cut to an area of interest
 
     def datasets(self) -> List[gdal.Dataset]:
         """Each dataset once (``after`` is ``after_source`` when no warping was needed)."""
@@ -363,7 +367,14 @@ def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBun
     after_ds = open_raster(after, "after")
     bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
     bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
-    return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after)
+    window = None
+    if options.area is not None:
+        before_ds, after_ds, window = options.area.restrict(before_ds, after_ds)
+    return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window)
+
+
+def _window_text(window: Optional[Window]) -> str:
+    return "" if window is None else f" (the area of interest, from column {window[0]}, row {window[1]})"
 
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],

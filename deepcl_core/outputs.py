@@ -14,7 +14,7 @@ from osgeo import gdal
 
 from .errors import Cancelled, OutputError
 from .gdal_utils import collect_gdal_errors, thread_config
-from .raster_io import Grid
+from .raster_io import GDAL_DEFAULT_GEOTRANSFORM, Grid
 
 CHANGE_NODATA = 255
 FLOAT_NODATA = -1.0
@@ -184,8 +184,9 @@ class RasterOutputs:
                 str(tmp), self.grid.width, self.grid.height, 1, spec.data_type, options)
         if dataset is None:
             raise OutputError(f"cannot create {spec.path}: {errors.last('unknown error')}")
-        if self.grid.crs_wkt:
+        if self.grid.crs_wkt or self.grid.geotransform != GDAL_DEFAULT_GEOTRANSFORM:  # the latter: a cut's place
             dataset.SetGeoTransform(self.grid.geotransform)
+        if self.grid.crs_wkt:
             dataset.SetProjection(self.grid.crs_wkt)
         band = dataset.GetRasterBand(1)
         band.SetNoDataValue(spec.nodata)

@@ -192,24 +192,39 @@ def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str
 
 def _check_overlap(target: Grid, after: gdal.Dataset) -> None:
     """Raise when the after image's footprint, in the before CRS, misses the before image."""
-    source = osr.SpatialReference()
-    source.ImportFromWkt(after.GetProjection())
-    dest = osr.SpatialReference()
-    dest.ImportFromWkt(target.crs_wkt)
-    for srs in (source, dest):
+    footprint = transformed_bounds(Grid.of(after).bounds(), after.GetProjection(), target.crs_wkt)
+    if footprint is None or not bounds_overlap(footprint, target.bounds()):
+        raise InputError("the before and after images do not overlap; choose two images of the same area")
+
+
+Bounds = Tuple[float, float, float, float]  # x min, y min, x max, y max
+
+
+def transformed_bounds(bounds: Bounds, source_wkt: str, target_wkt: str) -> Optional[Bounds]:
+    """The box around ``bounds`` (in ``source_wkt``) in ``target_wkt``, from 20 points along each
+    edge (a box's corners alone miss the bulge of its edges in another projection); None when no
+    point can be transformed."""
+    source, target = osr.SpatialReference(), osr.SpatialReference()
+    source.ImportFromWkt(source_wkt)
+    target.ImportFromWkt(target_wkt)
+    for srs in (source, target):
         srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    transform = osr.CoordinateTransformation(source, dest)
-    x0, y0, x1, y1 = Grid.of(after).bounds()
+    transform = osr.CoordinateTransformation(source, target)
+    x0, y0, x1, y1 = bounds
     edge = np.linspace(0.0, 1.0, 21)
     xs = np.concatenate([x0 + (x1 - x0) * edge, np.full(21, x1), x1 - (x1 - x0) * edge, np.full(21, x0)])
     ys = np.concatenate([np.full(21, y0), y0 + (y1 - y0) * edge, np.full(21, y1), y1 - (y1 - y0) * edge])
     with collect_gdal_errors():
         points = np.array([transform.TransformPoint(float(x), float(y))[:2] for x, y in zip(xs, ys)])
     points = points[np.isfinite(points).all(axis=1)]
-    bx0, by0, bx1, by1 = target.bounds()
-    if (not len(points) or points[:, 0].max() <= bx0 or points[:, 0].min() >= bx1
-            or points[:, 1].max() <= by0 or points[:, 1].min() >= by1):
-        raise InputError("the before and after images do not overlap; choose two images of the same area")
+    if not len(points):
+        return None
+    return points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()
+
+
+def bounds_overlap(a: Bounds, b: Bounds) -> bool:
+    """Whether two boxes share an area (not only an edge)."""
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 _FLOATING_TYPES = {gdal.GDT_Float32, gdal.GDT_Float64, gdal.GDT_CFloat32, gdal.GDT_CFloat64}

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional, Tuple
 
 from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
                        QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBand,
@@ -10,14 +10,17 @@ from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingExcepti
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination,
-                       QgsProcessingUtils, QgsRasterLayer)
+                       QgsRasterLayer)
 
-from .. import pair_checks, raster_clip
+from .. import pair_checks
 from ..engine import core_module
 from ..layer_styling import attach_post_processors
 from ..paths import bundled_model_path
 from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number,
-                   progress_to, raster_file, releases_locals_on_error)
+                   progress_to, raster_file, raster_input, releases_locals_on_error)
+
+
+Bounds = Tuple[float, float, float, float]  # x min, y min, x max, y max, as the engine takes an extent
 
 
 class DetectChangesAlgorithm(DeepCLAlgorithm):
@@ -200,13 +203,16 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def _check_area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                                 before: QgsRasterLayer) -> None:
-        if self._has(parameters, self.EXTENT):
-            raster_clip.pixel_window(before, self.parameterAsExtent(parameters, self.EXTENT, context, before.crs()))
-        if self._has(parameters, self.MASK):
-            if not before.crs().isValid():
-                raise QgsProcessingException("A mask layer needs georeferenced images; use a processing extent "
-                                             "instead, or georeference the images first.")
-            raster_clip.pixel_window(before, self._mask_extent(parameters, context, before))
+        """The engine's check that the extent, and the mask layer's extent, cover part of the before image."""
+        if self._has(parameters, self.MASK) and not before.crs().isValid():
+            raise QgsProcessingException("A mask layer needs georeferenced images; use a processing extent "
+                                         "instead, or georeference the images first.")
+        area = self._area_of_interest(parameters, context, before)
+        if area is not None:
+            from osgeo import gdal  # only needed with an area of interest
+
+            dataset = gdal.Open(raster_file(before, "before"))
+            core_module("area_of_interest").pixel_window(dataset, area)
 
     def _model_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
         return self.parameterAsFile(parameters, self.MODEL, context) or str(bundled_model_path())
@@ -218,20 +224,32 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     # --- run ------------------------------------------------------------------------------------
 
+    def prepareAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
+                         feedback: QgsProcessingFeedback) -> bool:
+        """What the run needs of the layers, read here, in the main thread: processAlgorithm runs in
+        a background thread, and the project and its layers belong to the main thread."""
+        before = raster_input(self, parameters, self.BEFORE, context, "before")
+        after = raster_input(self, parameters, self.AFTER, context, "after")
+        if before is None or after is None:
+            raise QgsProcessingException("Give a before and an after raster layer.")
+        self._before, self._after = before, after
+        self._extent = (_bounds(self.parameterAsExtent(parameters, self.EXTENT, context, before.crs))
+                        if self._has(parameters, self.EXTENT) else None)
+        return True
+
     @releases_locals_on_error
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()
         detect = core_module("detect")
-        before_layer = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
-        after_layer = self.parameterAsRasterLayer(parameters, self.AFTER, context)
-        before, after = self._inputs_for_engine(parameters, context, before_layer, after_layer, feedback)
         outputs = self._outputs(parameters, context)
         with engine_errors():
-            result = detect.detect_changes(before, after, outputs, self._options(parameters, context, detect),
+            options = self._options(parameters, context, detect)
+            options.area = self._engine_area(parameters, context, self._extent, feedback)
+            result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
                                            progress=progress_to(feedback), cancel=feedback.isCanceled)
         self._report(result, feedback)
-        self._style_outputs(context, outputs, before_layer, after_layer)
+        self._style_outputs(context, outputs, self._before.name, self._after.name)
         return self._results(outputs, result)
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext, detect: Any) -> Any:
@@ -251,39 +269,28 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             overwrite=True)  # Processing asks before overwriting; the engine still never leaves partial files
 
-    def _inputs_for_engine(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                           before_layer: QgsRasterLayer, after_layer: QgsRasterLayer,
-                           feedback: QgsProcessingFeedback) -> Tuple[Union[str, Path], Union[str, Path]]:
-        """What the engine reads: the layers' GDAL names (as given: see raster_file), cropped and
-        masked to the area of interest."""
-        before, after = raster_file(before_layer, "before"), raster_file(after_layer, "after")
-        extent = self._area_of_interest(parameters, context, before_layer)
-        if extent is None:
-            return before, after
-        window = raster_clip.pixel_window(before_layer, extent)
-        feedback.pushInfo(f"Area of interest: {window[2]}×{window[3]} pixels at ({window[0]}, {window[1]})")
-        folder = Path(QgsProcessingUtils.tempFolder())
-        token = QgsProcessingUtils.generateTempFilename("aoi").rsplit("/", 1)[-1]
-        cropped_after: Union[str, Path] = after
-        if raster_clip.same_grid(before, after):
-            cropped_after = raster_clip.crop(after, window, folder / f"{token}_after.vrt")
-        cropped_before = raster_clip.crop(before, window, folder / f"{token}_before.vrt")
+    def _engine_area(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                     extent: Optional[Bounds], feedback: QgsProcessingFeedback) -> Optional[Any]:
+        """The engine's AreaOfInterest: ``extent`` (in the before layer's CRS), and the mask as a file
+        GDAL reads (Processing writes one for a memory layer or selected features)."""
+        mask, mask_layer = None, None
         if self._has(parameters, self.MASK):
-            mask_file, mask_layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            mask, mask_layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
                 parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback)
-            cropped_before = raster_clip.apply_mask(cropped_before, mask_file, mask_layer or None,
-                                                    folder / f"{token}_before_masked.vrt")
-        return cropped_before, cropped_after
+        if extent is None and mask is None:
+            return None
+        return core_module("area_of_interest").AreaOfInterest(extent, mask, mask_layer or None)
 
     def _area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                          before: QgsRasterLayer) -> Optional[Any]:
-        extent = None
+                          before: QgsRasterLayer) -> Optional[Bounds]:
+        """The box of the extent and the mask layer's extent together, in the before layer's CRS."""
+        area = None
         if self._has(parameters, self.EXTENT):
-            extent = self.parameterAsExtent(parameters, self.EXTENT, context, before.crs())
+            area = _bounds(self.parameterAsExtent(parameters, self.EXTENT, context, before.crs()))
         if self._has(parameters, self.MASK):
-            mask_extent = self._mask_extent(parameters, context, before)
-            extent = mask_extent if extent is None else extent.intersect(mask_extent)
-        return extent
+            mask = _bounds(self._mask_extent(parameters, context, before))
+            area = mask if area is None else core_module("area_of_interest").intersection(area, mask)
+        return area
 
     def _mask_extent(self, parameters: Dict[str, Any], context: QgsProcessingContext, before: QgsRasterLayer) -> Any:
         source = self.parameterAsSource(parameters, self.MASK, context)
@@ -319,15 +326,14 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                           f"images enlarged {result.input_scale}× for the network, "
                           f"{result.tiles} tiles on {result.device} ({result.precision}) in {result.seconds:.1f} s")
 
-    def _style_outputs(self, context: QgsProcessingContext, outputs: Any, before: QgsRasterLayer,
-                       after: QgsRasterLayer) -> None:
+    def _style_outputs(self, context: QgsProcessingContext, outputs: Any, before_name: str, after_name: str) -> None:
         loaded = {str(outputs.change): ("change", "Change"),
                   str(outputs.confidence): ("confidence", "Confidence")}
         if outputs.distance is not None:
             loaded[str(outputs.distance)] = ("distance", "Distance")
         if outputs.polygons is not None:
             loaded[str(outputs.polygons)] = ("polygons", "Change polygons")
-        group = f"DeepCL changes: {before.name()} → {after.name()}"
+        group = f"DeepCL changes: {before_name} → {after_name}"
         attach_post_processors(context, loaded, group)
 
     def _results(self, outputs: Any, result: Any) -> Dict[str, Any]:
@@ -340,3 +346,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             self.POLYGON_COUNT: result.polygons, self.DEVICE_USED: result.device,
             self.INPUT_SCALE_USED: result.input_scale,
         }
+
+
+def _bounds(rectangle: Any) -> Bounds:
+    """A QgsRectangle as the engine's (x min, y min, x max, y max)."""
+    return rectangle.xMinimum(), rectangle.yMinimum(), rectangle.xMaximum(), rectangle.yMaximum()
