@@ -212,7 +212,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             from osgeo import gdal  # only needed with an area of interest
 
             dataset = gdal.Open(raster_file(before, "before"))
-            core_module("area_of_interest").pixel_window(dataset, area)
+            if dataset is not None:  # else the run says why GDAL cannot read it
+                core_module("area_of_interest").pixel_window(dataset, area)
 
     def _model_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
         return self.parameterAsFile(parameters, self.MODEL, context) or str(bundled_model_path())
