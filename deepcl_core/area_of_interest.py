@@ -11,14 +11,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Optional, Tuple
 
 from osgeo import gdal, ogr
 
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
-from .raster_io import (Bounds, Grid, bounds_overlap, is_gdal_dataset_name, is_georeferenced, map_geotransform,
+from .raster_io import (Bounds, Grid, bounds_overlap, is_georeferenced, map_geotransform, open_dataset,
                         transformed_bounds)
 
 LOG = logging.getLogger(__name__)
@@ -102,13 +101,7 @@ def crop(dataset: gdal.Dataset, window: Window) -> gdal.Dataset:
 
 
 def _mask_layer(mask: str, layer_name: Optional[str]) -> Tuple[ogr.DataSource, ogr.Layer]:
-    if not is_gdal_dataset_name(mask) and not Path(mask).exists():
-        raise InputError(f"mask not found: {mask}")
-    with collect_gdal_errors() as errors:
-        source = gdal.OpenEx(mask, gdal.OF_VECTOR | gdal.OF_READONLY)
-    if source is None:
-        raise InputError(f"mask {mask} is not a vector file GDAL can read"
-                         + (f" ({errors.last()})" if errors.messages else ""))
+    source = open_dataset(mask, "mask", gdal.OF_VECTOR)
     layer = source.GetLayerByName(layer_name) if layer_name else source.GetLayer(0)
     if layer is None:
         names = ", ".join(source.GetLayer(i).GetName() for i in range(source.GetLayerCount()))

@@ -39,21 +39,28 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
     :class:`~pathlib.Path` would fold /vsicurl/https:// into https:/). ``role`` ("before",
     "after", …) names it in error messages."""
     name = os.fspath(path)
+    if not is_gdal_dataset_name(name) and Path(name).is_dir():  # a folder may be a vector dataset, not a raster
+        raise InputError(f"{role} image {name} is a folder; give the raster file inside it")
+    dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER)
+    if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
+        raise InputError(f"{role} image {name} has no pixels or no bands")
+    return dataset
+
+
+def open_dataset(name: str, what: str, kind: int) -> gdal.Dataset:
+    """Open ``name`` read-only as a raster or a vector dataset (``kind``: ``gdal.OF_RASTER`` or
+    ``gdal.OF_VECTOR``), with errors in words; ``what`` names it in them ("before image", "mask")."""
     if not is_gdal_dataset_name(name):
         file = Path(name)
         if not file.exists():
-            raise InputError(f"{role} image not found: {name}")
-        if file.is_dir():
-            raise InputError(f"{role} image {name} is a folder; give the raster file inside it")
+            raise InputError(f"{what} not found: {name}")
         if file.is_file() and file.stat().st_size == 0:
-            raise InputError(f"{role} image {name} is an empty (0-byte) file")
+            raise InputError(f"{what} {name} is an empty (0-byte) file")
     with collect_gdal_errors() as errors:
-        dataset = gdal.OpenEx(name, gdal.OF_RASTER | gdal.OF_READONLY)
+        dataset = gdal.OpenEx(name, kind | gdal.OF_READONLY)
     if dataset is None:
-        raise InputError(f"{role} image {name} is not a raster GDAL can read"
-                         + (f" ({errors.last()})" if errors.messages else ""))
-    if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
-        raise InputError(f"{role} image {name} has no pixels or no bands")
+        raise InputError(f"{what} {name} is not {'a raster' if kind == gdal.OF_RASTER else 'a vector file'} GDAL "
+                         "can read" + (f" ({errors.last()})" if errors.messages else ""))
     return dataset
 
 
