@@ -51,9 +51,11 @@ class AreaOfInterest:
             return 0, 0, before.RasterXSize, before.RasterYSize
         return pixel_window(before, area)
 
-    def restrict(self, before: gdal.Dataset, after: gdal.Dataset) -> Tuple[gdal.Dataset, gdal.Dataset, Window]:
-        """``before`` and ``after`` cut to the area (see the module's words), and the window cut."""
-        window = self.window(before)
+    def restrict(self, before: gdal.Dataset, after: gdal.Dataset,
+                 window: Optional[Window] = None) -> Tuple[gdal.Dataset, gdal.Dataset, Window]:
+        """``before`` and ``after`` cut to the area (see the module's words), and the window cut
+        (``window``, when given, is this area's :meth:`window` of ``before``, found before)."""
+        window = window or self.window(before)
         cropped = crop(before, window)
         if Grid.of(after).same_as(Grid.of(before)):
             after = crop(after, window)

@@ -257,7 +257,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         if in_background:
             reader: Iterator[_Tile] = stack.enter_context(TileReader(
                 partial(read, drop_blocks=_block_dropping(pair, threads)), tiles.positions(), pair,
-                partial(_open_pair, before, after, options, bundle), threads, depth=2 * batch_size))
+                partial(_open_pair, before, after, options, bundle, pair.window), threads, depth=2 * batch_size))
             # Blending runs behind the network in one thread, in order (on the GPU: queued by this
             # thread), and finishing, compressing and writing the rows behind the blending in another:
             # the network never waits for them. Both closed, the blending first, before writer.abort runs.
@@ -362,14 +362,16 @@ class _Pair:
         return list({id(d): d for d in (self.before, self.after, self.after_source)}.values())
 
 
-def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBundle) -> _Pair:
+def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBundle,
+               window: Optional[Window] = None) -> _Pair:
+    """The pair as read, cut to ``options.area`` (in ``window`` when already found: reader threads
+    open their own handles and need not find it again from the mask)."""
     before_ds = open_raster(before, "before")
     after_ds = open_raster(after, "after")
     bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
     bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
-    window = None
     if options.area is not None:
-        before_ds, after_ds, window = options.area.restrict(before_ds, after_ds)
+        before_ds, after_ds, window = options.area.restrict(before_ds, after_ds, window)
     return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window)
 
 

@@ -152,3 +152,27 @@ def test_command_line_extent_takes_negative_numbers_and_mask_layer_needs_a_mask(
     assert (result.RasterXSize, result.RasterYSize) == (64, 64)
     refused = subprocess.run(command + ["--mask-layer", "aoi", "--overwrite"], capture_output=True, text=True)
     assert refused.returncode == 2 and "--mask-layer names a layer of --mask" in refused.stderr
+
+
+def test_background_readers_cut_as_the_run_did_and_find_the_window_once(oscd_mismatch_pair, tiny_model, tmp_path,
+                                                                         monkeypatch):
+    """Beside a GPU, reader threads open their own handles: with a mask they read the same pixels
+    as a run that reads in turn, and the mask's box is found once, not again in every thread."""
+    from deepcl_core import area_of_interest
+
+    before, after = oscd_mismatch_pair
+    corners = [pixel_edges(before, 0, 0), pixel_edges(before, 0, 160), pixel_edges(before, 96, 160)]
+    area = AreaOfInterest(mask=str(write_mask(tmp_path / "mask.gpkg", corners)))
+    found = []
+    original = area_of_interest._mask_bounds
+    monkeypatch.setattr(area_of_interest, "_mask_bounds", lambda *args: found.append(args) or original(*args))
+    maps = {}
+    for in_background in (False, True):
+        folder = tmp_path / f"background_{in_background}"
+        folder.mkdir()
+        outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
+        options = DetectOptions(area=area, overlap_io=in_background, io_threads=2, **FAST)
+        detect_changes(before, after, outputs, options, model=tiny_model)
+        maps[in_background] = gdal.Open(str(outputs.confidence)).ReadAsArray()
+    np.testing.assert_array_equal(maps[True], maps[False])
+    assert len(found) == 2  # once per run
