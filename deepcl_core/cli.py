@@ -61,6 +61,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)")
     parser.add_argument("--batch", type=int, help="tiles per batch (default: 1 on the CPU, 8 on CUDA, 4 on MPS)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
+    # Figures: `python -m benchmarks.precision --precision bf16 PAIRS` (docs/benchmarks_bf16.md).
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto (default): fp16 on CUDA, fp32 elsewhere; fp32: everywhere; bf16: about 30%% "
                              "less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7%% of "
