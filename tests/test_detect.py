@@ -554,6 +554,28 @@ def test_inputs_may_be_gdal_dataset_names(oscd_mismatch_pair, tiny_model, tmp_pa
                                       read_raster(getattr(plain, name)).values)
 
 
+def test_inputs_may_be_raster_tables_of_a_geopackage(oscd_mismatch_pair, tiny_model, tmp_path):
+    """Both images as raster tables of one GeoPackage (GPKG:file:table, as QGIS names such a layer)
+    give the outputs of the same pixels in GeoTIFFs. GeoPackage tiles hold 8-bit RGB, so both
+    sides are stretched to bytes first."""
+    names = {}
+    for role, source in zip(("before", "after"), oscd_mismatch_pair):
+        as_bytes = tmp_path / f"{role}_bytes.tif"
+        gdal.Translate(str(as_bytes), str(source), bandList=[1, 2, 3], outputType=gdal.GDT_Byte,
+                       scaleParams=[[0, 3000, 0, 255]])
+        gdal.Translate(str(tmp_path / "pair.gpkg"), str(as_bytes), format="GPKG",
+                       creationOptions=[f"RASTER_TABLE={role}", "TILE_FORMAT=PNG", "APPEND_SUBDATASET=YES"])
+        names[role] = as_bytes
+    tables, plain = outputs_in(tmp_path / "tables", distance=False), outputs_in(tmp_path / "plain", distance=False)
+    gpkg = tmp_path / "pair.gpkg"
+    detect_changes(f"GPKG:{gpkg}:before", f"GPKG:{gpkg}:after", tables, DetectOptions(**FAST), model=tiny_model)
+    detect_changes(names["before"], names["after"], plain, DetectOptions(**FAST), model=tiny_model)
+    (width, height, geotransform, crs), expected = grid_of(tables.change), grid_of(plain.change)
+    assert (width, height, crs) == (expected[0], expected[1], expected[3])
+    assert geotransform == pytest.approx(expected[2], rel=1e-12)  # GeoPackage keeps 13 digits or so
+    np.testing.assert_array_equal(read_raster(tables.confidence).values, read_raster(plain.confidence).values)
+
+
 def test_inputs_may_be_read_over_http(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch):
     """/vsicurl/http://… from a local server (a cloud-optimised GeoTIFF's way to a server): the
     same outputs as the files themselves."""
