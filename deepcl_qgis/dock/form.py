@@ -12,8 +12,8 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QFrame, QGri
 from . import threshold_scale
 
 ERROR_STYLE = "color: #b00020;"
-WHOLE_IMAGE, MAP_VIEW = "whole", "view"
-AREAS = (("Whole before image", WHOLE_IMAGE), ("Map view only", MAP_VIEW))
+WHOLE_IMAGE, MAP_VIEW, POLYGONS = "whole", "view", "polygons"
+AREAS = (("Whole before image", WHOLE_IMAGE), ("Map view only", MAP_VIEW), ("Inside polygons", POLYGONS))
 
 
 class PanelForm(QWidget):
@@ -62,9 +62,18 @@ class PanelForm(QWidget):
             self.area_combo.addItem(label, value)
         self.area_combo.setToolTip("Map view: detect only in the part of the before image the map shows, e.g. "
                                    "one town of a large mosaic, in a fraction of the time; the outputs cover "
-                                   "that part.")
+                                   "that part. Inside polygons: only inside the polygons of a layer (its selected "
+                                   "ones when some are selected); nodata outside them.")
+        self.area_layer_combo = QgsMapLayerComboBox()
+        self.area_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.area_layer_combo.setToolTip("The polygons to detect inside: the selected ones, or all when none is "
+                                         "selected.")
+        self.area_layer_combo.hide()  # shown for "Inside polygons" only
+        area = QHBoxLayout()
+        area.addWidget(self.area_combo)
+        area.addWidget(self.area_layer_combo, 1)
         grid.addWidget(QLabel("Area"), 3, 0)
-        grid.addWidget(self.area_combo, 3, 1)
+        grid.addLayout(area, 3, 1)
         grid.setColumnStretch(1, 1)
         return grid
 

@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
-from qgis.core import Qgis, QgsApplication, QgsProcessingUtils, QgsProject, QgsRasterLayer
+from qgis.core import (Qgis, QgsApplication, QgsProcessingFeatureSourceDefinition, QgsProcessingUtils, QgsProject,
+                       QgsRasterLayer, QgsVectorLayer)
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import Qt, QTimer
 
@@ -20,7 +21,7 @@ from ..paths import bundled_model_path
 from . import layer_choice, result_layers, threshold_scale
 from .detection_run import DetectionRun
 from .device_info import device_report
-from .form import MAP_VIEW, PanelForm
+from .form import MAP_VIEW, POLYGONS, WHOLE_IMAGE, PanelForm
 from .map_view import view_extent, view_problem
 from .reclassify import ChangeCounts
 from .reclassify_task import ReclassifyTask
@@ -43,7 +44,7 @@ class DeepCLDock(QgsDockWidget):
         self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
         self.reclassify_task: Optional[ReclassifyTask] = None
         self.last_run_seconds = 0.0
-        self.last_run_in_map_view = False
+        self.last_run_area = WHOLE_IMAGE  # of the latest run's results
         self._shown_model_threshold = -1.0  # the model's threshold for the before layer, last shown
         self._reclassify_timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
         self._reclassify_timer.timeout.connect(self.reclassify_now)
@@ -59,6 +60,8 @@ class DeepCLDock(QgsDockWidget):
         form.before_combo.layerChanged.connect(lambda layer: self._on_before_changed(layer))
         form.after_combo.layerChanged.connect(lambda layer: self._fill_bands(form.bands_after, layer))
         form.threshold_slider.valueChanged.connect(self._on_threshold_moved)
+        form.area_combo.currentIndexChanged.connect(
+            lambda _index: form.area_layer_combo.setVisible(form.area_combo.currentData() == POLYGONS))
         form.run_button.clicked.connect(self.detect)
         form.cancel_button.clicked.connect(self.cancel)
         form.install_button.clicked.connect(self.open_installer)
@@ -98,6 +101,9 @@ class DeepCLDock(QgsDockWidget):
             self._set_threshold(choices.threshold)
         form.device_combo.setCurrentIndex(max(0, form.device_combo.findData(choices.device)))
         form.area_combo.setCurrentIndex(max(0, form.area_combo.findData(choices.area)))
+        polygons = [layer for layer in self.project.mapLayers().values() if layer.source() == choices.area_layer_source]
+        if polygons:
+            form.area_layer_combo.setLayer(polygons[0])
         form.tile_spin.setValue(choices.tile_size)
         form.overlap_spin.setValue(choices.overlap)
         form.batch_spin.setValue(choices.batch_size)
@@ -124,6 +130,8 @@ class DeepCLDock(QgsDockWidget):
             before_source=before.source() if before else "", after_source=after.source() if after else "",
             model_path=form.model_widget.filePath(), threshold=self.threshold(),
             device=form.device_combo.currentData() or "auto", area=form.area_combo.currentData(),
+            area_layer_source=form.area_layer_combo.currentLayer().source() if form.area_layer_combo.currentLayer()
+            else "",
             tile_size=form.tile_spin.value(),
             overlap=form.overlap_spin.value(), batch_size=form.batch_spin.value(),
             polygons=form.polygons_check.isChecked(), min_area=form.min_area_spin.value(),
@@ -220,7 +228,15 @@ class DeepCLDock(QgsDockWidget):
             parameters["POLYGONS"] = str(self.run_folder / "polygons.gpkg")
         if self.in_map_view():
             parameters["EXTENT"] = view_extent(self.iface.mapCanvas())
+        polygons = self.area_polygons()
+        if polygons is not None:
+            parameters["MASK"] = QgsProcessingFeatureSourceDefinition(
+                polygons.id(), selectedFeaturesOnly=polygons.selectedFeatureCount() > 0)
         return parameters
+
+    def area_polygons(self) -> Optional[QgsVectorLayer]:
+        """The polygon layer to detect inside, with "Inside polygons"; else None."""
+        return self.form.area_layer_combo.currentLayer() if self.form.area_combo.currentData() == POLYGONS else None
 
     def in_map_view(self) -> bool:
         return self.form.area_combo.currentData() == MAP_VIEW
@@ -235,6 +251,8 @@ class DeepCLDock(QgsDockWidget):
             self.show_error("Choose a before and an after raster layer.")
             return
         problem = view_problem(view_extent(self.iface.mapCanvas()), before, self.project) if self.in_map_view() else ""
+        if self.form.area_combo.currentData() == POLYGONS and self.area_polygons() is None:
+            problem = "Choose the polygon layer to detect inside, or another Area."
         if problem:  # in the panel's words: Processing's speak of a "processing extent"
             self.show_error(problem)
             return
@@ -309,9 +327,8 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(str(exc))
             return
         self.change_layer_id = layers["CHANGE"].id()
-        self.last_run_seconds, self.last_run_in_map_view = seconds, "EXTENT" in parameters
-        self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds,
-                                                    self.last_run_in_map_view))
+        self.last_run_seconds, self.last_run_area = seconds, _area_of(parameters)
+        self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds, self.last_run_area))
 
     def _layer_name(self, layer_id: str, fallback: str) -> str:
         layer = self.project.mapLayer(layer_id)
@@ -354,7 +371,7 @@ class DeepCLDock(QgsDockWidget):
         if previous.name.startswith("change_t"):  # earlier re-classifications, never the run's own map
             previous.unlink(missing_ok=True)
         self.form.summary_label.setText(threshold_summary(counts, task.threshold, self.last_run_seconds,
-                                                          self.last_run_in_map_view))
+                                                          self.last_run_area))
 
     # --- messages and dialogs ----------------------------------------------------------------------
 
@@ -388,3 +405,8 @@ class DeepCLDock(QgsDockWidget):
         self.project.legendLayersAdded.disconnect(self._on_layers_added)
         self.cancel()
         save_choices(self.current_choices())
+
+
+def _area_of(parameters: Dict[str, Any]) -> str:
+    """Where a run with these Processing parameters detected (form.AREAS)."""
+    return MAP_VIEW if "EXTENT" in parameters else POLYGONS if "MASK" in parameters else WHOLE_IMAGE

@@ -19,7 +19,8 @@ class PanelChoices:
     model_path: str = ""  # empty: the bundled model
     threshold: float = -1.0  # below 0: the chosen model's own threshold
     device: str = "auto"
-    area: str = "whole"  # form.WHOLE_IMAGE or form.MAP_VIEW
+    area: str = "whole"  # form.WHOLE_IMAGE, form.MAP_VIEW or form.POLYGONS
+    area_layer_source: str = ""  # the polygon layer for form.POLYGONS
     tile_size: int = 768
     overlap: int = 64
     batch_size: int = 0  # 0: the device's default

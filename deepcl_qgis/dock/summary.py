@@ -3,10 +3,12 @@ from __future__ import annotations
 
 from typing import Any, Dict, Optional
 
+from .form import MAP_VIEW, POLYGONS, WHOLE_IMAGE
 from .reclassify import ChangeCounts
 from .threshold_scale import label
 
 M2_PER_HECTARE = 10_000.0
+AREA_WORDS = {WHOLE_IMAGE: "", MAP_VIEW: " in the map view", POLYGONS: " inside the polygons"}  # after "Changed"
 
 
 def changed_text(area_m2: Optional[float], percent: float, pixels: int) -> str:
@@ -20,20 +22,17 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
-def run_summary(results: Dict[str, Any], threshold: float, seconds: float, in_map_view: bool = False) -> str:
+def run_summary(results: Dict[str, Any], threshold: float, seconds: float, area: str = WHOLE_IMAGE) -> str:
     changed = changed_text(results.get("CHANGED_AREA_M2"), float(results.get("CHANGED_PERCENT") or 0.0),
                            int(results.get("CHANGED_PIXELS") or 0))
     scale = int(results.get("INPUT_SCALE_USED") or 1)
     enlarged = f", images enlarged {scale}× for the network" if scale > 1 else ""
-    return (f"Changed{_where(in_map_view)}: {changed} at threshold {label(threshold)}{enlarged}; "
+    return (f"Changed{AREA_WORDS[area]}: {changed} at threshold {label(threshold)}{enlarged}; "
             f"{duration_text(seconds)} on {results.get('DEVICE_USED') or 'the CPU'}.")
 
 
-def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float, in_map_view: bool = False) -> str:
+def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float, area: str = WHOLE_IMAGE) -> str:
     changed = changed_text(counts.changed_area_m2, counts.changed_percent, counts.changed_pixels)
-    return (f"Changed{_where(in_map_view)}: {changed} at threshold {label(threshold)} (re-classified; detection took "
+    return (f"Changed{AREA_WORDS[area]}: {changed} at threshold {label(threshold)} (re-classified; detection took "
             f"{duration_text(run_seconds)}).")
 
-
-def _where(in_map_view: bool) -> str:
-    return " in the map view" if in_map_view else ""

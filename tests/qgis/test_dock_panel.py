@@ -188,6 +188,66 @@ def test_a_map_view_away_from_the_before_image_is_refused_in_words(panel, oscd_c
     assert not list(Path(dock.form.output_widget.filePath()).iterdir())  # no run folder was made
 
 
+def _squares_layer(before, squares):
+    """A memory polygon layer in the before layer's CRS with one square per (column, row, side) in pixels."""
+    from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
+
+    x0, dx, _, y0, _, dy = gdal.Open(before.source()).GetGeoTransform()
+    layer = QgsVectorLayer(f"Polygon?crs={before.crs().authid()}", "districts", "memory")
+    features = []
+    for column, row, side in squares:
+        feature = QgsFeature()
+        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0 + column * dx, y0 + (row + side) * dy,
+                                                              x0 + (column + side) * dx, y0 + row * dy)))
+        features.append(feature)
+    layer.dataProvider().addFeatures(features)
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_inside_polygons_detects_in_the_selected_ones_or_all(panel, oscd_crop):
+    """Two 50-pixel squares over the 160² OSCD crop: with the second selected, the outputs cover it
+    alone; with none selected, both, and nodata between them."""
+    from deepcl_qgis.dock.form import POLYGONS
+
+    before, _ = _project_with_pairs(oscd_crop)
+    squares = _squares_layer(before, [(10, 10, 50), (100, 100, 50)])
+    dock = panel()
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(POLYGONS))
+    assert not dock.form.area_layer_combo.isHidden()
+    dock.form.area_layer_combo.setLayer(squares)
+    squares.selectByIds([squares.allFeatureIds()[1]])
+    _run(dock)
+    assert dock.form.error_label.text() == ""
+    change = read(_layer_named("Change").source())
+    assert change.shape == (50, 50) and (change != 255).all()
+    assert dock.form.summary_label.text().startswith("Changed inside the polygons:")
+    squares.removeSelection()
+    _run(dock)
+    both = read(dock._change_layer().source())
+    assert both.shape == (140, 140)
+    assert (both[:50, :50] != 255).all() and (both[90:, 90:] != 255).all()
+    assert (both[:50, 90:] == 255).all() and (both[90:, :50] == 255).all()  # between the squares: nodata
+    dock.shutdown()
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    again = DeepCLDock(dock.iface)  # the area and its layer are remembered
+    assert again.form.area_combo.currentData() == POLYGONS and again.form.area_layer_combo.currentLayer() is squares
+    assert not again.form.area_layer_combo.isHidden()
+    again.shutdown()
+
+
+def test_inside_polygons_without_a_polygon_layer_is_refused_in_words(panel, oscd_crop):
+    from deepcl_qgis.dock.form import POLYGONS
+
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(POLYGONS))
+    dock.form.run_button.click()
+    assert not dock.is_running()
+    assert dock.form.error_label.text() == "Choose the polygon layer to detect inside, or another Area."
+
+
 def test_cancel_mid_run_leaves_nothing(panel, tmp_path):
     from qgis.core import QgsApplication, QgsProject
 
