@@ -165,7 +165,8 @@ def test_map_view_only_detects_in_what_the_map_shows(panel, oscd_crop, qgis_ifac
                                    QgsProject.instance()).transformBoundingBox(canvas.extent())
     shown = shown.intersect(before.extent())
     eps = 1e-6 * dx  # the view's edges may fall on pixel edges, give or take rounding
-    left, right, top, bottom = x0 - eps, x0 + change.RasterXSize * dx + eps, y0 + eps, y0 + change.RasterYSize * dy - eps
+    left, right = x0 - eps, x0 + change.RasterXSize * dx + eps
+    top, bottom = y0 + eps, y0 + change.RasterYSize * dy - eps
     assert left <= shown.xMinimum() < left + dx and right - dx < shown.xMaximum() <= right
     assert bottom <= shown.yMinimum() < bottom - dy and top + dy < shown.yMaximum() <= top
     assert change.RasterXSize < 160 and change.RasterYSize < 160  # the map showed part of the crop
