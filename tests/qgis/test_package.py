@@ -98,21 +98,41 @@ print('SOURCE_CORE_IMPORTED', 'deepcl_core' in sys.modules)
     assert "SOURCE_CORE_IMPORTED False" in done.stdout
 
 
-@pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
-def test_qgis_process_runs_detection_headless(plugins_folder, tiny_model, tmp_path):
-    folder = pair("levir", "test_55_0256_0000")
+def _qgis_process_detect(plugins_folder: Path, tmp_path: Path, *arguments: str) -> dict:
+    """``qgis_process run deepcl:detectchanges -- ARGUMENTS`` with the plugin enabled; its results."""
     site_packages = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path / "home"),
            "QGIS_PLUGINPATH": str(plugins_folder), "PYTHONPATH": str(site_packages)}  # torch for the system Python
     (tmp_path / "home").mkdir()
     subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "deepcl"], env=env, capture_output=True, timeout=120)
-    change, confidence = tmp_path / "change.tif", tmp_path / "confidence.tif"
-    done = subprocess.run(
-        [str(QGIS_PROCESS), "--json", "run", "deepcl:detectchanges", "--", f"BEFORE={image(folder, 'before')}",
-         f"AFTER={image(folder, 'after')}", f"CHANGE={change}", f"CONFIDENCE={confidence}",
-         f"MODEL={tiny_model}", "THRESHOLD=0.4"],
-        env=env, capture_output=True, text=True, timeout=180)
+    done = subprocess.run([str(QGIS_PROCESS), "--json", "run", "deepcl:detectchanges", "--", *arguments],
+                          env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    results = json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    return json.loads(done.stdout[done.stdout.index("{"):])["results"]
+
+
+@pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
+def test_qgis_process_runs_detection_headless(plugins_folder, tiny_model, tmp_path):
+    folder = pair("levir", "test_55_0256_0000")
+    change, confidence = tmp_path / "change.tif", tmp_path / "confidence.tif"
+    results = _qgis_process_detect(plugins_folder, tmp_path, f"BEFORE={image(folder, 'before')}",
+                                   f"AFTER={image(folder, 'after')}", f"CHANGE={change}", f"CONFIDENCE={confidence}",
+                                   f"MODEL={tiny_model}", "THRESHOLD=0.4")
     assert results["VALID_PIXELS"] == 256 * 256
     assert gdal.Open(str(change)).RasterXSize == 256 and confidence.is_file()
+
+
+@pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
+def test_qgis_process_takes_a_processing_extent(plugins_folder, tiny_model, tmp_path):
+    """EXTENT as scripts write it (xmin,xmax,ymin,ymax), on PNGs without georeference: QGIS's pixel
+    units, x = column and y = -row, so the right half of the top 64 rows."""
+    folder = pair("levir", "test_55_0256_0000")
+    change = tmp_path / "change.tif"
+    results = _qgis_process_detect(plugins_folder, tmp_path, f"BEFORE={image(folder, 'before')}",
+                                   f"AFTER={image(folder, 'after')}", f"CHANGE={change}",
+                                   f"CONFIDENCE={tmp_path / 'confidence.tif'}", f"MODEL={tiny_model}",
+                                   "EXTENT=128,256,-64,0")
+    assert results["VALID_PIXELS"] == 128 * 64
+    dataset = gdal.Open(str(change))
+    assert (dataset.RasterXSize, dataset.RasterYSize) == (128, 64)
+    assert dataset.GetGeoTransform() == (128.0, 1.0, 0.0, 0.0, 0.0, -1.0)
