@@ -126,10 +126,10 @@ def sample_tiles(before: Path, after: Path, bundle: ModelBundle, options: Detect
     does, in memory: (before, after) (count, bands, h, w) and the image's tile count."""
     from deepcl_core.detect import _image_stretch
     from deepcl_core.normalization import normalize
-    from deepcl_core.raster_io import align_after_to_before, choose_bands, open_raster, read_window
+    from deepcl_core.raster_io import align_after_to_before, choose_bands, open_image, read_window
     from deepcl_core.tiling import TileGrid
 
-    before_ds, after_ds = open_raster(before, "before"), open_raster(after, "after")
+    before_ds, after_ds = open_image(before, "before"), open_image(after, "after")
     aligned = align_after_to_before(before_ds, after_ds)
     bands_b = choose_bands(before_ds, None, bundle.bands, "before")
     bands_a = choose_bands(after_ds, None, bundle.bands, "after")

@@ -20,13 +20,13 @@ from deepcl_core.model_file import ModelBundle
 from deepcl_core.network_on_tiles import run_network
 from deepcl_core.normalization import normalize
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
-from deepcl_core.raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_window
+from deepcl_core.raster_io import Grid, align_after_to_before, choose_bands, open_image, read_window
 from deepcl_core.tiling import TileGrid
 
 
 def read_whole(before: Path, after: Path, bundle: ModelBundle) -> Tuple[np.ndarray, np.ndarray, np.ndarray, Grid]:
     """Normalised before and after (bands, H, W), joint validity (H, W) and the before grid."""
-    before_ds, after_ds = open_raster(before, "before"), open_raster(after, "after")
+    before_ds, after_ds = open_image(before, "before"), open_image(after, "after")
     aligned = align_after_to_before(before_ds, after_ds)
     bands_b = choose_bands(before_ds, None, bundle.bands, "before")
     bands_a = choose_bands(after_ds, None, bundle.bands, "after")

@@ -21,7 +21,7 @@ from osgeo import gdal
 from .errors import DeepCLError, InputError
 from .metrics import Confusion
 from .normalization import NormalizationSpec
-from .raster_io import align_after_to_before, choose_bands, open_raster, read_window
+from .raster_io import align_after_to_before, choose_bands, open_image, read_window
 from .training.pairs import PairFiles, load_pair, read_label
 
 OTB_MAD = "otbcli_MultivariateAlterationDetector"
@@ -112,8 +112,8 @@ def mad_pair(pair: PairFiles, bands: Sequence[str] = ("red", "green", "blue")) -
 def _raw_pair(pair: PairFiles, bands: Sequence[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unstretched bands of both images on the before grid (MAD is invariant to per-band affine
     scaling, so it gets the values as they are), the common validity and the label."""
-    before_ds = open_raster(pair.before, f"{pair.name}: before")
-    after_ds = open_raster(pair.after, f"{pair.name}: after")
+    before_ds = open_image(pair.before, f"{pair.name}: before")
+    after_ds = open_image(pair.after, f"{pair.name}: after")
     aligned = align_after_to_before(before_ds, after_ds)
     size = (before_ds.RasterXSize, before_ds.RasterYSize)
     before, valid_b = read_window(before_ds, choose_bands(before_ds, None, bands, "before"), 0, 0, *size, "before")

@@ -35,7 +35,7 @@ from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NO
                       check_output_name, check_output_paths)
 from .pending import Pending
 from .polygons import write_change_polygons
-from .raster_io import Grid, align_after_to_before, choose_bands, open_raster, read_sample, read_window
+from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample, read_window
 from .tile_reader import TileReader
 from .tiling import RowBlender, TileGrid
 from .write_behind import WriteBehind
@@ -366,8 +366,8 @@ def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBun
                window: Optional[Window] = None) -> _Pair:
     """The pair as read, cut to ``options.area`` (in ``window`` when already found: reader threads
     open their own handles and need not find it again from the mask)."""
-    before_ds = open_raster(before, "before")
-    after_ds = open_raster(after, "after")
+    before_ds = open_image(before, "before", expand_palette=not options.bands_before)
+    after_ds = open_image(after, "after", expand_palette=not options.bands_after)
     bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
     bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
     if options.area is not None:

@@ -19,7 +19,7 @@ from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import InputError, OutputError, releases_locals_on_error
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
-from .raster_io import is_georeferenced, open_raster, read_window
+from .raster_io import is_georeferenced, open_image, open_raster, read_window
 from .training.augment import pseudo_change
 from .training.pairs import PairFiles, find_pairs, read_label
 
@@ -164,8 +164,10 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
 def write_pseudo_change(source: Path, out: Path, seed: int) -> None:
     """T(x) of a raster as a Float32 GeoTIFF on its grid, with its band names. The transform works
     on each band's min-max range (nothing is clipped) and is mapped back to the original values."""
-    dataset = open_raster(source, "before")
-    bands = list(range(1, dataset.RasterCount + 1))
+    dataset = open_image(source, "before")
+    # An alpha band is validity, not a colour: it comes back as NaN where nothing is valid.
+    bands = [index for index in range(1, dataset.RasterCount + 1)
+             if dataset.GetRasterBand(index).GetColorInterpretation() != gdal.GCI_AlphaBand]
     pixels, valid = read_window(dataset, bands, 0, 0, dataset.RasterXSize, dataset.RasterYSize, "before")
     low = np.array([band[valid].min() if valid.any() else 0.0 for band in pixels], np.float32).reshape(-1, 1, 1)
     high = np.array([band[valid].max() if valid.any() else 1.0 for band in pixels], np.float32).reshape(-1, 1, 1)
@@ -173,10 +175,10 @@ def write_pseudo_change(source: Path, out: Path, seed: int) -> None:
     unit = np.where(valid, (pixels - low) / span, 0.0).astype(np.float32)
     transformed = pseudo_change(unit, np.random.default_rng(seed)) * span + low
     transformed[:, ~valid] = np.nan
-    _write_like(dataset, transformed, out, has_nodata=not valid.all())
+    _write_like(dataset, bands, transformed, out, has_nodata=not valid.all())
 
 
-def _write_like(template: gdal.Dataset, pixels: np.ndarray, out: Path, has_nodata: bool) -> None:
+def _write_like(template: gdal.Dataset, bands: Sequence[int], pixels: np.ndarray, out: Path, has_nodata: bool) -> None:
     target = gdal.GetDriverByName("GTiff").Create(str(out), template.RasterXSize, template.RasterYSize,
                                                   pixels.shape[0], gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"])
     if target is None:
@@ -184,8 +186,8 @@ def _write_like(template: gdal.Dataset, pixels: np.ndarray, out: Path, has_nodat
     if is_georeferenced(template):
         target.SetGeoTransform(template.GetGeoTransform())
         target.SetProjection(template.GetProjection())
-    for index in range(pixels.shape[0]):
-        source_band, band = template.GetRasterBand(index + 1), target.GetRasterBand(index + 1)
+    for index, source in enumerate(bands):
+        source_band, band = template.GetRasterBand(source), target.GetRasterBand(index + 1)
         band.SetDescription(source_band.GetDescription())
         band.SetColorInterpretation(source_band.GetColorInterpretation())
         if has_nodata:

@@ -8,13 +8,13 @@ from typing import List, Optional
 import numpy as np
 from osgeo import gdal
 
-from .raster_io import align_after_to_before, choose_bands, open_raster
+from .raster_io import align_after_to_before, choose_bands, open_image, open_raster
 
 GAP = 8  # pixels of white between panels
 
 
 def _rgb(path: Path, grid_of: Optional[gdal.Dataset] = None) -> np.ndarray:
-    dataset = open_raster(path, "image")
+    dataset = open_image(path, "image")
     if grid_of is not None:
         dataset = align_after_to_before(grid_of, dataset)
     bands = choose_bands(dataset, None, ("red", "green", "blue"), "image") if dataset.RasterCount >= 3 else (1, 1, 1)

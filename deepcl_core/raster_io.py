@@ -47,6 +47,34 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
     return dataset
 
 
+def open_image(path: str | os.PathLike, role: str, expand_palette: bool = True) -> gdal.Dataset:
+    """:func:`open_raster` for an image to be looked at, by the network or a person. One band of
+    colour-table indices (a paletted PNG, GIF or TIFF) is read as the colours QGIS draws, in red,
+    green and blue bands, unless ``expand_palette`` is false (the user chose bands of the file):
+    indices are no radiometry, and resampling them would mix unrelated colours."""
+    dataset = open_raster(path, role)
+    return palette_as_colours(dataset, role) if expand_palette else dataset
+
+
+def palette_as_colours(dataset: gdal.Dataset, role: str) -> gdal.Dataset:
+    """A one-band paletted image as an in-memory VRT of its colours (nothing copied); any other
+    image as it is. An alpha band comes too when some pixels are transparent (a nodata index, or
+    colours of the table that are not opaque), so they stay nodata instead of turning black."""
+    band = dataset.GetRasterBand(1)
+    table = band.GetColorTable()
+    if (dataset.RasterCount != 1 or table is None or band.GetColorInterpretation() != gdal.GCI_PaletteIndex
+            or table.GetPaletteInterpretation() != gdal.GPI_RGB):
+        return dataset
+    transparent = band.GetNoDataValue() is not None or any(
+        table.GetColorEntry(index)[3] < 255 for index in range(table.GetCount()))
+    with collect_gdal_errors() as errors:
+        colours = gdal.Translate("", dataset, format="VRT", rgbExpand="rgba" if transparent else "rgb")
+    if colours is None:
+        raise InputError(f"cannot read the colours of the {role} image's colour table: "
+                         f"{errors.last('GDAL gave no reason')}")
+    return colours
+
+
 def open_dataset(name: str, what: str, kind: int) -> gdal.Dataset:
     """Open ``name`` read-only as a raster or a vector dataset (``kind``: ``gdal.OF_RASTER`` or
     ``gdal.OF_VECTOR``), with errors in words; ``what`` names it in them ("before image", "mask")."""

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence, Tuple
 
-from qgis.core import (QgsCoordinateTransform, QgsProcessingException, QgsProject, QgsRasterLayer,
+from qgis.core import (QgsCoordinateTransform, QgsProcessingException, QgsProject, QgsRaster, QgsRasterLayer,
                        QgsRectangle)
 
 from .engine import core_module
@@ -108,10 +108,19 @@ def check_model(path: str, layer: QgsRasterLayer, bands: Sequence[int], role: st
         raise QgsProcessingException(
             f"The model {Path(path).name} takes {wanted} but {len(bands)} {role} band(s) are chosen; "
             f"choose {in_channels} {role} bands or a model made for {len(bands)}.")
-    if not bands and layer.bandCount() < in_channels:
+    available = image_band_count(layer)
+    if not bands and available < in_channels:
         raise QgsProcessingException(
             f"The model {Path(path).name} takes {wanted} but the {role} image '{layer.name()}' has "
-            f"{layer.bandCount()}; choose another image or a model made for {layer.bandCount()} band(s).")
+            f"{available}; choose another image or a model made for {available} band(s).")
+
+
+def image_band_count(layer: QgsRasterLayer) -> int:
+    """The bands the engine reads from ``layer`` when none are chosen: a one-band paletted image
+    gives its colours, red, green and blue (``raster_io.open_image``)."""
+    if layer.bandCount() == 1 and layer.dataProvider().colorInterpretation(1) == QgsRaster.PaletteIndex:
+        return 3
+    return layer.bandCount()
 
 
 @lru_cache(maxsize=8)

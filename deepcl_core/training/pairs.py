@@ -15,8 +15,8 @@ from osgeo import gdal
 from ..area import ground_pixel_size
 from ..errors import InputError
 from ..normalization import ImageStretch, NormalizationSpec, normalize
-from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_raster, read_sample, \
-    read_window, warp_to_grid
+from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_image, open_raster, \
+    read_sample, read_window, warp_to_grid
 
 # Sidecar files GDAL or viewers leave next to rasters; never a pair's image.
 _IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".txt", ".md", ".json", ".prj", ".wld", ".pgw", ".tfw", ".jgw"}
@@ -131,8 +131,8 @@ def split_pairs(pairs: Sequence[PairFiles], fraction: float, seed: int) -> Tuple
 
 def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSpec) -> LoadedPair:
     """Read, check and normalise one pair; every problem is an :class:`InputError` naming the pair."""
-    before_ds = open_raster(files.before, f"{files.name}: before")
-    after_ds = open_raster(files.after, f"{files.name}: after")
+    before_ds = open_image(files.before, f"{files.name}: before")
+    after_ds = open_image(files.after, f"{files.name}: after")
     bands_before = choose_bands(before_ds, None, band_names, f"{files.name}: before")
     bands_after = choose_bands(after_ds, None, band_names, f"{files.name}: after")
     try:

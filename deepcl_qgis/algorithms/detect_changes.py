@@ -94,7 +94,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterBand(self.BANDS_BEFORE, self.tr("Bands of the before image"), None,
                                         self.BEFORE, optional=True, allowMultiple=True),
              self.tr("The bands the model reads, in the model's order (e.g. red, green, blue). "
-                     "Empty: found from the band names, else the first bands."), False),
+                     "Empty: found from the band names, else the first bands; a one-band paletted image "
+                     "gives its colours (red, green, blue)."), False),
             (QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of the after image"), None,
                                         self.AFTER, optional=True, allowMultiple=True),
              self.tr("The same bands, in the same order, for the after image."), False),

@@ -1,6 +1,7 @@
 """deepcl:detectchanges through processing.run in a real QGIS, on real pairs."""
 from __future__ import annotations
 
+import subprocess
 import zipfile
 from pathlib import Path
 
@@ -219,6 +220,22 @@ def test_cancel_leaves_no_output(deepcl_provider, tiny_model, tmp_path, oscd_cro
     with pytest.raises(QgsProcessingException, match="[Cc]ancel"):
         run(ALG, _params(oscd_crop, tiny_model, tmp_path, TILE_SIZE=64, OVERLAP=0, BATCH_SIZE=1), feedback)
     assert not list(tmp_path.glob("*.tif")) and not list(tmp_path.glob(".*"))
+
+
+def test_a_paletted_image_is_detected_as_its_colours(deepcl_provider, tiny_model, tmp_path):
+    """A one-band image of colour-table indices (made with GDAL's rgb2pct.py) is accepted by a 3-band
+    model and read as its colours: the outputs of its colours written as RGB (pct2rgb.py)."""
+    folder = pair("levir", "test_55_0256_0000")
+    paletted, colours = tmp_path / "paletted.tif", tmp_path / "colours.tif"
+    for tool, source, target in (("rgb2pct.py", image(folder, "before"), paletted), ("pct2rgb.py", paletted, colours)):
+        subprocess.run([tool, "-of", "GTiff", str(source), str(target)], check=True, capture_output=True)
+    results = []
+    for before in (paletted, colours):
+        out = tmp_path / before.stem
+        out.mkdir()
+        results.append(run(ALG, {**_params(folder, tiny_model, out), "BEFORE": str(before)}))
+    np.testing.assert_array_equal(read(results[0]["CONFIDENCE"]), read(results[1]["CONFIDENCE"]))
+    assert results[0]["VALID_PIXELS"] == 256 * 256
 
 
 def test_refuses_the_same_layer_twice(deepcl_provider, tiny_model, tmp_path):
