@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, QgsProcessingContext,
-                       QgsProcessingException,
+                       QgsProcessingException, QgsProcessingFeatureSource,
                        QgsProcessingFeedback, QgsProcessingParameterDefinition, QgsProviderRegistry,
                        QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
@@ -28,6 +28,19 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
 
     def group(self) -> str:
         return self.tr("Change detection")
+
+    @staticmethod
+    def _has(parameters: Dict[str, Any], name: str) -> bool:
+        """Whether the optional parameter ``name`` is set."""
+        return parameters.get(name) not in (None, "")
+
+    def feature_sources(self, parameters: Dict[str, Any], names: Tuple[str, ...],
+                        context: QgsProcessingContext) -> Dict[str, Optional[QgsProcessingFeatureSource]]:
+        """The polygon parameters ``names`` as feature sources (None when unset), for
+        ``prepareAlgorithm``: a source is made from its layer, which belongs to the main thread (see
+        :class:`RasterInput`); reading its features in ``processAlgorithm``'s thread is what sources are for."""
+        return {name: self.parameterAsSource(parameters, name, context) if self._has(parameters, name) else None
+                for name in names}
 
     def groupId(self) -> str:  # noqa: N802
         return "changedetection"

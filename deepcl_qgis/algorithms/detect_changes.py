@@ -239,6 +239,11 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self._before, self._after = before, after
         self._extent = (_bounds(self.parameterAsExtent(parameters, self.EXTENT, context, before.crs))
                         if self._has(parameters, self.EXTENT) else None)
+        # A mask of a project layer's selected features is written to a file from the layer: here too
+        # (from the background thread it crashed QGIS while the map canvas refreshed).
+        self._mask = (self.parameterAsCompatibleSourceLayerPathAndLayerName(
+            parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback)
+            if self._has(parameters, self.MASK) else ("", ""))
         return True
 
     @releases_locals_on_error
@@ -249,7 +254,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         outputs = self._outputs(parameters, context)
         with engine_errors():
             options = self._options(parameters, context, detect)
-            options.area = self._engine_area(parameters, context, self._extent, feedback)
+            options.area = self._engine_area()
             result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
                                            progress=progress_to(feedback), cancel=feedback.isCanceled)
         self._report(result, feedback)
@@ -273,17 +278,13 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             overwrite=True)  # Processing asks before overwriting; the engine still never leaves partial files
 
-    def _engine_area(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                     extent: Optional[Bounds], feedback: QgsProcessingFeedback) -> Optional[Any]:
-        """The engine's AreaOfInterest: ``extent`` (in the before layer's CRS), and the mask as a file
-        GDAL reads (Processing writes one for a memory layer or selected features)."""
-        mask, mask_layer = None, None
-        if self._has(parameters, self.MASK):
-            mask, mask_layer = self.parameterAsCompatibleSourceLayerPathAndLayerName(
-                parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback)
-        if extent is None and mask is None:
+    def _engine_area(self) -> Optional[Any]:
+        """The engine's AreaOfInterest: the extent (in the before layer's CRS) and the mask as a file
+        GDAL reads (Processing writes one for a memory layer or selected features), as prepared."""
+        mask, mask_layer = self._mask
+        if self._extent is None and not mask:
             return None
-        return core_module("area_of_interest").AreaOfInterest(extent, mask, mask_layer or None)
+        return core_module("area_of_interest").AreaOfInterest(self._extent, mask or None, mask_layer or None)
 
     def _area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                           before: QgsRasterLayer) -> Optional[Bounds]:
@@ -303,10 +304,6 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         from qgis.core import QgsCoordinateTransform  # only needed with a mask
         transform = QgsCoordinateTransform(source.sourceCrs(), before.crs(), context.transformContext())
         return transform.transformBoundingBox(source.sourceExtent())
-
-    @staticmethod
-    def _has(parameters: Dict[str, Any], name: str) -> bool:
-        return parameters.get(name) not in (None, "")
 
     def _outputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Any:
         """The engine's DetectOutputs for the destinations chosen."""

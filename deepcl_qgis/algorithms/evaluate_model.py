@@ -115,10 +115,12 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
 
     def prepareAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
-        """The raster layers, read in the main thread (see RasterInput)."""
+        """The raster and polygon layers, read in the main thread (see RasterInput)."""
         self._rasters = {name: raster_input(self, parameters, name, context, role) for name, role in (
             (self.CHANGE, "change map"), (self.BEFORE, "before"), (self.AFTER, "after"),
             (self.REFERENCE, "reference"))}
+        self._reference_polygons = self.feature_sources(parameters, (self.REFERENCE_POLYGONS,), context)[
+            self.REFERENCE_POLYGONS]
         return True
 
     @releases_locals_on_error
@@ -127,7 +129,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         self.require_dependencies()
         change_path, change_name = self._change_map(parameters, context, feedback)
         change = accuracy.open_change_map(change_path)
-        reference, reference_name = self._reference(parameters, context, change)
+        reference, reference_name = self._reference(context, change)
         feedback.setProgressText("Comparing with the reference")
         metrics = accuracy.confusion(change, reference, feedback.isCanceled,
                                      lambda fraction: feedback.setProgress(50 + 50 * fraction))
@@ -165,11 +167,11 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
                                   progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
         return str(outputs.change)
 
-    def _reference(self, parameters: Dict[str, Any], context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:
+    def _reference(self, context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:
         reference = self._rasters[self.REFERENCE]
         if reference is not None:
             return accuracy.reference_on_grid(change, reference.source), reference.name
-        source = self.parameterAsSource(parameters, self.REFERENCE_POLYGONS, context)
+        source = self._reference_polygons
         if source is None:
             raise QgsProcessingException("The reference polygon layer could not be read.")
         request = QgsFeatureRequest().setNoAttributes()

@@ -133,17 +133,14 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             return False, self.tr(f"The crop size must be a multiple of 32 (e.g. {max(32, crop // 32 * 32)}); got {crop}.")
         return True, ""
 
-    @staticmethod
-    def _has(parameters: Dict[str, Any], name: str) -> bool:
-        return parameters.get(name) not in (None, "")
-
     # --- run ------------------------------------------------------------------------------------
 
     def prepareAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
-        """The raster layers of a pair given as layers, read in the main thread (see RasterInput)."""
+        """The raster and polygon layers of a pair given as layers, read in the main thread (see RasterInput)."""
         self._before = raster_input(self, parameters, self.BEFORE, context, "before")
         self._after = raster_input(self, parameters, self.AFTER, context, "after")
+        self._polygons = self.feature_sources(parameters, (self.CHANGED_AREAS, self.AREA_OF_INTEREST), context)
         return True
 
     @releases_locals_on_error
@@ -191,17 +188,17 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         if before is None or after is None:
             raise QgsProcessingException("Training from layers needs a before and an after image.")
         folder = Path(QgsProcessingUtils.generateTempFilename("deepcl_pair")) / "layers" / "pair"
-        changed = list(self._geometries(parameters, self.CHANGED_AREAS, context, before.crs))
-        aoi = (list(self._geometries(parameters, self.AREA_OF_INTEREST, context, before.crs))
-               if self._has(parameters, self.AREA_OF_INTEREST) else None)
+        changed = list(self._geometries(self.CHANGED_AREAS, context, before.crs))
+        aoi = (list(self._geometries(self.AREA_OF_INTEREST, context, before.crs))
+               if self._polygons[self.AREA_OF_INTEREST] is not None else None)
         feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
         write_pair_folder(before.source, after.source, changed, aoi, folder)
         return [folder.parent], True
 
-    def _geometries(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext,
+    def _geometries(self, name: str, context: QgsProcessingContext,
                     crs: QgsCoordinateReferenceSystem) -> Iterator[bytes]:
-        """The polygons as WKB in the before image's CRS ``crs``."""
-        source = self.parameterAsSource(parameters, name, context)
+        """The polygons of parameter ``name`` as WKB in the before image's CRS ``crs``."""
+        source = self._polygons[name]
         if source is None:
             raise QgsProcessingException(f"The polygon layer for {name} could not be read.")
         request = QgsFeatureRequest().setNoAttributes()
