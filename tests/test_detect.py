@@ -576,6 +576,45 @@ def test_inputs_may_be_raster_tables_of_a_geopackage(oscd_mismatch_pair, tiny_mo
     np.testing.assert_array_equal(read_raster(tables.confidence).values, read_raster(plain.confidence).values)
 
 
+def _netcdf_variable(source: Path, target: Path, name: str) -> str:
+    """The first three bands of ``source`` as one CF NetCDF variable (band, y, x) with x and y
+    coordinates and its CRS, as climate and Earth-observation archives deliver images; returns the
+    name QGIS gives such a layer, NETCDF:"file":variable."""
+    image = gdal.Open(str(source))
+    x0, dx, _, y0, _, dy = image.GetGeoTransform()
+    group = gdal.GetDriverByName("netCDF").CreateMultiDimensional(str(target)).GetRootGroup()
+    bands = group.CreateDimension("band", None, None, 3)
+    axes = []
+    for axis, kind, size, start, step in (("y", gdal.DIM_TYPE_HORIZONTAL_Y, image.RasterYSize, y0, dy),
+                                          ("x", gdal.DIM_TYPE_HORIZONTAL_X, image.RasterXSize, x0, dx)):
+        dimension = group.CreateDimension(axis, kind, None, size)
+        group.CreateMDArray(axis, [dimension], gdal.ExtendedDataType.Create(gdal.GDT_Float64)).Write(
+            start + (np.arange(size) + 0.5) * step)  # pixel centres
+        axes.append(dimension)
+    variable = group.CreateMDArray(name, [bands, *axes], gdal.ExtendedDataType.Create(gdal.GDT_UInt16))
+    variable.SetSpatialRef(image.GetSpatialRef())
+    variable.Write(image.ReadAsArray()[:3])
+    variable = group = None  # closes the file
+    return f'NETCDF:"{target}":{name}'
+
+
+def test_a_netcdf_variable_is_read_as_its_bands(oscd_mismatch_pair, tiny_model, tmp_path):
+    """A NetCDF variable of three bands (the subdataset name, quotes and all, as QGIS opens it)
+    gives the outputs of the same pixels in a GeoTIFF, the after image on its other grid."""
+    before, after = oscd_mismatch_pair
+    variable = _netcdf_variable(before, tmp_path / "before.nc", "reflectance")
+    three_bands = tmp_path / "before_rgb.tif"
+    gdal.Translate(str(three_bands), str(before), bandList=[1, 2, 3])
+    netcdf, plain = outputs_in(tmp_path / "netcdf", distance=False), outputs_in(tmp_path / "plain", distance=False)
+    detect_changes(variable, after, netcdf, DetectOptions(**FAST), model=tiny_model)
+    detect_changes(three_bands, after, plain, DetectOptions(**FAST), model=tiny_model)
+    (width, height, geotransform, crs), expected = grid_of(netcdf.change), grid_of(plain.change)
+    assert (width, height) == (expected[0], expected[1]) and same_crs(crs, expected[3])
+    assert geotransform == pytest.approx(expected[2], rel=1e-12)  # coordinates kept as pixel centres
+    np.testing.assert_allclose(read_raster(netcdf.confidence).values, read_raster(plain.confidence).values, atol=1e-6)
+    np.testing.assert_array_equal(read_raster(netcdf.change).values, read_raster(plain.change).values)
+
+
 def test_inputs_may_be_read_over_http(oscd_mismatch_pair, tiny_model, tmp_path, monkeypatch):
     """/vsicurl/http://… from a local server (a cloud-optimised GeoTIFF's way to a server): the
     same outputs as the files themselves."""
