@@ -36,6 +36,7 @@ from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NO
 from .pending import Pending
 from .polygons import write_change_polygons
 from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample, read_window
+from .row_strips import RowStrip
 from .tile_reader import TileReader
 from .tiling import RowBlender, TileGrid
 from .write_behind import WriteBehind
@@ -267,8 +268,14 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         else:  # in turn with the network: the before image in a helper thread, the after image here
             helper = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader"))
                       if threads > 1 else None)
-            drop_blocks = _block_dropping(pair, threads=1)  # one handle per image, whichever thread uses it
-            reader = (read(pair, position, drop_blocks=drop_blocks, helper=helper) for position in tiles.positions())
+            # Tiles come in row order from one handle per image: cut from strips of whole rows of
+            # blocks, each decoded once, which drop GDAL's copy unless the pair stays decoded.
+            drop = _block_dropping(pair, threads=1) is not BlockDropping.NEVER
+            strips = (RowStrip(pair.before, pair.bands_before, "before", [pair.before] if drop else []),
+                      RowStrip(pair.after, pair.bands_after, "after",
+                               list({id(d): d for d in (pair.after, pair.after_source)}.values()) if drop else []))
+            reader = (read(pair, position, drop_blocks=BlockDropping.NEVER, helper=helper, strips=strips)
+                      for position in tiles.positions())
             files = behind = stack.enter_context(WriteBehind(0))
         for index, (row_index, positions) in enumerate(plan):
             if is_cancelled():
@@ -381,19 +388,22 @@ def _window_text(window: Optional[Window]) -> str:
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
                bundle: ModelBundle, drop_blocks: BlockDropping, helper: Optional[Executor] = None,
-               into: Optional[Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]]] = None) -> _Tile:
+               into: Optional[Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]]] = None,
+               strips: Optional[Tuple[RowStrip, RowStrip]] = None) -> _Tile:
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
     one thread when given, side by side with the after image). ``drop_blocks`` (see
     :func:`_block_dropping`): when the thread then drops the blocks GDAL decoded for ``pair``.
     ``into(position)``: the (before, after) arrays to normalise into (slots of a batch,
-    :class:`~deepcl_core.batches.BatchSlots`)."""
+    :class:`~deepcl_core.batches.BatchSlots`). ``strips``: the images' :class:`RowStrip` to cut the
+    tile from (tiles in row order), instead of reading its window from ``pair``."""
     x, y = position
     out_before, out_after = into(position) if into is not None else (None, None)
-    read_before = partial(_read_normalised, pair.before, pair.bands_before, stretches[0], bundle, tiles, x, y, "before",
-                          out_before)
+    windows = ((strips[0].window, strips[1].window) if strips is not None else
+               (partial(read_window, pair.before, pair.bands_before, role="before", keep_integers=True),
+                partial(read_window, pair.after, pair.bands_after, role="after", keep_integers=True)))
+    read_before = partial(_read_normalised, windows[0], stretches[0], bundle, tiles, x, y, out_before)
     future = helper.submit(read_before) if helper is not None else None
-    after, valid_a = _read_normalised(pair.after, pair.bands_after, stretches[1], bundle, tiles, x, y, "after",
-                                      out_after)
+    after, valid_a = _read_normalised(windows[1], stretches[1], bundle, tiles, x, y, out_after)
     before, valid_b = future.result() if future is not None else read_before()
     valid = valid_b & valid_a
     if not valid.all():  # each image was normalised with its own mask: both get the pair's
@@ -412,7 +422,9 @@ def _block_dropping(pair: _Pair, threads: int) -> BlockDropping:
     default 5 % of the RAM): after every tile when several threads read (their handles are not
     shared, so no neighbour reuses them); never when the whole pair decoded fits in
     :data:`KEEP_DECODED_BYTES`, so the blocks the statistics decoded, and those two tile rows
-    share, are decoded once; else after each tile row, so memory does not grow with the image."""
+    share, are decoded once; else after each tile row, so memory does not grow with the image (in
+    turn with the network: after each read of a :class:`RowStrip`, whose rows of blocks are then
+    decoded once however the blocks lie against the tile rows)."""
     if threads > 1:
         return BlockDropping.AFTER_EACH_TILE
     return BlockDropping.NEVER if _decoded_bytes(pair) <= KEEP_DECODED_BYTES else BlockDropping.AFTER_EACH_ROW
@@ -425,10 +437,12 @@ def _decoded_bytes(pair: _Pair) -> int:
                for d in pair.datasets())
 
 
-def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: ImageStretch, bundle: ModelBundle,
-                     tiles: TileGrid, x: int, y: int, role: str,
+def _read_normalised(window: Callable[[int, int, int, int], Tuple[np.ndarray, np.ndarray]], stretch: ImageStretch,
+                     bundle: ModelBundle, tiles: TileGrid, x: int, y: int,
                      out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    pixels, valid = read_window(dataset, bands, x, y, tiles.tile_width, tiles.tile_height, role, keep_integers=True)
+    """The tile at (x, y) of one image, normalised; ``window(x, y, width, height)`` gives its pixels
+    (integers kept) and validity."""
+    pixels, valid = window(x, y, tiles.tile_width, tiles.tile_height)
     return normalize(pixels, stretch, bundle.normalization, valid, out), valid
 
 

@@ -267,15 +267,19 @@ _SMALL_INTEGER_TYPES = {gdal.GDT_Byte: np.uint8, gdal.GDT_UInt16: np.uint16, gda
 
 
 def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, width: int, height: int,
-                role: str, keep_integers: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+                role: str, keep_integers: bool = False,
+                out: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
     """Pixels (bands, h, w) and validity (h, w) bool for one window. A pixel is valid when every
     chosen band has data there (GDAL mask: nodata value, alpha or mask band) and every value is
     finite. Pixels come as float32, or with ``keep_integers`` in the bands' own type when they all
-    hold the same integers of up to 16 bits (exact in float32 later; GDAL skips a conversion)."""
-    types = {dataset.GetRasterBand(index).DataType for index in bands}
-    dtype = _SMALL_INTEGER_TYPES.get(types.pop()) if keep_integers and len(types) == 1 else None
-    pixels = np.empty((len(bands), height, width), dtype or np.float32)
-    valid = np.ones((height, width), bool)
+    hold the same integers of up to 16 bits (exact in float32 later; GDAL skips a conversion).
+    ``out``: arrays of those shapes and of :func:`window_dtype`'s type to read into."""
+    if out is None:
+        pixels = np.empty((len(bands), height, width), window_dtype(dataset, bands, keep_integers))
+        valid = np.ones((height, width), bool)
+    else:
+        pixels, valid = out
+        valid.fill(True)
     alpha_used = floating = False
     with collect_gdal_errors() as errors:
         for i, index in enumerate(bands):
@@ -296,6 +300,13 @@ def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, wid
     return pixels, valid
 
 
+def window_dtype(dataset: gdal.Dataset, bands: Sequence[int], keep_integers: bool) -> np.dtype:
+    """The type :func:`read_window` gives the pixels of ``bands``."""
+    types = {dataset.GetRasterBand(index).DataType for index in bands}
+    small = _SMALL_INTEGER_TYPES.get(types.pop()) if keep_integers and len(types) == 1 else None
+    return np.dtype(small or np.float32)
+
+
 def _alpha_band(dataset: gdal.Dataset) -> Optional[gdal.Band]:
     """The last band when it is an alpha band. GDAL derives band masks from alpha only for 2- and
     4-band datasets, so e.g. a 4-band image warped with an alpha band (5 bands) needs this."""
@@ -313,6 +324,11 @@ def _read_mask(band: gdal.Band, x: int, y: int, width: int, height: int, role: s
     return mask > 0
 
 
+# Block pixels the statistics' sample may decode: 64 blocks of 512² (GeoTIFF tiles of 256² or 512²
+# keep 64 windows of 128²; JPEG 2000 blocks of 1024² get 16 windows of 256², the same pixels).
+SAMPLE_DECODED_PIXELS = 64 * 512 * 512
+
+
 def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side: int = 1024,
                 windows_per_side: int = 8, window: int = 128) -> Tuple[np.ndarray, np.ndarray]:
     """A sample of the image for its statistics: the whole image when small, else a regular grid
@@ -323,13 +339,29 @@ def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side
     if width <= max_side and height <= max_side:
         pixels, valid = read_window(dataset, bands, 0, 0, width, height, role, keep_integers=True)
         return pixels.reshape(len(bands), 1, -1), valid.reshape(1, -1)
-    w, h = min(window, width), min(window, height)
+    block = tuple(dataset.GetRasterBand(bands[0]).GetBlockSize())
+    per_side = windows_per_side
+    # Each window decodes the blocks it touches whole: with large blocks (JPEG 2000's are often
+    # 1024²) 64 windows decoded the whole image. Fewer, larger windows sample as many pixels.
+    while per_side > 1 and _decoded_pixels(width, height, window * windows_per_side // per_side, block,
+                                           per_side) > SAMPLE_DECODED_PIXELS:
+        per_side //= 2
+    w, h = (min(window * windows_per_side // per_side, side) for side in (width, height))
     pieces, masks = [], []
-    for x, y in sample_windows(width, height, w, h, dataset.GetRasterBand(bands[0]).GetBlockSize(), windows_per_side):
+    for x, y in sample_windows(width, height, w, h, block, per_side):
         pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
         pieces.append(pixels.reshape(len(bands), -1))
         masks.append(valid.reshape(-1))
     return np.concatenate(pieces, axis=1)[:, None, :], np.concatenate(masks)[None, :]
+
+
+def _decoded_pixels(width: int, height: int, window: int, block: Tuple[int, int], per_side: int) -> int:
+    """Pixels of the blocks that ``per_side``² sample windows of ``window``² touch."""
+    w, h = min(window, width), min(window, height)
+    touched = {(bx, by) for x, y in sample_windows(width, height, w, h, block, per_side)
+               for bx in range(x // block[0], (x + w - 1) // block[0] + 1)
+               for by in range(y // block[1], (y + h - 1) // block[1] + 1)}
+    return len(touched) * block[0] * block[1]
 
 
 def sample_windows(width: int, height: int, window_width: int, window_height: int, block: Tuple[int, int],

@@ -33,3 +33,16 @@ def test_a_row_keeps_the_median_run_with_the_spread_of_its_repeats():
         "| 2,048² | cpu | network alone (compute bound) | 9 | 2.2 (2.1-2.5) | 1.900 | – | – | – | 640 |")
     alike = median_record([dict(r, seconds=2.21 + i / 1000) for i, r in enumerate(repeats)])
     assert "| 2.2 |" in table([dict(alike, size=2048, device="cpu", run="compute", megapixels_per_s=1.9)])
+
+
+def test_the_jpeg2000_benchmark_reports_both_formats(tmp_path, capsys):
+    """``python -m benchmarks.jpeg2000`` on a small pair: its JPEG 2000 copy is made and both rows
+    are printed with their figures."""
+    from benchmarks import jpeg2000
+
+    assert jpeg2000.main(["--size", "512", "--rounds", "1", "--cache", str(tmp_path)]) == 0
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| GeoTIFF", "| JPEG 2000"))]
+    assert len(rows) == 2 and (tmp_path / "before_512.jp2").is_file()
+    for row in rows:
+        decoding, io_alone, statistics = (float(cell) for cell in row.strip("|").split("|")[1:])
+        assert io_alone > 0 and decoding >= 0 and 0 <= statistics < io_alone  # 0.00 s possible at this size

@@ -6,6 +6,7 @@ import pytest
 from osgeo import gdal
 
 from deepcl_core.normalization import ImageStretch, NormalizationSpec, normalize, percentiles
+from deepcl_core import raster_io
 from deepcl_core.raster_io import align_after_to_before, open_raster, read_sample, read_window, sample_windows
 
 
@@ -130,3 +131,25 @@ def test_sample_of_a_tiled_file_decodes_one_block_per_window(data_dir, tmp_path)
     expected = np.concatenate([image[:, y:y + 24, x:x + 24].reshape(3, -1) for x, y in corners], axis=1)
     np.testing.assert_array_equal(sample[:, 0, :], expected)
     assert valid.all()
+
+
+def test_sample_of_a_file_of_large_blocks_decodes_fewer_of_them(data_dir, tmp_path, monkeypatch):
+    """Blocks large against the windows (JPEG 2000's 1024² against 128²) would each be decoded whole
+    for one window: fewer, larger windows then sample as many pixels within the decoding budget.
+    Here a real image in 64² tiles, 8 × 8 windows of 16² asked for, and a budget of 4 blocks."""
+    path = tmp_path / "tiled.tif"
+    gdal.Translate(str(path), str(data_dir / "sztaki" / "archieve" / "before.png"),
+                   creationOptions=["TILED=YES", "BLOCKXSIZE=64", "BLOCKYSIZE=64"])
+    monkeypatch.setattr(raster_io, "SAMPLE_DECODED_PIXELS", 4 * 64 * 64)
+    previous = gdal.GetCacheMax()
+    gdal.SetCacheMax(256 * 1024 * 1024)  # room for every block read
+    try:
+        dataset = open_raster(path, "image")
+        _, one_block = _decoded_by(lambda: read_window(dataset, [1, 2, 3], 0, 0, 64, 64, "image"))
+        dataset = open_raster(path, "image")  # a fresh handle: nothing of it decoded yet
+        (sample, valid), decoded = _decoded_by(lambda: read_sample(dataset, [1, 2, 3], "image", max_side=256,
+                                                                   windows_per_side=8, window=16))
+    finally:
+        gdal.SetCacheMax(previous)
+    assert 0 < decoded <= 4 * one_block
+    assert sample.shape == (3, 1, 8 * 8 * 16 * 16) and valid.shape == (1, 8 * 8 * 16 * 16)
