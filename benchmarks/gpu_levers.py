@@ -9,8 +9,8 @@ Variants: detection as it is; blending in a host thread instead of on the GPU; t
 and written where they are blended instead of in a thread of their own; freed memory handed back at
 once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it reads the
 next; the tiles copied into each batch by the main thread; the files compressed in 16 threads; the
-float maps with the floating-point predictor and the statistics' windows across block edges, as
-before; Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
+float maps with the floating-point predictor, the statistics' windows across block edges and each
+tile's window read on its own (not cut from rows of blocks shared by the reader threads), as before; Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
 replayed as a CUDA graph (one launch per batch instead of hundreds); and the I/O alone (the network
 replaced by a stand-in that costs nothing) with several thread counts and the two "before"
 variants. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
@@ -131,6 +131,19 @@ def graphed_run_network() -> Callable:
     return run
 
 
+def windows_of_each_tile(shared, pair):
+    """``detect._shared_windows`` as before the shared strips: each reader thread reads its tile's
+    window through its own handles and drops their decoded blocks after it."""
+    def window(dataset, bands, role, x, y, width, height):
+        try:
+            return raster_io.read_window(dataset, bands, x, y, width, height, role, keep_integers=True)
+        finally:
+            for each in pair.datasets():
+                each.FlushCache()
+    return (partial(window, pair.before, pair.bands_before, "before"),
+            partial(window, pair.after, pair.bands_after, "after"))
+
+
 def compressing_in(threads: int) -> Callable:
     """Output files compressed by GDAL in ``threads`` threads, whatever detection asks."""
     def raster_outputs(specs, grid, compression_threads: int, compression: str):
@@ -182,6 +195,8 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
         "now": (None, ExitStack),
         "float maps with the floating-point predictor (before)": (None, float_predictor),
         "statistics' windows across block edges (before)": (None, windows_across_blocks),
+        "each tile's window read on its own, not cut from shared rows of blocks (before)": (
+            None, lambda: mock.patch.object(detect, "_shared_windows", windows_of_each_tile)),
         "blending on the host": (None, lambda: mock.patch.object(detect, "BLEND_ON_DEVICE", False)),
         "files compressed in 16 threads": (None, compressing_in(16)),
         "GPU waited for after each batch": (
@@ -202,6 +217,8 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
         "I/O alone, 16 I/O threads": (16, io_alone),
         "I/O alone, float maps with the floating-point predictor (before)": (None, combined(io_alone, float_predictor)),
         "I/O alone, statistics' windows across block edges (before)": (None, combined(io_alone, windows_across_blocks)),
+        "I/O alone, each tile's window read on its own (before)": (None, combined(io_alone, lambda: mock.patch.object(
+            detect, "_shared_windows", windows_of_each_tile))),
     }
 
 

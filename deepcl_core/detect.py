@@ -9,7 +9,6 @@ import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from enum import Enum
 from functools import partial
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -35,8 +34,8 @@ from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NO
                       check_output_name, check_output_paths)
 from .pending import Pending
 from .polygons import write_change_polygons
-from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample, read_window
-from .row_strips import RowStrip
+from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample
+from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
 from .tiling import RowBlender, TileGrid
 from .write_behind import WriteBehind
@@ -44,7 +43,7 @@ from .write_behind import WriteBehind
 LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
 MAX_INPUT_SCALE = 4  # each step costs its square in network time; 3× already did worse than 2× (nantes)
-# Inputs whose decoded pixels fit this stay in GDAL's cache for the whole run (_block_dropping), so
+# Inputs whose decoded pixels fit this stay in GDAL's cache for the whole run (_keeps_decoded), so
 # each block is decoded once (a 2,048² RGB pair is 25 MB decoded). End-to-end A/B: `python -m
 # benchmarks.pipeline_levers --size 2048 --tiles "" --only now`.
 KEEP_DECODED_BYTES = 64 * 1024 * 1024
@@ -58,15 +57,9 @@ FILE_WRITE_DEPTH = 1
 BLEND_ON_DEVICE = True
 
 
-class BlockDropping(Enum):
-    """When a reader thread drops the blocks GDAL decoded for its handles (:func:`_block_dropping`)."""
-
-    AFTER_EACH_TILE = "tile"
-    AFTER_EACH_ROW = "row"  # after a row's last tile
-    NEVER = "never"
-
-
 ProgressCallback = Callable[[float, str], None]
+# (x, y, width, height) → pixels (bands, height, width) and validity (height, width) of one image
+WindowReader = Callable[[int, int, int, int], Tuple[np.ndarray, np.ndarray]]
 Blender = Union[RowBlender, DeviceRowBlender]
 CancelCallback = Callable[[], bool]
 
@@ -256,8 +249,12 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         columns = len(tiles.columns())
         read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, into=slots.slot)
         if in_background:
+            # Each reader thread reads with handles of its own; a row of blocks is read by the first
+            # thread that needs it, and let go once every tile above it is taken (below).
+            shared = (SharedRowStrip(pair.before, pair.bands_before, "before", decode_threads=threads),
+                      SharedRowStrip(pair.after, pair.bands_after, "after", decode_threads=threads))
             reader: Iterator[_Tile] = stack.enter_context(TileReader(
-                partial(read, drop_blocks=_block_dropping(pair, threads)), tiles.positions(), pair,
+                partial(read, windows=partial(_shared_windows, shared)), tiles.positions(), pair,
                 partial(_open_pair, before, after, options, bundle, pair.window), threads, depth=2 * batch_size))
             # Blending runs behind the network in one thread, in order (on the GPU: queued by this
             # thread), and finishing, compressing and writing the rows behind the blending in another:
@@ -270,17 +267,19 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
                       if threads > 1 else None)
             # Tiles come in row order from one handle per image: cut from strips of whole rows of
             # blocks, each decoded once, which drop GDAL's copy unless the pair stays decoded.
-            drop = _block_dropping(pair, threads=1) is not BlockDropping.NEVER
-            strips = (RowStrip(pair.before, pair.bands_before, "before", [pair.before] if drop else []),
-                      RowStrip(pair.after, pair.bands_after, "after",
-                               list({id(d): d for d in (pair.after, pair.after_source)}.values()) if drop else []))
-            reader = (read(pair, position, drop_blocks=BlockDropping.NEVER, helper=helper, strips=strips)
+            drop = not _keeps_decoded(pair)
+            strips = (RowStrip(pair.before, pair.bands_before, "before", [pair.before] if drop else [], threads),
+                      RowStrip(pair.after, pair.bands_after, "after", pair.after_datasets() if drop else [], threads))
+            shared = ()
+            reader = (read(pair, position, windows=lambda _: (strips[0].window, strips[1].window), helper=helper)
                       for position in tiles.positions())
             files = behind = stack.enter_context(WriteBehind(0))
         for index, (row_index, positions) in enumerate(plan):
             if is_cancelled():
                 raise Cancelled()
             batch = [next(reader) for _ in positions]
+            for strip in shared:  # every tile up to this one is read: rows above it are needed no more
+                strip.let_go_above(batch[-1].y)
             # On CUDA this returns once the GPU has the batch's inputs, while it still computes: the
             # next batch is read meanwhile, and the maps stay there to be blended.
             predictions = _predict_batch(network, batch, slots.take(index), device, outputs.distance is not None,
@@ -366,7 +365,11 @@ class _Pair:
 
     def datasets(self) -> List[gdal.Dataset]:
         """Each dataset once (``after`` is ``after_source`` when no warping was needed)."""
-        return list({id(d): d for d in (self.before, self.after, self.after_source)}.values())
+        return [self.before, *self.after_datasets()]
+
+    def after_datasets(self) -> List[gdal.Dataset]:
+        """The after image on the before grid, and the file it warps when it is warped."""
+        return [self.after] if self.after is self.after_source else [self.after, self.after_source]
 
 
 def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBundle,
@@ -387,47 +390,41 @@ def _window_text(window: Optional[Window]) -> str:
 
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
-               bundle: ModelBundle, drop_blocks: BlockDropping, helper: Optional[Executor] = None,
-               into: Optional[Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]]] = None,
-               strips: Optional[Tuple[RowStrip, RowStrip]] = None) -> _Tile:
+               bundle: ModelBundle, windows: Callable[[_Pair], Tuple[WindowReader, WindowReader]],
+               helper: Optional[Executor] = None,
+               into: Optional[Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]]] = None) -> _Tile:
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
-    one thread when given, side by side with the after image). ``drop_blocks`` (see
-    :func:`_block_dropping`): when the thread then drops the blocks GDAL decoded for ``pair``.
-    ``into(position)``: the (before, after) arrays to normalise into (slots of a batch,
-    :class:`~deepcl_core.batches.BatchSlots`). ``strips``: the images' :class:`RowStrip` to cut the
-    tile from (tiles in row order), instead of reading its window from ``pair``."""
+    one thread when given, side by side with the after image). ``windows(pair)``: the functions
+    that give a window of the before and of the after image (strips of whole rows of blocks,
+    :mod:`~deepcl_core.row_strips`). ``into(position)``: the (before, after) arrays to normalise
+    into (slots of a batch, :class:`~deepcl_core.batches.BatchSlots`)."""
     x, y = position
     out_before, out_after = into(position) if into is not None else (None, None)
-    windows = ((strips[0].window, strips[1].window) if strips is not None else
-               (partial(read_window, pair.before, pair.bands_before, role="before", keep_integers=True),
-                partial(read_window, pair.after, pair.bands_after, role="after", keep_integers=True)))
-    read_before = partial(_read_normalised, windows[0], stretches[0], bundle, tiles, x, y, out_before)
+    window_before, window_after = windows(pair)
+    read_before = partial(_read_normalised, window_before, stretches[0], bundle, tiles, x, y, out_before)
     future = helper.submit(read_before) if helper is not None else None
-    after, valid_a = _read_normalised(windows[1], stretches[1], bundle, tiles, x, y, out_after)
+    after, valid_a = _read_normalised(window_after, stretches[1], bundle, tiles, x, y, out_after)
     before, valid_b = future.result() if future is not None else read_before()
     valid = valid_b & valid_a
     if not valid.all():  # each image was normalised with its own mask: both get the pair's
         for image in (before, after):
             np.copyto(image, 0.0, where=~valid)
-    tile = _Tile(x, y, before, after, valid)
-    if drop_blocks is BlockDropping.AFTER_EACH_TILE or (drop_blocks is BlockDropping.AFTER_EACH_ROW
-                                                         and x == tiles.columns()[-1]):
-        for dataset in pair.datasets():
-            dataset.FlushCache()
-    return tile
+    return _Tile(x, y, before, after, valid)
 
 
-def _block_dropping(pair: _Pair, threads: int) -> BlockDropping:
-    """When a reader drops the blocks GDAL decoded (GDAL's cache keeps them up to GDAL_CACHEMAX, by
-    default 5 % of the RAM): after every tile when several threads read (their handles are not
-    shared, so no neighbour reuses them); never when the whole pair decoded fits in
-    :data:`KEEP_DECODED_BYTES`, so the blocks the statistics decoded, and those two tile rows
-    share, are decoded once; else after each tile row, so memory does not grow with the image (in
-    turn with the network: after each read of a :class:`RowStrip`, whose rows of blocks are then
-    decoded once however the blocks lie against the tile rows)."""
-    if threads > 1:
-        return BlockDropping.AFTER_EACH_TILE
-    return BlockDropping.NEVER if _decoded_bytes(pair) <= KEEP_DECODED_BYTES else BlockDropping.AFTER_EACH_ROW
+def _shared_windows(shared: Tuple[SharedRowStrip, SharedRowStrip], pair: _Pair) -> Tuple[WindowReader, WindowReader]:
+    """Windows of the shared strips, read through a reader thread's own handles ``pair``, whose
+    GDAL cache is dropped after each row of blocks (no other thread reads through them)."""
+    return (partial(shared[0].window, pair.before, [pair.before]),
+            partial(shared[1].window, pair.after, pair.after_datasets()))
+
+
+def _keeps_decoded(pair: _Pair) -> bool:
+    """Whether GDAL keeps every block it decodes for ``pair`` in its cache (up to GDAL_CACHEMAX, by
+    default 5 % of the RAM) for the whole run, reading in turn: when the whole pair decoded fits in
+    :data:`KEEP_DECODED_BYTES`, so the blocks the statistics decoded serve the tiles too; larger
+    pairs drop them after each read of a :class:`RowStrip`, so memory does not grow with the image."""
+    return _decoded_bytes(pair) <= KEEP_DECODED_BYTES
 
 
 def _decoded_bytes(pair: _Pair) -> int:
@@ -437,7 +434,7 @@ def _decoded_bytes(pair: _Pair) -> int:
                for d in pair.datasets())
 
 
-def _read_normalised(window: Callable[[int, int, int, int], Tuple[np.ndarray, np.ndarray]], stretch: ImageStretch,
+def _read_normalised(window: WindowReader, stretch: ImageStretch,
                      bundle: ModelBundle, tiles: TileGrid, x: int, y: int,
                      out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
     """The tile at (x, y) of one image, normalised; ``window(x, y, width, height)`` gives its pixels

@@ -7,11 +7,14 @@ memory flat. A strip reads whole rows of blocks, top to bottom, once, into one b
 the rows that later tiles still need."""
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+import threading
+from concurrent.futures import Future
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
 
+from .gdal_utils import thread_config
 from .raster_io import read_window, window_dtype
 
 
@@ -20,12 +23,13 @@ class RowStrip:
     integers kept) for a reader that asks for them row by row, never above an earlier window's top,
     all of one height. ``drop_blocks``: datasets whose GDAL cache is dropped after each read (the
     image, and the file behind it when it is warped), so memory does not grow with the image; empty
-    when the whole pair stays decoded (small images)."""
+    when the whole pair stays decoded (small images). ``decode_threads``: GDAL's threads for the
+    blocks of one read (:func:`read_rows`)."""
 
     def __init__(self, dataset: gdal.Dataset, bands: Sequence[int], role: str,
-                 drop_blocks: Sequence[gdal.Dataset] = ()) -> None:
+                 drop_blocks: Sequence[gdal.Dataset] = (), decode_threads: int = 1) -> None:
         self.dataset, self.bands, self.role = dataset, tuple(bands), role
-        self.drop_blocks = tuple(drop_blocks)
+        self.drop_blocks, self.decode_threads = tuple(drop_blocks), decode_threads
         self.block_rows = max(1, dataset.GetRasterBand(self.bands[0]).GetBlockSize()[1])
         self.top = 0  # image row of the buffer's first row
         self.rows = 0  # rows of the buffer that hold image rows
@@ -68,8 +72,83 @@ class RowStrip:
         end = min(self.dataset.RasterYSize, -(-needed // self.block_rows) * self.block_rows,
                   self.top + self._valid.shape[0])
         rows = slice(self.rows, self.rows + end - start)
-        read_window(self.dataset, self.bands, 0, start, self.dataset.RasterXSize, end - start, self.role,
-                    keep_integers=True, out=(self._pixels[:, rows], self._valid[rows]))
-        for dataset in self.drop_blocks:  # every block of those rows is in the strip now
-            dataset.FlushCache()
+        read_rows(self.dataset, self.bands, start, end - start, self.role, self.drop_blocks, self.decode_threads,
+                  out=(self._pixels[:, rows], self._valid[rows]))
         self.rows += end - start
+
+
+class SharedRowStrip:
+    """Rows of one image for several reader threads (beside a GPU), each row of blocks read once:
+    by the first thread whose tile needs it, with that thread's own handle (GDAL datasets are not
+    shared between threads), while other threads read other rows. Windows are copies, so a thread
+    normalises its tile while the rows above are let go: :meth:`let_go_above`, called by the
+    consumer, who takes tiles in order, once every tile above a row has been taken."""
+
+    def __init__(self, dataset: gdal.Dataset, bands: Sequence[int], role: str, decode_threads: int = 1) -> None:
+        """``dataset``: any handle of the image (its size and blocks; windows are read through each
+        thread's own). ``decode_threads``: GDAL's threads for the blocks of one row of blocks."""
+        self.width, self.height = dataset.RasterXSize, dataset.RasterYSize
+        self.block_rows = max(1, dataset.GetRasterBand(bands[0]).GetBlockSize()[1])
+        self.bands, self.role, self.decode_threads = tuple(bands), role, decode_threads
+        self._lock = threading.Lock()
+        self._rows: Dict[int, Future] = {}  # row of blocks → Future of its (pixels, valid)
+
+    def window(self, dataset: gdal.Dataset, drop_blocks: Sequence[gdal.Dataset], x: int, y: int, width: int,
+               height: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Pixels (bands, height, width) and validity (height, width) of a window, read through
+        ``dataset`` (the calling thread's handle; ``drop_blocks``: its datasets whose GDAL cache is
+        dropped after each row of blocks it reads)."""
+        needed = range(y // self.block_rows, (y + height - 1) // self.block_rows + 1)
+        with self._lock:
+            mine = [index for index in needed if index not in self._rows]
+            for index in mine:
+                self._rows[index] = Future()
+            rows = {index: self._rows[index] for index in needed}
+        for position, index in enumerate(mine):
+            try:
+                self._read(index, dataset, drop_blocks, rows[index])
+            except BaseException as exc:  # rows this thread took on and will not read: their waiters fail too
+                for left in mine[position + 1:]:
+                    rows[left].set_exception(exc)
+                raise
+        pixels = valid = None
+        for index, row in rows.items():
+            row_pixels, row_valid = row.result()
+            if pixels is None:
+                pixels = np.empty((len(self.bands), height, width), row_pixels.dtype)
+                valid = np.empty((height, width), bool)
+            start = index * self.block_rows
+            first, end = max(y, start), min(y + height, start + row_valid.shape[0])
+            pixels[:, first - y:end - y] = row_pixels[:, first - start:end - start, x:x + width]
+            valid[first - y:end - y] = row_valid[first - start:end - start, x:x + width]
+        return pixels, valid
+
+    def _read(self, index: int, dataset: gdal.Dataset, drop_blocks: Sequence[gdal.Dataset], row: Future) -> None:
+        start = index * self.block_rows
+        try:
+            row.set_result(read_rows(dataset, self.bands, start, min(self.block_rows, self.height - start), self.role,
+                                     drop_blocks, self.decode_threads))
+        except BaseException as exc:  # the threads waiting for this row get the error too
+            row.set_exception(exc)
+            raise
+
+    def let_go_above(self, y: int) -> None:
+        """Forget the rows of blocks that lie wholly above image row ``y``."""
+        with self._lock:
+            for index in [i for i in self._rows if (i + 1) * self.block_rows <= y]:
+                del self._rows[index]
+
+
+def read_rows(dataset: gdal.Dataset, bands: Sequence[int], start: int, count: int, role: str,
+              drop_blocks: Sequence[gdal.Dataset], decode_threads: int,
+              out: Optional[Tuple[np.ndarray, np.ndarray]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """``count`` whole rows from ``start`` (:func:`~deepcl_core.raster_io.read_window`, integers
+    kept), their blocks decoded in ``decode_threads`` threads (GDAL decodes the blocks of one read
+    side by side: GeoTIFF from GDAL 3.6, JPEG 2000 on every core by default), then GDAL's copy of
+    ``drop_blocks`` dropped: every block of those rows is read."""
+    try:
+        with thread_config({"GDAL_NUM_THREADS": str(max(1, decode_threads))}):
+            return read_window(dataset, bands, 0, start, dataset.RasterXSize, count, role, keep_integers=True, out=out)
+    finally:
+        for each in drop_blocks:
+            each.FlushCache()

@@ -17,8 +17,8 @@ import torch
 from osgeo import gdal, ogr, osr
 
 from deepcl_core import detect, network_on_tiles
-from deepcl_core.detect import (KEEP_DECODED_BYTES, BlockDropping, DetectOptions, DetectOutputs, _block_dropping,
-                                _decoded_bytes, _image_stretch, _open_pair, _read_tile, detect_changes)
+from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs, _decoded_bytes, _keeps_decoded,
+                                _open_pair, detect_changes)
 from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputError
 from deepcl_core.model import inference
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
@@ -776,35 +776,24 @@ def test_deflate_outputs_hold_the_same_values(oscd_run, tiny_model, tmp_path):
 
 
 def test_readers_keep_the_decoded_blocks_of_small_inputs_only(oscd_mismatch_pair, tiny_model, tmp_path):
-    """GDAL's decoded blocks stay cached for the whole run when the pair fits KEEP_DECODED_BYTES (the
-    statistics' reading then serves the tiles too); larger inputs drop them after each tile row,
-    several reader threads after each tile."""
+    """Reading in turn, GDAL's decoded blocks stay cached for the whole run when the pair fits
+    KEEP_DECODED_BYTES (the statistics' reading then serves the tiles too); larger inputs drop them
+    after each read of a strip (tests/test_row_strips.py)."""
     pair = _open_pair(*oscd_mismatch_pair, DetectOptions(), tiny_model)
     assert pair.after is not pair.after_source  # warped: three datasets, each decodes its own blocks
+    assert pair.after_datasets() == [pair.after, pair.after_source] and len(pair.datasets()) == 3
     expected = sum(d.RasterXSize * d.RasterYSize * d.RasterCount * 2 for d in pair.datasets())  # UInt16
     assert _decoded_bytes(pair) == expected < KEEP_DECODED_BYTES
-    assert _block_dropping(pair, threads=1) is BlockDropping.NEVER
-    assert _block_dropping(pair, threads=2) is BlockDropping.AFTER_EACH_TILE
-
-    tiles = TileGrid(pair.before.RasterXSize, pair.before.RasterYSize, 128, 32)
-    stretches = (_image_stretch(pair.before, pair.bands_before, tiny_model, "before"),
-                 _image_stretch(pair.after, pair.bands_after, tiny_model, "after"))
-    for dataset in pair.datasets():
-        dataset.FlushCache()
-    cached = gdal.GetCacheUsed()
-    last = list(tiles.positions())[-1]  # the last tile of its row
-    _read_tile(pair, last, tiles, stretches, tiny_model, drop_blocks=BlockDropping.NEVER)
-    assert gdal.GetCacheUsed() > cached
-    _read_tile(pair, last, tiles, stretches, tiny_model, drop_blocks=BlockDropping.AFTER_EACH_ROW)
-    assert gdal.GetCacheUsed() == cached
+    assert _keeps_decoded(pair)
 
     side = 4096  # 3 bands of 8 bits: 2 × 48 MiB decoded; sparse files (no block written)
     large = [tmp_path / f"{name}.tif" for name in ("before", "after")]
     for path in large:
         gdal.GetDriverByName("GTiff").Create(str(path), side, side, 3, gdal.GDT_Byte, ["TILED=YES", "SPARSE_OK=TRUE"])
     large_pair = _open_pair(*large, DetectOptions(), tiny_model)
+    assert large_pair.after_datasets() == [large_pair.after]  # one grid: nothing warped
     assert _decoded_bytes(large_pair) == 2 * 3 * side * side > KEEP_DECODED_BYTES
-    assert _block_dropping(large_pair, threads=1) is BlockDropping.AFTER_EACH_ROW
+    assert not _keeps_decoded(large_pair)
 
 
 def batches_seen(monkeypatch) -> List[Tuple[int, bool]]:

@@ -1,7 +1,11 @@
-"""Tiles cut from strips of whole rows of blocks (detection reading in turn with the network): the
-windows GDAL would give, every row of the file read once, GDAL's copy dropped when asked."""
+"""Tiles cut from strips of whole rows of blocks, read in turn with the network (RowStrip) or by
+several reader threads (SharedRowStrip): the windows GDAL would give, every row of the file read
+once, GDAL's copy dropped when asked, errors passed on."""
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import List, Tuple
 
@@ -11,7 +15,8 @@ from osgeo import gdal
 
 from deepcl_core import row_strips
 from deepcl_core.raster_io import align_after_to_before, open_raster, read_window
-from deepcl_core.row_strips import RowStrip
+from deepcl_core.errors import InputError
+from deepcl_core.row_strips import RowStrip, SharedRowStrip
 from deepcl_core.tiling import TileGrid
 
 
@@ -82,3 +87,56 @@ def test_windows_above_the_rows_let_go_are_refused(levir_pair):
     strip.window(0, 100, 64, 64)
     with pytest.raises(ValueError, match="row order"):
         strip.window(0, 50, 64, 64)
+
+
+def test_shared_rows_give_each_thread_its_windows_and_are_read_once(data_dir, tmp_path, monkeypatch):
+    """Four reader threads, each with its own handle, read the tiles of a real image in 48² blocks
+    in order, as beside a GPU: each gets exactly the windows GDAL gives, every row of blocks is read
+    once, and rows above a taken tile are let go."""
+    path = tiled_copy(data_dir / "sztaki" / "archieve" / "before.png", tmp_path / "tiled.tif", 48)
+    first = open_raster(path, "before")
+    reads = rows_read(monkeypatch)
+    strip = SharedRowStrip(first, [1, 2, 3], "before")
+    tiles = TileGrid(first.RasterXSize, first.RasterYSize, 40, 8)
+    handles = threading.local()
+
+    def read(position):
+        if not hasattr(handles, "dataset"):
+            handles.dataset = open_raster(path, "before")
+        return strip.window(handles.dataset, [handles.dataset], *position, tiles.tile_width, tiles.tile_height)
+    positions = list(tiles.positions())
+    with ThreadPoolExecutor(4) as pool:
+        for (x, y), (pixels, valid) in zip(positions, pool.map(read, positions)):
+            expected, expected_valid = read_window(first, [1, 2, 3], x, y, tiles.tile_width, tiles.tile_height,
+                                                   "before", keep_integers=True)
+            np.testing.assert_array_equal(pixels, expected)
+            np.testing.assert_array_equal(valid, expected_valid)
+    assert sorted(reads) == [(start, min(start + 48, first.RasterYSize)) for start in range(0, first.RasterYSize, 48)]
+    strip.let_go_above(700)
+    assert sorted(strip._rows) == list(range(700 // 48, -(-first.RasterYSize // 48)))  # rows of blocks from 672
+
+
+def test_a_failed_read_reaches_every_thread_waiting_for_its_row(levir_pair, monkeypatch):
+    """A row of blocks that cannot be read fails the tile of the thread that read it and those of
+    the threads waiting for the rows it had taken on (a PNG's blocks are single rows: the first
+    thread takes rows 0-63, fails on row 0; the second waits for rows 1-63), instead of leaving
+    them waiting."""
+    started = threading.Event()
+
+    def failing(*args, **kwargs):
+        started.set()
+        time.sleep(0.2)  # the other thread asks for the row meanwhile
+        raise InputError("cannot read the before image at pixel (0, 0): damaged")
+    monkeypatch.setattr(row_strips, "read_window", failing)
+    strip = SharedRowStrip(open_raster(levir_pair[0], "before"), [1, 2, 3], "before")
+    handles = [open_raster(levir_pair[0], "before") for _ in range(2)]
+    with ThreadPoolExecutor(2) as pool:
+        reading = pool.submit(strip.window, handles[0], [], 0, 0, 64, 64)
+        started.wait(5)
+        waiting = pool.submit(strip.window, handles[1], [], 64, 1, 64, 63)
+        for future in (reading, waiting):
+            with pytest.raises(InputError, match="damaged"):
+                future.result(timeout=10)
+    assert waiting.exception() is reading.exception()
+    # The error's traceback holds this test's frame and the handles: let go now, not after GDAL at exit.
+    reading.exception().__traceback__ = None
