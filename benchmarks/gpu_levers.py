@@ -5,17 +5,18 @@ GPU) spends its time.
 
     python -m benchmarks.gpu_levers [--size 8192] [--rounds 2] [--only "now,graph"]
 
-Variants: detection as it is; blending in a host thread instead of on the GPU; the rows finished
-and written where they are blended instead of in a thread of their own; freed memory handed back at
-once (``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it reads the
-next; the tiles copied into each batch by the main thread; the files compressed in 16 threads; the
-float maps with the floating-point predictor, the statistics' windows across block edges and each
-tile's window read on its own (not cut from rows of blocks shared by the reader threads), as before; Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
+Variants: detection as it is; blending in a host thread instead of on the GPU; the rows finished and
+written where they are blended instead of in a thread of their own; freed memory handed back at once
+(``deepcl_core.heap`` off); the main thread waiting for each batch's maps before it reads the next;
+the tiles copied into each batch by the main thread; the files compressed in 16 threads; the float
+maps with the floating-point predictor, the statistics' windows across block edges and each tile's
+window read on its own (not cut from rows of blocks shared by the reader threads), as before;
+Python's GIL switch interval lowered; other I/O thread counts; one torch thread; the network
 replayed as a CUDA graph (one launch per batch instead of hundreds); and the I/O alone (the network
-replaced by a stand-in that costs nothing) with several thread counts and the two "before"
-variants. Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux).
-Indicative, not a timed test; needs a CUDA device (``--device cpu`` runs it here: the "I/O alone"
-variants are what this machine's reading and writing allow any network).
+replaced by a stand-in that costs nothing) with several thread counts and the "before" variants.
+Peak RSS per variant from the kernel's high-water mark, reset before each run (Linux). Indicative,
+not a timed test; needs a CUDA device (``--device cpu`` runs it here: the "I/O alone" variants are
+what this machine's reading and writing allow any network).
 """
 from __future__ import annotations
 

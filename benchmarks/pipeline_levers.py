@@ -127,8 +127,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     for tile in (int(t) for t in args.tiles.split(",") if t.strip()):
         variants[f"detection now, tile {tile} instead of {detect.DetectOptions.tile_size}"] = pipeline_variant(
             before, after, bundle, args.cache, *STEPS[NOW], tile=tile)
-    variants["detection now, GDAL's decoded blocks dropped after each read of rows, whatever the size"] = pipeline_variant(
-        before, after, bundle, args.cache, *STEPS[NOW], keep_decoded=0)
+    dropped = "detection now, GDAL's decoded blocks dropped after each read of rows, whatever the size"
+    variants[dropped] = pipeline_variant(before, after, bundle, args.cache, *STEPS[NOW], keep_decoded=0)
     variants["naive baseline"] = naive_variant(before, after, bundle, args.cache)
     variants = selected(variants, args.only, parser)
     seconds = interleaved(variants, args.rounds)
