@@ -103,6 +103,34 @@ def test_pseudo_change_image_is_on_the_grid_with_the_band_names(data_dir, tmp_pa
     assert np.corrcoef(*blocks)[0, 1] > 0.5  # the same place, seen differently (and shifted a little)
 
 
+def test_pseudo_change_of_an_image_with_transparency_keeps_its_colours_and_its_nodata(data_dir, tmp_path):
+    """A paletted image with a nodata index is read as red, green, blue and alpha: the pseudo-change
+    copy holds the three colours, and the pixels of the nodata index are NaN in it (the alpha band
+    is validity, not a colour to transform)."""
+    from osgeo import gdal
+
+    source = tmp_path / "paletted.tif"
+    gdal.Translate(str(source), str(data_dir / "levir" / "test_7_0256_0512" / "before.png"), format="GTiff")
+    eight_bit = gdal.Open(str(source))
+    table = gdal.ColorTable()
+    bands = [eight_bit.GetRasterBand(b) for b in (1, 2, 3)]
+    assert gdal.ComputeMedianCutPCT(*bands, 64, table) == 0
+    paletted = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "p.tif"), 256, 256, 1, gdal.GDT_Byte)
+    index = paletted.GetRasterBand(1)
+    index.SetRasterColorTable(table)
+    assert gdal.DitherRGB2PCT(*bands, index, table) == 0
+    index.SetNoDataValue(0)
+    indices = index.ReadAsArray()
+    index = paletted = eight_bit = bands = None  # written and closed
+    out = tmp_path / "t.tif"
+    write_pseudo_change(tmp_path / "p.tif", out, seed=1)
+    transformed = open_raster(out, "t")
+    assert transformed.RasterCount == 3
+    values = transformed.ReadAsArray()
+    assert 0 < (indices == 0).sum() < indices.size
+    assert np.isnan(values[:, indices == 0]).all() and np.isfinite(values[:, indices != 0]).all()
+
+
 def test_cli_prints_json(pairs, tmp_path, capsys):
     model = constant_model(tmp_path / "all_change.pt", 10.0)
     assert main(["evaluate", "--model", str(model), str(pairs), "--device", "cpu"]) == 0
