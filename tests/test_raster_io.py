@@ -1,12 +1,15 @@
 """Reading windows and samples: detection keeps 8- and 16-bit integers as they are (no float
 conversion in GDAL); the values, the image statistics and what the network gets from them are those
 of a float32 read."""
+from pathlib import Path
+from typing import Tuple
+
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from deepcl_core.normalization import ImageStretch, NormalizationSpec, normalize, percentiles
 from deepcl_core import raster_io
+from deepcl_core.normalization import ImageStretch, NormalizationSpec, normalize, percentiles
 from deepcl_core.raster_io import align_after_to_before, open_raster, read_sample, read_window, sample_windows
 
 
@@ -109,23 +112,31 @@ def _decoded_by(read):
     return result, gdal.GetCacheUsed() - before
 
 
-def test_sample_of_a_tiled_file_decodes_one_block_per_window(data_dir, tmp_path):
-    """A real image in 32² tiles, sampled with 24² windows: GDAL decodes one block per window, not
-    the up to four of a window across block edges; the sample holds the image's pixels there."""
-    source = gdal.Open(str(data_dir / "sztaki" / "archieve" / "before.png"))
-    image = source.ReadAsArray()
-    path = tmp_path / "tiled.tif"
-    gdal.Translate(str(path), source, creationOptions=["TILED=YES", "BLOCKXSIZE=32", "BLOCKYSIZE=32"])
+def _sampled_in_tiles(source: Path, folder: Path, block: int, window: int) -> Tuple[int, Tuple, int]:
+    """``source`` as a GeoTIFF in ``block``² tiles, sampled with 8 × 8 windows of ``window``² asked
+    for (max_side 256): the bytes one block decodes to, the sample and validity, the bytes the
+    sample decoded."""
+    path = folder / "tiled.tif"
+    gdal.Translate(str(path), str(source), creationOptions=["TILED=YES", f"BLOCKXSIZE={block}", f"BLOCKYSIZE={block}"])
     previous = gdal.GetCacheMax()
     gdal.SetCacheMax(256 * 1024 * 1024)  # room for every block read
     try:
         dataset = open_raster(path, "image")
-        _, one_block = _decoded_by(lambda: read_window(dataset, [1, 2, 3], 0, 0, 32, 32, "image"))
+        _, one_block = _decoded_by(lambda: read_window(dataset, [1, 2, 3], 0, 0, block, block, "image"))
         dataset = open_raster(path, "image")  # a fresh handle: nothing of it decoded yet
-        (sample, valid), decoded = _decoded_by(lambda: read_sample(dataset, [1, 2, 3], "image", max_side=256,
-                                                                   windows_per_side=8, window=24))
+        sampled, decoded = _decoded_by(lambda: read_sample(dataset, [1, 2, 3], "image", max_side=256,
+                                                           windows_per_side=8, window=window))
     finally:
         gdal.SetCacheMax(previous)
+    return one_block, sampled, decoded
+
+
+def test_sample_of_a_tiled_file_decodes_one_block_per_window(data_dir, tmp_path):
+    """A real image in 32² tiles, sampled with 24² windows: GDAL decodes one block per window, not
+    the up to four of a window across block edges; the sample holds the image's pixels there."""
+    source = data_dir / "sztaki" / "archieve" / "before.png"
+    image = gdal.Open(str(source)).ReadAsArray()
+    one_block, (sample, valid), decoded = _sampled_in_tiles(source, tmp_path, 32, 24)
     assert decoded == 8 * 8 * one_block
     corners = sample_windows(image.shape[2], image.shape[1], 24, 24, (32, 32), 8)
     expected = np.concatenate([image[:, y:y + 24, x:x + 24].reshape(3, -1) for x, y in corners], axis=1)
@@ -137,19 +148,8 @@ def test_sample_of_a_file_of_large_blocks_decodes_fewer_of_them(data_dir, tmp_pa
     """Blocks large against the windows (JPEG 2000's 1024² against 128²) would each be decoded whole
     for one window: fewer, larger windows then sample as many pixels within the decoding budget.
     Here a real image in 64² tiles, 8 × 8 windows of 16² asked for, and a budget of 4 blocks."""
-    path = tmp_path / "tiled.tif"
-    gdal.Translate(str(path), str(data_dir / "sztaki" / "archieve" / "before.png"),
-                   creationOptions=["TILED=YES", "BLOCKXSIZE=64", "BLOCKYSIZE=64"])
     monkeypatch.setattr(raster_io, "SAMPLE_DECODED_PIXELS", 4 * 64 * 64)
-    previous = gdal.GetCacheMax()
-    gdal.SetCacheMax(256 * 1024 * 1024)  # room for every block read
-    try:
-        dataset = open_raster(path, "image")
-        _, one_block = _decoded_by(lambda: read_window(dataset, [1, 2, 3], 0, 0, 64, 64, "image"))
-        dataset = open_raster(path, "image")  # a fresh handle: nothing of it decoded yet
-        (sample, valid), decoded = _decoded_by(lambda: read_sample(dataset, [1, 2, 3], "image", max_side=256,
-                                                                   windows_per_side=8, window=16))
-    finally:
-        gdal.SetCacheMax(previous)
+    one_block, (sample, valid), decoded = _sampled_in_tiles(data_dir / "sztaki" / "archieve" / "before.png",
+                                                            tmp_path, 64, 16)
     assert 0 < decoded <= 4 * one_block
     assert sample.shape == (3, 1, 8 * 8 * 16 * 16) and valid.shape == (1, 8 * 8 * 16 * 16)
