@@ -80,7 +80,7 @@ class RowStrip:
 class SharedRowStrip:
     """Rows of one image for several reader threads (beside a GPU), each row of blocks read once:
     by the first thread whose tile needs it, with that thread's own handle (GDAL datasets are not
-    shared between threads), while other threads read other rows. Windows are copies, so a thread
+    shared between threads), while other threads read other rows, or wait for it. Windows are copies, so a thread
     normalises its tile while the rows above are let go: :meth:`let_go_above`, called by the
     consumer, who takes tiles in order, once every tile above a row has been taken."""
 
@@ -99,18 +99,14 @@ class SharedRowStrip:
         ``dataset`` (the calling thread's handle; ``drop_blocks``: its datasets whose GDAL cache is
         dropped after each row of blocks it reads)."""
         needed = range(y // self.block_rows, (y + height - 1) // self.block_rows + 1)
-        with self._lock:
-            mine = [index for index in needed if index not in self._rows]
-            for index in mine:
-                self._rows[index] = Future()
-            rows = {index: self._rows[index] for index in needed}
-        for position, index in enumerate(mine):
-            try:
-                self._read(index, dataset, drop_blocks, rows[index])
-            except BaseException as exc:  # rows this thread took on and will not read: their waiters fail too
-                for left in mine[position + 1:]:
-                    rows[left].set_exception(exc)
-                raise
+        while True:  # one row at a time, so that threads needing the same rows read them side by side
+            with self._lock:
+                index = next((i for i in needed if i not in self._rows), None)
+                if index is None:
+                    rows = {i: self._rows[i] for i in needed}
+                    break
+                row = self._rows[index] = Future()
+            self._read(index, dataset, drop_blocks, row)
         pixels = valid = None
         for index, row in rows.items():
             row_pixels, row_valid = row.result()

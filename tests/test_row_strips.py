@@ -118,9 +118,8 @@ def test_shared_rows_give_each_thread_its_windows_and_are_read_once(data_dir, tm
 
 def test_a_failed_read_reaches_every_thread_waiting_for_its_row(levir_pair, monkeypatch):
     """A row of blocks that cannot be read fails the tile of the thread that read it and those of
-    the threads waiting for the rows it had taken on (a PNG's blocks are single rows: the first
-    thread takes rows 0-63, fails on row 0; the second waits for rows 1-63), instead of leaving
-    them waiting."""
+    the threads waiting for it (a PNG's blocks are single rows: the first thread reads row 0 and
+    fails; the second needs row 0 alone and waits), instead of leaving them waiting."""
     started = threading.Event()
 
     def failing(*args, **kwargs):
@@ -133,7 +132,7 @@ def test_a_failed_read_reaches_every_thread_waiting_for_its_row(levir_pair, monk
     with ThreadPoolExecutor(2) as pool:
         reading = pool.submit(strip.window, handles[0], [], 0, 0, 64, 64)
         started.wait(5)
-        waiting = pool.submit(strip.window, handles[1], [], 64, 1, 64, 63)
+        waiting = pool.submit(strip.window, handles[1], [], 64, 0, 64, 1)
         for future in (reading, waiting):
             with pytest.raises(InputError, match="damaged"):
                 future.result(timeout=10)
