@@ -17,8 +17,8 @@ from osgeo import gdal, ogr
 
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
-from .raster_io import (Bounds, Grid, bounds_overlap, is_georeferenced, map_geotransform, open_dataset,
-                        transformed_bounds)
+from .raster_io import (Bounds, Grid, bounds_overlap, check_north_up, is_georeferenced, map_geotransform,
+                        open_dataset, transformed_bounds)
 
 LOG = logging.getLogger(__name__)
 Window = Tuple[int, int, int, int]  # column, row, width, height in pixels
@@ -66,10 +66,9 @@ class AreaOfInterest:
 
 def pixel_window(dataset: gdal.Dataset, area: Bounds) -> Window:
     """The pixels of ``dataset`` that ``area`` (in its CRS, or QGIS's pixel units) touches."""
-    x0, dx, rx, y0, ry, dy = map_geotransform(dataset.GetGeoTransform())
-    if rx or ry:
-        raise InputError("the before image is rotated (its geotransform has rotation terms); "
-                         "warp it to a north-up grid first (Raster ▸ Projections ▸ Warp)")
+    geotransform = map_geotransform(dataset.GetGeoTransform())
+    check_north_up(geotransform)
+    x0, dx, _, y0, _, dy = geotransform
     width, height = dataset.RasterXSize, dataset.RasterYSize
     columns = sorted(((area[0] - x0) / dx, (area[2] - x0) / dx))
     rows = sorted(((area[1] - y0) / dy, (area[3] - y0) / dy))

@@ -204,13 +204,19 @@ def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dat
                 "or give images of one size covering the same area")
         return after
     target = Grid.of(before)
-    if target.geotransform[2] or target.geotransform[4]:
-        raise InputError("the before image is rotated (its geotransform has rotation terms); "
-                         "warp it to a north-up grid first (Raster ▸ Projections ▸ Warp)")
+    check_north_up(target.geotransform)
     if Grid.of(after).same_as(target):
         return after
     _check_overlap(target, after)
     return warp_to_grid(after, target, "bilinear", "the after image")
+
+
+def check_north_up(geotransform: Sequence[float]) -> None:
+    """Raise when the before image's ``geotransform`` has rotation terms: the outputs lie on its
+    grid, row by row, and an area of interest is cut from it in rows and columns."""
+    if geotransform[2] or geotransform[4]:
+        raise InputError("the before image is rotated (its geotransform has rotation terms); "
+                         "warp it to a north-up grid first (Raster ▸ Projections ▸ Warp)")
 
 
 def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str) -> gdal.Dataset:

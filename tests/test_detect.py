@@ -17,6 +17,7 @@ import torch
 from osgeo import gdal, ogr, osr
 
 from deepcl_core import detect, network_on_tiles
+from deepcl_core.area_of_interest import AreaOfInterest
 from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs, _decoded_bytes, _keeps_decoded,
                                 _open_pair, detect_changes)
 from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputError
@@ -325,6 +326,25 @@ def test_one_georeferenced_image_and_one_not_is_an_input_error(oscd_mismatch_pai
         detect_changes(oscd_mismatch_pair[0], levir_pair[1], outputs_in(tmp_path), DetectOptions(**FAST),
                        model=tiny_model)
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("with_extent", [False, True])
+def test_a_rotated_before_image_is_refused_in_words(oscd_mismatch_pair, tiny_model, tmp_path, with_extent):
+    """The OSCD crop given rotation terms in its geotransform: refused with advice, whether the
+    whole image is detected or an extent is cut from it (the outputs lie on its rows and columns)."""
+    rotated = tmp_path / "rotated.tif"
+    gdal.Translate(str(rotated), str(oscd_mismatch_pair[0]))
+    dataset = gdal.Open(str(rotated), gdal.GA_Update)
+    x0, dx, _, y0, _, dy = dataset.GetGeoTransform()
+    dataset.SetGeoTransform((x0, dx, dx * 0.1, y0, dy * 0.1, dy))
+    dataset = None
+    area = AreaOfInterest(extent=(x0, y0 + 100 * dy, x0 + 100 * dx, y0)) if with_extent else None
+    out = tmp_path / "out"
+    out.mkdir()
+    with pytest.raises(InputError, match="rotated .* warp it to a north-up grid"):
+        detect_changes(rotated, oscd_mismatch_pair[1], outputs_in(out), DetectOptions(area=area, **FAST),
+                       model=tiny_model)
+    assert list(out.iterdir()) == []
 
 
 def test_bands_are_found_by_description(write_raster):
