@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from osgeo import gdal
 
 from ..engine import core_module
 
-CHANGE_NODATA = 255  # as the engine writes it
-ROWS_PER_BLOCK = 256
 
 
 @dataclass
@@ -32,19 +30,21 @@ def reclassify(confidence: Path, change: Path, threshold: float) -> ChangeCounts
     source = gdal.Open(str(confidence))
     if source is None:
         raise OSError(f"cannot read the confidence map {confidence}")
+    outputs = core_module("outputs")  # the engine's conventions for a change map
+    compression = outputs.usable_compression()
     band = source.GetRasterBand(1)
     nodata = band.GetNoDataValue()
     areas = _pixel_areas(source)
-    target = _create_like(source, change)
+    target = _create_like(source, change, outputs, compression)
     out_band = target.GetRasterBand(1)
     changed = valid = 0
     changed_m2 = 0.0
-    for top in range(0, source.RasterYSize, ROWS_PER_BLOCK):
-        rows = min(ROWS_PER_BLOCK, source.RasterYSize - top)
+    for top in range(0, source.RasterYSize, outputs.BLOCK_SIZE):
+        rows = min(outputs.BLOCK_SIZE, source.RasterYSize - top)
         values = band.ReadAsArray(0, top, source.RasterXSize, rows)
         is_valid = np.isfinite(values) if nodata is None else (values != nodata) & np.isfinite(values)
         is_changed = is_valid & (values >= threshold)
-        out_band.WriteArray(np.where(is_valid, is_changed, CHANGE_NODATA).astype(np.uint8), 0, top)
+        out_band.WriteArray(np.where(is_valid, is_changed, outputs.CHANGE_NODATA).astype(np.uint8), 0, top)
         changed += int(is_changed.sum())
         valid += int(is_valid.sum())
         if areas is not None:
@@ -52,14 +52,12 @@ def reclassify(confidence: Path, change: Path, threshold: float) -> ChangeCounts
     target.FlushCache()
     out_band = target = None  # closes the file (a band keeps its dataset open)
     if band.GetOverviewCount():
-        outputs = core_module("outputs")
-        outputs.add_overviews(change, gdal.GDT_Byte, outputs.usable_compression())
+        outputs.add_overviews(change, gdal.GDT_Byte, compression)
     return ChangeCounts(changed, valid, changed_m2 if areas is not None else None)
 
 
-def _create_like(source: gdal.Dataset, path: Path) -> gdal.Dataset:
-    outputs = core_module("outputs")
-    options = outputs.creation_options(outputs.usable_compression(), "2")
+def _create_like(source: gdal.Dataset, path: Path, outputs: Any, compression: str) -> gdal.Dataset:
+    options = outputs.creation_options(compression, "2")
     target = gdal.GetDriverByName("GTiff").Create(str(path), source.RasterXSize, source.RasterYSize, 1,
                                                   gdal.GDT_Byte, options)
     if target is None:
@@ -67,7 +65,7 @@ def _create_like(source: gdal.Dataset, path: Path) -> gdal.Dataset:
     target.SetGeoTransform(source.GetGeoTransform())
     target.SetProjection(source.GetProjection())
     band = target.GetRasterBand(1)
-    band.SetNoDataValue(CHANGE_NODATA)
+    band.SetNoDataValue(outputs.CHANGE_NODATA)
     band.SetDescription("change (1) / no change (0)")
     return target
 
