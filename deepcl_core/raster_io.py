@@ -42,9 +42,25 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
     if not is_gdal_dataset_name(name) and Path(name).is_dir():  # a folder may be a vector dataset, not a raster
         raise InputError(f"{role} image {name} is a folder; give the raster file inside it")
     dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER)
+    if dataset.RasterCount < 1 and dataset.GetSubDatasets():
+        raise InputError(_choose_a_subdataset(dataset, name, role))
     if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
         raise InputError(f"{role} image {name} has no pixels or no bands")
+    if dataset.GetDriver().ShortName == "SENTINEL2":
+        # A Sentinel-2 tile is filled with 0 where the swath does not reach, and the driver sets no
+        # nodata value: its alpha band marks those pixels, which would otherwise read as black land.
+        dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER, open_options=["ALPHA=YES"])
     return dataset
+
+
+def _choose_a_subdataset(dataset: gdal.Dataset, name: str, role: str, listed: int = 6) -> str:
+    """The message for a container of images (a Sentinel-2 product, a NetCDF file of several
+    variables, …): which names open one of them."""
+    parts = dataset.GetSubDatasets()
+    names = "; ".join(f"{part} ({description})" for part, description in parts[:listed])
+    more = f"; and {len(parts) - listed} more (gdalinfo lists them)" if len(parts) > listed else ""
+    return (f"{role} image {name} holds {len(parts)} images (subdatasets), not one; give one of them by its "
+            f"name: {names}{more}")
 
 
 def open_image(path: str | os.PathLike, role: str, expand_palette: bool = True) -> gdal.Dataset:
@@ -75,7 +91,7 @@ def palette_as_colours(dataset: gdal.Dataset, role: str) -> gdal.Dataset:
     return colours
 
 
-def open_dataset(name: str, what: str, kind: int) -> gdal.Dataset:
+def open_dataset(name: str, what: str, kind: int, open_options: Sequence[str] = ()) -> gdal.Dataset:
     """Open ``name`` read-only as a raster or a vector dataset (``kind``: ``gdal.OF_RASTER`` or
     ``gdal.OF_VECTOR``), with errors in words; ``what`` names it in them ("before image", "mask")."""
     if not is_gdal_dataset_name(name):
@@ -85,7 +101,7 @@ def open_dataset(name: str, what: str, kind: int) -> gdal.Dataset:
         if file.is_file() and file.stat().st_size == 0:
             raise InputError(f"{what} {name} is an empty (0-byte) file")
     with collect_gdal_errors() as errors:
-        dataset = gdal.OpenEx(name, kind | gdal.OF_READONLY)
+        dataset = gdal.OpenEx(name, kind | gdal.OF_READONLY, open_options=list(open_options))
     if dataset is None:
         raise InputError(f"{what} {name} is not {'a raster' if kind == gdal.OF_RASTER else 'a vector file'} GDAL "
                          "can read" + (f" ({errors.last()})" if errors.messages else ""))

@@ -12,7 +12,9 @@ from qgis.core import QgsMapLayer, QgsProject, QgsRasterLayer
 _FULL_DATE = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_.:/]?(0[1-9]|1[0-2])[-_.:/]?(0[1-9]|[12]\d|3[01])(?!\d)")
 _YEAR = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)(?!\d)")
 RESULT_PROPERTY = "deepcl/result"  # set on the layers the panel loads
-_METADATA_KEYS = ("ACQUISITIONDATETIME", "DATE_ACQUIRED", "ACQUISITION_DATE", "TIFFTAG_DATETIME", "DATETIME")
+# Acquisition dates in GDAL metadata: Sentinel-2 products (PRODUCT_START_TIME), Landsat, TIFF tags
+_METADATA_KEYS = ("PRODUCT_START_TIME", "ACQUISITIONDATETIME", "DATE_ACQUIRED", "ACQUISITION_DATE",
+                  "TIFFTAG_DATETIME", "DATETIME")
 _BEFORE_WORDS = re.compile(r"(?i)(?<![a-z])(before|pre|old|t1|time1|earlier)(?![a-z])")
 _AFTER_WORDS = re.compile(r"(?i)(?<![a-z])(after|post|new|t2|time2|later)(?![a-z])")
 

@@ -1,0 +1,57 @@
+"""Layers of Sentinel-2 products, as QGIS adds a product's 10 m subdataset: detected through
+Processing like GeoTIFFs of the same pixels, and put in date order by the panel."""
+from __future__ import annotations
+
+from datetime import date
+from typing import Tuple
+
+import numpy as np
+import pytest
+
+from core_test_helpers import crop
+from plugin_test_helpers import pair, read, run
+from sentinel2_product import Product, l1c_product
+
+ALG = "deepcl:detectchanges"
+
+
+@pytest.fixture(scope="module")
+def products(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Product, Product]:
+    """abudhabi 2016 and 2018 (a 160² crop) as products of two UTM zones."""
+    city, folder = pair("oscd", "abudhabi"), tmp_path_factory.mktemp("sentinel2")
+    before = crop(city / "before.tif", folder / "before_4326.tif", 200, 200, 160, 160)
+    after = crop(city / "after.tif", folder / "after_4326.tif", 198, 198, 170, 170)
+    return (l1c_product(before, folder / "before", 32640, "20160120T065212"),
+            l1c_product(after, folder / "after", 32639, "20180328T065621"))
+
+
+def _layer(product: Product):
+    from qgis.core import QgsRasterLayer
+
+    layer = QgsRasterLayer(product.subdataset, "MTD_MSIL1C", "gdal")  # no date in the name
+    assert layer.isValid() and layer.bandCount() == 4
+    return layer
+
+
+def test_product_layers_give_the_outputs_of_the_same_pixels_in_geotiffs(deepcl_provider, tiny_model, tmp_path,
+                                                                        products):
+    results = {}
+    for name, before, after in (("layers", _layer(products[0]), _layer(products[1])),
+                                ("geotiffs", str(products[0].reference), str(products[1].reference))):
+        (tmp_path / name).mkdir()
+        results[name] = run(ALG, {"BEFORE": before, "AFTER": after, "MODEL": str(tiny_model), "TILE_SIZE": 128,
+                                  "OVERLAP": 16, "DEVICE": "cpu", "CHANGE": str(tmp_path / name / "change.tif"),
+                                  "CONFIDENCE": str(tmp_path / name / "confidence.tif")})
+    for output in ("CHANGE", "CONFIDENCE"):
+        np.testing.assert_array_equal(read(results["layers"][output]), read(results["geotiffs"][output]))
+    change = read(results["layers"]["CHANGE"])
+    valid = change != 255  # the change map's nodata
+    assert results["layers"]["VALID_PIXELS"] == valid.sum() < 0.98 * valid.size  # without the unreached corners
+
+
+def test_the_panel_orders_product_layers_by_their_sensing_date(qgis_app, products):
+    from deepcl_qgis.dock.layer_choice import acquisition_date, preselect
+
+    before, after = _layer(products[0]), _layer(products[1])
+    assert (acquisition_date(before), acquisition_date(after)) == (date(2016, 1, 20), date(2018, 3, 28))
+    assert preselect([before, after]) == preselect([after, before]) == (before, after)

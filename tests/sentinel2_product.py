@@ -1,0 +1,134 @@
+"""A Sentinel-2 Level-1C product (SAFE folder) made from real Sentinel-2 pixels, for the tests of
+inputs named as a product's subdataset (``SENTINEL2_L1C:…/MTD_MSIL1C.xml:10m:EPSG_32640``, the
+name QGIS gives such a layer).
+
+No product is in ../shared/data, but its OSCD images are Sentinel-2 L1C bands (B04, B03, B02, B08)
+in EPSG:4326. They are warped back onto a 10 m UTM grid, as ESA delivers them, leaving the corners
+the rotation uncovers at 0, as a tile's part beyond the satellite's swath is; each band is written
+as a lossless JPEG 2000 file and described by the two metadata files GDAL's SENTINEL2 driver reads:
+the product's (its granules and bands, the special values) and the granule's (CRS, size and
+position at 10 m). Everything else of a real product is left out."""
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import NamedTuple
+
+from osgeo import gdal
+
+# OSCD band order, and the driver's 10 m bands
+BANDS = ("B04", "B03", "B02", "B08")
+
+
+class Product(NamedTuple):
+    metadata: Path  # MTD_MSIL1C.xml
+    subdataset: str  # the 10 m bands, as GDAL and QGIS name them
+    reference: Path  # the same pixels as a GeoTIFF with nodata 0
+
+
+def l1c_product(image: Path, folder: Path, epsg: int, sensing: str) -> Product:
+    """``image`` (OSCD: 4 bands, UInt16) as a Level-1C product in ``folder``, on a 10 m grid of
+    UTM ``epsg`` (326zz), sensed at ``sensing`` (YYYYMMDDTHHMMSS)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    reference = folder / f"reference_{epsg}.tif"
+    warped = gdal.Warp(str(reference), str(image), dstSRS=f"EPSG:{epsg}", xRes=10, yRes=10,
+                       targetAlignedPixels=True, resampleAlg="bilinear", dstNodata=0)
+    assert warped is not None, f"cannot warp {image}"
+    x0, _, _, y0, _, _ = warped.GetGeoTransform()
+    width, height = warped.RasterXSize, warped.RasterYSize
+    tile = f"T{epsg % 100:02d}RBN"
+    safe = folder / f"S2A_MSIL1C_{sensing}_N0204_R063_{tile}_{sensing}.SAFE"
+    granule = f"L1C_{tile}_A000000_{sensing}"
+    images = safe / "GRANULE" / granule / "IMG_DATA"
+    images.mkdir(parents=True)
+    stems = [f"GRANULE/{granule}/IMG_DATA/{tile}_{sensing}_{band}" for band in BANDS]
+    for index, stem in enumerate(stems, start=1):
+        written = gdal.Translate(str(safe / f"{stem}.jp2"), warped, bandList=[index], format="JP2OpenJPEG",
+                                 creationOptions=["QUALITY=100", "REVERSIBLE=YES", "BLOCKXSIZE=1024",
+                                                  "BLOCKYSIZE=1024"])
+        assert written is not None
+        written = None
+    warped = None
+    (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(_granule_metadata(epsg, width, height, x0, y0))
+    metadata = safe / "MTD_MSIL1C.xml"
+    metadata.write_text(_product_metadata(sensing, granule, stems))
+    return Product(metadata, f"SENTINEL2_L1C:{metadata}:10m:EPSG_{epsg}", reference)
+
+
+def zipped(product: Product, archive: Path) -> Product:
+    """The product as users download it, one zip holding the SAFE folder, named through /vsizip/."""
+    safe = product.metadata.parent
+    with zipfile.ZipFile(archive, "w") as packed:
+        for path in sorted(safe.rglob("*")):
+            packed.write(path, path.relative_to(safe.parent).as_posix())
+    metadata = f"/vsizip/{archive}/{safe.name}/{product.metadata.name}"
+    return Product(Path(metadata), product.subdataset.replace(str(product.metadata), metadata), product.reference)
+
+
+def _product_metadata(sensing: str, granule: str, stems: list) -> str:
+    when = f"{sensing[:4]}-{sensing[4:6]}-{sensing[6:8]}T{sensing[9:11]}:{sensing[11:13]}:{sensing[13:15]}.000Z"
+    files = "\n".join(f"          <IMAGE_FILE>{stem}</IMAGE_FILE>" for stem in stems)
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">
+  <n1:General_Info>
+    <Product_Info>
+      <PRODUCT_START_TIME>{when}</PRODUCT_START_TIME>
+      <PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL>
+      <Datatake datatakeIdentifier="GS2A_{sensing}_000000_N02.04">
+        <SPACECRAFT_NAME>Sentinel-2A</SPACECRAFT_NAME>
+        <DATATAKE_SENSING_START>{when}</DATATAKE_SENSING_START>
+      </Datatake>
+      <Query_Options completeSingleTile="true">
+        <PRODUCT_FORMAT>SAFE_COMPACT</PRODUCT_FORMAT>
+        <Band_List>
+          <BAND_NAME>B2</BAND_NAME>
+          <BAND_NAME>B3</BAND_NAME>
+          <BAND_NAME>B4</BAND_NAME>
+          <BAND_NAME>B8</BAND_NAME>
+        </Band_List>
+      </Query_Options>
+      <Product_Organisation>
+        <Granule_List>
+          <Granule granuleIdentifier="{granule}" imageFormat="JPEG2000">
+{files}
+          </Granule>
+        </Granule_List>
+      </Product_Organisation>
+    </Product_Info>
+    <Product_Image_Characteristics>
+      <Special_Values>
+        <SPECIAL_VALUE_TEXT>NODATA</SPECIAL_VALUE_TEXT>
+        <SPECIAL_VALUE_INDEX>0</SPECIAL_VALUE_INDEX>
+      </Special_Values>
+      <Special_Values>
+        <SPECIAL_VALUE_TEXT>SATURATED</SPECIAL_VALUE_TEXT>
+        <SPECIAL_VALUE_INDEX>65535</SPECIAL_VALUE_INDEX>
+      </Special_Values>
+      <QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>
+    </Product_Image_Characteristics>
+  </n1:General_Info>
+</n1:Level-1C_User_Product>
+"""
+
+
+def _granule_metadata(epsg: int, width: int, height: int, x0: float, y0: float) -> str:
+    return f"""<?xml version="1.0" encoding="UTF-8"?>
+<n1:Level-1C_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-1C_Tile_Metadata.xsd">
+  <n1:Geometric_Info>
+    <Tile_Geocoding metadataLevel="Brief">
+      <HORIZONTAL_CS_NAME>WGS84 / UTM zone {epsg % 100}N</HORIZONTAL_CS_NAME>
+      <HORIZONTAL_CS_CODE>EPSG:{epsg}</HORIZONTAL_CS_CODE>
+      <Size resolution="10">
+        <NROWS>{height}</NROWS>
+        <NCOLS>{width}</NCOLS>
+      </Size>
+      <Geoposition resolution="10">
+        <ULX>{x0:.0f}</ULX>
+        <ULY>{y0:.0f}</ULY>
+        <XDIM>10</XDIM>
+        <YDIM>-10</YDIM>
+      </Geoposition>
+    </Tile_Geocoding>
+  </n1:Geometric_Info>
+</n1:Level-1C_Tile_ID>
+"""

@@ -1,0 +1,77 @@
+"""Sentinel-2 products as inputs: a product's 10 m subdataset (the name QGIS gives the layer), in a
+SAFE folder or in the zip users download, is read as its red, green and blue bands, and the part of
+a tile the swath does not reach (filled with 0, without a nodata value) is nodata, not black land.
+The products are made from real Sentinel-2 pixels of OSCD (``sentinel2_product``)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Dict, Tuple
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
+from deepcl_core.errors import InputError
+from deepcl_core.outputs import CHANGE_NODATA
+from deepcl_core.raster_io import open_raster
+
+from core_test_helpers import crop
+from sentinel2_product import Product, l1c_product, zipped
+
+FAST = dict(tile_size=128, overlap=32, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def products(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuple[Product, Product]:
+    """abudhabi's 2016 and 2018 images (a 192×160 crop) as products of two UTM zones, so the after
+    image must be warped onto the before grid, as for a pair of tiles from neighbouring zones."""
+    city, folder = data_dir / "oscd" / "abudhabi", tmp_path_factory.mktemp("sentinel2")
+    before = crop(city / "before.tif", folder / "before_4326.tif", 100, 120, 192, 160)
+    after = crop(city / "after.tif", folder / "after_4326.tif", 98, 118, 200, 170)
+    return (l1c_product(before, folder / "before", 32640, "20160120T065212"),
+            l1c_product(after, folder / "after", 32639, "20180328T065621"))
+
+
+def _detect(before: str, after: str, folder: Path, model) -> Dict[str, np.ndarray]:
+    folder.mkdir()
+    outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
+    detect_changes(before, after, outputs, DetectOptions(**FAST), model=model)
+    return {name: gdal.Open(str(getattr(outputs, name))).ReadAsArray() for name in ("change", "confidence")}
+
+
+def test_a_products_10m_bands_give_the_outputs_of_the_same_pixels_in_geotiffs(products, tiny_model, tmp_path):
+    """The before product from its SAFE folder, the after product from its zip, against GeoTIFFs of
+    the same pixels with nodata 0: the same change and confidence, and the before tile's unreached
+    corners are nodata in both outputs."""
+    before, after = products
+    from_products = _detect(before.subdataset, zipped(after, tmp_path / "after.zip").subdataset,
+                            tmp_path / "products", tiny_model)
+    from_geotiffs = _detect(str(before.reference), str(after.reference), tmp_path / "geotiffs", tiny_model)
+    np.testing.assert_array_equal(from_products["change"], from_geotiffs["change"])
+    np.testing.assert_array_equal(from_products["confidence"], from_geotiffs["confidence"])
+    unreached = (gdal.Open(str(before.reference)).ReadAsArray() == 0).all(axis=0)
+    assert 500 < unreached.sum() < 0.2 * unreached.size  # the corners a rotation to UTM uncovers
+    assert (from_products["change"][unreached] == CHANGE_NODATA).all()
+    assert (from_products["change"][~unreached] != CHANGE_NODATA).mean() > 0.95  # the after image covers the rest
+
+
+def test_the_10m_bands_are_red_green_and_blue_then_nir_with_an_alpha_band(products):
+    dataset = open_raster(products[0].subdataset, "before")
+    assert [dataset.GetRasterBand(i).GetDescription().split(",")[0] for i in range(1, 5)] == ["B4", "B3", "B2", "B8"]
+    assert dataset.GetRasterBand(5).GetColorInterpretation() == gdal.GCI_AlphaBand
+
+
+@pytest.mark.parametrize("packed", [False, True], ids=["safe_folder", "zip"])
+def test_the_product_itself_is_refused_naming_its_images(products, tiny_model, tmp_path, packed):
+    """The product's metadata file (or its zip) holds four images of other bands and resolutions:
+    the refusal names them, the 10 m bands' among them, and no output is written."""
+    product = zipped(products[0], tmp_path / "before.zip") if packed else products[0]
+    given = str(tmp_path / "before.zip") if packed else str(product.metadata)
+    outputs = DetectOutputs(change=tmp_path / "change.tif", confidence=tmp_path / "confidence.tif")
+    with pytest.raises(InputError) as refused:
+        detect_changes(given, str(products[1].reference), outputs, DetectOptions(**FAST), model=tiny_model)
+    message = str(refused.value)
+    assert "holds 4 images (subdatasets)" in message
+    assert f"{product.subdataset} (Bands B2, B3, B4, B8 with 10m resolution, UTM 40N)" in message
+    assert not list(tmp_path.glob("*.tif"))
