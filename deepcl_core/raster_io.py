@@ -136,7 +136,31 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     found = tuple(_find_band(dataset, name) for name in expected)
     if all(found) and len(set(found)) == needed:
         return found  # type: ignore[return-value]
+    codes = _band_codes(dataset)
+    if codes:  # the file names its bands, and not the model's: taking the first ones would be a guess
+        missing = [name for name, index in zip(expected, found) if not index]
+        raise InputError(f"the model needs the bands {', '.join(expected)}; the {role} image's bands are "
+                         f"{', '.join(codes)}, without {', '.join(missing)}: choose an image that holds "
+                         "them (of a Sentinel-2 product, its 10m subdataset) or choose the bands by hand")
     return tuple(range(1, needed + 1))
+
+
+# A band named by its sensor's code (Sentinel-2 B1…B12 and B8A, Landsat B1…B11)
+_BAND_CODE = re.compile(r"^b(?:0?[1-9]|1[0-2]|8a)$")
+
+
+def _band_codes(dataset: gdal.Dataset) -> List[str]:
+    """The sensor band codes that the bands' descriptions give, when every band has one."""
+    codes = []
+    for index in range(1, dataset.RasterCount + 1):
+        band = dataset.GetRasterBand(index)
+        if band.GetColorInterpretation() == gdal.GCI_AlphaBand:
+            continue
+        words = [w for w in re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()) if _BAND_CODE.match(w)]
+        if not words:
+            return []
+        codes.append(words[0].upper())
+    return codes
 
 
 def _find_band(dataset: gdal.Dataset, name: str) -> Optional[int]:

@@ -358,6 +358,21 @@ def test_bands_are_found_by_description(write_raster):
     assert choose_bands(plain, None, ("red", "green", "blue"), "before") == (1, 2, 3)
 
 
+def test_an_image_whose_bands_are_named_without_the_models_is_refused(oscd_mismatch_pair, tiny_model, tmp_path):
+    """A false-colour composite (NIR, red, green, as gdal_translate -b 4 -b 1 -b 2 leaves OSCD's band
+    names) lacks blue: taking its first three bands as red, green, blue would be a silent guess. The
+    refusal names its bands; bands chosen by hand are used."""
+    before, after = oscd_mismatch_pair
+    composite = tmp_path / "nir_red_green.tif"
+    gdal.Translate(str(composite), str(before), bandList=[4, 1, 2])
+    with pytest.raises(InputError, match=r"before image's bands are B08, B04, B03, without blue"):
+        detect_changes(composite, after, outputs_in(tmp_path / "refused"), DetectOptions(**FAST), model=tiny_model)
+    assert not list((tmp_path / "refused").iterdir())
+    chosen = outputs_in(tmp_path / "chosen", distance=False)
+    detect_changes(composite, after, chosen, DetectOptions(bands_before=(2, 3, 1), **FAST), model=tiny_model)
+    assert read_raster(chosen.change).values.shape == (160, 192)
+
+
 # --- the run itself: progress, cancel, failure, overwrite ------------------------------------------
 
 def test_progress_fractions_increase_to_one(oscd_mismatch_pair, tiny_model, tmp_path):
