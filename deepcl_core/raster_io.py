@@ -47,10 +47,20 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
     if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
         raise InputError(f"{role} image {name} has no pixels or no bands")
     if dataset.GetDriver().ShortName == "SENTINEL2":
-        # A Sentinel-2 tile is filled with 0 where the swath does not reach, and the driver sets no
-        # nodata value: its alpha band marks those pixels, which would otherwise read as black land.
-        dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER, open_options=["ALPHA=YES"])
+        dataset = _sentinel2_with_nodata(name, role)
     return dataset
+
+
+def _sentinel2_with_nodata(name: str, role: str) -> gdal.Dataset:
+    """A Sentinel-2 product's image with the part of the tile the swath does not reach as nodata.
+    It holds the product's NODATA value (0), which the driver does not set as a nodata value, so it
+    would read as black land. The driver's alpha band marks it in the bands of a resolution; the
+    true-colour image (TCI) gets none, so its bands get the value as their nodata."""
+    dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER, open_options=["ALPHA=YES"])
+    special = dataset.GetMetadataItem("SPECIAL_VALUE_NODATA")
+    if _alpha_band(dataset) is not None or special is None:
+        return dataset
+    return gdal.Translate("", dataset, format="VRT", noData=float(special))
 
 
 def _choose_a_subdataset(dataset: gdal.Dataset, name: str, role: str, listed: int = 6) -> str:
@@ -370,6 +380,23 @@ def _read_mask(band: gdal.Band, x: int, y: int, width: int, height: int, role: s
     return mask > 0
 
 
+def decoded_block_size(dataset: gdal.Dataset, band: int) -> Tuple[int, int]:
+    """Width and height of the blocks GDAL decodes to read ``band``: the band's own, or for a
+    Sentinel-2 product, a VRT of 128² blocks over JPEG 2000 files of 1024² blocks, the file's. A
+    read that stops inside such a block decodes it whole, and again for the next read once GDAL's
+    cache has let it go."""
+    size = tuple(dataset.GetRasterBand(band).GetBlockSize())
+    if dataset.GetDriver().ShortName != "SENTINEL2":
+        return size
+    location = dataset.GetRasterBand(band).GetMetadataItem("Pixel_0_0", "LocationInfo") or ""
+    found = re.search(r"<File>(.+?)</File>", location)
+    with collect_gdal_errors():
+        source = gdal.Open(found.group(1)) if found else None
+    if source is None:  # a corner the tile does not cover
+        return size
+    return tuple(max(own, theirs) for own, theirs in zip(size, source.GetRasterBand(1).GetBlockSize()))
+
+
 # Block pixels the statistics' sample may decode: 64 blocks of 512² (GeoTIFF tiles of 256² or 512²
 # keep 64 windows of 128²; JPEG 2000 blocks of 1024² get 16 windows of 256², the same pixels).
 SAMPLE_DECODED_PIXELS = 64 * 512 * 512
@@ -385,7 +412,7 @@ def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side
     if width <= max_side and height <= max_side:
         pixels, valid = read_window(dataset, bands, 0, 0, width, height, role, keep_integers=True)
         return pixels.reshape(len(bands), 1, -1), valid.reshape(1, -1)
-    block = tuple(dataset.GetRasterBand(bands[0]).GetBlockSize())
+    block = decoded_block_size(dataset, bands[0])
     per_side = windows_per_side
     # Each window decodes the blocks it touches whole: with large blocks (JPEG 2000's are often
     # 1024²) 64 windows decoded the whole image. Fewer, larger windows sample as many pixels.

@@ -15,7 +15,7 @@ import numpy as np
 from osgeo import gdal
 
 from .gdal_utils import thread_config
-from .raster_io import read_window, window_dtype
+from .raster_io import decoded_block_size, read_window, window_dtype
 
 
 class RowStrip:
@@ -30,7 +30,7 @@ class RowStrip:
                  drop_blocks: Sequence[gdal.Dataset] = (), decode_threads: int = 1) -> None:
         self.dataset, self.bands, self.role = dataset, tuple(bands), role
         self.drop_blocks, self.decode_threads = tuple(drop_blocks), decode_threads
-        self.block_rows = max(1, dataset.GetRasterBand(self.bands[0]).GetBlockSize()[1])
+        self.block_rows = max(1, decoded_block_size(dataset, self.bands[0])[1])
         self.top = 0  # image row of the buffer's first row
         self.rows = 0  # rows of the buffer that hold image rows
         # (bands, capacity, width) and (capacity, width): a window's rows and the rest of their blocks
@@ -88,7 +88,7 @@ class SharedRowStrip:
         """``dataset``: any handle of the image (its size and blocks; windows are read through each
         thread's own). ``decode_threads``: GDAL's threads for the blocks of one row of blocks."""
         self.width, self.height = dataset.RasterXSize, dataset.RasterYSize
-        self.block_rows = max(1, dataset.GetRasterBand(bands[0]).GetBlockSize()[1])
+        self.block_rows = max(1, decoded_block_size(dataset, bands[0])[1])
         self.bands, self.role, self.decode_threads = tuple(bands), role, decode_threads
         self._lock = threading.Lock()
         self._rows: Dict[int, Future] = {}  # row of blocks → Future of its (pixels, valid)

@@ -5,15 +5,17 @@ name QGIS gives such a layer).
 No product is in ../shared/data, but its OSCD images are Sentinel-2 L1C bands (B04, B03, B02, B08)
 in EPSG:4326. They are warped back onto a 10 m UTM grid, as ESA delivers them, leaving the corners
 the rotation uncovers at 0, as a tile's part beyond the satellite's swath is; each band is written
-as a lossless JPEG 2000 file and described by the two metadata files GDAL's SENTINEL2 driver reads:
-the product's (its granules and bands, the special values) and the granule's (CRS, size and
-position at 10 m). Everything else of a real product is left out."""
+as a lossless JPEG 2000 file, with the true-colour image (TCI: red, green, blue in 1-255, 0 where
+there is no data), and described by the two metadata files GDAL's SENTINEL2 driver reads: the
+product's (its granules and bands, the special values) and the granule's (CRS, size and position
+at 10 m). Everything else of a real product is left out."""
 from __future__ import annotations
 
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
+import numpy as np
 from osgeo import gdal
 
 # OSCD band order, and the driver's 10 m bands
@@ -24,6 +26,8 @@ class Product(NamedTuple):
     metadata: Path  # MTD_MSIL1C.xml
     subdataset: str  # the 10 m bands, as GDAL and QGIS name them
     reference: Path  # the same pixels as a GeoTIFF with nodata 0
+    true_colour: str  # the TCI
+    true_colour_reference: Path
 
 
 def l1c_product(image: Path, folder: Path, epsg: int, sensing: str) -> Product:
@@ -48,11 +52,19 @@ def l1c_product(image: Path, folder: Path, epsg: int, sensing: str) -> Product:
                                                   "BLOCKYSIZE=1024"])
         assert written is not None
         written = None
-    warped = None
+    true_colour_reference = folder / f"true_colour_{epsg}.tif"
+    _true_colour(warped, true_colour_reference)
+    stems.append(f"GRANULE/{granule}/IMG_DATA/{tile}_{sensing}_TCI")
+    written = gdal.Translate(str(safe / f"{stems[-1]}.jp2"), str(true_colour_reference), format="JP2OpenJPEG",
+                             creationOptions=["QUALITY=100", "REVERSIBLE=YES"])
+    written = warped = None
+    for sidecar in safe.rglob("*.aux.xml"):  # GDAL's notes of nodata and names: a product has none
+        sidecar.unlink()
     (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(_granule_metadata(epsg, width, height, x0, y0))
     metadata = safe / "MTD_MSIL1C.xml"
     metadata.write_text(_product_metadata(sensing, granule, stems))
-    return Product(metadata, f"SENTINEL2_L1C:{metadata}:10m:EPSG_{epsg}", reference)
+    return Product(metadata, f"SENTINEL2_L1C:{metadata}:10m:EPSG_{epsg}", reference,
+                   f"SENTINEL2_L1C:{metadata}:TCI:EPSG_{epsg}", true_colour_reference)
 
 
 def zipped(product: Product, archive: Path) -> Product:
@@ -62,7 +74,23 @@ def zipped(product: Product, archive: Path) -> Product:
         for path in sorted(safe.rglob("*")):
             packed.write(path, path.relative_to(safe.parent).as_posix())
     metadata = f"/vsizip/{archive}/{safe.name}/{product.metadata.name}"
-    return Product(Path(metadata), product.subdataset.replace(str(product.metadata), metadata), product.reference)
+    return product._replace(metadata=Path(metadata),
+                            subdataset=product.subdataset.replace(str(product.metadata), metadata),
+                            true_colour=product.true_colour.replace(str(product.metadata), metadata))
+
+
+def _true_colour(bands: gdal.Dataset, target: Path) -> None:
+    """Red, green and blue reflectance from 0 to 0.2 (digital numbers 0-2000) as 1-255, 0 where
+    there is no data: the TCI's scale."""
+    values = bands.ReadAsArray()[:3].astype(np.float64)
+    colours = np.where(values == 0, 0, np.clip(np.round(values / 2000 * 254) + 1, 1, 255)).astype(np.uint8)
+    image = gdal.GetDriverByName("GTiff").Create(str(target), bands.RasterXSize, bands.RasterYSize, 3, gdal.GDT_Byte)
+    image.SetGeoTransform(bands.GetGeoTransform())
+    image.SetProjection(bands.GetProjection())
+    for index in range(3):
+        image.GetRasterBand(index + 1).WriteArray(colours[index])
+        image.GetRasterBand(index + 1).SetNoDataValue(0)
+    image = None
 
 
 def _product_metadata(sensing: str, granule: str, stems: list) -> str:

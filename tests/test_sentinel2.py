@@ -14,7 +14,8 @@ from osgeo import gdal
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.errors import InputError
 from deepcl_core.outputs import CHANGE_NODATA
-from deepcl_core.raster_io import open_raster
+from deepcl_core.raster_io import decoded_block_size, open_raster
+from deepcl_core.row_strips import RowStrip
 
 from core_test_helpers import crop
 from sentinel2_product import Product, l1c_product, zipped
@@ -75,3 +76,28 @@ def test_the_product_itself_is_refused_naming_its_images(products, tiny_model, t
     assert "holds 4 images (subdatasets)" in message
     assert f"{product.subdataset} (Bands B2, B3, B4, B8 with 10m resolution, UTM 40N)" in message
     assert not list(tmp_path.glob("*.tif"))
+
+
+def test_reads_follow_the_blocks_of_the_jpeg2000_files_behind_the_product(products):
+    """The driver shows the product as a VRT of 128² blocks; a read that stops inside a block of the
+    JPEG 2000 file behind it decodes that block again for the next read once GDAL's cache has let it
+    go, so the strips and the statistics' sample take the file's blocks."""
+    dataset = open_raster(products[0].subdataset, "before")
+    behind = gdal.Open(str(next(products[0].metadata.parent.rglob("*_B04.jp2"))))
+    assert dataset.GetRasterBand(1).GetBlockSize() == [128, 128]
+    assert behind.GetRasterBand(1).GetBlockSize() != [128, 128]
+    assert decoded_block_size(dataset, 1) == tuple(behind.GetRasterBand(1).GetBlockSize())
+    assert RowStrip(dataset, (1, 2, 3), "before").block_rows == behind.GetRasterBand(1).GetBlockSize()[1]
+
+
+def test_the_true_colour_image_gives_the_outputs_of_the_same_pixels_in_geotiffs(products, tiny_model, tmp_path):
+    """The TCI (8-bit red, green, blue; the driver gives it no alpha band) with its unreached corners
+    nodata: the outputs of GeoTIFFs of the same pixels with nodata 0."""
+    before, after = products
+    from_products = _detect(before.true_colour, after.true_colour, tmp_path / "products", tiny_model)
+    from_geotiffs = _detect(str(before.true_colour_reference), str(after.true_colour_reference),
+                            tmp_path / "geotiffs", tiny_model)
+    np.testing.assert_array_equal(from_products["change"], from_geotiffs["change"])
+    np.testing.assert_array_equal(from_products["confidence"], from_geotiffs["confidence"])
+    unreached = (gdal.Open(str(before.true_colour_reference)).ReadAsArray() == 0).all(axis=0)
+    assert unreached.sum() > 500 and (from_products["change"][unreached] == CHANGE_NODATA).all()
