@@ -39,6 +39,9 @@ def as_jpeg2000(path: Path) -> Path:
             raise SystemExit(f"benchmark: GDAL could not write {partial} (JP2OpenJPEG driver)")
         written = None  # closed: the file is complete
         partial.rename(target)
+        sidecar = partial.with_name(partial.name + ".aux.xml")  # what JPEG 2000 cannot hold (colours)
+        if sidecar.is_file():
+            sidecar.rename(target.with_name(target.name + ".aux.xml"))
     return target
 
 

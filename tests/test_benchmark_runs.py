@@ -43,6 +43,7 @@ def test_the_jpeg2000_benchmark_reports_both_formats(tmp_path, capsys):
     assert jpeg2000.main(["--size", "512", "--rounds", "1", "--cache", str(tmp_path)]) == 0
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith(("| GeoTIFF", "| JPEG 2000"))]
     assert len(rows) == 2 and (tmp_path / "before_512.jp2").is_file()
+    assert not list(tmp_path.glob("*.partial*"))  # nothing of the writing left behind
     for row in rows:
         decoding, io_alone, statistics = (float(cell) for cell in row.strip("|").split("|")[1:])
         assert io_alone > 0 and decoding >= 0 and 0 <= statistics < io_alone  # 0.00 s possible at this size
