@@ -1,6 +1,6 @@
-"""A Sentinel-2 Level-1C product (SAFE folder) made from real Sentinel-2 pixels, for the tests of
-inputs named as a product's subdataset (``SENTINEL2_L1C:…/MTD_MSIL1C.xml:10m:EPSG_32640``, the
-name QGIS gives such a layer).
+"""A Sentinel-2 Level-1C or Level-2A product (SAFE folder) made from real Sentinel-2 pixels, for
+the tests of inputs named as a product's subdataset (``SENTINEL2_L1C:…/MTD_MSIL1C.xml:10m:EPSG_32640``,
+the name QGIS gives such a layer).
 
 No product is in ../shared/data, but its OSCD images are Sentinel-2 L1C bands (B04, B03, B02, B08)
 in EPSG:4326. They are warped back onto a 10 m UTM grid, as ESA delivers them, leaving the corners
@@ -8,7 +8,8 @@ the rotation uncovers at 0, as a tile's part beyond the satellite's swath is; ea
 as a lossless JPEG 2000 file, with the true-colour image (TCI: red, green, blue in 1-255, 0 where
 there is no data), and described by the two metadata files GDAL's SENTINEL2 driver reads: the
 product's (its granules and bands, the special values) and the granule's (CRS, size and position
-at 10 m). Everything else of a real product is left out."""
+at 10 m). Everything else of a real product is left out, Level-2A's other bands and its offset
+of 1000 (processing baseline 04.00 on) among them: the pixels are the same for both levels."""
 from __future__ import annotations
 
 import zipfile
@@ -23,16 +24,16 @@ BANDS = ("B04", "B03", "B02", "B08")
 
 
 class Product(NamedTuple):
-    metadata: Path  # MTD_MSIL1C.xml
+    metadata: Path  # MTD_MSIL1C.xml or MTD_MSIL2A.xml
     subdataset: str  # the 10 m bands, as GDAL and QGIS name them
     reference: Path  # the same pixels as a GeoTIFF with nodata 0
     true_colour: str  # the TCI
     true_colour_reference: Path
 
 
-def l1c_product(image: Path, folder: Path, epsg: int, sensing: str) -> Product:
-    """``image`` (OSCD: 4 bands, UInt16) as a Level-1C product in ``folder``, on a 10 m grid of
-    UTM ``epsg`` (326zz), sensed at ``sensing`` (YYYYMMDDTHHMMSS)."""
+def write_product(image: Path, folder: Path, epsg: int, sensing: str, level: str = "L1C") -> Product:
+    """``image`` (OSCD: 4 bands, UInt16) as a product of ``level`` (L1C or L2A) in ``folder``, on a
+    10 m grid of UTM ``epsg`` (326zz), sensed at ``sensing`` (YYYYMMDDTHHMMSS)."""
     folder.mkdir(parents=True, exist_ok=True)
     reference = folder / f"reference_{epsg}.tif"
     warped = gdal.Warp(str(reference), str(image), dstSRS=f"EPSG:{epsg}", xRes=10, yRes=10,
@@ -41,11 +42,12 @@ def l1c_product(image: Path, folder: Path, epsg: int, sensing: str) -> Product:
     x0, _, _, y0, _, _ = warped.GetGeoTransform()
     width, height = warped.RasterXSize, warped.RasterYSize
     tile = f"T{epsg % 100:02d}RBN"
-    safe = folder / f"S2A_MSIL1C_{sensing}_N0204_R063_{tile}_{sensing}.SAFE"
-    granule = f"L1C_{tile}_A000000_{sensing}"
-    images = safe / "GRANULE" / granule / "IMG_DATA"
-    images.mkdir(parents=True)
-    stems = [f"GRANULE/{granule}/IMG_DATA/{tile}_{sensing}_{band}" for band in BANDS]
+    safe = folder / f"S2A_MSI{level}_{sensing}_N0204_R063_{tile}_{sensing}.SAFE"
+    granule = f"{level}_{tile}_A000000_{sensing}"
+    # Level-2A keeps each resolution in a folder of its own and names it in the file
+    images, suffix = ("IMG_DATA/R10m", "_10m") if level == "L2A" else ("IMG_DATA", "")
+    (safe / "GRANULE" / granule / images).mkdir(parents=True)
+    stems = [f"GRANULE/{granule}/{images}/{tile}_{sensing}_{band}{suffix}" for band in BANDS]
     for index, stem in enumerate(stems, start=1):
         written = gdal.Translate(str(safe / f"{stem}.jp2"), warped, bandList=[index], format="JP2OpenJPEG",
                                  creationOptions=["QUALITY=100", "REVERSIBLE=YES", "BLOCKXSIZE=1024",
@@ -54,17 +56,17 @@ def l1c_product(image: Path, folder: Path, epsg: int, sensing: str) -> Product:
         written = None
     true_colour_reference = folder / f"true_colour_{epsg}.tif"
     _true_colour(warped, true_colour_reference)
-    stems.append(f"GRANULE/{granule}/IMG_DATA/{tile}_{sensing}_TCI")
+    stems.append(f"GRANULE/{granule}/{images}/{tile}_{sensing}_TCI{suffix}")
     written = gdal.Translate(str(safe / f"{stems[-1]}.jp2"), str(true_colour_reference), format="JP2OpenJPEG",
                              creationOptions=["QUALITY=100", "REVERSIBLE=YES"])
     written = warped = None
     for sidecar in safe.rglob("*.aux.xml"):  # GDAL's notes of nodata and names: a product has none
         sidecar.unlink()
-    (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(_granule_metadata(epsg, width, height, x0, y0))
-    metadata = safe / "MTD_MSIL1C.xml"
-    metadata.write_text(_product_metadata(sensing, granule, stems))
-    return Product(metadata, f"SENTINEL2_L1C:{metadata}:10m:EPSG_{epsg}", reference,
-                   f"SENTINEL2_L1C:{metadata}:TCI:EPSG_{epsg}", true_colour_reference)
+    (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(_granule_metadata(level, epsg, width, height, x0, y0))
+    metadata = safe / f"MTD_MSI{level}.xml"
+    metadata.write_text(_product_metadata(level, safe.name, sensing, granule, stems))
+    return Product(metadata, f"SENTINEL2_{level}:{metadata}:10m:EPSG_{epsg}", reference,
+                   f"SENTINEL2_{level}:{metadata}:TCI:EPSG_{epsg}", true_colour_reference)
 
 
 def zipped(product: Product, archive: Path) -> Product:
@@ -93,15 +95,20 @@ def _true_colour(bands: gdal.Dataset, target: Path) -> None:
     image = None
 
 
-def _product_metadata(sensing: str, granule: str, stems: list) -> str:
+def _product_metadata(level: str, safe: str, sensing: str, granule: str, stems: list) -> str:
     when = f"{sensing[:4]}-{sensing[4:6]}-{sensing[6:8]}T{sensing[9:11]}:{sensing[11:13]}:{sensing[13:15]}.000Z"
     files = "\n".join(f"          <IMAGE_FILE>{stem}</IMAGE_FILE>" for stem in stems)
+    quantification = ('<QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>' if level == "L1C" else
+                      '<QUANTIFICATION_VALUES_LIST><BOA_QUANTIFICATION_VALUE unit="none">10000'
+                      '</BOA_QUANTIFICATION_VALUE></QUANTIFICATION_VALUES_LIST>')
+    root = f"Level-{level[1:]}_User_Product"
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<n1:Level-1C_User_Product xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-1C.xsd">
+<n1:{root} xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/User_Product_Level-{level[1:]}.xsd">
   <n1:General_Info>
     <Product_Info>
       <PRODUCT_START_TIME>{when}</PRODUCT_START_TIME>
-      <PROCESSING_LEVEL>Level-1C</PROCESSING_LEVEL>
+      <PRODUCT_URI>{safe}</PRODUCT_URI>
+      <PROCESSING_LEVEL>Level-{level[1:]}</PROCESSING_LEVEL>
       <Datatake datatakeIdentifier="GS2A_{sensing}_000000_N02.04">
         <SPACECRAFT_NAME>Sentinel-2A</SPACECRAFT_NAME>
         <DATATAKE_SENSING_START>{when}</DATATAKE_SENSING_START>
@@ -132,16 +139,16 @@ def _product_metadata(sensing: str, granule: str, stems: list) -> str:
         <SPECIAL_VALUE_TEXT>SATURATED</SPECIAL_VALUE_TEXT>
         <SPECIAL_VALUE_INDEX>65535</SPECIAL_VALUE_INDEX>
       </Special_Values>
-      <QUANTIFICATION_VALUE unit="none">10000</QUANTIFICATION_VALUE>
+      {quantification}
     </Product_Image_Characteristics>
   </n1:General_Info>
-</n1:Level-1C_User_Product>
+</n1:{root}>
 """
 
 
-def _granule_metadata(epsg: int, width: int, height: int, x0: float, y0: float) -> str:
+def _granule_metadata(level: str, epsg: int, width: int, height: int, x0: float, y0: float) -> str:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<n1:Level-1C_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-1C_Tile_Metadata.xsd">
+<n1:Level-{level[1:]}_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{level[1:]}_Tile_Metadata.xsd">
   <n1:Geometric_Info>
     <Tile_Geocoding metadataLevel="Brief">
       <HORIZONTAL_CS_NAME>WGS84 / UTM zone {epsg % 100}N</HORIZONTAL_CS_NAME>
@@ -158,5 +165,5 @@ def _granule_metadata(epsg: int, width: int, height: int, x0: float, y0: float) 
       </Geoposition>
     </Tile_Geocoding>
   </n1:Geometric_Info>
-</n1:Level-1C_Tile_ID>
+</n1:Level-{level[1:]}_Tile_ID>
 """

@@ -18,20 +18,21 @@ from deepcl_core.raster_io import decoded_block_size, open_raster
 from deepcl_core.row_strips import RowStrip
 
 from core_test_helpers import crop
-from sentinel2_product import Product, l1c_product, zipped
+from sentinel2_product import Product, write_product, zipped
 
 FAST = dict(tile_size=128, overlap=32, device="cpu")
 
 
-@pytest.fixture(scope="module")
-def products(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuple[Product, Product]:
+@pytest.fixture(scope="module", params=["L1C", "L2A"])
+def products(request, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuple[Product, Product]:
     """abudhabi's 2016 and 2018 images (a 192×160 crop) as products of two UTM zones, so the after
-    image must be warped onto the before grid, as for a pair of tiles from neighbouring zones."""
+    image must be warped onto the before grid, as for a pair of tiles from neighbouring zones; of
+    either processing level."""
     city, folder = data_dir / "oscd" / "abudhabi", tmp_path_factory.mktemp("sentinel2")
     before = crop(city / "before.tif", folder / "before_4326.tif", 100, 120, 192, 160)
     after = crop(city / "after.tif", folder / "after_4326.tif", 98, 118, 200, 170)
-    return (l1c_product(before, folder / "before", 32640, "20160120T065212"),
-            l1c_product(after, folder / "after", 32639, "20180328T065621"))
+    return (write_product(before, folder / "before", 32640, "20160120T065212", request.param),
+            write_product(after, folder / "after", 32639, "20180328T065621", request.param))
 
 
 def _detect(before: str, after: str, folder: Path, model) -> Dict[str, np.ndarray]:
@@ -83,7 +84,7 @@ def test_reads_follow_the_blocks_of_the_jpeg2000_files_behind_the_product(produc
     JPEG 2000 file behind it decodes that block again for the next read once GDAL's cache has let it
     go, so the strips and the statistics' sample take the file's blocks."""
     dataset = open_raster(products[0].subdataset, "before")
-    behind = gdal.Open(str(next(products[0].metadata.parent.rglob("*_B04.jp2"))))
+    behind = gdal.Open(str(next(products[0].metadata.parent.rglob("*_B04*.jp2"))))
     assert dataset.GetRasterBand(1).GetBlockSize() == [128, 128]
     assert behind.GetRasterBand(1).GetBlockSize() != [128, 128]
     assert decoded_block_size(dataset, 1) == tuple(behind.GetRasterBand(1).GetBlockSize())

@@ -148,12 +148,12 @@ def test_qgis_process_reads_sentinel2_layers_of_a_project(plugins_folder, tiny_m
     from qgis.core import QgsProject, QgsRasterLayer
 
     from core_test_helpers import crop
-    from sentinel2_product import l1c_product
+    from sentinel2_product import write_product
 
     city = pair("oscd", "abudhabi")
-    before = l1c_product(crop(city / "before.tif", tmp_path / "b.tif", 100, 120, 192, 160), tmp_path / "before",
+    before = write_product(crop(city / "before.tif", tmp_path / "b.tif", 100, 120, 192, 160), tmp_path / "before",
                          32640, "20160120T065212")
-    after = l1c_product(crop(city / "after.tif", tmp_path / "a.tif", 98, 118, 200, 170), tmp_path / "after",
+    after = write_product(crop(city / "after.tif", tmp_path / "a.tif", 98, 118, 200, 170), tmp_path / "after",
                         32639, "20180328T065621")
     project = QgsProject()
     for name, product in (("before", before), ("after", after)):

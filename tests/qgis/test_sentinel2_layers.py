@@ -10,7 +10,7 @@ import pytest
 
 from core_test_helpers import crop
 from plugin_test_helpers import pair, read, run
-from sentinel2_product import Product, l1c_product
+from sentinel2_product import Product, write_product
 
 ALG = "deepcl:detectchanges"
 
@@ -21,8 +21,8 @@ def products(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Product, Product
     city, folder = pair("oscd", "abudhabi"), tmp_path_factory.mktemp("sentinel2")
     before = crop(city / "before.tif", folder / "before_4326.tif", 200, 200, 160, 160)
     after = crop(city / "after.tif", folder / "after_4326.tif", 198, 198, 170, 170)
-    return (l1c_product(before, folder / "before", 32640, "20160120T065212"),
-            l1c_product(after, folder / "after", 32639, "20180328T065621"))
+    return (write_product(before, folder / "before", 32640, "20160120T065212"),
+            write_product(after, folder / "after", 32639, "20180328T065621"))
 
 
 def _layer(product: Product):
