@@ -60,6 +60,27 @@ def ground_pixel_size(grid: Grid) -> Optional[float]:
     return float(np.sqrt(pixel_area_by_row(centre_row)[0]))
 
 
+# Pixels this many times larger in one image than in the other are worth a warning: the pairs the
+# model learned from were of one resolution, and an image resampled that far looks blurred or blocky.
+PIXEL_SIZE_RATIO_WARNED = 3.0
+
+
+def pixel_size_warning(before: Grid, after: Grid) -> Optional[str]:
+    """Why the result may suffer when the two images' ground pixels differ by
+    :data:`PIXEL_SIZE_RATIO_WARNED` times or more; None otherwise or without georeference."""
+    sizes = {"before": ground_pixel_size(before), "after": ground_pixel_size(after)}
+    if None in sizes.values():
+        return None
+    coarse, fine = sorted(sizes, key=sizes.get, reverse=True)
+    ratio = sizes[coarse] / sizes[fine]
+    if ratio < PIXEL_SIZE_RATIO_WARNED:
+        return None
+    return (f"the {coarse} image's pixels are {ratio:.1f} times as large as the {fine} image's "
+            f"({sizes[coarse]:.3g} m against {sizes[fine]:.3g} m): the after image is resampled onto the "
+            "before grid, so change smaller than the larger pixels cannot be found and the difference in "
+            "sharpness may show as change; images of similar resolution give better results")
+
+
 def file_pixel_size(path: str) -> Optional[float]:
     """:func:`ground_pixel_size` of the raster at ``path``; None when GDAL cannot open it."""
     try:

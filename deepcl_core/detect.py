@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from osgeo import gdal
 
-from .area import ground_pixel_size, pixel_area_by_row
+from .area import ground_pixel_size, pixel_area_by_row, pixel_size_warning
 from .area_of_interest import AreaOfInterest, Window
 from .batches import BatchSlots, batch_plan
 from .device import describe_device, out_of_memory_explained, resolve_device
@@ -200,6 +200,9 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
     pair = _open_pair(before, after, options, bundle)
+    mismatch = pixel_size_warning(Grid.of(pair.before), Grid.of(pair.after_source))
+    if mismatch:
+        warnings.append(mismatch)
     outputs.check_names()
     check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
     device = resolve_device(options.device)

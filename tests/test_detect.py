@@ -156,6 +156,25 @@ def test_outputs_lie_on_the_before_grid_with_their_contract(oscd_run):
     assert result.warnings and "never trained" in result.warnings[0]
 
 
+@pytest.mark.parametrize("coarsened", [None, "after", "before"])
+def test_pixels_of_very_different_sizes_are_warned_of(oscd_mismatch_pair, tiny_model, tmp_path, coarsened):
+    """The OSCD crop's two grids differ a little (no warning); one image warped to pixels 4 times
+    as large (40 m, as a 30 m Landsat or a coarse mosaic beside Sentinel-2) gets a warning naming it."""
+    images = dict(zip(("before", "after"), oscd_mismatch_pair))
+    if coarsened:
+        source = gdal.Open(str(images[coarsened]))
+        _, dx, _, _, _, dy = source.GetGeoTransform()
+        images[coarsened] = tmp_path / f"{coarsened}_coarse.tif"
+        gdal.Warp(str(images[coarsened]), source, xRes=4 * dx, yRes=-4 * dy, resampleAlg="average")
+    result = detect_changes(images["before"], images["after"], outputs_in(tmp_path / "out", distance=False),
+                            DetectOptions(**FAST), model=tiny_model)
+    resolution = [warning for warning in result.warnings if "pixels are" in warning]
+    if coarsened is None:
+        assert resolution == []
+    else:
+        assert len(resolution) == 1 and resolution[0].startswith(f"the {coarsened} image's pixels are 4.0 times")
+
+
 def test_changed_area_is_reported_in_square_metres(oscd_run):
     _, _, _, result, _ = oscd_run
     # Sentinel-2 pixels: about 9.5 m × 10.4 m at 24° N in this EPSG:4326 grid.

@@ -13,14 +13,15 @@ ALGORITHM_ID = "deepcl:detectchanges"
 
 
 class RunFeedback(QgsProcessingFeedback):
-    """Keeps the errors and last message of the run; ``message`` is emitted (from the worker
-    thread; Qt queues it to the panel) for each progress text."""
+    """Keeps the errors and warnings of the run; ``message`` is emitted (from the worker thread;
+    Qt queues it to the panel) for each progress text."""
 
     message = pyqtSignal(str)
 
     def __init__(self) -> None:
         super().__init__()
         self.errors: List[str] = []
+        self.warnings: List[str] = []
 
     def setProgressText(self, text: str) -> None:  # noqa: N802 (Qt API)
         super().setProgressText(text)
@@ -29,6 +30,10 @@ class RunFeedback(QgsProcessingFeedback):
     def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802, N803
         super().reportError(error, fatalError)
         self.errors.append(error)
+
+    def pushWarning(self, warning: str) -> None:  # noqa: N802
+        super().pushWarning(warning)
+        self.warnings.append(warning)
 
 
 class DetectionRun(QObject):

@@ -8,7 +8,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, Optional
+from typing import Any, Dict, List, Optional
 
 from qgis.core import (Qgis, QgsApplication, QgsProcessingFeatureSourceDefinition, QgsProcessingUtils, QgsProject,
                        QgsRasterLayer, QgsVectorLayer)
@@ -306,7 +306,7 @@ class DeepCLDock(QgsDockWidget):
             form.status_label.setText("Starting…")
 
     def _on_finished(self, ok: bool, results: Dict[str, Any], error: str, seconds: float) -> None:
-        parameters = self.run.parameters
+        parameters, warnings = self.run.parameters, self.run.feedback.warnings
         self.run = None
         self._set_running(False)
         self.form.status_label.setText("")
@@ -318,6 +318,7 @@ class DeepCLDock(QgsDockWidget):
                 self.form.status_label.setText("Cancelled: nothing was added.")
             return
         self._load(results, parameters, seconds)
+        self.show_warnings(warnings)
 
     def _load(self, results: Dict[str, Any], parameters: Dict[str, Any], seconds: float) -> None:
         names = [self._layer_name(parameters[role], role.lower()) for role in ("BEFORE", "AFTER")]
@@ -374,6 +375,13 @@ class DeepCLDock(QgsDockWidget):
                                                           self.last_run_area))
 
     # --- messages and dialogs ----------------------------------------------------------------------
+
+    def show_warnings(self, warnings: List[str]) -> None:
+        """The engine's warnings of a finished run (very different pixel sizes, an untrained model,
+        batches halved on the GPU), under the summary and in the message bar."""
+        self.form.status_label.setText("\n".join(f"Warning: {text[:1].upper()}{text[1:]}." for text in warnings))
+        for text in warnings:
+            self.iface.messageBar().pushMessage("DeepCL", text[:1].upper() + text[1:], Qgis.Warning, 10)
 
     def show_error(self, text: str) -> None:
         self.form.error_label.setText(text)

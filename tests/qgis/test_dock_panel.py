@@ -113,6 +113,26 @@ def test_detect_button_adds_styled_layers_in_a_group(panel, oscd_crop, tmp_path)
     assert Path(layers["Change"].source()).parent.parent == tmp_path / "out"
 
 
+def test_the_engines_warnings_are_shown_after_the_run(panel, oscd_crop, qgis_iface, tmp_path):
+    """An after image of pixels 4 times as large (the crop averaged to 40 m): the run succeeds, and
+    its warning is shown under the summary and in the message bar, as is the tiny model's."""
+    from qgis.core import Qgis
+
+    coarse = tmp_path / "after_40m.tif"
+    source = gdal.Open(image(oscd_crop, "after"))
+    _, dx, _, _, _, dy = source.GetGeoTransform()
+    gdal.Warp(str(coarse), source, xRes=4 * dx, yRes=-4 * dy, resampleAlg="average")
+    add_raster(image(oscd_crop, "before"), "abudhabi_20150801")
+    add_raster(str(coarse), "abudhabi_20180328")
+    dock = panel()
+    qgis_iface.messageBar().clear_messages()
+    _run(dock)
+    assert dock.form.error_label.text() == "" and dock.form.summary_label.text().startswith("Changed")
+    assert "Warning: The after image's pixels are 4.0 times as large" in dock.form.status_label.text()
+    shown = qgis_iface.messageBar().get_messages(Qgis.Warning)
+    assert any("pixels are 4.0 times" in m for m in shown) and any("never trained" in m for m in shown)
+
+
 def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop):
     _project_with_pairs(oscd_crop)
     dock = panel()
