@@ -152,9 +152,9 @@ The weights inherit the most restrictive of these terms: research and non-commer
   precision too high: move it (panel slider, `--threshold`) and check the confidence layer, or set
   it on your own labelled pairs with `deepcl calibrate`.
 - RGB only: the NIR band of Sentinel-2 is not used.
-- Clouds, their shadows and snow in either image read as change, as does a difference in
-  resolution (a warning names it): choose clear pairs of one resolution, or detect inside polygons
-  of the clear areas (panel *Inside polygons*, `--mask`).
+- Nothing masks clouds, their shadows or snow: in either image they may read as change, as may a
+  difference in resolution (a warning names it). Choose clear pairs of one resolution, or detect
+  inside polygons of the clear areas (panel *Inside polygons*, `--mask`).
 - Labels of the four data sets mean different things (SZTAKI marks only "relevant" change, LEVIR
   buildings), so "change" is a blend of their definitions.
 """
