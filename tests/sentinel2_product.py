@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, Tuple
 
 import numpy as np
 from osgeo import gdal
+
+from core_test_helpers import crop
 
 # OSCD band order, and the driver's 10 m bands
 BANDS = ("B04", "B03", "B02", "B08")
@@ -67,6 +69,16 @@ def write_product(image: Path, folder: Path, epsg: int, sensing: str, level: str
     metadata.write_text(_product_metadata(level, safe.name, sensing, granule, stems))
     return Product(metadata, f"SENTINEL2_{level}:{metadata}:10m:EPSG_{epsg}", reference,
                    f"SENTINEL2_{level}:{metadata}:TCI:EPSG_{epsg}", true_colour_reference)
+
+
+def abudhabi_products(city: Path, folder: Path, level: str = "L1C") -> Tuple[Product, Product]:
+    """OSCD abudhabi's 2016 and 2018 images (``city``; a 192×160 crop) as products of two UTM
+    zones, so the after image must be warped onto the before grid, as for a pair of tiles from
+    neighbouring zones."""
+    before = crop(city / "before.tif", folder / "before_4326.tif", 100, 120, 192, 160)
+    after = crop(city / "after.tif", folder / "after_4326.tif", 98, 118, 200, 170)
+    return (write_product(before, folder / "before", 32640, "20160120T065212", level),
+            write_product(after, folder / "after", 32639, "20180328T065621", level))
 
 
 def zipped(product: Product, archive: Path) -> Product:
@@ -148,7 +160,8 @@ def _product_metadata(level: str, safe: str, sensing: str, granule: str, stems: 
 
 def _granule_metadata(level: str, epsg: int, width: int, height: int, x0: float, y0: float) -> str:
     return f"""<?xml version="1.0" encoding="UTF-8"?>
-<n1:Level-{level[1:]}_Tile_ID xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{level[1:]}_Tile_Metadata.xsd">
+<n1:Level-{level[1:]}_Tile_ID
+    xmlns:n1="https://psd-14.sentinel2.eo.esa.int/PSD/S2_PDI_Level-{level[1:]}_Tile_Metadata.xsd">
   <n1:Geometric_Info>
     <Tile_Geocoding metadataLevel="Brief">
       <HORIZONTAL_CS_NAME>WGS84 / UTM zone {epsg % 100}N</HORIZONTAL_CS_NAME>

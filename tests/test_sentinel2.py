@@ -17,22 +17,15 @@ from deepcl_core.outputs import CHANGE_NODATA
 from deepcl_core.raster_io import decoded_block_size, open_raster
 from deepcl_core.row_strips import RowStrip
 
-from core_test_helpers import crop
-from sentinel2_product import Product, write_product, zipped
+from sentinel2_product import Product, abudhabi_products, zipped
 
 FAST = dict(tile_size=128, overlap=32, device="cpu")
 
 
 @pytest.fixture(scope="module", params=["L1C", "L2A"])
 def products(request, data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Tuple[Product, Product]:
-    """abudhabi's 2016 and 2018 images (a 192×160 crop) as products of two UTM zones, so the after
-    image must be warped onto the before grid, as for a pair of tiles from neighbouring zones; of
-    either processing level."""
-    city, folder = data_dir / "oscd" / "abudhabi", tmp_path_factory.mktemp("sentinel2")
-    before = crop(city / "before.tif", folder / "before_4326.tif", 100, 120, 192, 160)
-    after = crop(city / "after.tif", folder / "after_4326.tif", 98, 118, 200, 170)
-    return (write_product(before, folder / "before", 32640, "20160120T065212", request.param),
-            write_product(after, folder / "after", 32639, "20180328T065621", request.param))
+    """The abudhabi pair as products of two UTM zones, of either processing level."""
+    return abudhabi_products(data_dir / "oscd" / "abudhabi", tmp_path_factory.mktemp("sentinel2"), request.param)
 
 
 def _detect(before: str, after: str, folder: Path, model) -> Dict[str, np.ndarray]:

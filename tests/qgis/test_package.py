@@ -147,14 +147,9 @@ def test_qgis_process_reads_sentinel2_layers_of_a_project(plugins_folder, tiny_m
     before tile's unreached corners come out nodata."""
     from qgis.core import QgsProject, QgsRasterLayer
 
-    from core_test_helpers import crop
-    from sentinel2_product import write_product
+    from sentinel2_product import abudhabi_products
 
-    city = pair("oscd", "abudhabi")
-    before = write_product(crop(city / "before.tif", tmp_path / "b.tif", 100, 120, 192, 160), tmp_path / "before",
-                         32640, "20160120T065212")
-    after = write_product(crop(city / "after.tif", tmp_path / "a.tif", 98, 118, 200, 170), tmp_path / "after",
-                        32639, "20180328T065621")
+    before, after = abudhabi_products(pair("oscd", "abudhabi"), tmp_path)
     project = QgsProject()
     for name, product in (("before", before), ("after", after)):
         layer = QgsRasterLayer(product.subdataset, name, "gdal")
