@@ -77,7 +77,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             "reprojected onto the before grid on the fly.<br><br>"
             "The changed area (m² and percent of the area both images cover) is returned as outputs that "
             "graphical models can use. An optional processing extent or mask layer limits the work to an "
-            "area of interest. Needs PyTorch.")
+            "area of interest. Sentinel-2 products: give each one's 10 m bands (or true-colour image) "
+            "layer; the part of a tile the swath does not reach is nodata. Needs PyTorch.")
 
     def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802
         for parameter, help_text, advanced in self._input_parameters() + self._output_parameters():
@@ -94,8 +95,9 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterBand(self.BANDS_BEFORE, self.tr("Bands of the before image"), None,
                                         self.BEFORE, optional=True, allowMultiple=True),
              self.tr("The bands the model reads, in the model's order (e.g. red, green, blue). "
-                     "Empty: found from the band names, else the first bands; a one-band paletted image "
-                     "gives its colours (red, green, blue)."), False),
+                     "Empty: found from the band names (Sentinel-2's B4, B3, B2 too), else the first bands, "
+                     "unless the names rule the model's bands out; a one-band paletted image gives its "
+                     "colours (red, green, blue)."), False),
             (QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of the after image"), None,
                                         self.AFTER, optional=True, allowMultiple=True),
              self.tr("The same bands, in the same order, for the after image."), False),
