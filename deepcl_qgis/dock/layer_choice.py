@@ -86,9 +86,22 @@ def recent_raster_layers(project: QgsProject) -> List[QgsRasterLayer]:
 
 
 def preselect(layers: Sequence[QgsRasterLayer]) -> Tuple[Optional[QgsRasterLayer], Optional[QgsRasterLayer]]:
-    """(before, after) from layers listed most recent first."""
+    """(before, after) from layers listed most recent first: the newest, and the newest earlier
+    layer that can be its other date, else the one added just before it."""
     if not layers:
         return None, None
     if len(layers) == 1:
         return layers[0], None
-    return order_pair(layers[1], layers[0])
+    newest = layers[0]
+    partner = next((layer for layer in layers[1:] if _counterparts(newest, layer)), layers[1])
+    return order_pair(partner, newest)
+
+
+def _counterparts(layer: QgsRasterLayer, other: QgsRasterLayer) -> bool:
+    """Whether ``other`` may be ``layer``'s other date: as many bands, and not known to be of the
+    same date. Adding Sentinel-2 products with all their images (10 m, 20 m, 60 m bands, TCI)
+    gives images of one date side by side: a pair of them is never meant."""
+    if layer.bandCount() != other.bandCount():
+        return False
+    dates = acquisition_date(layer), acquisition_date(other)
+    return None in dates or dates[0] != dates[1]

@@ -19,11 +19,12 @@ def products(tmp_path_factory: pytest.TempPathFactory) -> Tuple[Product, Product
     return abudhabi_products(pair("oscd", "abudhabi"), tmp_path_factory.mktemp("sentinel2"))
 
 
-def _layer(product: Product):
+def _layer(product: Product, true_colour: bool = False):
     from qgis.core import QgsRasterLayer
 
-    layer = QgsRasterLayer(product.subdataset, "MTD_MSIL1C", "gdal")  # no date in the name
-    assert layer.isValid() and layer.bandCount() == 4
+    name = product.true_colour if true_colour else product.subdataset
+    layer = QgsRasterLayer(name, "MTD_MSIL1C", "gdal")  # no date in the layer's name
+    assert layer.isValid() and layer.bandCount() == (3 if true_colour else 4)
     return layer
 
 
@@ -49,3 +50,15 @@ def test_the_panel_orders_product_layers_by_their_sensing_date(qgis_app, product
     before, after = _layer(products[0]), _layer(products[1])
     assert (acquisition_date(before), acquisition_date(after)) == (date(2016, 1, 20), date(2018, 3, 28))
     assert preselect([before, after]) == preselect([after, before]) == (before, after)
+
+
+def test_the_panel_pairs_images_of_two_products_not_two_of_one(qgis_app, products):
+    """Each product added with its 10 m bands and its TCI (QGIS's dialog lists all of a product's
+    images): the newest layer, the after product's TCI, is paired with the before product's TCI,
+    not with the after product's own 10 m bands, which are of its date."""
+    from deepcl_qgis.dock.layer_choice import preselect
+
+    before_bands, before_colour = _layer(products[0]), _layer(products[0], true_colour=True)
+    after_bands, after_colour = _layer(products[1]), _layer(products[1], true_colour=True)
+    assert preselect([after_colour, after_bands, before_colour, before_bands]) == (before_colour, after_colour)
+    assert preselect([after_bands, before_colour, before_bands]) == (before_bands, after_bands)
