@@ -40,7 +40,10 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
     "after", …) names it in error messages."""
     name = os.fspath(path)
     if not is_gdal_dataset_name(name) and Path(name).is_dir():  # a folder may be a vector dataset, not a raster
-        raise InputError(f"{role} image {name} is a folder; give the raster file inside it")
+        product = sorted(Path(name).glob("MTD_MSIL*.xml"))  # a Sentinel-2 product's SAFE folder
+        if not product:
+            raise InputError(f"{role} image {name} is a folder; give the raster file inside it")
+        name = str(product[0])
     dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER)
     if dataset.RasterCount < 1 and dataset.GetSubDatasets():
         raise InputError(_choose_a_subdataset(dataset, name, role))

@@ -57,12 +57,13 @@ def test_the_10m_bands_are_red_green_and_blue_then_nir_with_an_alpha_band(produc
     assert dataset.GetRasterBand(5).GetColorInterpretation() == gdal.GCI_AlphaBand
 
 
-@pytest.mark.parametrize("packed", [False, True], ids=["safe_folder", "zip"])
-def test_the_product_itself_is_refused_naming_its_images(products, tiny_model, tmp_path, packed):
-    """The product's metadata file (or its zip) holds four images of other bands and resolutions:
-    the refusal names them, the 10 m bands' among them, and no output is written."""
-    product = zipped(products[0], tmp_path / "before.zip") if packed else products[0]
-    given = str(tmp_path / "before.zip") if packed else str(product.metadata)
+@pytest.mark.parametrize("given_as", ["metadata", "safe_folder", "zip"])
+def test_the_product_itself_is_refused_naming_its_images(products, tiny_model, tmp_path, given_as):
+    """The product (its metadata file, its SAFE folder or its zip) holds four images of other bands
+    and resolutions: the refusal names them, the 10 m bands' among them, and no output is written."""
+    product = zipped(products[0], tmp_path / "before.zip") if given_as == "zip" else products[0]
+    given = {"metadata": str(product.metadata), "safe_folder": str(product.metadata.parent),
+             "zip": str(tmp_path / "before.zip")}[given_as]
     outputs = DetectOutputs(change=tmp_path / "change.tif", confidence=tmp_path / "confidence.tif")
     with pytest.raises(InputError) as refused:
         detect_changes(given, str(products[1].reference), outputs, DetectOptions(**FAST), model=tiny_model)
