@@ -12,6 +12,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal, osr
 
+from . import sentinel2
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
 
@@ -49,21 +50,10 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
         raise InputError(_choose_a_subdataset(dataset, name, role))
     if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
         raise InputError(f"{role} image {name} has no pixels or no bands")
-    if dataset.GetDriver().ShortName == "SENTINEL2":
-        dataset = _sentinel2_with_nodata(name, role)
+    if dataset.GetDriver().ShortName == sentinel2.DRIVER:  # its unreached part and clouds as nodata
+        dataset = sentinel2.with_valid_pixels(
+            open_dataset(name, f"{role} image", gdal.OF_RASTER, open_options=sentinel2.OPEN_OPTIONS), name)
     return dataset
-
-
-def _sentinel2_with_nodata(name: str, role: str) -> gdal.Dataset:
-    """A Sentinel-2 product's image with the part of the tile the swath does not reach as nodata.
-    It holds the product's NODATA value (0), which the driver does not set as a nodata value, so it
-    would read as black land. The driver's alpha band marks it in the bands of a resolution; the
-    true-colour image (TCI) gets none, so its bands get the value as their nodata."""
-    dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER, open_options=["ALPHA=YES"])
-    special = dataset.GetMetadataItem("SPECIAL_VALUE_NODATA")
-    if _alpha_band(dataset) is not None or special is None:
-        return dataset
-    return gdal.Translate("", dataset, format="VRT", noData=float(special))
 
 
 def _choose_a_subdataset(dataset: gdal.Dataset, name: str, role: str, listed: int = 6) -> str:
@@ -385,19 +375,12 @@ def _read_mask(band: gdal.Band, x: int, y: int, width: int, height: int, role: s
 
 def decoded_block_size(dataset: gdal.Dataset, band: int) -> Tuple[int, int]:
     """Width and height of the blocks GDAL decodes to read ``band``: the band's own, or for a
-    Sentinel-2 product, a VRT of 128² blocks over JPEG 2000 files of 1024² blocks, the file's. A
+    Sentinel-2 product, a VRT of 128² blocks over JPEG 2000 files of 1024² blocks, the files'. A
     read that stops inside such a block decodes it whole, and again for the next read once GDAL's
     cache has let it go."""
     size = tuple(dataset.GetRasterBand(band).GetBlockSize())
-    if dataset.GetDriver().ShortName != "SENTINEL2":
-        return size
-    location = dataset.GetRasterBand(band).GetMetadataItem("Pixel_0_0", "LocationInfo") or ""
-    found = re.search(r"<File>(.+?)</File>", location)
-    with collect_gdal_errors():
-        source = gdal.Open(found.group(1)) if found else None
-    if source is None:  # a corner the tile does not cover
-        return size
-    return tuple(max(own, theirs) for own, theirs in zip(size, source.GetRasterBand(1).GetBlockSize()))
+    behind = sentinel2.files_block_size(dataset)
+    return size if behind is None else tuple(max(own, theirs) for own, theirs in zip(size, behind))
 
 
 # Block pixels the statistics' sample may decode: 64 blocks of 512² (GeoTIFF tiles of 256² or 512²

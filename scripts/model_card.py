@@ -152,9 +152,10 @@ The weights inherit the most restrictive of these terms: research and non-commer
   precision too high: move it (panel slider, `--threshold`) and check the confidence layer, or set
   it on your own labelled pairs with `deepcl calibrate`.
 - RGB only: the NIR band of Sentinel-2 is not used.
-- Nothing masks clouds, their shadows or snow: in either image they may read as change, as may a
-  difference in resolution (a warning names it). Choose clear pairs of one resolution, or detect
-  inside polygons of the clear areas (panel *Inside polygons*, `--mask`).
+- Clouds, their shadows and snow may read as change, as may a difference in resolution (a warning
+  names it). Only a Sentinel-2 Level-2A product's own scene classification masks clouds, shadows
+  and cirrus (they come out nodata); snow is never masked. Otherwise choose clear pairs of one
+  resolution, or detect inside polygons of the clear areas (panel *Inside polygons*, `--mask`).
 - Labels of the four data sets mean different things (SZTAKI marks only "relevant" change, LEVIR
   buildings), so "change" is a blend of their definitions.
 """

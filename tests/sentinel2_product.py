@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import zipfile
 from pathlib import Path
-from typing import NamedTuple, Tuple
+from typing import NamedTuple, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -33,9 +33,18 @@ class Product(NamedTuple):
     true_colour_reference: Path
 
 
-def write_product(image: Path, folder: Path, epsg: int, sensing: str, level: str = "L1C") -> Product:
+# A Level-2A product's scene classes (its SCL) for the tests: clear land everywhere but for these
+# rectangles of (class, first and last row, first and last column) in the 20 m grid.
+Hidden = Sequence[Tuple[int, int, int, int, int]]
+CLEAR_LAND = 5  # "not vegetated"
+
+
+def write_product(image: Path, folder: Path, epsg: int, sensing: str, level: str = "L1C",
+                  scene: Hidden = ()) -> Product:
     """``image`` (OSCD: 4 bands, UInt16) as a product of ``level`` (L1C or L2A) in ``folder``, on a
-    10 m grid of UTM ``epsg`` (326zz), sensed at ``sensing`` (YYYYMMDDTHHMMSS)."""
+    10 m grid of UTM ``epsg`` (326zz), sensed at ``sensing`` (YYYYMMDDTHHMMSS). A Level-2A product
+    gets a scene classification of ``scene`` on clear land; the references are nodata where it
+    hides the ground (cloud, shadow, cirrus: ``deepcl_core.sentinel2.HIDDEN_SCENE_CLASSES``)."""
     folder.mkdir(parents=True, exist_ok=True)
     reference = folder / f"reference_{epsg}.tif"
     warped = gdal.Warp(str(reference), str(image), dstSRS=f"EPSG:{epsg}", xRes=10, yRes=10,
@@ -62,6 +71,11 @@ def write_product(image: Path, folder: Path, epsg: int, sensing: str, level: str
     written = gdal.Translate(str(safe / f"{stems[-1]}.jp2"), str(true_colour_reference), format="JP2OpenJPEG",
                              creationOptions=["QUALITY=100", "REVERSIBLE=YES"])
     written = warped = None
+    if level == "L2A":
+        scene_file = safe / "GRANULE" / granule / "IMG_DATA" / "R20m" / f"{tile}_{sensing}_SCL_20m.jp2"
+        hidden = _write_scene(scene_file, scene, reference)
+        for path in (reference, true_colour_reference):
+            _hide(path, hidden)
     for sidecar in safe.rglob("*.aux.xml"):  # GDAL's notes of nodata and names: a product has none
         sidecar.unlink()
     (safe / "GRANULE" / granule / "MTD_TL.xml").write_text(_granule_metadata(level, epsg, width, height, x0, y0))
@@ -74,11 +88,14 @@ def write_product(image: Path, folder: Path, epsg: int, sensing: str, level: str
 def abudhabi_products(city: Path, folder: Path, level: str = "L1C") -> Tuple[Product, Product]:
     """OSCD abudhabi's 2016 and 2018 images (``city``; a 192×160 crop) as products of two UTM
     zones, so the after image must be warped onto the before grid, as for a pair of tiles from
-    neighbouring zones."""
+    neighbouring zones; at Level-2A, a cloud with its shadow in the before image and cirrus in the
+    after image (and, in each, a water body and snow, which stay)."""
     before = crop(city / "before.tif", folder / "before_4326.tif", 100, 120, 192, 160)
     after = crop(city / "after.tif", folder / "after_4326.tif", 98, 118, 200, 170)
-    return (write_product(before, folder / "before", 32640, "20160120T065212", level),
-            write_product(after, folder / "after", 32639, "20180328T065621", level))
+    return (write_product(before, folder / "before", 32640, "20160120T065212", level,
+                          scene=[(9, 10, 25, 40, 60), (3, 30, 35, 40, 60), (6, 60, 70, 10, 20)]),
+            write_product(after, folder / "after", 32639, "20180328T065621", level,
+                          scene=[(10, 50, 65, 20, 40), (11, 5, 10, 5, 15)]))
 
 
 def zipped(product: Product, archive: Path) -> Product:
@@ -91,6 +108,38 @@ def zipped(product: Product, archive: Path) -> Product:
     return product._replace(metadata=Path(metadata),
                             subdataset=product.subdataset.replace(str(product.metadata), metadata),
                             true_colour=product.true_colour.replace(str(product.metadata), metadata))
+
+
+def _write_scene(path: Path, scene: Hidden, image: Path) -> np.ndarray:
+    """The scene classification on the 20 m grid of ``image``'s granule, as a lossless JPEG 2000
+    file; returns where it hides the ground at each 10 m pixel (the nearest 20 m class)."""
+    from deepcl_core.sentinel2 import HIDDEN_SCENE_CLASSES
+
+    bands = gdal.Open(str(image))
+    width, height = bands.RasterXSize, bands.RasterYSize
+    classes = np.full(((height + 1) // 2, (width + 1) // 2), CLEAR_LAND, np.uint8)
+    for value, row0, row1, column0, column1 in scene:
+        classes[row0:row1 + 1, column0:column1 + 1] = value
+    x0, dx, _, y0, _, dy = bands.GetGeoTransform()
+    memory = gdal.GetDriverByName("MEM").Create("", classes.shape[1], classes.shape[0], 1, gdal.GDT_Byte)
+    memory.SetGeoTransform((x0, 2 * dx, 0, y0, 0, 2 * dy))
+    memory.SetProjection(bands.GetProjection())
+    memory.GetRasterBand(1).WriteArray(classes)
+    path.parent.mkdir(parents=True)
+    written = gdal.Translate(str(path), memory, format="JP2OpenJPEG", creationOptions=["QUALITY=100", "REVERSIBLE=YES"])
+    assert written is not None
+    written = None
+    path.with_name(path.name + ".aux.xml").unlink(missing_ok=True)
+    return np.isin(classes, HIDDEN_SCENE_CLASSES).repeat(2, axis=0).repeat(2, axis=1)[:height, :width]
+
+
+def _hide(path: Path, hidden: np.ndarray) -> None:
+    """Set the ``hidden`` pixels of a reference image to its nodata, 0."""
+    dataset = gdal.Open(str(path), gdal.GA_Update)
+    for index in range(1, dataset.RasterCount + 1):
+        band = dataset.GetRasterBand(index)
+        band.WriteArray(np.where(hidden, 0, band.ReadAsArray()))
+    dataset = None
 
 
 def _true_colour(bands: gdal.Dataset, target: Path) -> None:

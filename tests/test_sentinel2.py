@@ -49,12 +49,20 @@ def test_a_products_10m_bands_give_the_outputs_of_the_same_pixels_in_geotiffs(pr
     assert 500 < unreached.sum() < 0.2 * unreached.size  # the corners a rotation to UTM uncovers
     assert (from_products["change"][unreached] == CHANGE_NODATA).all()
     assert (from_products["change"][~unreached] != CHANGE_NODATA).mean() > 0.95  # the after image covers the rest
+    assert not list(before.metadata.parent.rglob("*.aux.xml"))  # nothing written into the product
 
 
 def test_the_10m_bands_are_red_green_and_blue_then_nir_with_an_alpha_band(products):
-    dataset = open_raster(products[0].subdataset, "before")
-    assert [dataset.GetRasterBand(i).GetDescription().split(",")[0] for i in range(1, 5)] == ["B4", "B3", "B2", "B8"]
-    assert dataset.GetRasterBand(5).GetColorInterpretation() == gdal.GCI_AlphaBand
+    """The alpha band is 0 where the tile holds no data and, at Level-2A, where the scene
+    classification finds cloud, shadow or cirrus; water and snow stay (the references' zeros)."""
+    for product in products:
+        dataset = open_raster(product.subdataset, "before")
+        assert [dataset.GetRasterBand(i).GetDescription().split(",")[0] for i in range(1, 5)] == ["B4", "B3", "B2", "B8"]
+        assert dataset.GetRasterBand(5).GetColorInterpretation() == gdal.GCI_AlphaBand
+        reference = gdal.Open(str(product.reference)).ReadAsArray()
+        np.testing.assert_array_equal(dataset.GetRasterBand(5).ReadAsArray() > 0, (reference != 0).any(axis=0))
+        scene_classes = list(product.metadata.parent.rglob("*_SCL_20m.jp2"))
+        assert len(scene_classes) == ("MSIL2A" in product.subdataset)
 
 
 @pytest.mark.parametrize("given_as", ["metadata", "safe_folder", "zip"])

@@ -78,7 +78,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             "The changed area (m² and percent of the area both images cover) is returned as outputs that "
             "graphical models can use. An optional processing extent or mask layer limits the work to an "
             "area of interest. Sentinel-2 products: give each one's 10 m bands (or true-colour image) "
-            "layer; the part of a tile the swath does not reach is nodata. Needs PyTorch.")
+            "layer; the part of a tile the swath does not reach is nodata, and so are a Level-2A product's "
+            "clouds, cloud shadows and cirrus (its scene classification). Needs PyTorch.")
 
     def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802
         for parameter, help_text, advanced in self._input_parameters() + self._output_parameters():
