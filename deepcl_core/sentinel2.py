@@ -74,7 +74,8 @@ def _scene_classification(dataset: gdal.Dataset) -> Optional[str]:
     behind (older products)."""
     if dataset.GetMetadataItem("PROCESSING_LEVEL") != "Level-2A":
         return None
-    folders = {path.split("/IMG_DATA/")[0] for path in dataset.GetFileList() or [] if "/IMG_DATA/" in path}
+    paths = [path.replace("\\", "/") for path in dataset.GetFileList() or []]  # Windows' separators too
+    folders = {path.split("/IMG_DATA/")[0] for path in paths if "/IMG_DATA/" in path}
     if len(folders) != 1:
         return None
     scene_folder = posixpath.join(folders.pop(), "IMG_DATA", "R20m")
@@ -98,8 +99,11 @@ def _source(name: str, band: int, lut: str) -> ET.Element:
 def _scene_source(path: str, image: gdal.Dataset) -> ET.Element:
     """The scene classification, its nearest class at each of ``image``'s pixels, as 1 where the
     ground is seen and 0 where it is hidden (a factor of the alpha band)."""
-    with collect_gdal_errors():
+    with collect_gdal_errors() as errors:
         scene = gdal.Open(path)
+    if scene is None:
+        raise InputError(f"cannot read the scene classification {path} of a Sentinel-2 product: "
+                         f"{errors.last('the file may be damaged')}")
     x0, dx, _, y0, _, dy = image.GetGeoTransform()
     sx0, sdx, _, sy0, _, sdy = scene.GetGeoTransform()
     source = ET.Element("ComplexSource", resampling="nearest")

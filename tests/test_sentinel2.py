@@ -4,6 +4,7 @@ a tile the swath does not reach (filled with 0, without a nodata value) is nodat
 The products are made from real Sentinel-2 pixels of OSCD (``sentinel2_product``)."""
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Dict, Tuple
 
@@ -57,7 +58,8 @@ def test_the_10m_bands_are_red_green_and_blue_then_nir_with_an_alpha_band(produc
     classification finds cloud, shadow or cirrus; water and snow stay (the references' zeros)."""
     for product in products:
         dataset = open_raster(product.subdataset, "before")
-        assert [dataset.GetRasterBand(i).GetDescription().split(",")[0] for i in range(1, 5)] == ["B4", "B3", "B2", "B8"]
+        names = [dataset.GetRasterBand(index).GetDescription().split(",")[0] for index in range(1, 5)]
+        assert names == ["B4", "B3", "B2", "B8"]
         assert dataset.GetRasterBand(5).GetColorInterpretation() == gdal.GCI_AlphaBand
         reference = gdal.Open(str(product.reference)).ReadAsArray()
         np.testing.assert_array_equal(dataset.GetRasterBand(5).ReadAsArray() > 0, (reference != 0).any(axis=0))
@@ -104,3 +106,14 @@ def test_the_true_colour_image_gives_the_outputs_of_the_same_pixels_in_geotiffs(
     np.testing.assert_array_equal(from_products["confidence"], from_geotiffs["confidence"])
     unreached = (gdal.Open(str(before.true_colour_reference)).ReadAsArray() == 0).all(axis=0)
     assert unreached.sum() > 500 and (from_products["change"][unreached] == CHANGE_NODATA).all()
+
+
+def test_an_unreadable_scene_classification_is_refused_in_words(products, tmp_path):
+    """A Level-2A product whose SCL file is empty (an interrupted copy): a refusal naming it."""
+    if "MSIL2A" not in products[0].subdataset:
+        pytest.skip("Level-1C products have no scene classification")
+    copy = tmp_path / products[0].metadata.parent.name
+    shutil.copytree(products[0].metadata.parent, copy)
+    next(copy.rglob("*_SCL_20m.jp2")).write_bytes(b"")
+    with pytest.raises(InputError, match=r"cannot read the scene classification .*_SCL_20m\.jp2 of a Sentinel-2"):
+        open_raster(products[0].subdataset.replace(str(products[0].metadata.parent), str(copy)), "before")
