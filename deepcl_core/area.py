@@ -65,10 +65,11 @@ def ground_pixel_size(grid: Grid) -> Optional[float]:
 PIXEL_SIZE_RATIO_WARNED = 3.0
 
 
-def pixel_size_warning(before: Grid, after: Grid) -> Optional[str]:
-    """Why the result may suffer when the two images' ground pixels differ by
-    :data:`PIXEL_SIZE_RATIO_WARNED` times or more; None otherwise or without georeference."""
-    sizes = {"before": ground_pixel_size(before), "after": ground_pixel_size(after)}
+def pixel_size_warning(before: Optional[float], after: Optional[float]) -> Optional[str]:
+    """Why the result may suffer when the two images' ground pixels (:func:`ground_pixel_size`, in
+    metres) differ by :data:`PIXEL_SIZE_RATIO_WARNED` times or more; None otherwise or without
+    georeference."""
+    sizes = {"before": before, "after": after}
     if None in sizes.values():
         return None
     coarse, fine = sorted(sizes, key=sizes.get, reverse=True)

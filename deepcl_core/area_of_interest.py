@@ -18,7 +18,7 @@ from osgeo import gdal, ogr
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
 from .raster_io import (Bounds, Grid, bounds_overlap, check_north_up, is_georeferenced, map_geotransform,
-                        open_dataset, transformed_bounds)
+                        open_dataset, transformed_bounds, warp_to_grid)
 
 LOG = logging.getLogger(__name__)
 Window = Tuple[int, int, int, int]  # column, row, width, height in pixels
@@ -140,12 +140,5 @@ def intersection(a: Bounds, b: Bounds) -> Bounds:
 def _masked(dataset: gdal.Dataset, mask: str, layer_name: Optional[str]) -> gdal.Dataset:
     """``dataset`` on its own grid with an alpha band that is 0 outside the mask's polygons (GDAL
     puts the cutline in the image's CRS)."""
-    grid = Grid.of(dataset)
-    options = gdal.WarpOptions(format="VRT", outputBounds=grid.bounds(), width=grid.width, height=grid.height,
-                               dstSRS=grid.crs_wkt, cutlineDSName=mask, cutlineLayer=layer_name,
-                               dstAlpha=True, resampleAlg="near")
-    with collect_gdal_errors() as errors:
-        warped = gdal.Warp("", dataset, options=options)
-    if warped is None:
-        raise InputError(f"GDAL could not apply the mask {mask}: {errors.last('unknown error')}")
-    return warped
+    return warp_to_grid(dataset, Grid.of(dataset), "near", f"the image cut by the mask {mask}",
+                        cutlineDSName=mask, cutlineLayer=layer_name)

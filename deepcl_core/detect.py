@@ -200,14 +200,14 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
     pair = _open_pair(before, after, options, bundle)
-    mismatch = pixel_size_warning(Grid.of(pair.before), Grid.of(pair.after_source))
+    grid = Grid.of(pair.before)
+    pixel_size = ground_pixel_size(grid)
+    mismatch = pixel_size_warning(pixel_size, ground_pixel_size(Grid.of(pair.after_source)))
     if mismatch:
         warnings.append(mismatch)
     outputs.check_names()
     check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
     device = resolve_device(options.device)
-    grid = Grid.of(pair.before)
-    pixel_size = ground_pixel_size(grid)
     threshold = bundle.threshold_for(pixel_size) if options.threshold is None else float(options.threshold)
     scale = bundle.input_scale_for(pixel_size) if options.input_scale is None else options.input_scale
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision)

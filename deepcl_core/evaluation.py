@@ -17,6 +17,7 @@ from osgeo import gdal
 
 from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import InputError, OutputError, releases_locals_on_error
+from .gdal_utils import is_alpha
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
@@ -167,7 +168,7 @@ def write_pseudo_change(source: Path, out: Path, seed: int) -> None:
     dataset = open_image(source, "before")
     # An alpha band is validity, not a colour: it comes back as NaN where nothing is valid.
     bands = [index for index in range(1, dataset.RasterCount + 1)
-             if dataset.GetRasterBand(index).GetColorInterpretation() != gdal.GCI_AlphaBand]
+             if not is_alpha(dataset.GetRasterBand(index))]
     pixels, valid = read_window(dataset, bands, 0, 0, dataset.RasterXSize, dataset.RasterYSize, "before")
     low = np.array([band[valid].min() if valid.any() else 0.0 for band in pixels], np.float32).reshape(-1, 1, 1)
     high = np.array([band[valid].max() if valid.any() else 1.0 for band in pixels], np.float32).reshape(-1, 1, 1)

@@ -4,7 +4,7 @@ through a handler pushed on GDAL's (thread-local) handler stack instead."""
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List
+from typing import Dict, Iterator, List, Optional
 
 from osgeo import gdal
 
@@ -31,6 +31,19 @@ def collect_gdal_errors() -> Iterator[GdalErrors]:
         yield errors
     finally:
         gdal.PopErrorHandler()
+
+
+def is_alpha(band: gdal.Band) -> bool:
+    return band.GetColorInterpretation() == gdal.GCI_AlphaBand
+
+
+def alpha_band(dataset: gdal.Dataset) -> Optional[gdal.Band]:
+    """The last band when it is an alpha band. GDAL derives band masks from alpha only for 2- and
+    4-band datasets, so e.g. a 4-band image warped with an alpha band (5 bands) needs this."""
+    if dataset.RasterCount < 2:
+        return None
+    last = dataset.GetRasterBand(dataset.RasterCount)
+    return last if is_alpha(last) else None
 
 
 @contextlib.contextmanager

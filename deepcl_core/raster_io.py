@@ -7,14 +7,14 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal, osr
 
 from . import sentinel2
 from .errors import InputError
-from .gdal_utils import collect_gdal_errors
+from .gdal_utils import alpha_band, collect_gdal_errors, is_alpha
 
 # Band names a model may ask for, with the words and Sentinel-2 band codes that identify them.
 BAND_ALIASES = {
@@ -41,18 +41,16 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
     "after", …) names it in error messages."""
     name = os.fspath(path)
     if not is_gdal_dataset_name(name) and Path(name).is_dir():  # a folder may be a vector dataset, not a raster
-        product = sorted(Path(name).glob("MTD_MSIL*.xml"))  # a Sentinel-2 product's SAFE folder
-        if not product:
-            raise InputError(f"{role} image {name} is a folder; give the raster file inside it")
-        name = str(product[0])
-    dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER)
+        name = sentinel2.product_metadata(Path(name)) or ""  # a SAFE folder: the product's refusal below
+        if not name:
+            raise InputError(f"{role} image {os.fspath(path)} is a folder; give the raster file inside it")
+    dataset = open_dataset(name, f"{role} image", gdal.OF_RASTER, open_options=sentinel2.open_options(name))
     if dataset.RasterCount < 1 and dataset.GetSubDatasets():
         raise InputError(_choose_a_subdataset(dataset, name, role))
     if dataset.RasterXSize < 1 or dataset.RasterYSize < 1 or dataset.RasterCount < 1:
         raise InputError(f"{role} image {name} has no pixels or no bands")
     if dataset.GetDriver().ShortName == sentinel2.DRIVER:  # its unreached part and clouds as nodata
-        dataset = sentinel2.with_valid_pixels(
-            open_dataset(name, f"{role} image", gdal.OF_RASTER, open_options=sentinel2.OPEN_OPTIONS), name)
+        dataset = sentinel2.with_valid_pixels(dataset, name)
     return dataset
 
 
@@ -157,7 +155,7 @@ def _band_codes(dataset: gdal.Dataset) -> List[str]:
     codes = []
     for index in range(1, dataset.RasterCount + 1):
         band = dataset.GetRasterBand(index)
-        if band.GetColorInterpretation() == gdal.GCI_AlphaBand:
+        if is_alpha(band):
             continue
         words = [w for w in re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()) if _BAND_CODE.match(w)]
         if not words:
@@ -262,13 +260,13 @@ def check_north_up(geotransform: Sequence[float]) -> None:
                          "warp it to a north-up grid first (Raster ▸ Projections ▸ Warp)")
 
 
-def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str) -> gdal.Dataset:
+def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str, **options: Any) -> gdal.Dataset:
     """``dataset`` resampled onto ``target`` as a VRT (nothing copied), with an alpha band that
-    marks where it has data."""
+    marks where it has data; ``options``: more of ``gdal.WarpOptions`` (a cutline)."""
     with collect_gdal_errors() as errors:
         warped = gdal.Warp("", dataset, options=gdal.WarpOptions(
             format="VRT", dstSRS=target.crs_wkt, outputBounds=target.bounds(), width=target.width,
-            height=target.height, resampleAlg=resampling, dstAlpha=True))
+            height=target.height, resampleAlg=resampling, dstAlpha=True, **options))
     if warped is None:
         raise InputError(f"GDAL could not put {what} on the before grid: {errors.last('unknown error')}")
     return warped
@@ -341,7 +339,7 @@ def read_window(dataset: gdal.Dataset, bands: Sequence[int], x: int, y: int, wid
             if flags != gdal.GMF_ALL_VALID:
                 valid &= _read_mask(band.GetMaskBand(), x, y, width, height, role, errors)
                 alpha_used |= bool(flags & gdal.GMF_ALPHA)
-        alpha = _alpha_band(dataset)
+        alpha = alpha_band(dataset)
         if alpha is not None and not alpha_used:
             valid &= _read_mask(alpha, x, y, width, height, role, errors)
     if floating:  # integers read as float32 are always finite: skip a pass over the tile
@@ -354,15 +352,6 @@ def window_dtype(dataset: gdal.Dataset, bands: Sequence[int], keep_integers: boo
     types = {dataset.GetRasterBand(index).DataType for index in bands}
     small = _SMALL_INTEGER_TYPES.get(types.pop()) if keep_integers and len(types) == 1 else None
     return np.dtype(small or np.float32)
-
-
-def _alpha_band(dataset: gdal.Dataset) -> Optional[gdal.Band]:
-    """The last band when it is an alpha band. GDAL derives band masks from alpha only for 2- and
-    4-band datasets, so e.g. a 4-band image warped with an alpha band (5 bands) needs this."""
-    if dataset.RasterCount < 2:
-        return None
-    last = dataset.GetRasterBand(dataset.RasterCount)
-    return last if last.GetColorInterpretation() == gdal.GCI_AlphaBand else None
 
 
 def _read_mask(band: gdal.Band, x: int, y: int, width: int, height: int, role: str, errors) -> np.ndarray:

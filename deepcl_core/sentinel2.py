@@ -11,29 +11,43 @@ from __future__ import annotations
 
 import posixpath
 import xml.etree.ElementTree as ET
-from typing import Optional, Tuple
+from functools import lru_cache
+from pathlib import Path
+from typing import Optional, Sequence, Tuple
 
 from osgeo import gdal
 
 from .errors import InputError
-from .gdal_utils import collect_gdal_errors
+from .gdal_utils import alpha_band, collect_gdal_errors
 
 DRIVER = "SENTINEL2"
 OPEN_OPTIONS = ["ALPHA=YES"]  # the driver's alpha band: 0 where the tile holds NODATA
+_IMAGE_PREFIXES = ("SENTINEL2_L1C:", "SENTINEL2_L2A:")  # how GDAL names a product's images
 # Scene classes that are no clear view of the ground: no data, saturated or defective, cloud
 # shadow, cloud of medium and of high probability, thin cirrus. (Snow, water, dark areas stay.)
 HIDDEN_SCENE_CLASSES = (0, 1, 3, 8, 9, 10)
 _BLOCK_DOMAIN, _BLOCK_ITEM = "DEEPCL", "DECODED_BLOCK_SIZE"  # where the VRT records the files' blocks
 
 
+def open_options(name: str) -> Sequence[str]:
+    """The open options for the dataset ``name``: :data:`OPEN_OPTIONS` for a product's image."""
+    return OPEN_OPTIONS if name.upper().startswith(_IMAGE_PREFIXES) else ()
+
+
+def product_metadata(folder: Path) -> Optional[str]:
+    """The metadata file of a product's SAFE folder (GDAL 3.6 does not open the folder), or None."""
+    found = sorted(folder.glob("MTD_MSIL*.xml"))
+    return str(found[0]) if found else None
+
+
 def with_valid_pixels(dataset: gdal.Dataset, name: str) -> gdal.Dataset:
     """``dataset`` (``name`` opened with :data:`OPEN_OPTIONS`) with one alpha band: 0 where the
     tile holds no data, and, in a Level-2A product, where its scene classification finds cloud,
     cloud shadow, cirrus or a defect. The dataset itself where the driver's alpha band is that."""
-    alpha = dataset.RasterCount if _is_alpha(dataset.GetRasterBand(dataset.RasterCount)) else None
+    alpha = dataset.RasterCount if alpha_band(dataset) is not None else None
     scene = _scene_classification(dataset)
     if alpha is not None and scene is None:
-        return dataset  # the driver's alpha band says it all (a VRT over it costs a tenth more time)
+        return dataset  # the driver's alpha band says it all; a VRT over it would only cost reading time
     block = files_block_size(dataset)
     bands = [index for index in range(1, dataset.RasterCount + 1) if index != alpha]
     root = ET.fromstring(gdal.Translate("", dataset, format="VRT", bandList=bands).GetMetadata("xml:VRT")[0])
@@ -63,8 +77,15 @@ def files_block_size(dataset: gdal.Dataset) -> Optional[Tuple[int, int]]:
         return None
     location = dataset.GetRasterBand(1).GetMetadataItem("Pixel_0_0", "LocationInfo") or ""
     file = ET.fromstring(location).findtext("File") if location.startswith("<") else None
+    return _file_block_size(file) if file else None
+
+
+@lru_cache(maxsize=32)
+def _file_block_size(path: str) -> Optional[Tuple[int, int]]:
+    """The blocks of the raster file ``path``, opened once per file: the strips and the statistics'
+    sample of every image ask."""
     with collect_gdal_errors():
-        source = gdal.Open(file) if file else None
+        source = gdal.Open(path)
     return tuple(source.GetRasterBand(1).GetBlockSize()) if source is not None else None
 
 
@@ -88,7 +109,7 @@ def _source(name: str, band: int, lut: str) -> ET.Element:
     source = ET.Element("ComplexSource")
     ET.SubElement(source, "SourceFilename", relativeToVRT="0").text = name
     options = ET.SubElement(source, "OpenOptions")
-    for option in OPEN_OPTIONS:
+    for option in open_options(name):
         key, value = option.split("=")
         ET.SubElement(options, "OOI", key=key).text = value
     ET.SubElement(source, "SourceBand").text = str(band)
@@ -128,7 +149,3 @@ def _alpha_band(index: int, sources: list) -> ET.Element:
         ET.SubElement(band, "PixelFunctionType").text = "mul"
     band.extend(sources)
     return band
-
-
-def _is_alpha(band: gdal.Band) -> bool:
-    return band.GetColorInterpretation() == gdal.GCI_AlphaBand
