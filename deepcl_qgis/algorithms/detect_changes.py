@@ -4,8 +4,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException, QgsProcessingFeedback,
-                       QgsProcessingOutputNumber, QgsProcessingOutputString, QgsProcessingParameterBand,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingContext, QgsProcessingException,
+                       QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingOutputString,
+                       QgsProcessingParameterBand,
                        QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
@@ -240,8 +241,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         if before is None or after is None:
             raise QgsProcessingException("Give a before and an after raster layer.")
         self._before, self._after = before, after
-        self._extent = (_bounds(self.parameterAsExtent(parameters, self.EXTENT, context, before.crs))
-                        if self._has(parameters, self.EXTENT) else None)
+        self._extent = self._extent_in(parameters, context, before.crs)
         # A mask of a project layer's selected features is written to a file from the layer: here too
         # (from the background thread it crashed QGIS while the map canvas refreshed).
         self._mask = (self.parameterAsCompatibleSourceLayerPathAndLayerName(
@@ -292,13 +292,18 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     def _area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                           before: QgsRasterLayer) -> Optional[Bounds]:
         """The box of the extent and the mask layer's extent together, in the before layer's CRS."""
-        area = None
-        if self._has(parameters, self.EXTENT):
-            area = _bounds(self.parameterAsExtent(parameters, self.EXTENT, context, before.crs()))
+        area = self._extent_in(parameters, context, before.crs())
         if self._has(parameters, self.MASK):
             mask = _bounds(self._mask_extent(parameters, context, before))
             area = mask if area is None else core_module("area_of_interest").intersection(area, mask)
         return area
+
+    def _extent_in(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                   crs: QgsCoordinateReferenceSystem) -> Optional[Bounds]:
+        """The processing extent in ``crs`` (the before layer's), or None when unset."""
+        if not self._has(parameters, self.EXTENT):
+            return None
+        return _bounds(self.parameterAsExtent(parameters, self.EXTENT, context, crs))
 
     def _mask_extent(self, parameters: Dict[str, Any], context: QgsProcessingContext, before: QgsRasterLayer) -> Any:
         source = self.parameterAsSource(parameters, self.MASK, context)

@@ -93,15 +93,17 @@ def preselect(layers: Sequence[QgsRasterLayer]) -> Tuple[Optional[QgsRasterLayer
     if len(layers) == 1:
         return layers[0], None
     newest = layers[0]
-    partner = next((layer for layer in layers[1:] if _counterparts(newest, layer)), layers[1])
+    newest_date = acquisition_date(newest)  # a date may cost opening the file: once
+    partner = next((layer for layer in layers[1:] if _counterpart(layer, newest.bandCount(), newest_date)),
+                   layers[1])
     return order_pair(partner, newest)
 
 
-def _counterparts(layer: QgsRasterLayer, other: QgsRasterLayer) -> bool:
-    """Whether ``other`` may be ``layer``'s other date: as many bands, and not known to be of the
-    same date. Adding Sentinel-2 products with all their images (10 m, 20 m, 60 m bands, TCI)
-    gives images of one date side by side: a pair of them is never meant."""
-    if layer.bandCount() != other.bandCount():
+def _counterpart(layer: QgsRasterLayer, bands: int, date_: Optional[date]) -> bool:
+    """Whether ``layer`` may be the other date of a layer of ``bands`` bands taken on ``date_``: as
+    many bands, and not known to be of that date. Adding Sentinel-2 products with all their images
+    (10 m, 20 m, 60 m bands, TCI) gives images of one date side by side: a pair of them is never meant."""
+    if layer.bandCount() != bands:
         return False
-    dates = acquisition_date(layer), acquisition_date(other)
-    return None in dates or dates[0] != dates[1]
+    other = acquisition_date(layer)
+    return None in (date_, other) or other != date_

@@ -35,4 +35,3 @@ def threshold_summary(counts: ChangeCounts, threshold: float, run_seconds: float
     changed = changed_text(counts.changed_area_m2, counts.changed_percent, counts.changed_pixels)
     return (f"Changed{AREA_WORDS[area]}: {changed} at threshold {label(threshold)} (re-classified; detection took "
             f"{duration_text(run_seconds)}).")
-
