@@ -177,7 +177,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"deepcl: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("deepcl: interrupted; no output was written", file=sys.stderr)
+        print(f"deepcl: interrupted; {getattr(args, 'interrupted', 'no output was written')}", file=sys.stderr)
         return EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of our output left (e.g. `| head`): the work itself is done
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit

@@ -6,6 +6,7 @@ import argparse
 import json
 import shlex
 import sys
+import time
 from pathlib import Path
 from typing import Any, Dict
 
@@ -50,6 +51,7 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
 def run_train(args: argparse.Namespace) -> int:
     from .progress import TerminalProgress
     from .training import TrainOptions, train
+    from .training.checkpoint import checkpoint_path_for
 
     options = TrainOptions(
         data_dirs=args.data_dirs, out=args.out, init=args.init, epochs=args.epochs, val_dirs=tuple(args.val),
@@ -60,8 +62,15 @@ def run_train(args: argparse.Namespace) -> int:
         bands=args.bands, weight_average=args.weight_average, calibrate=not args.no_calibrate,
         command_line=shlex.join(["deepcl", *sys.argv[1:]]))
     progress = TerminalProgress("train", sys.stderr)  # today's stderr, not the one at import
+    started = time.time()
     try:
         result = train(options, progress=progress)
+    except KeyboardInterrupt:
+        checkpoint = checkpoint_path_for(Path(options.out))
+        kept = checkpoint.is_file() and checkpoint.stat().st_mtime >= started
+        args.interrupted = (f"the checkpoint {checkpoint} keeps the last finished epoch: continue with the same "
+                            "command and --resume" if kept else "no epoch had finished; no model file was written")
+        raise
     finally:
         progress.finish()
     summary: Dict[str, Any] = {
@@ -125,6 +134,7 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="folder(s) searched for pairs")
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
     parser.add_argument("--out", type=Path, required=True, help="model file to write (may be --model itself)")
+    parser.add_argument("--overwrite", action="store_true", help="replace --out when it is another existing file")
     parser.add_argument("--tile", type=int, default=768, help="tile size, a multiple of 32 (default 768, as detection)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_calibrate)
@@ -135,7 +145,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from .training.calibration import calibrate_model
 
     calibration = calibrate_model(args.model or bundled_model_path(), args.data_dirs, args.out, args.device,
-                                  args.tile)
+                                  args.tile, args.overwrite)
     print(json.dumps({"model": str(args.out), **calibration}, indent=2))
     return 0
 

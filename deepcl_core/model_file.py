@@ -134,6 +134,10 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
         raise ModelFileError(f"model file not found: {path}")
     if path.stat().st_size == 0:
         raise ModelFileError(f"model file is empty: {path}")
+    with path.open("rb") as handle:
+        if handle.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
+            raise ModelFileError(f"{path} is not a readable DeepCL model file: it is of another "
+                                 "format (a model file is a PyTorch archive, .pt)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a safe model file
@@ -144,6 +148,11 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
 
 
 def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
+    from .training.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT  # training imports this module
+
+    if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
+        raise ModelFileError(f"{path} is a training checkpoint, not a model file: continue its training with "
+                             "--resume, or use the model file written beside it")
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path} is not a DeepCL model file (no '{FORMAT_NAME}' format tag)")
     missing: List[str] = [key for key in _REQUIRED_KEYS if key not in data]

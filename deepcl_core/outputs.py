@@ -62,8 +62,10 @@ def check_output_name(path: os.PathLike, what: str, kind: str) -> None:
 
 
 def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[os.PathLike],
-                       overwrite: bool) -> None:
-    """Fail before any work when an output cannot be written or would clobber something."""
+                       overwrite: bool, make_folders: bool = False) -> None:
+    """Fail before any work when an output cannot be written or would clobber something.
+    ``make_folders``: a missing folder is fine when it can be made (the writer makes it), so that a
+    refused run leaves no empty folders behind."""
     resolved_inputs = {Path(p).resolve() for p in inputs}
     seen = set()
     for path in paths:
@@ -76,14 +78,22 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
         if target in seen:
             raise OutputError(f"{path} is given for two outputs; give each output its own file")
         seen.add(target)
-        if not path.parent.is_dir():
-            raise OutputError(f"output folder {path.parent} does not exist; create it or choose another")
-        if not _can_create_in(path.parent):
-            raise OutputError(f"output folder {path.parent} is not writable; choose another")
+        folder = _nearest_existing(path.parent) if make_folders else path.parent
+        if not folder.is_dir():
+            raise OutputError(f"output folder {folder} is a file" if folder.exists() else
+                              f"output folder {folder} does not exist; create it or choose another")
+        if not _can_create_in(folder):
+            raise OutputError(f"output folder {folder} is not writable; choose another")
         if path.is_dir():
             raise OutputError(f"output {path} is a folder; give a file name")
         if path.exists() and not overwrite:
             raise OutputError(f"output {path} exists; remove it or allow overwriting (--overwrite)")
+
+
+def _nearest_existing(folder: Path) -> Path:
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder
 
 
 def _can_create_in(folder: Path) -> bool:

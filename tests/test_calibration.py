@@ -3,13 +3,14 @@ training and ``deepcl calibrate`` on real pairs writing the chosen threshold int
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
 from deepcl_core.cli import main
 from deepcl_core.metrics import Confusion
-from deepcl_core.model_file import load_model
+from deepcl_core.model_file import load_model, save_model
 from deepcl_core.training.calibration import (CANDIDATES, COARSE_PIXEL_M, INPUT_SCALES, best_threshold,
                                              confusions_by_threshold)
 
@@ -112,5 +113,55 @@ def test_coarse_pairs_get_their_own_threshold(tiny_model_path, tmp_path, capsys)
     assert mixed_model.input_scales_by_pixel_size == ((COARSE_PIXEL_M, coarse["input_scale"]),)
     assert fine_model.input_scales_by_pixel_size == ()
     assert fine_model.thresholds_by_pixel_size == ()
-    # Only coarse pairs: the model's own threshold is chosen on them too.
-    assert alone_coarse["threshold"] == coarse_model.threshold == coarse["threshold"]
+    # Only coarse pairs: the model's own threshold, which serves finer images, is not measured by
+    # them and stays the model's; the calibration records what they would choose.
+    assert alone_coarse["threshold"] == coarse["threshold"] and alone_coarse["every_pair_coarse"]
+    assert coarse_model.threshold == load_model(tiny_model_path).threshold
+
+
+def test_calibrating_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, tmp_path, capsys):
+    """A user calibrating the bundled model on their aerial pairs must not lose its Sentinel-2
+    threshold and enlargement, which those pairs say nothing about."""
+    model = load_model(tiny_model_path)
+    model.thresholds_by_pixel_size, model.input_scales_by_pixel_size = ((COARSE_PIXEL_M, 0.01),), ((COARSE_PIXEL_M, 2),)
+    save_model(model, tmp_path / "with_coarse.pt")
+    out = tmp_path / "calibrated.pt"
+    assert main(["calibrate", "--model", str(tmp_path / "with_coarse.pt"), "--out", str(out), "--device", "cpu",
+                 *map(str, VAL_DIRS)]) == 0
+    printed, calibrated = json.loads(capsys.readouterr().out), load_model(out)
+    assert calibrated.threshold == printed["threshold"]
+    assert calibrated.thresholds_by_pixel_size == ((COARSE_PIXEL_M, 0.01),)
+    assert calibrated.input_scales_by_pixel_size == ((COARSE_PIXEL_M, 2),)
+
+
+def test_calibrate_replaces_no_file_unasked(tiny_model_path, tmp_path, capsys):
+    """Another existing file only with --overwrite, a pair's file never, the model itself in place;
+    each refusal comes before any pair is run through the network."""
+    pair = tmp_path / "pairs" / "val_27"
+    shutil.copytree(VAL_DIRS[0], pair)
+    other = tmp_path / "other.pt"
+    other.write_bytes(b"the user's file")
+    label = (pair / "label.png").read_bytes()
+
+    def calibrate(out, *extra):
+        return main(["calibrate", "--model", str(tiny_model_path), "--out", str(out), "--device", "cpu",
+                     *extra, str(tmp_path / "pairs")])
+
+    assert calibrate(other) == 2 and "exists" in capsys.readouterr().err
+    assert calibrate(pair / "label.png", "--overwrite") == 2
+    assert "one of the input images" in capsys.readouterr().err
+    assert other.read_bytes() == b"the user's file" and (pair / "label.png").read_bytes() == label
+    assert calibrate(tmp_path) == 2 and "is a folder" in capsys.readouterr().err
+    assert calibrate(other, "--overwrite") == 0 and load_model(other).threshold in CANDIDATES
+    mine = tmp_path / "mine.pt"
+    shutil.copy(tiny_model_path, mine)
+    assert main(["calibrate", "--model", str(mine), "--out", str(mine), "--device", "cpu",
+                 str(tmp_path / "pairs")]) == 0
+
+
+def test_pairs_without_change_cannot_choose_a_threshold(tiny_model_path, tmp_path, capsys):
+    """levir/train_386 marks no change: every threshold scores F1 0, so none is chosen, and the
+    model keeps its own."""
+    assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"), "--device", "cpu",
+                 str(LEVIR / "train_386_0512_0768")]) == 2
+    assert "mark no change" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()

@@ -133,6 +133,22 @@ def test_truncated_file(tmp_path):
         load_model(path)
 
 
+def test_a_raster_or_a_checkpoint_is_named_for_what_it_is(tmp_path):
+    """The usual mix-ups: an image given as the model, and the training checkpoint beside a model."""
+    from deepcl_core.training.checkpoint import save_checkpoint
+
+    from test_training import VAL_DIRS
+
+    with pytest.raises(ModelFileError) as caught:
+        load_model(VAL_DIRS[0] / "before.png")
+    assert "is of another format (a model file is a PyTorch archive, .pt)" in str(caught.value)
+    assert "weights_only" not in str(caught.value)
+    save_checkpoint({"epoch": 1}, tmp_path / "model.pt.ckpt")
+    with pytest.raises(ModelFileError, match="is a training checkpoint, not a model file: continue its training "
+                                             "with --resume"):
+        load_model(tmp_path / "model.pt.ckpt")
+
+
 def test_file_of_another_format(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("these are not weights\n")

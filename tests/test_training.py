@@ -110,6 +110,47 @@ def test_an_earlier_runs_files_are_kept_unless_overwrite(trained, tmp_path):
     assert [entry["epoch"] for entry in anew.history] == [1] and load_model(interrupted).trained
 
 
+def test_resume_with_another_recipe_is_refused(tmp_path):
+    """A resumed run that changed the learning rate or the bands would mix two trainings under one
+    provenance; more epochs (and other batch, crop, device) continue the same run."""
+    out = tmp_path / "m.pt"
+    with pytest.raises(Cancelled):
+        train(small_options(out, epochs=2, iterations_per_epoch=2), cancel=CancelAfter(3))
+    kept = (tmp_path / "m.pt.ckpt").read_bytes()
+    with pytest.raises(InputError) as caught:
+        train(small_options(out, epochs=2, iterations_per_epoch=2, resume=True, lr=0.1))
+    assert "lr 0.003 (now 0.1)" in str(caught.value) and (tmp_path / "m.pt.ckpt").read_bytes() == kept
+    with pytest.raises(InputError, match=r"bands \['red', 'green', 'blue'\] \(now \['blue', 'green', 'red'\]\)"):
+        train(small_options(out, epochs=2, iterations_per_epoch=2, resume=True, bands=["blue", "green", "red"]))
+    resumed = train(small_options(out, epochs=3, iterations_per_epoch=2, resume=True, batch_size=2))
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3]
+
+
+def test_validation_pairs_without_change_are_refused_before_training(tmp_path):
+    """Every epoch would score F1 0 on them and the first would be kept: refused before the first
+    step, whether the threshold is calibrated on them or not (levir/train_386 marks no change)."""
+    no_change = [LEVIR / "train_386_0512_0768"]
+    for calibrate in (True, False):
+        with pytest.raises(InputError, match="mark no change"):
+            train(small_options(tmp_path / "m.pt", val_dirs=no_change, calibrate=calibrate))
+    assert list(tmp_path.iterdir()) == []  # no checkpoint: no step was taken
+
+
+def test_a_refused_run_leaves_no_folders(tmp_path):
+    out = tmp_path / "typo" / "deeper" / "m.pt"
+    with pytest.raises(InputError, match="no labelled pairs"):
+        train(small_options(out, data_dirs=[tmp_path]))
+    assert not (tmp_path / "typo").exists()
+
+
+def test_the_model_file_never_replaces_a_pairs_file(tmp_path):
+    pair = copy_pair(LEVIR / "train_36_0512_0512", tmp_path / "pairs" / "train_36")
+    label = (pair / "label.png").read_bytes()
+    with pytest.raises(OutputError, match="one of the input images"):
+        train(small_options(pair / "label.png", data_dirs=[tmp_path / "pairs", *TRAIN_DIRS], overwrite=True))
+    assert (pair / "label.png").read_bytes() == label
+
+
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no checkpoint"):
         train(small_options(tmp_path / "m.pt", resume=True))

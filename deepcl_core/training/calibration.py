@@ -20,6 +20,7 @@ import torch
 from ..errors import InputError, releases_locals_on_error
 from ..metrics import Confusion
 from ..model_file import ModelBundle, load_model, save_model
+from ..outputs import check_output_paths
 from .inference import predict_pair
 from .pairs import LoadedPair, find_pairs, load_pairs
 
@@ -72,8 +73,7 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     with their input scale, and the model's own threshold, chosen on the others (on all pairs,
     as they are, when every pair is coarse).
     Returns {"threshold", "f1", "f1_at_0.5", "pairs", "by_pixel_size", …} for the provenance."""
-    if not pairs:
-        raise InputError("threshold calibration needs at least one labelled pair")
+    check_calibration_pairs(pairs)
     network.eval()
     coarse = {p.name for p in pairs if _is_coarse(p)}
     fine_counts = _empty()
@@ -91,7 +91,8 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
         "threshold": chosen, "f1": general[chosen].metrics()["f1"], "f1_at_0.5": general[0.5].metrics()["f1"],
         "pairs": [p.name for p in pairs if p.name not in coarse or general is everything],
         "candidates": ", ".join(str(t) for t in CANDIDATES),
-        "rule": "highest F1 pooled over the pairs' valid pixels", "by_pixel_size": []}
+        "rule": "highest F1 pooled over the pairs' valid pixels", "by_pixel_size": [],
+        "every_pair_coarse": general is everything}
     if coarse:
         best_by_scale = {scale: best_threshold(counts) for scale, counts in by_scale.items()}
         f1_by_scale = {scale: by_scale[scale][t].metrics()["f1"] for scale, t in best_by_scale.items()}
@@ -106,15 +107,38 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     return calibration
 
 
-def apply_calibration(bundle: ModelBundle, calibration: Dict[str, object]) -> None:
+def check_calibration_pairs(pairs: Sequence[LoadedPair]) -> None:
+    """Every F1 is 0 on labels without change, so no threshold can be chosen on them: refused for
+    each class of pixel size on its own, as each gets its own threshold (before training, too)."""
+    if not pairs:
+        raise InputError("threshold calibration needs at least one labelled pair")
+    for kind in (False, True):
+        members = [p for p in pairs if _is_coarse(p) == kind]
+        if members and not any(((p.label > 0) & p.valid).any() for p in members):
+            names = ", ".join(p.name for p in members)
+            what = f"of {COARSE_PIXEL_M:g} m or coarser " if kind else ""
+            raise InputError(f"the labels of the pairs {what}used to choose the decision threshold ({names}) "
+                             "mark no change, so every threshold scores an F1 of 0; add pairs "
+                             f"{what}with change")
+
+
+def apply_calibration(bundle: ModelBundle, calibration: Dict[str, object], keep_unmeasured: bool = False) -> None:
     """Store ``calibration``'s thresholds and input scales, and the calibration itself as
-    provenance, in ``bundle``."""
+    provenance, in ``bundle``. ``keep_unmeasured`` (recalibrating a trained model): a class of
+    pixel size the calibration had no pairs of keeps the model's setting instead of losing it, e.g.
+    the Sentinel-2 threshold and enlargement when the pairs are aerial."""
     calibration["previous_threshold"] = bundle.threshold
-    bundle.threshold = float(calibration["threshold"])
-    bundle.thresholds_by_pixel_size = tuple((float(c["min_pixel_size_m"]), float(c["threshold"]))
-                                            for c in calibration["by_pixel_size"])
-    bundle.input_scales_by_pixel_size = tuple((float(c["min_pixel_size_m"]), int(c.get("input_scale", 1)))
-                                              for c in calibration["by_pixel_size"])
+    coarse = [(float(c["min_pixel_size_m"]), float(c["threshold"]), int(c.get("input_scale", 1)))
+              for c in calibration["by_pixel_size"]]
+    if keep_unmeasured and not coarse:
+        calibration["kept_by_pixel_size"] = "the model's (no coarse pair)"
+    else:
+        bundle.thresholds_by_pixel_size = tuple((size, threshold) for size, threshold, _ in coarse)
+        bundle.input_scales_by_pixel_size = tuple((size, scale) for size, _, scale in coarse)
+    if keep_unmeasured and calibration["every_pair_coarse"]:
+        calibration["kept_threshold"] = "the model's (every pair coarse)"
+    else:
+        bundle.threshold = float(calibration["threshold"])
     bundle.provenance["threshold_calibration"] = calibration
 
 
@@ -128,9 +152,11 @@ def _is_coarse(pair: LoadedPair) -> bool:
 
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
-                    tile: int = 768) -> Dict[str, object]:
-    """Choose ``model``'s threshold on the labelled pairs below ``data_dirs`` and write the model,
-    otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``). Returns the calibration."""
+                    tile: int = 768, overwrite: bool = False) -> Dict[str, object]:
+    """Choose ``model``'s thresholds on the labelled pairs below ``data_dirs`` and write the model,
+    otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``; another existing file
+    only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size
+    without pairs stay the model's. Returns the calibration."""
     from ..device import resolve_device
     from ..model.inference import prepare_for_inference
 
@@ -138,9 +164,11 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     files = find_pairs(data_dirs)
     if not files:
         raise InputError(f"no labelled pairs found below {', '.join(str(d) for d in data_dirs)}")
+    check_output_paths([out], [path for pair in files for path in (pair.before, pair.after, pair.label)],
+                       overwrite=overwrite or Path(out).resolve() == Path(model).resolve(), make_folders=True)
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target, copy=False)
     calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile)
-    apply_calibration(bundle, calibration)
+    apply_calibration(bundle, calibration, keep_unmeasured=True)
     save_model(bundle, out)
     return calibration

@@ -3,6 +3,7 @@ per pair with before.*/after.*/label.*, or the LEVIR-CD layout A/ B/ label/), ch
 loading each one once into memory on the before grid, normalised as detection normalises."""
 from __future__ import annotations
 
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -14,12 +15,19 @@ from osgeo import gdal
 
 from ..area import ground_pixel_size
 from ..errors import InputError
+from ..gdal_utils import collect_gdal_errors, is_alpha
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_image, open_raster, \
     read_sample, read_window, warp_to_grid
 
-# Sidecar files GDAL or viewers leave next to rasters; never a pair's image.
+LOG = logging.getLogger(__name__)
+
+_ROLES = ("before", "after", "label")
+_LEVIR_DIRS = ("A", "B", "label")
+# Sidecar files GDAL or viewers leave next to rasters, and files file managers leave in any folder
+# (matched lower case); never a pair's image.
 _IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".txt", ".md", ".json", ".prj", ".wld", ".pgw", ".tfw", ".jgw"}
+_IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
 
 
 @dataclass(frozen=True)
@@ -60,49 +68,70 @@ class LoadedPair:
 
 
 def find_pairs(data_dirs: Sequence[os.PathLike]) -> List[PairFiles]:
-    """All pairs below ``data_dirs`` (searched recursively), sorted by path, each found once."""
-    found: Dict[Path, PairFiles] = {}
+    """All complete pairs below ``data_dirs`` (searched recursively), sorted by path, each found once.
+    An incomplete pair is skipped with a warning that says what it lacks, since a user who left a
+    file out expects to train or evaluate on that pair too."""
+    folders: Dict[Path, Path] = {}  # each folder searched once, when data folders overlap
     for data_dir in data_dirs:
         root = Path(data_dir)
         if not root.is_dir():
             raise InputError(f"data folder not found: {root}")
         for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
-            for pair in _pairs_in(folder):
-                found.setdefault(pair.before.resolve(), pair)
+            folders.setdefault(folder.resolve(), folder)
+    found: Dict[Path, PairFiles] = {}
+    for folder in folders.values():
+        for pair in _pairs_in(folder):
+            found.setdefault(pair.before.resolve(), pair)
     return [found[key] for key in sorted(found)]
 
 
 def _pairs_in(folder: Path) -> List[PairFiles]:
-    per_folder = _raster_named(folder)
-    if {"before", "after", "label"} <= per_folder.keys():
-        return [PairFiles(folder.name, per_folder["before"], per_folder["after"], per_folder["label"],
-                          folder.parent.name)]
+    named = _raster_named(folder)
+    if len(named) == len(_ROLES):
+        return [PairFiles(folder.name, named["before"], named["after"], named["label"], folder.parent.name)]
+    if named:  # a pair folder with a file missing; one with none is a data set's or LEVIR-CD's folder
+        has = " and ".join(role for role in _ROLES if role in named)
+        lacks = " or ".join(f"{role}.*" for role in _ROLES if role not in named)
+        LOG.warning("skipped folder %s/%s: it has %s but no %s", folder.parent.name, folder.name, has, lacks)
     return _levir_pairs(folder)
 
 
 def _levir_pairs(folder: Path) -> List[PairFiles]:
-    """LEVIR-CD layout: A/x.png, B/x.png, label/x.png share a file name."""
-    dirs = {name: folder / name for name in ("A", "B", "label")}
-    if not all(d.is_dir() for d in dirs.values()):
+    """LEVIR-CD layout: A/x.png, B/x.png, label/x.png share a file name; a name missing from one of
+    the three folders is skipped with a warning."""
+    dirs = [folder / name for name in _LEVIR_DIRS]
+    if not all(d.is_dir() for d in dirs):
         return []
+    files = [{p.name: p for p in d.iterdir() if _is_raster_file(p)} for d in dirs]
     pairs = []
-    for before in sorted(p for p in dirs["A"].iterdir() if _is_raster_file(p)):
-        after, label = dirs["B"] / before.name, dirs["label"] / before.name
-        if after.is_file() and label.is_file():
-            pairs.append(PairFiles(f"{folder.name}/{before.stem}", before, after, label, folder.name))
+    for name in sorted(set().union(*files)):
+        pair_name = f"{folder.name}/{Path(name).stem}"
+        lacks = [f"{d}/{name}" for d, in_dir in zip(_LEVIR_DIRS, files) if name not in in_dir]
+        if lacks:
+            LOG.warning("skipped %s: no %s", pair_name, " and no ".join(lacks))
+        else:
+            pairs.append(PairFiles(pair_name, *(in_dir[name] for in_dir in files), folder.name))
     return pairs
 
 
 def _raster_named(folder: Path) -> Dict[str, Path]:
-    named: Dict[str, Path] = {}
+    """The folder's before, after and label rasters; two files for one role (a quicklook next to the
+    image) are refused rather than one taken at random."""
+    named: Dict[str, List[Path]] = {}
     for path in sorted(folder.iterdir()):
-        if _is_raster_file(path) and path.stem.lower() in ("before", "after", "label"):
-            named.setdefault(path.stem.lower(), path)
-    return named
+        if _is_raster_file(path) and path.stem.lower() in _ROLES:
+            named.setdefault(path.stem.lower(), []).append(path)
+    for role, paths in named.items():
+        if len(paths) > 1:
+            count = "two" if len(paths) == 2 else str(len(paths))
+            raise InputError(f"pair folder {folder} has {count} {role} images "
+                             f"({', '.join(p.name for p in paths)}); keep one")
+    return {role: paths[0] for role, paths in named.items()}
 
 
 def _is_raster_file(path: Path) -> bool:
-    return path.is_file() and not path.name.startswith(".") and path.suffix.lower() not in _IGNORED_SUFFIXES
+    return (path.is_file() and not path.name.startswith(".") and path.name.lower() not in _IGNORED_NAMES
+            and path.suffix.lower() not in _IGNORED_SUFFIXES)
 
 
 def split_pairs(pairs: Sequence[PairFiles], fraction: float, seed: int) -> Tuple[List[PairFiles], List[PairFiles]]:
@@ -166,18 +195,39 @@ def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], spec: Normaliz
 
 def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, np.ndarray]:
     """The label on the before grid as uint8 {0, 1} with its validity. 0/1 and 0/255 labels are
-    accepted; anything else is an :class:`InputError`."""
-    label_ds = open_raster(files.label, f"{files.name}: label")
+    accepted; anything else is an :class:`InputError`.
+
+    0 always means no change: a band's nodata value of 0 is not taken as nodata (QGIS's Rasterize
+    sets it by default, and it would hide every unchanged pixel); other nodata values and alpha or
+    mask bands still mark pixels without a label. A label of several bands (white or any colour on
+    black) marks change where any band but alpha is non-zero, and is valid where all of them are;
+    a paletted label is read as its indices."""
+    label_ds = _without_nodata_zero(open_raster(files.label, f"{files.name}: label"), files)
     label_ds = _label_on_grid(files, label_ds, before_ds)
-    values, valid = read_window(label_ds, [1], 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
+    bands = [i for i in range(1, label_ds.RasterCount + 1) if not is_alpha(label_ds.GetRasterBand(i))] or [1]
+    values, valid = read_window(label_ds, bands, 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
                                 f"{files.name}: label")
-    values = values[0]
-    present = np.unique(values[valid])
+    present = np.unique(values[:, valid])
     if present.size and not (set(present.tolist()) <= {0.0, 1.0} or set(present.tolist()) <= {0.0, 255.0}):
         shown = ", ".join(f"{v:g}" for v in present[:6]) + (", …" if present.size > 6 else "")
         raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
                          "0 (no change) and 1 or 255 (change) only")
-    return (values > 0).astype(np.uint8), valid
+    return (values > 0).any(axis=0).astype(np.uint8), valid
+
+
+def _without_nodata_zero(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Dataset:
+    """``label_ds`` as an in-memory VRT without the nodata value of its bands whose nodata is 0, so
+    that neither reading nor warping it to the before grid takes "no change" for "no data"."""
+    zero = [i for i in range(1, label_ds.RasterCount + 1) if label_ds.GetRasterBand(i).GetNoDataValue() == 0]
+    if not zero:
+        return label_ds
+    with collect_gdal_errors() as errors:
+        vrt = gdal.Translate("", label_ds, format="VRT")
+    if vrt is None:
+        raise InputError(f"cannot read the label of pair {files.name}: {errors.last('unknown GDAL error')}")
+    for index in zero:
+        vrt.GetRasterBand(index).DeleteNoDataValue()
+    return vrt
 
 
 def _label_on_grid(files: PairFiles, label_ds: gdal.Dataset, before_ds: gdal.Dataset) -> gdal.Dataset:

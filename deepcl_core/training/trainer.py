@@ -23,7 +23,8 @@ from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
 from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
 from ..outputs import check_output_paths
-from .calibration import apply_calibration, calibrate_threshold, confusions_at_calibrated_thresholds
+from .calibration import apply_calibration, calibrate_threshold, check_calibration_pairs, \
+    confusions_at_calibrated_thresholds
 from .checkpoint import checkpoint_path_for, load_checkpoint, save_checkpoint
 from .inference import predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
@@ -76,10 +77,13 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     torch.manual_seed(options.seed)  # the new layers' initial weights
     setup = _model_setup(options)
     train_files, val_files = _split(options)
+    # --overwrite replaces an earlier model, never a pair's image or label
+    check_output_paths([out, checkpoint_path], _files_of(train_files + val_files), overwrite=True, make_folders=True)
     report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
     _check_both_classes(train_pairs)
     val_pairs = load_pairs(val_files, setup.bands, setup.normalization)
+    _check_validation_pairs(val_pairs, options.calibrate)
 
     loss_config = LossConfig(gamma=options.gamma, hscl_weight=options.hscl_weight)
     network = setup.network.to(device)
@@ -132,18 +136,18 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
 
 
 def _check_outputs(options: TrainOptions, out: Path, checkpoint: Path) -> None:
-    """Before any pair is read: the model file and the checkpoint can be written (their folders are
-    made), and an earlier run's are replaced only when asked (``overwrite``) or continued (``resume``)."""
-    for folder in {out.parent, checkpoint.parent}:
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            pass  # check_output_paths says why it cannot be written to
-    check_output_paths([out], [], overwrite=options.overwrite or options.resume)
-    check_output_paths([checkpoint], [], overwrite=True)
+    """Before any pair is read: the model file and the checkpoint can be written (missing folders
+    are made when the first is written), and an earlier run's are replaced only when asked
+    (``overwrite``) or continued (``resume``)."""
+    check_output_paths([out], [], overwrite=options.overwrite or options.resume, make_folders=True)
+    check_output_paths([checkpoint], [], overwrite=True, make_folders=True)
     if checkpoint.exists() and not (options.overwrite or options.resume):
         raise OutputError(f"{checkpoint} holds the checkpoint of an earlier training run; continue that run with "
                           "--resume, or start anew with --overwrite")
+
+
+def _files_of(pairs: Sequence[PairFiles]) -> List[Path]:
+    return [path for pair in pairs for path in (pair.before, pair.after, pair.label)]
 
 
 def _model_setup(options: TrainOptions) -> _Setup:
@@ -190,6 +194,16 @@ def _check_both_classes(pairs: Sequence[LoadedPair]) -> None:
                          f"cannot learn change from them: add pairs whose labels mark {other}")
 
 
+def _check_validation_pairs(pairs: Sequence[LoadedPair], calibrate: bool) -> None:
+    """Validation F1 chooses the epoch kept, and calibration the threshold: on labels without
+    change every epoch scores 0 and the first would be kept. Refused now, not after training."""
+    if calibrate and pairs:
+        check_calibration_pairs(pairs)
+    elif pairs and not any(((p.label > 0) & p.valid).any() for p in pairs):
+        raise InputError(f"the labels of the {len(pairs)} validation pair(s) mark no change, so every epoch "
+                         "scores a validation F1 of 0; give validation pairs with change (--val)")
+
+
 def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
     pairs = find_pairs(options.data_dirs)
     if not pairs:
@@ -217,7 +231,17 @@ def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[P
     return {"epoch": 0, "seconds": 0.0, "history": [], "best_epoch": 0, "best_f1": -1.0, "best_metrics": {},
             "best_state": None, "config": setup.config.to_dict(), "seed": options.seed,
             "train_pairs": sorted(str(p.before) for p in train_files),
-            "val_pairs": sorted(str(p.before) for p in val_files)}
+            "val_pairs": sorted(str(p.before) for p in val_files), "recipe": _recipe(options, setup)}
+
+
+def _recipe(options: TrainOptions, setup: _Setup) -> Dict[str, Any]:
+    """What a resumed run must keep so that the model file's provenance stays true of every epoch.
+    Epochs may grow; batch, crop and device may change (a run that ran out of memory)."""
+    return {"bands": list(setup.bands), "lr": options.lr, "weight_decay": options.weight_decay,
+            "gamma": options.gamma, "hscl_weight": options.hscl_weight, "weight_average": options.weight_average,
+            "iterations_per_epoch": options.iterations_per_epoch, "threshold": options.threshold,
+            "calibrate": options.calibrate, "augment": options.augment.to_dict(),
+            "init": None if options.init is None else str(Path(options.init).resolve())}
 
 
 def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
@@ -225,11 +249,18 @@ def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimiz
     """Continue after the checkpoint's last epoch; the run must be the same one (same model and
     pairs), else the checkpoint would silently mix two trainings."""
     saved = load_checkpoint(path)
-    for key, what in (("config", "network"), ("train_pairs", "training pairs"), ("val_pairs", "validation pairs"),
-                      ("seed", "seed")):
+    # the seed first: with a validation fraction it also draws the pairs
+    for key, what in (("config", "network"), ("seed", "seed"), ("train_pairs", "training pairs"),
+                      ("val_pairs", "validation pairs")):
         if saved.get(key) != fresh[key]:
             raise InputError(f"checkpoint {path} was made with other {what}; resume with the same options, "
                              "or train without --resume")
+    recipe = saved.get("recipe", fresh["recipe"])  # checkpoints written before it was recorded
+    changed = [f"{key} {recipe.get(key)!r} (now {value!r})" for key, value in fresh["recipe"].items()
+               if recipe.get(key) != value]
+    if changed:
+        raise InputError(f"checkpoint {path} was made with {'; '.join(changed)}; resume with the same options "
+                         "(only --epochs, --batch, --crop and --device may change), or train without --resume")
     network.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])

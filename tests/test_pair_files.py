@@ -1,0 +1,159 @@
+"""Finding and reading labelled pairs on copies of real pairs: a label with nodata 0, colour labels,
+incomplete pairs (skipped with a warning), file-manager clutter, and two files for one role."""
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+from typing import List, Tuple
+
+import numpy as np
+import pytest
+from osgeo import gdal
+
+from deepcl_core.errors import InputError
+from deepcl_core.raster_io import open_raster
+from deepcl_core.training.pairs import PairFiles, find_pairs, read_label
+
+PAIRS_LOGGER = "deepcl_core.training.pairs"
+
+
+@pytest.fixture
+def oscd(data_dir: Path) -> Path:
+    return data_dir / "oscd" / "bercy"  # the smallest OSCD pair: 4-band UInt16 GeoTIFFs
+
+
+@pytest.fixture
+def levir_dirs(data_dir: Path) -> List[Path]:
+    return sorted(p for p in (data_dir / "levir").iterdir() if p.name.startswith("test_"))[:3]
+
+
+def label_of(pair: Path, label: Path) -> Tuple[np.ndarray, np.ndarray]:
+    before = next(p for p in pair.iterdir() if p.name in ("before.tif", "before.png"))
+    files = PairFiles(pair.name, before, before.with_name("after" + before.suffix), label, pair.parent.name)
+    return read_label(files, open_raster(before, "before"))
+
+
+def write_png(path: Path, bands: np.ndarray, alpha: bool = False) -> Path:
+    """``bands`` (n, h, w) uint8 as a PNG; with ``alpha`` its last band is the alpha band."""
+    mem = gdal.GetDriverByName("MEM").Create("", bands.shape[2], bands.shape[1], bands.shape[0], gdal.GDT_Byte)
+    for index, band in enumerate(bands, start=1):
+        mem.GetRasterBand(index).WriteArray(band)
+    if alpha:
+        mem.GetRasterBand(bands.shape[0]).SetColorInterpretation(gdal.GCI_AlphaBand)
+    gdal.GetDriverByName("PNG").CreateCopy(str(path), mem)
+    return path
+
+
+def test_label_nodata_zero_still_means_no_change(oscd, tmp_path):
+    original, original_valid = label_of(oscd, oscd / "label.tif")
+    assert original_valid.all() and 0 < original.sum() < original.size
+    # QGIS's Rasterize writes nodata 0; on the before grid, and on a coarser grid to be warped to it
+    gdal.Translate(str(tmp_path / "same.tif"), str(oscd / "label.tif"), noData=0)
+    label, valid = label_of(oscd, tmp_path / "same.tif")
+    assert valid.all() and np.array_equal(label, original)
+    before = gdal.Open(str(oscd / "before.tif"))
+    step = before.GetGeoTransform()[1] * 2
+    for name, nodata in (("coarse_0.tif", 0), ("coarse.tif", None)):
+        gdal.Warp(str(tmp_path / name), str(oscd / "label.tif"), xRes=step, yRes=step, resampleAlg="near",
+                  dstNodata=nodata)
+    label, valid = label_of(oscd, tmp_path / "coarse_0.tif")
+    reference, reference_valid = label_of(oscd, tmp_path / "coarse.tif")
+    assert np.array_equal(valid, reference_valid) and valid.mean() > 0.99
+    assert np.array_equal(label, reference)
+    # another nodata value still marks pixels without a label
+    values = gdal.Open(str(oscd / "label.tif")).ReadAsArray()
+    values[:20] = 255
+    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(tmp_path / "nd255.tif"), gdal.Open(str(oscd / "label.tif")))
+    ds.GetRasterBand(1).WriteArray(values)
+    ds.GetRasterBand(1).SetNoDataValue(255)
+    ds = None
+    label, valid = label_of(oscd, tmp_path / "nd255.tif")
+    assert not valid[:20].any() and valid[20:].all() and np.array_equal(label[20:], original[20:])
+
+
+def test_colour_label_marks_change_in_any_band(levir_dirs, tmp_path):
+    pair = levir_dirs[0]
+    original, _ = label_of(pair, pair / "label.png")
+    assert 0 < original.sum() < original.size
+    change = original.astype(np.uint8) * 255
+    black = np.zeros_like(change)
+    for name, bands in (("green.png", [black, change, black]), ("white.png", [change, change, change])):
+        label, valid = label_of(pair, write_png(tmp_path / name, np.stack(bands)))
+        assert valid.all() and np.array_equal(label, original), name
+    # red on black with an alpha band: transparent pixels have no label
+    opaque = np.full_like(change, 255)
+    opaque[:16] = 0
+    label, valid = label_of(pair, write_png(tmp_path / "red.png", np.stack([change, black, black, opaque]), alpha=True))
+    assert not valid[:16].any() and valid[16:].all() and np.array_equal(label[16:], original[16:])
+
+
+def test_colour_label_must_be_binary_in_every_band(levir_dirs, tmp_path):
+    pair = levir_dirs[0]
+    original, _ = label_of(pair, pair / "label.png")
+    black = np.zeros(original.shape, np.uint8)
+    grey_green = write_png(tmp_path / "label.png", np.stack([black, original.astype(np.uint8) * 128, black]))
+    with pytest.raises(InputError, match="is not binary"):
+        label_of(pair, grey_green)
+
+
+def levir_layout(root: Path, sources: List[Path]) -> Path:
+    """The LEVIR-CD layout (A/, B/, label/ with shared file names) made of copies of real pairs."""
+    for folder in ("A", "B", "label"):
+        (root / folder).mkdir(parents=True)
+    for source in sources:
+        for role, folder in (("before", "A"), ("after", "B"), ("label", "label")):
+            shutil.copy(source / f"{role}.png", root / folder / f"{source.name}.png")
+    return root
+
+
+def warnings_of(caplog) -> List[str]:
+    return [r.getMessage() for r in caplog.records if r.name == PAIRS_LOGGER and r.levelno == logging.WARNING]
+
+
+def test_incomplete_levir_pairs_are_skipped_with_a_warning(levir_dirs, tmp_path, caplog):
+    root = levir_layout(tmp_path / "levir", levir_dirs)
+    complete, no_after, no_label = (d.name for d in levir_dirs)
+    (root / "B" / f"{no_after}.png").unlink()
+    (root / "label" / f"{no_label}.png").unlink()
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        pairs = find_pairs([tmp_path])
+    assert [p.name for p in pairs] == [f"levir/{complete}"]
+    assert sorted(warnings_of(caplog)) == sorted([f"skipped levir/{no_after}: no B/{no_after}.png",
+                                                  f"skipped levir/{no_label}: no label/{no_label}.png"])
+
+
+def test_incomplete_pair_folders_are_skipped_with_a_warning(data_dir, tmp_path, caplog):
+    dsifn = tmp_path / "dsifn"
+    for name in ("2_4", "3_4", "4_4"):
+        shutil.copytree(data_dir / "dsifn" / name, dsifn / name)
+    (dsifn / "2_4" / "label.png").rename(dsifn / "2_4" / "label_mask.png")
+    for role in ("before", "after"):
+        (dsifn / "4_4" / f"{role}.png").unlink()
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        pairs = find_pairs([tmp_path])
+    assert [p.name for p in pairs] == ["3_4"]
+    assert warnings_of(caplog) == ["skipped folder dsifn/2_4: it has before and after but no label.*",
+                                   "skipped folder dsifn/4_4: it has label but no before.* or after.*"]
+
+
+def test_file_manager_clutter_is_not_taken_for_images(levir_dirs, tmp_path, caplog):
+    root = levir_layout(tmp_path / "levir", levir_dirs[:2])
+    for folder in ("A", "B", "label"):
+        for name in ("Thumbs.db", "desktop.ini", ".DS_Store"):
+            (root / folder / name).write_bytes(b"\xd0\xcf\x11\xe0 not a raster")
+    (root / "A" / "DESKTOP.INI").write_text("[.ShellClassInfo]\n")
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        pairs = find_pairs([tmp_path])
+    assert [p.name for p in pairs] == [f"levir/{d.name}" for d in levir_dirs[:2]]
+    assert warnings_of(caplog) == []
+    label, valid = read_label(pairs[0], open_raster(pairs[0].before, "before"))
+    assert valid.all() and np.array_equal(label, label_of(levir_dirs[0], levir_dirs[0] / "label.png")[0])
+
+
+def test_two_images_for_one_role_are_refused(levir_dirs, tmp_path):
+    pair = shutil.copytree(levir_dirs[0], tmp_path / "levir" / levir_dirs[0].name)
+    gdal.Translate(str(pair / "before.tif"), str(pair / "before.png"), format="GTiff")
+    with pytest.raises(InputError) as error:
+        find_pairs([tmp_path])
+    assert str(error.value) == f"pair folder {pair} has two before images (before.png, before.tif); keep one"
