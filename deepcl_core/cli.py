@@ -6,7 +6,9 @@ import argparse
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -17,6 +19,7 @@ from .outputs import COMPRESSIONS, DEFAULT_COMPRESSION
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports it
 EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as shells report a command cut off by a closed pipe
 
 
@@ -113,7 +116,7 @@ def run_detect(args: argparse.Namespace) -> int:
         summary.update(polygons=str(outputs.polygons), polygon_count=result.polygons)
     if result.warnings:
         summary["warnings"] = result.warnings
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -126,7 +129,7 @@ def add_info_parser(commands: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from .model_file import load_model
 
-    print(json.dumps(load_model(args.model).describe(), indent=2, default=str))
+    print(json.dumps(load_model(args.model).describe(), indent=2, default=str, ensure_ascii=False))
     return 0
 
 
@@ -163,12 +166,32 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for add in PARSER_BUILDERS:
         add(commands)
+    for command in commands.choices.values():  # also after the command, where users put it
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a scheduler, a container stopping): ends a run as Ctrl-C does, outputs cleaned up."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise _Terminated()
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="deepcl: %(message)s")
+    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    try:
+        return _run(args)
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         return args.handler(args)
     except DeepCLError as exc:
@@ -176,9 +199,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             raise
         print(f"deepcl: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except KeyboardInterrupt:
-        print(f"deepcl: interrupted; {getattr(args, 'interrupted', 'no output was written')}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as exc:
+        terminated = isinstance(exc, _Terminated)
+        print(f"deepcl: {'terminated' if terminated else 'interrupted'}; "
+              f"{getattr(args, 'interrupted', 'no output was written')}", file=sys.stderr)
+        return EXIT_TERMINATED if terminated else EXIT_INTERRUPTED
     except BrokenPipeError:  # the reader of our output left (e.g. `| head`): the work itself is done
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
         return EXIT_BROKEN_PIPE

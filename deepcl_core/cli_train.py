@@ -80,7 +80,7 @@ def run_train(args: argparse.Namespace) -> int:
         "input_scales_by_pixel_size": result.input_scales_by_pixel_size,
         "train_pairs": len(result.train_pairs),
         "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
-    print(json.dumps(summary, indent=2))
+    print(json.dumps(summary, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -121,7 +121,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             report["classical"] = classical_report(find_pairs(args.data_dirs), bands)
     finally:
         progress.finish()
-    print(json.dumps(report, indent=2))
+    print(json.dumps(report, indent=2, ensure_ascii=False))
     return 0
 
 
@@ -146,7 +146,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     calibration = calibrate_model(args.model or bundled_model_path(), args.data_dirs, args.out, args.device,
                                   args.tile, args.overwrite)
-    print(json.dumps({"model": str(args.out), **calibration}, indent=2))
+    print(json.dumps({"model": str(args.out), **calibration}, indent=2, ensure_ascii=False))
     return 0
 
 

@@ -101,8 +101,8 @@ class DetectOptions:
             raise InputError(f"input scale must be a whole number from 1 to {MAX_INPUT_SCALE}; got {self.input_scale}")
         if self.threshold is not None and not 0.0 < self.threshold < 1.0:
             raise InputError(f"threshold must lie between 0 and 1 (exclusive); got {self.threshold}")
-        if self.min_area < 0:
-            raise InputError(f"minimum area must not be negative; got {self.min_area}")
+        if not self.min_area >= 0:  # NaN too: it compares false and would drop no polygon
+            raise InputError(f"minimum area must be a number, not negative; got {self.min_area}")
         if self.compression not in COMPRESSIONS:
             raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {self.compression!r}")
         if self.precision not in PRECISIONS:
@@ -206,7 +206,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     if mismatch:
         warnings.append(mismatch)
     outputs.check_names()
-    check_output_paths([*outputs.rasters(), outputs.polygons], [before, after], options.overwrite)
+    check_output_paths([*outputs.rasters(), outputs.polygons], _input_files(pair, before, after, options),
+                       options.overwrite)
     device = resolve_device(options.device)
     threshold = bundle.threshold_for(pixel_size) if options.threshold is None else float(options.threshold)
     scale = bundle.input_scale_for(pixel_size) if options.input_scale is None else options.input_scale
@@ -386,6 +387,16 @@ def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBun
     if options.area is not None:
         before_ds, after_ds, window = options.area.restrict(before_ds, after_ds, window)
     return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window)
+
+
+def _input_files(pair: _Pair, before: str, after: str, options: DetectOptions) -> List[str]:
+    """Everything the run reads, which no output may replace, even with --overwrite: the names
+    given, the files GDAL reads behind them (a GeoPackage behind its table, a product's images)
+    and the mask."""
+    files = [before, after, *(pair.before.GetFileList() or []), *(pair.after_source.GetFileList() or [])]
+    if options.area is not None and options.area.mask is not None:
+        files.append(options.area.mask)
+    return files
 
 
 def _window_text(window: Optional[Window]) -> str:

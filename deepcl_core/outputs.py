@@ -61,6 +61,10 @@ def check_output_name(path: os.PathLike, what: str, kind: str) -> None:
                           f"{path.name}")
 
 
+# Files GDAL and QGIS keep beside a raster (pyramids, mask, statistics and metadata): an output's go with it.
+SIDECAR_SUFFIXES = (".ovr", ".msk", ".aux.xml")
+
+
 def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[os.PathLike],
                        overwrite: bool, make_folders: bool = False) -> None:
     """Fail before any work when an output cannot be written or would clobber something.
@@ -254,7 +258,12 @@ class RasterOutputs:
     def commit(self) -> None:
         self.close()
         for final, tmp in self.temporary.items():
+            # A replaced map's external overviews, mask and statistics would be shown with the new one
+            for suffix in SIDECAR_SUFFIXES:
+                Path(f"{final}{suffix}").unlink(missing_ok=True)
             os.replace(tmp, final)
+            if Path(f"{tmp}.aux.xml").exists():
+                os.replace(f"{tmp}.aux.xml", f"{final}.aux.xml")
         self.temporary.clear()
 
     def abort(self) -> None:

@@ -51,7 +51,22 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
         raise InputError(f"{role} image {name} has no pixels or no bands")
     if dataset.GetDriver().ShortName == sentinel2.DRIVER:  # its unreached part and clouds as nodata
         dataset = sentinel2.with_valid_pixels(dataset, name)
+    if dataset.GetGeoTransform(can_return_null=True) is None and dataset.GetGCPCount() and dataset.GetGCPProjection():
+        dataset = _placed_by_gcps(dataset, name, role)
     return dataset
+
+
+def _placed_by_gcps(dataset: gdal.Dataset, name: str, role: str) -> gdal.Dataset:
+    """An image placed by ground control points only (a scanned map, a raw satellite scene) as QGIS
+    draws it: warped north-up by the polynomial through them, as an in-memory VRT (nothing
+    copied) whose alpha band marks the image's footprint; nearest neighbour, as QGIS, which also
+    keeps a label's classes."""
+    with collect_gdal_errors() as errors:
+        warped = gdal.Warp("", dataset, format="VRT", resampleAlg="near", dstAlpha=True)
+    if warped is None:
+        raise InputError(f"the {role} image {name} is placed by ground control points that GDAL cannot warp by "
+                         f"({errors.last('no reason given')}); georeference it first (QGIS Georeferencer)")
+    return warped
 
 
 def _choose_a_subdataset(dataset: gdal.Dataset, name: str, role: str, listed: int = 6) -> str:
@@ -205,9 +220,11 @@ class Grid:
                    dataset.GetProjection() or "")
 
     def bounds(self) -> Tuple[float, float, float, float]:
-        x0, dx, _, y0, _, dy = self.geotransform
-        xs = (x0, x0 + dx * self.width)
-        ys = (y0, y0 + dy * self.height)
+        """The box around the grid's four corners (a rotated or sheared grid's too)."""
+        x0, dx, rx, y0, ry, dy = self.geotransform
+        corners = [(x0 + dx * col + rx * row, y0 + ry * col + dy * row)
+                   for col in (0, self.width) for row in (0, self.height)]
+        xs, ys = [x for x, _ in corners], [y for _, y in corners]
         return min(xs), min(ys), max(xs), max(ys)
 
     def same_as(self, other: "Grid") -> bool:

@@ -230,3 +230,43 @@ def test_a_closed_output_pipe_is_no_internal_error(tiny_model_path):
         os.close(write_end)
     assert done.returncode == 141, done.stderr
     assert "error" not in done.stderr.lower()
+
+
+def test_sigterm_ends_a_run_as_ctrl_c_does(tiny_model_path, tmp_path):
+    """kill, a job scheduler or a stopping container sends SIGTERM: the hidden partial outputs are
+    removed, one line says so, and the exit status is the shell's for it (143)."""
+    import signal
+    import time
+
+    city = Path(os.environ.get("DEEPCL_DATA", ROOT.parent / "shared" / "data")) / "oscd" / "bercy"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "out"
+    out.mkdir()
+    run = subprocess.Popen([sys.executable, "-m", "deepcl_core", *map(str, detect_args(
+        city / "before.tif", city / "after.tif", out, tiny_model_path, "--tile", "64", "--overlap", "16"))],
+        stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+    deadline = time.monotonic() + 60
+    while not any(".partial" in name for name in files_in(out)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert run.poll() is None, "the run ended before its outputs were begun"
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 143, stderr
+    assert stderr.strip().splitlines()[-1] == "deepcl: terminated; no output was written"
+    assert files_in(out) == []
+
+
+def test_summary_paths_keep_their_letters_and_debug_goes_anywhere(oscd_mismatch_pair, tiny_model_path, tmp_path):
+    out = tmp_path / "Zürich"
+    out.mkdir()
+    result = deepcl(*detect_args(*oscd_mismatch_pair, out, tiny_model_path))
+    assert result.returncode == 0, result.stderr
+    assert str(out / "change.tif") in result.stdout and json.loads(result.stdout)["changed_pixels"] >= 0
+    # --debug after the command, where it is natural to add it to a failing command line
+    result = deepcl("info", tmp_path / "missing.pt", "--debug")
+    assert result.returncode == 1 and "Traceback" in result.stderr and "ModelFileError" in result.stderr
+
+
+def test_minimum_area_must_be_a_number(oscd_mismatch_pair, tiny_model_path, tmp_path):
+    assert_one_line_error(deepcl(*detect_args(*oscd_mismatch_pair, tmp_path, tiny_model_path, "--min-area", "nan")),
+                          "minimum area must be a number")

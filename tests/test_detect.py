@@ -22,6 +22,7 @@ from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs
                                 _open_pair, detect_changes)
 from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputError
 from deepcl_core.model import inference
+from deepcl_core.model_file import ModelBundle
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
 from deepcl_core.raster_io import choose_bands, is_gdal_dataset_name
 from deepcl_core.tiling import RowBlender, TileGrid
@@ -590,6 +591,76 @@ def test_existing_output_is_kept_unless_overwrite(oscd_mismatch_pair, tiny_model
     detect_changes(*oscd_mismatch_pair, outputs, DetectOptions(overwrite=True, **FAST), model=tiny_model)
     assert read_raster(outputs.confidence).data_type == "Float32"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["change.tif", "confidence.tif"]
+
+
+def test_a_replaced_map_takes_its_sidecars_along(oscd_mismatch_pair, tiny_model, tmp_path):
+    """QGIS's pyramids (.ovr), an external mask (.msk) and statistics (.aux.xml) of an earlier run's
+    map would be drawn with the new map: --overwrite removes them with the map they describe."""
+    outputs = outputs_in(tmp_path, distance=False)
+    detect_changes(*oscd_mismatch_pair, outputs, DetectOptions(threshold=0.99, **FAST), model=tiny_model)
+    dataset = gdal.Open(str(outputs.change))  # read-only: the overviews go to an external .ovr
+    dataset.BuildOverviews("NEAREST", [2])
+    dataset = None
+    gdal.Info(str(outputs.confidence), stats=True)  # writes confidence.tif.aux.xml
+    Path(f"{outputs.change}.msk").write_bytes(b"stale")
+    assert Path(f"{outputs.change}.ovr").exists() and Path(f"{outputs.confidence}.aux.xml").exists()
+    detect_changes(*oscd_mismatch_pair, outputs, DetectOptions(threshold=0.01, overwrite=True, **FAST),
+                   model=tiny_model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["change.tif", "confidence.tif"]
+    dataset = gdal.Open(str(outputs.change))
+    assert dataset.GetRasterBand(1).GetOverviewCount() == 0
+    assert dataset.GetRasterBand(1).GetMaskFlags() != gdal.GMF_PER_DATASET
+
+
+def test_no_output_replaces_an_input_behind_a_name_or_the_mask(oscd_mismatch_pair, tiny_model, tmp_path):
+    """Even with --overwrite: the GeoPackage behind a GPKG: raster name, and the mask's file."""
+    before, after = oscd_mismatch_pair
+    package = tmp_path / "pair.gpkg"
+    gdal.Translate(str(package), str(before), format="GPKG", outputType=gdal.GDT_Byte, bandList=[1, 2, 3],
+                   scaleParams=[[0, 3000, 0, 255]], creationOptions=["RASTER_TABLE=before_img"])
+    kept = package.read_bytes()
+    outputs = DetectOutputs(change=tmp_path / "change.tif", confidence=tmp_path / "confidence.tif",
+                            polygons=package)
+    with pytest.raises(OutputError, match="one of the input images"):
+        detect_changes(f"GPKG:{package}:before_img", after, outputs, DetectOptions(overwrite=True, **FAST),
+                       model=tiny_model)
+    assert package.read_bytes() == kept
+    from test_area_of_interest import pixel_edges, write_mask
+    mask = write_mask(tmp_path / "aoi.gpkg", [pixel_edges(before, 0, 0), pixel_edges(before, 0, 160),
+                                              pixel_edges(before, 96, 160)])
+    kept = mask.read_bytes()
+    outputs = DetectOutputs(change=tmp_path / "change.tif", confidence=tmp_path / "confidence.tif", polygons=mask)
+    with pytest.raises(OutputError, match="one of the input images"):
+        detect_changes(before, after, outputs, DetectOptions(area=AreaOfInterest(mask=str(mask)), overwrite=True,
+                                                             **FAST), model=tiny_model)
+    assert mask.read_bytes() == kept and not outputs.change.exists()
+
+
+def test_an_image_placed_by_ground_control_points_is_georeferenced(oscd_mismatch_pair, tiny_model, tmp_path):
+    """The before crop placed by four corner GCPs instead of a geotransform: warped north-up by them
+    (as QGIS draws it), so detected as a georeferenced 10 m image, not as a picture of unknown scale
+    (whose threshold and enlargement differ) nor refused for pairing with a georeferenced image."""
+    before, after = oscd_mismatch_pair
+    source = gdal.Open(str(before))
+    x0, dx, _, y0, _, dy = source.GetGeoTransform()
+    corners = [(col, row) for col in (0, source.RasterXSize) for row in (0, source.RasterYSize)]
+    gcps = [gdal.GCP(x0 + dx * col, y0 + dy * row, 0, col, row) for col, row in corners]
+    gdal.Translate(str(tmp_path / "gcps.tif"), source, GCPs=gcps, outputSRS=source.GetProjection())
+    dataset = gdal.Open(str(tmp_path / "gcps.tif"))
+    assert dataset.GetGeoTransform(can_return_null=True) is None and dataset.GetGCPCount() == 4
+    dataset = None
+    placed_out, plain_out = outputs_in(tmp_path / "placed", distance=False), outputs_in(tmp_path / "plain", distance=False)
+    bundle = ModelBundle(tiny_model.config, tiny_model.state_dict, thresholds_by_pixel_size=((5.0, 0.01),),
+                         input_scales_by_pixel_size=((5.0, 2),), trained=False)
+    placed_result = detect_changes(tmp_path / "gcps.tif", after, placed_out, DetectOptions(**FAST), model=bundle)
+    plain_result = detect_changes(before, after, plain_out, DetectOptions(**FAST), model=bundle)
+    assert (placed_result.threshold, placed_result.input_scale) == (plain_result.threshold, plain_result.input_scale) \
+        == (0.01, 2)
+    assert placed_result.changed_area_m2 is not None
+    placed_grid, plain_grid = grid_of(placed_out.change), grid_of(plain_out.change)
+    assert same_crs(placed_grid[3], plain_grid[3])
+    assert np.allclose(placed_grid[2], plain_grid[2], rtol=0, atol=abs(dx) / 100)
+    assert abs(placed_grid[0] - plain_grid[0]) <= 1 and abs(placed_grid[1] - plain_grid[1]) <= 1
 
 
 def test_inputs_may_be_gdal_dataset_names(oscd_mismatch_pair, tiny_model, tmp_path):
