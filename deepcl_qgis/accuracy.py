@@ -66,9 +66,18 @@ def confusion(change: gdal.Dataset, reference: gdal.Dataset,
         rows = min(ROWS_PER_BLOCK, height - top)
         predicted, valid = _read_with_validity(change_band, top, width, rows)
         actual, reference_valid = _read_with_validity(reference_band, top, width, rows)
-        total = total + metrics.Confusion.of(predicted == 1, actual > 0, valid & reference_valid)
+        if (valid & (predicted != 0) & (predicted != 1) & (predicted != 255)).any():
+            raise QgsProcessingException(
+                "The change map holds values other than 0 and 1 (or 255): give a map of classes, e.g. the "
+                "change layer of 'Detect changes', not its confidence.")
+        # As the reference: any non-zero class is change (a 0/255 map of another tool too); our
+        # maps' 255 is their nodata and already invalid
+        total = total + metrics.Confusion.of(predicted > 0, actual > 0, valid & reference_valid)
         if progress:
             progress((top + rows) / height)
+    if total.total == 0:
+        raise QgsProcessingException("The change map and the reference have no valid pixel in common "
+                                     "(do they cover the same area?): there is nothing to compare.")
     return total.metrics()
 
 

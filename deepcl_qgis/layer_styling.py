@@ -23,13 +23,33 @@ _KEEP_ALIVE: List["StyleAndGroup"] = []
 OVER_THE_IMAGERY = ("change", "polygons")
 
 
-class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
-    """Loads ``style`` into the layer and moves the layer into the group ``group_name``."""
+class RunGroup:
+    """The group of one run's layers: named ``base``, or ``base (2)``, ``(3)``… when a group of that
+    name holds an earlier run's layers (the same pair run again, e.g. at another threshold), so
+    that two runs' equally named layers never mix. Chosen when the first layer is placed, in the
+    main thread, which owns the layer tree."""
 
-    def __init__(self, style: Path, group_name: str, on_top: bool, shown: bool = True) -> None:
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.name = ""
+
+    def name_in(self, project: QgsProject) -> str:
+        if not self.name:
+            root, number = project.layerTreeRoot(), 1
+            self.name = self.base
+            while root.findGroup(self.name) is not None:
+                number += 1
+                self.name = f"{self.base} ({number})"
+        return self.name
+
+
+class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
+    """Loads ``style`` into the layer and moves the layer into the run's group."""
+
+    def __init__(self, style: Path, group: RunGroup, on_top: bool, shown: bool = True) -> None:
         super().__init__()
         self.style = style
-        self.group_name = group_name
+        self.group = group
         self.on_top = on_top  # the change map and polygons are drawn above the confidence ramp
         self.shown = shown  # ticked in the layer tree
 
@@ -40,7 +60,8 @@ class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
             if not ok:
                 feedback.pushInfo(f"Could not apply the style {self.style.name}: {message}")
             layer.triggerRepaint()
-        move_into_group(context.project() or QgsProject.instance(), layer, self.group_name, self.on_top, self.shown)
+        project = context.project() or QgsProject.instance()
+        move_into_group(project, layer, self.group.name_in(project), self.on_top, self.shown)
 
 
 def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on_top: bool = False,
@@ -67,6 +88,7 @@ def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_n
     """For each ``{path: (style name, layer name)}`` that Processing will load, set its name and
     its post-processor (style and group): :data:`OVER_THE_IMAGERY` on top and ticked, the ramps
     below and unticked."""
+    group = RunGroup(group_name)
     for path, (style, layer_name) in outputs.items():
         if not path or not context.willLoadLayerOnCompletion(path):
             continue
@@ -74,6 +96,6 @@ def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_n
         details.name = layer_name
         details.forceName = True
         over = style in OVER_THE_IMAGERY
-        processor = StyleAndGroup(style_path(style), group_name, on_top=over, shown=over)
+        processor = StyleAndGroup(style_path(style), group, on_top=over, shown=over)
         _KEEP_ALIVE.append(processor)
         details.setPostProcessor(processor)

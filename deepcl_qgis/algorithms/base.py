@@ -2,6 +2,7 @@
 into Processing errors, and feeding engine progress into Processing feedback."""
 from __future__ import annotations
 
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -156,6 +157,26 @@ def raster_file(layer: Optional[QgsRasterLayer], role: str) -> str:
     parts = QgsProviderRegistry.instance().decodeUri("gdal", layer.source())
     parts.pop("openOptions", None)
     return QgsProviderRegistry.instance().encodeUri("gdal", parts) or layer.source()
+
+
+def typed_number_problem(value: Any, label: str) -> str:
+    """Why a number as typed (``qgis_process``, a script) is not one, or ''. QGIS 3.22 lets an
+    optional number it cannot read through its checks, and the run then gets 0 for it."""
+    if not isinstance(value, str) or not value.strip():
+        return ""
+    try:
+        float(value)
+        return ""
+    except ValueError:
+        return f"{label} '{value}' is not a number; write decimals with a point (e.g. 0.5)."
+
+
+def typed_bands_problem(value: Any, label: str) -> str:
+    """Why a list of bands as typed is not one Processing reads, or '': it splits on ';' only, so
+    '3,2,1' became band 0."""
+    if isinstance(value, str) and re.search(r"[,\s]", value.strip()):
+        return f"{label}: separate band numbers with ';' (e.g. 3;2;1); got '{value}'."
+    return ""
 
 
 def optional_number(algorithm: QgsProcessingAlgorithm, parameters: Dict[str, Any], name: str,

@@ -17,8 +17,8 @@ from .. import pair_checks
 from ..engine import core_module
 from ..layer_styling import attach_post_processors
 from ..paths import bundled_model_path
-from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number,
-                   progress_to, raster_file, raster_input, releases_locals_on_error)
+from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
+                   raster_input, releases_locals_on_error, typed_bands_problem, typed_number_problem)
 
 
 Bounds = Tuple[float, float, float, float]  # x min, y min, x max, y max, as the engine takes an extent
@@ -186,10 +186,12 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
         for name, role in ((self.BEFORE, "before"), (self.AFTER, "after")):
-            problem = pair_checks.raster_source_problem(parameters.get(name), role)
+            problem = (pair_checks.raster_source_problem(parameters.get(name), role)
+                       or typed_bands_problem(parameters.get(f"BANDS_{role.upper()}"), f"Bands of the {role} image"))
             if problem:
                 return problem
-        return pair_checks.model_file_problem(self._model_path(parameters, context))
+        return (typed_number_problem(parameters.get(self.THRESHOLD), "Change threshold")
+                or pair_checks.model_file_problem(self._model_path(parameters, context)))
 
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
@@ -227,8 +229,12 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def _check_output_names(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
         """Before the run, the engine's check that each file name ends as its format does (Processing
-        lets any raster or vector ending be typed in)."""
-        self._outputs(parameters, context).check_names()
+        lets any raster or vector ending be typed in). Asked of a scratch context: asking for an
+        output layer queues it for loading, and a temporary output gets a new name each time, so the
+        run's context would wait for files that are never written ("not correctly generated")."""
+        scratch = QgsProcessingContext()
+        scratch.copyThreadSafeSettings(context)
+        self._outputs(parameters, scratch).check_names()
 
     # --- run ------------------------------------------------------------------------------------
 

@@ -14,8 +14,8 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
 from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import write_report
-from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number,
-                   progress_to, raster_input, releases_locals_on_error)
+from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_input,
+                   releases_locals_on_error, typed_number_problem)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA", "TP", "FP", "FN", "TN"]
 
@@ -90,6 +90,9 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         ]
 
     # --- checks -------------------------------------------------------------------------------
+
+    def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
+        return typed_number_problem(parameters.get(self.THRESHOLD), "Change threshold")
 
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
         has = {name: parameters.get(name) not in (None, "") for name in

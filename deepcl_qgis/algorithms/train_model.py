@@ -76,7 +76,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterFile(self.VALIDATION_FOLDER, self.tr("Folder of validation pairs"),
                                         QgsProcessingParameterFile.Folder, optional=True),
              self.tr("Pairs to measure the model on. Empty: a fifth of the training pairs of each data set "
-                     "is held out (with a single pair: no validation, the last epoch is kept)."), False),
+                     "is held out (when no data set holds two pairs: no validation, the last epoch is kept)."), False),
             (QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before image"), optional=True),
              self.tr("With the after image and the changed areas: one training pair from layers."), False),
             (QgsProcessingParameterRasterLayer(self.AFTER, self.tr("After image"), optional=True),
@@ -105,7 +105,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
              self.tr("auto: an NVIDIA GPU (cuda) or Apple GPU (mps) when available, else the CPU."), False),
             (QgsProcessingParameterFileDestination(self.OUTPUT, self.tr("Trained model"),
                                                    self.tr("DeepCL model (*.pt)")),
-             self.tr("The model file to write (.pt); a checkpoint to resume from is kept next to it."), False),
+             self.tr("The model file to write (.pt)."), False),
         ]
 
     # --- checks -------------------------------------------------------------------------------
@@ -128,6 +128,10 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             problem = pair_checks.model_file_problem(self.parameterAsFile(parameters, self.INIT_MODEL, context))
             if problem:
                 return False, problem
+        out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+        if not out.lower().endswith(".pt"):  # the dialog adds it; qgis_process and scripts do not
+            return False, self.tr(f"The trained model's file name must end in .pt (got {Path(out).name}); "
+                                  "detection and evaluation open only .pt model files.")
         crop = self.parameterAsInt(parameters, self.CROP, context)
         if crop % 32:
             return False, self.tr(f"The crop size must be a multiple of 32 (e.g. {max(32, crop // 32 * 32)}); got {crop}.")
@@ -150,7 +154,10 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         training = core_module("training")
         options = self._options(parameters, context, feedback, training)
         with engine_errors():
-            result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
+            try:
+                result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
+            except core_module("errors").Cancelled:
+                raise QgsProcessingException("Training cancelled; no model file was written.") from None
         metrics = result.best_metrics
         if metrics:
             feedback.pushInfo(f"Validation (epoch {result.best_epoch}): F1 {metrics.get('f1', 0):.4f}, "
@@ -171,13 +178,23 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             data_dirs=data_dirs, out=Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context)),
             init=Path(init) if init else None, epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             val_dirs=(Path(validation),) if validation else (),
-            val_fraction=0.0 if single_pair and not validation else 0.2,
+            val_fraction=0.2 if not (single_pair or validation) and self._holds_out_some(data_dirs, training) else 0.0,
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
             crop=self.parameterAsInt(parameters, self.CROP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             iterations_per_epoch=self.parameterAsInt(parameters, self.ITERATIONS, context),
             overwrite=True,  # Processing asks before replacing the file; it has no --resume, so a run starts anew
+            # ... and so no use for a checkpoint beside the model: it goes where QGIS clears its temporary files
+            checkpoint=Path(QgsProcessingUtils.generateTempFilename("deepcl_training.ckpt")),
             command_line="QGIS Processing deepcl:trainmodel")
+
+    @staticmethod
+    def _holds_out_some(data_dirs: List[Path], training: Any) -> bool:
+        """Whether a fifth held out per data set leaves a validation pair (a data set of one pair
+        gives none); otherwise training goes without validation, as the help says."""
+        with engine_errors():
+            groups = [pair.group for pair in training.find_pairs(data_dirs)]
+        return any(groups.count(group) > 1 for group in set(groups))
 
     def _data_dirs(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                    feedback: QgsProcessingFeedback) -> Tuple[List[Path], bool]:

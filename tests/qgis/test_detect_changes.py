@@ -194,11 +194,20 @@ def test_batch_of_pairs(deepcl_provider, tiny_model, tmp_path):
 
 def test_loaded_layers_are_styled_and_grouped(deepcl_provider, tiny_model, tmp_path, qgis_new_project):
     import processing
-    from qgis.core import QgsProject
+    from qgis.core import QgsProcessingFeedback, QgsProject
+
+    class Errors(QgsProcessingFeedback):
+        reported: list = []
+
+        def reportError(self, error, fatalError=False):  # noqa: N802 (Qt's name)
+            self.reported.append(error)
 
     folder = pair("dsifn", "2_4")
+    feedback = Errors()
     processing.runAndLoadResults(ALG, {**_params(folder, tiny_model, tmp_path), "CHANGE": "TEMPORARY_OUTPUT",
-                                       "CONFIDENCE": "TEMPORARY_OUTPUT"})
+                                       "CONFIDENCE": "TEMPORARY_OUTPUT"}, feedback=feedback)
+    # The parameter check once queued layers of its own, never written: "not correctly generated"
+    assert feedback.reported == []
     groups = [g for g in QgsProject.instance().layerTreeRoot().findGroups(True) if g.name().startswith("DeepCL")]
     assert len(groups) == 1
     layers = {node.layer().name(): node.layer() for node in groups[0].findLayers()}
@@ -210,6 +219,13 @@ def test_loaded_layers_are_styled_and_grouped(deepcl_provider, tiny_model, tmp_p
     assert layers["Confidence"].renderer().type() == "singlebandpseudocolor"
     classes = {c.value: c.color for c in layers["Change"].renderer().classes()}
     assert classes[0].alpha() == 0 and classes[1].alpha() == 255
+    # The same pair again (another threshold, say): its own group, not mixed into the first
+    processing.runAndLoadResults(ALG, {**_params(folder, tiny_model, tmp_path), "CHANGE": "TEMPORARY_OUTPUT",
+                                       "CONFIDENCE": "TEMPORARY_OUTPUT"})
+    groups = [g for g in QgsProject.instance().layerTreeRoot().findGroups(True) if g.name().startswith("DeepCL")]
+    names = sorted(g.name() for g in groups)
+    assert len(names) == 2 and names[1] == f"{names[0]} (2)"
+    assert all(sorted(node.layer().name() for node in g.findLayers()) == ["Change", "Confidence"] for g in groups)
 
 
 def test_cancel_leaves_no_output(deepcl_provider, tiny_model, tmp_path, oscd_crop):
@@ -248,6 +264,18 @@ def test_refuses_a_missing_band(deepcl_provider, tiny_model, tmp_path):
     folder = pair("levir", "test_55_0256_0000")
     message = check_message(ALG, _params(folder, tiny_model, tmp_path, BANDS_BEFORE=[1, 2, 5]))
     assert "Band 5 does not exist" in message and "3 band(s)" in message
+
+
+def test_values_typed_as_on_the_command_line_are_refused_in_words(deepcl_provider, tiny_model, tmp_path):
+    """qgis_process and scripts pass text: Processing reads '3,2,1' as band 0 and lets '0,5' through
+    as a threshold of 0; ';' separates bands, a point decimals."""
+    folder = pair("levir", "test_55_0256_0000")
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, BANDS_BEFORE="3,2,1"))
+    assert message == "Bands of the before image: separate band numbers with ';' (e.g. 3;2;1); got '3,2,1'."
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, THRESHOLD="0,5"))
+    assert message == "Change threshold '0,5' is not a number; write decimals with a point (e.g. 0.5)."
+    result = run(ALG, _params(folder, tiny_model, tmp_path, BANDS_BEFORE="3;2;1", THRESHOLD="0.5"))
+    assert result["CHANGE"]
 
 
 def test_refuses_a_model_for_another_number_of_bands(deepcl_provider, tiny_model, tmp_path, oscd_crop):

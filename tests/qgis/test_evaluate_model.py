@@ -32,6 +32,35 @@ def test_metrics_against_a_label_raster(deepcl_provider, tiny_model, tmp_path):
     assert "F1 score" in report and f"{expected['f1']:.4f}" in report
 
 
+def test_a_0_255_change_map_counts_its_255_as_change(deepcl_provider, tiny_model, tmp_path):
+    """Other tools write change as 255 (no nodata): the same metrics as our 0/1 map of it."""
+    folder = pair("levir", "test_77_0512_0256")
+    change = _change_map(tmp_path, tiny_model, folder)
+    ours = gdal.Open(change)
+    scaled = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "255.tif"), ours.RasterXSize, ours.RasterYSize)
+    scaled.GetRasterBand(1).WriteArray((read(change) == 1).astype("uint8") * 255)
+    scaled = None
+    expected = run(ALG, {"CHANGE": change, "REFERENCE": image(folder, "label")})
+    result = run(ALG, {"CHANGE": str(tmp_path / "255.tif"), "REFERENCE": image(folder, "label")})
+    assert result["TP"] == expected["TP"] > 0 and result["F1"] == expected["F1"]
+
+
+def test_nothing_in_common_or_a_confidence_map_is_refused(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """Kappa 1 over no pixel read as perfect agreement; a confidence map read as all unchanged."""
+    from qgis.core import QgsProcessingException
+
+    _change_map(tmp_path, tiny_model, oscd_crop)
+    label = gdal.Open(image(oscd_crop, "label"))
+    x0, dx, rx, y0, ry, dy = label.GetGeoTransform()
+    elsewhere = gdal.Translate(str(tmp_path / "elsewhere.tif"), label)
+    elsewhere.SetGeoTransform((x0 + 2 * dx * label.RasterXSize, dx, rx, y0, ry, dy))
+    elsewhere = None
+    with pytest.raises(QgsProcessingException, match="no valid pixel in common"):
+        run(ALG, {"CHANGE": str(tmp_path / "change.tif"), "REFERENCE": str(tmp_path / "elsewhere.tif")})
+    with pytest.raises(QgsProcessingException, match="not its confidence"):
+        run(ALG, {"CHANGE": str(tmp_path / "confidence.tif"), "REFERENCE": image(oscd_crop, "label")})
+
+
 def test_polygon_reference_matches_the_raster_reference(deepcl_provider, tiny_model, tmp_path, oscd_crop):
     change = _change_map(tmp_path, tiny_model, oscd_crop, threshold=0.3)
     polygons = tmp_path / "changed.gpkg"

@@ -1,6 +1,7 @@
 """deepcl:trainmodel: a few steps of fine-tuning from a folder of pairs and from layers."""
 from __future__ import annotations
 
+import pytest
 from osgeo import gdal, ogr
 
 from deepcl_core.model_file import load_model
@@ -22,6 +23,27 @@ def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     assert bundle.config.encoder == "simple_cnn" and bundle.bands == ("red", "green", "blue")
     assert result["BEST_EPOCH"] == 1
     assert 0.0 <= result["F1"] <= 1.0  # one of the three pairs is held out for validation
+    # Processing cannot resume a run: no 50 MB checkpoint is left beside the model
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["levir", "tuned.pt"]
+
+
+def test_cancel_says_what_is_left_in_processing_words(deepcl_provider, tiny_model, tmp_path):
+    """Not the command line's --resume, which Processing has not: nothing is left."""
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback
+
+    feedback = QgsProcessingFeedback()
+    feedback.progressChanged.connect(lambda progress: feedback.cancel() if progress > 0 else None)
+    with pytest.raises(QgsProcessingException, match="Training cancelled; no model file was written"):
+        run(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")), "INIT_MODEL": str(tiny_model),
+                  "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN, "ITERATIONS": 20}, feedback)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_model_file_must_end_in_pt(deepcl_provider, tiny_model, tmp_path):
+    """Detection and evaluation open .pt files only; qgis_process adds no extension."""
+    message = check_message(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")),
+                                  "OUTPUT": str(tmp_path / "model.bin"), **TINY_RUN})
+    assert "must end in .pt (got model.bin)" in message
 
 
 def test_train_from_layers_and_changed_area_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
