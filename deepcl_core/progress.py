@@ -1,4 +1,6 @@
-"""A progress reporter for terminals: a bar on a TTY, a line every 10 % otherwise (logs, CI)."""
+"""A progress reporter for terminals: a bar on a TTY; otherwise (logs, CI) a line every 10 %, and a
+line for each message that comes without moving the bar: news between steps (an epoch's
+validation F1, a new phase, a batch size halved), not a step."""
 from __future__ import annotations
 
 import sys
@@ -15,6 +17,7 @@ class TerminalProgress:
         self.interactive = self.stream.isatty()
         self.started = time.perf_counter()
         self.last_decile = -1
+        self.last = (-1.0, "")  # fraction and message of the last call
 
     def __call__(self, fraction: float, message: str = "") -> None:
         fraction = min(max(fraction, 0.0), 1.0)
@@ -26,8 +29,10 @@ class TerminalProgress:
             self.stream.flush()
             return
         decile = int(fraction * 10)
-        if decile > self.last_decile or fraction == 0.0:
-            self.last_decile = decile
+        news = fraction == self.last[0] and message != self.last[1]
+        self.last = (fraction, message)
+        if decile > self.last_decile or fraction == 0.0 or news:
+            self.last_decile = max(decile, self.last_decile)
             self.stream.write(f"{self.label}: {fraction:6.1%} {elapsed:7.1f}s {message}\n")
             self.stream.flush()
 

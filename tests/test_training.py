@@ -232,3 +232,30 @@ def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
     code = main(["train", str(tmp_path), "--out", str(tmp_path / "m.pt"), "--encoder", "simple_cnn"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "no labelled pairs" in err[0]
+
+
+def test_ctrl_c_names_the_checkpoint_to_resume(tmp_path, capsys):
+    """Interrupted after an epoch, the command line says what is kept and how to go on; its log
+    (not a terminal) showed the epoch's result."""
+    import _thread
+    import threading
+    import time
+
+    checkpoint = tmp_path / "m.pt.ckpt"
+
+    def interrupt_after_the_first_epoch() -> None:
+        deadline = time.monotonic() + 120
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        _thread.interrupt_main()  # Ctrl-C's KeyboardInterrupt, in the main thread
+
+    threading.Thread(target=interrupt_after_the_first_epoch, daemon=True).start()
+    code = main(["train", *map(str, TRAIN_DIRS), "--val", str(VAL_DIRS[0]), "--out", str(tmp_path / "m.pt"),
+                 "--epochs", "100", "--iterations-per-epoch", "4", "--batch", "4", "--crop", "64",
+                 "--encoder", "simple_cnn", "--device", "cpu"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 130 and lines[-1] == (f"deepcl: interrupted; the checkpoint {checkpoint} keeps the last "
+                                         "finished epoch: continue with the same command and --resume")
+    # Not a terminal: a line per tenth of the run, and the epoch's result, which comes between steps
+    assert any("epoch 1/100: loss" in line and "val F1" in line for line in lines), lines
+    assert not (tmp_path / "m.pt").exists()
