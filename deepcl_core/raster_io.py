@@ -235,6 +235,22 @@ class Grid:
             return False
         return _same_crs(self.crs_wkt, other.crs_wkt)
 
+    def lies_on(self, target: "Grid", tolerance_px: float) -> bool:
+        """Whether this grid's pixels are ``target``'s: same size and CRS, and its corners within
+        ``tolerance_px`` of the target's (in target pixels, so any CRS unit and a drift of the pixel
+        size across the image count alike)."""
+        if (self.width, self.height) != (target.width, target.height) or not _same_crs(self.crs_wkt, target.crs_wkt):
+            return False
+        to_target = gdal.InvGeoTransform(target.geotransform)
+        if to_target is None:  # a degenerate geotransform; warping it will say what is wrong
+            return False
+        for column, row in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height)):
+            x, y = gdal.ApplyGeoTransform(list(self.geotransform), column, row)
+            target_column, target_row = gdal.ApplyGeoTransform(to_target, x, y)
+            if abs(target_column - column) > tolerance_px or abs(target_row - row) > tolerance_px:
+                return False
+        return True
+
 
 def _same_crs(wkt_a: str, wkt_b: str) -> bool:
     if not wkt_a or not wkt_b:

@@ -1,9 +1,11 @@
 """Finding and reading labelled pairs on copies of real pairs: a label with nodata 0, colour labels,
-incomplete pairs (skipped with a warning), file-manager clutter, and two files for one role."""
+a label of the before image's size on another grid, incomplete pairs (skipped with a warning),
+file-manager clutter, two files for one role, and pairs whose folders share a name."""
 from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import List, Tuple
 
@@ -12,8 +14,11 @@ import pytest
 from osgeo import gdal
 
 from deepcl_core.errors import InputError
-from deepcl_core.raster_io import open_raster
-from deepcl_core.training.pairs import PairFiles, find_pairs, read_label
+from deepcl_core.evaluation import EvaluateOptions, evaluate
+from deepcl_core.raster_io import Grid, open_raster
+from deepcl_core.training.pairs import LABEL_GRID_TOLERANCE_PX, PairFiles, find_pairs, read_label
+
+from core_test_helpers import crop
 
 PAIRS_LOGGER = "deepcl_core.training.pairs"
 
@@ -157,3 +162,67 @@ def test_two_images_for_one_role_are_refused(levir_dirs, tmp_path):
     with pytest.raises(InputError) as error:
         find_pairs([tmp_path])
     assert str(error.value) == f"pair folder {pair} has two before images (before.png, before.tif); keep one"
+
+
+def shifted_label_pair(oscd: Path, root: Path, shift: Tuple[int, int]) -> Path:
+    """A 256×256 crop of the pair at (100, 100) whose label is the window of the same size cut
+    ``shift`` pixels (x, y) from it: the same pixel size, on another grid."""
+    root.mkdir(parents=True)
+    for role in ("before", "after"):
+        crop(oscd / f"{role}.tif", root / f"{role}.tif", 100, 100, 256, 256)
+    crop(oscd / "label.tif", root / "label.tif", 100 + shift[0], 100 + shift[1], 256, 256)
+    return root
+
+
+def test_label_of_the_same_size_on_another_grid_is_warped(oscd, tmp_path):
+    shifted = shifted_label_pair(oscd, tmp_path / "shifted" / "bercy", (-60, -40))
+    correct, correct_valid = label_of(shifted, crop(oscd / "label.tif", tmp_path / "correct.tif", 100, 100, 256, 256))
+    assert correct_valid.all()
+    label, valid = label_of(shifted, shifted / "label.tif")
+    # the shifted label covers columns 0..195 and rows 0..215 of the crop; nothing outside
+    overlap = np.zeros_like(valid)
+    overlap[:216, :196] = True
+    assert np.array_equal(valid, overlap)
+    assert 0 < label[overlap].sum() < overlap.sum() and np.array_equal(label[overlap], correct[overlap])
+    assert not label[~overlap].any()
+    # evaluation (the bundled model, so that it finds change) scores it as the correct label without
+    # the pixels the shifted one does not cover
+    reference = shutil.copytree(shifted, tmp_path / "reference" / "bercy")
+    masked = gdal.GetDriverByName("GTiff").CreateCopy(str(reference / "label.tif"),
+                                                      gdal.Open(str(tmp_path / "correct.tif")))
+    values = correct.copy()
+    values[~overlap] = 255
+    masked.GetRasterBand(1).WriteArray(values)
+    masked.GetRasterBand(1).SetNoDataValue(255)
+    masked = None
+    reports = [evaluate(EvaluateOptions(model=None, data_dirs=[folder.parent], device="cpu"))
+               for folder in (shifted, reference)]
+    scores = [report["per_pair"]["bercy"] for report in reports]
+    assert scores[0]["tp"] + scores[0]["fp"] + scores[0]["fn"] + scores[0]["tn"] == overlap.sum()
+    assert scores[0]["f1"] > 0 and scores[0] == scores[1]
+
+
+def test_label_within_a_hundredth_of_a_pixel_is_read_as_it_is(oscd, tmp_path):
+    pair = shifted_label_pair(oscd, tmp_path / "bercy", (0, 0))
+    before = Grid.of(open_raster(pair / "before.tif", "before"))
+    x0, dx, rx, y0, ry, dy = before.geotransform
+    for offset, as_it_is in ((0.005, True), (0.5, False)):  # in pixels
+        label = replace(before, geotransform=(x0 + offset * dx, dx, rx, y0, ry, dy))
+        assert label.lies_on(before, LABEL_GRID_TOLERANCE_PX) == as_it_is, offset
+
+
+def test_pairs_sharing_a_folder_name_get_their_parent_folders(data_dir, levir_dirs, tmp_path, tiny_model_path):
+    dsifn = data_dir / "dsifn" / "2_4"
+    ev = tmp_path / "ev"
+    for folder in ("dup1/site", "dup2/site", "dup1/x/deep", "dup2/x/deep"):
+        shutil.copytree(dsifn, ev / folder)
+    shutil.copytree(data_dir / "dsifn" / "3_4", ev / "dup1" / "3_4")  # unique: keeps its name
+    for folder in ("dup1", "dup2"):
+        levir_layout(ev / folder / "levir", levir_dirs[:1])
+    pairs = find_pairs([ev / "dup1", ev / "dup2"])
+    tile = levir_dirs[0].name
+    assert sorted(p.name for p in pairs) == sorted(["3_4", "dup1/site", "dup2/site", "dup1/x/deep", "dup2/x/deep",
+                                                    f"dup1/levir/{tile}", f"dup2/levir/{tile}"])
+    assert {p.name: p.before.parent for p in pairs}["dup2/site"] == ev / "dup2" / "site"
+    report = evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[ev / "dup1", ev / "dup2"], device="cpu"))
+    assert report["pairs"] == len(report["per_pair"]) == 7

@@ -6,7 +6,8 @@ from __future__ import annotations
 import logging
 import math
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
@@ -28,6 +29,9 @@ _LEVIR_DIRS = ("A", "B", "label")
 # (matched lower case); never a pair's image.
 _IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".txt", ".md", ".json", ".prj", ".wld", ".pgw", ".tfw", ".jgw"}
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
+# How far (in before pixels) a label's grid may lie from the before grid and still be read as it
+# is: rounding in a geotransform written by another tool, far below what warping would change.
+LABEL_GRID_TOLERANCE_PX = 0.01
 
 
 @dataclass(frozen=True)
@@ -78,17 +82,39 @@ def find_pairs(data_dirs: Sequence[os.PathLike]) -> List[PairFiles]:
             raise InputError(f"data folder not found: {root}")
         for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
             folders.setdefault(folder.resolve(), folder)
-    found: Dict[Path, PairFiles] = {}
+    found: Dict[Path, Tuple[Path, PairFiles]] = {}
     for folder in folders.values():
-        for pair in _pairs_in(folder):
-            found.setdefault(pair.before.resolve(), pair)
-    return [found[key] for key in sorted(found)]
+        for named_after, pair in _pairs_in(folder):
+            found.setdefault(pair.before.resolve(), (named_after, pair))
+    return _unique_names([found[key] for key in sorted(found)])
 
 
-def _pairs_in(folder: Path) -> List[PairFiles]:
+def _unique_names(pairs: Sequence[Tuple[Path, PairFiles]]) -> List[PairFiles]:
+    """The pairs, those whose names clash ("site" in two data folders) with as many of their
+    parent folders prefixed as make every name unique ("dup1/site", "dup2/site"): reports and
+    thresholds are keyed by name, and a clash would drop a pair from them silently. ``pairs``:
+    (path, pair), where the pair's name is the path's last parts."""
+    names = [pair.name for _, pair in pairs]
+    parts = [Path(os.path.abspath(path)).parts[1:] for path, _ in pairs]  # without the root or drive
+    depth = [len(Path(name).parts) for name in names]
+    while True:
+        counts = Counter(names)
+        clashing = [i for i, name in enumerate(names) if counts[name] > 1]
+        if not clashing:
+            break
+        for i in clashing:
+            depth[i] += 1
+            # Past the root the whole before path, unique by then (pairs are found once each).
+            names[i] = ("/".join(parts[i][-depth[i]:]) if depth[i] <= len(parts[i])
+                        else Path(os.path.abspath(pairs[i][1].before)).as_posix())
+    return [pair if pair.name == name else replace(pair, name=name) for (_, pair), name in zip(pairs, names)]
+
+
+def _pairs_in(folder: Path) -> List[Tuple[Path, PairFiles]]:
+    """The pairs in ``folder``, each with the path its name ends (for names made unique)."""
     named = _raster_named(folder)
     if len(named) == len(_ROLES):
-        return [PairFiles(folder.name, named["before"], named["after"], named["label"], folder.parent.name)]
+        return [(folder, PairFiles(folder.name, named["before"], named["after"], named["label"], folder.parent.name))]
     if named:  # a pair folder with a file missing; one with none is a data set's or LEVIR-CD's folder
         has = " and ".join(role for role in _ROLES if role in named)
         lacks = " or ".join(f"{role}.*" for role in _ROLES if role not in named)
@@ -96,7 +122,7 @@ def _pairs_in(folder: Path) -> List[PairFiles]:
     return _levir_pairs(folder)
 
 
-def _levir_pairs(folder: Path) -> List[PairFiles]:
+def _levir_pairs(folder: Path) -> List[Tuple[Path, PairFiles]]:
     """LEVIR-CD layout: A/x.png, B/x.png, label/x.png share a file name; a name missing from one of
     the three folders is skipped with a warning."""
     dirs = [folder / name for name in _LEVIR_DIRS]
@@ -110,7 +136,8 @@ def _levir_pairs(folder: Path) -> List[PairFiles]:
         if lacks:
             LOG.warning("skipped %s: no %s", pair_name, " and no ".join(lacks))
         else:
-            pairs.append(PairFiles(pair_name, *(in_dir[name] for in_dir in files), folder.name))
+            pairs.append((folder / Path(name).stem,
+                          PairFiles(pair_name, *(in_dir[name] for in_dir in files), folder.name)))
     return pairs
 
 
@@ -231,12 +258,16 @@ def _without_nodata_zero(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Datas
 
 
 def _label_on_grid(files: PairFiles, label_ds: gdal.Dataset, before_ds: gdal.Dataset) -> gdal.Dataset:
-    """A label of the before image's size is taken as on its grid; a georeferenced label on another
-    grid is resampled to it (nearest neighbour keeps it binary); otherwise the pair cannot be used."""
+    """The label on the before grid. One that lies on it already is taken as it is, and so is one of
+    the before image's size when either lacks georeference; any other georeferenced label is
+    resampled to it (nearest neighbour keeps it binary), e.g. a window of the same size cut
+    elsewhere, which read as it is would score every pixel against another place."""
     size = (before_ds.RasterXSize, before_ds.RasterYSize)
-    if (label_ds.RasterXSize, label_ds.RasterYSize) == size:
+    both_georeferenced = is_georeferenced(label_ds) and is_georeferenced(before_ds)
+    if (label_ds.RasterXSize, label_ds.RasterYSize) == size and (
+            not both_georeferenced or Grid.of(label_ds).lies_on(Grid.of(before_ds), LABEL_GRID_TOLERANCE_PX)):
         return label_ds
-    if not (is_georeferenced(label_ds) and is_georeferenced(before_ds)):
+    if not both_georeferenced:
         raise InputError(f"pair {files.name}: label is {label_ds.RasterXSize}×{label_ds.RasterYSize} but the "
                          f"before image is {size[0]}×{size[1]}, and without georeferencing the two cannot be "
                          "aligned; give a label on the before image's grid")

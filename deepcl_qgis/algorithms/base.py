@@ -2,6 +2,7 @@
 into Processing errors, and feeding engine progress into Processing feedback."""
 from __future__ import annotations
 
+import logging
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -112,6 +113,28 @@ def engine_errors() -> Iterator[None]:
         yield
     except engine_error_type() as exc:
         raise QgsProcessingException(str(exc)) from None
+
+
+class _WarningsTo(logging.Handler):
+    def __init__(self, feedback: QgsProcessingFeedback) -> None:
+        super().__init__(logging.WARNING)
+        self.feedback = feedback
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.feedback.pushWarning(record.getMessage())
+
+
+@contextmanager
+def engine_warnings_to(feedback: QgsProcessingFeedback) -> Iterator[None]:
+    """The engine's logged warnings (e.g. a training pair skipped for a missing label) in the
+    Processing log, where a QGIS user looks, not only on QGIS's stderr."""
+    handler = _WarningsTo(feedback)
+    logger = logging.getLogger("deepcl_core")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
 
 
 def progress_to(feedback: QgsProcessingFeedback, start: float = 0.0,

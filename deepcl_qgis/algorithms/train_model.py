@@ -15,7 +15,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProce
 from .. import pair_checks
 from ..engine import core_module
 from ..training_pair import write_pair_folder
-from .base import DeepCLAlgorithm, add_help, engine_errors, progress_to, raster_input, releases_locals_on_error
+from .base import (DeepCLAlgorithm, add_help, engine_errors, engine_warnings_to, progress_to, raster_input,
+                   releases_locals_on_error)
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -153,7 +154,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         self.require_dependencies()
         training = core_module("training")
         options = self._options(parameters, context, feedback, training)
-        with engine_errors():
+        with engine_errors(), engine_warnings_to(feedback):
             try:
                 result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
             except core_module("errors").Cancelled:

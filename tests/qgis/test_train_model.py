@@ -66,3 +66,27 @@ def test_refuses_both_a_folder_and_layers(deepcl_provider, tmp_path):
     message = check_message(ALG, {"DATA_FOLDER": str(folder), "BEFORE": image(folder, "before"),
                                   "OUTPUT": str(tmp_path / "m.pt")})
     assert "either a folder of training pairs" in message
+
+
+def test_a_skipped_pair_is_reported_in_the_processing_log(deepcl_provider, tiny_model, tmp_path):
+    """The engine's warning reaches the log a QGIS user reads, not only QGIS's stderr."""
+    import shutil
+
+    from qgis.core import QgsProcessingFeedback
+
+    class Warnings(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.warnings = []
+
+        def pushWarning(self, warning):  # noqa: N802 (Qt's name)
+            self.warnings.append(warning)
+
+    data = tmp_path / "pairs"
+    shutil.copytree(pair("levir", "test_55_0256_0000"), data / "test_55")
+    shutil.copytree(pair("levir", "test_7_0256_0512"), data / "test_7")
+    (data / "test_7" / "label.png").unlink()
+    feedback = Warnings()
+    run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN},
+        feedback)
+    assert "skipped folder pairs/test_7: it has before and after but no label.*" in feedback.warnings
