@@ -85,7 +85,10 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
 def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: Any,
                    cancel: Optional[CancelCallback]):
     outputs = _outputs(work, pair.name.replace("/", "_"))
-    result = detect_changes(pair.before, pair.after, outputs, options, cancel=cancel, model=bundle)
+    try:
+        result = detect_changes(pair.before, pair.after, outputs, options, cancel=cancel, model=bundle)
+    except InputError as exc:  # of several pairs, the user must learn which one
+        raise InputError(f"pair {pair.name}: {exc}") from None
     change = _read(outputs.change)
     label, label_valid = read_label(pair, open_raster(pair.before, f"{pair.name}: before"))
     valid = (change != CHANGE_NODATA) & label_valid

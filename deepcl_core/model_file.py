@@ -130,6 +130,8 @@ def atomic_torch_save(data: Dict[str, Any], path: Path) -> None:
 def load_model(path: str | os.PathLike) -> ModelBundle:
     """Read and check a model file; any problem is a :class:`ModelFileError` that says what to do."""
     path = Path(path)
+    if path.is_dir():
+        raise ModelFileError(f"model file {path} is a folder; give the .pt file inside it")
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     if path.stat().st_size == 0:

@@ -198,3 +198,20 @@ def test_a_failed_evaluation_leaves_no_input_open(pairs, tmp_path, write_raster)
     assert caught.value.__traceback__ is not None
     inputs = {str(path) for path in pairs.glob("*/*")}
     assert not inputs & files_open_in_this_process()
+
+
+def test_an_unusable_pair_is_named_and_a_file_is_no_data_folder(data_dir, tiny_model_path, tmp_path):
+    """Of several pairs, the refusal names the one at fault; a file given as a data folder says so."""
+    import shutil
+
+    from osgeo import gdal
+
+    good, bad = tmp_path / "pairs" / "good", tmp_path / "pairs" / "bad"
+    shutil.copytree(data_dir / "levir" / "test_7_0256_0512", good)
+    shutil.copytree(data_dir / "levir" / "test_7_0256_0512", bad)
+    gdal.Translate(str(bad / "after.tif"), str(bad / "after.png"), srcWin=[0, 0, 200, 200])
+    (bad / "after.png").unlink()
+    with pytest.raises(InputError, match=r"^pair bad: neither image is georeferenced and their sizes differ"):
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu"))
+    with pytest.raises(InputError, match="is a file; give the folder that holds the labelled pairs"):
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[good / "before.png"], device="cpu"))

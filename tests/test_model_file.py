@@ -149,6 +149,11 @@ def test_a_raster_or_a_checkpoint_is_named_for_what_it_is(tmp_path):
         load_model(tmp_path / "model.pt.ckpt")
 
 
+def test_a_folder_is_named_as_one(tmp_path):
+    with pytest.raises(ModelFileError, match="is a folder; give the .pt file inside it"):
+        load_model(tmp_path)
+
+
 def test_file_of_another_format(tmp_path):
     text = tmp_path / "notes.pt"
     text.write_text("these are not weights\n")

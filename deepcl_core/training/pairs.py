@@ -78,6 +78,8 @@ def find_pairs(data_dirs: Sequence[os.PathLike]) -> List[PairFiles]:
     folders: Dict[Path, Path] = {}  # each folder searched once, when data folders overlap
     for data_dir in data_dirs:
         root = Path(data_dir)
+        if root.is_file():
+            raise InputError(f"data folder {root} is a file; give the folder that holds the labelled pairs")
         if not root.is_dir():
             raise InputError(f"data folder not found: {root}")
         for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
