@@ -18,23 +18,41 @@ def _srs(wkt: str) -> osr.SpatialReference:
 
 
 def equal_area_transform(grid: Grid) -> Optional[osr.CoordinateTransformation]:
-    """Grid CRS → a Lambert azimuthal equal-area projection centred on the grid (exact areas for
-    geographic CRSs); None when the CRS is already projected or missing."""
+    """Grid CRS → a Lambert azimuthal equal-area projection centred on the grid, on the CRS's own
+    ellipsoid: areas there are ground areas, whether the CRS is geographic or projected (whose
+    nominal units are not, e.g. Web Mercator's grow by 1/cos² of latitude). None when the CRS is
+    missing or local (no ellipsoid to measure on)."""
     if not grid.crs_wkt:
         return None
     source = _srs(grid.crs_wkt)
-    if not source.IsGeographic():
+    if not (source.IsGeographic() or source.IsProjected()):
         return None
     x0, y0, x1, y1 = grid.bounds()
+    lon, lat = (x0 + x1) / 2, (y0 + y1) / 2
+    if source.IsProjected():
+        geographic = source.CloneGeogCS()
+        geographic.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        lon, lat, _ = osr.CoordinateTransformation(source, geographic).TransformPoint(lon, lat)
     target = osr.SpatialReference()
-    target.SetLAEA((y0 + y1) / 2, (x0 + x1) / 2, 0, 0)
+    # The source's own datum: no datum shift to look up, which a WGS 84 default would ask for.
+    target.CopyGeogCSFrom(source)
+    target.SetLAEA(lat, lon, 0, 0)
     target.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
     return osr.CoordinateTransformation(source, target)
 
 
+# Where along a row a projected CRS's pixels are measured, and their weights: 3-point Gauss–Legendre,
+# exact for a pixel area that varies along the row as a polynomial of degree 5 or less (UTM's grows
+# with the distance from the central meridian), and clear of the edges, where a grid as wide as a
+# hemisphere would reach the antipode of the projection's centre.
+_ROW_SAMPLES = (0.5 - 0.15 ** 0.5, 0.5, 0.5 + 0.15 ** 0.5)
+_ROW_WEIGHTS = (5 / 18, 8 / 18, 5 / 18)
+
+
 def pixel_area_by_row(grid: Grid) -> Optional[np.ndarray]:
-    """Area in m² of one pixel in each row (constant along a row on a north-up grid), or None
-    when the image is not georeferenced."""
+    """Area on the ground in m² of one pixel in each row of a north-up grid, or None when the
+    image is not georeferenced. In a projected CRS, whose scale may vary along a row, it is the
+    row's mean."""
     if not grid.crs_wkt:
         return None
     x0, dx, _, y0, _, dy = grid.geotransform
@@ -42,20 +60,41 @@ def pixel_area_by_row(grid: Grid) -> Optional[np.ndarray]:
     if to_equal_area is None:
         metres = _srs(grid.crs_wkt).GetLinearUnits()
         return np.full(grid.height, abs(dx * dy) * metres ** 2)
-    centre_x = x0 + dx * grid.width / 2
-    areas = np.empty(grid.height)
-    for row in range(grid.height):
-        top = y0 + dy * row
-        ring = [(centre_x, top), (centre_x + dx, top), (centre_x + dx, top + dy), (centre_x, top + dy)]
-        areas[row] = _polygon_area(ring, to_equal_area)
+    # Along a row of a geographic grid every pixel has the same area: one column is enough.
+    samples = ((0.5,), (1.0,)) if _srs(grid.crs_wkt).IsGeographic() else (_ROW_SAMPLES, _ROW_WEIGHTS)
+    areas = np.zeros(grid.height)
+    for fraction, weight in zip(*samples):
+        areas += weight * _column_areas(x0 + dx * (grid.width * fraction - 0.5), dx, y0, dy, grid.height,
+                                        to_equal_area)
     return areas
 
 
+def _column_areas(left: float, dx: float, y0: float, dy: float, rows: int,
+                  transform: osr.CoordinateTransformation) -> np.ndarray:
+    """Areas after ``transform`` of the pixels whose left edge is at ``left``, one per row: each
+    pixel's corners transformed (rows share them), then half the cross product of its diagonals."""
+    ys = y0 + dy * np.arange(rows + 1)
+    corners = np.column_stack([np.concatenate([np.full(rows + 1, left), np.full(rows + 1, left + dx)]),
+                               np.concatenate([ys, ys])])
+    points = np.asarray(transform.TransformPoints(corners))[:, :2]
+    west, east = points[:rows + 1], points[rows + 1:]
+    # Corners in order west-top, east-top, east-bottom, west-bottom; diagonals are differences of
+    # nearby points, so no precision is lost to coordinates of a million metres.
+    first, second = east[1:] - west[:-1], west[1:] - east[:-1]
+    return 0.5 * np.abs(first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0])
+
+
 def ground_pixel_size(grid: Grid) -> Optional[float]:
-    """Side in metres of a square of the area of the grid's centre pixel; None without georeference."""
+    """Side in metres of a square of the ground area of a pixel in the grid's centre row; None
+    without georeference."""
     if not grid.crs_wkt:
         return None
     x0, dx, rx, y0, ry, dy = grid.geotransform
+    if rx or ry:  # a rotated or sheared after image: the north-up grid of square pixels of its pixels' area
+        side = abs(dx * dy - rx * ry) ** 0.5
+        x0, y0 = x0 + (dx * grid.width + rx * grid.height) / 2, y0 + (ry * grid.width + dy * grid.height) / 2
+        grid = Grid(1, 1, (x0 - side / 2, side, 0.0, y0 + side / 2, 0.0, -side), grid.crs_wkt)
+        x0, dx, rx, y0, ry, dy = grid.geotransform
     centre_row = Grid(grid.width, 1, (x0, dx, rx, y0 + dy * (grid.height // 2), ry, dy), grid.crs_wkt)
     return float(np.sqrt(pixel_area_by_row(centre_row)[0]))
 
@@ -88,16 +127,6 @@ def file_pixel_size(path: str) -> Optional[float]:
         return ground_pixel_size(Grid.of(open_raster(path, "image")))
     except InputError:
         return None
-
-
-def _polygon_area(ring, transform: osr.CoordinateTransformation) -> float:
-    polygon = ogr.Geometry(ogr.wkbPolygon)
-    linear = ogr.Geometry(ogr.wkbLinearRing)
-    for x, y in ring + ring[:1]:
-        linear.AddPoint_2D(x, y)
-    polygon.AddGeometry(linear)
-    polygon.Transform(transform)
-    return polygon.GetArea()
 
 
 def geometry_area_m2(geometry: ogr.Geometry, grid: Grid) -> Optional[float]:

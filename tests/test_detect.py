@@ -636,6 +636,29 @@ def test_no_output_replaces_an_input_behind_a_name_or_the_mask(oscd_mismatch_pai
     assert mask.read_bytes() == kept and not outputs.change.exists()
 
 
+def test_an_after_image_stored_transposed_is_aligned(oscd_mismatch_pair, tiny_model, tmp_path):
+    """The after crop stored transposed, its geotransform saying so (rotation terms only): the same
+    image to GDAL, so the same outputs. Its footprint was taken for a line and refused, and its
+    pixels for pixels of no size."""
+    before, after = oscd_mismatch_pair
+    source = gdal.Open(str(after))
+    x0, dx, _, y0, _, dy = source.GetGeoTransform()
+    pixels = source.ReadAsArray()
+    transposed = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "transposed.tif"), source.RasterYSize,
+                                                      source.RasterXSize, source.RasterCount, gdal.GDT_UInt16)
+    transposed.SetGeoTransform((x0, 0.0, dx, y0, dy, 0.0))
+    transposed.SetProjection(source.GetProjection())
+    for index in range(source.RasterCount):
+        transposed.GetRasterBand(index + 1).WriteArray(pixels[index].T)
+    transposed = None
+    plain, turned = outputs_in(tmp_path / "plain", distance=False), outputs_in(tmp_path / "turned", distance=False)
+    detect_changes(before, after, plain, DetectOptions(**FAST), model=tiny_model)
+    detect_changes(before, tmp_path / "transposed.tif", turned, DetectOptions(**FAST), model=tiny_model)
+    # GDAL's warper samples the turned image through an approximated transform (an eighth of a pixel)
+    np.testing.assert_allclose(read_raster(turned.confidence).values, read_raster(plain.confidence).values,
+                               atol=0.01)
+
+
 def test_an_image_placed_by_ground_control_points_is_georeferenced(oscd_mismatch_pair, tiny_model, tmp_path):
     """The before crop placed by four corner GCPs instead of a geotransform: warped north-up by them
     (as QGIS draws it), so detected as a georeferenced 10 m image, not as a picture of unknown scale
