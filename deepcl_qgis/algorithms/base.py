@@ -17,7 +17,7 @@ from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import dependency_problem
 from ..engine import core_module, engine_error_type
-from ..paths import icon
+from ..paths import bundled_model_path, icon
 
 
 class DeepCLAlgorithm(QgsProcessingAlgorithm):
@@ -82,6 +82,10 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
         """Algorithm-specific checks, in words a GIS user understands."""
         return True, ""
+
+    def model_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
+        """The MODEL parameter's file, or the bundled model when it is left empty."""
+        return self.parameterAsFile(parameters, "MODEL", context) or str(bundled_model_path())
 
     @staticmethod
     def require_dependencies() -> None:

@@ -191,7 +191,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             if problem:
                 return problem
         return (typed_number_problem(parameters.get(self.THRESHOLD), "Change threshold")
-                or pair_checks.model_file_problem(self._model_path(parameters, context)))
+                or pair_checks.model_file_problem(self.model_path(parameters, context)))
 
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
@@ -203,7 +203,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         pair_checks.check_bands(before, bands_before, "before")
         pair_checks.check_bands(after, bands_after, "after")
         pair_checks.check_band_counts(bands_before, bands_after)
-        model = self._model_path(parameters, context)
+        model = self.model_path(parameters, context)
         pair_checks.check_model(model, before, bands_before, "before")
         pair_checks.check_model(model, after, bands_after, "after")
         self._check_area_of_interest(parameters, context, before)
@@ -223,9 +223,6 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             dataset = gdal.Open(raster_file(before, "before"))
             if dataset is not None:  # else the run says why GDAL cannot read it
                 core_module("area_of_interest").pixel_window(dataset, area)
-
-    def _model_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
-        return self.parameterAsFile(parameters, self.MODEL, context) or str(bundled_model_path())
 
     def _check_output_names(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
         """Before the run, the engine's check that each file name ends as its format does (Processing
@@ -272,7 +269,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext, detect: Any) -> Any:
         return detect.DetectOptions(
-            model=Path(self._model_path(parameters, context)),
+            model=Path(self.model_path(parameters, context)),
             bands_before=self.parameterAsInts(parameters, self.BANDS_BEFORE, context) or None,
             bands_after=self.parameterAsInts(parameters, self.BANDS_AFTER, context) or None,
             threshold=optional_number(self, parameters, self.THRESHOLD, context),

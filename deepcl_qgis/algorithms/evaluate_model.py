@@ -71,7 +71,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
              self.tr("The image taken after the change.")),
             (QgsProcessingParameterFile(self.MODEL, self.tr("Model file (to run a model)"), extension="pt",
                                         optional=True),
-             self.tr("The DeepCL model (.pt) to evaluate on the before/after pair.")),
+             self.tr("The DeepCL model (.pt) to evaluate on the before/after pair; empty: the bundled model.")),
             (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
                                           QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
              self.tr("Used when running a model. Empty: the model's own threshold for each pair's pixel size.")),
@@ -109,7 +109,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         pair_checks.check_distinct(before, after)
         pair_checks.check_overlap(before, after)
-        model = self.parameterAsFile(parameters, self.MODEL, context)
+        model = self.model_path(parameters, context)
         pair_checks.check_model(model, before, [], "before")
         pair_checks.check_model(model, after, [], "after")
         return True, ""
@@ -162,7 +162,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         outputs = detect.DetectOutputs(change=Path(QgsProcessingUtils.generateTempFilename("change.tif")),
                                        confidence=Path(QgsProcessingUtils.generateTempFilename("confidence.tif")))
         options = detect.DetectOptions(
-            model=Path(self.parameterAsFile(parameters, self.MODEL, context)),
+            model=Path(self.model_path(parameters, context)),
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto")
         with engine_errors():

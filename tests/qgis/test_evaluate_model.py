@@ -86,6 +86,17 @@ def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
     assert 0.0 <= result["F1"] <= 1.0 and 0.0 <= result["OA"] <= 1.0
 
 
+def test_model_left_out_is_the_bundled_one_as_in_detection(deepcl_provider, tmp_path):
+    """The bundled model's figures on the pair, as `deepcl evaluate` (its default too) gives them."""
+    from deepcl_core.evaluation import EvaluateOptions, evaluate
+
+    folder = pair("dsifn", "3_4")
+    result = run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "DEVICE": "cpu",
+                       "REFERENCE": image(folder, "label")})
+    expected = evaluate(EvaluateOptions(model=None, data_dirs=[folder.parent / folder.name], device="cpu"))
+    assert result["TP"] == expected["per_pair"]["3_4"]["tp"] and result["FP"] == expected["per_pair"]["3_4"]["fp"]
+
+
 def test_refuses_two_references_or_none(deepcl_provider, tmp_path):
     folder = pair("dsifn", "3_4")
     message = check_message(ALG, {"CHANGE": image(folder, "label")})
