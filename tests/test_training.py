@@ -259,3 +259,11 @@ def test_ctrl_c_names_the_checkpoint_to_resume(tmp_path, capsys):
     # Not a terminal: a line per tenth of the run, and the epoch's result, which comes between steps
     assert any("epoch 1/100: loss" in line and "val F1" in line for line in lines), lines
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_crop_larger_than_every_pair_is_refused(tmp_path):
+    """512 px crops of 256² pairs would be three quarters padding, at four times the cost."""
+    with pytest.raises(InputError, match=r"the crop \(512 px\) is larger than every training pair \(the largest, "
+                                         r".*, is 256×256\): choose --crop 256 or less"):
+        train(small_options(tmp_path / "m.pt", crop=512))
+    assert list(tmp_path.iterdir()) == []

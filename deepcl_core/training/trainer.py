@@ -19,6 +19,7 @@ from ..heap import freed_memory_kept
 from ..losses import LossConfig, deepcl_loss
 from ..metrics import Confusion
 from ..model import DeepCLNet, NetworkConfig, build_network
+from ..model.network import NETWORK_MULTIPLE
 from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
 from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
@@ -82,6 +83,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
     _check_both_classes(train_pairs)
+    _check_crop(options.crop, train_pairs)
     val_pairs = load_pairs(val_files, setup.bands, setup.normalization)
     _check_validation_pairs(val_pairs, options.calibrate)
 
@@ -192,6 +194,15 @@ def _check_both_classes(pairs: Sequence[LoadedPair]) -> None:
         which, other = ("changed", "some change") if changed == 0 else ("unchanged", "some unchanged ground")
         raise InputError(f"the labels of the {len(pairs)} training pair(s) hold no {which} pixel; a model "
                          f"cannot learn change from them: add pairs whose labels mark {other}")
+
+
+def _check_crop(crop: int, pairs: Sequence[LoadedPair]) -> None:
+    """A crop larger than every pair is mostly padding: the steps cost more and teach less."""
+    largest = max(pairs, key=lambda p: min(p.shape))
+    if crop > min(largest.shape):
+        side = max(NETWORK_MULTIPLE, min(largest.shape) // NETWORK_MULTIPLE * NETWORK_MULTIPLE)
+        raise InputError(f"the crop ({crop} px) is larger than every training pair (the largest, {largest.name}, "
+                         f"is {largest.shape[1]}×{largest.shape[0]}): choose --crop {side} or less")
 
 
 def _check_validation_pairs(pairs: Sequence[LoadedPair], calibrate: bool) -> None:
