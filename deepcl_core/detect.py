@@ -211,7 +211,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     device = resolve_device(options.device)
     threshold = bundle.threshold_for(pixel_size) if options.threshold is None else float(options.threshold)
     scale = bundle.input_scale_for(pixel_size) if options.input_scale is None else options.input_scale
-    stretches, network = _statistics_and_network(pair, bundle, device, options.precision)
+    stretches, network = _statistics_and_network(pair, bundle, device, options.precision, warnings)
     # Tile and overlap are the network's: an image it sees enlarged is cut in smaller tiles.
     tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap // scale)
     specs = _output_specs(outputs)
@@ -334,18 +334,21 @@ def _cuda_memory_to_spare(device: torch.device) -> int:
             - torch.cuda.memory_allocated(device))
 
 
-def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.device,
-                            precision: str) -> Tuple[Tuple[ImageStretch, ImageStretch], torch.nn.Module]:
+def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.device, precision: str,
+                            warnings: List[str]) -> Tuple[Tuple[ImageStretch, ImageStretch], torch.nn.Module]:
     """The two images' statistics, side by side (GDAL decodes without the GIL), while the network
     is prepared for ``device`` on one torch thread: the statistics hold the cores, and a team of
-    several would stall at every barrier of loading and folding the weights."""
+    several would stall at every barrier of loading and folding the weights. What the samples show
+    of undeclared fill goes to ``warnings``."""
     with ThreadPoolExecutor(2, thread_name_prefix="deepcl-statistics") as pool:
-        jobs = [pool.submit(_image_stretch, pair.before, pair.bands_before, bundle, "before"),
-                pool.submit(_image_stretch, pair.after, pair.bands_after, bundle, "after")]
+        jobs = [pool.submit(_image_statistics, pair.before, pair.bands_before, bundle, "before"),
+                pool.submit(_image_statistics, pair.after, pair.bands_after, bundle, "after")]
         with torch_threads(1):
             network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
                                             precision=precision, copy=False)
-        return (jobs[0].result(), jobs[1].result()), network
+        (before, fill_before), (after, fill_after) = jobs[0].result(), jobs[1].result()
+        warnings.extend(warning for warning in (fill_before, fill_after) if warning)
+        return (before, after), network
 
 
 def _output_specs(outputs: DetectOutputs) -> List[RasterSpec]:
@@ -458,11 +461,33 @@ def _read_normalised(window: WindowReader, stretch: ImageStretch,
 
 
 def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:
+    return _image_statistics(dataset, bands, bundle, role)[0]
+
+
+def _image_statistics(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle,
+                      role: str) -> Tuple[ImageStretch, Optional[str]]:
+    """The image's stretch, and a warning when its sample shows fill that is not declared nodata."""
     sample, valid = read_sample(dataset, bands, role)
     if not valid.any():
         raise InputError(f"the {role} image has no valid pixel (all nodata or not finite) in the "
                          "area it shares with the other image")
-    return ImageStretch.from_sample(sample, valid, bundle.normalization)
+    return ImageStretch.from_sample(sample, valid, bundle.normalization), _undeclared_fill(sample, valid, role)
+
+
+# Values other tools write where an image has no data; no ground has them in every band. Taken as
+# ground they stretch the image and show as change wherever one date has them.
+FILL_VALUES = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
+FILL_FRACTION_WARNED = 0.01
+
+
+def _undeclared_fill(sample: np.ndarray, valid: np.ndarray, role: str) -> Optional[str]:
+    for value in FILL_VALUES:
+        fraction = float(((sample == value).all(axis=0) & valid).sum()) / float(valid.sum())
+        if fraction >= FILL_FRACTION_WARNED:
+            return (f"{fraction:.0%} of the {role} image's sampled pixels are {value:g} in every band, and the "
+                    f"image declares no nodata value: if that is fill, declare it (gdal_edit.py -a_nodata "
+                    f"{value:g} FILE, or the layer's Transparency ▸ No data value in QGIS) and run again")
+    return None
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],

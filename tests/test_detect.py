@@ -326,6 +326,27 @@ def test_nodata_in_either_input_is_nodata_in_every_output(same_grid_pair, tiny_m
     assert sum(f["area_m2"] for f in features) == pytest.approx(result.valid_area_m2, rel=1e-3)
 
 
+def test_fill_not_declared_nodata_is_warned_of(same_grid_pair, tiny_model, tmp_path):
+    """Reflectance with a strip of -9999 and no nodata value: taken as ground it stretches the image
+    and reads as change; the run says so, and says nothing once the nodata value is declared."""
+    before, after = same_grid_pair
+    filled = as_reflectance(after, tmp_path / "after.tif")
+    dataset = gdal.Open(str(filled), gdal.GA_Update)
+    for index in range(1, dataset.RasterCount + 1):
+        values = dataset.GetRasterBand(index).ReadAsArray()
+        values[:, :40] = -9999
+        dataset.GetRasterBand(index).WriteArray(values)
+    dataset = None
+    result = detect_changes(as_reflectance(before, tmp_path / "before.tif"), filled, outputs_in(tmp_path / "out"),
+                            DetectOptions(**FAST), model=tiny_model)
+    fill = [w for w in result.warnings if "-9999" in w]
+    assert len(fill) == 1 and fill[0].startswith("21% of the after image's sampled pixels are -9999 in every band")
+    gdal.Translate(str(tmp_path / "declared.tif"), str(filled), noData=-9999)
+    result = detect_changes(tmp_path / "before.tif", tmp_path / "declared.tif", outputs_in(tmp_path / "declared"),
+                            DetectOptions(**FAST), model=tiny_model)
+    assert not [w for w in result.warnings if "-9999" in w]
+
+
 def test_eight_bit_input_with_chosen_bands(same_grid_pair, tiny_model, tmp_path):
     before, after = same_grid_pair
     paths = []
