@@ -32,7 +32,7 @@ class TerminalProgress:
         news = fraction == self.last[0] and message != self.last[1]
         self.last = (fraction, message)
         if decile > self.last_decile or fraction == 0.0 or news:
-            self.last_decile = max(decile, self.last_decile)
+            self.last_decile = decile
             self.stream.write(f"{self.label}: {fraction:6.1%} {elapsed:7.1f}s {message}\n")
             self.stream.flush()
 

@@ -114,7 +114,7 @@ def check_calibration_pairs(pairs: Sequence[LoadedPair]) -> None:
         raise InputError("threshold calibration needs at least one labelled pair")
     for kind in (False, True):
         members = [p for p in pairs if _is_coarse(p) == kind]
-        if members and not any(((p.label > 0) & p.valid).any() for p in members):
+        if members and not any(p.has_change for p in members):
             names = ", ".join(p.name for p in members)
             what = f"of {COARSE_PIXEL_M:g} m or coarser " if kind else ""
             raise InputError(f"the labels of the pairs {what}used to choose the decision threshold ({names}) "
@@ -164,7 +164,7 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     files = find_pairs(data_dirs)
     if not files:
         raise InputError(f"no labelled pairs found below {', '.join(str(d) for d in data_dirs)}")
-    check_output_paths([out], [path for pair in files for path in (pair.before, pair.after, pair.label)],
+    check_output_paths([out], [path for pair in files for path in pair.files()],
                        overwrite=overwrite or Path(out).resolve() == Path(model).resolve(), make_folders=True)
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target, copy=False)

@@ -49,6 +49,9 @@ class PairFiles:
         return {"name": self.name, "before": str(self.before), "after": str(self.after),
                 "label": str(self.label), "group": self.group}
 
+    def files(self) -> Tuple[Path, Path, Path]:
+        return self.before, self.after, self.label
+
 
 @dataclass
 class LoadedPair:
@@ -69,6 +72,10 @@ class LoadedPair:
     @property
     def shape(self) -> Tuple[int, int]:
         return self.label.shape  # type: ignore[return-value]
+
+    @property
+    def has_change(self) -> bool:
+        return bool(((self.label > 0) & self.valid).any())
 
 
 def find_pairs(data_dirs: Sequence[os.PathLike]) -> List[PairFiles]:

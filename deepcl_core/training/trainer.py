@@ -79,7 +79,8 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     setup = _model_setup(options)
     train_files, val_files = _split(options)
     # --overwrite replaces an earlier model, never a pair's image or label
-    check_output_paths([out, checkpoint_path], _files_of(train_files + val_files), overwrite=True, make_folders=True)
+    check_output_paths([out, checkpoint_path], [path for pair in train_files + val_files for path in pair.files()],
+                       overwrite=True, make_folders=True)
     report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
     _check_both_classes(train_pairs)
@@ -148,10 +149,6 @@ def _check_outputs(options: TrainOptions, out: Path, checkpoint: Path) -> None:
                           "--resume, or start anew with --overwrite")
 
 
-def _files_of(pairs: Sequence[PairFiles]) -> List[Path]:
-    return [path for pair in pairs for path in (pair.before, pair.after, pair.label)]
-
-
 def _model_setup(options: TrainOptions) -> _Setup:
     if options.init is not None:
         return _setup_from_init(options)
@@ -210,9 +207,9 @@ def _check_validation_pairs(pairs: Sequence[LoadedPair], calibrate: bool) -> Non
     change every epoch scores 0 and the first would be kept. Refused now, not after training."""
     if calibrate and pairs:
         check_calibration_pairs(pairs)
-    elif pairs and not any(((p.label > 0) & p.valid).any() for p in pairs):
+    elif pairs and not any(p.has_change for p in pairs):
         raise InputError(f"the labels of the {len(pairs)} validation pair(s) mark no change, so every epoch "
-                         "scores a validation F1 of 0; give validation pairs with change (--val)")
+                         "scores a validation F1 of 0; give validation pairs with change")
 
 
 def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
