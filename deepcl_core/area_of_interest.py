@@ -116,7 +116,7 @@ def _mask_bounds(mask: str, layer_name: Optional[str], before: gdal.Dataset) -> 
         raise InputError("a mask needs georeferenced images; give an extent instead, or georeference "
                          "the images first")
     source, layer = _mask_layer(mask, layer_name)
-    if layer.GetFeatureCount() == 0:
+    if not any(feature.GetGeometryRef() is not None for feature in layer):  # features without geometry, too
         raise InputError(f"mask {mask} holds no polygon")
     x0, x1, y0, y1 = layer.GetExtent()
     crs = layer.GetSpatialRef()

@@ -131,6 +131,16 @@ def test_an_area_that_cannot_be_used_is_refused_in_words(oscd_mismatch_pair, tin
     assert not list((tmp_path / "out").iterdir())
 
 
+def test_a_mask_of_features_without_geometry_holds_no_polygon(oscd_mismatch_pair, tiny_model, tmp_path):
+    """A GeoJSON feature with "geometry": null: said so, not read as an area at x 0, y 0."""
+    before, after = oscd_mismatch_pair
+    mask = tmp_path / "null.geojson"
+    mask.write_text('{"type": "FeatureCollection", "features": [{"type": "Feature", "properties": {}, '
+                    '"geometry": null}]}')
+    with pytest.raises(InputError, match=f"mask {mask} holds no polygon"):
+        run(before, after, tmp_path / "out", tiny_model, AreaOfInterest(mask=str(mask)))
+
+
 def test_a_mask_needs_georeferenced_images_and_an_extent_needs_min_below_max(levir_pair, tiny_model, tmp_path):
     before, after = levir_pair
     mask = write_mask(tmp_path / "mask.gpkg", [(0.0, 0.0), (0.0, 1.0), (1.0, 1.0)])
