@@ -1,7 +1,7 @@
 """The panel's widgets and their layout, without behaviour (that is :mod:`.panel`)."""
 from __future__ import annotations
 
-from qgis.core import QgsApplication, QgsMapLayerProxyModel
+from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProviderRegistry
 from qgis.gui import (QgsCheckableComboBox, QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget,
                       QgsMapLayerComboBox)
 from qgis.PyQt.QtCore import Qt
@@ -156,6 +156,8 @@ class PanelForm(QWidget):
 def _raster_combo() -> QgsMapLayerComboBox:
     combo = QgsMapLayerComboBox()
     combo.setFilters(QgsMapLayerProxyModel.RasterLayer)
+    # Only layers GDAL reads can be detected on: no WMS, WCS, … layer is offered
+    combo.setExcludedProviders([name for name in QgsProviderRegistry.instance().providerList() if name != "gdal"])
     combo.setAllowEmptyLayer(True)
     combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
     return combo

@@ -37,10 +37,13 @@ class DeepCLDock(QgsDockWidget):
         self.setObjectName("DeepCLDock")
         self.iface = iface
         self.project = project or QgsProject.instance()
+        # Before the combos exist: their models, told first, would already have moved to another layer
+        self.project.layersWillBeRemoved['QStringList'].connect(self._on_layers_removed)
         self.form = PanelForm(self)
         self.setWidget(self.form)
         self.run: Optional[DetectionRun] = None
         self.run_folder: Optional[Path] = None
+        self.run_names = ("before", "after")  # of the running or latest run's layers, for its group
         self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
         self.reclassify_task: Optional[ReclassifyTask] = None
         self.last_run_seconds = 0.0
@@ -68,11 +71,18 @@ class DeepCLDock(QgsDockWidget):
         form.diagnostics_button.clicked.connect(self.open_diagnostics)
         form.model_widget.fileChanged.connect(lambda _path: self._on_model_changed())
         self.project.legendLayersAdded.connect(self._on_layers_added)  # once in the layer tree
+        self.project.cleared.connect(self.cancel)  # a run's results belong to the project it started in
 
     def _on_layers_added(self, _layers: list) -> None:
         # A pair added after the panel opened is offered at once, unless both inputs are chosen.
         if self.form.before_combo.currentLayer() is None or self.form.after_combo.currentLayer() is None:
             self.preselect_layers()
+
+    def _on_layers_removed(self, layer_ids: List[str]) -> None:
+        # Left to itself a combo moves to the next layer, e.g. the before layer in both
+        for combo in (self.form.before_combo, self.form.after_combo):
+            if combo.currentLayer() is not None and combo.currentLayer().id() in layer_ids:
+                combo.setLayer(None)
 
     def refresh_dependencies(self) -> None:
         """Show what is missing (and the install button) or the devices found."""
@@ -257,7 +267,13 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(problem)
             return
         save_choices(self.current_choices())
-        self.run_folder = self._new_run_folder(before.name(), after.name())
+        try:
+            self.run_folder = self._new_run_folder(before.name(), after.name())
+        except OSError as exc:
+            self.show_error(f"The results cannot be written in {exc.filename}: {exc.strerror}. "
+                            "Choose another output folder.")
+            return
+        self.run_names = (before.name(), after.name())  # the layers may be removed or renamed meanwhile
         self.run = DetectionRun(self.parameters(), self.project, self)
         problem = self.run.problem()
         if problem:
@@ -321,19 +337,15 @@ class DeepCLDock(QgsDockWidget):
         self.show_warnings(warnings)
 
     def _load(self, results: Dict[str, Any], parameters: Dict[str, Any], seconds: float) -> None:
-        names = [self._layer_name(parameters[role], role.lower()) for role in ("BEFORE", "AFTER")]
         try:
-            layers = result_layers.load_results(self.project, results, *names, parameters["THRESHOLD"])
+            layers = result_layers.load_results(self.project, results, *self.run_names, parameters["THRESHOLD"])
         except OSError as exc:
             self.show_error(str(exc))
             return
         self.change_layer_id = layers["CHANGE"].id()
         self.last_run_seconds, self.last_run_area = seconds, _area_of(parameters)
         self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds, self.last_run_area))
-
-    def _layer_name(self, layer_id: str, fallback: str) -> str:
-        layer = self.project.mapLayer(layer_id)
-        return layer.name() if layer is not None else fallback
+        self._reclassify_timer.start()  # the slider may have moved while the run ran
 
     # --- threshold after the run -----------------------------------------------------------------
 
@@ -364,6 +376,8 @@ class DeepCLDock(QgsDockWidget):
         task, self.reclassify_task = self.reclassify_task, None
         layer = self._change_layer()
         if counts is None or layer is None:
+            if counts is not None:  # the change layer was removed meanwhile: its new map is no one's
+                path.unlink(missing_ok=True)
             if error:
                 self.show_error(error)
             return
@@ -411,6 +425,8 @@ class DeepCLDock(QgsDockWidget):
         """Stop what runs and keep the choices; called by the plugin's unload."""
         self._reclassify_timer.stop()
         self.project.legendLayersAdded.disconnect(self._on_layers_added)
+        self.project.layersWillBeRemoved['QStringList'].disconnect(self._on_layers_removed)
+        self.project.cleared.disconnect(self.cancel)
         self.cancel()
         save_choices(self.current_choices())
 

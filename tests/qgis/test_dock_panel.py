@@ -393,3 +393,79 @@ def _layer_named(name: str):
     from qgis.core import QgsProject
 
     return QgsProject.instance().mapLayersByName(name)[0]
+
+
+def _long_run(dock):
+    """The beihai pair in 64-px tiles: long enough to act while it runs."""
+    beihai = pair("oscd", "beihai")
+    before, after = add_raster(image(beihai, "before"), "beihai before"), add_raster(image(beihai, "after"),
+                                                                                     "beihai after")
+    dock.form.before_combo.setLayer(before)
+    dock.form.after_combo.setLayer(after)
+    dock.form.tile_spin.setValue(64)
+    dock.form.overlap_spin.setValue(0)
+    dock.form.batch_spin.setValue(1)
+    dock.form.run_button.click()
+    assert dock.is_running(), dock.form.error_label.text()
+    wait_for(lambda: dock.form.progress_bar.value() > 0)
+    return before, after
+
+
+def test_an_output_folder_that_cannot_be_written_is_refused_in_words(panel, oscd_crop, tmp_path):
+    """A file chosen as the folder (a read-only folder ends the same way): words, not a traceback."""
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    not_a_folder = tmp_path / "notes.txt"
+    not_a_folder.write_text("")
+    dock.form.output_widget.setFilePath(str(not_a_folder))
+    dock.form.run_button.click()
+    assert not dock.is_running()
+    assert dock.form.error_label.text().startswith(f"The results cannot be written in {not_a_folder}")
+    assert "Choose another output folder." in dock.form.error_label.text()
+
+
+def test_the_slider_moved_during_a_run_is_applied_when_it_ends(panel):
+    dock = panel()
+    _long_run(dock)
+    run_threshold = dock.threshold()
+    moved = 0.7 if run_threshold < 0.6 else 0.3
+    dock.form.threshold_slider.setValue(position_of(moved))
+    wait_for(lambda: not dock.is_running())
+    layer = dock._change_layer()
+    wait_for(lambda: float(layer.customProperty("deepcl/threshold")) == pytest.approx(moved), timeout=60)
+    confidence = read(layer.customProperty("deepcl/confidence"))
+    np.testing.assert_array_equal(read(layer.source()), np.where(confidence < 0, 255, confidence >= moved))
+
+
+def test_inputs_removed_during_a_run_keep_their_names_and_no_box_takes_the_other(panel):
+    from qgis.core import QgsProject
+
+    dock = panel()
+    before, after = _long_run(dock)
+    QgsProject.instance().removeMapLayer(after.id())
+    assert dock.form.after_combo.currentLayer() is None and dock.form.before_combo.currentLayer() is before
+    QgsProject.instance().removeMapLayer(before.id())
+    wait_for(lambda: not dock.is_running())
+    assert [g.name() for g in _group()] == ["DeepCL changes: beihai before → beihai after"]
+
+
+def test_clearing_the_project_cancels_the_run(panel):
+    from qgis.core import QgsProject
+
+    dock = panel()
+    _long_run(dock)
+    QgsProject.instance().clear()
+    wait_for(lambda: not dock.is_running(), timeout=60)
+    assert not QgsProject.instance().mapLayers() and not _group()
+    assert "Cancelled" in dock.form.status_label.text()
+
+
+def test_only_layers_gdal_reads_are_offered(panel, oscd_crop):
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    _project_with_pairs(oscd_crop)
+    QgsProject.instance().addMapLayer(QgsRasterLayer("url=http://localhost:9/wms&layers=x&crs=EPSG:4326&format=image/png",
+                                                     "a web map", "wms"), True)
+    dock = panel()
+    offered = [dock.form.before_combo.itemText(i) for i in range(dock.form.before_combo.count())]
+    assert "abudhabi_20150801" in offered and not any("a web map" in text for text in offered)
