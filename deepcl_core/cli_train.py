@@ -126,10 +126,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("calibrate", help="set a model's decision threshold on labelled pairs",
+    parser = commands.add_parser("calibrate", help="set a model's decision thresholds on labelled pairs",
                                  description="Choose the change-probability threshold that gives the highest F1 "
-                                             "pooled over the labelled pairs below DATA_DIR and write the model "
-                                             "with it (training does this on its validation pairs). Use pairs "
+                                             "pooled over the labelled pairs below DATA_DIR (and, for pairs of "
+                                             "5 m pixels or coarser, their own threshold and enlargement) and "
+                                             "write the model with them; what the pairs do not measure stays the "
+                                             "model's (training does this on its validation pairs). Use pairs "
                                              "that are not the ones the model will be judged on.")
     parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="folder(s) searched for pairs")
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")

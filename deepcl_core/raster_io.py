@@ -305,6 +305,23 @@ def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str
     return warped
 
 
+def zero_means_no_change(label: gdal.Dataset, what: str) -> gdal.Dataset:
+    """A change label (or reference) as an in-memory VRT without the nodata value of its bands
+    whose nodata is 0: 0 is the "no change" class, and QGIS's Rasterize declares it nodata by
+    default, which would hide every unchanged pixel when read or warped. Other nodata values, and
+    alpha or mask bands, still mark pixels without a label."""
+    zero = [i for i in range(1, label.RasterCount + 1) if label.GetRasterBand(i).GetNoDataValue() == 0]
+    if not zero:
+        return label
+    with collect_gdal_errors() as errors:
+        vrt = gdal.Translate("", label, format="VRT")
+    if vrt is None:
+        raise InputError(f"cannot read {what}: {errors.last('unknown GDAL error')}")
+    for index in zero:
+        vrt.GetRasterBand(index).DeleteNoDataValue()
+    return vrt
+
+
 def _check_overlap(target: Grid, after: gdal.Dataset) -> None:
     """Raise when the after image's footprint, in the before CRS, misses the before image."""
     footprint = transformed_bounds(Grid.of(after).bounds(), after.GetProjection(), target.crs_wkt)

@@ -28,6 +28,11 @@ def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset
     reference = gdal.Open(reference_path)
     if reference is None:
         raise QgsProcessingException(f"The reference raster {reference_path} is not a raster GDAL can read.")
+    raster_io = core_module("raster_io")
+    try:  # as the engine reads labels: 0 is no change, even as the reference's nodata value
+        reference = raster_io.zero_means_no_change(reference, "the reference")
+    except engine_error_type() as exc:
+        raise QgsProcessingException(str(exc)) from None
     change_geo, reference_geo = bool(change.GetProjection()), bool(reference.GetProjection())
     if not change_geo or not reference_geo:
         if (change.RasterXSize, change.RasterYSize) != (reference.RasterXSize, reference.RasterYSize):
@@ -36,7 +41,6 @@ def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset
                 f"({reference.RasterXSize}×{reference.RasterYSize}) differ in size and are not both "
                 "georeferenced, so their pixels cannot be matched.")
         return reference
-    raster_io = core_module("raster_io")
     target = raster_io.Grid.of(change)
     if raster_io.Grid.of(reference).same_as(target):
         return reference

@@ -99,7 +99,7 @@ The model the plugin and the command line use when no other is given. Generated 
   {list(bundle.config.metric_strides)} with distance maps, decoder guided by the distance map
   (prior guidance: {bundle.config.prior_guidance}); trained with BCE + Dice + hard-sample-aware contrastive loss.
 - Input: {len(bundle.bands)} bands ({", ".join(bundle.bands)}), each image stretched between its own
-  {bundle.normalization.low_percentile:g}th and {bundle.normalization.high_percentile:g}th percentiles; decision threshold {bundle.threshold:g}{_calibration(provenance)}.
+  {_ordinal(bundle.normalization.low_percentile)} and {_ordinal(bundle.normalization.high_percentile)} percentiles; decision threshold {bundle.threshold:g}{_calibration(provenance)}.
 - File size {size_mb:.1f} MB, {sum(t.numel() for k, t in bundle.state_dict.items() if t.is_floating_point() and "running_" not in k):,} parameters.
 
 ## Training
@@ -208,6 +208,15 @@ def _recipe(provenance: Dict) -> str:
 
 def _fmt(value) -> str:
     return "n/a" if value is None else f"{value:.3f}"
+
+
+def _ordinal(number: float) -> str:
+    """2nd, 3rd, 98th: English ordinals of a percentile."""
+    whole = int(number)
+    if whole != number:
+        return f"{number:g}th"
+    suffix = "th" if 10 <= whole % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(whole % 10, "th")
+    return f"{whole}{suffix}"
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from osgeo import gdal
 
 from ..area import ground_pixel_size
 from ..errors import InputError
-from ..gdal_utils import collect_gdal_errors, is_alpha
+from ..gdal_utils import is_alpha
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_image, open_raster, \
-    read_sample, read_window, warp_to_grid
+    read_sample, read_window, warp_to_grid, zero_means_no_change
 
 LOG = logging.getLogger(__name__)
 
@@ -238,7 +238,8 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
     mask bands still mark pixels without a label. A label of several bands (white or any colour on
     black) marks change where any band but alpha is non-zero, and is valid where all of them are;
     a paletted label is read as its indices."""
-    label_ds = _without_nodata_zero(open_raster(files.label, f"{files.name}: label"), files)
+    label_ds = zero_means_no_change(open_raster(files.label, f"{files.name}: label"),
+                                    f"the label of pair {files.name}")
     label_ds = _label_on_grid(files, label_ds, before_ds)
     bands = [i for i in range(1, label_ds.RasterCount + 1) if not is_alpha(label_ds.GetRasterBand(i))] or [1]
     values, valid = read_window(label_ds, bands, 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
@@ -249,21 +250,6 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
         raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
                          "0 (no change) and 1 or 255 (change) only")
     return (values > 0).any(axis=0).astype(np.uint8), valid
-
-
-def _without_nodata_zero(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Dataset:
-    """``label_ds`` as an in-memory VRT without the nodata value of its bands whose nodata is 0, so
-    that neither reading nor warping it to the before grid takes "no change" for "no data"."""
-    zero = [i for i in range(1, label_ds.RasterCount + 1) if label_ds.GetRasterBand(i).GetNoDataValue() == 0]
-    if not zero:
-        return label_ds
-    with collect_gdal_errors() as errors:
-        vrt = gdal.Translate("", label_ds, format="VRT")
-    if vrt is None:
-        raise InputError(f"cannot read the label of pair {files.name}: {errors.last('unknown GDAL error')}")
-    for index in zero:
-        vrt.GetRasterBand(index).DeleteNoDataValue()
-    return vrt
 
 
 def _label_on_grid(files: PairFiles, label_ds: gdal.Dataset, before_ds: gdal.Dataset) -> gdal.Dataset:

@@ -120,3 +120,15 @@ def test_a_cancelled_run_keeps_no_dataset_open(deepcl_provider, tmp_path):
     gc.collect()
     alive = {dataset.GetDescription() for dataset in gc.get_objects() if type(dataset) is gdal.Dataset}
     assert not {str(change), str(label)} & alive
+
+
+def test_a_reference_whose_nodata_is_0_still_counts_its_unchanged_pixels(deepcl_provider, tiny_model, tmp_path):
+    """QGIS's Rasterize declares 0 nodata: read as the engine reads labels, 0 is no change."""
+    folder = pair("levir", "test_77_0512_0256")
+    change = _change_map(tmp_path, tiny_model, folder)
+    gdal.Translate(str(tmp_path / "nodata0.tif"), image(folder, "label"), noData=0)
+    expected = run(ALG, {"CHANGE": change, "REFERENCE": image(folder, "label")})
+    result = run(ALG, {"CHANGE": change, "REFERENCE": str(tmp_path / "nodata0.tif")})
+    counts = ("TP", "FP", "FN", "TN")
+    assert [result[key] for key in counts] == [expected[key] for key in counts]
+    assert expected["FP"] + expected["TN"] > 0  # the label's unchanged pixels are counted
