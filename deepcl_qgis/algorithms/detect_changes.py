@@ -208,6 +208,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         pair_checks.check_model(model, after, bands_after, "after")
         self._check_area_of_interest(parameters, context, before)
         self._check_output_names(parameters, context)
+        self._options(parameters, context, core_module("detect")).validate()  # tile and overlap together, …
         return True, ""
 
     def _check_area_of_interest(self, parameters: Dict[str, Any], context: QgsProcessingContext,

@@ -278,6 +278,14 @@ def test_values_typed_as_on_the_command_line_are_refused_in_words(deepcl_provide
     assert result["CHANGE"]
 
 
+def test_a_tile_too_small_for_the_overlap_is_refused_before_the_run(deepcl_provider, tiny_model, tmp_path):
+    """Each is within its own range; together they are not (the engine's rule, asked in the check)."""
+    folder = pair("levir", "test_55_0256_0000")
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, TILE_SIZE=32, OVERLAP=64))
+    assert message.startswith("overlap must be at least 0 and under half the tile size (16); got 64")
+    assert not list(tmp_path.glob("*.tif"))
+
+
 def test_refuses_a_model_for_another_number_of_bands(deepcl_provider, tiny_model, tmp_path, oscd_crop):
     message = check_message(ALG, _params(oscd_crop, tiny_model, tmp_path, BANDS_BEFORE=[1, 2, 3, 4],
                                          BANDS_AFTER=[1, 2, 3, 4]))
