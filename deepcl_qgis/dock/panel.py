@@ -53,6 +53,7 @@ class DeepCLDock(QgsDockWidget):
         self._reclassify_timer.timeout.connect(self.reclassify_now)
         self._connect()
         self.refresh_dependencies()
+        self._hide_results_from_inputs()
         self.apply_choices(load_choices())
 
     # --- set-up ---------------------------------------------------------------------------------
@@ -74,9 +75,16 @@ class DeepCLDock(QgsDockWidget):
         self.project.cleared.connect(self.cancel)  # a run's results belong to the project it started in
 
     def _on_layers_added(self, _layers: list) -> None:
+        self._hide_results_from_inputs()
         # A pair added after the panel opened is offered at once, unless both inputs are chosen.
         if self.form.before_combo.currentLayer() is None or self.form.after_combo.currentLayer() is None:
             self.preselect_layers()
+
+    def _hide_results_from_inputs(self) -> None:
+        """The panel's own outputs are never an input a user means (the preselection skips them too)."""
+        results = result_layers.result_layers_in(self.project)
+        for combo in (self.form.before_combo, self.form.after_combo):
+            combo.setExceptedLayerList(results)
 
     def _on_layers_removed(self, layer_ids: List[str]) -> None:
         # Left to itself a combo moves to the next layer, e.g. the before layer in both
@@ -343,6 +351,7 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(str(exc))
             return
         self.change_layer_id = layers["CHANGE"].id()
+        self._hide_results_from_inputs()
         self.last_run_seconds, self.last_run_area = seconds, _area_of(parameters)
         self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds, self.last_run_area))
         self._reclassify_timer.start()  # the slider may have moved while the run ran

@@ -71,7 +71,7 @@ def point_change_layer_to(layer: QgsRasterLayer, path: Path, threshold: float) -
 
 
 def result_layers_in(project: QgsProject) -> List[QgsMapLayer]:
-    """Every layer the panel loaded (for tests and clean-up)."""
+    """Every layer the panel loaded."""
     return [layer for layer in project.mapLayers().values() if layer.customProperty(RESULT_PROPERTY)]
 
 

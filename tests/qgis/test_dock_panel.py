@@ -469,3 +469,12 @@ def test_only_layers_gdal_reads_are_offered(panel, oscd_crop):
     dock = panel()
     offered = [dock.form.before_combo.itemText(i) for i in range(dock.form.before_combo.count())]
     assert "abudhabi_20150801" in offered and not any("a web map" in text for text in offered)
+
+
+def test_the_panels_results_are_not_offered_as_inputs(panel, oscd_crop):
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    _run(dock)
+    for combo in (dock.form.before_combo, dock.form.after_combo):
+        offered = [combo.itemText(i) for i in range(combo.count())]
+        assert "abudhabi_20150801" in offered and not any(t.startswith(("Change", "Confidence")) for t in offered)
