@@ -66,7 +66,9 @@ def pixel_area_by_row(grid: Grid) -> Optional[np.ndarray]:
     for fraction, weight in zip(*samples):
         areas += weight * _column_areas(x0 + dx * (grid.width * fraction - 0.5), dx, y0, dy, grid.height,
                                         to_equal_area)
-    return areas
+    # A row PROJ cannot measure (past a pole, e.g. a sinusoidal tile's edge) keeps its nominal area
+    nominal = abs(dx * dy) * _srs(grid.crs_wkt).GetLinearUnits() ** 2
+    return np.where(np.isfinite(areas), areas, nominal)
 
 
 def _column_areas(left: float, dx: float, y0: float, dy: float, rows: int,
@@ -80,8 +82,9 @@ def _column_areas(left: float, dx: float, y0: float, dy: float, rows: int,
     west, east = points[:rows + 1], points[rows + 1:]
     # Corners in order west-top, east-top, east-bottom, west-bottom; diagonals are differences of
     # nearby points, so no precision is lost to coordinates of a million metres.
-    first, second = east[1:] - west[:-1], west[1:] - east[:-1]
-    return 0.5 * np.abs(first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0])
+    with np.errstate(invalid="ignore"):  # corners PROJ could not place are inf: NaN rows, handled by the caller
+        first, second = east[1:] - west[:-1], west[1:] - east[:-1]
+        return 0.5 * np.abs(first[:, 0] * second[:, 1] - first[:, 1] * second[:, 0])
 
 
 def ground_pixel_size(grid: Grid) -> Optional[float]:

@@ -182,12 +182,14 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.WARNING, format="deepcl: %(message)s")
-    in_main_thread = threading.current_thread() is threading.main_thread()  # only it may set handlers
-    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
+    # Only the main thread may set handlers; a process told to ignore SIGTERM (nohup) keeps ignoring it
+    handles = (threading.current_thread() is threading.main_thread()
+               and signal.getsignal(signal.SIGTERM) is not signal.SIG_IGN)
+    previous = signal.signal(signal.SIGTERM, _terminate) if handles else None
     try:
         return _run(args)
     finally:
-        if in_main_thread:
+        if previous is not None:  # None: set outside Python, which cannot be restored from here
             signal.signal(signal.SIGTERM, previous)
 
 

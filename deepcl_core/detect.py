@@ -484,8 +484,8 @@ def _undeclared_fill(sample: np.ndarray, valid: np.ndarray, role: str) -> Option
     for value in FILL_VALUES:
         fraction = float(((sample == value).all(axis=0) & valid).sum()) / float(valid.sum())
         if fraction >= FILL_FRACTION_WARNED:
-            return (f"{fraction:.0%} of the {role} image's sampled pixels are {value:g} in every band, and the "
-                    f"image declares no nodata value: if that is fill, declare it (gdal_edit.py -a_nodata "
+            return (f"{fraction:.0%} of the {role} image's sampled pixels are {value:g} in every band, which the "
+                    f"image does not declare as nodata: if that is fill, declare it (gdal_edit.py -a_nodata "
                     f"{value:g} FILE, or the layer's Transparency ▸ No data value in QGIS) and run again")
     return None
 

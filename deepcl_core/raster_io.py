@@ -52,11 +52,11 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
     if dataset.GetDriver().ShortName == sentinel2.DRIVER:  # its unreached part and clouds as nodata
         dataset = sentinel2.with_valid_pixels(dataset, name)
     if dataset.GetGeoTransform(can_return_null=True) is None and dataset.GetGCPCount() and dataset.GetGCPProjection():
-        dataset = _placed_by_gcps(dataset, name, role)
+        dataset = placed_by_gcps(dataset, name, role)
     return dataset
 
 
-def _placed_by_gcps(dataset: gdal.Dataset, name: str, role: str) -> gdal.Dataset:
+def placed_by_gcps(dataset: gdal.Dataset, name: str, role: str) -> gdal.Dataset:
     """An image placed by ground control points only (a scanned map, a raw satellite scene) as QGIS
     draws it: warped north-up by the polynomial through them, as an in-memory VRT (nothing
     copied) whose alpha band marks the image's footprint; nearest neighbour, as QGIS, which also

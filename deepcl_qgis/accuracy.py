@@ -20,7 +20,10 @@ def open_change_map(path: str) -> gdal.Dataset:
     dataset = gdal.Open(path)
     if dataset is None:
         raise QgsProcessingException(f"The change map {path} is not a raster GDAL can read.")
-    return dataset
+    try:  # another tool's map may declare its 0 nodata, as a label may (Rasterize's default)
+        return core_module("raster_io").zero_means_no_change(dataset, f"the change map {path}")
+    except engine_error_type() as exc:
+        raise QgsProcessingException(str(exc)) from None
 
 
 def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset:

@@ -123,3 +123,13 @@ def test_polygon_areas_in_web_mercator_are_ground_areas(bercy_mercator):
         areas.append(geometry_area_m2(footprint, grid))
     assert areas[0] == pytest.approx(7.24e6, rel=0.01)
     assert areas[1] == pytest.approx(areas[0], rel=0.01)
+
+
+def test_rows_past_a_pole_keep_their_nominal_area():
+    """A sinusoidal tile at the pole (MODIS h00v00): PROJ cannot measure its first row's corners,
+    which would turn the run's totals into NaN."""
+    srs = osr.SpatialReference()
+    srs.SetFromUserInput("ESRI:53008")
+    grid = Grid(2400, 2400, (-20015109.354, 463.3127, 0, 10007554.677, 0, -463.3127), srs.ExportToWkt())
+    areas = pixel_area_by_row(grid)
+    assert np.isfinite(areas).all() and areas[0] == pytest.approx(463.3127 ** 2)

@@ -270,3 +270,22 @@ def test_summary_paths_keep_their_letters_and_debug_goes_anywhere(oscd_mismatch_
 def test_minimum_area_must_be_a_number(oscd_mismatch_pair, tiny_model_path, tmp_path):
     assert_one_line_error(deepcl(*detect_args(*oscd_mismatch_pair, tmp_path, tiny_model_path, "--min-area", "nan")),
                           "minimum area must be a number")
+
+
+def test_a_run_told_to_ignore_sigterm_keeps_ignoring_it(oscd_mismatch_pair, tiny_model_path, tmp_path):
+    """Started under nohup (SIGTERM ignored), a run is not ended by SIGTERM."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    run = subprocess.Popen([sys.executable, "-m", "deepcl_core", *map(str, detect_args(
+        *oscd_mismatch_pair, tmp_path, tiny_model_path, "--tile", "64", "--overlap", "16"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        preexec_fn=lambda: signal.signal(signal.SIGTERM, signal.SIG_IGN))
+    deadline = time.monotonic() + 60
+    while not any(".partial" in name for name in files_in(tmp_path)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 0, stderr
+    assert files_in(tmp_path) == ["change.tif", "changes.gpkg", "confidence.tif", "distance.tif"]

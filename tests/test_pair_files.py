@@ -4,6 +4,7 @@ file-manager clutter, two files for one role, and pairs whose folders share a na
 from __future__ import annotations
 
 import logging
+import math
 import shutil
 from dataclasses import replace
 from pathlib import Path
@@ -226,3 +227,33 @@ def test_pairs_sharing_a_folder_name_get_their_parent_folders(data_dir, levir_di
     assert {p.name: p.before.parent for p in pairs}["dup2/site"] == ev / "dup2" / "site"
     report = evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[ev / "dup1", ev / "dup2"], device="cpu"))
     assert report["pairs"] == len(report["per_pair"]) == 7
+
+
+def test_a_plain_label_on_a_before_image_placed_by_gcps_is_placed_by_them(oscd, tmp_path):
+    """The before image placed by ground control points (warped north-up when read), its label a
+    plain raster on the same pixels: the label follows the before image, as the georeferenced
+    label of the same pixels does (it was refused: "without georeferencing the two cannot be aligned")."""
+    pair = shifted_label_pair(oscd, tmp_path / "bercy", (0, 0))
+    source = gdal.Open(str(pair / "before.tif"))
+    x0, dx, _, y0, _, dy = source.GetGeoTransform()
+    turn = math.radians(20)  # a turned scan: its north-up grid is larger than its pixels
+    gcps = [gdal.GCP(x0 + dx * (col * math.cos(turn) + row * math.sin(turn)),
+                     y0 + dy * (row * math.cos(turn) - col * math.sin(turn)), 0, col, row)
+            for col in (0, 256) for row in (0, 256)]
+    gdal.Translate(str(tmp_path / "before.tif"), source, GCPs=gcps, outputSRS=source.GetProjection())
+    shutil.move(tmp_path / "before.tif", pair / "before.tif")
+    georeferenced = gdal.Translate(str(tmp_path / "georeferenced.tif"), str(pair / "label.tif"),
+                                   GCPs=gcps, outputSRS=source.GetProjection())
+    georeferenced = None
+    values = gdal.Open(str(pair / "label.tif")).ReadAsArray()
+    plain = gdal.GetDriverByName("GTiff").Create(str(pair / "plain.tif"), 256, 256, 1, gdal.GDT_Byte)
+    plain.GetRasterBand(1).WriteArray(values)
+    plain = None
+    plain = gdal.Open(str(pair / "plain.tif"))
+    assert plain.GetGeoTransform(can_return_null=True) is None and not plain.GetGCPCount()
+    plain = None
+    label, valid = label_of(pair, pair / "plain.tif")
+    expected, expected_valid = label_of(pair, tmp_path / "georeferenced.tif")
+    np.testing.assert_array_equal(label, expected)
+    np.testing.assert_array_equal(valid, expected_valid)
+    assert label.shape != (256, 256) and label.sum() > 0

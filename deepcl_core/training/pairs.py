@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..gdal_utils import is_alpha
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_image, open_raster, \
-    read_sample, read_window, warp_to_grid, zero_means_no_change
+    placed_by_gcps, read_sample, read_window, warp_to_grid, zero_means_no_change
 
 LOG = logging.getLogger(__name__)
 
@@ -240,7 +240,7 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
     a paletted label is read as its indices."""
     label_ds = zero_means_no_change(open_raster(files.label, f"{files.name}: label"),
                                     f"the label of pair {files.name}")
-    label_ds = _label_on_grid(files, label_ds, before_ds)
+    label_ds = _label_on_grid(files, _placed_as_the_before(label_ds, files), before_ds)
     bands = [i for i in range(1, label_ds.RasterCount + 1) if not is_alpha(label_ds.GetRasterBand(i))] or [1]
     values, valid = read_window(label_ds, bands, 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
                                 f"{files.name}: label")
@@ -250,6 +250,19 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
         raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
                          "0 (no change) and 1 or 255 (change) only")
     return (values > 0).any(axis=0).astype(np.uint8), valid
+
+
+def _placed_as_the_before(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Dataset:
+    """A label without georeference drawn on the pixels of a before image that ground control
+    points place is placed by the same points, so that it is warped as the before image is."""
+    if label_ds.GetGeoTransform(can_return_null=True) is not None or label_ds.GetGCPCount():
+        return label_ds
+    raw = gdal.OpenEx(str(files.before), gdal.OF_RASTER | gdal.OF_READONLY)
+    if (raw is None or raw.GetGeoTransform(can_return_null=True) is not None or not raw.GetGCPCount()
+            or (raw.RasterXSize, raw.RasterYSize) != (label_ds.RasterXSize, label_ds.RasterYSize)):
+        return label_ds
+    with_points = gdal.Translate("", label_ds, format="VRT", GCPs=raw.GetGCPs(), outputSRS=raw.GetGCPProjection())
+    return placed_by_gcps(with_points, str(files.label), f"{files.name}: label")
 
 
 def _label_on_grid(files: PairFiles, label_ds: gdal.Dataset, before_ds: gdal.Dataset) -> gdal.Dataset:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
@@ -16,7 +17,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import dependency_problem
-from ..engine import core_module, engine_error_type
+from ..engine import core_module, core_package, engine_error_type
 from ..paths import bundled_model_path, icon
 
 
@@ -120,12 +121,16 @@ def engine_errors() -> Iterator[None]:
 
 
 class _WarningsTo(logging.Handler):
+    """The warnings logged in this thread: another run's, in another thread, are not this run's."""
+
     def __init__(self, feedback: QgsProcessingFeedback) -> None:
         super().__init__(logging.WARNING)
         self.feedback = feedback
+        self.thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.feedback.pushWarning(record.getMessage())
+        if record.thread == self.thread:
+            self.feedback.pushWarning(record.getMessage())
 
 
 @contextmanager
@@ -133,7 +138,7 @@ def engine_warnings_to(feedback: QgsProcessingFeedback) -> Iterator[None]:
     """The engine's logged warnings (e.g. a training pair skipped for a missing label) in the
     Processing log, where a QGIS user looks, not only on QGIS's stderr."""
     handler = _WarningsTo(feedback)
-    logger = logging.getLogger("deepcl_core")
+    logger = logging.getLogger(core_package())  # deepcl_qgis.deepcl_core in the plugin's zip
     logger.addHandler(handler)
     try:
         yield

@@ -44,6 +44,7 @@ class DeepCLDock(QgsDockWidget):
         self.run: Optional[DetectionRun] = None
         self.run_folder: Optional[Path] = None
         self.run_names = ("before", "after")  # of the running or latest run's layers, for its group
+        self.cancel_asked = False
         self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
         self.reclassify_task: Optional[ReclassifyTask] = None
         self.last_run_seconds = 0.0
@@ -292,6 +293,7 @@ class DeepCLDock(QgsDockWidget):
         self.run.progress.connect(lambda value: self.form.progress_bar.setValue(int(value)))
         self.run.message.connect(self.form.status_label.setText)
         self.run.finished.connect(self._on_finished)
+        self.cancel_asked = False
         self._set_running(True)
         self.run.start()
 
@@ -317,6 +319,7 @@ class DeepCLDock(QgsDockWidget):
     def cancel(self) -> None:
         if self.run is not None:
             self.form.status_label.setText("Cancelling…")
+            self.cancel_asked = True  # a run that got past its last check still ends as cancelled
             self.run.cancel()
 
     def _set_running(self, running: bool) -> None:
@@ -334,9 +337,9 @@ class DeepCLDock(QgsDockWidget):
         self.run = None
         self._set_running(False)
         self.form.status_label.setText("")
-        if not ok:
+        if not ok or self.cancel_asked:
             self._discard_run_folder()
-            if error:
+            if error and not self.cancel_asked:
                 self.show_error(error)
             else:
                 self.form.status_label.setText("Cancelled: nothing was added.")

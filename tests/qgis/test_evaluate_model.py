@@ -132,3 +132,16 @@ def test_a_reference_whose_nodata_is_0_still_counts_its_unchanged_pixels(deepcl_
     counts = ("TP", "FP", "FN", "TN")
     assert [result[key] for key in counts] == [expected[key] for key in counts]
     assert expected["FP"] + expected["TN"] > 0  # the label's unchanged pixels are counted
+
+
+def test_a_change_map_whose_nodata_is_0_still_counts_its_unchanged_pixels(deepcl_provider, tmp_path):
+    """Another tool's 0/1 map may declare 0 nodata too (Rasterize's default): 0 is no change. The
+    label itself as such a map agrees with the label on every pixel."""
+    folder = pair("levir", "test_77_0512_0256")
+    changed = read(image(folder, "label")) > 0
+    other = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "other.tif"), 256, 256, 1, gdal.GDT_Byte)
+    other.GetRasterBand(1).WriteArray(changed.astype("uint8"))
+    other.GetRasterBand(1).SetNoDataValue(0)
+    other = None
+    result = run(ALG, {"CHANGE": str(tmp_path / "other.tif"), "REFERENCE": image(folder, "label")})
+    assert (result["TP"], result["FP"], result["FN"], result["TN"]) == (changed.sum(), 0, 0, (~changed).sum())

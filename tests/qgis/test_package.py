@@ -101,16 +101,39 @@ print('SOURCE_CORE_IMPORTED', 'deepcl_core' in sys.modules)
 def _qgis_process_detect(plugins_folder: Path, tmp_path: Path, *arguments: str, project: str = "") -> dict:
     """``qgis_process run deepcl:detectchanges -- ARGUMENTS`` with the plugin enabled, in
     ``project`` if given; its results."""
+    done = _qgis_process(plugins_folder, tmp_path, "deepcl:detectchanges", *arguments, project=project)
+    return json.loads(done.stdout[done.stdout.index("{"):])["results"]
+
+
+def _qgis_process(plugins_folder: Path, tmp_path: Path, algorithm: str, *arguments: str,
+                  project: str = "") -> subprocess.CompletedProcess:
     site_packages = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path / "home"),
            "QGIS_PLUGINPATH": str(plugins_folder), "PYTHONPATH": str(site_packages)}  # torch for the system Python
     (tmp_path / "home").mkdir()
     subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "deepcl"], env=env, capture_output=True, timeout=120)
     in_project = [f"--project_path={project}"] if project else []
-    done = subprocess.run([str(QGIS_PROCESS), "--json", "run", "deepcl:detectchanges", *in_project, "--", *arguments],
+    done = subprocess.run([str(QGIS_PROCESS), "--json", "run", algorithm, *in_project, "--", *arguments],
                           env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
-    return json.loads(done.stdout[done.stdout.index("{"):])["results"]
+    return done
+
+
+@pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
+def test_the_zipped_plugins_training_logs_the_engines_warnings(plugins_folder, tiny_model, tmp_path):
+    """The zip bundles the engine as deepcl_qgis.deepcl_core: its warnings, e.g. a pair skipped for a
+    missing label, must reach Processing's log under that name too."""
+    import shutil
+
+    data = tmp_path / "pairs"
+    shutil.copytree(pair("levir", "test_55_0256_0000"), data / "test_55")
+    shutil.copytree(pair("levir", "test_7_0256_0512"), data / "test_7")
+    (data / "test_7" / "label.png").unlink()
+    done = _qgis_process(plugins_folder, tmp_path, "deepcl:trainmodel", f"DATA_FOLDER={data}",
+                         f"INIT_MODEL={tiny_model}", f"OUTPUT={tmp_path / 'm.pt'}", "EPOCHS=1", "ITERATIONS=2",
+                         "BATCH_SIZE=2", "CROP=64", "DEVICE=cpu")
+    log = json.loads(done.stdout[done.stdout.index("{"):])["log"]
+    assert "skipped folder pairs/test_7: it has before and after but no label.*" in log["warning"]
 
 
 @pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
