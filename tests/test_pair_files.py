@@ -242,9 +242,8 @@ def test_a_plain_label_on_a_before_image_placed_by_gcps_is_placed_by_them(oscd, 
             for col in (0, 256) for row in (0, 256)]
     gdal.Translate(str(tmp_path / "before.tif"), source, GCPs=gcps, outputSRS=source.GetProjection())
     shutil.move(tmp_path / "before.tif", pair / "before.tif")
-    georeferenced = gdal.Translate(str(tmp_path / "georeferenced.tif"), str(pair / "label.tif"),
-                                   GCPs=gcps, outputSRS=source.GetProjection())
-    georeferenced = None
+    gdal.Translate(str(tmp_path / "georeferenced.tif"), str(pair / "label.tif"), GCPs=gcps,
+                   outputSRS=source.GetProjection())
     values = gdal.Open(str(pair / "label.tif")).ReadAsArray()
     plain = gdal.GetDriverByName("GTiff").Create(str(pair / "plain.tif"), 256, 256, 1, gdal.GDT_Byte)
     plain.GetRasterBand(1).WriteArray(values)
