@@ -49,6 +49,8 @@ class DeepCLDock(QgsDockWidget):
         self.reclassify_task: Optional[ReclassifyTask] = None
         self.last_run_seconds = 0.0
         self.last_run_area = WHOLE_IMAGE  # of the latest run's results
+        self.last_run_map, self.last_run_threshold = Path(), -1.0  # shown again at its threshold
+        self.last_run_summary = ""
         self._shown_model_threshold = -1.0  # the model's threshold for the before layer, last shown
         self._reclassify_timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
         self._reclassify_timer.timeout.connect(self.reclassify_now)
@@ -356,7 +358,9 @@ class DeepCLDock(QgsDockWidget):
         self.change_layer_id = layers["CHANGE"].id()
         self._hide_results_from_inputs()
         self.last_run_seconds, self.last_run_area = seconds, _area_of(parameters)
-        self.form.summary_label.setText(run_summary(results, parameters["THRESHOLD"], seconds, self.last_run_area))
+        self.last_run_map, self.last_run_threshold = Path(layers["CHANGE"].source()), parameters["THRESHOLD"]
+        self.last_run_summary = run_summary(results, parameters["THRESHOLD"], seconds, self.last_run_area)
+        self.form.summary_label.setText(self.last_run_summary)
         self._reclassify_timer.start()  # the slider may have moved while the run ran
 
     # --- threshold after the run -----------------------------------------------------------------
@@ -379,6 +383,10 @@ class DeepCLDock(QgsDockWidget):
         threshold = self.threshold()
         if abs(float(layer.customProperty(result_layers.THRESHOLD_PROPERTY, -1)) - threshold) < 1e-9:
             return
+        if abs(self.last_run_threshold - threshold) < 1e-9:  # back where the run was: its own map, no copy
+            self._show_change_map(layer, self.last_run_map, threshold)
+            self.form.summary_label.setText(self.last_run_summary)
+            return
         confidence = Path(layer.customProperty(result_layers.CONFIDENCE_PROPERTY))
         target = confidence.with_name(f"change_t{threshold_scale.label(threshold)}_{time.strftime('%H%M%S')}.tif")
         self.reclassify_task = ReclassifyTask(confidence, target, threshold, self._on_reclassified)
@@ -393,12 +401,16 @@ class DeepCLDock(QgsDockWidget):
             if error:
                 self.show_error(error)
             return
-        previous = Path(layer.source())
-        result_layers.point_change_layer_to(layer, path, task.threshold)
-        if previous.name.startswith("change_t"):  # earlier re-classifications, never the run's own map
-            previous.unlink(missing_ok=True)
+        self._show_change_map(layer, path, task.threshold)
         self.form.summary_label.setText(threshold_summary(counts, task.threshold, self.last_run_seconds,
                                                           self.last_run_area))
+
+    @staticmethod
+    def _show_change_map(layer: QgsRasterLayer, path: Path, threshold: float) -> None:
+        previous = Path(layer.source())
+        result_layers.point_change_layer_to(layer, path, threshold)
+        if previous != path and previous.name.startswith("change_t"):  # a re-classification, never a run's map
+            previous.unlink(missing_ok=True)
 
     # --- messages and dialogs ----------------------------------------------------------------------
 

@@ -153,6 +153,23 @@ def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop)
     assert f"({percent:.2f} %)" in dock.form.summary_label.text()
 
 
+def test_moving_the_threshold_back_shows_the_runs_own_map_again(panel, oscd_crop):
+    """No copy of the run's map is written for its own threshold, and the re-classified one is deleted."""
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    _run(dock)
+    layer, run_summary = dock._change_layer(), dock.form.summary_label.text()
+    run_map, run_position = Path(layer.source()), dock.form.threshold_slider.value()
+    dock.form.threshold_slider.setValue(run_position + 3)
+    wait_for(lambda: Path(layer.source()) != run_map, timeout=30)
+    reclassified = Path(layer.source())
+    dock.form.threshold_slider.setValue(run_position)
+    wait_for(lambda: Path(layer.source()) == run_map, timeout=30)
+    assert not reclassified.exists() and dock.reclassify_task is None
+    assert sorted(path.name for path in run_map.parent.glob("change*.tif")) == [run_map.name]
+    assert dock.form.summary_label.text() == run_summary
+
+
 def _show_on_map(canvas, before, columns, rows, crs: str) -> None:
     """The map, in ``crs``, over ``before``'s pixels ``columns`` × ``rows`` (half-open ranges)."""
     from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
