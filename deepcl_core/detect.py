@@ -34,7 +34,7 @@ from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NO
                       check_output_name, check_output_paths)
 from .pending import Pending
 from .polygons import write_change_polygons
-from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample
+from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample, unnamed_bands_warning
 from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
 from .tiling import RowBlender, TileGrid
@@ -181,7 +181,7 @@ class _Tile:
 
 @releases_locals_on_error  # a kept exception must not keep the input files open
 def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLike], outputs: DetectOutputs,
-                   options: DetectOptions = DetectOptions(),
+                   options: Optional[DetectOptions] = None,
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCallback] = None,
                    model: Optional[ModelBundle] = None) -> DetectionResult:
     """Detect change from ``before`` to ``after`` and write ``outputs``. The inputs are files or any
@@ -194,12 +194,16 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
     is_cancelled = cancel or (lambda: False)
+    options = DetectOptions() if options is None else options
     options.validate()
     before, after = os.fspath(before), os.fspath(after)
     bundle = model or resolve_model(options.model)
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
     pair = _open_pair(before, after, options, bundle)
+    for dataset, requested, role in ((pair.before, options.bands_before, "before"),
+                                     (pair.after_source, options.bands_after, "after")):
+        warnings.extend(filter(None, [unnamed_bands_warning(dataset, requested, bundle.bands, role)]))
     grid = Grid.of(pair.before)
     pixel_size = ground_pixel_size(grid)
     mismatch = pixel_size_warning(pixel_size, ground_pixel_size(Grid.of(pair.after_source)))
@@ -353,7 +357,7 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
 
 def _output_specs(outputs: DetectOutputs) -> List[RasterSpec]:
     specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
-             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, "change probability")]
+             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, "change score (0-1)")]
     if outputs.distance is not None:
         specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)"))
     return specs
@@ -474,9 +478,11 @@ def _image_statistics(dataset: gdal.Dataset, bands: Sequence[int], bundle: Model
     return ImageStretch.from_sample(sample, valid, bundle.normalization), _undeclared_fill(sample, valid, role)
 
 
-# Values other tools write where an image has no data; no ground has them in every band. Taken as
-# ground they stretch the image and show as change wherever one date has them.
-FILL_VALUES = (-9999.0, -32768.0, float(np.finfo(np.float32).min))
+# Values other tools write where an image has no data (0: the black collar of a mosaic or a warped
+# image, a Sentinel-2 swath edge); no ground has them in every band over a hundredth of an image
+# (the deepest shadows of ../shared/data's aerial images: 0.13 %). Taken as ground they stretch the
+# image and show as change wherever one date has them.
+FILL_VALUES = (0.0, -9999.0, -32768.0, float(np.finfo(np.float32).min))
 FILL_FRACTION_WARNED = 0.01
 
 

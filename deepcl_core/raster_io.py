@@ -161,6 +161,21 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     return tuple(range(1, needed + 1))
 
 
+def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
+                          role: str) -> Optional[str]:
+    """A warning when :func:`choose_bands` took the first bands of an image with more bands than
+    the model's, none named: a guess (e.g. blue, green, red, near infrared read as red, green, blue)."""
+    needed = len(expected)
+    image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
+    found = [_find_band(dataset, name) for name in expected]
+    if requested or len(image_bands) <= needed or (all(found) and len(set(found)) == needed):
+        return None
+    return (f"the {role} image's {len(image_bands)} bands do not say which is {', '.join(expected[:-1])} or "
+            f"{expected[-1]} (no description or colour interpretation): bands "
+            f"{', '.join(str(i) for i in range(1, needed + 1))} were taken as {', '.join(expected)}; if they "
+            "are in another order, choose the bands by hand")
+
+
 # A band named by its sensor's code (Sentinel-2 B1…B12 and B8A, Landsat B1…B11)
 _BAND_CODE = re.compile(r"^b(?:0?[1-9]|1[0-2]|8a)$")
 

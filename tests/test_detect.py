@@ -326,25 +326,29 @@ def test_nodata_in_either_input_is_nodata_in_every_output(same_grid_pair, tiny_m
     assert sum(f["area_m2"] for f in features) == pytest.approx(result.valid_area_m2, rel=1e-3)
 
 
-def test_fill_not_declared_nodata_is_warned_of(same_grid_pair, tiny_model, tmp_path):
-    """Reflectance with a strip of -9999 and no nodata value: taken as ground it stretches the image
-    and reads as change; the run says so, and says nothing once the nodata value is declared."""
-    before, after = same_grid_pair
-    filled = as_reflectance(after, tmp_path / "after.tif")
+@pytest.mark.parametrize("fill, as_stored", [(-9999, as_reflectance), (0, None)], ids=["reflectance_-9999", "uint16_0"])
+def test_fill_not_declared_nodata_is_warned_of(same_grid_pair, tiny_model, tmp_path, fill, as_stored):
+    """A strip of fill without a nodata value (-9999 in reflectance, a black collar of 0 in the
+    UInt16 image): taken as ground it stretches the image and reads as change; the run says so,
+    and says nothing once the nodata value is declared."""
+    before, after = (as_stored(path, tmp_path / path.name) if as_stored else path for path in same_grid_pair)
+    filled = tmp_path / "filled.tif"
+    gdal.Translate(str(filled), str(after))
     dataset = gdal.Open(str(filled), gdal.GA_Update)
     for index in range(1, dataset.RasterCount + 1):
         values = dataset.GetRasterBand(index).ReadAsArray()
-        values[:, :40] = -9999
+        values[:, :40] = fill
         dataset.GetRasterBand(index).WriteArray(values)
     dataset = None
-    result = detect_changes(as_reflectance(before, tmp_path / "before.tif"), filled, outputs_in(tmp_path / "out"),
+    result = detect_changes(before, filled, outputs_in(tmp_path / "out"), DetectOptions(**FAST), model=tiny_model)
+    assert [w for w in result.warnings if "in every band" in w] == [
+        f"21% of the after image's sampled pixels are {fill} in every band, which the image does not declare as "
+        f"nodata: if that is fill, declare it (gdal_edit.py -a_nodata {fill} FILE, or the layer's Transparency ▸ "
+        "No data value in QGIS) and run again"]
+    gdal.Translate(str(tmp_path / "declared.tif"), str(filled), noData=fill)
+    result = detect_changes(before, tmp_path / "declared.tif", outputs_in(tmp_path / "declared"),
                             DetectOptions(**FAST), model=tiny_model)
-    fill = [w for w in result.warnings if "-9999" in w]
-    assert len(fill) == 1 and fill[0].startswith("21% of the after image's sampled pixels are -9999 in every band")
-    gdal.Translate(str(tmp_path / "declared.tif"), str(filled), noData=-9999)
-    result = detect_changes(tmp_path / "before.tif", tmp_path / "declared.tif", outputs_in(tmp_path / "declared"),
-                            DetectOptions(**FAST), model=tiny_model)
-    assert not [w for w in result.warnings if "-9999" in w]
+    assert not [w for w in result.warnings if "in every band" in w]
 
 
 def test_eight_bit_input_with_chosen_bands(same_grid_pair, tiny_model, tmp_path):
@@ -359,6 +363,37 @@ def test_eight_bit_input_with_chosen_bands(same_grid_pair, tiny_model, tmp_path)
                             model=tiny_model)
     assert_contract(outputs, before)
     assert result.valid_pixels == 160 * 192
+
+
+def _without_band_names(source: Path, target: Path, bands: List[int]) -> Path:
+    """``bands`` of ``source`` with neither descriptions nor colour interpretations."""
+    original = gdal.Open(str(source))
+    dataset = gdal.GetDriverByName("GTiff").Create(str(target), original.RasterXSize, original.RasterYSize,
+                                                   len(bands), original.GetRasterBand(1).DataType)
+    dataset.SetGeoTransform(original.GetGeoTransform())
+    dataset.SetProjection(original.GetProjection())
+    for index, band in enumerate(bands, start=1):
+        dataset.GetRasterBand(index).WriteArray(original.GetRasterBand(band).ReadAsArray())
+    return target
+
+
+def test_more_bands_than_the_models_none_named_are_warned_of(same_grid_pair, tiny_model, tmp_path):
+    """Blue, green, red, near infrared without names (a PlanetScope-like file) are read as red,
+    green, blue from the first three: the run says it guessed; not when the bands are chosen, nor
+    for an unnamed image of just three bands, nor for the named OSCD bands."""
+    before, after = same_grid_pair
+    bgrn = [_without_band_names(path, tmp_path / f"bgrn_{path.name}", [3, 2, 1, 4]) for path in (before, after)]
+    result = detect_changes(*bgrn, outputs_in(tmp_path / "guessed"), DetectOptions(**FAST), model=tiny_model)
+    assert [w for w in result.warnings if "bands do not say" in w] == [
+        f"the {role} image's 4 bands do not say which is red, green or blue (no description or colour "
+        "interpretation): bands 1, 2, 3 were taken as red, green, blue; if they are in another order, choose the "
+        "bands by hand" for role in ("before", "after")]
+    chosen = DetectOptions(bands_before=[3, 2, 1], bands_after=[3, 2, 1], **FAST)
+    three = [_without_band_names(path, tmp_path / f"rgb_{path.name}", [1, 2, 3]) for path in (before, after)]
+    for pair, options, name in ((bgrn, chosen, "chosen"), (three, DetectOptions(**FAST), "three"),
+                                ((before, after), DetectOptions(**FAST), "named")):
+        result = detect_changes(*pair, outputs_in(tmp_path / name), options, model=tiny_model)
+        assert not [w for w in result.warnings if "bands do not say" in w], name
 
 
 def test_one_georeferenced_image_and_one_not_is_an_input_error(oscd_mismatch_pair, levir_pair, tiny_model,
