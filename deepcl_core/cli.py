@@ -41,7 +41,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                                        "dataset name (/vsizip/…, /vsicurl/https://…, a subdataset)")
     parser.add_argument("after", help="raster of the later date; put on the before grid if needed")
     parser.add_argument("--change", type=Path, required=True, help="output GeoTIFF: 1 change, 0 no change, 255 nodata")
-    parser.add_argument("--confidence", type=Path, required=True, help="output GeoTIFF: change probability 0-1")
+    parser.add_argument("--confidence", type=Path, required=True, help="output GeoTIFF: the network's change score 0-1")
     parser.add_argument("--distance", type=Path, help="optional output GeoTIFF: metric distance map 0-2")
     parser.add_argument("--polygons", type=Path, help="optional output GeoPackage of change polygons")
     parser.add_argument("--min-area", type=float, default=0.0,
@@ -56,7 +56,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                                        "reads); outputs cover their extent and are nodata outside them")
     parser.add_argument("--mask-layer", help="the layer of --mask to use (default: its first)")
     parser.add_argument("--threshold", type=float,
-                        help="change probability threshold; default: the model's for the before image's pixel size")
+                        help="change score threshold; default: the model's for the before image's pixel size")
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for the before image's pixel size (deepcl info shows it)")

@@ -94,7 +94,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
                         help="also measure the false-positive rate on pseudo-change pairs (x, T(x))")
     parser.add_argument("--classical", action="store_true",
                         help="also report change-vector analysis and OTB MAD (Otsu thresholds) on the same pairs")
-    parser.add_argument("--threshold", type=float, help="change probability threshold; default: the model's")
+    parser.add_argument("--threshold", type=float, help="change score threshold; default: the model's")
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for each pair's pixel size")
@@ -127,7 +127,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser("calibrate", help="set a model's decision thresholds on labelled pairs",
-                                 description="Choose the change-probability threshold that gives the highest F1 "
+                                 description="Choose the change score threshold that gives the highest F1 "
                                              "pooled over the labelled pairs below DATA_DIR (and, for pairs of "
                                              "5 m pixels or coarser, their own threshold and enlargement) and "
                                              "write the model with them; what the pairs do not measure stays the "

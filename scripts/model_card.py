@@ -151,9 +151,14 @@ The weights inherit the most restrictive of these terms: research and non-commer
   the per-pair table the threshold is too low for that kind of scene, where recall lies far below
   precision too high: move it (panel slider, `--threshold`) and check the confidence layer, or set
   it on your own labelled pairs with `deepcl calibrate`.
+- The class follows the before grid's pixel size, not the detail the image holds: 10 m imagery
+  resampled to a finer grid (under 5 m) gets the aerial threshold and enlargement and finds far less
+  change. Give such imagery on its own grid, or choose `--threshold` and `--input-scale`.
 - RGB only: the NIR band of Sentinel-2 is not used.
 - Clouds, their shadows and snow may read as change, as may a difference in resolution (a warning
-  names it). Only a Sentinel-2 Level-2A product's own scene classification masks clouds, shadows
+  names it). Over more than a few percent of one image they also raise false change on its clear
+  ground, since each image is stretched between its own 2nd and 98th percentiles and bright cloud
+  or snow raises the upper one. Only a Sentinel-2 Level-2A product's own scene classification masks clouds, shadows
   and cirrus (they come out nodata); snow is never masked. Otherwise choose clear pairs of one
   resolution, or detect inside polygons of the clear areas (panel *Inside polygons*, `--mask`).
 - Labels of the four data sets mean different things (SZTAKI marks only "relevant" change, LEVIR
