@@ -41,6 +41,19 @@ def _polygonize(change_file: Path, confidence_file: Path, grid: Grid, tmp: Path,
     if change is None or vector is None:
         raise OutputError(f"cannot write change polygons: {errors.last('unknown error')}")
     change.SetGeoTransform(map_geotransform(grid.geotransform))  # where QGIS draws the raster
+    try:
+        layer = _polygon_layer(vector, grid)
+        band = change.GetRasterBand(1)
+        with collect_gdal_errors() as errors:
+            status = gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [])
+        if status != 0:
+            raise OutputError(f"polygonising the change map failed: {errors.last('unknown error')}")
+        return _annotate(layer, gdal.Open(str(confidence_file)), grid, min_area, cancel)
+    finally:  # closed here, not by the traceback's frames: the unfinished file is deleted next
+        layer = vector = None
+
+
+def _polygon_layer(vector: ogr.DataSource, grid: Grid) -> ogr.Layer:
     srs = None
     if grid.crs_wkt:
         srs = osr.SpatialReference()
@@ -49,15 +62,7 @@ def _polygonize(change_file: Path, confidence_file: Path, grid: Grid, tmp: Path,
     for name, kind in (("change", ogr.OFTInteger), ("area_m2", ogr.OFTReal), ("area_px", ogr.OFTReal),
                        ("confidence", ogr.OFTReal)):
         layer.CreateField(ogr.FieldDefn(name, kind))
-    band = change.GetRasterBand(1)
-    with collect_gdal_errors() as errors:
-        status = gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [])
-    if status != 0:
-        raise OutputError(f"polygonising the change map failed: {errors.last('unknown error')}")
-    confidence = gdal.Open(str(confidence_file))
-    kept = _annotate(layer, confidence, grid, min_area, cancel)
-    vector.FlushCache()
-    return kept
+    return layer
 
 
 def _annotate(layer: ogr.Layer, confidence: gdal.Dataset, grid: Grid, min_area: float,

@@ -5,6 +5,7 @@ each layer's load details applies our .qml style and moves the layer into one gr
 so a batch of pairs gives one tidy group per pair."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List
 
@@ -21,6 +22,17 @@ _KEEP_ALIVE: List["StyleAndGroup"] = []
 # transparent) and the polygons, over the imagery. The confidence and distance ramps are opaque and
 # would hide the imagery the change is seen against; they are loaded below them, unticked.
 OVER_THE_IMAGERY = ("change", "polygons")
+
+
+def run_group_name(before_name: str, after_name: str, before_source: str) -> str:
+    """"DeepCL changes: before layer → after layer", with the before file's folder when the layers
+    are named only by their role (a pair folder's before.tif and after.tif, as the batch dialog and
+    a folder of pairs give them), so that each pair's group says which pair it is."""
+    names = f"{before_name} → {after_name}"
+    if (before_name.lower(), after_name.lower()) == ("before", "after"):
+        folder = os.path.basename(os.path.dirname(before_source.split("|")[0]))
+        names = f"{folder} ({names})" if folder else names
+    return f"DeepCL changes: {names}"
 
 
 class RunGroup:
@@ -43,8 +55,14 @@ class RunGroup:
         return self.name
 
 
+# Marks a layer this module placed: Processing hands an earlier run's layer of the same file to
+# the next run that writes that file, rather than loading it anew.
+PLACED_PROPERTY = "deepcl/placed"
+
+
 class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
-    """Loads ``style`` into the layer and moves the layer into the run's group."""
+    """Loads ``style`` into the layer and moves the layer into the run's group; a layer of an
+    earlier run that wrote the same file is reloaded where it is."""
 
     def __init__(self, style: Path, group: RunGroup, on_top: bool, shown: bool = True) -> None:
         super().__init__()
@@ -55,6 +73,11 @@ class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (Qt API)
                          feedback: QgsProcessingFeedback) -> None:
+        if layer.customProperty(PLACED_PROPERTY):  # the file was replaced under QGIS's open handle
+            layer.reload()
+            layer.triggerRepaint()
+            return
+        layer.setCustomProperty(PLACED_PROPERTY, True)
         if self.style.is_file():
             message, ok = layer.loadNamedStyle(str(self.style))
             if not ok:
@@ -85,16 +108,18 @@ def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on
 
 
 def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_name: str) -> None:
-    """For each ``{path: (style name, layer name)}`` that Processing will load, set its name and
+    """For each ``{path: (style name, layer name, the output's description)}`` that Processing will
+    load, set its name (unless a graphical model named it: Processing's own is the description) and
     its post-processor (style and group): :data:`OVER_THE_IMAGERY` on top and ticked, the ramps
     below and unticked."""
     group = RunGroup(group_name)
-    for path, (style, layer_name) in outputs.items():
+    for path, (style, layer_name, description) in outputs.items():
         if not path or not context.willLoadLayerOnCompletion(path):
             continue
         details = context.layerToLoadOnCompletionDetails(path)
-        details.name = layer_name
-        details.forceName = True
+        if details.name in ("", description):
+            details.name = layer_name
+            details.forceName = True
         over = style in OVER_THE_IMAGERY
         processor = StyleAndGroup(style_path(style), group, on_top=over, shown=over)
         _KEEP_ALIVE.append(processor)

@@ -7,8 +7,8 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence, Tuple
 
-from qgis.core import (QgsCoordinateTransform, QgsProcessingException, QgsProject, QgsRaster, QgsRasterLayer,
-                       QgsRectangle)
+from qgis.core import (QgsCoordinateTransform, QgsCoordinateTransformContext, QgsProcessingException, QgsRaster,
+                       QgsRasterLayer, QgsRectangle)
 
 from .engine import core_module
 from .paths import bundled_model_path
@@ -38,7 +38,7 @@ def check_distinct(before: QgsRasterLayer, after: QgsRasterLayer) -> None:
             "choose the image taken after the change as the after layer.")
 
 
-def check_overlap(before: QgsRasterLayer, after: QgsRasterLayer) -> None:
+def check_overlap(before: QgsRasterLayer, after: QgsRasterLayer, transforms: QgsCoordinateTransformContext) -> None:
     """Georeferenced images must share ground; images without georeference must be the same size."""
     before_geo, after_geo = before.crs().isValid(), after.crs().isValid()
     if before_geo != after_geo:
@@ -52,17 +52,18 @@ def check_overlap(before: QgsRasterLayer, after: QgsRasterLayer) -> None:
                 f"Neither image is georeferenced and their sizes differ (before {before.width()}×{before.height()}, "
                 f"after {after.width()}×{after.height()} pixels); give two images of the same area and size.")
         return
-    after_extent = extent_in_crs(after.extent(), after, before)
+    after_extent = extent_in_crs(after.extent(), after, before, transforms)
     if not after_extent.intersects(before.extent()):
         raise QgsProcessingException(
             f"The before image '{before.name()}' and the after image '{after.name()}' do not overlap; "
             "choose two images of the same area.")
 
 
-def extent_in_crs(extent: QgsRectangle, source: QgsRasterLayer, target: QgsRasterLayer) -> QgsRectangle:
+def extent_in_crs(extent: QgsRectangle, source: QgsRasterLayer, target: QgsRasterLayer,
+                  transforms: QgsCoordinateTransformContext) -> QgsRectangle:
     if source.crs() == target.crs():
         return extent
-    transform = QgsCoordinateTransform(source.crs(), target.crs(), QgsProject.instance())
+    transform = QgsCoordinateTransform(source.crs(), target.crs(), transforms)
     return transform.transformBoundingBox(extent)
 
 

@@ -170,7 +170,3 @@ def installed_version(module: str, folder: Optional[Path] = None) -> Optional[st
             return info.name[len(prefix):-len(".dist-info")]
     return None
 
-
-def remove_folder_contents_hint(folder: Optional[Path] = None) -> str:
-    """How a user undoes the installation (shown in the diagnostics)."""
-    return f"To remove what was installed, close QGIS and delete {folder or owned_packages_folder()}"

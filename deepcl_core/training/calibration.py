@@ -17,8 +17,10 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..device import resolve_device
 from ..errors import InputError, releases_locals_on_error
 from ..metrics import Confusion
+from ..model.inference import prepare_for_inference
 from ..model_file import ModelBundle, load_model, save_model
 from ..outputs import check_output_paths
 from .inference import predict_pair
@@ -157,9 +159,6 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``; another existing file
     only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size
     without pairs stay the model's. Returns the calibration."""
-    from ..device import resolve_device
-    from ..model.inference import prepare_for_inference
-
     bundle = load_model(model)
     files = find_pairs(data_dirs)
     if not files:

@@ -10,9 +10,9 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, QgsProcessingContext,
-                       QgsProcessingException, QgsProcessingFeatureSource,
-                       QgsProcessingFeedback, QgsProcessingParameterDefinition, QgsProviderRegistry,
-                       QgsRasterLayer)
+                       QgsProcessingException, QgsProcessingFeatureSource, QgsProcessingFeedback,
+                       QgsProcessingOutputLayerDefinition, QgsProcessingParameterDefinition,
+                       QgsProcessingParameterEnum, QgsProperty, QgsProviderRegistry, QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -34,8 +34,13 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
 
     @staticmethod
     def _has(parameters: Dict[str, Any], name: str) -> bool:
-        """Whether the optional parameter ``name`` is set."""
-        return parameters.get(name) not in (None, "")
+        """Whether the optional parameter ``name`` is set (the batch dialog gives an optional output
+        left blank as a destination without a file)."""
+        value = parameters.get(name)
+        if isinstance(value, QgsProcessingOutputLayerDefinition) and \
+                value.sink.propertyType() == QgsProperty.StaticProperty:
+            value = value.sink.staticValue()
+        return value not in (None, "")
 
     def feature_sources(self, parameters: Dict[str, Any], names: Tuple[str, ...],
                         context: QgsProcessingContext) -> Dict[str, Optional[QgsProcessingFeatureSource]]:
@@ -63,7 +68,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         problem = dependency_problem()
         if problem:
             return False, problem
-        problem = self.precheck(parameters, context)
+        problem = self._choice_problem(parameters) or self.precheck(parameters, context)
         if problem:  # before the generic checks, whose "Incorrect parameter value" says too little
             return False, problem
         ok, message = super().checkParameterValues(parameters, context)
@@ -75,6 +80,25 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
             return False, str(exc)
         except engine_error_type() as exc:
             return False, str(exc)
+
+    def check_before_running(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
+        """The checks of :meth:`checkParameterValues`, for ``prepareAlgorithm``: QGIS makes them
+        before the toolbox, ``processing.run`` and ``qgis_process`` run an algorithm, not before a
+        batch row or a graphical model's step."""
+        ok, message = self.checkParameterValues(parameters, context)
+        if not ok:
+            raise QgsProcessingException(message)
+
+    def _choice_problem(self, parameters: Dict[str, Any]) -> str:
+        """A choice given as anything but one of its names (``qgis_process help`` offers numbers)."""
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, QgsProcessingParameterEnum) or not definition.usesStaticStrings():
+                continue
+            value = parameters.get(definition.name())
+            if value not in (None, "") and str(value) not in definition.options():
+                return (f"{definition.description()} is one of {', '.join(definition.options())} (by name); "
+                        f"got {value}.")
+        return ""
 
     def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
         """A problem to report before Processing's generic parameter checks, or ''."""

@@ -15,7 +15,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
 
 from .. import pair_checks
 from ..engine import core_module
-from ..layer_styling import attach_post_processors
+from ..layer_styling import attach_post_processors, run_group_name
 from ..paths import bundled_model_path
 from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
                    raster_input, releases_locals_on_error, typed_bands_problem, typed_number_problem)
@@ -73,9 +73,9 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             "Finds what changed between a <b>before</b> and an <b>after</b> image of the same place with the "
             "DeepCL network, on the GPU when there is one, else on the CPU.<br><br>"
             "Outputs, on the before image's grid: <b>Change</b> (1 changed, 0 unchanged, nodata where either "
-            "image has no data), <b>Confidence</b> (change probability 0–1) and, on request, the network's "
-            "<b>Distance</b> map and change <b>Polygons</b> (GeoPackage) with their area. The after image is "
-            "reprojected onto the before grid on the fly.<br><br>"
+            "image has no data), <b>Confidence</b> (the network's change score 0–1, not a calibrated "
+            "probability) and, on request, the network's <b>Distance</b> map and change <b>Polygons</b> "
+            "(GeoPackage) with their area. The after image is reprojected onto the before grid on the fly.<br><br>"
             "The changed area (m² and percent of the area both images cover) is returned as outputs that "
             "graphical models can use. An optional processing extent or mask layer limits the work to an "
             "area of interest. Sentinel-2 products: give each one's 10 m bands (or true-colour image) "
@@ -163,7 +163,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterRasterDestination(self.CHANGE, self.tr("Change")),
              self.tr("GeoTIFF: 1 changed, 0 unchanged, 255 nodata."), False),
             (QgsProcessingParameterRasterDestination(self.CONFIDENCE, self.tr("Confidence")),
-             self.tr("GeoTIFF: change probability 0–1, -1 nodata."), False),
+             self.tr("GeoTIFF: the network's change score 0–1, -1 nodata."), False),
             (QgsProcessingParameterRasterDestination(self.DISTANCE, self.tr("Distance map"), optional=True,
                                                      createByDefault=False),
              self.tr("GeoTIFF: the network's feature distance between the dates (0–2); optional."), False),
@@ -199,7 +199,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         bands_before = self.parameterAsInts(parameters, self.BANDS_BEFORE, context)
         bands_after = self.parameterAsInts(parameters, self.BANDS_AFTER, context)
         pair_checks.check_distinct(before, after)
-        pair_checks.check_overlap(before, after)
+        pair_checks.check_overlap(before, after, context.transformContext())
         pair_checks.check_bands(before, bands_before, "before")
         pair_checks.check_bands(after, bands_after, "after")
         pair_checks.check_band_counts(bands_before, bands_after)
@@ -232,7 +232,11 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         run's context would wait for files that are never written ("not correctly generated")."""
         scratch = QgsProcessingContext()
         scratch.copyThreadSafeSettings(context)
-        self._outputs(parameters, scratch).check_names()
+        outputs = self._outputs(parameters, scratch)
+        if outputs.polygons is not None and str(outputs.polygons).startswith("ogr:"):  # a table URI, typed in
+            raise QgsProcessingException("The change polygons are written to a GeoPackage file of their own: "
+                                         "give a .gpkg file name, not a table of an existing database.")
+        outputs.check_names()
 
     # --- run ------------------------------------------------------------------------------------
 
@@ -240,6 +244,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                          feedback: QgsProcessingFeedback) -> bool:
         """What the run needs of the layers, read here, in the main thread: processAlgorithm runs in
         a background thread, and the project and its layers belong to the main thread."""
+        self.check_before_running(parameters, context)
         before = raster_input(self, parameters, self.BEFORE, context, "before")
         after = raster_input(self, parameters, self.AFTER, context, "after")
         if before is None or after is None:
@@ -265,7 +270,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
                                            progress=progress_to(feedback), cancel=feedback.isCanceled)
         self._report(result, feedback)
-        self._style_outputs(context, outputs, self._before.name, self._after.name)
+        self._style_outputs(context, outputs, run_group_name(self._before.name, self._after.name, self._before.source))
         return self._results(outputs, result)
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext, detect: Any) -> Any:
@@ -339,14 +344,13 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                           f"images enlarged {result.input_scale}× for the network, "
                           f"{result.tiles} tiles on {result.device} ({result.precision}) in {result.seconds:.1f} s")
 
-    def _style_outputs(self, context: QgsProcessingContext, outputs: Any, before_name: str, after_name: str) -> None:
-        loaded = {str(outputs.change): ("change", "Change"),
-                  str(outputs.confidence): ("confidence", "Confidence")}
-        if outputs.distance is not None:
-            loaded[str(outputs.distance)] = ("distance", "Distance")
-        if outputs.polygons is not None:
-            loaded[str(outputs.polygons)] = ("polygons", "Change polygons")
-        group = f"DeepCL changes: {before_name} → {after_name}"
+    def _style_outputs(self, context: QgsProcessingContext, outputs: Any, group: str) -> None:
+        layers = ((self.CHANGE, outputs.change, "change", "Change"),
+                  (self.CONFIDENCE, outputs.confidence, "confidence", "Confidence"),
+                  (self.DISTANCE, outputs.distance, "distance", "Distance"),
+                  (self.POLYGONS, outputs.polygons, "polygons", "Change polygons"))
+        loaded = {str(path): (style, name, self.parameterDefinition(parameter).description())
+                  for parameter, path, style, name in layers if path is not None}
         attach_post_processors(context, loaded, group)
 
     def _results(self, outputs: Any, result: Any) -> Dict[str, Any]:

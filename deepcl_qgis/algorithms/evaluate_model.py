@@ -30,7 +30,6 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     REFERENCE = "REFERENCE"
     REFERENCE_POLYGONS = "REFERENCE_POLYGONS"
     OUTPUT_HTML = "OUTPUT_HTML"
-    PRECISION, RECALL, F1, IOU, OA, KAPPA = "PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"
 
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     ICON = "evaluate"
@@ -108,7 +107,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         pair_checks.check_distinct(before, after)
-        pair_checks.check_overlap(before, after)
+        pair_checks.check_overlap(before, after, context.transformContext())
         model = self.model_path(parameters, context)
         pair_checks.check_model(model, before, [], "before")
         pair_checks.check_model(model, after, [], "after")
@@ -119,6 +118,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     def prepareAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
         """The raster and polygon layers, read in the main thread (see RasterInput)."""
+        self.check_before_running(parameters, context)
         self._rasters = {name: raster_input(self, parameters, name, context, role) for name, role in (
             (self.CHANGE, "change map"), (self.BEFORE, "before"), (self.AFTER, "after"),
             (self.REFERENCE, "reference"))}

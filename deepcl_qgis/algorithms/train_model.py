@@ -124,18 +124,19 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
             after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
             pair_checks.check_distinct(before, after)
-            pair_checks.check_overlap(before, after)
+            pair_checks.check_overlap(before, after, context.transformContext())
         if self._has(parameters, self.INIT_MODEL):
             problem = pair_checks.model_file_problem(self.parameterAsFile(parameters, self.INIT_MODEL, context))
             if problem:
                 return False, problem
         out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if not out.lower().endswith(".pt"):  # the dialog adds it; qgis_process and scripts do not
-            return False, self.tr(f"The trained model's file name must end in .pt (got {Path(out).name}); "
-                                  "detection and evaluation open only .pt model files.")
+            return False, self.tr("The trained model's file name must end in .pt (got {}); detection and "
+                                  "evaluation open only .pt model files.").format(Path(out).name)
         crop = self.parameterAsInt(parameters, self.CROP, context)
         if crop % 32:
-            return False, self.tr(f"The crop size must be a multiple of 32 (e.g. {max(32, crop // 32 * 32)}); got {crop}.")
+            return False, self.tr("The crop size must be a multiple of 32 (e.g. {}); got {}.").format(
+                max(32, crop // 32 * 32), crop)
         return True, ""
 
     # --- run ------------------------------------------------------------------------------------
@@ -143,6 +144,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
     def prepareAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> bool:
         """The raster and polygon layers of a pair given as layers, read in the main thread (see RasterInput)."""
+        self.check_before_running(parameters, context)
         self._before = raster_input(self, parameters, self.BEFORE, context, "before")
         self._after = raster_input(self, parameters, self.AFTER, context, "after")
         self._polygons = self.feature_sources(parameters, (self.CHANGED_AREAS, self.AREA_OF_INTEREST), context)

@@ -17,6 +17,7 @@ from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..dependencies import missing_dependencies
 from ..engine import core_module
+from ..layer_styling import run_group_name
 from ..paths import bundled_model_path
 from . import layer_choice, result_layers, threshold_scale
 from .detection_run import DetectionRun
@@ -43,7 +44,7 @@ class DeepCLDock(QgsDockWidget):
         self.setWidget(self.form)
         self.run: Optional[DetectionRun] = None
         self.run_folder: Optional[Path] = None
-        self.run_names = ("before", "after")  # of the running or latest run's layers, for its group
+        self.run_group = ""  # the running or latest run's group, named after its layers
         self.cancel_asked = False
         self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
         self.reclassify_task: Optional[ReclassifyTask] = None
@@ -284,7 +285,7 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(f"The results cannot be written in {exc.filename}: {exc.strerror}. "
                             "Choose another output folder.")
             return
-        self.run_names = (before.name(), after.name())  # the layers may be removed or renamed meanwhile
+        self.run_group = run_group_name(before.name(), after.name(), before.source())  # they may be removed meanwhile
         self.run = DetectionRun(self.parameters(), self.project, self)
         problem = self.run.problem()
         if problem:
@@ -351,7 +352,7 @@ class DeepCLDock(QgsDockWidget):
 
     def _load(self, results: Dict[str, Any], parameters: Dict[str, Any], seconds: float) -> None:
         try:
-            layers = result_layers.load_results(self.project, results, *self.run_names, parameters["THRESHOLD"])
+            layers = result_layers.load_results(self.project, results, self.run_group, parameters["THRESHOLD"])
         except OSError as exc:
             self.show_error(str(exc))
             return

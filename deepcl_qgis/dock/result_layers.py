@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from qgis.core import QgsLayerTreeGroup, QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
+from qgis.core import QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-from ..layer_styling import OVER_THE_IMAGERY
+from ..layer_styling import OVER_THE_IMAGERY, RunGroup
 from ..paths import style_path
 from .layer_choice import RESULT_PROPERTY
 
@@ -18,15 +18,11 @@ CONFIDENCE_PROPERTY = "deepcl/confidence"  # the change layer knows its confiden
 THRESHOLD_PROPERTY = "deepcl/threshold"
 
 
-def group_name(before: str, after: str) -> str:
-    """The same name the Processing algorithm gives its group."""
-    return f"DeepCL changes: {before} → {after}"
-
-
-def load_results(project: QgsProject, results: Dict[str, object], before: str, after: str,
+def load_results(project: QgsProject, results: Dict[str, object], group_name: str,
                  threshold: float) -> Dict[str, QgsMapLayer]:
-    """Add the outputs in ``results`` to a new group at the top of the tree; role → layer."""
-    group = _new_group(project, group_name(before, after))
+    """Add the outputs in ``results`` to a new group at the top of the tree (``group_name``, or
+    "… (2)" when one of that name holds an earlier run's layers); role → layer."""
+    group = project.layerTreeRoot().insertGroup(0, RunGroup(group_name).name_in(project))
     loaded: Dict[str, QgsMapLayer] = {}
     for output, style, name in OUTPUTS:
         path = results.get(output)
@@ -49,16 +45,6 @@ def _open(path: str, name: str, output: str) -> QgsMapLayer:
     if not layer.isValid():
         raise OSError(f"QGIS cannot open the {name.lower()} output {path}")
     return layer
-
-
-def _new_group(project: QgsProject, name: str) -> QgsLayerTreeGroup:
-    """A fresh group: a second run on the same pair gets "… (2)" rather than mixing layers."""
-    root = project.layerTreeRoot()
-    existing = {group.name() for group in root.findGroups()}
-    unique, number = name, 2
-    while unique in existing:
-        unique, number = f"{name} ({number})", number + 1
-    return root.insertGroup(0, unique)
 
 
 def point_change_layer_to(layer: QgsRasterLayer, path: Path, threshold: float) -> None:

@@ -34,6 +34,21 @@ def run(algorithm: str, parameters: Dict[str, Any], feedback: Any = None) -> Dic
     return processing.run(algorithm, parameters, feedback=feedback, context=context)
 
 
+def error_recording_feedback() -> Any:
+    """A Processing feedback that keeps the errors reported to it, in ``.reported``."""
+    from qgis.core import QgsProcessingFeedback
+
+    class ErrorRecordingFeedback(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reported: list = []
+
+        def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802 (Qt's name)
+            self.reported.append(error)
+
+    return ErrorRecordingFeedback()
+
+
 def read(path: str | Path) -> np.ndarray:
     dataset = gdal.Open(str(path))
     assert dataset is not None, f"cannot open {path}"

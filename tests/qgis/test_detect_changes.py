@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from plugin_test_helpers import check_message, image, pair, read, run
+from plugin_test_helpers import check_message, error_recording_feedback, image, pair, read, run
 
 ALG = "deepcl:detectchanges"
 FAST = {"TILE_SIZE": 128, "OVERLAP": 16, "DEVICE": "cpu"}
@@ -194,16 +194,10 @@ def test_batch_of_pairs(deepcl_provider, tiny_model, tmp_path):
 
 def test_loaded_layers_are_styled_and_grouped(deepcl_provider, tiny_model, tmp_path, qgis_new_project):
     import processing
-    from qgis.core import QgsProcessingFeedback, QgsProject
-
-    class Errors(QgsProcessingFeedback):
-        reported: list = []
-
-        def reportError(self, error, fatalError=False):  # noqa: N802 (Qt's name)
-            self.reported.append(error)
+    from qgis.core import QgsProject
 
     folder = pair("dsifn", "2_4")
-    feedback = Errors()
+    feedback = error_recording_feedback()
     processing.runAndLoadResults(ALG, {**_params(folder, tiny_model, tmp_path), "CHANGE": "TEMPORARY_OUTPUT",
                                        "CONFIDENCE": "TEMPORARY_OUTPUT"}, feedback=feedback)
     # The parameter check once queued layers of its own, never written: "not correctly generated"
@@ -325,3 +319,85 @@ def test_model_may_be_left_out_and_the_bundled_model_is_used(deepcl_provider, tm
     change = read(result["CHANGE"])
     assert result["CHANGED_PIXELS"] == int((change == 1).sum()) > 0
     assert result["VALID_PIXELS"] == int((change != 255).sum())
+
+
+def _deepcl_groups():
+    from qgis.core import QgsProject
+
+    return [g for g in QgsProject.instance().layerTreeRoot().findGroups(True) if g.name().startswith("DeepCL")]
+
+
+def _changed_pixels_shown(layer) -> int:
+    """Changed pixels as QGIS reads the layer (its open dataset), not as the file on disk holds them."""
+    provider = layer.dataProvider()
+    block = provider.block(1, provider.extent(), provider.xSize(), provider.ySize())
+    return sum(block.value(row, column) == 1 for row in range(block.height()) for column in range(block.width()))
+
+
+def test_running_again_into_the_same_files_shows_the_new_result(deepcl_provider, tiny_model, tmp_path,
+                                                                  qgis_new_project):
+    """A second try at another threshold, into the same files: QGIS keeps the layers it loaded for
+    them; they show the new maps (QGIS read the replaced files before) and stay in their group (a
+    new group nested in the old one held them). The group names the pair's folder, as the layers
+    are only called before and after."""
+    import processing
+
+    folder = pair("dsifn", "2_4")
+    confidence = None
+    for threshold in (0.99, None):
+        if confidence is not None:  # the second run: about half the pixels change
+            threshold = float(np.round(np.median(confidence), 4))
+        processing.runAndLoadResults(ALG, _params(folder, tiny_model, tmp_path, THRESHOLD=threshold))
+        confidence = read(tmp_path / "confidence.tif")
+    groups = _deepcl_groups()
+    assert [g.name() for g in groups] == ["DeepCL changes: 2_4 (before → after)"]
+    layers = {node.layer().name(): node.layer() for node in groups[0].findLayers()}
+    assert set(layers) == {"Change", "Confidence"}
+    on_disk = int((read(tmp_path / "change.tif") == 1).sum())
+    assert on_disk > 1000 and _changed_pixels_shown(layers["Change"]) == on_disk
+
+
+def test_optional_outputs_left_blank_in_the_batch_dialog_are_not_loaded(deepcl_provider, tiny_model, tmp_path,
+                                                                         qgis_new_project):
+    """The batch dialog gives a blank optional output as a destination without a file: it was taken
+    as given, and Processing reported "The following layers were not correctly generated" each row."""
+    import processing
+    from qgis.core import QgsProcessingOutputLayerDefinition, QgsProject
+
+    blank = {name: QgsProcessingOutputLayerDefinition("", QgsProject.instance()) for name in ("DISTANCE", "POLYGONS")}
+    feedback = error_recording_feedback()
+    results = processing.runAndLoadResults(ALG, {**_params(pair("dsifn", "2_4"), tiny_model, tmp_path), **blank},
+                                           feedback=feedback)
+    assert feedback.reported == [] and results["DISTANCE"] is None and results["POLYGONS"] is None
+    assert sorted(node.layer().name() for node in _deepcl_groups()[0].findLayers()) == ["Change", "Confidence"]
+
+
+def test_a_batch_row_is_checked_as_the_toolbox_checks_it(deepcl_provider, tiny_model, tmp_path):
+    """Batch rows and a graphical model's steps run without Processing's parameter check: the
+    same layer twice ran, and scored 0 % change."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
+
+    folder = pair("levir", "test_55_0256_0000")
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = error_recording_feedback()
+    _, ok = algorithm.run({**_params(folder, tiny_model, tmp_path), "AFTER": image(folder, "before")}, context,
+                          feedback)
+    assert not ok and any("is chosen as both the before and the after image" in e for e in feedback.reported)
+    assert not list(tmp_path.iterdir())
+
+
+def test_choices_are_given_by_name(deepcl_provider, tiny_model, tmp_path):
+    """`qgis_process help` offers an option's number; the check names the choices."""
+    folder = pair("levir", "test_55_0256_0000")
+    assert check_message(ALG, _params(folder, tiny_model, tmp_path, DEVICE=1)) == \
+        "Device is one of auto, cpu, cuda, mps (by name); got 1."
+
+
+def test_polygons_into_a_table_of_a_database_are_refused_in_words(deepcl_provider, tiny_model, tmp_path):
+    folder = pair("levir", "test_55_0256_0000")
+    table = f"ogr:dbname='{tmp_path / 'store.gpkg'}' table=\"changes\" (geom)"
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, POLYGONS=table))
+    assert message == ("The change polygons are written to a GeoPackage file of their own: give a .gpkg file "
+                       "name, not a table of an existing database.")

@@ -30,3 +30,19 @@ def test_model_chains_detection_into_evaluation(deepcl_provider, tiny_model, tmp
     if children:  # QGIS ≥ 3.14 returns the children's outputs too
         assert children["evaluate"]["F1"] == pytest.approx(f1, abs=1e-4)
         assert children["detect"]["CHANGED_PIXELS"] == children["evaluate"]["TP"] + children["evaluate"]["FP"]
+
+
+def test_output_names_chosen_in_a_model_are_kept(deepcl_provider, tiny_model, tmp_path, qgis_new_project):
+    """The model calls its change output "change": loaded under that name, not the plugin's "Change"."""
+    import processing
+    from qgis.core import QgsProcessingModelAlgorithm, QgsProject
+
+    model = QgsProcessingModelAlgorithm()
+    assert model.fromFile(str(MODEL_FILE))
+    folder = pair("levir", "test_121_0768_0256")
+    processing.runAndLoadResults(model, {
+        "before": image(folder, "before"), "after": image(folder, "after"), "reference": image(folder, "label"),
+        "model": str(tiny_model), "threshold": 0.4,
+        "detect:change": str(tmp_path / "change.tif"), "evaluate:report": str(tmp_path / "report.html")})
+    names = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
+    assert "change" in names and "Change" not in names

@@ -58,6 +58,9 @@ def test_zip_follows_the_rules(plugin_zip):
     assert general["qgisMinimumVersion"] == "3.22" and general["hasProcessingProvider"] == "yes"
     assert "torch" in general["about"]
     assert f"deepcl/{general['icon']}" in names
+    # The plugin and its bundled engine are one release: `deepcl --version` in a bug report names the plugin's
+    bundled_init = zipfile.ZipFile(plugin_zip).read("deepcl/deepcl_core/__init__.py").decode("utf-8")
+    assert f'__version__ = "{general["version"]}"' in bundled_init
 
 
 def test_qgis_loads_the_plugin_from_the_unpacked_zip(plugins_folder, tiny_model, tmp_path):
