@@ -4,9 +4,10 @@ left untouched, so training and saving never see the folded weights."""
 from __future__ import annotations
 
 import os
+import threading
 from contextlib import contextmanager
 from copy import deepcopy
-from typing import Iterator, Optional
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -155,14 +156,30 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+# torch's thread count is the process's. Two runs at once (QGIS runs detections side by side) each
+# ask for one; a plain save-and-restore lets the first run to finish restore a count under the other
+# run's block, and the last one leave its own for good. The latest request still open holds.
+_THREAD_REQUESTS: List[Tuple[object, int]] = []
+_THREAD_COUNT_BEFORE_REQUESTS = [0]
+_THREAD_REQUESTS_LOCK = threading.Lock()
+
+
 @contextmanager
 def torch_threads(count: Optional[int]) -> Iterator[None]:
-    """Run the block with ``count`` torch threads (None: unchanged), then restore the setting."""
-    previous = torch.get_num_threads()
-    if count:
+    """Run the block with ``count`` torch threads (None: unchanged). When it ends, the count is
+    that of the latest block still running, or, when none is, the count before the first."""
+    if not count:
+        yield
+        return
+    token = object()
+    with _THREAD_REQUESTS_LOCK:
+        if not _THREAD_REQUESTS:
+            _THREAD_COUNT_BEFORE_REQUESTS[0] = torch.get_num_threads()
+        _THREAD_REQUESTS.append((token, count))
         torch.set_num_threads(count)
     try:
         yield
     finally:
-        if count:
-            torch.set_num_threads(previous)
+        with _THREAD_REQUESTS_LOCK:
+            _THREAD_REQUESTS[:] = [request for request in _THREAD_REQUESTS if request[0] is not token]
+            torch.set_num_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREAD_COUNT_BEFORE_REQUESTS[0])

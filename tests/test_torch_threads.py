@@ -1,0 +1,30 @@
+"""torch's thread count, set for a block, when two runs in one process set it at once."""
+from __future__ import annotations
+
+import torch
+
+from deepcl_core.model.inference import torch_threads
+
+
+def test_interleaved_blocks_leave_the_latest_open_ones_count_and_then_the_first():
+    """Run A sets 2 threads, run B 1 (preparing its network); A ends first. A save-and-restore gave
+    B's block A's earlier count, and left B's saved 2 threads after both ended."""
+    before = torch.get_num_threads()
+    first, second = torch_threads(2), torch_threads(1)
+    first.__enter__()
+    second.__enter__()
+    assert torch.get_num_threads() == 1
+    first.__exit__(None, None, None)
+    assert torch.get_num_threads() == 1  # B's block is still running
+    second.__exit__(None, None, None)
+    assert torch.get_num_threads() == before
+
+
+def test_nested_blocks_restore_in_turn_and_none_changes_nothing():
+    before = torch.get_num_threads()
+    with torch_threads(2):
+        with torch_threads(1):
+            with torch_threads(None):
+                assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+    assert torch.get_num_threads() == before
