@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Sequence, Tuple
+from typing import Any, Sequence
 
 from qgis.core import (QgsCoordinateTransform, QgsCoordinateTransformContext, QgsProcessingException, QgsRaster,
                        QgsRasterLayer, QgsRectangle)
@@ -103,7 +103,8 @@ def check_model(path: str, layer: QgsRasterLayer, bands: Sequence[int], role: st
     problem = model_file_problem(path)
     if problem:
         raise QgsProcessingException(problem)
-    names, in_channels = model_bands(path, Path(path).stat().st_mtime)
+    bundle = loaded_model(path)
+    names, in_channels = tuple(bundle.bands), int(bundle.config.in_channels)
     wanted = f"{in_channels} band(s) ({', '.join(names)})"
     if bands and len(bands) != in_channels:
         raise QgsProcessingException(
@@ -124,9 +125,12 @@ def image_band_count(layer: QgsRasterLayer) -> int:
     return layer.bandCount()
 
 
-@lru_cache(maxsize=8)
-def model_bands(path: str, modified: float) -> Tuple[Tuple[str, ...], int]:
-    """The band names and input channels of a model file; cached per file version because the
-    dialog checks parameters often."""
-    bundle = core_module("model_file").load_model(path)
-    return tuple(bundle.bands), int(bundle.config.in_channels)
+def loaded_model(path: str) -> Any:
+    """The model file's bundle, loaded once per file version: the dialog checks parameters often,
+    and the panel asks for the threshold whenever the before layer changes (in the main thread)."""
+    return _load_model(str(path), Path(path).stat().st_mtime)
+
+
+@lru_cache(maxsize=4)
+def _load_model(path: str, modified: float) -> Any:
+    return core_module("model_file").load_model(path)

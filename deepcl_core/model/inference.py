@@ -176,10 +176,16 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
         if not _THREAD_REQUESTS:
             _THREAD_COUNT_BEFORE_REQUESTS[0] = torch.get_num_threads()
         _THREAD_REQUESTS.append((token, count))
-        torch.set_num_threads(count)
+        _set_torch_threads(count)
     try:
         yield
     finally:
         with _THREAD_REQUESTS_LOCK:
             _THREAD_REQUESTS[:] = [request for request in _THREAD_REQUESTS if request[0] is not token]
-            torch.set_num_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREAD_COUNT_BEFORE_REQUESTS[0])
+            _set_torch_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREAD_COUNT_BEFORE_REQUESTS[0])
+
+
+def _set_torch_threads(count: int) -> None:
+    """Only a change: the other run's network may be computing on the threads meanwhile."""
+    if torch.get_num_threads() != count:
+        torch.set_num_threads(count)

@@ -16,7 +16,8 @@ from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import Qt, QTimer
 
 from ..dependencies import missing_dependencies
-from ..engine import core_module
+from .. import pair_checks
+from ..engine import core_module, engine_error_type
 from ..layer_styling import run_group_name
 from ..paths import bundled_model_path
 from . import layer_choice, result_layers, threshold_scale
@@ -208,8 +209,8 @@ class DeepCLDock(QgsDockWidget):
         """The chosen model's threshold for the before layer's pixel size; 0.5 while the file cannot
         be read (the run will say why)."""
         try:
-            bundle = core_module("model_file").load_model(self.model_path())
-        except Exception:  # any unreadable or missing file: detection reports it properly
+            bundle = pair_checks.loaded_model(str(self.model_path()))
+        except (OSError, ImportError, engine_error_type()):  # no file, no torch: the run says why
             return 0.5
         layer = self.form.before_combo.currentLayer()
         pixel_size = core_module("area").file_pixel_size(layer.source()) if layer is not None else None
