@@ -15,6 +15,7 @@ from typing import Callable, Dict, List, Optional, Sequence
 from .cli_train import TRAIN_PARSERS
 from .errors import DeepCLError, InputError
 from .outputs import COMPRESSIONS, DEFAULT_COMPRESSION
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
 EXIT_BAD_INPUT = 2
 EXIT_BUG = 1
@@ -60,8 +61,10 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for the before image's pixel size (deepcl info shows it)")
-    parser.add_argument("--tile", type=int, default=768, help="tile size in pixels, a multiple of 32 (default 768)")
-    parser.add_argument("--overlap", type=int, default=64, help="overlap between tiles in pixels (default 64)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help=f"tile size in pixels, a multiple of 32 (default {DEFAULT_TILE})")
+    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
+                        help=f"overlap between tiles in pixels (default {DEFAULT_OVERLAP})")
     parser.add_argument("--batch", type=int, help="tiles per batch (default: 1 on the CPU, 8 on CUDA, 4 on MPS)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     # Figures: `python -m benchmarks.precision --precision bf16 PAIRS` (docs/benchmarks_bf16.md).

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .model.encoders import ENCODERS
+from .tiling import DEFAULT_TILE
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
@@ -98,7 +99,8 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for each pair's pixel size")
-    parser.add_argument("--tile", type=int, default=768, help="tile size, a multiple of 32 (default 768)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help=f"tile size, a multiple of 32 (default {DEFAULT_TILE})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_evaluate)
 
@@ -137,7 +139,8 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
     parser.add_argument("--out", type=Path, required=True, help="model file to write (may be --model itself)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out when it is another existing file")
-    parser.add_argument("--tile", type=int, default=768, help="tile size, a multiple of 32 (default 768, as detection)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
+                        help=f"tile size, a multiple of 32 (default {DEFAULT_TILE}, as detection)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_calibrate)
 

@@ -30,19 +30,19 @@ from .model.network import NETWORK_MULTIPLE
 from .model_file import ModelBundle, load_model
 from .network_on_tiles import MemoryBudget, run_within_memory
 from .normalization import ImageStretch, normalize
-from .outputs import (CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA, RasterOutputs, RasterSpec,
-                      check_output_name, check_output_paths)
+from .outputs import (CHANGE_DESCRIPTION, CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA,
+                      RasterOutputs, RasterSpec, check_output_name, check_output_paths)
 from .pending import Pending
 from .polygons import write_change_polygons
 from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample, unnamed_bands_warning
 from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
-from .tiling import RowBlender, TileGrid
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, RowBlender, TileGrid
 from .write_behind import WriteBehind
 
 LOG = logging.getLogger(__name__)
 BUNDLED_MODEL = Path(__file__).resolve().parent.parent / "resources" / "models" / "deepcl_default.pt"
-MAX_INPUT_SCALE = 4  # each step costs its square in network time; 3× already did worse than 2× (nantes)
+MAX_INPUT_SCALE = 4  # each step costs its square in network time; the model card shows F1 by enlargement
 # Inputs whose decoded pixels fit this stay in GDAL's cache for the whole run (_keeps_decoded), so
 # each block is decoded once (a 2,048² RGB pair is 25 MB decoded). End-to-end A/B: `python -m
 # benchmarks.pipeline_levers --size 2048 --tiles "" --only now`.
@@ -74,8 +74,8 @@ class DetectOptions:
     bands_after: Optional[Sequence[int]] = None
     threshold: Optional[float] = None  # None: the model's threshold for the before image's pixel size
     input_scale: Optional[int] = None  # times the network sees the images enlarged; None: the model's, likewise
-    tile_size: int = 768  # fewer tiles: faster end to end than 512 on the CPU (benchmarks/pipeline_levers.py)
-    overlap: int = 64
+    tile_size: int = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
     batch_size: Optional[int] = None  # None: the device's (model/inference.default_batch_size)
     device: str = "auto"
     precision: str = "auto"  # "auto": fp16 on CUDA, else fp32; "fp32"; "bf16" (opt-in, see autocast_dtype)
@@ -356,7 +356,7 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
 
 
 def _output_specs(outputs: DetectOutputs) -> List[RasterSpec]:
-    specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, "change (1) / no change (0)"),
+    specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, CHANGE_DESCRIPTION),
              RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, "change score (0-1)")]
     if outputs.distance is not None:
         specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)"))

@@ -21,6 +21,7 @@ from .gdal_utils import is_alpha
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
+from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from .training.augment import pseudo_change
 from .training.pairs import PairFiles, find_pairs, read_label
 
@@ -36,8 +37,8 @@ class EvaluateOptions:
     device: str = "auto"
     threshold: Optional[float] = None  # None: the model's
     input_scale: Optional[int] = None  # None: the model's for each pair's pixel size
-    tile_size: int = 768
-    overlap: int = 64
+    tile_size: int = DEFAULT_TILE
+    overlap: int = DEFAULT_OVERLAP
     batch_size: Optional[int] = None  # None: the device's default
     seed: int = 0  # of the pseudo-change transforms
 

@@ -9,13 +9,8 @@ docs/memory_levers.md).
 Inside :func:`freed_memory_kept` large blocks come from the heap and the heap is not trimmed, so the
 next tile reuses the pages of the last. Afterwards glibc's default limits come back (its
 self-adjusting mmap threshold stays fixed where it stood, as any mallopt call leaves it) and the
-memory kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing.
-
-Inside QGIS too. (It was left out there for a while: with QGIS in the process, test sessions ended
-in a double free or a segfault at exit. The cause was GDAL datasets kept alive by failed runs'
-exceptions, held from outside Python in the QGIS process, and closed only after QGIS had torn GDAL
-down; the setting only moved the freed memory about. The engine's entry points and the Processing
-algorithms now drop those frames' locals: ``errors.releases_locals_on_error``.)
+memory kept is returned. Elsewhere than glibc (Windows, macOS, musl) this does nothing. Inside
+QGIS too: a failed run's datasets must not outlive GDAL there (``errors.releases_locals_on_error``).
 """
 from __future__ import annotations
 

@@ -149,6 +149,15 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
     return _bundle_from_dict(data, path)
 
 
+def _check_weights_fit(bundle: ModelBundle) -> None:
+    """Raise when the weights do not fit the network of the bundle's config: a network built on the
+    meta device takes them by reference, so nothing is computed or copied (QGIS asks in its main
+    thread, which a computation there would hold up, beside a run's network)."""
+    with torch.device("meta"):
+        network = build_network(bundle.config)
+    network.load_state_dict(bundle.state_dict, assign=True)
+
+
 def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
     from .training.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT  # training imports this module
 
@@ -177,7 +186,7 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
                                                     for size, k in data.get("input_scales_by_pixel_size") or ())),
             provenance=dict(data.get("provenance") or {}),
             trained=bool(data.get("trained", True)))
-        bundle.build()  # proves the weights fit the config
+        _check_weights_fit(bundle)
     except Exception as exc:
         raise ModelFileError(f"{path} has weights that do not fit its configuration: {str(exc)[:200]}") from None
     if any(k < 1 for _, k in bundle.input_scales_by_pixel_size):

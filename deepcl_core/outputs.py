@@ -17,6 +17,7 @@ from .gdal_utils import collect_gdal_errors, thread_config
 from .raster_io import GDAL_DEFAULT_GEOTRANSFORM, Grid
 
 CHANGE_NODATA = 255
+CHANGE_DESCRIPTION = "change (1) / no change (0)"  # the change map's band, however it is written
 FLOAT_NODATA = -1.0
 BLOCK_SIZE = 256  # pixels per side of the output GeoTIFFs' tiles
 # ZSTD (level 1) compresses the float confidence map about as small as DEFLATE level 1 in well under

@@ -8,6 +8,11 @@ from typing import Callable, Iterator, List, Sequence, Tuple
 
 import numpy as np
 
+# Detection's tiles, everywhere the network runs over whole images (detect, evaluate, calibrate, the
+# plugin): fewer than tiles of 512, faster end to end on the CPU (benchmarks/pipeline_levers.py);
+# the overlap is blended to hide the seams.
+DEFAULT_TILE = 768
+DEFAULT_OVERLAP = 64
 MIN_BLEND_WEIGHT = 1e-3  # keeps an image-interior tile edge from dividing by zero
 
 

@@ -105,9 +105,9 @@ def prefers_channels_last(device: torch.device) -> bool:
 
 
 # Cores kept from torch on the CPU, for reader and writer threads working beside the network
-# (overlap_io=True; by default they take turns with it there, see overlaps_io). On a quiet 2-core
-# machine all cores for torch ran the 2,048² benchmark in 4.1 s against 6.6 s with one core
-# reserved; the reservation only won while other processes competed for the cores.
+# (overlap_io=True; by default they take turns with it there, see overlaps_io). None: on a quiet
+# machine a reserved core costs the network more than the threads beside it gain; it only won
+# while other processes competed for the cores (`python -m benchmarks.pipeline_levers`).
 IO_RESERVED_CORES = 0
 
 

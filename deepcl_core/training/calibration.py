@@ -23,6 +23,7 @@ from ..metrics import Confusion
 from ..model.inference import prepare_for_inference
 from ..model_file import ModelBundle, load_model, save_model
 from ..outputs import check_output_paths
+from ..tiling import DEFAULT_TILE
 from .inference import predict_pair
 from .pairs import LoadedPair, find_pairs, load_pairs
 
@@ -69,7 +70,7 @@ def confusions_at_calibrated_thresholds(pairs: Sequence[LoadedPair], probabiliti
 
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
-                        tile: int = 768) -> Dict[str, object]:
+                        tile: int = DEFAULT_TILE) -> Dict[str, object]:
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
     coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone together
     with their input scale, and the model's own threshold, chosen on the others (on all pairs,
@@ -154,7 +155,7 @@ def _is_coarse(pair: LoadedPair) -> bool:
 
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
-                    tile: int = 768, overwrite: bool = False) -> Dict[str, object]:
+                    tile: int = DEFAULT_TILE, overwrite: bool = False) -> Dict[str, object]:
     """Choose ``model``'s thresholds on the labelled pairs below ``data_dirs`` and write the model,
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``; another existing file
     only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size

@@ -88,7 +88,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self._add_result_outputs()
 
     def _input_parameters(self) -> List[Tuple[Any, str, bool]]:
-        outputs = core_module("outputs")  # the engine's output formats (importing them needs no torch)
+        # The engine's output formats and tiles (importing them needs no torch)
+        outputs, tiling = core_module("outputs"), core_module("tiling")
         return [
             (QgsProcessingParameterRasterLayer(self.BEFORE, self.tr("Before image")),
              self.tr("The image taken before the change; outputs are written on its grid and CRS."), False),
@@ -122,7 +123,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
              self.tr("Only detect change inside these polygons; outside them the outputs are nodata and "
                      "nothing counts in the changed area. Needs georeferenced images."), False),
             (QgsProcessingParameterNumber(self.TILE_SIZE, self.tr("Tile size (pixels)"),
-                                          QgsProcessingParameterNumber.Integer, 768, False, 32, 4096),
+                                          QgsProcessingParameterNumber.Integer, tiling.DEFAULT_TILE, False, 32, 4096),
              self.tr("The network works on tiles of this size (a multiple of 32). Smaller tiles use less "
                      "memory."), True),
             (QgsProcessingParameterNumber(self.INPUT_SCALE, self.tr("Enlargement for the network"),
@@ -131,7 +132,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                      "coarse imagery span more of its pixels; 2 costs 4× the time. 0: the model's choice for the "
                      "before image's pixel size, set when it was calibrated."), True),
             (QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels)"),
-                                          QgsProcessingParameterNumber.Integer, 64, False, 0, 2047),
+                                          QgsProcessingParameterNumber.Integer, tiling.DEFAULT_OVERLAP, False, 0,
+                                          2047),
              self.tr("Overlap between neighbouring tiles, blended to hide seams; under half the tile size."), True),
             (QgsProcessingParameterNumber(self.BATCH_SIZE, self.tr("Batch size (tiles)"),
                                           QgsProcessingParameterNumber.Integer, 0, False, 0, 256),

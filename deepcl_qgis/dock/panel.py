@@ -66,16 +66,16 @@ class DeepCLDock(QgsDockWidget):
     def _connect(self) -> None:
         form = self.form
         form.swap_button.clicked.connect(self.swap_layers)
-        form.before_combo.layerChanged.connect(lambda layer: self._on_before_changed(layer))
-        form.after_combo.layerChanged.connect(lambda layer: self._fill_bands(form.bands_after, layer))
+        # Bound methods, not lambdas: Qt drops a method's connections when the panel is deleted
+        form.before_combo.layerChanged.connect(self._on_before_changed)
+        form.after_combo.layerChanged.connect(self._on_after_changed)
         form.threshold_slider.valueChanged.connect(self._on_threshold_moved)
-        form.area_combo.currentIndexChanged.connect(
-            lambda _index: form.area_layer_combo.setVisible(form.area_combo.currentData() == POLYGONS))
+        form.area_combo.currentIndexChanged.connect(self._on_area_changed)
         form.run_button.clicked.connect(self.detect)
         form.cancel_button.clicked.connect(self.cancel)
         form.install_button.clicked.connect(self.open_installer)
         form.diagnostics_button.clicked.connect(self.open_diagnostics)
-        form.model_widget.fileChanged.connect(lambda _path: self._on_model_changed())
+        form.model_widget.fileChanged.connect(self._on_model_changed)
         self.project.legendLayersAdded.connect(self._on_layers_added)  # once in the layer tree
         self.project.cleared.connect(self.cancel)  # a run's results belong to the project it started in
 
@@ -188,7 +188,13 @@ class DeepCLDock(QgsDockWidget):
         chosen = self.form.model_widget.filePath().strip()
         return Path(chosen) if chosen else bundled_model_path()
 
-    def _on_model_changed(self) -> None:
+    def _on_after_changed(self, layer: Optional[QgsRasterLayer]) -> None:
+        self._fill_bands(self.form.bands_after, layer)
+
+    def _on_area_changed(self, _index: int) -> None:
+        self.form.area_layer_combo.setVisible(self.form.area_combo.currentData() == POLYGONS)
+
+    def _on_model_changed(self, _path: str = "") -> None:
         """Another model brings its own decision threshold (chosen on its validation pairs)."""
         self._update_model_note()
         self._show_model_threshold()
@@ -294,7 +300,7 @@ class DeepCLDock(QgsDockWidget):
             self.run = None
             self.show_error(problem)
             return
-        self.run.progress.connect(lambda value: self.form.progress_bar.setValue(int(value)))
+        self.run.progress.connect(self._on_progress)
         self.run.message.connect(self.form.status_label.setText)
         self.run.finished.connect(self._on_finished)
         self.cancel_asked = False
@@ -316,6 +322,9 @@ class DeepCLDock(QgsDockWidget):
         if self.run_folder is not None:
             shutil.rmtree(self.run_folder, ignore_errors=True)
         self.run_folder = None
+
+    def _on_progress(self, percent: float) -> None:
+        self.form.progress_bar.setValue(int(percent))
 
     def is_running(self) -> bool:
         return self.run is not None

@@ -66,7 +66,7 @@ def _create_like(source: gdal.Dataset, path: Path, outputs: Any, compression: st
     target.SetProjection(source.GetProjection())
     band = target.GetRasterBand(1)
     band.SetNoDataValue(outputs.CHANGE_NODATA)
-    band.SetDescription("change (1) / no change (0)")
+    band.SetDescription(outputs.CHANGE_DESCRIPTION)
     return target
 
 

@@ -1,10 +1,12 @@
 """The panel's last choices, kept between QGIS sessions in QgsSettings."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Optional
 
 from qgis.core import QgsSettings
+
+from ..engine import core_module
 
 PREFIX = "deepcl/panel/"
 
@@ -21,8 +23,8 @@ class PanelChoices:
     device: str = "auto"
     area: str = "whole"  # form.WHOLE_IMAGE, form.MAP_VIEW or form.POLYGONS
     area_layer_source: str = ""  # the polygon layer for form.POLYGONS
-    tile_size: int = 768
-    overlap: int = 64
+    tile_size: int = field(default_factory=lambda: core_module("tiling").DEFAULT_TILE)
+    overlap: int = field(default_factory=lambda: core_module("tiling").DEFAULT_OVERLAP)
     batch_size: int = 0  # 0: the device's default
     polygons: bool = False
     min_area: float = 0.0

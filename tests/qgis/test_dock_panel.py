@@ -46,10 +46,19 @@ def panel(deepcl_provider, qgis_iface, qgis_new_project, tiny_model, tmp_path):
     QgsSettings().remove("deepcl/panel")
     docks = []
     yield lambda: docks.append(_make_panel(DeepCLDock, qgis_iface, tiny_model, tmp_path / "out")) or docks[-1]
-    for dock in docks:  # a run a failed test left going must not outlive its project
+    for dock in docks:  # a run a failed test left going must not outlive its project, nor the panel its test
         dock.cancel()
         wait_for(lambda: not dock.is_running())
+        _delete(dock)
     QgsSettings().remove("deepcl/panel")
+
+
+def _delete(dock) -> None:
+    """As the plugin's unload does, at once: its slots must not run on a later test's project."""
+    from qgis.PyQt import sip
+
+    if not sip.isdeleted(dock):
+        sip.delete(dock)
 
 
 def _make_panel(dock_class, iface, model: Path, out: Path):
@@ -273,6 +282,7 @@ def test_inside_polygons_detects_in_the_selected_ones_or_all(panel, oscd_crop):
     assert again.form.area_combo.currentData() == POLYGONS and again.form.area_layer_combo.currentLayer() is squares
     assert not again.form.area_layer_combo.isHidden()
     again.shutdown()
+    _delete(again)
 
 
 def test_inside_polygons_without_a_polygon_layer_is_refused_in_words(panel, oscd_crop):
@@ -346,6 +356,8 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     assert again.form.area_combo.currentIndex() == 1
     assert again.form.tile_spin.value() == FAST["tile"] and again.form.device_combo.currentData() == "cpu"
     assert again.form.model_widget.filePath() == dock.form.model_widget.filePath()
+    again.shutdown()
+    _delete(again)
 
 
 def test_device_chooser_says_what_was_found(panel):
