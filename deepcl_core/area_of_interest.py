@@ -8,10 +8,10 @@ polygons are nodata: they come out as nodata and do not count in the changed are
 normalisation statistics are those of the area, as if the user had cut the images first."""
 from __future__ import annotations
 
-import logging
 import math
+import os
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import List, Optional, Tuple, Union
 
 from osgeo import gdal, ogr
 
@@ -20,7 +20,6 @@ from .gdal_utils import collect_gdal_errors
 from .raster_io import (Bounds, Grid, bounds_overlap, check_north_up, is_georeferenced, map_geotransform,
                         open_dataset, transformed_bounds, warp_to_grid)
 
-LOG = logging.getLogger(__name__)
 Window = Tuple[int, int, int, int]  # column, row, width, height in pixels
 
 
@@ -32,14 +31,25 @@ class AreaOfInterest:
     first when None)."""
 
     extent: Optional[Bounds] = None
-    mask: Optional[str] = None
+    mask: Optional[Union[str, os.PathLike]] = None  # kept as str: GDAL's name for it
     mask_layer: Optional[str] = None
 
     def __post_init__(self) -> None:
+        if self.mask is not None:
+            object.__setattr__(self, "mask", os.fspath(self.mask))
         if self.extent is not None:
             x0, y0, x1, y1 = self.extent
             if not all(math.isfinite(v) for v in self.extent) or x0 >= x1 or y0 >= y1:
                 raise InputError(f"an extent is x min, y min, x max, y max with min < max; got {self.extent}")
+
+    def warnings(self) -> List[str]:
+        """What the run should say of the area: a mask without a CRS is taken to be in the before image's."""
+        if self.mask is None:
+            return []
+        source, layer = _mask_layer(self.mask, self.mask_layer)  # the layer lives as long as its source
+        if layer.GetSpatialRef() is not None:
+            return []
+        return [f"the mask {self.mask} has no CRS: its coordinates are taken to be in the before image's"]
 
     def window(self, before: gdal.Dataset) -> Window:
         """The pixels of ``before`` the area touches."""
@@ -120,8 +130,7 @@ def _mask_bounds(mask: str, layer_name: Optional[str], before: gdal.Dataset) -> 
         raise InputError(f"mask {mask} holds no polygon")
     x0, x1, y0, y1 = layer.GetExtent()
     crs = layer.GetSpatialRef()
-    if crs is None:
-        LOG.warning("the mask %s has no CRS: its coordinates are taken to be in the before image's", mask)
+    if crs is None:  # see AreaOfInterest.warnings
         return x0, y0, x1, y1
     bounds = transformed_bounds((x0, y0, x1, y1), crs.ExportToWkt(), before.GetProjection())
     if bounds is None:

@@ -3,7 +3,6 @@ and one line on stderr; tracebacks are for bugs only (``--debug`` shows them for
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import signal
@@ -13,6 +12,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 from .cli_train import TRAIN_PARSERS
+from .cli_output import print_json
 from .errors import DeepCLError, InputError
 from .outputs import COMPRESSIONS, DEFAULT_COMPRESSION
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
@@ -119,7 +119,7 @@ def run_detect(args: argparse.Namespace) -> int:
         summary.update(polygons=str(outputs.polygons), polygon_count=result.polygons)
     if result.warnings:
         summary["warnings"] = result.warnings
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print_json(summary)
     return 0
 
 
@@ -132,7 +132,7 @@ def add_info_parser(commands: argparse._SubParsersAction) -> None:
 def run_info(args: argparse.Namespace) -> int:
     from .model_file import load_model
 
-    print(json.dumps(load_model(args.model).describe(), indent=2, default=str, ensure_ascii=False))
+    print_json(load_model(args.model).describe())
     return 0
 
 

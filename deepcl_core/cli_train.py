@@ -3,13 +3,13 @@ done by :func:`deepcl_core.training.train` and :func:`deepcl_core.evaluation.eva
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import sys
 import time
 from pathlib import Path
 from typing import Any, Dict
 
+from .cli_output import print_json
 from .model.encoders import ENCODERS
 from .tiling import DEFAULT_TILE
 
@@ -81,7 +81,7 @@ def run_train(args: argparse.Namespace) -> int:
         "input_scales_by_pixel_size": result.input_scales_by_pixel_size,
         "train_pairs": len(result.train_pairs),
         "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
-    print(json.dumps(summary, indent=2, ensure_ascii=False))
+    print_json(summary)
     return 0
 
 
@@ -123,7 +123,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
             report["classical"] = classical_report(find_pairs(args.data_dirs), bands)
     finally:
         progress.finish()
-    print(json.dumps(report, indent=2, ensure_ascii=False))
+    print_json(report)
     return 0
 
 
@@ -151,7 +151,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
 
     calibration = calibrate_model(args.model or bundled_model_path(), args.data_dirs, args.out, args.device,
                                   args.tile, args.overwrite)
-    print(json.dumps({"model": str(args.out), **calibration}, indent=2, ensure_ascii=False))
+    print_json({"model": str(args.out), **calibration})
     return 0
 
 

@@ -4,6 +4,8 @@ writes GeoTIFFs on the before grid."""
 from __future__ import annotations
 
 import logging
+import numbers
+import operator
 import os
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -11,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -22,7 +24,8 @@ from .area_of_interest import AreaOfInterest, Window
 from .batches import BatchSlots, batch_plan
 from .device import describe_device, out_of_memory_explained, resolve_device
 from .device_blending import DeviceRowBlender, Maps, fits_on_device
-from .errors import Cancelled, InputError, ModelFileError, releases_locals_on_error
+from .errors import Cancelled, InputError, ModelFileError, OutputError, releases_locals_on_error
+from .gdal_utils import gdal_return_values
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
                               precision_name, prefers_channels_last, prepare_for_inference, torch_threads)
@@ -87,6 +90,9 @@ class DetectOptions:
     overwrite: bool = False
 
     def validate(self) -> None:
+        """Refuse values detection cannot use, in words; numbers of other types (numpy's, from a
+        notebook or a data frame) become Python's, which GDAL's bindings take."""
+        self._as_python_numbers()
         if self.tile_size < NETWORK_MULTIPLE or self.tile_size % NETWORK_MULTIPLE:
             raise InputError(f"tile size must be a multiple of {NETWORK_MULTIPLE} and at least "
                              f"{NETWORK_MULTIPLE}; got {self.tile_size}")
@@ -107,6 +113,31 @@ class DetectOptions:
             raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {self.compression!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+
+    def _as_python_numbers(self) -> None:
+        for name, what in (("tile_size", "tile size"), ("overlap", "overlap"), ("batch_size", "batch size"),
+                           ("io_threads", "I/O threads"), ("input_scale", "input scale")):
+            if getattr(self, name) is not None:
+                setattr(self, name, _whole_number(getattr(self, name), what))
+        for name in ("bands_before", "bands_after"):
+            if getattr(self, name) is not None:
+                setattr(self, name, tuple(_whole_number(band, "a band number") for band in getattr(self, name)))
+        if self.threshold is not None:
+            self.threshold = _real_number(self.threshold, "threshold")
+        self.min_area = _real_number(self.min_area, "minimum area")
+
+
+def _whole_number(value: Any, what: str) -> int:
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise InputError(f"{what} must be a whole number; got {value!r}") from None
+
+
+def _real_number(value: Any, what: str) -> float:
+    if isinstance(value, numbers.Real):
+        return float(value)
+    raise InputError(f"{what} must be a number; got {value!r}")
 
 
 @dataclass
@@ -179,6 +210,7 @@ class _Tile:
     valid: np.ndarray  # (h, w) both inputs valid
 
 
+@gdal_return_values
 @releases_locals_on_error  # a kept exception must not keep the input files open
 def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLike], outputs: DetectOutputs,
                    options: Optional[DetectOptions] = None,
@@ -201,9 +233,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
     pair = _open_pair(before, after, options, bundle)
-    for dataset, requested, role in ((pair.before, options.bands_before, "before"),
-                                     (pair.after_source, options.bands_after, "after")):
-        warnings.extend(filter(None, [unnamed_bands_warning(dataset, requested, bundle.bands, role)]))
+    warnings.extend(pair.band_warnings + (options.area.warnings() if options.area is not None else []))
     grid = Grid.of(pair.before)
     pixel_size = ground_pixel_size(grid)
     mismatch = pixel_size_warning(pixel_size, ground_pixel_size(Grid.of(pair.after_source)))
@@ -240,7 +270,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         stack.enter_context(torch_threads(inference_threads(device)))
         in_background = overlaps_io(device) if options.overlap_io is None else options.overlap_io
         threads = options.io_threads or io_threads(in_background)
-        writer = RasterOutputs(specs, grid, compression_threads=threads, compression=options.compression)
+        writer = RasterOutputs(specs, grid, compression_threads=threads, compression=options.compression,
+                               overwrite=options.overwrite)
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px{_window_text(pair.window)}, "
                     f"bands {list(pair.bands_before)}; after bands "
@@ -314,10 +345,16 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
             report(1.0, "polygonising the change map")
             polygon_count = write_change_polygons(writer.temporary_file(outputs.change),
                                                   writer.temporary_file(outputs.confidence), grid,
-                                                  outputs.polygons, options.min_area, is_cancelled)
+                                                  outputs.polygons, options.min_area, is_cancelled,
+                                                  options.overwrite)
         else:
             polygon_count = None
-        writer.commit()
+        try:
+            writer.commit()
+        except OutputError:
+            if outputs.polygons is not None and not options.overwrite:  # placed just now: this run's own
+                outputs.polygons.unlink(missing_ok=True)
+            raise
 
     warnings.extend(budget.notes)
     for warning in warnings:
@@ -373,6 +410,7 @@ class _Pair:
     bands_before: Tuple[int, ...]
     bands_after: Tuple[int, ...]
     window: Optional[Window] = None  # of the images as given, when cut to an area of interest
+    band_warnings: List[str] = field(default_factory=list)  # of the images as given (a mask's warp drops names)
 
     def datasets(self) -> List[gdal.Dataset]:
         """Each dataset once (``after`` is ``after_source`` when no warping was needed)."""
@@ -391,9 +429,13 @@ def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBun
     after_ds = open_image(after, "after", expand_palette=not options.bands_after)
     bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
     bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
+    band_warnings = [warning for warning in (
+        unnamed_bands_warning(before_ds, options.bands_before, bundle.bands, "before"),
+        unnamed_bands_warning(after_ds, options.bands_after, bundle.bands, "after")) if warning]
     if options.area is not None:
         before_ds, after_ds, window = options.area.restrict(before_ds, after_ds, window)
-    return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window)
+    return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window,
+                 band_warnings)
 
 
 def _input_files(pair: _Pair, before: str, after: str, options: DetectOptions) -> List[str]:

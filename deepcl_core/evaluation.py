@@ -17,7 +17,7 @@ from osgeo import gdal
 
 from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import InputError, OutputError, releases_locals_on_error
-from .gdal_utils import is_alpha
+from .gdal_utils import gdal_return_values, is_alpha
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
@@ -43,6 +43,7 @@ class EvaluateOptions:
     seed: int = 0  # of the pseudo-change transforms
 
 
+@gdal_return_values
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = None,
              cancel: Optional[CancelCallback] = None) -> Dict[str, Any]:

@@ -1,12 +1,46 @@
 """GDAL calls that fail with a clear :class:`DeepCLError` instead of a ``None`` or a console
-message. GDAL's exception mode is process-wide state, so it is left alone; errors are collected
-through a handler pushed on GDAL's (thread-local) handler stack instead."""
+message: errors are collected through a handler pushed on GDAL's (thread-local) handler stack, and
+return values checked, with GDAL's exceptions off while the engine runs (:func:`gdal_return_values`)."""
 from __future__ import annotations
 
 import contextlib
-from typing import Dict, Iterator, List, Optional
+import functools
+import threading
+from typing import Callable, Dict, Iterator, List, Optional, TypeVar
 
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
+
+Function = TypeVar("Function", bound=Callable)
+_EXCEPTION_MODULES = (gdal, ogr, osr)
+_RUNS_LOCK = threading.Lock()
+_RUNS = [0]  # engine calls running, in any thread
+_EXCEPTIONS_BEFORE: List[bool] = []  # each module's mode when the first of them began
+
+
+def gdal_return_values(function: Function) -> Function:
+    """Decorator for the engine's entry points: GDAL's exceptions are off while they run (their
+    reader threads too) and come back as the caller had them. The engine checks GDAL's return
+    values and words the errors itself; a host program that called ``gdal.UseExceptions()`` (GDAL 4's
+    default) got bare RuntimeErrors instead of its InputErrors. The mode is the process's: while an
+    engine call runs, other code of the process gets GDAL's return values too."""
+    @functools.wraps(function)
+    def wrapper(*args, **kwargs):
+        with _RUNS_LOCK:
+            if _RUNS[0] == 0:
+                _EXCEPTIONS_BEFORE[:] = [bool(module.GetUseExceptions()) for module in _EXCEPTION_MODULES]
+                for module in _EXCEPTION_MODULES:
+                    module.DontUseExceptions()
+            _RUNS[0] += 1
+        try:
+            return function(*args, **kwargs)
+        finally:
+            with _RUNS_LOCK:
+                _RUNS[0] -= 1
+                if _RUNS[0] == 0:
+                    for module, used in zip(_EXCEPTION_MODULES, _EXCEPTIONS_BEFORE):
+                        if used:
+                            module.UseExceptions()
+    return wrapper  # type: ignore[return-value]
 
 
 class GdalErrors:

@@ -137,9 +137,13 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
     if path.stat().st_size == 0:
         raise ModelFileError(f"model file is empty: {path}")
     with path.open("rb") as handle:
-        if handle.read(4) != b"PK\x03\x04":  # torch.save writes a zip archive
-            raise ModelFileError(f"{path} is not a readable DeepCL model file: it is of another "
-                                 "format (a model file is a PyTorch archive, .pt)")
+        start = handle.read(4)
+    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # a pickle: old torch.save
+        raise ModelFileError(f"{path} is a PyTorch file of the old format, not a DeepCL model file (network "
+                             "weights alone, such as the ImageNet encoder's?): give a model file deepcl train wrote")
+    if start != b"PK\x03\x04":  # torch.save writes a zip archive
+        raise ModelFileError(f"{path} is not a readable DeepCL model file: it is of another "
+                             "format (a model file is a PyTorch archive, .pt)")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a safe model file

@@ -162,6 +162,27 @@ def usable_compression(compression: str = DEFAULT_COMPRESSION) -> str:
     return compression if compression_available(compression) else "deflate"
 
 
+def put_in_place(tmp: Path, final: Path, overwrite: bool) -> None:
+    """Rename the finished ``tmp`` to ``final``. Without ``overwrite`` a file that appeared at
+    ``final`` while the run worked (another run given the same output) is kept and the run fails:
+    the check before the run cannot see it, and a rename would replace it without a word."""
+    if overwrite:
+        os.replace(tmp, final)
+        return
+    try:
+        os.link(tmp, final)  # fails if final exists, atomically
+    except FileExistsError:
+        raise OutputError(f"output {final} appeared while this run worked (another run writing the same "
+                          "file?) and was kept; this run's outputs were not written") from None
+    except OSError:  # a file system without hard links: the same, but for a moment's race
+        if final.exists():
+            raise OutputError(f"output {final} appeared while this run worked (another run writing the same "
+                              "file?) and was kept; this run's outputs were not written") from None
+        os.replace(tmp, final)
+        return
+    tmp.unlink()
+
+
 def temporary_path(path: Path) -> Path:
     return path.with_name(f".{path.stem}.partial-{os.getpid()}-{id(path):x}{path.suffix or '.tif'}")
 
@@ -173,8 +194,9 @@ class RasterOutputs:
     ``compression``: a key of :data:`COMPRESSIONS`; ZSTD falls back to DEFLATE where GDAL lacks it."""
 
     def __init__(self, specs: List[RasterSpec], grid: Grid, compression_threads: int = 1,
-                 compression: str = DEFAULT_COMPRESSION) -> None:
+                 compression: str = DEFAULT_COMPRESSION, overwrite: bool = False) -> None:
         self.grid = grid
+        self.overwrite = overwrite
         self.compression_threads = compression_threads
         self.compression = usable_compression(compression)
         self.specs = specs
@@ -257,14 +279,24 @@ class RasterOutputs:
             add_overviews(self.temporary[spec.path], spec.data_type, self.compression, cancel, name=spec.path)
 
     def commit(self) -> None:
+        """Put every map in place, or none: a map that cannot be (see :func:`put_in_place`) takes
+        back those this run already put in place."""
         self.close()
-        for final, tmp in self.temporary.items():
-            # A replaced map's external overviews, mask and statistics would be shown with the new one
-            for suffix in SIDECAR_SUFFIXES:
-                Path(f"{final}{suffix}").unlink(missing_ok=True)
-            os.replace(tmp, final)
-            if Path(f"{tmp}.aux.xml").exists():
-                os.replace(f"{tmp}.aux.xml", f"{final}.aux.xml")
+        placed: List[Path] = []
+        try:
+            for final, tmp in self.temporary.items():
+                # A replaced map's external overviews, mask and statistics would be shown with the new one
+                for suffix in SIDECAR_SUFFIXES:
+                    Path(f"{final}{suffix}").unlink(missing_ok=True)
+                put_in_place(tmp, final, self.overwrite)
+                placed.append(final)
+                if Path(f"{tmp}.aux.xml").exists():
+                    os.replace(f"{tmp}.aux.xml", f"{final}.aux.xml")
+        except OutputError:
+            if not self.overwrite:  # the files placed were this run's own, new ones
+                for final in placed:
+                    final.unlink(missing_ok=True)
+            raise
         self.temporary.clear()
 
     def abort(self) -> None:

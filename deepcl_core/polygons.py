@@ -12,20 +12,22 @@ from osgeo import gdal, ogr, osr
 from .area import geometry_area_m2
 from .errors import Cancelled, OutputError
 from .gdal_utils import collect_gdal_errors
+from .outputs import put_in_place
 from .raster_io import Grid, map_geotransform
 
 LAYER_NAME = "changes"
 
 
 def write_change_polygons(change_file: Path, confidence_file: Path, grid: Grid, out_path: Path,
-                          min_area: float = 0.0, cancel: Callable[[], bool] = lambda: False) -> int:
+                          min_area: float = 0.0, cancel: Callable[[], bool] = lambda: False,
+                          overwrite: bool = True) -> int:
     """Polygonise the changed pixels (value 1) of ``change_file`` into ``out_path`` and return how
     many polygons were kept. ``min_area`` is in m² on georeferenced grids, in pixels otherwise.
-    The file appears only when complete."""
+    The file appears only when complete (and, without ``overwrite``, only where none has appeared)."""
     tmp = out_path.with_name(f".{out_path.stem}.partial-{os.getpid()}.gpkg")
     try:
         count = _polygonize(change_file, confidence_file, grid, tmp, min_area, cancel)
-        os.replace(tmp, out_path)
+        put_in_place(tmp, out_path, overwrite)
         return count
     finally:
         tmp.unlink(missing_ok=True)

@@ -98,6 +98,31 @@ def test_a_mask_in_another_crs_leaves_nodata_outside_its_polygons(oscd_mismatch_
     assert 0.45 < (change != 255).mean() < 0.55
 
 
+def test_a_mask_without_a_crs_is_taken_in_the_before_images_and_the_run_says_so(oscd_mismatch_pair, tiny_model,
+                                                                                tmp_path):
+    """A shapefile without its .prj: the warning reaches the run's warnings (and so the command line's
+    JSON and Processing's log), not only the logger."""
+    before, after = oscd_mismatch_pair
+    corners = [pixel_edges(before, 0, 0), pixel_edges(before, 0, 160), pixel_edges(before, 96, 160)]
+    polygon = write_mask(tmp_path / "mask.gpkg", corners, epsg=4326)
+    for name in ("with_crs", "mask"):
+        gdal.VectorTranslate(str(tmp_path / f"{name}.shp"), str(polygon), format="ESRI Shapefile")
+    (tmp_path / "mask.prj").unlink()
+    with_crs = tmp_path / "with_crs.shp"
+    results = {}
+    for name, mask in (("with_crs", with_crs), ("without", tmp_path / "mask.shp")):
+        (tmp_path / name).mkdir()
+        outputs = DetectOutputs(change=tmp_path / name / "change.tif", confidence=tmp_path / name / "confidence.tif")
+        results[name] = detect_changes(before, after, outputs, DetectOptions(area=AreaOfInterest(mask=str(mask)),
+                                                                             **FAST), model=tiny_model)
+    assert [w for w in results["without"].warnings if "CRS" in w] == [
+        f"the mask {tmp_path / 'mask.shp'} has no CRS: its coordinates are taken to be in the before image's"]
+    assert not [w for w in results["with_crs"].warnings if "CRS" in w]
+    # The same pixels but along the triangle's slanted edge (about 190 px), where the transformation
+    # the CRS brings (4326 to 4326) rounds the edge otherwise
+    assert abs(results["without"].valid_pixels - results["with_crs"].valid_pixels) < 190
+
+
 def test_an_extent_and_a_mask_together_cover_their_common_part(oscd_mismatch_pair, tiny_model, tmp_path):
     before, after = oscd_mismatch_pair
     corners = [pixel_edges(before, 0, 0), pixel_edges(before, 0, 160), pixel_edges(before, 96, 160)]

@@ -267,6 +267,20 @@ def test_summary_paths_keep_their_letters_and_debug_goes_anywhere(oscd_mismatch_
     assert result.returncode == 1 and "Traceback" in result.stderr and "ModelFileError" in result.stderr
 
 
+def test_json_reaches_a_stdout_that_cannot_encode_its_letters(oscd_mismatch_pair, tiny_model_path, tmp_path):
+    """A redirected stdout on Windows is cp1252, without ▸: the run ended with an internal error and no
+    JSON after its work was done. Escaped, the JSON holds the same path."""
+    out = tmp_path / "Zürich ▸ 2"
+    out.mkdir()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           "PYTHONIOENCODING": "cp1252"}
+    result = subprocess.run([sys.executable, "-m", "deepcl_core", *map(str, detect_args(*oscd_mismatch_pair, out,
+                                                                                         tiny_model_path))],
+                            capture_output=True, env=env, cwd=ROOT, timeout=120)
+    assert result.returncode == 0, result.stderr.decode("cp1252")
+    assert result.stdout.isascii() and json.loads(result.stdout)["change"] == str(out / "change.tif")
+
+
 def test_minimum_area_must_be_a_number(oscd_mismatch_pair, tiny_model_path, tmp_path):
     assert_one_line_error(deepcl(*detect_args(*oscd_mismatch_pair, tmp_path, tiny_model_path, "--min-area", "nan")),
                           "minimum area must be a number")

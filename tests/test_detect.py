@@ -390,8 +390,15 @@ def test_more_bands_than_the_models_none_named_are_warned_of(same_grid_pair, tin
         "bands by hand" for role in ("before", "after")]
     chosen = DetectOptions(bands_before=[3, 2, 1], bands_after=[3, 2, 1], **FAST)
     three = [_without_band_names(path, tmp_path / f"rgb_{path.name}", [1, 2, 3]) for path in (before, after)]
+    from test_area_of_interest import write_mask
+
+    x0, dx, _, y0, _, dy = gdal.Open(str(before)).GetGeoTransform()
+    x1, y1 = x0 + 100 * dx, y0 + 100 * dy
+    mask = write_mask(tmp_path / "mask.gpkg", [(x0 + 20 * dx, y0 + 20 * dy), (x1, y0 + 20 * dy), (x1, y1),
+                                               (x0 + 20 * dx, y1)], epsg=4326)
+    masked = DetectOptions(area=AreaOfInterest(mask=str(mask)), **FAST)  # the mask's warp drops the band names
     for pair, options, name in ((bgrn, chosen, "chosen"), (three, DetectOptions(**FAST), "three"),
-                                ((before, after), DetectOptions(**FAST), "named")):
+                                ((before, after), DetectOptions(**FAST), "named"), ((before, after), masked, "masked")):
         result = detect_changes(*pair, outputs_in(tmp_path / name), options, model=tiny_model)
         assert not [w for w in result.warnings if "bands do not say" in w], name
 
@@ -1050,3 +1057,66 @@ def test_on_cuda_every_batch_has_one_shape_in_page_locked_memory(same_grid_pair,
     gpu, cpu = (read_raster(result.outputs.confidence).values for result in (on_gpu, on_cpu))
     np.testing.assert_array_equal(gpu == FLOAT_NODATA, cpu == FLOAT_NODATA)
     np.testing.assert_allclose(gpu, cpu, atol=1e-2)
+
+
+def test_a_host_with_gdal_exceptions_on_gets_the_engines_errors(same_grid_pair, tiny_model, tmp_path):
+    """A program that called gdal.UseExceptions() (GDAL 4's default) got bare RuntimeErrors for a
+    file that is not a raster and a truncated one; it gets InputErrors, and its mode back."""
+    before, after = same_grid_pair
+    not_a_raster, truncated = tmp_path / "notes.tif", tmp_path / "truncated.tif"
+    not_a_raster.write_text("not a raster")
+    truncated.write_bytes(Path(before).read_bytes()[:len(Path(before).read_bytes()) // 2])
+    gdal.UseExceptions()
+    try:
+        for bad in (not_a_raster, truncated):
+            with pytest.raises(InputError):
+                detect_changes(bad, after, outputs_in(tmp_path / bad.stem), DetectOptions(**FAST), model=tiny_model)
+            assert gdal.GetUseExceptions() and ogr.GetUseExceptions() == 0
+        assert detect_changes(before, after, outputs_in(tmp_path / "fine"), DetectOptions(**FAST),
+                              model=tiny_model).valid_pixels > 0
+    finally:
+        gdal.DontUseExceptions()
+
+
+def test_numpy_numbers_and_paths_are_taken_and_other_types_refused_in_words(same_grid_pair, tiny_model, tmp_path):
+    """What a notebook or a data frame hands over: numpy integers as the tile size (GDAL's bindings
+    refused them after the statistics and the network were ready), an array of bands (a
+    "truth value … is ambiguous" error), a Path as the mask; a float tile size or a text threshold
+    are refused in words rather than with a TypeError."""
+    from test_area_of_interest import write_mask
+
+    before, after = same_grid_pair
+    x0, dx, _, y0, _, dy = gdal.Open(str(before)).GetGeoTransform()
+    mask = write_mask(tmp_path / "mask.gpkg", [(x0, y0), (x0 + 80 * dx, y0), (x0 + 80 * dx, y0 + 80 * dy),
+                                               (x0, y0 + 80 * dy)], epsg=4326)
+    options = DetectOptions(tile_size=np.int64(128), overlap=np.int32(16), bands_before=np.array([1, 2, 3]),
+                            threshold=np.float32(0.4), area=AreaOfInterest(mask=mask), device="cpu")
+    result = detect_changes(before, after, outputs_in(tmp_path / "numpy"), options, model=tiny_model)
+    assert result.valid_pixels == 80 * 80 and options.bands_before == (1, 2, 3)
+    for wrong, words in (({"tile_size": 128.0}, "tile size must be a whole number; got 128.0"),
+                         ({"threshold": "0.4"}, "threshold must be a number; got '0.4'")):
+        with pytest.raises(InputError, match=words):
+            detect_changes(before, after, outputs_in(tmp_path / "wrong"), DetectOptions(**wrong), model=tiny_model)
+
+
+@pytest.mark.parametrize("planted", ["confidence", "polygons"])
+def test_an_output_another_run_wrote_meanwhile_is_kept_without_overwrite(same_grid_pair, tiny_model, tmp_path,
+                                                                          planted):
+    """Two jobs given the same output, both past the check before the run: the one that finished
+    second replaced the other's map without a word. It fails now, keeps the other's file, and
+    leaves none of its own (the change map, put in place first, is taken back)."""
+    before, after = same_grid_pair
+    outputs = DetectOutputs(**{name: tmp_path / f"{name}{ending}" for name, ending in (
+        ("change", ".tif"), ("confidence", ".tif"), ("polygons", ".gpkg"))})
+    other_runs = getattr(outputs, planted)
+
+    def another_run_writes(fraction: float, message: str) -> None:
+        if not other_runs.exists():
+            other_runs.write_bytes(b"another run's map")
+
+    with pytest.raises(OutputError, match=f"output {other_runs} appeared while this run worked"):
+        detect_changes(before, after, outputs, DetectOptions(**FAST), progress=another_run_writes, model=tiny_model)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [other_runs.name]
+    assert other_runs.read_bytes() == b"another run's map"
+    detect_changes(before, after, outputs, DetectOptions(overwrite=True, **FAST), model=tiny_model)
+    assert read_polygons(outputs.polygons) and gdal.Open(str(outputs.confidence)) is not None

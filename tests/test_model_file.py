@@ -163,6 +163,11 @@ def test_file_of_another_format(tmp_path):
     torch.save(build_network(CONFIG).state_dict(), plain_state_dict)
     with pytest.raises(ModelFileError, match="not a DeepCL model file"):
         load_model(plain_state_dict)
+    # torch.save's format before 1.6 (the ImageNet encoder weights training starts from) was "of another format"
+    old_format = tmp_path / "encoder.pt"
+    torch.save(build_network(CONFIG).state_dict(), old_format, _use_new_zipfile_serialization=False)
+    with pytest.raises(ModelFileError, match="is a PyTorch file of the old format, not a DeepCL model file"):
+        load_model(old_format)
 
 
 def test_newer_format_version(tmp_path):

@@ -19,6 +19,7 @@ import torch
 
 from ..device import resolve_device
 from ..errors import InputError, releases_locals_on_error
+from ..gdal_utils import gdal_return_values
 from ..metrics import Confusion
 from ..model.inference import prepare_for_inference
 from ..model_file import ModelBundle, load_model, save_model
@@ -153,6 +154,7 @@ def _is_coarse(pair: LoadedPair) -> bool:
     return pair.pixel_size_m is not None and pair.pixel_size_m >= COARSE_PIXEL_M
 
 
+@gdal_return_values
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
                     tile: int = DEFAULT_TILE, overwrite: bool = False) -> Dict[str, object]:

@@ -15,6 +15,7 @@ import torch
 
 from ..device import out_of_memory_explained, resolve_device
 from ..errors import Cancelled, InputError, OutputError, releases_locals_on_error
+from ..gdal_utils import gdal_return_values
 from ..heap import freed_memory_kept
 from ..losses import LossConfig, deepcl_loss
 from ..metrics import Confusion
@@ -53,6 +54,7 @@ class _Setup:
     parent: Optional[Dict[str, Any]]
 
 
+@gdal_return_values
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def train(options: TrainOptions, progress: Optional[ProgressCallback] = None,
           cancel: Optional[CancelCallback] = None) -> TrainResult:
