@@ -266,12 +266,16 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self.require_dependencies()
         detect = core_module("detect")
         outputs = self._outputs(parameters, context)
+        # Processing writes over files of the same name without asking in batches (autofilled names)
+        replaced = [path for path in (*outputs.rasters(), outputs.polygons) if path is not None and path.exists()]
         with engine_errors():
             options = self._options(parameters, context, detect)
             options.area = self._engine_area()
             result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
                                            progress=progress_to(feedback), cancel=feedback.isCanceled)
         self._report(result, feedback)
+        for path in replaced:
+            feedback.pushWarning(f"{path} existed and was replaced by this run's output.")
         self._style_outputs(context, outputs, run_group_name(self._before.name, self._after.name, self._before.source))
         return self._results(outputs, result)
 

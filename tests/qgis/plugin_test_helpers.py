@@ -35,16 +35,21 @@ def run(algorithm: str, parameters: Dict[str, Any], feedback: Any = None) -> Dic
 
 
 def error_recording_feedback() -> Any:
-    """A Processing feedback that keeps the errors reported to it, in ``.reported``."""
+    """A Processing feedback that keeps the errors reported to it, in ``.reported``, and the
+    warnings, in ``.warnings``."""
     from qgis.core import QgsProcessingFeedback
 
     class ErrorRecordingFeedback(QgsProcessingFeedback):
         def __init__(self) -> None:
             super().__init__()
             self.reported: list = []
+            self.warnings: list = []
 
         def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802 (Qt's name)
             self.reported.append(error)
+
+        def pushWarning(self, warning: str) -> None:  # noqa: N802 (Qt's name)
+            self.warnings.append(warning)
 
     return ErrorRecordingFeedback()
 

@@ -401,3 +401,15 @@ def test_polygons_into_a_table_of_a_database_are_refused_in_words(deepcl_provide
     message = check_message(ALG, _params(folder, tiny_model, tmp_path, POLYGONS=table))
     assert message == ("The change polygons are written to a GeoPackage file of their own: give a .gpkg file "
                        "name, not a table of an existing database.")
+
+
+def test_a_run_that_replaces_files_says_so(deepcl_provider, tiny_model, tmp_path):
+    """Batch rows whose autofilled names are alike write over each other's files without a question."""
+    params = _params(pair("levir", "test_55_0256_0000"), tiny_model, tmp_path)
+    first, second = error_recording_feedback(), error_recording_feedback()
+    run(ALG, params, first)
+    run(ALG, params, second)
+    replaced = [w for w in second.warnings if "was replaced" in w]
+    assert not [w for w in first.warnings if "was replaced" in w]
+    assert replaced == [f"{tmp_path / name} existed and was replaced by this run's output."
+                        for name in ("change.tif", "confidence.tif")]
