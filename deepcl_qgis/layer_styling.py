@@ -9,7 +9,7 @@ import os
 from pathlib import Path
 from typing import List
 
-from qgis.core import (QgsMapLayer, QgsProcessingContext, QgsProcessingFeedback,
+from qgis.core import (QgsLayerTreeLayer, QgsMapLayer, QgsProcessingContext, QgsProcessingFeedback,
                        QgsProcessingLayerPostProcessorInterface, QgsProject)
 
 from .paths import style_path
@@ -22,6 +22,10 @@ _KEEP_ALIVE: List["StyleAndGroup"] = []
 # transparent) and the polygons, over the imagery. The confidence and distance ramps are opaque and
 # would hide the imagery the change is seen against; they are loaded below them, unticked.
 OVER_THE_IMAGERY = ("change", "polygons")
+# A run's layers from the top of its group down, whatever order Processing loads them in (it
+# follows the output files' names): the polygons' outlines over the change map they were made from.
+STACKING_ORDER = ("polygons", "change", "confidence", "distance")
+RANK_PROPERTY = "deepcl/rank"
 
 
 def run_group_name(before_name: str, after_name: str, before_source: str) -> str:
@@ -64,11 +68,11 @@ class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
     """Loads ``style`` into the layer and moves the layer into the run's group; a layer of an
     earlier run that wrote the same file is reloaded where it is."""
 
-    def __init__(self, style: Path, group: RunGroup, on_top: bool, shown: bool = True) -> None:
+    def __init__(self, style: Path, group: RunGroup, rank: int, shown: bool = True) -> None:
         super().__init__()
         self.style = style
         self.group = group
-        self.on_top = on_top  # the change map and polygons are drawn above the confidence ramp
+        self.rank = rank  # in STACKING_ORDER
         self.shown = shown  # ticked in the layer tree
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (Qt API)
@@ -84,13 +88,14 @@ class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
                 feedback.pushInfo(f"Could not apply the style {self.style.name}: {message}")
             layer.triggerRepaint()
         project = context.project() or QgsProject.instance()
-        move_into_group(project, layer, self.group.name_in(project), self.on_top, self.shown)
+        move_into_group(project, layer, self.group.name_in(project), self.rank, self.shown)
 
 
-def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on_top: bool = False,
+def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, rank: int,
                     shown: bool = True) -> None:
     """Move the layer's tree node into ``group_name`` (created at the top of the layer's current
-    parent group when missing), first in the group or last; ticked when ``shown``."""
+    parent group when missing), below the group's layers of a lower ``rank`` and above the others;
+    ticked when ``shown``."""
     root = project.layerTreeRoot()
     node = root.findLayer(layer.id())
     if node is None:
@@ -100,18 +105,18 @@ def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, on
     group = parent.findGroup(group_name) or parent.insertGroup(0, group_name)
     if node.parent() is group:
         return
-    if on_top:
-        group.insertChildNode(0, node.clone())
-    else:
-        group.addChildNode(node.clone())
+    layer.setCustomProperty(RANK_PROPERTY, rank)
+    ranks = [int(child.layer().customProperty(RANK_PROPERTY, rank)) if isinstance(child, QgsLayerTreeLayer) and
+             child.layer() is not None else rank for child in group.children()]
+    group.insertChildNode(sum(1 for other in ranks if other < rank), node.clone())
     parent.removeChildNode(node)
 
 
 def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_name: str) -> None:
     """For each ``{path: (style name, layer name, the output's description)}`` that Processing will
     load, set its name (unless a graphical model named it: Processing's own is the description) and
-    its post-processor (style and group): :data:`OVER_THE_IMAGERY` on top and ticked, the ramps
-    below and unticked."""
+    its post-processor (style and group): in :data:`STACKING_ORDER`, :data:`OVER_THE_IMAGERY` ticked,
+    the ramps unticked."""
     group = RunGroup(group_name)
     for path, (style, layer_name, description) in outputs.items():
         if not path or not context.willLoadLayerOnCompletion(path):
@@ -120,7 +125,7 @@ def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_n
         if details.name in ("", description):
             details.name = layer_name
             details.forceName = True
-        over = style in OVER_THE_IMAGERY
-        processor = StyleAndGroup(style_path(style), group, on_top=over, shown=over)
+        processor = StyleAndGroup(style_path(style), group, STACKING_ORDER.index(style),
+                                  shown=style in OVER_THE_IMAGERY)
         _KEEP_ALIVE.append(processor)
         details.setPostProcessor(processor)

@@ -413,3 +413,21 @@ def test_a_run_that_replaces_files_says_so(deepcl_provider, tiny_model, tmp_path
     assert not [w for w in first.warnings if "was replaced" in w]
     assert replaced == [f"{tmp_path / name} existed and was replaced by this run's output."
                         for name in ("change.tif", "confidence.tif")]
+
+
+@pytest.mark.parametrize("destinations", ["temporary", "files"])
+def test_a_runs_layers_stack_polygons_over_change_over_the_ramps(deepcl_provider, tiny_model, tmp_path,
+                                                                  qgis_new_project, destinations):
+    """Processing loads the outputs in an order that follows their file names: with temporary
+    outputs the change map landed above the polygons and hid their outlines."""
+    import processing
+    from qgis.core import QgsProject
+
+    names = {"CHANGE": "change.tif", "CONFIDENCE": "confidence.tif", "DISTANCE": "distance.tif",
+             "POLYGONS": "polygons.gpkg"}
+    outputs = {key: "TEMPORARY_OUTPUT" if destinations == "temporary" else str(tmp_path / name)
+               for key, name in names.items()}
+    processing.runAndLoadResults(ALG, {**_params(pair("dsifn", "2_4"), tiny_model, tmp_path), **outputs})
+    group = next(g for g in QgsProject.instance().layerTreeRoot().findGroups(True) if g.name().startswith("DeepCL"))
+    assert [node.layer().name() for node in group.findLayers()] == ["Change polygons", "Change", "Confidence",
+                                                                    "Distance"]
