@@ -233,12 +233,9 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
     pair = _open_pair(before, after, options, bundle)
-    warnings.extend(pair.band_warnings + (options.area.warnings() if options.area is not None else []))
     grid = Grid.of(pair.before)
     pixel_size = ground_pixel_size(grid)
-    mismatch = pixel_size_warning(pixel_size, ground_pixel_size(Grid.of(pair.after_source)))
-    if mismatch:
-        warnings.append(mismatch)
+    warnings.extend(_input_warnings(pair, options, pixel_size))
     outputs.check_names()
     check_output_paths([*outputs.rasters(), outputs.polygons], _input_files(pair, before, after, options),
                        options.overwrite)
@@ -337,24 +334,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         files.finish()
         if is_cancelled():
             raise Cancelled()
-        writer.close()
-        if options.overviews:
-            report(1.0, "building overviews")
-            writer.build_overviews(is_cancelled)
-        if outputs.polygons is not None:
-            report(1.0, "polygonising the change map")
-            polygon_count = write_change_polygons(writer.temporary_file(outputs.change),
-                                                  writer.temporary_file(outputs.confidence), grid,
-                                                  outputs.polygons, options.min_area, is_cancelled,
-                                                  options.overwrite)
-        else:
-            polygon_count = None
-        try:
-            writer.commit()
-        except OutputError:
-            if outputs.polygons is not None and not options.overwrite:  # placed just now: this run's own
-                outputs.polygons.unlink(missing_ok=True)
-            raise
+        polygon_count = _finish_outputs(writer, outputs, options, grid, report, is_cancelled)
 
     warnings.extend(budget.notes)
     for warning in warnings:
@@ -366,6 +346,37 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         threshold=threshold, input_scale=scale, device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
+
+
+def _input_warnings(pair: "_Pair", options: DetectOptions, pixel_size: Optional[float]) -> List[str]:
+    """What the run should say of its inputs before it starts: bands it guessed, a mask without a
+    CRS, pixels of very different sizes."""
+    mismatch = pixel_size_warning(pixel_size, ground_pixel_size(Grid.of(pair.after_source)))
+    return [*pair.band_warnings, *(options.area.warnings() if options.area is not None else []),
+            *([mismatch] if mismatch else [])]
+
+
+def _finish_outputs(writer: RasterOutputs, outputs: DetectOutputs, options: DetectOptions, grid: Grid,
+                    report: ProgressCallback, is_cancelled: CancelCallback) -> Optional[int]:
+    """The written maps' overviews and polygons, then all of them put in place together; returns
+    the number of polygons (None when not asked for)."""
+    writer.close()
+    if options.overviews:
+        report(1.0, "building overviews")
+        writer.build_overviews(is_cancelled)
+    polygon_count = None
+    if outputs.polygons is not None:
+        report(1.0, "polygonising the change map")
+        polygon_count = write_change_polygons(writer.temporary_file(outputs.change),
+                                              writer.temporary_file(outputs.confidence), grid, outputs.polygons,
+                                              options.min_area, is_cancelled, options.overwrite)
+    try:
+        writer.commit()
+    except OutputError:
+        if outputs.polygons is not None and not options.overwrite:  # placed just now: this run's own
+            outputs.polygons.unlink(missing_ok=True)
+        raise
+    return polygon_count
 
 
 def _cuda_memory_to_spare(device: torch.device) -> int:
