@@ -24,7 +24,7 @@ from .area_of_interest import AreaOfInterest, Window
 from .batches import BatchSlots, batch_plan
 from .device import describe_device, out_of_memory_explained, resolve_device
 from .device_blending import DeviceRowBlender, Maps, fits_on_device
-from .errors import Cancelled, InputError, ModelFileError, OutputError, releases_locals_on_error
+from .errors import Cancelled, InputError, ModelFileError, releases_locals_on_error
 from .gdal_utils import gdal_return_values
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
@@ -368,14 +368,9 @@ def _finish_outputs(writer: RasterOutputs, outputs: DetectOutputs, options: Dete
     if outputs.polygons is not None:
         report(1.0, "polygonising the change map")
         polygon_count = write_change_polygons(writer.temporary_file(outputs.change),
-                                              writer.temporary_file(outputs.confidence), grid, outputs.polygons,
-                                              options.min_area, is_cancelled, options.overwrite)
-    try:
-        writer.commit()
-    except OutputError:
-        if outputs.polygons is not None and not options.overwrite:  # placed just now: this run's own
-            outputs.polygons.unlink(missing_ok=True)
-        raise
+                                              writer.temporary_file(outputs.confidence), grid,
+                                              writer.temporary_for(outputs.polygons), options.min_area, is_cancelled)
+    writer.commit()
     return polygon_count
 
 
@@ -533,8 +528,8 @@ def _image_statistics(dataset: gdal.Dataset, bands: Sequence[int], bundle: Model
 
 # Values other tools write where an image has no data (0: the black collar of a mosaic or a warped
 # image, a Sentinel-2 swath edge); no ground has them in every band over a hundredth of an image
-# (the deepest shadows of ../shared/data's aerial images: 0.13 %). Taken as ground they stretch the
-# image and show as change wherever one date has them.
+# (nor do the darkest shadows of any image in ../shared/data: tests/test_detect.py). Taken as ground
+# they stretch the image and show as change wherever one date has them.
 FILL_VALUES = (0.0, -9999.0, -32768.0, float(np.finfo(np.float32).min))
 FILL_FRACTION_WARNED = 0.01
 

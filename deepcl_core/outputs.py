@@ -166,21 +166,16 @@ def put_in_place(tmp: Path, final: Path, overwrite: bool) -> None:
     """Rename the finished ``tmp`` to ``final``. Without ``overwrite`` a file that appeared at
     ``final`` while the run worked (another run given the same output) is kept and the run fails:
     the check before the run cannot see it, and a rename would replace it without a word."""
-    if overwrite:
-        os.replace(tmp, final)
-        return
-    try:
-        os.link(tmp, final)  # fails if final exists, atomically
-    except FileExistsError:
-        raise OutputError(f"output {final} appeared while this run worked (another run writing the same "
-                          "file?) and was kept; this run's outputs were not written") from None
-    except OSError:  # a file system without hard links: the same, but for a moment's race
-        if final.exists():
-            raise OutputError(f"output {final} appeared while this run worked (another run writing the same "
-                              "file?) and was kept; this run's outputs were not written") from None
-        os.replace(tmp, final)
-        return
-    tmp.unlink()
+    if not overwrite:
+        try:
+            os.link(tmp, final)  # fails if final exists, atomically
+            tmp.unlink()
+            return
+        except OSError as error:  # not FileExistsError: a file system without hard links, checked here
+            if isinstance(error, FileExistsError) or final.exists():
+                raise OutputError(f"output {final} appeared while this run worked (another run writing the "
+                                  "same file?) and was kept; this run's outputs were not written") from None
+    os.replace(tmp, final)
 
 
 def temporary_path(path: Path) -> Path:
@@ -229,6 +224,12 @@ class RasterOutputs:
         band.SetNoDataValue(spec.nodata)
         band.SetDescription(spec.description)
         self.datasets[spec.path] = dataset
+
+    def temporary_for(self, final: Path) -> Path:
+        """A temporary name for another output of the run (the polygons), put in place by
+        :meth:`commit` with the maps, or deleted by :meth:`abort`."""
+        self.temporary[final] = temporary_path(final)
+        return self.temporary[final]
 
     def write(self, path: Path, rows: np.ndarray, y: int) -> None:
         """Queue ``rows`` (written top to bottom, without gaps) starting at image row ``y``. Whole
@@ -279,7 +280,7 @@ class RasterOutputs:
             add_overviews(self.temporary[spec.path], spec.data_type, self.compression, cancel, name=spec.path)
 
     def commit(self) -> None:
-        """Put every map in place, or none: a map that cannot be (see :func:`put_in_place`) takes
+        """Put every output in place, or none: one that cannot be (see :func:`put_in_place`) takes
         back those this run already put in place."""
         self.close()
         placed: List[Path] = []
@@ -292,10 +293,9 @@ class RasterOutputs:
                 placed.append(final)
                 if Path(f"{tmp}.aux.xml").exists():
                     os.replace(f"{tmp}.aux.xml", f"{final}.aux.xml")
-        except OutputError:
-            if not self.overwrite:  # the files placed were this run's own, new ones
-                for final in placed:
-                    final.unlink(missing_ok=True)
+        except OutputError:  # only without overwrite: those placed were this run's own, new files
+            for final in placed:
+                final.unlink(missing_ok=True)
             raise
         self.temporary.clear()
 

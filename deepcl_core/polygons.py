@@ -2,7 +2,6 @@
 confidence, smaller ones than ``min_area`` dropped."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Callable
 
@@ -12,34 +11,22 @@ from osgeo import gdal, ogr, osr
 from .area import geometry_area_m2
 from .errors import Cancelled, OutputError
 from .gdal_utils import collect_gdal_errors
-from .outputs import put_in_place
 from .raster_io import Grid, map_geotransform
 
 LAYER_NAME = "changes"
 
 
 def write_change_polygons(change_file: Path, confidence_file: Path, grid: Grid, out_path: Path,
-                          min_area: float = 0.0, cancel: Callable[[], bool] = lambda: False,
-                          overwrite: bool = True) -> int:
-    """Polygonise the changed pixels (value 1) of ``change_file`` into ``out_path`` and return how
-    many polygons were kept. ``min_area`` is in m² on georeferenced grids, in pixels otherwise.
-    The file appears only when complete (and, without ``overwrite``, only where none has appeared)."""
-    tmp = out_path.with_name(f".{out_path.stem}.partial-{os.getpid()}.gpkg")
-    try:
-        count = _polygonize(change_file, confidence_file, grid, tmp, min_area, cancel)
-        put_in_place(tmp, out_path, overwrite)
-        return count
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _polygonize(change_file: Path, confidence_file: Path, grid: Grid, tmp: Path, min_area: float,
-                cancel: Callable[[], bool]) -> int:
+                          min_area: float = 0.0, cancel: Callable[[], bool] = lambda: False) -> int:
+    """Polygonise the changed pixels (value 1) of ``change_file`` into the new GeoPackage
+    ``out_path`` and return how many polygons were kept. ``min_area`` is in m² on georeferenced
+    grids, in pixels otherwise. ``out_path`` is a temporary name: detection puts the file in place
+    with its maps (:meth:`~deepcl_core.outputs.RasterOutputs.temporary_for`), or deletes it."""
     with collect_gdal_errors() as errors:
         # Seen through a VRT whose nodata is 0, the mask leaves out unchanged pixels, so only
         # changed (1) and nodata (255) areas become polygons; the latter are deleted below.
         change = gdal.Translate("", str(change_file), format="VRT", noData=0)
-        vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp))
+        vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(out_path))
     if change is None or vector is None:
         raise OutputError(f"cannot write change polygons: {errors.last('unknown error')}")
     change.SetGeoTransform(map_geotransform(grid.geotransform))  # where QGIS draws the raster
@@ -51,7 +38,7 @@ def _polygonize(change_file: Path, confidence_file: Path, grid: Grid, tmp: Path,
         if status != 0:
             raise OutputError(f"polygonising the change map failed: {errors.last('unknown error')}")
         return _annotate(layer, gdal.Open(str(confidence_file)), grid, min_area, cancel)
-    finally:  # closed here, not by the traceback's frames: the unfinished file is deleted next
+    finally:  # closed here, not by the traceback's frames: the unfinished file is deleted after
         layer = vector = None
 
 

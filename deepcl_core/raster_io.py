@@ -149,8 +149,8 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     if count < needed:
         raise InputError(f"the model needs {needed} bands ({', '.join(expected)}) but the {role} image "
                          f"has {count}; choose another image or a model for {count} band(s)")
-    found = tuple(_find_band(dataset, name) for name in expected)
-    if all(found) and len(set(found)) == needed:
+    found = _found_bands(dataset, expected)
+    if _each_found_once(found):
         return found  # type: ignore[return-value]
     codes = _band_codes(dataset)
     if codes:  # the file names its bands, and not the model's: taking the first ones would be a guess
@@ -167,13 +167,21 @@ def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[in
     the model's, none named: a guess (e.g. blue, green, red, near infrared read as red, green, blue)."""
     needed = len(expected)
     image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
-    found = [_find_band(dataset, name) for name in expected]
-    if requested or len(image_bands) <= needed or (all(found) and len(set(found)) == needed):
+    if requested or len(image_bands) <= needed or _each_found_once(_found_bands(dataset, expected)):
         return None
     return (f"the {role} image's {len(image_bands)} bands do not say which is {', '.join(expected[:-1])} or "
             f"{expected[-1]} (no description or colour interpretation): bands "
             f"{', '.join(str(i) for i in range(1, needed + 1))} were taken as {', '.join(expected)}; if they "
             "are in another order, choose the bands by hand")
+
+
+def _found_bands(dataset: gdal.Dataset, expected: Sequence[str]) -> Tuple[Optional[int], ...]:
+    """Each of the model's bands found by description or colour interpretation (None: not found)."""
+    return tuple(_find_band(dataset, name) for name in expected)
+
+
+def _each_found_once(found: Sequence[Optional[int]]) -> bool:
+    return all(found) and len(set(found)) == len(found)
 
 
 # A band named by its sensor's code (Sentinel-2 B1…B12 and B8A, Landsat B1…B11)

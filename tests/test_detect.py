@@ -24,7 +24,7 @@ from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputE
 from deepcl_core.model import inference
 from deepcl_core.model_file import ModelBundle
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
-from deepcl_core.raster_io import choose_bands, is_gdal_dataset_name
+from deepcl_core.raster_io import choose_bands, is_gdal_dataset_name, open_image, read_sample
 from deepcl_core.tiling import RowBlender, TileGrid
 
 from core_test_helpers import files_open_in_this_process, http_server, needs_proc
@@ -375,6 +375,19 @@ def _without_band_names(source: Path, target: Path, bands: List[int]) -> Path:
     for index, band in enumerate(bands, start=1):
         dataset.GetRasterBand(index).WriteArray(original.GetRasterBand(band).ReadAsArray())
     return target
+
+
+def test_no_image_of_the_real_data_is_taken_for_undeclared_fill(data_dir):
+    """0 joined the fill values: the darkest shadows of aerial images must stay under the share
+    that is warned of, in every before and after image of ../shared/data."""
+    from deepcl_core.detect import _undeclared_fill
+
+    images = sorted(p for p in data_dir.glob("*/*/*") if p.stem in ("before", "after") and p.suffix != ".xml")
+    assert len(images) > 40
+    for path in images:
+        dataset = open_image(str(path), "image")
+        sample, valid = read_sample(dataset, choose_bands(dataset, None, ("red", "green", "blue"), "image"), "image")
+        assert _undeclared_fill(sample, valid, "image") is None, path
 
 
 def test_more_bands_than_the_models_none_named_are_warned_of(same_grid_pair, tiny_model, tmp_path):
