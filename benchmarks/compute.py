@@ -10,12 +10,15 @@ import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from deepcl_core.confidence_calibration import PlattScaling
 from deepcl_core.detect import DetectOptions
 from deepcl_core.heap import freed_memory_kept
 from deepcl_core.model.inference import (autocast_dtype, default_batch_size, inference_threads,
                                          prefers_channels_last, prepare_for_inference, torch_threads)
 from deepcl_core.model_file import ModelBundle
 from deepcl_core.network_on_tiles import run_network
+
+from .pairs import PIXEL_SIZE_M
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -54,15 +57,16 @@ def random_tiles(count: int, side: int, bands: int = 3, seed: int = 0) -> Tuple[
 
 
 def network_seconds(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                    batch: int, repeats: int = 1) -> float:
+                    batch: int, repeats: int = 1, platt_scaling: PlattScaling = PlattScaling()) -> float:
     """Best of ``repeats`` times to run ``network`` over the tiles in batches, after one warm-up
-    batch; the same :func:`run_network` (padding, copies back) as detection."""
-    run_network(network, before[:batch], after[:batch], device, False)
+    batch; the same :func:`run_network` (padding, copies back, the confidence's scaling) as detection."""
+    run_network(network, before[:batch], after[:batch], device, False, platt_scaling=platt_scaling)
     best = float("inf")
     for _ in range(repeats):
         started = time.perf_counter()
         for start in range(0, len(before), batch):
-            run_network(network, before[start:start + batch], after[start:start + batch], device, False)
+            run_network(network, before[start:start + batch], after[start:start + batch], device, False,
+                        platt_scaling=platt_scaling)
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - started)
@@ -77,11 +81,13 @@ def inference_network(bundle: ModelBundle, device: torch.device, precision: str 
 
 def compute_bound(bundle: ModelBundle, before: np.ndarray, after: np.ndarray, device: torch.device,
                   options: DetectOptions, repeats: int = 2) -> float:
-    """Seconds per tile of the network alone on real tiles in memory, same batch and precision."""
+    """Seconds per tile of the network alone on real tiles in memory, same batch and precision, and
+    the scaling detection gives the benchmark pairs' confidence."""
     network = inference_network(bundle, device, options.precision)
     with torch_threads(inference_threads(device)), freed_memory_kept():  # as detection runs it
         batch = options.batch_size or default_batch_size(device)
-        return network_seconds(network, before, after, device, batch, repeats) / len(before)
+        return network_seconds(network, before, after, device, batch, repeats,
+                               bundle.platt_scaling_for(PIXEL_SIZE_M)) / len(before)
 
 
 def flops_per_tile(bundle: ModelBundle, side: int, bands: int) -> float:

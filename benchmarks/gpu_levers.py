@@ -82,11 +82,11 @@ def copied_inputs(predict_batch: Callable) -> Callable:
     """``_predict_batch`` given a copy of the readers' batch arrays, made by the main thread into
     fresh (page-locked, on CUDA) ones: the tiles stacked by the main thread, as before the readers
     normalised straight into the batch."""
-    def predict(network, batch, inputs, device, *args):
+    def predict(network, batch, inputs, device, *args, **kwargs):
         copies = tuple(batch_array(len(array), array.shape[1:], device) for array in inputs)
         for copy, array in zip(copies, inputs):
             np.copyto(copy, array)
-        return predict_batch(network, batch, copies, device, *args)
+        return predict_batch(network, batch, copies, device, *args, **kwargs)
     return predict
 
 

@@ -41,11 +41,13 @@ def read_whole(before: Path, after: Path, bundle: ModelBundle) -> Tuple[np.ndarr
 
 def naive_confidence(before: Path, after: Path, bundle: ModelBundle, tile: int = 512, overlap: int = 64,
                      device: str = "cpu") -> Tuple[np.ndarray, np.ndarray, Grid]:
-    """Blended change probability (H, W) float32 and validity (H, W), tile by tile, batch of one;
+    """Blended change probability (H, W) float32 (the model's scaled confidence) and validity (H, W),
+    tile by tile, batch of one;
     ``tile`` and ``overlap`` are the network's, as in detection (smaller on enlarged images)."""
     norm_b, norm_a, valid, grid = read_whole(before, after, bundle)
     network = bundle.build().to(device)  # plain eval-mode network: batch norms not folded
     scale = bundle.input_scale_for(ground_pixel_size(grid))
+    platt_scaling = bundle.platt_scaling_for(ground_pixel_size(grid))
     tiles = _tile_grid(grid, tile, overlap, scale)
     sums = np.zeros((grid.height, grid.width), np.float32)
     weights = np.zeros_like(sums)
@@ -55,7 +57,8 @@ def naive_confidence(before: Path, after: Path, bundle: ModelBundle, tile: int =
         if not valid[window].any():
             continue
         probability, _ = run_network(network, norm_b[(Ellipsis, *window)][None], norm_a[(Ellipsis, *window)][None],
-                                     torch.device(device), with_distance=False, scale=scale)
+                                     torch.device(device), with_distance=False, scale=scale,
+                                     platt_scaling=platt_scaling)
         blend = tiles.blend_weights(x, y)
         sums[window] += probability[0] * blend
         weights[window] += blend

@@ -42,7 +42,8 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                                        "dataset name (/vsizip/…, /vsicurl/https://…, a subdataset)")
     parser.add_argument("after", help="raster of the later date; put on the before grid if needed")
     parser.add_argument("--change", type=Path, required=True, help="output GeoTIFF: 1 change, 0 no change, 255 nodata")
-    parser.add_argument("--confidence", type=Path, required=True, help="output GeoTIFF: the network's change score 0-1")
+    parser.add_argument("--confidence", type=Path, required=True, help="output GeoTIFF: the probability of change 0-1 (the model's calibrated "
+                        "estimate; the network's own score for an uncalibrated model)")
     parser.add_argument("--distance", type=Path, help="optional output GeoTIFF: metric distance map 0-2")
     parser.add_argument("--polygons", type=Path, help="optional output GeoPackage of change polygons")
     parser.add_argument("--min-area", type=float, default=0.0,
@@ -57,7 +58,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                                        "reads); outputs cover their extent and are nodata outside them")
     parser.add_argument("--mask-layer", help="the layer of --mask to use (default: its first)")
     parser.add_argument("--threshold", type=float,
-                        help="change score threshold; default: the model's for the before image's pixel size")
+                        help="confidence threshold; default: the model's for the before image's pixel size")
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for the before image's pixel size (deepcl info shows it)")
@@ -108,7 +109,8 @@ def run_detect(args: argparse.Namespace) -> int:
         "changed_pixels": result.changed_pixels, "valid_pixels": result.valid_pixels,
         "changed_percent": round(result.changed_percent, 3),
         "changed_area_m2": None if result.changed_area_m2 is None else round(result.changed_area_m2, 1),
-        "threshold": result.threshold, "input_scale": result.input_scale, "device": result.device,
+        "threshold": result.threshold, "input_scale": result.input_scale,
+        "confidence_calibrated": result.confidence_calibrated, "device": result.device,
         "precision": result.precision,
         "tiles": result.tiles,
         "seconds": round(result.seconds, 2),

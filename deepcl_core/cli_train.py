@@ -45,7 +45,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                         help="validate and keep a moving average of the weights with this decay per step "
                              "(default 0.995; 0: the weights as they are)")
     parser.add_argument("--no-calibrate", action="store_true",
-                        help="keep threshold 0.5 instead of choosing the model's threshold on the validation pairs")
+                        help="keep threshold 0.5 and the network's own score instead of choosing the model's "
+                             "threshold and confidence scaling on the validation pairs")
     parser.set_defaults(handler=run_train)
 
 
@@ -95,7 +96,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
                         help="also measure the false-positive rate on pseudo-change pairs (x, T(x))")
     parser.add_argument("--classical", action="store_true",
                         help="also report change-vector analysis and OTB MAD (Otsu thresholds) on the same pairs")
-    parser.add_argument("--threshold", type=float, help="change score threshold; default: the model's")
+    parser.add_argument("--threshold", type=float, help="confidence threshold; default: the model's")
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for each pair's pixel size")
@@ -128,10 +129,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
-    parser = commands.add_parser("calibrate", help="set a model's decision thresholds on labelled pairs",
-                                 description="Choose the change score threshold that gives the highest F1 "
-                                             "pooled over the labelled pairs below DATA_DIR (and, for pairs of "
-                                             "5 m pixels or coarser, their own threshold and enlargement) and "
+    parser = commands.add_parser("calibrate", help="set a model's decision thresholds and confidence scaling "
+                                                   "on labelled pairs",
+                                 description="Choose the threshold that gives the highest F1 pooled over the "
+                                             "labelled pairs below DATA_DIR and the Platt scaling that makes the "
+                                             "confidence a probability on them (and, for pairs of 5 m pixels or "
+                                             "coarser, their own threshold, scaling and enlargement) and "
                                              "write the model with them; what the pairs do not measure stays the "
                                              "model's (training does this on its validation pairs). Use pairs "
                                              "that are not the ones the model will be judged on.")

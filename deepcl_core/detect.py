@@ -22,6 +22,7 @@ from osgeo import gdal
 from .area import ground_pixel_size, pixel_area_by_row, pixel_size_warning
 from .area_of_interest import AreaOfInterest, Window
 from .batches import BatchSlots, batch_plan
+from .confidence_calibration import PlattScaling
 from .device import describe_device, out_of_memory_explained, resolve_device
 from .device_blending import DeviceRowBlender, Maps, fits_on_device
 from .errors import Cancelled, InputError, ModelFileError, releases_locals_on_error
@@ -176,6 +177,7 @@ class DetectionResult:
     valid_area_m2: Optional[float]
     threshold: float
     input_scale: int  # how many times larger the network saw the images
+    confidence_calibrated: bool  # whether the confidence is the model's calibrated probability, not its raw score
     device: str
     precision: str  # "fp32", "bf16 mixed" or "fp16 mixed"
     seconds: float
@@ -242,10 +244,11 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     device = resolve_device(options.device)
     threshold = bundle.threshold_for(pixel_size) if options.threshold is None else float(options.threshold)
     scale = bundle.input_scale_for(pixel_size) if options.input_scale is None else options.input_scale
+    platt_scaling = bundle.platt_scaling_for(pixel_size)
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision, warnings)
     # Tile and overlap are the network's: an image it sees enlarged is cut in smaller tiles.
     tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap // scale)
-    specs = _output_specs(outputs)
+    specs = _output_specs(outputs, calibrated=not platt_scaling.is_identity)
     pixel_areas = pixel_area_by_row(grid)
     counts = _Counts(pixel_areas)
 
@@ -319,7 +322,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
             # On CUDA this returns once the GPU has the batch's inputs, while it still computes: the
             # next batch is read meanwhile, and the maps stay there to be blended.
             predictions = _predict_batch(network, batch, slots.take(index), device, outputs.distance is not None,
-                                         budget, scale, keep_on_device=on_device)
+                                         budget, scale, platt_scaling, keep_on_device=on_device)
             # The blending needs where each tile lies and what is valid, not its inputs: those are
             # freed (their page-locked block reused) now, not when the blending gets to the batch.
             placed = [(tile.x, tile.y, tile.valid) for tile in batch]
@@ -343,7 +346,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         outputs=outputs, changed_pixels=counts.changed, valid_pixels=counts.valid,
         changed_area_m2=counts.changed_m2 if pixel_areas is not None else None,
         valid_area_m2=counts.valid_m2 if pixel_areas is not None else None,
-        threshold=threshold, input_scale=scale, device=describe_device(device), precision=precision_name(network.dtype),
+        threshold=threshold, input_scale=scale, confidence_calibrated=not platt_scaling.is_identity,
+        device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
 
@@ -398,9 +402,10 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
         return (before, after), network
 
 
-def _output_specs(outputs: DetectOutputs) -> List[RasterSpec]:
+def _output_specs(outputs: DetectOutputs, calibrated: bool) -> List[RasterSpec]:
+    confidence = "change probability (0-1), calibrated" if calibrated else "change score (0-1), not calibrated"
     specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, CHANGE_DESCRIPTION),
-             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, "change score (0-1)")]
+             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, confidence)]
     if outputs.distance is not None:
         specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)"))
     return specs
@@ -546,7 +551,7 @@ def _undeclared_fill(sample: np.ndarray, valid: np.ndarray, role: str) -> Option
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],
                    device: torch.device, with_distance: bool, budget: MemoryBudget, scale: int,
-                   keep_on_device: bool) -> Callable[[], List[Optional[Tuple[Maps, ...]]]]:
+                   platt_scaling: PlattScaling, keep_on_device: bool) -> Callable[[], List[Optional[Tuple[Maps, ...]]]]:
     """The network launched on ``batch``, whose inputs ``inputs`` holds (its
     :class:`~deepcl_core.batches.BatchSlots` arrays, free for reuse when this returns). Returns a
     function that gives the network's channels (probability[, distance]) for each tile, waiting for
@@ -562,7 +567,8 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[n
     else:
         before, after = (_stacked([getattr(batch[i], date) for i in work]) for date in ("before", "after"))
         rows = list(range(len(work)))
-    maps = run_within_memory(network, before, after, device, with_distance, budget, scale, keep_on_device)
+    maps = run_within_memory(network, before, after, device, with_distance, budget, scale, keep_on_device,
+                             platt_scaling)
     return partial(_per_tile, maps, rows, work, len(batch))
 
 

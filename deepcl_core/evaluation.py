@@ -1,7 +1,8 @@
 """``deepcl evaluate``: the real detection pipeline on labelled pairs, compared with their labels.
 
-Per pair and pooled over all pixels (the headline): precision, recall, F1, IoU, OA, kappa, and the
-ROC-AUC of the distance map (and of the confidence) as a change score. With pseudo-change, each
+Per pair and pooled over all pixels (the headline): precision, recall, F1, IoU, OA, kappa, the
+ROC-AUC of the distance map (and of the confidence) as a change score, and how far the confidence
+reads as a probability (Brier score, expected calibration error; pooled: with its bins). With pseudo-change, each
 before image x is paired with T(x), a pseudo-change transform of itself written as a GeoTIFF on
 the same grid; nothing changed there, so every detected pixel is a false alarm."""
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
+from .confidence_calibration import reliability
 from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import InputError, OutputError, releases_locals_on_error
 from .gdal_utils import gdal_return_values, is_alpha
@@ -67,9 +69,12 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
             report(index / steps, f"pair {pair.name}")
             confusion, distance, confidence, label, result = _evaluate_pair(pair, work, detect_options, bundle, cancel)
             pooled += confusion
+            fit = reliability(confidence, label)
             per_pair[pair.name] = {**confusion.metrics(), "auc_distance": roc_auc(distance, label),
-                                   "auc_confidence": roc_auc(confidence, label), "threshold": result.threshold,
-                                   "input_scale": result.input_scale}
+                                   "auc_confidence": roc_auc(confidence, label), "brier": fit["brier"],
+                                   "ece": fit["ece"], "reliability_bins": fit["bins"], "threshold": result.threshold,
+                                   "input_scale": result.input_scale,
+                                   "confidence_calibrated": result.confidence_calibrated}
             scores.add(distance, confidence, label)
         if options.pseudo_change:
             pseudo = _pseudo_change_rates(pairs, work, detect_options, bundle, options.seed, report, steps, cancel)
@@ -79,7 +84,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
             "thresholds_by_pixel_size": bundle.thresholds_by_pixel_size if options.threshold is None else (),
             "input_scale": options.input_scale,
             "input_scales_by_pixel_size": bundle.input_scales_by_pixel_size if options.input_scale is None else (),
-            "pooled": {**pooled.metrics(), **scores.auc()}, "per_pair": per_pair,
+            "pooled": {**pooled.metrics(), **scores.auc(), **scores.reliability()}, "per_pair": per_pair,
             **({"pseudo_change": pseudo} if options.pseudo_change else {}),
             "seconds": round(time.perf_counter() - started, 2)}
 
@@ -149,6 +154,11 @@ class _ScorePool:
         label = np.concatenate(self.label)
         return {"auc_distance": roc_auc(np.concatenate(self.distance), label),
                 "auc_confidence": roc_auc(np.concatenate(self.confidence), label)}
+
+    def reliability(self) -> Dict[str, Any]:
+        """The confidence's Brier score and calibration error, and its bins under "reliability_bins"."""
+        fit = reliability(np.concatenate(self.confidence), np.concatenate(self.label))
+        return {"brier": fit["brier"], "ece": fit["ece"], "reliability_bins": fit["bins"]}
 
 
 def roc_auc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:

@@ -3,6 +3,7 @@ load). It carries the network's config and weights and the input contract: bands
 threshold, and the provenance of the weights."""
 from __future__ import annotations
 
+import math
 import os
 import secrets
 from dataclasses import dataclass, field
@@ -12,12 +13,13 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 import torch
 
+from .confidence_calibration import PlattScaling
 from .errors import ModelFileError
 from .model import DeepCLNet, NetworkConfig, build_network
 from .normalization import NormalizationSpec
 
 FORMAT_NAME = "deepcl-model"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: thresholds apply to the Platt-scaled confidence; 1 files have no scaling
 ARCHITECTURE = "deepcl"
 _REQUIRED_KEYS = ("format", "format_version", "architecture", "config", "state_dict", "bands",
                   "normalization", "threshold")
@@ -39,6 +41,10 @@ class ModelBundle:
     # the factor before the network (and its maps shrunk back), so that small objects of 10 m
     # imagery cover as many network pixels as the ones it learned from aerial imagery.
     input_scales_by_pixel_size: Tuple[Tuple[float, int], ...] = ()
+    # The network's logit made a probability (the confidence layer), for images of no coarser class
+    # and then by pixel size as above; the thresholds apply to the scaled confidence.
+    platt_scaling: PlattScaling = field(default_factory=PlattScaling)
+    platt_scalings_by_pixel_size: Tuple[Tuple[float, PlattScaling], ...] = ()
     provenance: Dict[str, Any] = field(default_factory=dict)  # training data, command, metrics, …
     trained: bool = True  # False only for test fixtures; detection warns about untrained weights
 
@@ -57,6 +63,10 @@ class ModelBundle:
         network (1 unless a coarser class covers them)."""
         return _by_pixel_size(self.input_scales_by_pixel_size, pixel_size_m, 1)
 
+    def platt_scaling_for(self, pixel_size_m: Optional[float]) -> PlattScaling:
+        """The scaling that makes the network's score on images of ``pixel_size_m`` a probability."""
+        return _by_pixel_size(self.platt_scalings_by_pixel_size, pixel_size_m, self.platt_scaling)
+
     def to_dict(self) -> Dict[str, Any]:
         return {
             "format": FORMAT_NAME, "format_version": FORMAT_VERSION, "architecture": ARCHITECTURE,
@@ -64,6 +74,9 @@ class ModelBundle:
             "normalization": self.normalization.to_dict(), "threshold": float(self.threshold),
             "thresholds_by_pixel_size": [[float(size), float(t)] for size, t in self.thresholds_by_pixel_size],
             "input_scales_by_pixel_size": [[float(size), int(k)] for size, k in self.input_scales_by_pixel_size],
+            "platt_scaling": self.platt_scaling.to_list(),
+            "platt_scalings_by_pixel_size": [[float(size), *scaling.to_list()]
+                                             for size, scaling in self.platt_scalings_by_pixel_size],
             "provenance": plain(self.provenance), "trained": self.trained,
         }
 
@@ -188,11 +201,20 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
                                                   for size, t in data.get("thresholds_by_pixel_size") or ())),
             input_scales_by_pixel_size=tuple(sorted((float(size), int(k))
                                                     for size, k in data.get("input_scales_by_pixel_size") or ())),
+            platt_scaling=PlattScaling(*(float(v) for v in data.get("platt_scaling") or (1.0, 0.0))),
+            platt_scalings_by_pixel_size=tuple(sorted(((float(size), PlattScaling(float(slope), float(intercept)))
+                                                       for size, slope, intercept
+                                                       in data.get("platt_scalings_by_pixel_size") or ()),
+                                                      key=lambda item: item[0])),
             provenance=dict(data.get("provenance") or {}),
             trained=bool(data.get("trained", True)))
         _check_weights_fit(bundle)
     except Exception as exc:
         raise ModelFileError(f"{path} has weights that do not fit its configuration: {str(exc)[:200]}") from None
+    scalings = (bundle.platt_scaling, *(scaling for _, scaling in bundle.platt_scalings_by_pixel_size))
+    if not all(0 < s.slope < math.inf and math.isfinite(s.intercept) for s in scalings):
+        raise ModelFileError(f"{path} has a confidence scaling that is not a finite positive slope and "
+                             f"finite intercept: {[s.to_list() for s in scalings]}")
     if any(k < 1 for _, k in bundle.input_scales_by_pixel_size):
         raise ModelFileError(f"{path} has an input scale under 1: {bundle.input_scales_by_pixel_size}")
     if len(bundle.bands) != bundle.config.in_channels:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .confidence_calibration import PlattScaling
 from .device import host_to_device, is_out_of_memory
 from .errors import DeviceMemoryError
 from .model.network import NETWORK_MULTIPLE
@@ -17,15 +18,18 @@ from .pending import Pending
 
 
 def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                with_distance: bool = True, scale: int = 1) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                with_distance: bool = True, scale: int = 1, platt_scaling: PlattScaling = PlattScaling()
+                ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Change probability and finest distance map (both (N, h, w) float32) for normalised
     (N, bands, h, w) inputs of any size: enlarged ``scale`` times (bilinear) when above 1, padded
-    by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w)."""
-    return launch_network(network, before, after, device, with_distance, scale).result()
+    by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w), and the
+    network's score is then mapped by ``platt_scaling`` (as it was fitted: on the averaged score)."""
+    return launch_network(network, before, after, device, with_distance, scale, platt_scaling=platt_scaling).result()
 
 
 def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool = True, scale: int = 1, keep_on_device: bool = False) -> Pending:
+                   with_distance: bool = True, scale: int = 1, keep_on_device: bool = False,
+                   platt_scaling: PlattScaling = PlattScaling()) -> Pending:
     """:func:`run_network`, returning as soon as ``before`` and ``after`` may be reused: on CUDA once
     they are copied to the GPU (after the batches queued before them), while the GPU computes. The
     maps come as numpy arrays, on their way from the GPU; with ``keep_on_device`` as tensors on
@@ -46,7 +50,8 @@ def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
             x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode=mode)
             x2 = F.pad(x2, (0, pad_w, 0, pad_h), mode=mode)
         output = network(x1, x2)  # in mixed precision when it is a prepared (MixedPrecision) network
-        probability = _to_input_size(torch.sigmoid(output.logit.float())[:, :, :scaled_h, :scaled_w], height, width)
+        probability = platt_scaling.scale_probability(
+            _to_input_size(torch.sigmoid(output.logit.float())[:, :, :scaled_h, :scaled_w], height, width))
         distance = None
         if with_distance:
             full = F.interpolate(output.finest_distance.float(), size=x1.shape[-2:], mode="bilinear",
@@ -104,7 +109,8 @@ class MemoryBudget:
 
 
 def run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                       with_distance: bool, budget: MemoryBudget, scale: int, keep_on_device: bool) -> Pending:
+                       with_distance: bool, budget: MemoryBudget, scale: int, keep_on_device: bool,
+                       platt_scaling: PlattScaling = PlattScaling()) -> Pending:
     """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
     retrying the same chunk whenever the device runs out of memory. A batch in one chunk, as nearly
     always, is returned as launched (see :func:`launch_network`); several chunks, once computed, on
@@ -115,7 +121,7 @@ def run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.nd
         size = budget.batch_size
         try:
             maps = _run_in_pieces(network, before[start:start + size], after[start:start + size], device,
-                                  with_distance, budget.tile_side, scale, keep_on_device)
+                                  with_distance, budget.tile_side, scale, keep_on_device, platt_scaling)
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
@@ -136,19 +142,21 @@ def run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.nd
 
 
 def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                   with_distance: bool, side: int, scale: int, keep_on_device: bool) -> Pending:
+                   with_distance: bool, side: int, scale: int, keep_on_device: bool,
+                   platt_scaling: PlattScaling) -> Pending:
     """:func:`launch_network` on the tiles whole, or computed on windows of at most ``side`` pixels
     of them and stitched together on the host."""
     height, width = before.shape[-2:]
     if side >= height and side >= width:
-        return launch_network(network, before, after, device, with_distance, scale, keep_on_device=keep_on_device)
+        return launch_network(network, before, after, device, with_distance, scale, keep_on_device=keep_on_device,
+                              platt_scaling=platt_scaling)
     probability = np.empty((len(before), height, width), np.float32)
     distance = np.empty_like(probability) if with_distance else None
     for y in range(0, height, side):
         for x in range(0, width, side):
             window = (Ellipsis, slice(y, y + side), slice(x, x + side))
             piece, piece_distance = run_network(network, before[window], after[window], device, with_distance,
-                                                scale)
+                                                scale, platt_scaling)
             probability[window] = piece
             if distance is not None:
                 distance[window] = piece_distance

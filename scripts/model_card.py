@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List
 
@@ -16,9 +18,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from deepcl_core.classical import classical_report  # noqa: E402
+from deepcl_core.confidence_calibration import PlattScaling, pooled_reliability  # noqa: E402
 from deepcl_core.detect import bundled_model_path, resolve_model  # noqa: E402
 from deepcl_core.evaluation import EvaluateOptions, evaluate  # noqa: E402
 from deepcl_core.metrics import Confusion, pooled_by_group  # noqa: E402
+from deepcl_core.model_file import save_model  # noqa: E402
 from deepcl_core.progress import TerminalProgress  # noqa: E402
 from deepcl_core.training import find_pairs  # noqa: E402
 
@@ -56,6 +60,7 @@ def main() -> int:
                       progress=progress)
     progress.finish()
     report["classical"] = classical_report(pairs, bundle.bands)
+    report["score_before_calibration"] = uncalibrated_reliability(bundle, args.pairs, args.device)
     (MODELS / "heldout_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
 
     results = {"deepcl": pooled_by_group(report["per_pair"], group_of)}
@@ -69,7 +74,7 @@ def main() -> int:
                     + [f"{pooled['f1']:.3f}", f"{pooled['iou']:.3f}", f"{pooled['kappa']:.3f}"])
     accuracy = table(rows, ["method"] + [f"F1 {d}" for d in datasets] + ["F1 pooled", "IoU pooled", "kappa pooled"])
     accuracy += "\n\n" + margins(results, datasets)
-    pair_rows = [[name, group_of[name], f"{m['threshold']:g}", f"{m.get('input_scale', 1)}×",
+    pair_rows = [[name, group_of[name], f"{m['threshold']:.3g}", f"{m.get('input_scale', 1)}×",
                   f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
                   f"{report['classical']['cva']['per_pair'][name]['f1']:.3f}",
                   f"{report['classical']['mad']['per_pair'][name]['f1']:.3f}",
@@ -77,13 +82,50 @@ def main() -> int:
                  for name, m in sorted(report["per_pair"].items(), key=lambda kv: (group_of[kv[0]], kv[0]))]
     per_pair = table(pair_rows, ["pair", "data set", "threshold", "enlarged", "precision", "recall", "F1",
                                  "F1 CVA", "F1 MAD", "AUC of D"])
-    card = render(bundle.provenance, bundle, report, accuracy, per_pair, args.pairs)
+    card = render(bundle.provenance, bundle, report, accuracy, per_pair, reliability_section(report, group_of),
+                  args.pairs)
     (MODELS / "MODEL_CARD.md").write_text(card)
     print(accuracy)
     return 0
 
 
-def render(provenance: Dict, bundle, report: Dict, accuracy: str, per_pair: str, held_out: List[Path]) -> str:
+def uncalibrated_reliability(bundle, pairs: List[Path], device: str) -> Dict:
+    """The held-out reliability of the network's own score: the bundled model without its Platt
+    scaling (its change maps are not used, so its thresholds do not matter)."""
+    raw = replace(bundle, platt_scaling=PlattScaling(), platt_scalings_by_pixel_size=())
+    with tempfile.TemporaryDirectory(prefix="deepcl-model-card-") as tmp:
+        save_model(raw, Path(tmp) / "uncalibrated.pt")
+        report = evaluate(EvaluateOptions(model=Path(tmp) / "uncalibrated.pt", data_dirs=pairs, device=device))
+    keys = ("brier", "ece", "reliability_bins")
+    return {"per_pair": {name: {k: m[k] for k in keys} for name, m in report["per_pair"].items()},
+            "pooled": {k: report["pooled"][k] for k in keys}}
+
+
+def reliability_section(report: Dict, group_of: Dict[str, str]) -> str:
+    """Brier score and expected calibration error of the confidence, and of the network's score
+    before calibration, per data set and pooled; the pooled reliability bins."""
+    def pooled(per_pair: Dict[str, Dict], names: List[str]) -> Dict:
+        return pooled_reliability([{"brier": per_pair[n]["brier"], "bins": per_pair[n]["reliability_bins"]}
+                                   for n in names])
+
+    raw = report["score_before_calibration"]["per_pair"]
+    groups = sorted(set(group_of.values()))
+    rows = []
+    for label, names in [(g, [n for n in report["per_pair"] if group_of[n] == g]) for g in groups] + \
+            [("pooled", list(report["per_pair"]))]:
+        before, after = pooled(raw, names), pooled(report["per_pair"], names)
+        rows.append([label, f"{before['brier']:.4f}", f"{after['brier']:.4f}", f"{before['ece']:.4f}",
+                     f"{after['ece']:.4f}"])
+    bins = [[f"{lower:.1f}–{lower + 0.1:.1f}", f"{count:,}", f"{mean:.3f}", f"{share:.3f}"]
+            for lower, count, mean, share in report["pooled"]["reliability_bins"]]
+    return (table(rows, ["held-out pairs", "Brier, score", "Brier, confidence", "ECE, score", "ECE, confidence"])
+            + "\n\nPooled over the held-out pairs, the confidence layer's pixels by their confidence, and the share "
+              "of them the labels mark changed:\n\n"
+            + table(bins, ["confidence", "pixels", "mean confidence", "share changed"]))
+
+
+def render(provenance: Dict, bundle, report: Dict, accuracy: str, per_pair: str, reliability: str,
+           held_out: List[Path]) -> str:
     pooled = report["pooled"]
     hardware = provenance.get("hardware", {})
     train_pairs = provenance.get("train_pairs", [])
@@ -99,7 +141,7 @@ The model the plugin and the command line use when no other is given. Generated 
   {list(bundle.config.metric_strides)} with distance maps, decoder guided by the distance map
   (prior guidance: {bundle.config.prior_guidance}); trained with BCE + Dice + hard-sample-aware contrastive loss.
 - Input: {len(bundle.bands)} bands ({", ".join(bundle.bands)}), each image stretched between its own
-  {_ordinal(bundle.normalization.low_percentile)} and {_ordinal(bundle.normalization.high_percentile)} percentiles; decision threshold {bundle.threshold:g}{_calibration(provenance)}.
+  {_ordinal(bundle.normalization.low_percentile)} and {_ordinal(bundle.normalization.high_percentile)} percentiles; decision threshold {bundle.threshold:.3g} on the confidence{_calibration(provenance)}.
 - File size {size_mb:.1f} MB, {sum(t.numel() for k, t in bundle.state_dict.items() if t.is_floating_point() and "running_" not in k):,} parameters.
 
 ## Training
@@ -125,6 +167,19 @@ Per pair:
 - Pseudo-change false-positive rate (each held-out before image against a radiometrically and
   geometrically perturbed copy of itself, nothing changed): {report["pseudo_change"]["false_positive_rate"]:.4f}.
 
+## The confidence as a probability
+The confidence layer is the network's change score made a probability by Platt scaling, fitted
+for each class of pixel size on the validation pairs named above ({_scalings(bundle)}); the
+thresholds apply to it. How far it reads as the share of pixels that changed, on the held-out pairs,
+against the network's score before that scaling (Brier score: mean squared error against the label;
+ECE: expected calibration error over ten equal-width bins; both lower is better):
+
+{reliability}
+
+The labels' definitions of change differ between the data sets (see the known limits), and each
+class was fitted on few validation pairs, so read a probability as the share among pixels like
+these, not as a guarantee for your scene.
+
 ## The paper's claims
 DeepCL against BCE + Dice alone for both encoders, gamma 2 against 0, and each variant's
 pseudo-change false-positive rate, with one budget and seed set{_experiments()}
@@ -145,8 +200,9 @@ The weights inherit the most restrictive of these terms: research and non-commer
 - Two classes of images only: 5 m pixels or coarser, and finer or not georeferenced; each has a
   threshold chosen on few validation pairs, and the coarse one an enlargement chosen on the coarse
   validation pairs named above, so how much it helps varies from scene to scene, and 2× costs 4×
-  the network time. On 10 m imagery the changed pixels' confidence sits far below that on aerial imagery, so
-  its threshold is very low and unchanged 10 m pairs show more
+  the network time. On 10 m imagery the network scores changed pixels far lower than on aerial
+  imagery; the scaling of that class makes its confidence a probability again, but its threshold
+  stays low, and unchanged 10 m pairs show more
   false alarms (the pseudo-change rate above counts them). Where precision lies far below recall in
   the per-pair table the threshold is too low for that kind of scene, where recall lies far below
   precision too high: move it (panel slider, `--threshold`) and check the confidence layer, or set
@@ -183,17 +239,27 @@ def _calibration(provenance: Dict) -> str:
     calibration = provenance.get("threshold_calibration")
     if not calibration:
         return " (not calibrated)"
-    text = (f", chosen on the validation pairs ({', '.join(calibration['pairs'])}) as the highest pooled F1 "
+    text = (f" (where the network scores {calibration.get('score_threshold', calibration['threshold']):g})"
+            f", chosen on the validation pairs ({', '.join(calibration['pairs'])}) as the highest pooled F1 "
             f"({calibration['f1']:.3f}, against {calibration['f1_at_0.5']:.3f} at 0.5; `make calibrate-default`)")
     for coarse in calibration.get("by_pixel_size") or ():
         scale = coarse.get("input_scale", 1)
         by_scale = ", ".join(f"{k}×: {f1:.3f}" for k, f1 in (coarse.get("f1_by_input_scale") or {}).items())
         text += (f"; for images of {coarse['min_pixel_size_m']:g} m pixels or coarser (Sentinel-2) "
-                 f"{coarse['threshold']:g}" + (f", the image enlarged {scale}× for the network" if scale > 1 else "")
+                 f"{coarse['threshold']:.3g} (a score of {coarse.get('score_threshold', coarse['threshold']):g})"
+                 + (f", the image enlarged {scale}× for the network" if scale > 1 else "")
                  + f", chosen the same way on {', '.join(coarse['pairs'])} (F1 {coarse['f1']:.3f}, against "
-                 f"{coarse['f1_at_general_threshold']:.3f} at {calibration['threshold']:g} as they are"
+                 f"{coarse['f1_at_general_threshold']:.3f} at a score of "
+                 f"{calibration.get('score_threshold', calibration['threshold']):g} as they are"
                  + (f"; best F1 by enlargement {by_scale}" if by_scale else "") + ")")
     return text
+
+
+def _scalings(bundle) -> str:
+    parts = [f"slope {bundle.platt_scaling.slope:.3f}, intercept {bundle.platt_scaling.intercept:.3f} on the network's logit"]
+    parts += [f"{scaling.slope:.3f} and {scaling.intercept:.3f} for {size:g} m pixels or coarser"
+              for size, scaling in bundle.platt_scalings_by_pixel_size]
+    return "; ".join(parts)
 
 
 def _notes(provenance: Dict) -> str:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deepcl_core.cli import main
+from deepcl_core.confidence_calibration import PlattScaling
 from deepcl_core.metrics import Confusion
 from deepcl_core.model_file import load_model, save_model
 from deepcl_core.training.calibration import (CANDIDATES, COARSE_PIXEL_M, INPUT_SCALES, best_threshold,
@@ -56,16 +57,20 @@ def test_training_stores_the_threshold_chosen_on_validation(tmp_path):
     result = train(small_options(tmp_path / "model.pt", epochs=1))
     bundle = load_model(result.out)
     calibration = bundle.provenance["threshold_calibration"]
-    assert bundle.threshold == result.threshold == calibration["threshold"] in CANDIDATES
+    assert calibration["score_threshold"] in CANDIDATES
+    # The model's threshold is that score's calibrated probability, under the scaling it got.
+    assert bundle.platt_scaling == PlattScaling(*calibration["platt_scaling"])
+    assert bundle.threshold == result.threshold == calibration["threshold"]
+    assert bundle.threshold == pytest.approx(bundle.platt_scaling.probability(calibration["score_threshold"]))
     assert calibration["pairs"] == ["val_27_0000_0256"] and calibration["f1"] >= calibration["f1_at_0.5"]
     # The epoch was judged at the threshold the model got: the same weights, pairs and candidates.
     validation = bundle.provenance["validation_metrics"]
-    assert validation["per_pair"]["val_27_0000_0256"]["threshold"] == bundle.threshold
+    assert validation["per_pair"]["val_27_0000_0256"]["score_threshold"] == calibration["score_threshold"]
     assert validation["pooled"]["f1"] == pytest.approx(calibration["f1"])
     unchanged = train(small_options(tmp_path / "plain.pt", epochs=1, calibrate=False))
-    assert load_model(unchanged.out).threshold == 0.5
+    assert load_model(unchanged.out).threshold == 0.5 and load_model(unchanged.out).platt_scaling.is_identity
     unchanged_validation = load_model(unchanged.out).provenance["validation_metrics"]
-    assert unchanged_validation["per_pair"]["val_27_0000_0256"]["threshold"] == 0.5
+    assert unchanged_validation["per_pair"]["val_27_0000_0256"]["score_threshold"] == 0.5
 
 
 @pytest.mark.skipif(not LEVIR.is_dir(), reason="real data not found")
@@ -105,6 +110,11 @@ def test_coarse_pairs_get_their_own_threshold(tiny_model_path, tmp_path, capsys)
     assert mixed["pairs"] == ["val_27_0000_0256"] and mixed["threshold"] == alone_fine["threshold"]
     assert coarse["threshold"] == alone_coarse["by_pixel_size"][0]["threshold"]
     assert mixed_model.thresholds_by_pixel_size == ((COARSE_PIXEL_M, coarse["threshold"]),)
+    # Each class gets the scaling fitted on its own pairs, the coarse one at its enlargement.
+    assert mixed_model.platt_scalings_by_pixel_size == ((COARSE_PIXEL_M, PlattScaling(*coarse["platt_scaling"])),)
+    assert mixed_model.platt_scaling == fine_model.platt_scaling == PlattScaling(*alone_fine["platt_scaling"])
+    assert coarse["threshold"] == pytest.approx(PlattScaling(*coarse["platt_scaling"]).probability(
+        coarse["score_threshold"]))
     # The enlargement is chosen with the threshold: the one of the highest F1, and the cheapest of equals.
     best = max(coarse["f1_by_input_scale"].values())
     assert coarse["f1"] == best and coarse["f1_by_input_scale"][str(coarse["input_scale"])] == best
@@ -117,6 +127,7 @@ def test_coarse_pairs_get_their_own_threshold(tiny_model_path, tmp_path, capsys)
     # them and stays the model's; the calibration records what they would choose.
     assert alone_coarse["threshold"] == coarse["threshold"] and alone_coarse["every_pair_coarse"]
     assert coarse_model.threshold == load_model(tiny_model_path).threshold
+    assert coarse_model.platt_scaling == load_model(tiny_model_path).platt_scaling
 
 
 def test_calibrating_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, tmp_path, capsys):
@@ -124,6 +135,7 @@ def test_calibrating_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, 
     threshold and enlargement, which those pairs say nothing about."""
     model = load_model(tiny_model_path)
     model.thresholds_by_pixel_size, model.input_scales_by_pixel_size = ((COARSE_PIXEL_M, 0.01),), ((COARSE_PIXEL_M, 2),)
+    model.platt_scaling, model.platt_scalings_by_pixel_size = PlattScaling(2.0, 1.0), ((COARSE_PIXEL_M, PlattScaling(1.5, 4.5)),)
     save_model(model, tmp_path / "with_coarse.pt")
     out = tmp_path / "calibrated.pt"
     assert main(["calibrate", "--model", str(tmp_path / "with_coarse.pt"), "--out", str(out), "--device", "cpu",
@@ -132,6 +144,8 @@ def test_calibrating_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, 
     assert calibrated.threshold == printed["threshold"]
     assert calibrated.thresholds_by_pixel_size == ((COARSE_PIXEL_M, 0.01),)
     assert calibrated.input_scales_by_pixel_size == ((COARSE_PIXEL_M, 2),)
+    assert calibrated.platt_scalings_by_pixel_size == ((COARSE_PIXEL_M, PlattScaling(1.5, 4.5)),)
+    assert calibrated.platt_scaling == PlattScaling(*printed["platt_scaling"]) != PlattScaling(2.0, 1.0)
 
 
 def test_calibrate_replaces_no_file_unasked(tiny_model_path, tmp_path, capsys):

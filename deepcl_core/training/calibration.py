@@ -1,5 +1,7 @@
-"""A model's decision threshold chosen on labelled pairs: the change probability from which a
-pixel counts as changed that gives the highest F1 pooled over all their valid pixels.
+"""A model's decision threshold chosen on labelled pairs: the network's score from which a pixel
+counts as changed that gives the highest F1 pooled over all their valid pixels, stored as that
+score's probability under the Platt scaling fitted on the same pixels (:mod:`..confidence_calibration`),
+which the model's confidence layer then shows.
 
 The network is trained with a 0.5 boundary, but the confidence it reaches on a new sensor or
 resolution often sits lower (on 10 m Sentinel-2 pairs the changed pixels' confidence spreads
@@ -17,6 +19,7 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..confidence_calibration import LogitHistogram, PlattScaling, fit_platt_scaling
 from ..device import resolve_device
 from ..errors import InputError, releases_locals_on_error
 from ..gdal_utils import gdal_return_values
@@ -75,40 +78,72 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
     coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone together
     with their input scale, and the model's own threshold, chosen on the others (on all pairs,
-    as they are, when every pair is coarse).
-    Returns {"threshold", "f1", "f1_at_0.5", "pairs", "by_pixel_size", …} for the provenance."""
+    as they are, when every pair is coarse). Each class also gets the Platt scaling that makes the
+    network's score a probability on its pairs (at its input scale); its threshold is the chosen
+    score's probability, so the change map stays the one of the chosen score.
+    Returns {"threshold", "score_threshold", "platt_scaling", "f1", "f1_at_0.5", "pairs",
+    "by_pixel_size", …} for the provenance."""
     check_calibration_pairs(pairs)
     network.eval()
     coarse = {p.name for p in pairs if _is_coarse(p)}
-    fine_counts = _empty()
-    by_scale = {scale: _empty() for scale in INPUT_SCALES} if coarse else {}
+    fine = _Scores()
+    by_scale = {scale: _Scores() for scale in INPUT_SCALES} if coarse else {}
     for pair in pairs:
-        for scale, target in by_scale.items() if pair.name in coarse else [(1, fine_counts)]:
+        for scale, target in by_scale.items() if pair.name in coarse else [(1, fine)]:
             probability, _ = predict_pair(network, pair, device, tile, scale=scale)
-            for t, counts in confusions_by_threshold(probability, pair.label, pair.valid).items():
-                target[t] = target[t] + counts
-    coarse_counts = by_scale.get(1, _empty())
-    everything = {t: fine_counts[t] + coarse_counts[t] for t in CANDIDATES}
-    general = fine_counts if len(coarse) < len(pairs) else everything
-    chosen = best_threshold(general)
+            target.add(probability, pair)
+    as_they_are = by_scale.get(1, _Scores())
+    general = fine if len(coarse) < len(pairs) else fine + as_they_are
+    chosen = best_threshold(general.counts)
     calibration: Dict[str, object] = {
-        "threshold": chosen, "f1": general[chosen].metrics()["f1"], "f1_at_0.5": general[0.5].metrics()["f1"],
-        "pairs": [p.name for p in pairs if p.name not in coarse or general is everything],
+        **_scaled(chosen, general), "f1": general.counts[chosen].metrics()["f1"],
+        "f1_at_0.5": general.counts[0.5].metrics()["f1"],
+        "pairs": [p.name for p in pairs if p.name not in coarse or general is not fine],
         "candidates": ", ".join(str(t) for t in CANDIDATES),
-        "rule": "highest F1 pooled over the pairs' valid pixels", "by_pixel_size": [],
-        "every_pair_coarse": general is everything}
+        "rule": "highest F1 pooled over the pairs' valid pixels, over the network's scores; the threshold is that "
+                "score's probability under the Platt scaling fitted on the same pixels",
+        "by_pixel_size": [], "every_pair_coarse": general is not fine}
     if coarse:
-        best_by_scale = {scale: best_threshold(counts) for scale, counts in by_scale.items()}
-        f1_by_scale = {scale: by_scale[scale][t].metrics()["f1"] for scale, t in best_by_scale.items()}
+        best_by_scale = {scale: best_threshold(scores.counts) for scale, scores in by_scale.items()}
+        f1_by_scale = {scale: by_scale[scale].counts[t].metrics()["f1"] for scale, t in best_by_scale.items()}
         scale = max(INPUT_SCALES, key=lambda k: (round(f1_by_scale[k], 6), -k))  # equal: the cheaper
-        chosen_coarse = best_by_scale[scale]
         calibration["by_pixel_size"] = [{
-            "min_pixel_size_m": COARSE_PIXEL_M, "threshold": chosen_coarse, "input_scale": scale,
-            "f1": f1_by_scale[scale], "f1_at_0.5": coarse_counts[0.5].metrics()["f1"],
-            "f1_at_general_threshold": coarse_counts[chosen].metrics()["f1"],
+            "min_pixel_size_m": COARSE_PIXEL_M, **_scaled(best_by_scale[scale], by_scale[scale]),
+            "input_scale": scale, "f1": f1_by_scale[scale], "f1_at_0.5": as_they_are.counts[0.5].metrics()["f1"],
+            "f1_at_general_threshold": as_they_are.counts[chosen].metrics()["f1"],
             "f1_by_input_scale": {str(k): f1 for k, f1 in f1_by_scale.items()},
             "pairs": sorted(coarse)}]
     return calibration
+
+
+class _Scores:
+    """What calibration keeps of the network's scores on a class of pairs: the confusion at each
+    candidate threshold and the histogram the Platt scaling is fitted on."""
+
+    def __init__(self) -> None:
+        self.counts: Dict[float, Confusion] = {t: Confusion() for t in CANDIDATES}
+        self.logits = LogitHistogram()
+
+    def add(self, probability: np.ndarray, pair: LoadedPair) -> None:
+        for t, counts in confusions_by_threshold(probability, pair.label, pair.valid).items():
+            self.counts[t] = self.counts[t] + counts
+        self.logits.add(probability, pair.label, pair.valid)
+
+    def __add__(self, other: "_Scores") -> "_Scores":
+        total = _Scores()
+        total.counts = {t: self.counts[t] + other.counts[t] for t in CANDIDATES}
+        total.logits = self.logits + other.logits
+        return total
+
+
+def _scaled(score_threshold: float, scores: _Scores) -> Dict[str, object]:
+    """The Platt scaling fitted on ``scores`` and the threshold it maps ``score_threshold`` to,
+    with the fit's log-likelihood before and after, for the provenance."""
+    scaling, note = fit_platt_scaling(scores.logits)
+    return {"threshold": scaling.probability(score_threshold), "score_threshold": score_threshold,
+            "platt_scaling": scaling.to_list(), "platt_scaling_note": note,
+            "log_loss_of_score": round(scores.logits.log_loss(PlattScaling()), 6),
+            "log_loss_of_probability": round(scores.logits.log_loss(scaling), 6)}
 
 
 def check_calibration_pairs(pairs: Sequence[LoadedPair]) -> None:
@@ -127,27 +162,24 @@ def check_calibration_pairs(pairs: Sequence[LoadedPair]) -> None:
 
 
 def apply_calibration(bundle: ModelBundle, calibration: Dict[str, object], keep_unmeasured: bool = False) -> None:
-    """Store ``calibration``'s thresholds and input scales, and the calibration itself as
+    """Store ``calibration``'s thresholds, confidence scalings and input scales, and the calibration itself as
     provenance, in ``bundle``. ``keep_unmeasured`` (recalibrating a trained model): a class of
     pixel size the calibration had no pairs of keeps the model's setting instead of losing it, e.g.
-    the Sentinel-2 threshold and enlargement when the pairs are aerial."""
+    the Sentinel-2 threshold, scaling and enlargement when the pairs are aerial."""
     calibration["previous_threshold"] = bundle.threshold
-    coarse = [(float(c["min_pixel_size_m"]), float(c["threshold"]), int(c.get("input_scale", 1)))
-              for c in calibration["by_pixel_size"]]
+    coarse = [(float(c["min_pixel_size_m"]), c) for c in calibration["by_pixel_size"]]
     if keep_unmeasured and not coarse:
         calibration["kept_by_pixel_size"] = "the model's (no coarse pair)"
     else:
-        bundle.thresholds_by_pixel_size = tuple((size, threshold) for size, threshold, _ in coarse)
-        bundle.input_scales_by_pixel_size = tuple((size, scale) for size, _, scale in coarse)
+        bundle.thresholds_by_pixel_size = tuple((size, float(c["threshold"])) for size, c in coarse)
+        bundle.input_scales_by_pixel_size = tuple((size, int(c["input_scale"])) for size, c in coarse)
+        bundle.platt_scalings_by_pixel_size = tuple((size, PlattScaling(*c["platt_scaling"])) for size, c in coarse)
     if keep_unmeasured and calibration["every_pair_coarse"]:
         calibration["kept_threshold"] = "the model's (every pair coarse)"
     else:
         bundle.threshold = float(calibration["threshold"])
+        bundle.platt_scaling = PlattScaling(*calibration["platt_scaling"])
     bundle.provenance["threshold_calibration"] = calibration
-
-
-def _empty() -> Dict[float, Confusion]:
-    return {t: Confusion() for t in CANDIDATES}
 
 
 def _is_coarse(pair: LoadedPair) -> bool:

@@ -352,7 +352,8 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
                               Confusion.of(probability >= options.threshold, pair.label, pair.valid))
                   for pair, probability in zip(pairs, probabilities)}
     pooled = sum((confusion for _, confusion in judged.values()), Confusion())
-    return pooled.metrics(), {name: {**confusion.metrics(), "threshold": threshold}
+    # The network's own score (a model's thresholds apply to its Platt-scaled confidence).
+    return pooled.metrics(), {name: {**confusion.metrics(), "score_threshold": threshold}
                               for name, (threshold, confusion) in judged.items()}
 
 

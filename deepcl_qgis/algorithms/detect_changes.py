@@ -73,8 +73,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             "Finds what changed between a <b>before</b> and an <b>after</b> image of the same place with the "
             "DeepCL network, on the GPU when there is one, else on the CPU.<br><br>"
             "Outputs, on the before image's grid: <b>Change</b> (1 changed, 0 unchanged, nodata where either "
-            "image has no data), <b>Confidence</b> (the network's change score 0–1, not a calibrated "
-            "probability) and, on request, the network's <b>Distance</b> map and change <b>Polygons</b> "
+            "image has no data), <b>Confidence</b> (the probability of change 0–1, as the model's "
+            "calibration on its validation pairs estimates it; the network's own score for uncalibrated models) and, on request, the network's <b>Distance</b> map and change <b>Polygons</b> "
             "(GeoPackage) with their area. The after image is reprojected onto the before grid on the fly.<br><br>"
             "The changed area (m² and percent of the area both images cover) is returned as outputs that "
             "graphical models can use. An optional processing extent or mask layer limits the work to an "
@@ -165,7 +165,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterRasterDestination(self.CHANGE, self.tr("Change")),
              self.tr("GeoTIFF: 1 changed, 0 unchanged, 255 nodata."), False),
             (QgsProcessingParameterRasterDestination(self.CONFIDENCE, self.tr("Confidence")),
-             self.tr("GeoTIFF: the network's change score 0–1, -1 nodata."), False),
+             self.tr("GeoTIFF: the probability of change 0–1 (the network's own score for an uncalibrated model), "
+                     "-1 nodata."), False),
             (QgsProcessingParameterRasterDestination(self.DISTANCE, self.tr("Distance map"), optional=True,
                                                      createByDefault=False),
              self.tr("GeoTIFF: the network's feature distance between the dates (0–2); optional."), False),

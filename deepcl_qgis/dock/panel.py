@@ -182,7 +182,12 @@ class DeepCLDock(QgsDockWidget):
             combo.addItemWithCheckState(layer.bandName(band), Qt.Unchecked, band)
 
     def threshold(self) -> float:
-        return threshold_scale.threshold_at(self.form.threshold_slider.value())
+        """The slider's threshold; at the stop nearest the model's own threshold, that threshold
+        exactly (a calibrated model's, e.g. 0.284, lies between the slider's round values)."""
+        position = self.form.threshold_slider.value()
+        if self._shown_model_threshold >= 0 and position == threshold_scale.position_of(self._shown_model_threshold):
+            return self._shown_model_threshold
+        return threshold_scale.threshold_at(position)
 
     def model_path(self) -> Path:
         chosen = self.form.model_widget.filePath().strip()
@@ -376,8 +381,8 @@ class DeepCLDock(QgsDockWidget):
 
     # --- threshold after the run -----------------------------------------------------------------
 
-    def _on_threshold_moved(self, position: int) -> None:
-        self.form.threshold_label.setText(threshold_scale.label(threshold_scale.threshold_at(position)))
+    def _on_threshold_moved(self, _position: int) -> None:
+        self.form.threshold_label.setText(threshold_scale.label(self.threshold()))
         if self._change_layer() is not None and not self.is_running():
             self._reclassify_timer.start()
 

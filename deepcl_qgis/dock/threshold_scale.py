@@ -1,6 +1,8 @@
 """The threshold slider's scale: round values, finer where thresholds are small. On 10 m imagery a
-model's threshold lies near 0.01 (the bundled model's is 0.01), where steps of 0.01 would double or
-halve it; on aerial imagery it lies near 0.2-0.5, where steps of 0.01 are fine enough."""
+model's threshold may lie near 0.01 (the network's own score there; the bundled model's calibrated
+confidence puts it at 0.074), where steps of 0.01 would double or halve it; on aerial imagery it
+lies near 0.2-0.5, where steps of 0.01 are fine enough. The panel puts the model's own threshold
+at the stop nearest it."""
 from __future__ import annotations
 
 from typing import Tuple

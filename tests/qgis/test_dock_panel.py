@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from deepcl_qgis.dock.threshold_scale import position_of
+from deepcl_qgis.dock.threshold_scale import THRESHOLDS, position_of
 from plugin_test_helpers import image, pair, read
 
 FAST = {"tile": 128, "overlap": 16}
@@ -393,7 +393,15 @@ def test_the_threshold_follows_the_chosen_model(panel, tiny_model_path, tmp_path
     dock.form.model_widget.setFilePath(str(tmp_path / "threshold_035.pt"))
     assert dock.threshold() == pytest.approx(0.35) and dock.form.threshold_label.text() == "0.35"
     dock.form.model_widget.setFilePath("")  # back to the bundled model
-    assert dock.threshold() == pytest.approx(load_model(bundled_model_path()).threshold)
+    # Its calibrated threshold lies between the slider's round values: the stop nearest it gives it exactly.
+    calibrated = load_model(bundled_model_path()).threshold
+    assert calibrated not in THRESHOLDS and dock.threshold() == calibrated
+    assert dock.form.threshold_label.text() == f"{calibrated:.3f}"
+    position = dock.form.threshold_slider.value()
+    dock.form.threshold_slider.setValue(position + 1)
+    assert dock.threshold() == THRESHOLDS[position + 1]
+    dock.form.threshold_slider.setValue(position)
+    assert dock.threshold() == calibrated and dock.form.threshold_label.text() == f"{calibrated:.3f}"
 
 
 def test_the_threshold_follows_the_before_layers_pixel_size(panel, oscd_crop, tiny_model_path, tmp_path):
