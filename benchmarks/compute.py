@@ -130,9 +130,11 @@ def sample_tiles(before: Path, after: Path, bundle: ModelBundle, options: Detect
                  count: int) -> Tuple[np.ndarray, np.ndarray, int]:
     """``count`` real tiles of the pair, spread over the image, read and normalised as detection
     does, in memory: (before, after) (count, bands, h, w) and the image's tile count."""
+    from deepcl_core.band_choice import choose_bands
     from deepcl_core.detect import _image_stretch
+    from deepcl_core.grid import align_after_to_before
     from deepcl_core.normalization import normalize
-    from deepcl_core.raster_io import align_after_to_before, choose_bands, open_image, read_window
+    from deepcl_core.raster_io import open_image, read_window
     from deepcl_core.tiling import TileGrid
 
     before_ds, after_ds = open_image(before, "before"), open_image(after, "after")

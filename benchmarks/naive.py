@@ -15,12 +15,14 @@ import torch
 from osgeo import gdal
 
 from deepcl_core.area import ground_pixel_size
+from deepcl_core.band_choice import choose_bands
 from deepcl_core.detect import _image_stretch
+from deepcl_core.grid import Grid, align_after_to_before
 from deepcl_core.model_file import ModelBundle
 from deepcl_core.network_on_tiles import run_network
 from deepcl_core.normalization import normalize
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
-from deepcl_core.raster_io import Grid, align_after_to_before, choose_bands, open_image, read_window
+from deepcl_core.raster_io import open_image, read_window
 from deepcl_core.tiling import TileGrid
 
 

@@ -7,7 +7,8 @@ import numpy as np
 from osgeo import ogr, osr
 
 from .errors import InputError
-from .raster_io import Grid, open_raster
+from .grid import Grid
+from .raster_io import open_raster
 
 
 def _srs(wkt: str) -> osr.SpatialReference:

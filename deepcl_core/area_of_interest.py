@@ -17,8 +17,8 @@ from osgeo import gdal, ogr
 
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
-from .raster_io import (Bounds, Grid, bounds_overlap, check_north_up, is_georeferenced, map_geotransform,
-                        open_dataset, transformed_bounds, warp_to_grid)
+from .grid import Bounds, Grid, bounds_overlap, check_north_up, map_geotransform, transformed_bounds, warp_to_grid
+from .raster_io import is_georeferenced, open_dataset
 
 Window = Tuple[int, int, int, int]  # column, row, width, height in pixels
 

@@ -18,10 +18,12 @@ from typing import Dict, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from .band_choice import choose_bands
 from .errors import DeepCLError, InputError
+from .grid import align_after_to_before
 from .metrics import Confusion
 from .normalization import NormalizationSpec
-from .raster_io import align_after_to_before, choose_bands, open_image, read_window
+from .raster_io import open_image, read_window
 from .training.pairs import PairFiles, load_pair, read_label
 
 OTB_MAD = "otbcli_MultivariateAlterationDetector"

@@ -21,12 +21,14 @@ from osgeo import gdal
 
 from .area import ground_pixel_size, pixel_area_by_row, pixel_size_warning
 from .area_of_interest import AreaOfInterest, Window
+from .band_choice import choose_bands, unnamed_bands_warning
 from .batches import BatchSlots, batch_plan
 from .confidence_calibration import PlattScaling
 from .device import describe_device, out_of_memory_explained, resolve_device
 from .device_blending import DeviceRowBlender, Maps, fits_on_device
 from .errors import Cancelled, InputError, ModelFileError, releases_locals_on_error
 from .gdal_utils import gdal_return_values
+from .grid import Grid, align_after_to_before
 from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
                               precision_name, prefers_channels_last, prepare_for_inference, torch_threads)
@@ -38,7 +40,7 @@ from .outputs import (CHANGE_DESCRIPTION, CHANGE_NODATA, COMPRESSIONS, DEFAULT_C
                       RasterOutputs, RasterSpec, check_output_name, check_output_paths)
 from .pending import Pending
 from .polygons import write_change_polygons
-from .raster_io import Grid, align_after_to_before, choose_bands, open_image, read_sample, unnamed_bands_warning
+from .raster_io import open_image, read_sample
 from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, RowBlender, TileGrid

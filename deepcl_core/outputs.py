@@ -14,7 +14,7 @@ from osgeo import gdal
 
 from .errors import Cancelled, OutputError
 from .gdal_utils import collect_gdal_errors, thread_config
-from .raster_io import GDAL_DEFAULT_GEOTRANSFORM, Grid
+from .grid import GDAL_DEFAULT_GEOTRANSFORM, Grid
 
 CHANGE_NODATA = 255
 CHANGE_DESCRIPTION = "change (1) / no change (0)"  # the change map's band, however it is written

@@ -11,7 +11,7 @@ from osgeo import gdal, ogr, osr
 from .area import geometry_area_m2
 from .errors import Cancelled, OutputError
 from .gdal_utils import collect_gdal_errors
-from .raster_io import Grid, map_geotransform
+from .grid import Grid, map_geotransform
 
 LAYER_NAME = "changes"
 

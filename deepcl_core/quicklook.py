@@ -8,7 +8,9 @@ from typing import List, Optional
 import numpy as np
 from osgeo import gdal
 
-from .raster_io import align_after_to_before, choose_bands, open_image, open_raster
+from .band_choice import choose_bands
+from .grid import align_after_to_before
+from .raster_io import open_image, open_raster
 
 GAP = 8  # pixels of white between panels
 

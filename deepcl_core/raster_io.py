@@ -1,28 +1,21 @@
-"""Reading the two input rasters: opening with clear errors, choosing bands, putting the after
-image on the before grid (a GDAL warped VRT, nothing copied), and windowed reads with validity."""
+"""Opening and reading rasters: inputs opened with clear errors (dataset names GDAL resolves,
+subdatasets, Sentinel-2 products, images placed by ground control points, paletted images as their
+colours), labels read with 0 as no change, windowed reads with validity, and the sample windows
+image statistics are taken from. Band choice is :mod:`.band_choice`'s, grids and alignment
+:mod:`.grid`'s."""
 from __future__ import annotations
 
-import math
 import os
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
-from osgeo import gdal, osr
+from osgeo import gdal
 
 from . import sentinel2
 from .errors import InputError
-from .gdal_utils import alpha_band, collect_gdal_errors, is_alpha
-
-# Band names a model may ask for, with the words and Sentinel-2 band codes that identify them.
-BAND_ALIASES = {
-    "red": {"red", "b04", "b4"}, "green": {"green", "b03", "b3"}, "blue": {"blue", "b02", "b2"},
-    "nir": {"nir", "b08", "b8"},
-}
-_COLOR_INTERP = {"red": gdal.GCI_RedBand, "green": gdal.GCI_GreenBand, "blue": gdal.GCI_BlueBand}
-
+from .gdal_utils import alpha_band, collect_gdal_errors
 
 # Names GDAL resolves itself rather than files on disk: a virtual file system (/vsizip/…,
 # /vsicurl/https://…) or a driver's prefix (NETCDF:"f.nc":var, GPKG:f.gpkg:table,
@@ -128,205 +121,6 @@ def is_georeferenced(dataset: gdal.Dataset) -> bool:
     return dataset.GetGeoTransform(can_return_null=True) is not None and bool(dataset.GetProjection())
 
 
-def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                 role: str) -> Tuple[int, ...]:
-    """1-based band indices for the model's ``expected`` bands. ``requested`` (the user's choice)
-    is checked; otherwise bands are found by description or colour interpretation, else the first
-    ``len(expected)`` bands are taken."""
-    count = dataset.RasterCount
-    needed = len(expected)
-    if requested:
-        bands = tuple(int(b) for b in requested)
-        bad = [b for b in bands if not 1 <= b <= count]
-        if bad:
-            raise InputError(f"{role} image has bands 1 to {count}; band {bad[0]} does not exist")
-        if len(set(bands)) != len(bands):
-            raise InputError(f"{role} bands {list(bands)} name the same band twice; choose {needed} different bands")
-        if len(bands) != needed:
-            raise InputError(f"the model needs {needed} {role} bands ({', '.join(expected)}); "
-                             f"{len(bands)} were given")
-        return bands
-    if count < needed:
-        raise InputError(f"the model needs {needed} bands ({', '.join(expected)}) but the {role} image "
-                         f"has {count}; choose another image or a model for {count} band(s)")
-    found = _found_bands(dataset, expected)
-    if _each_found_once(found):
-        return found  # type: ignore[return-value]
-    codes = _band_codes(dataset)
-    if codes:  # the file names its bands, and not the model's: taking the first ones would be a guess
-        missing = [name for name, index in zip(expected, found) if not index]
-        raise InputError(f"the model needs the bands {', '.join(expected)}; the {role} image's bands are "
-                         f"{', '.join(codes)}, without {', '.join(missing)}: choose an image that holds "
-                         "them (of a Sentinel-2 product, its 10m subdataset) or choose the bands by hand")
-    return tuple(range(1, needed + 1))
-
-
-def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                          role: str) -> Optional[str]:
-    """A warning when :func:`choose_bands` took the first bands of an image with more bands than
-    the model's, none named: a guess (e.g. blue, green, red, near infrared read as red, green, blue)."""
-    needed = len(expected)
-    image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
-    if requested or len(image_bands) <= needed or _each_found_once(_found_bands(dataset, expected)):
-        return None
-    return (f"the {role} image's {len(image_bands)} bands do not say which is {', '.join(expected[:-1])} or "
-            f"{expected[-1]} (no description or colour interpretation): bands "
-            f"{', '.join(str(i) for i in range(1, needed + 1))} were taken as {', '.join(expected)}; if they "
-            "are in another order, choose the bands by hand")
-
-
-def _found_bands(dataset: gdal.Dataset, expected: Sequence[str]) -> Tuple[Optional[int], ...]:
-    """Each of the model's bands found by description or colour interpretation (None: not found)."""
-    return tuple(_find_band(dataset, name) for name in expected)
-
-
-def _each_found_once(found: Sequence[Optional[int]]) -> bool:
-    return all(found) and len(set(found)) == len(found)
-
-
-# A band named by its sensor's code (Sentinel-2 B1…B12 and B8A, Landsat B1…B11)
-_BAND_CODE = re.compile(r"^b(?:0?[1-9]|1[0-2]|8a)$")
-
-
-def _band_codes(dataset: gdal.Dataset) -> List[str]:
-    """The sensor band codes that the bands' descriptions give, when every band has one."""
-    codes = []
-    for index in range(1, dataset.RasterCount + 1):
-        band = dataset.GetRasterBand(index)
-        if is_alpha(band):
-            continue
-        words = [w for w in re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()) if _BAND_CODE.match(w)]
-        if not words:
-            return []
-        codes.append(words[0].upper())
-    return codes
-
-
-def _find_band(dataset: gdal.Dataset, name: str) -> Optional[int]:
-    aliases = BAND_ALIASES.get(name.lower(), {name.lower()})
-    for index in range(1, dataset.RasterCount + 1):
-        band = dataset.GetRasterBand(index)
-        words = set(re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()))
-        if words & aliases and "edge" not in words:
-            return index
-    for index in range(1, dataset.RasterCount + 1):
-        if dataset.GetRasterBand(index).GetColorInterpretation() == _COLOR_INTERP.get(name.lower(), -1):
-            return index
-    return None
-
-
-# GDAL reports (0, 1, 0, 0, 0, 1) for an image without georeference, y growing downwards; QGIS
-# draws such an image in pixel units with y = -row, and polygons digitised over it (or written for
-# it) use those coordinates.
-GDAL_DEFAULT_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, 1.0)
-QGIS_PIXEL_GEOTRANSFORM = (0.0, 1.0, 0.0, 0.0, 0.0, -1.0)
-
-
-def map_geotransform(geotransform: Sequence[float]) -> Tuple[float, ...]:
-    """The geotransform under which QGIS shows a raster: its own, or QGIS's pixel convention."""
-    geotransform = tuple(float(v) for v in geotransform)
-    return QGIS_PIXEL_GEOTRANSFORM if geotransform == GDAL_DEFAULT_GEOTRANSFORM else geotransform
-
-
-@dataclass(frozen=True)
-class Grid:
-    """Size, geotransform and CRS (WKT, empty when not georeferenced) of a raster."""
-
-    width: int
-    height: int
-    geotransform: Tuple[float, ...]
-    crs_wkt: str
-
-    @classmethod
-    def of(cls, dataset: gdal.Dataset) -> "Grid":
-        return cls(dataset.RasterXSize, dataset.RasterYSize, tuple(dataset.GetGeoTransform()),
-                   dataset.GetProjection() or "")
-
-    def bounds(self) -> Tuple[float, float, float, float]:
-        """The box around the grid's four corners (a rotated or sheared grid's too)."""
-        x0, dx, rx, y0, ry, dy = self.geotransform
-        corners = [(x0 + dx * col + rx * row, y0 + ry * col + dy * row)
-                   for col in (0, self.width) for row in (0, self.height)]
-        xs, ys = [x for x, _ in corners], [y for _, y in corners]
-        return min(xs), min(ys), max(xs), max(ys)
-
-    def same_as(self, other: "Grid") -> bool:
-        if (self.width, self.height) != (other.width, other.height):
-            return False
-        if not all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
-                   for a, b in zip(self.geotransform, other.geotransform)):
-            return False
-        return _same_crs(self.crs_wkt, other.crs_wkt)
-
-    def lies_on(self, target: "Grid", tolerance_px: float) -> bool:
-        """Whether this grid's pixels are ``target``'s: same size and CRS, and its corners within
-        ``tolerance_px`` of the target's (in target pixels, so any CRS unit and a drift of the pixel
-        size across the image count alike)."""
-        if (self.width, self.height) != (target.width, target.height) or not _same_crs(self.crs_wkt, target.crs_wkt):
-            return False
-        to_target = gdal.InvGeoTransform(target.geotransform)
-        if to_target is None:  # a degenerate geotransform; warping it will say what is wrong
-            return False
-        for column, row in ((0, 0), (self.width, 0), (0, self.height), (self.width, self.height)):
-            x, y = gdal.ApplyGeoTransform(list(self.geotransform), column, row)
-            target_column, target_row = gdal.ApplyGeoTransform(to_target, x, y)
-            if abs(target_column - column) > tolerance_px or abs(target_row - row) > tolerance_px:
-                return False
-        return True
-
-
-def _same_crs(wkt_a: str, wkt_b: str) -> bool:
-    if not wkt_a or not wkt_b:
-        return wkt_a == wkt_b
-    a, b = osr.SpatialReference(), osr.SpatialReference()
-    a.ImportFromWkt(wkt_a)
-    b.ImportFromWkt(wkt_b)
-    return bool(a.IsSame(b))
-
-
-def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dataset:
-    """The after image on the before grid. Identical grids are used as they are; otherwise GDAL
-    warps the after image (other CRS, pixel size or extent) into a VRT with an alpha band that
-    marks where it has data. Nothing is copied: pixels are resampled as windows are read."""
-    before_geo, after_geo = is_georeferenced(before), is_georeferenced(after)
-    if before_geo != after_geo:
-        which = "before" if before_geo else "after"
-        raise InputError(f"only the {which} image is georeferenced, so the two cannot be aligned; "
-                         "georeference both (e.g. with the QGIS Georeferencer) or neither")
-    if not before_geo:
-        if (before.RasterXSize, before.RasterYSize) != (after.RasterXSize, after.RasterYSize):
-            raise InputError(
-                f"neither image is georeferenced and their sizes differ (before {before.RasterXSize}×"
-                f"{before.RasterYSize}, after {after.RasterXSize}×{after.RasterYSize}); georeference them "
-                "or give images of one size covering the same area")
-        return after
-    target = Grid.of(before)
-    check_north_up(target.geotransform)
-    if Grid.of(after).same_as(target):
-        return after
-    _check_overlap(target, after)
-    return warp_to_grid(after, target, "bilinear", "the after image")
-
-
-def check_north_up(geotransform: Sequence[float]) -> None:
-    """Raise when the before image's ``geotransform`` has rotation terms: the outputs lie on its
-    grid, row by row, and an area of interest is cut from it in rows and columns."""
-    if geotransform[2] or geotransform[4]:
-        raise InputError("the before image is rotated (its geotransform has rotation terms); "
-                         "warp it to a north-up grid first (Raster ▸ Projections ▸ Warp)")
-
-
-def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str, **options: Any) -> gdal.Dataset:
-    """``dataset`` resampled onto ``target`` as a VRT (nothing copied), with an alpha band that
-    marks where it has data; ``options``: more of ``gdal.WarpOptions`` (a cutline)."""
-    with collect_gdal_errors() as errors:
-        warped = gdal.Warp("", dataset, options=gdal.WarpOptions(
-            format="VRT", dstSRS=target.crs_wkt, outputBounds=target.bounds(), width=target.width,
-            height=target.height, resampleAlg=resampling, dstAlpha=True, **options))
-    if warped is None:
-        raise InputError(f"GDAL could not put {what} on the before grid: {errors.last('unknown error')}")
-    return warped
-
 
 def zero_means_no_change(label: gdal.Dataset, what: str) -> gdal.Dataset:
     """A change label (or reference) as an in-memory VRT without the nodata value of its bands
@@ -344,42 +138,6 @@ def zero_means_no_change(label: gdal.Dataset, what: str) -> gdal.Dataset:
         vrt.GetRasterBand(index).DeleteNoDataValue()
     return vrt
 
-
-def _check_overlap(target: Grid, after: gdal.Dataset) -> None:
-    """Raise when the after image's footprint, in the before CRS, misses the before image."""
-    footprint = transformed_bounds(Grid.of(after).bounds(), after.GetProjection(), target.crs_wkt)
-    if footprint is None or not bounds_overlap(footprint, target.bounds()):
-        raise InputError("the before and after images do not overlap; choose two images of the same area")
-
-
-Bounds = Tuple[float, float, float, float]  # x min, y min, x max, y max
-
-
-def transformed_bounds(bounds: Bounds, source_wkt: str, target_wkt: str) -> Optional[Bounds]:
-    """The box around ``bounds`` (in ``source_wkt``) in ``target_wkt``, from 20 points along each
-    edge (a box's corners alone miss the bulge of its edges in another projection); None when no
-    point can be transformed."""
-    source, target = osr.SpatialReference(), osr.SpatialReference()
-    source.ImportFromWkt(source_wkt)
-    target.ImportFromWkt(target_wkt)
-    for srs in (source, target):
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    transform = osr.CoordinateTransformation(source, target)
-    x0, y0, x1, y1 = bounds
-    edge = np.linspace(0.0, 1.0, 21)
-    xs = np.concatenate([x0 + (x1 - x0) * edge, np.full(21, x1), x1 - (x1 - x0) * edge, np.full(21, x0)])
-    ys = np.concatenate([np.full(21, y0), y0 + (y1 - y0) * edge, np.full(21, y1), y1 - (y1 - y0) * edge])
-    with collect_gdal_errors():
-        points = np.array([transform.TransformPoint(float(x), float(y))[:2] for x, y in zip(xs, ys)])
-    points = points[np.isfinite(points).all(axis=1)]
-    if not len(points):
-        return None
-    return points[:, 0].min(), points[:, 1].min(), points[:, 0].max(), points[:, 1].max()
-
-
-def bounds_overlap(a: Bounds, b: Bounds) -> bool:
-    """Whether two boxes share an area (not only an edge)."""
-    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
 _FLOATING_TYPES = {gdal.GDT_Float32, gdal.GDT_Float64, gdal.GDT_CFloat32, gdal.GDT_CFloat64}

@@ -44,11 +44,12 @@ def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset
                 f"({reference.RasterXSize}×{reference.RasterYSize}) differ in size and are not both "
                 "georeferenced, so their pixels cannot be matched.")
         return reference
-    target = raster_io.Grid.of(change)
-    if raster_io.Grid.of(reference).same_as(target):
+    grid = core_module("grid")
+    target = grid.Grid.of(change)
+    if grid.Grid.of(reference).same_as(target):
         return reference
     try:
-        return raster_io.warp_to_grid(reference, target, "near", "the reference")
+        return grid.warp_to_grid(reference, target, "near", "the reference")
     except engine_error_type() as exc:
         raise QgsProcessingException(str(exc)) from None
 

@@ -11,7 +11,7 @@ from .engine import core_module
 
 def qgis_geotransform(dataset: gdal.Dataset) -> Sequence[float]:
     """The geotransform QGIS uses for ``dataset`` (the engine's rule, shared with its polygons)."""
-    return core_module("raster_io").map_geotransform(dataset.GetGeoTransform())
+    return core_module("grid").map_geotransform(dataset.GetGeoTransform())
 
 
 def burn_polygons(width: int, height: int, geotransform: Sequence[float], wkb_geometries: Iterable[bytes]) -> np.ndarray:

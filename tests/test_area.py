@@ -13,7 +13,7 @@ from osgeo import gdal, ogr, osr
 from core_test_helpers import crop
 from deepcl_core.area import file_pixel_size, geometry_area_m2, ground_pixel_size, pixel_area_by_row
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
-from deepcl_core.raster_io import Grid
+from deepcl_core.grid import Grid
 
 
 def wkt(epsg: int) -> str:

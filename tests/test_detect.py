@@ -18,13 +18,14 @@ from osgeo import gdal, ogr, osr
 
 from deepcl_core import detect, network_on_tiles
 from deepcl_core.area_of_interest import AreaOfInterest
+from deepcl_core.band_choice import choose_bands
 from deepcl_core.detect import (KEEP_DECODED_BYTES, DetectOptions, DetectOutputs, _decoded_bytes, _keeps_decoded,
                                 _open_pair, detect_changes)
 from deepcl_core.errors import Cancelled, DeviceMemoryError, InputError, OutputError
 from deepcl_core.model import inference
 from deepcl_core.model_file import ModelBundle
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
-from deepcl_core.raster_io import choose_bands, is_gdal_dataset_name, open_image, read_sample
+from deepcl_core.raster_io import is_gdal_dataset_name, open_image, read_sample
 from deepcl_core.tiling import RowBlender, TileGrid
 
 from core_test_helpers import files_open_in_this_process, http_server, needs_proc

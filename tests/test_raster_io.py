@@ -9,8 +9,9 @@ import pytest
 from osgeo import gdal
 
 from deepcl_core import raster_io
+from deepcl_core.grid import align_after_to_before
 from deepcl_core.normalization import ImageStretch, NormalizationSpec, normalize, percentiles
-from deepcl_core.raster_io import align_after_to_before, open_raster, read_sample, read_window, sample_windows
+from deepcl_core.raster_io import open_raster, read_sample, read_window, sample_windows
 
 
 def _both_reads(dataset, bands, window):

@@ -14,8 +14,9 @@ import pytest
 from osgeo import gdal
 
 from deepcl_core import row_strips
-from deepcl_core.raster_io import align_after_to_before, open_raster, read_window
 from deepcl_core.errors import InputError
+from deepcl_core.grid import align_after_to_before
+from deepcl_core.raster_io import open_raster, read_window
 from deepcl_core.row_strips import RowStrip, SharedRowStrip
 from deepcl_core.tiling import TileGrid
 

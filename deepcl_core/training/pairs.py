@@ -15,11 +15,13 @@ import numpy as np
 from osgeo import gdal
 
 from ..area import ground_pixel_size
+from ..band_choice import choose_bands
 from ..errors import InputError
 from ..gdal_utils import is_alpha
+from ..grid import Grid, align_after_to_before, warp_to_grid
 from ..normalization import ImageStretch, NormalizationSpec, normalize
-from ..raster_io import Grid, align_after_to_before, choose_bands, is_georeferenced, open_image, open_raster, \
-    placed_by_gcps, read_sample, read_window, warp_to_grid, zero_means_no_change
+from ..raster_io import (is_georeferenced, open_image, open_raster, placed_by_gcps, read_sample, read_window,
+                         zero_means_no_change)
 
 LOG = logging.getLogger(__name__)
 

@@ -72,5 +72,5 @@ def _create_like(source: gdal.Dataset, path: Path, outputs: Any, compression: st
 
 def _pixel_areas(source: gdal.Dataset) -> Optional[np.ndarray]:
     """m² of one pixel per row, from the engine (exact for geographic CRSs); None without a CRS."""
-    grid = core_module("raster_io").Grid.of(source)
+    grid = core_module("grid").Grid.of(source)
     return core_module("area").pixel_area_by_row(grid)
