@@ -19,7 +19,7 @@ from osgeo import gdal
 from benchmarks.compute import benchmark_bundle
 from deepcl_core.model.inference import prepare_for_inference
 from deepcl_core.outputs import DEFAULT_COMPRESSION, FLOAT_NODATA, creation_options
-from deepcl_core.training.inference import predict_pair
+from deepcl_core.training.inference import predict_as_detected
 
 SIDE = 2048
 PREDICTORS = {"2 (horizontal differencing)": "2", "3 (floating point)": "3"}
@@ -70,7 +70,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"{what}; each confidence map repeated to {SIDE}², ZSTD level 1, best of {ROUNDS}\n")
     print("| pair | predictor | write (ms) | read (ms) | size (MB) |\n|---|---|---:|---:|---:|")
     for pair in pairs:
-        confidence, _ = predict_pair(network, pair, torch.device("cpu"), tile=768)
+        confidence = predict_as_detected(network, bundle, pair, torch.device("cpu"), tile=768)
         values = tiled_up(np.where(pair.valid, confidence, FLOAT_NODATA).astype(np.float32))
         for name, predictor in PREDICTORS.items():
             written, read, size = write_and_read(values, predictor)

@@ -1,3 +1,3 @@
 """DeepCL change detection engine: numpy, GDAL and torch only (no Qt, no QGIS)."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -42,8 +42,9 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                                        "dataset name (/vsizip/…, /vsicurl/https://…, a subdataset)")
     parser.add_argument("after", help="raster of the later date; put on the before grid if needed")
     parser.add_argument("--change", type=Path, required=True, help="output GeoTIFF: 1 change, 0 no change, 255 nodata")
-    parser.add_argument("--confidence", type=Path, required=True, help="output GeoTIFF: the probability of change 0-1 (the model's calibrated "
-                        "estimate; the network's own score for an uncalibrated model)")
+    parser.add_argument("--confidence", type=Path, required=True,
+                        help="output GeoTIFF: the probability of change 0-1 (the model's calibrated estimate; the "
+                             "network's own score for an uncalibrated model)")
     parser.add_argument("--distance", type=Path, help="optional output GeoTIFF: metric distance map 0-2")
     parser.add_argument("--polygons", type=Path, help="optional output GeoPackage of change polygons")
     parser.add_argument("--min-area", type=float, default=0.0,

@@ -68,7 +68,8 @@ class LogitHistogram:
         self.unchanged = np.zeros(len(_CENTRES), dtype=np.int64)
 
     def add(self, score: np.ndarray, label: np.ndarray, valid: np.ndarray) -> None:
-        """``score`` (0-1) against boolean-like ``label``, over ``valid`` pixels."""
+        """``score`` (0-1) against boolean-like ``label``, over ``valid`` pixels whose score is a number."""
+        valid = valid & np.isfinite(score)
         logits = _logit(score[valid].astype(np.float64))
         bins = np.clip(np.searchsorted(_EDGES, logits, side="right") - 1, 0, len(_CENTRES) - 1)
         changed = label[valid] > 0
@@ -90,15 +91,20 @@ class LogitHistogram:
 
 def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
     """The slope and intercept of highest likelihood (Newton's method, with step halving), and a
-    note for the provenance. The identity when the pixels cannot tell: no changed or no unchanged
-    pixel, or a fit that would reverse the score's order (slope not above 0)."""
-    if not histogram.changed.any() or not histogram.unchanged.any():
+    note for the provenance. As Platt did, the labels are the smoothed targets (N₊ + 1) / (N₊ + 2)
+    and 1 / (N₋ + 2), so that few or perfectly separated pixels give a finite, moderate slope
+    instead of one that makes every confidence 0 or 1. The identity when the pixels cannot tell:
+    no changed or no unchanged pixel, or a fit that would reverse the score's order (slope not
+    above 0)."""
+    changed, unchanged = int(histogram.changed.sum()), int(histogram.unchanged.sum())
+    if not changed or not unchanged:
         return PlattScaling(), "not fitted: the pairs need changed and unchanged pixels"
-    positive, negative = histogram.changed.astype(np.float64), histogram.unchanged.astype(np.float64)
-    weight = positive + negative
+    high, low = (changed + 1) / (changed + 2), 1 / (unchanged + 2)
+    weight = (histogram.changed + histogram.unchanged).astype(np.float64)
+    positive = histogram.changed * high + histogram.unchanged * low  # expected targets per bin
     design = np.stack([_CENTRES, np.ones_like(_CENTRES)], axis=1)
     params = np.array([1.0, 0.0])
-    loss = histogram.log_loss(PlattScaling(*params))
+    loss = _smoothed_loss(positive, weight, params)
     for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-(design @ params)))
         gradient = design.T @ (weight * p - positive)
@@ -106,7 +112,7 @@ def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
         step = np.linalg.solve(hessian, gradient)
         for _ in range(30):  # halve the step until the loss does not rise
             candidate = params - step
-            candidate_loss = histogram.log_loss(PlattScaling(*candidate))
+            candidate_loss = _smoothed_loss(positive, weight, candidate)
             if candidate_loss <= loss:
                 break
             step = step / 2
@@ -118,7 +124,14 @@ def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
             break
     if params[0] <= 0:
         return PlattScaling(), f"not fitted: the best slope, {params[0]:.3g}, would reverse the score's order"
-    return PlattScaling(float(params[0]), float(params[1])), "fitted by maximum likelihood"
+    return (PlattScaling(float(params[0]), float(params[1])),
+            f"fitted by maximum likelihood on {changed:,} changed and {unchanged:,} unchanged pixels")
+
+
+def _smoothed_loss(positive: np.ndarray, weight: np.ndarray, params: np.ndarray) -> float:
+    """Mean cross-entropy of the smoothed targets (``positive`` of ``weight`` pixels per bin)."""
+    z = params[0] * _CENTRES + params[1]
+    return float((positive @ np.logaddexp(0, -z) + (weight - positive) @ np.logaddexp(0, z)) / weight.sum())
 
 
 def reliability(confidence: np.ndarray, label: np.ndarray) -> Dict[str, Union[float, list]]:
@@ -129,6 +142,8 @@ def reliability(confidence: np.ndarray, label: np.ndarray) -> Dict[str, Union[fl
     changed]; empty bins left out)."""
     confidence = np.asarray(confidence, dtype=np.float64).ravel()
     changed = np.asarray(label).astype(bool).ravel()
+    finite = np.isfinite(confidence)
+    confidence, changed = confidence[finite], changed[finite]
     if confidence.size == 0:
         return {"brier": None, "ece": None, "bins": []}
     index = np.minimum((confidence * RELIABILITY_BINS).astype(np.int64), RELIABILITY_BINS - 1)

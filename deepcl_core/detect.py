@@ -277,7 +277,9 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         stack.callback(writer.abort)  # a no-op after commit
         report(0.0, f"before {grid.width}×{grid.height} px{_window_text(pair.window)}, "
                     f"bands {list(pair.bands_before)}; after bands "
-                    f"{list(pair.bands_after)}; device {describe_device(device)}"
+                    f"{list(pair.bands_after)}; device {describe_device(device)}; "
+                    + _threshold_text(threshold, options.threshold is None, bundle.threshold_for(pixel_size),
+                                      platt_scaling)
                     + (f"; images enlarged {scale}× for the network" if scale > 1 else ""))
         # Beside a GPU the blending is the GPU's work too: a host thread blending every tile set the
         # pace there (device_blending); elsewhere, or when the GPU has too little memory to spare for
@@ -352,6 +354,15 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
+
+
+def _threshold_text(threshold: float, models_own: bool, model_threshold: float, platt_scaling: PlattScaling) -> str:
+    """What the threshold is and what it applies to: a threshold typed for a model whose
+    confidence was not yet calibrated (0.01 for 10 m imagery) marks far more on a calibrated one."""
+    on = "the calibrated confidence" if not platt_scaling.is_identity else "the network's score"
+    if models_own:
+        return f"threshold {threshold:.3g} (the model's) on {on}"
+    return f"threshold {threshold:.3g} (given; the model's here: {model_threshold:.3g}) on {on}"
 
 
 def _input_warnings(pair: "_Pair", options: DetectOptions, pixel_size: Optional[float]) -> List[str]:

@@ -42,7 +42,8 @@ class ModelBundle:
     # imagery cover as many network pixels as the ones it learned from aerial imagery.
     input_scales_by_pixel_size: Tuple[Tuple[float, int], ...] = ()
     # The network's logit made a probability (the confidence layer), for images of no coarser class
-    # and then by pixel size as above; the thresholds apply to the scaled confidence.
+    # and then for each class of thresholds_by_pixel_size; the thresholds apply to the scaled
+    # confidence. A threshold class without a scaling (format 1 files) keeps the network's score.
     platt_scaling: PlattScaling = field(default_factory=PlattScaling)
     platt_scalings_by_pixel_size: Tuple[Tuple[float, PlattScaling], ...] = ()
     provenance: Dict[str, Any] = field(default_factory=dict)  # training data, command, metrics, …
@@ -64,8 +65,14 @@ class ModelBundle:
         return _by_pixel_size(self.input_scales_by_pixel_size, pixel_size_m, 1)
 
     def platt_scaling_for(self, pixel_size_m: Optional[float]) -> PlattScaling:
-        """The scaling that makes the network's score on images of ``pixel_size_m`` a probability."""
-        return _by_pixel_size(self.platt_scalings_by_pixel_size, pixel_size_m, self.platt_scaling)
+        """The scaling that makes the network's score on images of ``pixel_size_m`` a probability:
+        that of the threshold class covering them, none (the network's score, which such a class's
+        threshold was chosen on) when that class has no scaling of its own, else :attr:`platt_scaling`."""
+        threshold_class = _by_pixel_size(tuple((size, size) for size, _ in self.thresholds_by_pixel_size),
+                                         pixel_size_m, None)
+        if threshold_class is None:
+            return self.platt_scaling
+        return dict(self.platt_scalings_by_pixel_size).get(threshold_class, PlattScaling())
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -175,6 +182,14 @@ def _check_weights_fit(bundle: ModelBundle) -> None:
     network.load_state_dict(bundle.state_dict, assign=True)
 
 
+def _two_numbers(values: Any) -> Tuple[float, float]:
+    """A scaling's slope and intercept as stored; anything else is a damaged file."""
+    values = [float(v) for v in values]
+    if len(values) != 2:
+        raise ValueError(f"a confidence scaling is a slope and an intercept, not {values}")
+    return values[0], values[1]
+
+
 def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
     from .training.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT  # training imports this module
 
@@ -201,16 +216,24 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
                                                   for size, t in data.get("thresholds_by_pixel_size") or ())),
             input_scales_by_pixel_size=tuple(sorted((float(size), int(k))
                                                     for size, k in data.get("input_scales_by_pixel_size") or ())),
-            platt_scaling=PlattScaling(*(float(v) for v in data.get("platt_scaling") or (1.0, 0.0))),
-            platt_scalings_by_pixel_size=tuple(sorted(((float(size), PlattScaling(float(slope), float(intercept)))
-                                                       for size, slope, intercept
-                                                       in data.get("platt_scalings_by_pixel_size") or ()),
-                                                      key=lambda item: item[0])),
+            platt_scaling=PlattScaling(*_two_numbers(data.get("platt_scaling") or (1.0, 0.0))),
+            platt_scalings_by_pixel_size=tuple(sorted(
+                ((float(size), PlattScaling(*_two_numbers(scaling)))
+                 for size, *scaling in data.get("platt_scalings_by_pixel_size") or ()), key=lambda item: item[0])),
             provenance=dict(data.get("provenance") or {}),
             trained=bool(data.get("trained", True)))
+    except Exception as exc:
+        raise ModelFileError(f"{path} has a damaged network configuration or input contract (bands, normalisation, "
+                             f"thresholds, scalings): {str(exc)[:200]}") from None
+    try:
         _check_weights_fit(bundle)
     except Exception as exc:
         raise ModelFileError(f"{path} has weights that do not fit its configuration: {str(exc)[:200]}") from None
+    unmatched = ({size for size, _ in bundle.platt_scalings_by_pixel_size}
+                 - {size for size, _ in bundle.thresholds_by_pixel_size})
+    if unmatched:
+        raise ModelFileError(f"{path} has a confidence scaling for pixels of {min(unmatched):g} m or coarser but no "
+                             "threshold for them; it is damaged or was not written by DeepCL")
     scalings = (bundle.platt_scaling, *(scaling for _, scaling in bundle.platt_scalings_by_pixel_size))
     if not all(0 < s.slope < math.inf and math.isfinite(s.intercept) for s in scalings):
         raise ModelFileError(f"{path} has a confidence scaling that is not a finite positive slope and "

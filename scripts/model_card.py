@@ -25,6 +25,7 @@ from deepcl_core.metrics import Confusion, pooled_by_group  # noqa: E402
 from deepcl_core.model_file import save_model  # noqa: E402
 from deepcl_core.progress import TerminalProgress  # noqa: E402
 from deepcl_core.training import find_pairs  # noqa: E402
+from deepcl_core.training.calibration import COARSE_PIXEL_M  # noqa: E402
 
 MODELS = ROOT / "resources" / "models"
 METHODS = (("DeepCL (bundled model)", "deepcl"), ("Change-vector analysis + Otsu", "cva"),
@@ -98,30 +99,82 @@ def uncalibrated_reliability(bundle, pairs: List[Path], device: str) -> Dict:
         report = evaluate(EvaluateOptions(model=Path(tmp) / "uncalibrated.pt", data_dirs=pairs, device=device))
     keys = ("brier", "ece", "reliability_bins")
     return {"per_pair": {name: {k: m[k] for k in keys} for name, m in report["per_pair"].items()},
-            "pooled": {k: report["pooled"][k] for k in keys}}
+            "pooled": {k: report["pooled"][k] for k in (*keys, "auc_confidence")}}
 
 
 def reliability_section(report: Dict, group_of: Dict[str, str]) -> str:
-    """Brier score and expected calibration error of the confidence, and of the network's score
-    before calibration, per data set and pooled; the pooled reliability bins."""
-    def pooled(per_pair: Dict[str, Dict], names: List[str]) -> Dict:
-        return pooled_reliability([{"brier": per_pair[n]["brier"], "bins": per_pair[n]["reliability_bins"]}
-                                   for n in names])
-
+    """Brier score (beside that of the base rate) and expected calibration error of the confidence
+    and of the network's score before scaling, per data set, per class of pixel size and pooled;
+    the reliability bins of each class."""
     raw = report["score_before_calibration"]["per_pair"]
-    groups = sorted(set(group_of.values()))
+    per_pair = report["per_pair"]
+    coarse = {n for n, m in per_pair.items() if (m.get("pixel_size_m") or 0) >= COARSE_PIXEL_M}
+    classes = [(f"pixels under {COARSE_PIXEL_M:g} m", sorted(set(per_pair) - coarse)),
+               (f"pixels of {COARSE_PIXEL_M:g} m or coarser", sorted(coarse))]
+    groups = [(g, [n for n in per_pair if group_of[n] == g]) for g in sorted(set(group_of.values()))]
     rows = []
-    for label, names in [(g, [n for n in report["per_pair"] if group_of[n] == g]) for g in groups] + \
-            [("pooled", list(report["per_pair"]))]:
-        before, after = pooled(raw, names), pooled(report["per_pair"], names)
-        rows.append([label, f"{before['brier']:.4f}", f"{after['brier']:.4f}", f"{before['ece']:.4f}",
-                     f"{after['ece']:.4f}"])
-    bins = [[f"{lower:.1f}–{lower + 0.1:.1f}", f"{count:,}", f"{mean:.3f}", f"{share:.3f}"]
-            for lower, count, mean, share in report["pooled"]["reliability_bins"]]
-    return (table(rows, ["held-out pairs", "Brier, score", "Brier, confidence", "ECE, score", "ECE, confidence"])
-            + "\n\nPooled over the held-out pairs, the confidence layer's pixels by their confidence, and the share "
-              "of them the labels mark changed:\n\n"
-            + table(bins, ["confidence", "pixels", "mean confidence", "share changed"]))
+    for label, names in groups + classes + [("pooled", list(per_pair))]:
+        if not names:
+            continue
+        before, after = _pooled(raw, names), _pooled(per_pair, names)
+        rows.append([label, f"{_base_rate_brier(per_pair, names):.4f}", f"{before['brier']:.4f}",
+                     f"{after['brier']:.4f}", f"{before['ece']:.4f}", f"{after['ece']:.4f}"])
+    text = table(rows, ["held-out pairs", "Brier, base rate", "Brier, score", "Brier, confidence", "ECE, score",
+                        "ECE, confidence"])
+    for label, names in classes:
+        if names:
+            bins = [[f"{lower:.1f}–{lower + 0.1:.1f}", f"{count:,}", f"{mean:.3f}", f"{share:.3f}"]
+                    for lower, count, mean, share in _pooled_bins(per_pair, names)]
+            text += (f"\n\nHeld-out {label} ({', '.join(names)}): the confidence layer's pixels by their "
+                     "confidence, and the share of them the labels mark changed:\n\n"
+                     + table(bins, ["confidence", "pixels", "mean confidence", "share changed"])
+                     + f"\n\n{_misreadings(_pooled_bins(per_pair, names))}")
+    return text
+
+
+def _misreadings(bins: List[List[float]], margin: float = 0.05) -> str:
+    """Where the confidence lies more than ``margin`` off the share changed, in words."""
+    def ranges(wanted: int) -> str:
+        runs: List[List[float]] = []
+        for lower, _, mean, share in bins:
+            if (mean > share + margin) - (mean < share - margin) != wanted:
+                continue
+            if runs and abs(runs[-1][1] - lower) < 1e-9:
+                runs[-1][1] = lower + 0.1
+            else:
+                runs.append([lower, lower + 0.1])
+        return ", ".join(f"{a:.1f}–{b:.1f}" for a, b in runs)
+    low, high = ranges(-1), ranges(1)
+    parts = ([f"lower than the share changed (too cautious) in {low}"] if low else []) + \
+            ([f"higher (over-confident) in {high}"] if high else [])
+    return ("More than " f"{margin:g} off, the confidence is " + "; ".join(parts) + ".") if parts else \
+        f"In every bin the confidence lies within {margin:g} of the share changed."
+
+
+def _pooled(per_pair: Dict[str, Dict], names: List[str]) -> Dict:
+    return pooled_reliability([{"brier": per_pair[n]["brier"], "bins": per_pair[n]["reliability_bins"]}
+                               for n in names])
+
+
+def _pooled_bins(per_pair: Dict[str, Dict], names: List[str]) -> List[List[float]]:
+    """The pairs' reliability bins added up: [lower edge, pixels, mean confidence, share changed]."""
+    sums: Dict[float, List[float]] = {}
+    for name in names:
+        for lower, count, mean, share in per_pair[name]["reliability_bins"]:
+            total = sums.setdefault(round(lower, 1), [0.0, 0.0, 0.0])
+            total[0] += count
+            total[1] += count * mean
+            total[2] += count * share
+    return [[lower, int(n), confidence / n, changed / n] for lower, (n, confidence, changed) in sorted(sums.items())]
+
+
+def _base_rate_brier(per_pair: Dict[str, Dict], names: List[str]) -> float:
+    """The Brier score of a constant confidence, the share of the pairs' pixels that changed: what
+    a confidence that knows nothing about the pixels scores."""
+    bins = _pooled_bins(per_pair, names)
+    pixels = sum(count for _, count, _, _ in bins)
+    share = sum(count * changed for _, count, _, changed in bins) / pixels
+    return share * (1 - share)
 
 
 def render(provenance: Dict, bundle, report: Dict, accuracy: str, per_pair: str, reliability: str,
@@ -163,7 +216,10 @@ Per pair:
 {per_pair}
 
 - ROC-AUC of the distance map D as a change score (pooled): {_fmt(pooled.get("auc_distance"))};
-  of the confidence: {_fmt(pooled.get("auc_confidence"))}.
+  of the confidence: {_fmt(pooled.get("auc_confidence"))} (of the network's score before scaling:
+  {_fmt(report["score_before_calibration"]["pooled"].get("auc_confidence"))}; each pair's is the same
+  for both, as a scaling keeps the order of a pair's pixels, but the two classes' scalings order
+  10 m pixels differently against aerial ones).
 - Pseudo-change false-positive rate (each held-out before image against a radiometrically and
   geometrically perturbed copy of itself, nothing changed): {report["pseudo_change"]["false_positive_rate"]:.4f}.
 
@@ -172,13 +228,18 @@ The confidence layer is the network's change score made a probability by Platt s
 for each class of pixel size on the validation pairs named above ({_scalings(bundle)}); the
 thresholds apply to it. How far it reads as the share of pixels that changed, on the held-out pairs,
 against the network's score before that scaling (Brier score: mean squared error against the label;
-ECE: expected calibration error over ten equal-width bins; both lower is better):
+ECE: expected calibration error over ten equal-width bins; both lower is better; the base rate's
+Brier score is that of a constant confidence, the share of pixels that changed):
 
 {reliability}
 
-The labels' definitions of change differ between the data sets (see the known limits), and each
-class was fitted on few validation pairs, so read a probability as the share among pixels like
-these, not as a guarantee for your scene.
+Read these with care. Most pixels lie under 0.1, where the confidence is close to the truth, and
+they make the ECE small; the bins above say where it is not. Each class was fitted on few
+validation pairs (the 10 m class on one), the labels of the four data sets mean different things
+by change (see the known limits), and on a single scene the scaled confidence can score worse than
+the network's (the per-pair Brier scores are in `heldout_evaluation.json`). Read a confidence as
+the share of such pixels that changed in these scenes, not as a probability for yours; for that,
+calibrate the model on labelled pairs of your own imagery (`deepcl calibrate`).
 
 ## The paper's claims
 DeepCL against BCE + Dice alone for both encoders, gamma 2 against 0, and each variant's
@@ -256,7 +317,8 @@ def _calibration(provenance: Dict) -> str:
 
 
 def _scalings(bundle) -> str:
-    parts = [f"slope {bundle.platt_scaling.slope:.3f}, intercept {bundle.platt_scaling.intercept:.3f} on the network's logit"]
+    general = bundle.platt_scaling
+    parts = [f"slope {general.slope:.3f}, intercept {general.intercept:.3f} on the network's logit"]
     parts += [f"{scaling.slope:.3f} and {scaling.intercept:.3f} for {size:g} m pixels or coarser"
               for size, scaling in bundle.platt_scalings_by_pixel_size]
     return "; ".join(parts)

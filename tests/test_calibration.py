@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from deepcl_core.cli import main
+from deepcl_core.detect import resolve_model
 from deepcl_core.confidence_calibration import PlattScaling
 from deepcl_core.metrics import Confusion
 from deepcl_core.model_file import load_model, save_model
@@ -135,7 +136,8 @@ def test_calibrating_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, 
     threshold and enlargement, which those pairs say nothing about."""
     model = load_model(tiny_model_path)
     model.thresholds_by_pixel_size, model.input_scales_by_pixel_size = ((COARSE_PIXEL_M, 0.01),), ((COARSE_PIXEL_M, 2),)
-    model.platt_scaling, model.platt_scalings_by_pixel_size = PlattScaling(2.0, 1.0), ((COARSE_PIXEL_M, PlattScaling(1.5, 4.5)),)
+    model.platt_scaling = PlattScaling(2.0, 1.0)
+    model.platt_scalings_by_pixel_size = ((COARSE_PIXEL_M, PlattScaling(1.5, 4.5)),)
     save_model(model, tmp_path / "with_coarse.pt")
     out = tmp_path / "calibrated.pt"
     assert main(["calibrate", "--model", str(tmp_path / "with_coarse.pt"), "--out", str(out), "--device", "cpu",
@@ -146,6 +148,24 @@ def test_calibrating_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, 
     assert calibrated.input_scales_by_pixel_size == ((COARSE_PIXEL_M, 2),)
     assert calibrated.platt_scalings_by_pixel_size == ((COARSE_PIXEL_M, PlattScaling(1.5, 4.5)),)
     assert calibrated.platt_scaling == PlattScaling(*printed["platt_scaling"]) != PlattScaling(2.0, 1.0)
+
+
+@pytest.mark.skipif(not LEVIR.is_dir(), reason="real data not found")
+def test_a_kept_threshold_of_a_model_without_scalings_keeps_the_networks_score(tmp_path, capsys):
+    """A model of format 1 (thresholds on the network's score, no scaling; here the bundled model's
+    weights) calibrated on aerial pairs: its kept 10 m threshold must still meet the network's
+    score, not the scaling fitted on the aerial pairs (which turned 0.01 into a threshold every
+    pixel of a Sentinel-2 pair passed: 100 % changed)."""
+    model = resolve_model(None)
+    model.thresholds_by_pixel_size, model.input_scales_by_pixel_size = ((COARSE_PIXEL_M, 0.01),), ((COARSE_PIXEL_M, 2),)
+    model.platt_scaling, model.platt_scalings_by_pixel_size = PlattScaling(), ()
+    save_model(model, tmp_path / "format1.pt")
+    out = tmp_path / "calibrated.pt"
+    assert main(["calibrate", "--model", str(tmp_path / "format1.pt"), "--out", str(out), "--device", "cpu",
+                 *map(str, VAL_DIRS)]) == 0
+    printed, calibrated = json.loads(capsys.readouterr().out), load_model(out)
+    assert calibrated.platt_scaling_for(None) == PlattScaling(*printed["platt_scaling"]) != PlattScaling()
+    assert calibrated.threshold_for(10.0) == 0.01 and calibrated.platt_scaling_for(10.0) == PlattScaling()
 
 
 def test_calibrate_replaces_no_file_unasked(tiny_model_path, tmp_path, capsys):

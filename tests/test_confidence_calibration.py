@@ -31,10 +31,26 @@ def test_the_fit_finds_the_scaling_the_labels_were_drawn_with():
     logit = rng.normal(-3.0, 2.0, 200_000)
     changed = rng.random(logit.size) < _sigmoid(0.6 * logit + 1.2)
     scaling, note = fit_platt_scaling(_histogram(_sigmoid(logit), changed))
-    assert note == "fitted by maximum likelihood"
+    assert note.startswith("fitted by maximum likelihood")
     assert scaling.slope == pytest.approx(0.6, abs=0.02) and scaling.intercept == pytest.approx(1.2, abs=0.05)
     histogram = _histogram(_sigmoid(logit), changed)
     assert histogram.log_loss(scaling) < histogram.log_loss(PlattScaling())
+
+
+def test_few_or_separated_pixels_give_a_moderate_slope():
+    """Two changed pixels at 0.9 and two unchanged at 0.1: the likelihood of the raw labels grows
+    without end as the slope does (every confidence pushed to 0 or 1); Platt's smoothed targets
+    (3/4 and 1/4 here) keep it where a sigmoid through them lies."""
+    scaling, _ = fit_platt_scaling(_histogram([0.9, 0.9, 0.1, 0.1], [1, 1, 0, 0]))
+    assert scaling.probability(0.9) == pytest.approx(0.75, abs=0.01) and scaling.probability(0.1) == pytest.approx(
+        0.25, abs=0.01)
+
+
+def test_scores_that_are_not_numbers_are_left_out():
+    with_nan = _histogram([0.9, np.nan, 0.1, 0.8, 0.2], [1, 1, 0, 1, 0])
+    assert with_nan.changed.sum() == 2 and with_nan.unchanged.sum() == 2
+    assert reliability(np.array([0.9, np.nan, 0.1]), np.array([1, 1, 0]))["bins"] == reliability(
+        np.array([0.9, 0.1]), np.array([1, 0]))["bins"]
 
 
 def test_no_fit_without_both_classes_or_against_the_scores_order():
@@ -69,7 +85,7 @@ def test_reliability_by_hand():
 
 
 def test_the_scaling_goes_into_the_model_file_and_back(tiny_model, tmp_path):
-    bundle = replace(tiny_model, platt_scaling=PlattScaling(0.6, -0.1),
+    bundle = replace(tiny_model, platt_scaling=PlattScaling(0.6, -0.1), thresholds_by_pixel_size=((5.0, 0.07),),
                      platt_scalings_by_pixel_size=((5.0, PlattScaling(1.5, 4.5)),))
     save_model(bundle, tmp_path / "scaled.pt")
     loaded = load_model(tmp_path / "scaled.pt")
@@ -82,10 +98,12 @@ def test_the_scaling_goes_into_the_model_file_and_back(tiny_model, tmp_path):
     data["format_version"] = 1
     torch.save(data, tmp_path / "format1.pt")
     assert load_model(tmp_path / "format1.pt").platt_scaling_for(10.0).is_identity
-    data["platt_scaling"] = [-0.5, 0.0]
-    torch.save(data, tmp_path / "reversed.pt")
-    with pytest.raises(ModelFileError, match="scaling"):
-        load_model(tmp_path / "reversed.pt")
+    for damage, words in ((dict(platt_scaling=[-0.5, 0.0]), "positive slope"),
+                          (dict(platt_scaling=[0.5]), "a slope and an intercept"),
+                          (dict(platt_scalings_by_pixel_size=[[20.0, 1.0, 0.0]]), "no threshold for them")):
+        torch.save({**data, **damage}, tmp_path / "damaged.pt")
+        with pytest.raises(ModelFileError, match=words):
+            load_model(tmp_path / "damaged.pt")
 
 
 def _detect(before, after, folder, bundle, options):
@@ -128,3 +146,23 @@ def test_detection_writes_the_scaled_score_and_the_same_change(data_dir, tmp_pat
     assert np.array_equal(change[away_from_the_threshold], raw_change[away_from_the_threshold])
     assert 0 < raw_run.changed_pixels and abs(scaled_run.changed_pixels - raw_run.changed_pixels) <= \
         int(np.count_nonzero(~away_from_the_threshold))
+
+
+def test_the_run_says_what_its_threshold_applies_to(data_dir, tmp_path):
+    """A threshold typed for a model whose confidence was the network's score (0.01 on 10 m
+    imagery) marks far more on a calibrated one: the run's first message names the model's own."""
+    folder = data_dir / "oscd" / "bercy"
+    bundle = resolve_model(None)
+    own = bundle.threshold_for(10.0)
+
+    def first_message(options):
+        messages = []
+        outputs = DetectOutputs(change=tmp_path / "change.tif", confidence=tmp_path / "confidence.tif")
+        detect_changes(folder / "before.tif", folder / "after.tif", outputs, options, model=bundle,
+                       progress=lambda fraction, message: messages.append(message))
+        return messages[0]
+
+    given = first_message(DetectOptions(threshold=0.01, device="cpu"))
+    assert f"threshold 0.01 (given; the model's here: {own:.3g}) on the calibrated confidence" in given
+    models_own = first_message(DetectOptions(device="cpu", overwrite=True))
+    assert f"threshold {own:.3g} (the model's) on the calibrated confidence" in models_own

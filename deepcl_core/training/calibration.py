@@ -3,12 +3,12 @@ counts as changed that gives the highest F1 pooled over all their valid pixels, 
 score's probability under the Platt scaling fitted on the same pixels (:mod:`..confidence_calibration`),
 which the model's confidence layer then shows.
 
-The network is trained with a 0.5 boundary, but the confidence it reaches on a new sensor or
-resolution often sits lower (on 10 m Sentinel-2 pairs the changed pixels' confidence spreads
-well under 0.5 while their ranking stays good), so the threshold is set on validation pairs and
+The network is trained with a 0.5 boundary, but the score it reaches on a new sensor or
+resolution often sits lower (on 10 m Sentinel-2 pairs the changed pixels' score spreads well
+under 0.5 while their ranking stays good), so the threshold is set on validation pairs and
 stored in the model file, never on the pairs a model is judged on. Coarse imagery (from
-:data:`COARSE_PIXEL_M` metres per pixel, e.g. Sentinel-2) gets its own threshold, chosen on the
-coarse validation pairs, because its changed pixels' confidence sits far lower than aerial ones',
+:data:`COARSE_PIXEL_M` metres per pixel, e.g. Sentinel-2) gets its own threshold and scaling,
+chosen on the coarse validation pairs, because its changed pixels' score sits far lower than aerial ones',
 together with the factor such images are enlarged by for the network (:data:`INPUT_SCALES`):
 a building of 10 m imagery spans a few pixels, fewer than the encoder's coarsest stride."""
 from __future__ import annotations
@@ -34,8 +34,9 @@ from .pairs import LoadedPair, find_pairs, load_pairs
 # A coarse grid (finer steps only fit the validation pairs' noise), finer at the low end where
 # rare, faint change (10 m imagery) puts its best threshold: the bundled model's best on its 10 m
 # validation pair was 0.01, then the grid's lowest value, so the grid reaches below it lest such an
-# optimum be cut off (`deepcl evaluate PAIR --threshold T` around it: 0.005 F1 0.42, 0.007 0.49,
-# 0.01 0.52, 0.015 0.49 on oscd/nantes).
+# optimum be cut off (F1 on oscd/nantes at scores around it, measured with `deepcl evaluate PAIR
+# --threshold T` while thresholds still applied to the network's score: 0.005 F1 0.42, 0.007 0.49,
+# 0.01 0.52, 0.015 0.49).
 CANDIDATES = (0.002, 0.005, 0.01, 0.02, 0.03) + tuple(round(0.05 * i, 2) for i in range(1, 20))
 
 # Between aerial / very-high-resolution imagery (0.3-2 m) and Sentinel-2 or Landsat (10-30 m).

@@ -1,5 +1,6 @@
 """Whole-pair prediction for pairs already in memory: the tiling, padding and blending of detection
-(same tiles, same overlap weights, same ``run_network``), without files, for validation in training."""
+(same tiles, same overlap weights, same ``run_network``), without files, for validation in training
+and calibration (the network's own score) and for benchmarks (the confidence detection writes)."""
 from __future__ import annotations
 
 from typing import Tuple
@@ -7,16 +8,20 @@ from typing import Tuple
 import numpy as np
 import torch
 
-from ..network_on_tiles import run_network
+from ..confidence_calibration import PlattScaling
 from ..heap import freed_memory_kept
-from ..tiling import TileGrid
+from ..model_file import ModelBundle
+from ..network_on_tiles import run_network
+from ..tiling import DEFAULT_TILE, TileGrid
 from .pairs import LoadedPair
 
 
 def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.device, tile: int = 512,
-                 overlap: int = 64, batch_size: int = 4, scale: int = 1) -> Tuple[np.ndarray, np.ndarray]:
+                 overlap: int = 64, batch_size: int = 4, scale: int = 1,
+                 platt_scaling: PlattScaling = PlattScaling()) -> Tuple[np.ndarray, np.ndarray]:
     """(probability, distance), each (h, w) float32 on the pair's grid; ``tile`` and ``overlap`` in
-    the network's pixels, the pair enlarged ``scale`` times for it (as detection does)."""
+    the network's pixels, the pair enlarged ``scale`` times for it and the score scaled by
+    ``platt_scaling`` (as detection does; the default: the network's own score)."""
     height, width = pair.shape
     grid = TileGrid(width, height, tile // scale, overlap // scale)
     sums = np.zeros((2, height, width), np.float32)
@@ -28,11 +33,21 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
             chunk = positions[start:start + batch_size]
             before = np.stack([pair.before[:, y:y + th, x:x + tw] for x, y in chunk])
             after = np.stack([pair.after[:, y:y + th, x:x + tw] for x, y in chunk])
-            probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale)
+            probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale,
+                                                platt_scaling=platt_scaling)
             for i, (x, y) in enumerate(chunk):
                 w = grid.blend_weights(x, y)
                 sums[0, y:y + th, x:x + tw] += probability[i] * w
                 sums[1, y:y + th, x:x + tw] += distance[i] * w
                 weights[y:y + th, x:x + tw] += w
     return sums[0] / weights, sums[1] / weights
+
+
+def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: LoadedPair, device: torch.device,
+                        tile: int = DEFAULT_TILE) -> np.ndarray:
+    """The confidence detection writes for ``pair`` with ``bundle``'s settings for its pixel size
+    (enlargement and scaling), (h, w) float32."""
+    size = pair.pixel_size_m
+    return predict_pair(network, pair, device, tile, scale=bundle.input_scale_for(size),
+                        platt_scaling=bundle.platt_scaling_for(size))[0]
 

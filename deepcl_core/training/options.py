@@ -86,3 +86,5 @@ class TrainResult:
     threshold: float  # the model's decision threshold (calibrated on the validation pairs, or ``threshold``)
     thresholds_by_pixel_size: Tuple[Tuple[float, float], ...] = ()  # ModelBundle's: for coarse imagery
     input_scales_by_pixel_size: Tuple[Tuple[float, int], ...] = ()  # likewise
+    platt_scaling: Tuple[float, float] = (1.0, 0.0)  # ModelBundle's, as (slope, intercept)
+    platt_scalings_by_pixel_size: Tuple[Tuple[float, float, float], ...] = ()  # (size, slope, intercept)

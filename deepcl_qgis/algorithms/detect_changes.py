@@ -74,7 +74,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             "DeepCL network, on the GPU when there is one, else on the CPU.<br><br>"
             "Outputs, on the before image's grid: <b>Change</b> (1 changed, 0 unchanged, nodata where either "
             "image has no data), <b>Confidence</b> (the probability of change 0–1, as the model's "
-            "calibration on its validation pairs estimates it; the network's own score for uncalibrated models) and, on request, the network's <b>Distance</b> map and change <b>Polygons</b> "
+            "calibration on its validation pairs estimates it; the network's own score for uncalibrated models) "
+            "and, on request, the network's <b>Distance</b> map and change <b>Polygons</b> "
             "(GeoPackage) with their area. The after image is reprojected onto the before grid on the fly.<br><br>"
             "The changed area (m² and percent of the area both images cover) is returned as outputs that "
             "graphical models can use. An optional processing extent or mask layer limits the work to an "
@@ -143,7 +144,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterEnum(self.PRECISION, self.tr("Precision"), self.PRECISIONS, defaultValue="auto",
                                         usesStaticStrings=True),
              self.tr("auto: fp16 on NVIDIA GPUs, fp32 elsewhere. fp32: full precision everywhere. bf16: "
-                     "about 30 % less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7 % "
+                     "about 30 % less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.9 % "
                      "of pixels may change class."), True),
             (QgsProcessingParameterEnum(self.COMPRESSION, self.tr("Output compression"), list(outputs.COMPRESSIONS),
                                         defaultValue=outputs.DEFAULT_COMPRESSION, usesStaticStrings=True),

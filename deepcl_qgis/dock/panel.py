@@ -151,7 +151,7 @@ class DeepCLDock(QgsDockWidget):
         before, after = form.before_combo.currentLayer(), form.after_combo.currentLayer()
         return PanelChoices(
             before_source=before.source() if before else "", after_source=after.source() if after else "",
-            model_path=form.model_widget.filePath(), threshold=self.threshold(),
+            model_path=form.model_widget.filePath(), threshold=self._chosen_threshold(),
             device=form.device_combo.currentData() or "auto", area=form.area_combo.currentData(),
             area_layer_source=form.area_layer_combo.currentLayer().source() if form.area_layer_combo.currentLayer()
             else "",
@@ -188,6 +188,12 @@ class DeepCLDock(QgsDockWidget):
         if self._shown_model_threshold >= 0 and position == threshold_scale.position_of(self._shown_model_threshold):
             return self._shown_model_threshold
         return threshold_scale.threshold_at(position)
+
+    def _chosen_threshold(self) -> float:
+        """The slider's threshold when the user moved it off the model's own, else -1 (the model's
+        own, whichever model and imagery come next)."""
+        threshold = self.threshold()
+        return -1.0 if threshold == self._shown_model_threshold else threshold
 
     def model_path(self) -> Path:
         chosen = self.form.model_widget.filePath().strip()

@@ -9,6 +9,9 @@ from qgis.core import QgsSettings
 from ..engine import core_module
 
 PREFIX = "deepcl/panel/"
+# 2: thresholds apply to a calibrated model's confidence, not the network's score; a threshold kept
+# by an earlier version (e.g. 0.01, the old 10 m default) would mark far too much, so it is dropped.
+SETTINGS_VERSION = 2
 
 
 @dataclass
@@ -38,6 +41,8 @@ def load_choices(settings: Optional[QgsSettings] = None) -> PanelChoices:
     for item in fields(PanelChoices):
         default = getattr(defaults, item.name)
         values[item.name] = _typed(settings.value(PREFIX + item.name, default), default)
+    if _typed(settings.value(PREFIX + "version", 1), 1) < SETTINGS_VERSION:
+        values["threshold"] = defaults.threshold
     return PanelChoices(**values)
 
 
@@ -45,6 +50,7 @@ def save_choices(choices: PanelChoices, settings: Optional[QgsSettings] = None) 
     settings = settings or QgsSettings()
     for name, value in asdict(choices).items():
         settings.setValue(PREFIX + name, value)
+    settings.setValue(PREFIX + "version", SETTINGS_VERSION)
 
 
 def _typed(value: object, default: object) -> object:

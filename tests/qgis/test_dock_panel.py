@@ -360,6 +360,17 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     _delete(again)
 
 
+def test_the_models_own_threshold_is_remembered_as_the_models(panel, oscd_crop):
+    """Left at the model's threshold, the slider comes back at the model's threshold for the next
+    imagery, not at the number the last one had."""
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    assert dock.threshold() == dock._model_threshold()
+    assert dock.current_choices().threshold == -1.0
+    dock.form.threshold_slider.setValue(dock.form.threshold_slider.value() + 2)
+    assert dock.current_choices().threshold == dock.threshold() != dock._model_threshold()
+
+
 def test_device_chooser_says_what_was_found(panel):
     import torch
 

@@ -110,6 +110,12 @@ def test_settings_round_trip_and_survive_bad_values(qgis_app):
     assert load_choices() == choices
     settings.setValue(PREFIX + "tile_size", "not a number")
     assert load_choices().tile_size == PanelChoices().tile_size
+    # A threshold kept by a version before the calibrated confidence (0.01, the old 10 m default,
+    # marked 15 % of a Sentinel-2 pair changed where the model's own marks 1.4 %) is dropped.
+    settings.remove("deepcl/panel")
+    settings.setValue(PREFIX + "threshold", 0.01)
+    settings.setValue(PREFIX + "device", "cpu")
+    assert load_choices().threshold == PanelChoices().threshold and load_choices().device == "cpu"
     settings.remove("deepcl/panel")
 
 
