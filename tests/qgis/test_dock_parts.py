@@ -84,6 +84,13 @@ def test_reclassify_writes_confidence_at_least_threshold(qgis_app, tmp_path):
     band = with_overviews.GetRasterBand(1)
     assert band.GetOverviewCount() == 1 and set(np.unique(band.GetOverview(0).ReadAsArray())) <= {0, 1, 255}
 
+    # A run that fails midway leaves nothing: the map is put in place only once complete.
+    folder = tmp_path / "failed"
+    folder.mkdir()
+    with pytest.raises(TypeError):
+        reclassify(confidence, folder / "change.tif", "not a number")
+    assert list(folder.iterdir()) == []
+
 
 def test_summaries_in_hectares_or_pixels():
     from deepcl_qgis.dock.summary import run_summary
