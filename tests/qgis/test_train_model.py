@@ -11,18 +11,40 @@ ALG = "deepcl:trainmodel"
 TINY_RUN = {"EPOCHS": 1, "ITERATIONS": 2, "BATCH_SIZE": 2, "CROP": 64, "DEVICE": "cpu"}
 
 
+def Log():  # noqa: N802 (a QgsProcessingFeedback that keeps what the algorithm writes to its log)
+    from qgis.core import QgsProcessingFeedback
+
+    class InfoLog(QgsProcessingFeedback):
+        def __init__(self) -> None:
+            super().__init__()
+            self.infos = []
+
+        def pushInfo(self, info):  # noqa: N802 (Qt's name)
+            self.infos.append(info)
+
+    return InfoLog()
+
+
 def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     data = tmp_path / "levir"
     data.mkdir()
     for name in ("test_55_0256_0000", "test_7_0256_0512", "val_27_0000_0256"):
         (data / name).symlink_to(pair("levir", name))
     out = tmp_path / "tuned.pt"
-    result = run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN})
+    feedback = Log()
+    result = run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN},
+                 feedback)
+    log = feedback.infos
     assert result["OUTPUT"] == str(out)
     bundle = load_model(out)
     assert bundle.config.encoder == "simple_cnn" and bundle.bands == ("red", "green", "blue")
     assert result["BEST_EPOCH"] == 1
     assert 0.0 <= result["F1"] <= 1.0  # one of the three pairs is held out for validation
+    on = "the confidence calibrated" if not bundle.platt_scaling.is_identity else "the network's own score"
+    assert [line for line in log if line.startswith("Decision threshold")] == [
+        f"Decision threshold {bundle.threshold:.3g}, on {on}" + (
+            " on the validation pairs (Platt scaling, in the model file)." if "calibrated" in on else
+            " (not calibrated).")]
     # Processing cannot resume a run: no 50 MB checkpoint is left beside the model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["levir", "tuned.pt"]
 
