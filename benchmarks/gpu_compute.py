@@ -73,7 +73,8 @@ def render(result: Dict, command: str) -> str:
     agreement = result.get("agreement")
     if agreement:
         lines += ["", f"Detection's default precision here ({agreement['precision']}) against fp32, the bundled "
-                  f"model on real pairs (tile {agreement.get('tile', 768)}, threshold {agreement['threshold']}): "
+                  f"model on real pairs (tile {agreement.get('tile', 768)}, its thresholds "
+                  f"{', '.join(f'{t:.3g}' for t in agreement['thresholds'])}): "
                   f"{100 * agreement['flipped_pooled']:.3f} % of valid pixels change class.", "",
                   "| pair | largest confidence difference | mean difference | pixels that change class |",
                   "|---|---:|---:|---:|"]

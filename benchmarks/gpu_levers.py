@@ -44,6 +44,7 @@ import deepcl_core.raster_io as raster_io
 from benchmarks.pipeline_levers import interleaved, lever_parser, parsed_with_pair, selected
 from benchmarks.runs import network_stand_in
 from deepcl_core.batches import batch_array
+from deepcl_core.confidence_calibration import PlattScaling
 from deepcl_core.model.inference import torch_threads
 from deepcl_core.outputs import RasterOutputs
 from deepcl_core.pending import Pending
@@ -104,7 +105,7 @@ def graphed_run_network() -> Callable:
         return probability, distance
 
     def run(network, before: np.ndarray, after: np.ndarray, device, with_distance: bool = True, scale: int = 1,
-            keep_on_device: bool = False):
+            keep_on_device: bool = False, platt_scaling: PlattScaling = PlattScaling()):
         assert scale == 1 and before.shape[-1] % 32 == 0 and before.shape[-2] % 32 == 0
         key = (id(network), before.shape, with_distance)
         with torch.inference_mode():
@@ -125,6 +126,7 @@ def graphed_run_network() -> Callable:
             x1.copy_(torch.from_numpy(before).pin_memory(), non_blocking=True)
             x2.copy_(torch.from_numpy(after).pin_memory(), non_blocking=True)
             graph.replay()
+            probability = platt_scaling.scale_probability(probability)  # outside the graph, as detection's
             if keep_on_device:  # the blending, queued next on the same stream, reads them before the next replay
                 return Pending((probability, distance))
             return Pending((probability.cpu().numpy(), distance.cpu().numpy() if with_distance else None))

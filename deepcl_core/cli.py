@@ -62,7 +62,8 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                         help="confidence threshold; default: the model's for the before image's pixel size")
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
-                             "for the before image's pixel size (deepcl info shows it)")
+                             "for the before image's pixel size (deepcl info shows it), at which its threshold and "
+                             "confidence scaling were chosen: another enlargement shifts the scores they read")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
                         help=f"tile size in pixels, a multiple of 32 (default {DEFAULT_TILE})")
     parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,

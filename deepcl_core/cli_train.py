@@ -80,7 +80,9 @@ def run_train(args: argparse.Namespace) -> int:
         "best_epoch": result.best_epoch, "validation": result.best_metrics, "threshold": result.threshold,
         "thresholds_by_pixel_size": result.thresholds_by_pixel_size,
         "input_scales_by_pixel_size": result.input_scales_by_pixel_size,
-        "platt_scaling": result.platt_scaling, "platt_scalings_by_pixel_size": result.platt_scalings_by_pixel_size,
+        "platt_scaling": result.platt_scaling.to_list(),
+        "platt_scalings_by_pixel_size": [[size, *scaling.to_list()]
+                                         for size, scaling in result.platt_scalings_by_pixel_size],
         "train_pairs": len(result.train_pairs),
         "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
     print_json(summary)

@@ -11,7 +11,7 @@ of such pixels that changed in those pairs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -84,9 +84,7 @@ class LogitHistogram:
 
     def log_loss(self, scaling: PlattScaling) -> float:
         """Mean negative log-likelihood of the labels under ``scaling`` (nats per pixel)."""
-        z = scaling.slope * _CENTRES + scaling.intercept
-        total = self.changed.sum() + self.unchanged.sum()
-        return float((self.changed @ np.logaddexp(0, -z) + self.unchanged @ np.logaddexp(0, z)) / total)
+        return _mean_cross_entropy(self.changed, self.changed + self.unchanged, (scaling.slope, scaling.intercept))
 
 
 def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
@@ -104,7 +102,7 @@ def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
     positive = histogram.changed * high + histogram.unchanged * low  # expected targets per bin
     design = np.stack([_CENTRES, np.ones_like(_CENTRES)], axis=1)
     params = np.array([1.0, 0.0])
-    loss = _smoothed_loss(positive, weight, params)
+    loss = _mean_cross_entropy(positive, weight, params)
     for _ in range(100):
         p = 1.0 / (1.0 + np.exp(-(design @ params)))
         gradient = design.T @ (weight * p - positive)
@@ -112,7 +110,7 @@ def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
         step = np.linalg.solve(hessian, gradient)
         for _ in range(30):  # halve the step until the loss does not rise
             candidate = params - step
-            candidate_loss = _smoothed_loss(positive, weight, candidate)
+            candidate_loss = _mean_cross_entropy(positive, weight, candidate)
             if candidate_loss <= loss:
                 break
             step = step / 2
@@ -128,8 +126,9 @@ def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
             f"fitted by maximum likelihood on {changed:,} changed and {unchanged:,} unchanged pixels")
 
 
-def _smoothed_loss(positive: np.ndarray, weight: np.ndarray, params: np.ndarray) -> float:
-    """Mean cross-entropy of the smoothed targets (``positive`` of ``weight`` pixels per bin)."""
+def _mean_cross_entropy(positive: np.ndarray, weight: np.ndarray, params: Sequence[float]) -> float:
+    """Mean cross-entropy of targets (``positive`` of ``weight`` pixels per bin: counts, or smoothed)
+    against ``sigmoid(slope · logit + intercept)`` of the bins' logits."""
     z = params[0] * _CENTRES + params[1]
     return float((positive @ np.logaddexp(0, -z) + (weight - positive) @ np.logaddexp(0, z)) / weight.sum())
 
@@ -160,9 +159,9 @@ def reliability(confidence: np.ndarray, label: np.ndarray) -> Dict[str, Union[fl
     return {"brier": brier, "ece": ece, "bins": bins}
 
 
-def pooled_reliability(parts: Sequence[Dict[str, Any]]) -> Dict[str, Optional[float]]:
-    """The Brier score and expected calibration error of several :func:`reliability` results
-    taken together, as if of all their pixels at once (from their bins)."""
+def pooled_reliability(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
+    """The Brier score, expected calibration error and bins of several :func:`reliability`
+    results taken together, as if of all their pixels at once (from their bins)."""
     pixels = np.zeros(RELIABILITY_BINS)
     confidence = np.zeros(RELIABILITY_BINS)
     changed = np.zeros(RELIABILITY_BINS)
@@ -176,8 +175,10 @@ def pooled_reliability(parts: Sequence[Dict[str, Any]]) -> Dict[str, Optional[fl
         brier += part["brier"] * sum(count for _, count, _, _ in part["bins"]) if part["bins"] else 0.0
     total = pixels.sum()
     if not total:
-        return {"brier": None, "ece": None}
-    return {"brier": brier / total, "ece": float(np.abs(confidence - changed).sum() / total)}
+        return {"brier": None, "ece": None, "bins": []}
+    bins = [[k / RELIABILITY_BINS, int(pixels[k]), float(confidence[k] / pixels[k]), float(changed[k] / pixels[k])]
+            for k in range(RELIABILITY_BINS) if pixels[k]]
+    return {"brier": float(brier / total), "ece": float(np.abs(confidence - changed).sum() / total), "bins": bins}
 
 
 def _logit(score: np.ndarray) -> np.ndarray:

@@ -68,11 +68,11 @@ class ModelBundle:
         """The scaling that makes the network's score on images of ``pixel_size_m`` a probability:
         that of the threshold class covering them, none (the network's score, which such a class's
         threshold was chosen on) when that class has no scaling of its own, else :attr:`platt_scaling`."""
-        threshold_class = _by_pixel_size(tuple((size, size) for size, _ in self.thresholds_by_pixel_size),
-                                         pixel_size_m, None)
-        if threshold_class is None:
+        covering = [size for size, _ in self.thresholds_by_pixel_size
+                    if pixel_size_m is not None and pixel_size_m >= size]
+        if not covering:
             return self.platt_scaling
-        return dict(self.platt_scalings_by_pixel_size).get(threshold_class, PlattScaling())
+        return dict(self.platt_scalings_by_pixel_size).get(max(covering), PlattScaling())
 
     def to_dict(self) -> Dict[str, Any]:
         return {

@@ -23,7 +23,11 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
     """Change probability and finest distance map (both (N, h, w) float32) for normalised
     (N, bands, h, w) inputs of any size: enlarged ``scale`` times (bilinear) when above 1, padded
     by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w), and the
-    network's score is then mapped by ``platt_scaling`` (as it was fitted: on the averaged score)."""
+    network's score is then mapped by ``platt_scaling`` (as it was fitted: on the averaged score).
+    Tiles are scaled before they are blended, where the fit saw blended scores: where tiles overlap,
+    a weighted mean of probabilities stands for the probability of a weighted mean of scores, which
+    moves a few pixels across the threshold; scaling the blended rows instead would cost a pass
+    over every output pixel on the host (ahead of each write, beside a GPU too)."""
     return launch_network(network, before, after, device, with_distance, scale, platt_scaling=platt_scaling).result()
 
 

@@ -124,11 +124,11 @@ def reliability_section(report: Dict, group_of: Dict[str, str]) -> str:
     for label, names in classes:
         if names:
             bins = [[f"{lower:.1f}–{lower + 0.1:.1f}", f"{count:,}", f"{mean:.3f}", f"{share:.3f}"]
-                    for lower, count, mean, share in _pooled_bins(per_pair, names)]
+                    for lower, count, mean, share in _pooled(per_pair, names)["bins"]]
             text += (f"\n\nHeld-out {label} ({', '.join(names)}): the confidence layer's pixels by their "
                      "confidence, and the share of them the labels mark changed:\n\n"
                      + table(bins, ["confidence", "pixels", "mean confidence", "share changed"])
-                     + f"\n\n{_misreadings(_pooled_bins(per_pair, names))}")
+                     + f"\n\n{_misreadings(_pooled(per_pair, names)['bins'])}")
     return text
 
 
@@ -152,26 +152,15 @@ def _misreadings(bins: List[List[float]], margin: float = 0.05) -> str:
 
 
 def _pooled(per_pair: Dict[str, Dict], names: List[str]) -> Dict:
+    """Brier score, ECE and bins of the pairs' confidence taken together."""
     return pooled_reliability([{"brier": per_pair[n]["brier"], "bins": per_pair[n]["reliability_bins"]}
                                for n in names])
-
-
-def _pooled_bins(per_pair: Dict[str, Dict], names: List[str]) -> List[List[float]]:
-    """The pairs' reliability bins added up: [lower edge, pixels, mean confidence, share changed]."""
-    sums: Dict[float, List[float]] = {}
-    for name in names:
-        for lower, count, mean, share in per_pair[name]["reliability_bins"]:
-            total = sums.setdefault(round(lower, 1), [0.0, 0.0, 0.0])
-            total[0] += count
-            total[1] += count * mean
-            total[2] += count * share
-    return [[lower, int(n), confidence / n, changed / n] for lower, (n, confidence, changed) in sorted(sums.items())]
 
 
 def _base_rate_brier(per_pair: Dict[str, Dict], names: List[str]) -> float:
     """The Brier score of a constant confidence, the share of the pairs' pixels that changed: what
     a confidence that knows nothing about the pixels scores."""
-    bins = _pooled_bins(per_pair, names)
+    bins = _pooled(per_pair, names)["bins"]
     pixels = sum(count for _, count, _, _ in bins)
     share = sum(count * changed for _, count, _, changed in bins) / pixels
     return share * (1 - share)

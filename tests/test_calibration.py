@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from deepcl_core.cli import main
-from deepcl_core.detect import resolve_model
 from deepcl_core.confidence_calibration import PlattScaling
+from deepcl_core.detect import resolve_model
 from deepcl_core.metrics import Confusion
 from deepcl_core.model_file import load_model, save_model
 from deepcl_core.training.calibration import (CANDIDATES, COARSE_PIXEL_M, INPUT_SCALES, best_threshold,

@@ -81,7 +81,9 @@ def test_reliability_by_hand():
     assert fit["brier"] == pytest.approx((0.05 ** 2 + 0.95 ** 2 + 0.15 ** 2 + 3 * 0.05 ** 2 + 0.95 ** 2) / 7)
     # Several parts pooled from their bins: as if their pixels were measured at once.
     pooled = pooled_reliability([reliability(confidence[:3], label[:3]), reliability(confidence[3:], label[3:])])
-    assert pooled == {"brier": pytest.approx(fit["brier"]), "ece": pytest.approx(fit["ece"])}
+    assert pooled == {"brier": pytest.approx(fit["brier"]), "ece": pytest.approx(fit["ece"]),
+                      "bins": [[lower, count, pytest.approx(mean), pytest.approx(share)]
+                               for lower, count, mean, share in fit["bins"]]}
 
 
 def test_the_scaling_goes_into_the_model_file_and_back(tiny_model, tmp_path):

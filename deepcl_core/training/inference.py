@@ -50,4 +50,3 @@ def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: Loa
     size = pair.pixel_size_m
     return predict_pair(network, pair, device, tile, scale=bundle.input_scale_for(size),
                         platt_scaling=bundle.platt_scaling_for(size))[0]
-

@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..confidence_calibration import PlattScaling
 from ..errors import InputError
 from ..model.encoders import ENCODERS
 from ..model.network import NETWORK_MULTIPLE
@@ -86,5 +87,5 @@ class TrainResult:
     threshold: float  # the model's decision threshold (calibrated on the validation pairs, or ``threshold``)
     thresholds_by_pixel_size: Tuple[Tuple[float, float], ...] = ()  # ModelBundle's: for coarse imagery
     input_scales_by_pixel_size: Tuple[Tuple[float, int], ...] = ()  # likewise
-    platt_scaling: Tuple[float, float] = (1.0, 0.0)  # ModelBundle's, as (slope, intercept)
-    platt_scalings_by_pixel_size: Tuple[Tuple[float, float, float], ...] = ()  # (size, slope, intercept)
+    platt_scaling: PlattScaling = field(default_factory=PlattScaling)  # ModelBundle's
+    platt_scalings_by_pixel_size: Tuple[Tuple[float, PlattScaling], ...] = ()  # likewise

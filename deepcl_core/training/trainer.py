@@ -138,9 +138,8 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                        val_pairs=[p.name for p in val_files], seconds=float(state["seconds"]),
                        threshold=bundle.threshold, thresholds_by_pixel_size=bundle.thresholds_by_pixel_size,
                        input_scales_by_pixel_size=bundle.input_scales_by_pixel_size,
-                       platt_scaling=tuple(bundle.platt_scaling.to_list()),
-                       platt_scalings_by_pixel_size=tuple((size, *scaling.to_list())
-                                                          for size, scaling in bundle.platt_scalings_by_pixel_size))
+                       platt_scaling=bundle.platt_scaling,
+                       platt_scalings_by_pixel_size=bundle.platt_scalings_by_pixel_size)
 
 
 def _check_outputs(options: TrainOptions, out: Path, checkpoint: Path) -> None:

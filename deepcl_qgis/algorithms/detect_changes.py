@@ -50,6 +50,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     POLYGON_COUNT = "POLYGON_COUNT"
     DEVICE_USED = "DEVICE_USED"
     INPUT_SCALE_USED = "INPUT_SCALE_USED"
+    THRESHOLD_USED = "THRESHOLD_USED"
 
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     PRECISION = "PRECISION"
@@ -131,7 +132,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                                           QgsProcessingParameterNumber.Integer, 0, False, 0, 4),
              self.tr("How many times larger the network sees the images (1–4), so that small objects of "
                      "coarse imagery span more of its pixels; 2 costs 4× the time. 0: the model's choice for the "
-                     "before image's pixel size, set when it was calibrated."), True),
+                     "before image's pixel size, set when it was calibrated, together with its threshold and "
+                     "confidence scaling: another enlargement shifts the scores they read."), True),
             (QgsProcessingParameterNumber(self.OVERLAP, self.tr("Tile overlap (pixels)"),
                                           QgsProcessingParameterNumber.Integer, tiling.DEFAULT_OVERLAP, False, 0,
                                           2047),
@@ -185,6 +187,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Number of change polygons")))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
         self.addOutput(QgsProcessingOutputNumber(self.INPUT_SCALE_USED, self.tr("Enlargement used for the network")))
+        self.addOutput(QgsProcessingOutputNumber(self.THRESHOLD_USED, self.tr("Change threshold used")))
 
     # --- checks -------------------------------------------------------------------------------
 
@@ -369,7 +372,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             self.CHANGED_AREA_M2: result.changed_area_m2, self.CHANGED_PERCENT: result.changed_percent,
             self.CHANGED_PIXELS: result.changed_pixels, self.VALID_PIXELS: result.valid_pixels,
             self.POLYGON_COUNT: result.polygons, self.DEVICE_USED: result.device,
-            self.INPUT_SCALE_USED: result.input_scale,
+            self.INPUT_SCALE_USED: result.input_scale, self.THRESHOLD_USED: result.threshold,
         }
 
 

@@ -167,21 +167,25 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
                               f"IoU {metrics.get('iou', 0):.4f}")
         else:
             feedback.pushWarning("No validation pairs: the model is the last epoch's, with no measured accuracy.")
-        feedback.pushInfo(self._threshold_text(result))
+        feedback.pushInfo(self.threshold_text(result))
         feedback.pushInfo(f"Model written to {result.out} after {result.epochs_completed} epoch(s) "
                           f"in {result.seconds:.0f} s; trained on {len(result.train_pairs)} pair(s).")
         return {self.OUTPUT: str(result.out), self.BEST_EPOCH: result.best_epoch,
                 **{key: metrics.get(key.lower()) for key in (self.F1, self.IOU, self.PRECISION, self.RECALL)}}
 
     @staticmethod
-    def _threshold_text(result: Any) -> str:
-        """The model's thresholds and what they apply to."""
-        thresholds = ", ".join([f"{result.threshold:.3g}"] + [f"{threshold:.3g} for pixels of {size:g} m or coarser"
-                                                              for size, threshold in result.thresholds_by_pixel_size])
-        if tuple(result.platt_scaling) != (1.0, 0.0):
-            return (f"Decision threshold {thresholds}, on the confidence calibrated on the validation pairs "
-                    "(Platt scaling, in the model file).")
-        return f"Decision threshold {thresholds}, on the network's own score (not calibrated)."
+    def threshold_text(result: Any) -> str:
+        """The model's thresholds and what each applies to (a class of pixel size without a scaling
+        of its own keeps the network's score, as ModelBundle.platt_scaling_for says)."""
+        scalings = dict(result.platt_scalings_by_pixel_size)
+
+        def on(scaling: Any) -> str:
+            return "the network's own score" if scaling is None or scaling.is_identity else "the calibrated confidence"
+
+        parts = [f"{result.threshold:.3g} on {on(result.platt_scaling)}"] + [
+            f"{threshold:.3g} on {on(scalings.get(size))} for pixels of {size:g} m or coarser"
+            for size, threshold in result.thresholds_by_pixel_size]
+        return "Decision threshold " + "; ".join(parts) + "."
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                  feedback: QgsProcessingFeedback, training: Any) -> Any:

@@ -151,7 +151,8 @@ class DeepCLDock(QgsDockWidget):
         before, after = form.before_combo.currentLayer(), form.after_combo.currentLayer()
         return PanelChoices(
             before_source=before.source() if before else "", after_source=after.source() if after else "",
-            model_path=form.model_widget.filePath(), threshold=self._chosen_threshold(),
+            model_path=form.model_widget.filePath(),
+            threshold=-1.0 if self.requested_threshold() is None else self.requested_threshold(),
             device=form.device_combo.currentData() or "auto", area=form.area_combo.currentData(),
             area_layer_source=form.area_layer_combo.currentLayer().source() if form.area_layer_combo.currentLayer()
             else "",
@@ -189,11 +190,11 @@ class DeepCLDock(QgsDockWidget):
             return self._shown_model_threshold
         return threshold_scale.threshold_at(position)
 
-    def _chosen_threshold(self) -> float:
-        """The slider's threshold when the user moved it off the model's own, else -1 (the model's
-        own, whichever model and imagery come next)."""
+    def requested_threshold(self) -> Optional[float]:
+        """The slider's threshold when the user moved it off the model's own, else None: the
+        model's own, whichever model and imagery the run and the next session bring."""
         threshold = self.threshold()
-        return -1.0 if threshold == self._shown_model_threshold else threshold
+        return None if threshold == self._shown_model_threshold else threshold
 
     def model_path(self) -> Path:
         chosen = self.form.model_widget.filePath().strip()
@@ -255,7 +256,8 @@ class DeepCLDock(QgsDockWidget):
         before, after = form.before_combo.currentLayer(), form.after_combo.currentLayer()
         parameters = {
             "BEFORE": before.id() if before else None, "AFTER": after.id() if after else None,
-            "MODEL": str(self.model_path()), "THRESHOLD": self.threshold(),
+            "MODEL": str(self.model_path()),
+            "THRESHOLD": self.requested_threshold(),
             "DEVICE": form.device_combo.currentData() or "auto", "TILE_SIZE": form.tile_spin.value(),
             "OVERLAP": form.overlap_spin.value(), "BATCH_SIZE": form.batch_spin.value(),
             "MIN_AREA": form.min_area_spin.value(),
@@ -373,15 +375,15 @@ class DeepCLDock(QgsDockWidget):
 
     def _load(self, results: Dict[str, Any], parameters: Dict[str, Any], seconds: float) -> None:
         try:
-            layers = result_layers.load_results(self.project, results, self.run_group, parameters["THRESHOLD"])
+            layers = result_layers.load_results(self.project, results, self.run_group, results["THRESHOLD_USED"])
         except OSError as exc:
             self.show_error(str(exc))
             return
         self.change_layer_id = layers["CHANGE"].id()
         self._hide_results_from_inputs()
         self.last_run_seconds, self.last_run_area = seconds, _area_of(parameters)
-        self.last_run_map, self.last_run_threshold = Path(layers["CHANGE"].source()), parameters["THRESHOLD"]
-        self.last_run_summary = run_summary(results, parameters["THRESHOLD"], seconds, self.last_run_area)
+        self.last_run_map, self.last_run_threshold = Path(layers["CHANGE"].source()), results["THRESHOLD_USED"]
+        self.last_run_summary = run_summary(results, results["THRESHOLD_USED"], seconds, self.last_run_area)
         self.form.summary_label.setText(self.last_run_summary)
         self._reclassify_timer.start()  # the slider may have moved while the run ran
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 from osgeo import gdal
@@ -24,9 +24,11 @@ class ChangeCounts:
         return 100.0 * self.changed_pixels / self.valid_pixels if self.valid_pixels else 0.0
 
 
-def reclassify(confidence: Path, change: Path, threshold: float) -> ChangeCounts:
-    """Write ``change`` (a new GeoTIFF on the confidence grid, put in place only once complete)
-    and count what changed."""
+def reclassify(confidence: Path, change: Path, threshold: float,
+               cancel: Callable[[], bool] = lambda: False) -> ChangeCounts:
+    """Write ``change`` (a new GeoTIFF on the confidence grid, compressed as the confidence map,
+    put in place only once complete) and count what changed. ``cancel`` is polled between blocks
+    of rows; when true, the engine's ``Cancelled`` is raised and nothing is written."""
     source = gdal.Open(str(confidence))
     if source is None:
         raise OSError(f"cannot read the confidence map {confidence}")
@@ -35,12 +37,16 @@ def reclassify(confidence: Path, change: Path, threshold: float) -> ChangeCounts
     band = source.GetRasterBand(1)
     nodata = band.GetNoDataValue()
     areas = core_module("area").pixel_area_by_row(grid)  # m² per row; None without a CRS
+    compression = source.GetMetadata("IMAGE_STRUCTURE").get("COMPRESSION", "").lower()
     writer = outputs.RasterOutputs(
-        [outputs.RasterSpec(change, gdal.GDT_Byte, outputs.CHANGE_NODATA, outputs.CHANGE_DESCRIPTION)], grid)
+        [outputs.RasterSpec(change, gdal.GDT_Byte, outputs.CHANGE_NODATA, outputs.CHANGE_DESCRIPTION)], grid,
+        compression=compression if compression in outputs.COMPRESSIONS else outputs.DEFAULT_COMPRESSION)
     changed = valid = 0
     changed_m2 = 0.0
     try:
         for top in range(0, grid.height, outputs.BLOCK_SIZE):
+            if cancel():
+                raise core_module("errors").Cancelled()
             rows = min(outputs.BLOCK_SIZE, grid.height - top)
             values = band.ReadAsArray(0, top, grid.width, rows)
             is_valid = np.isfinite(values) if nodata is None else (values != nodata) & np.isfinite(values)
@@ -52,9 +58,8 @@ def reclassify(confidence: Path, change: Path, threshold: float) -> ChangeCounts
                 changed_m2 += float(is_changed.sum(axis=1) @ areas[top:top + rows])
         writer.close()
         if band.GetOverviewCount():
-            writer.build_overviews(cancel=lambda: False)
+            writer.build_overviews(cancel)
         writer.commit()
-    except BaseException:
-        writer.abort()
-        raise
+    finally:
+        writer.abort()  # nothing left to take back once committed
     return ChangeCounts(changed, valid, changed_m2 if areas is not None else None)

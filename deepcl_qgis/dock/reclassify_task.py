@@ -7,6 +7,7 @@ from typing import Callable, Optional
 
 from qgis.core import QgsTask
 
+from ..engine import core_module
 from .reclassify import ChangeCounts, reclassify
 
 Done = Callable[[Optional[ChangeCounts], Path, str], None]
@@ -25,13 +26,15 @@ class ReclassifyTask(QgsTask):
 
     def run(self) -> bool:
         try:
-            self.counts = reclassify(self.confidence, self.change, self.threshold)
+            self.counts = reclassify(self.confidence, self.change, self.threshold, cancel=self.isCanceled)
+        except core_module("errors").Cancelled:
+            return False
         except Exception as exc:  # any failure is reported in the panel, never a crash of the task
             self.error = f"The change map could not be updated: {exc}"
             return False
         return not self.isCanceled()
 
     def finished(self, result: bool) -> None:
-        if not result and self.change.exists():
-            self.change.unlink()  # a half-written map must not be shown
+        if not result and self.counts is not None:
+            self.change.unlink(missing_ok=True)  # complete, but cancelled: no one will show it
         self.done(self.counts if result else None, self.change, self.error)

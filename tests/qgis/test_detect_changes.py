@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from deepcl_core.model_file import load_model
 from plugin_test_helpers import check_message, error_recording_feedback, image, pair, read, run
 
 ALG = "deepcl:detectchanges"
@@ -37,6 +38,7 @@ def test_levir_pair_outputs_agree_with_returned_values(deepcl_provider, tiny_mod
     assert result["CHANGED_PERCENT"] == pytest.approx(100 * change.sum() / change.size)
     assert result["CHANGED_AREA_M2"] is None  # PNG without georeference
     assert result["DEVICE_USED"] == "cpu"
+    assert result["THRESHOLD_USED"] == threshold and first["THRESHOLD_USED"] == load_model(tiny_model).threshold
 
 
 def test_layers_inside_a_zip_file_are_read_where_they_lie(deepcl_provider, tiny_model, tmp_path):

@@ -360,15 +360,31 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     _delete(again)
 
 
-def test_the_models_own_threshold_is_remembered_as_the_models(panel, oscd_crop):
+def test_the_models_own_threshold_is_remembered_as_the_models(panel, oscd_crop, tiny_model_path, tmp_path):
     """Left at the model's threshold, the slider comes back at the model's threshold for the next
-    imagery, not at the number the last one had."""
-    _project_with_pairs(oscd_crop)
+    imagery, not at the number the last one had, and the run asks for the model's own."""
+    from deepcl_core.model_file import load_model, save_model
+
+    bundle = load_model(tiny_model_path)
+    bundle.threshold, bundle.thresholds_by_pixel_size = 0.35, ((5.0, 0.07),)
+    save_model(bundle, tmp_path / "by_pixel_size.pt")
+    oscd_before, _ = _project_with_pairs(oscd_crop)
     dock = panel()
-    assert dock.threshold() == dock._model_threshold()
+    dock.form.model_widget.setFilePath(str(tmp_path / "by_pixel_size.pt"))
+    assert dock.form.before_combo.currentLayer() is oscd_before
+    assert dock.threshold() == dock._model_threshold() and dock.requested_threshold() is None
     assert dock.current_choices().threshold == -1.0
-    dock.form.threshold_slider.setValue(dock.form.threshold_slider.value() + 2)
-    assert dock.current_choices().threshold == dock.threshold() != dock._model_threshold()
+    dock.shutdown()  # saves the choices
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    again = DeepCLDock(dock.iface)
+    again.form.before_combo.setLayer(_layer_named("levir before"))  # other imagery: the model's other threshold
+    assert again.threshold() == again._model_threshold() != dock._model_threshold()
+    again.form.threshold_slider.setValue(again.form.threshold_slider.value() + 2)  # the user's choice
+    assert again.current_choices().threshold == again.threshold() == again.requested_threshold()
+    assert again.threshold() != again._model_threshold()
+    again.shutdown()
+    _delete(again)
 
 
 def test_device_chooser_says_what_was_found(panel):

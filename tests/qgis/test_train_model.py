@@ -40,13 +40,26 @@ def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     assert bundle.config.encoder == "simple_cnn" and bundle.bands == ("red", "green", "blue")
     assert result["BEST_EPOCH"] == 1
     assert 0.0 <= result["F1"] <= 1.0  # one of the three pairs is held out for validation
-    on = "the confidence calibrated" if not bundle.platt_scaling.is_identity else "the network's own score"
     assert [line for line in log if line.startswith("Decision threshold")] == [
-        f"Decision threshold {bundle.threshold:.3g}, on {on}" + (
-            " on the validation pairs (Platt scaling, in the model file)." if "calibrated" in on else
-            " (not calibrated).")]
+        f"Decision threshold {bundle.threshold:.3g} on the "
+        + ("network's own score." if bundle.platt_scaling.is_identity else "calibrated confidence.")]
     # Processing cannot resume a run: no 50 MB checkpoint is left beside the model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["levir", "tuned.pt"]
+
+
+def test_the_log_says_what_each_threshold_applies_to(deepcl_provider):
+    from deepcl_core.confidence_calibration import PlattScaling
+    from deepcl_core.training import TrainResult
+    from deepcl_qgis.algorithms.train_model import TrainModelAlgorithm
+
+    result = TrainResult(out=None, checkpoint=None, epochs_completed=1, best_epoch=1, best_metrics={}, history=[],
+                         train_pairs=[], val_pairs=[], seconds=1.0, threshold=0.284,
+                         thresholds_by_pixel_size=((5.0, 0.01), (20.0, 0.2)), platt_scaling=PlattScaling(0.6, -0.1),
+                         platt_scalings_by_pixel_size=((20.0, PlattScaling(1.5, 4.5)),))
+    # The 5 m class has a threshold but no scaling (a model of format 1 recalibrated on aerial pairs).
+    assert TrainModelAlgorithm.threshold_text(result) == (
+        "Decision threshold 0.284 on the calibrated confidence; 0.01 on the network's own score for pixels of 5 m "
+        "or coarser; 0.2 on the calibrated confidence for pixels of 20 m or coarser.")
 
 
 def test_cancel_says_what_is_left_in_processing_words(deepcl_provider, tiny_model, tmp_path):
