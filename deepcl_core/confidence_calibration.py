@@ -6,12 +6,13 @@ The network is trained with a 0.5 boundary on aerial pairs; on other imagery its
 pixels well but sits where it sits (on 10 m Sentinel-2 pairs changed pixels score 0.01-0.1), so
 a confidence of 0.02 could mean "likely changed". ``sigmoid(slope · logit + intercept)``, fitted
 by maximum likelihood on validation pairs for each class of pixel size, keeps the ranking and the
-change map (thresholds are mapped the same way) and makes the confidence layer read as the share
-of such pixels that changed in those pairs."""
+change map (thresholds are mapped the same way; but see ``network_on_tiles.run_network`` on tiles'
+overlaps) and makes the confidence layer read as the share of such pixels that changed in those
+pairs."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Dict, Sequence, Tuple, Union
+from typing import Any, Dict, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -133,52 +134,49 @@ def _mean_cross_entropy(positive: np.ndarray, weight: np.ndarray, params: Sequen
     return float((positive @ np.logaddexp(0, -z) + (weight - positive) @ np.logaddexp(0, z)) / weight.sum())
 
 
-def reliability(confidence: np.ndarray, label: np.ndarray) -> Dict[str, Union[float, list]]:
+def reliability(confidence: np.ndarray, label: np.ndarray) -> Dict[str, Any]:
     """How far ``confidence`` (0-1, valid pixels only) reads as the probability of ``label``: the
     Brier score (mean squared error), the expected calibration error (over
     :data:`RELIABILITY_BINS` equal-width bins, the pixel-weighted gap between the mean confidence
     and the share changed) and the bins themselves ([lower edge, pixels, mean confidence, share
-    changed]; empty bins left out)."""
+    changed]; empty bins left out). Scores that are not numbers are left out."""
     confidence = np.asarray(confidence, dtype=np.float64).ravel()
     changed = np.asarray(label).astype(bool).ravel()
     finite = np.isfinite(confidence)
     confidence, changed = confidence[finite], changed[finite]
-    if confidence.size == 0:
-        return {"brier": None, "ece": None, "bins": []}
     index = np.minimum((confidence * RELIABILITY_BINS).astype(np.int64), RELIABILITY_BINS - 1)
-    pixels = np.bincount(index, minlength=RELIABILITY_BINS)
-    mean = np.bincount(index, weights=confidence, minlength=RELIABILITY_BINS)
-    share = np.bincount(index, weights=changed, minlength=RELIABILITY_BINS)
-    filled = pixels > 0
-    mean[filled] /= pixels[filled]
-    share[filled] /= pixels[filled]
-    ece = float(np.sum(pixels[filled] * np.abs(mean[filled] - share[filled])) / confidence.size)
-    brier = float(np.mean((confidence - changed) ** 2))
-    bins = [[k / RELIABILITY_BINS, int(pixels[k]), float(mean[k]), float(share[k])]
-            for k in range(RELIABILITY_BINS) if filled[k]]
-    return {"brier": brier, "ece": ece, "bins": bins}
+    return _summary(np.bincount(index, minlength=RELIABILITY_BINS).astype(np.float64),
+                    np.bincount(index, weights=confidence, minlength=RELIABILITY_BINS),
+                    np.bincount(index, weights=changed, minlength=RELIABILITY_BINS),
+                    float(np.sum((confidence - changed) ** 2)))
 
 
 def pooled_reliability(parts: Sequence[Dict[str, Any]]) -> Dict[str, Any]:
-    """The Brier score, expected calibration error and bins of several :func:`reliability`
-    results taken together, as if of all their pixels at once (from their bins)."""
-    pixels = np.zeros(RELIABILITY_BINS)
-    confidence = np.zeros(RELIABILITY_BINS)
-    changed = np.zeros(RELIABILITY_BINS)
-    brier = 0.0
+    """:func:`reliability` of several results taken together, as if of all their pixels at once
+    (from their bins and Brier scores)."""
+    pixels, confidence, changed = (np.zeros(RELIABILITY_BINS) for _ in range(3))
+    squared_error = 0.0
     for part in parts:
         for lower, count, mean, share in part["bins"]:
             k = int(round(lower * RELIABILITY_BINS))
             pixels[k] += count
             confidence[k] += count * mean
             changed[k] += count * share
-        brier += part["brier"] * sum(count for _, count, _, _ in part["bins"]) if part["bins"] else 0.0
+        if part["bins"]:
+            squared_error += part["brier"] * sum(count for _, count, _, _ in part["bins"])
+    return _summary(pixels, confidence, changed, squared_error)
+
+
+def _summary(pixels: np.ndarray, confidence: np.ndarray, changed: np.ndarray,
+             squared_error: float) -> Dict[str, Any]:
+    """Brier score, ECE and bins from each bin's pixel count, sum of confidence and count of
+    changed pixels, and the sum of squared errors."""
     total = pixels.sum()
     if not total:
         return {"brier": None, "ece": None, "bins": []}
     bins = [[k / RELIABILITY_BINS, int(pixels[k]), float(confidence[k] / pixels[k]), float(changed[k] / pixels[k])]
             for k in range(RELIABILITY_BINS) if pixels[k]]
-    return {"brier": float(brier / total), "ece": float(np.abs(confidence - changed).sum() / total), "bins": bins}
+    return {"brier": squared_error / total, "ece": float(np.abs(confidence - changed).sum() / total), "bins": bins}
 
 
 def _logit(score: np.ndarray) -> np.ndarray:

@@ -256,8 +256,7 @@ class DeepCLDock(QgsDockWidget):
         before, after = form.before_combo.currentLayer(), form.after_combo.currentLayer()
         parameters = {
             "BEFORE": before.id() if before else None, "AFTER": after.id() if after else None,
-            "MODEL": str(self.model_path()),
-            "THRESHOLD": self.requested_threshold(),
+            "MODEL": str(self.model_path()), "THRESHOLD": self.requested_threshold(),
             "DEVICE": form.device_combo.currentData() or "auto", "TILE_SIZE": form.tile_spin.value(),
             "OVERLAP": form.overlap_spin.value(), "BATCH_SIZE": form.batch_spin.value(),
             "MIN_AREA": form.min_area_spin.value(),
