@@ -11,18 +11,22 @@ ALG = "deepcl:trainmodel"
 TINY_RUN = {"EPOCHS": 1, "ITERATIONS": 2, "BATCH_SIZE": 2, "CROP": 64, "DEVICE": "cpu"}
 
 
-def Log():  # noqa: N802 (a QgsProcessingFeedback that keeps what the algorithm writes to its log)
+def recording_feedback():
+    """A QgsProcessingFeedback that keeps the lines the algorithm writes to its log."""
     from qgis.core import QgsProcessingFeedback
 
-    class InfoLog(QgsProcessingFeedback):
+    class Recording(QgsProcessingFeedback):
         def __init__(self) -> None:
             super().__init__()
-            self.infos = []
+            self.infos, self.warnings = [], []
 
         def pushInfo(self, info):  # noqa: N802 (Qt's name)
             self.infos.append(info)
 
-    return InfoLog()
+        def pushWarning(self, warning):  # noqa: N802 (Qt's name)
+            self.warnings.append(warning)
+
+    return Recording()
 
 
 def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
@@ -31,7 +35,7 @@ def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     for name in ("test_55_0256_0000", "test_7_0256_0512", "val_27_0000_0256"):
         (data / name).symlink_to(pair("levir", name))
     out = tmp_path / "tuned.pt"
-    feedback = Log()
+    feedback = recording_feedback()
     result = run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN},
                  feedback)
     log = feedback.infos
@@ -107,21 +111,11 @@ def test_a_skipped_pair_is_reported_in_the_processing_log(deepcl_provider, tiny_
     """The engine's warning reaches the log a QGIS user reads, not only QGIS's stderr."""
     import shutil
 
-    from qgis.core import QgsProcessingFeedback
-
-    class Warnings(QgsProcessingFeedback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.warnings = []
-
-        def pushWarning(self, warning):  # noqa: N802 (Qt's name)
-            self.warnings.append(warning)
-
     data = tmp_path / "pairs"
     shutil.copytree(pair("levir", "test_55_0256_0000"), data / "test_55")
     shutil.copytree(pair("levir", "test_7_0256_0512"), data / "test_7")
     (data / "test_7" / "label.png").unlink()
-    feedback = Warnings()
+    feedback = recording_feedback()
     run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN},
         feedback)
     assert "skipped folder pairs/test_7: it has before and after but no label.*" in feedback.warnings
