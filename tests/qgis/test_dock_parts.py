@@ -91,6 +91,18 @@ def test_reclassify_writes_confidence_at_least_threshold(qgis_app, tmp_path):
         reclassify(confidence, folder / "change.tif", "not a number")
     assert list(folder.iterdir()) == []
 
+    # A name that is taken (e.g. by another program meanwhile): the task reports it and keeps the file.
+    from deepcl_qgis.dock.reclassify_task import ReclassifyTask
+
+    taken = folder / "taken.tif"
+    taken.write_bytes(b"someone's file")
+    reported = []
+    task = ReclassifyTask(confidence, taken, 0.42, lambda counts, path, error: reported.append((counts, error)))
+    assert task.run() is False
+    task.finished(False)
+    assert taken.read_bytes() == b"someone's file"
+    assert reported[0][0] is None and "could not be updated" in reported[0][1] and "kept" in reported[0][1]
+
 
 def test_summaries_in_hectares_or_pixels():
     from deepcl_qgis.dock.summary import run_summary
