@@ -14,7 +14,7 @@ a building of 10 m imagery spans a few pixels, fewer than the encoder's coarsest
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Any, Dict, List, Sequence, Tuple, TypedDict
 
 import numpy as np
 import torch
@@ -38,6 +38,35 @@ from .pairs import LoadedPair, find_pairs, load_pairs
 # --threshold T` while thresholds still applied to the network's score: 0.005 F1 0.42, 0.007 0.49,
 # 0.01 0.52, 0.015 0.49).
 CANDIDATES = (0.002, 0.005, 0.01, 0.02, 0.03) + tuple(round(0.05 * i, 2) for i in range(1, 20))
+
+# What calibration reports (and the model file keeps as provenance, and `deepcl calibrate` prints):
+# a class's threshold, the score it was chosen at, its Platt scaling and how well it fitted.
+ClassCalibration = TypedDict("ClassCalibration", {
+    "threshold": float, "score_threshold": float, "platt_scaling": List[float], "platt_scaling_note": str,
+    "log_loss_of_score": float, "log_loss_of_probability": float, "f1": float, "f1_at_0.5": float})
+
+
+class CoarseCalibration(ClassCalibration, total=False):
+    min_pixel_size_m: float
+    input_scale: int
+    f1_at_general_threshold: float
+    f1_by_input_scale: Dict[str, float]
+    pairs: List[str]
+
+
+class Calibration(ClassCalibration, total=False):
+    """The model's own class (general), with the coarse classes under ``by_pixel_size``; what
+    :func:`apply_calibration` adds records what the model had and kept."""
+
+    pairs: List[str]
+    candidates: str
+    rule: str
+    by_pixel_size: List[CoarseCalibration]
+    every_pair_coarse: bool
+    previous_threshold: float
+    kept_by_pixel_size: str
+    kept_threshold: str
+
 
 # Between aerial / very-high-resolution imagery (0.3-2 m) and Sentinel-2 or Landsat (10-30 m).
 COARSE_PIXEL_M = 5.0
@@ -75,7 +104,7 @@ def confusions_at_calibrated_thresholds(pairs: Sequence[LoadedPair], probabiliti
 
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
-                        tile: int = DEFAULT_TILE) -> Dict[str, object]:
+                        tile: int = DEFAULT_TILE) -> Calibration:
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
     coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone together
     with their input scale, and the model's own threshold, chosen on the others (on all pairs,
@@ -96,7 +125,7 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     as_they_are = by_scale.get(1, _Scores())
     general = fine if len(coarse) < len(pairs) else fine + as_they_are
     chosen = best_threshold(general.counts)
-    calibration: Dict[str, object] = {
+    calibration: Calibration = {
         **_scaled(chosen, general), "f1": general.counts[chosen].metrics()["f1"],
         "f1_at_0.5": general.counts[0.5].metrics()["f1"],
         "pairs": [p.name for p in pairs if p.name not in coarse or general is not fine],
@@ -137,7 +166,7 @@ class _Scores:
         return total
 
 
-def _scaled(score_threshold: float, scores: _Scores) -> Dict[str, object]:
+def _scaled(score_threshold: float, scores: _Scores) -> Dict[str, Any]:
     """The Platt scaling fitted on ``scores`` and the threshold it maps ``score_threshold`` to,
     with the fit's log-likelihood before and after, for the provenance."""
     scaling, note = fit_platt_scaling(scores.logits)
@@ -162,7 +191,7 @@ def check_calibration_pairs(pairs: Sequence[LoadedPair]) -> None:
                              f"{what}with change")
 
 
-def apply_calibration(bundle: ModelBundle, calibration: Dict[str, object], keep_unmeasured: bool = False) -> None:
+def apply_calibration(bundle: ModelBundle, calibration: Calibration, keep_unmeasured: bool = False) -> None:
     """Store ``calibration``'s thresholds, confidence scalings and input scales, and the calibration itself as
     provenance, in ``bundle``. ``keep_unmeasured`` (recalibrating a trained model): a class of
     pixel size the calibration had no pairs of keeps the model's setting instead of losing it, e.g.
@@ -190,7 +219,7 @@ def _is_coarse(pair: LoadedPair) -> bool:
 @gdal_return_values
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
-                    tile: int = DEFAULT_TILE, overwrite: bool = False) -> Dict[str, object]:
+                    tile: int = DEFAULT_TILE, overwrite: bool = False) -> Calibration:
     """Choose ``model``'s thresholds on the labelled pairs below ``data_dirs`` and write the model,
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``; another existing file
     only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size
