@@ -62,10 +62,15 @@ def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) ->
 
 def confusion(change: gdal.Dataset, reference: gdal.Dataset,
               cancelled: Callable[[], bool] = lambda: False,
-              progress: Optional[Callable[[float], None]] = None) -> Dict[str, float]:
-    """Pooled confusion counts and metrics over the pixels valid in both rasters."""
+              progress: Optional[Callable[[float], None]] = None,
+              confidence: Optional[gdal.Dataset] = None) -> Dict[str, float]:
+    """Pooled confusion counts and metrics over the pixels valid in both rasters; with the run's
+    ``confidence`` map, also its Brier score and expected calibration error ("brier", "ece") over
+    the pixels valid in all three, as ``deepcl evaluate`` measures them."""
     metrics = core_module("metrics")
+    calibration = core_module("confidence_calibration")
     total = metrics.Confusion()
+    reliabilities = []
     change_band, reference_band = change.GetRasterBand(1), reference.GetRasterBand(1)
     height, width = change.RasterYSize, change.RasterXSize
     for top in range(0, height, ROWS_PER_BLOCK):
@@ -81,12 +86,17 @@ def confusion(change: gdal.Dataset, reference: gdal.Dataset,
         # As the reference: any non-zero class is change (a 0/255 map of another tool too); our
         # maps' 255 is their nodata and already invalid
         total = total + metrics.Confusion.of(predicted > 0, actual > 0, valid & reference_valid)
+        if confidence is not None:
+            scores, scores_valid = _read_with_validity(confidence.GetRasterBand(1), top, width, rows)
+            both = valid & reference_valid & scores_valid
+            reliabilities.append(calibration.reliability(scores[both], actual[both] > 0))
         if progress:
             progress((top + rows) / height)
     if total.total == 0:
         raise QgsProcessingException("The change map and the reference have no valid pixel in common "
                                      "(do they cover the same area?): there is nothing to compare.")
-    return total.metrics()
+    pooled = calibration.pooled_reliability(reliabilities) if confidence is not None else {}
+    return {**total.metrics(), **{key: pooled[key] for key in ("brier", "ece") if key in pooled}}
 
 
 def _read_with_validity(band: gdal.Band, top: int, width: int, rows: int):

@@ -18,5 +18,15 @@ def write_report(path: Path, metrics: Dict[str, float], change_name: str, refere
         f"<h1>DeepCL evaluation</h1><p>Change map: {html.escape(change_name)}<br>"
         f"Reference: {html.escape(reference_name)}</p>"
         f"<h2>Accuracy of the change class</h2><table border='1' cellpadding='4'>{rows}</table>"
-        f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table></body></html>",
+        f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table>{_reliability(metrics)}</body></html>",
         encoding="utf-8")
+
+
+def _reliability(metrics: Dict[str, float]) -> str:
+    """The confidence's Brier score and calibration error, when the evaluation ran the model."""
+    if metrics.get("brier") is None:
+        return ""
+    return ("<h2>The confidence as a probability</h2><table border='1' cellpadding='4'>"
+            f"<tr><td>Brier score</td><td>{metrics['brier']:.4f}</td></tr>"
+            f"<tr><td>Expected calibration error</td><td>{metrics['ece']:.4f}</td></tr></table>"
+            "<p>Lower is better; see the model card for the model's own pairs.</p>")

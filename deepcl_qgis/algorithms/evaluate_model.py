@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
+from osgeo import gdal
 from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
@@ -17,7 +18,9 @@ from ..report_html import write_report
 from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_input,
                    releases_locals_on_error, typed_number_problem)
 
-METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA", "TP", "FP", "FN", "TN"]
+METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
+COUNTS = ["TP", "FP", "FN", "TN"]
+RELIABILITY = ["BRIER", "ECE"]  # of the confidence, when the algorithm runs the model
 
 
 class EvaluateModelAlgorithm(DeepCLAlgorithm):
@@ -51,14 +54,19 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             "with a <b>before</b> and an <b>after</b> image, which is then run first. Give the reference as a "
             "<b>label raster</b> (non-zero = changed) or as <b>polygons of the changed areas</b> (everything "
             "else counts as unchanged).<br><br>Returns precision, recall, F1, IoU of the change class, overall "
-            "accuracy and Cohen's kappa as outputs, and optionally an HTML report. Pixels that are nodata "
-            "in the change map or the reference are not counted.")
+            "accuracy and Cohen's kappa as outputs, and optionally an HTML report; when it runs the model, also "
+            "how far its confidence reads as a probability on your pairs (Brier score and expected calibration "
+            "error; if they are poor, calibrate the model on such pairs). Pixels that are nodata in the change "
+            "map or the reference are not counted.")
 
     def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802
         for parameter, help_text in self._parameters():
             self.addParameter(add_help(parameter, help_text))
-        for key in METRICS:
+        for key in METRICS + COUNTS:
             self.addOutput(QgsProcessingOutputNumber(key, key.title() if len(key) > 3 else key))
+        self.addOutput(QgsProcessingOutputNumber("BRIER", self.tr("Brier score of the confidence (model runs only)")))
+        self.addOutput(QgsProcessingOutputNumber("ECE", self.tr("Expected calibration error of the confidence "
+                                                                "(model runs only)")))
 
     def _parameters(self) -> List[Tuple[Any, str]]:
         return [
@@ -130,15 +138,21 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()
-        change_path, change_name = self._change_map(parameters, context, feedback)
+        change_path, confidence_path, change_name = self._change_map(parameters, context, feedback)
         change = accuracy.open_change_map(change_path)
         reference, reference_name = self._reference(context, change)
         feedback.setProgressText("Comparing with the reference")
         metrics = accuracy.confusion(change, reference, feedback.isCanceled,
-                                     lambda fraction: feedback.setProgress(50 + 50 * fraction))
+                                     lambda fraction: feedback.setProgress(50 + 50 * fraction),
+                                     gdal.Open(confidence_path) if confidence_path else None)
         feedback.pushInfo(", ".join(f"{key}: {metrics[key]:.4f}" for key in ("precision", "recall", "f1", "iou",
                                                                             "oa", "kappa")))
+        if "brier" in metrics:
+            feedback.pushInfo(f"Confidence as a probability: Brier score {metrics['brier']:.4f}, expected "
+                              f"calibration error {metrics['ece']:.4f} (lower is better)")
         results: Dict[str, Any] = {key: metrics[key.lower()] for key in METRICS}
+        results.update({key: int(metrics[key.lower()]) for key in COUNTS})
+        results.update({key: metrics.get(key.lower()) for key in RELIABILITY})
         if parameters.get(self.OUTPUT_HTML) not in (None, ""):
             report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
             write_report(Path(report), metrics, change_name, reference_name)
@@ -146,15 +160,16 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         return results
 
     def _change_map(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                    feedback: QgsProcessingFeedback) -> Tuple[str, str]:
-        """The change map's file and name: the given layer, or one made by the model."""
+                    feedback: QgsProcessingFeedback) -> Tuple[str, str, str]:
+        """The change map's file, the confidence map's ("" for a given change map) and the change
+        map's name: the given layer, or maps made by the model."""
         change = self._rasters[self.CHANGE]
         if change is not None:
-            return change.source, change.name
-        return self._run_model(parameters, context, feedback), "detected by the model"
+            return change.source, "", change.name
+        return (*self._run_model(parameters, context, feedback), "detected by the model")
 
     def _run_model(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                   feedback: QgsProcessingFeedback) -> str:
+                   feedback: QgsProcessingFeedback) -> Tuple[str, str]:
         detect = core_module("detect")
         before, after = self._rasters[self.BEFORE], self._rasters[self.AFTER]
         if before is None or after is None:
@@ -168,7 +183,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         with engine_errors():
             detect.detect_changes(before.source, after.source, outputs, options,
                                   progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
-        return str(outputs.change)
+        return str(outputs.change), str(outputs.confidence)
 
     def _reference(self, context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:
         reference = self._rasters[self.REFERENCE]

@@ -30,6 +30,7 @@ def test_metrics_against_a_label_raster(deepcl_provider, tiny_model, tmp_path):
     assert result["TP"] + result["FP"] + result["FN"] + result["TN"] == 256 * 256
     report = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "F1 score" in report and f"{expected['f1']:.4f}" in report
+    assert result["BRIER"] is None and "Brier" not in report  # a change map alone has no confidence
 
 
 def test_a_0_255_change_map_counts_its_255_as_change(deepcl_provider, tiny_model, tmp_path):
@@ -92,9 +93,14 @@ def test_model_left_out_is_the_bundled_one_as_in_detection(deepcl_provider, tmp_
 
     folder = pair("dsifn", "3_4")
     result = run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "DEVICE": "cpu",
-                       "REFERENCE": image(folder, "label")})
+                       "REFERENCE": image(folder, "label"), "OUTPUT_HTML": str(tmp_path / "r.html")})
     expected = evaluate(EvaluateOptions(model=None, data_dirs=[folder.parent / folder.name], device="cpu"))
     assert result["TP"] == expected["per_pair"]["3_4"]["tp"] and result["FP"] == expected["per_pair"]["3_4"]["fp"]
+    assert isinstance(result["TP"], int)
+    # The confidence's reliability on the user's pair, as the engine's evaluation measures it.
+    assert result["BRIER"] == pytest.approx(expected["per_pair"]["3_4"]["brier"], rel=1e-6)
+    assert result["ECE"] == pytest.approx(expected["per_pair"]["3_4"]["ece"], rel=1e-6)
+    assert f"<td>Brier score</td><td>{result['BRIER']:.4f}</td>" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
 
 def test_refuses_two_references_or_none(deepcl_provider, tmp_path):
