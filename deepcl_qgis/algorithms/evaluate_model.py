@@ -147,7 +147,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
                                      gdal.Open(confidence_path) if confidence_path else None)
         feedback.pushInfo(", ".join(f"{key}: {metrics[key]:.4f}" for key in ("precision", "recall", "f1", "iou",
                                                                             "oa", "kappa")))
-        if "brier" in metrics:
+        if metrics.get("brier") is not None:
             feedback.pushInfo(f"Confidence as a probability: Brier score {metrics['brier']:.4f}, expected "
                               f"calibration error {metrics['ece']:.4f} (lower is better)")
         results: Dict[str, Any] = {key: metrics[key.lower()] for key in METRICS}
