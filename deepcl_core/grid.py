@@ -161,3 +161,25 @@ def transformed_bounds(bounds: Bounds, source_wkt: str, target_wkt: str) -> Opti
 def bounds_overlap(a: Bounds, b: Bounds) -> bool:
     """Whether two boxes share an area (not only an edge)."""
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+# How far (in target pixels) a label's grid may lie from the target grid and still be read as it
+# is: rounding in a geotransform written by another tool, far below what warping would change.
+LABEL_GRID_TOLERANCE_PX = 0.01
+
+
+def label_on_grid(label: gdal.Dataset, target: gdal.Dataset, label_what: str, target_what: str) -> gdal.Dataset:
+    """A label (classes) on ``target``'s grid. One that lies on it already is taken as it is, and so
+    is one of the target's size when either lacks georeference; any other georeferenced label is
+    resampled to it (nearest neighbour keeps its classes), e.g. a window of the same size cut
+    elsewhere, which read as it is would score every pixel against another place."""
+    size = (target.RasterXSize, target.RasterYSize)
+    both_georeferenced = is_georeferenced(label) and is_georeferenced(target)
+    if (label.RasterXSize, label.RasterYSize) == size and (
+            not both_georeferenced or Grid.of(label).lies_on(Grid.of(target), LABEL_GRID_TOLERANCE_PX)):
+        return label
+    if not both_georeferenced:
+        raise InputError(f"{label_what} is {label.RasterXSize}×{label.RasterYSize} but {target_what} is "
+                         f"{size[0]}×{size[1]}, and without georeferencing the two cannot be aligned; give "
+                         f"{label_what} on the grid of {target_what}")
+    return warp_to_grid(label, Grid.of(target), "near", label_what)

@@ -27,29 +27,13 @@ def open_change_map(path: str) -> gdal.Dataset:
 
 
 def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset:
-    """The label raster on the change map's grid (nearest neighbour: labels are classes)."""
+    """The label raster on the change map's grid, as the engine puts a pair's label on its before grid."""
     reference = gdal.Open(reference_path)
     if reference is None:
         raise QgsProcessingException(f"The reference raster {reference_path} is not a raster GDAL can read.")
-    raster_io = core_module("raster_io")
     try:  # as the engine reads labels: 0 is no change, even as the reference's nodata value
-        reference = raster_io.zero_means_no_change(reference, "the reference")
-    except engine_error_type() as exc:
-        raise QgsProcessingException(str(exc)) from None
-    change_geo, reference_geo = bool(change.GetProjection()), bool(reference.GetProjection())
-    if not change_geo or not reference_geo:
-        if (change.RasterXSize, change.RasterYSize) != (reference.RasterXSize, reference.RasterYSize):
-            raise QgsProcessingException(
-                f"The change map ({change.RasterXSize}×{change.RasterYSize}) and the reference "
-                f"({reference.RasterXSize}×{reference.RasterYSize}) differ in size and are not both "
-                "georeferenced, so their pixels cannot be matched.")
-        return reference
-    grid = core_module("grid")
-    target = grid.Grid.of(change)
-    if grid.Grid.of(reference).same_as(target):
-        return reference
-    try:
-        return grid.warp_to_grid(reference, target, "near", "the reference")
+        reference = core_module("raster_io").zero_means_no_change(reference, "the reference")
+        return core_module("grid").label_on_grid(reference, change, "the reference", "the change map")
     except engine_error_type() as exc:
         raise QgsProcessingException(str(exc)) from None
 

@@ -16,9 +16,9 @@ from osgeo import gdal
 
 from deepcl_core.errors import InputError
 from deepcl_core.evaluation import EvaluateOptions, evaluate
-from deepcl_core.grid import Grid
+from deepcl_core.grid import LABEL_GRID_TOLERANCE_PX, Grid
 from deepcl_core.raster_io import open_raster
-from deepcl_core.training.pairs import LABEL_GRID_TOLERANCE_PX, PairFiles, find_pairs, read_label
+from deepcl_core.training.pairs import PairFiles, find_pairs, read_label
 
 from core_test_helpers import crop
 

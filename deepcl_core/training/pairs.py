@@ -18,9 +18,9 @@ from ..area import ground_pixel_size
 from ..band_choice import choose_bands
 from ..errors import InputError
 from ..gdal_utils import is_alpha
-from ..grid import Grid, align_after_to_before, warp_to_grid
+from ..grid import Grid, align_after_to_before, label_on_grid
 from ..normalization import ImageStretch, NormalizationSpec, normalize
-from ..raster_io import (is_georeferenced, open_image, open_raster, placed_by_gcps, read_sample, read_window,
+from ..raster_io import (open_image, open_raster, placed_by_gcps, read_sample, read_window,
                          zero_means_no_change)
 
 LOG = logging.getLogger(__name__)
@@ -31,9 +31,6 @@ _LEVIR_DIRS = ("A", "B", "label")
 # (matched lower case); never a pair's image.
 _IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".txt", ".md", ".json", ".prj", ".wld", ".pgw", ".tfw", ".jgw"}
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
-# How far (in before pixels) a label's grid may lie from the before grid and still be read as it
-# is: rounding in a geotransform written by another tool, far below what warping would change.
-LABEL_GRID_TOLERANCE_PX = 0.01
 
 
 @dataclass(frozen=True)
@@ -242,7 +239,8 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
     a paletted label is read as its indices."""
     label_ds = zero_means_no_change(open_raster(files.label, f"{files.name}: label"),
                                     f"the label of pair {files.name}")
-    label_ds = _label_on_grid(files, _placed_as_the_before(label_ds, files), before_ds)
+    label_ds = label_on_grid(_placed_as_the_before(label_ds, files), before_ds, f"the label of pair {files.name}",
+                             "the before image")
     bands = [i for i in range(1, label_ds.RasterCount + 1) if not is_alpha(label_ds.GetRasterBand(i))] or [1]
     values, valid = read_window(label_ds, bands, 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
                                 f"{files.name}: label")
@@ -265,20 +263,3 @@ def _placed_as_the_before(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Data
         return label_ds
     with_points = gdal.Translate("", label_ds, format="VRT", GCPs=raw.GetGCPs(), outputSRS=raw.GetGCPProjection())
     return placed_by_gcps(with_points, str(files.label), f"{files.name}: label")
-
-
-def _label_on_grid(files: PairFiles, label_ds: gdal.Dataset, before_ds: gdal.Dataset) -> gdal.Dataset:
-    """The label on the before grid. One that lies on it already is taken as it is, and so is one of
-    the before image's size when either lacks georeference; any other georeferenced label is
-    resampled to it (nearest neighbour keeps it binary), e.g. a window of the same size cut
-    elsewhere, which read as it is would score every pixel against another place."""
-    size = (before_ds.RasterXSize, before_ds.RasterYSize)
-    both_georeferenced = is_georeferenced(label_ds) and is_georeferenced(before_ds)
-    if (label_ds.RasterXSize, label_ds.RasterYSize) == size and (
-            not both_georeferenced or Grid.of(label_ds).lies_on(Grid.of(before_ds), LABEL_GRID_TOLERANCE_PX)):
-        return label_ds
-    if not both_georeferenced:
-        raise InputError(f"pair {files.name}: label is {label_ds.RasterXSize}×{label_ds.RasterYSize} but the "
-                         f"before image is {size[0]}×{size[1]}, and without georeferencing the two cannot be "
-                         "aligned; give a label on the before image's grid")
-    return warp_to_grid(label_ds, Grid.of(before_ds), "near", f"the label of pair {files.name}")
