@@ -179,6 +179,7 @@ class DetectionResult:
     valid_area_m2: Optional[float]
     threshold: float
     input_scale: int  # how many times larger the network saw the images
+    pixel_size_m: Optional[float]  # ground size of a before pixel, which chose the model's settings; None: unknown
     confidence_calibrated: bool  # whether the confidence is the model's calibrated probability, not its raw score
     device: str
     precision: str  # "fp32", "bf16 mixed" or "fp16 mixed"
@@ -244,7 +245,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     check_output_paths([*outputs.rasters(), outputs.polygons], _input_files(pair, before, after, options),
                        options.overwrite)
     device = resolve_device(options.device)
-    threshold = bundle.threshold_for(pixel_size) if options.threshold is None else float(options.threshold)
+    model_threshold = bundle.threshold_for(pixel_size)
+    threshold = model_threshold if options.threshold is None else float(options.threshold)
     scale = bundle.input_scale_for(pixel_size) if options.input_scale is None else options.input_scale
     platt_scaling = bundle.platt_scaling_for(pixel_size)
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision, warnings)
@@ -278,8 +280,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         report(0.0, f"before {grid.width}×{grid.height} px{_window_text(pair.window)}, "
                     f"bands {list(pair.bands_before)}; after bands "
                     f"{list(pair.bands_after)}; device {describe_device(device)}; "
-                    + _threshold_text(threshold, options.threshold is None, bundle.threshold_for(pixel_size),
-                                      platt_scaling)
+                    + _threshold_text(threshold, model_threshold, platt_scaling)
                     + (f"; images enlarged {scale}× for the network" if scale > 1 else ""))
         # Beside a GPU the blending is the GPU's work too: a host thread blending every tile set the
         # pace there (device_blending); elsewhere, or when the GPU has too little memory to spare for
@@ -350,17 +351,18 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         outputs=outputs, changed_pixels=counts.changed, valid_pixels=counts.valid,
         changed_area_m2=counts.changed_m2 if pixel_areas is not None else None,
         valid_area_m2=counts.valid_m2 if pixel_areas is not None else None,
-        threshold=threshold, input_scale=scale, confidence_calibrated=not platt_scaling.is_identity,
+        threshold=threshold, input_scale=scale, pixel_size_m=pixel_size,
+        confidence_calibrated=not platt_scaling.is_identity,
         device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
 
 
-def _threshold_text(threshold: float, models_own: bool, model_threshold: float, platt_scaling: PlattScaling) -> str:
+def _threshold_text(threshold: float, model_threshold: float, platt_scaling: PlattScaling) -> str:
     """What the threshold is and what it applies to: a threshold typed for a model whose
     confidence was not yet calibrated (0.01 for 10 m imagery) marks far more on a calibrated one."""
     on = "the calibrated confidence" if not platt_scaling.is_identity else "the network's score"
-    if models_own:
+    if threshold == model_threshold:
         return f"threshold {threshold:.3g} (the model's) on {on}"
     return f"threshold {threshold:.3g} (given; the model's here: {model_threshold:.3g}) on {on}"
 

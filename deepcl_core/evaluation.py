@@ -16,7 +16,6 @@ from typing import Any, Callable, Dict, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
-from .area import file_pixel_size
 from .confidence_calibration import reliability
 from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import InputError, OutputError, releases_locals_on_error
@@ -74,7 +73,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
             per_pair[pair.name] = {**confusion.metrics(), "auc_distance": roc_auc(distance, label),
                                    "auc_confidence": roc_auc(confidence, label), "brier": fit["brier"],
                                    "ece": fit["ece"], "reliability_bins": fit["bins"], "threshold": result.threshold,
-                                   "input_scale": result.input_scale, "pixel_size_m": file_pixel_size(pair.before),
+                                   "input_scale": result.input_scale, "pixel_size_m": result.pixel_size_m,
                                    "confidence_calibrated": result.confidence_calibrated}
             scores.add(distance, confidence, label)
         if options.pseudo_change:
