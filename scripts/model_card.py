@@ -12,7 +12,7 @@ import sys
 import tempfile
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,43 +112,47 @@ def reliability_section(report: Dict, group_of: Dict[str, str]) -> str:
     classes = [(f"pixels under {COARSE_PIXEL_M:g} m", sorted(set(per_pair) - coarse)),
                (f"pixels of {COARSE_PIXEL_M:g} m or coarser", sorted(coarse))]
     groups = [(g, [n for n in per_pair if group_of[n] == g]) for g in sorted(set(group_of.values()))]
-    rows = []
+    rows, bins_of_class = [], {}
     for label, names in groups + classes + [("pooled", list(per_pair))]:
         if not names:
             continue
         before, after = _pooled(raw, names), _pooled(per_pair, names)
-        rows.append([label, f"{_base_rate_brier(per_pair, names):.4f}", f"{before['brier']:.4f}",
+        bins_of_class[label] = after["bins"]
+        rows.append([label, f"{_base_rate_brier(after['bins']):.4f}", f"{before['brier']:.4f}",
                      f"{after['brier']:.4f}", f"{before['ece']:.4f}", f"{after['ece']:.4f}"])
     text = table(rows, ["held-out pairs", "Brier, base rate", "Brier, score", "Brier, confidence", "ECE, score",
                         "ECE, confidence"])
     for label, names in classes:
         if names:
             bins = [[f"{lower:.1f}–{lower + 0.1:.1f}", f"{count:,}", f"{mean:.3f}", f"{share:.3f}"]
-                    for lower, count, mean, share in _pooled(per_pair, names)["bins"]]
+                    for lower, count, mean, share in bins_of_class[label]]
             text += (f"\n\nHeld-out {label} ({', '.join(names)}): the confidence layer's pixels by their "
                      "confidence, and the share of them the labels mark changed:\n\n"
                      + table(bins, ["confidence", "pixels", "mean confidence", "share changed"])
-                     + f"\n\n{_misreadings(_pooled(per_pair, names)['bins'])}")
+                     + f"\n\n{_misreadings(bins_of_class[label])}")
     return text
 
 
 def _misreadings(bins: List[List[float]], margin: float = 0.05) -> str:
     """Where the confidence lies more than ``margin`` off the share changed, in words."""
-    def ranges(wanted: int) -> str:
-        runs: List[List[float]] = []
+    def ranges(off: Callable[[float, float], bool]) -> str:
+        runs: List[List[float]] = []  # [from, to] of adjacent bins that are off
         for lower, _, mean, share in bins:
-            if (mean > share + margin) - (mean < share - margin) != wanted:
+            if not off(mean, share):
                 continue
             if runs and abs(runs[-1][1] - lower) < 1e-9:
                 runs[-1][1] = lower + 0.1
             else:
                 runs.append([lower, lower + 0.1])
-        return ", ".join(f"{a:.1f}–{b:.1f}" for a, b in runs)
-    low, high = ranges(-1), ranges(1)
+        return ", ".join(f"{start:.1f}–{end:.1f}" for start, end in runs)
+
+    low = ranges(lambda mean, share: mean < share - margin)
+    high = ranges(lambda mean, share: mean > share + margin)
     parts = ([f"lower than the share changed (too cautious) in {low}"] if low else []) + \
             ([f"higher (over-confident) in {high}"] if high else [])
-    return ("More than " f"{margin:g} off, the confidence is " + "; ".join(parts) + ".") if parts else \
-        f"In every bin the confidence lies within {margin:g} of the share changed."
+    if not parts:
+        return f"In every bin the confidence lies within {margin:g} of the share changed."
+    return f"More than {margin:g} off, the confidence is " + "; ".join(parts) + "."
 
 
 def _pooled(per_pair: Dict[str, Dict], names: List[str]) -> Dict:
@@ -157,10 +161,9 @@ def _pooled(per_pair: Dict[str, Dict], names: List[str]) -> Dict:
                                for n in names])
 
 
-def _base_rate_brier(per_pair: Dict[str, Dict], names: List[str]) -> float:
-    """The Brier score of a constant confidence, the share of the pairs' pixels that changed: what
+def _base_rate_brier(bins: List[List[float]]) -> float:
+    """The Brier score of a constant confidence, the share of the bins' pixels that changed: what
     a confidence that knows nothing about the pixels scores."""
-    bins = _pooled(per_pair, names)["bins"]
     pixels = sum(count for _, count, _, _ in bins)
     share = sum(count * changed for _, count, _, changed in bins) / pixels
     return share * (1 - share)
