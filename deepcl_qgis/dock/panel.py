@@ -149,10 +149,10 @@ class DeepCLDock(QgsDockWidget):
     def current_choices(self) -> PanelChoices:
         form = self.form
         before, after = form.before_combo.currentLayer(), form.after_combo.currentLayer()
+        threshold = self.requested_threshold()
         return PanelChoices(
             before_source=before.source() if before else "", after_source=after.source() if after else "",
-            model_path=form.model_widget.filePath(),
-            threshold=-1.0 if self.requested_threshold() is None else self.requested_threshold(),
+            model_path=form.model_widget.filePath(), threshold=-1.0 if threshold is None else threshold,
             device=form.device_combo.currentData() or "auto", area=form.area_combo.currentData(),
             area_layer_source=form.area_layer_combo.currentLayer().source() if form.area_layer_combo.currentLayer()
             else "",
