@@ -54,7 +54,7 @@ class PlattScaling:
         model's threshold chosen on the network's scores."""
         if self.is_identity:
             return float(score)
-        return float(1.0 / (1.0 + np.exp(-(self.slope * _logit(np.float64(score)) + self.intercept))))
+        return float(_sigmoid(self.slope * _logit(np.float64(score)) + self.intercept))
 
     def to_list(self) -> list:
         return [float(self.slope), float(self.intercept)]
@@ -105,7 +105,7 @@ def fit_platt_scaling(histogram: LogitHistogram) -> Tuple[PlattScaling, str]:
     params = np.array([1.0, 0.0])
     loss = _mean_cross_entropy(positive, weight, params)
     for _ in range(100):
-        p = 1.0 / (1.0 + np.exp(-(design @ params)))
+        p = _sigmoid(design @ params)
         gradient = design.T @ (weight * p - positive)
         hessian = (design * (weight * p * (1 - p))[:, None]).T @ design + 1e-9 * np.eye(2) * weight.sum()
         step = np.linalg.solve(hessian, gradient)
@@ -177,6 +177,11 @@ def _summary(pixels: np.ndarray, confidence: np.ndarray, changed: np.ndarray,
     bins = [[k / RELIABILITY_BINS, int(pixels[k]), float(confidence[k] / pixels[k]), float(changed[k] / pixels[k])]
             for k in range(RELIABILITY_BINS) if pixels[k]]
     return {"brier": squared_error / total, "ece": float(np.abs(confidence - changed).sum() / total), "bins": bins}
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-z)) without exp's overflow (and its warning) where a trial slope makes z very negative."""
+    return 0.5 * (1.0 + np.tanh(0.5 * z))
 
 
 def _logit(score: np.ndarray) -> np.ndarray:

@@ -15,6 +15,9 @@ from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes, res
 from deepcl_core.errors import ModelFileError
 from deepcl_core.model_file import load_model, save_model
 
+# Calibration is numerical work users run: an overflow or a division by zero is a defect, not noise.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
+
 
 def _sigmoid(z):
     return 1.0 / (1.0 + np.exp(-z))
