@@ -13,7 +13,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from .heap import freed_memory_kept
 from .model.inference import (PRECISIONS, default_batch_size, inference_threads, io_threads, overlaps_io,
                               precision_name, prefers_channels_last, prepare_for_inference, torch_threads)
 from .model.network import NETWORK_MULTIPLE
-from .model_file import ModelBundle, load_model
+from .model_file import ModelBundle, shared_model
 from .network_on_tiles import MemoryBudget, run_within_memory
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_DESCRIPTION, CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA,
@@ -198,12 +198,13 @@ def bundled_model_path() -> Path:
 
 
 def resolve_model(path: Optional[Path]) -> ModelBundle:
+    """The model at ``path`` (None: the bundled model), shared: see :func:`model_file.shared_model`."""
     if path is None:
         if not BUNDLED_MODEL.is_file():
             raise ModelFileError("no trained model is bundled with this copy of DeepCL yet; "
                                  "train one with 'deepcl train' and pass it with --model")
         path = BUNDLED_MODEL
-    return load_model(path)
+    return shared_model(path)
 
 
 @dataclass
@@ -290,34 +291,10 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         blender: Blender = (DeviceRowBlender(grid.width, tiles.tile_height, len(specs) - 1, device) if on_device
                             else RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1))
         rows = tiles.rows()
-        columns = len(tiles.columns())
         read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, into=slots.slot)
-        if in_background:
-            # Each reader thread reads with handles of its own; a row of blocks is read by the first
-            # thread that needs it, and let go once every tile above it is taken (below).
-            shared = (SharedRowStrip(pair.before, pair.bands_before, "before", decode_threads=threads),
-                      SharedRowStrip(pair.after, pair.bands_after, "after", decode_threads=threads))
-            reader: Iterator[_Tile] = stack.enter_context(TileReader(
-                partial(read, windows=partial(_shared_windows, shared)), tiles.positions(), pair,
-                partial(_open_pair, before, after, options, bundle, pair.window), threads, depth=2 * batch_size))
-            # Blending runs behind the network in one thread, in order (on the GPU: queued by this
-            # thread), and finishing, compressing and writing the rows behind the blending in another:
-            # the network never waits for them. Both closed, the blending first, before writer.abort runs.
-            files = stack.enter_context(WriteBehind(FILE_WRITE_DEPTH))
-            behind = stack.enter_context(WriteBehind(
-                0 if on_device else WRITE_BEHIND_DEPTH * (-(-columns // batch_size) + 1)))
-        else:  # in turn with the network: the before image in a helper thread, the after image here
-            helper = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader"))
-                      if threads > 1 else None)
-            # Tiles come in row order from one handle per image: cut from strips of whole rows of
-            # blocks, each decoded once, which drop GDAL's copy unless the pair stays decoded.
-            drop = not _keeps_decoded(pair)
-            strips = (RowStrip(pair.before, pair.bands_before, "before", [pair.before] if drop else [], threads),
-                      RowStrip(pair.after, pair.bands_after, "after", pair.after_datasets() if drop else [], threads))
-            shared = ()
-            reader = (read(pair, position, windows=lambda _: (strips[0].window, strips[1].window), helper=helper)
-                      for position in tiles.positions())
-            files = behind = stack.enter_context(WriteBehind(0))
+        reopen = partial(_open_pair, before, after, options, bundle, pair.window)  # for each reader thread
+        reader, shared, behind, files = _tiles_and_threads(stack, pair, read, reopen, tiles, batch_size, threads,
+                                                           in_background, on_device)
         for index, (row_index, positions) in enumerate(plan):
             if is_cancelled():
                 raise Cancelled()
@@ -356,6 +333,51 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         device=describe_device(device), precision=precision_name(network.dtype),
         seconds=time.perf_counter() - started,
         tiles=len(tiles), polygons=polygon_count, warnings=warnings)
+
+
+class _Threads(NamedTuple):
+    """How a run's tiles come in and its rows go out."""
+
+    reader: Iterator["_Tile"]  # normalised tiles, in the tile grid's order
+    shared: Tuple[SharedRowStrip, ...]  # strips the reader threads share, told which rows are done
+    behind: WriteBehind  # blending, behind the network
+    files: WriteBehind  # compressing and writing, behind the blending
+
+
+def _tiles_and_threads(stack: ExitStack, pair: "_Pair", read: Callable[..., "_Tile"],
+                       reopen: Callable[[], "_Pair"], tiles: TileGrid, batch_size: int, threads: int,
+                       in_background: bool, on_device: bool) -> _Threads:
+    """The reader of the run's tiles (``read`` one, with the pair's own handles or, in each reader
+    thread, ``reopen``'s) and the threads behind the network, closed by ``stack``: beside a GPU
+    (``in_background``) reader threads ahead of the network and blending and writing behind it;
+    elsewhere reading in turn with the network, which then keeps the cores."""
+    if in_background:
+        # Each reader thread reads with handles of its own; a row of blocks is read by the first
+        # thread that needs it, and let go once every tile above it is taken (the caller).
+        shared = (SharedRowStrip(pair.before, pair.bands_before, "before", decode_threads=threads),
+                  SharedRowStrip(pair.after, pair.bands_after, "after", decode_threads=threads))
+        reader: Iterator[_Tile] = stack.enter_context(TileReader(
+            partial(read, windows=partial(_shared_windows, shared)), tiles.positions(), pair, reopen, threads,
+            depth=2 * batch_size))
+        # Blending runs behind the network in one thread, in order (on the GPU: queued by this
+        # thread), and finishing, compressing and writing the rows behind the blending in another:
+        # the network never waits for them. Both closed, the blending first, before the writer's abort.
+        files = stack.enter_context(WriteBehind(FILE_WRITE_DEPTH))
+        behind = stack.enter_context(WriteBehind(
+            0 if on_device else WRITE_BEHIND_DEPTH * (-(-len(tiles.columns()) // batch_size) + 1)))
+        return _Threads(reader, shared, behind, files)
+    # In turn with the network: the before image in a helper thread, the after image here.
+    helper = (stack.enter_context(ThreadPoolExecutor(1, thread_name_prefix="deepcl-reader"))
+              if threads > 1 else None)
+    # Tiles come in row order from one handle per image: cut from strips of whole rows of
+    # blocks, each decoded once, which drop GDAL's copy unless the pair stays decoded.
+    drop = not _keeps_decoded(pair)
+    strips = (RowStrip(pair.before, pair.bands_before, "before", [pair.before] if drop else [], threads),
+              RowStrip(pair.after, pair.bands_after, "after", pair.after_datasets() if drop else [], threads))
+    reader = (read(pair, position, windows=lambda _: (strips[0].window, strips[1].window), helper=helper)
+              for position in tiles.positions())
+    in_turn = stack.enter_context(WriteBehind(0))
+    return _Threads(reader, (), in_turn, in_turn)
 
 
 def _threshold_text(threshold: float, model_threshold: float, platt_scaling: PlattScaling) -> str:

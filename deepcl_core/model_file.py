@@ -7,6 +7,7 @@ import math
 import os
 import secrets
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -171,6 +172,24 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
         raise ModelFileError(f"{path} is not a readable DeepCL model file (corrupt, truncated, of "
                              f"another format, or holding code, which is never run): {reason[:200]}") from None
     return _bundle_from_dict(data, path)
+
+
+def shared_model(path: str | os.PathLike) -> ModelBundle:
+    """:func:`load_model`'s bundle, read once per version of the file and shared: QGIS checks a
+    model when parameters change and then detects with it, and a session or a server detects many
+    times. A file replaced or rewritten is read again. Callers must not modify the bundle
+    (``dataclasses.replace`` gives one to change)."""
+    path = Path(path)
+    try:
+        stat = path.stat()
+    except OSError:
+        return load_model(path)  # which says what is wrong
+    return _shared_model(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+@lru_cache(maxsize=4)  # a few models of ~10 MB; failures are not kept, so a mended file is read again
+def _shared_model(path: str, inode: int, size: int, modified_ns: int) -> ModelBundle:
+    return load_model(path)
 
 
 def _check_weights_fit(bundle: ModelBundle) -> None:

@@ -3,7 +3,6 @@ GIS user. Each raises QgsProcessingException with the message to show; they run 
 ``checkParameterValues`` so that the dialog and ``qgis_process`` refuse before any work starts."""
 from __future__ import annotations
 
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -126,11 +125,7 @@ def image_band_count(layer: QgsRasterLayer) -> int:
 
 
 def loaded_model(path: str) -> Any:
-    """The model file's bundle, loaded once per file version: the dialog checks parameters often,
-    and the panel asks for the threshold whenever the before layer changes (in the main thread)."""
-    return _load_model(str(path), Path(path).stat().st_mtime)
-
-
-@lru_cache(maxsize=4)
-def _load_model(path: str, modified: float) -> Any:
-    return core_module("model_file").load_model(path)
+    """The model file's bundle, loaded once per file version and shared with the detection that
+    follows: the dialog checks parameters often, and the panel asks for the threshold whenever the
+    before layer changes (in the main thread)."""
+    return core_module("model_file").shared_model(path)

@@ -4,6 +4,7 @@ pickle never runs."""
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ import torch
 
 from deepcl_core.errors import ModelFileError
 from deepcl_core.model import NetworkConfig, build_network
-from deepcl_core.model_file import FORMAT_VERSION, ModelBundle, load_model, save_model
+from deepcl_core.model_file import FORMAT_VERSION, ModelBundle, load_model, save_model, shared_model
 from deepcl_core.normalization import NormalizationSpec
 
 CONFIG = NetworkConfig(encoder="simple_cnn", decoder_channels=(32, 32, 16, 16, 8))
@@ -48,6 +49,21 @@ def test_round_trip_keeps_weights_and_contract(tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded.build()(x1, x2).logit, original.build()(x1, x2).logit)
     assert not [p for p in path.parent.iterdir() if p.name != "model.pt"]  # no temporary left
+
+
+def test_a_shared_model_is_read_once_per_version_of_its_file(tmp_path):
+    """Repeated runs share one bundle; a file written anew (a calibration in place, another model
+    saved under the name) is read again, and a file that went missing is reported as missing."""
+    path = tmp_path / "model.pt"
+    save_model(bundle(), path)
+    first = shared_model(path)
+    assert shared_model(path) is first and shared_model(tmp_path / "." / "model.pt") is first
+    save_model(replace(first, threshold=0.3), path)
+    again = shared_model(path)
+    assert again is not first and again.threshold == pytest.approx(0.3) and first.threshold == pytest.approx(0.4)
+    path.unlink()
+    with pytest.raises(ModelFileError, match="not found"):
+        shared_model(path)
 
 
 def test_thresholds_by_pixel_size_round_trip_and_choose_by_pixel_size(tmp_path):
