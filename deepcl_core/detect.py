@@ -286,8 +286,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         # Beside a GPU the blending is the GPU's work too: a host thread blending every tile set the
         # pace there (device_blending); elsewhere, or when the GPU has too little memory to spare for
         # an image this wide, a thread behind the network blends (see below).
-        on_device = (BLEND_ON_DEVICE and device.type == "cuda" and fits_on_device(
-            grid.width, tiles.tile_height, len(specs) - 1, free_bytes=_cuda_memory_to_spare(device)))
+        on_device = _blends_on_device(device, grid.width, tiles.tile_height, len(specs) - 1)
         blender: Blender = (DeviceRowBlender(grid.width, tiles.tile_height, len(specs) - 1, device) if on_device
                             else RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1))
         rows = tiles.rows()
@@ -413,6 +412,12 @@ def _finish_outputs(writer: RasterOutputs, outputs: DetectOutputs, options: Dete
                                               writer.temporary_for(outputs.polygons), options.min_area, is_cancelled)
     writer.commit()
     return polygon_count
+
+
+def _blends_on_device(device: torch.device, width: int, tile_height: int, channels: int) -> bool:
+    """Whether the run blends its tiles on ``device`` (beside a GPU with the memory to spare)."""
+    return (BLEND_ON_DEVICE and device.type == "cuda"
+            and fits_on_device(width, tile_height, channels, free_bytes=_cuda_memory_to_spare(device)))
 
 
 def _cuda_memory_to_spare(device: torch.device) -> int:

@@ -76,3 +76,40 @@ def test_blending_stays_on_the_host_when_the_device_has_little_memory_to_spare()
     assert not fits_on_device(100_000, 768, 1, free_bytes=2 * 2 ** 30)
     assert fits_on_device(100_000, 768, 1, free_bytes=3 * 2 ** 30)
     assert not fits_on_device(100_000, 768, 2, free_bytes=3 * 2 ** 30)
+
+
+@pytest.mark.parametrize("pair, suffix", [("levir/val_27_0000_0256", "png"), ("oscd/bercy", "tif")])
+def test_detection_as_beside_a_gpu_gives_the_cpu_paths_maps(data_dir, tmp_path, monkeypatch, pair, suffix):
+    """Detection's GPU structure, run on the CPU's torch device: maps kept on the device and
+    scaled there, blended on it, reader threads ahead and writing behind. The bundled model on a
+    real pair in overlapping tiles (the 10 m pair enlarged 2×) gives the maps of the CPU's path,
+    in which the host blends. Without a GPU this is the only run of that path; CUDA adds streams,
+    events and page-locked copies (test_detect's CUDA test)."""
+    from deepcl_core import detect
+    from deepcl_core.detect import DetectOptions, detect_changes, resolve_model
+    from test_detect import outputs_in, read_raster
+
+    folder = data_dir / pair
+    before, after = (folder / f"{role}.{suffix}" for role in ("before", "after"))
+    model = resolve_model(None)
+    runs = {}
+    for name, on_device in (("host", False), ("device", True)):
+        blended_on = []
+
+        def decide(*args, on_device=on_device):
+            blended_on.append(on_device)
+            return on_device
+
+        monkeypatch.setattr(detect, "_blends_on_device", decide)
+        outputs = outputs_in(tmp_path / name)
+        result = detect_changes(before, after, outputs, DetectOptions(device="cpu", tile_size=128, overlap=32,
+                                                                      batch_size=4, overlap_io=on_device),
+                                model=model)
+        assert blended_on == [on_device] and result.tiles > 4 and result.confidence_calibrated
+        runs[name] = result, {map_name: read_raster(getattr(outputs, map_name)).values
+                              for map_name in ("change", "confidence", "distance")}
+    (host, host_maps), (device, device_maps) = runs["host"], runs["device"]
+    np.testing.assert_array_equal(device_maps["change"], host_maps["change"])
+    for map_name in ("confidence", "distance"):
+        np.testing.assert_allclose(device_maps[map_name], host_maps[map_name], rtol=0, atol=1e-6)
+    assert (device.changed_pixels, device.valid_pixels) == (host.changed_pixels, host.valid_pixels) > (0, 0)
