@@ -149,8 +149,8 @@ def windows_of_each_tile(shared, pair):
 
 def compressing_in(threads: int) -> Callable:
     """Output files compressed by GDAL in ``threads`` threads, whatever detection asks."""
-    def raster_outputs(specs, grid, compression_threads: int, compression: str):
-        return RasterOutputs(specs, grid, compression_threads=threads, compression=compression)
+    def raster_outputs(specs, grid, compression_threads: int, **settings):
+        return RasterOutputs(specs, grid, compression_threads=threads, **settings)
     return lambda: mock.patch.object(detect, "RasterOutputs", raster_outputs)
 
 

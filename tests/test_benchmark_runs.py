@@ -47,3 +47,19 @@ def test_the_jpeg2000_benchmark_reports_both_formats(tmp_path, capsys):
     for row in rows:
         decoding, io_alone, statistics = (float(cell) for cell in row.strip("|").split("|")[1:])
         assert io_alone > 0 and decoding >= 0 and 0 <= statistics < io_alone  # 0.00 s possible at this size
+
+
+def test_every_gpu_lever_variant_runs(tmp_path, capsys):
+    """``python -m benchmarks.gpu_levers`` tried on the CPU, as its help allows, on a small pair:
+    every variant but the CUDA graph (which needs CUDA) runs and gets a row. Its GPU figures are
+    measured only on a lent GPU machine; a variant broken by a change of detection's internals
+    (one was, by RasterOutputs' new argument) would otherwise cost that machine's minutes."""
+    from benchmarks import gpu_levers
+
+    assert gpu_levers.main(["--device", "cpu", "--size", "256", "--rounds", "1", "--cache", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if ": failed:" in line]
+    assert failed == ["  network as a CUDA graph: failed: RuntimeError('torch.cuda.Stream requires CUDA support')"]
+    rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
+    assert len(rows) == len(gpu_levers.variants(gpu_levers.graphed_run_network())) - 1
+    assert all(float(row.split("|")[2]) > 0 for row in rows)
