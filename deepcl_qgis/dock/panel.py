@@ -1,7 +1,7 @@
 """The DeepCL dock panel: choose two layers, press one button, get styled change layers.
 
 The work is ``deepcl:detectchanges`` in a background task (:mod:`.detection_run`); moving the
-threshold afterwards rewrites only the change map from the confidence map (:mod:`.reclassify`)."""
+threshold afterwards rewrites only the change map from the confidence map (:mod:`.latest_change_map`)."""
 from __future__ import annotations
 
 import re
@@ -10,10 +10,10 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from qgis.core import (Qgis, QgsApplication, QgsProcessingFeatureSourceDefinition, QgsProcessingUtils, QgsProject,
-                       QgsRasterLayer, QgsVectorLayer)
+from qgis.core import Qgis, QgsProcessingFeatureSourceDefinition, QgsProcessingUtils, QgsProject, QgsRasterLayer, \
+    QgsVectorLayer
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import Qt, QTimer
+from qgis.PyQt.QtCore import Qt
 
 from ..dependencies import missing_dependencies
 from .. import pair_checks
@@ -24,13 +24,10 @@ from . import layer_choice, result_layers, threshold_scale
 from .detection_run import DetectionRun
 from .device_info import device_report
 from .form import MAP_VIEW, POLYGONS, WHOLE_IMAGE, PanelForm
+from .latest_change_map import LatestChangeMap
 from .map_view import view_extent, view_problem
-from .reclassify import ChangeCounts
-from .reclassify_task import ReclassifyTask
 from .settings import PanelChoices, load_choices, save_choices
-from .summary import run_summary, threshold_summary
-
-RECLASSIFY_DELAY_MS = 300  # a slider drag re-classifies once, when it rests
+from .summary import run_summary
 
 
 class DeepCLDock(QgsDockWidget):
@@ -47,15 +44,9 @@ class DeepCLDock(QgsDockWidget):
         self.run_folder: Optional[Path] = None
         self.run_group = ""  # the running or latest run's group, named after its layers
         self.cancel_asked = False
-        self.change_layer_id = ""  # the latest run's change layer, re-classified by the slider
-        self.reclassify_task: Optional[ReclassifyTask] = None
-        self.last_run_seconds = 0.0
-        self.last_run_area = WHOLE_IMAGE  # of the latest run's results
-        self.last_run_map, self.last_run_threshold = Path(), -1.0  # shown again at its threshold
-        self.last_run_summary = ""
         self._shown_model_threshold = -1.0  # the model's threshold for the before layer, last shown
-        self._reclassify_timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
-        self._reclassify_timer.timeout.connect(self.reclassify_now)
+        self.latest = LatestChangeMap(self.project, self.threshold, self.form.summary_label.setText, self.show_error,
+                                      self)
         self._connect()
         self.refresh_dependencies()
         self._hide_results_from_inputs()
@@ -378,62 +369,16 @@ class DeepCLDock(QgsDockWidget):
         except OSError as exc:
             self.show_error(str(exc))
             return
-        self.change_layer_id = layers["CHANGE"].id()
         self._hide_results_from_inputs()
-        self.last_run_seconds, self.last_run_area = seconds, _area_of(parameters)
-        self.last_run_map, self.last_run_threshold = Path(layers["CHANGE"].source()), results["THRESHOLD_USED"]
-        self.last_run_summary = run_summary(results, results["THRESHOLD_USED"], seconds, self.last_run_area)
-        self.form.summary_label.setText(self.last_run_summary)
-        self._reclassify_timer.start()  # the slider may have moved while the run ran
+        threshold, area = results["THRESHOLD_USED"], _area_of(parameters)
+        self.latest.show_run(layers["CHANGE"], threshold, seconds, area, run_summary(results, threshold, seconds, area))
 
     # --- threshold after the run -----------------------------------------------------------------
 
     def _on_threshold_moved(self, _position: int) -> None:
         self.form.threshold_label.setText(threshold_scale.label(self.threshold()))
-        if self._change_layer() is not None and not self.is_running():
-            self._reclassify_timer.start()
-
-    def _change_layer(self) -> Optional[QgsRasterLayer]:
-        return result_layers.change_layer(self.project, self.change_layer_id) if self.change_layer_id else None
-
-    def reclassify_now(self) -> None:
-        """Rewrite the latest change map at the slider's threshold (in a task)."""
-        layer = self._change_layer()
-        if layer is None or self.reclassify_task is not None:
-            if layer is not None:
-                self._reclassify_timer.start()  # one is running: try again when it is done
-            return
-        threshold = self.threshold()
-        if abs(float(layer.customProperty(result_layers.THRESHOLD_PROPERTY, -1)) - threshold) < 1e-9:
-            return
-        if abs(self.last_run_threshold - threshold) < 1e-9:  # back where the run was: its own map, no copy
-            self._show_change_map(layer, self.last_run_map, threshold)
-            self.form.summary_label.setText(self.last_run_summary)
-            return
-        confidence = Path(layer.customProperty(result_layers.CONFIDENCE_PROPERTY))
-        target = confidence.with_name(f"change_t{threshold_scale.label(threshold)}_{time.strftime('%H%M%S')}.tif")
-        self.reclassify_task = ReclassifyTask(confidence, target, threshold, self._on_reclassified)
-        QgsApplication.taskManager().addTask(self.reclassify_task)
-
-    def _on_reclassified(self, counts: Optional[ChangeCounts], path: Path, error: str) -> None:
-        task, self.reclassify_task = self.reclassify_task, None
-        layer = self._change_layer()
-        if counts is None or layer is None:
-            if counts is not None:  # the change layer was removed meanwhile: its new map is no one's
-                path.unlink(missing_ok=True)
-            if error:
-                self.show_error(error)
-            return
-        self._show_change_map(layer, path, task.threshold)
-        self.form.summary_label.setText(threshold_summary(counts, task.threshold, self.last_run_seconds,
-                                                          self.last_run_area))
-
-    @staticmethod
-    def _show_change_map(layer: QgsRasterLayer, path: Path, threshold: float) -> None:
-        previous = Path(layer.source())
-        result_layers.point_change_layer_to(layer, path, threshold)
-        if previous != path and previous.name.startswith("change_t"):  # a re-classification, never a run's map
-            previous.unlink(missing_ok=True)
+        if not self.is_running():  # a run's end applies the slider
+            self.latest.threshold_moved()
 
     # --- messages and dialogs ----------------------------------------------------------------------
 
@@ -470,7 +415,7 @@ class DeepCLDock(QgsDockWidget):
 
     def shutdown(self) -> None:
         """Stop what runs and keep the choices; called by the plugin's unload."""
-        self._reclassify_timer.stop()
+        self.latest.stop()
         self.project.legendLayersAdded.disconnect(self._on_layers_added)
         self.project.layersWillBeRemoved['QStringList'].disconnect(self._on_layers_removed)
         self.project.cleared.disconnect(self.cancel)

@@ -146,7 +146,7 @@ def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop)
     _project_with_pairs(oscd_crop)
     dock = panel()
     _run(dock)
-    layer = dock._change_layer()
+    layer = dock.latest.layer()
     confidence = read(layer.customProperty("deepcl/confidence"))
     new_threshold = float(np.round(np.median(confidence[confidence >= 0]), 2))
     first_source = layer.source()
@@ -167,14 +167,14 @@ def test_moving_the_threshold_back_shows_the_runs_own_map_again(panel, oscd_crop
     _project_with_pairs(oscd_crop)
     dock = panel()
     _run(dock)
-    layer, run_summary = dock._change_layer(), dock.form.summary_label.text()
+    layer, run_summary = dock.latest.layer(), dock.form.summary_label.text()
     run_map, run_position = Path(layer.source()), dock.form.threshold_slider.value()
     dock.form.threshold_slider.setValue(run_position + 3)
     wait_for(lambda: Path(layer.source()) != run_map, timeout=30)
     reclassified = Path(layer.source())
     dock.form.threshold_slider.setValue(run_position)
     wait_for(lambda: Path(layer.source()) == run_map, timeout=30)
-    assert not reclassified.exists() and dock.reclassify_task is None
+    assert not reclassified.exists() and dock.latest.task is None
     assert sorted(path.name for path in run_map.parent.glob("change*.tif")) == [run_map.name]
     assert dock.form.summary_label.text() == run_summary
 
@@ -271,7 +271,7 @@ def test_inside_polygons_detects_in_the_selected_ones_or_all(panel, oscd_crop):
     assert dock.form.summary_label.text().startswith("Changed inside the polygons:")
     squares.removeSelection()
     _run(dock)
-    both = read(dock._change_layer().source())
+    both = read(dock.latest.layer().source())
     assert both.shape == (140, 140)
     assert (both[:50, :50] != 255).all() and (both[90:, 90:] != 255).all()
     assert (both[:50, 90:] == 255).all() and (both[90:, :50] == 255).all()  # between the squares: nodata
@@ -495,7 +495,7 @@ def test_the_slider_moved_during_a_run_is_applied_when_it_ends(panel):
     moved = 0.7 if run_threshold < 0.6 else 0.3
     dock.form.threshold_slider.setValue(position_of(moved))
     wait_for(lambda: not dock.is_running())
-    layer = dock._change_layer()
+    layer = dock.latest.layer()
     wait_for(lambda: float(layer.customProperty("deepcl/threshold")) == pytest.approx(moved), timeout=60)
     confidence = read(layer.customProperty("deepcl/confidence"))
     np.testing.assert_array_equal(read(layer.source()), np.where(confidence < 0, 255, confidence >= moved))

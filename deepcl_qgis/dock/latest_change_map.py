@@ -1,0 +1,97 @@
+"""The latest run's change layer, following the panel's threshold after the run: when the slider
+rests, the run's confidence map is re-classified in a task (:mod:`.reclassify_task`) and the layer
+points to the new map; back at the run's own threshold it shows the run's map again."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
+from qgis.PyQt.QtCore import QObject, QTimer
+
+from . import result_layers, threshold_scale
+from .form import WHOLE_IMAGE
+from .reclassify import ChangeCounts
+from .reclassify_task import ReclassifyTask
+from .summary import threshold_summary
+
+RECLASSIFY_DELAY_MS = 300  # a slider drag re-classifies once, when it rests
+
+
+class LatestChangeMap(QObject):
+    """``threshold()`` is the panel's; the summaries go to ``show_summary`` and failures to
+    ``show_error``."""
+
+    def __init__(self, project: QgsProject, threshold: Callable[[], float], show_summary: Callable[[str], None],
+                 show_error: Callable[[str], None], parent: QObject) -> None:
+        super().__init__(parent)
+        self.project = project
+        self._threshold, self._show_summary, self._show_error = threshold, show_summary, show_error
+        self.layer_id = ""  # none before the first run
+        self.task: Optional[ReclassifyTask] = None
+        self.run_seconds = 0.0
+        self.run_area = WHOLE_IMAGE
+        self.run_map, self.run_threshold = Path(), -1.0  # shown again at its threshold
+        self.run_summary = ""
+        self._timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
+        self._timer.timeout.connect(self.reclassify_now)
+
+    def show_run(self, layer: QgsRasterLayer, threshold: float, seconds: float, area: str, summary: str) -> None:
+        """A run's change layer, made at ``threshold``, is now the one to follow the slider (which may
+        have moved while the run ran)."""
+        self.layer_id = layer.id()
+        self.run_map, self.run_threshold = Path(layer.source()), threshold
+        self.run_seconds, self.run_area, self.run_summary = seconds, area, summary
+        self._show_summary(summary)
+        self._timer.start()
+
+    def layer(self) -> Optional[QgsRasterLayer]:
+        """The change layer, while it is in the project."""
+        return result_layers.change_layer(self.project, self.layer_id) if self.layer_id else None
+
+    def threshold_moved(self) -> None:
+        if self.layer() is not None:
+            self._timer.start()
+
+    def stop(self) -> None:
+        self._timer.stop()
+
+    def reclassify_now(self) -> None:
+        """Rewrite the change map at the panel's threshold (in a task)."""
+        layer = self.layer()
+        if layer is None:
+            return
+        if self.task is not None:
+            self._timer.start()  # one is running: try again when it is done
+            return
+        threshold = self._threshold()
+        if abs(float(layer.customProperty(result_layers.THRESHOLD_PROPERTY, -1)) - threshold) < 1e-9:
+            return
+        if abs(self.run_threshold - threshold) < 1e-9:  # back where the run was: its own map, no copy
+            self._point_to(layer, self.run_map, threshold)
+            self._show_summary(self.run_summary)
+            return
+        confidence = Path(layer.customProperty(result_layers.CONFIDENCE_PROPERTY))
+        target = confidence.with_name(f"change_t{threshold_scale.label(threshold)}_{time.strftime('%H%M%S')}.tif")
+        self.task = ReclassifyTask(confidence, target, threshold, self._on_reclassified)
+        QgsApplication.taskManager().addTask(self.task)
+
+    def _on_reclassified(self, counts: Optional[ChangeCounts], path: Path, error: str) -> None:
+        task, self.task = self.task, None
+        layer = self.layer()
+        if counts is None or layer is None:
+            if counts is not None:  # the change layer was removed meanwhile: its new map is no one's
+                path.unlink(missing_ok=True)
+            if error:
+                self._show_error(error)
+            return
+        self._point_to(layer, path, task.threshold)
+        self._show_summary(threshold_summary(counts, task.threshold, self.run_seconds, self.run_area))
+
+    @staticmethod
+    def _point_to(layer: QgsRasterLayer, path: Path, threshold: float) -> None:
+        previous = Path(layer.source())
+        result_layers.point_change_layer_to(layer, path, threshold)
+        if previous != path and previous.name.startswith("change_t"):  # a re-classification, never a run's map
+            previous.unlink(missing_ok=True)
