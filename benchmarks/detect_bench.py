@@ -321,6 +321,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         "GPU: not measured on this machine (no CUDA device); on an H100: docs/benchmarks_gpu_e2e.md (end to "
         "end), docs/benchmarks_gpu.md (the network alone, tile and batch sizes).")
     records = measure_all(args, devices)
+    if not records:  # e.g. --devices cuda without one: nothing to tabulate, and no report replaced by an empty one
+        print(gpu_note or "nothing measured: no device and no run asked for is available here")
+        return 0
     derive(records)
     print(f"\nModel: {records[0].get('model', '?')}\nMachine: {machine()}\n")
     print(summary(records, args, gpu_note))

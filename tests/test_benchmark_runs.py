@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from benchmarks.detect_bench import median_record, table
 from benchmarks.runs import RUNS, child
@@ -63,3 +64,17 @@ def test_every_gpu_lever_variant_runs(tmp_path, capsys):
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert len(rows) == len(gpu_levers.variants(gpu_levers.graphed_run_network())) - 1
     assert all(float(row.split("|")[2]) > 0 for row in rows)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device would be measured")
+def test_the_bench_asked_only_for_a_gpu_it_lacks_says_so_and_keeps_the_report(tmp_path, capsys):
+    """``--devices cuda`` on a machine without one (the GPU check script run elsewhere) measures
+    nothing: it says so, and leaves the report as it was rather than an empty table over it."""
+    from benchmarks import detect_bench
+
+    report = tmp_path / "benchmarks.md"
+    report.write_text("earlier figures\n")
+    assert detect_bench.main(["--devices", "cuda", "--sizes", "256", "--runs", "pipeline", "--cache", str(tmp_path),
+                              "--report", str(report)]) == 0
+    assert "GPU: not measured on this machine" in capsys.readouterr().out
+    assert report.read_text() == "earlier figures\n"

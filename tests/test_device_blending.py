@@ -113,3 +113,29 @@ def test_detection_as_beside_a_gpu_gives_the_cpu_paths_maps(data_dir, tmp_path, 
     for map_name in ("confidence", "distance"):
         np.testing.assert_allclose(device_maps[map_name], host_maps[map_name], rtol=0, atol=1e-6)
     assert (device.changed_pixels, device.valid_pixels) == (host.changed_pixels, host.valid_pixels) > (0, 0)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("pair, suffix", [("levir/val_27_0000_0256", "png"), ("oscd/bercy", "tif")])
+def test_detection_on_cuda_writes_the_cpus_calibrated_maps(data_dir, tmp_path, pair, suffix):
+    """On the GPU itself (maps scaled and blended there, in fp32 with TF32 convolutions), the bundled
+    model's confidence on a real pair is the CPU's within TF32's rounding, and the change maps differ
+    only where the CPU's confidence lies that close to the threshold."""
+    from deepcl_core.detect import DetectOptions, detect_changes, resolve_model
+    from test_detect import outputs_in, read_raster
+
+    folder = data_dir / pair
+    before, after = (folder / f"{role}.{suffix}" for role in ("before", "after"))
+    model, maps = resolve_model(None), {}
+    for device in ("cpu", "cuda"):
+        outputs = outputs_in(tmp_path / device, distance=False)
+        result = detect_changes(before, after, outputs, DetectOptions(device=device, precision="fp32", tile_size=128,
+                                                                      overlap=32), model=model)
+        assert result.confidence_calibrated and result.tiles > 4
+        maps[device] = [read_raster(path).values for path in (outputs.change, outputs.confidence)]
+    (cpu_change, cpu_confidence), (gpu_change, gpu_confidence) = maps["cpu"], maps["cuda"]
+    tolerance = 0.02
+    np.testing.assert_array_equal(gpu_confidence < 0, cpu_confidence < 0)
+    np.testing.assert_allclose(gpu_confidence, cpu_confidence, rtol=0, atol=tolerance)
+    away = np.abs(cpu_confidence - result.threshold) > tolerance
+    np.testing.assert_array_equal(gpu_change[away], cpu_change[away])

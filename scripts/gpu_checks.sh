@@ -1,0 +1,59 @@
+#!/bin/bash
+# Every check that needs the lent GPU machine, in one call: a task that draws one gets 15 minutes
+# of device time, a minute or two of it to start the machine. Runs the CUDA tests, make bench's
+# CUDA rows (2,048² and 8,192²) and the GPU levers at 8,192², each within its own time limit so
+# that one that hangs leaves the others their figures, and writes every log and report to OUT.
+# The machine has Python and PyTorch but no GDAL and no network.
+#
+#   here, once (minutes):  scripts/portable_gdal.sh .gpu_gdal ~/.pyenv/versions/3.12.1/bin/python3
+#                          scripts/gpu_checks.sh --prepare .gpu_gdal
+#   there, one call:       run(command="scripts/gpu_checks.sh .gpu_gdal $OUT", carry=[".gpu_gdal"],
+#                              timeout_s=600)
+#
+# --prepare copies the real pairs the CUDA tests read into FOLDER/data (../shared does not travel).
+# A step's limit in seconds can be changed with TESTS_S, BENCH_S and LEVERS_S.
+set -uo pipefail
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+PAIRS=(oscd/abudhabi oscd/bercy levir/val_27_0000_0256)
+
+if [[ ${1:-} == --prepare ]]; then
+    folder=$(realpath "$2")
+    [[ -f $folder/gdal-libs.tar.xz && -d $folder/osgeo ]] || { echo "build $folder first: scripts/portable_gdal.sh" >&2; exit 1; }
+    for pair in "${PAIRS[@]}"; do
+        mkdir -p "$folder/data/$pair" && cp -r "$ROOT/../shared/data/$pair/." "$folder/data/$pair/"
+    done
+    echo "pairs for the CUDA tests in $folder/data ($(du -sh "$folder" | cut -f1) to carry in all)"
+    exit 0
+fi
+
+folder=$(realpath "$1"); out=$(realpath -m "$2"); mkdir -p "$out"
+cd "$ROOT" || exit 1
+export PYTHONUNBUFFERED=1 DEEPCL_DATA=$folder/data
+G=("$ROOT/scripts/with_portable_gdal.sh" "$folder")
+failed=0
+
+step() {  # step NAME SECONDS COMMAND...: its output in OUT/NAME.log, its status in OUT/summary.txt
+    local name=$1 seconds=$2; shift 2
+    local started=$SECONDS
+    timeout --kill-after=10 "$seconds" "$@" >"$out/$name.log" 2>&1
+    local status=$?
+    echo "$name: exit $status after $((SECONDS - started)) s (limit $seconds s)" | tee -a "$out/summary.txt"
+    [[ $status == 0 ]] || failed=1
+}
+
+{ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  python3 -c 'import platform, torch; print("Python", platform.python_version(), "torch", torch.__version__,
+              "CUDA", torch.version.cuda, "device", torch.cuda.get_device_name(0))'
+  nproc; git -C "$ROOT" log -1 --format='commit %H %s' 2>/dev/null; } >"$out/machine.txt" 2>&1
+cat "$out/machine.txt"
+
+# The tests with a CUDA case, and those of the pipeline's GPU structure (reader threads, blending
+# on the device, writing behind). "-p no:cacheprovider": the checkout there may be read-only.
+step cuda_tests "${TESTS_S:-150}" "${G[@]}" python3 -m pytest -q -p no:cacheprovider -rs \
+    tests/test_device_blending.py tests/test_network.py tests/test_batches.py tests/test_detect.py \
+    -k "cuda or even or write_that_fails or back_to_back or readers or blends or beside_a_gpu"
+step bench "${BENCH_S:-240}" "${G[@]}" python3 -m benchmarks.detect_bench --devices cuda \
+    --runs pipeline,naive,compute,io --repeats 2 --cache /tmp/deepcl_bench --report "$out/benchmarks_gpu_run.md"
+step levers "${LEVERS_S:-150}" "${G[@]}" python3 -m benchmarks.gpu_levers --size 8192 --rounds 2 \
+    --cache /tmp/deepcl_bench
+exit $failed
