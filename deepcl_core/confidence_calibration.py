@@ -180,8 +180,9 @@ def _summary(pixels: np.ndarray, confidence: np.ndarray, changed: np.ndarray,
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:
-    """1 / (1 + exp(-z)) without exp's overflow (and its warning) where a trial slope makes z very negative."""
-    return 0.5 * (1.0 + np.tanh(0.5 * z))
+    """1 / (1 + exp(-z)) without exp's overflow (and its warning) where a trial slope makes z very
+    negative, and without losing the small probabilities there."""
+    return np.exp(-np.logaddexp(0.0, -z))
 
 
 def _logit(score: np.ndarray) -> np.ndarray:

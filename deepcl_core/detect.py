@@ -227,7 +227,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
 
     ``progress(fraction, message)`` is called as tiles complete; ``cancel()`` is polled between
     batches and, when true, the run stops with :class:`Cancelled` and leaves no output file.
-    A preloaded ``model`` spares reloading it in repeated runs.
+    ``model`` is used instead of ``options.model``'s file, which is otherwise read once per version
+    of the file and shared between runs (:func:`model_file.shared_model`); neither is modified.
     """
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -285,7 +286,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
                     + (f"; images enlarged {scale}× for the network" if scale > 1 else ""))
         # Beside a GPU the blending is the GPU's work too: a host thread blending every tile set the
         # pace there (device_blending); elsewhere, or when the GPU has too little memory to spare for
-        # an image this wide, a thread behind the network blends (see below).
+        # an image this wide, a thread behind the network blends (_tiles_and_threads).
         on_device = _blends_on_device(device, grid.width, tiles.tile_height, len(specs) - 1)
         blender: Blender = (DeviceRowBlender(grid.width, tiles.tile_height, len(specs) - 1, device) if on_device
                             else RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1))
@@ -347,9 +348,10 @@ def _tiles_and_threads(stack: ExitStack, pair: "_Pair", read: Callable[..., "_Ti
                        reopen: Callable[[], "_Pair"], tiles: TileGrid, batch_size: int, threads: int,
                        in_background: bool, on_device: bool) -> _Threads:
     """The reader of the run's tiles (``read`` one, with the pair's own handles or, in each reader
-    thread, ``reopen``'s) and the threads behind the network, closed by ``stack``: beside a GPU
-    (``in_background``) reader threads ahead of the network and blending and writing behind it;
-    elsewhere reading in turn with the network, which then keeps the cores."""
+    thread, ``reopen``'s) and the threads behind the network, closed by ``stack``. With
+    ``in_background`` (beside a GPU, or as ``DetectOptions.overlap_io`` asks) reader threads ahead
+    of the network and blending and writing behind it; otherwise reading in turn with the network,
+    which then keeps the cores."""
     if in_background:
         # Each reader thread reads with handles of its own; a row of blocks is read by the first
         # thread that needs it, and let go once every tile above it is taken (the caller).

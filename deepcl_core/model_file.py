@@ -177,8 +177,9 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
 def shared_model(path: str | os.PathLike) -> ModelBundle:
     """:func:`load_model`'s bundle, read once per version of the file and shared: QGIS checks a
     model when parameters change and then detects with it, and a session or a server detects many
-    times. A file replaced or rewritten is read again. Callers must not modify the bundle
-    (``dataclasses.replace`` gives one to change)."""
+    times. A file replaced or rewritten is read again. The bundle, its weights and its provenance
+    are shared with every other caller: do not modify them; :func:`load_model` gives a bundle of
+    one's own. Errors name the file as resolved (the one read, behind any link)."""
     path = Path(path)
     try:
         stat = path.stat()

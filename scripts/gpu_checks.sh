@@ -11,7 +11,8 @@
 #                              timeout_s=600)
 #
 # --prepare copies the real pairs the CUDA tests read into FOLDER/data (../shared does not travel).
-# A step's limit in seconds can be changed with TESTS_S, BENCH_S and LEVERS_S.
+# A step's limit in seconds can be changed with TESTS_S, BENCH_S and LEVERS_S; every step ends by
+# DEADLINE_S (default 570) after the start, so that the call's own 600 s never cut the logs off.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PAIRS=(oscd/abudhabi oscd/bercy levir/val_27_0000_0256)
@@ -28,32 +29,43 @@ fi
 
 folder=$(realpath "$1"); out=$(realpath -m "$2"); mkdir -p "$out"
 cd "$ROOT" || exit 1
+if [[ -z ${DEEPCL_GDAL_UNPACKED:-} ]]; then  # GDAL's libraries unpacked once, for every step
+    exec "$ROOT/scripts/with_portable_gdal.sh" "$folder" env DEEPCL_GDAL_UNPACKED=1 "$ROOT/scripts/gpu_checks.sh" "$@"
+fi
 export PYTHONUNBUFFERED=1 DEEPCL_DATA=$folder/data
-G=("$ROOT/scripts/with_portable_gdal.sh" "$folder")
+deadline=$((SECONDS + ${DEADLINE_S:-570}))
 failed=0
 
 step() {  # step NAME SECONDS COMMAND...: its output in OUT/NAME.log, its status in OUT/summary.txt
     local name=$1 seconds=$2; shift 2
-    local started=$SECONDS
-    timeout --kill-after=10 "$seconds" "$@" >"$out/$name.log" 2>&1
+    local left=$((deadline - SECONDS - 10)) started=$SECONDS
+    ((seconds > left)) && seconds=$left
+    if ((seconds < 20)); then
+        echo "$name: not run, the call's time is spent" | tee -a "$out/summary.txt"; failed=1; return
+    fi
+    echo "$name: started, limit $seconds s" | tee -a "$out/summary.txt"
+    timeout --kill-after=5 "$seconds" "$@" >"$out/$name.log" 2>&1
     local status=$?
-    echo "$name: exit $status after $((SECONDS - started)) s (limit $seconds s)" | tee -a "$out/summary.txt"
+    echo "$name: exit $status after $((SECONDS - started)) s" | tee -a "$out/summary.txt"
     [[ $status == 0 ]] || failed=1
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
   python3 -c 'import platform, torch; print("Python", platform.python_version(), "torch", torch.__version__,
               "CUDA", torch.version.cuda, "device", torch.cuda.get_device_name(0))'
-  nproc; git -C "$ROOT" log -1 --format='commit %H %s' 2>/dev/null; } >"$out/machine.txt" 2>&1
+  nproc; git -C "$ROOT" log -1 --format='commit %H %s' 2>/dev/null || echo "commit: no .git here"
+} >"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
+if ! python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+    echo "no CUDA device torch can use: nothing measured" | tee -a "$out/summary.txt"; exit 2
+fi
 
 # The tests with a CUDA case, and those of the pipeline's GPU structure (reader threads, blending
 # on the device, writing behind). "-p no:cacheprovider": the checkout there may be read-only.
-step cuda_tests "${TESTS_S:-150}" "${G[@]}" python3 -m pytest -q -p no:cacheprovider -rs \
+step cuda_tests "${TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -rs \
     tests/test_device_blending.py tests/test_network.py tests/test_batches.py tests/test_detect.py \
     -k "cuda or even or write_that_fails or back_to_back or readers or blends or beside_a_gpu"
-step bench "${BENCH_S:-240}" "${G[@]}" python3 -m benchmarks.detect_bench --devices cuda \
+step bench "${BENCH_S:-240}" python3 -m benchmarks.detect_bench --devices cuda \
     --runs pipeline,naive,compute,io --repeats 2 --cache /tmp/deepcl_bench --report "$out/benchmarks_gpu_run.md"
-step levers "${LEVERS_S:-150}" "${G[@]}" python3 -m benchmarks.gpu_levers --size 8192 --rounds 2 \
-    --cache /tmp/deepcl_bench
+step levers "${LEVERS_S:-150}" python3 -m benchmarks.gpu_levers --size 8192 --rounds 2 --cache /tmp/deepcl_bench
 exit $failed

@@ -88,7 +88,7 @@ def move_threshold_to_top_decile() -> None:
 
     from deepcl_qgis.dock.threshold_scale import position_of
 
-    layer = STATE["dock"]._change_layer()
+    layer = STATE["dock"].latest.layer()
     confidence = gdal.Open(layer.customProperty("deepcl/confidence")).ReadAsArray()
     value = float(np.quantile(confidence[confidence >= 0], 0.9))
     STATE["dock"].form.threshold_slider.setValue(position_of(value))

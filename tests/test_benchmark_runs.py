@@ -60,7 +60,7 @@ def test_every_gpu_lever_variant_runs(tmp_path, capsys):
     assert gpu_levers.main(["--device", "cpu", "--size", "256", "--rounds", "1", "--cache", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     failed = [line for line in out.splitlines() if ": failed:" in line]
-    assert failed == ["  network as a CUDA graph: failed: RuntimeError('torch.cuda.Stream requires CUDA support')"]
+    assert len(failed) == 1 and failed[0].startswith("  network as a CUDA graph: failed:")  # torch's words may change
     rows = [line for line in out.splitlines() if line.startswith("| ") and not line.startswith("| variant")]
     assert len(rows) == len(gpu_levers.variants(gpu_levers.graphed_run_network())) - 1
     assert all(float(row.split("|")[2]) > 0 for row in rows)
@@ -69,7 +69,7 @@ def test_every_gpu_lever_variant_runs(tmp_path, capsys):
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA device would be measured")
 def test_the_bench_asked_only_for_a_gpu_it_lacks_says_so_and_keeps_the_report(tmp_path, capsys):
     """``--devices cuda`` on a machine without one (the GPU check script run elsewhere) measures
-    nothing: it says so, and leaves the report as it was rather than an empty table over it."""
+    nothing: it says so at once, and leaves the report as it was rather than an empty table over it."""
     from benchmarks import detect_bench
 
     report = tmp_path / "benchmarks.md"
@@ -78,3 +78,4 @@ def test_the_bench_asked_only_for_a_gpu_it_lacks_says_so_and_keeps_the_report(tm
                               "--report", str(report)]) == 0
     assert "GPU: not measured on this machine" in capsys.readouterr().out
     assert report.read_text() == "earlier figures\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["benchmarks.md"]  # no pair generated for nothing

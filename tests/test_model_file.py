@@ -61,6 +61,10 @@ def test_a_shared_model_is_read_once_per_version_of_its_file(tmp_path):
     save_model(replace(first, threshold=0.3), path)
     again = shared_model(path)
     assert again is not first and again.threshold == pytest.approx(0.3) and first.threshold == pytest.approx(0.4)
+    save_model(replace(first, threshold=0.2, provenance={"note": "copied onto the model"}), tmp_path / "other.pt")
+    inode = path.stat().st_ino
+    path.write_bytes((tmp_path / "other.pt").read_bytes())  # the same file, new contents (cp onto it)
+    assert path.stat().st_ino == inode and shared_model(path).threshold == pytest.approx(0.2)
     path.unlink()
     with pytest.raises(ModelFileError, match="not found"):
         shared_model(path)
