@@ -1,14 +1,12 @@
 """Installing PyTorch (or any pip requirement) into the plugin's own package folder.
 
 pip runs in a separate process (QProcess) so QGIS stays responsive and its output can be shown
-line by line. The build is chosen from the machine: ``nvidia-smi`` present → a CUDA wheel index
-that the driver supports, else the CPU index (a bare ``torch`` from PyPI pulls gigabytes of CUDA
-libraries even where no GPU exists)."""
+line by line. The build is chosen from the machine: an NVIDIA driver (``nvidia_driver``) → a CUDA
+wheel index that the driver supports, else the CPU index (a bare ``torch`` from PyPI pulls
+gigabytes of CUDA libraries even where no GPU exists)."""
 from __future__ import annotations
 
-import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,19 +53,6 @@ def python_executable() -> str:
     return shutil.which(f"python{version}") or shutil.which("python3") or "python3"
 
 
-def cuda_driver_version(nvidia_smi: Optional[str] = None) -> Optional[tuple]:
-    """The CUDA version the NVIDIA driver supports, e.g. (12, 4); None without an NVIDIA GPU."""
-    program = nvidia_smi or shutil.which("nvidia-smi")
-    if not program:
-        return None
-    try:
-        output = subprocess.run([program], capture_output=True, text=True, timeout=20).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    match = re.search(r"CUDA Version:\s*(\d+)\.(\d+)", output)
-    return (int(match.group(1)), int(match.group(2))) if match else None
-
-
 def torch_index(driver_cuda: Optional[tuple]) -> tuple:
     """(build in words, pip index options) for the machine's CUDA driver version or None."""
     for lowest, tag in CUDA_BUILDS:
@@ -77,11 +62,9 @@ def torch_index(driver_cuda: Optional[tuple]) -> tuple:
     return "CPU", ["--index-url", TORCH_INDEX + "cpu"]
 
 
-def torch_plan(target: Optional[Path] = None, driver_cuda: Optional[tuple] = None,
-               detect_gpu: bool = True) -> InstallPlan:
-    """The plan for installing PyTorch here: CUDA build when an NVIDIA driver answers, else CPU."""
-    if detect_gpu and driver_cuda is None:
-        driver_cuda = cuda_driver_version()
+def torch_plan(driver_cuda: Optional[tuple], target: Optional[Path] = None) -> InstallPlan:
+    """The plan for installing PyTorch here: a CUDA build the NVIDIA driver supports
+    (``driver_cuda``, as :class:`nvidia_driver.DriverQuery` answers), else the CPU build."""
     build, options = torch_index(driver_cuda)
     return InstallPlan(target or owned_packages_folder(), ["torch"], options, build, python_executable())
 

@@ -4,22 +4,29 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 import sys
-from typing import List, Tuple
+from typing import List, Optional, Tuple
 
 from qgis.core import Qgis
 
 from ..dependencies import missing_dependencies, owned_packages_folder
-from ..torch_installer import cuda_driver_version, installed_version, python_executable
+from ..torch_installer import installed_version, python_executable
+
+ASKING_NVIDIA_SMI = "asking nvidia-smi…"
 
 
-def diagnostics() -> List[Tuple[str, str]]:
-    """(item, value) pairs, in the order a reader wants them."""
+def driver_text(driver_cuda: Optional[tuple]) -> str:
+    """The NVIDIA driver row's value for :class:`nvidia_driver.DriverQuery`'s answer."""
+    return (f"supports CUDA {driver_cuda[0]}.{driver_cuda[1]}" if driver_cuda
+            else "none found (no nvidia-smi, or it gave no CUDA version in time)")
+
+
+def diagnostics(driver: str) -> List[Tuple[str, str]]:
+    """(item, value) pairs, in the order a reader wants them; ``driver``: the NVIDIA driver's row."""
     folder = owned_packages_folder()
     rows = [("QGIS", Qgis.QGIS_VERSION), ("Python", f"{sys.version.split()[0]} ({python_executable()})"),
             ("Operating system", platform.platform())]
     rows += _torch_rows()
-    driver = cuda_driver_version()
-    rows.append(("NVIDIA driver", f"supports CUDA {driver[0]}.{driver[1]}" if driver else "none found (no nvidia-smi)"))
+    rows.append(("NVIDIA driver", driver))
     rows.append(("Plugin package folder", f"{folder} ({'exists' if folder.is_dir() else 'not created yet'})"))
     owned_torch = installed_version("torch", folder)
     rows.append(("PyTorch in that folder", owned_torch or "none"))
@@ -43,8 +50,8 @@ def _torch_rows() -> List[Tuple[str, str]]:
     return rows
 
 
-def diagnostics_text() -> str:
+def diagnostics_text(driver: str) -> str:
     """Plain text to paste into a bug report."""
-    rows = diagnostics()
+    rows = diagnostics(driver)
     width = max(len(name) for name, _ in rows)
     return "DeepCL diagnostics\n" + "\n".join(f"{name.ljust(width)} : {value}" for name, value in rows)

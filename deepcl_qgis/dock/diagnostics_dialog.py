@@ -1,4 +1,5 @@
-"""A read-only view of the diagnostics, with a button that copies them for a bug report."""
+"""A read-only view of the diagnostics, with a button that copies them for a bug report. The
+NVIDIA driver's row fills in when nvidia-smi answers."""
 from __future__ import annotations
 
 from typing import Optional
@@ -7,7 +8,8 @@ from qgis.PyQt.QtGui import QFontDatabase
 from qgis.PyQt.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QPlainTextEdit, QPushButton,
                                  QVBoxLayout, QWidget)
 
-from .diagnostics import diagnostics_text
+from ..nvidia_driver import DriverQuery
+from .diagnostics import ASKING_NVIDIA_SMI, diagnostics_text, driver_text
 
 
 class DiagnosticsDialog(QDialog):
@@ -15,7 +17,7 @@ class DiagnosticsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("DeepCL diagnostics")
         self.resize(640, 320)
-        self.text = QPlainTextEdit(diagnostics_text())
+        self.text = QPlainTextEdit(diagnostics_text(ASKING_NVIDIA_SMI))
         self.text.setReadOnly(True)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         buttons = QDialogButtonBox(QDialogButtonBox.Close)
@@ -26,6 +28,12 @@ class DiagnosticsDialog(QDialog):
         layout = QVBoxLayout(self)
         layout.addWidget(self.text)
         layout.addWidget(buttons)
+        self.driver = DriverQuery(self)
+        self.driver.answered.connect(self._show_driver)
+        self.driver.start()
+
+    def _show_driver(self, driver_cuda: Optional[tuple]) -> None:
+        self.text.setPlainText(diagnostics_text(driver_text(driver_cuda)))
 
     def copy(self) -> None:
         QApplication.clipboard().setText(self.text.toPlainText())

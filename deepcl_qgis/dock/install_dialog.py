@@ -1,5 +1,5 @@
-"""The dialog that installs PyTorch: what is missing, what will be installed where, pip's output
-live, and the result in plain words."""
+"""The dialog that installs PyTorch: what is missing, what will be installed where (the CUDA or
+the CPU build, once nvidia-smi has answered), pip's output live, and the result in plain words."""
 from __future__ import annotations
 
 from typing import Optional
@@ -9,6 +9,7 @@ from qgis.PyQt.QtWidgets import (QDialog, QHBoxLayout, QLabel, QPlainTextEdit, Q
                                  QWidget)
 
 from ..dependencies import missing_dependencies
+from ..nvidia_driver import DriverQuery
 from ..torch_installer import InstallPlan, PipInstaller, torch_plan
 
 ERROR_STYLE = "color: #b00020;"
@@ -20,26 +21,29 @@ class InstallDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("Install PyTorch for DeepCL")
         self.resize(720, 420)
-        self.plan = plan or torch_plan()
+        self.plan = plan
         self.installer = PipInstaller(self)
         self.installer.output.connect(self._append)
         self.installer.finished.connect(self._on_finished)
         self.succeeded: Optional[bool] = None
         self._build()
+        if plan is None:  # the build to install follows the NVIDIA driver
+            self.driver = DriverQuery(self)
+            self.driver.answered.connect(self._on_driver_answer)
+            self.driver.start()
+        else:
+            self._show_plan(plan)
 
     def _build(self) -> None:
-        missing = ", ".join(missing_dependencies()) or "nothing (a reinstall replaces the plugin's copy)"
-        intro = QLabel(f"Missing: <b>{missing}</b>.<br>The plugin installs <b>{' '.join(self.plan.requirements)}</b> "
-                       f"({self.plan.build} build) with pip into its own folder, not into QGIS's Python:<br>"
-                       f"<code>{self.plan.target}</code><br>This downloads a few hundred MB (a CUDA build: "
-                       "a few GB) and takes several minutes.")
-        intro.setWordWrap(True)
+        self.intro = QLabel("Looking for an NVIDIA GPU (nvidia-smi) to choose the PyTorch build…")
+        self.intro.setWordWrap(True)
         self.output = QPlainTextEdit()
         self.output.setReadOnly(True)
         self.output.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         self.result_label = QLabel("")
         self.result_label.setWordWrap(True)
         self.install_button = QPushButton("Install")
+        self.install_button.setEnabled(False)  # until the plan is known
         self.close_button = QPushButton("Close")
         self.install_button.clicked.connect(self.install)
         self.close_button.clicked.connect(self._close_or_stop)
@@ -48,9 +52,21 @@ class InstallDialog(QDialog):
         buttons.addWidget(self.install_button)
         buttons.addWidget(self.close_button)
         layout = QVBoxLayout(self)
-        for widget in (intro, self.output, self.result_label):
+        for widget in (self.intro, self.output, self.result_label):
             layout.addWidget(widget)
         layout.addLayout(buttons)
+
+    def _on_driver_answer(self, driver_cuda: Optional[tuple]) -> None:
+        self._show_plan(torch_plan(driver_cuda))
+
+    def _show_plan(self, plan: InstallPlan) -> None:
+        self.plan = plan
+        missing = ", ".join(missing_dependencies()) or "nothing (a reinstall replaces the plugin's copy)"
+        self.intro.setText(f"Missing: <b>{missing}</b>.<br>The plugin installs <b>{' '.join(plan.requirements)}</b> "
+                           f"({plan.build} build) with pip into its own folder, not into QGIS's Python:<br>"
+                           f"<code>{plan.target}</code><br>This downloads a few hundred MB (a CUDA build: "
+                           "a few GB) and takes several minutes.")
+        self.install_button.setEnabled(True)
 
     def install(self) -> None:
         self.install_button.setEnabled(False)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import stat
+import time
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Callable, Dict
 
 import numpy as np
 import pytest
@@ -70,3 +72,25 @@ def check_message(algorithm_id: str, parameters: Dict[str, Any]) -> str:
     ok, message = algorithm.checkParameterValues(parameters, context)
     assert not ok, "the parameters were accepted"
     return message
+
+
+def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
+    """Process Qt events (tasks, processes and timers report through them) until ``condition`` holds."""
+    from qgis.PyQt.QtCore import QCoreApplication
+
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out waiting"
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+
+
+def fake_nvidia_smi(folder: Path, script: str = "echo '| NVIDIA-SMI 560.35   Driver Version: 560.35   "
+                                                    "CUDA Version: 12.6 |'") -> Path:
+    """An executable named nvidia-smi in ``folder`` that runs ``script`` (by default, reports a driver
+    supporting CUDA 12.6): the plugin's GPU questions on a machine without one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fake = folder / "nvidia-smi"
+    fake.write_text(f"#!/bin/sh\n{script}\n")
+    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
+    return fake

@@ -4,27 +4,15 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
 from deepcl_qgis.dock.threshold_scale import THRESHOLDS, position_of
-from plugin_test_helpers import image, pair, read
+from plugin_test_helpers import image, pair, read, wait_for
 
 FAST = {"tile": 128, "overlap": 16}
-
-
-def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
-    """Process Qt events (the task manager reports through them) until ``condition`` holds."""
-    from qgis.PyQt.QtCore import QCoreApplication
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        QCoreApplication.processEvents()
-        time.sleep(0.01)
 
 
 def add_raster(path: str, name: str):

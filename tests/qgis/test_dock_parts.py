@@ -2,13 +2,14 @@
 diagnostics, and the plugin's dock entry and clean unload."""
 from __future__ import annotations
 
+import os
 from datetime import date
 
 import numpy as np
 import pytest
 from osgeo import gdal
 
-from plugin_test_helpers import image, pair, read
+from plugin_test_helpers import fake_nvidia_smi, image, pair, read, wait_for
 
 
 def _layer(path: str, name: str):
@@ -144,11 +145,15 @@ def test_diagnostics_name_versions_devices_and_folder(qgis_app, tmp_path, monkey
 
     from deepcl_qgis.dock.diagnostics_dialog import DiagnosticsDialog
 
+    fake = fake_nvidia_smi(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("DEEPCL_DEPS_DIR", str(tmp_path / "deps"))
     dialog = DiagnosticsDialog()
+    assert "asking nvidia-smi" in dialog.text.toPlainText()  # shown at once, the driver's row to come
+    wait_for(lambda: "asking" not in dialog.text.toPlainText(), timeout=30)
     text = dialog.text.toPlainText()
     for expected in ("QGIS", "3.22", "Python", torch.__version__, "Devices", "cpu", str(tmp_path / "deps"),
-                     "not created yet", "NVIDIA driver"):
+                     "not created yet", "NVIDIA driver", "supports CUDA 12.6"):
         assert expected in text
     dialog.copy_button.click()
     assert QApplication.clipboard().text() == text

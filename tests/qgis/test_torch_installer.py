@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import stat
 import subprocess
 import sys
 import time
@@ -13,18 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from plugin_test_helpers import fake_nvidia_smi, wait_for
+
 PROBE = "deepcl_probe_pkg"
 REPO = Path(__file__).resolve().parents[2]
-
-
-def wait_for(condition, timeout: float = 120.0) -> None:
-    from qgis.PyQt.QtCore import QCoreApplication
-
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "timed out waiting"
-        QCoreApplication.processEvents()
-        time.sleep(0.02)
 
 
 @pytest.fixture
@@ -105,20 +96,50 @@ def test_a_failed_install_says_why(qgis_app, wheel_folder, tmp_path):
     assert message.startswith("The installation failed:") and "no matching package" in message
 
 
-def test_cpu_or_cuda_build_follows_nvidia_smi(tmp_path):
-    from deepcl_qgis.torch_installer import cuda_driver_version, torch_index, torch_plan
+def ask_driver(program: Path, timeout_s: float = 20.0):
+    """DriverQuery's answer for ``program``, and the seconds it took."""
+    from deepcl_qgis.nvidia_driver import DriverQuery
 
-    fake = tmp_path / "nvidia-smi"
-    fake.write_text("#!/bin/sh\necho '| NVIDIA-SMI 560.35   Driver Version: 560.35   CUDA Version: 12.6 |'\n")
-    fake.chmod(fake.stat().st_mode | stat.S_IEXEC)
-    assert cuda_driver_version(str(fake)) == (12, 6)
-    assert cuda_driver_version(str(tmp_path / "missing")) is None
+    query, answers = DriverQuery(program=str(program), timeout_s=timeout_s), []
+    query.answered.connect(answers.append)
+    started = time.monotonic()
+    query.start()
+    wait_for(lambda: bool(answers), timeout=30)
+    return answers, time.monotonic() - started
+
+
+def test_the_driver_s_cuda_version_comes_from_nvidia_smi_without_waiting_for_it(qgis_app, tmp_path):
+    """nvidia-smi's CUDA version, answered once; None where it is missing, fails or hangs (after
+    the time limit, the program killed), and the GUI thread is never held up meanwhile."""
+    assert ask_driver(fake_nvidia_smi(tmp_path / "ok"))[0] == [(12, 6)]
+    assert ask_driver(tmp_path / "missing")[0] == [None]
+    assert ask_driver(fake_nvidia_smi(tmp_path / "failing", "echo 'NVIDIA-SMI has failed'; exit 9"))[0] == [None]
+    answers, seconds = ask_driver(fake_nvidia_smi(tmp_path / "hanging", "sleep 30"), timeout_s=0.5)
+    assert answers == [None] and seconds < 10
+
+
+def test_cpu_or_cuda_build_follows_the_driver(tmp_path):
+    from deepcl_qgis.torch_installer import torch_index, torch_plan
+
     assert torch_index((12, 6))[1] == ["--index-url", "https://download.pytorch.org/whl/cu126"]
     assert torch_index((13, 0))[1][-1].endswith("/cu128") and torch_index((11, 8))[1][-1].endswith("/cu118")
     assert torch_index((11, 4))[1][-1].endswith("/cpu") and torch_index(None)[0] == "CPU"
-    plan = torch_plan(tmp_path / "deps", driver_cuda=(12, 8))
+    plan = torch_plan((12, 8), tmp_path / "deps")
     assert plan.requirements == ["torch"] and plan.target == tmp_path / "deps" and "cu128" in plan.command_line()
     assert "--target" in plan.arguments() and plan.python
+
+
+def test_install_dialog_offers_the_build_the_driver_supports_once_it_answers(qgis_app, tmp_path, monkeypatch):
+    from deepcl_qgis.dock.install_dialog import InstallDialog
+
+    fake = fake_nvidia_smi(tmp_path / "bin")
+    monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("DEEPCL_DEPS_DIR", str(tmp_path / "deps"))
+    dialog = InstallDialog()
+    wait_for(lambda: dialog.plan is not None, timeout=30)
+    assert "(CUDA 12.6 (NVIDIA driver supports CUDA 12.6) build)" in dialog.intro.text()
+    assert str(tmp_path / "deps") in dialog.intro.text()
+    assert dialog.install_button.isEnabled() and "cu126" in dialog.plan.command_line()
 
 
 def test_install_dialog_shows_pip_output_live_and_the_result(qgis_app, wheel_folder, tmp_path):
