@@ -86,6 +86,8 @@ def with_later_runs(records: List[Dict]) -> List[Dict]:
 
 
 def measure_all(args: argparse.Namespace, devices: List[str]) -> List[Dict]:
+    if not devices and "otb" not in args.runs:
+        return []  # nothing here runs without a device: no pair generated for nothing
     records = []
     for size in args.sizes:
         started = time.perf_counter()
@@ -320,10 +322,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     gpu_note = None if gpu or "cuda" not in wanted else (
         "GPU: not measured on this machine (no CUDA device); on an H100: docs/benchmarks_gpu_e2e.md (end to "
         "end), docs/benchmarks_gpu.md (the network alone, tile and batch sizes).")
-    # e.g. --devices cuda without one: no pair generated for nothing, nothing to tabulate, and no
-    # report replaced by an empty one
-    records = measure_all(args, devices) if devices or "otb" in args.runs else []
-    if not records:
+    records = measure_all(args, devices)
+    if not records:  # e.g. --devices cuda without one: nothing to tabulate, and no report replaced by an empty one
         print(gpu_note or "nothing measured: no device and no run asked for is available here")
         return 0
     derive(records)

@@ -12,7 +12,8 @@
 #
 # --prepare copies the real pairs the CUDA tests read into FOLDER/data (../shared does not travel).
 # A step's limit in seconds can be changed with TESTS_S, BENCH_S and LEVERS_S; every step ends by
-# DEADLINE_S (default 570) after the start, so that the call's own 600 s never cut the logs off.
+# DEADLINE_S (default 570) after the start, GDAL's unpacking included, so that the call's own 600 s
+# never cut the logs off.
 set -uo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PAIRS=(oscd/abudhabi oscd/bercy levir/val_27_0000_0256)
@@ -28,17 +29,17 @@ if [[ ${1:-} == --prepare ]]; then
 fi
 
 folder=$(realpath "$1"); out=$(realpath -m "$2"); mkdir -p "$out"
-cd "$ROOT" || exit 1
 if [[ -z ${DEEPCL_GDAL_UNPACKED:-} ]]; then  # GDAL's libraries unpacked once, for every step
-    exec "$ROOT/scripts/with_portable_gdal.sh" "$folder" env DEEPCL_GDAL_UNPACKED=1 "$ROOT/scripts/gpu_checks.sh" "$@"
+    exec "$ROOT/scripts/with_portable_gdal.sh" "$folder" env DEEPCL_GDAL_UNPACKED=1 \
+        DEEPCL_DEADLINE=$(($(date +%s) + ${DEADLINE_S:-570})) "$ROOT/scripts/gpu_checks.sh" "$folder" "$out"
 fi
+cd "$ROOT" || exit 1
 export PYTHONUNBUFFERED=1 DEEPCL_DATA=$folder/data
-deadline=$((SECONDS + ${DEADLINE_S:-570}))
 failed=0
 
 step() {  # step NAME SECONDS COMMAND...: its output in OUT/NAME.log, its status in OUT/summary.txt
     local name=$1 seconds=$2; shift 2
-    local left=$((deadline - SECONDS - 10)) started=$SECONDS
+    local left=$((DEEPCL_DEADLINE - $(date +%s) - 10)) started=$SECONDS
     ((seconds > left)) && seconds=$left
     if ((seconds < 20)); then
         echo "$name: not run, the call's time is spent" | tee -a "$out/summary.txt"; failed=1; return
@@ -51,12 +52,16 @@ step() {  # step NAME SECONDS COMMAND...: its output in OUT/NAME.log, its status
 }
 
 { nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
-  python3 -c 'import platform, torch; print("Python", platform.python_version(), "torch", torch.__version__,
-              "CUDA", torch.version.cuda, "device", torch.cuda.get_device_name(0))'
+  python3 -c 'import platform, sys, torch
+cuda = torch.cuda.is_available()
+print("Python", platform.python_version(), "torch", torch.__version__, "CUDA", torch.version.cuda,
+      "device", torch.cuda.get_device_name(0) if cuda else "none torch can use")
+sys.exit(not cuda)'
+  cuda_status=$?
   nproc; git -C "$ROOT" log -1 --format='commit %H %s' 2>/dev/null || echo "commit: no .git here"
 } >"$out/machine.txt" 2>&1
 cat "$out/machine.txt"
-if ! python3 -c 'import sys, torch; sys.exit(not torch.cuda.is_available())'; then
+if ((cuda_status != 0)); then
     echo "no CUDA device torch can use: nothing measured" | tee -a "$out/summary.txt"; exit 2
 fi
 

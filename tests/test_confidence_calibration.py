@@ -73,6 +73,14 @@ def test_a_probability_maps_as_the_scaled_logit_does():
     assert PlattScaling().probability(0.2) == 0.2  # the identity leaves the score alone
 
 
+def test_far_from_the_threshold_probabilities_keep_their_size_without_warnings():
+    """A steep scaling takes logits far out: a pixel 40 logits below is 4e-18, not 0, and 10,000
+    logits away is 0 or 1 without exp's overflow warning (an error in this module)."""
+    score = 1.0 / (1.0 + np.e)  # the network's logit -1
+    assert PlattScaling(40.0, 0.0).probability(score) == pytest.approx(1.0 / (1.0 + np.exp(40.0)), rel=1e-9, abs=0)
+    assert PlattScaling(1e4, 0.0).probability(score) == 0.0 and PlattScaling(-1e4, 0.0).probability(score) == 1.0
+
+
 def test_reliability_by_hand():
     confidence = np.array([0.05, 0.05, 0.15, 0.95, 0.95, 0.95, 0.95])
     label = np.array([0, 1, 0, 1, 1, 1, 0])

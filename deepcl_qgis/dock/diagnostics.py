@@ -11,6 +11,7 @@ from qgis.core import Qgis
 from ..dependencies import missing_dependencies, owned_packages_folder
 from ..torch_installer import installed_version, python_executable
 
+DRIVER_ROW = "NVIDIA driver"
 ASKING_NVIDIA_SMI = "asking nvidia-smi…"
 
 
@@ -20,19 +21,25 @@ def driver_text(driver_cuda: Optional[tuple]) -> str:
             else "none found (no nvidia-smi, or it gave no CUDA version in time)")
 
 
-def diagnostics(driver: str) -> List[Tuple[str, str]]:
-    """(item, value) pairs, in the order a reader wants them; ``driver``: the NVIDIA driver's row."""
+def diagnostics(driver: str = ASKING_NVIDIA_SMI) -> List[Tuple[str, str]]:
+    """(item, value) pairs, in the order a reader wants them; ``driver``: the NVIDIA driver's row,
+    which :func:`with_driver` fills in when nvidia-smi answers."""
     folder = owned_packages_folder()
     rows = [("QGIS", Qgis.QGIS_VERSION), ("Python", f"{sys.version.split()[0]} ({python_executable()})"),
             ("Operating system", platform.platform())]
     rows += _torch_rows()
-    rows.append(("NVIDIA driver", driver))
+    rows.append((DRIVER_ROW, driver))
     rows.append(("Plugin package folder", f"{folder} ({'exists' if folder.is_dir() else 'not created yet'})"))
     owned_torch = installed_version("torch", folder)
     rows.append(("PyTorch in that folder", owned_torch or "none"))
     missing = missing_dependencies()
     rows.append(("Missing packages", ", ".join(missing) if missing else "none"))
     return rows
+
+
+def with_driver(rows: List[Tuple[str, str]], driver_cuda: Optional[tuple]) -> List[Tuple[str, str]]:
+    """``rows`` with the NVIDIA driver's row saying :class:`nvidia_driver.DriverQuery`'s answer."""
+    return [(name, driver_text(driver_cuda) if name == DRIVER_ROW else value) for name, value in rows]
 
 
 def _torch_rows() -> List[Tuple[str, str]]:
@@ -50,8 +57,7 @@ def _torch_rows() -> List[Tuple[str, str]]:
     return rows
 
 
-def diagnostics_text(driver: str) -> str:
-    """Plain text to paste into a bug report."""
-    rows = diagnostics(driver)
+def diagnostics_text(rows: List[Tuple[str, str]]) -> str:
+    """:func:`diagnostics`' rows as plain text to paste into a bug report."""
     width = max(len(name) for name, _ in rows)
     return "DeepCL diagnostics\n" + "\n".join(f"{name.ljust(width)} : {value}" for name, value in rows)

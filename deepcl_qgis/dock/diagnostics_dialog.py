@@ -9,7 +9,7 @@ from qgis.PyQt.QtWidgets import (QApplication, QDialog, QDialogButtonBox, QPlain
                                  QVBoxLayout, QWidget)
 
 from ..nvidia_driver import DriverQuery
-from .diagnostics import ASKING_NVIDIA_SMI, diagnostics_text, driver_text
+from .diagnostics import diagnostics, diagnostics_text, with_driver
 
 
 class DiagnosticsDialog(QDialog):
@@ -17,7 +17,8 @@ class DiagnosticsDialog(QDialog):
         super().__init__(parent)
         self.setWindowTitle("DeepCL diagnostics")
         self.resize(640, 320)
-        self.text = QPlainTextEdit(diagnostics_text(ASKING_NVIDIA_SMI))
+        self.rows = diagnostics()
+        self.text = QPlainTextEdit(diagnostics_text(self.rows))
         self.text.setReadOnly(True)
         self.text.setFont(QFontDatabase.systemFont(QFontDatabase.FixedFont))
         buttons = QDialogButtonBox(QDialogButtonBox.Close)
@@ -33,7 +34,11 @@ class DiagnosticsDialog(QDialog):
         self.driver.start()
 
     def _show_driver(self, driver_cuda: Optional[tuple]) -> None:
-        self.text.setPlainText(diagnostics_text(driver_text(driver_cuda)))
+        self.text.setPlainText(diagnostics_text(with_driver(self.rows, driver_cuda)))
+
+    def done(self, result: int) -> None:  # noqa: D102 (Qt API): closed, however
+        self.driver.stop()
+        super().done(result)
 
     def copy(self) -> None:
         QApplication.clipboard().setText(self.text.toPlainText())

@@ -27,6 +27,7 @@ class InstallDialog(QDialog):
         self.installer.finished.connect(self._on_finished)
         self.succeeded: Optional[bool] = None
         self._build()
+        self.driver: Optional[DriverQuery] = None
         if plan is None:  # the build to install follows the NVIDIA driver
             self.driver = DriverQuery(self)
             self.driver.answered.connect(self._on_driver_answer)
@@ -96,3 +97,8 @@ class InstallDialog(QDialog):
     def reject(self) -> None:
         self.installer.cancel()  # closing the window must not leave pip running unseen
         super().reject()
+
+    def done(self, result: int) -> None:  # noqa: D102 (Qt API): closed, however
+        if self.driver is not None:
+            self.driver.stop()
+        super().done(result)

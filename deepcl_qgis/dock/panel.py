@@ -402,12 +402,15 @@ class DeepCLDock(QgsDockWidget):
 
         dialog = InstallDialog(self)
         dialog.exec_()
+        dialog.deleteLater()
         self.refresh_dependencies()
 
     def open_diagnostics(self) -> None:
         from .diagnostics_dialog import DiagnosticsDialog
 
-        DiagnosticsDialog(self).exec_()
+        dialog = DiagnosticsDialog(self)
+        dialog.exec_()
+        dialog.deleteLater()
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 (Qt API)
         save_choices(self.current_choices())

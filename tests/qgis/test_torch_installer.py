@@ -97,15 +97,20 @@ def test_a_failed_install_says_why(qgis_app, wheel_folder, tmp_path):
 
 
 def ask_driver(program: Path, timeout_s: float = 20.0):
-    """DriverQuery's answer for ``program``, and the seconds it took."""
+    """DriverQuery's answers for ``program`` once the events of a further half second are processed
+    too (a second answer would come among them), the seconds the first took, and the query."""
     from deepcl_qgis.nvidia_driver import DriverQuery
 
     query, answers = DriverQuery(program=str(program), timeout_s=timeout_s), []
     query.answered.connect(answers.append)
     started = time.monotonic()
     query.start()
+    assert answers == [] and time.monotonic() - started < 0.5  # the answer comes through the event loop
     wait_for(lambda: bool(answers), timeout=30)
-    return answers, time.monotonic() - started
+    seconds = time.monotonic() - started
+    settle = time.monotonic() + 0.5
+    wait_for(lambda: time.monotonic() > settle)
+    return answers, seconds, query
 
 
 def test_the_driver_s_cuda_version_comes_from_nvidia_smi_without_waiting_for_it(qgis_app, tmp_path):
@@ -114,8 +119,23 @@ def test_the_driver_s_cuda_version_comes_from_nvidia_smi_without_waiting_for_it(
     assert ask_driver(fake_nvidia_smi(tmp_path / "ok"))[0] == [(12, 6)]
     assert ask_driver(tmp_path / "missing")[0] == [None]
     assert ask_driver(fake_nvidia_smi(tmp_path / "failing", "echo 'NVIDIA-SMI has failed'; exit 9"))[0] == [None]
-    answers, seconds = ask_driver(fake_nvidia_smi(tmp_path / "hanging", "sleep 30"), timeout_s=0.5)
+    answers, seconds, query = ask_driver(fake_nvidia_smi(tmp_path / "hanging", "exec sleep 30"), timeout_s=0.5)
     assert answers == [None] and seconds < 10
+    wait_for(lambda: query.asking.process.poll() is not None, timeout=5)  # killed, not left to run
+
+
+def test_a_query_stopped_before_nvidia_smi_answers_says_nothing(qgis_app, tmp_path):
+    """A dialog closed while nvidia-smi works: no answer reaches it later."""
+    from deepcl_qgis.nvidia_driver import DriverQuery
+
+    query, answers = DriverQuery(program=str(fake_nvidia_smi(tmp_path, "sleep 0.3; exec echo 'CUDA Version: 12.6'"))), []
+    query.answered.connect(answers.append)
+    query.start()
+    query.stop()
+    wait_for(lambda: query.asking.done.is_set(), timeout=10)
+    settle = time.monotonic() + 0.3
+    wait_for(lambda: time.monotonic() > settle)
+    assert answers == [] and query.asking.answer == (12, 6)
 
 
 def test_cpu_or_cuda_build_follows_the_driver(tmp_path):
@@ -136,6 +156,7 @@ def test_install_dialog_offers_the_build_the_driver_supports_once_it_answers(qgi
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     monkeypatch.setenv("DEEPCL_DEPS_DIR", str(tmp_path / "deps"))
     dialog = InstallDialog()
+    assert dialog.plan is None and not dialog.install_button.isEnabled()  # nothing to install yet
     wait_for(lambda: dialog.plan is not None, timeout=30)
     assert "(CUDA 12.6 (NVIDIA driver supports CUDA 12.6) build)" in dialog.intro.text()
     assert str(tmp_path / "deps") in dialog.intro.text()
