@@ -73,7 +73,7 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
     # Figures: `python -m benchmarks.precision --precision bf16 PAIRS` (docs/benchmarks_bf16.md).
     parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
                         help="auto (default): fp16 on CUDA, fp32 elsewhere; fp32: everywhere; bf16: about 30%% "
-                             "less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.7%% of "
+                             "less time on CPUs with bf16 instructions (AMX, AVX512-BF16), but about 0.9%% of "
                              "pixels may change class")
     parser.add_argument("--compression", choices=tuple(COMPRESSIONS), default=DEFAULT_COMPRESSION,
                         help="of the output GeoTIFFs: zstd (default; GDAL 2.3 and later, QGIS 3.4 and later read "

@@ -100,7 +100,7 @@ def test_colour_label_must_be_binary_in_every_band(levir_dirs, tmp_path):
     original, _ = label_of(pair, pair / "label.png")
     black = np.zeros(original.shape, np.uint8)
     grey_green = write_png(tmp_path / "label.png", np.stack([black, original.astype(np.uint8) * 128, black]))
-    with pytest.raises(InputError, match="is not binary"):
+    with pytest.raises(InputError, match="is not binary .* in every band: a colour label is white, red"):
         label_of(pair, grey_green)
 
 

@@ -87,6 +87,10 @@ def test_resume_after_an_interruption_loses_no_epoch(tmp_path):
     assert [h["loss_total"] for h in resumed.history] == pytest.approx([h["loss_total"] for h in straight.history])
     a, b = load_model(straight.out).state_dict, load_model(resumed.out).state_dict
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
+    written = interrupted.read_bytes()
+    with pytest.raises(InputError, match="holds 2 finished epochs, more than the 1 asked for"):
+        train(small_options(interrupted, epochs=1, iterations_per_epoch=4, resume=True))
+    assert interrupted.read_bytes() == written  # it trained nothing and rewrote the model, without a word
 
 
 def test_an_earlier_runs_files_are_kept_unless_overwrite(trained, tmp_path):
@@ -154,6 +158,13 @@ def test_the_model_file_never_replaces_a_pairs_file(tmp_path):
 def test_resume_without_checkpoint_is_a_clear_error(tmp_path):
     with pytest.raises(InputError, match="no checkpoint"):
         train(small_options(tmp_path / "m.pt", resume=True))
+
+
+def test_resume_and_overwrite_together_are_refused_before_anything_is_read(tmp_path):
+    """Continuing and starting anew at once: it resumed, where --help says --overwrite starts anew."""
+    with pytest.raises(InputError, match="exclude each other"):
+        train(small_options(tmp_path / "m.pt", resume=True, overwrite=True))
+    assert not list(tmp_path.iterdir())
 
 
 def test_no_pairs_is_a_clear_error(tmp_path):

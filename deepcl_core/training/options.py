@@ -63,6 +63,8 @@ class TrainOptions:
             (0.0 < self.threshold < 1.0, f"threshold must lie between 0 and 1; got {self.threshold}"),
             (self.encoder is None or self.encoder in ENCODERS,
              f"unknown encoder {self.encoder!r}; choose one of {', '.join(sorted(ENCODERS))}"),
+            (not (self.resume and self.overwrite),
+             "resume (continue from the checkpoint) and overwrite (start anew) exclude each other; choose one"),
             (bool(self.data_dirs), "give at least one data folder"),
             (self.bands is None or len(self.bands) > 0, "give at least one band name"),
         ]

@@ -234,9 +234,10 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
 
     0 always means no change: a band's nodata value of 0 is not taken as nodata (QGIS's Rasterize
     sets it by default, and it would hide every unchanged pixel); other nodata values and alpha or
-    mask bands still mark pixels without a label. A label of several bands (white or any colour on
-    black) marks change where any band but alpha is non-zero, and is valid where all of them are;
-    a paletted label is read as its indices."""
+    mask bands still mark pixels without a label. A label of several bands (white or a colour of
+    full channels on black: each band 0/1 or 0/255) marks change where any band but alpha is
+    non-zero, and is valid where all of them are; a paletted label is read as its indices. Values in
+    between (an orange, a grey, anti-aliased edges) are refused rather than guessed at."""
     label_ds = zero_means_no_change(open_raster(files.label, f"{files.name}: label"),
                                     f"the label of pair {files.name}")
     label_ds = label_on_grid(_placed_as_the_before(label_ds, files), before_ds, f"the label of pair {files.name}",
@@ -247,8 +248,10 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
     present = np.unique(values[:, valid])
     if present.size and not (set(present.tolist()) <= {0.0, 1.0} or set(present.tolist()) <= {0.0, 255.0}):
         shown = ", ".join(f"{v:g}" for v in present[:6]) + (", …" if present.size > 6 else "")
+        colour = (" in every band: a colour label is white, red, green, blue, yellow, cyan or magenta on black"
+                  if len(bands) > 1 else "")
         raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
-                         "0 (no change) and 1 or 255 (change) only")
+                         f"0 (no change) and 1 or 255 (change) only{colour}")
     return (values > 0).any(axis=0).astype(np.uint8), valid
 
 

@@ -99,6 +99,9 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     state = _initial_state(options, setup, train_files, val_files)
     if options.resume:
         state = _resume(checkpoint_path, state, network, optimizer, scheduler, average)
+        if int(state["epoch"]) > options.epochs:  # equal: the model file of a finished run written again
+            raise InputError(f"checkpoint {checkpoint_path} holds {state['epoch']} finished epochs, more than the "
+                             f"{options.epochs} asked for; ask for more epochs (--epochs) to continue training")
     sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment)
     kept = average.network if average else network  # the weights validated and kept
 

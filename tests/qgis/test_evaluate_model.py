@@ -99,6 +99,8 @@ def test_model_left_out_is_the_bundled_one_as_in_detection(deepcl_provider, tmp_
     assert isinstance(result["TP"], int)
     # The confidence's reliability on the user's pair, as the engine's evaluation measures it.
     assert result["BRIER"] == pytest.approx(expected["per_pair"]["3_4"]["brier"], rel=1e-6)
+    # Python floats: a numpy one reaches qgis_process as a PyQt_PyObject, and its BRIER came back empty
+    assert type(result["BRIER"]) is float and type(result["ECE"]) is float
     assert result["ECE"] == pytest.approx(expected["per_pair"]["3_4"]["ece"], rel=1e-6)
     assert f"<td>Brier score</td><td>{result['BRIER']:.4f}</td>" in (tmp_path / "r.html").read_text(encoding="utf-8")
 
