@@ -21,14 +21,14 @@ def driver_text(driver_cuda: Optional[tuple]) -> str:
             else "none found (no nvidia-smi, or it gave no CUDA version in time)")
 
 
-def diagnostics(driver: str = ASKING_NVIDIA_SMI) -> List[Tuple[str, str]]:
-    """(item, value) pairs, in the order a reader wants them; ``driver``: the NVIDIA driver's row,
-    which :func:`with_driver` fills in when nvidia-smi answers."""
+def diagnostics() -> List[Tuple[str, str]]:
+    """(item, value) pairs, in the order a reader wants them; the NVIDIA driver's row says it is
+    being asked, and :func:`with_driver` fills it in when nvidia-smi answers."""
     folder = owned_packages_folder()
     rows = [("QGIS", Qgis.QGIS_VERSION), ("Python", f"{sys.version.split()[0]} ({python_executable()})"),
             ("Operating system", platform.platform())]
     rows += _torch_rows()
-    rows.append((DRIVER_ROW, driver))
+    rows.append((DRIVER_ROW, ASKING_NVIDIA_SMI))
     rows.append(("Plugin package folder", f"{folder} ({'exists' if folder.is_dir() else 'not created yet'})"))
     owned_torch = installed_version("torch", folder)
     rows.append(("PyTorch in that folder", owned_torch or "none"))
