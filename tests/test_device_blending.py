@@ -125,13 +125,12 @@ def test_detection_on_cuda_writes_the_cpus_calibrated_maps(data_dir, tmp_path, m
     from deepcl_core.detect import DetectOptions, detect_changes, resolve_model
     from test_detect import outputs_in, read_raster
 
-    decisions = []
+    original, decisions = detect._blends_on_device, []
 
     def blends_on_device(*args):
         decisions.append(original(*args))
         return decisions[-1]
 
-    original = detect._blends_on_device
     monkeypatch.setattr(detect, "_blends_on_device", blends_on_device)
     folder = data_dir / pair
     before, after = (folder / f"{role}.{suffix}" for role in ("before", "after"))

@@ -90,7 +90,7 @@ def test_resume_after_an_interruption_loses_no_epoch(tmp_path):
     written = interrupted.read_bytes()
     with pytest.raises(InputError, match="holds 2 finished epochs, more than the 1 asked for"):
         train(small_options(interrupted, epochs=1, iterations_per_epoch=4, resume=True))
-    assert interrupted.read_bytes() == written  # it trained nothing and rewrote the model, without a word
+    assert interrupted.read_bytes() == written  # left as it was (it was rewritten, nothing trained)
 
 
 def test_an_earlier_runs_files_are_kept_unless_overwrite(trained, tmp_path):

@@ -36,7 +36,7 @@ class DiagnosticsDialog(QDialog):
     def _show_driver(self, driver_cuda: Optional[tuple]) -> None:
         self.text.setPlainText(diagnostics_text(with_driver(self.rows, driver_cuda)))
 
-    def done(self, result: int) -> None:  # noqa: D102 (Qt API): closed, however
+    def done(self, result: int) -> None:  # Qt calls it however the dialog closes
         self.driver.stop()
         super().done(result)
 

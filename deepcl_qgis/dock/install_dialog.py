@@ -98,7 +98,7 @@ class InstallDialog(QDialog):
         self.installer.cancel()  # closing the window must not leave pip running unseen
         super().reject()
 
-    def done(self, result: int) -> None:  # noqa: D102 (Qt API): closed, however
+    def done(self, result: int) -> None:  # Qt calls it however the dialog closes
         if self.driver is not None:
             self.driver.stop()
         super().done(result)

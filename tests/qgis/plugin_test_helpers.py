@@ -85,6 +85,12 @@ def wait_for(condition: Callable[[], bool], timeout: float = 120.0) -> None:
         time.sleep(0.01)
 
 
+def process_events_for(seconds: float) -> None:
+    """Let Qt deliver what comes within ``seconds``: a signal that must not come has had its chance."""
+    until = time.monotonic() + seconds
+    wait_for(lambda: time.monotonic() > until)
+
+
 def fake_nvidia_smi(folder: Path, script: str = "echo '| NVIDIA-SMI 560.35   Driver Version: 560.35   "
                                                     "CUDA Version: 12.6 |'") -> Path:
     """An executable named nvidia-smi in ``folder`` that runs ``script`` (by default, reports a driver

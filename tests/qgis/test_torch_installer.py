@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from plugin_test_helpers import fake_nvidia_smi, wait_for
+from plugin_test_helpers import fake_nvidia_smi, process_events_for, wait_for
 
 PROBE = "deepcl_probe_pkg"
 REPO = Path(__file__).resolve().parents[2]
@@ -108,8 +108,7 @@ def ask_driver(program: Path, timeout_s: float = 20.0):
     assert answers == [] and time.monotonic() - started < 0.5  # the answer comes through the event loop
     wait_for(lambda: bool(answers), timeout=30)
     seconds = time.monotonic() - started
-    settle = time.monotonic() + 0.5
-    wait_for(lambda: time.monotonic() > settle)
+    process_events_for(0.5)
     return answers, seconds, query
 
 
@@ -133,8 +132,7 @@ def test_a_query_stopped_before_nvidia_smi_answers_says_nothing(qgis_app, tmp_pa
     query.start()
     query.stop()
     wait_for(lambda: query.asking.done.is_set(), timeout=10)
-    settle = time.monotonic() + 0.3
-    wait_for(lambda: time.monotonic() > settle)
+    process_events_for(0.3)
     assert answers == [] and query.asking.answer == (12, 6)
 
 
