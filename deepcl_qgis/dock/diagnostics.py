@@ -24,15 +24,14 @@ def driver_text(driver_cuda: Optional[tuple]) -> str:
 def diagnostics() -> List[Tuple[str, str]]:
     """(item, value) pairs, in the order a reader wants them; the NVIDIA driver's row says it is
     being asked, and :func:`with_driver` fills it in when nvidia-smi answers."""
-    folder = owned_packages_folder()
+    folder, missing = owned_packages_folder(), missing_dependencies()
     rows = [("QGIS", Qgis.QGIS_VERSION), ("Python", f"{sys.version.split()[0]} ({python_executable()})"),
             ("Operating system", platform.platform())]
-    rows += _torch_rows()
+    rows += _torch_rows(importable="torch" not in missing)
     rows.append((DRIVER_ROW, ASKING_NVIDIA_SMI))
     rows.append(("Plugin package folder", f"{folder} ({'exists' if folder.is_dir() else 'not created yet'})"))
     owned_torch = installed_version("torch", folder)
     rows.append(("PyTorch in that folder", owned_torch or "none"))
-    missing = missing_dependencies()
     rows.append(("Missing packages", ", ".join(missing) if missing else "none"))
     return rows
 
@@ -42,8 +41,8 @@ def with_driver(rows: List[Tuple[str, str]], driver_cuda: Optional[tuple]) -> Li
     return [(name, driver_text(driver_cuda) if name == DRIVER_ROW else value) for name, value in rows]
 
 
-def _torch_rows() -> List[Tuple[str, str]]:
-    if "torch" in missing_dependencies():
+def _torch_rows(importable: bool) -> List[Tuple[str, str]]:
+    if not importable:
         return [("PyTorch", "not importable")]
     import torch
 

@@ -159,6 +159,15 @@ def test_diagnostics_name_versions_devices_and_folder(qgis_app, tmp_path, monkey
     assert QApplication.clipboard().text() == text
 
 
+def test_diagnostics_without_pytorch_say_so_and_name_it_missing(qgis_app, monkeypatch):
+    from deepcl_qgis.dock import diagnostics
+
+    monkeypatch.setattr(diagnostics, "missing_dependencies", lambda: ("torch",))
+    rows = dict(diagnostics.diagnostics())
+    assert rows["PyTorch"] == "not importable" and "Devices" not in rows
+    assert rows["Missing packages"] == "torch"
+
+
 def test_plugin_dock_entry_opens_the_panel_and_unload_removes_it(qgis_app, qgis_processing, qgis_iface):
     from qgis.core import QgsApplication
 
