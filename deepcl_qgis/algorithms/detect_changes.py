@@ -14,6 +14,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsRasterLayer)
 
 from .. import pair_checks
+from ..dock.threshold_scale import THRESHOLDS
 from ..engine import core_module
 from ..layer_styling import attach_post_processors, run_group_name
 from ..paths import bundled_model_path
@@ -111,7 +112,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                                         defaultValue=str(bundled_model_path()), optional=True),
              self.tr("A DeepCL model file (.pt). Empty: the model bundled with the plugin."), False),
             (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
-                                          QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
+                                          QgsProcessingParameterNumber.Double, None, True,
+                                          THRESHOLDS[0], THRESHOLDS[-1]),
              self.tr("Confidence from which a pixel counts as changed. Empty: the model's own threshold for the "
                      "before image's pixel size (models calibrated on Sentinel-2 pairs have one for 10 m imagery). "
                      "Lower finds more change (and more false alarms)."), False),

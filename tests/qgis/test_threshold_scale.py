@@ -35,3 +35,14 @@ def test_positions_past_the_ends_and_far_values_clamp():
                                              (0.99, "0.99")])
 def test_labels_show_as_few_decimals_as_needed_and_at_least_two(threshold, text):
     assert label(threshold) == text
+
+
+def test_processing_accepts_every_threshold_the_slider_offers(deepcl_provider):
+    """The panel runs deepcl:detectchanges with the slider's threshold: a step Processing refused
+    (its range began at 0.01, the slider's at 0.001) failed the run with "Incorrect parameter value"."""
+    from qgis.core import QgsApplication
+
+    parameter = QgsApplication.processingRegistry().algorithmById("deepcl:detectchanges").parameterDefinition(
+        "THRESHOLD")
+    assert all(parameter.checkValueIsAcceptable(threshold) for threshold in THRESHOLDS)
+    assert not parameter.checkValueIsAcceptable(0.0) and not parameter.checkValueIsAcceptable(1.0)
