@@ -36,7 +36,7 @@ def guarded(step):
 
 def start() -> None:
     import deepcl_qgis
-    from deepcl_qgis.dock.threshold_scale import position_of
+    from deepcl_qgis.threshold_scale import position_of
 
     window = iface.mainWindow()
     window.resize(1600, 1000)
@@ -86,7 +86,7 @@ def move_threshold_to_top_decile() -> None:
     import numpy as np
     from osgeo import gdal
 
-    from deepcl_qgis.dock.threshold_scale import position_of
+    from deepcl_qgis.threshold_scale import position_of
 
     layer = STATE["dock"].latest.layer()
     confidence = gdal.Open(layer.customProperty("deepcl/confidence")).ReadAsArray()

@@ -14,7 +14,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsRasterLayer)
 
 from .. import pair_checks
-from ..dock.threshold_scale import THRESHOLDS
+from ..threshold_scale import THRESHOLDS
 from ..engine import core_module
 from ..layer_styling import attach_post_processors, run_group_name
 from ..paths import bundled_model_path

@@ -9,7 +9,7 @@ from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QFrame, QGri
                                  QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox, QToolButton,
                                  QVBoxLayout, QWidget)
 
-from . import threshold_scale
+from .. import threshold_scale
 
 ERROR_STYLE = "color: #b00020;"
 WHOLE_IMAGE, MAP_VIEW, POLYGONS = "whole", "view", "polygons"

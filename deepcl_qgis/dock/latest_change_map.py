@@ -10,7 +10,8 @@ from typing import Callable, Optional
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QObject, QTimer
 
-from . import result_layers, threshold_scale
+from .. import threshold_scale
+from . import result_layers
 from .form import WHOLE_IMAGE
 from .reclassify import ChangeCounts
 from .reclassify_task import ReclassifyTask

@@ -20,7 +20,8 @@ from .. import pair_checks
 from ..engine import core_module, engine_error_type
 from ..layer_styling import run_group_name
 from ..paths import bundled_model_path
-from . import layer_choice, result_layers, threshold_scale
+from .. import threshold_scale
+from . import layer_choice, result_layers
 from .detection_run import DetectionRun
 from .device_info import device_report
 from .form import MAP_VIEW, POLYGONS, WHOLE_IMAGE, PanelForm

@@ -5,7 +5,7 @@ from typing import Any, Dict, Optional
 
 from .form import MAP_VIEW, POLYGONS, WHOLE_IMAGE
 from .reclassify import ChangeCounts
-from .threshold_scale import label
+from ..threshold_scale import label
 
 M2_PER_HECTARE = 10_000.0
 AREA_WORDS = {WHOLE_IMAGE: "", MAP_VIEW: " in the map view", POLYGONS: " inside the polygons"}  # after "Changed"

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from deepcl_qgis.dock.threshold_scale import THRESHOLDS, position_of
+from deepcl_qgis.threshold_scale import THRESHOLDS, position_of
 from plugin_test_helpers import image, pair, read, wait_for
 
 FAST = {"tile": 128, "overlap": 16}

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from deepcl_core.training.calibration import CANDIDATES
-from deepcl_qgis.dock.threshold_scale import THRESHOLDS, label, position_of, threshold_at
+from deepcl_qgis.threshold_scale import THRESHOLDS, label, position_of, threshold_at
 
 
 def test_the_scale_rises_through_round_values_inside_0_and_1():

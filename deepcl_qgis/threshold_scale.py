@@ -2,7 +2,8 @@
 model's threshold may lie near 0.01 (the network's own score there; the bundled model's calibrated
 confidence puts it at 0.074), where steps of 0.01 would double or halve it; on aerial imagery it
 lies near 0.2-0.5, where steps of 0.01 are fine enough. The panel puts the model's own threshold
-at the stop nearest it."""
+at the stop nearest it. Processing's threshold parameter takes the same range: the panel runs it
+with the slider's value."""
 from __future__ import annotations
 
 from typing import Tuple
