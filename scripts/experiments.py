@@ -10,10 +10,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence
+from typing import Dict, List, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -105,9 +106,35 @@ DEVICE_ROUTE = """
 These trainings ran on a lent GPU machine without GDAL, through `scripts/device_experiments.py`:
 the pairs were read, aligned and normalised here by the project's loader and travelled quantised
 to 8 bits (`scripts/device_pairs.py`); the models came back with float16 weights
-(`device_experiments.py restore`), and this command evaluated them here with the real detection
-pipeline. Without those models, `make experiments` trains the same runs on the local device.
+(`device_experiments.py restore`), and `make experiments` evaluated them here with the real
+detection pipeline.
 """
+
+
+def rerun_note(commit: str, clean: bool) -> str:
+    """What a rerun gives: the models are reused, missing ones trained with the recipe checked out,
+    so only the same models at the same commit give the same table."""
+    again = (f"`git checkout {commit} && make experiments`" if clean
+             else "`make experiments` at the commit that holds those changes")
+    return f"""
+`make experiments` evaluates the models it finds in `out/experiments/` (not committed; a `.json`
+beside a model is its cached result) and trains the missing ones on the local device with the
+training recipe of the commit checked out. Only these models give this table again: with them in
+`out/experiments/` and their `.json` files removed, {again}.
+Models trained anew, at this commit or a later one (`git log {commit}..HEAD -- deepcl_core/training`
+lists what training has changed since), are other runs, with other figures.
+"""
+
+
+def checked_out_commit() -> Tuple[str, bool]:
+    """The commit checked out (short hash) and whether the tracked files are as committed."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
+    try:
+        return git("rev-parse", "--short=7", "HEAD"), not git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.CalledProcessError):
+        return "", False
+
 
 COMPARISONS = (("HSCL + prior guidance against BCE + Dice alone, MobileNetV2", "DeepCL, MobileNetV2",
                 "BCE+Dice only, MobileNetV2"),
@@ -175,14 +202,16 @@ def main() -> int:
     budget = (f"{args.epochs} epochs × {args.iterations} steps, batch {args.batch}, crop {args.crop}, "
               f"seeds {args.seeds}; trained on {', '.join(trained_on)}")
     route = DEVICE_ROUTE if (args.out / "device_runs.json").is_file() else ""
+    commit, clean = checked_out_commit()
+    where = (f" at commit {commit}" + ("" if clean else " with uncommitted changes")) if commit else ""
     args.report.write_text(
         "# Experiments: the paper's claims on this project's data\n\n"
-        f"Produced by `make experiments` (`scripts/experiments.py`); budget per run: {budget}.\n"
+        f"Produced by `make experiments` (`scripts/experiments.py`){where}; budget per run: {budget}.\n"
         f"Held-out pairs: {', '.join('/'.join(p.parts[-2:]) for p in args.test)}. Mean ± standard deviation over seeds; "
         "F1 per data set pooled over its held-out pairs' pixels, at each model's own threshold "
         f"({', '.join(f'{t:g}' for t in thresholds)}).\n\n"
         + "\n".join(lines) + "\n\nDifferences of the seed means (first minus second):\n\n"
-        + "\n".join(comparison_lines(results)) + "\n" + route)
+        + "\n".join(comparison_lines(results)) + "\n" + route + (rerun_note(commit, clean) if commit else ""))
     print("\n".join(lines))
     return 0
 

@@ -74,10 +74,13 @@ class MixedPrecision(nn.Module):
 def autocast_dtype(device: torch.device, precision: str = "auto") -> Optional[torch.dtype]:
     """The autocast type for ``precision``: "auto" is fp16 on CUDA (tensor cores) and fp32 elsewhere;
     "fp32" is fp32 everywhere; "bf16" is bf16 everywhere, an opt-in for CPUs with bf16 instructions
-    (AMX, AVX512-BF16), where the network runs about twice as fast but, with bf16's 8-bit mantissa,
-    changes the class of about 0.9 % of the held-out pairs' pixels (0.877 %, the calibrated confidence
-    moved by up to 0.74; ``python -m benchmarks.precision --precision bf16`` on the model card's
-    held-out pairs), too much to be a silent default."""
+    (AMX, AVX512-BF16). On the 2-core Intel Xeon development machine, at 8,192², the network alone
+    took 20.3 s instead of 39.3 s and a whole detection 32.1 s instead of 44.8 s (docs/benchmarks_bf16.md
+    against docs/benchmarks.md as committed in 6eba60c); docs/levers.md has the network alone 1.61× as
+    fast (3.877 against 2.405 output megapixels/s). With bf16's 8-bit mantissa it changes the class of
+    about 0.9 % of the held-out pairs' pixels (0.877 %, the calibrated confidence moved by up to 0.74;
+    ``python -m benchmarks.precision --precision bf16`` on the model card's held-out pairs), too much
+    to be a silent default."""
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if precision == "bf16":
