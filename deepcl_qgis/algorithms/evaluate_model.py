@@ -102,6 +102,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         return typed_number_problem(parameters.get(self.THRESHOLD), "Change threshold")
 
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
+        self._check_report_path(parameters, context)
         has = {name: parameters.get(name) not in (None, "") for name in
                (self.CHANGE, self.BEFORE, self.AFTER, self.MODEL, self.REFERENCE, self.REFERENCE_POLYGONS)}
         if has[self.REFERENCE] == has[self.REFERENCE_POLYGONS]:
@@ -120,6 +121,13 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         pair_checks.check_model(model, before, [], "before")
         pair_checks.check_model(model, after, [], "after")
         return True, ""
+
+    def _check_report_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
+        """The engine's check of an output's folder, as detection makes it: the report is written
+        last, and a missing folder failed only then, after the model run and the metrics, with a traceback."""
+        if self._has(parameters, self.OUTPUT_HTML):
+            report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
+            core_module("outputs").check_output_paths([report], [], overwrite=True)  # Processing asks first
 
     # --- run ------------------------------------------------------------------------------------
 
@@ -153,7 +161,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         results: Dict[str, Any] = {key: metrics[key.lower()] for key in METRICS}
         results.update({key: int(metrics[key.lower()]) for key in COUNTS})
         results.update({key: metrics.get(key.lower()) for key in RELIABILITY})
-        if parameters.get(self.OUTPUT_HTML) not in (None, ""):
+        if self._has(parameters, self.OUTPUT_HTML):
             report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
             write_report(Path(report), metrics, change_name, reference_name)
             results[self.OUTPUT_HTML] = report

@@ -7,7 +7,7 @@ import pytest
 from osgeo import gdal, ogr
 
 from deepcl_core.metrics import Confusion
-from plugin_test_helpers import check_message, image, pair, read, run
+from plugin_test_helpers import check_message, error_recording_feedback, image, pair, read, run
 
 ALG = "deepcl:evaluatemodel"
 
@@ -153,3 +153,24 @@ def test_a_change_map_whose_nodata_is_0_still_counts_its_unchanged_pixels(deepcl
     other = None
     result = run(ALG, {"CHANGE": str(tmp_path / "other.tif"), "REFERENCE": image(folder, "label")})
     assert (result["TP"], result["FP"], result["FN"], result["TN"]) == (changed.sum(), 0, 0, (~changed).sum())
+
+
+def test_a_report_into_a_missing_folder_is_refused_before_any_work(deepcl_provider, tiny_model, tmp_path):
+    """The report is written last: into a folder that does not exist it failed after the model run
+    and the metrics, with a FileNotFoundError's traceback. Refused up front in the words detection
+    uses for its outputs, by the toolbox's check and in a batch row (which QGIS runs unchecked)."""
+    from qgis.core import QgsApplication, QgsProcessingContext, QgsProject
+
+    folder = pair("dsifn", "3_4")
+    missing = tmp_path / "reports"
+    params = {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
+              "DEVICE": "cpu", "REFERENCE": image(folder, "label"), "OUTPUT_HTML": str(missing / "r.html")}
+    refusal = f"output folder {missing} does not exist; create it or choose another"
+    assert check_message(ALG, params) == refusal
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    feedback = error_recording_feedback()
+    _, ok = algorithm.run(params, context, feedback)
+    assert not ok and refusal in feedback.reported
+    assert feedback.progress() == 0 and not missing.exists()  # no model run, no metrics
