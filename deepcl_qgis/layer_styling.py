@@ -6,11 +6,12 @@ so a batch of pairs gives one tidy group per pair."""
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import List
 
-from qgis.core import (QgsLayerTreeLayer, QgsMapLayer, QgsProcessingContext, QgsProcessingFeedback,
-                       QgsProcessingLayerPostProcessorInterface, QgsProject)
+from qgis.core import (QgsLayerTreeGroup, QgsLayerTreeLayer, QgsLayerTreeNode, QgsMapLayer, QgsProcessingContext,
+                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProject)
 
 from .paths import style_path
 
@@ -26,6 +27,7 @@ OVER_THE_IMAGERY = ("change", "polygons")
 # follows the output files' names): the polygons' outlines over the change map they were made from.
 STACKING_ORDER = ("polygons", "change", "confidence", "distance")
 RANK_PROPERTY = "deepcl/rank"
+GROUP_PREFIX = "DeepCL changes: "
 
 
 def run_group_name(before_name: str, after_name: str, before_source: str) -> str:
@@ -36,7 +38,7 @@ def run_group_name(before_name: str, after_name: str, before_source: str) -> str
     if (before_name.lower(), after_name.lower()) == ("before", "after"):
         folder = os.path.basename(os.path.dirname(before_source.split("|")[0]))
         names = f"{folder} ({names})" if folder else names
-    return f"DeepCL changes: {names}"
+    return f"{GROUP_PREFIX}{names}"
 
 
 class RunGroup:
@@ -58,6 +60,11 @@ class RunGroup:
                 self.name = f"{self.base} ({number})"
         return self.name
 
+    def is_of_the_same_pair(self, node: QgsLayerTreeNode) -> bool:
+        """Whether ``node`` is a group of a run of this run's pair: named ``base`` or ``base (n)``."""
+        return isinstance(node, QgsLayerTreeGroup) and (
+            node.name() == self.base or re.fullmatch(re.escape(self.base) + r" \(\d+\)", node.name()) is not None)
+
 
 # Marks a layer this module placed: Processing hands an earlier run's layer of the same file to
 # the next run that writes that file, rather than loading it anew.
@@ -66,7 +73,8 @@ PLACED_PROPERTY = "deepcl/placed"
 
 class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
     """Loads ``style`` into the layer and moves the layer into the run's group; a layer of an
-    earlier run that wrote the same file is reloaded where it is."""
+    earlier run that wrote the same file is reloaded, and stays where it is if that run was of the
+    same pair."""
 
     def __init__(self, style: Path, group: RunGroup, rank: int, shown: bool = True) -> None:
         super().__init__()
@@ -77,32 +85,44 @@ class StyleAndGroup(QgsProcessingLayerPostProcessorInterface):
 
     def postProcessLayer(self, layer: QgsMapLayer, context: QgsProcessingContext,  # noqa: N802 (Qt API)
                          feedback: QgsProcessingFeedback) -> None:
+        project = context.project() or QgsProject.instance()
         if layer.customProperty(PLACED_PROPERTY):  # the file was replaced under QGIS's open handle
             layer.reload()
             layer.triggerRepaint()
-            return
-        layer.setCustomProperty(PLACED_PROPERTY, True)
+            # The same pair again (another threshold) keeps its group. Another pair's run into the
+            # same files (batch rows with alike autofilled names) now shows that pair: its group
+            # takes the layer, or the earlier pair's group would hold this pair's maps.
+            node = project.layerTreeRoot().findLayer(layer.id())
+            if node is None or self.group.is_of_the_same_pair(node.parent()):
+                return
+        else:
+            layer.setCustomProperty(PLACED_PROPERTY, True)
+            self._apply_style(layer, feedback)
+        move_into_group(project, layer, self.group.name_in(project), self.rank, self.shown)
+
+    def _apply_style(self, layer: QgsMapLayer, feedback: QgsProcessingFeedback) -> None:
         if self.style.is_file():
             message, ok = layer.loadNamedStyle(str(self.style))
             if not ok:
                 feedback.pushInfo(f"Could not apply the style {self.style.name}: {message}")
             layer.triggerRepaint()
-        project = context.project() or QgsProject.instance()
-        move_into_group(project, layer, self.group.name_in(project), self.rank, self.shown)
 
 
 def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, rank: int,
                     shown: bool = True) -> None:
     """Move the layer's tree node into ``group_name`` (created at the top of the layer's current
-    parent group when missing), below the group's layers of a lower ``rank`` and above the others;
-    ticked when ``shown``."""
+    parent group when missing, or beside it when that is another run's group), below the group's
+    layers of a lower ``rank`` and above the others; ticked when ``shown``. A run's group that this
+    leaves empty is removed: it would name a pair whose maps are gone."""
     root = project.layerTreeRoot()
     node = root.findLayer(layer.id())
     if node is None:
         return
     node.setItemVisibilityChecked(shown)
     parent = node.parent() or root
-    group = parent.findGroup(group_name) or parent.insertGroup(0, group_name)
+    left_run = parent.name().startswith(GROUP_PREFIX)  # the root's name is empty
+    home = (parent.parent() or root) if left_run else parent  # runs' groups side by side, never nested
+    group = home.findGroup(group_name) or home.insertGroup(0, group_name)
     if node.parent() is group:
         return
     layer.setCustomProperty(RANK_PROPERTY, rank)
@@ -110,6 +130,8 @@ def move_into_group(project: QgsProject, layer: QgsMapLayer, group_name: str, ra
              child.layer() is not None else rank for child in group.children()]
     group.insertChildNode(sum(1 for other in ranks if other < rank), node.clone())
     parent.removeChildNode(node)
+    if left_run and not parent.children():
+        (parent.parent() or root).removeChildNode(parent)
 
 
 def attach_post_processors(context: QgsProcessingContext, outputs: dict, group_name: str) -> None:

@@ -433,3 +433,20 @@ def test_a_runs_layers_stack_polygons_over_change_over_the_ramps(deepcl_provider
     group = next(g for g in QgsProject.instance().layerTreeRoot().findGroups(True) if g.name().startswith("DeepCL"))
     assert [node.layer().name() for node in group.findLayers()] == ["Change polygons", "Change", "Confidence",
                                                                     "Distance"]
+
+
+def test_a_pair_run_into_files_another_pairs_run_loaded_takes_their_layers_into_its_group(
+        deepcl_provider, tiny_model, tmp_path, qgis_new_project):
+    """Batch rows whose autofilled names are alike: the second pair's maps replace the first's
+    files, and QGIS hands the run the layers it loaded for them. They showed the second pair's maps
+    in the first pair's group; they belong to the second pair's group, and no group is left that
+    names the first pair over maps it no longer has."""
+    import processing
+    from qgis.core import QgsProject
+
+    for folder in (pair("dsifn", "2_4"), pair("dsifn", "3_4")):
+        processing.runAndLoadResults(ALG, _params(folder, tiny_model, tmp_path))
+    groups = {group.name(): [node.layer().name() for node in group.findLayers()] for group in _deepcl_groups()}
+    assert groups == {"DeepCL changes: 3_4 (before → after)": ["Change", "Confidence"]}
+    assert len(QgsProject.instance().mapLayers()) == 2  # the layers were reused, not loaded twice
+    assert _deepcl_groups()[0].parent() is QgsProject.instance().layerTreeRoot()  # not nested in the first's
