@@ -131,9 +131,9 @@ def sample_tiles(before: Path, after: Path, bundle: ModelBundle, options: Detect
     """``count`` real tiles of the pair, spread over the image, read and normalised as detection
     does, in memory: (before, after) (count, bands, h, w) and the image's tile count."""
     from deepcl_core.band_choice import choose_bands
-    from deepcl_core.detect import _image_stretch
     from deepcl_core.grid import align_after_to_before
     from deepcl_core.normalization import normalize
+    from deepcl_core.pair_statistics import read_pair_sample
     from deepcl_core.raster_io import open_image, read_window
     from deepcl_core.tiling import TileGrid
 
@@ -141,8 +141,7 @@ def sample_tiles(before: Path, after: Path, bundle: ModelBundle, options: Detect
     aligned = align_after_to_before(before_ds, after_ds)
     bands_b = choose_bands(before_ds, None, bundle.bands, "before")
     bands_a = choose_bands(after_ds, None, bundle.bands, "after")
-    stretch_b = _image_stretch(before_ds, bands_b, bundle, "before")
-    stretch_a = _image_stretch(aligned, bands_a, bundle, "after")
+    stretch_b, stretch_a = read_pair_sample(before_ds, bands_b, aligned, bands_a).stretches(bundle.normalization)
     grid = TileGrid(before_ds.RasterXSize, before_ds.RasterYSize, options.tile_size, options.overlap)
     positions = list(grid.positions())
     chosen = positions[::max(1, len(positions) // count)][:count]

@@ -16,12 +16,12 @@ from osgeo import gdal
 
 from deepcl_core.area import ground_pixel_size
 from deepcl_core.band_choice import choose_bands
-from deepcl_core.detect import _image_stretch
 from deepcl_core.grid import Grid, align_after_to_before
 from deepcl_core.model_file import ModelBundle
 from deepcl_core.network_on_tiles import run_network
 from deepcl_core.normalization import normalize
 from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA
+from deepcl_core.pair_statistics import read_pair_sample
 from deepcl_core.raster_io import open_image, read_window
 from deepcl_core.tiling import TileGrid
 
@@ -36,8 +36,9 @@ def read_whole(before: Path, after: Path, bundle: ModelBundle) -> Tuple[np.ndarr
     pixels_b, valid_b = read_window(before_ds, bands_b, 0, 0, grid.width, grid.height, "before")
     pixels_a, valid_a = read_window(aligned, bands_a, 0, 0, grid.width, grid.height, "after")
     valid = valid_b & valid_a
-    norm_b = normalize(pixels_b, _image_stretch(before_ds, bands_b, bundle, "before"), bundle.normalization) * valid
-    norm_a = normalize(pixels_a, _image_stretch(aligned, bands_a, bundle, "after"), bundle.normalization) * valid
+    stretch_b, stretch_a = read_pair_sample(before_ds, bands_b, aligned, bands_a).stretches(bundle.normalization)
+    norm_b = normalize(pixels_b, stretch_b, bundle.normalization) * valid
+    norm_a = normalize(pixels_a, stretch_a, bundle.normalization) * valid
     return norm_b, norm_a, valid, grid
 
 

@@ -18,9 +18,7 @@ from osgeo import gdal, ogr
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
 from .grid import Bounds, Grid, bounds_overlap, check_north_up, map_geotransform, transformed_bounds, warp_to_grid
-from .raster_io import is_georeferenced, open_dataset
-
-Window = Tuple[int, int, int, int]  # column, row, width, height in pixels
+from .raster_io import Window, is_georeferenced, open_dataset
 
 
 @dataclass(frozen=True)
@@ -77,7 +75,7 @@ class AreaOfInterest:
 def pixel_window(dataset: gdal.Dataset, area: Bounds) -> Window:
     """The pixels of ``dataset`` that ``area`` (in its CRS, or QGIS's pixel units) touches."""
     geotransform = map_geotransform(dataset.GetGeoTransform())
-    check_north_up(geotransform)
+    check_north_up(geotransform, dataset.RasterXSize, dataset.RasterYSize)
     x0, dx, _, y0, _, dy = geotransform
     width, height = dataset.RasterXSize, dataset.RasterYSize
     columns = sorted(((area[0] - x0) / dx, (area[2] - x0) / dx))

@@ -38,9 +38,10 @@ from .network_on_tiles import MemoryBudget, run_within_memory
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_DESCRIPTION, CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA,
                       RasterOutputs, RasterSpec, check_output_name, check_output_paths)
+from .pair_statistics import no_shared_pixel_message, read_pair_sample
 from .pending import Pending
 from .polygons import write_change_polygons
-from .raster_io import open_image, read_sample
+from .raster_io import open_image
 from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
 from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, RowBlender, TileGrid
@@ -319,6 +320,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         files.finish()
         if is_cancelled():
             raise Cancelled()
+        if not counts.valid:  # the statistics' sample can miss a small shared area, the tiles cannot
+            raise InputError(no_shared_pixel_message())
         polygon_count = _finish_outputs(writer, outputs, options, grid, report, is_cancelled)
 
     warnings.extend(budget.notes)
@@ -395,7 +398,20 @@ def _input_warnings(pair: "_Pair", options: DetectOptions, pixel_size: Optional[
     CRS, pixels of very different sizes."""
     mismatch = pixel_size_warning(pixel_size, ground_pixel_size(Grid.of(pair.after_source)))
     return [*pair.band_warnings, *(options.area.warnings() if options.area is not None else []),
-            *([mismatch] if mismatch else [])]
+            *(warning for warning in (mismatch, _one_side_bands_warning(pair, options)) if warning)]
+
+
+def _one_side_bands_warning(pair: "_Pair", options: DetectOptions) -> Optional[str]:
+    """Bands chosen by hand for one image only, and other bands found for the other: e.g. near
+    infrared, red, green chosen from the before image would be compared with the after's red, green,
+    blue, and every pixel would differ."""
+    if bool(options.bands_before) == bool(options.bands_after) or list(pair.bands_before) == list(pair.bands_after):
+        return None
+    given, other = ("before", "after") if options.bands_before else ("after", "before")
+    bands = {"before": list(pair.bands_before), "after": list(pair.bands_after)}
+    return (f"bands were chosen for the {given} image only ({bands[given]}); the {other} image's bands "
+            f"{bands[other]} were found by their names or order: if they are not the same colours, choose the "
+            f"{other} image's bands too")
 
 
 def _finish_outputs(writer: RasterOutputs, outputs: DetectOutputs, options: DetectOptions, grid: Grid,
@@ -436,14 +452,18 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
     several would stall at every barrier of loading and folding the weights. What the samples show
     of undeclared fill goes to ``warnings``."""
     with ThreadPoolExecutor(2, thread_name_prefix="deepcl-statistics") as pool:
-        jobs = [pool.submit(_image_statistics, pair.before, pair.bands_before, bundle, "before"),
-                pool.submit(_image_statistics, pair.after, pair.bands_after, bundle, "after")]
+        job = pool.submit(read_pair_sample, pair.before, pair.bands_before, pair.after, pair.bands_after,
+                          helper=pool)
         with torch_threads(1):
             network = prepare_for_inference(bundle.build(), device, channels_last=prefers_channels_last(device),
                                             precision=precision, copy=False)
-        (before, fill_before), (after, fill_after) = jobs[0].result(), jobs[1].result()
-        warnings.extend(warning for warning in (fill_before, fill_after) if warning)
-        return (before, after), network
+        sample = job.result()
+    if sample.same_pixels():
+        warnings.append("the before and after images hold the same pixels (the same image twice?): there is no "
+                        "change to find")
+    warnings.extend(warning for warning in (_undeclared_fill(sample.before, sample.valid_before, "before"),
+                                            _undeclared_fill(sample.after, sample.valid_after, "after")) if warning)
+    return sample.stretches(bundle.normalization), network
 
 
 def _output_specs(outputs: DetectOutputs, calibrated: bool) -> List[RasterSpec]:
@@ -559,20 +579,6 @@ def _read_normalised(window: WindowReader, stretch: ImageStretch,
     (integers kept) and validity."""
     pixels, valid = window(x, y, tiles.tile_width, tiles.tile_height)
     return normalize(pixels, stretch, bundle.normalization, valid, out), valid
-
-
-def _image_stretch(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle, role: str) -> ImageStretch:
-    return _image_statistics(dataset, bands, bundle, role)[0]
-
-
-def _image_statistics(dataset: gdal.Dataset, bands: Sequence[int], bundle: ModelBundle,
-                      role: str) -> Tuple[ImageStretch, Optional[str]]:
-    """The image's stretch, and a warning when its sample shows fill that is not declared nodata."""
-    sample, valid = read_sample(dataset, bands, role)
-    if not valid.any():
-        raise InputError(f"the {role} image has no valid pixel (all nodata or not finite) in the "
-                         "area it shares with the other image")
-    return ImageStretch.from_sample(sample, valid, bundle.normalization), _undeclared_fill(sample, valid, role)
 
 
 # Values other tools write where an image has no data (0: the black collar of a mosaic or a warped

@@ -85,13 +85,15 @@ def _same_crs(wkt_a: str, wkt_b: str) -> bool:
 def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dataset:
     """The after image on the before grid. Identical grids are used as they are; otherwise GDAL
     warps the after image (other CRS, pixel size or extent) into a VRT with an alpha band that
-    marks where it has data. Nothing is copied: pixels are resampled as windows are read."""
-    before_geo, after_geo = is_georeferenced(before), is_georeferenced(after)
-    if before_geo != after_geo:
-        which = "before" if before_geo else "after"
-        raise InputError(f"only the {which} image is georeferenced, so the two cannot be aligned; "
-                         "georeference both (e.g. with the QGIS Georeferencer) or neither")
-    if not before_geo:
+    marks where it has data. Nothing is copied: pixels are resampled as windows are read.
+
+    Two images placed by geotransforms without a CRS (a world file, a CRS lost on the way) are
+    aligned by those, as QGIS draws them; two without any georeference, pixel by pixel."""
+    before_crs, after_crs = bool(before.GetProjection()), bool(after.GetProjection())
+    if before_crs != after_crs:
+        raise InputError(_one_crs_message(*((before, "before", after, "after") if before_crs
+                                            else (after, "after", before, "before"))))
+    if not before_crs and not (has_geotransform(before) and has_geotransform(after)):
         if (before.RasterXSize, before.RasterYSize) != (after.RasterXSize, after.RasterYSize):
             raise InputError(
                 f"neither image is georeferenced and their sizes differ (before {before.RasterXSize}×"
@@ -99,17 +101,46 @@ def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dat
                 "or give images of one size covering the same area")
         return after
     target = Grid.of(before)
-    check_north_up(target.geotransform)
+    check_north_up(target.geotransform, target.width, target.height)
     if Grid.of(after).same_as(target):
         return after
     _check_overlap(target, after)
     return warp_to_grid(after, target, "bilinear", "the after image")
 
 
-def check_north_up(geotransform: Sequence[float]) -> None:
-    """Raise when the before image's ``geotransform`` has rotation terms: the outputs lie on its
-    grid, row by row, and an area of interest is cut from it in rows and columns."""
-    if geotransform[2] or geotransform[4]:
+def has_geotransform(dataset: gdal.Dataset) -> bool:
+    """Whether the raster is placed by a geotransform (its own or a world file's), CRS or not."""
+    return dataset.GetGeoTransform(can_return_null=True) is not None
+
+
+def _one_crs_message(with_crs: gdal.Dataset, with_role: str, without: gdal.Dataset, without_role: str) -> str:
+    if has_geotransform(without):  # placed, its CRS lost or never written: the fix is one command
+        return (f"the {without_role} image has no CRS (the {with_role} image's is "
+                f"{_crs_name(with_crs.GetProjection())}), so the two cannot be aligned; assign its CRS, "
+                f"e.g. gdal_edit.py -a_srs EPSG:… FILE, or in QGIS Layer Properties ▸ Source ▸ Assigned "
+                f"Coordinate Reference System, then export it (Export ▸ Save As…)")
+    return (f"only the {with_role} image is georeferenced, so the two cannot be aligned; georeference the "
+            f"{without_role} image too (e.g. with the QGIS Georeferencer), or give two without georeference")
+
+
+def _crs_name(wkt: str) -> str:
+    srs = osr.SpatialReference()
+    srs.ImportFromWkt(wkt)
+    code = srs.GetAuthorityCode(None)
+    return f"{srs.GetAuthorityName(None)}:{code}" if code else (srs.GetName() or "unnamed")
+
+
+# A rotation term whose effect across the whole image is below this fraction of a pixel is rounding
+# in the writing tool (1e-15 from a reprojection), not a rotated image.
+ROTATION_TOLERANCE_PX = 1e-3
+
+
+def check_north_up(geotransform: Sequence[float], width: int, height: int) -> None:
+    """Raise when the before image's ``geotransform`` (of a ``width`` × ``height`` image) has
+    rotation terms: the outputs lie on its grid, row by row, and an area of interest is cut from it
+    in rows and columns."""
+    _, dx, rx, _, ry, dy = geotransform
+    if abs(rx) * height > ROTATION_TOLERANCE_PX * abs(dx) or abs(ry) * width > ROTATION_TOLERANCE_PX * abs(dy):
         raise InputError("the before image is rotated (its geotransform has rotation terms); "
                          "warp it to a north-up grid first (Raster ▸ Projections ▸ Warp)")
 
@@ -119,7 +150,7 @@ def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str
     marks where it has data; ``options``: more of ``gdal.WarpOptions`` (a cutline)."""
     with collect_gdal_errors() as errors:
         warped = gdal.Warp("", dataset, options=gdal.WarpOptions(
-            format="VRT", dstSRS=target.crs_wkt, outputBounds=target.bounds(), width=target.width,
+            format="VRT", dstSRS=target.crs_wkt or None, outputBounds=target.bounds(), width=target.width,
             height=target.height, resampleAlg=resampling, dstAlpha=True, **options))
     if warped is None:
         raise InputError(f"GDAL could not put {what} on the before grid: {errors.last('unknown error')}")
@@ -128,7 +159,9 @@ def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str
 
 def _check_overlap(target: Grid, after: gdal.Dataset) -> None:
     """Raise when the after image's footprint, in the before CRS, misses the before image."""
-    footprint = transformed_bounds(Grid.of(after).bounds(), after.GetProjection(), target.crs_wkt)
+    footprint = Grid.of(after).bounds()
+    if target.crs_wkt:
+        footprint = transformed_bounds(footprint, after.GetProjection(), target.crs_wkt)
     if footprint is None or not bounds_overlap(footprint, target.bounds()):
         raise InputError("the before and after images do not overlap; choose two images of the same area")
 

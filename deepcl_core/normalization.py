@@ -1,8 +1,9 @@
 """Radiometric normalisation that treats 8-bit RGB and Sentinel-2 reflectance alike.
 
 Each band is stretched between robust low and high percentiles of its own image (computed once per
-image from a sample, never per tile, so tiles agree), clipped to [0, 1], then standardised with the
-mean and std the encoder was trained with (ImageNet's by default).
+image from a sample, never per tile, so tiles agree; on the pixels both dates cover,
+:mod:`.pair_statistics`), clipped to [0, 1], then standardised with the mean and std the encoder was
+trained with (ImageNet's by default).
 """
 from __future__ import annotations
 

@@ -208,17 +208,34 @@ def decoded_block_size(dataset: gdal.Dataset, band: int) -> Tuple[int, int]:
 SAMPLE_DECODED_PIXELS = 64 * 512 * 512
 
 
+Window = Tuple[int, int, int, int]  # column, row, width, height in pixels
+
+
 def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side: int = 1024,
-                windows_per_side: int = 8, window: int = 128) -> Tuple[np.ndarray, np.ndarray]:
-    """A sample of the image for its statistics: the whole image when small, else a regular grid
-    of windows (:func:`sample_windows`), so that the cost does not grow with the image. Returns
-    concatenated pixels (bands, 1, n), in the bands' own type as :func:`read_window` keeps it, and
-    validity (1, n)."""
+                windows_per_side: int = 8, window: int = 128,
+                windows: Optional[Sequence[Window]] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """A sample of the image for its statistics, at ``windows`` (another image's
+    :func:`sample_plan`, to sample two images of one grid at the same places) or at its own
+    plan. Returns concatenated pixels (bands, 1, n), in the bands' own type as :func:`read_window`
+    keeps it, and validity (1, n)."""
+    if windows is None:
+        windows = sample_plan(dataset, bands[0], max_side, windows_per_side, window)
+    pieces, masks = [], []
+    for x, y, w, h in windows:
+        pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
+        pieces.append(pixels.reshape(len(bands), -1))
+        masks.append(valid.reshape(-1))
+    return np.concatenate(pieces, axis=1)[:, None, :], np.concatenate(masks)[None, :]
+
+
+def sample_plan(dataset: gdal.Dataset, band: int, max_side: int = 1024, windows_per_side: int = 8,
+                window: int = 128) -> List[Window]:
+    """Where to sample an image for its statistics: the whole image when small, else a regular grid
+    of windows (:func:`sample_windows`), so that the cost does not grow with the image."""
     width, height = dataset.RasterXSize, dataset.RasterYSize
     if width <= max_side and height <= max_side:
-        pixels, valid = read_window(dataset, bands, 0, 0, width, height, role, keep_integers=True)
-        return pixels.reshape(len(bands), 1, -1), valid.reshape(1, -1)
-    block = decoded_block_size(dataset, bands[0])
+        return [(0, 0, width, height)]
+    block = decoded_block_size(dataset, band)
     per_side = windows_per_side
     # Each window decodes the blocks it touches whole: with large blocks (JPEG 2000's are often
     # 1024²) 64 windows decoded the whole image. Fewer, larger windows sample as many pixels.
@@ -226,12 +243,7 @@ def read_sample(dataset: gdal.Dataset, bands: Sequence[int], role: str, max_side
                                            per_side) > SAMPLE_DECODED_PIXELS:
         per_side //= 2
     w, h = (min(window * windows_per_side // per_side, side) for side in (width, height))
-    pieces, masks = [], []
-    for x, y in sample_windows(width, height, w, h, block, per_side):
-        pixels, valid = read_window(dataset, bands, x, y, w, h, role, keep_integers=True)
-        pieces.append(pixels.reshape(len(bands), -1))
-        masks.append(valid.reshape(-1))
-    return np.concatenate(pieces, axis=1)[:, None, :], np.concatenate(masks)[None, :]
+    return [(x, y, w, h) for x, y in sample_windows(width, height, w, h, block, per_side)]
 
 
 def _decoded_pixels(width: int, height: int, window: int, block: Tuple[int, int], per_side: int) -> int:

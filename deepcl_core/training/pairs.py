@@ -20,8 +20,8 @@ from ..errors import InputError
 from ..gdal_utils import is_alpha
 from ..grid import Grid, align_after_to_before, label_on_grid
 from ..normalization import ImageStretch, NormalizationSpec, normalize
-from ..raster_io import (open_image, open_raster, placed_by_gcps, read_sample, read_window,
-                         zero_means_no_change)
+from ..pair_statistics import read_pair_sample
+from ..raster_io import open_image, open_raster, placed_by_gcps, read_window, zero_means_no_change
 
 LOG = logging.getLogger(__name__)
 
@@ -204,8 +204,10 @@ def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSp
     except InputError as exc:
         raise InputError(f"pair {files.name}: {exc}") from None
     label, label_valid = read_label(files, before_ds)
-    before, valid_b = _read_normalised(before_ds, bands_before, spec, f"{files.name}: before")
-    after, valid_a = _read_normalised(aligned, bands_after, spec, f"{files.name}: after")
+    roles = (f"{files.name}: before", f"{files.name}: after")
+    stretches = read_pair_sample(before_ds, bands_before, aligned, bands_after, roles).stretches(spec)
+    before, valid_b = _read_normalised(before_ds, bands_before, stretches[0], spec, roles[0])
+    after, valid_a = _read_normalised(aligned, bands_after, stretches[1], spec, roles[1])
     valid = valid_b & valid_a & label_valid
     if not valid.any():
         raise InputError(f"pair {files.name} has no pixel where before, after and label all have data")
@@ -216,14 +218,11 @@ def load_pairs(pairs: Sequence[PairFiles], band_names: Sequence[str], spec: Norm
     return [load_pair(files, band_names, spec) for files in pairs]
 
 
-def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], spec: NormalizationSpec,
+def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: ImageStretch, spec: NormalizationSpec,
                      role: str) -> Tuple[np.ndarray, np.ndarray]:
-    """The whole image normalised with its own percentile stretch, computed from the same sample
-    detection uses, so that training sees exactly what detection will feed the network."""
-    sample, sample_valid = read_sample(dataset, bands, role)
-    if not sample_valid.any():
-        raise InputError(f"{role} image has no valid pixel")
-    stretch = ImageStretch.from_sample(sample, sample_valid, spec)
+    """The whole image normalised with ``stretch``, from the same pair sample detection uses
+    (:mod:`~deepcl_core.pair_statistics`), so that training sees exactly what detection will feed
+    the network."""
     pixels, valid = read_window(dataset, bands, 0, 0, dataset.RasterXSize, dataset.RasterYSize, role)
     return normalize(pixels, stretch, spec), valid
 
