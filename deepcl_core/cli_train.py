@@ -1,5 +1,6 @@
 """``deepcl train`` and ``deepcl evaluate``: argument parsing and the JSON they print; the work is
-done by :func:`deepcl_core.training.train` and :func:`deepcl_core.evaluation.evaluate`."""
+done by :func:`deepcl_core.training.train` and :func:`deepcl_core.evaluation.evaluate`. The engine
+(torch, GDAL, numpy) is imported inside the functions, as in :mod:`deepcl_core.cli`."""
 from __future__ import annotations
 
 import argparse
@@ -10,18 +11,19 @@ from pathlib import Path
 from typing import Any, Dict
 
 from .cli_output import print_json
-from .model.encoders import ENCODERS
-from .tiling import DEFAULT_TILE
 
 
 def add_train_parser(commands: argparse._SubParsersAction) -> None:
+    from .model.encoders import ENCODERS
+
     parser = commands.add_parser("train", help="train or fine-tune a model on labelled pairs",
                                  description="Train DeepCL on labelled pairs found below DATA_DIR (folders with "
                                              "before.*, after.*, label.*, or the LEVIR-CD A/ B/ label/ layout).")
     parser.add_argument("data_dirs", type=Path, nargs="+", metavar="DATA_DIR", help="folder(s) searched for pairs")
     parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt); the checkpoint "
                                                                 "goes next to it as OUT.ckpt")
-    parser.add_argument("--init", type=Path, help="fine-tune this model file instead of starting anew")
+    parser.add_argument("--init", type=Path, help="fine-tune this model file instead of starting anew (its encoder, "
+                                                  "bands, prior guidance and normalisation are kept)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--val", type=Path, nargs="+", default=(), metavar="DIR", help="validation pair folder(s)")
@@ -32,15 +34,20 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--resume", action="store_true", help="continue from OUT.ckpt after its last epoch")
     parser.add_argument("--overwrite", action="store_true",
                         help="start anew even where OUT or OUT.ckpt exists, and replace them")
-    parser.add_argument("--encoder", choices=sorted(ENCODERS), help="encoder (default mobilenet_v2)")
+    parser.add_argument("--encoder", choices=sorted(ENCODERS),
+                        help="encoder (default mobilenet_v2; with --init the --init model's, and another is refused)")
     parser.add_argument("--gamma", type=float, default=2.0, help="HSCL focusing exponent (default 2; 0: plain)")
     parser.add_argument("--hscl-weight", type=float, default=1.0, help="HSCL weight λ (default 1; 0: BCE+Dice only)")
-    parser.add_argument("--no-prior", action="store_true", help="decoder without distance-map guidance (ablation)")
+    parser.add_argument("--no-prior", action="store_true",
+                        help="decoder without distance-map guidance (ablation); refused with --init of a model "
+                             "that has it")
     parser.add_argument("--crop", type=int, default=256, help="training crop in pixels, a multiple of 32 (default 256)")
     parser.add_argument("--batch", type=int, default=8, help="crops per step (default 8)")
     parser.add_argument("--iterations-per-epoch", type=int, default=200, help="steps per epoch (default 200)")
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate (default 1e-3)")
-    parser.add_argument("--bands", nargs="+", metavar="NAME", help="input band names (default red green blue)")
+    parser.add_argument("--bands", nargs="+", metavar="NAME",
+                        help="input band names (default red green blue; with --init the --init model's, and "
+                             "others are refused)")
     parser.add_argument("--weight-average", type=float, default=0.995, metavar="DECAY",
                         help="validate and keep a moving average of the weights with this decay per step "
                              "(default 0.995; 0: the weights as they are)")
@@ -90,6 +97,8 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
+    from .tiling import DEFAULT_TILE
+
     parser = commands.add_parser("evaluate", help="accuracy of a model on labelled pairs (JSON)",
                                  description="Run detection on every labelled pair below DATA_DIR and compare "
                                              "with its label; prints pooled and per-pair metrics as JSON.")
@@ -132,6 +141,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
+    from .tiling import DEFAULT_TILE
+
     parser = commands.add_parser("calibrate", help="set a model's decision thresholds and confidence scaling "
                                                    "on labelled pairs",
                                  description="Choose the threshold that gives the highest F1 pooled over the "

@@ -6,11 +6,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import threading
-from typing import Callable, Dict, Iterator, List, Optional, TypeVar
+from typing import Callable, Dict, Iterator, List, Optional, Tuple, TypeVar
 
 from osgeo import gdal, ogr, osr
 
 Function = TypeVar("Function", bound=Callable)
+Result = TypeVar("Result")
 _EXCEPTION_MODULES = (gdal, ogr, osr)
 _RUNS_LOCK = threading.Lock()
 _RUNS = [0]  # engine calls running, in any thread
@@ -92,3 +93,47 @@ def thread_config(options: Dict[str, str]) -> Iterator[None]:
     finally:
         for key, value in previous.items():
             gdal.SetThreadLocalConfigOption(key, value)
+
+
+def interruptible(work: Callable[[Callable[[], bool]], Result]) -> Result:
+    """``work(stopped)`` in a worker thread, for a GDAL call with a progress callback, which should
+    return false once ``stopped()`` is true. Python raises a signal's KeyboardInterrupt (Ctrl-C; the
+    command line's SIGTERM too) in the main thread, at the next Python line it runs: during a GDAL
+    call, inside the callback, where GDAL's bindings print its traceback and drop it, and the call
+    fails with "User terminated". Here the waiting caller takes the interrupt instead: it sets
+    ``stopped()``, waits until GDAL has let go of its files and raises the interrupt again."""
+    stop, finished = threading.Event(), threading.Event()
+    outcome: List[Tuple[bool, object]] = []
+
+    def run() -> None:
+        try:
+            outcome.append((True, work(stop.is_set)))
+        except BaseException as error:  # raised again in the caller's thread
+            outcome.append((False, error))
+        finally:
+            finished.set()
+
+    # Not a daemon: should an interrupt come inside start(), before the worker is seen running, Python
+    # still waits for it at exit instead of ending it inside GDAL, which aborts the process
+    # ("terminate called without an active exception")
+    worker = threading.Thread(target=run, name="deepcl-gdal")
+    try:
+        worker.start()
+        _wait_for(finished)
+    except KeyboardInterrupt:
+        stop.set()
+        while worker.is_alive() and not finished.is_set():  # GDAL stops at its next progress call
+            with contextlib.suppress(KeyboardInterrupt):  # a second Ctrl-C changes nothing
+                _wait_for(finished)
+        raise
+    succeeded, value = outcome[0]
+    if not succeeded:
+        raise value  # type: ignore[misc]
+    return value  # type: ignore[return-value]
+
+
+def _wait_for(event: threading.Event) -> None:
+    # Not Thread.join: interrupted, Python 3.11's marks the running thread as ended. In short waits:
+    # a signal the kernel hands to another thread sets Python's flag without waking this one.
+    while not event.wait(0.1):
+        pass

@@ -7,13 +7,13 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 from osgeo import gdal
 
 from .errors import Cancelled, OutputError
-from .gdal_utils import collect_gdal_errors, thread_config
+from .gdal_utils import GdalErrors, collect_gdal_errors, interruptible, thread_config
 from .grid import GDAL_DEFAULT_GEOTRANSFORM, Grid
 
 CHANGE_NODATA = 255
@@ -144,13 +144,19 @@ def add_overviews(path: Path, data_type: int, compression: str, cancel: Callable
     user knows it, for messages."""
     settings = {f"{key}_OVERVIEW": value for key, value in (option.split("=") for option in COMPRESSIONS[compression])}
     settings["PREDICTOR_OVERVIEW"] = "2"
-    with thread_config(settings), collect_gdal_errors() as errors:
-        dataset = gdal.Open(str(path), gdal.GA_Update)
-        factors = overview_factors(dataset.RasterXSize, dataset.RasterYSize) if dataset is not None else []
-        status = dataset.BuildOverviews(OVERVIEW_RESAMPLING[data_type], factors,
-                                        callback=lambda *_: not cancel()) if factors else 0
-        dataset = None  # closing writes them
-    if cancel():
+
+    def build(stopped: Callable[[], bool]) -> Tuple[int, GdalErrors]:
+        # In interruptible()'s worker thread, so set there: GDAL's thread-local options and error handler
+        with thread_config(settings), collect_gdal_errors() as errors:
+            dataset = gdal.Open(str(path), gdal.GA_Update)
+            factors = overview_factors(dataset.RasterXSize, dataset.RasterYSize) if dataset is not None else []
+            status = dataset.BuildOverviews(OVERVIEW_RESAMPLING[data_type], factors,
+                                            callback=lambda *_: not (stopped() or cancel())) if factors else 0
+            dataset = None  # closing writes them
+        return status, errors
+
+    status, errors = interruptible(build)  # Ctrl-C or SIGTERM meanwhile: raised here, files closed
+    if cancel():  # GDAL's "User terminated" was this cancel, not a write that failed
         raise Cancelled()
     if status != 0 or errors.messages:
         raise OutputError(f"building the overviews of {name or path} failed: {errors.last('unknown error')} "

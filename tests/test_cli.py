@@ -3,13 +3,18 @@ prints a summary; every bad input ends with exit status 2 and exactly one line o
 traceback, and leaves no output file."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import queue
+import signal
 import subprocess
 import sys
+import threading
+import time
 import zipfile
 from pathlib import Path
-from typing import List
+from typing import List, Optional, Set
 
 import pytest
 from osgeo import gdal
@@ -18,10 +23,15 @@ ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--tile", "128", "--overlap", "32", "--device", "cpu"]
 
 
+def deepcl_env(**extra: str) -> dict:
+    """This environment, with the project on the module path, and ``extra``."""
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+            **extra}
+
+
 def deepcl(*args, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "deepcl_core", *map(str, args)], capture_output=True, text=True,
-                          env=env, cwd=cwd or ROOT, timeout=120)
+                          env=deepcl_env(), cwd=cwd or ROOT, timeout=120)
 
 
 def stderr_lines(result: subprocess.CompletedProcess) -> List[str]:
@@ -235,11 +245,8 @@ def test_a_closed_output_pipe_is_no_internal_error(tiny_model_path):
 def test_sigterm_ends_a_run_as_ctrl_c_does(tiny_model_path, tmp_path):
     """kill, a job scheduler or a stopping container sends SIGTERM: the hidden partial outputs are
     removed, one line says so, and the exit status is the shell's for it (143)."""
-    import signal
-    import time
-
     city = Path(os.environ.get("DEEPCL_DATA", ROOT.parent / "shared" / "data")) / "oscd" / "bercy"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = deepcl_env()
     out = tmp_path / "out"
     out.mkdir()
     run = subprocess.Popen([sys.executable, "-m", "deepcl_core", *map(str, detect_args(
@@ -272,8 +279,7 @@ def test_json_reaches_a_stdout_that_cannot_encode_its_letters(oscd_mismatch_pair
     JSON after its work was done. Escaped, the JSON holds the same path."""
     out = tmp_path / "Zürich ▸ 2"
     out.mkdir()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
-           "PYTHONIOENCODING": "cp1252"}
+    env = deepcl_env(PYTHONIOENCODING="cp1252")
     result = subprocess.run([sys.executable, "-m", "deepcl_core", *map(str, detect_args(*oscd_mismatch_pair, out,
                                                                                          tiny_model_path))],
                             capture_output=True, env=env, cwd=ROOT, timeout=120)
@@ -288,10 +294,7 @@ def test_minimum_area_must_be_a_number(oscd_mismatch_pair, tiny_model_path, tmp_
 
 def test_a_run_told_to_ignore_sigterm_keeps_ignoring_it(oscd_mismatch_pair, tiny_model_path, tmp_path):
     """Started under nohup (SIGTERM ignored), a run is not ended by SIGTERM."""
-    import signal
-    import time
-
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    env = deepcl_env()
     run = subprocess.Popen([sys.executable, "-m", "deepcl_core", *map(str, detect_args(
         *oscd_mismatch_pair, tmp_path, tiny_model_path, "--tile", "64", "--overlap", "16"))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
@@ -303,3 +306,138 @@ def test_a_run_told_to_ignore_sigterm_keeps_ignoring_it(oscd_mismatch_pair, tiny
     _, stderr = run.communicate(timeout=120)
     assert run.returncode == 0, stderr
     assert files_in(tmp_path) == ["change.tif", "changes.gpkg", "confidence.tif", "distance.tif"]
+
+
+STOPS = [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")]
+
+
+def pump_lines(stream) -> "queue.Queue[Optional[str]]":
+    """The lines of ``stream`` as they come, then None, read in a thread: a test waits for one with a timeout."""
+    lines: "queue.Queue[Optional[str]]" = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
+def lines_until(lines: "queue.Queue[Optional[str]]", marker: str, timeout: float) -> List[str]:
+    """The lines from ``lines`` (:func:`pump_lines`) up to the first that holds ``marker``."""
+    seen: List[str] = []
+    deadline = time.monotonic() + timeout
+    while not seen or marker not in seen[-1]:
+        line = lines.get(timeout=max(deadline - time.monotonic(), 0))
+        assert line is not None, f"the run ended before {marker!r}: {''.join(seen)}"
+        seen.append(line)
+    return seen
+
+
+@pytest.fixture(scope="module")
+def pair_on_a_wide_canvas(data_dir, tmp_path_factory):
+    """OSCD bercy (360×395) on a canvas of 8,192² pixels of nodata (VRTs): the tiles without a valid
+    pixel are skipped, so that the run soon builds the overviews of 8,192² maps, which takes
+    seconds. The image lies at (400, 400), where the statistics' sample windows find it."""
+    folder = tmp_path_factory.mktemp("wide")
+    pair = []
+    gdal.PushErrorHandler("CPLQuietErrorHandler")  # the window goes beyond the image, on purpose
+    try:
+        for date in ("before", "after"):
+            pair.append(folder / f"{date}.vrt")
+            assert gdal.Translate(str(pair[-1]), str(data_dir / "oscd" / "bercy" / f"{date}.tif"), format="VRT",
+                                  srcWin=[-400, -400, 8192, 8192], noData=0) is not None
+    finally:
+        gdal.PopErrorHandler()
+    return pair
+
+
+def proc_entry(run: subprocess.Popen, name: str) -> Path:
+    """/proc/PID/``name`` of ``run``; the test is skipped where there is no /proc (not Linux)."""
+    entry = Path(f"/proc/{run.pid}/{name}")
+    if not entry.exists():
+        pytest.skip(f"needs /proc/PID/{name}")
+    return entry
+
+
+def open_files(fds: Path) -> Set[str]:
+    """The files that the descriptors in ``fds`` (a /proc/PID/fd) lead to."""
+    targets = set()
+    for fd in fds.iterdir():
+        with contextlib.suppress(OSError):  # closed meanwhile
+            targets.add(os.readlink(fd))
+    return targets
+
+
+def wait_until_a_partial_output_is_held_open(run: subprocess.Popen, seconds: float = 0.05,
+                                             timeout: float = 120) -> None:
+    """Until ``run`` has kept one of its partial outputs open for ``seconds``."""
+    fds = proc_entry(run, "fd")
+    deadline, opened = time.monotonic() + timeout, {}
+    while True:
+        assert run.poll() is None, "the run ended first"
+        assert time.monotonic() < deadline, "no partial output was held open"
+        now = time.monotonic()
+        opened = {path: opened.get(path, now) for path in open_files(fds) if ".partial" in path}
+        if any(now - since >= seconds for since in opened.values()):
+            return
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("signum, status, word", STOPS, ids=["SIGINT", "SIGTERM"])
+def test_a_signal_while_the_overviews_are_built_ends_the_run_as_in_the_tiles(
+        pair_on_a_wide_canvas, tiny_model_path, tmp_path, signum, status, word):
+    """Ctrl-C or SIGTERM while GDAL builds the overviews: it came inside GDAL's progress callback,
+    whose traceback was printed, and the run ended with "building the overviews … failed: User
+    terminated (is the disk full?)" and status 2, instead of as an interrupt."""
+    run = subprocess.Popen([sys.executable, "-m", "deepcl_core", *map(str, detect_args(
+        *pair_on_a_wide_canvas, tmp_path, tiny_model_path, "--overviews", "--tile", "1024"))],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=deepcl_env(), cwd=ROOT)
+    lines = pump_lines(run.stderr)
+    seen = lines_until(lines, "building overviews", timeout=180)
+    wait_until_a_partial_output_is_held_open(run)  # by GDAL building its overviews, not just opening it
+    run.send_signal(signum)
+    stderr = "".join(seen + list(iter(lambda: lines.get(timeout=120), None)))
+    assert run.wait(timeout=60) == status, stderr
+    assert "Traceback" not in stderr, stderr
+    assert stderr.splitlines()[-1] == f"deepcl: {word}; no output was written"
+    assert files_in(tmp_path) == []
+
+
+# What the console script `deepcl` runs (pyproject's [project.scripts]), without it having to be installed
+CONSOLE_SCRIPT = "import sys; from deepcl_core.cli import main; sys.exit(main())"
+
+
+def wait_for_torch_to_load(run: subprocess.Popen, timeout: float = 120) -> None:
+    """Until ``run`` has mapped torch's library, that is, is importing torch (Linux)."""
+    maps = proc_entry(run, "maps")
+    deadline = time.monotonic() + timeout
+    while "libtorch" not in maps.read_text():
+        assert run.poll() is None, f"the run ended before it imported torch: {run.communicate()[1]}"
+        assert time.monotonic() < deadline, "torch was not imported"
+        time.sleep(0.005)
+
+
+@pytest.mark.parametrize("entry", [["-m", "deepcl_core"], ["-c", CONSOLE_SCRIPT]], ids=["python -m", "deepcl"])
+def test_a_signal_while_torch_is_imported_ends_the_run_as_any_interrupt(entry, oscd_mismatch_pair, tiny_model_path,
+                                                                         tmp_path):
+    """Ctrl-C or SIGTERM in the second or so that importing torch takes: a KeyboardInterrupt
+    traceback, at times an abort inside pybind11 or a signal lost (the run went on to exit 0),
+    and SIGTERM killed the process before its handler was set. Sent at a few moments of the import,
+    each run must end as an interrupt does: the one line, 130 or 143, and no output."""
+    for signum, status, word in STOPS:
+        for delay in (0.0, 0.3):  # early and later in the import
+            out = tmp_path / f"{signum.name}-{delay}"
+            out.mkdir()
+            run = subprocess.Popen([sys.executable, *entry, *map(str, detect_args(*oscd_mismatch_pair, out,
+                                                                                   tiny_model_path))],
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=deepcl_env(),
+                                   cwd=ROOT)
+            wait_for_torch_to_load(run)
+            time.sleep(delay)
+            run.send_signal(signum)
+            _, stderr = run.communicate(timeout=120)
+            assert run.returncode == status, f"{signum.name} after {delay} s: {run.returncode}; {stderr}"
+            assert "Traceback" not in stderr, stderr
+            assert stderr.strip().splitlines()[-1] == f"deepcl: {word}; no output was written"
+            assert files_in(out) == []
