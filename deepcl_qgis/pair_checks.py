@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from qgis.core import (QgsCoordinateTransform, QgsCoordinateTransformContext, QgsProcessingException, QgsRaster,
-                       QgsRasterLayer, QgsRectangle)
+from qgis.core import QgsProcessingException, QgsRaster, QgsRasterLayer
 
 from .engine import core_module
 from .paths import bundled_model_path
@@ -37,33 +36,13 @@ def check_distinct(before: QgsRasterLayer, after: QgsRasterLayer) -> None:
             "choose the image taken after the change as the after layer.")
 
 
-def check_overlap(before: QgsRasterLayer, after: QgsRasterLayer, transforms: QgsCoordinateTransformContext) -> None:
-    """Georeferenced images must share ground; images without georeference must be the same size."""
-    before_geo, after_geo = before.crs().isValid(), after.crs().isValid()
-    if before_geo != after_geo:
-        which = "before" if before_geo else "after"
-        raise QgsProcessingException(
-            f"Only the {which} image is georeferenced, so the two cannot be aligned; georeference both "
-            "(e.g. with the Georeferencer) or neither.")
-    if not before_geo:
-        if (before.width(), before.height()) != (after.width(), after.height()):
-            raise QgsProcessingException(
-                f"Neither image is georeferenced and their sizes differ (before {before.width()}×{before.height()}, "
-                f"after {after.width()}×{after.height()} pixels); give two images of the same area and size.")
-        return
-    after_extent = extent_in_crs(after.extent(), after, before, transforms)
-    if not after_extent.intersects(before.extent()):
-        raise QgsProcessingException(
-            f"The before image '{before.name()}' and the after image '{after.name()}' do not overlap; "
-            "choose two images of the same area.")
-
-
-def extent_in_crs(extent: QgsRectangle, source: QgsRasterLayer, target: QgsRasterLayer,
-                  transforms: QgsCoordinateTransformContext) -> QgsRectangle:
-    if source.crs() == target.crs():
-        return extent
-    transform = QgsCoordinateTransform(source.crs(), target.crs(), transforms)
-    return transform.transformBoundingBox(extent)
+def check_overlap(before_file: str, after_file: str) -> None:
+    """The engine's own alignment of the pair, made on the files (``raster_file`` names) before the
+    run, no pixel read: CRSs, geotransforms and overlap as the run will see them. A CRS assigned to a
+    layer in QGIS but not written in its file is not seen by the run, so not taken from the layer."""
+    raster_io = core_module("raster_io")
+    core_module("grid").align_after_to_before(raster_io.open_image(before_file, "before"),
+                                              raster_io.open_image(after_file, "after"))
 
 
 def check_bands(layer: QgsRasterLayer, bands: Sequence[int], role: str) -> None:

@@ -210,7 +210,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         bands_before = self.parameterAsInts(parameters, self.BANDS_BEFORE, context)
         bands_after = self.parameterAsInts(parameters, self.BANDS_AFTER, context)
         pair_checks.check_distinct(before, after)
-        pair_checks.check_overlap(before, after, context.transformContext())
+        pair_checks.check_overlap(raster_file(before, "before"), raster_file(after, "after"))
         pair_checks.check_bands(before, bands_before, "before")
         pair_checks.check_bands(after, bands_after, "after")
         pair_checks.check_band_counts(bands_before, bands_after)

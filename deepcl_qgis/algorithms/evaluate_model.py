@@ -15,7 +15,7 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
 from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import write_report
-from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_input,
+from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file, raster_input,
                    releases_locals_on_error, typed_number_problem)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
@@ -116,7 +116,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
         after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
         pair_checks.check_distinct(before, after)
-        pair_checks.check_overlap(before, after, context.transformContext())
+        pair_checks.check_overlap(raster_file(before, "before"), raster_file(after, "after"))
         model = self.model_path(parameters, context)
         pair_checks.check_model(model, before, [], "before")
         pair_checks.check_model(model, after, [], "after")

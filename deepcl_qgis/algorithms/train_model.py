@@ -15,8 +15,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProce
 from .. import pair_checks
 from ..engine import core_module
 from ..training_pair import write_pair_folder
-from .base import (DeepCLAlgorithm, add_help, engine_errors, engine_warnings_to, progress_to, raster_input,
-                   releases_locals_on_error)
+from .base import (DeepCLAlgorithm, add_help, engine_errors, engine_warnings_to, progress_to, raster_file,
+                   raster_input, releases_locals_on_error)
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -124,7 +124,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             before = self.parameterAsRasterLayer(parameters, self.BEFORE, context)
             after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
             pair_checks.check_distinct(before, after)
-            pair_checks.check_overlap(before, after, context.transformContext())
+            pair_checks.check_overlap(raster_file(before, "before"), raster_file(after, "after"))
         if self._has(parameters, self.INIT_MODEL):
             problem = pair_checks.model_file_problem(self.parameterAsFile(parameters, self.INIT_MODEL, context))
             if problem:

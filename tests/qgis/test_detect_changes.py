@@ -293,6 +293,30 @@ def test_refuses_images_that_do_not_overlap(deepcl_provider, tiny_model, tmp_pat
     assert "do not overlap" in check_message(ALG, params)
 
 
+def test_images_placed_without_a_crs_are_detected_as_qgis_draws_them(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """The OSCD crop (the after image on another grid, of another size) with both CRSs removed,
+    the geotransforms kept: processing.run's check lets the engine align them by their
+    geotransforms, and the maps are those of the pair with its CRS. It was refused as two images
+    without georeference of different sizes."""
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    for role in ("before", "after"):
+        copy = gdal.Translate(str(plain / f"{role}.tif"), image(oscd_crop, role))
+        copy.SetProjection("")
+        copy = None
+    bands = dict(BANDS_BEFORE=[1, 2, 3], BANDS_AFTER=[1, 2, 3], THRESHOLD=0.3)
+    without = run(ALG, _params(plain, tiny_model, _folder(tmp_path / "no_crs"), **bands))
+    with_crs = run(ALG, _params(oscd_crop, tiny_model, _folder(tmp_path / "crs"), **bands))
+    for name in ("CHANGE", "CONFIDENCE"):
+        np.testing.assert_array_equal(read(without[name]), read(with_crs[name]))
+    assert without["CHANGED_PIXELS"] == with_crs["CHANGED_PIXELS"] > 0
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def test_missing_bundled_model_is_explained(deepcl_provider, tmp_path, monkeypatch):
     """A copy of the plugin without its model (e.g. a trimmed package) says so in user words."""
     import deepcl_qgis.algorithms.detect_changes as algorithm_module
