@@ -31,6 +31,7 @@ class LatestChangeMap(QObject):
         self._threshold, self._show_summary, self._show_error = threshold, show_summary, show_error
         self.layer_id = ""  # none before the first run
         self.task: Optional[ReclassifyTask] = None
+        self._task_layer_id = ""  # the change layer the running task re-classifies for
         self.run_seconds = 0.0
         self.run_area = WHOLE_IMAGE
         self.run_map, self.run_threshold = Path(), -1.0  # shown again at its threshold
@@ -76,13 +77,16 @@ class LatestChangeMap(QObject):
         confidence = Path(layer.customProperty(result_layers.CONFIDENCE_PROPERTY))
         target = confidence.with_name(f"change_t{threshold_scale.label(threshold)}_{time.strftime('%H%M%S')}.tif")
         self.task = ReclassifyTask(confidence, target, threshold, self._on_reclassified)
+        self._task_layer_id = layer.id()
         QgsApplication.taskManager().addTask(self.task)
 
     def _on_reclassified(self, counts: Optional[ChangeCounts], path: Path, error: str) -> None:
         task, self.task = self.task, None
-        layer = self.layer()
+        # A run that ended meanwhile made another layer the latest: this map is of the earlier run's
+        # confidence, and shown on the new layer it would pass off that run's change as this one's.
+        layer = self.layer() if self._task_layer_id == self.layer_id else None
         if counts is None or layer is None:
-            if counts is not None:  # the change layer was removed meanwhile: its new map is no one's
+            if counts is not None:  # the change layer was removed or superseded meanwhile: its new map is no one's
                 path.unlink(missing_ok=True)
             if error:
                 self._show_error(error)

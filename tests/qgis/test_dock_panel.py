@@ -167,6 +167,38 @@ def test_moving_the_threshold_back_shows_the_runs_own_map_again(panel, oscd_crop
     assert dock.form.summary_label.text() == run_summary
 
 
+def test_a_reclassification_that_ends_after_the_next_run_is_not_shown_on_its_map(panel, oscd_crop, monkeypatch):
+    """The slider moved after a run, and another run started before the re-classification of the
+    first ended (it takes seconds on a large map: here made slow): the second run's Change layer
+    keeps its own map, and the first run's re-classified map, shown by no layer, is deleted. It was
+    put on the second run's layer, with the first run's figures in the summary."""
+    from deepcl_qgis.dock import reclassify_task
+
+    real = reclassify_task.reclassify
+
+    def slow_reclassify(*args, **kwargs):
+        time.sleep(3)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(reclassify_task, "reclassify", slow_reclassify)
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    _run(dock)
+    first = dock.latest.layer()
+    first_map = first.source()
+    dock.form.threshold_slider.setValue(dock.form.threshold_slider.value() + 3)
+    wait_for(lambda: dock.latest.task is not None)
+    dock.form.before_combo.setLayer(_layer_named("levir before"))
+    dock.form.after_combo.setLayer(_layer_named("levir after"))
+    _run(dock)
+    second = dock.latest.layer()
+    second_map, second_summary = second.source(), dock.form.summary_label.text()
+    wait_for(lambda: dock.latest.task is None, timeout=60)
+    assert second.source() == second_map and dock.form.summary_label.text() == second_summary
+    assert first.source() == first_map
+    assert not list(Path(first_map).parent.glob("change_t*.tif"))
+
+
 def _show_on_map(canvas, before, columns, rows, crs: str) -> None:
     """The map, in ``crs``, over ``before``'s pixels ``columns`` × ``rows`` (half-open ranges)."""
     from qgis.core import QgsCoordinateReferenceSystem, QgsCoordinateTransform, QgsProject, QgsRectangle
