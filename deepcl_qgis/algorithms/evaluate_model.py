@@ -189,8 +189,10 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto")
         with engine_errors():
-            detect.detect_changes(before.source, after.source, outputs, options,
-                                  progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
+            result = detect.detect_changes(before.source, after.source, outputs, options,
+                                           progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
+        for warning in result.warnings:  # what detection says of its inputs, e.g. an untrained model
+            feedback.pushWarning(warning)
         return str(outputs.change), str(outputs.confidence)
 
     def _reference(self, context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:

@@ -87,6 +87,16 @@ def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
     assert 0.0 <= result["F1"] <= 1.0 and 0.0 <= result["OA"] <= 1.0
 
 
+def test_detections_warnings_reach_the_log(deepcl_provider, tiny_model, tmp_path):
+    """Evaluating a model runs a detection, whose warnings (here: the model was never trained) go to
+    the Processing log as the detection algorithm's do; they went to QGIS's stderr only."""
+    folder = pair("dsifn", "3_4")
+    feedback = error_recording_feedback()
+    run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
+              "DEVICE": "cpu", "REFERENCE": image(folder, "label")}, feedback)
+    assert "the model was never trained: its output is meaningless" in feedback.warnings
+
+
 def test_model_left_out_is_the_bundled_one_as_in_detection(deepcl_provider, tmp_path):
     """The bundled model's figures on the pair, as `deepcl evaluate` (its default too) gives them."""
     from deepcl_core.evaluation import EvaluateOptions, evaluate
