@@ -101,8 +101,10 @@ class DetectOptions:
             raise InputError(f"tile size must be a multiple of {NETWORK_MULTIPLE} and at least "
                              f"{NETWORK_MULTIPLE}; got {self.tile_size}")
         if not 0 <= self.overlap < self.tile_size // 2:
+            # The default overlap (64) is half of a 128 tile: a smaller tile alone needs this hint
+            hint = f": a smaller tile needs a smaller overlap (e.g. {self.tile_size // 4})" if self.overlap > 0 else ""
             raise InputError(f"overlap must be at least 0 and under half the tile size ({self.tile_size // 2}); "
-                             f"got {self.overlap}")
+                             f"got {self.overlap}{hint}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1; got {self.batch_size}")
         if self.io_threads is not None and self.io_threads < 1:

@@ -884,7 +884,8 @@ def test_output_names_may_end_in_any_case_and_in_tiff(oscd_mismatch_pair, tiny_m
 
 @pytest.mark.parametrize("options, message", [
     (dict(tile_size=100), "multiple of 32"),
-    (dict(tile_size=128, overlap=64), "overlap"),
+    (dict(tile_size=128),  # the default overlap: the message says what to lower
+     r"under half the tile size \(64\); got 64: a smaller tile needs a smaller overlap \(e.g. 32\)"),
     (dict(batch_size=0), "batch"),
     (dict(threshold=1.0), "threshold"),
     (dict(input_scale=0), "input scale"),

@@ -12,7 +12,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, QgsProcessingContext,
                        QgsProcessingException, QgsProcessingFeatureSource, QgsProcessingFeedback,
                        QgsProcessingOutputLayerDefinition, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProperty, QgsProviderRegistry, QgsRasterLayer)
+                       QgsProcessingParameterEnum, QgsProcessingParameterNumber, QgsProperty, QgsProviderRegistry,
+                       QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -68,7 +69,8 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         problem = dependency_problem()
         if problem:
             return False, problem
-        problem = self._choice_problem(parameters) or self.precheck(parameters, context)
+        problem = (self._choice_problem(parameters) or self.precheck(parameters, context)
+                   or self._range_problem(parameters))
         if problem:  # before the generic checks, whose "Incorrect parameter value" says too little
             return False, problem
         ok, message = super().checkParameterValues(parameters, context)
@@ -98,6 +100,20 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
             if value not in (None, "") and str(value) not in definition.options():
                 return (f"{definition.description()} is one of {', '.join(definition.options())} (by name); "
                         f"got {value}.")
+        return ""
+
+    def _range_problem(self, parameters: Dict[str, Any]) -> str:
+        """A number outside its parameter's range, in words (Processing says "Incorrect parameter value")."""
+        for definition in self.parameterDefinitions():
+            if not isinstance(definition, QgsProcessingParameterNumber):
+                continue
+            try:
+                value = float(parameters.get(definition.name()))
+            except (TypeError, ValueError):  # unset, an expression, or not a number (precheck's)
+                continue
+            if not definition.minimum() <= value <= definition.maximum():
+                return (f"{definition.description()} must be between {definition.minimum():g} and "
+                        f"{definition.maximum():g}; got {value:g}.")
         return ""
 
     def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:

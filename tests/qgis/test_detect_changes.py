@@ -274,6 +274,15 @@ def test_values_typed_as_on_the_command_line_are_refused_in_words(deepcl_provide
     assert result["CHANGE"]
 
 
+def test_numbers_out_of_range_are_refused_in_words(deepcl_provider, tiny_model, tmp_path):
+    """A threshold of 1.5 or a tile of 0 got Processing's "Incorrect parameter value for THRESHOLD"."""
+    folder = pair("levir", "test_55_0256_0000")
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, THRESHOLD=1.5))
+    assert message == "Change threshold must be between 0.001 and 0.99; got 1.5."
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, TILE_SIZE=0))
+    assert message.startswith("Tile size") and message.endswith("; got 0.")
+
+
 def test_a_tile_too_small_for_the_overlap_is_refused_before_the_run(deepcl_provider, tiny_model, tmp_path):
     """Each is within its own range; together they are not (the engine's rule, asked in the check)."""
     folder = pair("levir", "test_55_0256_0000")
