@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from qgis.core import QgsProcessingException, QgsRaster, QgsRasterLayer
+from qgis.core import QgsCoordinateReferenceSystem, QgsProcessingException, QgsRaster, QgsRasterLayer
 
 from .engine import core_module
 from .paths import bundled_model_path
@@ -43,6 +43,22 @@ def check_overlap(before_file: str, after_file: str) -> None:
     raster_io = core_module("raster_io")
     core_module("grid").align_after_to_before(raster_io.open_image(before_file, "before"),
                                               raster_io.open_image(after_file, "after"))
+
+
+def assigned_crs_warning(layer_crs: QgsCoordinateReferenceSystem, source: str, name: str) -> str:
+    """A warning when the layer has a CRS in QGIS (assigned there) that its file does not hold, or ''.
+    The run reads the file: it treats the image as without a CRS, and its outputs have none."""
+    if not layer_crs.isValid():
+        return ""
+    from osgeo import gdal  # not needed at import
+
+    dataset = gdal.Open(source)
+    if dataset is None or dataset.GetProjection():
+        return ""
+    return (f"The layer '{name}' has the CRS {layer_crs.authid() or layer_crs.description()} in QGIS, but its file "
+            "holds none, and the run reads the file: it ran without a CRS, so the outputs have none and the "
+            "changed area is in pixels. To use that CRS, save the layer with it (Export ▸ Save As…) and run on "
+            "the copy.")
 
 
 def check_bands(layer: QgsRasterLayer, bands: Sequence[int], role: str) -> None:

@@ -321,6 +321,36 @@ def test_images_placed_without_a_crs_are_detected_as_qgis_draws_them(deepcl_prov
     assert without["CHANGED_PIXELS"] == with_crs["CHANGED_PIXELS"] > 0
 
 
+def test_a_crs_assigned_in_qgis_but_not_in_the_files_is_pointed_out(deepcl_provider, tiny_model, tmp_path,
+                                                                      oscd_crop):
+    """The crop's files without their CRS, the layers given EPSG:4326 in QGIS (Layer Properties ▸
+    Source): the run reads the files, so it works without a CRS, and the log says so and how to
+    keep the CRS. It said nothing, and the summary spoke of images not georeferenced."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
+
+    plain = _folder(tmp_path / "plain")
+    layers = []
+    for role in ("before", "after"):
+        copy = gdal.Translate(str(plain / f"{role}.tif"), image(oscd_crop, role))
+        copy.SetProjection("")
+        copy = None
+        layer = QgsRasterLayer(str(plain / f"{role}.tif"), f"plain {role}", "gdal")
+        layer.setCrs(QgsCoordinateReferenceSystem("EPSG:4326"))
+        QgsProject.instance().addMapLayer(layer)
+        layers.append(layer)
+    feedback = error_recording_feedback()
+    try:
+        result = run(ALG, {**_params(plain, tiny_model, _folder(tmp_path / "out"), BANDS_BEFORE=[1, 2, 3],
+                                     BANDS_AFTER=[1, 2, 3]), "BEFORE": layers[0].id(), "AFTER": layers[1].id()},
+                     feedback)
+    finally:
+        QgsProject.instance().removeMapLayers([layer.id() for layer in layers])
+    assert result["CHANGED_AREA_M2"] is None
+    for name in ("plain before", "plain after"):
+        assert any(f"The layer '{name}' has the CRS EPSG:4326 in QGIS, but its file holds none" in warning
+                   for warning in feedback.warnings), feedback.warnings
+
+
 def _folder(path: Path) -> Path:
     path.mkdir(parents=True, exist_ok=True)
     return path
