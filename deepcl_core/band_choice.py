@@ -26,6 +26,10 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     ``len(expected)`` bands are taken."""
     count = dataset.RasterCount
     needed = len(expected)
+    repeated = sorted({name for name in expected if list(expected).count(name) > 1})
+    if repeated:  # e.g. training with --bands red red red: one band fed three times, or three under one name
+        raise InputError(f"the band names {', '.join(expected)} name {', '.join(repeated)} more than once; "
+                         "give each band once")
     if requested:
         bands = tuple(int(b) for b in requested)
         bad = [b for b in bands if not 1 <= b <= count]
@@ -43,11 +47,11 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     found = _found_bands(dataset, expected)
     if _each_found_once(found):
         return found  # type: ignore[return-value]
-    codes = _band_codes(dataset)
-    if codes:  # the file names its bands, and not the model's: taking the first ones would be a guess
+    names = _band_names(dataset)
+    if names:  # the file names its bands, and not the model's: taking the first ones would be a guess
         missing = [name for name, index in zip(expected, found) if not index]
         raise InputError(f"the model needs the bands {', '.join(expected)}; the {role} image's bands are "
-                         f"{', '.join(codes)}, without {', '.join(missing)}: choose an image that holds "
+                         f"{', '.join(names)}, without {', '.join(missing)}: choose an image that holds "
                          "them (of a Sentinel-2 product, its 10m subdataset) or choose the bands by hand")
     return tuple(range(1, needed + 1))
 
@@ -60,8 +64,9 @@ def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[in
     image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
     if requested or len(image_bands) <= needed or _each_found_once(_found_bands(dataset, expected)):
         return None
-    return (f"the {role} image's {len(image_bands)} bands do not say which is {', '.join(expected[:-1])} or "
-            f"{expected[-1]} (no description or colour interpretation): bands "
+    which = f"{', '.join(expected[:-1])} or {expected[-1]}" if needed > 1 else expected[0]
+    return (f"the {role} image's {len(image_bands)} bands do not say which is {which} "
+            f"(no description or colour interpretation): bands "
             f"{', '.join(str(i) for i in range(1, needed + 1))} were taken as {', '.join(expected)}; if they "
             "are in another order, choose the bands by hand")
 
@@ -79,18 +84,20 @@ def _each_found_once(found: Sequence[Optional[int]]) -> bool:
 _BAND_CODE = re.compile(r"^b(?:0?[1-9]|1[0-2]|8a)$")
 
 
-def _band_codes(dataset: gdal.Dataset) -> List[str]:
-    """The sensor band codes that the bands' descriptions give, when every band has one."""
-    codes = []
+def _band_names(dataset: gdal.Dataset) -> List[str]:
+    """What each band is, when every band says: its sensor code (from its description) or its colour
+    interpretation (red, green, blue: a PNG's, a JPEG's); else nothing."""
+    names = []
     for index in range(1, dataset.RasterCount + 1):
         band = dataset.GetRasterBand(index)
         if is_alpha(band):
             continue
-        words = [w for w in re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()) if _BAND_CODE.match(w)]
-        if not words:
+        codes = [w for w in re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()) if _BAND_CODE.match(w)]
+        colour = next((name for name, interp in _COLOR_INTERP.items() if band.GetColorInterpretation() == interp), None)
+        if not codes and colour is None:
             return []
-        codes.append(words[0].upper())
-    return codes
+        names.append(codes[0].upper() if codes else colour)
+    return names
 
 
 def _find_band(dataset: gdal.Dataset, name: str) -> Optional[int]:
