@@ -15,8 +15,8 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
 from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import write_report
-from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file, raster_input,
-                   releases_locals_on_error, typed_number_problem)
+from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
+                   raster_input, releases_locals_on_error, typed_number_problem)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
 COUNTS = ["TP", "FP", "FN", "TN"]
