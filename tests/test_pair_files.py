@@ -257,3 +257,25 @@ def test_a_plain_label_on_a_before_image_placed_by_gcps_is_placed_by_them(oscd, 
     np.testing.assert_array_equal(label, expected)
     np.testing.assert_array_equal(valid, expected_valid)
     assert label.shape != (256, 256) and label.sum() > 0
+
+
+def test_pairs_below_linked_folders_are_found_once_each(data_dir, tmp_path):
+    """A data set linked into a data folder is searched (Path.rglob passed links over: `evaluate` of
+    a folder of links found no pair, and of one holding a pair and a link, that pair alone); a link
+    back to an ancestor does not loop, and a folder seen through two links gives its pairs once."""
+    linked = tmp_path / "linked"
+    shutil.copytree(data_dir / "dsifn" / "0_2", linked / "0_2")
+    (linked / "levir").symlink_to(data_dir / "levir", target_is_directory=True)
+    (linked / "0_2" / "up").symlink_to("..", target_is_directory=True)  # a loop
+    (linked / "levir again").symlink_to(data_dir / "levir", target_is_directory=True)
+    levir = find_pairs([data_dir / "levir"])
+    pairs = find_pairs([linked])
+    assert sorted(p.name for p in pairs) == sorted(["0_2", *(p.name for p in levir)])
+    outside_levir = {p.before.resolve() for p in pairs} - {p.before.resolve() for p in levir}
+    assert outside_levir == {(linked / "0_2" / "before.png").resolve()}
+    only_links = tmp_path / "only_links"
+    only_links.mkdir()
+    (only_links / "dsifn").symlink_to(data_dir / "dsifn", target_is_directory=True)
+    dsifn = find_pairs([only_links])
+    assert [(p.name, p.group) for p in dsifn] == [(p.name, p.group) for p in find_pairs([data_dir / "dsifn"])]
+    assert len(dsifn) == 10 and find_pairs([only_links]) == dsifn  # the same order every time

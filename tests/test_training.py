@@ -2,6 +2,7 @@
 model with provenance results, fine-tuning, resume after an interruption, and clear errors."""
 from __future__ import annotations
 
+import math
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +17,7 @@ from deepcl_core.errors import Cancelled, InputError, OutputError
 from deepcl_core.model_file import load_model
 from deepcl_core.raster_io import open_raster
 from deepcl_core.training import TrainOptions, find_pairs, read_label, split_pairs, train
+from deepcl_core.training.checkpoint import load_checkpoint, save_checkpoint
 
 from core_test_helpers import HAS_PROC, files_open_in_this_process
 
@@ -278,3 +280,58 @@ def test_a_crop_larger_than_every_pair_is_refused(tmp_path):
                                          r".*, is 256×256\): choose --crop 256 or less"):
         train(small_options(tmp_path / "m.pt", crop=512))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_resume_knows_its_run_under_another_spelling_of_the_data_folders(tmp_path, monkeypatch):
+    """The checkpoint records the pairs' real paths: a run started on relative data folders resumes
+    from another working folder on the same folders reached through a link (it was refused, "made
+    with other training pairs"), and the model file's provenance records real, absolute paths. An
+    older checkpoint (paths as given, relative) still resumes from the folder it was started in."""
+    tiny = dict(iterations_per_epoch=2, batch_size=2, weight_average=0.0, calibrate=False)
+    out = tmp_path / "m.pt"
+    monkeypatch.chdir(LEVIR)
+    train(small_options(out, epochs=1, data_dirs=[Path(d.name) for d in TRAIN_DIRS],
+                        val_dirs=[Path(VAL_DIRS[0].name)], **tiny))
+    (tmp_path / "link").symlink_to(LEVIR, target_is_directory=True)
+    monkeypatch.chdir(tmp_path)
+    resumed = train(small_options(out, epochs=2, resume=True, data_dirs=[Path("link", d.name) for d in TRAIN_DIRS],
+                                  val_dirs=[Path("link", VAL_DIRS[0].name)], **tiny))
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2]
+    provenance = load_model(out).provenance
+    assert provenance["data_dirs"] == [str(d.resolve()) for d in TRAIN_DIRS]
+    assert provenance["validation"] == f"folders {VAL_DIRS[0].resolve()}"
+    assert [p["before"] for p in provenance["validation_pairs"]] == [str((VAL_DIRS[0] / "before.png").resolve())]
+
+    checkpoint = tmp_path / "m.pt.ckpt"
+    state = load_checkpoint(checkpoint)
+    for key in ("train_pairs", "val_pairs"):  # as an older DeepCL wrote them, run in LEVIR
+        state[key] = [os.path.relpath(path, LEVIR.resolve()) for path in state[key]]
+    save_checkpoint({k: v for k, v in state.items() if not k.startswith("format")}, checkpoint)
+    monkeypatch.chdir(LEVIR)
+    resumed = train(small_options(out, epochs=3, resume=True, **tiny))
+    assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3]
+    assert load_checkpoint(checkpoint)["val_pairs"] == [str((VAL_DIRS[0] / "before.png").resolve())]
+
+
+def test_an_out_that_is_not_a_pt_file_is_refused(tmp_path, capsys):
+    """`--out newmodels/` (a folder to be) reaches train as "newmodels" and became a model file of
+    that name beside newmodels.ckpt; a model file name must end in .pt."""
+    code = main(["train", *map(str, TRAIN_DIRS), "--val", str(VAL_DIRS[0]), "--out", f"{tmp_path / 'newmodels'}/",
+                 "--epochs", "1", "--iterations-per-epoch", "2", "--batch", "2", "--crop", "64",
+                 "--encoder", "simple_cnn", "--device", "cpu"])
+    assert capsys.readouterr().err.strip().splitlines()[-1:] == [
+        f"deepcl: error: --out {tmp_path / 'newmodels'} is not a model file name; give one ending in .pt, such as "
+        f"{tmp_path / 'newmodels.pt'}, or {tmp_path / 'newmodels' / 'model.pt'} to write into the folder "
+        f"{tmp_path / 'newmodels'}"] and code == 2
+    assert list(tmp_path.iterdir()) == []
+    small_options(tmp_path / "M.PT").check_model_file_name()
+
+
+@pytest.mark.parametrize("option, name", [("lr", "learning rate"), ("hscl_weight", "HSCL weight"),
+                                          ("gamma", "gamma"), ("weight_decay", "weight decay")])
+def test_numbers_that_are_not_finite_are_refused(tmp_path, option, name):
+    """inf passed the range checks: every loss became NaN and a NaN model was written, exit 0."""
+    for value in (math.inf, math.nan):
+        with pytest.raises(InputError) as caught:
+            small_options(tmp_path / "m.pt", **{option: value}).validate()
+        assert str(caught.value) == f"{name} must be a finite number; got {value}"

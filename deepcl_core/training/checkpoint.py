@@ -2,13 +2,15 @@
 optimiser, schedule, best weights so far, history), written atomically after every epoch."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, List, Sequence
 
 import torch
 
 from ..errors import InputError
 from ..model_file import atomic_torch_save
+from .pairs import PairFiles
 
 FORMAT_NAME = "deepcl-checkpoint"
 FORMAT_VERSION = 1
@@ -38,3 +40,20 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         raise InputError(f"checkpoint {path} has version {state.get('format_version')}, this DeepCL "
                          f"reads {FORMAT_VERSION}; train without --resume")
     return state
+
+
+def pair_paths(pairs: Sequence[PairFiles]) -> List[str]:
+    """The pairs as a checkpoint records them: their before images' real paths, sorted, so that a
+    resumed run given its data folders spelled otherwise (relative or absolute, through a link,
+    from another working folder) is recognised as the same run."""
+    return sorted(str(pair.before.resolve()) for pair in pairs)
+
+
+def same_pairs(recorded: Any, current: List[str]) -> bool:
+    """Whether a checkpoint's list of pairs, ``recorded``, names the pairs of ``current`` (as
+    :func:`pair_paths` gives them). Checkpoints written before paths were resolved hold them as
+    given: a relative one is resolved against the working folder, which holds when the run is
+    resumed from the folder it started in (the one it was given in is not recorded)."""
+    if not isinstance(recorded, list) or not all(isinstance(path, str) for path in recorded):
+        return False
+    return sorted(os.path.realpath(path) for path in recorded) == current

@@ -1,6 +1,7 @@
 """What ``train`` is asked to do and what it reports back."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -46,6 +47,13 @@ class TrainOptions:
     command_line: Optional[str] = None  # recorded in the provenance
 
     def validate(self) -> None:
+        # inf passes the range checks below (a learning rate of inf is "positive") and NaN has no
+        # place in them: either makes every loss NaN, and a NaN model would be written.
+        for name, value in (("learning rate", self.lr), ("weight decay", self.weight_decay), ("gamma", self.gamma),
+                            ("HSCL weight", self.hscl_weight), ("validation fraction", self.val_fraction),
+                            ("weight average decay", self.weight_average), ("threshold", self.threshold)):
+            if not math.isfinite(value):
+                raise InputError(f"{name} must be a finite number; got {value}")
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1; got {self.epochs}"),
             (self.iterations_per_epoch >= 1,
@@ -73,6 +81,16 @@ class TrainOptions:
                 raise InputError(message)
         if Path(self.out).is_dir():
             raise InputError(f"--out {self.out} is a folder; give a model file name such as model.pt")
+
+    def check_model_file_name(self) -> None:
+        """``out`` ends in .pt: "models/" reaches here as "models" (Path drops the slash) and would
+        become a file of that name; detection and evaluation open .pt model files, as Processing's
+        training requires. Apart from :meth:`validate`, so that an --out that is one of the pairs'
+        files is refused as such first."""
+        out = Path(self.out)
+        if out.suffix.lower() != ".pt":
+            raise InputError(f"--out {out} is not a model file name; give one ending in .pt, such as "
+                             f"{out.with_suffix('.pt')}, or {out / 'model.pt'} to write into the folder {out}")
 
 
 @dataclass

@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -51,6 +51,10 @@ class PairFiles:
     def files(self) -> Tuple[Path, Path, Path]:
         return self.before, self.after, self.label
 
+    def resolved(self) -> PairFiles:
+        """With real, absolute paths: a record that means the same from any working folder."""
+        return replace(self, before=self.before.resolve(), after=self.after.resolve(), label=self.label.resolve())
+
 
 @dataclass
 class LoadedPair:
@@ -88,13 +92,36 @@ def find_pairs(data_dirs: Sequence[os.PathLike]) -> List[PairFiles]:
             raise InputError(f"data folder {root} is a file; give the folder that holds the labelled pairs")
         if not root.is_dir():
             raise InputError(f"data folder not found: {root}")
-        for folder in sorted([root, *(p for p in root.rglob("*") if p.is_dir())]):
+        for folder in _folders_below(root):
             folders.setdefault(folder.resolve(), folder)
     found: Dict[Path, Tuple[Path, PairFiles]] = {}
     for folder in folders.values():
         for named_after, pair in _pairs_in(folder):
             found.setdefault(pair.before.resolve(), (named_after, pair))
     return _unique_names([found[key] for key in sorted(found)])
+
+
+def _folders_below(root: Path) -> List[Path]:
+    """``root`` and every folder below it, sorted by path. Links to folders are followed (a data set
+    linked into a data folder is searched too, where Path.rglob would skip it), but each real folder
+    is entered once, so that a link to an ancestor does not loop."""
+    folders: List[Path] = []
+    entered: Set[Path] = set()
+    stack = [root]
+    while stack:  # depth first, children in name order: the order of sorted paths
+        folder = stack.pop()
+        real = folder.resolve()
+        if real in entered:
+            continue
+        entered.add(real)
+        folders.append(folder)
+        try:
+            with os.scandir(folder) as entries:
+                names = [entry.name for entry in entries if entry.is_dir()]  # is_dir follows links
+        except PermissionError:  # as rglob: an unreadable folder is passed over
+            continue
+        stack.extend(folder / name for name in sorted(names, reverse=True))
+    return folders
 
 
 def _unique_names(pairs: Sequence[Tuple[Path, PairFiles]]) -> List[PairFiles]:

@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 import torch
@@ -27,19 +28,20 @@ def hardware(device: torch.device) -> Dict[str, Any]:
 def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles], val_pairs: Sequence[PairFiles],
                         loss: LossConfig, device: torch.device, encoder_init: str, checkpoint: Dict[str, Any],
                         parent: Optional[Dict[str, Any]]) -> Dict[str, Any]:
-    validation = ("folders " + ", ".join(str(d) for d in options.val_dirs) if options.val_dirs
+    # Paths real and absolute: relative ones would mean nothing outside the working folder of the run.
+    validation = ("folders " + ", ".join(_real(d) for d in options.val_dirs) if options.val_dirs
                   else f"fraction {options.val_fraction} per data set, seed {options.seed}"
                   if options.val_fraction else "none (last epoch kept)")
     return plain({
         "trained_with": f"deepcl {__version__} train",
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command_line": options.command_line,
-        "data_dirs": [str(d) for d in options.data_dirs],
+        "data_dirs": [_real(d) for d in options.data_dirs],
         "train_pairs": _pair_list(train_pairs),
         "validation_pairs": _pair_list(val_pairs),
         "validation": validation,
         "encoder_init": encoder_init,
-        "init_model": None if options.init is None else str(options.init),
+        "init_model": None if options.init is None else _real(options.init),
         "parent_provenance": parent,
         "epochs": int(checkpoint["epoch"]),
         "best_epoch": int(checkpoint["best_epoch"]),
@@ -59,4 +61,8 @@ def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles],
 
 
 def _pair_list(pairs: Sequence[PairFiles]) -> List[Dict[str, str]]:
-    return [pair.to_dict() for pair in pairs]
+    return [pair.resolved().to_dict() for pair in pairs]
+
+
+def _real(path: os.PathLike) -> str:
+    return str(Path(path).resolve())

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,7 +28,7 @@ from ..normalization import NormalizationSpec
 from ..outputs import check_output_paths
 from .calibration import apply_calibration, calibrate_threshold, check_calibration_pairs, \
     confusions_at_calibrated_thresholds
-from .checkpoint import checkpoint_path_for, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_path_for, load_checkpoint, pair_paths, same_pairs, save_checkpoint
 from .inference import predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
 from .pairs import LoadedPair, PairFiles, find_pairs, load_pairs, split_pairs
@@ -83,6 +84,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     # --overwrite replaces an earlier model, never a pair's image or label
     check_output_paths([out, checkpoint_path], [path for pair in train_files + val_files for path in pair.files()],
                        overwrite=True, make_folders=True)
+    options.check_model_file_name()
     report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
     _check_both_classes(train_pairs)
@@ -185,8 +187,8 @@ def _setup_from_init(options: TrainOptions) -> _Setup:
     network = parent.build().train()
     summary = {k: parent.provenance.get(k) for k in ("trained_with", "created_utc", "command_line", "epochs",
                                                       "validation_metrics") if k in parent.provenance}
-    return _Setup(parent.config, parent.bands, parent.normalization, network, f"fine-tuned from {options.init}",
-                  summary)
+    return _Setup(parent.config, parent.bands, parent.normalization, network,
+                  f"fine-tuned from {Path(options.init).resolve()}", summary)
 
 
 def _check_both_classes(pairs: Sequence[LoadedPair]) -> None:
@@ -245,8 +247,8 @@ def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[P
                    val_files: Sequence[PairFiles]) -> Dict[str, Any]:
     return {"epoch": 0, "seconds": 0.0, "history": [], "best_epoch": 0, "best_f1": -1.0, "best_metrics": {},
             "best_state": None, "config": setup.config.to_dict(), "seed": options.seed,
-            "train_pairs": sorted(str(p.before) for p in train_files),
-            "val_pairs": sorted(str(p.before) for p in val_files), "recipe": _recipe(options, setup)}
+            "train_pairs": pair_paths(train_files), "val_pairs": pair_paths(val_files),
+            "recipe": _recipe(options, setup)}
 
 
 def _recipe(options: TrainOptions, setup: _Setup) -> Dict[str, Any]:
@@ -265,9 +267,10 @@ def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimiz
     pairs), else the checkpoint would silently mix two trainings."""
     saved = load_checkpoint(path)
     # the seed first: with a validation fraction it also draws the pairs
-    for key, what in (("config", "network"), ("seed", "seed"), ("train_pairs", "training pairs"),
-                      ("val_pairs", "validation pairs")):
-        if saved.get(key) != fresh[key]:
+    for key, what, same in (("config", "network", operator.eq), ("seed", "seed", operator.eq),
+                            ("train_pairs", "training pairs", same_pairs),
+                            ("val_pairs", "validation pairs", same_pairs)):
+        if not same(saved.get(key), fresh[key]):
             raise InputError(f"checkpoint {path} was made with other {what}; resume with the same options, "
                              "or train without --resume")
     recipe = saved.get("recipe", fresh["recipe"])  # checkpoints written before it was recorded
@@ -284,7 +287,8 @@ def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimiz
             raise InputError(f"checkpoint {path} was made without weight averaging; resume with the same "
                              "options, or train without --resume")
         average.load_state_dict(saved["average"])
-    return {key: saved[key] for key in fresh}
+    # the pairs as this run resolved them, so that an older checkpoint's are written anew resolved
+    return {**{key: saved[key] for key in fresh}, "train_pairs": fresh["train_pairs"], "val_pairs": fresh["val_pairs"]}
 
 
 def _out_of_memory_advice(epoch: int, remedy: str) -> str:
