@@ -79,6 +79,30 @@ def test_label_nodata_zero_still_means_no_change(oscd, tmp_path):
     assert not valid[:20].any() and valid[20:].all() and np.array_equal(label[20:], original[20:])
 
 
+def test_a_label_whose_nodata_is_its_change_value_is_warned_of(oscd, tmp_path, caplog):
+    """bercy's label as 0/255 with nodata 255 (as `gdal_translate -scale 0 1 0 255 -a_nodata 255`
+    writes it): every changed pixel reads as unlabelled and the pair as one without change, which is
+    now said. The same nodata on a 0/1 label, for unlabelled rows, is the usual convention: no warning."""
+    scaled = gdal.Translate(str(tmp_path / "scaled.tif"), str(oscd / "label.tif"), scaleParams=[[0, 1, 0, 255]],
+                            noData=255)
+    scaled = None
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        label, valid = label_of(oscd, tmp_path / "scaled.tif")
+    assert not label[valid].any()
+    assert "declares 255, a value of change, as nodata" in caplog.text
+    assert f"gdal_edit.py -unsetnodata {tmp_path / 'scaled.tif'}" in caplog.text
+    caplog.clear()
+    values = gdal.Open(str(oscd / "label.tif")).ReadAsArray()
+    values[:20] = 255
+    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(tmp_path / "nd255.tif"), gdal.Open(str(oscd / "label.tif")))
+    ds.GetRasterBand(1).WriteArray(values)
+    ds.GetRasterBand(1).SetNoDataValue(255)
+    ds = None
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        label_of(oscd, tmp_path / "nd255.tif")
+    assert "a value of change" not in caplog.text
+
+
 def test_colour_label_marks_change_in_any_band(levir_dirs, tmp_path):
     pair = levir_dirs[0]
     original, _ = label_of(pair, pair / "label.png")

@@ -278,7 +278,22 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
                   if len(bands) > 1 else "")
         raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
                          f"0 (no change) and 1 or 255 (change) only{colour}")
-    return (values > 0).any(axis=0).astype(np.uint8), valid
+    change = (values > 0).any(axis=0)
+    _warn_of_change_declared_nodata(label_ds, files, change, valid)
+    return change.astype(np.uint8), valid
+
+
+def _warn_of_change_declared_nodata(label_ds: gdal.Dataset, files: PairFiles, change: np.ndarray,
+                                    valid: np.ndarray) -> None:
+    """A label whose declared nodata is a value of change (1 or 255) and that shows no change
+    elsewhere: a 0/255 label written with nodata 255 reads as a pair without change, silently.
+    A 0/1 label that keeps 255 for unlabelled pixels shows its change in 1s and is not warned of."""
+    nodata = label_ds.GetRasterBand(1).GetNoDataValue()
+    if nodata not in (1.0, 255.0) or change[valid].any() or valid.all():
+        return
+    LOG.warning("the label of pair %s declares %g, a value of change, as nodata, and shows no change besides: "
+                "its %d pixels of %g are read as unlabelled. If they mark change, remove the nodata value "
+                "(gdal_edit.py -unsetnodata %s)", files.name, nodata, int((~valid).sum()), nodata, files.label)
 
 
 def _placed_as_the_before(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Dataset:
