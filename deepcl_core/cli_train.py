@@ -96,6 +96,14 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tile_help(default_note: str = "") -> str:
+    """--tile of the commands without --overlap (training.calibration.tile_overlap)."""
+    from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+
+    return (f"tile size, a multiple of 32 (default {DEFAULT_TILE}{default_note}); tiles overlap by "
+            f"{DEFAULT_OVERLAP} pixels where that is under half a tile, else by a quarter of one")
+
+
 def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     from .tiling import DEFAULT_TILE
 
@@ -112,8 +120,7 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--input-scale", type=int,
                         help="enlarge the images this many times for the network (1-4); default: the model's "
                              "for each pair's pixel size")
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                        help=f"tile size, a multiple of 32 (default {DEFAULT_TILE})")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=_tile_help())
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_evaluate)
 
@@ -156,8 +163,7 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, help="model file (.pt); default: the bundled model")
     parser.add_argument("--out", type=Path, required=True, help="model file to write (may be --model itself)")
     parser.add_argument("--overwrite", action="store_true", help="replace --out when it is another existing file")
-    parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                        help=f"tile size, a multiple of 32 (default {DEFAULT_TILE}, as detection)")
+    parser.add_argument("--tile", type=int, default=DEFAULT_TILE, help=_tile_help(", as detection"))
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     parser.set_defaults(handler=run_calibrate)
 

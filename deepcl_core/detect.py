@@ -463,8 +463,9 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
     if sample.same_pixels():
         warnings.append("the before and after images hold the same pixels (the same image twice?): there is no "
                         "change to find")
-    warnings.extend(warning for warning in (_undeclared_fill(sample.before, sample.valid_before, "before"),
-                                            _undeclared_fill(sample.after, sample.valid_after, "after")) if warning)
+    warnings.extend(warning for warning in (
+        _fill_warning(pair.before, pair.bands_before, sample.before, sample.valid_before, "before"),
+        _fill_warning(pair.after_source, pair.bands_after, sample.after, sample.valid_after, "after")) if warning)
     return sample.stretches(bundle.normalization), network
 
 
@@ -589,6 +590,18 @@ def _read_normalised(window: WindowReader, stretch: ImageStretch,
 # they stretch the image and show as change wherever one date has them.
 FILL_VALUES = (0.0, -9999.0, -32768.0, float(np.finfo(np.float32).min))
 FILL_FRACTION_WARNED = 0.01
+
+
+def _declares_nodata(dataset: gdal.Dataset, bands: Sequence[int]) -> bool:
+    """Whether the image says where it has no data (a nodata value, a mask or an alpha band): then
+    values such as 0 elsewhere are its ground, not fill it forgot to declare."""
+    return any(dataset.GetRasterBand(index).GetMaskFlags() != gdal.GMF_ALL_VALID for index in bands)
+
+
+def _fill_warning(dataset: gdal.Dataset, bands: Sequence[int], sample: np.ndarray, valid: np.ndarray,
+                  role: str) -> Optional[str]:
+    """:func:`_undeclared_fill` of an image that declares no nodata (one that does knows its fill)."""
+    return None if _declares_nodata(dataset, bands) else _undeclared_fill(sample, valid, role)
 
 
 def _undeclared_fill(sample: np.ndarray, valid: np.ndarray, role: str) -> Optional[str]:

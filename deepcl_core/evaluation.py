@@ -23,9 +23,10 @@ from .gdal_utils import gdal_return_values, is_alpha
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from .tiling import DEFAULT_TILE
 from .training.augment import pseudo_change
-from .training.pairs import PairFiles, find_pairs, read_label
+from .training.calibration import tile_overlap
+from .training.pairs import PairFiles, find_pairs, nothing_to_score, read_label
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -40,7 +41,7 @@ class EvaluateOptions:
     threshold: Optional[float] = None  # None: the model's
     input_scale: Optional[int] = None  # None: the model's for each pair's pixel size
     tile_size: int = DEFAULT_TILE
-    overlap: int = DEFAULT_OVERLAP
+    overlap: Optional[int] = None  # None: detection's default, scaled down for small tiles (tile_overlap)
     batch_size: Optional[int] = None  # None: the device's default
     seed: int = 0  # of the pseudo-change transforms
 
@@ -52,14 +53,16 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
     """A JSON-ready report: ``pooled`` (the headline), ``per_pair`` and, on request, ``pseudo_change``."""
     report = progress or (lambda fraction, message: None)
     started = time.perf_counter()
+    overlap = tile_overlap(options.tile_size) if options.overlap is None else options.overlap
+    detect_options = DetectOptions(threshold=options.threshold, input_scale=options.input_scale,
+                                   tile_size=options.tile_size, overlap=overlap,
+                                   batch_size=options.batch_size, device=options.device)
+    detect_options.validate()  # up front: a bad tile is no pair's fault, and should cost no pair's detection
     pairs = find_pairs(options.data_dirs)
     if not pairs:
         raise InputError(f"no labelled pairs found below {', '.join(str(d) for d in options.data_dirs)}; a pair "
                          "is a folder with before.*, after.* and label.* rasters (or the LEVIR-CD A/ B/ label/ layout)")
     bundle = resolve_model(options.model)
-    detect_options = DetectOptions(threshold=options.threshold, input_scale=options.input_scale,
-                                   tile_size=options.tile_size, overlap=options.overlap,
-                                   batch_size=options.batch_size, device=options.device)
     steps = len(pairs) * (2 if options.pseudo_change else 1)
     pooled, per_pair, scores = Confusion(), {}, _ScorePool()
     pseudo: Dict[str, Any] = {}
@@ -99,6 +102,8 @@ def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: 
     change = _read(outputs.change)
     label, label_valid = read_label(pair, open_raster(pair.before, f"{pair.name}: before"))
     valid = (change != CHANGE_NODATA) & label_valid
+    if not valid.any():  # a label placed elsewhere, or all nodata: it was scored as a pair with OA 0 and kappa 1
+        raise nothing_to_score(pair.name)
     confusion = Confusion.of(change == 1, label, valid)
     distance, confidence = _read(outputs.distance)[valid], _read(outputs.confidence)[valid]
     for path in outputs.rasters():
@@ -191,10 +196,13 @@ def write_pseudo_change(source: Path, out: Path, seed: int) -> None:
     unit = np.where(valid, (pixels - low) / span, 0.0).astype(np.float32)
     transformed = pseudo_change(unit, np.random.default_rng(seed)) * span + low
     transformed[:, ~valid] = np.nan
-    _write_like(dataset, bands, transformed, out, has_nodata=not valid.all())
+    _write_like(dataset, bands, transformed, out)
 
 
-def _write_like(template: gdal.Dataset, bands: Sequence[int], pixels: np.ndarray, out: Path, has_nodata: bool) -> None:
+def _write_like(template: gdal.Dataset, bands: Sequence[int], pixels: np.ndarray, out: Path) -> None:
+    """``pixels`` as a Float32 GeoTIFF like ``template``, NaN declared nodata even where none is: the
+    file's values are all ground, and an image that declares its nodata is not suspected of fill (a
+    darkening clips x's darkest pixels to its minimum, often 0, which detection would take for it)."""
     target = gdal.GetDriverByName("GTiff").Create(str(out), template.RasterXSize, template.RasterYSize,
                                                   pixels.shape[0], gdal.GDT_Float32, ["COMPRESS=DEFLATE", "TILED=YES"])
     if target is None:
@@ -206,8 +214,7 @@ def _write_like(template: gdal.Dataset, bands: Sequence[int], pixels: np.ndarray
         source_band, band = template.GetRasterBand(source), target.GetRasterBand(index + 1)
         band.SetDescription(source_band.GetDescription())
         band.SetColorInterpretation(source_band.GetColorInterpretation())
-        if has_nodata:
-            band.SetNoDataValue(float("nan"))
+        band.SetNoDataValue(float("nan"))
         band.WriteArray(pixels[index])
     target.FlushCache()
     target = None

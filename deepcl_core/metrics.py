@@ -42,7 +42,8 @@ class Confusion:
     def metrics(self) -> Dict[str, float]:
         """Precision, recall, F1 and IoU of the change class, OA and kappa. A ratio whose
         denominator is 0 is reported as 0 (e.g. precision when nothing is predicted changed),
-        except kappa, which is 1 when prediction and reference agree perfectly."""
+        except kappa, which is 1 when prediction and reference agree perfectly on at least one
+        pixel: no pixel at all is no agreement, 0 as OA is, not a perfect one."""
         tp, fp, fn, tn, n = self.tp, self.fp, self.fn, self.tn, self.total
         precision = _ratio(tp, tp + fp)
         recall = _ratio(tp, tp + fn)
@@ -50,7 +51,7 @@ class Confusion:
         iou = _ratio(tp, tp + fp + fn)
         oa = _ratio(tp + tn, n)
         expected = _ratio((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn), n * n)
-        kappa = 1.0 if fp + fn == 0 else _ratio(oa - expected, 1 - expected)
+        kappa = 1.0 if fp + fn == 0 and n else _ratio(oa - expected, 1 - expected)
         return {"precision": precision, "recall": recall, "f1": f1, "iou": iou, "oa": oa, "kappa": kappa,
                 **{k: float(v) for k, v in asdict(self).items()}}
 

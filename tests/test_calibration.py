@@ -203,3 +203,25 @@ def test_pairs_without_change_cannot_choose_a_threshold(tiny_model_path, tmp_pat
     assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"), "--device", "cpu",
                  str(LEVIR / "train_386_0512_0768")]) == 2
     assert "mark no change" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
+
+
+def test_calibrate_refuses_the_tiles_detection_refuses_and_runs_small_ones(tiny_model_path, tmp_path, capsys):
+    """--tile 100 was accepted, 64 crashed (a tile step of 0) and 32 chose its threshold on NaN scores
+    (an overlap of 64 wider than the tile): a tile that is no multiple of 32 is refused before any
+    work, in detection's words; small ones overlap by a quarter of themselves, as evaluate's do."""
+    from deepcl_core.training.calibration import tile_overlap
+
+    def calibrate(tile):
+        return main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / f"{tile}.pt"),
+                     "--device", "cpu", "--tile", tile, *map(str, VAL_DIRS)])
+
+    for tile in ("100", "0"):
+        assert calibrate(tile) == 2 and not (tmp_path / f"{tile}.pt").exists()
+        assert capsys.readouterr().err.strip() == (f"deepcl: error: tile size must be a multiple of 32 and at least "
+                                                   f"32; got {tile}")
+    for tile in ("32", "64"):  # RuntimeWarnings are errors here (pytestmark): NaN scores fail
+        assert calibrate(tile) == 0
+        printed = json.loads(capsys.readouterr().out)
+        assert printed["score_threshold"] in CANDIDATES and 0 < printed["threshold"] < 1
+    # Every tile detection's default overlap suits keeps it, and the choices made with it.
+    assert [tile_overlap(tile) for tile in (32, 64, 128, 160, 768)] == [8, 16, 32, 64, 64]

@@ -215,3 +215,76 @@ def test_an_unusable_pair_is_named_and_a_file_is_no_data_folder(data_dir, tiny_m
         evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu"))
     with pytest.raises(InputError, match="is a file; give the folder that holds the labelled pairs"):
         evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[good / "before.png"], device="cpu"))
+
+
+def test_small_tiles_are_evaluated_with_a_smaller_overlap_and_bad_ones_refused_up_front(data_dir, tiny_model_path,
+                                                                                         capsys):
+    """evaluate has --tile but no --overlap: a tile under 160 gets a quarter of itself as overlap
+    rather than a refusal of the default 64 the user never gave; a tile detection cannot take is
+    refused before any pair runs, in detection's words and as no pair's fault."""
+    pair = data_dir / "levir" / "test_7_0256_0512"
+    for tile in ("32", "64", "128"):
+        assert main(["evaluate", str(pair), "--model", str(tiny_model_path), "--device", "cpu", "--tile", tile]) == 0
+        assert json.loads(capsys.readouterr().out)["pairs"] == 1
+    assert main(["evaluate", str(pair), "--model", str(tiny_model_path), "--device", "cpu", "--tile", "100"]) == 2
+    refusal = capsys.readouterr().err.strip()
+    assert refusal == "deepcl: error: tile size must be a multiple of 32 and at least 32; got 100"  # no pair named
+    with pytest.raises(InputError, match="overlap must be at least 0 and under half the tile size"):
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[pair], device="cpu", tile_size=64, overlap=32))
+
+
+@pytest.mark.parametrize("label", ["placed_elsewhere", "all_nodata"])
+def test_a_pair_whose_label_covers_none_of_its_pixels_is_refused_as_training_refuses_it(
+        label, data_dir, tiny_model_path, tmp_path, capsys):
+    """A label georeferenced elsewhere (or all nodata) leaves no pixel to score: it was reported as a
+    scored pair of 0 pixels (F1 0, OA 0, kappa 1). Refused, in the words calibration (and training) use."""
+    import shutil
+
+    from osgeo import gdal
+
+    source = data_dir / "oscd" / "bercy"
+    pair = tmp_path / "pairs" / "bercy"
+    pair.mkdir(parents=True)
+    for date in ("before", "after"):
+        shutil.copy(source / f"{date}.tif", pair / f"{date}.tif")
+    if label == "placed_elsewhere":
+        gdal.Translate(str(pair / "label.tif"), str(source / "label.tif"), outputBounds=[0, 1, 1, 0])
+    else:
+        gdal.Translate(str(pair / "label.tif"), str(source / "label.tif"), noData=1, scaleParams=[[0, 1, 1, 1]])
+    message = "pair bercy has no pixel where before, after and label all have data"
+    with pytest.raises(InputError, match=f"^{message}$"):
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu"))
+    assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"), "--device", "cpu",
+                 str(tmp_path / "pairs")]) == 2
+    assert capsys.readouterr().err.strip() == f"deepcl: error: {message}"
+
+
+def test_metrics_of_no_pixel_claim_no_agreement():
+    """An empty confusion matrix: kappa 0 as OA 0 (every undefined ratio here is 0), not the 1 of
+    perfect agreement, which a matrix of pixels that all agree keeps."""
+    from deepcl_core.metrics import Confusion
+
+    empty = Confusion().metrics()
+    assert (empty["oa"], empty["kappa"], empty["f1"]) == (0.0, 0.0, 0.0)
+    assert Confusion(0, 0, 0, 5).metrics()["kappa"] == Confusion(3, 0, 0, 5).metrics()["kappa"] == 1.0
+
+
+def test_pseudo_change_does_not_warn_of_fill_in_its_own_transformed_image(data_dir, tiny_model_path, tmp_path,
+                                                                         caplog):
+    """T(x) of levir/train_386 (the second pair: seed 1) holds 7 % pixels 0 in every band, x's darkest
+    pixels clipped by a darkening: detection warned to declare 0 as nodata in "the after image",
+    evaluate's temporary file. Its other warnings still come, once per detection."""
+    import logging
+
+    levir = data_dir / "levir"
+    write_pseudo_change(levir / "train_386_0512_0768" / "before.png", tmp_path / "t.tif", seed=1)
+    transformed = open_raster(tmp_path / "t.tif", "t").ReadAsArray()
+    assert (transformed == 0).all(axis=0).mean() > 0.05  # what the warning was about
+    with caplog.at_level(logging.WARNING, logger="deepcl_core.detect"):
+        report = evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[levir / "test_7_0256_0512",
+                                                                           levir / "train_386_0512_0768"],
+                                          device="cpu", pseudo_change=True))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "deepcl_core.detect"]
+    assert report["pseudo_change"]["per_pair"].keys() == {"test_7_0256_0512", "train_386_0512_0768"}
+    assert not [w for w in warnings if "in every band" in w or "-a_nodata" in w]
+    assert sum("never trained" in w for w in warnings) == 4  # 2 pairs, each detected as it is and against T(x)

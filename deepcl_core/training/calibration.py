@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from ..confidence_calibration import LogitHistogram, PlattScaling, fit_platt_scaling
+from ..detect import DetectOptions
 from ..device import resolve_device
 from ..errors import InputError, releases_locals_on_error
 from ..gdal_utils import gdal_return_values
@@ -27,7 +28,7 @@ from ..metrics import Confusion
 from ..model.inference import prepare_for_inference
 from ..model_file import ModelBundle, load_model, save_model
 from ..outputs import check_output_paths
-from ..tiling import DEFAULT_TILE
+from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 from .inference import predict_pair
 from .pairs import LoadedPair, find_pairs, load_pairs
 
@@ -68,6 +69,15 @@ class Calibration(ClassCalibration, total=False):
     kept_threshold: str
 
 
+def tile_overlap(tile: int) -> int:
+    """The overlap of tiles of ``tile`` pixels for the commands without an overlap option (evaluate,
+    calibrate): detection's default where it is under half the tile, as
+    :meth:`~deepcl_core.detect.DetectOptions.validate` requires, else a quarter of the tile (its hint).
+    Scaled rather than refused: a user who gave only --tile cannot act on a refusal of an overlap
+    they never chose, and every tile that worked with the default keeps it (and its results)."""
+    return DEFAULT_OVERLAP if DEFAULT_OVERLAP < tile // 2 else tile // 4
+
+
 # Between aerial / very-high-resolution imagery (0.3-2 m) and Sentinel-2 or Landsat (10-30 m).
 COARSE_PIXEL_M = 5.0
 
@@ -104,7 +114,7 @@ def confusions_at_calibrated_thresholds(pairs: Sequence[LoadedPair], probabiliti
 
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
-                        tile: int = DEFAULT_TILE) -> Calibration:
+                        tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> Calibration:
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
     coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone together
     with their input scale, and the model's own threshold, chosen on the others (on all pairs,
@@ -120,7 +130,7 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     by_scale = {scale: _Scores() for scale in INPUT_SCALES} if coarse else {}
     for pair in pairs:
         for scale, target in by_scale.items() if pair.name in coarse else [(1, fine)]:
-            probability, _ = predict_pair(network, pair, device, tile, scale=scale)
+            probability, _ = predict_pair(network, pair, device, tile, overlap, scale=scale)
             target.add(probability, pair)
     as_they_are = by_scale.get(1, _Scores())
     general = fine if len(coarse) < len(pairs) else fine + as_they_are
@@ -224,6 +234,10 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``; another existing file
     only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size
     without pairs stay the model's. Returns the calibration."""
+    overlap = tile_overlap(tile)
+    # Detection's rules, before any work: tiles it refuses ran here on NaN scores (an overlap wider
+    # than the tile) or crashed (a tile step of 0)
+    DetectOptions(tile_size=tile, overlap=overlap).validate()
     bundle = load_model(model)
     files = find_pairs(data_dirs)
     if not files:
@@ -232,7 +246,8 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
                        overwrite=overwrite or Path(out).resolve() == Path(model).resolve(), make_folders=True)
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target, copy=False)
-    calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile)
+    calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile,
+                                      overlap)
     apply_calibration(bundle, calibration, keep_unmeasured=True)
     save_model(bundle, out)
     return calibration

@@ -237,8 +237,14 @@ def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSp
     after, valid_a = _read_normalised(aligned, bands_after, stretches[1], spec, roles[1])
     valid = valid_b & valid_a & label_valid
     if not valid.any():
-        raise InputError(f"pair {files.name} has no pixel where before, after and label all have data")
+        raise nothing_to_score(files.name)
     return LoadedPair(files, before * valid, after * valid, label, valid, ground_pixel_size(Grid.of(before_ds)))
+
+
+def nothing_to_score(name: str) -> InputError:
+    """The error for a pair without a pixel that before, after and label all cover (a label placed
+    elsewhere, or all nodata): training, calibration and evaluation refuse it alike."""
+    return InputError(f"pair {name} has no pixel where before, after and label all have data")
 
 
 def load_pairs(pairs: Sequence[PairFiles], band_names: Sequence[str], spec: NormalizationSpec) -> List[LoadedPair]:
