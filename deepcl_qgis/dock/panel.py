@@ -8,7 +8,7 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 from qgis.core import Qgis, QgsProcessingFeatureSourceDefinition, QgsProcessingUtils, QgsProject, QgsRasterLayer, \
     QgsVectorLayer
@@ -423,8 +423,32 @@ class DeepCLDock(QgsDockWidget):
         self.project.legendLayersAdded.disconnect(self._on_layers_added)
         self.project.layersWillBeRemoved['QStringList'].disconnect(self._on_layers_removed)
         self.project.cleared.disconnect(self.cancel)
-        self.cancel()
+        self._let_the_run_end_alone()
         save_choices(self.current_choices())
+
+    def _let_the_run_end_alone(self) -> None:
+        """Cancel a run and let it end without the panel, which is going: it keeps its own
+        reference (the task needs its context and feedback until it ends) and removes its folder
+        then, which the panel's end-of-run slot would have done (the folder was left behind)."""
+        run, folder = self.run, self.run_folder
+        if run is None:
+            return
+        self.run = self.run_folder = None
+        run.setParent(None)
+        _ENDING_RUNS.add(run)
+
+        def ended(*_: Any) -> None:
+            if folder is not None:
+                shutil.rmtree(folder, ignore_errors=True)
+            _ENDING_RUNS.discard(run)
+
+        run.finished.disconnect()
+        run.finished.connect(ended)
+        run.cancel()
+
+
+# Runs cancelled by a panel that went away (the plugin unloaded), kept until their tasks end.
+_ENDING_RUNS: Set[DetectionRun] = set()
 
 
 def _area_of(parameters: Dict[str, Any]) -> str:

@@ -544,6 +544,20 @@ def test_clearing_the_project_cancels_the_run(panel):
     assert "Cancelled" in dock.form.status_label.text()
 
 
+def test_a_run_going_when_the_panel_goes_ends_and_leaves_nothing(panel, tmp_path):
+    """The plugin unloaded (or reloaded) during a run: the run is cancelled, ends without the panel
+    and removes its folder. The empty run folder was left in the output folder."""
+    from deepcl_qgis.dock import panel as panel_module
+
+    dock = panel()
+    _long_run(dock)
+    assert [path.name for path in (tmp_path / "out").iterdir()] == [dock.run_folder.name]
+    dock.shutdown()
+    _delete(dock)
+    wait_for(lambda: not panel_module._ENDING_RUNS, timeout=60)
+    assert list((tmp_path / "out").iterdir()) == [] and not _group()
+
+
 def test_only_layers_gdal_reads_are_offered(panel, oscd_crop):
     from qgis.core import QgsProject, QgsRasterLayer
 
