@@ -335,3 +335,13 @@ def test_numbers_that_are_not_finite_are_refused(tmp_path, option, name):
         with pytest.raises(InputError) as caught:
             small_options(tmp_path / "m.pt", **{option: value}).validate()
         assert str(caught.value) == f"{name} must be a finite number; got {value}"
+
+
+def test_a_small_validation_tile_validates_with_a_smaller_overlap(tmp_path):
+    """TrainOptions.val_tile of 64 (a Python caller's): validation and calibration tile as evaluate
+    does, the overlap a quarter of the tile. With detection's overlap of 64 the tiles did not advance
+    (a crash) or gave NaN scores."""
+    result = train(small_options(tmp_path / "m.pt", epochs=1, iterations_per_epoch=2, val_tile=64))
+    pooled = load_model(result.out).provenance["validation_metrics"]["pooled"]
+    assert 0.0 <= pooled["f1"] <= 1.0 and pooled["tp"] + pooled["fn"] > 0
+    assert math.isfinite(load_model(result.out).threshold)

@@ -27,7 +27,7 @@ from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
 from ..outputs import check_output_paths
 from .calibration import apply_calibration, calibrate_threshold, check_calibration_pairs, \
-    confusions_at_calibrated_thresholds
+    confusions_at_calibrated_thresholds, tile_overlap
 from .checkpoint import checkpoint_path_for, load_checkpoint, pair_paths, same_pairs, save_checkpoint
 from .inference import predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
@@ -128,7 +128,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     if options.calibrate and val_pairs:
         report(1.0, "choosing the decision threshold on the validation pairs")
         network.load_state_dict(state["best_state"])
-        calibration = calibrate_threshold(network, val_pairs, device, options.val_tile)
+        calibration = calibrate_threshold(network, val_pairs, device, options.val_tile, tile_overlap(options.val_tile))
     bundle = ModelBundle(config=setup.config, state_dict=state["best_state"], bands=setup.bands,
                          normalization=setup.normalization,
                          threshold=options.threshold,
@@ -353,7 +353,9 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
     if not pairs:
         return {}, {}
     network.eval()
-    probabilities = [predict_pair(network, pair, device, options.val_tile)[0] for pair in pairs]
+    # As evaluate and calibrate tile: a small validation tile gets a smaller overlap (tile_overlap)
+    probabilities = [predict_pair(network, pair, device, options.val_tile, tile_overlap(options.val_tile))[0]
+                     for pair in pairs]
     if options.calibrate:  # judged at the thresholds the model will get
         judged = confusions_at_calibrated_thresholds(pairs, probabilities)
     else:
