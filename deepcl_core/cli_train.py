@@ -97,7 +97,7 @@ def run_train(args: argparse.Namespace) -> int:
 
 
 def _tile_help(default_note: str = "") -> str:
-    """--tile of the commands without --overlap (training.calibration.tile_overlap)."""
+    """--tile of the commands without --overlap (tiling.tile_overlap)."""
     from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE
 
     return (f"tile size, a multiple of 32 (default {DEFAULT_TILE}{default_note}); tiles overlap by "

@@ -209,7 +209,7 @@ def test_calibrate_refuses_the_tiles_detection_refuses_and_runs_small_ones(tiny_
     """--tile 100 was accepted, 64 crashed (a tile step of 0) and 32 chose its threshold on NaN scores
     (an overlap of 64 wider than the tile): a tile that is no multiple of 32 is refused before any
     work, in detection's words; small ones overlap by a quarter of themselves, as evaluate's do."""
-    from deepcl_core.training.calibration import tile_overlap
+    from deepcl_core.tiling import tile_overlap
 
     def calibrate(tile):
         return main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / f"{tile}.pt"),

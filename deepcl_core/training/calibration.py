@@ -28,7 +28,7 @@ from ..metrics import Confusion
 from ..model.inference import prepare_for_inference
 from ..model_file import ModelBundle, load_model, save_model
 from ..outputs import check_output_paths
-from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE
+from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_overlap
 from .inference import predict_pair
 from .pairs import LoadedPair, find_pairs, load_pairs
 
@@ -67,15 +67,6 @@ class Calibration(ClassCalibration, total=False):
     previous_threshold: float
     kept_by_pixel_size: str
     kept_threshold: str
-
-
-def tile_overlap(tile: int) -> int:
-    """The overlap of tiles of ``tile`` pixels for the commands without an overlap option (evaluate,
-    calibrate): detection's default where it is under half the tile, as
-    :meth:`~deepcl_core.detect.DetectOptions.validate` requires, else a quarter of the tile (its hint).
-    Scaled rather than refused: a user who gave only --tile cannot act on a refusal of an overlap
-    they never chose, and every tile that worked with the default keeps it (and its results)."""
-    return DEFAULT_OVERLAP if DEFAULT_OVERLAP < tile // 2 else tile // 4
 
 
 # Between aerial / very-high-resolution imagery (0.3-2 m) and Sentinel-2 or Landsat (10-30 m).

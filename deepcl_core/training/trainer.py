@@ -26,8 +26,9 @@ from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
 from ..model_file import ModelBundle, load_model, save_model
 from ..normalization import NormalizationSpec
 from ..outputs import check_output_paths
+from ..tiling import tile_overlap
 from .calibration import apply_calibration, calibrate_threshold, check_calibration_pairs, \
-    confusions_at_calibrated_thresholds, tile_overlap
+    confusions_at_calibrated_thresholds
 from .checkpoint import checkpoint_path_for, load_checkpoint, pair_paths, same_pairs, save_checkpoint
 from .inference import predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
