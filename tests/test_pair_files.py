@@ -52,6 +52,17 @@ def write_png(path: Path, bands: np.ndarray, alpha: bool = False) -> Path:
     return path
 
 
+def label_with_unlabelled_rows(label: Path, target: Path) -> Path:
+    """``label`` with its first 20 rows 255, declared nodata: a 0/1 label with unlabelled pixels."""
+    values = gdal.Open(str(label)).ReadAsArray()
+    values[:20] = 255
+    dataset = gdal.GetDriverByName("GTiff").CreateCopy(str(target), gdal.Open(str(label)))
+    dataset.GetRasterBand(1).WriteArray(values)
+    dataset.GetRasterBand(1).SetNoDataValue(255)
+    dataset = None
+    return target
+
+
 def test_label_nodata_zero_still_means_no_change(oscd, tmp_path):
     original, original_valid = label_of(oscd, oscd / "label.tif")
     assert original_valid.all() and 0 < original.sum() < original.size
@@ -69,12 +80,7 @@ def test_label_nodata_zero_still_means_no_change(oscd, tmp_path):
     assert np.array_equal(valid, reference_valid) and valid.mean() > 0.99
     assert np.array_equal(label, reference)
     # another nodata value still marks pixels without a label
-    values = gdal.Open(str(oscd / "label.tif")).ReadAsArray()
-    values[:20] = 255
-    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(tmp_path / "nd255.tif"), gdal.Open(str(oscd / "label.tif")))
-    ds.GetRasterBand(1).WriteArray(values)
-    ds.GetRasterBand(1).SetNoDataValue(255)
-    ds = None
+    label_with_unlabelled_rows(oscd / "label.tif", tmp_path / "nd255.tif")
     label, valid = label_of(oscd, tmp_path / "nd255.tif")
     assert not valid[:20].any() and valid[20:].all() and np.array_equal(label[20:], original[20:])
 
@@ -92,12 +98,7 @@ def test_a_label_whose_nodata_is_its_change_value_is_warned_of(oscd, tmp_path, c
     assert "declares 255, a value of change, as nodata" in caplog.text
     assert f"gdal_edit.py -unsetnodata {tmp_path / 'scaled.tif'}" in caplog.text
     caplog.clear()
-    values = gdal.Open(str(oscd / "label.tif")).ReadAsArray()
-    values[:20] = 255
-    ds = gdal.GetDriverByName("GTiff").CreateCopy(str(tmp_path / "nd255.tif"), gdal.Open(str(oscd / "label.tif")))
-    ds.GetRasterBand(1).WriteArray(values)
-    ds.GetRasterBand(1).SetNoDataValue(255)
-    ds = None
+    label_with_unlabelled_rows(oscd / "label.tif", tmp_path / "nd255.tif")
     with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
         label_of(oscd, tmp_path / "nd255.tif")
     assert "a value of change" not in caplog.text
