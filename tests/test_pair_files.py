@@ -89,9 +89,8 @@ def test_a_label_whose_nodata_is_its_change_value_is_warned_of(oscd, tmp_path, c
     """bercy's label as 0/255 with nodata 255 (as `gdal_translate -scale 0 1 0 255 -a_nodata 255`
     writes it): every changed pixel reads as unlabelled and the pair as one without change, which is
     now said. The same nodata on a 0/1 label, for unlabelled rows, is the usual convention: no warning."""
-    scaled = gdal.Translate(str(tmp_path / "scaled.tif"), str(oscd / "label.tif"), scaleParams=[[0, 1, 0, 255]],
-                            noData=255)
-    scaled = None
+    assert gdal.Translate(str(tmp_path / "scaled.tif"), str(oscd / "label.tif"), scaleParams=[[0, 1, 0, 255]],
+                          noData=255) is not None  # the dataset closes (and is written) as the expression ends
     with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
         label, valid = label_of(oscd, tmp_path / "scaled.tif")
     assert not label[valid].any()
