@@ -345,3 +345,21 @@ def test_a_small_validation_tile_validates_with_a_smaller_overlap(tmp_path):
     pooled = load_model(result.out).provenance["validation_metrics"]["pooled"]
     assert 0.0 <= pooled["f1"] <= 1.0 and pooled["tp"] + pooled["fn"] > 0
     assert math.isfinite(load_model(result.out).threshold)
+
+
+def test_a_copy_of_a_training_pair_given_for_validation_is_left_out_of_training(tmp_path, caplog):
+    """A training pair's folder copied (not linked) into the validation folder: left out of training,
+    with a warning, as the same folder given twice is. It was trained on and validated on, and its
+    F1 chose the model."""
+    import logging
+    import shutil
+
+    from deepcl_core.training.trainer import _split
+
+    copy = tmp_path / "val" / "copied"
+    shutil.copytree(TRAIN_DIRS[0], copy)
+    with caplog.at_level(logging.WARNING, logger="deepcl_core.training.trainer"):
+        train_pairs, val_pairs = _split(small_options(tmp_path / "m.pt", val_dirs=[tmp_path / "val"]))
+    assert [p.name for p in val_pairs] == ["copied"]
+    assert TRAIN_DIRS[0].name not in [p.name for p in train_pairs] and len(train_pairs) == len(TRAIN_DIRS) - 1
+    assert f"training pair {TRAIN_DIRS[0].name} left out: its before image is validation pair copied's" in caplog.text

@@ -3,6 +3,7 @@ first step; each epoch ends with a validation on the whole held-out pairs (detec
 a checkpoint; the weights with the best validation F1 become the model file."""
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import operator
@@ -233,7 +234,10 @@ def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
             raise InputError(f"the validation split is empty: no labelled pairs below "
                              f"{', '.join(str(d) for d in options.val_dirs)}")
         held_out = {p.before.resolve() for p in val}
-        train = [p for p in pairs if p.before.resolve() not in held_out]
+        copies = _copies_of_validation_pairs([p for p in pairs if p.before.resolve() not in held_out], val)
+        for pair, original in copies.items():
+            LOG.warning("training pair %s left out: its before image is validation pair %s's, copied", pair, original)
+        train = [p for p in pairs if p.before.resolve() not in held_out and p.name not in copies]
     elif options.val_fraction > 0:
         train, val = split_pairs(pairs, options.val_fraction, options.seed)
     else:
@@ -242,6 +246,24 @@ def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
         raise InputError("every pair found is a validation pair: no pair is left for training; "
                          "give more data folders or fewer validation pairs")
     return train, val
+
+
+def _copies_of_validation_pairs(pairs: Sequence[PairFiles], val: Sequence[PairFiles]) -> Dict[str, str]:
+    """{training pair: validation pair} where the before images are the same bytes: a pair folder
+    copied into the validation folders (not linked, which the real paths catch) would be validated
+    on what it trained on, and its F1 would choose the model. Only files of a validation size are read."""
+    digests = {_size_and_digest(pair.before): pair.name for pair in val}
+    sizes = {size for size, _ in digests}
+    copies = {}
+    for pair in pairs:
+        key = _size_and_digest(pair.before) if pair.before.stat().st_size in sizes else None
+        if key in digests:
+            copies[pair.name] = digests[key]
+    return copies
+
+
+def _size_and_digest(path: Path) -> Tuple[int, str]:
+    return path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[PairFiles],
