@@ -120,11 +120,13 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                                      _out_of_memory_advice(epoch, "close other programs using the GPU")):
             pooled, per_pair = _validate(kept, val_pairs, device, options)
         _record_epoch(state, kept, epoch, losses, pooled, per_pair, time.perf_counter() - started)
+        # Said before the checkpoint is written: a Ctrl-C that finds the epoch's checkpoint finds its
+        # result in the log too (it could come between the two and leave the log without it)
+        report(epoch / options.epochs, _epoch_message(state, epoch, options.epochs))
+        LOG.info(_epoch_message(state, epoch, options.epochs))
         save_checkpoint({**state, "model": network.state_dict(), "optimizer": optimizer.state_dict(),
                          "scheduler": scheduler.state_dict(),
                          **({"average": average.state_dict()} if average else {})}, checkpoint_path)
-        report(epoch / options.epochs, _epoch_message(state, epoch, options.epochs))
-        LOG.info(_epoch_message(state, epoch, options.epochs))
 
     calibration = None
     if options.calibrate and val_pairs:
