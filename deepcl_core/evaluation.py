@@ -23,9 +23,8 @@ from .gdal_utils import gdal_return_values, is_alpha
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
-from .tiling import DEFAULT_TILE
+from .tiling import DEFAULT_TILE, tile_overlap
 from .training.augment import pseudo_change
-from .training.calibration import tile_overlap
 from .training.pairs import PairFiles, find_pairs, nothing_to_score, read_label
 
 ProgressCallback = Callable[[float, str], None]
