@@ -18,7 +18,7 @@ from osgeo import gdal, ogr
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
 from .grid import Bounds, Grid, bounds_overlap, check_north_up, map_geotransform, transformed_bounds, warp_to_grid
-from .raster_io import Window, is_georeferenced, open_dataset
+from .raster_io import Window, has_geotransform, is_georeferenced, open_dataset
 
 
 @dataclass(frozen=True)
@@ -104,7 +104,7 @@ def crop(dataset: gdal.Dataset, window: Window) -> gdal.Dataset:
         cropped = gdal.Translate("", dataset, options=gdal.TranslateOptions(format="VRT", srcWin=list(window)))
     if cropped is None:
         raise InputError(f"GDAL could not cut the image to the area of interest: {errors.last('unknown error')}")
-    if dataset.GetGeoTransform(can_return_null=True) is None:
+    if not has_geotransform(dataset):
         cropped.SetGeoTransform((float(window[0]), 1.0, 0.0, -float(window[1]), 0.0, -1.0))
     return cropped
 

@@ -11,7 +11,7 @@ from osgeo import gdal, osr
 
 from .errors import InputError
 from .gdal_utils import collect_gdal_errors
-from .raster_io import is_georeferenced
+from .raster_io import has_geotransform, is_georeferenced
 
 # GDAL reports (0, 1, 0, 0, 0, 1) for an image without georeference, y growing downwards; QGIS
 # draws such an image in pixel units with y = -row, and polygons digitised over it (or written for
@@ -106,11 +106,6 @@ def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dat
         return after
     _check_overlap(target, after)
     return warp_to_grid(after, target, "bilinear", "the after image")
-
-
-def has_geotransform(dataset: gdal.Dataset) -> bool:
-    """Whether the raster is placed by a geotransform (its own or a world file's), CRS or not."""
-    return dataset.GetGeoTransform(can_return_null=True) is not None
 
 
 def _one_crs_message(with_crs: gdal.Dataset, with_role: str, without: gdal.Dataset, without_role: str) -> str:

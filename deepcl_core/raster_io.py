@@ -44,7 +44,7 @@ def open_raster(path: str | os.PathLike, role: str) -> gdal.Dataset:
         raise InputError(f"{role} image {name} has no pixels or no bands")
     if dataset.GetDriver().ShortName == sentinel2.DRIVER:  # its unreached part and clouds as nodata
         dataset = sentinel2.with_valid_pixels(dataset, name)
-    if dataset.GetGeoTransform(can_return_null=True) is None and dataset.GetGCPCount() and dataset.GetGCPProjection():
+    if not has_geotransform(dataset) and dataset.GetGCPCount() and dataset.GetGCPProjection():
         dataset = placed_by_gcps(dataset, name, role)
     return dataset
 
@@ -118,7 +118,12 @@ def open_dataset(name: str, what: str, kind: int, open_options: Sequence[str] = 
 
 
 def is_georeferenced(dataset: gdal.Dataset) -> bool:
-    return dataset.GetGeoTransform(can_return_null=True) is not None and bool(dataset.GetProjection())
+    return has_geotransform(dataset) and bool(dataset.GetProjection())
+
+
+def has_geotransform(dataset: gdal.Dataset) -> bool:
+    """Whether the raster is placed by a geotransform (its own or a world file's), CRS or not."""
+    return dataset.GetGeoTransform(can_return_null=True) is not None
 
 
 

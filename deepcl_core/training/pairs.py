@@ -21,7 +21,7 @@ from ..gdal_utils import is_alpha
 from ..grid import Grid, align_after_to_before, label_on_grid
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..pair_statistics import read_pair_sample
-from ..raster_io import open_image, open_raster, placed_by_gcps, read_window, zero_means_no_change
+from ..raster_io import has_geotransform, open_image, open_raster, placed_by_gcps, read_window, zero_means_no_change
 
 LOG = logging.getLogger(__name__)
 
@@ -305,10 +305,10 @@ def _warn_of_change_declared_nodata(label_ds: gdal.Dataset, files: PairFiles, ch
 def _placed_as_the_before(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Dataset:
     """A label without georeference drawn on the pixels of a before image that ground control
     points place is placed by the same points, so that it is warped as the before image is."""
-    if label_ds.GetGeoTransform(can_return_null=True) is not None or label_ds.GetGCPCount():
+    if has_geotransform(label_ds) or label_ds.GetGCPCount():
         return label_ds
     raw = gdal.OpenEx(str(files.before), gdal.OF_RASTER | gdal.OF_READONLY)
-    if (raw is None or raw.GetGeoTransform(can_return_null=True) is not None or not raw.GetGCPCount()
+    if (raw is None or has_geotransform(raw) or not raw.GetGCPCount()
             or (raw.RasterXSize, raw.RasterYSize) != (label_ds.RasterXSize, label_ds.RasterYSize)):
         return label_ds
     with_points = gdal.Translate("", label_ds, format="VRT", GCPs=raw.GetGCPs(), outputSRS=raw.GetGCPProjection())
