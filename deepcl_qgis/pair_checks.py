@@ -45,15 +45,10 @@ def check_overlap(before_file: str, after_file: str) -> None:
                                               raster_io.open_image(after_file, "after"))
 
 
-def assigned_crs_warning(layer_crs: QgsCoordinateReferenceSystem, source: str, name: str) -> str:
-    """A warning when the layer has a CRS in QGIS (assigned there) that its file does not hold, or ''.
-    The run reads the file: it treats the image as without a CRS, and its outputs have none."""
+def assigned_crs_warning(layer_crs: QgsCoordinateReferenceSystem, name: str) -> str:
+    """The warning for a layer with a CRS in QGIS (assigned there) after a run that found none in
+    the files it read: it treated the images as without a CRS, and its outputs have none."""
     if not layer_crs.isValid():
-        return ""
-    from osgeo import gdal  # not needed at import
-
-    dataset = gdal.Open(source)
-    if dataset is None or dataset.GetProjection():
         return ""
     return (f"The layer '{name}' has the CRS {layer_crs.authid() or layer_crs.description()} in QGIS, but its file "
             "holds none, and the run reads the file: it ran without a CRS, so the outputs have none and the "

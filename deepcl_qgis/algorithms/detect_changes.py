@@ -283,10 +283,11 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
                                            progress=progress_to(feedback), cancel=feedback.isCanceled)
         self._report(result, feedback)
-        for raster in (self._before, self._after):
-            warning = pair_checks.assigned_crs_warning(raster.crs, raster.source, raster.name)
-            if warning:
-                feedback.pushWarning(warning)
+        if result.changed_area_m2 is None:  # the files hold no CRS (with one in either, both must)
+            for raster in (self._before, self._after):
+                warning = pair_checks.assigned_crs_warning(raster.crs, raster.name)
+                if warning:
+                    feedback.pushWarning(warning)
         for path in replaced:
             feedback.pushWarning(f"{path} existed and was replaced by this run's output.")
         self._style_outputs(context, outputs, run_group_name(self._before.name, self._after.name, self._before.source))
