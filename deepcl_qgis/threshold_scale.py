@@ -29,6 +29,9 @@ def position_of(threshold: float) -> int:
 
 
 def label(threshold: float) -> str:
-    """As few decimals as the value needs, at least two: 0.30, 0.07, 0.025, 0.004."""
+    """As few decimals as the value needs, at least two: 0.30, 0.07, 0.025, 0.004; a model's own
+    threshold below the slider's first stop in two significant digits (0.00042, not 0.00)."""
+    if 0 < threshold < THRESHOLDS[0]:
+        return f"{threshold:.2g}"
     text = f"{threshold:.3f}"
     return text[:-1] if text.endswith("0") else text

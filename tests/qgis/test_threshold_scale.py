@@ -32,7 +32,7 @@ def test_positions_past_the_ends_and_far_values_clamp():
 
 
 @pytest.mark.parametrize("threshold, text", [(0.3, "0.30"), (0.07, "0.07"), (0.025, "0.025"), (0.004, "0.004"),
-                                             (0.99, "0.99")])
+                                             (0.99, "0.99"), (0.00042, "0.00042"), (0.0005, "0.0005")])
 def test_labels_show_as_few_decimals_as_needed_and_at_least_two(threshold, text):
     assert label(threshold) == text
 
