@@ -59,6 +59,11 @@ class LatestChangeMap(QObject):
     def stop(self) -> None:
         self._timer.stop()
 
+    def forget(self) -> None:
+        """No change layer to follow (the project was closed); a re-classification running ends unseen."""
+        self.stop()
+        self.layer_id = self.run_summary = ""
+
     def reclassify_now(self) -> None:
         """Rewrite the change map at the panel's threshold (in a task)."""
         layer = self.layer()

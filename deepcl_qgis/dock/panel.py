@@ -69,7 +69,7 @@ class DeepCLDock(QgsDockWidget):
         form.diagnostics_button.clicked.connect(self.open_diagnostics)
         form.model_widget.fileChanged.connect(self._on_model_changed)
         self.project.legendLayersAdded.connect(self._on_layers_added)  # once in the layer tree
-        self.project.cleared.connect(self.cancel)  # a run's results belong to the project it started in
+        self.project.cleared.connect(self._on_project_cleared)
 
     def _on_layers_added(self, _layers: list) -> None:
         self._hide_results_from_inputs()
@@ -82,6 +82,13 @@ class DeepCLDock(QgsDockWidget):
         results = result_layers.result_layers_in(self.project)
         for combo in (self.form.before_combo, self.form.after_combo):
             combo.setExceptedLayerList(results)
+
+    def _on_project_cleared(self) -> None:
+        """A run's results belong to the project it started in; its summary and messages too."""
+        self.latest.forget()
+        self.form.summary_label.setText("")
+        self.clear_messages()
+        self.cancel()
 
     def _on_layers_removed(self, layer_ids: List[str]) -> None:
         # Left to itself a combo moves to the next layer, e.g. the before layer in both
@@ -422,7 +429,7 @@ class DeepCLDock(QgsDockWidget):
         self.latest.stop()
         self.project.legendLayersAdded.disconnect(self._on_layers_added)
         self.project.layersWillBeRemoved['QStringList'].disconnect(self._on_layers_removed)
-        self.project.cleared.disconnect(self.cancel)
+        self.project.cleared.disconnect(self._on_project_cleared)
         self._let_the_run_end_alone()
         save_choices(self.current_choices())
 

@@ -544,6 +544,22 @@ def test_clearing_the_project_cancels_the_run(panel):
     assert "Cancelled" in dock.form.status_label.text()
 
 
+def test_closing_the_project_clears_the_last_runs_summary_and_messages(panel, oscd_crop):
+    """The summary spoke of layers that are gone with the project it was in."""
+    from qgis.core import QgsProject
+
+    _project_with_pairs(oscd_crop)
+    dock = panel()
+    _run(dock)
+    assert "Changed" in dock.form.summary_label.text()
+    dock.show_error("an earlier error")
+    QgsProject.instance().clear()
+    assert (dock.form.summary_label.text(), dock.form.error_label.text(), dock.form.status_label.text()) == ("", "", "")
+    dock.form.threshold_slider.setValue(dock.form.threshold_slider.value() + 5)  # nothing left to re-classify
+    wait_for(lambda: dock.latest.task is None)
+    assert dock.form.summary_label.text() == "" and dock.latest.layer() is None
+
+
 def test_a_run_going_when_the_panel_goes_ends_and_leaves_nothing(panel, tmp_path):
     """The plugin unloaded (or reloaded) during a run: the run is cancelled, ends without the panel
     and removes its folder. The empty run folder was left in the output folder."""
