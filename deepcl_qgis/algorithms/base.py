@@ -26,6 +26,9 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     """Base class; subclasses define ``ICON`` and the usual Processing methods."""
 
     ICON = "deepcl"
+    # The command line's options that this algorithm has as parameters ({"--crop": "CROP"}): the
+    # engine's messages name them so, a Processing user knows them by their labels.
+    COMMAND_LINE_OPTIONS: Dict[str, str] = {}
 
     def createInstance(self) -> "DeepCLAlgorithm":  # noqa: N802 (Qt API)
         return type(self)()
@@ -50,6 +53,14 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         :class:`RasterInput`); reading its features in ``processAlgorithm``'s thread is what sources are for."""
         return {name: self.parameterAsSource(parameters, name, context) if self._has(parameters, name) else None
                 for name in names}
+
+    def in_processing_words(self, text: str) -> str:
+        """``text`` with the command line's option names replaced by the labels of the parameters."""
+        def label(match: "re.Match[str]") -> str:
+            definition = self.parameterDefinition(self.COMMAND_LINE_OPTIONS.get(match.group(), ""))
+            return f"“{definition.description()}”" if definition is not None else match.group()
+
+        return re.sub(r"(?<![\w/.-])--[a-z][a-z-]*", label, text)  # not inside a path: run--out/
 
     def groupId(self) -> str:  # noqa: N802
         return "changedetection"
@@ -151,33 +162,33 @@ def releases_locals_on_error(process_algorithm: Callable) -> Callable:
 
 
 @contextmanager
-def engine_errors() -> Iterator[None]:
+def engine_errors(words: Callable[[str], str] = str) -> Iterator[None]:
     """Show engine errors (missing band, bad model, cancelled …) as Processing errors, with the
-    engine's own user-facing message and no traceback."""
+    engine's own user-facing message in ``words`` (an algorithm's ``in_processing_words``) and no traceback."""
     try:
         yield
     except engine_error_type() as exc:
-        raise QgsProcessingException(str(exc)) from None
+        raise QgsProcessingException(words(str(exc))) from None
 
 
 class _WarningsTo(logging.Handler):
     """The warnings logged in this thread: another run's, in another thread, are not this run's."""
 
-    def __init__(self, feedback: QgsProcessingFeedback) -> None:
+    def __init__(self, feedback: QgsProcessingFeedback, words: Callable[[str], str]) -> None:
         super().__init__(logging.WARNING)
-        self.feedback = feedback
+        self.feedback, self.words = feedback, words
         self.thread = threading.get_ident()
 
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread:
-            self.feedback.pushWarning(record.getMessage())
+            self.feedback.pushWarning(self.words(record.getMessage()))
 
 
 @contextmanager
-def engine_warnings_to(feedback: QgsProcessingFeedback) -> Iterator[None]:
+def engine_warnings_to(feedback: QgsProcessingFeedback, words: Callable[[str], str] = str) -> Iterator[None]:
     """The engine's logged warnings (e.g. a training pair skipped for a missing label) in the
-    Processing log, where a QGIS user looks, not only on QGIS's stderr."""
-    handler = _WarningsTo(feedback)
+    Processing log, where a QGIS user looks, not only on QGIS's stderr; in ``words`` as engine_errors."""
+    handler = _WarningsTo(feedback, words)
     logger = logging.getLogger(core_package())  # deepcl_qgis.deepcl_core in the plugin's zip
     logger.addHandler(handler)
     try:

@@ -59,6 +59,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     COMPRESSION = "COMPRESSION"
     OVERVIEWS = "OVERVIEWS"
     ICON = "detect"
+    COMMAND_LINE_OPTIONS = {"--device": DEVICE, "--model": MODEL}
 
     def name(self) -> str:
         return "detectchanges"
@@ -277,7 +278,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         outputs = self._outputs(parameters, context)
         # Processing writes over files of the same name without asking in batches (autofilled names)
         replaced = [path for path in (*outputs.rasters(), outputs.polygons) if path is not None and path.exists()]
-        with engine_errors():
+        with engine_errors(self.in_processing_words):
             options = self._options(parameters, context, detect)
             options.area = self._engine_area()
             result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
@@ -356,7 +357,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def _report(self, result: Any, feedback: QgsProcessingFeedback) -> None:
         for warning in result.warnings:
-            feedback.pushWarning(warning)
+            feedback.pushWarning(self.in_processing_words(warning))
         area = (f"{result.changed_area_m2:,.0f} m²" if result.changed_area_m2 is not None
                 else "area unknown (images not georeferenced)")
         feedback.pushInfo(f"Changed: {result.changed_pixels} of {result.valid_pixels} valid pixels "

@@ -36,6 +36,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
 
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     ICON = "evaluate"
+    COMMAND_LINE_OPTIONS = {"--device": DEVICE, "--model": MODEL}
 
     def name(self) -> str:
         return "evaluatemodel"
@@ -188,11 +189,11 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             model=Path(self.model_path(parameters, context)),
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto")
-        with engine_errors():
+        with engine_errors(self.in_processing_words):
             result = detect.detect_changes(before.source, after.source, outputs, options,
                                            progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
         for warning in result.warnings:  # what detection says of its inputs, e.g. an untrained model
-            feedback.pushWarning(warning)
+            feedback.pushWarning(self.in_processing_words(warning))
         return str(outputs.change), str(outputs.confidence)
 
     def _reference(self, context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:

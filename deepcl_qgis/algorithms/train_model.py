@@ -38,6 +38,8 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
 
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     ICON = "train"
+    COMMAND_LINE_OPTIONS = {"--device": DEVICE, "--crop": CROP, "--batch": BATCH_SIZE, "--epochs": EPOCHS,
+                            "--init": INIT_MODEL, "--val": VALIDATION_FOLDER, "--out": OUTPUT}
 
     def name(self) -> str:
         return "trainmodel"
@@ -156,7 +158,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         self.require_dependencies()
         training = core_module("training")
         options = self._options(parameters, context, feedback, training)
-        with engine_errors(), engine_warnings_to(feedback):
+        with engine_errors(self.in_processing_words), engine_warnings_to(feedback, self.in_processing_words):
             try:
                 result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
             except core_module("errors").Cancelled:
@@ -206,11 +208,10 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             checkpoint=Path(QgsProcessingUtils.generateTempFilename("deepcl_training.ckpt")),
             command_line="QGIS Processing deepcl:trainmodel")
 
-    @staticmethod
-    def _holds_out_some(data_dirs: List[Path], training: Any) -> bool:
+    def _holds_out_some(self, data_dirs: List[Path], training: Any) -> bool:
         """Whether a fifth held out per data set leaves a validation pair (a data set of one pair
         gives none); otherwise training goes without validation, as the help says."""
-        with engine_errors():
+        with engine_errors(self.in_processing_words):
             groups = [pair.group for pair in training.find_pairs(data_dirs)]
         return any(groups.count(group) > 1 for group in set(groups))
 

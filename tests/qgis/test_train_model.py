@@ -78,6 +78,16 @@ def test_cancel_says_what_is_left_in_processing_words(deepcl_provider, tiny_mode
     assert list(tmp_path.iterdir()) == []
 
 
+def test_engine_messages_name_the_parameters_not_the_command_lines_options(deepcl_provider, tiny_model, tmp_path):
+    """The engine's advice names the command line's --crop; in Processing it names the parameter."""
+    from qgis.core import QgsProcessingException
+
+    with pytest.raises(QgsProcessingException) as raised:
+        run(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")), "INIT_MODEL": str(tiny_model),
+                  "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN, "CROP": 512})
+    assert str(raised.value).endswith("choose “Crop size (pixels)” 256 or less") and "--" not in str(raised.value)
+
+
 def test_the_model_file_must_end_in_pt(deepcl_provider, tiny_model, tmp_path):
     """Detection and evaluation open .pt files only; qgis_process adds no extension."""
     message = check_message(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")),
