@@ -15,7 +15,7 @@ Result = TypeVar("Result")
 _EXCEPTION_MODULES = (gdal, ogr, osr)
 _RUNS_LOCK = threading.Lock()
 _RUNS = [0]  # engine calls running, in any thread
-_EXCEPTIONS_BEFORE: List[bool] = []  # each module's mode when the first of them began
+_EXCEPTIONS_BEFORE: List = []  # the modules whose exceptions were on when the first call began, in their order
 
 
 def gdal_return_values(function: Function) -> Function:
@@ -28,9 +28,7 @@ def gdal_return_values(function: Function) -> Function:
     def wrapper(*args, **kwargs):
         with _RUNS_LOCK:
             if _RUNS[0] == 0:
-                _EXCEPTIONS_BEFORE[:] = [bool(module.GetUseExceptions()) for module in _EXCEPTION_MODULES]
-                for module in _EXCEPTION_MODULES:
-                    module.DontUseExceptions()
+                _EXCEPTIONS_BEFORE[:] = _exceptions_off()
             _RUNS[0] += 1
         try:
             return function(*args, **kwargs)
@@ -38,10 +36,31 @@ def gdal_return_values(function: Function) -> Function:
             with _RUNS_LOCK:
                 _RUNS[0] -= 1
                 if _RUNS[0] == 0:
-                    for module, used in zip(_EXCEPTION_MODULES, _EXCEPTIONS_BEFORE):
-                        if used:
-                            module.UseExceptions()
+                    for module in _EXCEPTIONS_BEFORE:
+                        module.UseExceptions()
     return wrapper  # type: ignore[return-value]
+
+
+def _exceptions_off() -> List:
+    """Turn off the exceptions of each of gdal, ogr and osr that had them on; returns those modules
+    in the order they had been turned on. GDAL 3.6's bindings keep one stack of error handlers for
+    the three and refuse to take a module's off the stack unless it is on top ("Cannot call
+    gdal.DontUseExceptions() at that point"), and the order a host turned them on in is not told:
+    the one on top is the one that accepts."""
+    remaining = [module for module in _EXCEPTION_MODULES if module.GetUseExceptions()]
+    taken_off: List = []
+    while remaining:
+        for module in remaining:
+            try:
+                module.DontUseExceptions()
+            except RuntimeError:  # not on top of the stack
+                continue
+            remaining.remove(module)
+            taken_off.append(module)
+            break
+        else:  # none would come off: the stack holds other handlers above them; leave the rest on
+            break
+    return taken_off[::-1]
 
 
 class GdalErrors:

@@ -1074,23 +1074,35 @@ def test_on_cuda_every_batch_has_one_shape_in_page_locked_memory(same_grid_pair,
     np.testing.assert_allclose(gpu, cpu, atol=1e-2)
 
 
-def test_a_host_with_gdal_exceptions_on_gets_the_engines_errors(same_grid_pair, tiny_model, tmp_path):
+@pytest.mark.parametrize("turned_on", ["gdal", "gdal ogr osr", "ogr gdal", "osr ogr gdal"])
+def test_a_host_with_gdal_exceptions_on_gets_the_engines_errors(same_grid_pair, tiny_model, tmp_path, turned_on):
     """A program that called gdal.UseExceptions() (GDAL 4's default) got bare RuntimeErrors for a
-    file that is not a raster and a truncated one; it gets InputErrors, and its mode back."""
+    file that is not a raster and a truncated one; it gets InputErrors, and its modes back. With the
+    exceptions of two or three of gdal, ogr and osr on, every call failed ("Cannot call
+    gdal.DontUseExceptions() at that point since the stack of error handlers is: osr ogr gdal"), or
+    every call after the first: GDAL 3.6 takes them off only in the reverse of the order they were turned on."""
+    from osgeo import osr
+
+    modules = [{"gdal": gdal, "ogr": ogr, "osr": osr}[name] for name in turned_on.split()]
     before, after = same_grid_pair
     not_a_raster, truncated = tmp_path / "notes.tif", tmp_path / "truncated.tif"
     not_a_raster.write_text("not a raster")
     truncated.write_bytes(Path(before).read_bytes()[:len(Path(before).read_bytes()) // 2])
-    gdal.UseExceptions()
+    modes = [gdal.GetUseExceptions(), ogr.GetUseExceptions(), osr.GetUseExceptions()]
+    for module in modules:
+        module.UseExceptions()
     try:
         for bad in (not_a_raster, truncated):
             with pytest.raises(InputError):
                 detect_changes(bad, after, outputs_in(tmp_path / bad.stem), DetectOptions(**FAST), model=tiny_model)
-            assert gdal.GetUseExceptions() and ogr.GetUseExceptions() == 0
-        assert detect_changes(before, after, outputs_in(tmp_path / "fine"), DetectOptions(**FAST),
-                              model=tiny_model).valid_pixels > 0
+            assert [bool(m.GetUseExceptions()) for m in (gdal, ogr, osr)] == [m in modules for m in (gdal, ogr, osr)]
+        for run in ("first", "second"):
+            assert detect_changes(before, after, outputs_in(tmp_path / run), DetectOptions(**FAST),
+                                  model=tiny_model).valid_pixels > 0
     finally:
-        gdal.DontUseExceptions()
+        for module in reversed(modules):
+            module.DontUseExceptions()
+    assert [gdal.GetUseExceptions(), ogr.GetUseExceptions(), osr.GetUseExceptions()] == modes
 
 
 def test_numpy_numbers_and_paths_are_taken_and_other_types_refused_in_words(same_grid_pair, tiny_model, tmp_path):
