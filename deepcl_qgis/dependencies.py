@@ -7,6 +7,8 @@ from __future__ import annotations
 import importlib
 import os
 import platform
+import shlex
+import shutil
 import sys
 from functools import lru_cache
 from pathlib import Path
@@ -44,7 +46,25 @@ def _pip_command() -> str:
     if platform.system() == "Windows":
         # The OSGeo4W shell puts the Python of QGIS first on PATH.
         return f"python -m pip install torch {cpu_wheels}   (in the OSGeo4W Shell)"
-    return f"{sys.executable or 'python3'} -m pip install --user torch {cpu_wheels}"
+    # Into the plugin's own folder, as its installer does: Debian 12 and Ubuntu 23.04 on refuse
+    # `pip install --user` into their system Python ("externally-managed-environment")
+    return (f"{shlex.quote(python_executable())} -m pip install --target {shlex.quote(str(owned_packages_folder()))} "
+            f"torch {cpu_wheels}")
+
+
+def python_executable() -> str:
+    """The interpreter of the Python QGIS runs, for pip. ``sys.executable`` is often the qgis
+    binary itself, which cannot run ``-m pip``, or the first python3 on PATH, which may be another
+    Python (a pyenv or conda shim) whose wheels QGIS's cannot import: the interpreter of this
+    Python's own installation, of its version, comes first."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    for folder in (Path(sys.exec_prefix) / "bin", Path(sys.exec_prefix), Path(sys.base_exec_prefix) / "bin"):
+        for name in (f"python{version}", "python3", "python.exe", "python3.exe"):
+            if (folder / name).is_file():
+                return str(folder / name)
+    if Path(sys.executable).name.lower().startswith("python"):
+        return sys.executable
+    return shutil.which(f"python{version}") or shutil.which("python3") or "python3"
 
 
 def owned_packages_folder() -> Path:

@@ -6,15 +6,13 @@ wheel index that the driver supports, else the CPU index (a bare ``torch`` from 
 gigabytes of CUDA libraries even where no GPU exists)."""
 from __future__ import annotations
 
-import shutil
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 from qgis.PyQt.QtCore import QObject, QProcess, QProcessEnvironment, pyqtSignal
 
-from .dependencies import add_owned_packages_to_path, owned_packages_folder
+from .dependencies import add_owned_packages_to_path, owned_packages_folder, python_executable
 
 TORCH_INDEX = "https://download.pytorch.org/whl/"
 # (lowest driver CUDA version, wheel index tag), newest first: a driver runs any older CUDA build.
@@ -38,19 +36,6 @@ class InstallPlan:
 
     def command_line(self) -> str:
         return " ".join([self.python or python_executable(), *self.arguments()])
-
-
-def python_executable() -> str:
-    """The Python interpreter of QGIS. Inside QGIS ``sys.executable`` is often the qgis binary
-    itself, which cannot run ``-m pip``; the interpreter then sits next to the Python library."""
-    if Path(sys.executable).name.lower().startswith("python"):
-        return sys.executable
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    for folder in (Path(sys.exec_prefix), Path(sys.exec_prefix) / "bin", Path(sys.base_exec_prefix) / "bin"):
-        for name in (f"python{version}", "python3", "python.exe", "python3.exe"):
-            if (folder / name).is_file():
-                return str(folder / name)
-    return shutil.which(f"python{version}") or shutil.which("python3") or "python3"
 
 
 def torch_index(driver_cuda: Optional[tuple]) -> tuple:

@@ -8,8 +8,8 @@ from typing import List, Optional, Tuple
 
 from qgis.core import Qgis
 
-from ..dependencies import missing_dependencies, owned_packages_folder
-from ..torch_installer import installed_version, python_executable
+from ..dependencies import missing_dependencies, owned_packages_folder, python_executable
+from ..torch_installer import installed_version
 
 DRIVER_ROW = "NVIDIA driver"
 ASKING_NVIDIA_SMI = "asking nvidia-smi…"

@@ -189,6 +189,42 @@ def test_owned_folder_is_in_the_qgis_profile(qgis_app, monkeypatch):
     assert folder.name == f"py{sys.version_info.major}.{sys.version_info.minor}"
 
 
+def test_the_python_for_pip_is_the_one_qgis_runs_not_the_first_on_path(tmp_path, monkeypatch):
+    """In QGIS sys.executable may be the first python3 on PATH, e.g. a pyenv shim to another Python,
+    whose wheels (cp312 …) QGIS's Python cannot import; pip ran there."""
+    from deepcl_qgis.dependencies import python_executable
+
+    shim = tmp_path / "shims" / "python3"
+    shim.parent.mkdir()
+    shim.write_text("#!/bin/sh\necho another Python\n")
+    shim.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(shim))
+    python = python_executable()
+    answer = subprocess.run([python, "-c", "import sys; print(sys.version_info[:2], sys.prefix)"],
+                            capture_output=True, text=True, timeout=60).stdout.strip()
+    assert answer == f"{tuple(sys.version_info[:2])} {sys.prefix}"
+
+
+def test_the_install_hint_installs_where_the_plugin_looks_and_not_with_user(qgis_app, wheel_folder, tmp_path,
+                                                                             monkeypatch):
+    """Debian 12's Python refuses `pip install --user` ("externally-managed-environment"): the hint
+    installs into the plugin's own folder, as its installer does. Run here with a local wheel for torch."""
+    import shlex
+
+    from deepcl_qgis.dependencies import add_owned_packages_to_path, install_hint
+
+    monkeypatch.setenv("DEEPCL_DEPS_DIR", str(tmp_path / "deps with space"))
+    command = next(line.strip() for line in install_hint(("torch",)).splitlines() if " -m pip install " in line)
+    assert "--user" not in command
+    words = shlex.split(command)
+    words[words.index("torch")] = PROBE
+    words[words.index("--index-url"):words.index("--index-url") + 2] = ["--no-index", "--find-links", str(wheel_folder)]
+    subprocess.run(words, check=True, capture_output=True, timeout=120)
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    assert add_owned_packages_to_path()
+    assert importlib.import_module(PROBE).VERSION == "1.2"
+
+
 WHEELS = Path("/opt/wheels")
 SYSTEM_PYTHON = "/usr/bin/python3"
 # Pure-Python packages torch imports that Debian's Python lacks; pip would fetch them from the
