@@ -80,6 +80,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         problem = dependency_problem()
         if problem:
             return False, problem
+        parameters = self.choices_by_name(parameters)
         problem = (self._choice_problem(parameters) or self.precheck(parameters, context)
                    or self._range_problem(parameters))
         if problem:  # before the generic checks, whose "Incorrect parameter value" says too little
@@ -102,15 +103,35 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         if not ok:
             raise QgsProcessingException(message)
 
+    def _choices(self) -> Iterator[QgsProcessingParameterEnum]:
+        """The choices given by name (``usesStaticStrings``)."""
+        return (definition for definition in self.parameterDefinitions()
+                if isinstance(definition, QgsProcessingParameterEnum) and definition.usesStaticStrings())
+
+    def choices_by_name(self, parameters: Dict[str, Any]) -> Dict[str, Any]:
+        """``parameters`` with each choice given by its number given by its option's name: ``qgis_process
+        help`` lists the options by number, and a graphical model's Enum input passes the number."""
+        named = dict(parameters)
+        for definition in self._choices():
+            value = named.get(definition.name())
+            number = value if isinstance(value, int) and not isinstance(value, bool) else \
+                int(value) if isinstance(value, str) and value.isdigit() else None
+            if number is not None and number < len(definition.options()):
+                named[definition.name()] = definition.options()[number]
+        return named
+
+    def choice(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> str:
+        """The name of the option chosen for ``name``, given by name or by number."""
+        return self.parameterAsEnumString(self.choices_by_name(parameters), name, context)
+
     def _choice_problem(self, parameters: Dict[str, Any]) -> str:
-        """A choice given as anything but one of its names (``qgis_process help`` offers numbers)."""
-        for definition in self.parameterDefinitions():
-            if not isinstance(definition, QgsProcessingParameterEnum) or not definition.usesStaticStrings():
-                continue
+        """A choice given as neither one of its names nor one of their numbers."""
+        for definition in self._choices():
             value = parameters.get(definition.name())
             if value not in (None, "") and str(value) not in definition.options():
-                return (f"{definition.description()} is one of {', '.join(definition.options())} (by name); "
-                        f"got {value}.")
+                options = definition.options()
+                return (f"{definition.description()} is one of {', '.join(options)} (or their numbers, 0 to "
+                        f"{len(options) - 1}); got {value}.")
         return ""
 
     def _range_problem(self, parameters: Dict[str, Any]) -> str:

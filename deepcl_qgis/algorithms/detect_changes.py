@@ -304,9 +304,9 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             input_scale=self.parameterAsInt(parameters, self.INPUT_SCALE, context) or None,
             overlap=self.parameterAsInt(parameters, self.OVERLAP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context) or None,
-            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
-            precision=self.parameterAsEnumString(parameters, self.PRECISION, context) or "auto",
-            compression=self.parameterAsEnumString(parameters, self.COMPRESSION, context) or detect.DEFAULT_COMPRESSION,
+            device=self.choice(parameters, self.DEVICE, context) or "auto",
+            precision=self.choice(parameters, self.PRECISION, context) or "auto",
+            compression=self.choice(parameters, self.COMPRESSION, context) or detect.DEFAULT_COMPRESSION,
             overviews=self.parameterAsBoolean(parameters, self.OVERVIEWS, context),
             min_area=self.parameterAsDouble(parameters, self.MIN_AREA, context),
             overwrite=True)  # Processing asks before overwriting; the engine still never leaves partial files

@@ -188,7 +188,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         options = detect.DetectOptions(
             model=Path(self.model_path(parameters, context)),
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
-            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto")
+            device=self.choice(parameters, self.DEVICE, context) or "auto")
         with engine_errors(self.in_processing_words):
             result = detect.detect_changes(before.source, after.source, outputs, options,
                                            progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)

@@ -199,7 +199,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             init=Path(init) if init else None, epochs=self.parameterAsInt(parameters, self.EPOCHS, context),
             val_dirs=(Path(validation),) if validation else (),
             val_fraction=0.2 if not (single_pair or validation) and self._holds_out_some(data_dirs, training) else 0.0,
-            device=self.parameterAsEnumString(parameters, self.DEVICE, context) or "auto",
+            device=self.choice(parameters, self.DEVICE, context) or "auto",
             crop=self.parameterAsInt(parameters, self.CROP, context),
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             iterations_per_epoch=self.parameterAsInt(parameters, self.ITERATIONS, context),

@@ -453,11 +453,19 @@ def test_a_batch_row_is_checked_as_the_toolbox_checks_it(deepcl_provider, tiny_m
     assert not list(tmp_path.iterdir())
 
 
-def test_choices_are_given_by_name(deepcl_provider, tiny_model, tmp_path):
-    """`qgis_process help` offers an option's number; the check names the choices."""
+def test_choices_are_given_by_name_or_by_number(deepcl_provider, tiny_model, tmp_path):
+    """`qgis_process help` lists the options by number and a graphical model's Enum input passes
+    the number: both were refused ("Device is one of auto, cpu, cuda, mps (by name); got 1.")."""
+    from osgeo import gdal
+
     folder = pair("levir", "test_55_0256_0000")
-    assert check_message(ALG, _params(folder, tiny_model, tmp_path, DEVICE=1)) == \
-        "Device is one of auto, cpu, cuda, mps (by name); got 1."
+    result = run(ALG, _params(folder, tiny_model, tmp_path, DEVICE=1, PRECISION="1", COMPRESSION=1))
+    assert result["DEVICE_USED"] == "cpu"
+    assert gdal.Open(result["CONFIDENCE"]).GetMetadata("IMAGE_STRUCTURE")["COMPRESSION"] == "DEFLATE"
+    assert check_message(ALG, _params(folder, tiny_model, tmp_path, DEVICE=7)) == \
+        "Device is one of auto, cpu, cuda, mps (or their numbers, 0 to 3); got 7."
+    assert check_message(ALG, _params(folder, tiny_model, tmp_path, DEVICE="gpu")) == \
+        "Device is one of auto, cpu, cuda, mps (or their numbers, 0 to 3); got gpu."
 
 
 def test_polygons_into_a_table_of_a_database_are_refused_in_words(deepcl_provider, tiny_model, tmp_path):
