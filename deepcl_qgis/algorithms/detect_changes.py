@@ -17,7 +17,6 @@ from .. import pair_checks
 from ..threshold_scale import THRESHOLDS
 from ..engine import core_module
 from ..layer_styling import attach_post_processors, run_group_name
-from ..paths import bundled_model_path
 from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
                    raster_input, releases_locals_on_error, typed_bands_problem, typed_number_problem)
 
@@ -109,8 +108,9 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                                         self.AFTER, optional=True, allowMultiple=True),
              self.tr("The same bands, in the same order, for the after image."), False),
             # Optional, so that scripts and qgis_process may leave it out: empty means the bundled model.
-            (QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="pt",
-                                        defaultValue=str(bundled_model_path()), optional=True),
+            # No default: the modeler saves a step's defaults in the .model3, where the bundled model's
+            # path (in this user's profile) would name a file no other machine has.
+            (QgsProcessingParameterFile(self.MODEL, self.tr("Model file"), extension="pt", optional=True),
              self.tr("A DeepCL model file (.pt). Empty: the model bundled with the plugin."), False),
             (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
                                           QgsProcessingParameterNumber.Double, None, True,

@@ -358,11 +358,11 @@ def _folder(path: Path) -> Path:
 
 def test_missing_bundled_model_is_explained(deepcl_provider, tmp_path, monkeypatch):
     """A copy of the plugin without its model (e.g. a trimmed package) says so in user words."""
-    import deepcl_qgis.algorithms.detect_changes as algorithm_module
+    import deepcl_qgis.algorithms.base as algorithm_base
     import deepcl_qgis.pair_checks as pair_checks
 
     missing = tmp_path / "models" / "deepcl_default.pt"
-    for module in (algorithm_module, pair_checks):
+    for module in (algorithm_base, pair_checks):
         monkeypatch.setattr(module, "bundled_model_path", lambda: missing)
     folder = pair("levir", "test_55_0256_0000")
     params = _params(folder, Path("unused"), tmp_path)

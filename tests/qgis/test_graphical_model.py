@@ -46,3 +46,18 @@ def test_output_names_chosen_in_a_model_are_kept(deepcl_provider, tiny_model, tm
         "detect:change": str(tmp_path / "change.tif"), "evaluate:report": str(tmp_path / "report.html")})
     names = [layer.name() for layer in QgsProject.instance().mapLayers().values()]
     assert "change" in names and "Change" not in names
+
+
+def test_a_step_left_at_its_defaults_names_no_file_of_this_machine(deepcl_provider, tmp_path):
+    """The modeler fills a new step with its parameters' defaults and saves them in the .model3: the
+    bundled model's path in this user's profile failed on every other machine ("The model file
+    C:/Users/alice/…/deepcl_default.pt does not exist")."""
+    from qgis.core import QgsApplication
+
+    from deepcl_qgis.paths import bundled_model_path
+
+    plugin_folder = str(bundled_model_path().parents[2])
+    for name in ("deepcl:detectchanges", "deepcl:evaluatemodel", "deepcl:trainmodel"):
+        algorithm = QgsApplication.processingRegistry().createAlgorithmById(name)
+        defaults = {d.name(): d.defaultValue() for d in algorithm.parameterDefinitions()}
+        assert not [key for key, value in defaults.items() if plugin_folder in str(value)], name
