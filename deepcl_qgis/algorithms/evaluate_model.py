@@ -15,6 +15,7 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
 from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import write_report
+from ..threshold_scale import THRESHOLDS
 from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
                    raster_input, releases_locals_on_error, typed_number_problem)
 
@@ -81,7 +82,8 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
                                         optional=True),
              self.tr("The DeepCL model (.pt) to evaluate on the before/after pair; empty: the bundled model.")),
             (QgsProcessingParameterNumber(self.THRESHOLD, self.tr("Change threshold"),
-                                          QgsProcessingParameterNumber.Double, None, True, 0.01, 0.99),
+                                          QgsProcessingParameterNumber.Double, None, True,
+                                          THRESHOLDS[0], THRESHOLDS[-1]),  # detection's: its THRESHOLD_USED fits
              self.tr("Used when running a model. Empty: the model's own threshold for each pair's pixel size.")),
             (QgsProcessingParameterEnum(self.DEVICE, self.tr("Device"), self.DEVICES, defaultValue="auto",
                                         usesStaticStrings=True),

@@ -87,6 +87,24 @@ def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
     assert 0.0 <= result["F1"] <= 1.0 and 0.0 <= result["OA"] <= 1.0
 
 
+def test_every_threshold_detection_takes_is_taken(deepcl_provider, tiny_model):
+    """0.005 (a 10 m threshold; detection's THRESHOLD_USED in a model) was refused below 0.01."""
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    from deepcl_qgis.threshold_scale import THRESHOLDS
+
+    folder = pair("dsifn", "3_4")
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    for threshold in (THRESHOLDS[0], 0.005, THRESHOLDS[-1]):
+        assert algorithm.checkParameterValues({
+            "BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
+            "THRESHOLD": threshold, "REFERENCE": image(folder, "label")}, QgsProcessingContext()) == (True, "")
+    ranges = [(d.minimum(), d.maximum()) for d in (
+        QgsApplication.processingRegistry().algorithmById(name).parameterDefinition("THRESHOLD")
+        for name in ("deepcl:detectchanges", ALG))]
+    assert ranges[0] == ranges[1]
+
+
 def test_detections_warnings_reach_the_log(deepcl_provider, tiny_model, tmp_path):
     """Evaluating a model runs a detection, whose warnings (here: the model was never trained) go to
     the Processing log as the detection algorithm's do; they went to QGIS's stderr only."""
