@@ -163,6 +163,8 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
                 result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
             except core_module("errors").Cancelled:
                 raise QgsProcessingException("Training cancelled; no model file was written.") from None
+            finally:  # Processing cannot resume: the checkpoint (5× the model) would stay until QGIS exits
+                options.checkpoint.unlink(missing_ok=True)
         metrics = result.best_metrics
         if metrics:
             feedback.pushInfo(f"Validation (epoch {result.best_epoch}): F1 {metrics.get('f1', 0):.4f}, "

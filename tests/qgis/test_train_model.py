@@ -1,6 +1,8 @@
 """deepcl:trainmodel: a few steps of fine-tuning from a folder of pairs and from layers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from osgeo import gdal, ogr
 
@@ -30,6 +32,8 @@ def recording_feedback():
 
 
 def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
+    from qgis.core import QgsProcessingUtils
+
     data = tmp_path / "levir"
     data.mkdir()
     for name in ("test_55_0256_0000", "test_7_0256_0512", "val_27_0000_0256"):
@@ -47,8 +51,10 @@ def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     assert [line for line in log if line.startswith("Decision threshold")] == [
         f"Decision threshold {bundle.threshold:.3g} on the "
         + ("network's own score." if bundle.platt_scaling.is_identity else "calibrated confidence.")]
-    # Processing cannot resume a run: no 50 MB checkpoint is left beside the model
+    # Processing cannot resume a run: no 50 MB checkpoint is left beside the model, nor in QGIS's temporary
+    # folder, where each run left one until QGIS exited
     assert sorted(p.name for p in tmp_path.iterdir()) == ["levir", "tuned.pt"]
+    assert not list(Path(QgsProcessingUtils.tempFolder()).rglob("*.ckpt"))
 
 
 def test_the_log_says_what_each_threshold_applies_to(deepcl_provider):
