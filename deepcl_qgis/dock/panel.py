@@ -412,6 +412,8 @@ class DeepCLDock(QgsDockWidget):
         dialog.exec_()
         dialog.deleteLater()
         self.refresh_dependencies()
+        if self.requested_threshold() is None:  # the slider at 0.5, which stood in for the model's threshold
+            self._show_model_threshold()         # while torch could not read it: read it now
 
     def open_diagnostics(self) -> None:
         from .diagnostics_dialog import DiagnosticsDialog
