@@ -80,9 +80,10 @@ def order_pair(first: QgsRasterLayer, second: QgsRasterLayer) -> Tuple[QgsRaster
 def recent_raster_layers(project: QgsProject) -> List[QgsRasterLayer]:
     """Raster layers, most recently added first: QGIS puts a new layer at the top of the tree."""
     layers = [node.layer() for node in project.layerTreeRoot().findLayers()]
-    # The panel's own results are rasters too, but never an input a user means.
+    # The panel's own results are rasters too, but never an input a user means; nor a basemap (XYZ,
+    # WMS): only layers GDAL reads can be detected on, as the panel's combos offer.
     return [layer for layer in layers if isinstance(layer, QgsRasterLayer) and layer.isValid()
-            and not layer.customProperty(RESULT_PROPERTY)]
+            and layer.providerType() == "gdal" and not layer.customProperty(RESULT_PROPERTY)]
 
 
 def preselect(layers: Sequence[QgsRasterLayer]) -> Tuple[Optional[QgsRasterLayer], Optional[QgsRasterLayer]]:

@@ -613,6 +613,20 @@ def test_only_layers_gdal_reads_are_offered(panel, oscd_crop):
     assert "abudhabi_20150801" in offered and not any("a web map" in text for text in offered)
 
 
+def test_a_basemap_added_after_the_pair_leaves_the_pair_preselected(panel, oscd_crop):
+    """An XYZ basemap (valid, newest) was taken for the after image's partner: before = the newer
+    image, after = empty."""
+    from qgis.core import QgsProject, QgsRasterLayer
+
+    before, after = _project_with_pairs(oscd_crop)
+    basemap = QgsRasterLayer("type=xyz&url=https://tile.openstreetmap.org/{z}/{x}/{y}.png&zmax=19&zmin=0",
+                             "OpenStreetMap", "wms")
+    assert basemap.isValid()
+    QgsProject.instance().addMapLayer(basemap)
+    dock = panel()
+    assert (dock.form.before_combo.currentLayer(), dock.form.after_combo.currentLayer()) == (before, after)
+
+
 def test_the_panels_results_are_not_offered_as_inputs(panel, oscd_crop):
     _project_with_pairs(oscd_crop)
     dock = panel()
