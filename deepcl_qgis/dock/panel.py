@@ -110,7 +110,7 @@ class DeepCLDock(QgsDockWidget):
         for label, value, usable in report.choices:
             combo.addItem(label, value)
             combo.model().item(combo.count() - 1).setEnabled(usable)
-        combo.setCurrentIndex(max(0, combo.findData(current)))
+        self._choose_device(current)
         self.form.device_label.setText(report.found)
         self._update_model_note()
 
@@ -121,7 +121,7 @@ class DeepCLDock(QgsDockWidget):
         self._show_model_threshold()
         if choices.threshold >= 0:
             self._set_threshold(choices.threshold)
-        form.device_combo.setCurrentIndex(max(0, form.device_combo.findData(choices.device)))
+        self._choose_device(choices.device)
         form.area_combo.setCurrentIndex(max(0, form.area_combo.findData(choices.area)))
         polygons = [layer for layer in self.project.mapLayers().values() if layer.source() == choices.area_layer_source]
         if polygons:
@@ -132,6 +132,14 @@ class DeepCLDock(QgsDockWidget):
         form.polygons_check.setChecked(choices.polygons)
         form.min_area_spin.setValue(choices.min_area)
         form.output_widget.setFilePath(choices.output_folder)
+
+    def _choose_device(self, value: str) -> None:
+        """``value``'s entry when this machine can use it, else Auto: a device remembered from
+        another session (a GPU since gone, a CUDA build since replaced) showed greyed out, chosen."""
+        combo = self.form.device_combo
+        index = combo.findData(value)
+        usable = index >= 0 and combo.model().item(index).isEnabled()
+        combo.setCurrentIndex(index if usable else max(0, combo.findData("auto")))
 
     def _remembered_or_preselected(self, choices: PanelChoices) -> tuple:
         layers = layer_choice.recent_raster_layers(self.project)

@@ -380,6 +380,29 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     _delete(again)
 
 
+def test_a_remembered_device_this_machine_cannot_use_gives_auto(panel, qgis_iface):
+    """A GPU remembered from another session (since gone, or a CPU-only build installed since) was
+    chosen greyed out, and the run failed with "CUDA is not available"."""
+    import torch
+
+    from deepcl_qgis.dock.settings import load_choices, save_choices
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is usable here")
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    panel()  # the settings cleared, after the test too
+    choices = load_choices()
+    choices.device = "cuda"
+    save_choices(choices)
+    dock = DeepCLDock(qgis_iface)
+    combo = dock.form.device_combo
+    assert not combo.model().item(combo.findData("cuda")).isEnabled()
+    assert combo.currentData() == "auto"
+    dock.shutdown()
+    _delete(dock)
+
+
 def test_the_models_own_threshold_is_remembered_as_the_models(panel, oscd_crop, tiny_model_path, tmp_path):
     """Left at the model's threshold, the slider comes back at the model's threshold for the next
     imagery, not at the number the last one had, and the run asks for the model's own."""
