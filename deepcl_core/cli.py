@@ -70,8 +70,9 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                              "confidence scaling were chosen: another enlargement shifts the scores they read")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
                         help=f"tile size in pixels, a multiple of 32 (default {DEFAULT_TILE})")
-    parser.add_argument("--overlap", type=int, default=DEFAULT_OVERLAP,
-                        help=f"overlap between tiles in pixels (default {DEFAULT_OVERLAP})")
+    parser.add_argument("--overlap", type=int, default=None,
+                        help=f"overlap between tiles in pixels (default {DEFAULT_OVERLAP}; for tiles of "
+                             f"{2 * DEFAULT_OVERLAP} px or less, a quarter of the tile)")
     parser.add_argument("--batch", type=int, help="tiles per batch (default: 1 on the CPU, 8 on CUDA, 4 on MPS)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps (default auto)")
     # Figures: the time, 32.1 s (docs/benchmarks_bf16.md) against 44.8 s in fp32 (docs/benchmarks.md as

@@ -44,7 +44,7 @@ from .polygons import write_change_polygons
 from .raster_io import open_image
 from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
-from .tiling import DEFAULT_OVERLAP, DEFAULT_TILE, RowBlender, TileGrid
+from .tiling import DEFAULT_TILE, RowBlender, TileGrid, tile_overlap
 from .write_behind import WriteBehind
 
 LOG = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class DetectOptions:
     threshold: Optional[float] = None  # None: the model's threshold for the before image's pixel size
     input_scale: Optional[int] = None  # times the network sees the images enlarged; None: the model's, likewise
     tile_size: int = DEFAULT_TILE
-    overlap: int = DEFAULT_OVERLAP
+    overlap: Optional[int] = None  # pixels; None: 64, or a quarter of tiles of 128 px or less (overlap_used)
     batch_size: Optional[int] = None  # None: the device's (model/inference.default_batch_size)
     device: str = "auto"
     precision: str = "auto"  # "auto": fp16 on CUDA, else fp32; "fp32"; "bf16" (opt-in, see autocast_dtype)
@@ -100,11 +100,10 @@ class DetectOptions:
         if self.tile_size < NETWORK_MULTIPLE or self.tile_size % NETWORK_MULTIPLE:
             raise InputError(f"tile size must be a multiple of {NETWORK_MULTIPLE} and at least "
                              f"{NETWORK_MULTIPLE}; got {self.tile_size}")
-        if not 0 <= self.overlap < self.tile_size // 2:
-            # The default overlap (64) is half of a 128 tile: a smaller tile alone needs this hint
-            hint = f": a smaller tile needs a smaller overlap (e.g. {self.tile_size // 4})" if self.overlap > 0 else ""
+        if not 0 <= self.overlap_used < self.tile_size // 2:
+            hint = f": a smaller tile needs a smaller overlap (e.g. {self.tile_size // 4})" if self.overlap_used > 0 else ""
             raise InputError(f"overlap must be at least 0 and under half the tile size ({self.tile_size // 2}); "
-                             f"got {self.overlap}{hint}")
+                             f"got {self.overlap_used}{hint}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1; got {self.batch_size}")
         if self.io_threads is not None and self.io_threads < 1:
@@ -119,6 +118,12 @@ class DetectOptions:
             raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {self.compression!r}")
         if self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
+
+    @property
+    def overlap_used(self) -> int:
+        """The overlap given, else :func:`tiling.tile_overlap`'s for the tile size: 64 was refused
+        for tiles of 128 px or less, which a user who gave only a tile size never chose."""
+        return tile_overlap(self.tile_size) if self.overlap is None else self.overlap
 
     def _as_python_numbers(self) -> None:
         for name, what in (("tile_size", "tile size"), ("overlap", "overlap"), ("batch_size", "batch size"),
@@ -256,7 +261,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     platt_scaling = bundle.platt_scaling_for(pixel_size)
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision, warnings)
     # Tile and overlap are the network's: an image it sees enlarged is cut in smaller tiles.
-    tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap // scale)
+    tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap_used // scale)
     specs = _output_specs(outputs, calibrated=not platt_scaling.is_identity)
     pixel_areas = pixel_area_by_row(grid)
     counts = _Counts(pixel_areas)

@@ -23,7 +23,7 @@ from .gdal_utils import gdal_return_values, is_alpha
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
-from .tiling import DEFAULT_TILE, tile_overlap
+from .tiling import DEFAULT_TILE
 from .training.augment import pseudo_change
 from .training.pairs import PairFiles, find_pairs, nothing_to_score, read_label
 
@@ -40,7 +40,7 @@ class EvaluateOptions:
     threshold: Optional[float] = None  # None: the model's
     input_scale: Optional[int] = None  # None: the model's for each pair's pixel size
     tile_size: int = DEFAULT_TILE
-    overlap: Optional[int] = None  # None: detection's default, scaled down for small tiles (tile_overlap)
+    overlap: Optional[int] = None  # None: detection's default, scaled down for small tiles (DetectOptions.overlap_used)
     batch_size: Optional[int] = None  # None: the device's default
     seed: int = 0  # of the pseudo-change transforms
 
@@ -52,9 +52,8 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
     """A JSON-ready report: ``pooled`` (the headline), ``per_pair`` and, on request, ``pseudo_change``."""
     report = progress or (lambda fraction, message: None)
     started = time.perf_counter()
-    overlap = tile_overlap(options.tile_size) if options.overlap is None else options.overlap
     detect_options = DetectOptions(threshold=options.threshold, input_scale=options.input_scale,
-                                   tile_size=options.tile_size, overlap=overlap,
+                                   tile_size=options.tile_size, overlap=options.overlap,
                                    batch_size=options.batch_size, device=options.device)
     detect_options.validate()  # up front: a bad tile is no pair's fault, and should cost no pair's detection
     pairs = find_pairs(options.data_dirs)

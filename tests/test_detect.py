@@ -882,9 +882,29 @@ def test_output_names_may_end_in_any_case_and_in_tiff(oscd_mismatch_pair, tiny_m
     assert gdal.OpenEx(str(outputs.polygons)).GetDriver().ShortName == "GPKG"
 
 
+def test_a_small_tile_alone_gets_a_quarter_of_it_as_overlap(oscd_mismatch_pair, tiny_model, tiny_model_path,
+                                                            tmp_path):
+    """A tile of 128 px alone (--tile 128, DetectOptions(tile_size=128)) was refused for the default
+    overlap of 64, which its user never chose; larger tiles keep 64."""
+    from deepcl_core.cli import main
+
+    assert DetectOptions().overlap_used == 64 and DetectOptions(tile_size=160).overlap_used == 64
+    alone = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "alone"),
+                           DetectOptions(tile_size=128, device="cpu"), model=tiny_model)
+    given = detect_changes(*oscd_mismatch_pair, outputs_in(tmp_path / "given"), DetectOptions(**FAST),
+                           model=tiny_model)
+    np.testing.assert_array_equal(read_raster(alone.outputs.confidence).values,
+                                  read_raster(given.outputs.confidence).values)
+    cli = tmp_path / "cli"
+    cli.mkdir()
+    assert main(["detect", *map(str, oscd_mismatch_pair), "--change", str(cli / "c.tif"), "--confidence",
+                 str(cli / "f.tif"), "--tile", "128", "--device", "cpu", "--model", str(tiny_model_path)]) == 0
+    np.testing.assert_array_equal(read_raster(cli / "f.tif").values, read_raster(given.outputs.confidence).values)
+
+
 @pytest.mark.parametrize("options, message", [
     (dict(tile_size=100), "multiple of 32"),
-    (dict(tile_size=128),  # the default overlap: the message says what to lower
+    (dict(tile_size=128, overlap=64),  # an overlap for larger tiles: the message says what to lower
      r"under half the tile size \(64\); got 64: a smaller tile needs a smaller overlap \(e.g. 32\)"),
     (dict(batch_size=0), "batch"),
     (dict(threshold=1.0), "threshold"),
