@@ -222,7 +222,9 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
     if missing:
         raise ModelFileError(f"{path} lacks {', '.join(missing)}; it is damaged or was not written by DeepCL")
     version = data["format_version"]
-    if not isinstance(version, int) or version > FORMAT_VERSION:
+    if not isinstance(version, int) or version < 1:
+        raise ModelFileError(f"{path} has model format version {version!r}, which no DeepCL writes; it is damaged")
+    if version > FORMAT_VERSION:
         raise ModelFileError(f"{path} has model format version {version}; this DeepCL reads up to "
                              f"{FORMAT_VERSION}: update the plugin")
     if data["architecture"] != ARCHITECTURE:
@@ -258,6 +260,10 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
     if not all(0 < s.slope < math.inf and math.isfinite(s.intercept) for s in scalings):
         raise ModelFileError(f"{path} has a confidence scaling that is not a finite positive slope and "
                              f"finite intercept: {[s.to_list() for s in scalings]}")
+    thresholds = (bundle.threshold, *(t for _, t in bundle.thresholds_by_pixel_size))
+    if not all(0.0 < t < 1.0 for t in thresholds):  # as a threshold a user gives: none marks all, or nothing
+        raise ModelFileError(f"{path} has a decision threshold outside (0, 1): {list(thresholds)}; it is damaged "
+                             "or was not written by DeepCL")
     if any(k < 1 for _, k in bundle.input_scales_by_pixel_size):
         raise ModelFileError(f"{path} has an input scale under 1: {bundle.input_scales_by_pixel_size}")
     if len(bundle.bands) != bundle.config.in_channels:

@@ -102,6 +102,18 @@ def test_input_scales_by_pixel_size_round_trip_and_older_files_enlarge_nothing(t
         load_model(tmp_path / "shrinks.pt")
 
 
+@pytest.mark.parametrize("key, value", [("threshold", 1.5), ("threshold", 0.0), ("threshold", float("nan")),
+                                        ("thresholds_by_pixel_size", [[5.0, -0.2]]), ("format_version", 0)])
+def test_impossible_thresholds_or_versions_are_refused(tmp_path, key, value):
+    """They loaded (`deepcl info` said nothing), and detection then marked nothing or everything."""
+    save_model(bundle(), tmp_path / "model.pt")
+    data = raw_dict(tmp_path / "model.pt")
+    data[key] = value
+    torch.save(data, tmp_path / "damaged.pt")
+    with pytest.raises(ModelFileError, match="decision threshold outside|format version"):
+        load_model(tmp_path / "damaged.pt")
+
+
 def test_file_is_a_plain_dict_loadable_with_weights_only(tmp_path):
     path = tmp_path / "model.pt"
     save_model(bundle(), path)
