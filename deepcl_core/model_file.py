@@ -168,9 +168,8 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a safe model file
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ModelFileError(f"{path} is not a readable DeepCL model file (corrupt, truncated, of "
-                             f"another format, or holding code, which is never run): {reason[:200]}") from None
+        raise ModelFileError(f"{path} is not a readable DeepCL model file (corrupt, truncated, of another format, "
+                             f"or holding code, which is never run): {_first_sentence(exc)}") from None
     return _bundle_from_dict(data, path)
 
 
@@ -208,6 +207,14 @@ def _two_numbers(values: Any) -> Tuple[float, float]:
     if len(values) != 2:
         raise ValueError(f"a confidence scaling is a slope and an intercept, not {values}")
     return values[0], values[1]
+
+
+def _first_sentence(exc: Exception, limit: int = 200) -> str:
+    """An error's first sentence: torch's go on with advice in its own words, which a cut at a
+    fixed length left mid-sentence ("… your checkpoint file is")."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    sentence = text.split(". ")[0].rstrip(".")
+    return sentence if len(sentence) <= limit else sentence[:limit - 1] + "…"
 
 
 def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
