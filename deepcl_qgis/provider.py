@@ -37,6 +37,9 @@ class DeepCLProvider(QgsProcessingProvider):
     def supportedOutputVectorLayerExtensions(self) -> List[str]:  # noqa: N802
         return ["gpkg"]  # change polygons are written as GeoPackage
 
+    def supportsNonFileBasedOutput(self) -> bool:  # noqa: N802
+        return False  # the engine writes files: no memory layer, database table or other provider's source
+
     def warningMessage(self) -> str:  # noqa: N802
         problem = dependency_problem()
         return problem.splitlines()[0] if problem else ""

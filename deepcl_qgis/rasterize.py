@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Iterable, Sequence
 
 import numpy as np
-from osgeo import gdal, ogr
+from osgeo import gdal, ogr, osr
 
 from .engine import core_module
 
@@ -17,10 +17,15 @@ def qgis_geotransform(dataset: gdal.Dataset) -> Sequence[float]:
 def burn_polygons(width: int, height: int, geotransform: Sequence[float], wkb_geometries: Iterable[bytes]) -> np.ndarray:
     """(height, width) uint8: 1 where a pixel centre lies in one of the polygons (given in the
     grid's coordinates), else 0."""
+    # One CRS for both, standing for the grid's own: without any GDAL warned on every call
+    # ("Failed to fetch spatial reference on layer polygons …")
+    grid_crs = osr.SpatialReference()
+    grid_crs.SetLocalCS("the grid's coordinates")
     target = gdal.GetDriverByName("MEM").Create("", width, height, 1, gdal.GDT_Byte)
     target.SetGeoTransform(list(geotransform))
+    target.SetSpatialRef(grid_crs)
     source = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
-    layer = source.CreateLayer("polygons", geom_type=ogr.wkbUnknown)
+    layer = source.CreateLayer("polygons", srs=grid_crs, geom_type=ogr.wkbUnknown)
     for wkb in wkb_geometries:
         feature = ogr.Feature(layer.GetLayerDefn())
         feature.SetGeometry(ogr.CreateGeometryFromWkb(wkb))

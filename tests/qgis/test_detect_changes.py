@@ -474,6 +474,10 @@ def test_polygons_into_a_table_of_a_database_are_refused_in_words(deepcl_provide
     message = check_message(ALG, _params(folder, tiny_model, tmp_path, POLYGONS=table))
     assert message == ("The change polygons are written to a GeoPackage file of their own: give a .gpkg file "
                        "name, not a table of an existing database.")
+    # Nor are they offered: the output widgets offer a database table only where the provider says it writes one
+    outputs = [definition for definition in deepcl_provider.algorithm("detectchanges").parameterDefinitions()
+               if definition.isDestination()]
+    assert outputs and not any(definition.supportsNonFileBasedOutput() for definition in outputs)
 
 
 def test_a_run_that_replaces_files_says_so(deepcl_provider, tiny_model, tmp_path):

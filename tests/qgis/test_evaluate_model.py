@@ -79,6 +79,22 @@ def test_polygon_reference_matches_the_raster_reference(deepcl_provider, tiny_mo
         assert by_polygons[key] == pytest.approx(by_raster[key])
 
 
+def test_polygons_are_burnt_without_gdal_warnings():
+    """Every rasterisation (a polygon reference, training from layers) printed "Warning 1: Failed to
+    fetch spatial reference on layer polygons …" on stderr."""
+    from deepcl_qgis.rasterize import burn_polygons
+
+    messages = []
+    gdal.PushErrorHandler(lambda level, number, text: messages.append(text))
+    try:
+        square = ogr.CreateGeometryFromWkt("POLYGON ((500000 20, 500005 20, 500005 15, 500000 15, 500000 20))")
+        burnt = burn_polygons(10, 10, (500000.0, 1.0, 0.0, 20.0, 0.0, -1.0), [square.ExportToWkb()])
+    finally:
+        gdal.PopErrorHandler()
+    assert int(burnt.sum()) == 25 and burnt[:5, :5].all()
+    assert messages == []
+
+
 def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
     folder = pair("dsifn", "3_4")
     result = run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
