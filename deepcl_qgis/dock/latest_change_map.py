@@ -1,11 +1,18 @@
 """The latest run's change layer, following the panel's threshold after the run: when the slider
 rests, the run's confidence map is re-classified in a task (:mod:`.reclassify_task`) and the layer
-points to the new map; back at the run's own threshold it shows the run's map again."""
+points to the new map; back at the run's own threshold it shows the run's map again.
+
+A re-classified map the layer moves on from is deleted (a slider drag would pile them up), unless a
+layer of the project or a project file saved in this session still refers to it: a saved project
+must open with its change layer. What a saved file refers to is read from the file itself, not
+remembered at the save, so a Save As keeps both files' maps, saving over a file lets its earlier map
+go, and a save that failed protects what the file on disk still holds."""
 from __future__ import annotations
 
 import time
+import zipfile
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Set
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QObject, QTimer
@@ -36,6 +43,9 @@ class LatestChangeMap(QObject):
         self.run_area = WHOLE_IMAGE
         self.run_map, self.run_threshold = Path(), -1.0  # shown again at its threshold
         self.run_summary = ""
+        self._left_behind: Set[Path] = set()  # re-classified maps the layer moved on from, kept while referred to
+        self._saved_projects: Set[str] = set()  # the files the project was saved to in this session
+        project.projectSaved.connect(self._on_project_saved)
         self._timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
         self._timer.timeout.connect(self.reclassify_now)
 
@@ -99,9 +109,40 @@ class LatestChangeMap(QObject):
         self._point_to(layer, path, task.threshold)
         self._show_summary(threshold_summary(counts, task.threshold, self.run_seconds, self.run_area))
 
-    @staticmethod
-    def _point_to(layer: QgsRasterLayer, path: Path, threshold: float) -> None:
+    def _point_to(self, layer: QgsRasterLayer, path: Path, threshold: float) -> None:
         previous = Path(layer.source())
         result_layers.point_change_layer_to(layer, path, threshold)
-        if previous != path and previous.name.startswith("change_t"):  # a re-classification, never a run's map
-            previous.unlink(missing_ok=True)
+        if previous.name.startswith("change_t"):  # a re-classification, never a run's map
+            self._left_behind.add(previous)
+        self._delete_unreferenced_maps()
+
+    def _on_project_saved(self) -> None:
+        self._saved_projects.add(self.project.fileName())
+
+    def _delete_unreferenced_maps(self) -> None:
+        """Delete the maps left behind that no layer of the project and no project saved in this
+        session refers to (a saved project that cannot be read may refer to any)."""
+        unshown = self._left_behind - {Path(layer.source()) for layer in self.project.mapLayers().values()}
+        saved = [_project_xml(name) for name in self._saved_projects] if unshown else []
+        for path in unshown:
+            if not any(xml is None or path.name in xml for xml in saved):
+                path.unlink(missing_ok=True)
+        self._left_behind = {path for path in self._left_behind if path.exists()}
+
+
+def _project_xml(name: str) -> Optional[str]:
+    """The XML of the project saved as ``name`` (a .qgs, or the .qgs in a .qgz); "" where there is no
+    such file (deleted since, or a save that failed), None where it cannot be read (e.g. a project
+    kept in a database): it may refer to any map."""
+    if QgsApplication.projectStorageRegistry().projectStorageFromUri(name) is not None:
+        return None
+    try:
+        if not zipfile.is_zipfile(name):
+            return Path(name).read_text(errors="replace")
+        with zipfile.ZipFile(name) as archive:
+            return "".join(archive.read(member).decode(errors="replace") for member in archive.namelist()
+                           if member.endswith(".qgs"))
+    except FileNotFoundError:
+        return ""
+    except (OSError, zipfile.BadZipFile):
+        return None
