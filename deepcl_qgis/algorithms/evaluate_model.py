@@ -164,6 +164,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         results: Dict[str, Any] = {key: metrics[key.lower()] for key in METRICS}
         results.update({key: int(metrics[key.lower()]) for key in COUNTS})
         results.update({key: metrics.get(key.lower()) for key in RELIABILITY})
+        results[self.OUTPUT_HTML] = None  # every declared output, as detection's: a model's later step may ask
         if self._has(parameters, self.OUTPUT_HTML):
             report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
             write_report(Path(report), metrics, change_name, reference_name)

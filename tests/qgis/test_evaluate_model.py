@@ -101,6 +101,11 @@ def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
                        "THRESHOLD": 0.4, "DEVICE": "cpu", "REFERENCE": image(folder, "label")})
     assert result["TP"] + result["FP"] + result["FN"] + result["TN"] == 256 * 256
     assert 0.0 <= result["F1"] <= 1.0 and 0.0 <= result["OA"] <= 1.0
+    # Every declared output comes back, the report unasked for as None (its key was missing)
+    from qgis.core import QgsApplication
+
+    declared = {o.name() for o in QgsApplication.processingRegistry().algorithmById(ALG).outputDefinitions()}
+    assert declared <= set(result) and result["OUTPUT_HTML"] is None
 
 
 def test_every_threshold_detection_takes_is_taken(deepcl_provider, tiny_model):
