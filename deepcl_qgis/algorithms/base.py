@@ -169,11 +169,30 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
 
 def add_help(parameter: QgsProcessingParameterDefinition, help_text: str,
              advanced: bool = False) -> QgsProcessingParameterDefinition:
-    """Per-parameter help (tooltip in the dialog, text in ``qgis_process help``)."""
-    parameter.setHelp(help_text)
+    """Per-parameter help (tooltip in the dialog, text in ``qgis_process help``), with the default,
+    range and choices, which ``qgis_process help`` 3.22 does not print."""
+    facts = " ".join(_parameter_facts(parameter))
+    parameter.setHelp(f"{help_text} {facts}" if facts else help_text)
     if advanced:
         parameter.setFlags(parameter.flags() | QgsProcessingParameterDefinition.FlagAdvanced)
     return parameter
+
+
+def _parameter_facts(parameter: QgsProcessingParameterDefinition) -> Iterator[str]:
+    if isinstance(parameter, QgsProcessingParameterEnum):
+        options = parameter.options()
+        yield f"One of {', '.join(options)} (or their numbers, 0 to {len(options) - 1})."
+    if isinstance(parameter, QgsProcessingParameterNumber):
+        low, high = parameter.minimum(), parameter.maximum()
+        if -1e300 < low and high < 1e300:  # Processing's unbounded ends are ±DBL_MAX
+            yield f"From {low:g} to {high:g}."
+        elif -1e300 < low:
+            yield f"At least {low:g}."
+    default = parameter.defaultValue()
+    if default not in (None, "") and not parameter.isDestination():
+        yield f"Default: {default:g}." if isinstance(default, float) else f"Default: {default}."
+    elif parameter.flags() & QgsProcessingParameterDefinition.FlagOptional and not parameter.isDestination():
+        yield "Optional."
 
 
 def releases_locals_on_error(process_algorithm: Callable) -> Callable:

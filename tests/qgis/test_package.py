@@ -158,6 +158,22 @@ def test_the_zipped_plugins_training_logs_the_engines_warnings(plugins_folder, t
 
 
 @pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
+def test_qgis_process_help_gives_defaults_ranges_and_choices(plugins_folder, tmp_path):
+    """qgis_process help 3.22 prints no default, range or optional flag: a headless user could not
+    tell that training runs 20 epochs of 200 steps, or which inputs may be left out."""
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path / "home"),
+           "QGIS_PLUGINPATH": str(plugins_folder)}
+    (tmp_path / "home").mkdir()
+    subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "deepcl"], env=env, capture_output=True, timeout=120)
+    text = subprocess.run([str(QGIS_PROCESS), "help", "deepcl:trainmodel"], env=env, capture_output=True,
+                          text=True, timeout=120).stdout
+    for fact in ("each is followed by validation. From 1 to 1000. Default: 20.", "From 2 to 256. Default: 8.",
+                 "One of auto, cpu, cuda, mps (or their numbers, 0 to 3). Default: auto.",
+                 "Leave empty to train on the layers below. Optional."):
+        assert fact in " ".join(text.split()), fact
+
+
+@pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
 def test_qgis_process_runs_detection_headless(plugins_folder, tiny_model, tmp_path):
     folder = pair("levir", "test_55_0256_0000")
     change, confidence = tmp_path / "change.tif", tmp_path / "confidence.tif"
