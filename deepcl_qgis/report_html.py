@@ -10,8 +10,24 @@ _LABELS = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 score"),
 _COUNTS = [("tp", "Changed, found"), ("fp", "False alarms"), ("fn", "Missed changes"), ("tn", "Unchanged, correct")]
 
 
+# The pixels a ratio divides by, and what it means that there are none: the engine reports such a
+# ratio as 0, which for a map that rightly finds no change where there is none reads as a failure.
+_UNDEFINED = {"precision": (("tp", "fp"), "nothing detected as changed"),
+              "recall": (("tp", "fn"), "no change in the reference"),
+              "f1": (("tp", "fp", "fn"), "no change in the map or the reference"),
+              "iou": (("tp", "fp", "fn"), "no change in the map or the reference")}
+
+
+def metric_text(key: str, metrics: Dict[str, float]) -> str:
+    """``metrics[key]`` to four decimals, or why it has no value."""
+    counts, reason = _UNDEFINED.get(key, ((), ""))
+    if counts and not sum(metrics[count] for count in counts):
+        return f"n/a ({reason})"
+    return f"{metrics[key]:.4f}"
+
+
 def write_report(path: Path, metrics: Dict[str, float], change_name: str, reference_name: str) -> None:
-    rows = "".join(f"<tr><td>{label}</td><td>{metrics[key]:.4f}</td></tr>" for key, label in _LABELS)
+    rows = "".join(f"<tr><td>{label}</td><td>{metric_text(key, metrics)}</td></tr>" for key, label in _LABELS)
     counts = "".join(f"<tr><td>{label}</td><td>{int(metrics[key]):,}</td></tr>" for key, label in _COUNTS)
     path.write_text(
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>DeepCL evaluation</title></head><body>"

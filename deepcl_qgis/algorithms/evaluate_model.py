@@ -14,7 +14,7 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
 
 from .. import accuracy, pair_checks
 from ..engine import core_module
-from ..report_html import write_report
+from ..report_html import metric_text, write_report
 from ..threshold_scale import THRESHOLDS
 from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
                    raster_input, releases_locals_on_error, typed_number_problem)
@@ -156,8 +156,8 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         metrics = accuracy.confusion(change, reference, feedback.isCanceled,
                                      lambda fraction: feedback.setProgress(50 + 50 * fraction),
                                      gdal.Open(confidence_path) if confidence_path else None)
-        feedback.pushInfo(", ".join(f"{key}: {metrics[key]:.4f}" for key in ("precision", "recall", "f1", "iou",
-                                                                            "oa", "kappa")))
+        feedback.pushInfo(", ".join(f"{key}: {metric_text(key, metrics)}"
+                                    for key in ("precision", "recall", "f1", "iou", "oa", "kappa")))
         if metrics.get("brier") is not None:
             feedback.pushInfo(f"Confidence as a probability: Brier score {metrics['brier']:.4f}, expected "
                               f"calibration error {metrics['ece']:.4f} (lower is better)")

@@ -33,6 +33,26 @@ def test_metrics_against_a_label_raster(deepcl_provider, tiny_model, tmp_path):
     assert result["BRIER"] is None and "Brier" not in report  # a change map alone has no confidence
 
 
+def test_a_map_rightly_finding_no_change_reads_not_applicable_not_0(deepcl_provider, tmp_path):
+    """Against a reference without change, a map without change scored "F1 0.0000" in the report
+    and the log, as if it had failed; the ratios without pixels to divide by are said to be so."""
+    from plugin_test_helpers import error_recording_feedback
+
+    label = image(pair("levir", "train_386_0512_0768"), "label")
+    assert read(label).max() == 0
+    feedback = error_recording_feedback()
+    messages = []
+    feedback.pushInfo = messages.append
+    result = run(ALG, {"CHANGE": label, "REFERENCE": label, "OUTPUT_HTML": str(tmp_path / "r.html")}, feedback)
+    assert (result["TP"], result["FP"], result["FN"], result["OA"]) == (0, 0, 0, 1.0)
+    report = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert "<td>F1 score</td><td>n/a (no change in the map or the reference)</td>" in report
+    assert "<td>Precision</td><td>n/a (nothing detected as changed)</td>" in report
+    assert "<td>Overall accuracy</td><td>1.0000</td>" in report
+    assert any(line.startswith("precision: n/a (nothing detected as changed), recall: n/a (no change in the "
+                               "reference), f1: n/a") for line in messages)
+
+
 def test_a_0_255_change_map_counts_its_255_as_change(deepcl_provider, tiny_model, tmp_path):
     """Other tools write change as 255 (no nodata): the same metrics as our 0/1 map of it."""
     folder = pair("levir", "test_77_0512_0256")
