@@ -178,7 +178,10 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         change = self._rasters[self.CHANGE]
         if change is not None:
             return change.source, "", change.name
-        return (*self._run_model(parameters, context, feedback), "detected by the model")
+        before, after = self._rasters[self.BEFORE], self._rasters[self.AFTER]
+        model = Path(self.model_path(parameters, context)).name
+        return (*self._run_model(parameters, context, feedback),
+                f"detected by the model {model} between {before.name} and {after.name}")
 
     def _run_model(self, parameters: Dict[str, Any], context: QgsProcessingContext,
                    feedback: QgsProcessingFeedback) -> Tuple[str, str]:

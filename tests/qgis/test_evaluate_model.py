@@ -118,14 +118,20 @@ def test_polygons_are_burnt_without_gdal_warnings():
 def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
     folder = pair("dsifn", "3_4")
     result = run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
-                       "THRESHOLD": 0.4, "DEVICE": "cpu", "REFERENCE": image(folder, "label")})
+                       "THRESHOLD": 0.4, "DEVICE": "cpu", "REFERENCE": image(folder, "label"),
+                       "OUTPUT_HTML": str(tmp_path / "r.html")})
+    # The report names what was evaluated (it said "detected by the model")
+    assert f"detected by the model {tiny_model.name} between before and after" in \
+        (tmp_path / "r.html").read_text(encoding="utf-8")
     assert result["TP"] + result["FP"] + result["FN"] + result["TN"] == 256 * 256
     assert 0.0 <= result["F1"] <= 1.0 and 0.0 <= result["OA"] <= 1.0
     # Every declared output comes back, the report unasked for as None (its key was missing)
     from qgis.core import QgsApplication
 
     declared = {o.name() for o in QgsApplication.processingRegistry().algorithmById(ALG).outputDefinitions()}
-    assert declared <= set(result) and result["OUTPUT_HTML"] is None
+    assert declared <= set(result) and result["OUTPUT_HTML"] == str(tmp_path / "r.html")
+    unasked = run(ALG, {"CHANGE": image(folder, "label"), "REFERENCE": image(folder, "label")})
+    assert declared <= set(unasked) and unasked["OUTPUT_HTML"] is None
 
 
 def test_every_threshold_detection_takes_is_taken(deepcl_provider, tiny_model):
