@@ -116,7 +116,12 @@ class DeepCLDock(QgsDockWidget):
 
     def apply_choices(self, choices: PanelChoices) -> None:
         form = self.form
-        self._set_layers(*self._remembered_or_preselected(choices))
+        before, after = self._remembered_or_preselected(choices)
+        self._set_layers(before, after)
+        for combo, layer, source, bands in ((form.bands_before, before, choices.before_source, choices.bands_before),
+                                            (form.bands_after, after, choices.after_source, choices.bands_after)):
+            if layer is not None and layer.source() == source:  # the bands chosen for this very layer
+                _check_bands(combo, bands)
         form.model_widget.setFilePath(choices.model_path)
         self._show_model_threshold()
         if choices.threshold >= 0:
@@ -159,6 +164,8 @@ class DeepCLDock(QgsDockWidget):
         threshold = self.requested_threshold()
         return PanelChoices(
             before_source=before.source() if before else "", after_source=after.source() if after else "",
+            bands_before=",".join(str(band) for band in form.bands_before.checkedItemsData()),
+            bands_after=",".join(str(band) for band in form.bands_after.checkedItemsData()),
             model_path=form.model_widget.filePath(), threshold=-1.0 if threshold is None else threshold,
             device=form.device_combo.currentData() or "auto", area=form.area_combo.currentData(),
             area_layer_source=form.area_layer_combo.currentLayer().source() if form.area_layer_combo.currentLayer()
@@ -466,6 +473,14 @@ class DeepCLDock(QgsDockWidget):
 
 # Runs cancelled by a panel that went away (the plugin unloaded), kept until their tasks end.
 _ENDING_RUNS: Set[DetectionRun] = set()
+
+
+def _check_bands(combo: Any, bands: str) -> None:
+    """Check the bands ``bands`` names ("4,3,2") in a band combo (items hold their band numbers)."""
+    wanted = {int(band) for band in bands.split(",") if band.strip().isdigit()}
+    for index in range(combo.count()):
+        if combo.itemData(index) in wanted:
+            combo.setItemCheckState(index, Qt.Checked)
 
 
 def _area_of(parameters: Dict[str, Any]) -> str:

@@ -21,6 +21,8 @@ class PanelChoices:
 
     before_source: str = ""
     after_source: str = ""
+    bands_before: str = ""  # the bands checked for those layers ("4,3,2"); empty: found by the engine
+    bands_after: str = ""
     model_path: str = ""  # empty: the bundled model
     threshold: float = -1.0  # below 0: the chosen model's own threshold
     device: str = "auto"

@@ -358,6 +358,8 @@ def test_errors_are_shown_in_words_in_the_panel_and_message_bar(panel, qgis_ifac
 
 
 def test_choices_are_remembered_between_sessions(panel, oscd_crop):
+    from qgis.PyQt.QtCore import Qt
+
     before, after = _project_with_pairs(oscd_crop)
     dock = panel()
     dock.swap_layers()
@@ -366,6 +368,8 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     dock.form.polygons_check.setChecked(True)
     dock.form.min_area_spin.setValue(250.0)
     dock.form.area_combo.setCurrentIndex(1)
+    for index in range(3):  # red, green, blue of the layer now 'before'
+        dock.form.bands_before.setItemCheckState(index, Qt.Checked)
     dock.shutdown()
     from deepcl_qgis.dock.panel import DeepCLDock
 
@@ -376,6 +380,8 @@ def test_choices_are_remembered_between_sessions(panel, oscd_crop):
     assert again.form.area_combo.currentIndex() == 1
     assert again.form.tile_spin.value() == FAST["tile"] and again.form.device_combo.currentData() == "cpu"
     assert again.form.model_widget.filePath() == dock.form.model_widget.filePath()
+    # The bands too (they were forgotten, and the run went back to bands found automatically)
+    assert again.form.bands_before.checkedItemsData() == ["1", "2", "3"] and again.form.bands_after.checkedItems() == []
     again.shutdown()
     _delete(again)
 
