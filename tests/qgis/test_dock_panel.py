@@ -84,12 +84,16 @@ def _run(dock) -> None:
 
 
 def test_detect_button_adds_styled_layers_in_a_group(panel, oscd_crop, tmp_path):
+    from qgis.PyQt.QtCore import Qt
+
     before, after = _project_with_pairs(oscd_crop)
     dock = panel()
     assert dock.form.before_combo.currentLayer() is before and dock.form.after_combo.currentLayer() is after
     assert dock.form.bands_before.count() == 4  # band chooser filled from the layer
-    dock.form.bands_before.setCheckedItems(["Band 1", "Band 2", "Band 3"])
-    dock.form.bands_after.setCheckedItems(["Band 1", "Band 2", "Band 3"])
+    for combo in (dock.form.bands_before, dock.form.bands_after):  # red, green, blue (items named "Band 1: Red (B04)" …)
+        for index in range(3):
+            combo.setItemCheckState(index, Qt.Checked)
+        assert combo.checkedItemsData() == ["1", "2", "3"]
     dock.form.threshold_slider.setValue(position_of(0.30))
     _run(dock)
     assert dock.form.error_label.text() == ""
