@@ -161,10 +161,12 @@ class DetectOutputs:
     polygons: Optional[Path] = None
 
     def __post_init__(self) -> None:
+        if self.change is None or self.confidence is None:
+            raise InputError("the change and the confidence maps both need a file name")
         for name in ("change", "confidence", "distance", "polygons"):
             value = getattr(self, name)
             if value is not None:
-                setattr(self, name, Path(value))
+                setattr(self, name, Path(os.fsdecode(value)))
 
     def rasters(self) -> List[Path]:
         return [p for p in (self.change, self.confidence, self.distance) if p is not None]
@@ -242,8 +244,12 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     report = progress or (lambda fraction, message: None)
     is_cancelled = cancel or (lambda: False)
     options = DetectOptions() if options is None else options
+    # A dict for options, a tuple for outputs: refused in words, not with an AttributeError
+    for value, kind, what in ((options, DetectOptions, "options"), (outputs, DetectOutputs, "outputs")):
+        if not isinstance(value, kind):
+            raise InputError(f"give the {what} as a {kind.__name__}(…); got a {type(value).__name__}")
     options.validate()
-    before, after = os.fspath(before), os.fspath(after)
+    before, after = os.fsdecode(before), os.fsdecode(after)
     bundle = model or resolve_model(options.model)
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Iterator, Union
 
 import numpy as np
 import torch
@@ -12,10 +12,10 @@ import torch
 from .errors import DeviceMemoryError, InputError
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: Union[str, torch.device] = "auto") -> torch.device:
     """``auto`` prefers CUDA, then Apple MPS, then the CPU; an explicit choice that this machine
     cannot honour is an :class:`InputError` that says what was found."""
-    name = (name or "auto").strip().lower()
+    name = str(name or "auto").strip().lower()  # a torch.device too
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")

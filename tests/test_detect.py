@@ -5,6 +5,7 @@ and float input; nodata; cancel and failure leave nothing behind; progress; over
 The tiny fixture model is untrained, so these tests pin contracts, never accuracy."""
 from __future__ import annotations
 
+import os
 import threading
 import zipfile
 from dataclasses import dataclass
@@ -1144,6 +1145,21 @@ def test_numpy_numbers_and_paths_are_taken_and_other_types_refused_in_words(same
                          ({"threshold": "0.4"}, "threshold must be a number; got '0.4'")):
         with pytest.raises(InputError, match=words):
             detect_changes(before, after, outputs_in(tmp_path / "wrong"), DetectOptions(**wrong), model=tiny_model)
+    # Containers of the wrong kind, a missing output, bytes paths and a torch.device: AttributeErrors and
+    # TypeErrors before ("'dict' object has no attribute 'validate'", "… 'NoneType' … 'with_name'")
+    outputs = outputs_in(tmp_path / "kinds")
+    for call, words in ((lambda: detect_changes(before, after, outputs, {"device": "cpu"}, model=tiny_model),
+                         r"give the options as a DetectOptions\(…\); got a dict"),
+                        (lambda: detect_changes(before, after, (outputs.change, outputs.confidence), model=tiny_model),
+                         r"give the outputs as a DetectOutputs\(…\); got a tuple"),
+                        (lambda: DetectOutputs(None, tmp_path / "f.tif"), "change and the confidence maps both")):
+        with pytest.raises(InputError, match=words):
+            call()
+    assert not (tmp_path / "kinds").exists() or not list((tmp_path / "kinds").iterdir())
+    as_bytes = DetectOutputs(os.fsencode(tmp_path / "bytes_change.tif"), os.fsencode(tmp_path / "bytes_conf.tif"))
+    result = detect_changes(os.fsencode(before), os.fsencode(after), as_bytes,
+                            DetectOptions(tile_size=128, overlap=16, device=torch.device("cpu")), model=tiny_model)
+    assert result.device == "cpu" and (tmp_path / "bytes_conf.tif").is_file()
 
 
 @pytest.mark.parametrize("planted", ["confidence", "polygons"])
