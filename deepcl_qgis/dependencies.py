@@ -1,40 +1,108 @@
-"""Whether the Python packages the engine needs can be imported, and how to install them.
+"""Whether the Python packages the engine needs can be used, and how to install them.
 
 The plugin must load without them (QGIS users install it before they have PyTorch), so nothing
 here imports torch at module level; the check runs the import once, when an algorithm needs it."""
 from __future__ import annotations
 
 import importlib
+import importlib.abc
+import importlib.machinery
+import importlib.util
 import os
 import platform
+import re
 import shlex
 import shutil
 import sys
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import Optional, Sequence, Tuple
 
 # Module name → what a user installs to get it.
 REQUIRED = {"torch": "torch", "numpy": "numpy", "osgeo.gdal": "GDAL Python bindings"}
+# The oldest versions the engine works with, as pyproject.toml states them (torch>=2.1): an older
+# torch imports, then fails where it reads the model file, with a message that blames the file.
+MINIMUM_VERSIONS = {"torch": (2, 1)}
+# The top-level packages of the torch wheel, which the plugin's own folder serves first (see
+# add_owned_packages_to_path).
+OWNED_FIRST = ("torch", "torchgen", "functorch")
+NOT_INSTALLED = "is not installed"
+
+
+@dataclass(frozen=True)
+class UnusablePackage:
+    """A required package that cannot serve: what a user installs, why, and the folder of the
+    copy that failed (empty when there is none)."""
+
+    package: str
+    reason: str  # NOT_INSTALLED, "fails to import (OSError: …)" or "1.12.1 is older than …"
+    location: str = ""
+
+    def describe(self) -> str:
+        return f"{self.package} {self.reason}" + (f" (at {self.location})" if self.location else "")
 
 
 @lru_cache(maxsize=None)
-def missing_dependencies() -> Tuple[str, ...]:
-    """Names of the required packages that fail to import (a real import: a broken CUDA or DLL
-    install is as missing as an absent package)."""
-    missing = []
+def unusable_dependencies() -> Tuple[UnusablePackage, ...]:
+    """The required packages that cannot be used, and why: a real import (a broken CUDA or DLL
+    install is as unusable as an absent package) and the version the engine needs."""
+    unusable = []
     for module, package in REQUIRED.items():
-        try:
-            importlib.import_module(module)
-        except Exception:  # ImportError, OSError from native libraries, and the like
-            missing.append(package)
-    return tuple(missing)
+        reason = _why_unusable(module)
+        if reason:
+            location = package_location(module) if reason != NOT_INSTALLED else None
+            unusable.append(UnusablePackage(package, reason, str(location or "")))
+    return tuple(unusable)
 
 
-def install_hint(missing: Tuple[str, ...]) -> str:
-    """A message that names what is missing and gives the command that installs it here."""
-    names = ", ".join(missing)
-    return (f"DeepCL needs the Python package(s) {names}, which the Python of QGIS cannot import. "
+def unusable_summary(unusable: Sequence[UnusablePackage]) -> str:
+    """Each package that cannot be used and why, in one line ("" for none)."""
+    return "; ".join(problem.describe() for problem in unusable)
+
+
+def missing_dependencies() -> Tuple[str, ...]:
+    """Names of the required packages that cannot be used (see :func:`unusable_dependencies`)."""
+    return tuple(problem.package for problem in unusable_dependencies())
+
+
+def _why_unusable(module: str) -> str:
+    try:
+        imported = importlib.import_module(module)
+    except Exception as error:  # ImportError, OSError from native libraries (WinError 126 …), and the like
+        if isinstance(error, ModuleNotFoundError) and error.name == module.split(".")[0]:
+            return NOT_INSTALLED
+        return f"fails to import ({type(error).__name__}: {' '.join(str(error).split())})"
+    minimum = MINIMUM_VERSIONS.get(module)
+    version = str(getattr(imported, "__version__", ""))
+    if minimum and _version_numbers(version) < minimum:
+        return f"{version} is older than the {'.'.join(map(str, minimum))} DeepCL needs"
+    return ""
+
+
+def _version_numbers(version: str) -> Tuple[int, ...]:
+    """(2, 13) for "2.13.0+cpu"."""
+    return tuple(int(number) for number in re.findall(r"\d+", version)[:2])
+
+
+def package_location(module: str) -> Optional[Path]:
+    """The folder (or file) of ``module``'s top-level package as imports find it (the one imported
+    where it is), or None where there is none. Imports nothing itself."""
+    try:
+        spec = importlib.util.find_spec(module.split(".")[0])
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.origin or spec.origin in ("built-in", "frozen"):
+        return None
+    return Path(spec.origin).parent if spec.submodule_search_locations else Path(spec.origin)
+
+
+def install_hint(unusable: Sequence[UnusablePackage]) -> str:
+    """A message that says which packages cannot be used and why, and gives the command that
+    installs PyTorch here."""
+    names = ", ".join(problem.package for problem in unusable)
+    return (f"DeepCL needs the Python package(s) {names}, which the Python of QGIS cannot use: "
+            f"{unusable_summary(unusable)}.\n"
             f"Install PyTorch (CPU build, about 200 MB) for this Python, then restart QGIS:\n"
             f"    {_pip_command()}\n"
             "For an NVIDIA GPU, pick the CUDA build at https://pytorch.org/get-started/locally/ instead.\n"
@@ -47,9 +115,10 @@ def _pip_command() -> str:
         # The OSGeo4W shell puts the Python of QGIS first on PATH.
         return f"python -m pip install torch {cpu_wheels}   (in the OSGeo4W Shell)"
     # Into the plugin's own folder, as its installer does: Debian 12 and Ubuntu 23.04 on refuse
-    # `pip install --user` into their system Python ("externally-managed-environment")
-    return (f"{shlex.quote(python_executable())} -m pip install --target {shlex.quote(str(owned_packages_folder()))} "
-            f"torch {cpu_wheels}")
+    # `pip install --user` into their system Python ("externally-managed-environment"). --upgrade
+    # replaces a broken or old copy already there, which pip --target would otherwise keep.
+    return (f"{shlex.quote(python_executable())} -m pip install --upgrade "
+            f"--target {shlex.quote(str(owned_packages_folder()))} torch {cpu_wheels}")
 
 
 def python_executable() -> str:
@@ -79,21 +148,56 @@ def owned_packages_folder() -> Path:
     return Path(QgsApplication.qgisSettingsDirPath()) / "python" / "deepcl_deps" / version
 
 
+class _OwnedFirstFinder(importlib.abc.MetaPathFinder):
+    """Finds the :data:`OWNED_FIRST` packages in one folder before the rest of ``sys.path``."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = str(folder)
+
+    def find_spec(self, name: str, path: Optional[Sequence[str]] = None,
+                  target: object = None) -> Optional[importlib.machinery.ModuleSpec]:
+        if path is None and name in OWNED_FIRST:
+            return importlib.machinery.PathFinder.find_spec(name, [self.folder])
+        return None  # their submodules follow their package's own __path__
+
+
 def add_owned_packages_to_path(folder: Optional[Path] = None) -> bool:
-    """Put the plugin's own package folder on ``sys.path`` (when it exists) and forget the cached
-    import check. Appended, not prepended: numpy and GDAL of QGIS must win over any copies there.
-    True when the folder is on the path afterwards."""
+    """Let imports use the plugin's own package folder (when it exists) and forget the cached
+    check, always: packages may have arrived in a folder already on the path (an earlier failed
+    install created it). True when the folder serves imports afterwards.
+
+    The folder is appended to ``sys.path``, not prepended: numpy and GDAL of QGIS must win over
+    any copies there (pip brings setuptools, typing_extensions … with torch). PyTorch is the
+    exception: a torch in the folder wins over one elsewhere in QGIS's Python. The plugin's
+    installer put it there for DeepCL, and it is the only fix the plugin can offer for a torch that
+    is broken ("WinError 126 … c10.dll") or too old, which would otherwise keep winning; trying
+    the other copy first is no way to choose, as a loaded torch cannot be unloaded."""
     folder = Path(folder) if folder is not None else owned_packages_folder()
     if not folder.is_dir():
         return False
     if str(folder) not in sys.path:
         sys.path.append(str(folder))
-        importlib.invalidate_caches()
-        missing_dependencies.cache_clear()
+    # Compared by class name: a reload of the plugin makes a new class.
+    if not any(type(finder).__name__ == _OwnedFirstFinder.__name__ and getattr(finder, "folder", None) == str(folder)
+               for finder in sys.meta_path):
+        sys.meta_path.insert(0, _OwnedFirstFinder(folder))
+    forget_dependency_check()
     return True
 
 
+def forget_dependency_check() -> None:
+    """Make the next check import afresh, e.g. after an install."""
+    importlib.invalidate_caches()
+    for top in {module.split(".")[0] for module in REQUIRED}:
+        if top not in sys.modules:
+            # Its import failed, leaving the submodules it had loaded: a copy installed since
+            # would take them for its own.
+            for name in [name for name in sys.modules if name.startswith(top + ".")]:
+                del sys.modules[name]
+    unusable_dependencies.cache_clear()
+
+
 def dependency_problem() -> str:
-    """An empty string when everything imports, else the message to show the user."""
-    missing = missing_dependencies()
-    return install_hint(missing) if missing else ""
+    """An empty string when everything can be used, else the message to show the user."""
+    unusable = unusable_dependencies()
+    return install_hint(unusable) if unusable else ""

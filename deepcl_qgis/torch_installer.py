@@ -6,6 +6,9 @@ wheel index that the driver supports, else the CPU index (a bare ``torch`` from 
 gigabytes of CUDA libraries even where no GPU exists)."""
 from __future__ import annotations
 
+import shutil
+import tempfile
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence
@@ -17,6 +20,8 @@ from .dependencies import add_owned_packages_to_path, owned_packages_folder, pyt
 TORCH_INDEX = "https://download.pytorch.org/whl/"
 # (lowest driver CUDA version, wheel index tag), newest first: a driver runs any older CUDA build.
 CUDA_BUILDS = [((12, 8), "cu128"), ((12, 6), "cu126"), ((11, 8), "cu118")]
+# How long Stop waits for the killed pip to end: milliseconds in practice; this bounds a stuck one.
+KILL_WAIT_MS = 3000
 
 
 @dataclass
@@ -65,14 +70,18 @@ class PipInstaller(QObject):
         super().__init__(parent)
         self.process: Optional[QProcess] = None
         self.plan: Optional[InstallPlan] = None
+        self.scratch: Optional[Path] = None  # pip's temporary folder while it runs
         self._tail: List[str] = []
 
     def start(self, plan: InstallPlan) -> None:
         plan.target.mkdir(parents=True, exist_ok=True)
         self.plan, self._tail = plan, []
+        # pip's temporary files (a whole unpacked torch, hundreds of MB) go into a folder of the
+        # plugin's, removed when pip ends however it ends: a killed pip leaves its own behind.
+        self.scratch = Path(tempfile.mkdtemp(prefix="deepcl-pip-"))
         self.process = QProcess(self)
         self.process.setProcessChannelMode(QProcess.MergedChannels)
-        self.process.setProcessEnvironment(_pip_environment())
+        self.process.setProcessEnvironment(_pip_environment(self.scratch))
         self.process.readyReadStandardOutput.connect(self._read_output)
         self.process.finished.connect(self._on_finished)
         self.process.errorOccurred.connect(self._on_error)
@@ -83,8 +92,12 @@ class PipInstaller(QObject):
         return self.process is not None and self.process.state() != QProcess.NotRunning
 
     def cancel(self) -> None:
+        """Stop pip, killing it: on SIGTERM Python ends without cleaning up either, and Windows
+        console programs ignore a polite close. The short wait lets ``finished`` (and the removal
+        of pip's files) come before the caller goes on, e.g. to delete a closed dialog."""
         if self.is_running():
             self.process.kill()
+            self.process.waitForFinished(KILL_WAIT_MS)
 
     def _read_output(self) -> None:
         text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
@@ -95,6 +108,7 @@ class PipInstaller(QObject):
 
     def _on_finished(self, exit_code: int, exit_status: QProcess.ExitStatus) -> None:
         self._read_output()
+        self._remove_scratch()
         if exit_status != QProcess.NormalExit:
             self.finished.emit(False, "The installation was stopped before it finished.")
         elif exit_code != 0:
@@ -105,17 +119,28 @@ class PipInstaller(QObject):
             self.finished.emit(True, f"Installed {names} into {self.plan.target}.")
 
     def _on_error(self, error: QProcess.ProcessError) -> None:
-        if error == QProcess.FailedToStart:
+        if error == QProcess.FailedToStart:  # no finished signal follows
+            self._remove_scratch()
             self.finished.emit(False, f"Could not start Python ({self.plan.python}) to run pip. "
                                       "Install pip for the Python of QGIS and try again.")
 
 
-def _pip_environment() -> QProcessEnvironment:
+    def _remove_scratch(self) -> None:
+        """In a thread: deleting an unpacked torch takes seconds that QGIS must not wait."""
+        if self.scratch is not None:
+            threading.Thread(target=shutil.rmtree, args=(self.scratch,), kwargs={"ignore_errors": True},
+                             name="deepcl-remove-pip-files").start()
+            self.scratch = None
+
+
+def _pip_environment(temporary_folder: Path) -> QProcessEnvironment:
     environment = QProcessEnvironment.systemEnvironment()
     # Unbuffered so lines arrive while pip works; no user site so pip sees what QGIS sees.
     environment.insert("PYTHONUNBUFFERED", "1")
     environment.insert("PYTHONNOUSERSITE", "1")
     environment.insert("PIP_NO_WARN_SCRIPT_LOCATION", "1")
+    for name in ("TMPDIR", "TEMP", "TMP"):  # Python's tempfile, which pip uses, reads these
+        environment.insert(name, str(temporary_folder))
     return environment
 
 

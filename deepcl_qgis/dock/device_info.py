@@ -19,7 +19,7 @@ def device_report() -> DeviceReport:
     """Imports torch (when it can) to ask; call it after the panel is shown, not at plugin load."""
     if "torch" in missing_dependencies():
         return DeviceReport([("Auto", "auto", True), ("CPU", "cpu", False), ("GPU", "cuda", False)],
-                            "PyTorch is not installed: no device can be used yet.")
+                            "PyTorch cannot be used yet: no device can be used.")
     import torch
 
     if torch.cuda.is_available():

@@ -1,6 +1,8 @@
 """The facts a bug report about the plugin needs: versions, devices and the install folder."""
 from __future__ import annotations
 
+import configparser
+import importlib
 import platform
 from pathlib import Path
 import sys
@@ -8,11 +10,15 @@ from typing import List, Optional, Tuple
 
 from qgis.core import Qgis
 
-from ..dependencies import missing_dependencies, owned_packages_folder, python_executable
+from ..dependencies import (OWNED_FIRST, REQUIRED, UnusablePackage, owned_packages_folder, package_location,
+                            python_executable, unusable_dependencies)
+from ..paths import resources_dir
 from ..torch_installer import installed_version
 
 DRIVER_ROW = "NVIDIA driver"
 ASKING_NVIDIA_SMI = "asking nvidia-smi…"
+# (row, module) for the packages the engine needs, as :data:`dependencies.REQUIRED` names them.
+PACKAGE_ROWS = (("GDAL", "osgeo.gdal"), ("numpy", "numpy"), ("PyTorch", "torch"))
 
 
 def driver_text(driver_cuda: Optional[tuple]) -> str:
@@ -24,16 +30,49 @@ def driver_text(driver_cuda: Optional[tuple]) -> str:
 def diagnostics() -> List[Tuple[str, str]]:
     """(item, value) pairs, in the order a reader wants them; the NVIDIA driver's row says it is
     being asked, and :func:`with_driver` fills it in when nvidia-smi answers."""
-    folder, missing = owned_packages_folder(), missing_dependencies()
-    rows = [("QGIS", Qgis.QGIS_VERSION), ("Python", f"{sys.version.split()[0]} ({python_executable()})"),
+    folder = owned_packages_folder()
+    unusable = {problem.package: problem for problem in unusable_dependencies()}
+    rows = [("DeepCL plugin", plugin_version()), ("DeepCL engine", _engine_version()),
+            ("QGIS", Qgis.QGIS_VERSION), ("Python", f"{sys.version.split()[0]} ({python_executable()})"),
             ("Operating system", platform.platform())]
-    rows += _torch_rows(importable="torch" not in missing)
+    rows += [(name, _package_text(module, unusable.get(REQUIRED[module]), folder)) for name, module in PACKAGE_ROWS]
+    if "torch" not in unusable:
+        rows += _torch_rows()
     rows.append((DRIVER_ROW, ASKING_NVIDIA_SMI))
     rows.append(("Plugin package folder", f"{folder} ({'exists' if folder.is_dir() else 'not created yet'})"))
     owned_torch = installed_version("torch", folder)
     rows.append(("PyTorch in that folder", owned_torch or "none"))
-    rows.append(("Missing packages", ", ".join(missing) if missing else "none"))
+    rows.append(("Unusable packages", ", ".join(unusable) or "none"))
     return rows
+
+
+def plugin_version() -> str:
+    """The version in the plugin's metadata.txt, which sits beside its resources (the repository's
+    root in the source tree, the plugin's folder once installed)."""
+    metadata = configparser.ConfigParser(interpolation=None)
+    path = resources_dir().parent / "metadata.txt"
+    metadata.read(path, encoding="utf-8")
+    return f"{metadata.get('general', 'version', fallback='unknown')} ({path.parent})"
+
+
+def _engine_version() -> str:
+    # The plugin's bundled copy, or another one a pip install of deepcl put first on the path.
+    import deepcl_core
+
+    return f"{deepcl_core.__version__} from {Path(deepcl_core.__file__).parent}"
+
+
+def _package_text(module: str, problem: Optional[UnusablePackage], owned_folder: Path) -> str:
+    """The version and folder of the copy in use, or why none can be used. For PyTorch, whether it
+    is the plugin's own copy: another one loaded first (e.g. by another plugin) stays in use."""
+    if problem is not None:
+        return problem.describe()
+    location = package_location(module)
+    if location is not None and location.parent == owned_folder:
+        whose = " (the plugin's own copy)"
+    else:
+        whose = " (not the plugin's copy)" if module in OWNED_FIRST else ""
+    return f"{importlib.import_module(module).__version__} from {location}{whose}"
 
 
 def with_driver(rows: List[Tuple[str, str]], driver_cuda: Optional[tuple]) -> List[Tuple[str, str]]:
@@ -41,13 +80,10 @@ def with_driver(rows: List[Tuple[str, str]], driver_cuda: Optional[tuple]) -> Li
     return [(name, driver_text(driver_cuda) if name == DRIVER_ROW else value) for name, value in rows]
 
 
-def _torch_rows(importable: bool) -> List[Tuple[str, str]]:
-    if not importable:
-        return [("PyTorch", "not importable")]
+def _torch_rows() -> List[Tuple[str, str]]:
     import torch
 
-    rows = [("PyTorch", f"{torch.__version__} from {Path(torch.__file__).parent.parent}"),
-            ("PyTorch CUDA build", torch.version.cuda or "none (CPU build)")]
+    rows = [("PyTorch CUDA build", torch.version.cuda or "none (CPU build)")]
     if torch.cuda.is_available():
         devices = [f"cuda:{i} {torch.cuda.get_device_name(i)}" for i in range(torch.cuda.device_count())]
     else:

@@ -2,13 +2,14 @@
 the CPU build, once nvidia-smi has answered), pip's output live, and the result in plain words."""
 from __future__ import annotations
 
+from html import escape
 from typing import Optional
 
 from qgis.PyQt.QtGui import QFontDatabase
 from qgis.PyQt.QtWidgets import (QDialog, QHBoxLayout, QLabel, QPlainTextEdit, QPushButton, QVBoxLayout,
                                  QWidget)
 
-from ..dependencies import missing_dependencies
+from ..dependencies import unusable_dependencies, unusable_summary
 from ..nvidia_driver import DriverQuery
 from ..torch_installer import InstallPlan, PipInstaller, torch_plan
 
@@ -62,8 +63,10 @@ class InstallDialog(QDialog):
 
     def _show_plan(self, plan: InstallPlan) -> None:
         self.plan = plan
-        missing = ", ".join(missing_dependencies()) or "nothing (a reinstall replaces the plugin's copy)"
-        self.intro.setText(f"Missing: <b>{missing}</b>.<br>The plugin installs <b>{' '.join(plan.requirements)}</b> "
+        problem = unusable_summary(unusable_dependencies())
+        status = (f"Now <b>{escape(problem)}</b>." if problem
+                  else "DeepCL has all it needs (a reinstall replaces the plugin's copy).")
+        self.intro.setText(f"{status}<br>The plugin installs <b>{' '.join(plan.requirements)}</b> "
                            f"({plan.build} build) with pip into its own folder, not into QGIS's Python:<br>"
                            f"<code>{plan.target}</code><br>This downloads a few hundred MB (a CUDA build: "
                            "a few GB) and takes several minutes.")
@@ -82,9 +85,9 @@ class InstallDialog(QDialog):
         self.succeeded = ok
         self.close_button.setText("Close")
         self.install_button.setEnabled(not ok)
-        if ok:
-            still_missing = missing_dependencies()
-            message += (" Restart QGIS to use it." if still_missing else " DeepCL is ready to use.")
+        if ok:  # e.g. an old torch this session loaded stays until QGIS restarts
+            problem = unusable_summary(unusable_dependencies())
+            message += f" Restart QGIS to use it (now {problem})." if problem else " DeepCL is ready to use."
         self.result_label.setStyleSheet(SUCCESS_STYLE if ok else ERROR_STYLE)
         self.result_label.setText(message)
 

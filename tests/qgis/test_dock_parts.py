@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
-from plugin_test_helpers import fake_nvidia_smi, image, pair, read, wait_for
+from plugin_test_helpers import REPO, fake_nvidia_smi, image, pair, read, wait_for
 
 
 def _layer(path: str, name: str):
@@ -140,9 +140,12 @@ def test_settings_round_trip_and_survive_bad_values(qgis_app):
 
 
 def test_diagnostics_name_versions_devices_and_folder(qgis_app, tmp_path, monkeypatch):
+    import configparser
+
     import torch
     from qgis.PyQt.QtWidgets import QApplication
 
+    import deepcl_core
     from deepcl_qgis.dock.diagnostics_dialog import DiagnosticsDialog
 
     fake = fake_nvidia_smi(tmp_path / "bin")
@@ -152,20 +155,39 @@ def test_diagnostics_name_versions_devices_and_folder(qgis_app, tmp_path, monkey
     assert "asking nvidia-smi" in dialog.text.toPlainText()  # shown at once, the driver's row to come
     wait_for(lambda: "asking" not in dialog.text.toPlainText(), timeout=30)
     text = dialog.text.toPlainText()
-    for expected in ("QGIS", "3.22", "Python", torch.__version__, "Devices", "cpu", str(tmp_path / "deps"),
-                     "not created yet", "NVIDIA driver", "supports CUDA 12.6"):
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(REPO / "metadata.txt", encoding="utf-8")
+    for expected in (f"DeepCL plugin          : {metadata['general']['version']} ({REPO})",
+                     f"DeepCL engine          : {deepcl_core.__version__} from {REPO / 'deepcl_core'}",
+                     "QGIS", "3.22", "Python", f"GDAL                   : {gdal.__version__} from ",
+                     f"numpy                  : {np.__version__} from ",
+                     f"PyTorch                : {torch.__version__} from {os.path.dirname(torch.__file__)} "
+                     "(not the plugin's copy)", "Devices", "cpu", str(tmp_path / "deps"),
+                     "not created yet", "NVIDIA driver", "supports CUDA 12.6", "Unusable packages      : none"):
         assert expected in text
     dialog.copy_button.click()
     assert QApplication.clipboard().text() == text
 
 
-def test_diagnostics_without_pytorch_say_so_and_name_it_missing(qgis_app, monkeypatch):
+def test_diagnostics_say_when_pytorch_is_the_plugin_s_own_copy(qgis_app, monkeypatch):
+    import torch
+
     from deepcl_qgis.dock import diagnostics
 
-    monkeypatch.setattr(diagnostics, "missing_dependencies", lambda: ("torch",))
+    monkeypatch.setenv("DEEPCL_DEPS_DIR", os.path.dirname(os.path.dirname(torch.__file__)))
+    assert dict(diagnostics.diagnostics())["PyTorch"].endswith("(the plugin's own copy)")
+
+
+def test_diagnostics_without_pytorch_say_why_and_which_copy_failed(qgis_app, monkeypatch):
+    from deepcl_qgis.dependencies import UnusablePackage
+    from deepcl_qgis.dock import diagnostics
+
+    broken = UnusablePackage("torch", "fails to import (OSError: [WinError 126] Error loading c10.dll)", "C:/q/torch")
+    monkeypatch.setattr(diagnostics, "unusable_dependencies", lambda: (broken,))
     rows = dict(diagnostics.diagnostics())
-    assert rows["PyTorch"] == "not importable" and "Devices" not in rows
-    assert rows["Missing packages"] == "torch"
+    assert rows["PyTorch"] == ("torch fails to import (OSError: [WinError 126] Error loading c10.dll) "
+                               "(at C:/q/torch)") and "Devices" not in rows
+    assert rows["Unusable packages"] == "torch"
 
 
 def test_plugin_dock_entry_opens_the_panel_and_unload_removes_it(qgis_app, qgis_processing, qgis_iface):

@@ -3,6 +3,7 @@ temporary folder that then serves imports; the CPU/CUDA choice; the install dial
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import subprocess
 import sys
@@ -12,26 +13,52 @@ from pathlib import Path
 
 import pytest
 
-from plugin_test_helpers import fake_nvidia_smi, process_events_for, wait_for
+from plugin_test_helpers import check_message, fake_nvidia_smi, process_events_for, wait_for
 
 PROBE = "deepcl_probe_pkg"
 REPO = Path(__file__).resolve().parents[2]
+WHEELS = Path("/opt/wheels")
+SYSTEM_PYTHON = "/usr/bin/python3"
+
+
+def write_wheel(folder: Path, name: str, version: str, files: dict) -> Path:
+    """A pure-Python wheel of ``files`` (path in the wheel → text) in ``folder``, as a local package index."""
+    folder.mkdir(parents=True, exist_ok=True)
+    info = f"{name}-{version}.dist-info"
+    files = {**files, f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
+    record = "".join(f"{path},,\n" for path in files) + f"{info}/RECORD,,\n"
+    with zipfile.ZipFile(folder / f"{name}-{version}-py3-none-any.whl", "w") as wheel:
+        for path, text in {**files, f"{info}/RECORD": record}.items():
+            wheel.writestr(path, text)
+    return folder
 
 
 @pytest.fixture
 def wheel_folder(tmp_path: Path) -> Path:
     """A folder holding one tiny pure-Python wheel, as a local package index."""
-    folder = tmp_path / "wheels"
-    folder.mkdir()
-    info = f"{PROBE}-1.2.dist-info"
-    files = {f"{PROBE}/__init__.py": "VERSION = '1.2'\n",
-             f"{info}/METADATA": f"Metadata-Version: 2.1\nName: {PROBE}\nVersion: 1.2\n",
-             f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: true\nTag: py3-none-any\n"}
-    record = "".join(f"{name},,\n" for name in files) + f"{info}/RECORD,,\n"
-    with zipfile.ZipFile(folder / f"{PROBE}-1.2-py3-none-any.whl", "w") as wheel:
-        for name, text in {**files, f"{info}/RECORD": record}.items():
-            wheel.writestr(name, text)
-    return folder
+    return write_wheel(tmp_path / "wheels", PROBE, "1.2", {f"{PROBE}/__init__.py": "VERSION = '1.2'\n"})
+
+
+@pytest.fixture
+def import_paths(monkeypatch):
+    """``sys.path`` and ``sys.meta_path`` as they were, after the test: an install adds to both."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
+
+
+def run_after_plugin_start(script: str, deps: Path, python: str = sys.executable, first_on_path: tuple = (),
+                           args: tuple = ()) -> subprocess.CompletedProcess:
+    """``script`` run in a fresh QGIS Python once the plugin has started (``initProcessing``), with
+    ``deps`` as the plugin's package folder and ``first_on_path`` as QGIS's own packages."""
+    start = ("from qgis.core import QgsApplication\n"
+             "app = QgsApplication([], True); app.initQgis()\n"
+             "from deepcl_qgis.plugin import DeepCLPlugin\n"
+             "DeepCLPlugin(None).initProcessing()\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, [*first_on_path, REPO])), "DEEPCL_DEPS_DIR": str(deps),
+           "QT_QPA_PLATFORM": "offscreen"}
+    return subprocess.run([python, "-s", "-c", start + script, *map(str, args)], capture_output=True, text=True,
+                          env=env, timeout=300)
 
 
 def _plan(target: Path, wheels: Path, requirement: str = PROBE):
@@ -51,7 +78,8 @@ def _install(plan) -> tuple:
     return result[0], lines
 
 
-def test_pip_installs_into_the_owned_folder_and_the_plugin_imports_from_it(qgis_app, wheel_folder, tmp_path):
+def test_pip_installs_into_the_owned_folder_and_the_plugin_imports_from_it(qgis_app, wheel_folder, tmp_path,
+                                                                           import_paths):
     from deepcl_qgis.torch_installer import installed_version
 
     target = tmp_path / "deepcl_deps"
@@ -65,7 +93,6 @@ def test_pip_installs_into_the_owned_folder_and_the_plugin_imports_from_it(qgis_
         module = importlib.import_module(PROBE)  # the installer put the folder on sys.path
         assert Path(module.__file__).parent.parent == target and module.VERSION == "1.2"
     finally:
-        sys.path.remove(str(target))
         sys.modules.pop(PROBE, None)
 
 
@@ -76,15 +103,9 @@ def test_plugin_start_puts_the_owned_folder_on_the_path(wheel_folder, tmp_path):
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-index", "--find-links", str(wheel_folder),
                     "--target", str(target), PROBE], check=True, timeout=120)
     script = ("import sys\n"
-              "from qgis.core import QgsApplication\n"
-              "app = QgsApplication([], False); app.initQgis()\n"
-              "from deepcl_qgis.plugin import DeepCLPlugin\n"
-              "DeepCLPlugin(None).initProcessing()\n"
               f"import {PROBE}; print({PROBE}.__file__)\n"
               "print(sys.path.index(sys.argv[1]) > sys.path.index(next(p for p in sys.path if 'packages' in p)))\n")
-    env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPCL_DEPS_DIR": str(target), "QT_QPA_PLATFORM": "offscreen"}
-    done = subprocess.run([sys.executable, "-c", script, str(target)], capture_output=True, text=True, env=env,
-                          timeout=120)
+    done = run_after_plugin_start(script, target, args=(target,))
     assert done.returncode == 0, done.stderr
     path, appended = done.stdout.split()[-2:]
     assert path == str(target / PROBE / "__init__.py") and appended == "True"
@@ -161,7 +182,7 @@ def test_install_dialog_offers_the_build_the_driver_supports_once_it_answers(qgi
     assert dialog.install_button.isEnabled() and "cu126" in dialog.plan.command_line()
 
 
-def test_install_dialog_shows_pip_output_live_and_the_result(qgis_app, wheel_folder, tmp_path):
+def test_install_dialog_shows_pip_output_live_and_the_result(qgis_app, wheel_folder, tmp_path, import_paths):
     from deepcl_qgis.dock.install_dialog import InstallDialog
 
     target = tmp_path / "deps"
@@ -170,12 +191,9 @@ def test_install_dialog_shows_pip_output_live_and_the_result(qgis_app, wheel_fol
     dialog.install_button.click()
     assert not dialog.install_button.isEnabled() and dialog.close_button.text() == "Stop"
     wait_for(lambda: dialog.succeeded is not None)
-    try:
-        assert dialog.succeeded and "Successfully installed" in dialog.output.toPlainText()
-        assert dialog.result_label.text().startswith(f"Installed {PROBE} into {target}.")
-        assert dialog.close_button.text() == "Close"
-    finally:
-        sys.path.remove(str(target))
+    assert dialog.succeeded and "Successfully installed" in dialog.output.toPlainText()
+    assert dialog.result_label.text().startswith(f"Installed {PROBE} into {target}.")
+    assert dialog.close_button.text() == "Close"
 
 
 def test_owned_folder_is_in_the_qgis_profile(qgis_app, monkeypatch):
@@ -211,29 +229,188 @@ def test_the_install_hint_installs_where_the_plugin_looks_and_not_with_user(qgis
     installs into the plugin's own folder, as its installer does. Run here with a local wheel for torch."""
     import shlex
 
-    from deepcl_qgis.dependencies import add_owned_packages_to_path, install_hint
+    from deepcl_qgis.dependencies import NOT_INSTALLED, UnusablePackage, add_owned_packages_to_path, install_hint
 
     monkeypatch.setenv("DEEPCL_DEPS_DIR", str(tmp_path / "deps with space"))
-    command = next(line.strip() for line in install_hint(("torch",)).splitlines() if " -m pip install " in line)
+    hint = install_hint((UnusablePackage("torch", NOT_INSTALLED),))
+    command = next(line.strip() for line in hint.splitlines() if " -m pip install " in line)
     assert "--user" not in command
     words = shlex.split(command)
     words[words.index("torch")] = PROBE
     words[words.index("--index-url"):words.index("--index-url") + 2] = ["--no-index", "--find-links", str(wheel_folder)]
     subprocess.run(words, check=True, capture_output=True, timeout=120)
     monkeypatch.setattr(sys, "path", list(sys.path))
+    monkeypatch.setattr(sys, "meta_path", list(sys.meta_path))
     assert add_owned_packages_to_path()
     assert importlib.import_module(PROBE).VERSION == "1.2"
 
 
-WHEELS = Path("/opt/wheels")
-SYSTEM_PYTHON = "/usr/bin/python3"
+WINERROR_126 = ("[WinError 126] The specified module could not be found. Error loading c10.dll or one of its "
+                "dependencies.")
+# A stand-in for torch with what the plugin asks of it, loading a submodule first as torch does.
+FAKE_TORCH = {"torch/__init__.py": ("from torch import _loaded_first\n__version__ = '2.13.0'\n"
+                                    "class version:\n    cuda = None\n"
+                                    "class cuda:\n    is_available = staticmethod(lambda: False)\n"
+                                    "class backends:\n    mps = None\n"),
+              "torch/_loaded_first.py": ""}
+# After the plugin's start: the dependency problem and the diagnostics; given a wheel folder and a
+# Python for pip, an install of torch with the install dialog and the problem after it; then
+# where `import torch` (and its first submodule) comes from, or its error.
+REPORT_AND_INSTALL = """
+import json, sys, time
+from qgis.PyQt.QtCore import QCoreApplication
+from deepcl_qgis.dependencies import dependency_problem, owned_packages_folder
+from deepcl_qgis.dock.diagnostics import diagnostics, diagnostics_text
+report = {"problem": dependency_problem(), "diagnostics": diagnostics_text(diagnostics())}
+if len(sys.argv) > 1:
+    from deepcl_qgis.dock.install_dialog import InstallDialog
+    from deepcl_qgis.torch_installer import InstallPlan
+    plan = InstallPlan(owned_packages_folder(), ["torch"], ["--no-index", "--find-links", sys.argv[1]], "local",
+                       sys.argv[2])
+    dialog = InstallDialog(plan=plan)
+    report["intro"] = dialog.intro.text()
+    dialog.install()
+    while dialog.succeeded is None:
+        QCoreApplication.processEvents()
+        time.sleep(0.01)
+    report.update(result=dialog.result_label.text(), problem_after=dependency_problem())
+try:
+    import torch
+    report["torch"] = [torch.__file__, torch._loaded_first.__file__]
+except Exception as error:
+    report["torch"] = repr(error)
+print(json.dumps(report))
+"""
+
+
+def _report(done: subprocess.CompletedProcess) -> dict:
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.splitlines()[-1])
+
+
+def test_a_broken_torch_of_qgis_is_named_with_its_error_and_the_plugin_s_copy_replaces_it(tmp_path):
+    """A torch in QGIS's own Python that fails to import (Windows' "WinError 126 … c10.dll", here
+    a package that raises it after loading a submodule): the message, the install dialog and the
+    diagnostics give the error and where that torch lies; the copy the installer puts into the
+    plugin's folder wins over it, at once and after a restart."""
+    broken = tmp_path / "qgis_site" / "torch"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text(f"from torch import _loaded_first\nraise OSError({WINERROR_126!r})\n")
+    (broken / "_loaded_first.py").write_text("")
+    wheels = write_wheel(tmp_path / "wheels", "torch", "2.13.0", FAKE_TORCH)
+    deps = tmp_path / "deps"
+    owned = [str(deps / "torch" / "__init__.py"), str(deps / "torch" / "_loaded_first.py")]
+
+    session = _report(run_after_plugin_start(REPORT_AND_INSTALL, deps, first_on_path=(broken.parent,),
+                                             args=(wheels, sys.executable)))
+    failure = f"torch fails to import (OSError: {WINERROR_126}) (at {broken})"
+    assert failure in session["problem"].splitlines()[0]  # the provider's warning shows the first line
+    assert f"PyTorch                : {failure}" in session["diagnostics"] and failure in session["intro"]
+    assert session["result"].endswith("DeepCL is ready to use.") and session["problem_after"] == ""
+    assert session["torch"] == owned
+
+    restarted = _report(run_after_plugin_start(REPORT_AND_INSTALL, deps, first_on_path=(broken.parent,)))
+    assert restarted["problem"] == "" and restarted["torch"] == owned
+    assert f"2.13.0 from {deps / 'torch'} (the plugin's own copy)" in restarted["diagnostics"]
+
+
+def test_an_install_after_a_failed_one_is_ready_without_restarting_qgis(tmp_path):
+    """An earlier install that failed left the plugin's folder empty; QGIS restarted puts it on the
+    path and finds no torch; the install that then succeeds makes torch usable at once."""
+    if not Path(SYSTEM_PYTHON).is_file() or \
+            subprocess.run([SYSTEM_PYTHON, "-s", "-c", "import torch"], capture_output=True).returncode == 0:
+        pytest.skip("needs a system Python without torch")
+    deps = tmp_path / "deps"
+    deps.mkdir()
+    wheels = write_wheel(tmp_path / "wheels", "torch", "2.13.0", FAKE_TORCH)
+    report = _report(run_after_plugin_start(REPORT_AND_INSTALL, deps, python=SYSTEM_PYTHON,
+                                            args=(wheels, sys.executable)))
+    assert report["problem"].startswith("DeepCL needs the Python package(s) torch")
+    assert report["result"].endswith("DeepCL is ready to use.") and report["problem_after"] == ""
+    assert report["torch"][0] == str(deps / "torch" / "__init__.py")
+
+
+def test_an_old_torch_is_named_with_the_version_needed_and_the_installer_offered(qgis_iface, deepcl_provider,
+                                                                                 monkeypatch, tmp_path):
+    """A torch older than the engine's minimum (pyproject.toml: torch>=2.1), e.g. 1.12 from another
+    plugin or a conda QGIS: the check says so, instead of the model file seeming corrupt later
+    ("'weights_only' is an invalid keyword argument"), and the panel offers the installer."""
+    import torch
+    from qgis.core import QgsSettings
+    from qgis.PyQt import sip
+
+    from deepcl_qgis.dependencies import dependency_problem, forget_dependency_check, missing_dependencies
+    from deepcl_qgis.dock.install_dialog import InstallDialog
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    monkeypatch.setattr(torch, "__version__", "1.12.1")
+    forget_dependency_check()
+    try:
+        old = f"torch 1.12.1 is older than the 2.1 DeepCL needs (at {Path(torch.__file__).parent})"
+        assert missing_dependencies() == ("torch",) and old in dependency_problem().splitlines()[0]
+        assert old in check_message("deepcl:detectchanges", {})
+        assert old in InstallDialog(plan=_plan(tmp_path / "deps", tmp_path)).intro.text()
+        dock = DeepCLDock(qgis_iface)
+        assert not dock.form.torch_box.isHidden() and not dock.form.run_button.isEnabled()
+        assert dock.form.torch_label.text().startswith(f"DeepCL cannot use {old}.")  # it said "Missing: torch"
+        assert dock.form.device_label.text() == "PyTorch cannot be used yet: no device can be used."
+        dock.shutdown()
+        sip.delete(dock)
+    finally:
+        QgsSettings().remove("deepcl/panel")
+        monkeypatch.undo()
+        forget_dependency_check()
+
+
+def test_stopping_pip_leaves_none_of_its_files_and_does_not_hold_up_qgis(qgis_app, tmp_path, monkeypatch):
+    """Stop, or closing the dialog, while pip unpacks torch (a stand-in for pip that fills its
+    temporary folder as pip does, hundreds of MB for torch, then works on): pip is killed at once
+    and its temporary files go too."""
+    import tempfile
+
+    from qgis.PyQt import sip
+
+    from deepcl_qgis.dock.install_dialog import InstallDialog
+
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
+    monkeypatch.setenv("TMPDIR", str(temporary))
+    monkeypatch.setattr(tempfile, "tempdir", str(temporary))
+    pip = tmp_path / "bin" / "python3"
+    pip.parent.mkdir()
+    pip.write_text('#!/bin/sh\nmkdir -p "$TMPDIR/pip-target-x/torch"\n'
+                   'head -c 10000000 /dev/zero > "$TMPDIR/pip-target-x/torch/_C.so"\n'
+                   'echo "Installing collected packages: torch"\nexec sleep 60\n')
+    pip.chmod(0o755)
+    plan = _plan(tmp_path / "deps", tmp_path, "torch")
+    plan.python = str(pip)
+    dialog = InstallDialog(plan=plan)
+
+    def stop_while_unpacking(stop, attempt: int) -> None:
+        dialog.install_button.click()
+        wait_for(lambda: dialog.output.toPlainText().count("Installing collected packages") == attempt, timeout=30)
+        assert list(temporary.rglob("pip-target-x/torch/_C.so"))
+        started = time.monotonic()
+        stop()
+        assert time.monotonic() - started < 1.0
+
+    stop_while_unpacking(dialog.close_button.click, 1)  # "Stop"
+    wait_for(lambda: dialog.succeeded is not None, timeout=10)
+    assert dialog.succeeded is False and "stopped before it finished" in dialog.result_label.text()
+    wait_for(lambda: not any(temporary.iterdir()), timeout=10)
+    # The window closed, and the dialog deleted before the killed pip's end is seen (its order in the
+    # panel, which deletes the dialog when exec_ returns, is up to the event loop).
+    stop_while_unpacking(lambda: dialog.reject() or sip.delete(dialog), 2)
+    wait_for(lambda: not any(temporary.iterdir()), timeout=10)
+
+
 # Pure-Python packages torch imports that Debian's Python lacks; pip would fetch them from the
 # index with torch. Offline, they are linked from this test environment instead.
 TORCH_DEPENDENCIES = ["typing_extensions.py", "networkx", "filelock", "fsspec"]
 
 
 @pytest.mark.slow
-def test_real_torch_wheel_installs_and_the_plugin_imports_torch_from_there(qgis_app, tmp_path):
+def test_real_torch_wheel_installs_and_the_plugin_imports_torch_from_there(qgis_app, tmp_path, import_paths):
     """The real CPU torch wheel from a local wheel folder into a temporary owned folder; then
     QGIS's system Python, which has no torch of its own, gets it through the plugin's start-up."""
     import shutil
@@ -249,21 +426,14 @@ def test_real_torch_wheel_installs_and_the_plugin_imports_torch_from_there(qgis_
     plan.index_options.append("--no-deps")
     try:
         (ok, message), _lines = _install(plan)
-        assert ok, message
-        sys.path.remove(str(target))  # this process keeps its own torch
+        assert ok, message  # this process keeps its own torch, loaded already
         site_packages = Path(torch.__file__).parents[1]
         for name in TORCH_DEPENDENCIES:
             (target / name).symlink_to(site_packages / name)
-        script = ("from qgis.core import QgsApplication\n"
-                  "app = QgsApplication([], False); app.initQgis()\n"
-                  "from deepcl_qgis.plugin import DeepCLPlugin\n"
-                  "from deepcl_qgis.dependencies import missing_dependencies\n"
-                  "DeepCLPlugin(None).initProcessing()\n"
+        script = ("from deepcl_qgis.dependencies import missing_dependencies\n"
                   "import torch\n"
                   "print(torch.__file__, missing_dependencies(), int(torch.ones(3).sum()))\n")
-        env = {**os.environ, "PYTHONPATH": str(REPO), "DEEPCL_DEPS_DIR": str(target), "QT_QPA_PLATFORM": "offscreen"}
-        done = subprocess.run([SYSTEM_PYTHON, "-s", "-c", script], capture_output=True, text=True, env=env,
-                              timeout=300)
+        done = run_after_plugin_start(script, target, python=SYSTEM_PYTHON)
         assert done.returncode == 0, done.stderr[-2000:]
         assert done.stdout.split()[-3:] == [str(target / "torch" / "__init__.py"), "()", "3"]
     finally:
