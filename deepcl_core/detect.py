@@ -100,10 +100,11 @@ class DetectOptions:
         if self.tile_size < NETWORK_MULTIPLE or self.tile_size % NETWORK_MULTIPLE:
             raise InputError(f"tile size must be a multiple of {NETWORK_MULTIPLE} and at least "
                              f"{NETWORK_MULTIPLE}; got {self.tile_size}")
-        if not 0 <= self.overlap_used < self.tile_size // 2:
-            hint = f": a smaller tile needs a smaller overlap (e.g. {self.tile_size // 4})" if self.overlap_used > 0 else ""
+        overlap = self.overlap_used
+        if not 0 <= overlap < self.tile_size // 2:
+            hint = f": a smaller tile needs a smaller overlap (e.g. {self.tile_size // 4})" if overlap > 0 else ""
             raise InputError(f"overlap must be at least 0 and under half the tile size ({self.tile_size // 2}); "
-                             f"got {self.overlap_used}{hint}")
+                             f"got {overlap}{hint}")
         if self.batch_size is not None and self.batch_size < 1:
             raise InputError(f"batch size must be at least 1; got {self.batch_size}")
         if self.io_threads is not None and self.io_threads < 1:

@@ -40,7 +40,7 @@ class EvaluateOptions:
     threshold: Optional[float] = None  # None: the model's
     input_scale: Optional[int] = None  # None: the model's for each pair's pixel size
     tile_size: int = DEFAULT_TILE
-    overlap: Optional[int] = None  # None: detection's default, scaled down for small tiles (DetectOptions.overlap_used)
+    overlap: Optional[int] = None  # None: detection's, scaled down for small tiles (DetectOptions.overlap_used)
     batch_size: Optional[int] = None  # None: the device's default
     seed: int = 0  # of the pseudo-change transforms
 

@@ -17,8 +17,8 @@ MIN_BLEND_WEIGHT = 1e-3  # keeps an image-interior tile edge from dividing by ze
 
 
 def tile_overlap(tile: int) -> int:
-    """The overlap of tiles of ``tile`` pixels for the commands without an overlap option (evaluate,
-    calibrate, training's validation): detection's default where it is under half the tile, as
+    """The overlap of tiles of ``tile`` pixels where none is given (detection's default, and evaluate,
+    calibrate and training's validation, which have no overlap option): 64 where it is under half the tile, as
     :meth:`~deepcl_core.detect.DetectOptions.validate` requires, else a quarter of the tile (its hint).
     Scaled rather than refused: a user who gave only --tile cannot act on a refusal of an overlap
     they never chose, and every tile that worked with the default keeps it (and its results)."""

