@@ -3,13 +3,14 @@ Detector (``otbcli_MultivariateAlterationDetector``, Debian ``otb-bin``), its ch
 written as a tiled, compressed float GeoTIFF like DeepCL's outputs."""
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Dict, Optional
+
+from .peak_rss import run_measuring_peak
 
 OTB_MAD = "otbcli_MultivariateAlterationDetector"
 OTB_RAM_MB = 256  # OTB's own default streaming budget, stated so the run is reproducible
@@ -21,7 +22,7 @@ def otb_available() -> bool:
 
 def run_otb_mad(before: Path, after: Path, scratch: Path) -> Optional[Dict]:
     """Seconds and peak RSS (MB) of one OTB MAD run, or None when OTB is not installed. The peak
-    is the OTB process's own (``os.wait4``)."""
+    is the OTB process's own (:mod:`.peak_rss`)."""
     if not otb_available():
         return None
     with tempfile.TemporaryDirectory(dir=scratch, prefix="otb-") as folder:
@@ -29,11 +30,10 @@ def run_otb_mad(before: Path, after: Path, scratch: Path) -> Optional[Dict]:
         command = [OTB_MAD, "-in1", str(before), "-in2", str(after), "-out", out, "float", "-ram", str(OTB_RAM_MB)]
         with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: OTB's progress lines never block it
             started = time.perf_counter()
-            child = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
-            _, status, usage = os.wait4(child.pid, 0)
-            seconds = time.perf_counter() - started
+            status, peak_mb, _ = run_measuring_peak(command, stdout=log, stderr=subprocess.STDOUT)
+            seconds = time.perf_counter() - started  # the launcher's start (tens of ms) included
             log.seek(0)
             error = log.read()
-    if os.waitstatus_to_exitcode(status) != 0:
+    if status != 0:
         raise RuntimeError(f"{OTB_MAD} failed: {error.strip()[-500:]}")
-    return {"seconds": seconds, "peak_rss_mb": usage.ru_maxrss / 1024}
+    return {"seconds": seconds, "peak_rss_mb": peak_mb}

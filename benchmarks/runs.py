@@ -1,5 +1,5 @@
-"""One measured run in its own child process, so that its peak resident memory (``ru_maxrss`` from
-``os.wait4``) belongs to that run alone. Kinds of run:
+"""One measured run in its own child process, so that its peak resident memory (``ru_maxrss``, taken
+as :mod:`.peak_rss` says) belongs to that run alone. Kinds of run:
 
 - ``pipeline``: ``detect_changes`` file to file (reading, aligning, normalising, network, blending,
   writing change and confidence), as users run it: the first run in the process and a later one;
@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,6 +28,8 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
+
+from .peak_rss import run_measuring_peak
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ("pipeline", "naive", "compute", "io")
@@ -162,16 +162,14 @@ def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
         if getattr(args, flag, False):
             command.append("--" + flag.replace("_", "-"))
     with tempfile.TemporaryFile("w+") as stdout:
-        process = subprocess.Popen(command, cwd=ROOT, stdout=stdout)
-        _, status, usage = os.wait4(process.pid, 0)
+        status, peak_mb, faults = run_measuring_peak(command, cwd=ROOT, stdout=stdout)
         stdout.seek(0)
         text = stdout.read()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"benchmark: the {run} run on {size}² ({device}) failed with status "
-                         f"{os.waitstatus_to_exitcode(status)}")
+    if status != 0:
+        raise SystemExit(f"benchmark: the {run} run on {size}² ({device}) failed with status {status}")
     record = json.loads(text.strip().splitlines()[-1])
-    record["peak_rss_mb"] = usage.ru_maxrss / 1024  # kilobytes on Linux
-    record["minor_faults"] = usage.ru_minflt  # pages the run's process faulted in
+    record["peak_rss_mb"] = peak_mb
+    record["minor_faults"] = faults  # pages the run's process faulted in
     return with_speed(record)
 
 
