@@ -69,7 +69,8 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                              "for the before image's pixel size (deepcl info shows it), at which its threshold and "
                              "confidence scaling were chosen: another enlargement shifts the scores they read")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
-                        help=f"tile size in pixels, a multiple of 32 (default {DEFAULT_TILE})")
+                        help=f"tile size in pixels, a multiple of 32 (default {DEFAULT_TILE}); smaller tiles use "
+                             "less memory but give the network less context, and the maps differ slightly")
     parser.add_argument("--overlap", type=int, default=None,
                         help=f"overlap between tiles in pixels (default {DEFAULT_OVERLAP}; for tiles of "
                              f"{2 * DEFAULT_OVERLAP} px or less, a quarter of the tile)")

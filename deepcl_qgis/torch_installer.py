@@ -121,8 +121,9 @@ class PipInstaller(QObject):
     def _on_error(self, error: QProcess.ProcessError) -> None:
         if error == QProcess.FailedToStart:  # no finished signal follows
             self._remove_scratch()
-            self.finished.emit(False, f"Could not start Python ({self.plan.python}) to run pip. "
-                                      "Install pip for the Python of QGIS and try again.")
+            # The interpreter did not start (a missing pip is pip's own failure, reported when it ends)
+            self.finished.emit(False, f"Could not start Python ({self.plan.python}) to run pip: "
+                                      f"{self.process.errorString()}. Check that this Python of QGIS exists.")
 
 
     def _remove_scratch(self) -> None:

@@ -26,22 +26,19 @@ def write_pair_folder(before: str, after: str, changed: Iterable[bytes], area_of
         if gdal.Translate(str(folder / f"{name}.vrt"), source, options=gdal.TranslateOptions(format="VRT")) is None:
             raise QgsProcessingException(f"GDAL could not read the {name} image {source}: {gdal.GetLastErrorMsg()}")
     template = gdal.Open(before)
-    label = _label(template, changed, area_of_interest)
-    if not (label == 1).any():
+    size, geotransform = (template.RasterXSize, template.RasterYSize), qgis_geotransform(template)
+    label = burn_polygons(*size, geotransform, changed)
+    if not label.any():
         raise QgsProcessingException("No changed-area polygon covers the before image; digitise the changed "
                                      "areas over the before image (or check the layer's CRS).")
-    _write_label(label, template, folder / "label.tif")
-    return folder
-
-
-def _label(template: gdal.Dataset, changed: Iterable[bytes], area_of_interest: Optional[Iterable[bytes]]) -> np.ndarray:
-    size = (template.RasterXSize, template.RasterYSize)
-    geotransform = qgis_geotransform(template)
-    label = burn_polygons(*size, geotransform, changed)
     if area_of_interest is not None:
         inside = burn_polygons(*size, geotransform, area_of_interest).astype(bool)
         label = np.where(inside, label, LABEL_NODATA).astype(np.uint8)
-    return label
+        if not (label == 1).any():  # the polygons lie on the image, all outside the area mapped completely
+            raise QgsProcessingException("No changed-area polygon lies inside the area of interest; draw the area "
+                                         "of interest around the changed areas, or leave it empty.")
+    _write_label(label, template, folder / "label.tif")
+    return folder
 
 
 def _write_label(label: np.ndarray, template: gdal.Dataset, path: Path) -> None:

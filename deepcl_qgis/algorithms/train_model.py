@@ -117,8 +117,9 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         from_folder = self._has(parameters, self.DATA_FOLDER)
         from_layers = [self._has(parameters, name) for name in (self.BEFORE, self.AFTER, self.CHANGED_AREAS)]
         if from_folder == any(from_layers):
+            both = " (not both)" if from_folder else ""
             return False, self.tr("Give either a folder of training pairs, or a before image, an after image "
-                                  "and changed-area polygons (not both).")
+                                  "and changed-area polygons{}.").format(both)
         if not from_folder:
             if not all(from_layers):
                 return False, self.tr("Training from layers needs a before image, an after image and a polygon "

@@ -117,6 +117,16 @@ def test_a_failed_install_says_why(qgis_app, wheel_folder, tmp_path):
     assert message.startswith("The installation failed:") and "no matching package" in message
 
 
+def test_a_python_that_does_not_start_is_named_as_the_fault(qgis_app, wheel_folder, tmp_path):
+    """It advised installing pip, which was not what failed."""
+    from dataclasses import replace
+
+    plan = replace(_plan(tmp_path / "deps", wheel_folder), python=str(tmp_path / "gone" / "python3"))
+    (ok, message), _lines = _install(plan)
+    assert not ok and message.startswith(f"Could not start Python ({tmp_path / 'gone' / 'python3'}) to run pip: ")
+    assert message.endswith("Check that this Python of QGIS exists.") and "Install pip" not in message
+
+
 def ask_driver(program: Path, timeout_s: float = 20.0):
     """DriverQuery's answers for ``program`` once the events of a further half second are processed
     too (a second answer would come among them), the seconds the first took, and the query."""

@@ -101,14 +101,18 @@ def test_the_model_file_must_end_in_pt(deepcl_provider, tiny_model, tmp_path):
     assert "must end in .pt (got model.bin)" in message
 
 
-def test_train_from_layers_and_changed_area_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
-    polygons = tmp_path / "changed.gpkg"
+def _changed_area_polygons(oscd_crop, path):
+    """The OSCD crop's label as polygons, in a GeoPackage at ``path``."""
     label = gdal.Open(image(oscd_crop, "label"))
-    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(polygons))
+    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
     layer = vector.CreateLayer("changed", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
     layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
     gdal.Polygonize(label.GetRasterBand(1), label.GetRasterBand(1), layer, 0)
-    vector = layer = None
+    return path
+
+
+def test_train_from_layers_and_changed_area_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
     out = tmp_path / "from_layers.pt"
     result = run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
                        "CHANGED_AREAS": str(polygons), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN})
@@ -116,11 +120,38 @@ def test_train_from_layers_and_changed_area_polygons(deepcl_provider, tiny_model
     assert result["F1"] is None  # a single pair: no validation
 
 
+def test_an_area_of_interest_holding_no_changed_polygon_is_named(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """It was told "No changed-area polygon covers the before image", which they did."""
+    from qgis.core import QgsProcessingException
+
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    label = gdal.Open(image(oscd_crop, "label"))
+    values, (x0, dx, _, y0, _, dy) = label.ReadAsArray(), label.GetGeoTransform()
+    row, column = next((r, c) for r in range(0, values.shape[0] - 8, 8) for c in range(0, values.shape[1] - 8, 8)
+                       if not values[r:r + 8, c:c + 8].any())  # a block without change
+    left, top, right, bottom = x0 + column * dx, y0 + row * dy, x0 + (column + 8) * dx, y0 + (row + 8) * dy
+    area = tmp_path / "area.gpkg"
+    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(area))
+    layer = vector.CreateLayer("area", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(
+        f"POLYGON (({left} {top}, {right} {top}, {right} {bottom}, {left} {bottom}, {left} {top}))"))
+    layer.CreateFeature(feature)
+    vector = layer = feature = None
+    with pytest.raises(QgsProcessingException, match="No changed-area polygon lies inside the area of interest"):
+        run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
+                  "CHANGED_AREAS": str(polygons), "AREA_OF_INTEREST": str(area), "INIT_MODEL": str(tiny_model),
+                  "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN})
+    assert not (tmp_path / "m.pt").exists()
+
+
 def test_refuses_both_a_folder_and_layers(deepcl_provider, tmp_path):
     folder = pair("dsifn", "3_4")
     message = check_message(ALG, {"DATA_FOLDER": str(folder), "BEFORE": image(folder, "before"),
                                   "OUTPUT": str(tmp_path / "m.pt")})
-    assert "either a folder of training pairs" in message
+    assert message.endswith("changed-area polygons (not both).")
+    # Neither: not "(not both)", which read as the fault
+    assert check_message(ALG, {"OUTPUT": str(tmp_path / "m.pt")}).endswith("and changed-area polygons.")
 
 
 def test_a_skipped_pair_is_reported_in_the_processing_log(deepcl_provider, tiny_model, tmp_path):
