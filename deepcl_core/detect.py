@@ -183,7 +183,10 @@ class DetectOutputs:
 
 @dataclass
 class DetectionResult:
-    outputs: DetectOutputs
+    """What a run wrote and found. Pixels count on the before grid, valid where both images have
+    data (and inside the area asked for); areas are on the ground, in m²."""
+
+    outputs: DetectOutputs  # the files written
     changed_pixels: int
     valid_pixels: int
     changed_area_m2: Optional[float]  # None when the images are not georeferenced
@@ -196,11 +199,12 @@ class DetectionResult:
     precision: str  # "fp32", "bf16 mixed" or "fp16 mixed"
     seconds: float
     tiles: int
-    polygons: Optional[int] = None
-    warnings: List[str] = field(default_factory=list)
+    polygons: Optional[int] = None  # how many change polygons were written (outputs.polygons is their file)
+    warnings: List[str] = field(default_factory=list)  # about the inputs and the run, for the user
 
     @property
     def changed_percent(self) -> float:
+        """Changed pixels as a share of the valid pixels, in %."""
         return 100.0 * self.changed_pixels / self.valid_pixels if self.valid_pixels else 0.0
 
 
