@@ -21,6 +21,12 @@ from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, pr
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
 COUNTS = ["TP", "FP", "FN", "TN"]
+# What a graphical model's designer reads in the list of outputs ("OA", "TP" said little)
+OUTPUT_LABELS = {"PRECISION": "Precision of the change class", "RECALL": "Recall of the change class",
+                 "F1": "F1 score of the change class", "IOU": "IoU of the change class", "OA": "Overall accuracy",
+                 "KAPPA": "Cohen's kappa", "TP": "Changed pixels found (true positives)",
+                 "FP": "False alarms (false positives, pixels)", "FN": "Missed changes (false negatives, pixels)",
+                 "TN": "Unchanged pixels found unchanged (true negatives)"}
 RELIABILITY = ["BRIER", "ECE"]  # of the confidence, when the algorithm runs the model
 
 
@@ -65,7 +71,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         for parameter, help_text in self._parameters():
             self.addParameter(add_help(parameter, help_text))
         for key in METRICS + COUNTS:
-            self.addOutput(QgsProcessingOutputNumber(key, key.title() if len(key) > 3 else key))
+            self.addOutput(QgsProcessingOutputNumber(key, self.tr(OUTPUT_LABELS[key])))
         self.addOutput(QgsProcessingOutputNumber("BRIER", self.tr("Brier score of the confidence (model runs only)")))
         self.addOutput(QgsProcessingOutputNumber("ECE", self.tr("Expected calibration error of the confidence "
                                                                 "(model runs only)")))

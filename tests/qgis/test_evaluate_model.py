@@ -128,7 +128,12 @@ def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
     # Every declared output comes back, the report unasked for as None (its key was missing)
     from qgis.core import QgsApplication
 
-    declared = {o.name() for o in QgsApplication.processingRegistry().algorithmById(ALG).outputDefinitions()}
+    definitions = QgsApplication.processingRegistry().algorithmById(ALG).outputDefinitions()
+    declared = {o.name() for o in definitions}
+    # Named in words in a model's list of outputs (they read "OA", "TP", "Kappa")
+    labels = {o.name(): o.description() for o in definitions}
+    assert labels["OA"] == "Overall accuracy" and labels["TP"] == "Changed pixels found (true positives)"
+    assert all(len(label) > 12 for label in labels.values())
     assert declared <= set(result) and result["OUTPUT_HTML"] == str(tmp_path / "r.html")
     unasked = run(ALG, {"CHANGE": image(folder, "label"), "REFERENCE": image(folder, "label")})
     assert declared <= set(unasked) and unasked["OUTPUT_HTML"] is None
