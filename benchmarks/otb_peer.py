@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from typing import Dict, Optional
 
@@ -29,11 +28,9 @@ def run_otb_mad(before: Path, after: Path, scratch: Path) -> Optional[Dict]:
         out = f"{Path(folder) / 'mad.tif'}?&gdal:co:TILED=YES&gdal:co:COMPRESS=DEFLATE"
         command = [OTB_MAD, "-in1", str(before), "-in2", str(after), "-out", out, "float", "-ram", str(OTB_RAM_MB)]
         with tempfile.TemporaryFile("w+") as log:  # a file, not a pipe: OTB's progress lines never block it
-            started = time.perf_counter()
-            status, peak_mb, _ = run_measuring_peak(command, stdout=log, stderr=subprocess.STDOUT)
-            seconds = time.perf_counter() - started  # the launcher's start (tens of ms) included
+            usage = run_measuring_peak(command, stdout=log, stderr=subprocess.STDOUT)
             log.seek(0)
             error = log.read()
-    if status != 0:
+    if usage.status != 0:
         raise RuntimeError(f"{OTB_MAD} failed: {error.strip()[-500:]}")
-    return {"seconds": seconds, "peak_rss_mb": peak_mb}
+    return {"seconds": usage.seconds, "peak_rss_mb": usage.peak_rss_mb}

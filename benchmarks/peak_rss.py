@@ -10,21 +10,30 @@ import os
 import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, List, Tuple
+from typing import Any, List
 
-_LAUNCHER = ("import os, subprocess, sys; child = subprocess.Popen(sys.argv[2:]); "
-             "_, status, usage = os.wait4(child.pid, 0); "
-             "open(sys.argv[1], 'w').write(f'{usage.ru_maxrss} {usage.ru_minflt}'); "
+# Times the child itself too, so the launcher's own start (tens of ms) counts in no figure.
+_LAUNCHER = ("import os, subprocess, sys, time; started = time.perf_counter(); "
+             "child = subprocess.Popen(sys.argv[2:]); _, status, usage = os.wait4(child.pid, 0); "
+             "open(sys.argv[1], 'w').write(f'{time.perf_counter() - started} {usage.ru_maxrss} {usage.ru_minflt}'); "
              "sys.exit(os.waitstatus_to_exitcode(status))")
 
 
-def run_measuring_peak(command: List[str], **popen: Any) -> Tuple[int, float, int]:
-    """Run ``command`` (``popen``: subprocess.Popen's keywords, e.g. stdout) to its end; returns its
-    exit status, its own peak resident memory in MB and the pages it faulted in (minor faults)."""
+@dataclass
+class ChildUsage:
+    status: int  # exit status
+    seconds: float
+    peak_rss_mb: float
+    minor_faults: int  # pages the child faulted in
+
+
+def run_measuring_peak(command: List[str], **popen: Any) -> ChildUsage:
+    """Run ``command`` (``popen``: subprocess.Popen's keywords, e.g. stdout) to its end, measured."""
     with tempfile.TemporaryDirectory(prefix="peak-rss-") as folder:
         report = Path(folder) / "usage"
         launcher = subprocess.Popen([sys.executable, "-S", "-c", _LAUNCHER, str(report), *command], **popen)
         _, status, _ = os.wait4(launcher.pid, 0)
-        peak_kb, faults = map(int, report.read_text().split()) if report.exists() else (0, 0)  # kB on Linux
-    return os.waitstatus_to_exitcode(status), peak_kb / 1024, faults
+        seconds, peak_kb, faults = report.read_text().split() if report.exists() else ("0", "0", "0")
+    return ChildUsage(os.waitstatus_to_exitcode(status), float(seconds), int(peak_kb) / 1024, int(faults))

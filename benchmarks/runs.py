@@ -162,14 +162,14 @@ def measure(run: str, size: int, device: str, args: argparse.Namespace) -> Dict:
         if getattr(args, flag, False):
             command.append("--" + flag.replace("_", "-"))
     with tempfile.TemporaryFile("w+") as stdout:
-        status, peak_mb, faults = run_measuring_peak(command, cwd=ROOT, stdout=stdout)
+        usage = run_measuring_peak(command, cwd=ROOT, stdout=stdout)
         stdout.seek(0)
         text = stdout.read()
-    if status != 0:
-        raise SystemExit(f"benchmark: the {run} run on {size}² ({device}) failed with status {status}")
+    if usage.status != 0:
+        raise SystemExit(f"benchmark: the {run} run on {size}² ({device}) failed with status {usage.status}")
     record = json.loads(text.strip().splitlines()[-1])
-    record["peak_rss_mb"] = peak_mb
-    record["minor_faults"] = faults  # pages the run's process faulted in
+    record["peak_rss_mb"] = usage.peak_rss_mb
+    record["minor_faults"] = usage.minor_faults  # pages the run's process faulted in
     return with_speed(record)
 
 

@@ -49,8 +49,9 @@ def test_a_childs_peak_memory_is_its_own_not_the_benchmarks():
     ballast = bytearray(400 * 2**20)
     ballast[::4096] = b"\1" * len(ballast[::4096])  # resident: this process's peak above 400 MB
     command = [sys.executable, "-S", "-c", "b = bytearray(100 * 2**20); b[::4096] = b'1' * len(b[::4096])"]
-    status, peak_mb, faults = run_measuring_peak(command)
-    assert status == 0 and 100 < peak_mb < 160 and faults > 100 * 2**20 // 4096
+    usage = run_measuring_peak(command)
+    assert usage.status == 0 and 100 < usage.peak_rss_mb < 160 and usage.minor_faults > 100 * 2**20 // 4096
+    assert 0 < usage.seconds < 30
     _, _, usage = os.wait4(subprocess.Popen(command).pid, 0)  # how it was measured: the floor is ours
     assert usage.ru_maxrss / 1024 > 400
     del ballast
