@@ -7,7 +7,7 @@ import re
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessingAlgorithm, QgsProcessingContext,
                        QgsProcessingException, QgsProcessingFeatureSource, QgsProcessingFeedback,
@@ -61,6 +61,32 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
             return f"“{definition.description()}”" if definition is not None else match.group()
 
         return re.sub(r"(?<![\w/.-])--[a-z][a-z-]*", label, text)  # not inside a path: run--out/
+
+    @contextmanager
+    def engine_errors(self) -> Iterator[None]:
+        """Show engine errors (missing band, bad model, cancelled …) as Processing errors, with the
+        engine's own user-facing message in Processing's words and no traceback."""
+        try:
+            yield
+        except engine_error_type() as exc:
+            raise QgsProcessingException(self.in_processing_words(str(exc))) from None
+
+    @contextmanager
+    def engine_warnings_to(self, feedback: QgsProcessingFeedback) -> Iterator[None]:
+        """The engine's logged warnings (e.g. a training pair skipped for a missing label) in the
+        Processing log, where a QGIS user looks, not only on QGIS's stderr."""
+        handler = _WarningsTo(feedback, self.in_processing_words)
+        logger = logging.getLogger(core_package())  # deepcl_qgis.deepcl_core in the plugin's zip
+        logger.addHandler(handler)
+        try:
+            yield
+        finally:
+            logger.removeHandler(handler)
+
+    def push_warnings(self, feedback: QgsProcessingFeedback, warnings: List[str]) -> None:
+        """A run's warnings (``DetectionResult.warnings``) in the Processing log."""
+        for warning in warnings:
+            feedback.pushWarning(self.in_processing_words(warning))
 
     def groupId(self) -> str:  # noqa: N802
         return "changedetection"
@@ -201,16 +227,6 @@ def releases_locals_on_error(process_algorithm: Callable) -> Callable:
     return core_module("errors").releases_locals_on_error(process_algorithm)
 
 
-@contextmanager
-def engine_errors(words: Callable[[str], str] = str) -> Iterator[None]:
-    """Show engine errors (missing band, bad model, cancelled …) as Processing errors, with the
-    engine's own user-facing message in ``words`` (an algorithm's ``in_processing_words``) and no traceback."""
-    try:
-        yield
-    except engine_error_type() as exc:
-        raise QgsProcessingException(words(str(exc))) from None
-
-
 class _WarningsTo(logging.Handler):
     """The warnings logged in this thread: another run's, in another thread, are not this run's."""
 
@@ -222,19 +238,6 @@ class _WarningsTo(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if record.thread == self.thread:
             self.feedback.pushWarning(self.words(record.getMessage()))
-
-
-@contextmanager
-def engine_warnings_to(feedback: QgsProcessingFeedback, words: Callable[[str], str] = str) -> Iterator[None]:
-    """The engine's logged warnings (e.g. a training pair skipped for a missing label) in the
-    Processing log, where a QGIS user looks, not only on QGIS's stderr; in ``words`` as engine_errors."""
-    handler = _WarningsTo(feedback, words)
-    logger = logging.getLogger(core_package())  # deepcl_qgis.deepcl_core in the plugin's zip
-    logger.addHandler(handler)
-    try:
-        yield
-    finally:
-        logger.removeHandler(handler)
 
 
 def progress_to(feedback: QgsProcessingFeedback, start: float = 0.0,

@@ -17,7 +17,7 @@ from .. import pair_checks
 from ..threshold_scale import THRESHOLDS
 from ..engine import core_module
 from ..layer_styling import attach_post_processors, run_group_name
-from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
+from .base import (DeepCLAlgorithm, add_help, optional_number, progress_to, raster_file,
                    raster_input, releases_locals_on_error, typed_bands_problem, typed_number_problem)
 
 
@@ -279,7 +279,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         outputs = self._outputs(parameters, context)
         # Processing writes over files of the same name without asking in batches (autofilled names)
         replaced = [path for path in (*outputs.rasters(), outputs.polygons) if path is not None and path.exists()]
-        with engine_errors(self.in_processing_words):
+        with self.engine_errors():
             options = self._options(parameters, context, detect)
             options.area = self._engine_area()
             result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
@@ -357,8 +357,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         return Path(path) if path else None
 
     def _report(self, result: Any, feedback: QgsProcessingFeedback) -> None:
-        for warning in result.warnings:
-            feedback.pushWarning(self.in_processing_words(warning))
+        self.push_warnings(feedback, result.warnings)
         area = (f"{result.changed_area_m2:,.0f} m²" if result.changed_area_m2 is not None
                 else "area unknown (images not georeferenced)")
         feedback.pushInfo(f"Changed: {result.changed_pixels} of {result.valid_pixels} valid pixels "

@@ -16,8 +16,8 @@ from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import metric_text, write_report
 from ..threshold_scale import THRESHOLDS
-from .base import (DeepCLAlgorithm, add_help, engine_errors, optional_number, progress_to, raster_file,
-                   raster_input, releases_locals_on_error, typed_number_problem)
+from .base import (DeepCLAlgorithm, add_help, optional_number, progress_to, raster_file, raster_input,
+                   releases_locals_on_error, typed_number_problem)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
 COUNTS = ["TP", "FP", "FN", "TN"]
@@ -201,11 +201,10 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             model=Path(self.model_path(parameters, context)),
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             device=self.choice(parameters, self.DEVICE, context) or "auto")
-        with engine_errors(self.in_processing_words):
+        with self.engine_errors():
             result = detect.detect_changes(before.source, after.source, outputs, options,
                                            progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
-        for warning in result.warnings:  # what detection says of its inputs, e.g. an untrained model
-            feedback.pushWarning(self.in_processing_words(warning))
+        self.push_warnings(feedback, result.warnings)  # what detection says of its inputs, e.g. an untrained model
         return str(outputs.change), str(outputs.confidence)
 
     def _reference(self, context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:

@@ -15,8 +15,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProce
 from .. import pair_checks
 from ..engine import core_module
 from ..training_pair import write_pair_folder
-from .base import (DeepCLAlgorithm, add_help, engine_errors, engine_warnings_to, progress_to, raster_file,
-                   raster_input, releases_locals_on_error)
+from .base import DeepCLAlgorithm, add_help, progress_to, raster_file, raster_input, releases_locals_on_error
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -159,12 +158,12 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         self.require_dependencies()
         training = core_module("training")
         options = self._options(parameters, context, feedback, training)
-        with engine_errors(self.in_processing_words), engine_warnings_to(feedback, self.in_processing_words):
+        with self.engine_errors(), self.engine_warnings_to(feedback):
             try:
                 result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
             except core_module("errors").Cancelled:
                 raise QgsProcessingException("Training cancelled; no model file was written.") from None
-            finally:  # Processing cannot resume: the checkpoint (5× the model) would stay until QGIS exits
+            finally:  # Processing cannot resume: the checkpoint (weights, optimiser state) would stay until QGIS exits
                 options.checkpoint.unlink(missing_ok=True)
         metrics = result.best_metrics
         if metrics:
@@ -214,7 +213,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
     def _holds_out_some(self, data_dirs: List[Path], training: Any) -> bool:
         """Whether a fifth held out per data set leaves a validation pair (a data set of one pair
         gives none); otherwise training goes without validation, as the help says."""
-        with engine_errors(self.in_processing_words):
+        with self.engine_errors():
             groups = [pair.group for pair in training.find_pairs(data_dirs)]
         return any(groups.count(group) > 1 for group in set(groups))
 
