@@ -2,7 +2,7 @@
 reports at least the benchmark's own peak: Linux carries the memory high-water mark a process had
 when it calls exec into the exec'd program's ``ru_maxrss``, and Python starts children with vfork,
 so that mark is the parent's. The child is therefore started by a small launcher, whose own
-memory (a bare Python, about 10 MB) is the floor instead; the launcher waits for it and writes
+memory (a bare Python, far below any run's) is the floor instead; the launcher waits for it and writes
 its ``ru_maxrss`` and ``ru_minflt`` to a file."""
 from __future__ import annotations
 

@@ -76,7 +76,7 @@ class PipInstaller(QObject):
     def start(self, plan: InstallPlan) -> None:
         plan.target.mkdir(parents=True, exist_ok=True)
         self.plan, self._tail = plan, []
-        # pip's temporary files (a whole unpacked torch, hundreds of MB) go into a folder of the
+        # pip's temporary files (a whole unpacked torch) go into a folder of the
         # plugin's, removed when pip ends however it ends: a killed pip leaves its own behind.
         self.scratch = Path(tempfile.mkdtemp(prefix="deepcl-pip-"))
         self.process = QProcess(self)

@@ -265,7 +265,8 @@ def _copies_of_validation_pairs(pairs: Sequence[PairFiles], val: Sequence[PairFi
 
 
 def _size_and_digest(path: Path) -> Tuple[int, str]:
-    return path.stat().st_size, hashlib.sha256(path.read_bytes()).hexdigest()
+    with path.open("rb") as file:  # streamed: a before image may be larger than memory spared for it
+        return path.stat().st_size, hashlib.file_digest(file, "sha256").hexdigest()
 
 
 def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[PairFiles],
