@@ -126,7 +126,6 @@ def has_geotransform(dataset: gdal.Dataset) -> bool:
     return dataset.GetGeoTransform(can_return_null=True) is not None
 
 
-
 def zero_means_no_change(label: gdal.Dataset, what: str) -> gdal.Dataset:
     """A change label (or reference) as an in-memory VRT without the nodata value of its bands
     whose nodata is 0: 0 is the "no change" class, and QGIS's Rasterize declares it nodata by
@@ -142,7 +141,6 @@ def zero_means_no_change(label: gdal.Dataset, what: str) -> gdal.Dataset:
     for index in zero:
         vrt.GetRasterBand(index).DeleteNoDataValue()
     return vrt
-
 
 
 _FLOATING_TYPES = {gdal.GDT_Float32, gdal.GDT_Float64, gdal.GDT_CFloat32, gdal.GDT_CFloat64}

@@ -107,7 +107,6 @@ def prefers_channels_last(device: torch.device) -> bool:
     return device.type in ("cpu", "cuda")
 
 
-
 # Cores kept from torch on the CPU, for reader and writer threads working beside the network
 # (overlap_io=True; by default they take turns with it there, see overlaps_io). None: on a quiet
 # machine a reserved core costs the network more than the threads beside it gain; it only won
