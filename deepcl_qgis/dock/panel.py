@@ -15,7 +15,7 @@ from qgis.core import Qgis, QgsProcessingFeatureSourceDefinition, QgsProcessingU
 from qgis.gui import QgsDockWidget
 from qgis.PyQt.QtCore import Qt
 
-from ..dependencies import missing_dependencies, unusable_dependencies, unusable_summary
+from ..dependencies import unusable_dependencies, unusable_summary
 from .. import pair_checks
 from ..engine import core_module, engine_error_type
 from ..layer_styling import run_group_name
@@ -98,12 +98,11 @@ class DeepCLDock(QgsDockWidget):
 
     def refresh_dependencies(self) -> None:
         """Show what is missing (and the install button) or the devices found."""
-        missing = missing_dependencies()
-        self.form.torch_box.setVisible(bool(missing))
-        self.form.torch_label.setText(f"DeepCL cannot use {unusable_summary(unusable_dependencies())}. It needs "
-                                      "PyTorch to detect changes; the plugin can install it into its own folder."
-                                      if missing else "")
-        self.form.run_button.setEnabled(not missing)
+        unusable = unusable_dependencies()
+        self.form.torch_box.setVisible(bool(unusable))
+        self.form.torch_label.setText(f"DeepCL cannot use {unusable_summary(unusable)}. It needs PyTorch to detect "
+                                      "changes; the plugin can install it into its own folder." if unusable else "")
+        self.form.run_button.setEnabled(not unusable)
         report = device_report()
         combo = self.form.device_combo
         current = combo.currentData() or "auto"
