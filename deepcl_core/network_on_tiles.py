@@ -4,7 +4,7 @@ brought back (or kept there), and a memory budget that lowers the batch, then th
 device runs out of memory."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -142,7 +142,17 @@ def run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.nd
     if len(chunks) == 1:
         return chunks[0]
     probabilities, distances = zip(*(chunk.result() for chunk in chunks))
-    return Pending((np.concatenate(probabilities), np.concatenate(distances) if with_distance else None))
+    return Pending((_joined(probabilities, device, keep_on_device),
+                    _joined(distances, device, keep_on_device) if with_distance else None))
+
+
+def _joined(maps: Tuple[Union[np.ndarray, torch.Tensor], ...], device: torch.device,
+            keep_on_device: bool) -> Union[np.ndarray, torch.Tensor]:
+    """The chunks' maps as one, where they were asked for: numpy cannot take CUDA tensors, and
+    chunks computed in pieces come back on the host."""
+    if not keep_on_device:
+        return np.concatenate(maps)
+    return torch.cat([m if isinstance(m, torch.Tensor) else torch.from_numpy(m).to(device) for m in maps])
 
 
 def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,

@@ -13,6 +13,7 @@ import torch
 
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.errors import DeviceMemoryError
+from deepcl_core.network_on_tiles import MemoryBudget, run_within_memory
 from reliability.rasters import files_in, read_band
 
 OPTIONS = dict(tile_size=64, overlap=0, device="cpu")
@@ -87,3 +88,21 @@ def test_out_of_memory_for_the_smallest_piece_is_a_clear_error(large_pair, tiny_
     with pytest.raises(DeviceMemoryError, match="--device cpu"):
         run(large_pair, with_network(tiny_model, network), tmp_path / "oom", batch_size=2)
     assert files_in(tmp_path / "oom") == []
+
+
+def test_maps_kept_on_the_device_stay_there_after_the_batch_is_lowered(large_pair, tiny_model):
+    """On CUDA detection blends on the GPU: the maps of a batch computed in smaller chunks come back
+    as tensors on the device too (numpy cannot join CUDA tensors: an internal error)."""
+    from reliability.rasters import noise
+
+    before, after = (noise((4, 3, 64, 64), seed, np.float32) for seed in (0, 1))
+    network = tiny_model.build().eval()
+    whole = run_within_memory(network, before, after, torch.device("cpu"), True, MemoryBudget(4, 64, lambda note: None), 1,
+                              keep_on_device=True).result()
+    budget = MemoryBudget(4, 64, lambda note: None)
+    lowered = run_within_memory(RunsOutOfMemory(network, limit=64 * 64), before, after, torch.device("cpu"), True,
+                                budget, 1, keep_on_device=True).result()
+    assert budget.batch_size == 1
+    for kept, reference in zip(lowered, whole):
+        assert isinstance(kept, torch.Tensor) and kept.device == reference.device
+        torch.testing.assert_close(kept, reference, atol=1e-5, rtol=0)
