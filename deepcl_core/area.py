@@ -7,6 +7,7 @@ import numpy as np
 from osgeo import ogr, osr
 
 from .errors import InputError
+from .gdal_utils import gdal_return_values
 from .grid import Grid
 from .raster_io import open_raster
 
@@ -125,6 +126,7 @@ def pixel_size_warning(before: Optional[float], after: Optional[float]) -> Optio
             "sharpness may show as change; images of similar resolution give better results")
 
 
+@gdal_return_values
 def file_pixel_size(path: str) -> Optional[float]:
     """:func:`ground_pixel_size` of the raster at ``path``; None when GDAL cannot open it."""
     try:

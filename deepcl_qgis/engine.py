@@ -9,6 +9,9 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 from types import ModuleType
+from typing import Callable, TypeVar
+
+Function = TypeVar("Function", bound=Callable)
 
 _BUNDLED_CORE = Path(__file__).resolve().parent / "deepcl_core"
 
@@ -21,6 +24,12 @@ def core_package() -> str:
 def core_module(name: str) -> ModuleType:
     """``deepcl_core.<name>`` from the copy in use, e.g. ``core_module("detect")``."""
     return importlib.import_module(f"{core_package()}.{name}")
+
+
+def gdal_return_values(function: Function) -> Function:
+    """The engine's :func:`~deepcl_core.gdal_utils.gdal_return_values`, for the plugin's own GDAL
+    calls, which check return values as the engine's do (importing it needs no torch)."""
+    return core_module("gdal_utils").gdal_return_values(function)
 
 
 def engine_error_type() -> type:

@@ -18,7 +18,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import dependency_problem
-from ..engine import core_module, core_package, engine_error_type
+from ..engine import core_module, core_package, engine_error_type, gdal_return_values
 from ..paths import bundled_model_path, icon
 
 
@@ -101,6 +101,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     def tr(text: str) -> str:
         return QCoreApplication.translate("DeepCL", text)
 
+    @gdal_return_values
     def checkParameterValues(self, parameters: Dict[str, Any],  # noqa: N802
                              context: QgsProcessingContext) -> Tuple[bool, str]:
         problem = dependency_problem()

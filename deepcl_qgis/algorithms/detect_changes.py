@@ -15,7 +15,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
 
 from .. import pair_checks
 from ..threshold_scale import THRESHOLDS
-from ..engine import core_module
+from ..engine import core_module, gdal_return_values
 from ..layer_styling import attach_post_processors, run_group_name
 from .base import (DeepCLAlgorithm, add_help, optional_number, progress_to, raster_file,
                    raster_input, releases_locals_on_error, typed_bands_problem, typed_number_problem)
@@ -272,6 +272,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         return True
 
     @releases_locals_on_error
+    @gdal_return_values
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

@@ -13,7 +13,7 @@ from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, Q
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 
 from .. import accuracy, pair_checks
-from ..engine import core_module
+from ..engine import core_module, gdal_return_values
 from ..report_html import metric_text, write_report
 from ..threshold_scale import THRESHOLDS
 from .base import (DeepCLAlgorithm, add_help, optional_number, progress_to, raster_file, raster_input,
@@ -152,6 +152,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         return True
 
     @releases_locals_on_error
+    @gdal_return_values
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

@@ -13,7 +13,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProce
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 
 from .. import pair_checks
-from ..engine import core_module
+from ..engine import core_module, gdal_return_values
 from ..training_pair import write_pair_folder
 from .base import DeepCLAlgorithm, add_help, progress_to, raster_file, raster_input, releases_locals_on_error
 
@@ -153,6 +153,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         return True
 
     @releases_locals_on_error
+    @gdal_return_values
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

@@ -8,6 +8,8 @@ from typing import List, Optional, Sequence, Tuple
 
 from qgis.core import QgsMapLayer, QgsProject, QgsRasterLayer
 
+from ..engine import gdal_return_values
+
 # 2016-09-27, 2016_09_27, 2016:09:27 (TIFF), 20160927 (years 1970–2099), then a lone year.
 _FULL_DATE = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)[-_.:/]?(0[1-9]|1[0-2])[-_.:/]?(0[1-9]|[12]\d|3[01])(?!\d)")
 _YEAR = re.compile(r"(?<!\d)(19[7-9]\d|20\d\d)(?!\d)")
@@ -46,6 +48,7 @@ def acquisition_date(layer: QgsRasterLayer) -> Optional[date]:
     return None
 
 
+@gdal_return_values
 def _gdal_metadata(layer: QgsRasterLayer) -> dict:
     from osgeo import gdal  # only for GDAL layers; the metadata QGIS shows is HTML
 

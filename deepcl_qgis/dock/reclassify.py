@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 from osgeo import gdal
 
-from ..engine import core_module
+from ..engine import core_module, gdal_return_values
 
 
 @dataclass
@@ -24,6 +24,7 @@ class ChangeCounts:
         return 100.0 * self.changed_pixels / self.valid_pixels if self.valid_pixels else 0.0
 
 
+@gdal_return_values
 def reclassify(confidence: Path, change: Path, threshold: float,
                cancel: Callable[[], bool] = lambda: False) -> ChangeCounts:
     """Write ``change`` (a new GeoTIFF on the confidence grid, compressed as the confidence map,

@@ -165,3 +165,28 @@ def test_other_crs_with_overlap(deepcl_provider, good_pair, tiny_model_path, tmp
     before, after = good_pair
     change = run_ok(before, in_other_crs(after, tmp_path / "mercator.tif", 3857), tiny_model_path, tmp_path / "out")
     assert (change != 255).mean() > 0.9
+
+
+@pytest.fixture
+def gdal_exceptions_on():
+    """A host (another plugin, a user's script) that turned GDAL's exceptions on, as GDAL 4 does by default."""
+    from osgeo import gdal
+
+    before = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    yield
+    if not before:
+        gdal.DontUseExceptions()
+
+
+@pytest.mark.parametrize("case", sorted(BAD_IMAGES))
+def test_bad_image_while_the_host_has_gdal_exceptions_on(deepcl_provider, good_pair, tiny_model_path, tmp_path,
+                                                         gdal_exceptions_on, case):
+    """The plugin's own checks read the files with GDAL too: they gave bare RuntimeErrors, a traceback."""
+    before, after = good_pair
+    bad = BAD_IMAGES[case]
+    image = bad.builder(tmp_path, before, after)
+    before, after = (image, after) if bad.role == "before" else (before, image)
+    out = tmp_path / "out"
+    assert_clear(refusal(parameters(before, after, tiny_model_path, out)), bad.words)
+    assert files_in(out) == []
