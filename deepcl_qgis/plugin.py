@@ -40,20 +40,26 @@ class DeepCLPlugin:
         self.dock_action = QAction(icon("deepcl"), "DeepCL panel", self.iface.mainWindow())
         self.dock_action.setCheckable(True)
         self.dock_action.setToolTip("One-click change detection between a before and an after layer")
-        self.dock_action.toggled.connect(self.show_dock)
+        self.dock_action.triggered.connect(self.toggle_dock)
         self.iface.addPluginToRasterMenu(MENU, self.dock_action)
         self.iface.addRasterToolBarIcon(self.dock_action)
 
-    def show_dock(self, visible: bool = True) -> None:
-        """Show (making it on first use) or hide the panel."""
-        if self.dock is None and visible:
+    def toggle_dock(self) -> None:
+        """Bring the panel to the front (making it on first use), or close it when it is in front,
+        as QGIS's own panels do: behind another tab of its dock area it is open, not closed."""
+        if self.dock is None:
             from .dock.panel import DeepCLDock  # the panel imports more; only when wanted
 
             self.dock = DeepCLDock(self.iface)
             self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
-            self.dock.visibilityChanged.connect(self.dock_action.setChecked)
-        if self.dock is not None:
-            self.dock.setVisible(visible)
+            # Opened or closed, not visibilityChanged: that is False too when another tab of the
+            # same dock area is chosen, and the button then closed the panel hidden behind it.
+            self.dock.openedStateChanged.connect(self.dock_action.setChecked)
+        elif self.dock.isUserVisible():
+            self.dock.close()
+            return
+        self.dock.setUserVisible(True)
+        self.dock_action.setChecked(True)  # also when only raised: clicking unchecked it
 
     def _add_action(self, icon_name: str, text: str, algorithm_id: str) -> None:
         action = QAction(icon(icon_name), text, self.iface.mainWindow())

@@ -226,3 +226,51 @@ def test_plugin_dock_entry_opens_the_panel_and_unload_removes_it(qgis_app, qgis_
     assert plugin.dock is not None and plugin.dock.windowTitle() == "DeepCL change detection"
     plugin.unload()
     assert plugin.dock is None and plugin.dock_action is None and registry.providerById("deepcl") is None
+
+
+def test_the_panel_stays_open_when_another_tab_of_its_dock_area_is_chosen(qgis_app, qgis_processing, qgis_iface,
+                                                                          monkeypatch):
+    """Tabbed with another panel (Layer Styling, say), choosing that tab hides DeepCL's behind it:
+    the panel closed itself (its tab vanished) and its toolbar button went off."""
+    from qgis.core import QgsApplication
+    from qgis.gui import QgsDockWidget
+    from qgis.PyQt.QtCore import Qt
+    from qgis.PyQt.QtWidgets import QMainWindow
+
+    import deepcl_qgis
+
+    registry = QgsApplication.processingRegistry()
+    if registry.providerById("deepcl") is not None:
+        registry.removeProvider(registry.providerById("deepcl"))
+    window = QMainWindow()
+    monkeypatch.setattr(qgis_iface, "addDockWidget", window.addDockWidget)
+    monkeypatch.setattr(qgis_iface, "removeDockWidget", window.removeDockWidget)
+    styling = QgsDockWidget("Layer Styling", window)
+    window.addDockWidget(Qt.RightDockWidgetArea, styling)
+    window.show()
+    plugin = deepcl_qgis.classFactory(qgis_iface)
+    plugin.initGui()
+    try:
+        plugin.dock_action.trigger()
+        window.tabifyDockWidget(styling, plugin.dock)
+        plugin.dock.raise_()
+        qgis_app.processEvents()
+        styling.raise_()  # the user chooses the other tab
+        qgis_app.processEvents()
+        assert not plugin.dock.isUserVisible() and not plugin.dock.isHidden()  # behind the other tab, not closed
+        assert plugin.dock_action.isChecked()
+        plugin.dock_action.trigger()  # the button brings it to the front
+        qgis_app.processEvents()
+        assert plugin.dock.isUserVisible() and plugin.dock_action.isChecked()
+        plugin.dock_action.trigger()  # then closes it
+        qgis_app.processEvents()
+        assert plugin.dock.isHidden() and not plugin.dock_action.isChecked()
+        plugin.dock_action.trigger()  # and opens it again, in front
+        qgis_app.processEvents()
+        assert plugin.dock.isUserVisible() and plugin.dock_action.isChecked()
+        plugin.dock.close()  # the panel's own close button
+        qgis_app.processEvents()
+        assert not plugin.dock_action.isChecked()
+    finally:
+        plugin.unload()
+        window.close()
