@@ -67,7 +67,13 @@ class LatestChangeMap(QObject):
             self._timer.start()
 
     def stop(self) -> None:
+        """No re-classification is started, and one running is cancelled and ends without the panel
+        (which may be going: the plugin unloads), its map deleted if it was written all the same."""
         self._timer.stop()
+        if self.task is not None:
+            self.task.done = _discard
+            self.task.cancel()
+            self.task = None
 
     def forget(self) -> None:
         """No change layer to follow (the project was closed); a re-classification running ends unseen."""
@@ -128,6 +134,12 @@ class LatestChangeMap(QObject):
             if not any(xml is None or path.name in xml for xml in saved):
                 path.unlink(missing_ok=True)
         self._left_behind = {path for path in self._left_behind if path.exists()}
+
+
+def _discard(counts: Optional[ChangeCounts], path: Path, error: str) -> None:
+    """The end of a re-classification no one waits for any more."""
+    if counts is not None:
+        path.unlink(missing_ok=True)
 
 
 def _project_xml(name: str) -> Optional[str]:

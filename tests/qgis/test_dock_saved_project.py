@@ -36,9 +36,9 @@ def dock(deepcl_provider, qgis_iface, qgis_new_project, tiny_model, oscd_crop, t
     panel.form.threshold_slider.setValue(position_of(0.60))  # the tests move below: to re-classified maps
     _run(panel)
     yield panel
-    panel.cancel()
-    wait_for(lambda: not panel.is_running() and panel.latest.task is None)
     if not sip.isdeleted(panel):  # its slots must not run on a later test's project
+        panel.cancel()
+        wait_for(lambda: not panel.is_running() and panel.latest.task is None)
         sip.delete(panel)
     QgsSettings().remove("deepcl/panel")
 
@@ -138,3 +138,22 @@ def test_an_earlier_runs_change_layer_keeps_its_map(dock, tmp_path):
     assert Path(first_layer.source()) == at_030 and at_030.exists()
     project = _reopened(tmp_path / "saved.qgz")
     assert [layer.isValid() for layer in _change_layers(project)] == [True, True]
+
+
+def test_a_re_classification_running_when_the_plugin_unloads_ends_without_the_panel(dock, tmp_path):
+    """Unloading (or reloading) the plugin while the slider's re-classification ran: when it ended it
+    re-pointed the Change layer and then wrote its summary into the deleted panel (RuntimeError)."""
+    from qgis.core import QgsApplication
+    from qgis.PyQt import sip
+
+    layer = dock.latest.layer()
+    run_map = Path(layer.source())
+    dock.form.threshold_slider.setValue(position_of(0.30))
+    dock.latest.reclassify_now()  # the slider rested: the task is queued, its end not yet handled
+    assert dock.latest.task is not None
+    dock.shutdown()  # as the plugin's unload does, then deletes the panel
+    sip.delete(dock)
+    wait_for(lambda: QgsApplication.taskManager().countActiveTasks() == 0, timeout=30)
+    QgsApplication.processEvents()
+    assert Path(layer.source()) == run_map and abs(float(layer.customProperty("deepcl/threshold")) - 0.60) < 1e-9
+    assert _change_maps(run_map) == {run_map.name}  # the re-classified map, no one's, is not left behind
