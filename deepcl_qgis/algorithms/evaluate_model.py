@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from osgeo import gdal
-from qgis.core import (QgsFeatureRequest, QgsProcessing, QgsProcessingContext, QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
@@ -158,7 +158,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         self.require_dependencies()
         change_path, confidence_path, change_name = self._change_map(parameters, context, feedback)
         change = accuracy.open_change_map(change_path)
-        reference, reference_name = self._reference(context, change)
+        reference, reference_name = self._reference(context, feedback, change)
         feedback.setProgressText("Comparing with the reference")
         metrics = accuracy.confusion(change, reference, feedback.isCanceled,
                                      lambda fraction: feedback.setProgress(50 + 50 * fraction),
@@ -208,18 +208,14 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         self.push_warnings(feedback, result.warnings)  # what detection says of its inputs, e.g. an untrained model
         return str(outputs.change), str(outputs.confidence)
 
-    def _reference(self, context: QgsProcessingContext, change: Any) -> Tuple[Any, str]:
+    def _reference(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+                   change: Any) -> Tuple[Any, str]:
         reference = self._rasters[self.REFERENCE]
         if reference is not None:
             return accuracy.reference_on_grid(change, reference.source), reference.name
         source = self._reference_polygons
         if source is None:
             raise QgsProcessingException("The reference polygon layer could not be read.")
-        request = QgsFeatureRequest().setNoAttributes()
-        if change.GetProjection():
-            from qgis.core import QgsCoordinateReferenceSystem  # only needed for polygons
-
-            request.setDestinationCrs(QgsCoordinateReferenceSystem.fromWkt(change.GetProjection()),
-                                      context.transformContext())
-        geometries = (bytes(f.geometry().asWkb()) for f in source.getFeatures(request) if f.hasGeometry())
-        return accuracy.rasterize_polygons(change, geometries), source.sourceName()
+        crs = QgsCoordinateReferenceSystem.fromWkt(change.GetProjection())  # invalid without a CRS
+        polygons = self.polygons_wkb(source, crs, context, feedback)
+        return accuracy.rasterize_polygons(change, polygons), source.sourceName()

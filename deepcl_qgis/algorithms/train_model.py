@@ -3,10 +3,9 @@ on a before/after raster pair with digitised changed areas."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProcessing, QgsProcessingContext,
-                       QgsProcessingException,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
@@ -227,22 +226,17 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         if before is None or after is None:
             raise QgsProcessingException("Training from layers needs a before and an after image.")
         folder = Path(QgsProcessingUtils.generateTempFilename("deepcl_pair")) / "layers" / "pair"
-        changed = list(self._geometries(self.CHANGED_AREAS, context, before.crs))
-        aoi = (list(self._geometries(self.AREA_OF_INTEREST, context, before.crs))
+        changed = self._polygons_of(self.CHANGED_AREAS, context, feedback, before.crs)
+        aoi = (self._polygons_of(self.AREA_OF_INTEREST, context, feedback, before.crs)
                if self._polygons[self.AREA_OF_INTEREST] is not None else None)
         feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
         write_pair_folder(before.source, after.source, changed, aoi, folder)
         return [folder.parent], True
 
-    def _geometries(self, name: str, context: QgsProcessingContext,
-                    crs: QgsCoordinateReferenceSystem) -> Iterator[bytes]:
+    def _polygons_of(self, name: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+                     crs: QgsCoordinateReferenceSystem) -> List[bytes]:
         """The polygons of parameter ``name`` as WKB in the before image's CRS ``crs``."""
         source = self._polygons[name]
         if source is None:
             raise QgsProcessingException(f"The polygon layer for {name} could not be read.")
-        request = QgsFeatureRequest().setNoAttributes()
-        if crs.isValid():
-            request.setDestinationCrs(crs, context.transformContext())
-        for feature in source.getFeatures(request):
-            if feature.hasGeometry():
-                yield bytes(feature.geometry().asWkb())
+        return self.polygons_wkb(source, crs, context, feedback)

@@ -99,6 +99,31 @@ def test_polygon_reference_matches_the_raster_reference(deepcl_provider, tiny_mo
         assert by_polygons[key] == pytest.approx(by_raster[key])
 
 
+def test_an_invalid_reference_polygon_is_refused_in_words_and_python_keeps_working(deepcl_provider, tiny_model,
+                                                                                   tmp_path, oscd_crop):
+    """QGIS's own invalid-geometry check raised through the feature iterator inside a generator: every
+    line of Python in QGIS then failed ("SystemError: unknown opcode") until QGIS restarted."""
+    import processing
+    from qgis.core import QgsFeatureRequest, QgsProcessingContext, QgsProcessingException
+
+    change = _change_map(tmp_path, tiny_model, oscd_crop, threshold=0.3)
+    polygons = tmp_path / "changed.gpkg"
+    label = gdal.Open(image(oscd_crop, "label"))
+    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(polygons))
+    layer = vector.CreateLayer("changed", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    x0, dx, _, y0, _, dy = label.GetGeoTransform()
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(  # a bowtie: self-intersecting
+        f"POLYGON (({x0} {y0}, {x0 + 20 * dx} {y0 + 20 * dy}, {x0 + 20 * dx} {y0}, {x0} {y0 + 20 * dy}, {x0} {y0}))"))
+    layer.CreateFeature(feature)
+    vector = layer = feature = None
+    context = QgsProcessingContext()  # as QGIS's default setting makes it: stop at an invalid geometry
+    context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryAbortOnInvalid)
+    with pytest.raises(QgsProcessingException, match="has an invalid geometry .*Fix geometries"):
+        processing.run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": str(polygons)}, context=context)
+    assert [n for n in range(3)] == [0, 1, 2]  # Python still works (a comprehension runs a new frame)
+
+
 def test_polygons_are_burnt_without_gdal_warnings():
     """Every rasterisation (a polygon reference, training from layers) printed "Warning 1: Failed to
     fetch spatial reference on layer polygons …" on stderr."""

@@ -166,3 +166,51 @@ def test_a_skipped_pair_is_reported_in_the_processing_log(deepcl_provider, tiny_
     run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN},
         feedback)
     assert "skipped folder pairs/test_7: it has before and after but no label.*" in feedback.warnings
+
+
+def _with_a_bowtie(polygons: Path) -> int:
+    """Add a self-intersecting polygon (a hand-digitised slip) inside the layer's extent; its id."""
+    vector = ogr.Open(str(polygons), 1)
+    layer = vector.GetLayer(0)
+    left, right, bottom, top = layer.GetExtent()
+    width, height = right - left, top - bottom
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(ogr.CreateGeometryFromWkt(
+        f"POLYGON (({left} {bottom}, {left + width / 4} {bottom + height / 4}, {left + width / 4} {bottom}, "
+        f"{left} {bottom + height / 4}, {left} {bottom}))"))
+    feature.SetField("value", 1)
+    layer.CreateFeature(feature)
+    return feature.GetFID()
+
+
+@pytest.mark.parametrize("setting", ["abort", "skip", "no_check"])
+def test_an_invalid_changed_area_polygon_follows_processings_setting_in_words(deepcl_provider, tiny_model, tmp_path,
+                                                                              oscd_crop, setting):
+    """QGIS's own check raised through the feature iterator inside a generator: the run failed and
+    then every line of Python in QGIS failed ("SystemError: unknown opcode") until QGIS restarted."""
+    import processing
+    from qgis.core import QgsFeatureRequest, QgsProcessingContext, QgsProcessingException, QgsProject
+
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    bowtie = _with_a_bowtie(polygons)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    context.setInvalidGeometryCheck({"abort": QgsFeatureRequest.GeometryAbortOnInvalid,
+                                     "skip": QgsFeatureRequest.GeometrySkipInvalid,
+                                     "no_check": QgsFeatureRequest.GeometryNoCheck}[setting])
+    feedback = recording_feedback()
+    out = tmp_path / "model.pt"
+    parameters = {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
+                  "CHANGED_AREAS": str(polygons), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN}
+    if setting == "abort":
+        with pytest.raises(QgsProcessingException) as refused:
+            processing.run(ALG, parameters, context=context, feedback=feedback)
+        assert (f"Feature {bowtie} of “changed” has an invalid geometry (Self-intersection" in str(refused.value)
+                and "Fix geometries" in str(refused.value)), str(refused.value)
+        assert not out.exists()
+    else:
+        processing.run(ALG, parameters, context=context, feedback=feedback)
+        assert load_model(out).provenance
+        skipped = [w for w in feedback.warnings if "invalid geometry skipped" in w]
+        assert len(skipped) == (setting == "skip")
+    assert [n for n in range(3)] == [0, 1, 2]  # Python still works (a comprehension runs a new frame)
