@@ -2,6 +2,9 @@
 on a before/after raster pair with digitised changed areas."""
 from __future__ import annotations
 
+import re
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -157,14 +160,18 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()
         training = core_module("training")
-        options = self._options(parameters, context, feedback, training)
-        with self.engine_errors(), self.engine_warnings_to(feedback):
-            try:
-                result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
-            except core_module("errors").Cancelled:
-                raise QgsProcessingException("Training cancelled; no model file was written.") from None
-            finally:  # Processing cannot resume: the checkpoint (weights, optimiser state) would stay until QGIS exits
-                options.checkpoint.unlink(missing_ok=True)
+        # The run's own files: a pair made from layers and the checkpoint (weights and optimiser
+        # state), of no use after the run as Processing cannot resume; left, they stay until QGIS exits.
+        work = Path(tempfile.mkdtemp(prefix="deepcl_training_", dir=QgsProcessingUtils.tempFolder()))
+        try:
+            options = self._options(parameters, context, feedback, training, work)
+            with self.engine_errors(), self.engine_warnings_to(feedback):
+                try:
+                    result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
+                except core_module("errors").Cancelled:
+                    raise QgsProcessingException("Training cancelled; no model file was written.") from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
         metrics = result.best_metrics
         if metrics:
             feedback.pushInfo(f"Validation (epoch {result.best_epoch}): F1 {metrics.get('f1', 0):.4f}, "
@@ -192,8 +199,9 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         return "Decision threshold " + "; ".join(parts) + "."
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                 feedback: QgsProcessingFeedback, training: Any) -> Any:
-        data_dirs, single_pair = self._data_dirs(parameters, context, feedback)
+                 feedback: QgsProcessingFeedback, training: Any, work: Path) -> Any:
+        """The engine's options; ``work``: a folder of the run's own files, removed after it."""
+        data_dirs, single_pair = self._data_dirs(parameters, context, feedback, work)
         validation = self.parameterAsFile(parameters, self.VALIDATION_FOLDER, context)
         init = self.parameterAsFile(parameters, self.INIT_MODEL, context) if self._has(parameters, self.INIT_MODEL) else ""
         return training.TrainOptions(
@@ -206,9 +214,9 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             iterations_per_epoch=self.parameterAsInt(parameters, self.ITERATIONS, context),
             overwrite=True,  # Processing asks before replacing the file; it has no --resume, so a run starts anew
-            # ... and so no use for a checkpoint beside the model: it goes where QGIS clears its temporary files
-            checkpoint=Path(QgsProcessingUtils.generateTempFilename("deepcl_training.ckpt")),
-            command_line="QGIS Processing deepcl:trainmodel")
+            checkpoint=work / "training.ckpt",
+            # The layers' sources, where the pair made from them names only the run's temporary files
+            command_line=self.asPythonCommand(parameters, context))
 
     def _holds_out_some(self, data_dirs: List[Path], training: Any) -> bool:
         """Whether a fifth held out per data set leaves a validation pair (a data set of one pair
@@ -218,14 +226,15 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         return any(groups.count(group) > 1 for group in set(groups))
 
     def _data_dirs(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                   feedback: QgsProcessingFeedback) -> Tuple[List[Path], bool]:
-        """The folders to search for pairs, and whether they hold one pair made from layers."""
+                   feedback: QgsProcessingFeedback, work: Path) -> Tuple[List[Path], bool]:
+        """The folders to search for pairs, and whether they hold one pair made from layers (in
+        ``work``, named after the before layer, as messages about the pair call it)."""
         if self._has(parameters, self.DATA_FOLDER):
             return [Path(self.parameterAsFile(parameters, self.DATA_FOLDER, context))], False
         before, after = self._before, self._after
         if before is None or after is None:
             raise QgsProcessingException("Training from layers needs a before and an after image.")
-        folder = Path(QgsProcessingUtils.generateTempFilename("deepcl_pair")) / "layers" / "pair"
+        folder = work / "layers" / (re.sub(r"[^\w.-]+", "_", before.name).strip("._") or "pair")
         changed = self._polygons_of(self.CHANGED_AREAS, context, feedback, before.crs)
         aoi = (self._polygons_of(self.AREA_OF_INTEREST, context, feedback, before.crs)
                if self._polygons[self.AREA_OF_INTEREST] is not None else None)

@@ -214,3 +214,50 @@ def test_an_invalid_changed_area_polygon_follows_processings_setting_in_words(de
         skipped = [w for w in feedback.warnings if "invalid geometry skipped" in w]
         assert len(skipped) == (setting == "skip")
     assert [n for n in range(3)] == [0, 1, 2]  # Python still works (a comprehension runs a new frame)
+
+
+def _temporary_files() -> set:
+    from qgis.core import QgsProcessingUtils
+
+    return {path for path in Path(QgsProcessingUtils.tempFolder()).rglob("*")}
+
+
+def test_training_from_layers_leaves_nothing_in_qgiss_temporary_folder(deepcl_provider, tiny_model, tmp_path,
+                                                                       oscd_crop):
+    """The pair made from the layers (two VRTs and a label) and the checkpoint's folder stayed until
+    QGIS exited, after each run, failed or not."""
+    from qgis.core import QgsProcessingException
+
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    parameters = {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
+                  "CHANGED_AREAS": str(polygons), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"),
+                  **TINY_RUN}
+    before = _temporary_files()
+    run(ALG, parameters)
+    assert _temporary_files() - before == set()
+    with pytest.raises(QgsProcessingException, match="larger than every training pair"):
+        run(ALG, {**parameters, "CROP": 512})  # refused once the pair is written
+    assert _temporary_files() - before == set()
+
+
+def test_a_model_trained_from_layers_records_them(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """Its record named only the temporary files made from the layers, which QGIS deletes when it
+    exits, and the command line "QGIS Processing deepcl:trainmodel"; messages called the pair "pair"."""
+    from qgis.core import QgsProcessingException, QgsProject, QgsRasterLayer
+
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    before = QgsRasterLayer(image(oscd_crop, "before"), "abudhabi_2015", "gdal")
+    QgsProject.instance().addMapLayer(before)
+    try:
+        parameters = {"BEFORE": before.id(), "AFTER": image(oscd_crop, "after"), "CHANGED_AREAS": str(polygons),
+                      "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN}
+        run(ALG, parameters)
+        command = load_model(tmp_path / "m.pt").provenance["command_line"]
+        assert command.startswith("processing.run(\"deepcl:trainmodel\"") or command.startswith(
+            "processing.run('deepcl:trainmodel'"), command
+        for given in (image(oscd_crop, "before"), image(oscd_crop, "after"), str(polygons), str(tiny_model)):
+            assert given in command, command
+        with pytest.raises(QgsProcessingException, match="the largest, abudhabi_2015, is"):
+            run(ALG, {**parameters, "CROP": 512})
+    finally:
+        QgsProject.instance().removeMapLayer(before.id())
