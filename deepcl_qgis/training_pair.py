@@ -5,7 +5,7 @@ finder reads like any other. The label is burnt onto the before grid: 1 inside c
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable, Optional, Sequence
 
 import numpy as np
 from osgeo import gdal
@@ -17,7 +17,7 @@ from .rasterize import burn_polygons, qgis_geotransform
 LABEL_NODATA = 255
 
 
-def write_pair_folder(before: str, after: str, changed: Iterable[bytes], area_of_interest: Optional[Iterable[bytes]],
+def write_pair_folder(before: str, after: str, changed: Sequence[bytes], area_of_interest: Optional[Iterable[bytes]],
                       folder: Path) -> Path:
     """Write the pair into ``folder`` (created) and return it. Polygons are WKB in the before CRS."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -25,6 +25,9 @@ def write_pair_folder(before: str, after: str, changed: Iterable[bytes], area_of
         # A VRT points at the original file: nothing is copied.
         if gdal.Translate(str(folder / f"{name}.vrt"), source, options=gdal.TranslateOptions(format="VRT")) is None:
             raise QgsProcessingException(f"GDAL could not read the {name} image {source}: {gdal.GetLastErrorMsg()}")
+    if not changed:
+        raise QgsProcessingException("The changed-area layer holds no polygon (none is selected, with “Selected "
+                                     "features only”?); digitise the changed areas over the before image.")
     template = gdal.Open(before)
     size, geotransform = (template.RasterXSize, template.RasterYSize), qgis_geotransform(template)
     label = burn_polygons(*size, geotransform, changed)

@@ -261,3 +261,18 @@ def test_a_model_trained_from_layers_records_them(deepcl_provider, tiny_model, t
             run(ALG, {**parameters, "CROP": 512})
     finally:
         QgsProject.instance().removeMapLayer(before.id())
+
+
+def test_a_changed_area_layer_without_polygons_is_named_as_such(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """It was told "No changed-area polygon covers the before image … (or check the layer's CRS)"."""
+    from qgis.core import QgsProcessingException
+
+    label = gdal.Open(image(oscd_crop, "label"))
+    empty = tmp_path / "empty.gpkg"
+    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(empty))
+    vector.CreateLayer("changed", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    vector = None
+    with pytest.raises(QgsProcessingException, match="The changed-area layer holds no polygon"):
+        run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
+                  "CHANGED_AREAS": str(empty), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"),
+                  **TINY_RUN})
