@@ -112,7 +112,8 @@ class PanelForm(QWidget):
         self.min_area_spin = QgsDoubleSpinBox()
         self.min_area_spin.setRange(0.0, 1e9)
         self.min_area_spin.setSuffix(" m²")
-        self.min_area_spin.setToolTip("Change polygons smaller than this are dropped.")
+        self.min_area_spin.setToolTip("Change polygons smaller than this are dropped: in m², or in pixels for "
+                                      "images without georeference.")
         self.output_widget = QgsFileWidget()
         self.output_widget.setStorageMode(QgsFileWidget.GetDirectory)
         self.output_widget.lineEdit().setPlaceholderText("Temporary folder")

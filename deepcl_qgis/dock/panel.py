@@ -46,6 +46,7 @@ class DeepCLDock(QgsDockWidget):
         self.run_group = ""  # the running or latest run's group, named after its layers
         self.cancel_asked = False
         self._shown_model_threshold = -1.0  # the model's threshold for the before layer, last shown
+        self._pixel_sizes: Dict[str, Optional[float]] = {}  # by layer source
         self.latest = LatestChangeMap(self.project, self.threshold, self.form.summary_label.setText, self.show_error,
                                       self)
         self._connect()
@@ -187,6 +188,12 @@ class DeepCLDock(QgsDockWidget):
         self.form.after_combo.setLayer(after)
         self._fill_bands(self.form.bands_before, before)
         self._fill_bands(self.form.bands_after, after)
+        self._show_area_unit()
+
+    def _show_area_unit(self) -> None:
+        """The engine measures areas in m² on georeferenced images, in pixels on others."""
+        unknown = self.form.before_combo.currentLayer() is not None and self._before_pixel_size() is None
+        self.form.min_area_spin.setSuffix(" pixels" if unknown else " m²")
 
     @staticmethod
     def _fill_bands(combo: Any, layer: Optional[QgsRasterLayer]) -> None:
@@ -229,6 +236,7 @@ class DeepCLDock(QgsDockWidget):
         """A before image of another pixel size may bring another of the model's thresholds
         (e.g. 10 m Sentinel-2 against aerial imagery); the slider follows only then."""
         self._fill_bands(self.form.bands_before, layer)
+        self._show_area_unit()
         threshold = self._model_threshold()
         if threshold != self._shown_model_threshold:
             self._show_model_threshold(threshold)
@@ -244,9 +252,17 @@ class DeepCLDock(QgsDockWidget):
             bundle = pair_checks.loaded_model(str(self.model_path()))
         except (OSError, ImportError, engine_error_type()):  # no file, no torch: the run says why
             return 0.5
+        return float(bundle.threshold_for(self._before_pixel_size()))
+
+    def _before_pixel_size(self) -> Optional[float]:
+        """The before layer's pixel size on the ground, in m; None without georeference (or layer).
+        Read from its file once (it may lie on a server: the panel asks on every change of layer)."""
         layer = self.form.before_combo.currentLayer()
-        pixel_size = core_module("area").file_pixel_size(layer.source()) if layer is not None else None
-        return float(bundle.threshold_for(pixel_size))
+        if layer is None:
+            return None
+        if layer.source() not in self._pixel_sizes:
+            self._pixel_sizes[layer.source()] = core_module("area").file_pixel_size(layer.source())
+        return self._pixel_sizes[layer.source()]
 
     def _set_threshold(self, threshold: float) -> None:
         """Show ``threshold`` without re-classifying the last run (only the user's moves do that)."""

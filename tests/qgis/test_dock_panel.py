@@ -534,6 +534,18 @@ def test_the_threshold_follows_the_before_layers_pixel_size(panel, oscd_crop, ti
     assert dock.threshold() == pytest.approx(0.07)
 
 
+def test_the_minimum_area_is_in_pixels_for_images_without_georeference(panel, oscd_crop):
+    """The engine drops polygons under the minimum area in m², or in pixels where the image has no
+    georeference (the LEVIR PNGs): the panel said m² for both, so 100 "m²" on 0.5 m pixels kept 25 m²."""
+    oscd_before, _ = _project_with_pairs(oscd_crop)
+    dock = panel()
+    assert dock.form.before_combo.currentLayer() is oscd_before and dock.form.min_area_spin.suffix() == " m²"
+    dock.form.before_combo.setLayer(_layer_named("levir before"))
+    assert dock.form.min_area_spin.suffix() == " pixels"
+    dock.swap_layers()  # the OSCD after image is now the before one
+    assert dock.form.min_area_spin.suffix() == " m²"
+
+
 def _layer_named(name: str):
     from qgis.core import QgsProject
 
