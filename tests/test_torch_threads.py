@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from deepcl_core.model.inference import torch_threads
+from deepcl_core.model.inference import inference_threads, torch_threads
 
 
 def test_interleaved_blocks_leave_the_latest_open_ones_count_and_then_the_first():
@@ -28,3 +28,20 @@ def test_nested_blocks_restore_in_turn_and_none_changes_nothing():
                 assert torch.get_num_threads() == 1
         assert torch.get_num_threads() == 2
     assert torch.get_num_threads() == before
+
+
+def test_a_run_starting_while_another_prepares_gets_the_hosts_thread_count(monkeypatch):
+    """Run A holds one thread while it prepares; run B, starting then, read that 1 as "what torch
+    would use anyway" and computed its whole network on one thread (identical maps, several times
+    slower on a machine with more cores)."""
+    from deepcl_core.model import inference
+
+    monkeypatch.setattr(inference, "available_cores", lambda: 8)
+    host = torch.get_num_threads()
+    torch.set_num_threads(4)
+    try:
+        alone = inference_threads(torch.device("cpu"))
+        with torch_threads(1):  # run A preparing
+            assert inference_threads(torch.device("cpu")) == alone == 4
+    finally:
+        torch.set_num_threads(host)

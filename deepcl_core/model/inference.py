@@ -123,7 +123,7 @@ def inference_threads(device: torch.device) -> Optional[int]:
     torch's setting."""
     if device.type != "cpu":
         return None
-    return max(1, min(torch.get_num_threads(), available_cores() - IO_RESERVED_CORES))
+    return max(1, min(_threads_without_requests(), available_cores() - IO_RESERVED_CORES))
 
 
 def overlaps_io(device: torch.device) -> bool:
@@ -186,6 +186,13 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
         with _THREAD_REQUESTS_LOCK:
             _THREAD_REQUESTS[:] = [request for request in _THREAD_REQUESTS if request[0] is not token]
             _set_torch_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREAD_COUNT_BEFORE_REQUESTS[0])
+
+
+def _threads_without_requests() -> int:
+    """torch's thread count as the host left it: while another run holds a block (one thread while
+    it prepares), the current count is that run's, and a run starting then kept it throughout."""
+    with _THREAD_REQUESTS_LOCK:
+        return _THREAD_COUNT_BEFORE_REQUESTS[0] if _THREAD_REQUESTS else torch.get_num_threads()
 
 
 def _set_torch_threads(count: int) -> None:
