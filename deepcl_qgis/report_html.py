@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import html
+import os
+import tempfile
 from pathlib import Path
 from typing import Dict
 
@@ -29,13 +31,25 @@ def metric_text(key: str, metrics: Dict[str, float]) -> str:
 def write_report(path: Path, metrics: Dict[str, float], change_name: str, reference_name: str) -> None:
     rows = "".join(f"<tr><td>{label}</td><td>{metric_text(key, metrics)}</td></tr>" for key, label in _LABELS)
     counts = "".join(f"<tr><td>{label}</td><td>{int(metrics[key]):,}</td></tr>" for key, label in _COUNTS)
-    path.write_text(
+    _write_in_place(path, (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>DeepCL evaluation</title></head><body>"
         f"<h1>DeepCL evaluation</h1><p>Change map: {html.escape(change_name)}<br>"
         f"Reference: {html.escape(reference_name)}</p>"
         f"<h2>Accuracy of the change class</h2><table border='1' cellpadding='4'>{rows}</table>"
-        f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table>{_reliability(metrics)}</body></html>",
-        encoding="utf-8")
+        f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table>{_reliability(metrics)}</body></html>"))
+
+
+def _write_in_place(path: Path, text: str) -> None:
+    """Written beside ``path`` and renamed onto it: a failed write leaves the earlier report, and a
+    symbolic link given as the report is replaced, not the file it points to."""
+    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=".report-", suffix=".partial")
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(text)
+        os.replace(partial, path)
+    except BaseException:
+        Path(partial).unlink(missing_ok=True)
+        raise
 
 
 def _reliability(metrics: Dict[str, float]) -> str:

@@ -133,10 +133,29 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
 
     def _check_report_path(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
         """The engine's check of an output's folder, as detection makes it: the report is written
-        last, and a missing folder failed only then, after the model run and the metrics, with a traceback."""
-        if self._has(parameters, self.OUTPUT_HTML):
-            report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-            core_module("outputs").check_output_paths([report], [], overwrite=True)  # Processing asks first
+        last, and a missing folder failed only then, after the model run and the metrics, with a
+        traceback. Nor may it replace an input: Processing asks before replacing a file only in its
+        dialog, and the report was written over the reference, the model or the change map."""
+        if not self._has(parameters, self.OUTPUT_HTML):
+            return
+        report = Path(self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)).resolve()
+        for label, path in self._input_files(parameters, context):
+            if Path(path).resolve() == report:
+                raise QgsProcessingException(f"The report would replace the {label} {path}, an input; "
+                                             "choose another file name for it.")
+        core_module("outputs").check_output_paths([report], [], overwrite=True)  # Processing asks first
+
+    def _input_files(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> List[Tuple[str, str]]:
+        """(what, file) of each input given."""
+        files = [(role, raster_file(layer, role)) for name, role in (
+            (self.CHANGE, "change map"), (self.BEFORE, "before image"), (self.AFTER, "after image"),
+            (self.REFERENCE, "reference")) if (layer := self.parameterAsRasterLayer(parameters, name, context))]
+        polygons = self.parameterAsVectorLayer(parameters, self.REFERENCE_POLYGONS, context)
+        if polygons is not None:
+            files.append(("reference polygons", polygons.source().split("|")[0]))
+        if self._has(parameters, self.MODEL):
+            files.append(("model file", self.parameterAsFile(parameters, self.MODEL, context)))
+        return files
 
     # --- run ------------------------------------------------------------------------------------
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import gc
+from pathlib import Path
 
 import pytest
 from osgeo import gdal, ogr
@@ -279,3 +280,33 @@ def test_a_report_into_a_missing_folder_is_refused_before_any_work(deepcl_provid
     _, ok = algorithm.run(params, context, feedback)
     assert not ok and refusal in feedback.reported
     assert feedback.progress() == 0 and not missing.exists()  # no model run, no metrics
+
+
+def test_the_report_never_replaces_an_input_and_replaces_a_link_not_its_target(deepcl_provider, tiny_model,
+                                                                               tmp_path, oscd_crop):
+    """Outside the dialog nothing asks before a file is replaced (qgis_process, scripts, batch rows):
+    the report was written over the reference, the model or the change map, and through a link."""
+    import hashlib
+    import shutil
+
+    from qgis.core import QgsProcessingException
+
+    change = _change_map(tmp_path, tiny_model, oscd_crop, threshold=0.3)
+    label = shutil.copy(image(oscd_crop, "label"), tmp_path / "label.tif")
+    model = shutil.copy(tiny_model, tmp_path / "model.pt")
+    digests = {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in (change, label, model)}
+    cases = [({"CHANGE": change, "REFERENCE": str(label)}, label, "reference"),
+             ({"CHANGE": change, "REFERENCE": str(label)}, change, "change map"),
+             ({"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"), "MODEL": str(model),
+               "REFERENCE": str(label), "DEVICE": "cpu"}, model, "model file")]
+    for parameters, target, words in cases:
+        with pytest.raises(QgsProcessingException, match=f"would replace the {words}"):
+            run(ALG, {**parameters, "OUTPUT_HTML": str(target)})
+    link = tmp_path / "report.html"
+    other = tmp_path / "notes.txt"
+    other.write_text("my notes")
+    link.symlink_to(other)
+    run(ALG, {"CHANGE": change, "REFERENCE": str(label), "OUTPUT_HTML": str(link)})
+    assert not link.is_symlink() and "DeepCL evaluation" in link.read_text() and other.read_text() == "my notes"
+    assert {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in digests} == digests
+    assert not list(tmp_path.glob(".report-*"))
