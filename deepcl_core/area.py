@@ -135,11 +135,15 @@ def file_pixel_size(path: str) -> Optional[float]:
         return None
 
 
-def geometry_area_m2(geometry: ogr.Geometry, grid: Grid) -> Optional[float]:
-    """Area of a geometry given in the grid's CRS, in m²; None without a CRS."""
+def geometry_area_m2(geometry: ogr.Geometry, grid: Grid,
+                     to_equal_area: Optional[osr.CoordinateTransformation] = None) -> Optional[float]:
+    """Area of a geometry given in the grid's CRS, in m²; None without a CRS. Measuring many
+    geometries of one grid, pass its :func:`equal_area_transform`, which takes far longer to build
+    than a measure."""
     if not grid.crs_wkt:
         return None
-    to_equal_area = equal_area_transform(grid)
+    if to_equal_area is None:
+        to_equal_area = equal_area_transform(grid)
     if to_equal_area is None:
         return geometry.GetArea() * _srs(grid.crs_wkt).GetLinearUnits() ** 2
     projected = geometry.Clone()
