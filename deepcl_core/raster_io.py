@@ -109,6 +109,15 @@ def open_dataset(name: str, what: str, kind: int, open_options: Sequence[str] = 
             raise InputError(f"{what} not found: {name}")
         if file.is_file() and file.stat().st_size == 0:
             raise InputError(f"{what} {name} is an empty (0-byte) file")
+    elif name.startswith("/vsi"):  # GDAL's file systems (a zip, a server) say why only when asked
+        with collect_gdal_errors():
+            gdal.ErrorReset()
+            found = gdal.VSIStatL(name) is not None
+            reason = gdal.GetLastErrorMsg()  # a server's silence is only a warning ("HTTP response code …: 0")
+        if not found:
+            where = " or its server cannot be reached" if name.startswith(("/vsicurl", "/vsis3", "/vsigs", "/vsiaz")) \
+                else ""
+            raise InputError(f"{what} not found{where}: {name}" + (f" ({reason})" if reason else ""))
     with collect_gdal_errors() as errors:
         dataset = gdal.OpenEx(name, kind | gdal.OF_READONLY, open_options=list(open_options))
     if dataset is None:

@@ -854,6 +854,32 @@ def test_inputs_may_be_read_over_http(oscd_mismatch_pair, tiny_model, tmp_path, 
     np.testing.assert_array_equal(read_raster(remote.confidence).values, read_raster(local.confidence).values)
 
 
+def test_missing_or_unreachable_inputs_of_gdals_file_systems_are_named_so(oscd_mismatch_pair, tiny_model, tmp_path,
+                                                                          monkeypatch):
+    """A file missing on a server or in a zip, or a server that does not answer, was called "not a
+    raster GDAL can read", with no reason: GDAL reports nothing for them unless asked."""
+    import socket
+    import zipfile
+
+    monkeypatch.setenv("GDAL_DISABLE_READDIR_ON_OPEN", "EMPTY_DIR")
+    before, after = oscd_mismatch_pair
+    archive = tmp_path / "pair.zip"
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.write(before, "before.tif")
+    with socket.socket() as probe:  # a port no server listens on
+        probe.bind(("127.0.0.1", 0))
+        closed_port = probe.getsockname()[1]
+    with http_server(before.parent) as url:
+        cases = [(f"/vsicurl/{url}/nothere.tif", "before image not found or its server cannot be reached: "),
+                 (f"/vsicurl/http://127.0.0.1:{closed_port}/before.tif",
+                  "before image not found or its server cannot be reached: .*HTTP response code .*: 0"),
+                 (f"/vsizip/{archive}/nothere.tif", "before image not found: "),
+                 (f"/vsizip/{tmp_path / 'nozip.zip'}/before.tif", "before image not found: ")]
+        for name, words in cases:
+            with pytest.raises(InputError, match=words):
+                detect_changes(name, after, outputs_in(tmp_path), DetectOptions(**FAST), model=tiny_model)
+
+
 @pytest.mark.parametrize("name, for_gdal", [
     ("/vsizip//data/pair.zip/before.tif", True), ("/vsicurl/https://example.org/a.tif", True),
     ('NETCDF:"/data/f.nc":red', True), ("SENTINEL2_L2A:/data/MTD_MSIL2A.xml:10m:EPSG_32633", True),
