@@ -2,8 +2,11 @@
 into Processing errors, and feeding engine progress into Processing feedback."""
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import re
+import signal
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,6 +254,34 @@ def _parameter_facts(parameter: QgsProcessingParameterDefinition) -> Iterator[st
         yield f"Default: {default:g}." if isinstance(default, float) else f"Default: {default}."
     elif parameter.flags() & QgsProcessingParameterDefinition.FlagOptional and not parameter.isDestination():
         yield "Optional."
+
+
+def cancelled_by_sigterm(process_algorithm: Callable) -> Callable:
+    """For ``processAlgorithm``: ``qgis_process`` runs an algorithm in its main thread, where SIGTERM
+    (kill, a job scheduler, a container stopping) ended the process at once and left the run's
+    hidden partial outputs. It now cancels the run as the Cancel button does, and once the run has
+    cleaned up, the process ends as the signal asked. QGIS itself runs algorithms in a task's
+    thread, and a handler set outside Python (which could not be restored) is left alone."""
+    @functools.wraps(process_algorithm)
+    def wrapper(self: QgsProcessingAlgorithm, parameters: Dict[str, Any], context: QgsProcessingContext,
+                feedback: QgsProcessingFeedback) -> Dict[str, Any]:
+        if (threading.current_thread() is not threading.main_thread()
+                or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+            return process_algorithm(self, parameters, context, feedback)
+        received = []
+
+        def cancel(signum: int, _frame: Any) -> None:
+            received.append(signum)
+            feedback.cancel()
+
+        signal.signal(signal.SIGTERM, cancel)
+        try:
+            return process_algorithm(self, parameters, context, feedback)
+        finally:
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            if received:
+                os.kill(os.getpid(), signal.SIGTERM)
+    return wrapper
 
 
 def releases_locals_on_error(process_algorithm: Callable) -> Callable:

@@ -17,7 +17,7 @@ from .. import pair_checks
 from ..threshold_scale import THRESHOLDS
 from ..engine import core_module, gdal_return_values
 from ..layer_styling import attach_post_processors, run_group_name
-from .base import (DeepCLAlgorithm, add_help, optional_number, progress_to, raster_file,
+from .base import (DeepCLAlgorithm, add_help, cancelled_by_sigterm, optional_number, progress_to, raster_file,
                    raster_input, releases_locals_on_error, typed_bands_problem, typed_number_problem)
 
 
@@ -271,6 +271,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             if self._has(parameters, self.MASK) else ("", ""))
         return True
 
+    @cancelled_by_sigterm
     @releases_locals_on_error
     @gdal_return_values
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802

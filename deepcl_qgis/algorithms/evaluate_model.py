@@ -16,8 +16,8 @@ from .. import accuracy, pair_checks
 from ..engine import core_module, gdal_return_values
 from ..report_html import metric_text, write_report
 from ..threshold_scale import THRESHOLDS
-from .base import (DeepCLAlgorithm, add_help, optional_number, progress_to, raster_file, raster_input,
-                   releases_locals_on_error, typed_number_problem)
+from .base import (DeepCLAlgorithm, add_help, cancelled_by_sigterm, optional_number, progress_to, raster_file,
+                   raster_input, releases_locals_on_error, typed_number_problem)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
 COUNTS = ["TP", "FP", "FN", "TN"]
@@ -170,6 +170,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             self.REFERENCE_POLYGONS]
         return True
 
+    @cancelled_by_sigterm
     @releases_locals_on_error
     @gdal_return_values
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802

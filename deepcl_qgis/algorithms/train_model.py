@@ -17,7 +17,8 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
 from .. import pair_checks
 from ..engine import core_module, gdal_return_values
 from ..training_pair import write_pair_folder
-from .base import DeepCLAlgorithm, add_help, progress_to, raster_file, raster_input, releases_locals_on_error
+from .base import (DeepCLAlgorithm, add_help, cancelled_by_sigterm, progress_to, raster_file, raster_input,
+                   releases_locals_on_error)
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -154,6 +155,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         self._polygons = self.feature_sources(parameters, (self.CHANGED_AREAS, self.AREA_OF_INTEREST), context)
         return True
 
+    @cancelled_by_sigterm
     @releases_locals_on_error
     @gdal_return_values
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802

@@ -128,16 +128,50 @@ def _qgis_process_detect(plugins_folder: Path, tmp_path: Path, *arguments: str, 
 
 def _qgis_process(plugins_folder: Path, tmp_path: Path, algorithm: str, *arguments: str,
                   project: str = "") -> subprocess.CompletedProcess:
-    site_packages = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path / "home"),
-           "QGIS_PLUGINPATH": str(plugins_folder), "PYTHONPATH": str(site_packages)}  # torch for the system Python
-    (tmp_path / "home").mkdir()
-    subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "deepcl"], env=env, capture_output=True, timeout=120)
+    env = _qgis_process_environment(plugins_folder, tmp_path)
     in_project = [f"--project_path={project}"] if project else []
     done = subprocess.run([str(QGIS_PROCESS), "--json", "run", algorithm, *in_project, "--", *arguments],
                           env=env, capture_output=True, text=True, timeout=180)
     assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
     return done
+
+
+def _qgis_process_environment(plugins_folder: Path, tmp_path: Path) -> dict:
+    """The environment of a ``qgis_process`` with the plugin enabled (done here, once)."""
+    site_packages = next(Path(sys.prefix).glob("lib/python3*/site-packages"))
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path / "home"),
+           "QGIS_PLUGINPATH": str(plugins_folder), "PYTHONPATH": str(site_packages)}  # torch for the system Python
+    (tmp_path / "home").mkdir()
+    subprocess.run([str(QGIS_PROCESS), "plugins", "enable", "deepcl"], env=env, capture_output=True, timeout=120)
+    return env
+
+
+@pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
+def test_sigterm_to_qgis_process_cancels_the_run_and_leaves_no_file(plugins_folder, tiny_model, tmp_path):
+    """kill, a job scheduler, a container stopping: qgis_process ended at once and left the run's
+    hidden partial outputs (.c.partial-PID-….tif), which no later run removes."""
+    import signal
+
+    beihai, out = pair("oscd", "beihai"), tmp_path / "out"
+    out.mkdir()
+    run = subprocess.Popen(
+        [str(QGIS_PROCESS), "run", "deepcl:detectchanges", "--", f"BEFORE={image(beihai, 'before')}",
+         f"AFTER={image(beihai, 'after')}", f"MODEL={tiny_model}", "DEVICE=cpu", "TILE_SIZE=64", "OVERLAP=0",
+         "BATCH_SIZE=1", f"CHANGE={out / 'c.tif'}", f"CONFIDENCE={out / 'p.tif'}", f"POLYGONS={out / 'x.gpkg'}"],
+        env=_qgis_process_environment(plugins_folder, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True)
+    try:
+        printed = ""
+        while "tile 20 of" not in printed:  # the network is running over the tiles
+            character = run.stdout.read(1)
+            assert character, f"qgis_process ended before it was told to stop: {printed[-3000:]}"
+            printed += character
+        run.send_signal(signal.SIGTERM)
+        printed += run.communicate(timeout=120)[0]
+    finally:
+        run.kill()
+    assert run.returncode == -signal.SIGTERM, printed[-3000:]  # ended as the signal asks, once cleaned up
+    assert "100%" not in printed and sorted(path.name for path in out.iterdir()) == [], printed[-3000:]
 
 
 @pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
