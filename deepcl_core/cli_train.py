@@ -23,7 +23,9 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", type=Path, required=True, help="model file to write (.pt); the checkpoint "
                                                                 "goes next to it as OUT.ckpt")
     parser.add_argument("--init", type=Path, help="fine-tune this model file instead of starting anew (its encoder, "
-                                                  "bands, prior guidance and normalisation are kept)")
+                                                  "bands, prior guidance and normalisation are kept, and its "
+                                                  "thresholds, scalings and input scales where the validation "
+                                                  "pairs do not choose them anew)")
     parser.add_argument("--epochs", type=int, default=20, help="epochs (default 20)")
     split = parser.add_mutually_exclusive_group()
     split.add_argument("--val", type=Path, nargs="+", default=(), metavar="DIR", help="validation pair folder(s)")
@@ -52,7 +54,8 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                         help="validate and keep a moving average of the weights with this decay per step "
                              "(default 0.995; 0: the weights as they are)")
     parser.add_argument("--no-calibrate", action="store_true",
-                        help="keep threshold 0.5 and the network's own score instead of choosing the model's "
+                        help="keep threshold 0.5 and the network's own score (with --init: the --init model's "
+                             "thresholds, scalings and input scales) instead of choosing the model's "
                              "threshold and confidence scaling on the validation pairs")
     parser.set_defaults(handler=run_train)
 
@@ -90,6 +93,8 @@ def run_train(args: argparse.Namespace) -> int:
         "platt_scaling": result.platt_scaling.to_list(),
         "platt_scalings_by_pixel_size": [[size, *scaling.to_list()]
                                          for size, scaling in result.platt_scalings_by_pixel_size],
+        **({"settings_against_initial_model": result.settings_against_initial_model}
+           if result.settings_against_initial_model else {}),
         "train_pairs": len(result.train_pairs),
         "validation_pairs": result.val_pairs, "seconds": round(result.seconds, 1), "history": result.history}
     print_json(summary)

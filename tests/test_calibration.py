@@ -69,13 +69,18 @@ def test_training_stores_the_threshold_chosen_on_validation(tmp_path):
     assert bundle.threshold == pytest.approx(bundle.platt_scaling.probability(calibration["score_threshold"]))
     assert calibration["pairs"] == ["val_27_0000_0256"] and calibration["f1"] >= calibration["f1_at_0.5"]
     # The epoch was judged at the threshold the model got: the same weights, pairs and candidates.
+    selection = bundle.provenance["selection_metrics"]
+    assert selection["per_pair"]["val_27_0000_0256"]["score_threshold"] == calibration["score_threshold"]
+    assert selection["pooled"]["f1"] == pytest.approx(calibration["f1"])
+    # The model as written, measured again: the same pixels pass its threshold on its confidence.
     validation = bundle.provenance["validation_metrics"]
-    assert validation["per_pair"]["val_27_0000_0256"]["score_threshold"] == calibration["score_threshold"]
-    assert validation["pooled"]["f1"] == pytest.approx(calibration["f1"])
+    assert validation["per_pair"]["val_27_0000_0256"]["threshold"] == bundle.threshold
+    assert validation["pooled"]["f1"] == pytest.approx(calibration["f1"]) == result.best_metrics["f1"]
     unchanged = train(small_options(tmp_path / "plain.pt", epochs=1, calibrate=False))
     assert load_model(unchanged.out).threshold == 0.5 and load_model(unchanged.out).platt_scaling.is_identity
-    unchanged_validation = load_model(unchanged.out).provenance["validation_metrics"]
+    unchanged_validation = load_model(unchanged.out).provenance["selection_metrics"]
     assert unchanged_validation["per_pair"]["val_27_0000_0256"]["score_threshold"] == 0.5
+    assert load_model(unchanged.out).provenance["validation_metrics"]["pooled"] == unchanged_validation["pooled"]
 
 
 @pytest.mark.skipif(not LEVIR.is_dir(), reason="real data not found")
@@ -225,3 +230,31 @@ def test_calibrate_refuses_the_tiles_detection_refuses_and_runs_small_ones(tiny_
         assert printed["score_threshold"] in CANDIDATES and 0 < printed["threshold"] < 1
     # Every tile detection's default overlap suits keeps it, and the choices made with it.
     assert [tile_overlap(tile) for tile in (32, 64, 128, 160, 768)] == [8, 16, 32, 64, 64]
+
+
+@pytest.mark.skipif(not LEVIR.is_dir(), reason="real data not found")
+def test_fine_tuning_validated_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, tmp_path):
+    """As calibrate does: the initial model's threshold for 5 m pixels or coarser, their scaling and
+    enlargement stay when the validation pairs are aerial (fine-tuning dropped them), its own
+    threshold is chosen anew, and the provenance says what it was."""
+    from test_training import small_options
+    from deepcl_core.training import train
+
+    model = load_model(tiny_model_path)
+    model.threshold, model.platt_scaling = 0.3, PlattScaling(2.0, 1.0)
+    model.thresholds_by_pixel_size, model.input_scales_by_pixel_size = ((COARSE_PIXEL_M, 0.01),), ((COARSE_PIXEL_M, 2),)
+    model.platt_scalings_by_pixel_size = ((COARSE_PIXEL_M, PlattScaling(1.5, 4.5)),)
+    save_model(model, tmp_path / "with_coarse.pt")
+    result = train(small_options(tmp_path / "tuned.pt", init=tmp_path / "with_coarse.pt", encoder=None, epochs=1,
+                                 iterations_per_epoch=2))
+    tuned = load_model(result.out)
+    calibration = tuned.provenance["threshold_calibration"]
+    assert calibration["previous_threshold"] == 0.3 and calibration["kept_by_pixel_size"]
+    assert tuned.thresholds_by_pixel_size == result.thresholds_by_pixel_size == ((COARSE_PIXEL_M, 0.01),)
+    assert tuned.input_scales_by_pixel_size == ((COARSE_PIXEL_M, 2),)
+    assert tuned.platt_scalings_by_pixel_size == ((COARSE_PIXEL_M, PlattScaling(1.5, 4.5)),)
+    assert tuned.threshold == calibration["threshold"]
+    assert tuned.platt_scaling == PlattScaling(*calibration["platt_scaling"])
+    changes = tuned.provenance["settings_against_initial_model"]
+    assert changes[0].startswith("other pixels: threshold 0.3 -> ")
+    assert changes[1] == "pixels of 5 m or coarser: kept (threshold 0.01; input scale 2x; confidence scaling 1.5, 4.5)"

@@ -363,3 +363,67 @@ def test_a_copy_of_a_training_pair_given_for_validation_is_left_out_of_training(
     assert [p.name for p in val_pairs] == ["copied"]
     assert TRAIN_DIRS[0].name not in [p.name for p in train_pairs] and len(train_pairs) == len(TRAIN_DIRS) - 1
     assert f"training pair {TRAIN_DIRS[0].name} left out: its before image is validation pair copied's" in caplog.text
+
+
+BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "deepcl_default.pt"
+SETTINGS = ("threshold", "thresholds_by_pixel_size", "input_scales_by_pixel_size", "platt_scaling",
+            "platt_scalings_by_pixel_size")
+
+
+def bundled_fine_tune(out: Path, **changes) -> TrainOptions:
+    """One barely moving step on a LEVIR pair from the bundled model (MobileNetV2, RGB)."""
+    values = dict(data_dirs=[TRAIN_DIRS[0]], val_dirs=(), val_fraction=0.0, out=out, init=BUNDLED, encoder=None,
+                  epochs=1, iterations_per_epoch=1, batch_size=2, crop=64, lr=1e-6, device="cpu", seed=3)
+    values.update(changes)
+    return TrainOptions(**values)
+
+
+def test_fine_tuning_without_validation_keeps_the_initial_models_settings_and_says_so(tmp_path, caplog):
+    """The bundled model's thresholds (0.284; 0.074 for 5 m or coarser), 2x enlargement of 10 m
+    images and confidence scalings: fine-tuning wrote threshold 0.5 on the network's score and no
+    class for coarse pixels (nantes F1 0.518 -> 0.038), without a word."""
+    result = train(bundled_fine_tune(tmp_path / "tuned.pt"))
+    initial, tuned = load_model(BUNDLED), load_model(result.out)
+    assert initial.thresholds_by_pixel_size and initial.input_scales_by_pixel_size == ((5.0, 2),)
+    for name in SETTINGS:
+        assert getattr(tuned, name) == getattr(initial, name), name
+    assert result.threshold == initial.threshold and result.input_scales_by_pixel_size == ((5.0, 2),)
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any(m.startswith("no validation pairs: the fine-tuned model keeps the initial model's decision "
+                            "thresholds") for m in said), said
+    assert tuned.provenance["initial_model_settings"]["threshold"] == initial.threshold
+    assert result.settings_against_initial_model == tuned.provenance["settings_against_initial_model"]
+    assert all(": kept (" in line for line in result.settings_against_initial_model)
+
+
+@pytest.mark.skipif(not (DATA / "oscd" / "nantes").is_dir(), reason="real data not found")
+def test_the_validation_reported_is_that_of_the_model_as_written(tmp_path):
+    """Validated on a 10 m pair (nantes) only: calibration gives the coarse class its threshold and
+    enlargement and keeps the initial model's own threshold (no finer pair measures it); the F1
+    training reports is what detection and evaluation get with the model written (it reported the
+    F1 at 1x and the network's score, 0.62 where evaluate gave 0.68)."""
+    from core_test_helpers import crop
+    from deepcl_core.evaluation import EvaluateOptions, evaluate
+
+    nantes = tmp_path / "val" / "nantes"  # the 256x256 window of most change (1,616 changed pixels)
+    nantes.mkdir(parents=True)
+    for name in ("before", "after", "label"):
+        crop(DATA / "oscd" / "nantes" / f"{name}.tif", nantes / f"{name}.tif", 64, 192, 256, 256)
+    result = train(bundled_fine_tune(tmp_path / "tuned.pt", val_dirs=[nantes]))
+    initial, tuned = load_model(BUNDLED), load_model(result.out)
+    calibration = tuned.provenance["threshold_calibration"]
+    assert calibration["every_pair_coarse"] and calibration["previous_threshold"] == initial.threshold
+    assert (tuned.threshold, tuned.platt_scaling) == (initial.threshold, initial.platt_scaling)
+    [coarse] = calibration["by_pixel_size"]
+    assert tuned.input_scales_by_pixel_size == ((5.0, coarse["input_scale"]),) and coarse["input_scale"] > 1
+    evaluated = evaluate(EvaluateOptions(model=result.out, data_dirs=[nantes], device="cpu"))
+    assert evaluated["per_pair"]["nantes"]["input_scale"] == coarse["input_scale"]
+    for name in ("f1", "iou", "precision", "recall"):
+        assert result.best_metrics[name] == pytest.approx(evaluated["pooled"][name], abs=2e-3), name
+    assert tuned.provenance["validation_metrics"]["pooled"] == result.best_metrics
+    per_pair = tuned.provenance["validation_metrics"]["per_pair"]["nantes"]
+    assert (per_pair["threshold"], per_pair["input_scale"]) == (tuned.threshold_for(10.0), coarse["input_scale"])
+    # The epoch was chosen at 1x: a figure of another model, kept apart
+    assert tuned.provenance["selection_metrics"]["pooled"]["f1"] != pytest.approx(result.best_metrics["f1"], abs=0.01)
+    assert any(line.startswith("pixels of 5 m or coarser: threshold ")
+               for line in result.settings_against_initial_model)

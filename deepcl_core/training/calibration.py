@@ -213,6 +213,52 @@ def apply_calibration(bundle: ModelBundle, calibration: Calibration, keep_unmeas
     bundle.provenance["threshold_calibration"] = calibration
 
 
+# What calibration sets in a model (ModelBundle's fields): a fine-tuned model starts from its initial
+# model's, and what calibration does not measure stays (apply_calibration's keep_unmeasured).
+SETTINGS = ("threshold", "thresholds_by_pixel_size", "input_scales_by_pixel_size", "platt_scaling",
+            "platt_scalings_by_pixel_size")
+
+
+def model_settings(bundle: ModelBundle) -> Dict[str, Any]:
+    """``bundle``'s thresholds, confidence scalings and input scales, as ModelBundle's keyword arguments."""
+    return {name: getattr(bundle, name) for name in SETTINGS}
+
+
+def describe_settings(bundle: ModelBundle) -> Dict[str, Any]:
+    """``bundle``'s settings in plain types, for the provenance."""
+    return {"threshold": float(bundle.threshold), "platt_scaling": bundle.platt_scaling.to_list(),
+            "thresholds_by_pixel_size": [[float(size), float(t)] for size, t in bundle.thresholds_by_pixel_size],
+            "input_scales_by_pixel_size": [[float(size), int(k)] for size, k in bundle.input_scales_by_pixel_size],
+            "platt_scalings_by_pixel_size": [[float(size), *scaling.to_list()]
+                                             for size, scaling in bundle.platt_scalings_by_pixel_size]}
+
+
+def settings_changes(before: ModelBundle, after: ModelBundle) -> List[str]:
+    """Each class of pixel size's settings in ``after`` against ``before``, in plain words: kept, or
+    what changed from what to what (e.g. a fine-tuned model against its initial model)."""
+    lines = []
+    for size in sorted({s for s, _ in before.thresholds_by_pixel_size + after.thresholds_by_pixel_size}
+                       | {s for s, _ in before.input_scales_by_pixel_size + after.input_scales_by_pixel_size}):
+        settings = [(bundle.threshold_for(size), bundle.input_scale_for(size), bundle.platt_scaling_for(size))
+                    for bundle in (before, after)]
+        lines.append(_class_change(f"pixels of {size:g} m or coarser", *settings))
+    general = [(bundle.threshold, 1, bundle.platt_scaling) for bundle in (before, after)]
+    return [_class_change("other pixels", *general)] + lines
+
+
+def _class_change(name: str, before: Tuple[float, int, PlattScaling], after: Tuple[float, int, PlattScaling]) -> str:
+    def text(what: str, value: Any) -> str:
+        if what == "confidence scaling":
+            return "none (the network's score)" if value.is_identity else f"{value.slope:.3g}, {value.intercept:.3g}"
+        return f"{value:.3g}" if what == "threshold" else f"{value}x"
+
+    whats = ("threshold", "input scale", "confidence scaling")
+    if before == after:
+        return f"{name}: kept ({'; '.join(f'{w} {text(w, v)}' for w, v in zip(whats, before))})"
+    return f"{name}: " + "; ".join(f"{w} {text(w, old)} -> {text(w, new)}" if old != new else f"{w} {text(w, old)} kept"
+                                   for w, old, new in zip(whats, before, after))
+
+
 def _is_coarse(pair: LoadedPair) -> bool:
     return pair.pixel_size_m is not None and pair.pixel_size_m >= COARSE_PIXEL_M
 

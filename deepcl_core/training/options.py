@@ -19,7 +19,9 @@ DEFAULT_BANDS = ("red", "green", "blue")
 class TrainOptions:
     data_dirs: Sequence[Path]
     out: Path
-    init: Optional[Path] = None  # fine-tune this model (its config, bands and normalisation are kept)
+    # fine-tune this model: its config, bands and normalisation are kept, and its thresholds, confidence
+    # scalings and input scales where calibration on the validation pairs does not measure them anew
+    init: Optional[Path] = None
     epochs: int = 20
     val_dirs: Sequence[Path] = ()  # validation pairs; when empty, ``val_fraction`` of the pairs is held out
     val_fraction: float = 0.2  # 0: no validation, the last epoch's weights are kept
@@ -37,7 +39,7 @@ class TrainOptions:
     lr: float = 1e-3
     weight_decay: float = 1e-4
     bands: Optional[Sequence[str]] = None  # None: red, green, blue, or the --init model's
-    threshold: float = 0.5  # for validation F1 while training; the model's own when not calibrated
+    threshold: float = 0.5  # for validation F1 while training; the model's own when not calibrated (without init)
     calibrate: bool = True  # the model's threshold chosen on the validation pairs (training/calibration.py)
     pretrained: bool = True  # ImageNet weights for a new MobileNetV2 encoder
     augment: AugmentConfig = field(default_factory=AugmentConfig)
@@ -99,7 +101,9 @@ class TrainResult:
     checkpoint: Path
     epochs_completed: int
     best_epoch: int
-    best_metrics: Dict[str, float]  # pooled validation metrics of the kept weights; {} without validation
+    # pooled validation metrics of the model as written (after calibration, as detection runs it); {} without
+    # validation. Those that chose the epoch are in ``history`` and the provenance's selection_metrics.
+    best_metrics: Dict[str, float]
     history: List[Dict[str, float]]  # one entry per epoch: losses, validation F1, seconds
     train_pairs: List[str]
     val_pairs: List[str]
@@ -109,3 +113,5 @@ class TrainResult:
     input_scales_by_pixel_size: Tuple[Tuple[float, int], ...] = ()  # likewise
     platt_scaling: PlattScaling = field(default_factory=PlattScaling)  # ModelBundle's
     platt_scalings_by_pixel_size: Tuple[Tuple[float, PlattScaling], ...] = ()  # likewise
+    # fine-tuning: each class of pixel size's settings against the initial model's, in plain words
+    settings_against_initial_model: List[str] = field(default_factory=list)

