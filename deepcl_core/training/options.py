@@ -46,6 +46,7 @@ class TrainOptions:
     weight_average: float = 0.995  # decay of the moving average of weights validated and kept; 0: none
     val_tile: int = 768  # as detection tiles (DetectOptions.tile_size)
     checkpoint: Optional[Path] = None  # None: next to ``out``
+    checkpoint_kept: bool = True  # False: the caller removes the checkpoint after the run (Processing cannot resume)
     command_line: Optional[str] = None  # recorded in the provenance
 
     def validate(self) -> None:

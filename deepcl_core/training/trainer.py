@@ -117,11 +117,12 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     smaller_steps = f"lower the batch (--batch, now {options.batch_size}) or the crop (--crop, now {options.crop})"
     for epoch in range(int(state["epoch"]) + 1, options.epochs + 1):
         started = time.perf_counter()
-        with out_of_memory_explained(device, f"training (epoch {epoch})", _out_of_memory_advice(epoch, smaller_steps)):
+        with out_of_memory_explained(device, f"training (epoch {epoch})",
+                                     _out_of_memory_advice(epoch, smaller_steps, options)):
             losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
                                   report, is_cancelled, state, average)
         with out_of_memory_explained(device, f"validating (epoch {epoch})",
-                                     _out_of_memory_advice(epoch, "close other programs using the GPU")):
+                                     _out_of_memory_advice(epoch, "close other programs using the GPU", options)):
             pooled, per_pair = _validate(kept, val_pairs, device, options)
         _record_epoch(state, kept, epoch, losses, pooled, per_pair, time.perf_counter() - started)
         # Said before the checkpoint is written: a Ctrl-C that finds the epoch's checkpoint finds its
@@ -139,7 +140,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
         network.load_state_dict(state["best_state"])
         with out_of_memory_explained(device, "calibrating and validating the model written",
                                      _out_of_memory_advice(int(state["epoch"]) + 1,
-                                                           "close other programs using the GPU")):
+                                                           "close other programs using the GPU", options)):
             if options.calibrate:
                 report(1.0, "choosing the decision thresholds on the validation pairs")
                 # Fine-tuning keeps the initial model's settings its validation pairs do not measure, as calibrate does
@@ -336,10 +337,11 @@ def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimiz
     return {**{key: saved[key] for key in fresh}, "train_pairs": fresh["train_pairs"], "val_pairs": fresh["val_pairs"]}
 
 
-def _out_of_memory_advice(epoch: int, remedy: str) -> str:
+def _out_of_memory_advice(epoch: int, remedy: str, options: TrainOptions) -> str:
     """``remedy`` for the device running out of memory in ``epoch``, and what is kept of the run."""
-    kept = (f"the checkpoint of epoch {epoch - 1} is kept (continue with --resume)" if epoch > 1
-            else "no epoch had finished")
+    kept = ("no epoch had finished" if epoch == 1
+            else f"the checkpoint of epoch {epoch - 1} is kept (continue with --resume)" if options.checkpoint_kept
+            else "nothing of the run is kept")
     return f"{remedy}, or train on the CPU (--device cpu); {kept}"
 
 

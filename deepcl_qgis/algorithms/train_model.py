@@ -176,8 +176,8 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             shutil.rmtree(work, ignore_errors=True)
         metrics = result.best_metrics
         if metrics:
-            feedback.pushInfo(f"Validation (epoch {result.best_epoch}): F1 {metrics.get('f1', 0):.4f}, "
-                              f"IoU {metrics.get('iou', 0):.4f}")
+            feedback.pushInfo(f"Validation of the model written (epoch {result.best_epoch}'s weights, at its thresholds): "
+                              f"F1 {metrics.get('f1', 0):.4f}, IoU {metrics.get('iou', 0):.4f}")
         else:
             feedback.pushWarning("No validation pairs: the model is the last epoch's, with no measured accuracy.")
         feedback.pushInfo(self.threshold_text(result))
@@ -216,7 +216,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             iterations_per_epoch=self.parameterAsInt(parameters, self.ITERATIONS, context),
             overwrite=True,  # Processing asks before replacing the file; it has no --resume, so a run starts anew
-            checkpoint=work / "training.ckpt",
+            checkpoint=work / "training.ckpt", checkpoint_kept=False,
             # The layers' sources, where the pair made from them names only the run's temporary files
             command_line=self.asPythonCommand(parameters, context))
 

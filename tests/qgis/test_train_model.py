@@ -276,3 +276,30 @@ def test_a_changed_area_layer_without_polygons_is_named_as_such(deepcl_provider,
         run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
                   "CHANGED_AREAS": str(empty), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"),
                   **TINY_RUN})
+
+
+def test_running_out_of_memory_says_nothing_is_kept_in_processing_words(deepcl_provider, tiny_model, tmp_path,
+                                                                         monkeypatch):
+    """It advised continuing "with --resume" from the checkpoint of the last epoch, which Processing
+    has not and had just deleted."""
+    import torch
+    from qgis.core import QgsProcessingException
+
+    from deepcl_core.model.network import DeepCLNet
+
+    forward, steps = DeepCLNet.forward, []
+
+    def second_epoch_fails(network, before, after):  # as a full GPU fails (torch's message)
+        if network.training:
+            steps.append(1)
+            if len(steps) > 2:
+                raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 512.00 MiB.")
+        return forward(network, before, after)
+    monkeypatch.setattr(DeepCLNet, "forward", second_epoch_fails)
+    data = pair("levir", "test_55_0256_0000").parent
+    with pytest.raises(QgsProcessingException) as caught:
+        run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"),
+                  **{**TINY_RUN, "EPOCHS": 2}})
+    message = str(caught.value)
+    assert "ran out of memory while training (epoch 2)" in message and "nothing of the run is kept" in message
+    assert "--" not in message and "“Batch size (crops)”" in message, message
