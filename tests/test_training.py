@@ -393,6 +393,7 @@ def test_fine_tuning_without_validation_keeps_the_initial_models_settings_and_sa
                             "thresholds") for m in said), said
     assert tuned.provenance["initial_model_settings"]["threshold"] == initial.threshold
     assert result.settings_against_initial_model == tuned.provenance["settings_against_initial_model"]
+    assert tuned.provenance["selection"] == "the last epoch (no validation pairs)"  # not "best validation F1 …"
     assert all(": kept (" in line for line in result.settings_against_initial_model)
 
 

@@ -52,8 +52,9 @@ def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles],
         "loss": asdict(loss),
         "augmentation": options.augment.to_dict(),
         "weight_average_decay": options.weight_average,
-        "selection": "best validation F1 at the thresholds calibration chooses" if options.calibrate
-                     else f"best validation F1 at threshold {options.threshold}",
+        "selection": ("the last epoch (no validation pairs)" if not val_pairs
+                      else "best validation F1 at the thresholds calibration chooses" if options.calibrate
+                      else f"best validation F1 at threshold {options.threshold}"),
         "seconds": round(float(checkpoint["seconds"]), 1),
         "hardware": hardware(device),
         "validation_metrics": validation_metrics,
