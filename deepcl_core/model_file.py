@@ -18,6 +18,7 @@ from .confidence_calibration import PlattScaling
 from .errors import ModelFileError
 from .model import DeepCLNet, NetworkConfig, build_network
 from .normalization import NormalizationSpec
+from .outputs import TEMPORARY_STEM_BYTES, cut_to_bytes
 
 FORMAT_NAME = "deepcl-model"
 FORMAT_VERSION = 2  # 2: thresholds apply to the Platt-scaled confidence; 1 files have no scaling
@@ -135,7 +136,9 @@ def atomic_torch_save(data: Dict[str, Any], path: Path) -> None:
     permissions any new file gets (the umask's), not mkstemp's owner-only ones: a model trained on
     a server is for its team to read."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.partial"
+    # Short whatever the final name's length: the whole name in it made a name that fits too long,
+    # which failed training and calibration only when their work was done.
+    tmp = path.parent / f".{cut_to_bytes(path.name, TEMPORARY_STEM_BYTES)}.{secrets.token_hex(6)}.partial"
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as handle:

@@ -2,12 +2,14 @@
 when the whole run succeeded: a failed or cancelled run leaves no output file behind."""
 from __future__ import annotations
 
+import errno
 import os
+import secrets
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -77,6 +79,11 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
         if path is None:
             continue
         path = Path(path)
+        # First: a name the file system cannot hold makes every later look at it raise
+        is_geopackage = path.suffix.lower() == ".gpkg"
+        check_name_fits(path, GEOPACKAGE_SIDECARS if is_geopackage else ())
+        if is_geopackage:
+            _check_geopackage_path(path)
         target = path.resolve()
         if target in resolved_inputs:
             raise OutputError(f"output {path} is one of the input images; choose another file name")
@@ -91,12 +98,87 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
             raise OutputError(f"output folder {folder} is not writable; choose another")
         if path.is_dir():
             raise OutputError(f"output {path} is a folder; give a file name")
+        if path.is_symlink() and not path.exists() and not overwrite:
+            # exists() follows the link: without this, the link was found only when the finished
+            # run put its output in place, and all its work was thrown away
+            raise OutputError(f"output {path} is a broken symbolic link (to {os.readlink(path)}); remove it or allow "
+                              "overwriting (--overwrite), which replaces the link, not a file it points to")
         if path.exists() and not overwrite:
             raise OutputError(f"output {path} exists; remove it or allow overwriting (--overwrite)")
 
 
+# SQLite writes its journal beside a GeoPackage under the file's name and this ending, whenever the
+# file is changed (by QGIS's editing too), and takes 512 bytes for the longest full path it opens.
+GEOPACKAGE_SIDECARS = ("-journal",)
+SQLITE_PATH_MAX = 512
+
+
+def check_name_fits(path: os.PathLike, suffixes: Sequence[str] = ()) -> None:
+    """Fail before any work when the file system cannot hold ``path``: its name, or its name
+    followed by one of ``suffixes`` (files written beside it, e.g. ".ckpt" for ``model.pt.ckpt``),
+    longer than the folder's limit on a name (``PC_NAME_MAX``, else 255 bytes); a folder still to
+    be made with too long a name; or the whole path, or a temporary file's beside it, too long."""
+    path = Path(path)
+    folder = _nearest_existing(path.parent)
+    limit = _name_limit(folder)
+    for part in path.parent.relative_to(folder).parts:  # folders the writer makes
+        if _name_length(part) > limit:
+            raise OutputError(f"folder name {part} is {_name_length(part)} bytes long, more than the {limit} the file "
+                              f"system of {folder} allows{_BYTES_NOTE}; choose a shorter name")
+    if _name_length(path.name) > limit:
+        raise OutputError(f"output name {path.name} is {_name_length(path.name)} bytes long, more than the {limit} "
+                          f"the file system of {folder} allows{_BYTES_NOTE}; choose a shorter name")
+    for suffix in suffixes:
+        beside = path.name + suffix
+        if _name_length(beside) > limit:
+            raise OutputError(f"output name {path.name} is too long: {beside}, written beside it, would be "
+                              f"{_name_length(beside)} bytes, more than the {limit} the file system of {folder} "
+                              f"allows{_BYTES_NOTE}; choose a name {_name_length(beside) - limit} bytes shorter")
+    written = [path.name, *(path.name + suffix for suffix in suffixes), temporary_path(path).name]
+    length = len(os.fsencode(os.path.join(os.path.abspath(path.parent), max(written, key=_name_length))))
+    path_limit = _limit(folder, "PC_PATH_MAX", 4096)
+    if length >= path_limit:
+        raise OutputError(f"output path {path} is too long: written there, it would take {length} bytes as a full "
+                          f"path, more than the {path_limit - 1} the system allows; choose a shorter folder or name")
+
+
+_BYTES_NOTE = " (letters outside ASCII take 2 to 4 bytes each)"
+
+
+def _check_geopackage_path(path: Path) -> None:
+    """SQLite opens no GeoPackage whose full path, with its journal's ending, passes its limit: the
+    polygons failed after the whole run, and a longer final path QGIS could not open either."""
+    lengths = []
+    for name in (path.name, temporary_path(path).name):  # the hidden file SQLite creates first, too
+        for folder in (os.path.abspath(path.parent), os.path.realpath(path.parent)):  # SQLite follows links
+            lengths.append(len(os.fsencode(os.path.join(folder, name))) + len(GEOPACKAGE_SIDECARS[0]))
+    if max(lengths) > SQLITE_PATH_MAX:
+        raise OutputError(f"path too long for a GeoPackage: SQLite allows {SQLITE_PATH_MAX} bytes, including the "
+                          f"{len(GEOPACKAGE_SIDECARS[0])} of its journal's ending, and {path} (or the hidden name it "
+                          f"is written under first) would take {max(lengths)} as a full path; choose a folder or "
+                          f"name {max(lengths) - SQLITE_PATH_MAX} bytes shorter")
+
+
+def _name_length(name: str) -> int:
+    """What a file system counts: bytes, or on Windows UTF-16 units."""
+    return len(name.encode("utf-16-le")) // 2 if os.name == "nt" else len(os.fsencode(name))
+
+
+def _name_limit(folder: Path) -> int:
+    return _limit(folder, "PC_NAME_MAX", 255)
+
+
+def _limit(folder: Path, name: str, default: int) -> int:
+    try:
+        value = os.pathconf(folder, name)
+    except (AttributeError, OSError, ValueError):  # Windows has no pathconf; some file systems say nothing
+        return default
+    return value if value > 0 else default  # -1: no limit it can tell
+
+
 def _nearest_existing(folder: Path) -> Path:
-    while not folder.exists() and folder != folder.parent:
+    # os.path.exists: Path.exists raises on a name too long for the file system
+    while not os.path.exists(folder) and folder != folder.parent:
         folder = folder.parent
     return folder
 
@@ -184,8 +266,47 @@ def put_in_place(tmp: Path, final: Path, overwrite: bool) -> None:
     os.replace(tmp, final)
 
 
+TEMPORARY_STEM_BYTES = 16  # of the output's name kept in its temporary's, to tell whose it is
+
+
 def temporary_path(path: Path) -> Path:
-    return path.with_name(f".{path.stem}.partial-{os.getpid()}-{id(path):x}{path.suffix or '.tif'}")
+    """A hidden, unique name beside ``path`` to write it under. Short whatever ``path``'s length
+    (about 50 bytes): the output's whole name in it made a name that fits too long for the file
+    system, which failed the run only when the finished outputs were put in place."""
+    suffix = path.suffix if 0 < len(os.fsencode(path.suffix)) <= 8 else ".tif"  # GDAL's drivers go by it
+    return path.with_name(f".{cut_to_bytes(path.stem, TEMPORARY_STEM_BYTES)}.partial-{os.getpid()}-"
+                          f"{secrets.token_hex(4)}{suffix}")
+
+
+def cut_to_bytes(text: str, limit: int) -> str:
+    """``text``'s start of at most ``limit`` bytes in the file system's encoding, whole characters only."""
+    while len(os.fsencode(text)) > limit:
+        text = text[:-1]
+    return text
+
+
+def _remove_if_there(path: Path, quiet: bool = False) -> None:
+    """Delete ``path`` if it is there; a name too long for the file system cannot be there.
+    ``quiet``: ignore any other error too."""
+    try:
+        path.unlink(missing_ok=True)
+    except OSError as error:
+        if not quiet and error.errno != errno.ENAMETOOLONG:
+            raise
+
+
+def _move_statistics(tmp: Path, final: Path) -> None:
+    """GDAL's statistics file of ``tmp`` (``.aux.xml``), if it wrote one, to go with ``final``; dropped
+    where ``final``'s name leaves no room for the ending (GDAL could not keep one beside it either)."""
+    statistics = Path(f"{tmp}.aux.xml")
+    if not statistics.exists():
+        return
+    try:
+        os.replace(statistics, f"{final}.aux.xml")
+    except OSError as error:
+        if error.errno != errno.ENAMETOOLONG:
+            raise
+        statistics.unlink(missing_ok=True)
 
 
 class RasterOutputs:
@@ -286,23 +407,29 @@ class RasterOutputs:
             add_overviews(self.temporary[spec.path], spec.data_type, self.compression, cancel, name=spec.path)
 
     def commit(self) -> None:
-        """Put every output in place, or none: one that cannot be (see :func:`put_in_place`) takes
-        back those this run already put in place."""
+        """Put every output in place, or none: one that cannot be (see :func:`put_in_place`, or any
+        error of the file system) takes back those this run already put in place."""
         self.close()
         placed: List[Path] = []
+        final = None
         try:
             for final, tmp in self.temporary.items():
                 # A replaced map's external overviews, mask and statistics would be shown with the new one
                 for suffix in SIDECAR_SUFFIXES:
-                    Path(f"{final}{suffix}").unlink(missing_ok=True)
+                    _remove_if_there(Path(f"{final}{suffix}"))
                 put_in_place(tmp, final, self.overwrite)
                 placed.append(final)
-                if Path(f"{tmp}.aux.xml").exists():
-                    os.replace(f"{tmp}.aux.xml", f"{final}.aux.xml")
-        except OutputError:  # only without overwrite: those placed were this run's own, new files
-            for final in placed:
-                final.unlink(missing_ok=True)
-            raise
+                _move_statistics(tmp, final)
+        except (OutputError, OSError) as error:
+            # Without overwrite those placed were this run's own, new files; with it, a set of new maps
+            # beside earlier ones would pass for one run's outputs.
+            for done in placed:
+                _remove_if_there(done, quiet=True)
+                _remove_if_there(Path(f"{done}.aux.xml"), quiet=True)
+            if isinstance(error, OutputError):
+                raise
+            raise OutputError(f"cannot put {final} in place ({error.strerror or error}); none of this run's outputs "
+                              "were kept") from None
         self.temporary.clear()
 
     def abort(self) -> None:
