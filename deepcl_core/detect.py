@@ -267,7 +267,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
                        options.overwrite)
     device = resolve_device(options.device)
     model_threshold = bundle.threshold_for(pixel_size)
-    threshold = model_threshold if options.threshold is None else float(options.threshold)
+    threshold = model_threshold if options.threshold is None else options.threshold
     scale = bundle.input_scale_for(pixel_size) if options.input_scale is None else options.input_scale
     platt_scaling = bundle.platt_scaling_for(pixel_size)
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision, warnings)

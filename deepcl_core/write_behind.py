@@ -53,7 +53,8 @@ class WriteBehind:
         self._raise_pending()
 
     def close(self) -> None:
-        """Stop after the jobs already queued (they may touch files the caller deletes next)."""
+        """Stop: the job running ends, those queued are skipped, and no error is raised (the caller
+        deletes what they would have written next)."""
         if self._thread is not None:
             self._error = self._error or _Abandoned()
             self._queue.put(_STOP)

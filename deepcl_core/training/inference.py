@@ -12,12 +12,12 @@ from ..confidence_calibration import PlattScaling
 from ..heap import freed_memory_kept
 from ..model_file import ModelBundle
 from ..network_on_tiles import run_network
-from ..tiling import DEFAULT_TILE, TileGrid
+from ..tiling import DEFAULT_TILE, TileGrid, tile_overlap
 from .pairs import LoadedPair
 
 
-def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.device, tile: int = 512,
-                 overlap: int = 64, batch_size: int = 4, scale: int = 1,
+def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.device, tile: int, overlap: int,
+                 batch_size: int = 4, scale: int = 1,
                  platt_scaling: PlattScaling = PlattScaling()) -> Tuple[np.ndarray, np.ndarray]:
     """(probability, distance), each (h, w) float32 on the pair's grid; ``tile`` and ``overlap`` in
     the network's pixels, the pair enlarged ``scale`` times for it and the score scaled by
@@ -48,5 +48,5 @@ def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: Loa
     """The confidence detection writes for ``pair`` with ``bundle``'s settings for its pixel size
     (enlargement and scaling), (h, w) float32."""
     size = pair.pixel_size_m
-    return predict_pair(network, pair, device, tile, scale=bundle.input_scale_for(size),
+    return predict_pair(network, pair, device, tile, tile_overlap(tile), scale=bundle.input_scale_for(size),
                         platt_scaling=bundle.platt_scaling_for(size))[0]

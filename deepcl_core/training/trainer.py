@@ -31,7 +31,7 @@ from ..tiling import tile_overlap
 from .calibration import apply_calibration, calibrate_threshold, check_calibration_pairs, \
     confusions_at_calibrated_thresholds, describe_settings, model_settings, settings_changes
 from .checkpoint import checkpoint_path_for, load_checkpoint, pair_paths, same_pairs, save_checkpoint
-from .inference import predict_pair
+from .inference import predict_as_detected, predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
 from .pairs import LoadedPair, PairFiles, find_pairs, load_pairs, split_pairs
 from .provenance import training_provenance
@@ -425,8 +425,7 @@ def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequenc
     for pair in pairs:
         size = pair.pixel_size_m
         threshold, scale = bundle.threshold_for(size), bundle.input_scale_for(size)
-        confidence, _ = predict_pair(network, pair, device, options.val_tile, tile_overlap(options.val_tile),
-                                     scale=scale, platt_scaling=bundle.platt_scaling_for(size))
+        confidence = predict_as_detected(network, bundle, pair, device, options.val_tile)
         judged[pair.name] = (threshold, scale, Confusion.of(confidence >= threshold, pair.label, pair.valid))
     pooled = sum((confusion for _, _, confusion in judged.values()), Confusion())
     return {"pooled": pooled.metrics(),
