@@ -2,6 +2,8 @@
 a reference label raster or polygons of changed areas."""
 from __future__ import annotations
 
+import shutil
+import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -176,7 +178,16 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()
-        change_path, confidence_path, change_name = self._change_map(parameters, context, feedback)
+        # The maps a model makes here are of no use after the run; left, they stay until QGIS exits
+        work = Path(tempfile.mkdtemp(prefix="deepcl_evaluation_", dir=QgsProcessingUtils.tempFolder()))
+        try:
+            return self._evaluate(parameters, context, feedback, work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def _evaluate(self, parameters: Dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+                  work: Path) -> Dict[str, Any]:
+        change_path, confidence_path, change_name = self._change_map(parameters, context, feedback, work)
         change = accuracy.open_change_map(change_path)
         reference, reference_name = self._reference(context, feedback, change)
         feedback.setProgressText("Comparing with the reference")
@@ -199,25 +210,24 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         return results
 
     def _change_map(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                    feedback: QgsProcessingFeedback) -> Tuple[str, str, str]:
+                    feedback: QgsProcessingFeedback, work: Path) -> Tuple[str, str, str]:
         """The change map's file, the confidence map's ("" for a given change map) and the change
-        map's name: the given layer, or maps made by the model."""
+        map's name: the given layer, or maps made by the model in ``work``."""
         change = self._rasters[self.CHANGE]
         if change is not None:
             return change.source, "", change.name
         before, after = self._rasters[self.BEFORE], self._rasters[self.AFTER]
         model = Path(self.model_path(parameters, context)).name
-        return (*self._run_model(parameters, context, feedback),
+        return (*self._run_model(parameters, context, feedback, work),
                 f"detected by the model {model} between {before.name} and {after.name}")
 
     def _run_model(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                   feedback: QgsProcessingFeedback) -> Tuple[str, str]:
+                   feedback: QgsProcessingFeedback, work: Path) -> Tuple[str, str]:
         detect = core_module("detect")
         before, after = self._rasters[self.BEFORE], self._rasters[self.AFTER]
         if before is None or after is None:
             raise QgsProcessingException("Give a change map, or a before and an after image (and a model).")
-        outputs = detect.DetectOutputs(change=Path(QgsProcessingUtils.generateTempFilename("change.tif")),
-                                       confidence=Path(QgsProcessingUtils.generateTempFilename("confidence.tif")))
+        outputs = detect.DetectOutputs(change=work / "change.tif", confidence=work / "confidence.tif")
         options = detect.DetectOptions(
             model=Path(self.model_path(parameters, context)),
             threshold=optional_number(self, parameters, self.THRESHOLD, context),

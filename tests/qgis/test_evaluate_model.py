@@ -142,7 +142,10 @@ def test_polygons_are_burnt_without_gdal_warnings():
 
 
 def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
+    from qgis.core import QgsProcessingUtils
+
     folder = pair("dsifn", "3_4")
+    temporary_before = set(Path(QgsProcessingUtils.tempFolder()).rglob("*"))
     result = run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
                        "THRESHOLD": 0.4, "DEVICE": "cpu", "REFERENCE": image(folder, "label"),
                        "OUTPUT_HTML": str(tmp_path / "r.html")})
@@ -151,6 +154,8 @@ def test_model_and_pair_mode(deepcl_provider, tiny_model, tmp_path):
         (tmp_path / "r.html").read_text(encoding="utf-8")
     assert result["TP"] + result["FP"] + result["FN"] + result["TN"] == 256 * 256
     assert 0.0 <= result["F1"] <= 1.0 and 0.0 <= result["OA"] <= 1.0
+    # The model's maps are removed with the run (they stayed in QGIS's temporary folder until it exited)
+    assert set(Path(QgsProcessingUtils.tempFolder()).rglob("*")) - temporary_before == set()
     # Every declared output comes back, the report unasked for as None (its key was missing)
     from qgis.core import QgsApplication
 
