@@ -22,13 +22,12 @@ def load_results(project: QgsProject, results: Dict[str, object], group_name: st
                  threshold: float) -> Dict[str, QgsMapLayer]:
     """Add the outputs in ``results`` to a new group at the top of the tree (``group_name``, or
     "… (2)" when one of that name holds an earlier run's layers); role → layer."""
+    # All opened before any is added: an output QGIS cannot open left a group with the others
+    opened = [(output, style, _open(str(results[output]), name, output))
+              for output, style, name in OUTPUTS if results.get(output)]
     group = project.layerTreeRoot().insertGroup(0, RunGroup(group_name).name_in(project))
     loaded: Dict[str, QgsMapLayer] = {}
-    for output, style, name in OUTPUTS:
-        path = results.get(output)
-        if not path:
-            continue
-        layer = _open(str(path), name, output)
+    for output, style, layer in opened:
         layer.loadNamedStyle(str(style_path(style)))
         layer.setCustomProperty(RESULT_PROPERTY, output)
         project.addMapLayer(layer, False)

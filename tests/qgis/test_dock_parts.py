@@ -274,3 +274,19 @@ def test_the_panel_stays_open_when_another_tab_of_its_dock_area_is_chosen(qgis_a
     finally:
         plugin.unload()
         window.close()
+
+
+def test_a_run_whose_output_qgis_cannot_open_adds_no_group(qgis_app, qgis_new_project, tmp_path):
+    """The group was inserted first: an output QGIS could not open left it in the tree with the
+    others, the Change layer without its confidence map, which the slider needs."""
+    from qgis.core import QgsProject
+
+    from deepcl_qgis.dock.result_layers import load_results
+
+    project = QgsProject.instance()
+    broken = tmp_path / "confidence.tif"
+    broken.write_text("cut short by a full disk")
+    with pytest.raises(OSError, match="cannot open the confidence output"):
+        load_results(project, {"CHANGE": image(pair("oscd", "hongkong"), "label"), "CONFIDENCE": str(broken)},
+                     "DeepCL changes", 0.5)
+    assert project.layerTreeRoot().findGroups() == [] and project.mapLayers() == {}
