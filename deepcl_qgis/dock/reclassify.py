@@ -50,6 +50,8 @@ def reclassify(confidence: Path, change: Path, threshold: float,
                 raise core_module("errors").Cancelled()
             rows = min(outputs.BLOCK_SIZE, grid.height - top)
             values = band.ReadAsArray(0, top, grid.width, rows)
+            if values is None:  # e.g. a map cut short by a full disk, or replaced meanwhile
+                raise OSError(f"cannot read the confidence map {confidence}: {gdal.GetLastErrorMsg()}")
             is_valid = np.isfinite(values) if nodata is None else (values != nodata) & np.isfinite(values)
             is_changed = is_valid & (values >= threshold)
             writer.write(change, np.where(is_valid, is_changed, outputs.CHANGE_NODATA).astype(np.uint8), top)

@@ -290,3 +290,22 @@ def test_a_run_whose_output_qgis_cannot_open_adds_no_group(qgis_app, qgis_new_pr
         load_results(project, {"CHANGE": image(pair("oscd", "hongkong"), "label"), "CONFIDENCE": str(broken)},
                      "DeepCL changes", 0.5)
     assert project.layerTreeRoot().findGroups() == [] and project.mapLayers() == {}
+
+
+def test_re_classifying_a_confidence_map_cut_short_says_so(qgis_app, tmp_path):
+    """Its pixels unreadable, the map was met with numpy's "ufunc 'isfinite' not supported …"."""
+    from deepcl_qgis.dock.reclassify import reclassify
+
+    whole = tmp_path / "whole.tif"
+    source = gdal.Open(image(pair("oscd", "hongkong"), "before"))
+    values = (source.GetRasterBand(1).ReadAsArray().astype(np.float32) % 1000) / 1000
+    target = gdal.GetDriverByName("GTiff").Create(str(whole), source.RasterXSize, source.RasterYSize, 1,
+                                                  gdal.GDT_Float32)
+    target.SetGeoTransform(source.GetGeoTransform())
+    target.GetRasterBand(1).WriteArray(values)
+    target = None
+    cut = tmp_path / "confidence.tif"
+    cut.write_bytes(whole.read_bytes()[:whole.stat().st_size // 2])
+    with pytest.raises(OSError, match=f"cannot read the confidence map {cut}: "):
+        reclassify(cut, tmp_path / "change.tif", 0.5)
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["confidence.tif", "whole.tif"]
