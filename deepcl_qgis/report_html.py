@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Dict
 
@@ -42,13 +42,14 @@ def write_report(path: Path, metrics: Dict[str, float], change_name: str, refere
 def _write_in_place(path: Path, text: str) -> None:
     """Written beside ``path`` and renamed onto it: a failed write leaves the earlier report, and a
     symbolic link given as the report is replaced, not the file it points to."""
-    descriptor, partial = tempfile.mkstemp(dir=path.parent, prefix=".report-", suffix=".partial")
+    partial = path.with_name(f".report-{secrets.token_hex(6)}.partial")
+    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask's permissions, as usual
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             file.write(text)
         os.replace(partial, path)
     except BaseException:
-        Path(partial).unlink(missing_ok=True)
+        partial.unlink(missing_ok=True)
         raise
 
 

@@ -140,9 +140,9 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         dialog, and the report was written over the reference, the model or the change map."""
         if not self._has(parameters, self.OUTPUT_HTML):
             return
-        report = Path(self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)).resolve()
+        report = Path(self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context))
         for label, path in self._input_files(parameters, context):
-            if Path(path).resolve() == report:
+            if Path(path).resolve() == report.resolve():
                 raise QgsProcessingException(f"The report would replace the {label} {path}, an input; "
                                              "choose another file name for it.")
         core_module("outputs").check_output_paths([report], [], overwrite=True)  # Processing asks first
