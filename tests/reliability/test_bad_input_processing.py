@@ -54,12 +54,16 @@ def assert_clear(message: str, words: Sequence[str]) -> None:
 
 @pytest.mark.parametrize("case", sorted(BAD_IMAGES))
 def test_bad_image(deepcl_provider, good_pair, tiny_model_path, tmp_path, case):
+    _assert_refused_in_words(good_pair, tiny_model_path, tmp_path, case)
+
+
+def _assert_refused_in_words(good_pair, model: Path, tmp_path: Path, case: str) -> None:
     before, after = good_pair
     bad = BAD_IMAGES[case]
     image = bad.builder(tmp_path, before, after)
     before, after = (image, after) if bad.role == "before" else (before, image)
     out = tmp_path / "out"
-    assert_clear(refusal(parameters(before, after, tiny_model_path, out)), bad.words)
+    assert_clear(refusal(parameters(before, after, model, out)), bad.words)
     assert files_in(out) == []
 
 
@@ -183,10 +187,4 @@ def gdal_exceptions_on():
 def test_bad_image_while_the_host_has_gdal_exceptions_on(deepcl_provider, good_pair, tiny_model_path, tmp_path,
                                                          gdal_exceptions_on, case):
     """The plugin's own checks read the files with GDAL too: they gave bare RuntimeErrors, a traceback."""
-    before, after = good_pair
-    bad = BAD_IMAGES[case]
-    image = bad.builder(tmp_path, before, after)
-    before, after = (image, after) if bad.role == "before" else (before, image)
-    out = tmp_path / "out"
-    assert_clear(refusal(parameters(before, after, tiny_model_path, out)), bad.words)
-    assert files_in(out) == []
+    _assert_refused_in_words(good_pair, tiny_model_path, tmp_path, case)
