@@ -19,7 +19,7 @@ from deepcl_core.cli import main
 from deepcl_core.errors import OutputError
 from deepcl_core.grid import Grid
 from deepcl_core.model_file import load_model, save_model
-from deepcl_core.outputs import RasterOutputs, RasterSpec
+from deepcl_core.outputs import RasterOutputs, RasterSpec, check_name_fits
 from reliability.rasters import files_in
 
 FAST = ["--tile", "64", "--overlap", "0", "--device", "cpu"]
@@ -73,8 +73,6 @@ def test_a_name_too_long_is_refused_up_front_naming_it(capsys, good_pair, tiny_m
 
 
 def test_check_name_fits():
-    from deepcl_core.outputs import check_name_fits  # new: imported here, so that the other tests run without it
-
     folder = Path(os.getcwd())
     limit = os.pathconf(folder, "PC_NAME_MAX")
     fits = folder / name_of_bytes(limit - 5, suffix=".pt")
