@@ -12,6 +12,7 @@ from osgeo import gdal
 
 from qgis.core import QgsProcessingException
 
+from .engine import core_module
 from .rasterize import burn_polygons, qgis_geotransform
 
 LABEL_NODATA = 255
@@ -21,9 +22,16 @@ def write_pair_folder(before: str, after: str, changed: Sequence[bytes], area_of
                       folder: Path) -> Path:
     """Write the pair into ``folder`` (created) and return it. Polygons are WKB in the before CRS."""
     folder.mkdir(parents=True, exist_ok=True)
+    raster_io = core_module("raster_io")
     for name, source in (("before", before), ("after", after)):
-        # A VRT points at the original file: nothing is copied.
-        if gdal.Translate(str(folder / f"{name}.vrt"), source, options=gdal.TranslateOptions(format="VRT")) is None:
+        # A VRT points at the original file: nothing is copied. Of the image as detection opens it:
+        # a Sentinel-2 product's unreached corners and Level-2A clouds are nodata (its alpha band),
+        # not pixels of no change.
+        try:
+            image = raster_io.open_raster(source, name)
+        except core_module("errors").DeepCLError as exc:
+            raise QgsProcessingException(str(exc)) from None
+        if gdal.Translate(str(folder / f"{name}.vrt"), image, options=gdal.TranslateOptions(format="VRT")) is None:
             raise QgsProcessingException(f"GDAL could not read the {name} image {source}: {gdal.GetLastErrorMsg()}")
     if not changed:
         raise QgsProcessingException("The changed-area layer holds no polygon (none is selected, with “Selected "

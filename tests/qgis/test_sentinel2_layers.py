@@ -62,3 +62,28 @@ def test_the_panel_pairs_images_of_two_products_not_two_of_one(qgis_app, product
     after_bands, after_colour = _layer(products[1]), _layer(products[1], true_colour=True)
     assert preselect([after_colour, after_bands, before_colour, before_bands]) == (before_colour, after_colour)
     assert preselect([after_bands, before_colour, before_bands]) == (before_bands, after_bands)
+
+
+def test_a_training_pair_from_level_2a_layers_leaves_out_what_detection_leaves_out(qgis_app, tmp_path):
+    """Training from product layers (deepcl:trainmodel's pair folder) read the unreached corners and
+    the clouds as valid pixels, of no change, or of change under a changed-area polygon."""
+    from osgeo import gdal, ogr
+
+    from deepcl_core.normalization import NormalizationSpec
+    from deepcl_core.training.pairs import find_pairs, load_pair
+    from deepcl_qgis.training_pair import write_pair_folder
+
+    (tmp_path / "products").mkdir()
+    before, after = abudhabi_products(pair("oscd", "abudhabi"), tmp_path / "products", level="L2A")
+    x0, dx, _, y0, _, dy = gdal.Open(str(before.reference)).GetGeoTransform()
+    changed = ogr.CreateGeometryFromWkt(f"POLYGON(({x0} {y0}, {x0 + 120 * dx} {y0}, {x0 + 120 * dx} {y0 + 90 * dy}, "
+                                        f"{x0} {y0 + 90 * dy}, {x0} {y0}))")  # over the corner's unreached part
+    valid = {}
+    for name, sources in (("layers", (before.subdataset, after.subdataset)),
+                          ("geotiffs", (str(before.reference), str(after.reference)))):
+        write_pair_folder(*sources, [bytes(changed.ExportToWkb())], None, tmp_path / name / "pair")
+        loaded = load_pair(find_pairs([tmp_path / name])[0], ["red", "green", "blue"], NormalizationSpec())
+        valid[name] = loaded.valid
+    hidden = (gdal.Open(str(before.reference)).ReadAsArray() == 0).all(0)  # the before date's corners and clouds
+    assert hidden.any() and not (valid["layers"] & hidden).any()
+    np.testing.assert_array_equal(valid["layers"], valid["geotiffs"])
