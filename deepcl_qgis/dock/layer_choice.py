@@ -8,6 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 
 from qgis.core import QgsMapLayer, QgsProject, QgsRasterLayer
 
+from ..algorithms.base import raster_file
 from ..engine import gdal_return_values
 
 # 2016-09-27, 2016_09_27, 2016:09:27 (TIFF), 20160927 (years 1970–2099), then a lone year.
@@ -52,10 +53,8 @@ def acquisition_date(layer: QgsRasterLayer) -> Optional[date]:
 def _gdal_metadata(layer: QgsRasterLayer) -> dict:
     from osgeo import gdal  # only for GDAL layers; the metadata QGIS shows is HTML
 
-    from qgis.core import QgsProviderRegistry
-
-    path = QgsProviderRegistry.instance().decodeUri("gdal", layer.source()).get("path") or layer.source()
-    dataset = gdal.Open(path)
+    # The name as a whole: a product's image in its zip has its part inside the zip apart ("vsiSuffix")
+    dataset = gdal.Open(raster_file(layer, "image"))
     return {key.upper(): value for key, value in (dataset.GetMetadata() or {}).items()} if dataset else {}
 
 

@@ -17,6 +17,7 @@ from qgis.PyQt.QtCore import Qt
 
 from ..dependencies import unusable_dependencies, unusable_summary
 from .. import pair_checks
+from ..algorithms.base import raster_file
 from ..engine import core_module, engine_error_type
 from ..layer_styling import run_group_name
 from ..paths import bundled_model_path
@@ -261,7 +262,7 @@ class DeepCLDock(QgsDockWidget):
         if layer is None:
             return None
         if layer.source() not in self._pixel_sizes:
-            self._pixel_sizes[layer.source()] = core_module("area").file_pixel_size(layer.source())
+            self._pixel_sizes[layer.source()] = core_module("area").file_pixel_size(raster_file(layer, "before"))
         return self._pixel_sizes[layer.source()]
 
     def _set_threshold(self, threshold: float) -> None:

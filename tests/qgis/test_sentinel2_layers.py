@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from plugin_test_helpers import pair, read, run
-from sentinel2_product import Product, abudhabi_products
+from sentinel2_product import Product, abudhabi_products, zipped
 
 ALG = "deepcl:detectchanges"
 
@@ -50,6 +50,17 @@ def test_the_panel_orders_product_layers_by_their_sensing_date(qgis_app, product
     before, after = _layer(products[0]), _layer(products[1])
     assert (acquisition_date(before), acquisition_date(after)) == (date(2016, 1, 20), date(2018, 3, 28))
     assert preselect([before, after]) == preselect([after, before]) == (before, after)
+
+
+def test_the_panel_orders_product_layers_added_from_their_zips_by_their_sensing_date(qgis_app, products, tmp_path):
+    """A product's image in its zip, as QGIS adds it from the downloaded file: its dates were read
+    from the zip's name alone (GDAL: "Invalid syntax"), and the newer product could be the before one."""
+    from deepcl_qgis.dock.layer_choice import acquisition_date, preselect
+
+    before, after = (_layer(zipped(product, tmp_path / f"{name}.zip"))
+                     for name, product in (("S2A_MSIL1C_a", products[0]), ("S2A_MSIL1C_b", products[1])))
+    assert (acquisition_date(before), acquisition_date(after)) == (date(2016, 1, 20), date(2018, 3, 28))
+    assert preselect([after, before]) == (before, after)
 
 
 def test_the_panel_pairs_images_of_two_products_not_two_of_one(qgis_app, products):
