@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 import zipfile
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Set
 
@@ -25,6 +26,9 @@ from .reclassify_task import ReclassifyTask
 from .summary import threshold_summary
 
 RECLASSIFY_DELAY_MS = 300  # a slider drag re-classifies once, when it rests
+# Cancelled re-classifications, kept until they end: a task whose Python object is collected ends
+# without its finished(), and its map was left behind.
+_ENDING_TASKS: Set[ReclassifyTask] = set()
 
 
 class LatestChangeMap(QObject):
@@ -71,9 +75,10 @@ class LatestChangeMap(QObject):
         (which may be going: the plugin unloads), its map deleted if it was written all the same."""
         self._timer.stop()
         if self.task is not None:
-            self.task.done = _discard
-            self.task.cancel()
-            self.task = None
+            task, self.task = self.task, None
+            _ENDING_TASKS.add(task)
+            task.done = partial(_discard, task)
+            task.cancel()
 
     def forget(self) -> None:
         """No change layer to follow (the project was closed); a re-classification running ends unseen."""
@@ -136,8 +141,9 @@ class LatestChangeMap(QObject):
         self._left_behind = {path for path in self._left_behind if path.exists()}
 
 
-def _discard(counts: Optional[ChangeCounts], path: Path, error: str) -> None:
+def _discard(task: ReclassifyTask, counts: Optional[ChangeCounts], path: Path, error: str) -> None:
     """The end of a re-classification no one waits for any more."""
+    _ENDING_TASKS.discard(task)
     if counts is not None:
         path.unlink(missing_ok=True)
 

@@ -153,7 +153,7 @@ def test_a_re_classification_running_when_the_plugin_unloads_ends_without_the_pa
     assert dock.latest.task is not None
     dock.shutdown()  # as the plugin's unload does, then deletes the panel
     sip.delete(dock)
-    wait_for(lambda: QgsApplication.taskManager().countActiveTasks() == 0, timeout=30)
-    QgsApplication.processEvents()
+    # The task's end is handed to the main thread: the map it may have written is deleted then
+    wait_for(lambda: QgsApplication.taskManager().countActiveTasks() == 0 and _change_maps(run_map) == {run_map.name},
+             timeout=30)
     assert Path(layer.source()) == run_map and abs(float(layer.customProperty("deepcl/threshold")) - 0.60) < 1e-9
-    assert _change_maps(run_map) == {run_map.name}  # the re-classified map, no one's, is not left behind
