@@ -2,14 +2,14 @@
 from __future__ import annotations
 
 from qgis.core import QgsApplication, QgsMapLayerProxyModel, QgsProviderRegistry
-from qgis.gui import (QgsCheckableComboBox, QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget,
-                      QgsMapLayerComboBox)
+from qgis.gui import QgsCollapsibleGroupBox, QgsDoubleSpinBox, QgsFileWidget, QgsMapLayerComboBox
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtWidgets import (QCheckBox, QComboBox, QFormLayout, QFrame, QGridLayout, QHBoxLayout, QLabel,
                                  QProgressBar, QPushButton, QSizePolicy, QSlider, QSpinBox, QToolButton,
                                  QVBoxLayout, QWidget)
 
 from .. import threshold_scale
+from .band_chooser import BandChooser
 
 ERROR_STYLE = "color: #b00020;"
 WHOLE_IMAGE, MAP_VIEW, POLYGONS = "whole", "view", "polygons"
@@ -46,7 +46,7 @@ class PanelForm(QWidget):
         self.swap_button = QToolButton()
         self.swap_button.setText("⇅")
         self.swap_button.setToolTip("Swap the before and after images")
-        self.bands_before, self.bands_after = _band_combo(), _band_combo()
+        self.bands_before, self.bands_after = BandChooser(), BandChooser()
         grid.addWidget(QLabel("Before"), 0, 0)
         grid.addWidget(self.before_combo, 0, 1)
         grid.addWidget(self.swap_button, 0, 2, 2, 1)
@@ -161,14 +161,6 @@ def _raster_combo() -> QgsMapLayerComboBox:
     combo.setExcludedProviders([name for name in QgsProviderRegistry.instance().providerList() if name != "gdal"])
     combo.setAllowEmptyLayer(True)
     combo.setSizePolicy(QSizePolicy.Expanding, QSizePolicy.Fixed)
-    return combo
-
-
-def _band_combo() -> QgsCheckableComboBox:
-    combo = QgsCheckableComboBox()
-    combo.setDefaultText("Bands: automatic")
-    combo.setToolTip("The bands the model reads, in its order (e.g. red, green, blue). None checked: "
-                     "found from the band names, else the first bands.")
     return combo
 
 

@@ -13,7 +13,6 @@ from typing import Any, Dict, List, Optional, Set
 from qgis.core import Qgis, QgsProcessingFeatureSourceDefinition, QgsProcessingUtils, QgsProject, QgsRasterLayer, \
     QgsVectorLayer
 from qgis.gui import QgsDockWidget
-from qgis.PyQt.QtCore import Qt
 
 from ..dependencies import unusable_dependencies, unusable_summary
 from .. import pair_checks
@@ -123,7 +122,7 @@ class DeepCLDock(QgsDockWidget):
         for combo, layer, source, bands in ((form.bands_before, before, choices.before_source, choices.bands_before),
                                             (form.bands_after, after, choices.after_source, choices.bands_after)):
             if layer is not None and layer.source() == source:  # the bands chosen for this very layer
-                _check_bands(combo, bands)
+                combo.choose([int(band) for band in bands.split(",") if band.strip().isdigit()])
         form.model_widget.setFilePath(choices.model_path)
         self._show_model_threshold()
         if choices.threshold >= 0:
@@ -166,8 +165,8 @@ class DeepCLDock(QgsDockWidget):
         threshold = self.requested_threshold()
         return PanelChoices(
             before_source=before.source() if before else "", after_source=after.source() if after else "",
-            bands_before=",".join(str(band) for band in form.bands_before.checkedItemsData()),
-            bands_after=",".join(str(band) for band in form.bands_after.checkedItemsData()),
+            bands_before=",".join(str(band) for band in form.bands_before.bands()),
+            bands_after=",".join(str(band) for band in form.bands_after.bands()),
             model_path=form.model_widget.filePath(), threshold=-1.0 if threshold is None else threshold,
             device=form.device_combo.currentData() or "auto", area=form.area_combo.currentData(),
             area_layer_source=form.area_layer_combo.currentLayer().source() if form.area_layer_combo.currentLayer()
@@ -180,29 +179,25 @@ class DeepCLDock(QgsDockWidget):
     # --- inputs ---------------------------------------------------------------------------------
 
     def swap_layers(self) -> None:
+        """The bands chosen go with their layers."""
         form = self.form
+        before_bands, after_bands = form.bands_before.bands(), form.bands_after.bands()
         self._set_layers(form.after_combo.currentLayer(), form.before_combo.currentLayer())
+        form.bands_before.choose(after_bands)
+        form.bands_after.choose(before_bands)
 
     def _set_layers(self, before: Optional[QgsRasterLayer], after: Optional[QgsRasterLayer]) -> None:
         # layerChanged is not emitted when a combo already shows the layer: fill the bands here too.
         self.form.before_combo.setLayer(before)
         self.form.after_combo.setLayer(after)
-        self._fill_bands(self.form.bands_before, before)
-        self._fill_bands(self.form.bands_after, after)
+        self.form.bands_before.fill(before)
+        self.form.bands_after.fill(after)
         self._show_area_unit()
 
     def _show_area_unit(self) -> None:
         """The engine measures areas in m² on georeferenced images, in pixels on others."""
         unknown = self.form.before_combo.currentLayer() is not None and self._before_pixel_size() is None
         self.form.min_area_spin.setSuffix(" pixels" if unknown else " m²")
-
-    @staticmethod
-    def _fill_bands(combo: Any, layer: Optional[QgsRasterLayer]) -> None:
-        combo.clear()
-        if not isinstance(layer, QgsRasterLayer):
-            return
-        for band in range(1, layer.bandCount() + 1):
-            combo.addItemWithCheckState(layer.bandName(band), Qt.Unchecked, band)
 
     def threshold(self) -> float:
         """The slider's threshold; at the stop nearest the model's own threshold, that threshold
@@ -223,7 +218,7 @@ class DeepCLDock(QgsDockWidget):
         return Path(chosen) if chosen else bundled_model_path()
 
     def _on_after_changed(self, layer: Optional[QgsRasterLayer]) -> None:
-        self._fill_bands(self.form.bands_after, layer)
+        self.form.bands_after.fill(layer)
 
     def _on_area_changed(self, _index: int) -> None:
         self.form.area_layer_combo.setVisible(self.form.area_combo.currentData() == POLYGONS)
@@ -236,7 +231,7 @@ class DeepCLDock(QgsDockWidget):
     def _on_before_changed(self, layer: Optional[QgsRasterLayer]) -> None:
         """A before image of another pixel size may bring another of the model's thresholds
         (e.g. 10 m Sentinel-2 against aerial imagery); the slider follows only then."""
-        self._fill_bands(self.form.bands_before, layer)
+        self.form.bands_before.fill(layer)
         self._show_area_unit()
         threshold = self._model_threshold()
         if threshold != self._shown_model_threshold:
@@ -293,7 +288,7 @@ class DeepCLDock(QgsDockWidget):
             "MIN_AREA": form.min_area_spin.value(),
             "CHANGE": str(self.run_folder / "change.tif"), "CONFIDENCE": str(self.run_folder / "confidence.tif")}
         for name, combo in (("BANDS_BEFORE", form.bands_before), ("BANDS_AFTER", form.bands_after)):
-            bands = [int(band) for band in combo.checkedItemsData()]
+            bands = combo.bands()
             if bands:
                 parameters[name] = bands
         if form.polygons_check.isChecked():
@@ -490,14 +485,6 @@ class DeepCLDock(QgsDockWidget):
 
 # Runs cancelled by a panel that went away (the plugin unloaded), kept until their tasks end.
 _ENDING_RUNS: Set[DetectionRun] = set()
-
-
-def _check_bands(combo: Any, bands: str) -> None:
-    """Check the bands ``bands`` names ("4,3,2") in a band combo (items hold their band numbers)."""
-    wanted = {int(band) for band in bands.split(",") if band.strip().isdigit()}
-    for index in range(combo.count()):
-        if combo.itemData(index) in wanted:
-            combo.setItemCheckState(index, Qt.Checked)
 
 
 def _area_of(parameters: Dict[str, Any]) -> str:

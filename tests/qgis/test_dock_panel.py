@@ -679,3 +679,40 @@ def test_the_panels_results_are_not_offered_as_inputs(panel, oscd_crop):
     for combo in (dock.form.before_combo, dock.form.after_combo):
         offered = [combo.itemText(i) for i in range(combo.count())]
         assert "abudhabi_20150801" in offered and not any(t.startswith(("Change", "Confidence")) for t in offered)
+
+
+def test_bands_are_read_in_the_order_they_are_checked(panel, oscd_crop, tmp_path):
+    """A stack of blue, green, red and near infrared: checking band 3, then 2, then 1 ran with
+    bands 1, 2, 3 (blue read as red), the box's own order, and without a warning since the bands
+    were chosen by hand; the swap button dropped both layers' choices."""
+    from osgeo import gdal
+    from qgis.PyQt.QtCore import Qt
+
+    for role in ("before", "after"):
+        gdal.Translate(str(tmp_path / f"{role}_bgrn.tif"), image(oscd_crop, role), bandList=[3, 2, 1, 4])
+    before, after = add_raster(str(tmp_path / "before_bgrn.tif"), "stack 2015"), add_raster(
+        str(tmp_path / "after_bgrn.tif"), "stack 2018")
+    dock = panel()
+    dock.form.before_combo.setLayer(before)
+    dock.form.after_combo.setLayer(after)
+    for combo in (dock.form.bands_before, dock.form.bands_after):
+        for band in (3, 2, 1):  # red, green, blue, as the model reads them
+            combo.setItemCheckState(combo.findData(band), Qt.Checked)
+    dock.form.bands_after.setItemCheckState(dock.form.bands_after.findData(2), Qt.Unchecked)
+    dock.form.bands_after.setItemCheckState(dock.form.bands_after.findData(2), Qt.Checked)  # now last
+    dock.run_folder = tmp_path / "run"  # as a run sets it
+    parameters = dock.parameters()
+    assert parameters["BANDS_BEFORE"] == [3, 2, 1] and parameters["BANDS_AFTER"] == [3, 1, 2]
+    dock.form.bands_before.resize(400, 30)  # the box rewrote its text in the file's order when resized
+    combo = dock.form.bands_before
+    assert combo.lineEdit().text() == ", ".join(combo.itemText(combo.findData(band)) for band in (3, 2, 1))
+    dock.swap_layers()
+    assert dock.form.before_combo.currentLayer() is after and dock.form.bands_before.bands() == [3, 1, 2]
+    assert dock.form.bands_after.bands() == [3, 2, 1]
+    dock.shutdown()  # and remembered in order
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    again = DeepCLDock(dock.iface)
+    assert again.form.bands_before.bands() == [3, 1, 2] and again.form.bands_after.bands() == [3, 2, 1]
+    again.shutdown()
+    _delete(again)
