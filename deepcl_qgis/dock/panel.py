@@ -406,7 +406,9 @@ class DeepCLDock(QgsDockWidget):
             return
         self._hide_results_from_inputs()
         threshold, area = results["THRESHOLD_USED"], _area_of(parameters)
-        self.latest.show_run(layers["CHANGE"], threshold, seconds, area, run_summary(results, threshold, seconds, area))
+        change = layers["CHANGE"]
+        self.latest.show_run(change, threshold, seconds, area,
+                             run_summary(results, threshold, seconds, area, change.width() * change.height()))
 
     # --- threshold after the run -----------------------------------------------------------------
 

@@ -22,12 +22,22 @@ def duration_text(seconds: float) -> str:
     return f"{seconds:.1f} s" if seconds < 120 else f"{seconds // 60:.0f} min {seconds % 60:.0f} s"
 
 
-def run_summary(results: Dict[str, Any], threshold: float, seconds: float, area: str = WHOLE_IMAGE) -> str:
+# A share of the image without data in either date worth telling: the changed percentage is of the
+# rest, and a mostly cloudy date otherwise looks like a mostly unchanged scene.
+UNSEEN_WORTH_TELLING = 0.05
+
+
+def run_summary(results: Dict[str, Any], threshold: float, seconds: float, area: str = WHOLE_IMAGE,
+                image_pixels: Optional[int] = None) -> str:
+    """``image_pixels``: the change map's, for the share of the image not looked at."""
     changed = changed_text(results.get("CHANGED_AREA_M2"), float(results.get("CHANGED_PERCENT") or 0.0),
                            int(results.get("CHANGED_PIXELS") or 0))
     scale = int(results.get("INPUT_SCALE_USED") or 1)
     enlarged = f", images enlarged {scale}× for the network" if scale > 1 else ""
-    return (f"Changed{AREA_WORDS[area]}: {changed} at threshold {label(threshold)}{enlarged}; "
+    unseen = 1 - int(results.get("VALID_PIXELS") or 0) / image_pixels if image_pixels and area == WHOLE_IMAGE else 0
+    not_looked_at = (f"; {100 * unseen:.0f} % of the image has no data in one of the dates (clouds, no coverage) "
+                     "and was not looked at" if unseen >= UNSEEN_WORTH_TELLING else "")
+    return (f"Changed{AREA_WORDS[area]}: {changed} at threshold {label(threshold)}{enlarged}{not_looked_at}; "
             f"{duration_text(seconds)} on {results.get('DEVICE_USED') or 'the CPU'}.")
 
 

@@ -716,3 +716,22 @@ def test_bands_are_read_in_the_order_they_are_checked(panel, oscd_crop, tmp_path
     assert again.form.bands_before.bands() == [3, 1, 2] and again.form.bands_after.bands() == [3, 2, 1]
     again.shutdown()
     _delete(again)
+
+
+def test_the_summary_says_how_much_of_the_image_had_no_data(panel, oscd_crop, tmp_path):
+    """An after image covering half of the before one (a swath edge, clouds of Level-2A): the summary
+    gave the changed share of the other half only, and nothing said half was not looked at."""
+    from osgeo import gdal
+
+    source = gdal.Open(image(oscd_crop, "after"))
+    half = tmp_path / "after_west_half.tif"
+    gdal.Translate(str(half), source, srcWin=[0, 0, source.RasterXSize // 2, source.RasterYSize])
+    before = add_raster(image(oscd_crop, "before"), "abudhabi_20150801")
+    after = add_raster(str(half), "abudhabi_20180328")
+    dock = panel()
+    dock.form.before_combo.setLayer(before)
+    dock.form.after_combo.setLayer(after)
+    _run(dock)
+    summary = dock.form.summary_label.text()
+    unseen = float(summary.split(" % of the image has no data in one of the dates")[0].rsplit(" ", 1)[-1])
+    assert 40 <= unseen <= 60, summary
