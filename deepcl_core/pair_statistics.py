@@ -12,6 +12,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
+from . import sentinel2
 from .errors import InputError
 from .normalization import ImageStretch, NormalizationSpec
 from .raster_io import read_sample, sample_plan
@@ -49,10 +50,10 @@ def read_pair_sample(before: gdal.Dataset, bands_before: Sequence[int], after: g
     future = helper.submit(read_after) if helper is not None else None
     sample_before, valid_before = read_sample(before, bands_before, roles[0], windows=windows)
     sample_after, valid_after = future.result() if future is not None else read_after()
-    for valid, role in ((valid_before, roles[0]), (valid_after, roles[1])):
+    for valid, role, image in ((valid_before, roles[0], before), (valid_after, roles[1], after)):
         if not valid.any():
             raise InputError(f"the {role} image has no valid pixel (all nodata or not finite) in the "
-                             "area it shares with the other image")
+                             f"area it shares with the other image{sentinel2.masked_note(image)}")
     shared = valid_before & valid_after
     if shared.any():
         valid_before = valid_after = shared

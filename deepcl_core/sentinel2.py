@@ -66,6 +66,15 @@ def with_valid_pixels(dataset: gdal.Dataset, name: str) -> gdal.Dataset:
     return wrapped
 
 
+def masked_note(dataset: gdal.Dataset) -> str:
+    """For a message on an image without a valid pixel: what a Level-2A product's image leaves out
+    (a date all cloud looks like an image in QGIS, and "all nodata" said nothing of why); "" else."""
+    if dataset.GetMetadataItem("PROCESSING_LEVEL") != "Level-2A":
+        return ""
+    return ("; of a Sentinel-2 Level-2A product, the pixels its scene classification calls cloud, cloud shadow, "
+            "thin cirrus, saturated or defective are no data: choose a clearer date")
+
+
 def files_block_size(dataset: gdal.Dataset) -> Optional[Tuple[int, int]]:
     """The blocks of the JPEG 2000 files behind a product's image (the driver's, or this module's
     VRT over it); None for any other dataset, or where no file lies behind the first pixel."""

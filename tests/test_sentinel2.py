@@ -117,3 +117,21 @@ def test_an_unreadable_scene_classification_is_refused_in_words(products, tmp_pa
     next(copy.rglob("*_SCL_20m.jp2")).write_bytes(b"")
     with pytest.raises(InputError, match=r"cannot read the scene classification .*_SCL_20m\.jp2 of a Sentinel-2"):
         open_raster(products[0].subdataset.replace(str(products[0].metadata.parent), str(copy)), "before")
+
+
+def test_a_level_2a_date_all_cloud_is_refused_saying_why(data_dir, tiny_model, tmp_path):
+    """Its scene classification calls every pixel cloud: "no valid pixel (all nodata or not finite)"
+    said nothing of why, of a date that looks like an image in QGIS."""
+    from sentinel2_product import write_product
+
+    city = data_dir / "oscd" / "abudhabi"
+    before = write_product(city / "before.tif", tmp_path / "before", 32640, "20160120T065212", "L2A")
+    after = write_product(city / "after.tif", tmp_path / "after", 32640, "20180328T065621", "L2A",
+                          scene=[(9, 0, 9999, 0, 9999)])  # cloud of high probability everywhere
+    with pytest.raises(InputError, match="the after image has no valid pixel .*scene classification calls cloud"):
+        _detect(before.subdataset, after.subdataset, tmp_path / "out", tiny_model)
+    nodata = tmp_path / "nodata.tif"  # a GeoTIFF all nodata: no word of clouds
+    assert gdal.Translate(str(nodata), str(after.reference), noData=0, scaleParams=[[0, 65535, 0, 0]]) is not None
+    with pytest.raises(InputError, match=r"no valid pixel \(all nodata or not finite\) in the area it shares "
+                                         r"with the other image$"):
+        _detect(str(before.reference), str(nodata), tmp_path / "out2", tiny_model)
