@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence
 
 import numpy as np
 import torch
-from osgeo import gdal
+from osgeo import gdal, gdal_array
 
 from .area import ground_pixel_size, pixel_area_by_row, pixel_size_warning
 from .area_of_interest import AreaOfInterest, Window
@@ -481,7 +481,10 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
                         "change to find")
     warnings.extend(warning for warning in (
         _fill_warning(pair.before, pair.bands_before, sample.before, sample.valid_before, "before"),
-        _fill_warning(pair.after_source, pair.bands_after, sample.after, sample.valid_after, "after")) if warning)
+        _fill_warning(pair.after_source, pair.bands_after, sample.after, sample.valid_after, "after"),
+        _saturation_warning(pair.before, pair.bands_before, sample.before, sample.valid_before, "before"),
+        _saturation_warning(pair.after_source, pair.bands_after, sample.after, sample.valid_after, "after"))
+        if warning)
     return sample.stretches(bundle.normalization), network
 
 
@@ -628,6 +631,29 @@ def _undeclared_fill(sample: np.ndarray, valid: np.ndarray, role: str) -> Option
                     f"image does not declare as nodata: if that is fill, declare it (gdal_edit.py -a_nodata "
                     f"{value:g} FILE, or the layer's Transparency ▸ No data value in QGIS) and run again")
     return None
+
+
+# A band at its data type's largest value over this share of an image is saturated beyond what any
+# image of ../shared/data shows (at most 16 %, a LEVIR scene of white roofs): a Sentinel-2 true-colour
+# image (TCI) of a desert showed 89 %, and twice the change of the product's 10 m bands.
+SATURATED_FRACTION_WARNED = 0.3
+
+
+def _saturation_warning(dataset: gdal.Dataset, bands: Sequence[int], sample: np.ndarray, valid: np.ndarray,
+                        role: str) -> Optional[str]:
+    """Whether a band of the image is mostly at the largest value it can hold: brightness beyond
+    it is lost, and the network compares flat white where the ground differs."""
+    data_type = gdal_array.GDALTypeCodeToNumericTypeCode(dataset.GetRasterBand(bands[0]).DataType)
+    if data_type is None or not np.issubdtype(data_type, np.integer) or not valid.any():
+        return None
+    largest = np.iinfo(data_type).max
+    fraction = max(float((band[valid] == largest).mean()) for band in sample)
+    if fraction < SATURATED_FRACTION_WARNED:
+        return None
+    return (f"{fraction:.0%} of the {role} image's sampled pixels are at {largest}, the largest value its band can "
+            "hold (saturated): differences brighter than that are lost, and change there is missed or invented; "
+            "use an image that keeps them if there is one (of a Sentinel-2 product, its 10 m bands rather than its "
+            "true-colour image, TCI)")
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],

@@ -135,3 +135,22 @@ def test_a_level_2a_date_all_cloud_is_refused_saying_why(data_dir, tiny_model, t
     with pytest.raises(InputError, match=r"no valid pixel \(all nodata or not finite\) in the area it shares "
                                          r"with the other image$"):
         _detect(str(before.reference), str(nodata), tmp_path / "out2", tiny_model)
+
+
+def test_a_mostly_saturated_true_colour_image_is_warned_of(data_dir, tiny_model, tmp_path):
+    """The true-colour image (TCI) of a desert is mostly at 255 (the product's 10 m bands are not):
+    it ran without a word, and the bundled model found twice the change of the 10 m bands there."""
+    from sentinel2_product import write_product
+
+    city = data_dir / "oscd" / "abudhabi"
+    before = write_product(city / "before.tif", tmp_path / "before", 32640, "20160120T065212")
+    after = write_product(city / "after.tif", tmp_path / "after", 32640, "20180328T065621")
+    warnings = {}
+    for kind, images in (("tci", (before.true_colour, after.true_colour)),
+                         ("bands", (before.subdataset, after.subdataset))):
+        (tmp_path / kind).mkdir()
+        outputs = DetectOutputs(change=tmp_path / kind / "change.tif", confidence=tmp_path / kind / "confidence.tif")
+        warnings[kind] = detect_changes(*images, outputs, DetectOptions(**FAST), model=tiny_model).warnings
+    saturated = [warning for warning in warnings["tci"] if "the largest value its band can hold (saturated)" in warning]
+    assert len(saturated) == 2 and "10 m bands rather than its true-colour image" in saturated[0], warnings["tci"]
+    assert not any("saturated" in warning for warning in warnings["bands"]), warnings["bands"]
