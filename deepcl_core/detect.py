@@ -634,8 +634,8 @@ def _undeclared_fill(sample: np.ndarray, valid: np.ndarray, role: str) -> Option
 
 
 # A band at its data type's largest value over this share of an image is saturated beyond what any
-# image of ../shared/data shows (at most 16 %, a LEVIR scene of white roofs): a Sentinel-2 true-colour
-# image (TCI) of a desert showed 89 %, and twice the change of the product's 10 m bands.
+# image of ../shared/data shows (a LEVIR scene of white roofs comes closest); the true-colour image
+# (TCI) of a Sentinel-2 product of a bright desert is (tests/test_sentinel2.py).
 SATURATED_FRACTION_WARNED = 0.3
 
 

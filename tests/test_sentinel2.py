@@ -139,7 +139,7 @@ def test_a_level_2a_date_all_cloud_is_refused_saying_why(data_dir, tiny_model, t
 
 def test_a_mostly_saturated_true_colour_image_is_warned_of(data_dir, tiny_model, tmp_path):
     """The true-colour image (TCI) of a desert is mostly at 255 (the product's 10 m bands are not):
-    it ran without a word, and the bundled model found twice the change of the 10 m bands there."""
+    it ran without a word, and the network compared flat white where the ground differs."""
     from sentinel2_product import write_product
 
     city = data_dir / "oscd" / "abudhabi"
