@@ -7,11 +7,12 @@ before image x is paired with T(x), a pseudo-change transform of itself written 
 the same grid; nothing changed there, so every detected pixel is a false alarm."""
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 
 import numpy as np
 from osgeo import gdal
@@ -64,7 +65,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
     steps = len(pairs) * (2 if options.pseudo_change else 1)
     pooled, per_pair, scores = Confusion(), {}, _ScorePool()
     pseudo: Dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="deepcl-evaluate-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="deepcl-evaluate-") as tmp, _in_the_temporary_folder():
         work = Path(tmp)
         for index, pair in enumerate(pairs):
             report(index / steps, f"pair {pair.name}")
@@ -88,6 +89,17 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
             "pooled": {**pooled.metrics(), **scores.auc(), **scores.reliability()}, "per_pair": per_pair,
             **({"pseudo_change": pseudo} if options.pseudo_change else {}),
             "seconds": round(time.perf_counter() - started, 2)}
+
+
+@contextlib.contextmanager
+def _in_the_temporary_folder() -> Iterator[None]:
+    """Failures to write the pairs' maps name the folder they go to and how to move it: a full disk
+    there said only "(is the disk full?)" of a path in /tmp the user never gave."""
+    try:
+        yield
+    except OutputError as exc:
+        raise OutputError(f"{exc}; evaluate writes each pair's maps to the temporary folder {tempfile.gettempdir()}: "
+                          "free space there, or set TMPDIR to a folder with room") from None
 
 
 def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: Any,

@@ -60,12 +60,12 @@ def detect_cli(pair: Tuple[Path, Path], out: Path, model: Path,
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=120, preexec_fn=preexec)
 
 
-def assert_disk_full_error(result: subprocess.CompletedProcess) -> None:
+def assert_disk_full_error(result: subprocess.CompletedProcess, command: str = "detect") -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert result.returncode == 2, result.stderr
     assert "Traceback" not in result.stderr and lines[-1].startswith("deepcl: error: "), result.stderr
     assert "disk" in lines[-1] or "space" in lines[-1] or "too large" in lines[-1], lines[-1]
-    assert not [line for line in lines[:-1] if not line.startswith("detect:")], result.stderr
+    assert not [line for line in lines[:-1] if not line.startswith(f"{command}:")], result.stderr
 
 
 def test_full_tmpfs(big_pair, tiny_model_path, full_tmpfs):
@@ -87,3 +87,24 @@ def test_file_size_limit(big_pair, tiny_model_path, tmp_path):
     assert_disk_full_error(detect_cli(big_pair, out, tiny_model_path, preexec=limit_file_size))
     assert files_in(out) == []
     assert [digest(p) for p in big_pair] == before
+
+
+def test_evaluate_with_a_full_temporary_folder_names_it(big_pair, tiny_model_path, full_tmpfs, tmp_path):
+    """evaluate writes each pair's maps to the temporary folder: "writing /tmp/…/deepcl-evaluate-…/
+    pair_confidence.tif failed: No space left on device (is the disk full?)" did not say that the
+    full disk was the temporary folder's, nor that TMPDIR moves it."""
+    import shutil
+
+    pair = tmp_path / "pairs" / "noise"
+    pair.mkdir(parents=True)
+    for role, source in zip(("before", "after"), big_pair):
+        shutil.copy(source, pair / f"{role}.tif")
+    write(pair / "label.tif", (noise((1, 300, 300), 2) > 2000).astype("uint8"), geotransform())
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TMPDIR": str(full_tmpfs)}
+    result = subprocess.run([sys.executable, "-m", "deepcl_core", "evaluate", str(pair.parent), "--model",
+                             str(tiny_model_path), "--tile", "128", "--device", "cpu"],
+                            capture_output=True, text=True, env=env, timeout=120)
+    assert_disk_full_error(result, "evaluate")
+    last = result.stderr.strip().splitlines()[-1]
+    assert f"the temporary folder {full_tmpfs}" in last and "TMPDIR" in last, last
+    assert files_in(full_tmpfs) == ["filler"]
