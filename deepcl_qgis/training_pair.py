@@ -23,12 +23,13 @@ def write_pair_folder(before: str, after: str, changed: Sequence[bytes], area_of
     """Write the pair into ``folder`` (created) and return it. Polygons are WKB in the before CRS."""
     folder.mkdir(parents=True, exist_ok=True)
     raster_io = core_module("raster_io")
+    images = {}
     for name, source in (("before", before), ("after", after)):
         # A VRT points at the original file: nothing is copied. Of the image as detection opens it:
         # a Sentinel-2 product's unreached corners and Level-2A clouds are nodata (its alpha band),
         # not pixels of no change.
         try:
-            image = raster_io.open_raster(source, name)
+            image = images[name] = raster_io.open_raster(source, name)
         except core_module("errors").DeepCLError as exc:
             raise QgsProcessingException(str(exc)) from None
         if gdal.Translate(str(folder / f"{name}.vrt"), image, options=gdal.TranslateOptions(format="VRT")) is None:
@@ -36,7 +37,7 @@ def write_pair_folder(before: str, after: str, changed: Sequence[bytes], area_of
     if not changed:
         raise QgsProcessingException("The changed-area layer holds no polygon (none is selected, with “Selected "
                                      "features only”?); digitise the changed areas over the before image.")
-    template = gdal.Open(before)
+    template = images["before"]  # the label on its grid: an image placed by GCPs is warped north-up
     size, geotransform = (template.RasterXSize, template.RasterYSize), qgis_geotransform(template)
     label = burn_polygons(*size, geotransform, changed)
     if not label.any():

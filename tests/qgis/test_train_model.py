@@ -303,3 +303,30 @@ def test_running_out_of_memory_says_nothing_is_kept_in_processing_words(deepcl_p
     message = str(caught.value)
     assert "ran out of memory while training (epoch 2)" in message and "nothing of the run is kept" in message
     assert "--" not in message and "“Batch size (crops)”" in message, message
+
+
+def test_a_pair_placed_by_ground_control_points_gets_its_label_on_the_images_grid(qgis_app, tmp_path, oscd_crop):
+    """An image placed by GCPs only (a scanned map, a raw scene) is read warped north-up, as QGIS draws
+    it; the label was burnt on the file's raw grid, of another size, and no polygon covered it."""
+    from deepcl_qgis.training_pair import write_pair_folder
+
+    sources = {}
+    for role in ("before", "after"):  # the crop's pixels, placed by their corners' coordinates only
+        source = gdal.Open(image(oscd_crop, role))
+        x0, dx, _, y0, _, dy = source.GetGeoTransform()
+        width, height = source.RasterXSize, source.RasterYSize
+        gcps = [gdal.GCP(x0 + col * dx, y0 + row * dy, 0, col, row)
+                for col, row in ((0, 0), (width, 0), (0, height), (width, height))]
+        sources[role] = str(tmp_path / f"{role}.tif")
+        placed = gdal.Translate(sources[role], source, GCPs=gcps, outputSRS=source.GetProjection())
+        assert placed.GetGCPCount() == 4 and placed.GetGeoTransform(can_return_null=True) is None
+        placed = None
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    vector = ogr.Open(str(polygons))  # held: its layer dies with it
+    changed = [bytes(feature.GetGeometryRef().ExportToWkb()) for feature in vector.GetLayer(0)]
+    vector = None
+    folder = write_pair_folder(sources["before"], sources["after"], changed, None, tmp_path / "pair")
+    label, before = gdal.Open(str(folder / "label.tif")), gdal.Open(str(folder / "before.vrt"))
+    assert (label.RasterXSize, label.RasterYSize) == (before.RasterXSize, before.RasterYSize)
+    assert label.GetGeoTransform() == pytest.approx(before.GetGeoTransform())
+    assert (label.ReadAsArray() == 1).any()
