@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsGeometry, QgsProcessingAlgorithm,
-                       QgsProcessingContext, QgsProcessingException, QgsProcessingFeatureSource, QgsProcessingFeedback,
+                       QgsProcessingContext, QgsProcessingException, QgsProcessingFeatureSource,
+                       QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback,
                        QgsProcessingOutputLayerDefinition, QgsProcessingParameterDefinition,
                        QgsProcessingParameterEnum, QgsProcessingParameterNumber, QgsProperty, QgsProviderRegistry,
                        QgsRasterLayer)
@@ -58,16 +59,25 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
                 for name in names}
 
     @staticmethod
-    def polygons_wkb(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem,
+    def geometry_check(parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> int:
+        """The invalid-geometry setting for polygon parameter ``name``: its own where the user set one
+        (the input's advanced options in the dialog), else Processing's."""
+        value = parameters.get(name)
+        if (isinstance(value, QgsProcessingFeatureSourceDefinition)
+                and value.flags & QgsProcessingFeatureSourceDefinition.FlagOverrideDefaultGeometryCheck):
+            return value.geometryCheck
+        return context.invalidGeometryCheck()
+
+    @staticmethod
+    def polygons_wkb(source: QgsProcessingFeatureSource, crs: QgsCoordinateReferenceSystem, check: int,
                      context: QgsProcessingContext, feedback: QgsProcessingFeedback) -> List[bytes]:
         """The polygons of ``source`` as WKB in ``crs`` (as they are where it is not valid), with the
-        context's invalid-geometry setting applied here, in words: QGIS's own check raises a C++
-        exception through the feature iterator, which left the Python interpreter broken
-        ("SystemError: unknown opcode") when the loop ran in a generator."""
+        invalid-geometry setting ``check`` (:meth:`geometry_check`) applied here, in words: QGIS's own
+        check raises a C++ exception through the feature iterator, which left the Python interpreter
+        broken ("SystemError: unknown opcode") when the loop ran in a generator."""
         request = QgsFeatureRequest().setNoAttributes()
         if crs.isValid():
             request.setDestinationCrs(crs, context.transformContext())
-        check = context.invalidGeometryCheck()
         polygons, skipped = [], 0
         for feature in source.getFeatures(request, QgsProcessingFeatureSource.FlagSkipGeometryValidityChecks):
             if not feature.hasGeometry():

@@ -189,7 +189,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
                   work: Path) -> Dict[str, Any]:
         change_path, confidence_path, change_name = self._change_map(parameters, context, feedback, work)
         change = accuracy.open_change_map(change_path)
-        reference, reference_name = self._reference(context, feedback, change)
+        reference, reference_name = self._reference(parameters, context, feedback, change)
         feedback.setProgressText("Comparing with the reference")
         metrics = accuracy.confusion(change, reference, feedback.isCanceled,
                                      lambda fraction: feedback.setProgress(50 + 50 * fraction),
@@ -238,7 +238,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         self.push_warnings(feedback, result.warnings)  # what detection says of its inputs, e.g. an untrained model
         return str(outputs.change), str(outputs.confidence)
 
-    def _reference(self, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
+    def _reference(self, parameters: Dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
                    change: Any) -> Tuple[Any, str]:
         reference = self._rasters[self.REFERENCE]
         if reference is not None:
@@ -247,5 +247,6 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         if source is None:
             raise QgsProcessingException("The reference polygon layer could not be read.")
         crs = QgsCoordinateReferenceSystem.fromWkt(change.GetProjection())  # invalid without a CRS
-        polygons = self.polygons_wkb(source, crs, context, feedback)
+        polygons = self.polygons_wkb(source, crs, self.geometry_check(parameters, self.REFERENCE_POLYGONS, context),
+                                     context, feedback)
         return accuracy.rasterize_polygons(change, polygons), source.sourceName()

@@ -237,17 +237,17 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         if before is None or after is None:
             raise QgsProcessingException("Training from layers needs a before and an after image.")
         folder = work / "layers" / (re.sub(r"[^\w.-]+", "_", before.name).strip("._") or "pair")
-        changed = self._polygons_of(self.CHANGED_AREAS, context, feedback, before.crs)
-        aoi = (self._polygons_of(self.AREA_OF_INTEREST, context, feedback, before.crs)
+        changed = self._polygons_of(parameters, self.CHANGED_AREAS, context, feedback, before.crs)
+        aoi = (self._polygons_of(parameters, self.AREA_OF_INTEREST, context, feedback, before.crs)
                if self._polygons[self.AREA_OF_INTEREST] is not None else None)
         feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
         write_pair_folder(before.source, after.source, changed, aoi, folder)
         return [folder.parent], True
 
-    def _polygons_of(self, name: str, context: QgsProcessingContext, feedback: QgsProcessingFeedback,
-                     crs: QgsCoordinateReferenceSystem) -> List[bytes]:
+    def _polygons_of(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext,
+                     feedback: QgsProcessingFeedback, crs: QgsCoordinateReferenceSystem) -> List[bytes]:
         """The polygons of parameter ``name`` as WKB in the before image's CRS ``crs``."""
         source = self._polygons[name]
         if source is None:
             raise QgsProcessingException(f"The polygon layer for {name} could not be read.")
-        return self.polygons_wkb(source, crs, context, feedback)
+        return self.polygons_wkb(source, crs, self.geometry_check(parameters, name, context), context, feedback)

@@ -330,3 +330,25 @@ def test_a_pair_placed_by_ground_control_points_gets_its_label_on_the_images_gri
     assert (label.RasterXSize, label.RasterYSize) == (before.RasterXSize, before.RasterYSize)
     assert label.GetGeoTransform() == pytest.approx(before.GetGeoTransform())
     assert (label.ReadAsArray() == 1).any()
+
+
+def test_an_inputs_own_invalid_features_setting_wins_over_processings(deepcl_provider, tiny_model, tmp_path,
+                                                                      oscd_crop):
+    """The dialog lets a user set *Invalid features filtering* for one input (its advanced options):
+    with Processing's setting "stop", an input set to "skip" was refused."""
+    import processing
+    from qgis.core import QgsFeatureRequest, QgsProcessingContext, QgsProcessingFeatureSourceDefinition, QgsProject
+
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    _with_a_bowtie(polygons)
+    context = QgsProcessingContext()
+    context.setProject(QgsProject.instance())
+    context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryAbortOnInvalid)
+    feedback = recording_feedback()
+    skip_here = QgsProcessingFeatureSourceDefinition(
+        str(polygons), False, -1, QgsProcessingFeatureSourceDefinition.FlagOverrideDefaultGeometryCheck,
+        QgsFeatureRequest.GeometrySkipInvalid)
+    processing.run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
+                         "CHANGED_AREAS": skip_here, "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"),
+                         **TINY_RUN}, context=context, feedback=feedback)
+    assert [w for w in feedback.warnings if "invalid geometry skipped" in w] and (tmp_path / "m.pt").exists()
