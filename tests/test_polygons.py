@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
+import numpy as np
 import pytest
 from osgeo import gdal, ogr, osr
 
@@ -13,7 +14,8 @@ from core_test_helpers import crop
 from deepcl_core import area, polygons
 from deepcl_core.area import geometry_area_m2
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
-from deepcl_core.grid import Grid
+from deepcl_core.errors import Cancelled
+from deepcl_core.grid import Grid, map_geotransform
 from deepcl_core.polygons import write_change_polygons
 
 US_FEET_UTM = "+proj=utm +zone=31 +datum=WGS84 +units=us-ft +no_defs"
@@ -167,3 +169,105 @@ def test_areas_are_measured_with_one_transformation_per_run(data_dir, tmp_path, 
     # The same areas as each measured on its own.
     _, features, _ = read_polygons(tmp_path / "changes.gpkg")
     assert [f["area_m2"] for f in features] == [geometry_area_m2(f["geometry"], grid) for f in features]
+
+
+@pytest.fixture(scope="module", params=["oscd", "levir"])
+def low_threshold_maps(request, data_dir, tiny_model, tmp_path_factory) -> Tuple[Path, Path, Grid]:
+    """Change and confidence maps of a detection on a real pair (the abudhabi crop, EPSG:4326; a LEVIR-CD
+    PNG pair without georeference) at a threshold that changes 60 % of the pixels: many polygons, one
+    with many holes spanning the map, as ``--threshold 0.01`` gave on an 8,192² pair."""
+    if request.param == "oscd":
+        pair = request.getfixturevalue("oscd_mismatch_pair")
+    else:
+        pair = request.getfixturevalue("levir_pair")
+    folder = tmp_path_factory.mktemp(f"{request.param}_maps")
+    options = dict(tile_size=128, overlap=32, device="cpu")
+    probe = DetectOutputs(change=folder / "probe_change.tif", confidence=folder / "probe_confidence.tif")
+    detect_changes(*pair, probe, DetectOptions(**options), model=tiny_model)
+    confidence = gdal.Open(str(probe.confidence)).ReadAsArray()
+    threshold = float(np.percentile(confidence[confidence >= 0], 40))
+    outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
+    detect_changes(*pair, outputs, DetectOptions(threshold=threshold, **options), model=tiny_model)
+    return outputs.change, outputs.confidence, Grid.of(gdal.Open(str(outputs.change)))
+
+
+def pixels_of(geometry: ogr.Geometry, grid: Grid) -> np.ndarray:
+    """The pixels whose centres ``geometry`` holds, rasterised on its own with GDAL over the whole grid."""
+    raster = gdal.GetDriverByName("MEM").Create("", grid.width, grid.height, 1, gdal.GDT_Byte)
+    raster.SetGeoTransform(map_geotransform(grid.geotransform))  # where the polygons are drawn
+    source = ogr.GetDriverByName("Memory").CreateDataSource("")
+    layer = source.CreateLayer("one", None, ogr.wkbPolygon)
+    feature = ogr.Feature(layer.GetLayerDefn())
+    feature.SetGeometry(geometry)
+    layer.CreateFeature(feature)
+    gdal.RasterizeLayer(raster, [1], layer, burn_values=[1])
+    return raster.GetRasterBand(1).ReadAsArray() == 1
+
+
+@pytest.mark.parametrize("strip_rows", [None, 7], ids=["default_strips", "strips_of_7_rows"])
+def test_each_polygon_has_the_mean_confidence_of_its_pixels(low_threshold_maps, strip_rows, tmp_path, monkeypatch):
+    """The means come from one pass over strips of rows (rasterising each polygon over its bounding box took
+    55 s for one polygon with 43,568 holes); strips of 7 rows cut the polygons' edges at many rows."""
+    change_file, confidence_file, grid = low_threshold_maps
+    if strip_rows is not None:
+        monkeypatch.setattr(polygons, "STRIP_ROWS", strip_rows, raising=False)
+    out = tmp_path / "changes.gpkg"
+    count = write_change_polygons(change_file, confidence_file, grid, out)
+    _, features, _ = read_polygons(out)
+    assert count == len(features) > 20
+    assert max(f["geometry"].GetGeometryCount() for f in features) > 10  # a polygon with many holes
+    change = gdal.Open(str(change_file)).ReadAsArray()
+    confidence = gdal.Open(str(confidence_file)).ReadAsArray().astype(np.float64)
+    covered = np.zeros(change.shape, np.int64)
+    for feature in features:
+        inside = pixels_of(feature["geometry"], grid)
+        covered += inside
+        assert feature["area_px"] == pytest.approx(inside.sum())
+        assert feature["confidence"] == pytest.approx(confidence[inside].mean(), rel=1e-6, abs=1e-9)
+    np.testing.assert_array_equal(covered, change == 1)  # the polygons share out the changed pixels
+
+
+def test_polygons_kept_by_min_area_keep_their_confidence(low_threshold_maps, tmp_path):
+    change_file, confidence_file, grid = low_threshold_maps
+    write_change_polygons(change_file, confidence_file, grid, tmp_path / "all.gpkg")
+    _, everything, _ = read_polygons(tmp_path / "all.gpkg")
+    areas = sorted(f["area_m2"] if f["area_m2"] is not None else f["area_px"] for f in everything)
+    min_area = areas[len(areas) // 2]
+    kept = write_change_polygons(change_file, confidence_file, grid, tmp_path / "big.gpkg", min_area)
+    _, features, _ = read_polygons(tmp_path / "big.gpkg")
+    assert 0 < kept == len(features) == sum(area >= min_area for area in areas) < len(everything)
+    by_shape = {f["geometry"].ExportToWkt(): f for f in everything}
+    for feature in features:
+        same = by_shape[feature["geometry"].ExportToWkt()]
+        assert (feature["area_m2"], feature["area_px"], feature["confidence"]) == \
+            (same["area_m2"], same["area_px"], same["confidence"])
+
+
+def test_cancel_is_polled_in_every_strip_of_the_means(low_threshold_maps, tmp_path, monkeypatch):
+    """Cancel was polled once per polygon only, so during the minute the mean of the one polygon spanning an
+    8,192² map took, it did nothing. Now it is polled once per strip of rows as well, and honoured there."""
+    change_file, confidence_file, grid = low_threshold_maps
+    strip_rows = 16
+    monkeypatch.setattr(polygons, "STRIP_ROWS", strip_rows, raising=False)
+    strips = -(-grid.height // strip_rows)
+    assert not (gdal.Open(str(change_file)).ReadAsArray() == 255).any()  # each polygon is kept, none dropped
+    polls = []
+
+    def never() -> bool:
+        polls.append(1)
+        return False
+    count = write_change_polygons(change_file, confidence_file, grid, tmp_path / "all.gpkg", cancel=never)
+    _, features, _ = read_polygons(tmp_path / "all.gpkg")
+    spanning = max(features, key=lambda f: f["geometry"].GetArea())["geometry"].GetEnvelope()
+    assert (spanning[3] - spanning[2]) / abs(grid.geotransform[5]) > 4 * strip_rows  # its pixels lie in many strips
+    assert len(polls) >= count + strips  # once per polygon (its area), and once per strip (the means)
+
+    # Cancel clicked once every polygon's area is measured, while the means are computed, stops the work.
+    polls.clear()
+
+    def after_the_areas() -> bool:
+        polls.append(1)
+        return len(polls) > count
+    with pytest.raises(Cancelled):
+        write_change_polygons(change_file, confidence_file, grid, tmp_path / "cancelled.gpkg", cancel=after_the_areas)
+    assert len(polls) == count + 1

@@ -153,6 +153,9 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         self._before = raster_input(self, parameters, self.BEFORE, context, "before")
         self._after = raster_input(self, parameters, self.AFTER, context, "after")
         self._polygons = self.feature_sources(parameters, (self.CHANGED_AREAS, self.AREA_OF_INTEREST), context)
+        # The record of the run: the layers' sources, where the pair made from them names only the
+        # run's temporary files; here, as it looks layers up in the project
+        self._command_line = self.asPythonCommand(parameters, context)
         return True
 
     @cancelled_by_sigterm
@@ -216,9 +219,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             batch_size=self.parameterAsInt(parameters, self.BATCH_SIZE, context),
             iterations_per_epoch=self.parameterAsInt(parameters, self.ITERATIONS, context),
             overwrite=True,  # Processing asks before replacing the file; it has no --resume, so a run starts anew
-            checkpoint=work / "training.ckpt", checkpoint_kept=False,
-            # The layers' sources, where the pair made from them names only the run's temporary files
-            command_line=self.asPythonCommand(parameters, context))
+            checkpoint=work / "training.ckpt", checkpoint_kept=False, command_line=self._command_line)
 
     def _holds_out_some(self, data_dirs: List[Path], training: Any) -> bool:
         """Whether a fifth held out per data set leaves a validation pair (a data set of one pair
