@@ -650,10 +650,13 @@ def _saturation_warning(dataset: gdal.Dataset, bands: Sequence[int], sample: np.
     fraction = max(float((band[valid] == largest).mean()) for band in sample)
     if fraction < SATURATED_FRACTION_WARNED:
         return None
+    border = ("" if _declares_nodata(dataset, bands) else
+              f"; if it is a border of fill, declare it (gdal_edit.py -a_nodata {largest} FILE)")
+    other = ("of the product, its 10 m bands rather than its true-colour image (TCI)"
+             if dataset.GetMetadataItem("PROCESSING_LEVEL") in ("Level-1C", "Level-2A") else "if there is one")
     return (f"{fraction:.0%} of the {role} image's sampled pixels are at {largest}, the largest value its band can "
-            "hold (saturated): differences brighter than that are lost, and change there is missed or invented; "
-            "use an image that keeps them if there is one (of a Sentinel-2 product, its 10 m bands rather than its "
-            "true-colour image, TCI)")
+            f"hold (saturated): differences brighter than that are lost, and change there is missed or invented; "
+            f"use an image that keeps them, {other}{border}")
 
 
 def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[np.ndarray, np.ndarray],
