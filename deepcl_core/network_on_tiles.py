@@ -117,8 +117,8 @@ def run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.nd
                        platt_scaling: PlattScaling = PlattScaling()) -> Pending:
     """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
     retrying the same chunk whenever the device runs out of memory. A batch in one chunk, as nearly
-    always, is returned as launched (see :func:`launch_network`); several chunks, once computed, on
-    the host."""
+    always, is returned as launched (see :func:`launch_network`); several chunks, once computed,
+    joined where they were asked for (on the device with ``keep_on_device``, else on the host)."""
     chunks: List[Pending] = []
     start = 0
     while start < len(before):
@@ -152,7 +152,7 @@ def _joined(maps: Tuple[Union[np.ndarray, torch.Tensor], ...], device: torch.dev
     chunks computed in pieces come back on the host."""
     if not keep_on_device:
         return np.concatenate(maps)
-    return torch.cat([m if isinstance(m, torch.Tensor) else torch.from_numpy(m).to(device) for m in maps])
+    return torch.cat([m if isinstance(m, torch.Tensor) else host_to_device(m, device) for m in maps])
 
 
 def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,

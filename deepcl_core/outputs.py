@@ -115,7 +115,7 @@ SQLITE_PATH_MAX = 512
 
 def check_name_fits(path: os.PathLike, suffixes: Sequence[str] = ()) -> None:
     """Fail before any work when the file system cannot hold ``path``: its name, or its name
-    followed by one of ``suffixes`` (files written beside it, e.g. ".ckpt" for ``model.pt.ckpt``),
+    followed by one of ``suffixes`` (files written beside it, e.g. a GeoPackage's "-journal"),
     longer than the folder's limit on a name (``PC_NAME_MAX``, else 255 bytes); a folder still to
     be made with too long a name; or the whole path, or a temporary file's beside it, too long."""
     path = Path(path)

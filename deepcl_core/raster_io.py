@@ -100,6 +100,11 @@ def palette_as_colours(dataset: gdal.Dataset, role: str) -> gdal.Dataset:
     return colours
 
 
+# GDAL's file systems that reach a server (cloud storage, HTTP)
+_NETWORK_FILE_SYSTEMS = ("/vsicurl", "/vsis3", "/vsigs", "/vsiaz", "/vsiadls", "/vsioss", "/vsiswift", "/vsiwebhdfs",
+                         "/vsihdfs")
+
+
 def open_dataset(name: str, what: str, kind: int, open_options: Sequence[str] = ()) -> gdal.Dataset:
     """Open ``name`` read-only as a raster or a vector dataset (``kind``: ``gdal.OF_RASTER`` or
     ``gdal.OF_VECTOR``), with errors in words; ``what`` names it in them ("before image", "mask")."""
@@ -115,8 +120,7 @@ def open_dataset(name: str, what: str, kind: int, open_options: Sequence[str] = 
             found = gdal.VSIStatL(name) is not None
             reason = gdal.GetLastErrorMsg()  # a server's silence is only a warning ("HTTP response code …: 0")
         if not found:
-            where = " or its server cannot be reached" if name.startswith(("/vsicurl", "/vsis3", "/vsigs", "/vsiaz")) \
-                else ""
+            where = " or its server cannot be reached" if name.startswith(_NETWORK_FILE_SYSTEMS) else ""
             raise InputError(f"{what} not found{where}: {name}" + (f" ({reason})" if reason else ""))
     with collect_gdal_errors() as errors:
         dataset = gdal.OpenEx(name, kind | gdal.OF_READONLY, open_options=list(open_options))

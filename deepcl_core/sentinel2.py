@@ -72,7 +72,8 @@ def masked_note(dataset: gdal.Dataset) -> str:
     if dataset.GetMetadataItem("PROCESSING_LEVEL") != "Level-2A":
         return ""
     return ("; of a Sentinel-2 Level-2A product, the pixels its scene classification calls cloud, cloud shadow, "
-            "thin cirrus, saturated or defective are no data: choose a clearer date")
+            "thin cirrus, saturated or defective are no data, as is the part of its tile the swath does not reach: "
+            "choose a clearer date, or a product that covers this ground")
 
 
 def files_block_size(dataset: gdal.Dataset) -> Optional[Tuple[int, int]]:
