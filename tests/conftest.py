@@ -115,3 +115,15 @@ def deepcl_provider(qgis_app, qgis_processing) -> Iterator[object]:
         _PROVIDERS.append(DeepCLProvider())
         assert registry.addProvider(_PROVIDERS[-1])
     yield registry.providerById("deepcl")
+
+
+@pytest.fixture
+def gdal_exceptions_on():
+    """A host (another plugin, a user's script) that turned GDAL's exceptions on, as GDAL 4 does by default."""
+    from osgeo import gdal
+
+    before = gdal.GetUseExceptions()
+    gdal.UseExceptions()
+    yield
+    if not before:
+        gdal.DontUseExceptions()

@@ -51,7 +51,8 @@ def test_preselection_reads_before_after_words_and_gdal_metadata(qgis_app, tmp_p
     assert acquisition_date(_layer(str(tagged), "untitled")) == date(2014, 5, 6)
 
 
-def test_a_layer_whose_file_is_gone_has_no_date_while_the_host_has_gdal_exceptions_on(qgis_app, tmp_path):
+def test_a_layer_whose_file_is_gone_has_no_date_while_the_host_has_gdal_exceptions_on(qgis_app, tmp_path,
+                                                                                     gdal_exceptions_on):
     """The preselection reads the layers' GDAL metadata when layers are added: with GDAL's exceptions
     on (another plugin, GDAL 4's default) a layer whose file was removed raised into QGIS."""
     from deepcl_qgis.dock.layer_choice import acquisition_date
@@ -61,15 +62,9 @@ def test_a_layer_whose_file_is_gone_has_no_date_while_the_host_has_gdal_exceptio
     gdal.Translate(str(copy), image(pair("dsifn", "0_2"), "before"))
     layer = _layer(str(copy), "untitled")
     copy.unlink()
-    was_on = gdal.GetUseExceptions()
-    gdal.UseExceptions()
-    try:
-        assert acquisition_date(layer) is None
-        with pytest.raises(OSError, match="cannot read the confidence map"):  # the slider's re-classification
-            reclassify(copy, tmp_path / "change.tif", 0.5)
-    finally:
-        if not was_on:
-            gdal.DontUseExceptions()
+    assert acquisition_date(layer) is None
+    with pytest.raises(OSError, match="cannot read the confidence map"):  # the slider's re-classification
+        reclassify(copy, tmp_path / "change.tif", 0.5)
 
 
 def test_reclassify_writes_confidence_at_least_threshold(qgis_app, tmp_path):

@@ -171,18 +171,6 @@ def test_other_crs_with_overlap(deepcl_provider, good_pair, tiny_model_path, tmp
     assert (change != 255).mean() > 0.9
 
 
-@pytest.fixture
-def gdal_exceptions_on():
-    """A host (another plugin, a user's script) that turned GDAL's exceptions on, as GDAL 4 does by default."""
-    from osgeo import gdal
-
-    before = gdal.GetUseExceptions()
-    gdal.UseExceptions()
-    yield
-    if not before:
-        gdal.DontUseExceptions()
-
-
 @pytest.mark.parametrize("case", sorted(BAD_IMAGES))
 def test_bad_image_while_the_host_has_gdal_exceptions_on(deepcl_provider, good_pair, tiny_model_path, tmp_path,
                                                          gdal_exceptions_on, case):
