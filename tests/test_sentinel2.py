@@ -155,5 +155,6 @@ def test_a_mostly_saturated_true_colour_image_is_warned_of(data_dir, tiny_model,
         outputs = DetectOutputs(change=tmp_path / kind / "change.tif", confidence=tmp_path / kind / "confidence.tif")
         warnings[kind] = detect_changes(*images, outputs, DetectOptions(**FAST), model=tiny_model).warnings
     saturated = [warning for warning in warnings["tci"] if "the largest value its band can hold (saturated)" in warning]
-    assert len(saturated) == 2 and "its 10 m bands rather than its true-colour image (TCI)" in saturated[0], warnings["tci"]
+    assert len(saturated) == 2, warnings["tci"]
+    assert "its 10 m bands rather than its true-colour image (TCI)" in saturated[0]
     assert not any("saturated" in warning for warning in warnings["bands"]), warnings["bands"]

@@ -179,8 +179,8 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             shutil.rmtree(work, ignore_errors=True)
         metrics = result.best_metrics
         if metrics:
-            feedback.pushInfo(f"Validation of the model written (epoch {result.best_epoch}'s weights, at its thresholds): "
-                              f"F1 {metrics.get('f1', 0):.4f}, IoU {metrics.get('iou', 0):.4f}")
+            feedback.pushInfo(f"Validation of the model written (epoch {result.best_epoch}'s weights, at its "
+                              f"thresholds): F1 {metrics.get('f1', 0):.4f}, IoU {metrics.get('iou', 0):.4f}")
         else:
             feedback.pushWarning("No validation pairs: the model is the last epoch's, with no measured accuracy.")
         feedback.pushInfo(self.threshold_text(result))

@@ -97,8 +97,8 @@ def test_maps_kept_on_the_device_stay_there_after_the_batch_is_lowered(large_pai
 
     before, after = (noise((4, 3, 64, 64), seed, np.float32) for seed in (0, 1))
     network = tiny_model.build().eval()
-    whole = run_within_memory(network, before, after, torch.device("cpu"), True, MemoryBudget(4, 64, lambda note: None), 1,
-                              keep_on_device=True).result()
+    whole = run_within_memory(network, before, after, torch.device("cpu"), True,
+                              MemoryBudget(4, 64, lambda note: None), 1, keep_on_device=True).result()
     budget = MemoryBudget(4, 64, lambda note: None)
     lowered = run_within_memory(RunsOutOfMemory(network, limit=64 * 64), before, after, torch.device("cpu"), True,
                                 budget, 1, keep_on_device=True).result()
