@@ -285,14 +285,13 @@ def cut_to_bytes(text: str, limit: int) -> str:
     return text
 
 
-def _remove_if_there(path: Path, quiet: bool = False) -> None:
-    """Delete ``path`` if it is there; a name too long for the file system cannot be there.
-    ``quiet``: ignore any other error too."""
+def _remove_if_there(path: Path) -> None:
+    """Delete ``path`` if it is there, as a clean-up: a failure to do so adds nothing to the error
+    being reported."""
     try:
         path.unlink(missing_ok=True)
-    except OSError as error:
-        if not quiet and error.errno != errno.ENAMETOOLONG:
-            raise
+    except OSError:
+        pass
 
 
 def _move_statistics(tmp: Path, final: Path) -> None:
@@ -408,28 +407,35 @@ class RasterOutputs:
 
     def commit(self) -> None:
         """Put every output in place, or none: one that cannot be (see :func:`put_in_place`, or any
-        error of the file system) takes back those this run already put in place."""
+        error of the file system) takes back those this run already put in place, and brings back
+        the earlier files they replaced (with ``overwrite``) and their side files."""
         self.close()
         placed: List[Path] = []
+        set_aside: List[Tuple[Path, Path]] = []  # (earlier file, its hidden name meanwhile)
         final = None
         try:
             for final, tmp in self.temporary.items():
                 # A replaced map's external overviews, mask and statistics would be shown with the new one
-                for suffix in SIDECAR_SUFFIXES:
-                    _remove_if_there(Path(f"{final}{suffix}"))
+                sidecars = [Path(f"{final}{suffix}") for suffix in SIDECAR_SUFFIXES]
+                for path in sidecars + ([final] if self.overwrite else []):
+                    if os.path.lexists(path):  # False too for a name the file system cannot hold
+                        set_aside.append((path, temporary_path(path)))
+                        os.replace(path, set_aside[-1][1])
                 put_in_place(tmp, final, self.overwrite)
                 placed.append(final)
                 _move_statistics(tmp, final)
         except (OutputError, OSError) as error:
-            # Without overwrite those placed were this run's own, new files; with it, a set of new maps
-            # beside earlier ones would pass for one run's outputs.
             for done in placed:
-                _remove_if_there(done, quiet=True)
-                _remove_if_there(Path(f"{done}.aux.xml"), quiet=True)
+                _remove_if_there(done)
+                _remove_if_there(Path(f"{done}.aux.xml"))
+            for path, hidden in reversed(set_aside):
+                os.replace(hidden, path)
             if isinstance(error, OutputError):
                 raise
             raise OutputError(f"cannot put {final} in place ({error.strerror or error}); none of this run's outputs "
-                              "were kept") from None
+                              "were kept, and the files they were to replace are as they were") from None
+        for _, hidden in set_aside:
+            _remove_if_there(hidden)
         self.temporary.clear()
 
     def abort(self) -> None:
