@@ -2,7 +2,6 @@
 on a before/after raster pair with digitised changed areas."""
 from __future__ import annotations
 
-import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -16,6 +15,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
 
 from .. import pair_checks
 from ..engine import core_module, gdal_return_values
+from ..file_names import name_from
 from ..training_pair import write_pair_folder
 from .base import (DeepCLAlgorithm, add_help, cancelled_by_sigterm, progress_to, raster_file, raster_input,
                    releases_locals_on_error)
@@ -237,7 +237,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         before, after = self._before, self._after
         if before is None or after is None:
             raise QgsProcessingException("Training from layers needs a before and an after image.")
-        folder = work / "layers" / (re.sub(r"[^\w.-]+", "_", before.name).strip("._") or "pair")
+        folder = work / "layers" / (name_from(before.name).strip("._") or "pair")
         changed = self._polygons_of(parameters, self.CHANGED_AREAS, context, feedback, before.crs)
         aoi = (self._polygons_of(parameters, self.AREA_OF_INTEREST, context, feedback, before.crs)
                if self._polygons[self.AREA_OF_INTEREST] is not None else None)

@@ -4,7 +4,6 @@ The work is ``deepcl:detectchanges`` in a background task (:mod:`.detection_run`
 threshold afterwards rewrites only the change map from the confidence map (:mod:`.latest_change_map`)."""
 from __future__ import annotations
 
-import re
 import shutil
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..dependencies import unusable_dependencies, unusable_summary
 from .. import pair_checks
 from ..algorithms.base import raster_file
 from ..engine import core_module, engine_error_type
+from ..file_names import name_from
 from ..layer_styling import run_group_name
 from ..paths import bundled_model_path
 from .. import threshold_scale
@@ -347,7 +347,7 @@ class DeepCLDock(QgsDockWidget):
 
     def _new_run_folder(self, before: str, after: str) -> Path:
         base = Path(self.form.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
-        stem = re.sub(r"[^\w.-]+", "_", f"deepcl_{before}_{after}")[:80]
+        stem = name_from(f"deepcl_{before}_{after}")
         folder = base / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}"
         suffix = 2
         while folder.exists():
