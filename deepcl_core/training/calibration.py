@@ -225,12 +225,8 @@ def model_settings(bundle: ModelBundle) -> Dict[str, Any]:
 
 
 def describe_settings(bundle: ModelBundle) -> Dict[str, Any]:
-    """``bundle``'s settings in plain types, for the provenance."""
-    return {"threshold": float(bundle.threshold), "platt_scaling": bundle.platt_scaling.to_list(),
-            "thresholds_by_pixel_size": [[float(size), float(t)] for size, t in bundle.thresholds_by_pixel_size],
-            "input_scales_by_pixel_size": [[float(size), int(k)] for size, k in bundle.input_scales_by_pixel_size],
-            "platt_scalings_by_pixel_size": [[float(size), *scaling.to_list()]
-                                             for size, scaling in bundle.platt_scalings_by_pixel_size]}
+    """``bundle``'s settings in plain types, as its file stores them, for the provenance."""
+    return {name: value for name, value in bundle.to_dict().items() if name in SETTINGS}
 
 
 def settings_changes(before: ModelBundle, after: ModelBundle) -> List[str]:
