@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import secrets
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -18,7 +17,7 @@ from .confidence_calibration import PlattScaling
 from .errors import ModelFileError
 from .model import DeepCLNet, NetworkConfig, build_network
 from .normalization import NormalizationSpec
-from .outputs import TEMPORARY_STEM_BYTES, cut_to_bytes
+from .outputs import write_atomically
 
 FORMAT_NAME = "deepcl-model"
 FORMAT_VERSION = 2  # 2: thresholds apply to the Platt-scaled confidence; 1 files have no scaling
@@ -132,23 +131,9 @@ def save_model(bundle: ModelBundle, path: str | os.PathLike) -> None:
 
 
 def atomic_torch_save(data: Dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, synced, then renamed over ``path``. The file gets the
-    permissions any new file gets (the umask's), not mkstemp's owner-only ones: a model trained on
-    a server is for its team to read."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Short whatever the final name's length: the whole name in it made a name that fits too long,
-    # which failed training and calibration only when their work was done.
-    tmp = path.parent / f".{cut_to_bytes(path.name, TEMPORARY_STEM_BYTES)}.{secrets.token_hex(6)}.partial"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(data, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """``torch.save`` to ``path`` by :func:`~deepcl_core.outputs.write_atomically` (with the umask's
+    permissions: a model trained on a server is for its team to read)."""
+    write_atomically(path, lambda handle: torch.save(data, handle))
 
 
 def load_model(path: str | os.PathLike) -> ModelBundle:

@@ -9,7 +9,7 @@ import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import BinaryIO, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -276,6 +276,26 @@ def temporary_path(path: Path) -> Path:
     suffix = path.suffix if 0 < len(os.fsencode(path.suffix)) <= 8 else ".tif"  # GDAL's drivers go by it
     return path.with_name(f".{cut_to_bytes(path.stem, TEMPORARY_STEM_BYTES)}.partial-{os.getpid()}-"
                           f"{secrets.token_hex(4)}{suffix}")
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """``write(handle)`` into a hidden file beside ``path``, synced, then renamed over it: an error
+    or a crash mid-write never leaves a broken file at ``path``, and a symbolic link given as
+    ``path`` is replaced, not the file it points to. The file gets the permissions any new file
+    gets (the umask's), not mkstemp's owner-only ones. The hidden name is short whatever
+    ``path``'s length: a name that fits stays writable."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{cut_to_bytes(path.name, TEMPORARY_STEM_BYTES)}.{secrets.token_hex(6)}.partial"
+    descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as handle:
+            write(handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def cut_to_bytes(text: str, limit: int) -> str:

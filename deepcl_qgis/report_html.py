@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import html
-import os
-import secrets
 from pathlib import Path
 from typing import Dict
+
+from .engine import core_module
 
 _LABELS = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 score"), ("iou", "IoU (change)"),
            ("oa", "Overall accuracy"), ("kappa", "Cohen's kappa")]
@@ -31,26 +31,13 @@ def metric_text(key: str, metrics: Dict[str, float]) -> str:
 def write_report(path: Path, metrics: Dict[str, float], change_name: str, reference_name: str) -> None:
     rows = "".join(f"<tr><td>{label}</td><td>{metric_text(key, metrics)}</td></tr>" for key, label in _LABELS)
     counts = "".join(f"<tr><td>{label}</td><td>{int(metrics[key]):,}</td></tr>" for key, label in _COUNTS)
-    _write_in_place(path, (
-        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>DeepCL evaluation</title></head><body>"
-        f"<h1>DeepCL evaluation</h1><p>Change map: {html.escape(change_name)}<br>"
-        f"Reference: {html.escape(reference_name)}</p>"
-        f"<h2>Accuracy of the change class</h2><table border='1' cellpadding='4'>{rows}</table>"
-        f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table>{_reliability(metrics)}</body></html>"))
-
-
-def _write_in_place(path: Path, text: str) -> None:
-    """Written beside ``path`` and renamed onto it: a failed write leaves the earlier report, and a
-    symbolic link given as the report is replaced, not the file it points to."""
-    partial = path.with_name(f".report-{secrets.token_hex(6)}.partial")
-    descriptor = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # the umask's permissions, as usual
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            file.write(text)
-        os.replace(partial, path)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    text = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>DeepCL evaluation</title></head><body>"
+            f"<h1>DeepCL evaluation</h1><p>Change map: {html.escape(change_name)}<br>"
+            f"Reference: {html.escape(reference_name)}</p>"
+            f"<h2>Accuracy of the change class</h2><table border='1' cellpadding='4'>{rows}</table>"
+            f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table>{_reliability(metrics)}</body></html>")
+    # Renamed onto its name once written: a link given as the report is replaced, not what it points to
+    core_module("outputs").write_atomically(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def _reliability(metrics: Dict[str, float]) -> str:
