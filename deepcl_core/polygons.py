@@ -165,11 +165,13 @@ class _PixelEdges:
     """The vertical edges of polygons that follow pixel edges (as gdal.Polygonize writes them), in
     pixel columns and rows, each weighted so that summing the weights of the edges left of a pixel's
     centre gives the id of the polygon holding the pixel, 0 outside all (polygons do not overlap).
-    Rasterising each polygon instead (GDAL's scanline fill) costs its rows × its edges: 55 s for the
-    one polygon with 43,568 holes of an 8,192² map."""
+    Rasterising each polygon instead (GDAL's scanline fill) costs its rows × its edges, whatever
+    the window: a noisy map's one big polygon with tens of thousands of holes made the step grow
+    with the square of the image (``python -m benchmarks.polygons_bench``)."""
 
-    # Rings are converted in batches of about this many points: numpy per polygon took 150 µs, and a
-    # batch's arrays take about 150 bytes a point (a ring is never split: the largest of the 8,192² map had 40,117).
+    # Rings are converted in batches of about this many points: numpy's overhead per call would
+    # dominate done polygon by polygon, and a batch's arrays take some hundred bytes a point (a
+    # ring is never split).
     BATCH_POINTS = 1 << 16
 
     def __init__(self, grid: Grid, strip_rows: int) -> None:

@@ -206,8 +206,8 @@ def pixels_of(geometry: ogr.Geometry, grid: Grid) -> np.ndarray:
 
 @pytest.mark.parametrize("strip_rows", [None, 7], ids=["default_strips", "strips_of_7_rows"])
 def test_each_polygon_has_the_mean_confidence_of_its_pixels(low_threshold_maps, strip_rows, tmp_path, monkeypatch):
-    """The means come from one pass over strips of rows (rasterising each polygon over its bounding box took
-    55 s for one polygon with 43,568 holes); strips of 7 rows cut the polygons' edges at many rows."""
+    """The means come from one pass over strips of rows (rasterising each polygon over its bounding box
+    grew with the square of a noisy map); strips of 7 rows cut the polygons' edges at many rows."""
     change_file, confidence_file, grid = low_threshold_maps
     if strip_rows is not None:
         monkeypatch.setattr(polygons, "STRIP_ROWS", strip_rows, raising=False)
