@@ -86,14 +86,11 @@ def test_check_name_fits():
         check_name_fits(folder / ("f" * 300) / "model.pt")
 
 
-def test_commit_puts_outputs_in_place_all_or_none_on_any_file_system_error(good_pair, tmp_path, monkeypatch):
-    """An OSError (here EACCES) while putting the second output in place took back nothing: the
-    first was left in place beside no second, and the error ended as an internal one."""
+def writer_refused_the_second_output(good_pair, out: Path, monkeypatch, overwrite: bool = False):
+    """Two outputs in ``out``, written; putting the second in place fails with EACCES. (writer, paths)"""
     grid = Grid.of(gdal.Open(str(good_pair[0])))
-    out = tmp_path / "out"
-    out.mkdir()
     finals = [out / "change.tif", out / "confidence.tif"]
-    writer = RasterOutputs([RasterSpec(path, gdal.GDT_Byte, 255, "x") for path in finals], grid)
+    writer = RasterOutputs([RasterSpec(path, gdal.GDT_Byte, 255, "x") for path in finals], grid, overwrite=overwrite)
     for path in finals:
         writer.write(path, np.zeros((grid.height, grid.width), np.uint8), 0)
     put_in_place = outputs_module.put_in_place
@@ -104,6 +101,15 @@ def test_commit_puts_outputs_in_place_all_or_none_on_any_file_system_error(good_
         put_in_place(tmp, final, overwrite)
 
     monkeypatch.setattr(outputs_module, "put_in_place", refused_for_the_second)
+    return writer, finals
+
+
+def test_commit_puts_outputs_in_place_all_or_none_on_any_file_system_error(good_pair, tmp_path, monkeypatch):
+    """An OSError (here EACCES) while putting the second output in place took back nothing: the
+    first was left in place beside no second, and the error ended as an internal one."""
+    out = tmp_path / "out"
+    out.mkdir()
+    writer, _ = writer_refused_the_second_output(good_pair, out, monkeypatch)
     with pytest.raises(OutputError, match="cannot put .*confidence.tif in place .Permission denied.; none of"):
         writer.commit()
     writer.abort()
@@ -114,30 +120,18 @@ def test_commit_with_overwrite_brings_back_the_files_it_was_to_replace(good_pair
     """With --overwrite the first output had replaced the earlier change map (and its statistics
     were deleted) when the second failed: the take-back then deleted the new map too, and the
     earlier one was lost with it."""
-    grid = Grid.of(gdal.Open(str(good_pair[0])))
     out = tmp_path / "out"
     out.mkdir()
-    finals = [out / "change.tif", out / "confidence.tif"]
-    for path in finals:  # an earlier run's outputs
-        path.write_bytes(b"earlier " + path.name.encode())
-    Path(f"{finals[0]}.aux.xml").write_text("earlier statistics")
-    writer = RasterOutputs([RasterSpec(path, gdal.GDT_Byte, 255, "x") for path in finals], grid, overwrite=True)
-    for path in finals:
-        writer.write(path, np.zeros((grid.height, grid.width), np.uint8), 0)
-    put_in_place = outputs_module.put_in_place
-
-    def refused_for_the_second(tmp: Path, final: Path, overwrite: bool) -> None:
-        if final == finals[1]:
-            raise PermissionError(errno.EACCES, "Permission denied", str(final))
-        put_in_place(tmp, final, overwrite)
-
-    monkeypatch.setattr(outputs_module, "put_in_place", refused_for_the_second)
+    for name in ("change.tif", "confidence.tif"):  # an earlier run's outputs
+        (out / name).write_bytes(b"earlier " + name.encode())
+    (out / "change.tif.aux.xml").write_text("earlier statistics")
+    writer, finals = writer_refused_the_second_output(good_pair, out, monkeypatch, overwrite=True)
     with pytest.raises(OutputError, match="the files they were to replace are as they were"):
         writer.commit()
     writer.abort()
     assert files_in(out) == ["change.tif", "change.tif.aux.xml", "confidence.tif"]
     assert [path.read_bytes() for path in finals] == [b"earlier change.tif", b"earlier confidence.tif"]
-    assert Path(f"{finals[0]}.aux.xml").read_text() == "earlier statistics"
+    assert (out / "change.tif.aux.xml").read_text() == "earlier statistics"
 
 
 def test_a_model_file_name_that_fits_is_written(tiny_model, tmp_path):
