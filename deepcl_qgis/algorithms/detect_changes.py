@@ -294,7 +294,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                     feedback.pushWarning(warning)
         for path in replaced:
             feedback.pushWarning(f"{path} existed and was replaced by this run's output.")
-        self._style_outputs(context, outputs, run_group_name(self._before.name, self._after.name, self._before.source))
+        self._style_outputs(context, outputs, run_group_name(self._before.name, self._after.name, self._before.source,
+                                                             self._after.source))
         return self._results(outputs, result)
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext, detect: Any) -> Any:

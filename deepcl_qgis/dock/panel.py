@@ -330,7 +330,8 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(f"The results cannot be written in {exc.filename}: {exc.strerror}. "
                             "Choose another output folder.")
             return
-        self.run_group = run_group_name(before.name(), after.name(), before.source())  # they may be removed meanwhile
+        # Named now: the layers may be removed meanwhile
+        self.run_group = run_group_name(before.name(), after.name(), before.source(), after.source())
         self.run = DetectionRun(self.parameters(), self.project, self)
         problem = self.run.problem()
         if problem:
