@@ -266,8 +266,17 @@ def _parameter_facts(parameter: QgsProcessingParameterDefinition) -> Iterator[st
         yield "Optional."
 
 
-def cancelled_by_sigterm(process_algorithm: Callable) -> Callable:
-    """For ``processAlgorithm``: ``qgis_process`` runs an algorithm in its main thread, where SIGTERM
+def processing_run(process_algorithm: Callable) -> Callable:
+    """For every ``processAlgorithm``: GDAL's return values while it runs (a host may have turned its
+    exceptions on), the datasets its traceback's frames hold let go on error (Processing keeps the
+    exception: the engine's ``releases_locals_on_error``), and SIGTERM under ``qgis_process`` taken
+    as Cancel (:func:`_cancelled_by_sigterm`)."""
+    releases_locals_on_error = core_module("errors").releases_locals_on_error
+    return _cancelled_by_sigterm(releases_locals_on_error(gdal_return_values(process_algorithm)))
+
+
+def _cancelled_by_sigterm(process_algorithm: Callable) -> Callable:
+    """``qgis_process`` runs an algorithm in its main thread, where SIGTERM
     (kill, a job scheduler, a container stopping) ended the process at once and left the run's
     hidden partial outputs. It now cancels the run as the Cancel button does, and once the run has
     cleaned up, the process ends as the signal asked. QGIS itself runs algorithms in a task's
@@ -292,12 +301,6 @@ def cancelled_by_sigterm(process_algorithm: Callable) -> Callable:
             if received:
                 os.kill(os.getpid(), signal.SIGTERM)
     return wrapper
-
-
-def releases_locals_on_error(process_algorithm: Callable) -> Callable:
-    """For ``processAlgorithm``: Processing keeps the exception an algorithm raises, so the frames
-    of its traceback must drop the datasets they hold (the engine's decorator of that name)."""
-    return core_module("errors").releases_locals_on_error(process_algorithm)
 
 
 class _WarningsTo(logging.Handler):

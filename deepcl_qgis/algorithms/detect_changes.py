@@ -15,10 +15,10 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
 
 from .. import pair_checks
 from ..threshold_scale import THRESHOLDS
-from ..engine import core_module, gdal_return_values
+from ..engine import core_module
 from ..layer_styling import attach_post_processors, run_group_name
-from .base import (DeepCLAlgorithm, add_help, cancelled_by_sigterm, optional_number, progress_to, raster_file,
-                   raster_input, releases_locals_on_error, typed_bands_problem, typed_number_problem)
+from .base import (DeepCLAlgorithm, add_help, optional_number, processing_run, progress_to, raster_file,
+                   raster_input, typed_bands_problem, typed_number_problem)
 
 
 Bounds = Tuple[float, float, float, float]  # x min, y min, x max, y max, as the engine takes an extent
@@ -271,9 +271,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
             if self._has(parameters, self.MASK) else ("", ""))
         return True
 
-    @cancelled_by_sigterm
-    @releases_locals_on_error
-    @gdal_return_values
+    @processing_run
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

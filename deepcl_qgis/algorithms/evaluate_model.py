@@ -15,11 +15,11 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 
 from .. import accuracy, pair_checks
-from ..engine import core_module, gdal_return_values
+from ..engine import core_module
 from ..report_html import metric_text, write_report
 from ..threshold_scale import THRESHOLDS
-from .base import (DeepCLAlgorithm, add_help, cancelled_by_sigterm, optional_number, progress_to, raster_file,
-                   raster_input, releases_locals_on_error, typed_number_problem)
+from .base import (DeepCLAlgorithm, add_help, optional_number, processing_run, progress_to, raster_file,
+                   raster_input, typed_number_problem)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
 COUNTS = ["TP", "FP", "FN", "TN"]
@@ -172,9 +172,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             self.REFERENCE_POLYGONS]
         return True
 
-    @cancelled_by_sigterm
-    @releases_locals_on_error
-    @gdal_return_values
+    @processing_run
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()

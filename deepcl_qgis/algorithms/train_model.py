@@ -14,11 +14,10 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsProcessingParameterRasterLayer, QgsProcessingUtils)
 
 from .. import pair_checks
-from ..engine import core_module, gdal_return_values
+from ..engine import core_module
 from ..file_names import name_from
 from ..training_pair import write_pair_folder
-from .base import (DeepCLAlgorithm, add_help, cancelled_by_sigterm, progress_to, raster_file, raster_input,
-                   releases_locals_on_error)
+from .base import DeepCLAlgorithm, add_help, processing_run, progress_to, raster_file, raster_input
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -158,9 +157,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         self._command_line = self.asPythonCommand(parameters, context)
         return True
 
-    @cancelled_by_sigterm
-    @releases_locals_on_error
-    @gdal_return_values
+    @processing_run
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()
