@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import struct
 import uuid
+from functools import lru_cache
 from pathlib import Path
 from typing import Callable, List, Optional, Tuple
 
@@ -77,9 +78,9 @@ def _keep_crs(vector: ogr.DataSource, crs_wkt: str) -> None:
     the polygons hundreds of km from the maps. Nothing in the CRS can be left out to stop the
     guess (it identifies WGS 84 by its datum's name), so the layer is given a row of its own,
     as the driver writes for a CRS without a code."""
-    srs = _layer_srs(crs_wkt)
-    if _same_srs(_as_stored(srs), srs):
+    if _stored_as_given(crs_wkt):
         return
+    srs = _layer_srs(crs_wkt)
     srs_id = max(100000, _sql_value(vector, "SELECT MAX(srs_id) + 1 FROM gpkg_spatial_ref_sys"))
     definition = srs.ExportToWkt().replace("'", "''")
     name = str(srs.GetName() or "unknown").replace("'", "''")
@@ -93,6 +94,13 @@ def _keep_crs(vector: ogr.DataSource, crs_wkt: str) -> None:
             vector.ExecuteSQL(statement)
     if errors.messages:
         raise OutputError(f"cannot store the CRS of the change polygons: {errors.last()}")
+
+
+@lru_cache(maxsize=16)  # a server or a batch writes the same few CRSs again and again
+def _stored_as_given(crs_wkt: str) -> bool:
+    """Whether the GeoPackage driver stores the CRS ``crs_wkt`` as it is."""
+    srs = _layer_srs(crs_wkt)
+    return _same_srs(_as_stored(srs), srs)
 
 
 def _as_stored(srs: osr.SpatialReference) -> Optional[osr.SpatialReference]:
