@@ -634,8 +634,8 @@ def _undeclared_fill(sample: np.ndarray, valid: np.ndarray, role: str) -> Option
 
 
 # A band at its data type's largest value over this share of an image is saturated beyond what any
-# image of ../shared/data shows (a LEVIR scene of white roofs comes closest); the true-colour image
-# (TCI) of a Sentinel-2 product of a bright desert is (tests/test_sentinel2.py).
+# image of ../shared/data shows (tests/test_detect.py); the true-colour image (TCI) of a Sentinel-2
+# product of a bright desert is (tests/test_sentinel2.py).
 SATURATED_FRACTION_WARNED = 0.3
 
 

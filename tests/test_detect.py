@@ -379,17 +379,20 @@ def _without_band_names(source: Path, target: Path, bands: List[int]) -> Path:
     return target
 
 
-def test_no_image_of_the_real_data_is_taken_for_undeclared_fill(data_dir):
+def test_no_image_of_the_real_data_is_taken_for_undeclared_fill_or_saturated(data_dir):
     """0 joined the fill values: the darkest shadows of aerial images must stay under the share
-    that is warned of, in every before and after image of ../shared/data."""
-    from deepcl_core.detect import _undeclared_fill
+    that is warned of, in every before and after image of ../shared/data; and so must the brightest
+    roofs under the share of saturated pixels that is warned of."""
+    from deepcl_core.detect import _saturation_warning, _undeclared_fill
 
     images = sorted(p for p in data_dir.glob("*/*/*") if p.stem in ("before", "after") and p.suffix != ".xml")
     assert len(images) > 40
     for path in images:
         dataset = open_image(str(path), "image")
-        sample, valid = read_sample(dataset, choose_bands(dataset, None, ("red", "green", "blue"), "image"), "image")
+        bands = choose_bands(dataset, None, ("red", "green", "blue"), "image")
+        sample, valid = read_sample(dataset, bands, "image")
         assert _undeclared_fill(sample, valid, "image") is None, path
+        assert _saturation_warning(dataset, bands, sample, valid, "image") is None, path
 
 
 def test_more_bands_than_the_models_none_named_are_warned_of(same_grid_pair, tiny_model, tmp_path):
