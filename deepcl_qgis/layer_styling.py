@@ -31,18 +31,22 @@ GROUP_PREFIX = "DeepCL changes: "
 
 
 def run_group_name(before_name: str, after_name: str, before_source: str, after_source: str = "") -> str:
-    """"DeepCL changes: before layer → after layer", with the before file's folder when the layers
-    are named only by their role (a pair folder's before.tif and after.tif, as the batch dialog and
-    a folder of pairs give them), so that each pair's group says which pair it is; each layer's
-    folder instead of two equal names (two Sentinel-2 products' MTD_MSIL2A, whose SAFE folders
-    name their dates)."""
+    """"DeepCL changes: " and the pair's title (:func:`pair_title`)."""
+    return GROUP_PREFIX + pair_title(before_name, after_name, before_source, after_source)
+
+
+def pair_title(before_name: str, after_name: str, before_source: str, after_source: str = "") -> str:
+    """"before layer → after layer", with the before file's folder when the layers are named only
+    by their role (a pair folder's before.tif and after.tif, as the batch dialog and a folder of
+    pairs give them), so that each pair's run says which pair it is; each layer's folder instead
+    of two equal names (two Sentinel-2 products' MTD_MSIL2A, whose SAFE folders name their dates)."""
     names = f"{before_name} → {after_name}"
     if (before_name.lower(), after_name.lower()) == ("before", "after"):
         folder = _folder_of(before_source)
-        names = f"{folder} ({names})" if folder else names
-    elif before_name == after_name and _folder_of(before_source) and _folder_of(after_source):
-        names = f"{_folder_of(before_source)} → {_folder_of(after_source)}"
-    return f"{GROUP_PREFIX}{names}"
+        return f"{folder} ({names})" if folder else names
+    if before_name == after_name and _folder_of(before_source) and _folder_of(after_source):
+        return f"{_folder_of(before_source)} → {_folder_of(after_source)}"
+    return names
 
 
 def _folder_of(source: str) -> str:

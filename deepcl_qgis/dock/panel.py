@@ -18,7 +18,7 @@ from .. import pair_checks
 from ..algorithms.base import raster_file
 from ..engine import core_module, engine_error_type
 from ..file_names import name_from
-from ..layer_styling import run_group_name
+from ..layer_styling import GROUP_PREFIX, pair_title
 from ..paths import bundled_model_path
 from .. import threshold_scale
 from . import layer_choice, result_layers
@@ -30,6 +30,7 @@ from .map_view import view_extent, view_problem
 from .settings import PanelChoices, load_choices, save_choices
 from .summary import run_summary
 
+RUN_FOLDER_SIDE_CHARACTERS = 40  # of each side's name in a run folder's: a product's name holds its date early on
 
 class DeepCLDock(QgsDockWidget):
     def __init__(self, iface: Any, project: Optional[QgsProject] = None) -> None:
@@ -324,14 +325,15 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(problem)
             return
         save_choices(self.current_choices())
+        # Named now: the layers may be removed meanwhile
+        title = pair_title(before.name(), after.name(), before.source(), after.source())
         try:
-            self.run_folder = self._new_run_folder(before.name(), after.name())
+            self.run_folder = self._new_run_folder(title)
         except OSError as exc:
             self.show_error(f"The results cannot be written in {exc.filename}: {exc.strerror}. "
                             "Choose another output folder.")
             return
-        # Named now: the layers may be removed meanwhile
-        self.run_group = run_group_name(before.name(), after.name(), before.source(), after.source())
+        self.run_group = GROUP_PREFIX + title
         self.run = DetectionRun(self.parameters(), self.project, self)
         problem = self.run.problem()
         if problem:
@@ -346,9 +348,10 @@ class DeepCLDock(QgsDockWidget):
         self._set_running(True)
         self.run.start()
 
-    def _new_run_folder(self, before: str, after: str) -> Path:
+    def _new_run_folder(self, pair: str) -> Path:
         base = Path(self.form.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
-        stem = name_from(f"deepcl_{before}_{after}")
+        stem = "_".join(["deepcl"] + [name_from(side).strip("_")[:RUN_FOLDER_SIDE_CHARACTERS]
+                                      for side in pair.split(" → ")])
         folder = base / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}"
         suffix = 2
         while folder.exists():

@@ -114,6 +114,30 @@ def test_detect_button_adds_styled_layers_in_a_group(panel, oscd_crop, tmp_path)
     assert Path(layers["Change"].source()).parent.parent == tmp_path / "out"
 
 
+def test_a_runs_folder_is_named_after_two_products_folders(panel, oscd_crop, tmp_path):
+    """Two layers named after their products' metadata file: the run's folder was
+    deepcl_MTD_MSIL2A_MTD_MSIL2A_<time>; each product's folder names its date, the after one's too
+    although the two folders' names together are longer than a layer name kept in a file name."""
+    import shutil
+
+    folders = [tmp_path / f"S2A_MSIL2A_{day}T065621_N0500_R063_T40RBN_{day}T104401.SAFE"
+               for day in ("20150801", "20180328")]
+    layers = []
+    for folder, date in zip(folders, ("before", "after")):
+        folder.mkdir()
+        shutil.copy(image(oscd_crop, date), folder / "MTD_MSIL2A.tif")
+        layers.append(add_raster(str(folder / "MTD_MSIL2A.tif"), "MTD_MSIL2A"))
+    dock = panel()
+    dock.form.before_combo.setLayer(layers[0])
+    dock.form.after_combo.setLayer(layers[1])
+    _run(dock)
+    assert dock.form.error_label.text() == ""
+    [run_folder] = (tmp_path / "out").iterdir()
+    assert run_folder.name.startswith("deepcl_S2A_MSIL2A_20150801T065621_")
+    assert "_S2A_MSIL2A_20180328T065621_" in run_folder.name
+    assert [g.name() for g in _group()] == [f"DeepCL changes: {folders[0].name} → {folders[1].name}"]
+
+
 def test_the_engines_warnings_are_shown_after_the_run(panel, oscd_crop, qgis_iface, tmp_path):
     """An after image of pixels 4 times as large (the crop averaged to 40 m): the run succeeds, and
     its warning is shown under the summary and in the message bar, as is the tiny model's."""
