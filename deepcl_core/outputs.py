@@ -439,8 +439,9 @@ class RasterOutputs:
                 sidecars = [Path(f"{final}{suffix}") for suffix in SIDECAR_SUFFIXES]
                 for path in sidecars + ([final] if self.overwrite else []):
                     if os.path.lexists(path):  # False too for a name the file system cannot hold
-                        set_aside.append((path, temporary_path(path)))
-                        os.replace(path, set_aside[-1][1])
+                        hidden = temporary_path(path)
+                        os.replace(path, hidden)  # refused on Windows while QGIS has the layer open
+                        set_aside.append((path, hidden))
                 put_in_place(tmp, final, self.overwrite)
                 placed.append(final)
                 _move_statistics(tmp, final)

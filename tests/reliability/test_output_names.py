@@ -134,6 +134,40 @@ def test_commit_with_overwrite_brings_back_the_files_it_was_to_replace(good_pair
     assert (out / "change.tif.aux.xml").read_text() == "earlier statistics"
 
 
+@pytest.mark.parametrize("held", ["change.tif", "confidence.tif"])
+def test_an_earlier_output_that_cannot_be_moved_aside_is_left_as_it_was_with_the_others(good_pair, tmp_path,
+                                                                                       monkeypatch, held):
+    """With --overwrite, an earlier output the file system will not rename (on Windows: a layer
+    loaded in QGIS; a file locked in the Finder) was counted as set aside before it was: the
+    take-back then failed on the hidden name it never got, an internal error, and left the earlier
+    files it had set aside under hidden names."""
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("change.tif", "confidence.tif"):
+        (out / name).write_bytes(b"earlier " + name.encode())
+    (out / "change.tif.aux.xml").write_text("earlier statistics")
+    grid = Grid.of(gdal.Open(str(good_pair[0])))
+    finals = [out / "change.tif", out / "confidence.tif"]
+    writer = RasterOutputs([RasterSpec(path, gdal.GDT_Byte, 255, "x") for path in finals], grid, overwrite=True)
+    for path in finals:
+        writer.write(path, np.zeros((grid.height, grid.width), np.uint8), 0)
+    replace = os.replace
+
+    def refused_for_the_held_file(source, target) -> None:
+        if Path(source) == out / held:
+            raise PermissionError(errno.EACCES, "Permission denied", str(source))
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", refused_for_the_held_file)
+    with pytest.raises(OutputError, match=f"cannot put .*{held} in place .Permission denied.; none of this run's "
+                                          "outputs were kept, and the files they were to replace are as they were"):
+        writer.commit()
+    writer.abort()
+    assert files_in(out) == ["change.tif", "change.tif.aux.xml", "confidence.tif"]
+    assert [path.read_bytes() for path in finals] == [b"earlier change.tif", b"earlier confidence.tif"]
+    assert (out / "change.tif.aux.xml").read_text() == "earlier statistics"
+
+
 def test_a_model_file_name_that_fits_is_written(tiny_model, tmp_path):
     """train and calibrate --out of 235 × 'm': the work done, then ENAMETOOLONG from the temporary name."""
     path = tmp_path / name_of_bytes(255, suffix=".pt")
