@@ -12,6 +12,7 @@ from qgis.core import Qgis
 
 from ..dependencies import (OWNED_FIRST, REQUIRED, UnusablePackage, owned_packages_folder, package_location,
                             python_executable, unusable_dependencies)
+from ..engine import core_package
 from ..paths import resources_dir
 from ..torch_installer import installed_version
 
@@ -56,10 +57,10 @@ def plugin_version() -> str:
 
 
 def _engine_version() -> str:
-    # The plugin's bundled copy, or another one a pip install of deepcl put first on the path.
-    import deepcl_core
-
-    return f"{deepcl_core.__version__} from {Path(deepcl_core.__file__).parent}"
+    # The copy the plugin runs: its bundled one once installed from the zip, where no top-level
+    # deepcl_core need exist (the repository's in the source tree).
+    core = importlib.import_module(core_package())
+    return f"{core.__version__} from {Path(core.__file__).parent}"
 
 
 def _package_text(module: str, problem: Optional[UnusablePackage], owned_folder: Path) -> str:

@@ -83,7 +83,7 @@ def test_no_zip_is_built_without_the_resources_git_does_not_hold(tmp_path, monke
 
 def test_qgis_loads_the_plugin_from_the_unpacked_zip(plugins_folder, tiny_model, tmp_path):
     """A fresh QGIS finds the plugin in a plugins folder, starts it, uses the bundled engine copy,
-    and runs a detection with it."""
+    runs a detection with it and names it in the Diagnostics."""
     folder = pair("dsifn", "4_4")
     script = tmp_path / "load.py"
     script.write_text(f"""
@@ -107,6 +107,8 @@ result = processing.run('deepcl:detectchanges', {{'BEFORE': {image(folder, 'befo
     'MODEL': {str(tiny_model)!r}, 'DEVICE': 'cpu', 'CHANGE': {str(tmp_path / 'c.tif')!r}, 'CONFIDENCE': {str(tmp_path / 'f.tif')!r}}})
 print('VALID', result['VALID_PIXELS'])
 print('CORE', sys.modules['deepcl.deepcl_core.detect'].__file__)
+from deepcl.dock.diagnostics import diagnostics
+print('DIAGNOSTICS_ENGINE', dict(diagnostics())['DeepCL engine'])
 print('SOURCE_CORE_IMPORTED', 'deepcl_core' in sys.modules)
 """, encoding="utf-8")
     env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
@@ -116,6 +118,8 @@ print('SOURCE_CORE_IMPORTED', 'deepcl_core' in sys.modules)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "VALID 65536" in done.stdout
     assert f"CORE {plugins_folder}/deepcl/deepcl_core/detect.py" in done.stdout
+    # The Diagnostics dialog named (or, without the repository on the path, failed on) a top-level deepcl_core
+    assert f" from {plugins_folder}/deepcl/deepcl_core\n" in done.stdout
     assert "SOURCE_CORE_IMPORTED False" in done.stdout
 
 
