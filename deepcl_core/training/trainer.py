@@ -285,8 +285,11 @@ def _copies_of_validation_pairs(pairs: Sequence[PairFiles], val: Sequence[PairFi
 
 
 def _size_and_digest(path: Path) -> Tuple[int, str]:
+    digest = hashlib.sha256()  # hashlib.file_digest is Python 3.11's
     with path.open("rb") as file:  # streamed: a before image may be larger than memory spared for it
-        return path.stat().st_size, hashlib.file_digest(file, "sha256").hexdigest()
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return path.stat().st_size, digest.hexdigest()
 
 
 def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[PairFiles],
