@@ -51,9 +51,15 @@ def releases_locals_on_error(function: Function) -> Function:
         try:
             return function(*args, **kwargs)
         except BaseException as error:
-            _clear_frames(error, set())
+            release_locals(error)
             raise
     return wrapper  # type: ignore[return-value]
+
+
+def release_locals(error: BaseException) -> None:
+    """The finished frames of ``error``'s traceback, and of the exceptions chained to it, drop their
+    local variables (see :func:`releases_locals_on_error`)."""
+    _clear_frames(error, set())
 
 
 def _clear_frames(error: Optional[BaseException], seen: Set[int]) -> None:

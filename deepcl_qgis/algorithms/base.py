@@ -6,18 +6,21 @@ import functools
 import logging
 import os
 import re
+import shutil
 import signal
+import tempfile
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsGeometry, QgsProcessingAlgorithm,
                        QgsProcessingContext, QgsProcessingException, QgsProcessingFeatureSource,
                        QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback,
                        QgsProcessingOutputLayerDefinition, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProcessingParameterNumber, QgsProperty, QgsProviderRegistry,
-                       QgsRasterLayer)
+                       QgsProcessingParameterEnum, QgsProcessingParameterNumber, QgsProcessingUtils, QgsProperty,
+                       QgsProviderRegistry, QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
@@ -273,6 +276,21 @@ def processing_run(process_algorithm: Callable) -> Callable:
     as Cancel (:func:`_cancelled_by_sigterm`)."""
     releases_locals_on_error = core_module("errors").releases_locals_on_error
     return _cancelled_by_sigterm(releases_locals_on_error(gdal_return_values(process_algorithm)))
+
+
+@contextmanager
+def run_folder(prefix: str) -> Iterator[Path]:
+    """A folder of the run's own in QGIS's temporary folder, for files of no use after it (left,
+    they stay until QGIS exits), removed however the run ends. On an error the traceback's frames
+    let go of their datasets first: Windows deletes no file GDAL holds open."""
+    work = Path(tempfile.mkdtemp(prefix=prefix, dir=QgsProcessingUtils.tempFolder()))
+    try:
+        yield work
+    except BaseException as error:
+        core_module("errors").release_locals(error)
+        raise
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def _cancelled_by_sigterm(process_algorithm: Callable) -> Callable:

@@ -2,8 +2,6 @@
 a reference label raster or polygons of changed areas."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -12,14 +10,14 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
+                       QgsProcessingParameterRasterLayer)
 
 from .. import accuracy, pair_checks
 from ..engine import core_module
 from ..report_html import metric_text, write_report
 from ..threshold_scale import THRESHOLDS
 from .base import (DeepCLAlgorithm, add_help, optional_number, processing_run, progress_to, raster_file,
-                   raster_input, typed_number_problem)
+                   raster_input, run_folder, typed_number_problem)
 
 METRICS = ["PRECISION", "RECALL", "F1", "IOU", "OA", "KAPPA"]
 COUNTS = ["TP", "FP", "FN", "TN"]
@@ -176,12 +174,8 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()
-        # The maps a model makes here are of no use after the run; left, they stay until QGIS exits
-        work = Path(tempfile.mkdtemp(prefix="deepcl_evaluation_", dir=QgsProcessingUtils.tempFolder()))
-        try:
+        with run_folder("deepcl_evaluation_") as work:  # for the maps a model makes
             return self._evaluate(parameters, context, feedback, work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
 
     def _evaluate(self, parameters: Dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
                   work: Path) -> Dict[str, Any]:

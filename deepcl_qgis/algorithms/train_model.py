@@ -2,8 +2,6 @@
 on a before/after raster pair with digitised changed areas."""
 from __future__ import annotations
 
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -11,13 +9,14 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessin
                        QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
-                       QgsProcessingParameterRasterLayer, QgsProcessingUtils)
+                       QgsProcessingParameterRasterLayer)
 
 from .. import pair_checks
 from ..engine import core_module
 from ..file_names import name_from
 from ..training_pair import write_pair_folder
-from .base import DeepCLAlgorithm, add_help, processing_run, progress_to, raster_file, raster_input
+from .base import (DeepCLAlgorithm, add_help, processing_run, progress_to, raster_file, raster_input,
+                   run_folder)
 
 
 class TrainModelAlgorithm(DeepCLAlgorithm):
@@ -162,18 +161,14 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
                          feedback: QgsProcessingFeedback) -> Dict[str, Any]:
         self.require_dependencies()
         training = core_module("training")
-        # The run's own files: a pair made from layers and the checkpoint (weights and optimiser
-        # state), of no use after the run as Processing cannot resume; left, they stay until QGIS exits.
-        work = Path(tempfile.mkdtemp(prefix="deepcl_training_", dir=QgsProcessingUtils.tempFolder()))
-        try:
+        # For a pair made from layers and the checkpoint, of no use after the run: Processing cannot resume
+        with run_folder("deepcl_training_") as work:
             options = self._options(parameters, context, feedback, training, work)
             with self.engine_errors(), self.engine_warnings_to(feedback):
                 try:
                     result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
                 except core_module("errors").Cancelled:
                     raise QgsProcessingException("Training cancelled; no model file was written.") from None
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
         metrics = result.best_metrics
         if metrics:
             feedback.pushInfo(f"Validation of the model written (epoch {result.best_epoch}'s weights, at its "

@@ -241,6 +241,41 @@ def test_a_cancelled_run_keeps_no_dataset_open(deepcl_provider, tmp_path):
     assert not {str(change), str(label)} & alive
 
 
+def test_a_run_cancelled_after_the_model_s_maps_closes_them_before_removing_them(deepcl_provider, tiny_model,
+                                                                                  tmp_path, monkeypatch):
+    """The maps a model made for the run were still open, held by the traceback's frames, when its
+    folder was removed: Windows deletes no file GDAL holds open, and they stayed until QGIS exited."""
+    import os
+    import shutil
+
+    from qgis.core import QgsProcessingException, QgsProcessingFeedback, QgsProcessingUtils
+
+    open_when_removed = {}
+    remove = shutil.rmtree
+
+    def noting_open_files(path, *args, **kwargs):
+        descriptors = (Path("/proc/self/fd") / name for name in os.listdir("/proc/self/fd"))
+        targets = {os.readlink(fd) for fd in descriptors if fd.is_symlink()}
+        open_when_removed[str(path)] = sorted(t for t in targets if t.startswith(str(path)))
+        return remove(path, *args, **kwargs)
+
+    class CancelWhenComparing(QgsProcessingFeedback):
+        def setProgressText(self, text: str) -> None:  # noqa: N802 (Qt's name)
+            super().setProgressText(text)
+            if text.startswith("Comparing"):
+                self.cancel()
+
+    monkeypatch.setattr(shutil, "rmtree", noting_open_files)
+    folder = pair("dsifn", "3_4")
+    temporary_before = set(Path(QgsProcessingUtils.tempFolder()).rglob("*"))
+    with pytest.raises(QgsProcessingException, match="Cancelled"):
+        run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
+                  "DEVICE": "cpu", "REFERENCE": image(folder, "label")}, CancelWhenComparing())
+    [still_open] = [files for path, files in open_when_removed.items() if "deepcl_evaluation_" in path]
+    assert still_open == []
+    assert set(Path(QgsProcessingUtils.tempFolder()).rglob("*")) - temporary_before == set()
+
+
 def test_a_reference_whose_nodata_is_0_still_counts_its_unchanged_pixels(deepcl_provider, tiny_model, tmp_path):
     """QGIS's Rasterize declares 0 nodata: read as the engine reads labels, 0 is no change."""
     folder = pair("levir", "test_77_0512_0256")
