@@ -135,6 +135,16 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         for warning in warnings:
             feedback.pushWarning(self.in_processing_words(warning))
 
+    @staticmethod
+    @contextmanager
+    def replacements_said(feedback: QgsProcessingFeedback, *paths: Optional[Path]) -> Iterator[None]:
+        """Around a run writing ``paths``: each that existed before it and was replaced, said in the
+        log. Processing writes over files without asking in batches (alike autofilled names)."""
+        existed = [path for path in paths if path is not None and path.exists()]
+        yield
+        for path in existed:
+            feedback.pushWarning(f"{path} existed and was replaced by this run's output.")
+
     def groupId(self) -> str:  # noqa: N802
         return "changedetection"
 

@@ -277,9 +277,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self.require_dependencies()
         detect = core_module("detect")
         outputs = self._outputs(parameters, context)
-        # Processing writes over files of the same name without asking in batches (autofilled names)
-        replaced = [path for path in (*outputs.rasters(), outputs.polygons) if path is not None and path.exists()]
-        with self.engine_errors():
+        with self.engine_errors(), self.replacements_said(feedback, *outputs.rasters(), outputs.polygons):
             options = self._options(parameters, context, detect)
             options.area = self._engine_area()
             result = detect.detect_changes(self._before.source, self._after.source, outputs, options,
@@ -290,8 +288,6 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                 warning = pair_checks.assigned_crs_warning(raster.crs, raster.name)
                 if warning:
                     feedback.pushWarning(warning)
-        for path in replaced:
-            feedback.pushWarning(f"{path} existed and was replaced by this run's output.")
         self._style_outputs(context, outputs, run_group_name(self._before.name, self._after.name, self._before.source,
                                                              self._after.source))
         return self._results(outputs, result)

@@ -197,7 +197,8 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         results[self.OUTPUT_HTML] = None  # every declared output, as detection's: a model's later step may ask
         if self._has(parameters, self.OUTPUT_HTML):
             report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
-            write_report(Path(report), metrics, change_name, reference_name)
+            with self.replacements_said(feedback, Path(report)):
+                write_report(Path(report), metrics, change_name, reference_name)
             results[self.OUTPUT_HTML] = report
         return results
 

@@ -164,7 +164,7 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         # For a pair made from layers and the checkpoint, of no use after the run: Processing cannot resume
         with run_folder("deepcl_training_") as work:
             options = self._options(parameters, context, feedback, training, work)
-            with self.engine_errors(), self.engine_warnings_to(feedback):
+            with self.engine_errors(), self.engine_warnings_to(feedback), self.replacements_said(feedback, options.out):
                 try:
                     result = training.train(options, progress=progress_to(feedback), cancel=feedback.isCanceled)
                 except core_module("errors").Cancelled:

@@ -32,6 +32,10 @@ def test_metrics_against_a_label_raster(deepcl_provider, tiny_model, tmp_path):
     report = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "F1 score" in report and f"{expected['f1']:.4f}" in report
     assert result["BRIER"] is None and "Brier" not in report  # a change map alone has no confidence
+    # A second report into the same file (batch rows with alike names) is said, as detection says it
+    again = error_recording_feedback()
+    run(ALG, {"CHANGE": change, "REFERENCE": image(folder, "label"), "OUTPUT_HTML": str(tmp_path / "r.html")}, again)
+    assert again.warnings == [f"{tmp_path / 'r.html'} existed and was replaced by this run's output."]
 
 
 def test_a_map_rightly_finding_no_change_reads_not_applicable_not_0(deepcl_provider, tmp_path):

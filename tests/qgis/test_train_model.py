@@ -55,6 +55,11 @@ def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     # folder, where each run left one until QGIS exited
     assert sorted(p.name for p in tmp_path.iterdir()) == ["levir", "tuned.pt"]
     assert not list(Path(QgsProcessingUtils.tempFolder()).rglob("*.ckpt"))
+    # Run again into the same file, as batch rows with alike names do: said, as detection says it
+    assert not [w for w in feedback.warnings if "replaced" in w]
+    again = recording_feedback()
+    run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN}, again)
+    assert f"{out} existed and was replaced by this run's output." in again.warnings
 
 
 def test_the_log_says_what_each_threshold_applies_to(deepcl_provider):
