@@ -228,8 +228,10 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
             except (TypeError, ValueError):  # unset, an expression, or not a number (precheck's)
                 continue
             if not definition.minimum() <= value <= definition.maximum():
-                return (f"{definition.description()} must be between {definition.minimum():g} and "
-                        f"{definition.maximum():g}; got {value:g}.")
+                low, high = _bounds(definition)
+                words = (f"between {low:g} and {high:g}" if low is not None and high is not None
+                         else f"at least {low:g}" if low is not None else f"at most {high:g}")
+                return f"{definition.description()} must be {words}; got {value:g}."
         return ""
 
     def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:
@@ -267,16 +269,24 @@ def _parameter_facts(parameter: QgsProcessingParameterDefinition) -> Iterator[st
         options = parameter.options()
         yield f"One of {', '.join(options)} (or their numbers, 0 to {len(options) - 1})."
     if isinstance(parameter, QgsProcessingParameterNumber):
-        low, high = parameter.minimum(), parameter.maximum()
-        if -1e300 < low and high < 1e300:  # Processing's unbounded ends are ±DBL_MAX
+        low, high = _bounds(parameter)
+        if low is not None and high is not None:
             yield f"From {low:g} to {high:g}."
-        elif -1e300 < low:
+        elif low is not None:
             yield f"At least {low:g}."
+        elif high is not None:
+            yield f"At most {high:g}."
     default = parameter.defaultValue()
     if default not in (None, "") and not parameter.isDestination():
         yield f"Default: {default:g}." if isinstance(default, float) else f"Default: {default}."
     elif parameter.flags() & QgsProcessingParameterDefinition.FlagOptional and not parameter.isDestination():
         yield "Optional."
+
+
+def _bounds(parameter: QgsProcessingParameterNumber) -> Tuple[Optional[float], Optional[float]]:
+    """The parameter's minimum and maximum, None for an open end (Processing's are ±DBL_MAX)."""
+    low, high = parameter.minimum(), parameter.maximum()
+    return (low if low > -1e300 else None), (high if high < 1e300 else None)
 
 
 def processing_run(process_algorithm: Callable) -> Callable:

@@ -281,6 +281,9 @@ def test_numbers_out_of_range_are_refused_in_words(deepcl_provider, tiny_model, 
     assert message == "Change threshold must be between 0.001 and 0.99; got 1.5."
     message = check_message(ALG, _params(folder, tiny_model, tmp_path, TILE_SIZE=0))
     assert message.startswith("Tile size") and message.endswith("; got 0.")
+    # A range open at the top: it read "must be between 0 and 1.79769e+308"
+    message = check_message(ALG, _params(folder, tiny_model, tmp_path, MIN_AREA=-1))
+    assert message == "Minimum polygon area (m²) must be at least 0; got -1."
 
 
 def test_a_tile_too_small_for_the_overlap_is_refused_before_the_run(deepcl_provider, tiny_model, tmp_path):
