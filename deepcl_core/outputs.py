@@ -74,6 +74,7 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
     ``make_folders``: a missing folder is fine when it can be made (the writer makes it), so that a
     refused run leaves no empty folders behind."""
     resolved_inputs = {Path(p).resolve() for p in inputs}
+    input_files = [p for p in resolved_inputs if p.is_file()]
     seen = set()
     for path in paths:
         if path is None:
@@ -85,7 +86,9 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
         if is_geopackage:
             _check_geopackage_path(path)
         target = path.resolve()
-        if target in resolved_inputs:
+        # Or the same file by another name: a hard link, or the name in other capitals where the
+        # file system ignores them (macOS), which putting the output in place would replace
+        if target in resolved_inputs or (path.is_file() and any(os.path.samefile(path, p) for p in input_files)):
             raise OutputError(f"output {path} is one of the input images; choose another file name")
         if target in seen:
             raise OutputError(f"{path} is given for two outputs; give each output its own file")

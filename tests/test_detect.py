@@ -715,6 +715,11 @@ def test_no_output_replaces_an_input_behind_a_name_or_the_mask(oscd_mismatch_pai
         detect_changes(before, after, outputs, DetectOptions(area=AreaOfInterest(mask=str(mask)), overwrite=True,
                                                              **FAST), model=tiny_model)
     assert mask.read_bytes() == kept and not outputs.change.exists()
+    # The before image by another name: a hard link here, as 'Before.tif' is 'before.tif' on macOS
+    os.link(before, tmp_path / "another_name.tif")
+    outputs = DetectOutputs(change=tmp_path / "another_name.tif", confidence=tmp_path / "confidence.tif")
+    with pytest.raises(OutputError, match="one of the input images"):
+        detect_changes(before, after, outputs, DetectOptions(overwrite=True, **FAST), model=tiny_model)
 
 
 def test_an_after_image_stored_transposed_is_aligned(oscd_mismatch_pair, tiny_model, tmp_path):
