@@ -109,11 +109,8 @@ def run_detect(args: argparse.Namespace) -> int:
                             overwrite=args.overwrite)
     outputs = DetectOutputs(change=args.change, confidence=args.confidence, distance=args.distance,
                             polygons=args.polygons)
-    progress = TerminalProgress("detect")
-    try:
+    with TerminalProgress("detect") as progress:
         result = detect_changes(args.before, args.after, outputs, options, progress=progress)
-    finally:
-        progress.finish()
     summary: Dict[str, object] = {
         "change": str(outputs.change), "confidence": str(outputs.confidence),
         "changed_pixels": result.changed_pixels, "valid_pixels": result.valid_pixels,

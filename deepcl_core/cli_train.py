@@ -73,18 +73,16 @@ def run_train(args: argparse.Namespace) -> int:
         crop=args.crop, batch_size=args.batch, iterations_per_epoch=args.iterations_per_epoch, lr=args.lr,
         bands=args.bands, weight_average=args.weight_average, calibrate=not args.no_calibrate,
         command_line=shlex.join(["deepcl", *sys.argv[1:]]))
-    progress = TerminalProgress("train", sys.stderr)  # today's stderr, not the one at import
     started = time.time()
     try:
-        result = train(options, progress=progress)
+        with TerminalProgress("train", sys.stderr) as progress:  # today's stderr, not the one at import
+            result = train(options, progress=progress)
     except KeyboardInterrupt:
         checkpoint = checkpoint_path_for(Path(options.out))
         kept = checkpoint.is_file() and checkpoint.stat().st_mtime >= started
         args.interrupted = (f"the checkpoint {checkpoint} keeps the last finished epoch: continue with the same "
                             "command and --resume" if kept else "no epoch had finished; no model file was written")
         raise
-    finally:
-        progress.finish()
     summary: Dict[str, Any] = {
         "model": str(result.out), "checkpoint": str(result.checkpoint), "epochs": result.epochs_completed,
         "best_epoch": result.best_epoch, "validation": result.best_metrics, "threshold": result.threshold,
@@ -137,8 +135,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     options = EvaluateOptions(model=args.model, data_dirs=args.data_dirs, pseudo_change=args.pseudo_change,
                               device=args.device, threshold=args.threshold, input_scale=args.input_scale,
                               tile_size=args.tile)
-    progress = TerminalProgress("evaluate", sys.stderr)
-    try:
+    with TerminalProgress("evaluate", sys.stderr) as progress:
         report = evaluate(options, progress=progress)
         if args.classical:
             from .classical import classical_report
@@ -146,8 +143,6 @@ def run_evaluate(args: argparse.Namespace) -> int:
             from .training import find_pairs
             bands = resolve_model(args.model).bands
             report["classical"] = classical_report(find_pairs(args.data_dirs), bands)
-    finally:
-        progress.finish()
     print_json(report)
     return 0
 

@@ -85,6 +85,31 @@ def test_good_run_prints_a_summary(oscd_mismatch_pair, tiny_model_path, tmp_path
     assert files_in(tmp_path) == ["change.tif", "changes.gpkg", "confidence.tif", "distance.tif"]
 
 
+def test_on_a_terminal_the_threshold_note_and_warnings_are_seen_whole(oscd_mismatch_pair, tiny_model_path, tmp_path):
+    """On a terminal the bar showed a message cut at 60 characters, and its next step overwrote it:
+    the first message, which says which threshold applies, was never seen there. A warning was
+    written on the bar's line, where its next step would overwrite it."""
+    import pty
+
+    controller, terminal = pty.openpty()
+    run = subprocess.Popen([sys.executable, "-m", "deepcl_core",
+                            *map(str, detect_args(*oscd_mismatch_pair, tmp_path, tiny_model_path, "--threshold", "0.3"))],
+                           stdout=subprocess.DEVNULL, stderr=terminal, env=deepcl_env(), cwd=ROOT)
+    os.close(terminal)
+    shown = b""
+    with contextlib.suppress(OSError):  # EIO once the run has closed the terminal
+        while chunk := os.read(controller, 4096):
+            shown += chunk
+    os.close(controller)
+    assert run.wait(timeout=120) == 0
+    # What stays on the screen: of each line (the terminal ends them \r\n), what its last \r leaves
+    lines = [line.rstrip("\r").split("\r")[-1] for line in shown.decode().split("\n")]
+    [first] = [line for line in lines if line.startswith("detect: before ")]
+    assert first.endswith("; threshold 0.3 (given; the model's here: 0.5) on the network's score"), lines
+    assert "deepcl: the model was never trained: its output is meaningless" in lines
+    assert lines[-2].startswith("detect [##############################] 100.0%"), lines
+
+
 def test_inputs_inside_a_zip_file(oscd_mismatch_pair, tiny_model_path, tmp_path):
     """/vsizip//… reaches GDAL with its double slash (argparse's type=Path folded it, so the zip
     itself was opened)."""
