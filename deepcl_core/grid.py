@@ -143,6 +143,11 @@ def check_north_up(geotransform: Sequence[float], width: int, height: int) -> No
 def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str, **options: Any) -> gdal.Dataset:
     """``dataset`` resampled onto ``target`` as a VRT (nothing copied), with an alpha band that
     marks where it has data; ``options``: more of ``gdal.WarpOptions`` (a cutline)."""
+    nodata = [dataset.GetRasterBand(index).GetNoDataValue() for index in range(1, dataset.RasterCount + 1)]
+    if all(value is not None for value in nodata):
+        # Each band keeps its nodata: a pixel one chosen band lacks is no data (read_window), where
+        # the alpha marks only pixels every band lacks, and the others' zeros would be read as ground
+        options = {"dstNodata": nodata, "warpOptions": ["INIT_DEST=NO_DATA"], **options}
     with collect_gdal_errors() as errors:
         warped = gdal.Warp("", dataset, options=gdal.WarpOptions(
             format="VRT", dstSRS=target.crs_wkt or None, outputBounds=target.bounds(), width=target.width,

@@ -328,6 +328,47 @@ def test_nodata_in_either_input_is_nodata_in_every_output(same_grid_pair, tiny_m
     assert sum(f["area_m2"] for f in features) == pytest.approx(result.valid_area_m2, rel=1e-3)
 
 
+def _with_a_strip_of_nodata(image: Path, path: Path, bands: List[int]) -> Path:
+    """``image`` with nodata 0 declared on every band and ``bands`` 0 in its top 40 rows."""
+    gdal.Translate(str(path), str(image), noData=0)
+    ds = gdal.Open(str(path), gdal.GA_Update)
+    for index in bands:
+        values = ds.GetRasterBand(index).ReadAsArray()
+        values[:40] = 0
+        ds.GetRasterBand(index).WriteArray(values)
+    return path
+
+
+@pytest.mark.parametrize("warped", ["after", "before"])
+def test_a_pixel_one_band_lacks_is_no_data_also_where_an_image_is_warped(oscd_mismatch_pair, tiny_model, tmp_path,
+                                                                          warped):
+    """The after image on another grid, or the before image cut by a mask, is warped, and the
+    warper's alpha marked only pixels that every band lacked: a strip where one band is nodata was
+    read as ground of value 0 (the band's nodata), and skewed the image's stretch too. On the
+    image's own grid such a pixel was no data, as it is now in both."""
+    from test_area_of_interest import pixel_edges, write_mask
+
+    before, after = oscd_mismatch_pair
+    area = None
+    if warped == "before":
+        box = [pixel_edges(before, column, row) for column, row in ((4, 4), (188, 4), (188, 156), (4, 156))]
+        area = AreaOfInterest(mask=str(write_mask(tmp_path / "mask.gpkg", box)))
+    validity = {}
+    for strip in ("one band", "all bands"):
+        image = _with_a_strip_of_nodata(before if warped == "before" else after, tmp_path / f"{strip}.tif",
+                                        [1] if strip == "one band" else [1, 2, 3, 4])
+        pair = (image, after) if warped == "before" else (before, image)
+        outputs = outputs_in(tmp_path / strip)
+        result = detect_changes(*pair, outputs, DetectOptions(area=area, **FAST), model=tiny_model)
+        validity[strip] = read_raster(outputs.change).values != CHANGE_NODATA
+        assert result.valid_pixels == validity[strip].sum()
+    # The same pixels are no data, but for one row at the strip's edge, which bilinear resampling
+    # fills from the valid row beside it in the band that lacks it (all bands lacking it, it is no data)
+    rows_that_differ = set(np.argwhere(validity["one band"] != validity["all bands"])[:, 0])
+    assert len(rows_that_differ) <= 1, rows_that_differ
+    assert validity["one band"][:30].sum() == 0 < validity["one band"][40:60].sum()
+
+
 @pytest.mark.parametrize("fill, as_stored", [(-9999, as_reflectance), (0, None)], ids=["reflectance_-9999", "uint16_0"])
 def test_fill_not_declared_nodata_is_warned_of(same_grid_pair, tiny_model, tmp_path, fill, as_stored):
     """A strip of fill without a nodata value (-9999 in reflectance, a black collar of 0 in the
