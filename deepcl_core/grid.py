@@ -143,6 +143,12 @@ def check_north_up(geotransform: Sequence[float], width: int, height: int) -> No
 def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str, **options: Any) -> gdal.Dataset:
     """``dataset`` resampled onto ``target`` as a VRT (nothing copied), with an alpha band that
     marks where it has data; ``options``: more of ``gdal.WarpOptions`` (a cutline)."""
+    _, dx, _, _, _, dy = target.geotransform
+    if dx < 0 or dy > 0:  # GDAL warps onto north-up grids only: the rows would come upside down
+        raise InputError(f"{what} cannot be put on the before image's grid, which is stored "
+                         f"{'south-up' if dy > 0 else 'east to west'} (its geotransform's pixel size is {dx:g} × "
+                         f"{dy:g}); warp the before image to a north-up grid first (Raster ▸ Projections ▸ Warp, "
+                         "or gdalwarp)")
     nodata = [dataset.GetRasterBand(index).GetNoDataValue() for index in range(1, dataset.RasterCount + 1)]
     if all(value is not None for value in nodata):
         # Each band keeps its nodata: a pixel one chosen band lacks is no data (read_window), where

@@ -328,6 +328,31 @@ def test_nodata_in_either_input_is_nodata_in_every_output(same_grid_pair, tiny_m
     assert sum(f["area_m2"] for f in features) == pytest.approx(result.valid_area_m2, rel=1e-3)
 
 
+def _stored_south_up(image: Path, path: Path) -> Path:
+    """``image``'s pixels stored bottom row first, under a geotransform of positive pixel height."""
+    source = gdal.Open(str(image))
+    x0, dx, _, y0, _, dy = source.GetGeoTransform()
+    stored = gdal.GetDriverByName("GTiff").CreateCopy(str(path), source)
+    stored.SetGeoTransform([x0, dx, 0.0, y0 + dy * source.RasterYSize, 0.0, -dy])
+    stored.WriteRaster(0, 0, source.RasterXSize, source.RasterYSize, source.ReadAsArray()[:, ::-1].tobytes())
+    return path
+
+
+def test_a_before_image_stored_south_up_is_refused_where_the_after_image_must_be_warped(oscd_mismatch_pair,
+                                                                                         tiny_model, tmp_path):
+    """GDAL warps onto north-up grids: the after image came upside down against the before image's
+    rows, and 68 % of a real pair read as changed. Two south-up images on one grid need no warp."""
+    before, after = oscd_mismatch_pair
+    south_up = _stored_south_up(before, tmp_path / "before.tif")
+    with pytest.raises(InputError, match=r"the after image cannot be put on the before image's grid, which is "
+                                         r"stored south-up .*; warp the before image to a north-up grid first"):
+        detect_changes(south_up, after, outputs_in(tmp_path / "warped"), DetectOptions(**FAST), model=tiny_model)
+    assert not list((tmp_path / "warped").iterdir())
+    both = outputs_in(tmp_path / "both")
+    result = detect_changes(south_up, south_up, both, DetectOptions(**FAST), model=tiny_model)
+    assert result.valid_pixels == 192 * 160 and grid_of(both.change) == grid_of(south_up)
+
+
 def _with_a_strip_of_nodata(image: Path, path: Path, bands: List[int]) -> Path:
     """``image`` with nodata 0 declared on every band and ``bands`` 0 in its top 40 rows."""
     gdal.Translate(str(path), str(image), noData=0)
