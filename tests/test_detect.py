@@ -178,6 +178,20 @@ def test_pixels_of_very_different_sizes_are_warned_of(oscd_mismatch_pair, tiny_m
         assert len(resolution) == 1 and resolution[0].startswith(f"the {coarsened} image's pixels are 4.0 times")
 
 
+def test_pixels_three_times_as_large_are_warned_of_as_the_warning_says(data_dir, tiny_model, tmp_path):
+    """A 30 m image (Landsat) beside a 10 m one in UTM: their pixels measured on the ground are
+    2.99999998 times as large, and went without the warning promised from 3 times on."""
+    images = {}
+    for role, size in (("before", 10), ("after", 30)):
+        images[role] = tmp_path / f"{role}.tif"
+        gdal.Warp(str(images[role]), str(data_dir / "oscd" / "bercy" / f"{role}.tif"), dstSRS="EPSG:32631",
+                  xRes=size, yRes=size, outputBounds=(453100, 5408000, 455800, 5412500), resampleAlg="average")
+    result = detect_changes(images["before"], images["after"], outputs_in(tmp_path / "out", distance=False),
+                            DetectOptions(**FAST), model=tiny_model)
+    assert [w for w in result.warnings if "pixels are" in w][0].startswith(
+        "the after image's pixels are 3.0 times as large as the before image's (30 m against 10 m)")
+
+
 def test_changed_area_is_reported_in_square_metres(oscd_run):
     _, _, _, result, _ = oscd_run
     # Sentinel-2 pixels: about 9.5 m × 10.4 m at 24° N in this EPSG:4326 grid.
