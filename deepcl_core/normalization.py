@@ -105,12 +105,13 @@ def normalize(pixels: np.ndarray, stretch: ImageStretch, spec: NormalizationSpec
     offset = ((-(low_value / span) - mean) / std).astype(np.float32)
     low, high = (-mean / std).astype(np.float32), ((1.0 - mean) / std).astype(np.float32)
     out = np.empty(pixels.shape, np.float32) if out is None else out
-    for band in range(pixels.shape[0]):
-        values = out[band]
-        np.multiply(pixels[band], scale[band], out=values, dtype=np.float32)
-        values += offset[band]
-        np.maximum(values, low[band], out=values)
-        np.minimum(values, high[band], out=values)
+    with np.errstate(over="ignore"):  # a nodata value of float32's lowest overflows; such pixels are set to 0 below
+        for band in range(pixels.shape[0]):
+            values = out[band]
+            np.multiply(pixels[band], scale[band], out=values, dtype=np.float32)
+            values += offset[band]
+            np.maximum(values, low[band], out=values)
+            np.minimum(values, high[band], out=values)
     if valid is None:
         out[np.isnan(out)] = 0.0
     elif not valid.all():  # one pass for both: NaN and every other invalid pixel

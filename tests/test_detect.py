@@ -299,6 +299,29 @@ def as_reflectance(source: Path, target: Path, nan_block=None) -> Path:
     return target
 
 
+def test_nodata_of_float32s_lowest_value_is_set_aside_without_a_numpy_warning(same_grid_pair, tiny_model,
+                                                                                tmp_path):
+    """numpy's "overflow encountered in multiply" reached stderr (QGIS's too): the nodata pixels
+    were stretched with the rest before being set to 0."""
+    import warnings
+
+    before, after = same_grid_pair
+    lowest = float(np.finfo(np.float32).min)
+    image = as_reflectance(after, tmp_path / "after.tif")
+    ds = gdal.Open(str(image), gdal.GA_Update)
+    for index in range(1, ds.RasterCount + 1):
+        band = ds.GetRasterBand(index)
+        values = band.ReadAsArray()
+        values[40:60, 50:120] = lowest
+        band.WriteArray(values)
+        band.SetNoDataValue(lowest)
+    ds = None
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        result = detect_changes(before, image, outputs_in(tmp_path / "out"), DetectOptions(**FAST), model=tiny_model)
+    assert result.valid_pixels == 192 * 160 - 20 * 70
+
+
 def test_float_reflectance_gives_the_same_result_as_16_bit(same_grid_pair, tiny_model, tmp_path):
     """Normalisation stretches each image by its own percentiles: Sentinel-2 digital numbers
     (UInt16) and the same data as Float32 reflectance give the same change map."""
