@@ -173,7 +173,7 @@ def run_calibrate(args: argparse.Namespace) -> int:
     from .training.calibration import calibrate_model
 
     calibration = calibrate_model(args.model or bundled_model_path(), args.data_dirs, args.out, args.device,
-                                  args.tile, args.overwrite)
+                                  args.tile, args.overwrite, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
     print_json({"model": str(args.out), **calibration})
     return 0
 

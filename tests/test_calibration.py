@@ -140,6 +140,40 @@ def test_coarse_pairs_get_their_own_threshold(tiny_model_path, tmp_path, capsys)
     assert coarse_model.platt_scaling == load_model(tiny_model_path).platt_scaling
 
 
+@pytest.mark.skipif(not (DATA / "oscd" / "bercy").is_dir(), reason="real data not found")
+def test_a_recalibrated_model_says_so_and_keeps_the_record_of_what_it_kept(tmp_path, capsys, monkeypatch):
+    """`deepcl info` after calibrate showed training's validation metrics as those of the model as
+    written (they were of thresholds it no longer had), nothing of the calibration run, and after
+    calibrating on aerial pairs no record of where the Sentinel-2 threshold it kept came from."""
+    import sys
+
+    from test_training import small_options
+    from deepcl_core.training import train
+
+    trained = train(small_options(tmp_path / "trained.pt", epochs=1)).out
+    sentinel, levir = DATA / "oscd" / "bercy", VAL_DIRS[0]
+    for name, model, folders in (("both.pt", trained, (sentinel, levir)),
+                                 ("aerial.pt", tmp_path / "both.pt", (levir,))):
+        arguments = ["calibrate", "--model", str(model), "--out", str(tmp_path / name), "--device", "cpu",
+                     *map(str, folders)]
+        monkeypatch.setattr(sys, "argv", ["deepcl", *arguments])
+        assert main(arguments) == 0
+        capsys.readouterr()
+    both, aerial = (load_model(tmp_path / name).provenance for name in ("both.pt", "aerial.pt"))
+    assert "validation_metrics" not in both
+    assert both["validation_metrics_before_recalibration"] == load_model(trained).provenance["validation_metrics"]
+    [recalibration] = both["recalibrations"]
+    assert recalibration["command_line"] == f"deepcl calibrate --model {trained} --out {tmp_path / 'both.pt'} " \
+                                            f"--device cpu {sentinel} {levir}"
+    assert sorted(pair["before"] for pair in recalibration["pairs"]) == sorted(
+        str(image.resolve()) for folder in (sentinel, levir) for image in folder.glob("before.*"))
+    assert recalibration["calibrated_with"].startswith("deepcl ") and recalibration["created_utc"]
+    assert len(aerial["recalibrations"]) == 2 and aerial["recalibrations"][0] == recalibration
+    kept = aerial["threshold_calibration"]
+    assert kept["kept_by_pixel_size"] and kept["pairs"] == [levir.name]
+    assert kept["by_pixel_size"] == both["threshold_calibration"]["by_pixel_size"] != []
+
+
 def test_calibrating_on_aerial_pairs_keeps_the_coarse_settings(tiny_model_path, tmp_path, capsys):
     """A user calibrating the bundled model on their aerial pairs must not lose its Sentinel-2
     threshold and enlargement, which those pairs say nothing about."""

@@ -31,6 +31,7 @@ from ..outputs import check_output_paths
 from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_overlap
 from .inference import predict_pair
 from .pairs import LoadedPair, find_pairs, load_pairs
+from .provenance import record_recalibration
 
 # A coarse grid (finer steps only fit the validation pairs' noise), finer at the low end where
 # rare, faint change (10 m imagery) puts its best threshold: the bundled model's best on its 10 m
@@ -200,7 +201,8 @@ def apply_calibration(bundle: ModelBundle, calibration: Calibration, keep_unmeas
     calibration["previous_threshold"] = bundle.threshold
     coarse = [(float(c["min_pixel_size_m"]), c) for c in calibration["by_pixel_size"]]
     if keep_unmeasured and not coarse:
-        calibration["kept_by_pixel_size"] = "the model's (no coarse pair)"
+        calibration["kept_by_pixel_size"] = "the model's (no coarse pair), as its earlier calibration chose them"
+        calibration["by_pixel_size"] = bundle.provenance.get("threshold_calibration", {}).get("by_pixel_size", [])
     else:
         bundle.thresholds_by_pixel_size = tuple((size, float(c["threshold"])) for size, c in coarse)
         bundle.input_scales_by_pixel_size = tuple((size, int(c["input_scale"])) for size, c in coarse)
@@ -262,11 +264,13 @@ def _is_coarse(pair: LoadedPair) -> bool:
 @gdal_return_values
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
-                    tile: int = DEFAULT_TILE, overwrite: bool = False) -> Calibration:
+                    tile: int = DEFAULT_TILE, overwrite: bool = False, command_line: str = "") -> Calibration:
     """Choose ``model``'s thresholds on the labelled pairs below ``data_dirs`` and write the model,
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``; another existing file
     only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size
-    without pairs stay the model's. Returns the calibration."""
+    without pairs stay the model's, with the record of the calibration that chose them. The
+    provenance records the recalibration (``command_line``: the command that asked for it).
+    Returns the calibration."""
     overlap = tile_overlap(tile)
     # Detection's rules, before any work: tiles it refuses ran here on NaN scores (an overlap wider
     # than the tile) or crashed (a tile step of 0)
@@ -282,5 +286,6 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile,
                                       overlap)
     apply_calibration(bundle, calibration, keep_unmeasured=True)
+    record_recalibration(bundle.provenance, files, command_line)
     save_model(bundle, out)
     return calibration

@@ -64,6 +64,18 @@ def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles],
     })
 
 
+def record_recalibration(provenance: Dict[str, Any], pairs: Sequence[PairFiles], command_line: str) -> None:
+    """A model calibrated anew (``deepcl calibrate``): when, by what and on which pairs, in its list
+    of ``recalibrations``; its training's ``validation_metrics``, of the thresholds it had, become
+    ``validation_metrics_before_recalibration`` (they read as those of the model as written)."""
+    if "validation_metrics" in provenance:
+        provenance["validation_metrics_before_recalibration"] = provenance.pop("validation_metrics")
+    provenance.setdefault("recalibrations", []).append(plain({
+        "calibrated_with": f"deepcl {__version__} calibrate",
+        "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "command_line": command_line, "pairs": _pair_list(pairs)}))
+
+
 def _pair_list(pairs: Sequence[PairFiles]) -> List[Dict[str, str]]:
     return [pair.resolved().to_dict() for pair in pairs]
 
