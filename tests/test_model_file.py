@@ -177,10 +177,13 @@ def test_a_raster_or_a_checkpoint_is_named_for_what_it_is(tmp_path):
         load_model(VAL_DIRS[0] / "before.png")
     assert "is of another format (a model file is a PyTorch archive, .pt)" in str(caught.value)
     assert "weights_only" not in str(caught.value)
-    save_checkpoint({"epoch": 1}, tmp_path / "model.pt.ckpt")
-    with pytest.raises(ModelFileError, match="is a training checkpoint, not a model file: continue its training "
-                                             "with --resume"):
+    save_checkpoint({"epoch": 3}, tmp_path / "model.pt.ckpt")
+    with pytest.raises(ModelFileError) as caught:  # no model beside it: the run was interrupted
         load_model(tmp_path / "model.pt.ckpt")
+    assert str(caught.value) == (f"{tmp_path / 'model.pt.ckpt'} is a training checkpoint, not a model file: training "
+                                 "writes the model (model.pt) when its last epoch ends; continue it with --resume, or "
+                                 "write the model of the 3 epoch(s) it holds with the same train command and --resume "
+                                 "--epochs 3")
 
 
 def test_a_folder_is_named_as_one(tmp_path):
