@@ -369,6 +369,12 @@ def test_a_copy_of_a_training_pair_given_for_validation_is_left_out_of_training(
     assert [p.name for p in val_pairs] == ["copied"]
     assert TRAIN_DIRS[0].name not in [p.name for p in train_pairs] and len(train_pairs) == len(TRAIN_DIRS) - 1
     assert f"training pair {TRAIN_DIRS[0].name} left out: its before image is validation pair copied's" in caplog.text
+    # The folder itself given for validation too: left out as silently as a copy was not
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deepcl_core.training.trainer"):
+        train_pairs, _ = _split(small_options(tmp_path / "m.pt", val_dirs=[TRAIN_DIRS[1]]))
+    assert TRAIN_DIRS[1].name not in [p.name for p in train_pairs] and len(train_pairs) == len(TRAIN_DIRS) - 1
+    assert f"training pair {TRAIN_DIRS[1].name} left out: it is validation pair {TRAIN_DIRS[1].name}" in caplog.text
 
 
 BUNDLED = Path(__file__).resolve().parents[1] / "resources" / "models" / "deepcl_default.pt"

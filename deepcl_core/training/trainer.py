@@ -255,7 +255,11 @@ def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
         if not val:
             raise InputError(f"the validation split is empty: no labelled pairs below "
                              f"{', '.join(str(d) for d in options.val_dirs)}")
-        held_out = {p.before.resolve() for p in val}
+        held_out = {p.before.resolve(): p.name for p in val}
+        for pair in pairs:
+            if pair.before.resolve() in held_out:
+                LOG.warning("training pair %s left out: it is validation pair %s", pair.name,
+                            held_out[pair.before.resolve()])
         copies = _copies_of_validation_pairs([p for p in pairs if p.before.resolve() not in held_out], val)
         for pair, original in copies.items():
             LOG.warning("training pair %s left out: its before image is validation pair %s's, copied", pair, original)
