@@ -95,6 +95,17 @@ def test_cli_calibrate_rewrites_only_the_threshold(tiny_model_path, tmp_path, ca
     assert all(np.array_equal(before.state_dict[k], after.state_dict[k]) for k in before.state_dict)
 
 
+def test_cli_calibrate_writes_only_pt_model_files(tiny_model_path, tmp_path, capsys):
+    """As training: a name without .pt ("models/" becomes "models") was written as the model."""
+    assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / "calibrated.txt"),
+                 "--device", "cpu", *map(str, VAL_DIRS)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"deepcl: error: --out {tmp_path / 'calibrated.txt'} is not a model file name; give one ending in .pt, such "
+        f"as {tmp_path / 'calibrated.pt'}, or {tmp_path / 'calibrated.txt' / 'model.pt'} to write into the folder "
+        f"{tmp_path / 'calibrated.txt'}")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_cli_calibrate_without_pairs_exits_2(tiny_model_path, tmp_path, capsys):
     assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(tmp_path / "x.pt"),
                  str(tmp_path)]) == 2

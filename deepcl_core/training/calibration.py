@@ -30,6 +30,7 @@ from ..model_file import ModelBundle, load_model, save_model
 from ..outputs import check_output_paths
 from ..tiling import DEFAULT_OVERLAP, DEFAULT_TILE, tile_overlap
 from .inference import predict_pair
+from .options import check_model_file_name
 from .pairs import LoadedPair, find_pairs, load_pairs
 from .provenance import record_recalibration
 
@@ -281,6 +282,7 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
         raise InputError(f"no labelled pairs found below {', '.join(str(d) for d in data_dirs)}")
     check_output_paths([out], [path for pair in files for path in pair.files()],
                        overwrite=overwrite or Path(out).resolve() == Path(model).resolve(), make_folders=True)
+    check_model_file_name(Path(out))  # as training's: detection opens .pt files
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target, copy=False)
     calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile,

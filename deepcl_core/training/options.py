@@ -86,14 +86,18 @@ class TrainOptions:
             raise InputError(f"--out {self.out} is a folder; give a model file name such as model.pt")
 
     def check_model_file_name(self) -> None:
-        """``out`` ends in .pt: "models/" reaches here as "models" (Path drops the slash) and would
-        become a file of that name; detection and evaluation open .pt model files, as Processing's
-        training requires. Apart from :meth:`validate`, so that an --out that is one of the pairs'
-        files is refused as such first."""
-        out = Path(self.out)
-        if out.suffix.lower() != ".pt":
-            raise InputError(f"--out {out} is not a model file name; give one ending in .pt, such as "
-                             f"{out.with_suffix('.pt')}, or {out / 'model.pt'} to write into the folder {out}")
+        """:func:`check_model_file_name` of ``out``. Apart from :meth:`validate`, so that an --out
+        that is one of the pairs' files is refused as such first."""
+        check_model_file_name(Path(self.out))
+
+
+def check_model_file_name(out: Path) -> None:
+    """``out`` ends in .pt: "models/" reaches here as "models" (Path drops the slash) and would
+    become a file of that name; detection and evaluation open .pt model files, as Processing's
+    training requires."""
+    if out.suffix.lower() != ".pt":
+        raise InputError(f"--out {out} is not a model file name; give one ending in .pt, such as "
+                         f"{out.with_suffix('.pt')}, or {out / 'model.pt'} to write into the folder {out}")
 
 
 @dataclass
