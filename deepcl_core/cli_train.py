@@ -170,10 +170,13 @@ def add_calibrate_parser(commands: argparse._SubParsersAction) -> None:
 
 def run_calibrate(args: argparse.Namespace) -> int:
     from .detect import bundled_model_path
+    from .progress import TerminalProgress
     from .training.calibration import calibrate_model
 
-    calibration = calibrate_model(args.model or bundled_model_path(), args.data_dirs, args.out, args.device,
-                                  args.tile, args.overwrite, command_line=shlex.join(["deepcl", *sys.argv[1:]]))
+    with TerminalProgress("calibrate", sys.stderr) as progress:
+        calibration = calibrate_model(args.model or bundled_model_path(), args.data_dirs, args.out, args.device,
+                                      args.tile, args.overwrite, command_line=shlex.join(["deepcl", *sys.argv[1:]]),
+                                      progress=progress)
     print_json({"model": str(args.out), **calibration})
     return 0
 

@@ -3,6 +3,7 @@ training and ``deepcl calibrate`` on real pairs writing the chosen threshold int
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import replace
 
@@ -88,9 +89,13 @@ def test_cli_calibrate_rewrites_only_the_threshold(tiny_model_path, tmp_path, ca
     out = tmp_path / "calibrated.pt"
     assert main(["calibrate", "--model", str(tiny_model_path), "--out", str(out), "--device", "cpu",
                  *map(str, VAL_DIRS)]) == 0
-    printed = json.loads(capsys.readouterr().out)
+    captured = capsys.readouterr()
+    printed = json.loads(captured.out)
     before, after = load_model(tiny_model_path), load_model(out)
     assert after.threshold == printed["threshold"] and printed["previous_threshold"] == before.threshold
+    # Progress as train and evaluate give it (it was silent until the JSON: minutes on Sentinel-2 scenes)
+    progress = [re.fullmatch(r"calibrate: +[\d.]+% +[\d.]+s (.*)", line) for line in captured.err.splitlines()]
+    assert [line[1] for line in progress if line] == ["loading 1 pairs", "pair val_27_0000_0256", "done"]
     assert after.provenance["threshold_calibration"]["pairs"] == ["val_27_0000_0256"]
     assert all(np.array_equal(before.state_dict[k], after.state_dict[k]) for k in before.state_dict)
 

@@ -14,13 +14,13 @@ a building of 10 m imagery spans a few pixels, fewer than the encoder's coarsest
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Sequence, Tuple, TypedDict
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict
 
 import numpy as np
 import torch
 
 from ..confidence_calibration import LogitHistogram, PlattScaling, fit_platt_scaling
-from ..detect import DetectOptions
+from ..detect import DetectOptions, ProgressCallback
 from ..device import resolve_device
 from ..errors import InputError, releases_locals_on_error
 from ..gdal_utils import gdal_return_values
@@ -107,7 +107,8 @@ def confusions_at_calibrated_thresholds(pairs: Sequence[LoadedPair], probabiliti
 
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
-                        tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP) -> Calibration:
+                        tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
+                        progress: Optional[ProgressCallback] = None) -> Calibration:
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
     coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone together
     with their input scale, and the model's own threshold, chosen on the others (on all pairs,
@@ -115,16 +116,19 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     network's score a probability on its pairs (at its input scale); its threshold is the chosen
     score's probability, so the change map stays the one of the chosen score.
     Returns {"threshold", "score_threshold", "platt_scaling", "f1", "f1_at_0.5", "pairs",
-    "by_pixel_size", …} for the provenance."""
+    "by_pixel_size", …} for the provenance. ``progress(fraction, message)``: each run of the network."""
     check_calibration_pairs(pairs)
     network.eval()
     coarse = {p.name for p in pairs if _is_coarse(p)}
     fine = _Scores()
     by_scale = {scale: _Scores() for scale in INPUT_SCALES} if coarse else {}
-    for pair in pairs:
-        for scale, target in by_scale.items() if pair.name in coarse else [(1, fine)]:
-            probability, _ = predict_pair(network, pair, device, tile, overlap, scale=scale)
-            target.add(probability, pair)
+    runs = [(pair, scale, target) for pair in pairs
+            for scale, target in (by_scale.items() if pair.name in coarse else [(1, fine)])]
+    for done, (pair, scale, target) in enumerate(runs):
+        if progress is not None:  # a coarse pair runs at each enlargement: minutes for a Sentinel-2 scene
+            progress(done / len(runs), f"pair {pair.name}" + (f", enlarged {scale}×" if pair.name in coarse else ""))
+        probability, _ = predict_pair(network, pair, device, tile, overlap, scale=scale)
+        target.add(probability, pair)
     as_they_are = by_scale.get(1, _Scores())
     general = fine if len(coarse) < len(pairs) else fine + as_they_are
     chosen = best_threshold(general.counts)
@@ -265,13 +269,15 @@ def _is_coarse(pair: LoadedPair) -> bool:
 @gdal_return_values
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: str = "auto",
-                    tile: int = DEFAULT_TILE, overwrite: bool = False, command_line: str = "") -> Calibration:
+                    tile: int = DEFAULT_TILE, overwrite: bool = False, command_line: str = "",
+                    progress: Optional[ProgressCallback] = None) -> Calibration:
     """Choose ``model``'s thresholds on the labelled pairs below ``data_dirs`` and write the model,
     otherwise unchanged, to ``out`` (atomically: ``out`` may be ``model``; another existing file
     only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size
     without pairs stay the model's, with the record of the calibration that chose them. The
     provenance records the recalibration (``command_line``: the command that asked for it).
-    Returns the calibration."""
+    ``progress(fraction, message)``: loading the pairs, then each run of the network. Returns the
+    calibration."""
     overlap = tile_overlap(tile)
     # Detection's rules, before any work: tiles it refuses ran here on NaN scores (an overlap wider
     # than the tile) or crashed (a tile step of 0)
@@ -285,8 +291,12 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     check_model_file_name(Path(out))  # as training's: detection opens .pt files
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target, copy=False)
+    if progress is not None:
+        progress(0.0, f"loading {len(files)} pairs")
     calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile,
-                                      overlap)
+                                      overlap, progress)
+    if progress is not None:
+        progress(1.0, "done")
     apply_calibration(bundle, calibration, keep_unmeasured=True)
     record_recalibration(bundle.provenance, files, command_line)
     save_model(bundle, out)
