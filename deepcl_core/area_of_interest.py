@@ -36,6 +36,8 @@ class AreaOfInterest:
         if self.mask is not None:
             object.__setattr__(self, "mask", os.fspath(self.mask))
         if self.extent is not None:
+            if len(self.extent) != 4:
+                raise InputError(f"an extent is four numbers, x min, y min, x max, y max; got {self.extent}")
             x0, y0, x1, y1 = self.extent
             if not all(math.isfinite(v) for v in self.extent) or x0 >= x1 or y0 >= y1:
                 raise InputError(f"an extent is x min, y min, x max, y max with min < max; got {self.extent}")

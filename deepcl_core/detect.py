@@ -97,6 +97,8 @@ class DetectOptions:
         """Refuse values detection cannot use, in words; numbers of other types (numpy's, from a
         notebook or a data frame) become Python's, which GDAL's bindings take."""
         self._as_python_numbers()
+        if self.area is not None and not isinstance(self.area, AreaOfInterest):
+            raise InputError(f"area must be an AreaOfInterest (an extent, a mask or both); got {self.area!r}")
         if self.tile_size < NETWORK_MULTIPLE or self.tile_size % NETWORK_MULTIPLE:
             raise InputError(f"tile size must be a multiple of {NETWORK_MULTIPLE} and at least "
                              f"{NETWORK_MULTIPLE}; got {self.tile_size}")

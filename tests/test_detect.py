@@ -1289,7 +1289,11 @@ def test_numpy_numbers_and_paths_are_taken_and_other_types_refused_in_words(same
                          r"give the options as a DetectOptions\(…\); got a dict"),
                         (lambda: detect_changes(before, after, (outputs.change, outputs.confidence), model=tiny_model),
                          r"give the outputs as a DetectOutputs\(…\); got a tuple"),
-                        (lambda: DetectOutputs(None, tmp_path / "f.tif"), "change and the confidence maps both")):
+                        (lambda: DetectOutputs(None, tmp_path / "f.tif"), "change and the confidence maps both"),
+                        # An extent given as the area ("'tuple' object has no attribute 'restrict'"), or of 3 numbers
+                        (lambda: detect_changes(before, after, outputs, DetectOptions(area=(x0, y0, x0 + 1, y0 + 1)),
+                                                model=tiny_model), r"area must be an AreaOfInterest \(an extent"),
+                        (lambda: AreaOfInterest((x0, y0, x0 + 1)), "an extent is four numbers")):
         with pytest.raises(InputError, match=words):
             call()
     assert not (tmp_path / "kinds").exists() or not list((tmp_path / "kinds").iterdir())

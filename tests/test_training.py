@@ -313,6 +313,15 @@ def test_resume_knows_its_run_under_another_spelling_of_the_data_folders(tmp_pat
     assert load_checkpoint(checkpoint)["val_pairs"] == [str((VAL_DIRS[0] / "before.png").resolve())]
 
 
+def test_folders_of_pairs_given_as_one_string_are_refused_in_words(tmp_path):
+    """A Python caller's data_dirs="pairs" was searched letter by letter: "data folder not found: p"."""
+    with pytest.raises(InputError, match=r"folders of pairs come as a list; got the one folder 'pairs': "
+                                         r"give \['pairs'\]"):
+        find_pairs("pairs")
+    with pytest.raises(InputError, match="folders of pairs come as a list"):
+        train(small_options(tmp_path / "m.pt", data_dirs=str(TRAIN_DIRS[0])))
+
+
 def test_an_out_that_is_not_a_pt_file_is_refused(tmp_path, capsys):
     """`--out newmodels/` (a folder to be) reaches train as "newmodels" and became a model file of
     that name beside newmodels.ckpt; a model file name must end in .pt."""

@@ -85,6 +85,8 @@ def find_pairs(data_dirs: Sequence[os.PathLike]) -> List[PairFiles]:
     """All complete pairs below ``data_dirs`` (searched recursively), sorted by path, each found once.
     An incomplete pair is skipped with a warning that says what it lacks, since a user who left a
     file out expects to train or evaluate on that pair too."""
+    if isinstance(data_dirs, (str, bytes, os.PathLike)):  # would be searched letter by letter
+        raise InputError(f"folders of pairs come as a list; got the one folder {data_dirs!r}: give [{data_dirs!r}]")
     folders: Dict[Path, Path] = {}  # each folder searched once, when data folders overlap
     for data_dir in data_dirs:
         root = Path(data_dir)
