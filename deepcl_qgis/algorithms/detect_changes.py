@@ -337,6 +337,9 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         source = self.parameterAsSource(parameters, self.MASK, context)
         if source is None:
             raise QgsProcessingException("The mask layer could not be read.")
+        if source.sourceExtent().isNull():  # no feature, or none with a geometry: its extent is infinite
+            raise QgsProcessingException(f"The mask layer {source.sourceName()} holds no polygon; draw the area to "
+                                         "detect inside, or choose another layer.")
         from qgis.core import QgsCoordinateTransform  # only needed with a mask
         transform = QgsCoordinateTransform(source.sourceCrs(), before.crs(), context.transformContext())
         return transform.transformBoundingBox(source.sourceExtent())

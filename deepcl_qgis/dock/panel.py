@@ -334,13 +334,17 @@ class DeepCLDock(QgsDockWidget):
                             "Choose another output folder.")
             return
         self.run_group = GROUP_PREFIX + title
-        self.run = DetectionRun(self.parameters(), self.project, self)
-        problem = self.run.problem()
+        run = DetectionRun(self.parameters(), self.project, self)
+        try:
+            problem = run.problem()
+        except BaseException:  # a check's own fault: the panel must stay usable, and leave no folder
+            self._discard_run_folder()
+            raise
         if problem:
             self._discard_run_folder()
-            self.run = None
             self.show_error(problem)
             return
+        self.run = run
         self.run.progress.connect(self._on_progress)
         self.run.message.connect(self.form.status_label.setText)
         self.run.finished.connect(self._on_finished)

@@ -177,6 +177,10 @@ def test_mask_layer_leaves_nodata_outside_the_polygons(deepcl_provider, tiny_mod
     assert change[5, 75] == 255 and change[150, 5] != 255  # nodata outside the triangle only
     assert result["VALID_PIXELS"] == int((change != 255).sum())
     assert 0.45 * 160 * 80 < result["VALID_PIXELS"] < 0.55 * 160 * 80
+    # A mask without polygons (a new layer not drawn on yet): an OverflowError from its infinite extent
+    empty = QgsVectorLayer("Polygon?crs=EPSG:4326", "new districts", "memory")
+    assert check_message(ALG, _params(oscd_crop, tiny_model, tmp_path / "empty", MASK=empty)) == (
+        "The mask layer new districts holds no polygon; draw the area to detect inside, or choose another layer.")
 
 
 def test_batch_of_pairs(deepcl_provider, tiny_model, tmp_path):

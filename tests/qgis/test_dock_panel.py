@@ -344,6 +344,27 @@ def test_inside_polygons_without_a_polygon_layer_is_refused_in_words(panel, oscd
     assert dock.form.error_label.text() == "Choose the polygon layer to detect inside, or another Area."
 
 
+def test_inside_a_polygon_layer_without_polygons_is_refused_in_words_and_the_panel_stays_usable(panel, oscd_crop,
+                                                                                                 tmp_path):
+    """A new, still empty layer of districts: its infinite extent ended the check in an OverflowError,
+    the panel was left 'running' (Detect did nothing until QGIS restarted) and the run's folder stayed."""
+    from deepcl_qgis.dock.form import POLYGONS, WHOLE_IMAGE
+
+    before, _ = _project_with_pairs(oscd_crop)
+    empty = _squares_layer(before, [])
+    dock = panel()
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(POLYGONS))
+    dock.form.area_layer_combo.setLayer(empty)
+    dock.form.run_button.click()
+    assert not dock.is_running()
+    assert dock.form.error_label.text() == ("The mask layer districts holds no polygon; draw the area to detect inside, "
+                                            "or choose another layer.")
+    assert list((tmp_path / "out").iterdir()) == []
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(WHOLE_IMAGE))
+    _run(dock)
+    assert dock.form.summary_label.text().startswith("Changed")
+
+
 def test_cancel_mid_run_leaves_nothing(panel, tmp_path):
     from qgis.core import QgsApplication, QgsProject
 
