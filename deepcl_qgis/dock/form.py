@@ -66,6 +66,7 @@ class PanelForm(QWidget):
                                    "ones when some are selected); nodata outside them.")
         self.area_layer_combo = QgsMapLayerComboBox()
         self.area_layer_combo.setFilters(QgsMapLayerProxyModel.PolygonLayer)
+        self.area_layer_combo.setAllowEmptyLayer(True)  # once its layer is removed: not the next one, unasked
         self.area_layer_combo.setToolTip("The polygons to detect inside: the selected ones, or all when none is "
                                          "selected.")
         self.area_layer_combo.hide()  # shown for "Inside polygons" only

@@ -93,8 +93,8 @@ class DeepCLDock(QgsDockWidget):
         self.cancel()
 
     def _on_layers_removed(self, layer_ids: List[str]) -> None:
-        # Left to itself a combo moves to the next layer, e.g. the before layer in both
-        for combo in (self.form.before_combo, self.form.after_combo):
+        # Left to itself a combo moves to the next layer, e.g. the before layer in both, or other polygons
+        for combo in (self.form.before_combo, self.form.after_combo, self.form.area_layer_combo):
             if combo.currentLayer() is not None and combo.currentLayer().id() in layer_ids:
                 combo.setLayer(None)
 
@@ -222,7 +222,10 @@ class DeepCLDock(QgsDockWidget):
         self.form.bands_after.fill(layer)
 
     def _on_area_changed(self, _index: int) -> None:
-        self.form.area_layer_combo.setVisible(self.form.area_combo.currentData() == POLYGONS)
+        combo = self.form.area_layer_combo
+        combo.setVisible(self.form.area_combo.currentData() == POLYGONS)
+        if combo.isVisibleTo(self) and combo.currentLayer() is None and combo.count() > 1:
+            combo.setCurrentIndex(1)  # the first polygon layer, after the empty choice
 
     def _on_model_changed(self, _path: str = "") -> None:
         """Another model brings its own decision threshold (chosen on its validation pairs)."""

@@ -365,6 +365,26 @@ def test_inside_a_polygon_layer_without_polygons_is_refused_in_words_and_the_pan
     assert dock.form.summary_label.text().startswith("Changed")
 
 
+def test_a_removed_polygon_layer_leaves_no_other_in_its_place(panel, oscd_crop):
+    """The polygon combo moved to the next polygon layer when the chosen one was removed, and the
+    next run detected inside polygons nobody chose."""
+    from qgis.core import QgsProject
+
+    from deepcl_qgis.dock.form import POLYGONS
+
+    before, _ = _project_with_pairs(oscd_crop)
+    chosen, other = _squares_layer(before, [(10, 10, 50)]), _squares_layer(before, [(100, 100, 50)])
+    dock = panel()
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(POLYGONS))
+    assert dock.form.area_layer_combo.currentLayer() in (chosen, other)  # one is offered when the Area is chosen
+    dock.form.area_layer_combo.setLayer(chosen)
+    QgsProject.instance().removeMapLayer(chosen.id())
+    assert dock.form.area_layer_combo.currentLayer() is None
+    dock.form.run_button.click()
+    assert not dock.is_running()
+    assert dock.form.error_label.text() == "Choose the polygon layer to detect inside, or another Area."
+
+
 def test_cancel_mid_run_leaves_nothing(panel, tmp_path):
     from qgis.core import QgsApplication, QgsProject
 
