@@ -47,18 +47,21 @@ class LatestChangeMap(QObject):
         self.run_area = WHOLE_IMAGE
         self.run_map, self.run_threshold = Path(), -1.0  # shown again at its threshold
         self.run_summary = ""
+        self.run_polygons = False
         self._left_behind: Set[Path] = set()  # re-classified maps the layer moved on from, kept while referred to
         self._saved_projects: Set[str] = set()  # the files the project was saved to in this session
         project.projectSaved.connect(self._on_project_saved)
         self._timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
         self._timer.timeout.connect(self.reclassify_now)
 
-    def show_run(self, layer: QgsRasterLayer, threshold: float, seconds: float, area: str, summary: str) -> None:
+    def show_run(self, layer: QgsRasterLayer, threshold: float, seconds: float, area: str, summary: str,
+                 polygons: bool = False) -> None:
         """A run's change layer, made at ``threshold``, is now the one to follow the slider (which may
-        have moved while the run ran)."""
+        have moved while the run ran); ``polygons``: the run made change polygons, which stay at it."""
         self.layer_id = layer.id()
         self.run_map, self.run_threshold = Path(layer.source()), threshold
         self.run_seconds, self.run_area, self.run_summary = seconds, area, summary
+        self.run_polygons = polygons
         self._show_summary(summary)
         self._timer.start()
 
@@ -118,7 +121,9 @@ class LatestChangeMap(QObject):
                 self._show_error(error)
             return
         self._point_to(layer, path, task.threshold)
-        self._show_summary(threshold_summary(counts, task.threshold, self.run_seconds, self.run_area))
+        polygons = (f" The change polygons stay at the run's threshold, {threshold_scale.label(self.run_threshold)}."
+                    if self.run_polygons else "")
+        self._show_summary(threshold_summary(counts, task.threshold, self.run_seconds, self.run_area) + polygons)
 
     def _point_to(self, layer: QgsRasterLayer, path: Path, threshold: float) -> None:
         previous = Path(layer.source())

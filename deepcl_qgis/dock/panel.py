@@ -419,7 +419,8 @@ class DeepCLDock(QgsDockWidget):
         threshold, area = results["THRESHOLD_USED"], _area_of(parameters)
         change = layers["CHANGE"]
         self.latest.show_run(change, threshold, seconds, area,
-                             run_summary(results, threshold, seconds, area, change.width() * change.height()))
+                             run_summary(results, threshold, seconds, area, change.width() * change.height()),
+                             polygons="POLYGONS" in layers)
 
     # --- threshold after the run -----------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from typing import Dict, List, Optional
 
 from qgis.core import QgsMapLayer, QgsProject, QgsRasterLayer, QgsVectorLayer
 
+from .. import threshold_scale
 from ..layer_styling import OVER_THE_IMAGERY, RunGroup
 from ..paths import style_path
 from .layer_choice import RESULT_PROPERTY
@@ -23,7 +24,7 @@ def load_results(project: QgsProject, results: Dict[str, object], group_name: st
     """Add the outputs in ``results`` to a new group at the top of the tree (``group_name``, or
     "… (2)" when one of that name holds an earlier run's layers); role → layer."""
     # All opened before any is added: an output QGIS cannot open left a group with the others
-    opened = [(output, style, _open(str(results[output]), name, output))
+    opened = [(output, style, _open(str(results[output]), _named(name, output, threshold), output))
               for output, style, name in OUTPUTS if results.get(output)]
     group = project.layerTreeRoot().insertGroup(0, RunGroup(group_name).name_in(project))
     loaded: Dict[str, QgsMapLayer] = {}
@@ -37,6 +38,11 @@ def load_results(project: QgsProject, results: Dict[str, object], group_name: st
         loaded["CHANGE"].setCustomProperty(CONFIDENCE_PROPERTY, str(results["CONFIDENCE"]))
         loaded["CHANGE"].setCustomProperty(THRESHOLD_PROPERTY, threshold)
     return loaded
+
+
+def _named(name: str, output: str, threshold: float) -> str:
+    """The polygons say their threshold: the slider re-classifies the change layer only."""
+    return f"{name} (threshold {threshold_scale.label(threshold)})" if output == "POLYGONS" else name
 
 
 def _open(path: str, name: str, output: str) -> QgsMapLayer:

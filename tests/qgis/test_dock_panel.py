@@ -159,9 +159,15 @@ def test_the_engines_warnings_are_shown_after_the_run(panel, oscd_crop, qgis_ifa
 
 
 def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop):
+    """The change layer only: the polygons, which stay as the run made them, say their threshold
+    (they were drawn over a re-classified map as if of its threshold, and nothing said otherwise)."""
     _project_with_pairs(oscd_crop)
     dock = panel()
+    dock.form.polygons_check.setChecked(True)
+    dock.form.threshold_slider.setValue(position_of(0.3))
     _run(dock)
+    [polygons] = [node.layer() for node in _group()[0].findLayers() if node.layer().type() == 0]  # vector
+    assert polygons.name() == "Change polygons (threshold 0.30)"
     layer = dock.latest.layer()
     confidence = read(layer.customProperty("deepcl/confidence"))
     new_threshold = float(np.round(np.median(confidence[confidence >= 0]), 2))
@@ -173,6 +179,9 @@ def test_moving_the_threshold_reclassifies_without_the_network(panel, oscd_crop)
     change = read(layer.source())
     np.testing.assert_array_equal(change, np.where(confidence < 0, 255, confidence >= new_threshold))
     assert layer.renderer().type() == "paletted" and layer.name() == "Change"
+    assert dock.form.summary_label.text().endswith(
+        f"(re-classified; detection took {dock.latest.run_seconds:.1f} s). The change polygons stay at the run's "
+        "threshold, 0.30.")
     assert f"threshold {new_threshold:.2f} (re-classified" in dock.form.summary_label.text()
     percent = 100 * (change == 1).sum() / (change != 255).sum()
     assert f"({percent:.2f} %)" in dock.form.summary_label.text()
