@@ -78,8 +78,13 @@ def model_file_problem(path: str) -> str:
     if not path:
         return "No model file is given; choose a DeepCL model file (.pt)."
     model = Path(path)
+    if model.is_dir():
+        return f"The model file {model} is a folder; choose the DeepCL model file (.pt) inside it."
     if model.is_file():
-        return ""
+        # Processing's own check of the ending says only "Incorrect parameter value for MODEL"; a training
+        # checkpoint (.ckpt, which it lets through) is named as such when it is loaded
+        return "" if model.suffix.lower() in (".pt", ".ckpt") else (
+            f"The model file {model} does not end in .pt, as DeepCL model files do; choose a DeepCL model file.")
     if model.resolve() == bundled_model_path().resolve():
         return ("No trained model is bundled with this copy of the DeepCL plugin yet (expected "
                 f"{model}). Choose a DeepCL model file (.pt) as 'Model file', or train one with "

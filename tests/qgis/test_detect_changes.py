@@ -378,6 +378,21 @@ def test_missing_bundled_model_is_explained(deepcl_provider, tmp_path, monkeypat
     assert "No trained model is bundled" in message and "Model file" in message
 
 
+def test_a_model_that_is_a_folder_or_of_another_ending_is_named_so(deepcl_provider, tiny_model, tmp_path):
+    """A folder was "does not exist"; a model named .pth (PyTorch's usual ending) or an image got
+    Processing's "Incorrect parameter value for MODEL"."""
+    import shutil
+
+    folder = pair("levir", "test_55_0256_0000")
+    renamed = tmp_path / "tiny.pth"
+    shutil.copy(tiny_model, renamed)
+    messages = {model: check_message(ALG, _params(folder, model, tmp_path)) for model in (tmp_path, renamed)}
+    assert messages == {
+        tmp_path: f"The model file {tmp_path} is a folder; choose the DeepCL model file (.pt) inside it.",
+        renamed: f"The model file {renamed} does not end in .pt, as DeepCL model files do; choose a DeepCL model "
+                 "file."}
+
+
 def test_model_may_be_left_out_and_the_bundled_model_is_used(deepcl_provider, tmp_path):
     """Scripts and qgis_process leave MODEL out; the bundled model must then run, not a refusal."""
     from deepcl_qgis.paths import bundled_model_path
