@@ -244,8 +244,15 @@ def add_overviews(path: Path, data_type: int, compression: str, cancel: Callable
     if cancel():  # GDAL's "User terminated" was this cancel, not a write that failed
         raise Cancelled()
     if status != 0 or errors.messages:
-        raise OutputError(f"building the overviews of {name or path} failed: {errors.last('unknown error')} "
-                          "(is the disk full?)")
+        reason = errors.last('unknown error')
+        raise OutputError(f"building the overviews of {name or path} failed: {reason} {_likely_cause(reason)}")
+
+
+def _likely_cause(reason: str) -> str:
+    """What to look at when GDAL could not write: its words are those of the failed system call."""
+    if "No such file or directory" in reason:
+        return "(was the output folder moved or deleted during the run?)"
+    return "(is the disk full?)"
 
 
 def usable_compression(compression: str = DEFAULT_COMPRESSION) -> str:
@@ -404,7 +411,8 @@ class RasterOutputs:
         # (and report the full disk again on stderr) only after the user was told, not in abort().
         dataset = None
         if status != 0 or errors.messages:
-            raise OutputError(f"writing {path} failed: {errors.last('unknown error')} (is the disk full?)")
+            reason = errors.last('unknown error')
+            raise OutputError(f"writing {path} failed: {reason} {_likely_cause(reason)}")
 
     def temporary_file(self, path: Path) -> Path:
         return self.temporary[path]
@@ -421,7 +429,7 @@ class RasterOutputs:
             if errors.messages:
                 problems.append(f"{path}: {errors.last()}")
         if problems:
-            raise OutputError(f"writing outputs failed: {'; '.join(problems)} (is the disk full?)")
+            raise OutputError(f"writing outputs failed: {'; '.join(problems)} {_likely_cause(problems[-1])}")
 
     def build_overviews(self, cancel: Callable[[], bool]) -> None:
         """After :meth:`close`: :func:`add_overviews` to each file."""

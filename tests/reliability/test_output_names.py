@@ -168,6 +168,23 @@ def test_an_earlier_output_that_cannot_be_moved_aside_is_left_as_it_was_with_the
     assert (out / "change.tif.aux.xml").read_text() == "earlier statistics"
 
 
+def test_an_output_folder_deleted_during_the_run_is_named_as_the_likely_cause(good_pair, tmp_path):
+    """It was "… No such file or directory (is the disk full?)"."""
+    import shutil
+
+    out = tmp_path / "out"
+    out.mkdir()
+    grid = Grid.of(gdal.Open(str(good_pair[0])))
+    writer = RasterOutputs([RasterSpec(out / "change.tif", gdal.GDT_Byte, 255, "x")], grid)
+    writer.write(out / "change.tif", np.zeros((grid.height, grid.width), np.uint8), 0)
+    writer.close()
+    shutil.rmtree(out)
+    with pytest.raises(OutputError, match=r"building the overviews of .*change.tif failed: .*No such file or "
+                                          r"directory \(was the output folder moved or deleted during the run\?\)"):
+        writer.build_overviews(lambda: False)
+    writer.abort()
+
+
 def test_a_model_file_name_that_fits_is_written(tiny_model, tmp_path):
     """train and calibrate --out of 235 × 'm': the work done, then ENAMETOOLONG from the temporary name."""
     path = tmp_path / name_of_bytes(255, suffix=".pt")
