@@ -95,7 +95,7 @@ def test_cli_calibrate_rewrites_only_the_threshold(tiny_model_path, tmp_path, ca
     assert after.threshold == printed["threshold"] and printed["previous_threshold"] == before.threshold
     # Progress as train and evaluate give it (it was silent until the JSON: minutes on Sentinel-2 scenes)
     progress = [re.fullmatch(r"calibrate: +[\d.]+% +[\d.]+s (.*)", line) for line in captured.err.splitlines()]
-    assert [line[1] for line in progress if line] == ["loading 1 pairs", "pair val_27_0000_0256", "done"]
+    assert [line[1] for line in progress if line] == ["pair val_27_0000_0256", "done"]
     assert after.provenance["threshold_calibration"]["pairs"] == ["val_27_0000_0256"]
     assert all(np.array_equal(before.state_dict[k], after.state_dict[k]) for k in before.state_dict)
 

@@ -276,8 +276,8 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     only with ``overwrite``, and never a pair's file). The thresholds of a class of pixel size
     without pairs stay the model's, with the record of the calibration that chose them. The
     provenance records the recalibration (``command_line``: the command that asked for it).
-    ``progress(fraction, message)``: loading the pairs, then each run of the network. Returns the
-    calibration."""
+    ``progress(fraction, message)``: each run of the network, once the pairs are read and checked (a
+    bad pair is refused in one line, as any bad input). Returns the calibration."""
     overlap = tile_overlap(tile)
     # Detection's rules, before any work: tiles it refuses ran here on NaN scores (an overlap wider
     # than the tile) or crashed (a tile step of 0)
@@ -291,8 +291,6 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     check_model_file_name(Path(out))  # as training's: detection opens .pt files
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target, copy=False)
-    if progress is not None:
-        progress(0.0, f"loading {len(files)} pairs")
     calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile,
                                       overlap, progress)
     if progress is not None:
