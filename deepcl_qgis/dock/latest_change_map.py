@@ -9,6 +9,7 @@ remembered at the save, so a Save As keeps both files' maps, saving over a file 
 go, and a save that failed protects what the file on disk still holds."""
 from __future__ import annotations
 
+import json
 import time
 import zipfile
 from functools import partial
@@ -57,13 +58,26 @@ class LatestChangeMap(QObject):
     def show_run(self, layer: QgsRasterLayer, threshold: float, seconds: float, area: str, summary: str,
                  polygons: bool = False) -> None:
         """A run's change layer, made at ``threshold``, is now the one to follow the slider (which may
-        have moved while the run ran); ``polygons``: the run made change polygons, which stay at it."""
-        self.layer_id = layer.id()
-        self.run_map, self.run_threshold = Path(layer.source()), threshold
-        self.run_seconds, self.run_area, self.run_summary = seconds, area, summary
-        self.run_polygons = polygons
+        have moved while the run ran); ``polygons``: the run made change polygons, which stay at it.
+        The layer keeps what it needs to follow it again in the saved project (:meth:`adopt`)."""
+        layer.setCustomProperty(result_layers.RUN_PROPERTY, json.dumps({
+            "map": layer.source(), "threshold": threshold, "seconds": seconds, "area": area, "summary": summary,
+            "polygons": polygons}))
+        self.adopt(layer)
         self._show_summary(summary)
         self._timer.start()
+
+    def adopt(self, layer: QgsRasterLayer) -> None:
+        """``layer``, the change layer of a run (:meth:`show_run`), perhaps of a project just opened, is
+        the one to follow the slider; nothing changes until it moves. The maps of the project's file
+        stay while the layer moves on: they are its file's."""
+        run = json.loads(layer.customProperty(result_layers.RUN_PROPERTY))
+        self.layer_id = layer.id()
+        self.run_map, self.run_threshold = Path(run["map"]), float(run["threshold"])
+        self.run_seconds, self.run_area, self.run_summary = float(run["seconds"]), run["area"], run["summary"]
+        self.run_polygons = bool(run["polygons"])
+        if self.project.fileName():
+            self._saved_projects.add(self.project.fileName())
 
     def layer(self) -> Optional[QgsRasterLayer]:
         """The change layer, while it is in the project."""

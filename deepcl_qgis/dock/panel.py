@@ -72,6 +72,20 @@ class DeepCLDock(QgsDockWidget):
         form.model_widget.fileChanged.connect(self._on_model_changed)
         self.project.legendLayersAdded.connect(self._on_layers_added)  # once in the layer tree
         self.project.cleared.connect(self._on_project_cleared)
+        self.project.readProject.connect(self._on_project_read)
+
+    def _on_project_read(self, _document: object) -> None:
+        """A project opened: its pair offered (its layers come without legendLayersAdded), and the
+        change layer of its latest run follows the slider again, from where it is."""
+        self._on_layers_added([])
+        layer = result_layers.latest_change_layer(self.project)
+        if layer is None:
+            return
+        try:
+            self.latest.adopt(layer)
+            self._set_threshold(float(layer.customProperty(result_layers.THRESHOLD_PROPERTY)))
+        except (ValueError, KeyError, TypeError):  # its properties edited by hand: it stays as it is
+            self.latest.forget()
 
     def _on_layers_added(self, _layers: list) -> None:
         self._hide_results_from_inputs()
@@ -473,6 +487,7 @@ class DeepCLDock(QgsDockWidget):
         self.project.legendLayersAdded.disconnect(self._on_layers_added)
         self.project.layersWillBeRemoved['QStringList'].disconnect(self._on_layers_removed)
         self.project.cleared.disconnect(self._on_project_cleared)
+        self.project.readProject.disconnect(self._on_project_read)
         self._let_the_run_end_alone()
         save_choices(self.current_choices())
 

@@ -17,6 +17,7 @@ OUTPUTS = [("POLYGONS", "polygons", "Change polygons"), ("CHANGE", "change", "Ch
            ("CONFIDENCE", "confidence", "Confidence")]
 CONFIDENCE_PROPERTY = "deepcl/confidence"  # the change layer knows its confidence map
 THRESHOLD_PROPERTY = "deepcl/threshold"
+RUN_PROPERTY = "deepcl/run"  # and its run (JSON), saved with the project: the slider follows it once reopened
 
 
 def load_results(project: QgsProject, results: Dict[str, object], group_name: str,
@@ -64,6 +65,15 @@ def point_change_layer_to(layer: QgsRasterLayer, path: Path, threshold: float) -
 def result_layers_in(project: QgsProject) -> List[QgsMapLayer]:
     """Every layer the panel loaded."""
     return [layer for layer in project.mapLayers().values() if layer.customProperty(RESULT_PROPERTY)]
+
+
+def latest_change_layer(project: QgsProject) -> Optional[QgsRasterLayer]:
+    """The change layer of the panel's run highest in the layer tree (the latest, unless moved)."""
+    for node in project.layerTreeRoot().findLayers():
+        layer = node.layer()
+        if isinstance(layer, QgsRasterLayer) and layer.customProperty(RUN_PROPERTY):
+            return layer
+    return None
 
 
 def change_layer(project: QgsProject, layer_id: str) -> Optional[QgsRasterLayer]:

@@ -106,6 +106,30 @@ def test_a_saved_project_opens_with_its_change_map_after_the_slider_moves_on(doc
     assert _change_maps(run_map) == {run_map.name, at_030.name, at_045.name}
 
 
+def test_a_project_opened_again_brings_its_pair_and_its_change_layer_follows_the_slider(dock, tmp_path):
+    """Project ▸ Open of a saved run: the before and after boxes stayed empty and the slider did
+    nothing, without a word. Its Change layer follows the slider again, from its saved threshold,
+    and the map the file refers to stays when the layer moves on from it."""
+    from qgis.core import QgsProject
+
+    run_map = Path(dock.latest.layer().source())
+    at_030 = _move_to(dock, 0.30)
+    _save(tmp_path / "saved.qgz")
+    QgsProject.instance().clear()
+    assert dock.latest.layer() is None and dock.form.before_combo.currentLayer() is None
+    dock.form.threshold_slider.setValue(position_of(0.70))  # a choice for the next run meanwhile
+    assert QgsProject.instance().read(str(tmp_path / "saved.qgz"))
+    names = (dock.form.before_combo.currentLayer().name(), dock.form.after_combo.currentLayer().name())
+    assert names == ("abudhabi_20150801", "abudhabi_20180328")
+    assert dock.threshold() == pytest.approx(0.30) and Path(dock.latest.layer().source()) == at_030
+    at_045 = _move_to(dock, 0.45)
+    confidence = read(dock.latest.layer().customProperty("deepcl/confidence"))
+    np.testing.assert_array_equal(read(at_045), np.where(confidence < 0, 255, confidence >= 0.45))
+    assert "at threshold 0.45 (re-classified" in dock.form.summary_label.text()
+    assert at_030.exists()  # the saved file's map
+    assert _move_to(dock, 0.60) == run_map  # back at the run's threshold: its own map
+
+
 def test_save_as_keeps_each_files_map_and_saving_over_a_file_lets_its_old_map_go(dock, tmp_path):
     first, second = tmp_path / "first.qgz", tmp_path / "second.qgs"
     run_map = Path(dock.latest.layer().source())
