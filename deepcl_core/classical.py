@@ -4,16 +4,21 @@
   stretched per image exactly as detection stretches it, thresholded by Otsu's method;
 - the Multivariate Alteration Detector (MAD) of Orfeo ToolBox (``otbcli_MultivariateAlterationDetector``,
   Debian ``otb-bin``), whose change variates are summed to a chi-square statistic and thresholded by Otsu.
+
+A peer whose tool is missing or fails is reported as not run, with why, rather than fatal: it comes
+last in ``deepcl evaluate --classical``, and its failure cost the finished DeepCL metrics and the
+other peer's results, which need no tool.
 """
 from __future__ import annotations
 
+import logging
 import shutil
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, Sequence, Tuple
+from typing import Callable, Dict, Sequence, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -26,9 +31,17 @@ from .normalization import NormalizationSpec
 from .raster_io import open_image, read_window
 from .training.pairs import PairFiles, load_pair, read_label
 
+LOG = logging.getLogger(__name__)
+
 OTB_MAD = "otbcli_MultivariateAlterationDetector"
+OTB_MISSING = f"{OTB_MAD} not found; install Orfeo ToolBox (Debian: apt install otb-bin)"
+METHOD_NAMES = {"cva": "change-vector analysis", "mad": "MAD (Orfeo ToolBox)"}
 UNIT_STRETCH = NormalizationSpec(mean=(0.0,), std=(1.0,))  # the percentile stretch alone, to [0, 1]
 OTSU_CLIP_PERCENTILE = 99.9  # a few extreme values would otherwise squeeze the histogram into one bin
+
+
+class PeerUnavailable(DeepCLError):
+    """A classical peer's tool is missing or failed: that peer cannot be compared, the others still can."""
 
 
 @dataclass
@@ -85,7 +98,7 @@ def mad_chi_square(before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> 
     σ_i the standard deviation of variate i over the valid pixels."""
     binary = shutil.which(OTB_MAD)
     if binary is None:
-        raise DeepCLError(f"{OTB_MAD} not found; install Orfeo ToolBox (Debian: apt install otb-bin)")
+        raise PeerUnavailable(OTB_MISSING)
     with tempfile.TemporaryDirectory(prefix="deepcl-mad-") as tmp:
         paths = [Path(tmp) / name for name in ("before.tif", "after.tif", "mad.tif")]
         for image, path in zip((before, after), paths):
@@ -94,7 +107,7 @@ def mad_chi_square(before: np.ndarray, after: np.ndarray, valid: np.ndarray) -> 
                                    capture_output=True, text=True, timeout=600)
         if completed.returncode != 0 or not paths[2].is_file():
             last = (completed.stderr or completed.stdout).strip().splitlines()[-1:] or ["no message"]
-            raise DeepCLError(f"{OTB_MAD} failed (exit {completed.returncode}): {last[0]}")
+            raise PeerUnavailable(f"{OTB_MAD} failed (exit {completed.returncode}): {last[0]}")
         variates = gdal.Open(str(paths[2])).ReadAsArray().astype(np.float64).reshape(-1, *valid.shape)
     sigma = np.array([v[valid].std() for v in variates]).reshape(-1, 1, 1)
     return ((variates / np.where(sigma > 0, sigma, 1.0)) ** 2).sum(axis=0)
@@ -141,13 +154,39 @@ def _write_float(image: np.ndarray, path: Path) -> None:
     dataset = None
 
 
+def classical_unavailable(methods: Sequence[str] = ("cva", "mad")) -> Dict[str, str]:
+    """Why each of ``methods`` cannot run here (MAD without Orfeo ToolBox on PATH), found without
+    reading a pair: a caller that needs every peer can refuse before any work. Methods that can run
+    are absent."""
+    return {"mad": OTB_MISSING} if "mad" in methods and shutil.which(OTB_MAD) is None else {}
+
+
 def classical_report(pairs: Sequence[PairFiles], bands: Sequence[str] = ("red", "green", "blue"),
                      methods: Sequence[str] = ("cva", "mad")) -> Dict[str, Dict]:
-    """Per-pair and pooled metrics of each classical method, as JSON-ready dicts."""
+    """Per-pair and pooled metrics of each classical method, as JSON-ready dicts. A method whose tool
+    is missing or fails is ``{"not_run": why}``, with a warning; a pair that cannot be used still stops
+    the report (:class:`InputError`)."""
     runners = {"cva": cva_pair, "mad": mad_pair}
     report: Dict[str, Dict] = {}
-    for method in methods:
-        results = {pair.name: runners[method](pair, bands) for pair in pairs}
-        pooled = sum((r.confusion for r in results.values()), Confusion())
-        report[method] = {"pooled": pooled.metrics(), "per_pair": {n: r.to_dict() for n, r in results.items()}}
-    return report
+    for method, why in classical_unavailable(methods).items():  # said before the other methods' work
+        LOG.warning("%s was not run: %s", METHOD_NAMES[method], why)
+        report[method] = {"not_run": why}
+    for method in (m for m in methods if m not in report):
+        try:
+            report[method] = _method_report(runners[method], pairs, bands)
+        except PeerUnavailable as exc:
+            LOG.warning("%s was not run: %s", METHOD_NAMES[method], exc)
+            report[method] = {"not_run": str(exc)}
+    return {method: report[method] for method in methods}  # in the order asked for
+
+
+def _method_report(runner: Callable[[PairFiles, Sequence[str]], ClassicalResult], pairs: Sequence[PairFiles],
+                   bands: Sequence[str]) -> Dict[str, Dict]:
+    results: Dict[str, ClassicalResult] = {}
+    for pair in pairs:
+        try:
+            results[pair.name] = runner(pair, bands)
+        except PeerUnavailable as exc:  # a tool failing on one pair cannot be compared on the others either
+            raise PeerUnavailable(f"on pair {pair.name}: {exc}") from None
+    pooled = sum((r.confusion for r in results.values()), Confusion())
+    return {"pooled": pooled.metrics(), "per_pair": {n: r.to_dict() for n, r in results.items()}}

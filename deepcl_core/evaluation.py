@@ -8,7 +8,9 @@ the same grid; nothing changed there, so every detected pixel is a false alarm."
 from __future__ import annotations
 
 import contextlib
+import logging
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,10 +19,12 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
+from .band_choice import choose_bands
 from .confidence_calibration import reliability
-from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
-from .errors import InputError, OutputError, releases_locals_on_error
+from .detect import DetectionResult, DetectOptions, DetectOutputs, detect_changes, resolve_model
+from .errors import Cancelled, InputError, OutputError, releases_locals_on_error
 from .gdal_utils import gdal_return_values, is_alpha
+from .grid import align_after_to_before
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
@@ -50,7 +54,8 @@ class EvaluateOptions:
 @releases_locals_on_error  # a kept exception must not keep the pairs' files open
 def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = None,
              cancel: Optional[CancelCallback] = None) -> Dict[str, Any]:
-    """A JSON-ready report: ``pooled`` (the headline), ``per_pair`` and, on request, ``pseudo_change``."""
+    """A JSON-ready report: ``pooled`` (the headline), ``per_pair`` and, on request, ``pseudo_change``.
+    Every pair is checked (:func:`check_pair`) before the first detection; detection's warnings name their pair."""
     report = progress or (lambda fraction, message: None)
     started = time.perf_counter()
     detect_options = DetectOptions(threshold=options.threshold, input_scale=options.input_scale,
@@ -65,7 +70,14 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
     steps = len(pairs) * (2 if options.pseudo_change else 1)
     pooled, per_pair, scores = Confusion(), {}, _ScorePool()
     pseudo: Dict[str, Any] = {}
-    with tempfile.TemporaryDirectory(prefix="deepcl-evaluate-") as tmp, _in_the_temporary_folder():
+    # Labels are read when checked and again when scored: their warnings are said once, when checked.
+    with _filtered(logging.getLogger(read_label.__module__), _SaidOnce()), \
+            tempfile.TemporaryDirectory(prefix="deepcl-evaluate-") as tmp, _in_the_temporary_folder():
+        report(0.0, f"checking {len(pairs)} pair{'' if len(pairs) == 1 else 's'}")
+        for pair in pairs:
+            if cancel is not None and cancel():  # checking a large data set takes a while too
+                raise Cancelled()
+            check_pair(pair, bundle.bands)
         work = Path(tmp)
         for index, pair in enumerate(pairs):
             report(index / steps, f"pair {pair.name}")
@@ -102,11 +114,74 @@ def _in_the_temporary_folder() -> Iterator[None]:
                           "free space there, or set TMPDIR to a folder with room") from None
 
 
+def check_pair(pair: PairFiles, bands: Sequence[str]) -> None:
+    """Refuse, before any pair's detection, a pair whose evaluation would fail: images that do not open,
+    lack the model's ``bands`` or cannot be aligned, a label that is not binary or covers none of the
+    before image. Training loads every pair before its first step for the same reason; a bad last pair
+    cost the detection of every pair before it. The label is read and let go (scoring reads it again),
+    so that a large data set's labels need not all fit in memory."""
+    try:  # in detection's words, named as _evaluate_pair names detection's refusals
+        before_ds, after_ds = open_image(pair.before, "before"), open_image(pair.after, "after")
+        for dataset, role in ((before_ds, "before"), (after_ds, "after")):
+            choose_bands(dataset, None, bands, role)
+        align_after_to_before(before_ds, after_ds)
+    except InputError as exc:
+        raise InputError(f"pair {pair.name}: {exc}") from None
+    if not read_label(pair, before_ds)[1].any():
+        raise nothing_to_score(pair.name)
+
+
+class _SaidOnce(logging.Filter):
+    """Drops a record whose message this thread has logged already."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread, self.said = threading.get_ident(), set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread != self.thread:  # another run's (a QGIS task's), not ours to judge
+            return True
+        message = record.getMessage()
+        if message in self.said:
+            return False
+        self.said.add(message)
+        return True
+
+
+class _Prefixed(logging.Filter):
+    """Puts ``prefix`` before the messages this thread logs: of several pairs, a warning must say which
+    one it is about. Another thread's records (a detection in another QGIS task) are left as they are."""
+
+    def __init__(self, prefix: str) -> None:
+        super().__init__()
+        self.thread, self.prefix = threading.get_ident(), prefix
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.thread == self.thread:
+            record.msg, record.args = f"{self.prefix}{record.getMessage()}", ()
+        return True
+
+
+@contextlib.contextmanager
+def _filtered(logger: logging.Logger, log_filter: logging.Filter) -> Iterator[None]:
+    logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(log_filter)
+
+
+def _detect_naming(pair_name: str, *args: Any, **kwargs: Any) -> DetectionResult:
+    """detect_changes, with its warnings (logged as it runs) prefixed with the pair's name."""
+    with _filtered(logging.getLogger(detect_changes.__module__), _Prefixed(f"pair {pair_name}: ")):
+        return detect_changes(*args, **kwargs)
+
+
 def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: Any,
                    cancel: Optional[CancelCallback]):
     outputs = _outputs(work, pair.name.replace("/", "_"))
     try:
-        result = detect_changes(pair.before, pair.after, outputs, options, cancel=cancel, model=bundle)
+        result = _detect_naming(pair.name, pair.before, pair.after, outputs, options, cancel=cancel, model=bundle)
     except InputError as exc:  # of several pairs, the user must learn which one
         raise InputError(f"pair {pair.name}: {exc}") from None
     change = _read(outputs.change)
@@ -131,7 +206,8 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
         transformed = work / "pseudo_change_input.tif"
         write_pseudo_change(pair.before, transformed, seed + index)
         outputs = _outputs(work, "pseudo")
-        result = detect_changes(pair.before, transformed, outputs, options, cancel=cancel, model=bundle)
+        result = _detect_naming(f"{pair.name} (pseudo-change)", pair.before, transformed, outputs, options,
+                                cancel=cancel, model=bundle)
         rates[pair.name] = result.changed_pixels / result.valid_pixels if result.valid_pixels else 0.0
         false_alarms += result.changed_pixels
         valid_total += result.valid_pixels

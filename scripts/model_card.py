@@ -18,7 +18,7 @@ from typing import Callable, Dict, List
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from deepcl_core.classical import classical_report  # noqa: E402
+from deepcl_core.classical import classical_report, classical_unavailable  # noqa: E402
 from deepcl_core.confidence_calibration import PlattScaling, pooled_reliability  # noqa: E402
 from deepcl_core.detect import bundled_model_path, resolve_model  # noqa: E402
 from deepcl_core.evaluation import EvaluateOptions, evaluate  # noqa: E402
@@ -54,6 +54,9 @@ def main() -> int:
     parser.add_argument("pairs", type=Path, nargs="+", help="held-out pair folders")
     parser.add_argument("--device", default="auto")
     args = parser.parse_args()
+    missing = classical_unavailable()
+    if missing:  # the card compares with both peers: say so before the evaluation, not after it
+        parser.error("; ".join(missing.values()))
     bundle = resolve_model(None)
     pairs = find_pairs(args.pairs)
     group_of = {pair.name: pair.group for pair in pairs}

@@ -288,3 +288,87 @@ def test_pseudo_change_does_not_warn_of_fill_in_its_own_transformed_image(data_d
     assert report["pseudo_change"]["per_pair"].keys() == {"test_7_0256_0512", "train_386_0512_0768"}
     assert not [w for w in warnings if "in every band" in w or "-a_nodata" in w]
     assert sum("never trained" in w for w in warnings) == 4  # 2 pairs, each detected as it is and against T(x)
+
+
+@pytest.mark.parametrize("fault", ["label_of_classes_1_2", "after_of_another_size"])
+def test_a_bad_last_pair_is_refused_before_any_pair_s_detection(fault, data_dir, tiny_model_path, tmp_path,
+                                                               monkeypatch):
+    """The last of two pairs has a label of classes 1/2, or an after image that cannot be put on its
+    before grid: refused in the same words as before, but before the first detection (the label was
+    read only after the pair's detection, so every earlier pair's work was lost to it)."""
+    import shutil
+
+    from osgeo import gdal
+
+    import deepcl_core.evaluation as evaluation
+    from deepcl_core.detect import detect_changes
+
+    source = data_dir / "levir" / "test_7_0256_0512"
+    shutil.copytree(source, tmp_path / "pairs" / "a_good")
+    bad = tmp_path / "pairs" / "zz_bad"
+    shutil.copytree(source, bad)
+    if fault == "label_of_classes_1_2":
+        gdal.Translate(str(bad / "label.tif"), str(source / "label.png"), scaleParams=[[0, 1, 1, 2]])
+        (bad / "label.png").unlink()
+        expected = r"^label .*zz_bad/label\.tif is not binary \(values 1, 2\)"
+    else:
+        gdal.Translate(str(bad / "after.tif"), str(source / "after.png"), srcWin=[0, 0, 200, 200])
+        (bad / "after.png").unlink()
+        expected = r"^pair zz_bad: neither image is georeferenced and their sizes differ"
+    detected = []
+
+    def counting_detection(before, *args, **kwargs):
+        detected.append(Path(before).parent.name)
+        return detect_changes(before, *args, **kwargs)
+
+    monkeypatch.setattr(evaluation, "detect_changes", counting_detection)
+    with pytest.raises(InputError, match=expected):
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu"))
+    assert detected == [], "a bad pair must be refused before any pair's detection"
+
+
+def test_a_label_s_warning_comes_once_before_any_detection(data_dir, tiny_model_path, tmp_path, caplog):
+    """Labels are checked up front and read again to be scored: their warning (here of a 0/1 label
+    declaring 1 as nodata) comes once, before any detection's."""
+    import logging
+    import shutil
+
+    from osgeo import gdal
+
+    source = data_dir / "levir" / "test_7_0256_0512"
+    pair = tmp_path / "pairs" / "declared"
+    shutil.copytree(source, pair)
+    gdal.Translate(str(pair / "label.tif"), str(source / "label.png"), noData=1)
+    (pair / "label.png").unlink()
+    with caplog.at_level(logging.WARNING):
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu"))
+    loggers = [r.name for r in caplog.records if r.name in ("deepcl_core.training.pairs", "deepcl_core.detect")]
+    assert loggers[0] == "deepcl_core.training.pairs" and loggers.count("deepcl_core.training.pairs") == 1, loggers
+
+
+def test_detection_warnings_name_their_pair(data_dir, tiny_model_path, tmp_path, caplog):
+    """Of several pairs, each detection warning says which pair it is about (it did not), and which
+    detection of it under --pseudo-change. A 4-band copy of a LEVIR before image without band names
+    gets detection's band warning."""
+    import logging
+    import shutil
+
+    from osgeo import gdal
+
+    levir = data_dir / "levir"
+    for name in ("test_7_0256_0512", "train_386_0512_0768"):
+        shutil.copytree(levir / name, tmp_path / "pairs" / name)
+    four = tmp_path / "pairs" / "test_7_0256_0512"
+    gdal.Translate(str(four / "before.tif"), str(four / "before.png"), bandList=[1, 2, 3, 3],
+                   format="GTiff", options=["-colorinterp", "undefined,undefined,undefined,undefined"])
+    (four / "before.png").unlink()
+    with caplog.at_level(logging.WARNING, logger="deepcl_core.detect"):
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu",
+                                 pseudo_change=True))
+    warnings = [r.getMessage() for r in caplog.records if r.name == "deepcl_core.detect"]
+    bands = "pair test_7_0256_0512: the before image's 4 bands do not say which is red, green or blue"
+    assert sum(w.startswith(bands) for w in warnings) == 1, warnings
+    untrained = "the model was never trained: its output is meaningless"
+    assert sorted(w for w in warnings if w.endswith(untrained)) == sorted(
+        f"pair {name}{detection}: {untrained}" for name in ("test_7_0256_0512", "train_386_0512_0768")
+        for detection in ("", " (pseudo-change)"))
