@@ -90,9 +90,16 @@ def test_resume_after_an_interruption_loses_no_epoch(tmp_path):
     a, b = load_model(straight.out).state_dict, load_model(resumed.out).state_dict
     assert all(torch.allclose(a[k].float(), b[k].float(), atol=1e-5) for k in a)
     written = interrupted.read_bytes()
+    said: list = []
     with pytest.raises(InputError, match="holds 2 finished epochs, more than the 1 asked for"):
-        train(small_options(interrupted, epochs=1, iterations_per_epoch=4, resume=True))
+        train(small_options(interrupted, epochs=1, iterations_per_epoch=4, resume=True),
+              progress=lambda fraction, message: said.append(message))
     assert interrupted.read_bytes() == written  # left as it was (it was rewritten, nothing trained)
+    # A checkpoint of another run, too, is refused before the pairs are read (minutes for large data sets)
+    with pytest.raises(InputError, match="was made with other seed"):
+        train(small_options(interrupted, epochs=3, iterations_per_epoch=4, resume=True, seed=4),
+              progress=lambda fraction, message: said.append(message))
+    assert said == []
 
 
 def test_an_earlier_runs_files_are_kept_unless_overwrite(trained, tmp_path):

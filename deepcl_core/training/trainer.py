@@ -91,6 +91,9 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     check_output_paths([out, checkpoint_path], [path for pair in train_files + val_files for path in pair.files()],
                        overwrite=True, make_folders=True)
     options.check_model_file_name()
+    state = _initial_state(options, setup, train_files, val_files)
+    # Before the pairs are read (minutes for large data sets): a checkpoint of another run is refused at once
+    saved = _resumable_checkpoint(checkpoint_path, state, options) if options.resume else None
     report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
     _check_both_classes(train_pairs)
@@ -104,12 +107,8 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     total_steps = options.epochs * options.iterations_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, total_steps))
     average = WeightAverage(network, options.weight_average) if options.weight_average else None
-    state = _initial_state(options, setup, train_files, val_files)
-    if options.resume:
-        state = _resume(checkpoint_path, state, network, optimizer, scheduler, average)
-        if int(state["epoch"]) > options.epochs:  # equal: the model file of a finished run written again
-            raise InputError(f"checkpoint {checkpoint_path} holds {state['epoch']} finished epochs, more than the "
-                             f"{options.epochs} asked for; ask for more epochs (--epochs) to continue training")
+    if saved is not None:
+        state = _resume(saved, state, network, optimizer, scheduler, average)
     sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment)
     kept = average.network if average else network  # the weights validated and kept
 
@@ -314,9 +313,8 @@ def _recipe(options: TrainOptions, setup: _Setup) -> Dict[str, Any]:
             "init": None if options.init is None else str(Path(options.init).resolve())}
 
 
-def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
-            scheduler: Any, average: Optional[WeightAverage]) -> Dict[str, Any]:
-    """Continue after the checkpoint's last epoch; the run must be the same one (same model and
+def _resumable_checkpoint(path: Path, fresh: Dict[str, Any], options: TrainOptions) -> Dict[str, Any]:
+    """The checkpoint to continue after its last epoch; the run must be the same one (same model and
     pairs), else the checkpoint would silently mix two trainings."""
     saved = load_checkpoint(path)
     # the seed first: with a validation fraction it also draws the pairs
@@ -332,13 +330,22 @@ def _resume(path: Path, fresh: Dict[str, Any], network: torch.nn.Module, optimiz
     if changed:
         raise InputError(f"checkpoint {path} was made with {'; '.join(changed)}; resume with the same options "
                          "(only --epochs, --batch, --crop and --device may change), or train without --resume")
+    if options.weight_average and "average" not in saved:
+        raise InputError(f"checkpoint {path} was made without weight averaging; resume with the same "
+                         "options, or train without --resume")
+    if int(saved["epoch"]) > options.epochs:  # equal: the model file of a finished run written again
+        raise InputError(f"checkpoint {path} holds {saved['epoch']} finished epochs, more than the "
+                         f"{options.epochs} asked for; ask for more epochs (--epochs) to continue training")
+    return saved
+
+
+def _resume(saved: Dict[str, Any], fresh: Dict[str, Any], network: torch.nn.Module, optimizer: torch.optim.Optimizer,
+            scheduler: Any, average: Optional[WeightAverage]) -> Dict[str, Any]:
+    """The run's state from a checkpoint :func:`_resumable_checkpoint` accepted."""
     network.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
     scheduler.load_state_dict(saved["scheduler"])
     if average is not None:
-        if "average" not in saved:
-            raise InputError(f"checkpoint {path} was made without weight averaging; resume with the same "
-                             "options, or train without --resume")
         average.load_state_dict(saved["average"])
     # the pairs as this run resolved them, so that an older checkpoint's are written anew resolved
     return {**{key: saved[key] for key in fresh}, "train_pairs": fresh["train_pairs"], "val_pairs": fresh["val_pairs"]}
