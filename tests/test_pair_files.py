@@ -1,24 +1,29 @@
 """Finding and reading labelled pairs on copies of real pairs: a label with nodata 0, colour labels,
-a label of the before image's size on another grid, incomplete pairs (skipped with a warning),
-file-manager clutter, two files for one role, and pairs whose folders share a name."""
+a label of the before image's size on another grid, paletted labels, labels painted on a transparent
+layer, vector labels, incomplete pairs (skipped with a warning), file-manager clutter and QGIS's
+sidecar files, two files for one role, and pairs whose folders share a name."""
 from __future__ import annotations
 
 import logging
 import math
+import re
+import shlex
 import shutil
+import subprocess
 from dataclasses import replace
 from pathlib import Path
 from typing import List, Tuple
 
 import numpy as np
 import pytest
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
 
 from deepcl_core.errors import InputError
 from deepcl_core.evaluation import EvaluateOptions, evaluate
 from deepcl_core.grid import LABEL_GRID_TOLERANCE_PX, Grid
 from deepcl_core.raster_io import open_raster
-from deepcl_core.training.pairs import PairFiles, find_pairs, read_label
+from deepcl_core.training import TrainOptions
+from deepcl_core.training.pairs import PairFiles, find_pairs, read_label, split_pairs
 
 from core_test_helpers import crop
 
@@ -303,3 +308,182 @@ def test_pairs_below_linked_folders_are_found_once_each(data_dir, tmp_path):
     dsifn = find_pairs([only_links])
     assert [(p.name, p.group) for p in dsifn] == [(p.name, p.group) for p in find_pairs([data_dir / "dsifn"])]
     assert len(dsifn) == 10 and find_pairs([only_links]) == dsifn  # the same order every time
+
+
+def paletted_png(path: Path, indices: np.ndarray, colours: List[Tuple[int, int, int, int]]) -> Path:
+    """``indices`` (h, w) as a one-band paletted PNG with the colour table ``colours``; an entry of
+    alpha 0 is written as the PNG's transparent index (GDAL reads it as nodata)."""
+    mem = gdal.GetDriverByName("MEM").Create("", indices.shape[1], indices.shape[0], 1, gdal.GDT_Byte)
+    band = mem.GetRasterBand(1)
+    band.WriteArray(indices.astype(np.uint8))
+    table = gdal.ColorTable()
+    for index, colour in enumerate(colours):
+        table.SetColorEntry(index, colour)
+    band.SetColorTable(table)
+    band.SetColorInterpretation(gdal.GCI_PaletteIndex)
+    if any(colour[3] == 0 for colour in colours):
+        band.SetNoDataValue(next(i for i, colour in enumerate(colours) if colour[3] == 0))
+    gdal.GetDriverByName("PNG").CreateCopy(str(path), mem)
+    return path
+
+
+def test_a_paletted_label_is_read_by_the_colours_qgis_draws(data_dir, tmp_path):
+    """DSIFN 0_2's label as PIL's convert('P', palette=ADAPTIVE, colors=2) writes a red-on-black mask:
+    red at index 0, black at 1. Read as indices it was inverted (59445 changed pixels of 65536 for
+    6091; evaluate's F1 0.119 for 0.695). Palettes in index order, one whose black index 0 is the
+    PNG's transparent colour (nodata 0: still no change), and one that draws class 1 in a colour
+    of no full channels (the Pascal VOC palette's dark red: read as indices, as before) read alike."""
+    pair = data_dir / "dsifn" / "0_2"
+    original, _ = label_of(pair, pair / "label.png")
+    assert 0 < original.sum() < original.size / 2
+    red, black, white = (255, 0, 0, 255), (0, 0, 0, 255), (255, 255, 255, 255)
+    for name, indices, colours in (("red_at_0.png", 1 - original, [red, black]),
+                                   ("in_order.png", original, [black, white]),
+                                   ("transparent_black.png", original, [(0, 0, 0, 0), red]),
+                                   ("voc.png", original, [black, (128, 0, 0, 255)])):
+        label, valid = label_of(pair, paletted_png(tmp_path / name, indices, colours))
+        assert valid.all(), name
+        assert np.array_equal(label, original), f"{name}: {int(label.sum())} changed pixels for {int(original.sum())}"
+
+
+def test_a_label_painted_on_a_transparent_layer_is_warned_of(data_dir, tmp_path, caplog):
+    """DSIFN 0_2's label painted red on a transparent layer (RGBA, alpha 0 where nothing changed):
+    its valid pixels are the changed ones alone (precision 1, tn 0 in evaluate), which was silent.
+    Transparency may mean "no label", so the pixels stay out, but the warning says so and gives
+    the command that flattens the label onto black, which reads as the original label."""
+    pair = data_dir / "dsifn" / "0_2"
+    original, _ = label_of(pair, pair / "label.png")
+    change = original.astype(np.uint8) * 255
+    black = np.zeros_like(change)
+    painted = write_png(tmp_path / "label.png", np.stack([change, black, black, change]), alpha=True)
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        label, valid = label_of(pair, painted)
+    assert np.array_equal(valid, original.astype(bool)) and label[valid].all()
+    said = warnings_of(caplog)
+    unlabelled = int((original == 0).sum())
+    assert len(said) == 1 and said[0].startswith(
+        f"the label of pair 0_2 has no unchanged pixel: it marks change wherever it has a label, and its "
+        f"{unlabelled} pixels without a label"), said
+    command = re.search(r"flatten it onto black \((gdal_translate [^)]*)\)", said[0])
+    assert command is not None, said[0]
+    subprocess.run(shlex.split(command.group(1)), check=True, capture_output=True)
+    label, valid = label_of(pair, tmp_path / "flat.png")
+    assert valid.all() and np.array_equal(label, original)
+    # change as 1s and nodata 255 elsewhere: the same warning, without a command (255 lies beneath)
+    caplog.clear()
+    gdal.Translate(str(tmp_path / "nodata.tif"), str(pair / "label.png"), noData=255, format="GTiff")
+    nodata = gdal.Open(str(tmp_path / "nodata.tif"), gdal.GA_Update)
+    nodata.GetRasterBand(1).WriteArray(np.where(original > 0, 1, 255).astype(np.uint8))
+    nodata = None
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        label_of(pair, tmp_path / "nodata.tif")
+    assert [m for m in warnings_of(caplog) if "has no unchanged pixel" in m and "write 0 in them" in m]
+    # a label with unchanged pixels beside transparent ones is not warned of
+    caplog.clear()
+    opaque = np.full_like(change, 255)
+    opaque[:16] = 0
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        label_of(pair, write_png(tmp_path / "rows.png", np.stack([change, black, black, opaque]), alpha=True))
+    assert warnings_of(caplog) == []
+
+
+def test_qgis_sidecar_files_and_world_files_are_not_taken_for_images(data_dir, levir_dirs, tmp_path, caplog):
+    """QGIS's default style (label.qml, from "Save as Default") and metadata (before.qmd), and world
+    files (.pngw, .wld, .j2w, …) beside a pair's images: the pair was refused as one with "two label
+    images (label.png, label.qml)". In the LEVIR-CD layout they made pairs "skipped: no B/x.qml"."""
+    pair = shutil.copytree(data_dir / "dsifn" / "0_2", tmp_path / "dsifn" / "0_2")
+    style = Path(__file__).resolve().parents[1] / "resources" / "styles" / "change.qml"
+    shutil.copy(style, pair / "label.qml")
+    (pair / "before.qmd").write_text('<!DOCTYPE qgis PUBLIC \'http://mrcc.com/qgis.dtd\' \'SYSTEM\'>\n'
+                                     '<qgis version="3.22"><identifier>before</identifier></qgis>\n')
+    for role in ("before", "after", "label"):  # one world file, in QGIS's and GDAL's spellings
+        for suffix in (".pngw", ".pgw", ".wld"):
+            (pair / f"{role}{suffix}").write_text("2.0\n0.0\n0.0\n-2.0\n1.0\n-1.0\n")
+    gdal.Info(str(pair / "label.png"), stats=True)  # label.png.aux.xml
+    root = levir_layout(tmp_path / "levir", levir_dirs[:2])
+    tile = levir_dirs[0].name
+    shutil.copy(style, root / "label" / f"{tile}.qml")
+    for suffix in (".pngw", ".j2w", ".tifw", ".qmd"):
+        (root / "A" / f"{tile}{suffix}").write_text("1.0\n0.0\n0.0\n-1.0\n0.5\n-0.5\n")
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        pairs = find_pairs([tmp_path])
+    assert warnings_of(caplog) == []
+    assert [(p.name, p.label.name) for p in pairs] == [("0_2", "label.png")] + [
+        (f"levir/{d.name}", f"{d.name}.png") for d in levir_dirs[:2]]
+    label, valid = read_label(pairs[0], open_raster(pairs[0].before, "before"))
+    assert valid.all() and np.array_equal(label, label_of(data_dir / "dsifn" / "0_2", pair / "label.png")[0])
+
+
+def test_a_vector_label_is_refused_with_how_to_rasterise_it(oscd, tmp_path):
+    """bercy's change as polygons in a shapefile (label.shp, .shx, .dbf, .prj, .cpg): the pair was
+    refused as one with "3 label images (label.dbf, label.shp, label.shx); keep one". Now the
+    shapefile is the label, and reading it says to rasterise it, with a command that gives back
+    bercy's label."""
+    pair = tmp_path / "oscd" / "bercy"
+    pair.mkdir(parents=True)
+    for role in ("before", "after"):
+        shutil.copy(oscd / f"{role}.tif", pair / f"{role}.tif")
+    raster = gdal.Open(str(oscd / "label.tif"))
+    srs = osr.SpatialReference(wkt=raster.GetProjection())
+    vector = ogr.GetDriverByName("ESRI Shapefile").CreateDataSource(str(pair / "label.shp"))
+    layer = vector.CreateLayer("label", srs, ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("change", ogr.OFTInteger))
+    band = raster.GetRasterBand(1)
+    assert gdal.Polygonize(band, band, layer, 0) == 0 and layer.GetFeatureCount() > 0  # change only
+    layer = band = None  # before their data sets (GDAL's bindings do not keep those alive)
+    vector = raster = None  # written as it closes
+    assert {p.suffix for p in pair.iterdir() if p.stem == "label"} >= {".shp", ".shx", ".dbf", ".prj"}
+    pairs = find_pairs([tmp_path])
+    assert [(p.name, p.label.name) for p in pairs] == [("bercy", "label.shp")]
+    with pytest.raises(InputError) as error:
+        read_label(pairs[0], open_raster(pairs[0].before, "before"))
+    message = str(error.value)
+    del error  # its traceback holds GDAL datasets; freed at exit with the frame, GDAL 3.6 crashes
+    assert message.startswith(f"label {pair / 'label.shp'} is a vector layer (polygons of change), not a raster; "
+                              "rasterise it onto the before image's grid first, 1 inside the polygons and 0 outside")
+    command = re.search(r"in the before image's CRS: (gdal_rasterize .*), then remove label\.shp$", message)
+    assert command is not None, message
+    subprocess.run(shlex.split(command.group(1)), check=True, capture_output=True)
+    (pair / "label.shp").unlink()
+    pairs = find_pairs([tmp_path])
+    assert [p.label.name for p in pairs] == ["label.tif"]
+    label, valid = read_label(pairs[0], open_raster(pairs[0].before, "before"))
+    original, _ = label_of(oscd, oscd / "label.tif")
+    assert valid.all() and np.array_equal(label, original)
+
+
+def test_a_levir_folder_without_its_label_folder_is_warned_of(levir_dirs, tmp_path, caplog):
+    """A/ and B/ beside labels/ (or Label/, gt/, or nothing): no pair, and no word, was found there."""
+    root = levir_layout(tmp_path / "levir", levir_dirs[:2])
+    expected = []
+    for name, hint in (("labels", "; rename labels/ to label/"), ("Label", "; rename Label/ to label/"),
+                       ("gt", "; rename gt/ to label/"), (None, "")):
+        if name is None:
+            shutil.rmtree(root / "label")
+        else:
+            (root / "label").rename(root / name)
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+            assert find_pairs([tmp_path]) == []
+        assert warnings_of(caplog) == [f"skipped folder {tmp_path.name}/levir: it has A/ and B/ but no label/ folder"
+                                       f"{hint}"], name
+        if name is not None:
+            (root / name).rename(root / "label")
+        expected.append(name)
+    assert expected == ["labels", "Label", "gt", None]
+
+
+def test_too_few_pairs_to_hold_out_says_how_to_train_without_validation(data_dir, tmp_path):
+    """Three real pairs, each its own data set: a fraction holds out none. The message named --val
+    only; --val-fraction 0 (no validation, the last epoch kept) trains on all three."""
+    for name in ("0_2", "1_1", "2_4"):
+        shutil.copytree(data_dir / "dsifn" / name, tmp_path / f"ds_{name}" / name)
+    pairs = find_pairs([tmp_path])
+    assert len(pairs) == 3 and len({p.group for p in pairs}) == 3
+    with pytest.raises(InputError) as error:
+        split_pairs(pairs, 0.2, seed=0)
+    assert str(error.value).endswith("give validation folders with --val, or train without validation with "
+                                     "--val-fraction 0")
+    from deepcl_core.training.trainer import _split
+
+    assert _split(TrainOptions(data_dirs=[tmp_path], out=tmp_path / "m.pt", val_fraction=0.0)) == (pairs, [])

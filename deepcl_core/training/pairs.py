@@ -17,7 +17,7 @@ from osgeo import gdal
 from ..area import ground_pixel_size
 from ..band_choice import choose_bands
 from ..errors import InputError
-from ..gdal_utils import is_alpha
+from ..gdal_utils import collect_gdal_errors, is_alpha
 from ..grid import Grid, align_after_to_before, label_on_grid
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..pair_statistics import read_pair_sample
@@ -27,9 +27,14 @@ LOG = logging.getLogger(__name__)
 
 _ROLES = ("before", "after", "label")
 _LEVIR_DIRS = ("A", "B", "label")
-# Sidecar files GDAL or viewers leave next to rasters, and files file managers leave in any folder
-# (matched lower case); never a pair's image.
-_IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".txt", ".md", ".json", ".prj", ".wld", ".pgw", ".tfw", ".jgw"}
+# Sidecar files GDAL, QGIS or viewers leave next to rasters (statistics, overviews, masks, world files,
+# QGIS's style and metadata), a shapefile's companions (its .shp is the one named: a vector label is
+# refused with what to do), and files file managers leave in any folder (matched lower case); never
+# a pair's image.
+_IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".msk", ".txt", ".md", ".json", ".prj", ".qpj",
+                     ".wld", ".tfw", ".tifw", ".tiffw", ".pgw", ".pngw", ".jgw", ".jpgw", ".jpegw", ".j2w",
+                     ".gfw", ".gifw", ".bpw", ".bmpw", ".qml", ".qmd", ".sld",
+                     ".shx", ".dbf", ".cpg", ".qix", ".sbn", ".sbx"}
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
 
 
@@ -161,9 +166,16 @@ def _pairs_in(folder: Path) -> List[Tuple[Path, PairFiles]]:
 
 def _levir_pairs(folder: Path) -> List[Tuple[Path, PairFiles]]:
     """LEVIR-CD layout: A/x.png, B/x.png, label/x.png share a file name; a name missing from one of
-    the three folders is skipped with a warning."""
+    the three folders is skipped with a warning, and so is a folder with two of the three (labels/
+    or gt/ for label/), which would otherwise give no pair without a word."""
     dirs = [folder / name for name in _LEVIR_DIRS]
-    if not all(d.is_dir() for d in dirs):
+    present = [d.is_dir() for d in dirs]
+    if sum(present) == 2:
+        has = " and ".join(f"{name}/" for name, there in zip(_LEVIR_DIRS, present) if there)
+        lacks = next(name for name, there in zip(_LEVIR_DIRS, present) if not there)
+        LOG.warning("skipped folder %s/%s: it has %s but no %s/ folder%s", folder.parent.name, folder.name, has,
+                    lacks, _rename_hint(folder, lacks))
+    if not all(present):
         return []
     files = [{p.name: p for p in d.iterdir() if _is_raster_file(p)} for d in dirs]
     pairs = []
@@ -176,6 +188,17 @@ def _levir_pairs(folder: Path) -> List[Tuple[Path, PairFiles]]:
             pairs.append((folder / Path(name).stem,
                           PairFiles(pair_name, *(in_dir[name] for in_dir in files), folder.name)))
     return pairs
+
+
+# Folder names other data sets give a LEVIR-style role (CDD: OUT/), matched lower case
+_LEVIR_LOOKALIKES = {"A": ("a", "t1", "im1", "image1", "before"), "B": ("b", "t2", "im2", "image2", "after"),
+                     "label": ("label", "labels", "gt", "mask", "masks", "out", "cm", "ground_truth", "groundtruth")}
+
+
+def _rename_hint(folder: Path, role: str) -> str:
+    """"; rename labels/ to label/" where ``folder`` has a folder that looks meant for ``role``."""
+    lookalikes = sorted(p.name for p in folder.iterdir() if p.is_dir() and p.name.lower() in _LEVIR_LOOKALIKES[role])
+    return f"; rename {lookalikes[0]}/ to {role}/" if lookalikes else ""
 
 
 def _raster_named(folder: Path) -> Dict[str, Path]:
@@ -218,7 +241,8 @@ def split_pairs(pairs: Sequence[PairFiles], fraction: float, seed: int) -> Tuple
     validation = [p for p in pairs if p.before.resolve() in held_out]
     if not validation:
         raise InputError(f"a validation fraction of {fraction} holds out no pair from {len(pairs)} pair(s) "
-                         "(a data set needs two pairs to give one); give validation folders with --val")
+                         "(a data set needs two pairs to give one); give validation folders with --val, or train "
+                         "without validation with --val-fraction 0")
     return [p for p in pairs if p.before.resolve() not in held_out], validation
 
 
@@ -264,31 +288,136 @@ def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: Image
 
 def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, np.ndarray]:
     """The label on the before grid as uint8 {0, 1} with its validity. 0/1 and 0/255 labels are
-    accepted; anything else is an :class:`InputError`.
+    accepted; anything else is an :class:`InputError`, and so is a vector label (polygons), with
+    how to rasterise it.
 
     0 always means no change: a band's nodata value of 0 is not taken as nodata (QGIS's Rasterize
     sets it by default, and it would hide every unchanged pixel); other nodata values and alpha or
     mask bands still mark pixels without a label. A label of several bands (white or a colour of
     full channels on black: each band 0/1 or 0/255) marks change where any band but alpha is
-    non-zero, and is valid where all of them are; a paletted label is read as its indices. Values in
-    between (an orange, a grey, anti-aliased edges) are refused rather than guessed at."""
-    label_ds = zero_means_no_change(open_raster(files.label, f"{files.name}: label"),
-                                    f"the label of pair {files.name}")
+    non-zero, and is valid where all of them are. A paletted label is read by the colours QGIS draws
+    when they follow the same rule (black for no change), whatever their indices: a palette of two
+    colours may hold red at index 0; one whose colours do not (a dark red for class 1) is read as its
+    indices. Values in between (an orange, a grey, anti-aliased edges) are refused rather than
+    guessed at. A label whose pixels are all change where it has any is warned of when others lack
+    a label (a change mask painted on a transparent layer)."""
+    label_ds = zero_means_no_change(_open_label(files, before_ds), f"the label of pair {files.name}")
+    palette = _palette(label_ds)  # taken before warping, which need not keep the colour table
+    unlabelled_by = _unlabelled_by(label_ds)
     label_ds = label_on_grid(_placed_as_the_before(label_ds, files), before_ds, f"the label of pair {files.name}",
                              "the before image")
     bands = [i for i in range(1, label_ds.RasterCount + 1) if not is_alpha(label_ds.GetRasterBand(i))] or [1]
     values, valid = read_window(label_ds, bands, 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
                                 f"{files.name}: label")
+    hidden_zero = not values[:, ~valid].any()  # what a label flattened onto black would hold there
     present = np.unique(values[:, valid])
+    if palette is not None:
+        values, present = _as_drawn(values, valid, present, palette)
     if present.size and not (set(present.tolist()) <= {0.0, 1.0} or set(present.tolist()) <= {0.0, 255.0}):
         shown = ", ".join(f"{v:g}" for v in present[:6]) + (", …" if present.size > 6 else "")
         colour = (" in every band: a colour label is white, red, green, blue, yellow, cyan or magenta on black"
-                  if len(bands) > 1 else "")
+                  if len(bands) > 1 else
+                  ", or draw them in black (no change) and white or a colour of full channels (change) in its "
+                  "colour table" if palette is not None else "")
         raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
                          f"0 (no change) and 1 or 255 (change) only{colour}")
     change = (values > 0).any(axis=0)
     _warn_of_change_declared_nodata(label_ds, files, change, valid)
+    _warn_of_no_unchanged_pixel(files, change, valid, unlabelled_by if hidden_zero else None)
     return change.astype(np.uint8), valid
+
+
+def _open_label(files: PairFiles, before_ds: gdal.Dataset) -> gdal.Dataset:
+    """The label as a raster; a vector label (a shapefile or GeoPackage of change polygons) is
+    refused with the command that rasterises it onto the before grid, since it cannot be read as one."""
+    try:
+        return open_raster(files.label, f"{files.name}: label")
+    except InputError:
+        if not _is_vector(files.label):
+            raise
+    example = ""
+    if has_geotransform(before_ds):  # the command for polygons in the before image's CRS, onto its grid
+        grid = Grid.of(before_ds)
+        x_min, y_min, x_max, y_max = grid.bounds()
+        example = (f", e.g. for polygons in the before image's CRS: gdal_rasterize -burn 1 -init 0 -ot Byte "
+                   f"-te {x_min!r} {y_min!r} {x_max!r} {y_max!r} -ts {grid.width} {grid.height} {files.label} "
+                   f"{files.label.with_suffix('.tif')}, then remove {files.label.name}")
+    raise InputError(f"label {files.label} is a vector layer (polygons of change), not a raster; rasterise it onto "
+                     "the before image's grid first, 1 inside the polygons and 0 outside (QGIS: Raster ▸ Conversion "
+                     f"▸ Rasterize){example}")
+
+
+def _is_vector(path: Path) -> bool:
+    """Whether GDAL opens ``path`` as a vector dataset with layers (closed again at once)."""
+    with collect_gdal_errors():
+        try:
+            vector = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY)
+        except RuntimeError:  # GDAL's exceptions on in a caller that is no engine entry point
+            return False
+    return vector is not None and vector.GetLayerCount() > 0
+
+
+def _palette(label_ds: gdal.Dataset) -> Optional[gdal.ColorTable]:
+    """The colour table of a one-band paletted label (RGB), as :func:`palette_as_colours` takes it."""
+    band = label_ds.GetRasterBand(1)
+    table = band.GetColorTable()
+    if (label_ds.RasterCount != 1 or table is None or band.GetColorInterpretation() != gdal.GCI_PaletteIndex
+            or table.GetPaletteInterpretation() != gdal.GPI_RGB):
+        return None
+    return table
+
+
+def _as_drawn(values: np.ndarray, valid: np.ndarray, present: np.ndarray,
+              table: gdal.ColorTable) -> Tuple[np.ndarray, np.ndarray]:
+    """Paletted label ``values`` (indices) as 0 (drawn black) and 1 (drawn white or in a colour of
+    full channels), with the values present, when every index present is drawn so; else as they
+    are. The colours' alpha is left aside: transparency is GDAL's nodata (a transparent index 0 is
+    no change, as any nodata of 0), and the colour table of :func:`palette_as_colours` would hide
+    the no-change pixels of a PNG whose black is transparent."""
+    if any(v != int(v) or not 0 <= v < table.GetCount() for v in present.tolist()):
+        return values, present
+    indices = [int(v) for v in present]
+    colours = [table.GetColorEntry(index)[:3] for index in indices]
+    if not all(channel in (0, 255) for colour in colours for channel in colour):
+        return values, present
+    drawn = np.isin(values, [index for index, colour in zip(indices, colours) if any(colour)]).astype(values.dtype)
+    return drawn, np.unique(drawn[:, valid])
+
+
+def _unlabelled_by(label_ds: gdal.Dataset) -> List[str]:
+    """The gdal_translate options that drop what marks pixels without a label in ``label_ds``: its
+    alpha band (the bands to keep), a mask, a nodata value."""
+    options: List[str] = []
+    alpha = [i for i in range(1, label_ds.RasterCount + 1) if is_alpha(label_ds.GetRasterBand(i))]
+    if alpha:
+        options += [part for i in range(1, label_ds.RasterCount + 1) if i not in alpha for part in ("-b", str(i))]
+    flags = label_ds.GetRasterBand(1).GetMaskFlags()
+    if flags & gdal.GMF_PER_DATASET and not flags & (gdal.GMF_ALPHA | gdal.GMF_NODATA):
+        options += ["-mask", "none"]
+    if any(label_ds.GetRasterBand(i).GetNoDataValue() is not None for i in range(1, label_ds.RasterCount + 1)):
+        options += ["-a_nodata", "none"]
+    return options
+
+
+def _warn_of_no_unchanged_pixel(files: PairFiles, change: np.ndarray, valid: np.ndarray,
+                                flatten: Optional[List[str]]) -> None:
+    """A label that is change wherever it has a label, while other pixels have none: a change mask
+    painted on a transparent layer (alpha 0 where nothing changed) leaves every unchanged pixel out,
+    and precision reads 1. Alpha, masks and nodata do mean "no label" (outside a warped footprint),
+    so the pixels stay out and the user is told. ``flatten``: the gdal_translate options that drop
+    what hides them, when 0 lies beneath (flattened, they read as no change); None otherwise."""
+    unlabelled = int((~valid).sum())
+    if not unlabelled or not valid.any() or not change[valid].all():
+        return
+    if flatten:
+        how = (f"flatten it onto black (gdal_translate {' '.join(flatten)} {files.label} "
+               f"{files.label.with_name('flat' + files.label.suffix)}) and put that in its place")
+    else:
+        how = ("write 0 in them and remove what marks them unlabelled (its alpha band, mask or nodata value), "
+               "and draw it over the whole before image")
+    LOG.warning("the label of pair %s has no unchanged pixel: it marks change wherever it has a label, and its %d "
+                "pixels without a label (transparent, masked, nodata or outside it) are left out. If they mean no "
+                "change, %s", files.name, unlabelled, how)
 
 
 def _warn_of_change_declared_nodata(label_ds: gdal.Dataset, files: PairFiles, change: np.ndarray,
