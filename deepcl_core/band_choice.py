@@ -57,9 +57,10 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
 
 
 def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                          role: str) -> Optional[str]:
+                          role: str, advice: str = "choose the bands by hand") -> Optional[str]:
     """A warning when :func:`choose_bands` took the first bands of an image with more bands than
-    the model's, none named: a guess (e.g. blue, green, red, near infrared read as red, green, blue)."""
+    the model's, none named: a guess (e.g. blue, green, red, near infrared read as red, green, blue).
+    ``advice``: what to do if they are in another order."""
     needed = len(expected)
     image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
     if requested or len(image_bands) <= needed or _each_found_once(_found_bands(dataset, expected)):
@@ -68,7 +69,7 @@ def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[in
     return (f"the {role} image's {len(image_bands)} bands do not say which is {which} "
             f"(no description or colour interpretation): bands "
             f"{', '.join(str(i) for i in range(1, needed + 1))} were taken as {', '.join(expected)}; if they "
-            "are in another order, choose the bands by hand")
+            f"are in another order, {advice}")
 
 
 def _found_bands(dataset: gdal.Dataset, expected: Sequence[str]) -> Tuple[Optional[int], ...]:

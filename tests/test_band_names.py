@@ -47,3 +47,41 @@ def test_a_guess_for_one_band_is_worded_for_one(dsifn_pair, tmp_path):
     assert choose_bands(image, None, ["nir"], "before") == (1,)
     warning = unnamed_bands_warning(image, None, ["nir"], "before")
     assert warning.startswith("the before image's 3 bands do not say which is nir (no description"), warning
+
+
+def test_training_warns_of_bands_it_guesses_naming_the_pair(data_dir, tmp_path, caplog):
+    """OSCD bercy stored blue, green, red, near infrared with nothing said of its bands: training took
+    bands 1-3 as red, green and blue without a word (detection warns of the same guess)."""
+    import logging
+    import subprocess
+
+    import numpy as np
+
+    folder = tmp_path / "bercy"
+    folder.mkdir()
+    for role in ("before", "after"):  # the pixels alone, bands reordered: nothing named
+        source = gdal.Open(str(data_dir / "oscd" / "bercy" / f"{role}.tif"))
+        stored = gdal.GetDriverByName("GTiff").Create(str(folder / f"{role}.tif"), source.RasterXSize,
+                                                      source.RasterYSize, 4, gdal.GDT_UInt16)
+        stored.SetGeoTransform(source.GetGeoTransform())
+        stored.SetProjection(source.GetProjection())
+        stored.WriteArray(source.ReadAsArray()[[2, 1, 0, 3]])
+        stored = None
+    (folder / "label.tif").symlink_to(data_dir / "oscd" / "bercy" / "label.tif")
+    with caplog.at_level(logging.WARNING, logger="deepcl_core.training.pairs"):
+        load_pair(find_pairs([folder])[0], ["red", "green", "blue"], NormalizationSpec())
+    assert [r.getMessage() for r in caplog.records] == [
+        f"pair bercy: the {role} image's 4 bands do not say which is red, green or blue (no description or colour "
+        "interpretation): bands 1, 2, 3 were taken as red, green, blue; if they are in another order, name them in "
+        "the files, e.g. gdal_edit.py -colorinterp_3 red -colorinterp_2 green -colorinterp_1 blue FILE for blue, "
+        "green, red" for role in ("before", "after")]
+    # That command makes the files say it, and the bands are found by their names, without a guess
+    for role in ("before", "after"):
+        subprocess.run(["gdal_edit.py", "-colorinterp_3", "red", "-colorinterp_2", "green", "-colorinterp_1", "blue",
+                        str(folder / f"{role}.tif")], check=True)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="deepcl_core.training.pairs"):
+        named = load_pair(find_pairs([folder])[0], ["red", "green", "blue"], NormalizationSpec())
+    assert caplog.records == []
+    original = load_pair(find_pairs([data_dir / "oscd" / "bercy"])[0], ["red", "green", "blue"], NormalizationSpec())
+    np.testing.assert_array_equal(named.before, original.before)
