@@ -4,14 +4,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingContext, QgsProcessingException,
-                       QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingOutputString,
-                       QgsProcessingParameterBand,
+from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProcessing, QgsProcessingContext,
+                       QgsProcessingException, QgsProcessingFeedback, QgsProcessingOutputNumber,
+                       QgsProcessingOutputString, QgsProcessingParameterBand,
                        QgsProcessingParameterBoolean, QgsProcessingParameterEnum, QgsProcessingParameterExtent,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterNumber, QgsProcessingParameterRasterDestination,
                        QgsProcessingParameterRasterLayer, QgsProcessingParameterVectorDestination,
-                       QgsRasterLayer)
+                       QgsProcessingUtils, QgsRasterLayer, QgsVectorFileWriter)
 
 from .. import pair_checks
 from ..threshold_scale import THRESHOLDS
@@ -266,10 +266,31 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         self._extent = self._extent_in(parameters, context, before.crs)
         # A mask of a project layer's selected features is written to a file from the layer: here too
         # (from the background thread it crashed QGIS while the map canvas refreshed).
-        self._mask = (self.parameterAsCompatibleSourceLayerPathAndLayerName(
-            parameters, self.MASK, context, ["gpkg", "shp"], "gpkg", feedback)
-            if self._has(parameters, self.MASK) else ("", ""))
+        self._mask = self._mask_file(parameters, context, feedback) if self._has(parameters, self.MASK) else ("", "")
         return True
+
+    def _mask_file(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                   feedback: QgsProcessingFeedback) -> Tuple[str, str]:
+        """The mask's file and layer for the engine, which reads files: the layer's own, or a copy
+        Processing writes (its selected features, another format); a copy of the polygons as QGIS shows
+        them when the layer has unsaved edits, which its file lacks (the run used the file's)."""
+        layer = self.parameterAsVectorLayer(parameters, self.MASK, context)
+        if layer is None or not layer.isModified():
+            return self.parameterAsCompatibleSourceLayerPathAndLayerName(parameters, self.MASK, context,
+                                                                        ["gpkg", "shp"], "gpkg", feedback)
+        source = self.parameterAsSource(parameters, self.MASK, context)  # with the edits, and the selection
+        path = QgsProcessingUtils.generateTempFilename("mask_with_unsaved_edits.gpkg")
+        options = QgsVectorFileWriter.SaveVectorOptions()
+        options.driverName = "GPKG"
+        writer = QgsVectorFileWriter.create(path, source.fields(), source.wkbType(), source.sourceCrs(),
+                                            context.transformContext(), options)
+        # As the layer's file would be read: invalid polygons are GDAL's to rasterise, not Processing's to check
+        request = QgsFeatureRequest().setInvalidGeometryCheck(QgsFeatureRequest.GeometryNoCheck)
+        if writer.hasError() or not writer.addFeatures(list(source.getFeatures(request))):
+            raise QgsProcessingException(f"The polygons of the mask layer {layer.name()} with its unsaved edits "
+                                         f"could not be written for the run: {writer.errorMessage()}")
+        del writer  # closing writes the file
+        return path, ""
 
     @processing_run
     def processAlgorithm(self, parameters: Dict[str, Any], context: QgsProcessingContext,  # noqa: N802

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal
+from osgeo import gdal, ogr, osr
 
 from deepcl_core.model_file import load_model
 from plugin_test_helpers import check_message, error_recording_feedback, image, pair, read, run
@@ -181,6 +181,35 @@ def test_mask_layer_leaves_nodata_outside_the_polygons(deepcl_provider, tiny_mod
     empty = QgsVectorLayer("Polygon?crs=EPSG:4326", "new districts", "memory")
     assert check_message(ALG, _params(oscd_crop, tiny_model, tmp_path / "empty", MASK=empty)) == (
         "The mask layer new districts holds no polygon; draw the area to detect inside, or choose another layer.")
+
+
+def test_a_mask_layers_unsaved_edits_are_used(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """Two squares in a GeoPackage, one deleted in an edit not saved yet: the run read the file and
+    detected in both (the outputs' extent, from the layer, already took the edit)."""
+    from qgis.core import QgsVectorLayer
+
+    x0, dx, _, y0, _, dy = gdal.Open(image(oscd_crop, "before")).GetGeoTransform()
+    package = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "zones.gpkg"))
+    srs = osr.SpatialReference()
+    srs.ImportFromEPSG(4326)
+    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+    zones = package.CreateLayer("zones", srs, ogr.wkbPolygon)
+    for column, row, side in ((10, 10, 50), (100, 100, 50)):
+        feature = ogr.Feature(zones.GetLayerDefn())
+        corners = [(x0 + c * dx, y0 + r * dy) for c, r in ((column, row), (column + side, row),
+                                                           (column + side, row + side), (column, row + side))]
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            "POLYGON((" + ",".join(f"{x!r} {y!r}" for x, y in corners + corners[:1]) + "))"))
+        zones.CreateFeature(feature)
+    package = zones = None
+    layer = QgsVectorLayer(f"{tmp_path / 'zones.gpkg'}|layername=zones", "zones", "ogr")
+    assert layer.isValid() and layer.startEditing()
+    assert layer.deleteFeature(min(layer.allFeatureIds()))  # the first square, not saved
+    result = run(ALG, _params(oscd_crop, tiny_model, tmp_path, MASK=layer, THRESHOLD=0.3))
+    change = read(result["CHANGE"])
+    assert change.shape == (50, 50) and (change != 255).all() and result["VALID_PIXELS"] == 50 * 50
+    assert layer.isModified() and layer.featureCount() == 1  # the edit is the user's, still unsaved
+    layer.rollBack()
 
 
 def test_batch_of_pairs(deepcl_provider, tiny_model, tmp_path):
