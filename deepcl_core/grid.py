@@ -153,7 +153,9 @@ def warp_to_grid(dataset: gdal.Dataset, target: Grid, resampling: str, what: str
     if all(value is not None for value in nodata):
         # Each band keeps its nodata: a pixel one chosen band lacks is no data (read_window), where
         # the alpha marks only pixels every band lacks, and the others' zeros would be read as ground
-        options = {"dstNodata": nodata, "warpOptions": ["INIT_DEST=NO_DATA"], **options}
+        # As gdalwarp's text ("nan" too): GDAL's Python options take str() of a list, read as "[255.0," = 0
+        options = {"dstNodata": " ".join(repr(value) for value in nodata), "warpOptions": ["INIT_DEST=NO_DATA"],
+                   **options}
     with collect_gdal_errors() as errors:
         warped = gdal.Warp("", dataset, options=gdal.WarpOptions(
             format="VRT", dstSRS=target.crs_wkt or None, outputBounds=target.bounds(), width=target.width,

@@ -233,6 +233,25 @@ def test_label_of_the_same_size_on_another_grid_is_warped(oscd, tmp_path):
     assert scores[0]["f1"] > 0 and scores[0] == scores[1]
 
 
+def test_a_label_with_nodata_255_on_another_grid_keeps_its_unchanged_pixels(oscd, tmp_path):
+    """Warped onto the before grid, a label declaring nodata 255 came out declaring 0 (GDAL's Python
+    options read the text of a list, "[255.0]", as 0): every unchanged pixel was dropped."""
+    shifted = shifted_label_pair(oscd, tmp_path / "shifted" / "bercy", (-60, -40))
+    stored = gdal.Open(str(shifted / "label.tif"), gdal.GA_Update)
+    values = stored.ReadAsArray()
+    values[100:110] = 255  # rows without a label: rows 60-69 of the before image
+    stored.GetRasterBand(1).WriteArray(values)
+    stored.GetRasterBand(1).SetNoDataValue(255)
+    stored = None
+    correct, _ = label_of(shifted, crop(oscd / "label.tif", tmp_path / "correct.tif", 100, 100, 256, 256))
+    label, valid = label_of(shifted, shifted / "label.tif")
+    expected = np.zeros_like(valid)
+    expected[:216, :196] = True
+    expected[60:70] = False
+    assert np.array_equal(valid, expected)
+    assert np.array_equal(label[expected], correct[expected]) and (label[expected] == 0).sum() > 0.9 * expected.sum()
+
+
 def test_label_within_a_hundredth_of_a_pixel_is_read_as_it_is(oscd, tmp_path):
     pair = shifted_label_pair(oscd, tmp_path / "bercy", (0, 0))
     before = Grid.of(open_raster(pair / "before.tif", "before"))
