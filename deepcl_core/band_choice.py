@@ -56,8 +56,13 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     return tuple(range(1, needed + 1))
 
 
+# How a file says which band is which, for whoever cannot choose bands (training, evaluation)
+NAME_THE_BANDS = ("name them in the files, e.g. gdal_edit.py -colorinterp_3 red -colorinterp_2 green -colorinterp_1 "
+                  "blue FILE for blue, green, red")
+
+
 def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                          role: str, advice: str = "choose the bands by hand") -> Optional[str]:
+                          role: str, advice: str = f"choose the bands by hand, or {NAME_THE_BANDS}") -> Optional[str]:
     """A warning when :func:`choose_bands` took the first bands of an image with more bands than
     the model's, none named: a guess (e.g. blue, green, red, near infrared read as red, green, blue).
     ``advice``: what to do if they are in another order."""

@@ -508,7 +508,8 @@ def test_more_bands_than_the_models_none_named_are_warned_of(same_grid_pair, tin
     assert [w for w in result.warnings if "bands do not say" in w] == [
         f"the {role} image's 4 bands do not say which is red, green or blue (no description or colour "
         "interpretation): bands 1, 2, 3 were taken as red, green, blue; if they are in another order, choose the "
-        "bands by hand" for role in ("before", "after")]
+        "bands by hand, or name them in the files, e.g. gdal_edit.py -colorinterp_3 red -colorinterp_2 green "
+        "-colorinterp_1 blue FILE for blue, green, red" for role in ("before", "after")]
     chosen = DetectOptions(bands_before=[3, 2, 1], bands_after=[3, 2, 1], **FAST)
     three = [_without_band_names(path, tmp_path / f"rgb_{path.name}", [1, 2, 3]) for path in (before, after)]
     from test_area_of_interest import write_mask

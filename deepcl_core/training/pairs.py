@@ -15,7 +15,7 @@ import numpy as np
 from osgeo import gdal
 
 from ..area import ground_pixel_size
-from ..band_choice import choose_bands, unnamed_bands_warning
+from ..band_choice import NAME_THE_BANDS, choose_bands, unnamed_bands_warning
 from ..errors import InputError
 from ..gdal_utils import collect_gdal_errors, is_alpha
 from ..grid import Grid, align_after_to_before, label_on_grid
@@ -253,7 +253,8 @@ def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSp
     bands_before = choose_bands(before_ds, None, band_names, f"{files.name}: before")
     bands_after = choose_bands(after_ds, None, band_names, f"{files.name}: after")
     for dataset, role in ((before_ds, "before"), (after_ds, "after")):  # detection warns of the same guess
-        warning = unnamed_bands_warning(dataset, None, band_names, role, advice=_NAME_THE_BANDS)
+        # Training takes bands by name only: the files must say which is which
+        warning = unnamed_bands_warning(dataset, None, band_names, role, advice=NAME_THE_BANDS)
         if warning:
             LOG.warning("pair %s: %s", files.name, warning)
     try:
@@ -269,11 +270,6 @@ def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSp
     if not valid.any():
         raise nothing_to_score(files.name)
     return LoadedPair(files, before * valid, after * valid, label, valid, ground_pixel_size(Grid.of(before_ds)))
-
-
-# Training takes bands by name only: the files must say which is which
-_NAME_THE_BANDS = ("name them in the files, e.g. gdal_edit.py -colorinterp_3 red -colorinterp_2 green -colorinterp_1 "
-                   "blue FILE for blue, green, red")
 
 
 def nothing_to_score(name: str) -> InputError:
