@@ -129,13 +129,13 @@ def add_evaluate_parser(commands: argparse._SubParsersAction) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from .evaluation import EvaluateOptions, evaluate
+    from .evaluation import EvaluateOptions, evaluate, pair_warnings_said_once
     from .progress import TerminalProgress
 
     options = EvaluateOptions(model=args.model, data_dirs=args.data_dirs, pseudo_change=args.pseudo_change,
                               device=args.device, threshold=args.threshold, input_scale=args.input_scale,
                               tile_size=args.tile)
-    with TerminalProgress("evaluate", sys.stderr) as progress:
+    with TerminalProgress("evaluate", sys.stderr) as progress, pair_warnings_said_once():
         report = evaluate(options, progress=progress)
         if args.classical:
             from .classical import classical_report

@@ -71,7 +71,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
     pooled, per_pair, scores = Confusion(), {}, _ScorePool()
     pseudo: Dict[str, Any] = {}
     # Labels are read when checked and again when scored: their warnings are said once, when checked.
-    with _filtered(logging.getLogger(read_label.__module__), _SaidOnce()), \
+    with pair_warnings_said_once(), \
             tempfile.TemporaryDirectory(prefix="deepcl-evaluate-") as tmp, _in_the_temporary_folder():
         report(0.0, f"checking {len(pairs)} pair{'' if len(pairs) == 1 else 's'}")
         for pair in pairs:
@@ -129,6 +129,13 @@ def check_pair(pair: PairFiles, bands: Sequence[str]) -> None:
         raise InputError(f"pair {pair.name}: {exc}") from None
     if not read_label(pair, before_ds)[1].any():
         raise nothing_to_score(pair.name)
+
+
+def pair_warnings_said_once() -> "contextlib.AbstractContextManager[None]":
+    """While it lasts, a warning about a pair's files (a label, guessed bands) is said once however often
+    they are read: evaluation reads labels to check them and again to score them, and the classical
+    peers read them once more."""
+    return _filtered(logging.getLogger(read_label.__module__), _SaidOnce())
 
 
 class _SaidOnce(logging.Filter):

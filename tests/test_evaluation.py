@@ -329,7 +329,8 @@ def test_a_bad_last_pair_is_refused_before_any_pair_s_detection(fault, data_dir,
 
 def test_a_label_s_warning_comes_once_before_any_detection(data_dir, tiny_model_path, tmp_path, caplog):
     """Labels are checked up front and read again to be scored: their warning (here of a 0/1 label
-    declaring 1 as nodata) comes once, before any detection's."""
+    declaring 1 as nodata) comes once, before any detection's; on the command line also with the
+    classical peers, which read them once more (it came three times)."""
     import logging
     import shutil
 
@@ -344,6 +345,14 @@ def test_a_label_s_warning_comes_once_before_any_detection(data_dir, tiny_model_
         evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu"))
     loggers = [r.name for r in caplog.records if r.name in ("deepcl_core.training.pairs", "deepcl_core.detect")]
     assert loggers[0] == "deepcl_core.training.pairs" and loggers.count("deepcl_core.training.pairs") == 1, loggers
+    from deepcl_core.cli import main
+
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):
+        assert main(["evaluate", "--model", str(tiny_model_path), "--device", "cpu", "--classical",
+                     str(tmp_path / "pairs")]) == 0
+    said = [r.getMessage() for r in caplog.records if "declares 1, a value of change, as nodata" in r.getMessage()]
+    assert len(said) == 1, said
 
 
 def test_detection_warnings_name_their_pair(data_dir, tiny_model_path, tmp_path, caplog):
