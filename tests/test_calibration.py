@@ -164,7 +164,7 @@ def test_a_recalibrated_model_says_so_and_keeps_the_record_of_what_it_kept(tmp_p
     import sys
 
     from test_training import small_options
-    from deepcl_core.training import train
+    from deepcl_core.training import find_pairs, train
 
     trained = train(small_options(tmp_path / "trained.pt", epochs=1)).out
     sentinel, levir = DATA / "oscd" / "bercy", VAL_DIRS[0]
@@ -182,7 +182,7 @@ def test_a_recalibrated_model_says_so_and_keeps_the_record_of_what_it_kept(tmp_p
     assert recalibration["command_line"] == f"deepcl calibrate --model {trained} --out {tmp_path / 'both.pt'} " \
                                             f"--device cpu {sentinel} {levir}"
     assert sorted(pair["before"] for pair in recalibration["pairs"]) == sorted(
-        str(image.resolve()) for folder in (sentinel, levir) for image in folder.glob("before.*"))
+        str(pair.before.resolve()) for pair in find_pairs([sentinel, levir]))
     assert recalibration["calibrated_with"].startswith("deepcl ") and recalibration["created_utc"]
     assert len(aerial["recalibrations"]) == 2 and aerial["recalibrations"][0] == recalibration
     kept = aerial["threshold_calibration"]
