@@ -85,11 +85,10 @@ def palette_as_colours(dataset: gdal.Dataset, role: str) -> gdal.Dataset:
     """A one-band paletted image as an in-memory VRT of its colours (nothing copied); any other
     image as it is. An alpha band comes too when some pixels are transparent (a nodata index, or
     colours of the table that are not opaque), so they stay nodata instead of turning black."""
-    band = dataset.GetRasterBand(1)
-    table = band.GetColorTable()
-    if (dataset.RasterCount != 1 or table is None or band.GetColorInterpretation() != gdal.GCI_PaletteIndex
-            or table.GetPaletteInterpretation() != gdal.GPI_RGB):
+    table = rgb_colour_table(dataset)
+    if table is None:
         return dataset
+    band = dataset.GetRasterBand(1)
     transparent = band.GetNoDataValue() is not None or any(
         table.GetColorEntry(index)[3] < 255 for index in range(table.GetCount()))
     with collect_gdal_errors() as errors:
@@ -98,6 +97,16 @@ def palette_as_colours(dataset: gdal.Dataset, role: str) -> gdal.Dataset:
         raise InputError(f"cannot read the colours of the {role} image's colour table: "
                          f"{errors.last('GDAL gave no reason')}")
     return colours
+
+
+def rgb_colour_table(dataset: gdal.Dataset) -> Optional[gdal.ColorTable]:
+    """The colour table of a one-band image of RGB colour-table indices; None for any other image."""
+    band = dataset.GetRasterBand(1)
+    table = band.GetColorTable()
+    if (dataset.RasterCount != 1 or table is None or band.GetColorInterpretation() != gdal.GCI_PaletteIndex
+            or table.GetPaletteInterpretation() != gdal.GPI_RGB):
+        return None
+    return table
 
 
 # GDAL's file systems that reach a server (cloud storage, HTTP)

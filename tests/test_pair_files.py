@@ -419,6 +419,8 @@ def test_qgis_sidecar_files_and_world_files_are_not_taken_for_images(data_dir, l
         for suffix in (".pngw", ".pgw", ".wld"):
             (pair / f"{role}{suffix}").write_text("2.0\n0.0\n0.0\n-2.0\n1.0\n-1.0\n")
     gdal.Info(str(pair / "label.png"), stats=True)  # label.png.aux.xml
+    for suffix in (".gpkg-wal", ".gpkg-shm"):  # SQLite's, beside a GeoPackage image QGIS has open
+        (pair / f"after{suffix}").write_bytes(b"\0" * 32)
     root = levir_layout(tmp_path / "levir", levir_dirs[:2])
     tile = levir_dirs[0].name
     shutil.copy(style, root / "label" / f"{tile}.qml")

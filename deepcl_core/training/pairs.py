@@ -21,7 +21,8 @@ from ..gdal_utils import collect_gdal_errors, is_alpha
 from ..grid import Grid, align_after_to_before, label_on_grid
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..pair_statistics import read_pair_sample
-from ..raster_io import has_geotransform, open_image, open_raster, placed_by_gcps, read_window, zero_means_no_change
+from ..raster_io import (has_geotransform, open_image, open_raster, placed_by_gcps, read_window, rgb_colour_table,
+                         zero_means_no_change)
 
 LOG = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _LEVIR_DIRS = ("A", "B", "label")
 # QGIS's style and metadata), a shapefile's companions (its .shp is the one named: a vector label is
 # refused with what to do), and files file managers leave in any folder (matched lower case); never
 # a pair's image.
-_IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".msk", ".txt", ".md", ".json", ".prj", ".qpj",
+_IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".msk", ".txt", ".md", ".json", ".prj", ".qpj", ".gpkg-wal", ".gpkg-shm",
                      ".wld", ".tfw", ".tifw", ".tiffw", ".pgw", ".pngw", ".jgw", ".jpgw", ".jpegw", ".j2w",
                      ".gfw", ".gifw", ".bpw", ".bmpw", ".qml", ".qmd", ".sld",
                      ".shx", ".dbf", ".cpg", ".qix", ".sbn", ".sbx"}
@@ -307,17 +308,17 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
     guessed at. A label whose pixels are all change where it has any is warned of when others lack
     a label (a change mask painted on a transparent layer)."""
     label_ds = zero_means_no_change(_open_label(files, before_ds), f"the label of pair {files.name}")
-    palette = _palette(label_ds)  # taken before warping, which need not keep the colour table
+    palette = rgb_colour_table(label_ds)  # taken before warping, which need not keep the colour table
     unlabelled_by = _unlabelled_by(label_ds)
     label_ds = label_on_grid(_placed_as_the_before(label_ds, files), before_ds, f"the label of pair {files.name}",
                              "the before image")
     bands = [i for i in range(1, label_ds.RasterCount + 1) if not is_alpha(label_ds.GetRasterBand(i))] or [1]
     values, valid = read_window(label_ds, bands, 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
                                 f"{files.name}: label")
-    hidden_zero = not values[:, ~valid].any()  # what a label flattened onto black would hold there
     present = np.unique(values[:, valid])
     if palette is not None:
         values, present = _as_drawn(values, valid, present, palette)
+    hidden_zero = not values[:, ~valid].any()  # what a label flattened onto black would show there, as drawn
     if present.size and not (set(present.tolist()) <= {0.0, 1.0} or set(present.tolist()) <= {0.0, 255.0}):
         shown = ", ".join(f"{v:g}" for v in present[:6]) + (", …" if present.size > 6 else "")
         colour = (" in every band: a colour label is white, red, green, blue, yellow, cyan or magenta on black"
@@ -360,16 +361,6 @@ def _is_vector(path: Path) -> bool:
         except RuntimeError:  # GDAL's exceptions on in a caller that is no engine entry point
             return False
     return vector is not None and vector.GetLayerCount() > 0
-
-
-def _palette(label_ds: gdal.Dataset) -> Optional[gdal.ColorTable]:
-    """The colour table of a one-band paletted label (RGB), as :func:`palette_as_colours` takes it."""
-    band = label_ds.GetRasterBand(1)
-    table = band.GetColorTable()
-    if (label_ds.RasterCount != 1 or table is None or band.GetColorInterpretation() != gdal.GCI_PaletteIndex
-            or table.GetPaletteInterpretation() != gdal.GPI_RGB):
-        return None
-    return table
 
 
 def _as_drawn(values: np.ndarray, valid: np.ndarray, present: np.ndarray,
