@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
+import stat
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
@@ -74,7 +75,7 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
     ``make_folders``: a missing folder is fine when it can be made (the writer makes it), so that a
     refused run leaves no empty folders behind."""
     resolved_inputs = {Path(p).resolve() for p in inputs}
-    input_files = [p for p in resolved_inputs if p.is_file()]
+    input_files = {_file_id(p) for p in resolved_inputs} - {None}
     seen = set()
     for path in paths:
         if path is None:
@@ -88,7 +89,7 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
         target = path.resolve()
         # Or the same file by another name: a hard link, or the name in other capitals where the
         # file system ignores them (macOS), which putting the output in place would replace
-        if target in resolved_inputs or (path.is_file() and any(os.path.samefile(path, p) for p in input_files)):
+        if target in resolved_inputs or _file_id(path) in input_files:
             raise OutputError(f"output {path} is one of the input images; choose another file name")
         if target in seen:
             raise OutputError(f"{path} is given for two outputs; give each output its own file")
@@ -108,6 +109,16 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
                               "overwriting (--overwrite), which replaces the link, not a file it points to")
         if path.exists() and not overwrite:
             raise OutputError(f"output {path} exists; remove it or allow overwriting (--overwrite)")
+
+
+def _file_id(path: Path) -> Optional[Tuple[int, int]]:
+    """The file behind ``path`` (device and inode), whatever its name; None for no file one may look at
+    (missing, a folder, a GDAL dataset name, a folder one may not search: other checks say what)."""
+    try:
+        status = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    return (status.st_dev, status.st_ino) if stat.S_ISREG(status.st_mode) else None
 
 
 # SQLite writes its journal beside a GeoPackage under the file's name and this ending, whenever the
@@ -244,13 +255,14 @@ def add_overviews(path: Path, data_type: int, compression: str, cancel: Callable
     if cancel():  # GDAL's "User terminated" was this cancel, not a write that failed
         raise Cancelled()
     if status != 0 or errors.messages:
-        reason = errors.last('unknown error')
-        raise OutputError(f"building the overviews of {name or path} failed: {reason} {_likely_cause(reason)}")
+        raise OutputError(f"building the overviews of {name or path} failed: {errors.last('unknown error')} "
+                          f"{_likely_cause(Path(path))}")
 
 
-def _likely_cause(reason: str) -> str:
-    """What to look at when GDAL could not write: its words are those of the failed system call."""
-    if "No such file or directory" in reason:
+def _likely_cause(path: Path) -> str:
+    """What to look at when GDAL could not write ``path`` (GDAL's words, in the system's language, are
+    those of the failed call): its folder gone, or else most likely a full disk."""
+    if not path.parent.is_dir():
         return "(was the output folder moved or deleted during the run?)"
     return "(is the disk full?)"
 
@@ -411,15 +423,14 @@ class RasterOutputs:
         # (and report the full disk again on stderr) only after the user was told, not in abort().
         dataset = None
         if status != 0 or errors.messages:
-            reason = errors.last('unknown error')
-            raise OutputError(f"writing {path} failed: {reason} {_likely_cause(reason)}")
+            raise OutputError(f"writing {path} failed: {errors.last('unknown error')} {_likely_cause(path)}")
 
     def temporary_file(self, path: Path) -> Path:
         return self.temporary[path]
 
     def close(self) -> None:
         """Flush and close all datasets, raising if the flush fails (e.g. disk full)."""
-        problems = []
+        problems, failed = [], []
         for path in list(self.datasets):
             with collect_gdal_errors() as errors:
                 dataset = self.datasets.pop(path)
@@ -428,8 +439,9 @@ class RasterOutputs:
                 dataset = None
             if errors.messages:
                 problems.append(f"{path}: {errors.last()}")
+                failed.append(path)
         if problems:
-            raise OutputError(f"writing outputs failed: {'; '.join(problems)} {_likely_cause(problems[-1])}")
+            raise OutputError(f"writing outputs failed: {'; '.join(problems)} {_likely_cause(failed[-1])}")
 
     def build_overviews(self, cancel: Callable[[], bool]) -> None:
         """After :meth:`close`: :func:`add_overviews` to each file."""
