@@ -6,11 +6,13 @@ step would overwrite it: the first message, naming the thresholds, was never see
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import time
 from typing import Any, List, Optional, TextIO, Tuple
 
-BAR_MESSAGE_WIDTH = 60
+BAR_MESSAGE_WIDTH = 60  # at most; less on a narrow terminal, where a wrapped bar could not be drawn over
+BAR_WITHOUT_MESSAGE = 49  # the bar's characters besides its label and message
 
 
 class TerminalProgress:
@@ -20,6 +22,8 @@ class TerminalProgress:
         self.label = label
         self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced
         self.interactive = self.stream.isatty()
+        room = _columns(self.stream) - 1 - len(label) - BAR_WITHOUT_MESSAGE
+        self.message_width = min(BAR_MESSAGE_WIDTH, max(10, room))
         self.started = time.perf_counter()
         self.last_decile = -1
         self.last = (-1.0, "")  # fraction and message of the last call
@@ -31,14 +35,14 @@ class TerminalProgress:
         fraction = min(max(fraction, 0.0), 1.0)
         elapsed = time.perf_counter() - self.started
         news = fraction == self.last[0] and message != self.last[1]
-        cut_news = message != self.last[1] and len(message) > BAR_MESSAGE_WIDTH
+        cut_news = message != self.last[1] and len(message) > self.message_width
         self.last = (fraction, message)
         if self.interactive:
             if message and (news or cut_news):
                 self._above_the_bar(f"{self.label}: {message}\n")
             filled = int(fraction * 30)
             self.bar = (f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} {elapsed:6.1f}s "
-                        f"{message[:BAR_MESSAGE_WIDTH]:<{BAR_MESSAGE_WIDTH}}")
+                        f"{message[:self.message_width]:<{self.message_width}}")
             self.bar_length = len(self.bar)
             self.stream.write(f"\r{self.bar}")
             self.stream.flush()
@@ -50,7 +54,7 @@ class TerminalProgress:
             self.stream.flush()
 
     def finish(self) -> None:
-        if self.interactive:
+        if self.interactive and self.bar_length:  # a bar to end: a refusal before any step stays one line
             self.stream.write("\n")
             self.stream.flush()
             self.bar_length = 0
@@ -83,3 +87,11 @@ class TerminalProgress:
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def _columns(stream: TextIO) -> int:
+    """The width of the terminal ``stream`` writes to; 120 where it says none."""
+    try:
+        return os.get_terminal_size(stream.fileno()).columns or 120
+    except (AttributeError, OSError, ValueError):
+        return 120
