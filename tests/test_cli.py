@@ -97,8 +97,8 @@ def test_on_a_terminal_the_threshold_note_and_warnings_are_seen_whole(oscd_misma
     controller, terminal = pty.openpty()
     # 80 columns: the bar fits, so that the next one is drawn over it (it wrapped, and left pieces behind)
     fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
-    run = subprocess.Popen([sys.executable, "-m", "deepcl_core",
-                            *map(str, detect_args(*oscd_mismatch_pair, tmp_path, tiny_model_path, "--threshold", "0.3"))],
+    arguments = detect_args(*oscd_mismatch_pair, tmp_path, tiny_model_path, "--threshold", "0.3")
+    run = subprocess.Popen([sys.executable, "-m", "deepcl_core", *map(str, arguments)],
                            stdout=subprocess.DEVNULL, stderr=terminal, env=deepcl_env(), cwd=ROOT)
     os.close(terminal)
     shown = b""
