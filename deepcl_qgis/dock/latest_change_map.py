@@ -3,18 +3,20 @@ rests, the run's confidence map is re-classified in a task (:mod:`.reclassify_ta
 points to the new map; back at the run's own threshold it shows the run's map again.
 
 A re-classified map the layer moves on from is deleted (a slider drag would pile them up), unless a
-layer of the project or a project file saved in this session still refers to it: a saved project
-must open with its change layer. What a saved file refers to is read from the file itself, not
-remembered at the save, so a Save As keeps both files' maps, saving over a file lets its earlier map
-go, and a save that failed protects what the file on disk still holds."""
+layer of the project or a project file saved in this session (or opened) still refers to it: a saved
+project must open with its change layer. Only maps in the run's own folder are ever deleted. What a
+saved file refers to is read from the file itself, not remembered at the save, so a Save As keeps
+both files' maps, saving over a file lets its earlier map go, and a save that failed protects what
+the file on disk still holds."""
 from __future__ import annotations
 
 import json
+import math
 import time
 import zipfile
 from functools import partial
 from pathlib import Path
-from typing import Callable, Optional, Set
+from typing import Any, Callable, Dict, Optional, Set
 
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QObject, QTimer
@@ -24,7 +26,7 @@ from . import result_layers
 from .form import WHOLE_IMAGE
 from .reclassify import ChangeCounts
 from .reclassify_task import ReclassifyTask
-from .summary import threshold_summary
+from .summary import AREA_WORDS, threshold_summary
 
 RECLASSIFY_DELAY_MS = 300  # a slider drag re-classifies once, when it rests
 # Cancelled re-classifications, kept until they end: a task whose Python object is collected ends
@@ -50,7 +52,7 @@ class LatestChangeMap(QObject):
         self.run_summary = ""
         self.run_polygons = False
         self._left_behind: Set[Path] = set()  # re-classified maps the layer moved on from, kept while referred to
-        self._saved_projects: Set[str] = set()  # the files the project was saved to in this session
+        self._saved_projects: Set[str] = set()  # the files the project was saved to in this session, or opened from
         project.projectSaved.connect(self._on_project_saved)
         self._timer = QTimer(self, singleShot=True, interval=RECLASSIFY_DELAY_MS)
         self._timer.timeout.connect(self.reclassify_now)
@@ -71,7 +73,7 @@ class LatestChangeMap(QObject):
         """``layer``, the change layer of a run (:meth:`show_run`), perhaps of a project just opened, is
         the one to follow the slider; nothing changes until it moves. The maps of the project's file
         stay while the layer moves on: they are its file's."""
-        run = json.loads(layer.customProperty(result_layers.RUN_PROPERTY))
+        run = _checked_run(layer)
         self.layer_id = layer.id()
         self.run_map, self.run_threshold = Path(run["map"]), float(run["threshold"])
         self.run_seconds, self.run_area, self.run_summary = float(run["seconds"]), run["area"], run["summary"]
@@ -142,7 +144,7 @@ class LatestChangeMap(QObject):
     def _point_to(self, layer: QgsRasterLayer, path: Path, threshold: float) -> None:
         previous = Path(layer.source())
         result_layers.point_change_layer_to(layer, path, threshold)
-        if previous.name.startswith("change_t"):  # a re-classification, never a run's map
+        if previous.name.startswith("change_t") and previous.parent == self.run_map.parent:  # a re-classification
             self._left_behind.add(previous)
         self._delete_unreferenced_maps()
 
@@ -158,6 +160,19 @@ class LatestChangeMap(QObject):
             if not any(xml is None or path.name in xml for xml in saved):
                 path.unlink(missing_ok=True)
         self._left_behind = {path for path in self._left_behind if path.exists()}
+
+
+def _checked_run(layer: QgsRasterLayer) -> Dict[str, Any]:
+    """The run a change layer keeps (:meth:`LatestChangeMap.show_run`), or ValueError: a project moved
+    since (its maps are elsewhere now), or properties edited by hand, are not followed."""
+    run = json.loads(layer.customProperty(result_layers.RUN_PROPERTY))
+    folder = Path(layer.source()).parent
+    confidence = Path(str(layer.customProperty(result_layers.CONFIDENCE_PROPERTY)))
+    if not (isinstance(run.get("map"), str) and isinstance(run.get("summary"), str) and run.get("area") in AREA_WORDS
+            and 0 < float(run.get("threshold")) < 1 and math.isfinite(float(run.get("seconds")))
+            and Path(run["map"]).parent == confidence.parent == folder and confidence.is_file()):
+        raise ValueError(f"the change layer {layer.name()} keeps no run of its folder {folder}")
+    return run
 
 
 def _discard(task: ReclassifyTask, counts: Optional[ChangeCounts], path: Path, error: str) -> None:

@@ -130,6 +130,31 @@ def test_a_project_opened_again_brings_its_pair_and_its_change_layer_follows_the
     assert _move_to(dock, 0.60) == run_map  # back at the run's threshold: its own map
 
 
+def test_a_project_moved_or_edited_by_hand_is_not_followed(dock, tmp_path):
+    """The run a Change layer keeps names its folder: a project copied elsewhere with its run's folder
+    (QGIS opens its layers there) would have re-classified the old folder's confidence map; a kept
+    run edited by hand raised in the panel's slots."""
+    import json
+    import shutil
+
+    from qgis.core import QgsProject
+
+    run_folder = Path(dock.latest.layer().source()).parent
+    _save(tmp_path / "out" / "saved.qgz")  # beside the run's folder: QGIS stores the layers' paths relative
+    moved = shutil.copytree(tmp_path / "out", tmp_path / "moved")
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(moved / "saved.qgz"))
+    [layer] = _change_layers(QgsProject.instance())
+    assert Path(layer.source()).parent == moved / run_folder.name and dock.latest.layer() is None
+    run = json.loads(layer.customProperty("deepcl/run"))
+    layer.setCustomProperty("deepcl/run", json.dumps({**run, "map": str(moved / run_folder.name / "x.tif"),
+                                                      "area": 5}))
+    _save(moved / "edited.qgz")
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(moved / "edited.qgz"))
+    assert dock.latest.layer() is None and dock.form.error_label.text() == ""
+
+
 def test_save_as_keeps_each_files_map_and_saving_over_a_file_lets_its_old_map_go(dock, tmp_path):
     first, second = tmp_path / "first.qgz", tmp_path / "second.qgs"
     run_map = Path(dock.latest.layer().source())
