@@ -104,6 +104,10 @@ def align_after_to_before(before: gdal.Dataset, after: gdal.Dataset) -> gdal.Dat
     check_north_up(target.geotransform, target.width, target.height)
     if Grid.of(after).same_as(target):
         return after
+    for dataset, role in ((before, "before"), (after, "after")):
+        if not has_geotransform(dataset):  # GDAL would place it at (0, 0), 1 unit a pixel
+            raise InputError(f"the {role} image has a CRS but no geotransform, and the images' grids differ: "
+                             "nothing places its pixels on the ground; georeference it (QGIS Georeferencer)")
     _check_overlap(target, after)
     return warp_to_grid(after, target, "bilinear", "the after image")
 

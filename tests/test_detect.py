@@ -390,6 +390,23 @@ def test_a_before_image_stored_south_up_is_refused_where_the_after_image_must_be
     assert result.valid_pixels == 192 * 160 and grid_of(both.change) == grid_of(south_up)
 
 
+def test_an_image_with_a_crs_but_no_geotransform_is_refused_where_it_must_be_aligned(oscd_mismatch_pair, tiny_model,
+                                                                                      tmp_path):
+    """GDAL places such an image at (0, 0), one unit a pixel: the after image was warped onto that
+    (or, today, the before image was said to be "stored south-up (1 × 1)")."""
+    before, after = oscd_mismatch_pair
+    source = gdal.Open(str(before))
+    unplaced = gdal.GetDriverByName("GTiff").Create(str(tmp_path / "before.tif"), source.RasterXSize,
+                                                    source.RasterYSize, source.RasterCount, gdal.GDT_UInt16)
+    unplaced.SetProjection(source.GetProjection())
+    unplaced.WriteArray(source.ReadAsArray())
+    unplaced = None
+    with pytest.raises(InputError, match="^the before image has a CRS but no geotransform, and the images' grids "
+                                         "differ: nothing places its pixels on the ground; georeference it"):
+        detect_changes(tmp_path / "before.tif", after, outputs_in(tmp_path / "out"), DetectOptions(**FAST),
+                       model=tiny_model)
+
+
 def _with_a_strip_of_nodata(image: Path, path: Path, bands: List[int]) -> Path:
     """``image`` with nodata 0 declared on every band and ``bands`` 0 in its top 40 rows."""
     gdal.Translate(str(path), str(image), noData=0)
