@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import List
+from typing import List, Tuple
 
 from qgis.core import (QgsLayerTreeGroup, QgsLayerTreeLayer, QgsLayerTreeNode, QgsMapLayer, QgsProcessingContext,
                        QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProject)
@@ -31,22 +31,26 @@ GROUP_PREFIX = "DeepCL changes: "
 
 
 def run_group_name(before_name: str, after_name: str, before_source: str, after_source: str = "") -> str:
-    """"DeepCL changes: " and the pair's title (:func:`pair_title`)."""
-    return GROUP_PREFIX + pair_title(before_name, after_name, before_source, after_source)
+    """"DeepCL changes: " and the pair's title (:func:`pair_names`, :func:`pair_title`)."""
+    return GROUP_PREFIX + pair_title(pair_names(before_name, after_name, before_source, after_source))
 
 
-def pair_title(before_name: str, after_name: str, before_source: str, after_source: str = "") -> str:
-    """"before layer → after layer", with the before file's folder when the layers are named only
-    by their role (a pair folder's before.tif and after.tif, as the batch dialog and a folder of
-    pairs give them), so that each pair's run says which pair it is; each layer's folder instead
-    of two equal names (two Sentinel-2 products' MTD_MSIL2A, whose SAFE folders name their dates)."""
-    names = f"{before_name} → {after_name}"
+def pair_names(before_name: str, after_name: str, before_source: str, after_source: str = "") -> Tuple[str, str, str]:
+    """(where, before, after): what tells a run's pair apart. The layers' names, with the before
+    file's folder as ``where`` when they are named only by their role (a pair folder's before.tif and
+    after.tif, as the batch dialog and a folder of pairs give them); each layer's folder instead of
+    two equal names (two Sentinel-2 products' MTD_MSIL2A, whose SAFE folders name their dates)."""
     if (before_name.lower(), after_name.lower()) == ("before", "after"):
-        folder = _folder_of(before_source)
-        return f"{folder} ({names})" if folder else names
+        return _folder_of(before_source), before_name, after_name
     if before_name == after_name and _folder_of(before_source) and _folder_of(after_source):
-        return f"{_folder_of(before_source)} → {_folder_of(after_source)}"
-    return names
+        return "", _folder_of(before_source), _folder_of(after_source)
+    return "", before_name, after_name
+
+
+def pair_title(names: Tuple[str, str, str]) -> str:
+    """"before → after", or "where (before → after)"."""
+    where, before, after = names
+    return f"{where} ({before} → {after})" if where else f"{before} → {after}"
 
 
 def _folder_of(source: str) -> str:

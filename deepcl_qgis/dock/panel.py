@@ -7,7 +7,7 @@ from __future__ import annotations
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 from qgis.core import Qgis, QgsProcessingFeatureSourceDefinition, QgsProcessingUtils, QgsProject, QgsRasterLayer, \
     QgsVectorLayer
@@ -18,7 +18,7 @@ from .. import pair_checks
 from ..algorithms.base import raster_file
 from ..engine import core_module, engine_error_type
 from ..file_names import name_from
-from ..layer_styling import GROUP_PREFIX, pair_title
+from ..layer_styling import GROUP_PREFIX, pair_names, pair_title
 from ..paths import bundled_model_path
 from .. import threshold_scale
 from . import layer_choice, result_layers
@@ -30,7 +30,7 @@ from .map_view import view_extent, view_problem
 from .settings import PanelChoices, load_choices, save_choices
 from .summary import run_summary
 
-RUN_FOLDER_SIDE_CHARACTERS = 40  # of each side's name in a run folder's: a product's name holds its date early on
+RUN_FOLDER_SIDE_CHARACTERS = 40  # of each name in a run folder's: a product's name holds its date early on
 
 class DeepCLDock(QgsDockWidget):
     def __init__(self, iface: Any, project: Optional[QgsProject] = None) -> None:
@@ -343,14 +343,14 @@ class DeepCLDock(QgsDockWidget):
             return
         save_choices(self.current_choices())
         # Named now: the layers may be removed meanwhile
-        title = pair_title(before.name(), after.name(), before.source(), after.source())
+        names = pair_names(before.name(), after.name(), before.source(), after.source())
         try:
-            self.run_folder = self._new_run_folder(title)
+            self.run_folder = self._new_run_folder(names)
         except OSError as exc:
             self.show_error(f"The results cannot be written in {exc.filename}: {exc.strerror}. "
                             "Choose another output folder.")
             return
-        self.run_group = GROUP_PREFIX + title
+        self.run_group = GROUP_PREFIX + pair_title(names)
         run = DetectionRun(self.parameters(), self.project, self)
         try:
             problem = run.problem()
@@ -369,10 +369,10 @@ class DeepCLDock(QgsDockWidget):
         self._set_running(True)
         self.run.start()
 
-    def _new_run_folder(self, pair: str) -> Path:
+    def _new_run_folder(self, names: Tuple[str, str, str]) -> Path:
         base = Path(self.form.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
-        stem = "_".join(["deepcl"] + [name_from(side).strip("_")[:RUN_FOLDER_SIDE_CHARACTERS]
-                                      for side in pair.split(" → ")])
+        stem = "_".join(["deepcl"] + [name_from(name).strip("_")[:RUN_FOLDER_SIDE_CHARACTERS]
+                                      for name in names if name])
         folder = base / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}"
         suffix = 2
         while folder.exists():
