@@ -210,12 +210,12 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
 
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         model = path.name[:-len(".ckpt")] if path.name.endswith(".ckpt") else "its --out"
-        epochs = data.get("epoch", "its")
+        epochs = data.get("epoch")
         # The model file is written only when training ends: an interrupted run has none beside its checkpoint
         raise ModelFileError(f"{path} is a training checkpoint, not a model file: training writes the model "
-                             f"({model}) when its last epoch ends; continue it with --resume, or write the model "
-                             f"of the {epochs} epoch(s) it holds with the same train command and --resume "
-                             f"--epochs {epochs}")
+                             f"({model}) when its last epoch ends; continue it with --resume"
+                             + (f", or write the model of the {epochs} epoch(s) it holds with the same train "
+                                f"command and --resume --epochs {epochs}" if isinstance(epochs, int) else ""))
     if not isinstance(data, dict) or data.get("format") != FORMAT_NAME:
         raise ModelFileError(f"{path} is not a DeepCL model file (no '{FORMAT_NAME}' format tag)")
     missing: List[str] = [key for key in _REQUIRED_KEYS if key not in data]
