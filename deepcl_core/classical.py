@@ -23,13 +23,11 @@ from typing import Callable, Dict, Sequence, Tuple
 import numpy as np
 from osgeo import gdal
 
-from .band_choice import choose_bands
 from .errors import DeepCLError, InputError
-from .grid import align_after_to_before
 from .metrics import Confusion
 from .normalization import NormalizationSpec
-from .raster_io import open_image, read_window
-from .training.pairs import PairFiles, load_pair, read_label
+from .raster_io import read_window
+from .training.pairs import PairFiles, load_pair, open_pair, read_label
 
 LOG = logging.getLogger(__name__)
 
@@ -127,12 +125,10 @@ def mad_pair(pair: PairFiles, bands: Sequence[str] = ("red", "green", "blue")) -
 def _raw_pair(pair: PairFiles, bands: Sequence[str]) -> Tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Unstretched bands of both images on the before grid (MAD is invariant to per-band affine
     scaling, so it gets the values as they are), the common validity and the label."""
-    before_ds = open_image(pair.before, f"{pair.name}: before")
-    after_ds = open_image(pair.after, f"{pair.name}: after")
-    aligned = align_after_to_before(before_ds, after_ds)
+    before_ds, _, aligned, bands_before, bands_after = open_pair(pair, bands)
     size = (before_ds.RasterXSize, before_ds.RasterYSize)
-    before, valid_b = read_window(before_ds, choose_bands(before_ds, None, bands, "before"), 0, 0, *size, "before")
-    after, valid_a = read_window(aligned, choose_bands(after_ds, None, bands, "after"), 0, 0, *size, "after")
+    before, valid_b = read_window(before_ds, bands_before, 0, 0, *size, f"{pair.name}: before")
+    after, valid_a = read_window(aligned, bands_after, 0, 0, *size, f"{pair.name}: after")
     label, label_valid = read_label(pair, before_ds)
     return before, after, valid_b & valid_a & label_valid, label
 

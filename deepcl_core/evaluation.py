@@ -19,18 +19,16 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
-from .band_choice import choose_bands
 from .confidence_calibration import reliability
 from .detect import DetectionResult, DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import Cancelled, InputError, OutputError, releases_locals_on_error
 from .gdal_utils import gdal_return_values, is_alpha
-from .grid import align_after_to_before
 from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
 from .tiling import DEFAULT_TILE
 from .training.augment import pseudo_change
-from .training.pairs import PairFiles, find_pairs, nothing_to_score, read_label
+from .training.pairs import PairFiles, find_pairs, nothing_to_score, open_pair, read_label
 
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
@@ -120,13 +118,7 @@ def check_pair(pair: PairFiles, bands: Sequence[str]) -> None:
     before image. Training loads every pair before its first step for the same reason; a bad last pair
     cost the detection of every pair before it. The label is read and let go (scoring reads it again),
     so that a large data set's labels need not all fit in memory."""
-    try:  # in detection's words, named as _evaluate_pair names detection's refusals
-        before_ds, after_ds = open_image(pair.before, "before"), open_image(pair.after, "after")
-        for dataset, role in ((before_ds, "before"), (after_ds, "after")):
-            choose_bands(dataset, None, bands, role)
-        align_after_to_before(before_ds, after_ds)
-    except InputError as exc:
-        raise InputError(f"pair {pair.name}: {exc}") from None
+    before_ds = open_pair(pair, bands).before
     if not read_label(pair, before_ds)[1].any():
         raise nothing_to_score(pair.name)
 

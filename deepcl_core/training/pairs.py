@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Set, Tuple
+from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -249,19 +249,12 @@ def split_pairs(pairs: Sequence[PairFiles], fraction: float, seed: int) -> Tuple
 
 def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSpec) -> LoadedPair:
     """Read, check and normalise one pair; every problem is an :class:`InputError` naming the pair."""
-    before_ds = open_image(files.before, f"{files.name}: before")
-    after_ds = open_image(files.after, f"{files.name}: after")
-    bands_before = choose_bands(before_ds, None, band_names, f"{files.name}: before")
-    bands_after = choose_bands(after_ds, None, band_names, f"{files.name}: after")
+    before_ds, after_ds, aligned, bands_before, bands_after = open_pair(files, band_names)
     for dataset, role in ((before_ds, "before"), (after_ds, "after")):  # detection warns of the same guess
         # Training takes bands by name only: the files must say which is which
         warning = unnamed_bands_warning(dataset, None, band_names, role, advice=NAME_THE_BANDS)
         if warning:
             LOG.warning("pair %s: %s", files.name, warning)
-    try:
-        aligned = align_after_to_before(before_ds, after_ds)
-    except InputError as exc:
-        raise InputError(f"pair {files.name}: {exc}") from None
     label, label_valid = read_label(files, before_ds)
     roles = (f"{files.name}: before", f"{files.name}: after")
     stretches = read_pair_sample(before_ds, bands_before, aligned, bands_after, roles).stretches(spec)
@@ -271,6 +264,28 @@ def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSp
     if not valid.any():
         raise nothing_to_score(files.name)
     return LoadedPair(files, before * valid, after * valid, label, valid, ground_pixel_size(Grid.of(before_ds)))
+
+
+class OpenedPair(NamedTuple):
+    before: gdal.Dataset
+    after: gdal.Dataset  # as the file holds it
+    aligned: gdal.Dataset  # the after image on the before grid
+    bands_before: List[int]
+    bands_after: List[int]
+
+
+def open_pair(files: PairFiles, band_names: Sequence[str]) -> OpenedPair:
+    """The pair's images opened, the model's bands found in each and the after image put on the
+    before grid; every problem is an :class:`InputError` naming the pair."""
+    before_ds = open_image(files.before, f"{files.name}: before")
+    after_ds = open_image(files.after, f"{files.name}: after")
+    bands_before = choose_bands(before_ds, None, band_names, f"{files.name}: before")
+    bands_after = choose_bands(after_ds, None, band_names, f"{files.name}: after")
+    try:
+        aligned = align_after_to_before(before_ds, after_ds)
+    except InputError as exc:
+        raise InputError(f"pair {files.name}: {exc}") from None
+    return OpenedPair(before_ds, after_ds, aligned, list(bands_before), list(bands_after))
 
 
 def nothing_to_score(name: str) -> InputError:
