@@ -86,13 +86,26 @@ def test_check_name_fits():
         check_name_fits(folder / ("f" * 300) / "model.pt")
 
 
-def writer_refused_the_second_output(good_pair, out: Path, monkeypatch, overwrite: bool = False):
-    """Two outputs in ``out``, written; putting the second in place fails with EACCES. (writer, paths)"""
+def written_outputs(good_pair, out: Path, overwrite: bool = False) -> Tuple[RasterOutputs, List[Path]]:
+    """Two outputs in ``out`` (change and confidence), written, not yet in place. (writer, paths)"""
     grid = Grid.of(gdal.Open(str(good_pair[0])))
     finals = [out / "change.tif", out / "confidence.tif"]
     writer = RasterOutputs([RasterSpec(path, gdal.GDT_Byte, 255, "x") for path in finals], grid, overwrite=overwrite)
     for path in finals:
         writer.write(path, np.zeros((grid.height, grid.width), np.uint8), 0)
+    return writer, finals
+
+
+def earlier_outputs(out: Path) -> None:
+    """An earlier run's change and confidence maps in ``out``, and the change map's statistics."""
+    for name in ("change.tif", "confidence.tif"):
+        (out / name).write_bytes(b"earlier " + name.encode())
+    (out / "change.tif.aux.xml").write_text("earlier statistics")
+
+
+def writer_refused_the_second_output(good_pair, out: Path, monkeypatch, overwrite: bool = False):
+    """Two outputs in ``out``, written; putting the second in place fails with EACCES. (writer, paths)"""
+    writer, finals = written_outputs(good_pair, out, overwrite)
     put_in_place = outputs_module.put_in_place
 
     def refused_for_the_second(tmp: Path, final: Path, overwrite: bool) -> None:
@@ -122,9 +135,7 @@ def test_commit_with_overwrite_brings_back_the_files_it_was_to_replace(good_pair
     earlier one was lost with it."""
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("change.tif", "confidence.tif"):  # an earlier run's outputs
-        (out / name).write_bytes(b"earlier " + name.encode())
-    (out / "change.tif.aux.xml").write_text("earlier statistics")
+    earlier_outputs(out)
     writer, finals = writer_refused_the_second_output(good_pair, out, monkeypatch, overwrite=True)
     with pytest.raises(OutputError, match="the files they were to replace are as they were"):
         writer.commit()
@@ -143,14 +154,8 @@ def test_an_earlier_output_that_cannot_be_moved_aside_is_left_as_it_was_with_the
     files it had set aside under hidden names."""
     out = tmp_path / "out"
     out.mkdir()
-    for name in ("change.tif", "confidence.tif"):
-        (out / name).write_bytes(b"earlier " + name.encode())
-    (out / "change.tif.aux.xml").write_text("earlier statistics")
-    grid = Grid.of(gdal.Open(str(good_pair[0])))
-    finals = [out / "change.tif", out / "confidence.tif"]
-    writer = RasterOutputs([RasterSpec(path, gdal.GDT_Byte, 255, "x") for path in finals], grid, overwrite=True)
-    for path in finals:
-        writer.write(path, np.zeros((grid.height, grid.width), np.uint8), 0)
+    earlier_outputs(out)
+    writer, finals = written_outputs(good_pair, out, overwrite=True)
     replace = os.replace
 
     def refused_for_the_held_file(source, target) -> None:
@@ -174,9 +179,7 @@ def test_an_output_folder_deleted_during_the_run_is_named_as_the_likely_cause(go
 
     out = tmp_path / "out"
     out.mkdir()
-    grid = Grid.of(gdal.Open(str(good_pair[0])))
-    writer = RasterOutputs([RasterSpec(out / "change.tif", gdal.GDT_Byte, 255, "x")], grid)
-    writer.write(out / "change.tif", np.zeros((grid.height, grid.width), np.uint8), 0)
+    writer, _ = written_outputs(good_pair, out)
     writer.close()
     shutil.rmtree(out)
     with pytest.raises(OutputError, match=r"building the overviews of .*change.tif failed: .*No such file or "
