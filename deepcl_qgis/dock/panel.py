@@ -30,7 +30,8 @@ from .map_view import view_extent, view_problem
 from .settings import PanelChoices, load_choices, save_choices
 from .summary import run_summary
 
-RUN_FOLDER_SIDE_CHARACTERS = 40  # of each name in a run folder's: a product's name holds its date early on
+RUN_FOLDER_NAME_CHARACTERS = 40  # of each name in a run folder's: a product's name holds its date early on
+
 
 class DeepCLDock(QgsDockWidget):
     def __init__(self, iface: Any, project: Optional[QgsProject] = None) -> None:
@@ -371,7 +372,7 @@ class DeepCLDock(QgsDockWidget):
 
     def _new_run_folder(self, names: Tuple[str, str, str]) -> Path:
         base = Path(self.form.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
-        stem = "_".join(["deepcl"] + [name_from(name).strip("_")[:RUN_FOLDER_SIDE_CHARACTERS]
+        stem = "_".join(["deepcl"] + [name_from(name).strip("_")[:RUN_FOLDER_NAME_CHARACTERS]
                                       for name in names if name])
         folder = base / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}"
         suffix = 2
