@@ -45,3 +45,39 @@ def test_a_run_starting_while_another_prepares_gets_the_hosts_thread_count(monke
             assert inference_threads(torch.device("cpu")) == alone == 4
     finally:
         torch.set_num_threads(host)
+
+
+def test_a_block_ending_beside_another_threads_block_gives_its_thread_back_its_own_count():
+    """torch's count is each thread's own. Run A (a QGIS task's thread) ended while run B, in another
+    thread, held one thread to prepare: A's thread was given B's count, 1, and every later detection
+    in that pooled thread computed its whole network on one core."""
+    import threading
+
+    host = torch.get_num_threads()
+    torch.set_num_threads(2)
+    a_started, b_prepares, a_ended, seen = threading.Event(), threading.Event(), threading.Event(), {}
+
+    def run_b() -> None:
+        with torch_threads(1):  # preparing its network
+            b_prepares.set()
+            a_ended.wait(30)
+
+    def run_a() -> None:
+        before = torch.get_num_threads()  # a pooled thread's, started before B's block
+        a_started.set()
+        with torch_threads(2):
+            b_prepares.wait(30)
+        a_ended.set()
+        seen["a"] = (before, torch.get_num_threads())
+
+    try:
+        threads = [threading.Thread(target=run_a), threading.Thread(target=run_b)]
+        threads[0].start()
+        a_started.wait(30)
+        threads[1].start()
+        for thread in threads:
+            thread.join(60)
+        assert seen["a"] == (2, 2)
+        assert torch.get_num_threads() == 2  # this thread's, untouched by either
+    finally:
+        torch.set_num_threads(host)

@@ -7,7 +7,7 @@ import os
 import threading
 from contextlib import contextmanager
 from copy import deepcopy
-from typing import Iterator, List, Optional, Tuple
+from typing import Dict, Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -159,40 +159,46 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-# torch's thread count is the process's. Two runs at once (QGIS runs detections side by side) each
-# ask for one; a plain save-and-restore lets the first run to finish restore a count under the other
-# run's block, and the last one leave its own for good. The latest request still open holds.
-_THREAD_REQUESTS: List[Tuple[object, int]] = []
-_THREAD_COUNT_BEFORE_REQUESTS = [0]
+# torch's thread count (OpenMP's) is each thread's own, and a thread started later takes the last
+# one set. Two runs at once (QGIS runs detections side by side, each in a task's thread) each ask for
+# a count; when a block ends, its thread gets the count of its own latest block still running, or the
+# one it had before its first: another run's count is not its own (a task's thread was left on the
+# one thread of another run's preparation, and every later detection there computed on one core).
+_THREAD_REQUESTS: List[Tuple[object, int, int]] = []  # (token, count, thread)
+_THREAD_COUNT_BEFORE: Dict[int, int] = {}  # by thread, before its first open block
+_HOST_THREAD_COUNT = [0]  # before the first open block of any thread
 _THREAD_REQUESTS_LOCK = threading.Lock()
 
 
 @contextmanager
 def torch_threads(count: Optional[int]) -> Iterator[None]:
-    """Run the block with ``count`` torch threads (None: unchanged). When it ends, the count is
-    that of the latest block still running, or, when none is, the count before the first."""
+    """Run the block with ``count`` torch threads (None: unchanged). When it ends, the thread's count
+    is that of its latest block still running, or, when none is, the count it had before its first."""
     if not count:
         yield
         return
-    token = object()
+    token, thread = object(), threading.get_ident()
     with _THREAD_REQUESTS_LOCK:
         if not _THREAD_REQUESTS:
-            _THREAD_COUNT_BEFORE_REQUESTS[0] = torch.get_num_threads()
-        _THREAD_REQUESTS.append((token, count))
+            _HOST_THREAD_COUNT[0] = torch.get_num_threads()
+        if not any(request[2] == thread for request in _THREAD_REQUESTS):
+            _THREAD_COUNT_BEFORE[thread] = torch.get_num_threads()
+        _THREAD_REQUESTS.append((token, count, thread))
         _set_torch_threads(count)
     try:
         yield
     finally:
         with _THREAD_REQUESTS_LOCK:
             _THREAD_REQUESTS[:] = [request for request in _THREAD_REQUESTS if request[0] is not token]
-            _set_torch_threads(_THREAD_REQUESTS[-1][1] if _THREAD_REQUESTS else _THREAD_COUNT_BEFORE_REQUESTS[0])
+            own = [request[1] for request in _THREAD_REQUESTS if request[2] == thread]
+            _set_torch_threads(own[-1] if own else _THREAD_COUNT_BEFORE.pop(thread))
 
 
 def _threads_without_requests() -> int:
     """torch's thread count as the host left it: while another run holds a block (one thread while
-    it prepares), the current count is that run's, and a run starting then kept it throughout."""
+    it prepares), a thread started then takes that run's count, and a run there kept it throughout."""
     with _THREAD_REQUESTS_LOCK:
-        return _THREAD_COUNT_BEFORE_REQUESTS[0] if _THREAD_REQUESTS else torch.get_num_threads()
+        return _HOST_THREAD_COUNT[0] if _THREAD_REQUESTS else torch.get_num_threads()
 
 
 def _set_torch_threads(count: int) -> None:
