@@ -457,3 +457,37 @@ def test_the_validation_reported_is_that_of_the_model_as_written(tmp_path):
     assert set(selection) == {"pooled", "per_pair"} and "input_scale" not in selection["per_pair"]["nantes"]
     assert any(line.startswith("pixels of 5 m or coarser: threshold ")
                for line in result.settings_against_initial_model)
+
+
+def test_two_trainings_at_once_each_start_from_their_seeds_weights(tmp_path, monkeypatch):
+    """Two trainings in one process (two QGIS tasks) seed torch's one random stream: one drawing its
+    initial weights while the other had just seeded got weights its seed does not reproduce."""
+    import threading
+    import time
+
+    from deepcl_core.training import trainer
+
+    build, first_seeded, initial = trainer.build_network, threading.Event(), {}
+
+    def built_while_the_other_seeds(config):
+        name = threading.current_thread().name
+        if name == "seed 1":  # seeded: it waits while the other run may seed and build
+            first_seeded.set()
+            time.sleep(0.5)
+        else:
+            first_seeded.wait(30)
+        network = build(config)
+        initial[name] = (config, {k: v.clone() for k, v in network.state_dict().items()})
+        return network
+
+    monkeypatch.setattr(trainer, "build_network", built_while_the_other_seeds)
+    runs = [threading.Thread(target=train, name=f"seed {seed}", args=(
+        small_options(tmp_path / f"{seed}.pt", seed=seed, epochs=1, iterations_per_epoch=1),)) for seed in (1, 2)]
+    for run in runs:
+        run.start()
+    for run in runs:
+        run.join(300)
+    config, weights = initial["seed 1"]
+    torch.manual_seed(1)  # the run alone
+    alone = build(config).state_dict()
+    assert all(torch.equal(weights[k], alone[k]) for k in alone)

@@ -7,6 +7,7 @@ import hashlib
 import logging
 import math
 import operator
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,7 @@ from .sampler import CropSampler
 from .weight_average import WeightAverage
 
 LOG = logging.getLogger(__name__)
+_SEEDED_BUILD = threading.Lock()
 ProgressCallback = Callable[[float, str], None]
 CancelCallback = Callable[[], bool]
 WARMUP_FRACTION = 0.05
@@ -84,8 +86,11 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     checkpoint_path = Path(options.checkpoint) if options.checkpoint else checkpoint_path_for(out)
     _check_outputs(options, out, checkpoint_path)
     device = resolve_device(options.device)
-    torch.manual_seed(options.seed)  # the new layers' initial weights
-    setup = _model_setup(options)
+    # The new layers' initial weights, from torch's one random stream: another training in the
+    # process (two QGIS tasks) drawing meanwhile gave weights the seed does not reproduce
+    with _SEEDED_BUILD, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(options.seed)
+        setup = _model_setup(options)
     train_files, val_files = _split(options)
     # --overwrite replaces an earlier model, never a pair's image or label
     check_output_paths([out, checkpoint_path], [path for pair in train_files + val_files for path in pair.files()],
