@@ -62,24 +62,26 @@ class LatestChangeMap(QObject):
         """A run's change layer, made at ``threshold``, is now the one to follow the slider (which may
         have moved while the run ran); ``polygons``: the run made change polygons, which stay at it.
         The layer keeps what it needs to follow it again in the saved project (:meth:`adopt`)."""
-        layer.setCustomProperty(result_layers.RUN_PROPERTY, json.dumps({
-            "map": layer.source(), "threshold": threshold, "seconds": seconds, "area": area, "summary": summary,
-            "polygons": polygons}))
-        self.adopt(layer)
+        run = {"map": layer.source(), "threshold": threshold, "seconds": seconds, "area": area, "summary": summary,
+               "polygons": polygons}
+        layer.setCustomProperty(result_layers.RUN_PROPERTY, json.dumps(run))
+        self._follow(layer, run)
         self._show_summary(summary)
         self._timer.start()
 
     def adopt(self, layer: QgsRasterLayer) -> None:
-        """``layer``, the change layer of a run (:meth:`show_run`), perhaps of a project just opened, is
-        the one to follow the slider; nothing changes until it moves. The maps of the project's file
-        stay while the layer moves on: they are its file's."""
-        run = _checked_run(layer)
+        """``layer``, the change layer of a run (:meth:`show_run`) in a project just opened, is the one
+        to follow the slider; nothing changes until it moves. The maps of the project's file stay
+        while the layer moves on: they are its file's. ValueError: it keeps no run it can follow."""
+        self._follow(layer, _checked_run(layer))
+        if self.project.fileName():
+            self._saved_projects.add(self.project.fileName())
+
+    def _follow(self, layer: QgsRasterLayer, run: Dict[str, Any]) -> None:
         self.layer_id = layer.id()
         self.run_map, self.run_threshold = Path(run["map"]), float(run["threshold"])
         self.run_seconds, self.run_area, self.run_summary = float(run["seconds"]), run["area"], run["summary"]
         self.run_polygons = bool(run["polygons"])
-        if self.project.fileName():
-            self._saved_projects.add(self.project.fileName())
 
     def layer(self) -> Optional[QgsRasterLayer]:
         """The change layer, while it is in the project."""
@@ -144,7 +146,8 @@ class LatestChangeMap(QObject):
     def _point_to(self, layer: QgsRasterLayer, path: Path, threshold: float) -> None:
         previous = Path(layer.source())
         result_layers.point_change_layer_to(layer, path, threshold)
-        if previous.name.startswith("change_t") and previous.parent == self.run_map.parent:  # a re-classification
+        # A re-classification, of this run's folder
+        if previous.name.startswith("change_t") and previous.resolve().parent == self.run_map.resolve().parent:
             self._left_behind.add(previous)
         self._delete_unreferenced_maps()
 
@@ -164,13 +167,20 @@ class LatestChangeMap(QObject):
 
 def _checked_run(layer: QgsRasterLayer) -> Dict[str, Any]:
     """The run a change layer keeps (:meth:`LatestChangeMap.show_run`), or ValueError: a project moved
-    since (its maps are elsewhere now), or properties edited by hand, are not followed."""
-    run = json.loads(layer.customProperty(result_layers.RUN_PROPERTY))
-    folder = Path(layer.source()).parent
-    confidence = Path(str(layer.customProperty(result_layers.CONFIDENCE_PROPERTY)))
-    if not (isinstance(run.get("map"), str) and isinstance(run.get("summary"), str) and run.get("area") in AREA_WORDS
-            and 0 < float(run.get("threshold")) < 1 and math.isfinite(float(run.get("seconds")))
-            and Path(run["map"]).parent == confidence.parent == folder and confidence.is_file()):
+    since (its maps are elsewhere now), or properties edited by hand, are not followed. Paths are
+    compared resolved: QGIS reads a project's sources back absolute, with links followed."""
+    folder = Path(layer.source()).resolve().parent
+    try:
+        run = json.loads(layer.customProperty(result_layers.RUN_PROPERTY))
+        confidence = Path(layer.customProperty(result_layers.CONFIDENCE_PROPERTY)).resolve()
+        ok = (isinstance(run["map"], str) and isinstance(run["summary"], str) and run["area"] in AREA_WORDS
+              and isinstance(run["polygons"], bool) and 0 < float(run["threshold"]) < 1
+              and 0 < float(layer.customProperty(result_layers.THRESHOLD_PROPERTY)) < 1
+              and math.isfinite(float(run["seconds"])) and Path(run["map"]).resolve().parent == folder
+              and confidence.parent == folder and confidence.is_file())
+    except (AttributeError, KeyError, TypeError, ValueError):
+        ok = False
+    if not ok:
         raise ValueError(f"the change layer {layer.name()} keeps no run of its folder {folder}")
     return run
 

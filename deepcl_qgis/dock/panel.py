@@ -85,7 +85,7 @@ class DeepCLDock(QgsDockWidget):
         try:
             self.latest.adopt(layer)
             self._set_threshold(float(layer.customProperty(result_layers.THRESHOLD_PROPERTY)))
-        except (ValueError, KeyError, TypeError):  # its properties edited by hand: it stays as it is
+        except ValueError:  # a project moved since, or edited by hand: its layer stays as it is
             self.latest.forget()
 
     def _on_layers_added(self, _layers: list) -> None:

@@ -130,6 +130,22 @@ def test_a_project_opened_again_brings_its_pair_and_its_change_layer_follows_the
     assert _move_to(dock, 0.60) == run_map  # back at the run's threshold: its own map
 
 
+def test_a_run_written_through_a_linked_folder_is_followed_once_reopened(dock, tmp_path):
+    """QGIS reads a project's sources back with links followed, where the run's kept paths still
+    went through the link: the Change layer was taken for one moved, and no longer followed."""
+    from qgis.core import QgsProject
+
+    (tmp_path / "linked").symlink_to(tmp_path / "out")
+    dock.form.output_widget.setFilePath(str(tmp_path / "linked"))
+    _run(dock)
+    assert str(tmp_path / "linked") in dock.latest.layer().source()
+    _save(tmp_path / "saved.qgz")
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(tmp_path / "saved.qgz"))
+    assert dock.latest.layer() is not None
+    assert _move_to(dock, 0.45).parent.resolve() == Path(dock.latest.run_map).resolve().parent
+
+
 def test_a_project_moved_or_edited_by_hand_is_not_followed(dock, tmp_path):
     """The run a Change layer keeps names its folder: a project copied elsewhere with its run's folder
     (QGIS opens its layers there) would have re-classified the old folder's confidence map; a kept
