@@ -20,6 +20,33 @@ def test_interleaved_blocks_leave_the_latest_open_ones_count_and_then_the_first(
     assert torch.get_num_threads() == before
 
 
+def test_a_thread_started_during_another_runs_block_ends_on_the_hosts_count():
+    """A QGIS task's thread first using torch while run A holds one thread (preparing its network)
+    takes A's 1. Its own run restored that 1 when it ended, and setting it made it every later
+    thread's count too: each detection after computed its whole network on one core."""
+    import threading
+
+    host = torch.get_num_threads()
+    torch.set_num_threads(2)
+    seen = {}
+
+    def run_b() -> None:
+        seen["born with"] = torch.get_num_threads()
+        with torch_threads(2):
+            pass
+        seen["left with"] = torch.get_num_threads()
+
+    try:
+        with torch_threads(1):  # run A preparing, in this thread
+            task = threading.Thread(target=run_b)
+            task.start()
+            task.join(30)
+        assert seen == {"born with": 1, "left with": 2}
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(host)
+
+
 def test_nested_blocks_restore_in_turn_and_none_changes_nothing():
     before = torch.get_num_threads()
     with torch_threads(2):

@@ -159,8 +159,8 @@ def available_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-# torch's thread count (OpenMP's) is each thread's own, and a thread started later takes the last
-# one set. Two runs at once (QGIS runs detections side by side, each in a task's thread) each ask for
+# torch's thread count (OpenMP's) is each thread's own, and a thread takes, at its first use of
+# torch, the last one set. Two runs at once (QGIS runs detections side by side, each in a task's thread) each ask for
 # a count; when a block ends, its thread gets the count of its own latest block still running, or the
 # one it had before its first: another run's count is not its own (a task's thread was left on the
 # one thread of another run's preparation, and every later detection there computed on one core).
@@ -182,9 +182,11 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
         if not _THREAD_REQUESTS:
             _HOST_THREAD_COUNT[0] = torch.get_num_threads()
         if not any(request[2] == thread for request in _THREAD_REQUESTS):
-            _THREAD_COUNT_BEFORE[thread] = torch.get_num_threads()
-        _THREAD_REQUESTS.append((token, count, thread))
+            # The host's count, also for a thread started during another run's block, which took
+            # that run's count (and restoring it would leave it to every thread started later)
+            _THREAD_COUNT_BEFORE[thread] = _HOST_THREAD_COUNT[0]
         _set_torch_threads(count)
+        _THREAD_REQUESTS.append((token, count, thread))
     try:
         yield
     finally:
