@@ -474,20 +474,22 @@ def test_two_trainings_at_once_each_start_from_their_seeds_weights(tmp_path, mon
         if name == "seed 1":  # seeded: it waits while the other run may seed and build
             first_seeded.set()
             time.sleep(0.5)
-        else:
-            first_seeded.wait(30)
         network = build(config)
         initial[name] = (config, {k: v.clone() for k, v in network.state_dict().items()})
         return network
 
     monkeypatch.setattr(trainer, "build_network", built_while_the_other_seeds)
+    host_state = torch.get_rng_state()
     runs = [threading.Thread(target=train, name=f"seed {seed}", args=(
         small_options(tmp_path / f"{seed}.pt", seed=seed, epochs=1, iterations_per_epoch=1),)) for seed in (1, 2)]
-    for run in runs:
-        run.start()
+    runs[0].start()
+    assert first_seeded.wait(60)  # the second starts once the first has seeded
+    runs[1].start()
     for run in runs:
         run.join(300)
-    config, weights = initial["seed 1"]
-    torch.manual_seed(1)  # the run alone
-    alone = build(config).state_dict()
-    assert all(torch.equal(weights[k], alone[k]) for k in alone)
+    assert torch.equal(torch.get_rng_state(), host_state)  # the host's random state, left as it was
+    for seed in (1, 2):
+        config, weights = initial[f"seed {seed}"]
+        torch.manual_seed(seed)  # the run alone
+        alone = build(config).state_dict()
+        assert all(torch.equal(weights[k], alone[k]) for k in alone), seed

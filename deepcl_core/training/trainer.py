@@ -378,8 +378,8 @@ def _train_epoch(network: DeepCLNet, optimizer: torch.optim.Optimizer, scheduler
                  report: ProgressCallback, is_cancelled: CancelCallback, state: Dict[str, Any],
                  average: Optional[WeightAverage]) -> Dict[str, float]:
     # Seeds derive from (seed, epoch), so a resumed run draws exactly the crops it would have drawn.
+    # Nothing in an epoch draws from torch's random stream, which another training in the process shares.
     rng = np.random.default_rng([options.seed, epoch])
-    torch.manual_seed(options.seed * 100003 + epoch)
     network.train()
     sums: Dict[str, float] = {}
     for step in range(1, options.iterations_per_epoch + 1):
