@@ -30,9 +30,9 @@ RANK_PROPERTY = "deepcl/rank"
 GROUP_PREFIX = "DeepCL changes: "
 
 
-def run_group_name(before_name: str, after_name: str, before_source: str, after_source: str = "") -> str:
+def run_group_name(names: Tuple[str, str, str]) -> str:
     """"DeepCL changes: " and the pair's title (:func:`pair_names`, :func:`pair_title`)."""
-    return GROUP_PREFIX + pair_title(pair_names(before_name, after_name, before_source, after_source))
+    return GROUP_PREFIX + pair_title(names)
 
 
 def pair_names(before_name: str, after_name: str, before_source: str, after_source: str = "") -> Tuple[str, str, str]:

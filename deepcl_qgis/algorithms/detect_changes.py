@@ -16,7 +16,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsProce
 from .. import pair_checks
 from ..threshold_scale import THRESHOLDS
 from ..engine import core_module
-from ..layer_styling import attach_post_processors, run_group_name
+from ..layer_styling import attach_post_processors, pair_names, run_group_name
 from .base import (DeepCLAlgorithm, add_help, optional_number, processing_run, progress_to, raster_file,
                    raster_input, typed_bands_problem, typed_number_problem)
 
@@ -309,8 +309,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                 warning = pair_checks.assigned_crs_warning(raster.crs, raster.name)
                 if warning:
                     feedback.pushWarning(warning)
-        self._style_outputs(context, outputs, run_group_name(self._before.name, self._after.name, self._before.source,
-                                                             self._after.source))
+        self._style_outputs(context, outputs, run_group_name(pair_names(self._before.name, self._after.name,
+                                                                        self._before.source, self._after.source)))
         return self._results(outputs, result)
 
     def _options(self, parameters: Dict[str, Any], context: QgsProcessingContext, detect: Any) -> Any:

@@ -18,7 +18,7 @@ from .. import pair_checks
 from ..algorithms.base import raster_file
 from ..engine import core_module, engine_error_type
 from ..file_names import name_from
-from ..layer_styling import GROUP_PREFIX, pair_names, pair_title
+from ..layer_styling import pair_names, run_group_name
 from ..paths import bundled_model_path
 from .. import threshold_scale
 from . import layer_choice, result_layers
@@ -351,7 +351,7 @@ class DeepCLDock(QgsDockWidget):
             self.show_error(f"The results cannot be written in {exc.filename}: {exc.strerror}. "
                             "Choose another output folder.")
             return
-        self.run_group = GROUP_PREFIX + pair_title(names)
+        self.run_group = run_group_name(names)
         run = DetectionRun(self.parameters(), self.project, self)
         try:
             problem = run.problem()

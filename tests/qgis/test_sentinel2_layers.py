@@ -103,10 +103,10 @@ def test_a_training_pair_from_level_2a_layers_leaves_out_what_detection_leaves_o
 def test_a_runs_group_names_two_products_by_their_folders(qgis_app, products, tmp_path):
     """Both layers are named after the product's metadata file: the group read "MTD_MSIL1C →
     MTD_MSIL1C"; each product's SAFE folder names its date."""
-    from deepcl_qgis.layer_styling import run_group_name
+    from deepcl_qgis.layer_styling import pair_names, run_group_name
 
     for before, after in ((products[0], products[1]),
                           (zipped(products[0], tmp_path / "a.zip"), zipped(products[1], tmp_path / "b.zip"))):
-        name = run_group_name("MTD_MSIL1C", "MTD_MSIL1C", before.subdataset, after.subdataset)
+        name = run_group_name(pair_names("MTD_MSIL1C", "MTD_MSIL1C", before.subdataset, after.subdataset))
         assert name == f"DeepCL changes: {before.metadata.parent.name} → {after.metadata.parent.name}"
         assert "20160120" in before.metadata.parent.name and "20180328" in after.metadata.parent.name
