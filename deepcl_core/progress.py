@@ -22,8 +22,8 @@ class TerminalProgress:
         self.label = label
         self.stream = stream or sys.stderr  # looked up now: sys.stderr may have been replaced
         self.interactive = self.stream.isatty()
-        room = _columns(self.stream) - 1 - len(label) - BAR_WITHOUT_MESSAGE
-        self.message_width = min(BAR_MESSAGE_WIDTH, max(10, room))
+        self.columns = _columns(self.stream)
+        self.message_width = min(BAR_MESSAGE_WIDTH, max(0, self.columns - 1 - len(label) - BAR_WITHOUT_MESSAGE))
         self.started = time.perf_counter()
         self.last_decile = -1
         self.last = (-1.0, "")  # fraction and message of the last call
@@ -42,7 +42,7 @@ class TerminalProgress:
                 self._above_the_bar(f"{self.label}: {message}\n")
             filled = int(fraction * 30)
             self.bar = (f"{self.label} [{'#' * filled}{'.' * (30 - filled)}] {fraction:6.1%} {elapsed:6.1f}s "
-                        f"{message[:self.message_width]:<{self.message_width}}")
+                        f"{message[:self.message_width]:<{self.message_width}}")[:self.columns - 1]
             self.bar_length = len(self.bar)
             self.stream.write(f"\r{self.bar}")
             self.stream.flush()

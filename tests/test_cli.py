@@ -85,7 +85,9 @@ def test_good_run_prints_a_summary(oscd_mismatch_pair, tiny_model_path, tmp_path
     assert files_in(tmp_path) == ["change.tif", "changes.gpkg", "confidence.tif", "distance.tif"]
 
 
-def test_on_a_terminal_the_threshold_note_and_warnings_are_seen_whole(oscd_mismatch_pair, tiny_model_path, tmp_path):
+@pytest.mark.parametrize("columns", [80, 50])
+def test_on_a_terminal_the_threshold_note_and_warnings_are_seen_whole(oscd_mismatch_pair, tiny_model_path, tmp_path,
+                                                                      columns):
     """On a terminal the bar showed a message cut at 60 characters, and its next step overwrote it:
     the first message, which says which threshold applies, was never seen there. A warning was
     written on the bar's line, where its next step would overwrite it. The bar fits the terminal."""
@@ -95,8 +97,8 @@ def test_on_a_terminal_the_threshold_note_and_warnings_are_seen_whole(oscd_misma
     import termios
 
     controller, terminal = pty.openpty()
-    # 80 columns: the bar fits, so that the next one is drawn over it (it wrapped, and left pieces behind)
-    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    # The bar fits, so that the next one is drawn over it (it wrapped, and left pieces behind)
+    fcntl.ioctl(terminal, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
     arguments = detect_args(*oscd_mismatch_pair, tmp_path, tiny_model_path, "--threshold", "0.3")
     run = subprocess.Popen([sys.executable, "-m", "deepcl_core", *map(str, arguments)],
                            stdout=subprocess.DEVNULL, stderr=terminal, env=deepcl_env(), cwd=ROOT)
@@ -113,7 +115,7 @@ def test_on_a_terminal_the_threshold_note_and_warnings_are_seen_whole(oscd_misma
     assert first.endswith("; threshold 0.3 (given; the model's here: 0.5) on the network's score"), lines
     assert "deepcl: the model was never trained: its output is meaningless" in lines
     bars = [frame for line in shown.decode().split("\n") for frame in line.split("\r") if frame.startswith("detect [")]
-    assert bars and max(len(bar) for bar in bars) < 80
+    assert bars and max(len(bar) for bar in bars) < columns
     assert lines[-2].startswith("detect [##############################] 100.0%"), lines
 
 
