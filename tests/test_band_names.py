@@ -23,8 +23,11 @@ def test_a_band_the_image_says_it_lacks_is_refused_for_training(dsifn_pair):
     """Training for a near-infrared band on RGB PNGs: refused before training, naming the image's
     bands. The first band (red) was fed under the name nir, and the model said nir."""
     pair = find_pairs([dsifn_pair])[0]
-    with pytest.raises(InputError, match="bands are red, green, blue, without nir"):
+    with pytest.raises(InputError, match="^pair 3_4: .*bands are red, green, blue, without nir"):
         load_pair(pair, ["nir"], NormalizationSpec())
+    # Named as evaluation and training name a pair's other refusals (it read "the 3_4: before image has 3")
+    with pytest.raises(InputError, match="^pair 3_4: the model needs 4 bands .* but the before image has 3;"):
+        load_pair(pair, ["red", "green", "blue", "nir"], NormalizationSpec())
 
 
 def test_a_band_name_given_twice_is_refused(dsifn_pair):

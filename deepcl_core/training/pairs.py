@@ -276,14 +276,13 @@ class OpenedPair(NamedTuple):
 
 def open_pair(files: PairFiles, band_names: Sequence[str]) -> OpenedPair:
     """The pair's images opened, the model's bands found in each and the after image put on the
-    before grid; every problem is an :class:`InputError` naming the pair."""
-    before_ds = open_image(files.before, f"{files.name}: before")
-    after_ds = open_image(files.after, f"{files.name}: after")
-    bands_before = choose_bands(before_ds, None, band_names, f"{files.name}: before")
-    bands_after = choose_bands(after_ds, None, band_names, f"{files.name}: after")
+    before grid; every problem is an :class:`InputError` that begins with the pair's name."""
     try:
+        before_ds, after_ds = open_image(files.before, "before"), open_image(files.after, "after")
+        bands_before = choose_bands(before_ds, None, band_names, "before")
+        bands_after = choose_bands(after_ds, None, band_names, "after")
         aligned = align_after_to_before(before_ds, after_ds)
-    except InputError as exc:
+    except InputError as exc:  # "pair 3_4: … the before image has 3" (it read "the 3_4: before image")
         raise InputError(f"pair {files.name}: {exc}") from None
     return OpenedPair(before_ds, after_ds, aligned, list(bands_before), list(bands_after))
 
