@@ -118,7 +118,7 @@ def pixel_size_warning(before: Optional[float], after: Optional[float]) -> Optio
         return None
     coarse, fine = sorted(sizes, key=sizes.get, reverse=True)
     ratio = sizes[coarse] / sizes[fine]
-    # As the warning shows it: measured on the ground, 30 m pixels beside 10 m are 2.99999998 times as large
+    # As the warning shows it: measured on the ground, 30 m pixels beside 10 m come a hair under 3 times as large
     if round(ratio, 1) < PIXEL_SIZE_RATIO_WARNED:
         return None
     return (f"the {coarse} image's pixels are {ratio:.1f} times as large as the {fine} image's "

@@ -348,8 +348,8 @@ def paletted_png(path: Path, indices: np.ndarray, colours: List[Tuple[int, int, 
 
 def test_a_paletted_label_is_read_by_the_colours_qgis_draws(data_dir, tmp_path):
     """DSIFN 0_2's label as PIL's convert('P', palette=ADAPTIVE, colors=2) writes a red-on-black mask:
-    red at index 0, black at 1. Read as indices it was inverted (59445 changed pixels of 65536 for
-    6091; evaluate's F1 0.119 for 0.695). Palettes in index order, one whose black index 0 is the
+    red at index 0, black at 1. Read as indices it was inverted: the unchanged pixels taken for
+    change, as this test's message counts them. Palettes in index order, one whose black index 0 is the
     PNG's transparent colour (nodata 0: still no change), and one that draws class 1 in a colour
     of no full channels (the Pascal VOC palette's dark red: read as indices, as before) read alike."""
     pair = data_dir / "dsifn" / "0_2"
