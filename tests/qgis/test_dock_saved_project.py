@@ -162,12 +162,15 @@ def test_a_project_moved_or_edited_by_hand_is_not_followed(dock, tmp_path):
     assert QgsProject.instance().read(str(moved / "saved.qgz"))
     [layer] = _change_layers(QgsProject.instance())
     assert Path(layer.source()).parent == moved / run_folder.name and dock.latest.layer() is None
-    run = json.loads(layer.customProperty("deepcl/run"))
-    layer.setCustomProperty("deepcl/run", json.dumps({**run, "map": str(moved / run_folder.name / "x.tif"),
-                                                      "area": 5}))
-    _save(moved / "edited.qgz")
+    # In its place the project is followed, until its kept run is edited by hand
     QgsProject.instance().clear()
-    assert QgsProject.instance().read(str(moved / "edited.qgz"))
+    assert QgsProject.instance().read(str(tmp_path / "out" / "saved.qgz"))
+    assert dock.latest.layer() is not None
+    [layer] = _change_layers(QgsProject.instance())
+    layer.setCustomProperty("deepcl/run", json.dumps({**json.loads(layer.customProperty("deepcl/run")), "area": 5}))
+    _save(tmp_path / "out" / "edited.qgz")
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(tmp_path / "out" / "edited.qgz"))
     assert dock.latest.layer() is None and dock.form.error_label.text() == ""
 
 
