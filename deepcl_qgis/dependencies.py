@@ -24,9 +24,9 @@ REQUIRED = {"torch": "torch", "numpy": "numpy", "osgeo.gdal": "GDAL Python bindi
 # The oldest versions the engine works with, as pyproject.toml states them (torch>=2.1): an older
 # torch imports, then fails where it reads the model file, with a message that blames the file.
 MINIMUM_VERSIONS = {"torch": (2, 1)}
-# The top-level packages of the torch wheel, which the plugin's own folder serves first (see
-# add_owned_packages_to_path).
-OWNED_FIRST = ("torch", "torchgen", "functorch")
+# Top-level packages that QGIS's own compiled modules are built against: always QGIS's copies, never
+# those of the plugin's folder, which serves every other package first (see add_owned_packages_to_path).
+KEPT_FROM_QGIS = ("numpy", "osgeo", "qgis", "PyQt5", "sip")
 NOT_INSTALLED = "is not installed"
 
 
@@ -149,14 +149,15 @@ def owned_packages_folder() -> Path:
 
 
 class _OwnedFirstFinder(importlib.abc.MetaPathFinder):
-    """Finds the :data:`OWNED_FIRST` packages in one folder before the rest of ``sys.path``."""
+    """Finds top-level packages in one folder before the rest of ``sys.path``, but those of
+    :data:`KEPT_FROM_QGIS`."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = str(folder)
 
     def find_spec(self, name: str, path: Optional[Sequence[str]] = None,
                   target: object = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if path is None and name in OWNED_FIRST:
+        if path is None and name not in KEPT_FROM_QGIS:
             return importlib.machinery.PathFinder.find_spec(name, [self.folder])
         return None  # their submodules follow their package's own __path__
 
@@ -166,12 +167,14 @@ def add_owned_packages_to_path(folder: Optional[Path] = None) -> bool:
     check, always: packages may have arrived in a folder already on the path (an earlier failed
     install created it). True when the folder serves imports afterwards.
 
-    The folder is appended to ``sys.path``, not prepended: numpy and GDAL of QGIS must win over
-    any copies there (pip brings setuptools, typing_extensions … with torch). PyTorch is the
-    exception: a torch in the folder wins over one elsewhere in QGIS's Python. The plugin's
-    installer put it there for DeepCL, and it is the only fix the plugin can offer for a torch that
-    is broken ("WinError 126 … c10.dll") or too old, which would otherwise keep winning; trying
-    the other copy first is no way to choose, as a loaded torch cannot be unloaded."""
+    The folder serves imports first: pip installs torch there together with the versions of its
+    requirements it needs (sympy, typing_extensions …), and older copies that a Linux distribution
+    installs beside QGIS (Debian 12's python3-sympy 1.11) would otherwise win and break torch, at
+    import or in the middle of a training; reinstalling into the folder could not mend that. It is also the only fix the plugin can offer for a torch of QGIS's Python that is
+    broken ("WinError 126 … c10.dll") or too old. numpy and GDAL stay QGIS's own
+    (:data:`KEPT_FROM_QGIS`): QGIS's compiled modules are built against them. The folder is also
+    appended to ``sys.path``, which serves those where QGIS lacks them. A package imported before
+    the plugin started stays the one in use: a loaded module cannot be unloaded."""
     folder = Path(folder) if folder is not None else owned_packages_folder()
     if not folder.is_dir():
         return False

@@ -10,7 +10,7 @@ from typing import List, Optional, Tuple
 
 from qgis.core import Qgis
 
-from ..dependencies import (OWNED_FIRST, REQUIRED, UnusablePackage, owned_packages_folder, package_location,
+from ..dependencies import (KEPT_FROM_QGIS, REQUIRED, UnusablePackage, owned_packages_folder, package_location,
                             python_executable, unusable_dependencies)
 from ..engine import core_package
 from ..paths import resources_dir
@@ -72,7 +72,7 @@ def _package_text(module: str, problem: Optional[UnusablePackage], owned_folder:
     if location is not None and location.parent == owned_folder:
         whose = " (the plugin's own copy)"
     else:
-        whose = " (not the plugin's copy)" if module in OWNED_FIRST else ""
+        whose = "" if module.split(".")[0] in KEPT_FROM_QGIS else " (not the plugin's copy)"
     return f"{importlib.import_module(module).__version__} from {location}{whose}"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -448,3 +449,53 @@ def test_real_torch_wheel_installs_and_the_plugin_imports_torch_from_there(qgis_
         assert done.stdout.split()[-3:] == [str(target / "torch" / "__init__.py"), "()", "3"]
     finally:
         shutil.rmtree(target, ignore_errors=True)  # 700 MB
+
+
+def _requirement_closure(distribution: str) -> set:
+    """``distribution`` and the distributions it requires, recursively (extras left out)."""
+    from importlib import metadata
+
+    names, waiting = set(), [distribution]
+    while waiting:
+        name = waiting.pop().lower().replace("_", "-")
+        if name not in names:
+            names.add(name)
+            waiting += [re.split(r"[\s<>=!~;\[(]", requirement)[0] for requirement in metadata.requires(name) or ()
+                        if "extra ==" not in requirement]
+    return names
+
+
+def test_torch_s_requirements_installed_with_it_win_over_older_copies_of_qgis_s_python(tmp_path):
+    """Debian 12 installs python3-sympy 1.11 beside QGIS; pip puts the sympy 1.14 torch needs into
+    the plugin's folder with torch. The system's copy was imported, and training stopped in
+    torch.optim ("cannot import name 'equal_valued' from 'sympy.core.numbers'"). The folder here
+    holds what pip installs with torch (links to this environment's copies) and a numpy, which
+    must stay QGIS's own."""
+    from importlib import metadata
+
+    import torch
+
+    older = subprocess.run([SYSTEM_PYTHON, "-s", "-c", "import sympy; print(sympy.__version__)"],
+                           capture_output=True, text=True)
+    if older.returncode != 0 or tuple(map(int, older.stdout.split(".")[:2])) >= (1, 13):
+        pytest.skip("needs a system Python with a sympy older than torch needs")
+    deps, site = tmp_path / "deps", Path(torch.__file__).parents[1]
+    deps.mkdir()
+    for name in _requirement_closure("torch"):
+        distribution = metadata.distribution(name)
+        if Path(distribution.locate_file("")) == site:
+            for top in {Path(file).parts[0] for file in distribution.files}:
+                if (site / top).exists() and not (deps / top).exists():
+                    (deps / top).symlink_to(site / top)
+    (deps / "numpy").mkdir()
+    (deps / "numpy" / "__init__.py").write_text("raise ImportError('the folder\\'s numpy was imported')\n")
+    script = ("import json, numpy, sympy, torch\n"
+              "weight = torch.nn.Parameter(torch.ones(1))\n"
+              "optimizer = torch.optim.AdamW([weight])\n"  # imports torch._dynamo, which needs the newer sympy
+              "weight.sum().backward(); optimizer.step()\n"
+              "print(json.dumps([sympy.__file__, numpy.__file__, weight.item() < 1]))\n")
+    done = run_after_plugin_start(script, deps, python=SYSTEM_PYTHON)
+    assert done.returncode == 0, done.stderr[-2000:]
+    sympy_file, numpy_file, stepped = json.loads(done.stdout.splitlines()[-1])
+    assert sympy_file == str(deps / "sympy" / "__init__.py") and stepped
+    assert not numpy_file.startswith(str(deps))
