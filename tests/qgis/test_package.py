@@ -58,7 +58,8 @@ def test_zip_follows_the_rules(plugin_zip):
     # to which a lone "%" is an error (the changelog showed empty, and the site refused the upload)
     metadata = configparser.ConfigParser()
     metadata.read_string(zipfile.ZipFile(plugin_zip).read("deepcl/metadata.txt").decode("utf-8"))
-    general = dict(metadata["general"])
+    general = metadata["general"]
+    assert [general[key] for key in general]  # each value read, interpolated
     assert all(general.get(key) for key in REQUIRED_METADATA)
     assert general["qgisMinimumVersion"] == "3.22" and general["hasProcessingProvider"] == "yes"
     assert "torch" in general["about"]
