@@ -113,9 +113,12 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     def engine_errors(self) -> Iterator[None]:
         """Show engine errors (missing band, bad model, cancelled …) as Processing errors, with the
         engine's own user-facing message in Processing's words and no traceback."""
+        # The class of the run's engine, taken now: the plugin unloaded or reloaded during the run
+        # makes QGIS forget its modules, and an import afterwards would make another class.
+        error_type = engine_error_type()
         try:
             yield
-        except engine_error_type() as exc:
+        except error_type as exc:
             raise QgsProcessingException(self.in_processing_words(str(exc))) from None
 
     @contextmanager

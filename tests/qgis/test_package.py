@@ -265,3 +265,55 @@ def test_qgis_process_reads_sentinel2_layers_of_a_project(plugins_folder, tiny_m
     unreached = (gdal.Open(str(before.reference)).ReadAsArray() == 0).all(axis=0)
     assert values.shape == unreached.shape and unreached.sum() > 500
     assert (values[unreached] == 255).all() and results["VALID_PIXELS"] == (values != 255).sum()
+
+
+def test_a_run_cancelled_as_the_plugin_unloads_ends_without_a_traceback(plugins_folder, tiny_model, tmp_path):
+    """The plugin disabled or reloaded in the Plugin Manager while a detection runs: QGIS forgets
+    the plugin's modules, and the engine's "Cancelled" was no longer an instance of the error
+    class imported afresh after it, so the log showed a Python traceback instead of the message."""
+    beihai = pair("oscd", "beihai")
+    script = tmp_path / "unload.py"
+    script.write_text(f"""
+import sys, time
+from unittest.mock import MagicMock
+from qgis.core import (Qgis, QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext,
+                       QgsProcessingFeedback)
+app = QgsApplication([], False); app.initQgis()
+sys.path.append('/usr/share/qgis/python/plugins')
+from processing.core.Processing import Processing
+Processing.initialize()
+import qgis.utils
+qgis.utils.iface = MagicMock()
+qgis.utils.iface.mainWindow.return_value = None
+qgis.utils.plugin_paths.insert(0, {str(plugins_folder)!r})
+sys.path.insert(0, {str(plugins_folder)!r})
+qgis.utils.updateAvailablePlugins()
+assert qgis.utils.loadPlugin('deepcl') and qgis.utils.startPlugin('deepcl')
+log = []
+QgsApplication.messageLog().messageReceived.connect(lambda text, tag, level: log.append((tag, int(level), text)))
+algorithm = QgsApplication.processingRegistry().createAlgorithmById('deepcl:detectchanges')
+context, feedback = QgsProcessingContext(), QgsProcessingFeedback()
+parameters = {{'BEFORE': {image(beihai, 'before')!r}, 'AFTER': {image(beihai, 'after')!r},
+               'MODEL': {str(tiny_model)!r}, 'DEVICE': 'cpu', 'TILE_SIZE': 64, 'OVERLAP': 0, 'BATCH_SIZE': 1,
+               'CHANGE': {str(tmp_path / 'c.tif')!r}, 'CONFIDENCE': {str(tmp_path / 'f.tif')!r}}}
+task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
+ended = []
+task.executed.connect(lambda ok, results: ended.append(ok))
+QgsApplication.taskManager().addTask(task)
+while feedback.progress() < 20:  # the network is running over the tiles
+    app.processEvents(); time.sleep(0.01)
+assert qgis.utils.unloadPlugin('deepcl')
+task.cancel()
+while not ended:
+    app.processEvents(); time.sleep(0.01)
+app.processEvents()
+print('ENDED_OK', ended[0])
+print('TRACEBACKS', [text[-300:] for tag, level, text in log if 'Traceback' in text])
+""", encoding="utf-8")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ENDED_OK False" in done.stdout and "TRACEBACKS []" in done.stdout, done.stdout[-3000:]
+    assert not (tmp_path / "c.tif").exists() and not (tmp_path / "f.tif").exists()
