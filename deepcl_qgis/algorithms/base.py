@@ -28,6 +28,9 @@ from ..dependencies import dependency_problem
 from ..engine import core_module, core_package, engine_error_type, gdal_return_values
 from ..paths import bundled_model_path, icon
 
+# Detection's "Device used" on the first (or the current) CUDA device; the others have no choice here.
+_CUDA_USED = re.compile(r"cuda(?::0)?(?: \(.*\))?")
+
 
 class DeepCLAlgorithm(QgsProcessingAlgorithm):
     """Base class; subclasses define ``ICON`` and the usual Processing methods."""
@@ -197,7 +200,9 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
 
     def choices_by_name(self, parameters: Dict[str, Any]) -> Dict[str, Any]:
         """``parameters`` with each choice given by its number given by its option's name: ``qgis_process
-        help`` lists the options by number, and a graphical model's Enum input passes the number."""
+        help`` lists the options by number, and a graphical model's Enum input passes the number. A
+        device given as detection's "Device used" says ("cuda:0 (NVIDIA H200)"), as a graphical model
+        passes one step's device on to the next, is the device it names."""
         named = dict(parameters)
         for definition in self._choices():
             value = named.get(definition.name())
@@ -205,6 +210,8 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
                 int(value) if isinstance(value, str) and value.isdigit() else None
             if number is not None and number < len(definition.options()):
                 named[definition.name()] = definition.options()[number]
+            elif isinstance(value, str) and _CUDA_USED.fullmatch(value) and "cuda" in definition.options():
+                named[definition.name()] = "cuda"
         return named
 
     def choice(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> str:
@@ -365,7 +372,6 @@ def progress_to(feedback: QgsProcessingFeedback, start: float = 0.0,
         if message:
             feedback.setProgressText(message)
     return report
-
 
 @dataclass(frozen=True)
 class RasterInput:

@@ -508,6 +508,7 @@ def test_choices_are_given_by_name_or_by_number(deepcl_provider, tiny_model, tmp
     """`qgis_process help` lists the options by number and a graphical model's Enum input passes
     the number: both were refused ("Device is one of auto, cpu, cuda, mps (by name); got 1.")."""
     from osgeo import gdal
+    from qgis.core import QgsProcessingException
 
     folder = pair("levir", "test_55_0256_0000")
     result = run(ALG, _params(folder, tiny_model, tmp_path, DEVICE=1, PRECISION="1", COMPRESSION=1))
@@ -517,6 +518,13 @@ def test_choices_are_given_by_name_or_by_number(deepcl_provider, tiny_model, tmp
         "Device is one of auto, cpu, cuda, mps (or their numbers, 0 to 3); got 7."
     assert check_message(ALG, _params(folder, tiny_model, tmp_path, DEVICE="gpu")) == \
         "Device is one of auto, cpu, cuda, mps (or their numbers, 0 to 3); got gpu."
+    # What "Device used" says on a GPU, passed on by a graphical model: the device it names, which
+    # this machine has not (it was refused as no choice at all)
+    for used in ("cuda (NVIDIA H200)", "cuda:0 (NVIDIA H200)"):
+        with pytest.raises(QgsProcessingException, match=r"^device 'cuda' asked for, but CUDA is not available"):
+            run(ALG, _params(folder, tiny_model, tmp_path, DEVICE=used))
+    assert check_message(ALG, _params(folder, tiny_model, tmp_path, DEVICE="cuda:1 (NVIDIA H200)")) == \
+        "Device is one of auto, cpu, cuda, mps (or their numbers, 0 to 3); got cuda:1 (NVIDIA H200)."
 
 
 def test_polygons_into_a_table_of_a_database_are_refused_in_words(deepcl_provider, tiny_model, tmp_path):
