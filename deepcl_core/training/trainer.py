@@ -465,10 +465,12 @@ def _report_settings(setup: _Setup, bundle: ModelBundle, options: TrainOptions, 
         message = "settings against the initial model: " + "; ".join(changes)
         LOG.info(message)
     else:
-        why = "no validation pairs" if not validated else "calibration turned off"
+        # Without validation pairs, name what training itself takes (Processing has no calibrate)
+        why, remedy = (("no validation pairs", "give validation pairs (--val) for training to choose them anew")
+                       if not validated else
+                       ("calibration turned off", "choose them anew on labelled pairs with deepcl calibrate"))
         message = (f"{why}: the fine-tuned model keeps the initial model's decision thresholds, confidence scalings "
-                   "and input scales, chosen for its weights, not the fine-tuned ones; choose them anew on labelled "
-                   "pairs with deepcl calibrate")
+                   f"and input scales, chosen for its weights, not the fine-tuned ones; {remedy}")
         LOG.warning(message)
     report(1.0, message)
     return changes

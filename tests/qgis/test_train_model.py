@@ -99,6 +99,16 @@ def test_engine_messages_name_the_parameters_not_the_command_lines_options(deepc
     assert str(raised.value).endswith("choose “Crop size (pixels)” 256 or less") and "--" not in str(raised.value)
 
 
+def test_fine_tuning_without_validation_pairs_advises_what_processing_has(deepcl_provider, tiny_model, tmp_path):
+    """The warning named the command line's `deepcl calibrate`, which a QGIS user does not have."""
+    feedback = recording_feedback()
+    run(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")), "INIT_MODEL": str(tiny_model),
+              "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN}, feedback)
+    said = [warning for warning in feedback.warnings if warning.startswith("no validation pairs:")]
+    assert len(said) == 1 and said[0].endswith("; give validation pairs (“Folder of validation pairs”) for "
+                                               "training to choose them anew"), feedback.warnings
+
+
 def test_the_model_file_must_end_in_pt(deepcl_provider, tiny_model, tmp_path):
     """Detection and evaluation open .pt files only; qgis_process adds no extension."""
     message = check_message(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")),
