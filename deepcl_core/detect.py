@@ -743,6 +743,8 @@ def _finish_and_write(writer: RasterOutputs, specs: List[RasterSpec],
     top, blended, valid = flushed()
     invalid = None if valid.all() else ~valid  # None: no nodata to mark (most rows of most images)
     confidence = blended[0]
+    if not np.isfinite(confidence).all():  # NaN passes the clipping below, and would count as no change
+        _refuse_scores_that_are_not_numbers(confidence, valid, top)
     np.maximum(confidence, 0.0, out=confidence)
     np.minimum(confidence, 1.0, out=confidence)
     change = (confidence >= threshold).view(np.uint8)
@@ -758,3 +760,13 @@ def _finish_and_write(writer: RasterOutputs, specs: List[RasterSpec],
         maps.append(distance)
     for spec, rows in zip(specs, maps):
         writer.write(spec.path, rows, top)
+
+
+def _refuse_scores_that_are_not_numbers(confidence: np.ndarray, valid: np.ndarray, top: int) -> None:
+    """Stop the run where the network scored valid pixels NaN (or infinite): weights that a
+    diverged training wrote, or an overflow of reduced precision."""
+    count = int(np.count_nonzero(~np.isfinite(confidence) & valid))
+    if count:
+        raise ModelFileError(f"the network gave no number as its score for {count} valid pixels from row {top} "
+                             "on: its weights cannot detect (a training that diverged writes such weights), or, "
+                             "on a GPU, its reduced precision overflowed (try --precision fp32); no output was written")

@@ -1347,3 +1347,24 @@ def test_an_output_another_run_wrote_meanwhile_is_kept_without_overwrite(same_gr
     assert other_runs.read_bytes() == b"another run's map"
     detect_changes(before, after, outputs, DetectOptions(overwrite=True, **FAST), model=tiny_model)
     assert read_polygons(outputs.polygons) and gdal.Open(str(outputs.confidence)) is not None
+
+
+def test_scores_that_are_no_numbers_stop_the_run_and_write_nothing(levir_pair, tmp_path):
+    """A network scoring NaN (weights of a diverged training): NaN passed the clipping to 0-1 and
+    compared as below the threshold, so the run wrote "0 % changed", exit 0, beside a confidence
+    map of NaN its nodata did not mark."""
+    import dataclasses
+
+    from deepcl_core.errors import ModelFileError
+    from deepcl_core.model_file import load_model
+
+    bundle = load_model(detect.BUNDLED_MODEL)
+    broken = dict(bundle.state_dict)
+    name = next(key for key, tensor in broken.items() if key.startswith("decoder") and tensor.is_floating_point())
+    broken[name] = torch.full_like(broken[name], float("nan"))
+    out = outputs_in(tmp_path / "out")
+    with pytest.raises(ModelFileError, match=r"^the network gave no number as its score for \d+ valid pixels "
+                                             r"from row 0 on: its weights cannot detect"):
+        detect.detect_changes(levir_pair[0], levir_pair[1], out, DetectOptions(**FAST),
+                              model=dataclasses.replace(bundle, state_dict=broken))
+    assert list((tmp_path / "out").iterdir()) == []
