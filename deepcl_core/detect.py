@@ -218,8 +218,10 @@ def resolve_model(path: Optional[Path]) -> ModelBundle:
     """The model at ``path`` (None: the bundled model), shared: see :func:`model_file.shared_model`."""
     if path is None:
         if not BUNDLED_MODEL.is_file():
-            raise ModelFileError("no trained model is bundled with this copy of DeepCL yet; "
-                                 "train one with 'deepcl train' and pass it with --model")
+            raise ModelFileError(f"no model was given, and this copy of deepcl_core has no bundled model at "
+                                 f"{BUNDLED_MODEL} (the repository and the QGIS plugin hold one; a package "
+                                 "installed with pip does not): pass a model file with --model, such as the "
+                                 "repository's resources/models/deepcl_default.pt, or train one with 'deepcl train'")
         path = BUNDLED_MODEL
     return shared_model(path)
 

@@ -475,3 +475,18 @@ def test_a_signal_while_torch_is_imported_ends_the_run_as_any_interrupt(entry, o
             assert "Traceback" not in stderr, stderr
             assert stderr.strip().splitlines()[-1] == f"deepcl: {word}; no output was written"
             assert files_in(out) == []
+
+
+def test_a_copy_of_the_engine_without_the_bundled_model_says_to_give_one(levir_pair, tmp_path):
+    """The engine installed as a package (pip install .) has no resources/ folder: detection said
+    "no trained model is bundled with this copy of DeepCL yet", as if none existed."""
+    import shutil
+
+    site = tmp_path / "site"
+    shutil.copytree(ROOT / "deepcl_core", site / "deepcl_core", ignore=shutil.ignore_patterns("__pycache__"))
+    done = subprocess.run([sys.executable, "-m", "deepcl_core", "detect", *levir_pair, "--change", tmp_path / "c.tif",
+                           "--confidence", tmp_path / "f.tif", *FAST], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(site)}, cwd=tmp_path, timeout=120)
+    line = assert_one_line_error(done, f"has no bundled model at {site / 'resources' / 'models'}",
+                                 "pass a model file with --model")
+    assert "yet" not in line and files_in(tmp_path) == ["site"]
