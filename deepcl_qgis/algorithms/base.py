@@ -229,7 +229,8 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         return ""
 
     def _range_problem(self, parameters: Dict[str, Any]) -> str:
-        """A number outside its parameter's range, in words (Processing says "Incorrect parameter value")."""
+        """A number outside its parameter's range, in words (Processing says "Incorrect parameter value"),
+        or with decimals where a whole number is asked for (Processing rounded 1.5 to 2 silently)."""
         for definition in self.parameterDefinitions():
             if not isinstance(definition, QgsProcessingParameterNumber):
                 continue
@@ -242,6 +243,8 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
                 words = (f"between {low:g} and {high:g}" if low is not None and high is not None
                          else f"at least {low:g}" if low is not None else f"at most {high:g}")
                 return f"{definition.description()} must be {words}; got {value:g}."
+            if definition.dataType() == QgsProcessingParameterNumber.Integer and not value.is_integer():
+                return f"{definition.description()} must be a whole number; got {value:g}."
         return ""
 
     def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:

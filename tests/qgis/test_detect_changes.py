@@ -317,6 +317,11 @@ def test_numbers_out_of_range_are_refused_in_words(deepcl_provider, tiny_model, 
     # A range open at the top: it read "must be between 0 and 1.79769e+308"
     message = check_message(ALG, _params(folder, tiny_model, tmp_path, MIN_AREA=-1))
     assert message == "Minimum polygon area (m²) must be at least 0; got -1."
+    # Decimals where a whole number is asked for were rounded silently (1.5 ran enlarged 2×, as the command
+    # line refuses it)
+    for name, value in (("INPUT_SCALE", 1.5), ("BATCH_SIZE", "2.5")):
+        message = check_message(ALG, _params(folder, tiny_model, tmp_path, **{name: value}))
+        assert message.endswith(f" must be a whole number; got {float(value):g}."), message
 
 
 def test_a_tile_too_small_for_the_overlap_is_refused_before_the_run(deepcl_provider, tiny_model, tmp_path):
