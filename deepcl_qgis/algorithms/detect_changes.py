@@ -384,7 +384,8 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         feedback.pushInfo(f"Changed: {result.changed_pixels} of {result.valid_pixels} valid pixels "
                           f"({result.changed_percent:.2f} %), {area}; threshold {result.threshold:g}, "
                           f"images enlarged {result.input_scale}× for the network, "
-                          f"{result.tiles} tiles on {result.device} ({result.precision}) in {result.seconds:.1f} s")
+                          f"{result.tiles} tile{'' if result.tiles == 1 else 's'} on {result.device} "
+                          f"({result.precision}) in {result.seconds:.1f} s")
 
     def _style_outputs(self, context: QgsProcessingContext, outputs: Any, group: str) -> None:
         layers = ((self.CHANGE, outputs.change, "change", "Change"),

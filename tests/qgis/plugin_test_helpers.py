@@ -37,8 +37,8 @@ def run(algorithm: str, parameters: Dict[str, Any], feedback: Any = None) -> Dic
 
 
 def error_recording_feedback() -> Any:
-    """A Processing feedback that keeps the errors reported to it, in ``.reported``, and the
-    warnings, in ``.warnings``."""
+    """A Processing feedback that keeps the errors reported to it, in ``.reported``, the warnings,
+    in ``.warnings``, and the information lines, in ``.infos``."""
     from qgis.core import QgsProcessingFeedback
 
     class ErrorRecordingFeedback(QgsProcessingFeedback):
@@ -46,6 +46,10 @@ def error_recording_feedback() -> Any:
             super().__init__()
             self.reported: list = []
             self.warnings: list = []
+            self.infos: list = []
+
+        def pushInfo(self, info: str) -> None:  # noqa: N802 (Qt's name)
+            self.infos.append(info)
 
         def reportError(self, error: str, fatalError: bool = False) -> None:  # noqa: N802 (Qt's name)
             self.reported.append(error)

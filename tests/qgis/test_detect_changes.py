@@ -532,6 +532,14 @@ def test_choices_are_given_by_name_or_by_number(deepcl_provider, tiny_model, tmp
         "Device is one of auto, cpu, cuda, mps (or their numbers, 0 to 3); got cuda:1 (NVIDIA H200)."
 
 
+def test_the_summary_line_counts_the_tiles_in_words(deepcl_provider, tiny_model, tmp_path):
+    """An image that fits one tile: the log said "1 tiles on cpu"."""
+    feedback = error_recording_feedback()
+    run(ALG, _params(pair("levir", "test_55_0256_0000"), tiny_model, tmp_path, TILE_SIZE=256, OVERLAP=0), feedback)
+    summary = next(line for line in feedback.infos if line.startswith("Changed: "))
+    assert ", 1 tile on cpu (fp32) in " in summary, summary
+
+
 def test_polygons_into_a_table_of_a_database_are_refused_in_words(deepcl_provider, tiny_model, tmp_path):
     folder = pair("levir", "test_55_0256_0000")
     table = f"ogr:dbname='{tmp_path / 'store.gpkg'}' table=\"changes\" (geom)"
