@@ -172,7 +172,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
             return False, problem
         parameters = self.choices_by_name(parameters)
         problem = (self._choice_problem(parameters) or self.precheck(parameters, context)
-                   or self._range_problem(parameters))
+                   or self._range_problem(parameters) or self._device_problem(parameters))
         if problem:  # before the generic checks, whose "Incorrect parameter value" says too little
             return False, problem
         ok, message = super().checkParameterValues(parameters, context)
@@ -245,6 +245,18 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
                 return f"{definition.description()} must be {words}; got {value:g}."
             if definition.dataType() == QgsProcessingParameterNumber.Integer and not value.is_integer():
                 return f"{definition.description()} must be a whole number; got {value:g}."
+        return ""
+
+    def _device_problem(self, parameters: Dict[str, Any]) -> str:
+        """A device this machine has not (CUDA with a CPU-only PyTorch), said before the run starts:
+        a batch or a model found it at its step's start."""
+        device = parameters.get("DEVICE")
+        if self.parameterDefinition("DEVICE") is None or device in (None, ""):
+            return ""
+        try:
+            core_module("device").resolve_device(str(device))
+        except engine_error_type() as exc:
+            return str(exc)
         return ""
 
     def precheck(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> str:

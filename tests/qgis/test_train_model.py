@@ -109,6 +109,13 @@ def test_fine_tuning_without_validation_pairs_advises_what_processing_has(deepcl
                                                "training to choose them anew"), feedback.warnings
 
 
+def test_a_device_this_machine_has_not_is_refused_before_the_run(deepcl_provider, tmp_path):
+    """A batch or a graphical model found it only when its step started."""
+    message = check_message(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")),
+                                  "OUTPUT": str(tmp_path / "model.pt"), **TINY_RUN, "DEVICE": "cuda"})
+    assert message.startswith("device 'cuda' asked for, but CUDA is not available"), message
+
+
 def test_the_model_file_must_end_in_pt(deepcl_provider, tiny_model, tmp_path):
     """Detection and evaluation open .pt files only; qgis_process adds no extension."""
     message = check_message(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")),
