@@ -97,6 +97,14 @@ class DetectOptions:
         """Refuse values detection cannot use, in words; numbers of other types (numpy's, from a
         notebook or a data frame) become Python's, which GDAL's bindings take."""
         self._as_python_numbers()
+        if isinstance(self.model, bytes):  # as the images' paths are taken
+            self.model = Path(os.fsdecode(self.model))
+        if isinstance(self.model, ModelBundle):  # a TypeError from Path(…) before
+            raise InputError("DetectOptions(model=…) takes a model file's path; give a loaded model as "
+                             "detect_changes(…, model=bundle)")
+        if self.model is not None and not isinstance(self.model, (str, os.PathLike)):
+            raise InputError(f"DetectOptions(model=…) takes a model file's path, or None for the bundled model; "
+                             f"got {self.model!r}")
         if self.area is not None and not isinstance(self.area, AreaOfInterest):
             raise InputError(f"area must be an AreaOfInterest (an extent, a mask or both); got {self.area!r}")
         if self.tile_size < NETWORK_MULTIPLE or self.tile_size % NETWORK_MULTIPLE:
@@ -257,6 +265,9 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     for value, kind, what in ((options, DetectOptions, "options"), (outputs, DetectOutputs, "outputs")):
         if not isinstance(value, kind):
             raise InputError(f"give the {what} as a {kind.__name__}(…); got a {type(value).__name__}")
+    if model is not None and not isinstance(model, ModelBundle):  # a path: "'str' object has no attribute 'trained'"
+        raise InputError(f"model is a loaded model, load_model(path); give a model file's path as "
+                         f"DetectOptions(model=path); got a {type(model).__name__}")
     options.validate()
     before, after = os.fsdecode(before), os.fsdecode(after)
     bundle = model or resolve_model(options.model)

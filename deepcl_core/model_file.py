@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -49,6 +50,9 @@ class ModelBundle:
     platt_scalings_by_pixel_size: Tuple[Tuple[float, PlattScaling], ...] = ()
     provenance: Dict[str, Any] = field(default_factory=dict)  # training data, command, metrics, …
     trained: bool = True  # False only for test fixtures; detection warns about untrained weights
+    # The version of the file it was read from (None: not read), for `deepcl info`; saving writes FORMAT_VERSION
+    # (a format 1 file's threshold classes without a scaling keep the network's score either way).
+    read_format_version: Optional[int] = field(default=None, compare=False)
 
     def build(self) -> DeepCLNet:
         network = build_network(self.config)
@@ -91,6 +95,7 @@ class ModelBundle:
     def describe(self) -> Dict[str, Any]:
         """Everything but the weights, for ``deepcl info``."""
         info = {k: v for k, v in self.to_dict().items() if k != "state_dict"}
+        info["format_version"] = self.read_format_version or FORMAT_VERSION
         info["parameters"] = int(sum(t.numel() for k, t in self.state_dict.items()
                                      if t.is_floating_point() and "running_" not in k))
         return info
@@ -153,12 +158,28 @@ def load_model(path: str | os.PathLike) -> ModelBundle:
     if start != b"PK\x03\x04":  # torch.save writes a zip archive
         raise ModelFileError(f"{path} is not a readable DeepCL model file: it is of another "
                              "format (a model file is a PyTorch archive, .pt)")
+    part = damaged_part(path)
+    if part is not None:
+        raise ModelFileError(f"{path} is damaged: its part {part} does not match its checksum; "
+                             "copy or download it again")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a safe model file
         raise ModelFileError(f"{path} is not a readable DeepCL model file (corrupt, truncated, of another format, "
                              f"or holding code, which is never run): {_first_sentence(exc)}") from None
     return _bundle_from_dict(data, path)
+
+
+def damaged_part(path: str | os.PathLike) -> Optional[str]:
+    """The name of the first part of the zip archive ``torch.save`` wrote at ``path`` whose bytes do
+    not match their checksum, else None. Torch's reader checks no checksum: damaged bytes inside a
+    tensor loaded as other weights, which detected other changes without a word. None too for a file
+    that is no readable zip at all (truncated, another format), which torch's reader then names."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return archive.testzip()  # reads every part (~10 ms for the bundled 11 MB model)
+    except Exception:  # noqa: BLE001 - zipfile's many errors: left for torch's reader to name
+        return None
 
 
 def shared_model(path: str | os.PathLike) -> ModelBundle:
@@ -180,13 +201,77 @@ def _shared_model(path: str, inode: int, size: int, modified_ns: int) -> ModelBu
     return load_model(path)
 
 
-def _check_weights_fit(bundle: ModelBundle) -> None:
-    """Raise when the weights do not fit the network of the bundle's config: a network built on the
-    meta device takes them by reference, so nothing is computed or copied (QGIS asks in its main
-    thread, which a computation there would hold up, beside a run's network)."""
-    with torch.device("meta"):
-        network = build_network(bundle.config)
-    network.load_state_dict(bundle.state_dict, assign=True)
+def _weights_misfit(network: DeepCLNet, given: Any) -> Optional[str]:
+    """How the weights ``given`` do not fit ``network``, in one line (torch's own error spans lines
+    and lists every key), else None. ``network`` is built on the meta device and takes them by
+    reference, so nothing is computed or copied (QGIS asks in its main thread, which a computation
+    there would hold up, beside a run's network)."""
+    if not isinstance(given, dict) or not all(isinstance(t, torch.Tensor) for t in given.values()):
+        return "they are not a set of named tensors"
+    try:
+        network.load_state_dict(given, assign=True)
+        return None
+    except Exception as exc:  # summed up below; a tensor of another shape is left unassigned, as it was
+        error = exc
+    expected = network.state_dict()
+    missing = [key for key in expected if key not in given]
+    unexpected = [key for key in given if key not in expected]
+    reshaped = [f"{key} is {_shape(given[key])} where the network has {_shape(expected[key])}"
+                for key in expected if key in given and given[key].shape != expected[key].shape]
+    problems = [f"{len(keys)} {what} (e.g. {keys[0]})" for keys, what in
+                ((missing, "missing"), (unexpected, "unexpected"), (reshaped, "of another shape")) if keys]
+    return f"of the network's {len(expected)} tensors, " + ", ".join(problems) if problems else _first_sentence(error)
+
+
+def _shape(tensor: torch.Tensor) -> str:
+    return "×".join(str(size) for size in tensor.shape) or "a single number"
+
+
+def _non_finite_weights(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
+    """Which weights hold NaN or infinite values, else None (~1 ms for the bundled model)."""
+    floating = [(key, t) for key, t in state_dict.items() if t.is_floating_point()]
+    counts = [(key, count) for key, count in ((key, _non_finite_count(t)) for key, t in floating) if count]
+    if not counts:
+        return None
+    key, count = counts[0]
+    return (f"non-finite weights (NaN or infinite) in {len(counts)} of {len(floating)} tensors, e.g. {key} "
+            f"({count} of its {state_dict[key].numel()} values): it cannot detect; a training that diverged "
+            "writes such weights")
+
+
+def _non_finite_count(tensor: torch.Tensor) -> int:
+    """By numpy where it can: torch's small parallel reductions, one per tensor, took 150 ms on a busy
+    2-core machine (threads waiting on each other), numpy's single-threaded ones 1 ms."""
+    try:
+        values = tensor.detach().cpu().numpy()
+    except TypeError:  # bfloat16, which numpy lacks
+        return int((~torch.isfinite(tensor)).sum())
+    return 0 if np.isfinite(values).all() else int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def _band_names(bands: Any) -> Tuple[str, ...]:
+    """The model's band names; anything but a list of names (numbers, one text such as "rgb", which
+    read as the bands r, g, b) is a damaged file: detection and Processing failed on it with errors
+    of their own."""
+    if not isinstance(bands, (list, tuple)) or not all(isinstance(name, str) and name.strip() for name in bands):
+        raise ValueError(f"the input bands must be a list of band names, like ['red', 'green', 'blue'], not {bands!r}")
+    return tuple(bands)
+
+
+def _normalization_problem(spec: NormalizationSpec) -> Optional[str]:
+    """What makes a normalisation unusable, else None: it divides by std (0: infinite inputs; below
+    0: inverted), and a mean of no value or not finite makes every input NaN, which detection
+    wrote as "no change"."""
+    low, high = spec.low_percentile, spec.high_percentile
+    if not 0.0 <= low < high <= 100.0:  # NaN fails too
+        return f"percentiles {low:g} and {high:g} (they must lie from 0 to 100, the low one under the high one)"
+    # Fewer values than bands are extended and more are cut (normalization.per_band): training writes
+    # ImageNet's 3 for any band count, so only an empty list is of a wrong length.
+    if not spec.mean or not all(math.isfinite(value) for value in spec.mean):
+        return f"a mean of {list(spec.mean)} (one finite number per band, or one for all)"
+    if not spec.std or not all(0.0 < value < math.inf for value in spec.std):
+        return f"a standard deviation of {list(spec.std)} (one finite number above 0 per band, or one for all)"
+    return None
 
 
 def _two_numbers(values: Any) -> Tuple[float, float]:
@@ -210,6 +295,14 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
 
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
         model = path.name[:-len(".ckpt")] if path.name.endswith(".ckpt") else "its --out"
+        written = path.with_name(model)
+        if path.name.endswith(".ckpt") and written.is_file():  # a finished run: its model is the file to give
+            earlier = written.stat().st_mtime_ns < path.stat().st_mtime_ns
+            raise ModelFileError(f"{path} is a training checkpoint, not a model file: give the model file its "
+                                 f"training wrote beside it, {written}" + (
+                                     " (written before the checkpoint's last epoch: a later run continued it; "
+                                     "finish that run with --resume for a model of all its epochs)" if earlier
+                                     else ""))
         epochs = data.get("epoch")
         # The model file is written only when training ends: an interrupted run has none beside its checkpoint
         raise ModelFileError(f"{path} is a training checkpoint, not a model file: training writes the model "
@@ -222,7 +315,7 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
     if missing:
         raise ModelFileError(f"{path} lacks {', '.join(missing)}; it is damaged or was not written by DeepCL")
     version = data["format_version"]
-    if not isinstance(version, int) or version < 1:
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:  # True is an int
         raise ModelFileError(f"{path} has model format version {version!r}, which no DeepCL writes; it is damaged")
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path} has model format version {version}; this DeepCL reads up to "
@@ -232,7 +325,7 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
     try:
         bundle = ModelBundle(
             config=NetworkConfig.from_dict(data["config"]), state_dict=data["state_dict"],
-            bands=tuple(data["bands"]), normalization=NormalizationSpec.from_dict(data["normalization"]),
+            bands=_band_names(data["bands"]), normalization=NormalizationSpec.from_dict(data["normalization"]),
             threshold=float(data["threshold"]),
             thresholds_by_pixel_size=tuple(sorted((float(size), float(t))
                                                   for size, t in data.get("thresholds_by_pixel_size") or ())),
@@ -243,14 +336,27 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
                 ((float(size), PlattScaling(*_two_numbers(scaling)))
                  for size, *scaling in data.get("platt_scalings_by_pixel_size") or ()), key=lambda item: item[0])),
             provenance=dict(data.get("provenance") or {}),
-            trained=bool(data.get("trained", True)))
+            trained=bool(data.get("trained", True)), read_format_version=version)
     except Exception as exc:
         raise ModelFileError(f"{path} has a damaged network configuration or input contract (bands, normalisation, "
-                             f"thresholds, scalings): {str(exc)[:200]}") from None
+                             f"thresholds, scalings): {_first_sentence(exc)}") from None
     try:
-        _check_weights_fit(bundle)
-    except Exception as exc:
-        raise ModelFileError(f"{path} has weights that do not fit its configuration: {str(exc)[:200]}") from None
+        with torch.device("meta"):
+            network = build_network(bundle.config)
+    except Exception as exc:  # an unknown encoder, channels that are no sizes …
+        raise ModelFileError(f"{path} has a network configuration this DeepCL cannot build ({_first_sentence(exc)}); "
+                             "it is damaged or was not written by DeepCL") from None
+    misfit = _weights_misfit(network, bundle.state_dict)
+    if misfit:
+        raise ModelFileError(f"{path} has weights that do not fit its configuration: {misfit}; it is damaged "
+                             "or was not written by DeepCL")
+    non_finite = _non_finite_weights(bundle.state_dict)
+    if non_finite:
+        raise ModelFileError(f"{path} holds {non_finite}")
+    normalization_problem = _normalization_problem(bundle.normalization)
+    if normalization_problem:
+        raise ModelFileError(f"{path} has a normalisation that cannot work: {normalization_problem}; it is damaged "
+                             "or was not written by DeepCL")
     unmatched = ({size for size, _ in bundle.platt_scalings_by_pixel_size}
                  - {size for size, _ in bundle.thresholds_by_pixel_size})
     if unmatched:

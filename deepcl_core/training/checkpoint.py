@@ -9,7 +9,7 @@ from typing import Any, Dict, List, Sequence
 import torch
 
 from ..errors import InputError
-from ..model_file import atomic_torch_save
+from ..model_file import atomic_torch_save, damaged_part
 from .pairs import PairFiles
 
 FORMAT_NAME = "deepcl-checkpoint"
@@ -29,6 +29,10 @@ def save_checkpoint(state: Dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise InputError(f"--resume: no checkpoint at {path}; run without --resume to start training")
+    part = damaged_part(path)  # torch's reader checks no checksum: damaged weights would train on silently
+    if part is not None:
+        raise InputError(f"checkpoint {path} is damaged: its part {part} does not match its checksum; delete it "
+                         "and train without --resume")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
