@@ -260,6 +260,28 @@ def test_pairs_without_change_cannot_choose_a_threshold(tiny_model_path, tmp_pat
     assert "mark no change" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
+
+@pytest.mark.skipif(not (DATA / "dsifn" / "4_4").is_dir(), reason="real data not found")
+def test_scores_that_are_not_numbers_are_refused_for_what_they_are(tiny_model_path, tmp_path, capsys):
+    """Weights that are numbers but overflow the network (a training that diverged): the model was
+    written with "log_loss_of_score": NaN (bare NaN in the JSON) and the scaling "not fitted: the pairs
+    need changed and unchanged pixels", which the pair has; numpy warned of an invalid value."""
+    model = load_model(tiny_model_path)
+    convolutions = [name for name, weight in model.state_dict.items() if weight.dim() == 4][:3]
+    model.state_dict = {name: weight * 1e25 if name in convolutions else weight
+                        for name, weight in model.state_dict.items()}
+    save_model(model, tmp_path / "overflowing.pt")
+    out, pair = tmp_path / "calibrated" / "x.pt", DATA / "dsifn" / "4_4"
+    assert main(["calibrate", "--model", str(tmp_path / "overflowing.pt"), "--out", str(out), "--device", "cpu",
+                 str(pair)]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.strip().splitlines()[-1] == (
+        f"deepcl: error: model {tmp_path / 'overflowing.pt'}: the network's scores are not numbers (NaN or infinite) "
+        "on 65,536 of 65,536 valid pixels of pair 4_4: the network overflows on it, so no decision threshold or "
+        "confidence scaling can be chosen; its weights are damaged or were written by a training that diverged: "
+        "calibrate another model, or retrain with a lower learning rate (--lr)")
+    assert captured.out == "" and not out.parent.exists()
+
 def test_calibrate_refuses_the_tiles_detection_refuses_and_runs_small_ones(tiny_model_path, tmp_path, capsys):
     """--tile 100 was accepted, 64 crashed (a tile step of 0) and 32 chose its threshold on NaN scores
     (an overlap of 64 wider than the tile): a tile that is no multiple of 32 is refused before any

@@ -493,3 +493,38 @@ def test_two_trainings_at_once_each_start_from_their_seeds_weights(tmp_path, mon
         torch.manual_seed(seed)  # the run alone
         alone = build(config).state_dict()
         assert all(torch.equal(weights[k], alone[k]) for k in alone), seed
+
+
+def test_fine_tuning_twice_keeps_the_whole_chain_of_parents(tmp_path, monkeypatch, capsys):
+    """Fine-tuned, recalibrated, fine-tuned again: the record of the parent kept its training's
+    command, date and metrics only, so the grandparent (the bundled model), the recalibration and its
+    pairs were lost, and the parent was known by its path only (a plugin update puts another model at
+    the bundled model's path)."""
+    import hashlib
+    import sys
+
+    first = train(bundled_fine_tune(tmp_path / "first.pt")).out
+    arguments = ["calibrate", "--model", str(first), "--out", str(tmp_path / "recalibrated.pt"), "--device", "cpu",
+                 str(VAL_DIRS[0])]
+    monkeypatch.setattr(sys, "argv", ["deepcl", *arguments])
+    assert main(arguments) == 0
+    capsys.readouterr()
+    second = load_model(train(bundled_fine_tune(tmp_path / "second.pt", init=tmp_path / "recalibrated.pt")).out)
+
+    def sha256(path: Path) -> str:
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    provenance, bundled = second.provenance, load_model(BUNDLED).provenance
+    assert provenance["init_model"] == str((tmp_path / "recalibrated.pt").resolve())
+    assert provenance["init_model_sha256"] == sha256(tmp_path / "recalibrated.pt")
+    parent = provenance["parent_provenance"]
+    [recalibration] = parent["recalibrations"]
+    assert recalibration["command_line"] == f"deepcl {' '.join(arguments)}"
+    assert [pair["name"] for pair in recalibration["pairs"]] == [VAL_DIRS[0].name]
+    assert parent["init_model"] == str(BUNDLED.resolve()) and parent["init_model_sha256"] == sha256(BUNDLED)
+    assert "validation_metrics_before_recalibration" in parent  # the first fine-tuning's, of thresholds it lost
+    grandparent = parent["parent_provenance"]
+    assert grandparent["command_line"] == bundled["command_line"] and grandparent["epochs"] == bundled["epochs"]
+    assert grandparent["recalibrations"] == bundled["recalibrations"]
+    assert grandparent["validation_metrics_before_recalibration"] == bundled["validation_metrics_before_recalibration"]
+    assert grandparent["init_model"] is None and grandparent["parent_provenance"] is None  # trained anew

@@ -22,7 +22,7 @@ import torch
 from ..confidence_calibration import LogitHistogram, PlattScaling, fit_platt_scaling
 from ..detect import DetectOptions, ProgressCallback
 from ..device import resolve_device
-from ..errors import InputError, releases_locals_on_error
+from ..errors import InputError, ModelFileError, releases_locals_on_error
 from ..gdal_utils import gdal_return_values
 from ..metrics import Confusion
 from ..model.inference import prepare_for_inference
@@ -127,7 +127,9 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     for done, (pair, scale, target) in enumerate(runs):
         if progress is not None:  # a coarse pair runs at each enlargement: minutes for a Sentinel-2 scene
             progress(done / len(runs), f"pair {pair.name}" + (f", enlarged {scale}×" if pair.name in coarse else ""))
-        probability, _ = predict_pair(network, pair, device, tile, overlap, scale=scale)
+        with np.errstate(all="ignore"):  # overflowing weights: refused below, not warned of by numpy
+            probability, _ = predict_pair(network, pair, device, tile, overlap, scale=scale)
+        check_scores_finite(probability, pair, scale, ", so no decision threshold or confidence scaling can be chosen")
         target.add(probability, pair)
     as_they_are = by_scale.get(1, _Scores())
     general = fine if len(coarse) < len(pairs) else fine + as_they_are
@@ -151,6 +153,22 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
             "f1_by_input_scale": {str(k): f1 for k, f1 in f1_by_scale.items()},
             "pairs": sorted(coarse)}]
     return calibration
+
+
+class ScoresNotFinite(ModelFileError):
+    """The network's scores on a pair are not all numbers: its weights overflow (a training that
+    diverged). Its histogram would leave them out and fit no scaling "for want of changed and
+    unchanged pixels", its confusions count them unchanged: a threshold chosen on the rest is wrong."""
+
+
+def check_scores_finite(probability: np.ndarray, pair: LoadedPair, scale: int = 1, why: str = "") -> None:
+    """Refuse scores that are NaN or infinite on any valid pixel of ``pair``; ``why``: what they prevent."""
+    bad = int(np.count_nonzero(~np.isfinite(probability[pair.valid])))
+    if bad:
+        enlarged = f" enlarged {scale}×" if scale != 1 else ""
+        raise ScoresNotFinite(f"the network's scores are not numbers (NaN or infinite) on {bad:,} of "
+                              f"{int(pair.valid.sum()):,} valid pixels of pair {pair.name}{enlarged}: the network "
+                              f"overflows on it{why}")
 
 
 class _Scores:
@@ -291,8 +309,13 @@ def calibrate_model(model: Path, data_dirs: Sequence[Path], out: Path, device: s
     check_model_file_name(Path(out))  # as training's: detection opens .pt files
     target = resolve_device(device)
     network = prepare_for_inference(bundle.build(), target, copy=False)
-    calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target, tile,
-                                      overlap, progress)
+    try:
+        calibration = calibrate_threshold(network, load_pairs(files, bundle.bands, bundle.normalization), target,
+                                          tile, overlap, progress)
+    except ScoresNotFinite as error:  # the model is what is wrong: named, with what to do
+        raise ScoresNotFinite(f"model {model}: {error}; its weights are damaged or were written by a training "
+                              "that diverged: calibrate another model, or retrain with a lower learning rate (--lr)"
+                              ) from None
     if progress is not None:
         progress(1.0, "done")
     apply_calibration(bundle, calibration, keep_unmeasured=True)

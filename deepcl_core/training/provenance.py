@@ -3,6 +3,7 @@ loads with ``weights_only=True``)."""
 from __future__ import annotations
 
 import datetime
+import hashlib
 import os
 import platform
 from dataclasses import asdict
@@ -27,8 +28,10 @@ def hardware(device: torch.device) -> Dict[str, Any]:
 
 def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles], val_pairs: Sequence[PairFiles],
                         loss: LossConfig, device: torch.device, encoder_init: str, checkpoint: Dict[str, Any],
-                        parent: Optional[Dict[str, Any]], validation_metrics: Dict[str, Any]) -> Dict[str, Any]:
-    """``validation_metrics``: the metrics of the model as written (after calibration) on the validation pairs."""
+                        parent: Optional[Dict[str, Any]], validation_metrics: Dict[str, Any],
+                        init_sha256: Optional[str] = None) -> Dict[str, Any]:
+    """``validation_metrics``: the metrics of the model as written (after calibration) on the validation pairs;
+    ``parent``: what is kept of the ``--init`` model's provenance, ``init_sha256`` its file's SHA-256."""
     # Paths real and absolute: relative ones would mean nothing outside the working folder of the run.
     validation = ("folders " + ", ".join(_real(d) for d in options.val_dirs) if options.val_dirs
                   else f"fraction {options.val_fraction} per data set, seed {options.seed}"
@@ -43,6 +46,8 @@ def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles],
         "validation": validation,
         "encoder_init": encoder_init,
         "init_model": None if options.init is None else _real(options.init),
+        # The path alone does not say which model it was: an update of the plugin replaces the bundled one
+        "init_model_sha256": init_sha256,
         "parent_provenance": parent,
         "epochs": int(checkpoint["epoch"]),
         "best_epoch": int(checkpoint["best_epoch"]),
@@ -74,6 +79,16 @@ def record_recalibration(provenance: Dict[str, Any], pairs: Sequence[PairFiles],
         "calibrated_with": f"deepcl {__version__} calibrate",
         "created_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "command_line": command_line, "pairs": _pair_list(pairs)}))
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of ``path``'s bytes, streamed (an image may be larger than the memory spared for it;
+    hashlib.file_digest is Python 3.11's)."""
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for chunk in iter(lambda: file.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _pair_list(pairs: Sequence[PairFiles]) -> List[Dict[str, str]]:
