@@ -90,11 +90,12 @@ def compute_bound(bundle: ModelBundle, before: np.ndarray, after: np.ndarray, de
                                bundle.platt_scaling_for(PIXEL_SIZE_M)) / len(before)
 
 
-def flops_per_tile(bundle: ModelBundle, side: int, bands: int) -> float:
-    """Floating-point operations (a multiply-add counts 2) of one pair of ``side``² tiles, counted
-    by ``torch.utils.flop_counter`` on the unfolded network (folding changes no conv's size)."""
+def flops_per_tile(bundle: ModelBundle, side: int, bands: int, height: Optional[int] = None) -> float:
+    """Floating-point operations (a multiply-add counts 2) of one pair of tiles ``side`` wide and
+    ``height`` (default ``side``) high, counted by ``torch.utils.flop_counter`` on the unfolded
+    network (folding changes no conv's size)."""
     network = bundle.build()
-    x = torch.zeros(1, bands, side, side)
+    x = torch.zeros(1, bands, height or side, side)
     with FlopCounterMode(display=False) as counter, torch.inference_mode():
         network(x, x)
     return float(counter.get_total_flops())

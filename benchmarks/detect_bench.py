@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -26,14 +27,22 @@ from benchmarks.runs import RUNS, measure, with_speed
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CACHE = ROOT / "out" / "bench"
 DEFAULT_REPORT = ROOT / "docs" / "benchmarks.md"
-PIPELINE_RUNS = {"pipeline": "first run", "pipeline_later": "a later run"}  # in the same process
+# The timer covers detect_changes alone: not the process's start, importing torch and the engine, or loading the model.
+PIPELINE_RUNS = {"pipeline": "first detection in a process", "pipeline_later": "a later detection in that process"}
 LABELS = {**{run: f"DeepCL pipeline, {which}" for run, which in PIPELINE_RUNS.items()},
           "naive": "naive baseline", "compute": "network alone (compute bound)",
           "io": "I/O alone (I/O bound)", "otb": "OTB MAD (classical peer)"}
+LABEL_WIDTH = max(len(label) for label in LABELS.values())  # the printed rows' column
 TARGET_EFFICIENCY = {"cpu": 0.85, "cuda": 0.8}
 TARGET_SPEEDUP = 2.0
 TARGET_MEMORY_RATIO = 1.5
 GPU_TARGET_MP_S = 100
+# Pages written by other commands, which this one's rewrite of the report must not take away.
+OTHER_PAGES = [("docs/benchmarks_polygons.md",
+                "the polygon step on a noisy change map (`python -m benchmarks.polygons_bench`)"),
+               ("docs/benchmarks_bf16.md", "opt-in bf16 on the CPU"),
+               ("docs/benchmarks_gpu_e2e.md", "end to end on a lent GPU machine, and its levers"),
+               ("docs/benchmarks_gpu.md", "the network alone on a lent GPU machine, tile and batch sizes")]
 
 
 # --- measuring -------------------------------------------------------------------------------------
@@ -60,19 +69,22 @@ def measure_size(runs: List[str], size: int, device: str, args: argparse.Namespa
     """One record per run. A shared machine's speed drifts from one minute to the next, at every
     size: each run is measured ``args.repeats`` times, the runs interleaved round
     after round so that the drift biases no ratio between them, and the median kept (peak RSS: the
-    largest)."""
+    largest; :func:`median_record`)."""
     rounds = [with_later_runs([measure(run, size, device, args) for run in runs]) for _ in range(args.repeats)]
     return [median_record(list(records)) for records in zip(*rounds)]
 
 
 def median_record(records: List[Dict]) -> Dict:
-    """The record of the median time among one run's repeats, with the fastest and slowest time
-    (``seconds_range``: how far the machine drifted) and the largest peak RSS of them all."""
+    """One run's repeats as one row: the median time (of an even count the mean of the middle two,
+    not the slower of them: two repeats give their mean), with the fastest and slowest time
+    (``seconds_range``: how far the machine drifted) and the largest peak RSS of them all. The
+    other figures are those of the repeat at or just below the median."""
     ordered = sorted(records, key=lambda r: r["seconds"])
-    median = dict(ordered[len(ordered) // 2])
+    median = dict(ordered[(len(ordered) - 1) // 2])
+    median["seconds"] = statistics.median(r["seconds"] for r in ordered)
     median["seconds_range"] = (ordered[0]["seconds"], ordered[-1]["seconds"])
     median["peak_rss_mb"] = max(r["peak_rss_mb"] for r in records)
-    return median
+    return with_speed(median)
 
 
 def with_later_runs(records: List[Dict]) -> List[Dict]:
@@ -86,8 +98,8 @@ def with_later_runs(records: List[Dict]) -> List[Dict]:
 
 
 def measure_all(args: argparse.Namespace, devices: List[str]) -> List[Dict]:
-    if not devices and "otb" not in args.runs:
-        return []  # nothing here runs without a device: no pair generated for nothing
+    if not devices:  # none of the devices asked for is here: not even OTB's row alone, nor a pair for nothing
+        return []
     records = []
     for size in args.sizes:
         started = time.perf_counter()
@@ -96,14 +108,14 @@ def measure_all(args: argparse.Namespace, devices: List[str]) -> List[Dict]:
         for device in devices:
             for record in measure_size([r for r in RUNS if r in args.runs], size, device, args):
                 records.append(record)
-                print(f"  {device:5} {LABELS[record['run']]:32} {record['seconds']:8.1f} s  "
-                      f"{record['megapixels_per_s']:7.3f} MP/s  peak RSS {record['peak_rss_mb']:.0f} MB", flush=True)
+                print(f"  {device:5} {LABELS[record['run']]:{LABEL_WIDTH}} {record['seconds']:8.1f} s  "
+                      f"{record['megapixels_per_s']:7.3f} MP/s  peak RSS {record['peak_rss_mb']:.0f} MiB", flush=True)
         if "otb" in args.runs:
             record = run_otb(size, args)
             if record:
                 records.append(record)
-                print(f"  cpu   {LABELS['otb']:32} {record['seconds']:8.1f} s  {record['megapixels_per_s']:7.3f} MP/s"
-                      f"  peak RSS {record['peak_rss_mb']:.0f} MB", flush=True)
+                print(f"  cpu   {LABELS['otb']:{LABEL_WIDTH}} {record['seconds']:8.1f} s  "
+                      f"{record['megapixels_per_s']:7.3f} MP/s  peak RSS {record['peak_rss_mb']:.0f} MiB", flush=True)
     return records
 
 
@@ -137,7 +149,7 @@ def derive(records: List[Dict]) -> None:
 
 def table(records: List[Dict]) -> str:
     lines = ["| size (px) | device | run | tiles | seconds | megapixels/s | vs naive | efficiency | GFLOP/s "
-             "| peak RSS (MB) |",
+             "| peak RSS (MiB) |",
              "|---|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in records:
         lines.append(f"| {r['size']:,}² | {r['device']} | {LABELS[r['run']]} | {r['tiles'] or '–'} | "
@@ -166,7 +178,7 @@ def _number(value: Optional[float]) -> str:
     return f"{value:.1f}" if value is not None else "–"
 
 
-def limits(records: List[Dict], tile: int) -> List[str]:
+def limits(records: List[Dict]) -> List[str]:
     """The network's cost and the machine's peak per device, from the compute runs."""
     lines = []
     for kind in ("cpu", "cuda"):
@@ -174,11 +186,12 @@ def limits(records: List[Dict], tile: int) -> List[str]:
         if not compute:
             continue
         c = compute[-1]
-        per_mp = c["flops_per_tile"] / (tile * tile / 1e6) / 1e9
+        height, width = c["flops_tile"]  # the tiles it ran on: an image smaller than --tile is one smaller tile
+        per_mp = c["flops_per_tile"] / (height * width / 1e6) / 1e9
         best = max(r["gflops"] for r in compute)
         lines.append(f"- {c['device']}: the network costs {c['flops_per_tile'] / 1e9:.1f} GFLOP per pair of "
-                     f"{tile}² tiles ({per_mp:.1f} GFLOP per tile megapixel; overlap adds more per image "
-                     f"megapixel); machine peak {c['peak_gflops']:.0f} GFLOP/s ({c['peak_what']}, {c['threads']} "
+                     f"{_tile(height, width)} tiles ({per_mp:.1f} GFLOP per tile megapixel; overlap adds more per "
+                     f"image megapixel); machine peak {c['peak_gflops']:.0f} GFLOP/s ({c['peak_what']}, {c['threads']} "
                      f"threads); the network alone reaches {best:.1f} GFLOP/s, {best / c['peak_gflops']:.1%} of "
                      "that peak.")
     for r in [r for r in records if r["run"] == "io"]:
@@ -186,6 +199,10 @@ def limits(records: List[Dict], tile: int) -> List[str]:
                      "the most this machine's reading, normalising, blending and writing let any network reach "
                      f"(the GPU target is {GPU_TARGET_MP_S} MP/s at 8,192²).")
     return lines
+
+
+def _tile(height: int, width: int) -> str:
+    return f"{width}²" if width == height else f"{width} × {height}"
 
 
 def verdicts(records: List[Dict]) -> List[str]:
@@ -238,7 +255,7 @@ def summary(records: List[Dict], args: argparse.Namespace, gpu_note: Optional[st
     return "\n".join([
         table(records), "",
         *([gpu_note, ""] if gpu_note else []),
-        "Limits:", *limits(records, args.tile), "",
+        "Limits:", *limits(records), "",
         "Targets:", *verdicts(records),
     ])
 
@@ -258,29 +275,45 @@ def write_report(path: Path, records: List[Dict], args: argparse.Namespace, gpu_
         f"- Settings: tile {args.tile} px, overlap {args.overlap} px, batch "
         f"{args.batch or 'the device default (1 on the CPU, 8 on CUDA)'}; precision {args.precision} "
         f"({_precisions(args.precision)}; the naive baseline: fp32); each row is the median of {args.repeats} runs "
-        "(OTB: one), the runs interleaved, its seconds followed by the fastest and slowest where they differ; "
+        f"(OTB: one{'; of an even count, the mean of the middle two' if args.repeats % 2 == 0 else ''}), "
+        "the runs interleaved, its seconds followed by the fastest and slowest where they differ; "
         "outputs ZSTD-compressed (DEFLATE in the naive baseline)",
         f"- Model: {records[0].get('model', '?')}",
         "- Input: generated 3-band 8-bit GeoTIFF pairs (tiled 256², DEFLATE). *DeepCL pipeline*: `detect_changes` "
         "file to file (reading, aligning, normalising, network, blending, writing change and confidence; on the "
         "CPU reading and writing take turns with the network, beside a GPU they run in background threads); "
-        "*first run*: the first in a fresh process, as a one-off command runs it (on CUDA with cuDNN preparing "
-        "its kernels for each new input shape); *a later run*: the next in the same process, as QGIS runs every "
-        "detection after its first, or a server (its peak RSS is the process's, both runs). "
+        "*first detection in a process*: the first `detect_changes` call in a fresh process, timed from the call "
+        "(the process's start, importing torch and the engine and loading the model are not counted), as in a "
+        "one-off command (on CUDA with cuDNN preparing its kernels for each new input shape); *a later detection "
+        "in that process*: the next call, as QGIS runs every detection after its first, or a server (its peak RSS "
+        "is the process's, both calls). "
         "*naive baseline*: both images read whole, one tile at a time, plain fp32 network, no prefetching, "
         "outputs written at the end. *network alone*: real tiles already in memory, same batch and precision, "
         "extrapolated to the image's tiles. *I/O alone*: the pipeline with the network replaced by a stand-in "
         "that costs nothing, reading and compressing in the background threads detection uses beside a GPU (one "
-        f"per core, up to {MAX_IO_THREADS_BESIDE_ACCELERATOR}). *OTB MAD*: `otbcli_MultivariateAlterationDetector` "
-        "file to file.",
+        f"per core, up to {MAX_IO_THREADS_BESIDE_ACCELERATOR}), after a warm-up on a small pair and with the "
+        "network prepared before the timer (CUDA's start and other one-off costs are not I/O). *OTB MAD*: "
+        "`otbcli_MultivariateAlterationDetector` file to file.",
         "- *efficiency*: network-alone time / end-to-end time. *GFLOP/s*: the network's counted FLOPs "
-        "(`torch.utils.flop_counter`) over all tiles / time. *peak RSS*: that run's own process (`ru_maxrss`).",
+        "(`torch.utils.flop_counter`) over all tiles / time. *peak RSS*: that run's own process (`ru_maxrss`, "
+        "in MiB).",
         "",
         summary(records, args, gpu_note),
+        "",
+        "Other benchmark pages, each written by its own command: "
+        + "; ".join(f"[{what}]({_relative(name, path)})" for name, what in OTHER_PAGES
+                    if (ROOT / name).resolve() != path.resolve()) + ".",
         "",
     ])
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+def _relative(name: str, report: Path) -> str:
+    """``name`` (a path from the repository's root) as a link from ``report``'s folder, or as it is
+    when the report lies outside the repository (e.g. a GPU machine's output folder)."""
+    folder = report.resolve().parent
+    return os.path.relpath(ROOT / name, folder) if folder.is_relative_to(ROOT) else name
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
@@ -292,7 +325,8 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--tile", type=int, default=768)
     parser.add_argument("--overlap", type=int, default=64)
     parser.add_argument("--batch", type=int, default=0, help="0: the device's default, as detection")
-    parser.add_argument("--repeats", type=int, default=3, help="runs per row, median kept (default 3)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs per row, median kept (of an even count the mean of the middle two; default 3)")
     parser.add_argument("--precision", default="auto", help="auto (fp16 on CUDA, fp32 elsewhere), fp32 or bf16")
     parser.add_argument("--model", type=Path,
                         help="model file; default: the bundled model, else MobileNetV2 + ImageNet")
@@ -321,11 +355,17 @@ def main(argv: Optional[List[str]] = None) -> int:
     gpu = cuda_name()
     devices = [d for d in wanted if d == "cpu" or (d == "cuda" and gpu)]
     gpu_note = None if gpu or "cuda" not in wanted else (
-        "GPU: not measured on this machine (no CUDA device); on an H100: docs/benchmarks_gpu_e2e.md (end to "
-        "end), docs/benchmarks_gpu.md (the network alone, tile and batch sizes).")
+        "GPU: not measured on this machine (no CUDA device); on a lent GPU machine, the card named in each "
+        "row: docs/benchmarks_gpu_e2e.md (end to end), docs/benchmarks_gpu.md (the network alone, tile and "
+        "batch sizes).")
+    if not devices:  # e.g. --devices cuda without one: OTB's row alone would replace the whole report
+        print(f"nothing measured: none of the devices asked for ({args.devices}) can run here; "
+              f"{'the report is left as it was' if not args.no_report else 'no report asked for'}"
+              + (f"\n{gpu_note}" if gpu_note else ""))
+        return 0
     records = measure_all(args, devices)
-    if not records:  # e.g. --devices cuda without one: nothing to tabulate, and no report replaced by an empty one
-        print(gpu_note or "nothing measured: no device and no run asked for is available here")
+    if not records:  # e.g. --runs otb without OTB installed: no report replaced by an empty one
+        print("nothing measured: no run asked for is available here; the report is left as it was")
         return 0
     derive(records)
     print(f"\nModel: {records[0].get('model', '?')}\nMachine: {machine()}\n")

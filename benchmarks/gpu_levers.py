@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from collections import defaultdict
 from contextlib import ExitStack, contextmanager, nullcontext
 from functools import partial
@@ -59,6 +60,7 @@ MAIN_THREAD_PARTS = {"waiting for tiles": (TileReader, "__next__"),
                      "handing rows to the writer": (WriteBehind, "submit"),
                      "waiting for the writer at the end": (WriteBehind, "finish"),
                      "statistics and network set-up": (detect, "_statistics_and_network")}
+GRAPH = "network as a CUDA graph"
 
 
 @contextmanager
@@ -91,11 +93,27 @@ def copied_inputs(predict_batch: Callable) -> Callable:
     return predict
 
 
+def load_weights(into: torch.nn.Module, source: torch.nn.Module) -> None:
+    """``source``'s parameters and buffers copied into ``into``'s own tensors, in place (a captured
+    CUDA graph reads them where they are); both networks must be prepared alike."""
+    target, given = into.state_dict(), source.state_dict()
+    if list(target) != list(given) or any(target[k].shape != given[k].shape for k in target):
+        raise ValueError("the CUDA graphs replay one network: this one is not of its structure")
+    with torch.inference_mode():  # in place on weights made in or out of inference mode alike
+        for name, tensor in target.items():
+            tensor.copy_(given[name])
+
+
 def graphed_run_network() -> Callable:
     """``launch_network`` for tiles of a multiple of 32 px at scale 1, each batch shape captured once
     as a CUDA graph (inputs copied into its static buffers, one replay, outputs left in its static
-    buffers or copied out)."""
-    graphs: Dict[tuple, tuple] = {}
+    buffers or copied out). Detection prepares a new network each run: the graphs stay those of
+    the first network, kept alive (they read its weights' memory; a freed one's would be reused, and
+    its id too), and a later run's network has its weights copied into it once, so that a capture
+    is made once per shape, not in every timed run."""
+    graphs: Dict[tuple, tuple] = {}  # (batch shape, with_distance) → (graph, x1, x2, outputs)
+    captured: List[torch.nn.Module] = []  # the network every graph runs, kept alive
+    weights_of: List[Callable] = []  # a weak reference to the network whose weights it holds now
 
     def maps(network, x1: torch.Tensor, x2: torch.Tensor, with_distance: bool):
         output = network(x1, x2)
@@ -107,7 +125,14 @@ def graphed_run_network() -> Callable:
     def run(network, before: np.ndarray, after: np.ndarray, device, with_distance: bool = True, scale: int = 1,
             keep_on_device: bool = False, platt_scaling: PlattScaling = PlattScaling()):
         assert scale == 1 and before.shape[-1] % 32 == 0 and before.shape[-2] % 32 == 0
-        key = (id(network), before.shape, with_distance)
+        if not captured:
+            captured.append(network)
+            weights_of.append(weakref.ref(network))
+        elif weights_of[0]() is not network:  # a dead network's reference is None: never taken for another
+            load_weights(captured[0], network)
+            weights_of[0] = weakref.ref(network)
+        network = captured[0]
+        key = (before.shape, with_distance)
         with torch.inference_mode():
             if key not in graphs:
                 x1 = torch.empty(before.shape, dtype=torch.float32, device=device)
@@ -123,10 +148,16 @@ def graphed_run_network() -> Callable:
                     outputs = maps(network, x1, x2, with_distance)
                 graphs[key] = (graph, x1, x2, outputs)
             graph, x1, x2, (probability, distance) = graphs[key]
-            x1.copy_(torch.from_numpy(before).pin_memory(), non_blocking=True)
-            x2.copy_(torch.from_numpy(after).pin_memory(), non_blocking=True)
+            # Straight from the batch slots (page-locked already: pin_memory() would be a no-op, or a
+            # second host copy of any other array), then waited for, as launch_network does, before
+            # the readers may refill the slots.
+            x1.copy_(torch.from_numpy(np.ascontiguousarray(before)), non_blocking=True)
+            x2.copy_(torch.from_numpy(np.ascontiguousarray(after)), non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record()
             graph.replay()
             probability = platt_scaling.scale_probability(probability)  # outside the graph, as detection's
+            copied.synchronize()
             if keep_on_device:  # the blending, queued next on the same stream, reads them before the next replay
                 return Pending((probability, distance))
             return Pending((probability.cpu().numpy(), distance.cpu().numpy() if with_distance else None))
@@ -214,7 +245,7 @@ def variants(graphed: Callable) -> Dict[str, tuple]:
         "16 I/O threads": (16, ExitStack),
         "4 I/O threads": (4, ExitStack),
         "one torch thread": (None, lambda: torch_threads(1)),
-        "network as a CUDA graph": (None, network_as_graph),
+        GRAPH: (None, network_as_graph),
         "I/O alone": (None, io_alone),
         "I/O alone, 4 I/O threads": (4, io_alone),
         "I/O alone, 16 I/O threads": (16, io_alone),
@@ -230,6 +261,7 @@ def peak_rss_reset() -> None:
 
 
 def peak_rss_mb() -> float:
+    """The high-water mark in MiB (the kernel's "kB" are KiB)."""
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
@@ -247,7 +279,7 @@ def run_once(before: Path, after: Path, bundle, folder: Path, device: str, threa
         started = time.perf_counter()
         detect.detect_changes(before, after, outputs, options, model=bundle)
         seconds = time.perf_counter() - started
-        totals["peak RSS (MB)"] = max(totals["peak RSS (MB)"], peak_rss_mb())
+        totals["peak RSS (MiB)"] = max(totals["peak RSS (MiB)"], peak_rss_mb())
         return seconds
 
 
@@ -269,14 +301,19 @@ def main(argv: Optional[List[str]] = None) -> int:
             return seconds
         return run
 
-    # A warm-up run first: CUDA, cuDNN and the page cache ready for every variant alike.
-    warm_up = partial(run_once, before, after, bundle, args.cache, args.device, None, ExitStack, defaultdict(float))
+    def warm_up() -> None:
+        """CUDA, cuDNN and the page cache ready for every variant alike, and the CUDA graphs captured
+        (once per batch shape), before any timed run."""
+        run_once(before, after, bundle, args.cache, args.device, None, ExitStack, defaultdict(float))
+        if GRAPH in chosen and args.device == "cuda":
+            run_once(before, after, bundle, args.cache, args.device, *chosen[GRAPH], defaultdict(float))
+
     seconds = interleaved({name: variant(name, *v) for name, v in chosen.items()}, args.rounds, warm_up)
     megapixels = args.size ** 2 / 1e6
     card = torch.cuda.get_device_name(0) if args.device == "cuda" else args.device
     print(f"\n{args.size}² pair on {card}, {what}; median of {args.rounds} interleaved "
           "rounds in one process; main thread's time per run (mean)\n")
-    print("| variant | seconds | MP/s | peak RSS (MB) | " + " | ".join(MAIN_THREAD_PARTS) + " |")
+    print("| variant | seconds | MP/s | peak RSS (MiB) | " + " | ".join(MAIN_THREAD_PARTS) + " |")
     print("|---|---:|---:|---:|" + "---:|" * len(MAIN_THREAD_PARTS))
     for name, times in seconds.items():
         times = [t for t in times if not math.isnan(t)]
@@ -284,7 +321,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             continue
         median = statistics.median(times)
         shares = " | ".join(f"{parts[name][label] / len(times):.2f}" for label in MAIN_THREAD_PARTS)
-        print(f"| {name} | {median:.2f} | {megapixels / median:.1f} | {parts[name]['peak RSS (MB)']:.0f} | {shares} |")
+        print(f"| {name} | {median:.2f} | {megapixels / median:.1f} | {parts[name]['peak RSS (MiB)']:.0f} | {shares} |")
     return 0
 
 

@@ -34,7 +34,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     settings = run_settings(["--run", "pipeline", "--size", "0", "--cache", str(args.cache)])  # detection's defaults
     print("| size (px) | run | allocation | encoder | seconds (median) | megapixels/s "
-          "| page faults (median, whole run) | peak RSS (MB) |\n|---|---|---|---|---:|---:|---:|---:|")
+          "| page faults (median, whole run) | peak RSS (MiB) |\n|---|---|---|---|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         variants = list(itertools.product(RUNS, (False, True), (False, True)))
         records = {variant: [] for variant in variants}

@@ -7,7 +7,8 @@ The maps are generated once per size and cached: a noisy confidence map (box-blu
 on a UTM grid) and its change map, 60 % of the pixels changed, as a low threshold (``--threshold
 0.01``) left a real detection: one polygon spanning the map with many holes, and many small ones.
 Each size runs in a child process of its own, whose peak resident memory is measured
-(:mod:`benchmarks.peak_rss`); "added" is that peak less the child's before the step. ``--module``
+(:mod:`benchmarks.peak_rss`, in MiB); "added" is that peak less the child's before the step.
+Figures and their command: ``docs/benchmarks_polygons.md``. ``--module``
 runs another copy of ``deepcl_core/polygons.py`` (e.g. the original, from ``git show
 HEAD:deepcl_core/polygons.py``) in place of the package's.
 """
@@ -131,7 +132,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     print(f"polygons of a generated noisy map, {CHANGED:.0%} changed; module: "
           f"{args.module or 'deepcl_core/polygons.py'}\n")
     print("| size (px) | polygons | holes of the largest | seconds | of which Polygonize | rest per megapixel (s) "
-          "| peak RSS (MB) | added by the step (MB) |\n|---|---:|---:|---:|---:|---:|---:|---:|")
+          "| peak RSS (MiB) | added by the step (MiB) |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for size in (int(s) for s in args.sizes.split(",") if s.strip()):
         change, confidence = generate_maps(size, args.cache)
         with tempfile.TemporaryDirectory(prefix="polygons-bench-") as folder:

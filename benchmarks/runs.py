@@ -2,7 +2,8 @@
 as :mod:`.peak_rss` says) belongs to that run alone. Kinds of run:
 
 - ``pipeline``: ``detect_changes`` file to file (reading, aligning, normalising, network, blending,
-  writing change and confidence), as users run it: the first run in the process and a later one;
+  writing change and confidence), as users run it: the first detection in the process and a later
+  one, each timed from the call (the process's start, imports and loading the model not counted);
 - ``naive``: :mod:`benchmarks.naive` file to file (whole images in memory, one tile at a time,
   plain fp32 network, no prefetching);
 - ``compute``: the network alone on real tiles of the pair already in memory, same batch and
@@ -11,7 +12,8 @@ as :mod:`.peak_rss` says) belongs to that run alone. Kinds of run:
 - ``io``: the pipeline with the network replaced by a stand-in that costs nothing (its change
   probability, a function of the two images, compresses as a real one does), with the I/O threads
   detection uses beside a GPU: the most any network, on any device, can get out of
-  this machine's reading, normalising, blending and writing.
+  this machine's reading, normalising, blending and writing. One-off costs that are not I/O (CUDA's
+  start, the network's preparation) are paid before the timer.
 
     python -m benchmarks.runs --run pipeline --size 2048 --device cpu   (prints one JSON line)
 """
@@ -36,8 +38,10 @@ RUNS = ("pipeline", "naive", "compute", "io")
 
 
 def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
-    """Two detections of the pair in one process: the first as a one-off command runs it (on CUDA,
-    cuDNN prepares its kernels on the way), then a later one as QGIS or a server runs it."""
+    """Two detections of the pair in one process, each timed from its ``detect_changes`` call (torch,
+    the engine and the model are loaded before): the first detection in the process as a one-off
+    command runs it (on CUDA, cuDNN prepares its kernels on the way), then a later one as QGIS or a
+    server runs it."""
     from deepcl_core.detect import DetectOutputs, detect_changes
 
     seconds = []
@@ -64,20 +68,38 @@ def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_dista
     return Pending((probability, probability if with_distance else None))
 
 
+WARM_UP_SIZE = 256  # the small pair of the I/O bound's warm-up
+
+
 def run_io(args: argparse.Namespace, bundle, before: Path, after: Path, folder: Path) -> Dict:
+    """The I/O bound: a bound only if nothing but I/O is timed. Detection prepares its network (on
+    CUDA the process's first use of the GPU, which creates the CUDA context) beside reading the
+    statistics; with the stand-in no network runs, so it is prepared once before the timer and
+    handed over, and a warm-up detection on a small pair pays what else happens once per process
+    (CUDA's kernels loaded, GDAL's drivers, lazy imports). The timed run reads, normalises, blends
+    and writes as before."""
     from unittest import mock
 
-    from deepcl_core import network_on_tiles
-    from deepcl_core.detect import DetectOutputs, detect_changes
+    from benchmarks.compute import inference_network
+    from benchmarks.pairs import generate_pair
+    from deepcl_core import detect, network_on_tiles
+    from deepcl_core.device import resolve_device
     from deepcl_core.model.inference import io_threads
 
-    outputs = DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
     options = detect_options(args)
     options.overlap_io = True  # as beside a GPU: reading and writing in background threads, one per core
-    with mock.patch.object(network_on_tiles, "launch_network", network_stand_in):
-        started = time.perf_counter()
-        result = detect_changes(before, after, outputs, options, model=bundle)
-    return {"seconds": time.perf_counter() - started, "tiles": result.tiles, "device": result.device,
+    network = inference_network(bundle, resolve_device(args.device), options.precision)  # as detection's
+    small = generate_pair(WARM_UP_SIZE, args.cache)
+    with mock.patch.object(network_on_tiles, "launch_network", network_stand_in), \
+            mock.patch.object(bundle, "build", lambda: network), \
+            mock.patch.object(detect, "prepare_for_inference", lambda prepared, *_, **__: prepared):
+        for run, pair in (("warm-up", small), ("timed", (before, after))):
+            outputs = detect.DetectOutputs(change=folder / f"{run}-change.tif",
+                                           confidence=folder / f"{run}-confidence.tif")
+            started = time.perf_counter()
+            result = detect.detect_changes(*pair, outputs, options, model=bundle)
+            seconds = time.perf_counter() - started
+    return {"seconds": seconds, "tiles": result.tiles, "device": result.device,
             "io_threads": io_threads(beside_accelerator=True)}
 
 
@@ -98,6 +120,7 @@ def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, fol
     from benchmarks.compute import compute_bound, flops_per_tile, matmul_peak, sample_tiles
     from deepcl_core.device import describe_device, resolve_device
     from deepcl_core.model.inference import default_batch_size, inference_threads
+    from deepcl_core.model.network import NETWORK_MULTIPLE
 
     device = resolve_device(args.device)
     options = detect_options(args)
@@ -107,8 +130,11 @@ def run_compute(args: argparse.Namespace, bundle, before: Path, after: Path, fol
     tiles_b, tiles_a, tiles = sample_tiles(before, after, bundle, options, count)
     per_tile = compute_bound(bundle, tiles_b, tiles_a, device, options, repeats=3 if device.type == "cuda" else 2)
     peak, peak_what = matmul_peak(device, args.precision)
+    # The FLOPs of the tiles run: the grid's (an image smaller than the tile size is one smaller tile),
+    # padded to the network's multiple as run_network pads them.
+    height, width = (-(-side // NETWORK_MULTIPLE) * NETWORK_MULTIPLE for side in tiles_b.shape[-2:])
     return {"seconds": per_tile * tiles, "tiles": tiles, "device": describe_device(device),
-            "flops_per_tile": flops_per_tile(bundle, options.tile_size, tiles_b.shape[1]),
+            "flops_per_tile": flops_per_tile(bundle, width, tiles_b.shape[1], height), "flops_tile": [height, width],
             "peak_gflops": peak, "peak_what": peak_what,
             "threads": inference_threads(device) or torch.get_num_threads()}
 

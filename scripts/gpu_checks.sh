@@ -3,7 +3,8 @@
 # of device time, a minute or two of it to start the machine. Runs the CUDA tests, make bench's
 # CUDA rows (2,048² and 8,192²) and the GPU levers at 8,192², each within its own time limit so
 # that one that hangs leaves the others their figures, and writes every log and report to OUT.
-# The machine has Python and PyTorch but no GDAL and no network.
+# The machine has Python and PyTorch but no GDAL and no network; which card it has, torch says at
+# run time (machine.txt, and each report's rows).
 #
 #   here, once (minutes):  scripts/portable_gdal.sh .gpu_gdal ~/.pyenv/versions/3.12.1/bin/python3
 #                          scripts/gpu_checks.sh --prepare .gpu_gdal
@@ -64,12 +65,24 @@ cat "$out/machine.txt"
 if ((cuda_status != 0)); then
     echo "no CUDA device torch can use: nothing measured" | tee -a "$out/summary.txt"; exit 2
 fi
+# Pre-flight, before the timed steps: the python3 every step runs must import GDAL's bindings (those
+# unpacked above) and run a kernel on the GPU; else each step would fail in turn, its whole limit apart.
+if ! preflight=$(python3 -c 'from osgeo import gdal
+assert gdal.GetDriverByName("GTiff") is not None, "GDAL without its GTiff driver"
+import torch
+torch.ones(1, device="cuda").add_(1).item()
+print("GDAL", gdal.__version__, "imports; CUDA runs on", torch.cuda.get_device_name(0))' 2>&1); then
+    echo "pre-flight failed, nothing measured: $(tail -n 1 <<<"$preflight")" | tee -a "$out/summary.txt"; exit 2
+fi
+echo "pre-flight: $preflight" | tee -a "$out/summary.txt"
 
 # The tests with a CUDA case, and those of the pipeline's GPU structure (reader threads, blending
 # on the device, writing behind). "-p no:cacheprovider": the checkout there may be read-only.
 step cuda_tests "${TESTS_S:-150}" python3 -m pytest -q -p no:cacheprovider -rs \
     tests/test_device_blending.py tests/test_network.py tests/test_batches.py tests/test_detect.py \
     -k "cuda or even or write_that_fails or back_to_back or readers or blends or beside_a_gpu"
+# Two repeats, not make bench's three: a third round of every child at both sizes has not been shown to fit
+# BENCH_S, and the steps' limits already fill DEADLINE_S. Each row is then the mean of its two runs, both shown.
 step bench "${BENCH_S:-240}" python3 -m benchmarks.detect_bench --devices cuda \
     --runs pipeline,naive,compute,io --repeats 2 --cache /tmp/deepcl_bench --report "$out/benchmarks_gpu_run.md"
 step levers "${LEVERS_S:-150}" python3 -m benchmarks.gpu_levers --size 8192 --rounds 2 --cache /tmp/deepcl_bench
