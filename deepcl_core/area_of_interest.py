@@ -149,5 +149,24 @@ def intersection(a: Bounds, b: Bounds) -> Bounds:
 def _masked(dataset: gdal.Dataset, mask: str, layer_name: Optional[str]) -> gdal.Dataset:
     """``dataset`` on its own grid with an alpha band that is 0 outside the mask's polygons (GDAL
     puts the cutline in the image's CRS)."""
-    return warp_to_grid(dataset, Grid.of(dataset), "near", f"the image cut by the mask {mask}",
-                        cutlineDSName=mask, cutlineLayer=layer_name)
+    source, layer = _mask_layer(mask, layer_name)
+    if not any(feature.GetGeometryRef() is not None and feature.GetGeometryRef().HasCurveGeometry()
+               for feature in layer):
+        return warp_to_grid(dataset, Grid.of(dataset), "near", f"the image cut by the mask {mask}",
+                            cutlineDSName=mask, cutlineLayer=layer_name)
+    # GDAL cuts by straight-sided polygons only ("Cutline not of polygon type" for a circle drawn with
+    # QGIS's curve tools): a copy in memory with the curves made straight segments, as QGIS draws them.
+    # The warped VRT keeps the cutline itself, so the copy goes once it is made.
+    linear = f"/vsimem/deepcl_mask_{os.getpid()}_{id(dataset)}.gpkg"
+    try:
+        with collect_gdal_errors() as errors:
+            copied = gdal.VectorTranslate(linear, source, options=gdal.VectorTranslateOptions(
+                format="GPKG", layers=[layer.GetName()], geometryType="CONVERT_TO_LINEAR"))
+        if copied is None:
+            raise InputError(f"GDAL could not make the curves of the mask {mask} straight: "
+                             f"{errors.last('unknown error')}")
+        copied = None  # closed: written
+        return warp_to_grid(dataset, Grid.of(dataset), "near", f"the image cut by the mask {mask}",
+                            cutlineDSName=linear, cutlineLayer=layer.GetName())
+    finally:
+        gdal.Unlink(linear)

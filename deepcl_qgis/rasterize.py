@@ -16,7 +16,7 @@ def qgis_geotransform(dataset: gdal.Dataset) -> Sequence[float]:
 
 def burn_polygons(width: int, height: int, geotransform: Sequence[float], wkb_geometries: Iterable[bytes]) -> np.ndarray:
     """(height, width) uint8: 1 where a pixel centre lies in one of the polygons (given in the
-    grid's coordinates), else 0."""
+    grid's coordinates; curves by straight segments), else 0."""
     # One CRS for both, standing for the grid's own: without any GDAL warned on every call
     # ("Failed to fetch spatial reference on layer polygons …")
     grid_crs = osr.SpatialReference()
@@ -27,8 +27,11 @@ def burn_polygons(width: int, height: int, geotransform: Sequence[float], wkb_ge
     source = ogr.GetDriverByName("Memory").CreateDataSource("polygons")
     layer = source.CreateLayer("polygons", srs=grid_crs, geom_type=ogr.wkbUnknown)
     for wkb in wkb_geometries:
+        geometry = ogr.CreateGeometryFromWkb(wkb)
+        if geometry.HasCurveGeometry():  # GDAL burns no arcs: a circle drawn with QGIS's curve tools was left out
+            geometry = geometry.GetLinearGeometry()
         feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetGeometry(ogr.CreateGeometryFromWkb(wkb))
+        feature.SetGeometry(geometry)
         layer.CreateFeature(feature)
     gdal.RasterizeLayer(target, [1], layer, burn_values=[1])
     return target.GetRasterBand(1).ReadAsArray()

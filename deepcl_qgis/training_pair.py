@@ -37,6 +37,12 @@ def write_pair_folder(before: str, after: str, changed: Sequence[bytes], area_of
     if not changed:
         raise QgsProcessingException("The changed-area layer holds no polygon (none is selected, with “Selected "
                                      "features only”?); digitise the changed areas over the before image.")
+    if area_of_interest is not None:
+        area_of_interest = list(area_of_interest)
+        if not area_of_interest:  # it was told no changed-area polygon lay inside it
+            raise QgsProcessingException("The area-of-interest layer holds no polygon (none is selected, with "
+                                         "“Selected features only”?); draw the area mapped completely, or leave "
+                                         "it empty.")
     template = images["before"]  # the label on its grid: an image placed by GCPs is warped north-up
     size, geotransform = (template.RasterXSize, template.RasterYSize), qgis_geotransform(template)
     label = burn_polygons(*size, geotransform, changed)

@@ -211,3 +211,28 @@ def test_background_readers_cut_as_the_run_did_and_find_the_window_once(oscd_mis
         maps[in_background] = gdal.Open(str(outputs.confidence)).ReadAsArray()
     np.testing.assert_array_equal(maps[True], maps[False])
     assert len(found) == 2  # once per run
+
+
+def test_a_mask_of_curves_cuts_as_its_straight_segments_do(oscd_mismatch_pair, tiny_model, tmp_path):
+    """A circle drawn with QGIS's curve tools (a CurvePolygon in a GeoPackage): GDAL's warper cuts
+    by straight-sided polygons only, and the run stopped ("Cutline not of polygon type")."""
+    before, after = oscd_mismatch_pair
+    (x, y), (edge, _) = pixel_edges(before, 80, 80), pixel_edges(before, 130, 80)
+    circle = ogr.CreateGeometryFromWkt(f"CURVEPOLYGON (CIRCULARSTRING ({2 * x - edge} {y}, {edge} {y}, "
+                                       f"{2 * x - edge} {y}))")
+    crs = gdal.Open(str(before)).GetSpatialRef()
+    masks = []
+    for name, geometry in (("curved", circle), ("linear", circle.GetLinearGeometry())):
+        data = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / f"{name}.gpkg"))
+        layer = data.CreateLayer("drawn", crs, geometry.GetGeometryType())
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(geometry)
+        layer.CreateFeature(feature)
+        data = layer = feature = None
+        area = AreaOfInterest(mask=str(tmp_path / f"{name}.gpkg"))
+        masks.append(run(before, after, tmp_path / name, tiny_model, area))
+    (curved_change, curved_confidence, _), (linear_change, linear_confidence, _) = masks
+    np.testing.assert_array_equal(curved_change, linear_change)
+    np.testing.assert_array_equal(curved_confidence, linear_confidence)
+    assert 0.7 < (curved_change != 255).mean() < 0.85  # a circle in its box: pi/4 of it
+    assert not [name for name in gdal.ReadDir("/vsimem/") or () if name.startswith("deepcl_mask")]  # nothing left

@@ -233,7 +233,8 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         changed = self._polygons_of(parameters, self.CHANGED_AREAS, context, feedback, before.crs)
         aoi = (self._polygons_of(parameters, self.AREA_OF_INTEREST, context, feedback, before.crs)
                if self._polygons[self.AREA_OF_INTEREST] is not None else None)
-        feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
+        if changed:  # none is refused in words by write_pair_folder
+            feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
         write_pair_folder(before.source, after.source, changed, aoi, folder)
         return [folder.parent], True
 

@@ -374,3 +374,52 @@ def test_an_inputs_own_invalid_features_setting_wins_over_processings(deepcl_pro
                          "CHANGED_AREAS": skip_here, "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"),
                          **TINY_RUN}, context=context, feedback=feedback)
     assert [w for w in feedback.warnings if "invalid geometry skipped" in w] and (tmp_path / "m.pt").exists()
+
+
+def _layer_of(path: Path, crs, *wkts: str) -> Path:
+    """A GeoPackage at ``path`` of one geometry per WKT (curves kept as GeoPackage keeps them)."""
+    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
+    layer = vector.CreateLayer("drawn", srs=crs, geom_type=ogr.wkbUnknown)
+    for wkt in wkts:
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    return path
+
+
+def test_curved_changed_areas_are_burnt_as_drawn(deepcl_provider, tmp_path, oscd_crop):
+    """A circle drawn with QGIS's curve tools (a CurvePolygon in a GeoPackage), and a MultiSurface:
+    GDAL burns no arcs, so they were learnt as no change, and a layer of curves only was refused as
+    lying off the image. Burnt as their straight-segment forms are."""
+    from qgis.core import QgsVectorLayer
+
+    from deepcl_qgis.training_pair import write_pair_folder
+
+    before = gdal.Open(image(oscd_crop, "before"))
+    x0, dx, _, y0, _, dy = before.GetGeoTransform()
+    x, y, r = x0 + 60 * dx, y0 + 60 * dy, 25 * dx
+    curves = (f"CURVEPOLYGON (CIRCULARSTRING ({x - r} {y}, {x + r} {y}, {x - r} {y}))",
+              f"MULTISURFACE (CURVEPOLYGON (COMPOUNDCURVE (CIRCULARSTRING ({x + 2 * r} {y}, {x + 3 * r} {y - r}, "
+              f"{x + 4 * r} {y}), ({x + 4 * r} {y}, {x + 2 * r} {y}))))")
+    linear = tuple(ogr.CreateGeometryFromWkt(wkt).GetLinearGeometry().ExportToWkt() for wkt in curves)
+    labels = []
+    for name, wkts in (("curved", curves), ("linear", linear)):
+        layer = QgsVectorLayer(str(_layer_of(tmp_path / f"{name}.gpkg", before.GetSpatialRef(), *wkts)), name, "ogr")
+        polygons = [bytes(feature.geometry().asWkb()) for feature in layer.getFeatures()]
+        folder = write_pair_folder(image(oscd_crop, "before"), image(oscd_crop, "after"), polygons, None,
+                                   tmp_path / name)
+        labels.append(gdal.Open(str(folder / "label.tif")).ReadAsArray())
+    assert labels[1].sum() > 1500 and (labels[0] == labels[1]).all()
+
+
+def test_an_empty_area_of_interest_is_named_as_such(deepcl_provider, tiny_model, tmp_path, oscd_crop):
+    """It was told that no changed-area polygon lay inside the area of interest."""
+    from qgis.core import QgsProcessingException
+
+    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    area = _layer_of(tmp_path / "area.gpkg", gdal.Open(image(oscd_crop, "label")).GetSpatialRef())
+    with pytest.raises(QgsProcessingException, match="^The area-of-interest layer holds no polygon"):
+        run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
+                  "CHANGED_AREAS": str(polygons), "AREA_OF_INTEREST": str(area), "INIT_MODEL": str(tiny_model),
+                  "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN})
+    assert not (tmp_path / "m.pt").exists()
