@@ -5,7 +5,7 @@
     <provider>
       <resampling enabled="false" maxOversampling="2" zoomedInResamplingMethod="nearestNeighbour" zoomedOutResamplingMethod="nearestNeighbour"/>
     </provider>
-    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="2" nodataColor="">
+    <rasterrenderer type="singlebandpseudocolor" band="1" opacity="1" alphaBand="-1" classificationMin="0" classificationMax="1.2" nodataColor="">
       <rasterTransparency/>
       <minMaxOrigin>
         <limits>None</limits>
@@ -16,11 +16,11 @@
         <stdDevFactor>2</stdDevFactor>
       </minMaxOrigin>
       <rastershader>
-        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="2" labelPrecision="2">
+        <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="1.2" labelPrecision="2">
           <item value="0" color="#f7fbff" alpha="255" label="0"/>
-          <item value="0.5" color="#9ecae1" alpha="255" label="0.5"/>
-          <item value="1" color="#3182bd" alpha="255" label="1"/>
-          <item value="2" color="#08306b" alpha="255" label="2"/>
+          <item value="0.3" color="#c6dbef" alpha="255" label="0.3 (unchanged within)"/>
+          <item value="0.75" color="#4292c6" alpha="255" label="0.75"/>
+          <item value="1.2" color="#08306b" alpha="255" label="1.2 or more (changed beyond)"/>
         </colorrampshader>
       </rastershader>
     </rasterrenderer>

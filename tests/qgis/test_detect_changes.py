@@ -596,3 +596,27 @@ def test_a_pair_run_into_files_another_pairs_run_loaded_takes_their_layers_into_
     assert groups == {"DeepCL changes: 3_4 (before → after)": ["Change", "Confidence"]}
     assert len(QgsProject.instance().mapLayers()) == 2  # the layers were reused, not loaded twice
     assert _deepcl_groups()[0].parent() is QgsProject.instance().layerTreeRoot()  # not nested in the first's
+
+
+def test_the_distance_ramp_spans_the_models_margins_so_change_shows_dark(deepcl_provider, tmp_path, qgis_new_project):
+    """The ramp ran from 0 to 2, where the bundled model's distances stay under about 1.2 (its
+    changed-pixel margin): changed ground came out mid blue on light blue. On a real aerial pair
+    with the bundled model, changed pixels' typical distance now lies in the ramp's dark half."""
+    import numpy as np
+    import processing
+
+    from deepcl_core.model_file import load_model
+    from deepcl_qgis.paths import bundled_model_path
+
+    folder = pair("levir", "test_7_0256_0512")
+    outputs = {"DISTANCE": str(tmp_path / "distance.tif"), "CHANGE": str(tmp_path / "change.tif"),
+               "CONFIDENCE": str(tmp_path / "confidence.tif")}
+    processing.runAndLoadResults(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"),
+                                       "DEVICE": "cpu", **outputs})
+    layer = next(node.layer() for node in _deepcl_groups()[0].findLayers() if node.layer().name() == "Distance")
+    shader = layer.renderer().shader().rasterShaderFunction()
+    margins = load_model(bundled_model_path()).provenance["loss"]
+    assert (shader.minimumValue(), shader.maximumValue()) == (0, margins["margin_changed"])
+    distance, label = read(outputs["DISTANCE"]), read(image(folder, "label")) > 0
+    position = [float(np.median(distance[where])) / shader.maximumValue() for where in (label, ~label)]
+    assert position[0] > 0.5 and position[0] > position[1], position  # changed in the dark half, above unchanged
