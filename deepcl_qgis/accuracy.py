@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Callable, Dict, Iterable, Optional
 
 import numpy as np
-from osgeo import gdal
+from osgeo import gdal, ogr
 
 from qgis.core import QgsProcessingException
 
@@ -42,6 +42,18 @@ def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) ->
     """A raster on the change grid: 1 inside the polygons (in the change map's CRS), 0 elsewhere."""
     burnt = burn_polygons(change.RasterXSize, change.RasterYSize, qgis_geotransform(change), wkb_geometries)
     return as_dataset(burnt, change)
+
+
+def polygons_meet_map(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> bool:
+    """Whether the polygons' bounding box (in the change map's CRS) meets the change map's extent:
+    polygons of another area, or in another CRS than the one they were taken for, do not."""
+    x0, dx, rx, y0, ry, dy = qgis_geotransform(change)
+    width, height = change.RasterXSize, change.RasterYSize
+    xs, ys = zip(*((x0 + col * dx + row * rx, y0 + col * ry + row * dy)
+                   for col in (0, width) for row in (0, height)))
+    boxes = [ogr.CreateGeometryFromWkb(wkb).GetEnvelope() for wkb in wkb_geometries]  # (x min, x max, y min, y max)
+    return bool(boxes) and (min(b[0] for b in boxes) <= max(xs) and max(b[1] for b in boxes) >= min(xs)
+                            and min(b[2] for b in boxes) <= max(ys) and max(b[3] for b in boxes) >= min(ys))
 
 
 def confusion(change: gdal.Dataset, reference: gdal.Dataset,

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import html
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Sequence, Tuple
 
 from .engine import core_module
 
@@ -28,12 +28,15 @@ def metric_text(key: str, metrics: Dict[str, float]) -> str:
     return f"{metrics[key]:.4f}"
 
 
-def write_report(path: Path, metrics: Dict[str, float], change_name: str, reference_name: str) -> None:
+def write_report(path: Path, metrics: Dict[str, float], change_name: str, reference_name: str,
+                 details: Sequence[Tuple[str, str]] = ()) -> None:
+    """The report; ``details`` are (label, text) lines under the names, e.g. the model run's threshold."""
     rows = "".join(f"<tr><td>{label}</td><td>{metric_text(key, metrics)}</td></tr>" for key, label in _LABELS)
     counts = "".join(f"<tr><td>{label}</td><td>{int(metrics[key]):,}</td></tr>" for key, label in _COUNTS)
+    lines = "".join(f"<br>{html.escape(label)}: {html.escape(value)}" for label, value in details)
     text = ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>DeepCL evaluation</title></head><body>"
             f"<h1>DeepCL evaluation</h1><p>Change map: {html.escape(change_name)}<br>"
-            f"Reference: {html.escape(reference_name)}</p>"
+            f"Reference: {html.escape(reference_name)}{lines}</p>"
             f"<h2>Accuracy of the change class</h2><table border='1' cellpadding='4'>{rows}</table>"
             f"<h2>Pixels</h2><table border='1' cellpadding='4'>{counts}</table>{_reliability(metrics)}</body></html>")
     # Renamed onto its name once written: a link given as the report is replaced, not what it points to

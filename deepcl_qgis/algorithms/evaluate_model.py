@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
 from osgeo import gdal
-from qgis.core import (QgsCoordinateReferenceSystem, QgsProcessing, QgsProcessingContext, QgsProcessingException,
+from qgis.core import (QgsProcessing, QgsProcessingContext, QgsProcessingException,
                        QgsProcessingFeedback, QgsProcessingOutputNumber, QgsProcessingParameterEnum,
                        QgsProcessingParameterFeatureSource, QgsProcessingParameterFile,
                        QgsProcessingParameterFileDestination, QgsProcessingParameterNumber,
@@ -40,6 +40,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     REFERENCE = "REFERENCE"
     REFERENCE_POLYGONS = "REFERENCE_POLYGONS"
     OUTPUT_HTML = "OUTPUT_HTML"
+    THRESHOLD_USED = "THRESHOLD_USED"
 
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     ICON = "evaluate"
@@ -64,8 +65,8 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             "else counts as unchanged).<br><br>Returns precision, recall, F1, IoU of the change class, overall "
             "accuracy and Cohen's kappa as outputs, and optionally an HTML report; when it runs the model, also "
             "how far its confidence reads as a probability on your pairs (Brier score and expected calibration "
-            "error; if they are poor, calibrate the model on such pairs). Pixels that are nodata in the change "
-            "map or the reference are not counted.")
+            "error; if they are poor, calibrate the model on such pairs) and the change threshold it used. "
+            "Pixels that are nodata in the change map or the reference are not counted.")
 
     def initAlgorithm(self, config: Optional[Dict[str, Any]] = None) -> None:  # noqa: N802
         for parameter, help_text in self._parameters():
@@ -75,6 +76,9 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         self.addOutput(QgsProcessingOutputNumber("BRIER", self.tr("Brier score of the confidence (model runs only)")))
         self.addOutput(QgsProcessingOutputNumber("ECE", self.tr("Expected calibration error of the confidence "
                                                                 "(model runs only)")))
+        # As detection's: which threshold made the figures; unknown for a change map given
+        self.addOutput(QgsProcessingOutputNumber(self.THRESHOLD_USED, self.tr("Change threshold used "
+                                                                              "(model runs only)")))
 
     def _parameters(self) -> List[Tuple[Any, str]]:
         return [
@@ -179,13 +183,23 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
 
     def _evaluate(self, parameters: Dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
                   work: Path) -> Dict[str, Any]:
-        change_path, confidence_path, change_name = self._change_map(parameters, context, feedback, work)
+        change_path, confidence_path, change_name, detection = self._change_map(parameters, context, feedback, work)
+        details = self._model_run_details(parameters, context, detection)
+        if details:
+            feedback.pushInfo("Model run — " + "; ".join(f"{label.lower()}: {text}" for label, text in details))
+        else:
+            feedback.pushInfo("The threshold that made the change map given is not known here (THRESHOLD_USED is "
+                              "left empty); 'Detect changes' reports the one it used.")
         change = accuracy.open_change_map(change_path)
-        reference, reference_name = self._reference(parameters, context, feedback, change)
+        reference, reference_name, polygon_count = self._reference(parameters, context, feedback, change)
         feedback.setProgressText("Comparing with the reference")
         metrics = accuracy.confusion(change, reference, feedback.isCanceled,
                                      lambda fraction: feedback.setProgress(50 + 50 * fraction),
                                      gdal.Open(confidence_path) if confidence_path else None)
+        if polygon_count and metrics["tp"] + metrics["fn"] == 0:  # near the map, as a region's layer, but not on it
+            feedback.pushWarning(f"No reference polygon of “{reference_name}” covers a valid pixel of the change "
+                                 "map: the reference says nothing changed there (recall n/a). If something did, "
+                                 "draw the changed areas over the change map (or check the layer's CRS).")
         feedback.pushInfo(", ".join(f"{key}: {metric_text(key, metrics)}"
                                     for key in ("precision", "recall", "f1", "iou", "oa", "kappa")))
         if metrics.get("brier") is not None:
@@ -194,28 +208,31 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         results: Dict[str, Any] = {key: metrics[key.lower()] for key in METRICS}
         results.update({key: int(metrics[key.lower()]) for key in COUNTS})
         results.update({key: metrics.get(key.lower()) for key in RELIABILITY})
+        results[self.THRESHOLD_USED] = detection.threshold if detection is not None else None
         results[self.OUTPUT_HTML] = None  # every declared output, as detection's: a model's later step may ask
         if self._has(parameters, self.OUTPUT_HTML):
             report = self.parameterAsFileOutput(parameters, self.OUTPUT_HTML, context)
             with self.replacements_said(feedback, Path(report)):
-                write_report(Path(report), metrics, change_name, reference_name)
+                write_report(Path(report), metrics, change_name, reference_name, details)
             results[self.OUTPUT_HTML] = report
         return results
 
     def _change_map(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                    feedback: QgsProcessingFeedback, work: Path) -> Tuple[str, str, str]:
-        """The change map's file, the confidence map's ("" for a given change map) and the change
-        map's name: the given layer, or maps made by the model in ``work``."""
+                    feedback: QgsProcessingFeedback, work: Path) -> Tuple[str, str, str, Optional[Any]]:
+        """The change map's file, the confidence map's ("" for a given change map), the change map's
+        name and the detection's result (None for a given map): the given layer, or maps made by the
+        model in ``work``."""
         change = self._rasters[self.CHANGE]
         if change is not None:
-            return change.source, "", change.name
+            return change.source, "", change.name, None
         before, after = self._rasters[self.BEFORE], self._rasters[self.AFTER]
         model = Path(self.model_path(parameters, context)).name
-        return (*self._run_model(parameters, context, feedback, work),
-                f"detected by the model {model} between {before.name} and {after.name}")
+        change_path, confidence_path, result = self._run_model(parameters, context, feedback, work)
+        name = f"detected by the model {model} between {before.name} and {after.name}"
+        return change_path, confidence_path, name, result
 
     def _run_model(self, parameters: Dict[str, Any], context: QgsProcessingContext,
-                   feedback: QgsProcessingFeedback, work: Path) -> Tuple[str, str]:
+                   feedback: QgsProcessingFeedback, work: Path) -> Tuple[str, str, Any]:
         detect = core_module("detect")
         before, after = self._rasters[self.BEFORE], self._rasters[self.AFTER]
         if before is None or after is None:
@@ -229,17 +246,44 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             result = detect.detect_changes(before.source, after.source, outputs, options,
                                            progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
         self.push_warnings(feedback, result.warnings)  # what detection says of its inputs, e.g. an untrained model
-        return str(outputs.change), str(outputs.confidence)
+        return str(outputs.change), str(outputs.confidence), result
+
+    def _model_run_details(self, parameters: Dict[str, Any], context: QgsProcessingContext,
+                           detection: Optional[Any]) -> List[Tuple[str, str]]:
+        """(label, text) of the model run that made the change map, as ``deepcl evaluate`` reports
+        it (model, threshold, input scale); none for a given change map."""
+        if detection is None:
+            return []
+        if optional_number(self, parameters, self.THRESHOLD, context) is not None:
+            whose = "given"
+        elif detection.pixel_size_m:
+            whose = f"the model's for pixels of {detection.pixel_size_m:.3g} m"
+        else:
+            whose = "the model's"
+        details = [("Model", self.model_path(parameters, context)), ("Threshold", f"{detection.threshold:g} ({whose})")]
+        if detection.input_scale > 1:
+            details.append(("Input scale", f"images enlarged {detection.input_scale}× for the network"))
+        return details
 
     def _reference(self, parameters: Dict[str, Any], context: QgsProcessingContext, feedback: QgsProcessingFeedback,
-                   change: Any) -> Tuple[Any, str]:
+                   change: Any) -> Tuple[Any, str, Optional[int]]:
+        """The reference on the change map's grid, its name and (for polygons) how many it holds."""
         reference = self._rasters[self.REFERENCE]
         if reference is not None:
-            return accuracy.reference_on_grid(change, reference.source), reference.name
+            return accuracy.reference_on_grid(change, reference.source), reference.name, None
         source = self._reference_polygons
         if source is None:
             raise QgsProcessingException("The reference polygon layer could not be read.")
-        crs = QgsCoordinateReferenceSystem.fromWkt(change.GetProjection())  # invalid without a CRS
+        # The map's CRS as QGIS has it, as training takes the before layer's: one assigned there ("Set
+        # layer CRS") to a file that holds none counts; the model writes on the before image's grid
+        crs = (self._rasters[self.CHANGE] or self._rasters[self.BEFORE]).crs
         polygons = self.polygons_wkb(source, crs, self.geometry_check(parameters, self.REFERENCE_POLYGONS, context),
                                      context, feedback)
-        return accuracy.rasterize_polygons(change, polygons), source.sourceName()
+        name = source.sourceName()
+        if not polygons:  # a reference without change: every pixel unchanged, as a label of 0s says
+            feedback.pushWarning(f"The reference polygon layer “{name}” holds no polygon (none is selected, with "
+                                 "“Selected features only”?): every pixel counts as unchanged.")
+        elif not accuracy.polygons_meet_map(change, polygons):  # as training refuses polygons off its image
+            raise QgsProcessingException(f"No reference polygon of “{name}” lies on the change map; give polygons "
+                                         "of the changed areas over the change map (or check the layer's CRS).")
+        return accuracy.rasterize_polygons(change, polygons), name, len(polygons)

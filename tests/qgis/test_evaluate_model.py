@@ -354,3 +354,126 @@ def test_the_report_never_replaces_an_input_and_replaces_a_link_not_its_target(d
     assert not link.is_symlink() and "DeepCL evaluation" in link.read_text() and other.read_text() == "my notes"
     assert {path: hashlib.sha256(Path(path).read_bytes()).hexdigest() for path in digests} == digests
     assert not list(tmp_path.glob(".report-*"))
+
+
+def _crop(source: str, target: Path, window, keep_crs: bool = True) -> str:
+    """``gdal_translate -srcwin`` of ``source``; without ``keep_crs`` the file keeps its geotransform only."""
+    gdal.Translate(str(target), source, srcWin=window)
+    if not keep_crs:
+        dataset = gdal.Open(str(target), gdal.GA_Update)
+        dataset.SetSpatialRef(None)
+        dataset = None
+    return str(target)
+
+
+def _label_polygons(label: str, target: Path, crs: str = "") -> str:
+    """The label's changed pixels as polygons in a GeoPackage, reprojected to ``crs`` if given."""
+    dataset = gdal.Open(label)
+    memory = gdal.GetDriverByName("Memory").Create("", 0, 0, 0, gdal.GDT_Unknown)  # VectorTranslate's source
+    layer = memory.CreateLayer("changed", srs=dataset.GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    band = dataset.GetRasterBand(1)
+    gdal.Polygonize(band, band, layer, 0)  # the band as its own mask: only changed pixels
+    assert layer.GetFeatureCount() > 0
+    gdal.VectorTranslate(str(target), memory, format="GPKG", layerName="changed",
+                         **({"dstSRS": crs, "reproject": True} if crs else {}))
+    return str(target)
+
+
+def _layer_with_crs(path: str, name: str, authid: str) -> object:
+    """The raster as a layer of the project whose CRS is set in QGIS ("Set layer CRS"), not in its file."""
+    from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
+
+    layer = QgsRasterLayer(path, name)
+    assert layer.isValid() and not layer.crs().isValid()
+    layer.setCrs(QgsCoordinateReferenceSystem(authid))
+    QgsProject.instance().addMapLayer(layer)
+    return layer
+
+
+def test_a_crs_assigned_in_qgis_places_the_reference_polygons(deepcl_provider, tiny_model, tmp_path):
+    """A change map whose file has no CRS, given one in QGIS: reference polygons in Lambert-93 were
+    burnt untransformed, in metres onto a grid in degrees: TP 0, FN 0, recall n/a. So too for the
+    before image's CRS where the model detects."""
+    from qgis.core import QgsProject
+
+    source = pair("oscd", "bercy")  # EPSG:4326
+    label = _crop(image(source, "label"), tmp_path / "label.tif", [0, 0, 200, 200])
+    polygons = _label_polygons(label, tmp_path / "changed_l93.gpkg", "EPSG:2154")
+    changed = int((read(label) > 0).sum())
+    assert changed > 50
+    # The label itself as the change map: everything the polygons cover is found
+    change = _layer_with_crs(_crop(label, tmp_path / "change.tif", [0, 0, 200, 200], keep_crs=False),
+                             "change", "EPSG:4326")
+    before = _layer_with_crs(_crop(image(source, "before"), tmp_path / "before.tif", [0, 0, 200, 200], False),
+                             "before", "EPSG:4326")
+    after = _layer_with_crs(_crop(image(source, "after"), tmp_path / "after.tif", [0, 0, 200, 200], False),
+                            "after", "EPSG:4326")
+    try:
+        result = run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": polygons})
+        # Reprojected pixel edges may move a pixel centre or two across
+        assert result["TP"] == pytest.approx(changed, abs=3) and result["FN"] + result["FP"] <= 3
+        by_model = run(ALG, {"BEFORE": before, "AFTER": after, "MODEL": str(tiny_model), "DEVICE": "cpu",
+                             "REFERENCE_POLYGONS": polygons})
+        assert by_model["TP"] + by_model["FN"] == pytest.approx(changed, abs=3)
+    finally:
+        QgsProject.instance().removeMapLayers([change.id(), before.id(), after.id()])
+
+
+def test_reference_polygons_off_the_change_map_are_refused_and_none_on_it_said(deepcl_provider, tmp_path):
+    """Polygons of another area (or in a wrong CRS) gave recall n/a and precision 0 without a word;
+    training refuses them. Polygons around the map but none on it (a region's layer over a tile
+    without change), or a layer without polygons, are a reference without change there: said."""
+    from qgis.core import QgsProcessingException
+
+    source = pair("oscd", "bercy")
+    change = _crop(image(source, "label"), tmp_path / "change.tif", [0, 0, 180, 180])
+    elsewhere = _crop(image(source, "label"), tmp_path / "elsewhere.tif", [180, 200, 180, 195])
+    with pytest.raises(QgsProcessingException, match=r"No reference polygon of .* lies on the change map.*"
+                                                     r"check the layer's CRS"):
+        run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": _label_polygons(elsewhere, tmp_path / "elsewhere.gpkg")})
+    # Two squares, west and east of the map: their extent spans it, yet neither lies on it
+    x0, dx, _, y0, _, dy = gdal.Open(change).GetGeoTransform()
+    around = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "around.gpkg"))
+    layer = around.CreateLayer("changed", srs=gdal.Open(change).GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    for left in (x0 - 20 * dx, x0 + 200 * dx):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(
+            f"POLYGON (({left} {y0}, {left + 10 * dx} {y0}, {left + 10 * dx} {y0 + 10 * dy}, {left} {y0 + 10 * dy}, "
+            f"{left} {y0}))"))
+        layer.CreateFeature(feature)
+    around.CreateLayer("empty", srs=gdal.Open(change).GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    around = layer = feature = None
+    feedback = error_recording_feedback()
+    result = run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": f"{tmp_path / 'around.gpkg'}|layername=changed"},
+                 feedback)
+    assert result["TP"] + result["FN"] == 0 and result["FP"] > 0
+    assert any("covers a valid pixel of the change map" in warning for warning in feedback.warnings)
+    feedback = error_recording_feedback()
+    result = run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": f"{tmp_path / 'around.gpkg'}|layername=empty"},
+                 feedback)
+    assert result["TP"] + result["FN"] == 0 and result["FP"] + result["TN"] == 180 * 180
+    assert any("holds no polygon" in warning for warning in feedback.warnings)
+
+
+def test_a_model_run_says_the_threshold_that_made_the_figures(deepcl_provider, tiny_model, tmp_path):
+    """`deepcl evaluate` reports its threshold; Processing's evaluation said none, in its outputs,
+    log or report. A change map given has no known threshold: said, and the output left empty."""
+    folder = pair("dsifn", "3_4")
+    parameters = {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
+                  "DEVICE": "cpu", "REFERENCE": image(folder, "label"), "OUTPUT_HTML": str(tmp_path / "r.html")}
+    feedback = error_recording_feedback()
+    given = run(ALG, {**parameters, "THRESHOLD": 0.4}, feedback)
+    assert given["THRESHOLD_USED"] == pytest.approx(0.4)
+    assert any(info.startswith("Model run — ") and "threshold: 0.4 (given)" in info for info in feedback.infos)
+    report = (tmp_path / "r.html").read_text(encoding="utf-8")
+    assert f"<br>Model: {tiny_model}<br>Threshold: 0.4 (given)" in report and "Input scale" not in report
+    models = run(ALG, parameters)
+    assert 0 < models["THRESHOLD_USED"] < 1 and type(models["THRESHOLD_USED"]) is float
+    assert f"Threshold: {models['THRESHOLD_USED']:g} (the model&#x27;s" in (tmp_path / "r.html").read_text("utf-8")
+    feedback = error_recording_feedback()
+    unknown = run(ALG, {"CHANGE": image(folder, "label"), "REFERENCE": image(folder, "label"),
+                        "OUTPUT_HTML": str(tmp_path / "r.html")}, feedback)
+    assert unknown["THRESHOLD_USED"] is None
+    assert any("THRESHOLD_USED is left empty" in info for info in feedback.infos)
+    assert "Threshold" not in (tmp_path / "r.html").read_text(encoding="utf-8")
