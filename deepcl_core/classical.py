@@ -51,7 +51,7 @@ class ClassicalResult:
 
     def to_dict(self) -> Dict[str, float]:
         return {"method": self.method, "threshold": self.threshold, "seconds": round(self.seconds, 2),
-                **self.confusion.metrics()}
+                **self.confusion.metrics(undefined=None)}
 
 
 def otsu_threshold(values: np.ndarray, bins: int = 256) -> float:
@@ -185,4 +185,4 @@ def _method_report(runner: Callable[[PairFiles, Sequence[str]], ClassicalResult]
         except PeerUnavailable as exc:  # a tool failing on one pair cannot be compared on the others either
             raise PeerUnavailable(f"on pair {pair.name}: {exc}") from None
     pooled = sum((r.confusion for r in results.values()), Confusion())
-    return {"pooled": pooled.metrics(), "per_pair": {n: r.to_dict() for n, r in results.items()}}
+    return {"pooled": pooled.metrics(undefined=None), "per_pair": {n: r.to_dict() for n, r in results.items()}}

@@ -82,7 +82,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
             confusion, distance, confidence, label, result = _evaluate_pair(pair, work, detect_options, bundle, cancel)
             pooled += confusion
             fit = reliability(confidence, label)
-            per_pair[pair.name] = {**confusion.metrics(), "auc_distance": roc_auc(distance, label),
+            per_pair[pair.name] = {**confusion.metrics(undefined=None), "auc_distance": roc_auc(distance, label),
                                    "auc_confidence": roc_auc(confidence, label), "brier": fit["brier"],
                                    "ece": fit["ece"], "reliability_bins": fit["bins"], "threshold": result.threshold,
                                    "input_scale": result.input_scale, "pixel_size_m": result.pixel_size_m,
@@ -96,7 +96,7 @@ def evaluate(options: EvaluateOptions, progress: Optional[ProgressCallback] = No
             "thresholds_by_pixel_size": bundle.thresholds_by_pixel_size if options.threshold is None else (),
             "input_scale": options.input_scale,
             "input_scales_by_pixel_size": bundle.input_scales_by_pixel_size if options.input_scale is None else (),
-            "pooled": {**pooled.metrics(), **scores.auc(), **scores.reliability()}, "per_pair": per_pair,
+            "pooled": {**pooled.metrics(undefined=None), **scores.auc(), **scores.reliability()}, "per_pair": per_pair,
             **({"pseudo_change": pseudo} if options.pseudo_change else {}),
             "seconds": round(time.perf_counter() - started, 2)}
 
@@ -199,11 +199,13 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
                          report: ProgressCallback, steps: int, cancel: Optional[CancelCallback]) -> Dict[str, Any]:
     """False-positive rate of detection on (x, T(x)) for each before image x."""
     rates: Dict[str, float] = {}
+    seeds: Dict[str, int] = {}  # each pair's, so that one pair's figure can be rerun alone
     false_alarms = valid_total = 0
     for index, pair in enumerate(pairs):
         report((len(pairs) + index) / steps, f"pseudo-change {pair.name}")
         transformed = work / "pseudo_change_input.tif"
-        write_pseudo_change(pair.before, transformed, seed + index)
+        seeds[pair.name] = seed + index
+        write_pseudo_change(pair.before, transformed, seeds[pair.name])
         outputs = _outputs(work, "pseudo")
         result = _detect_naming(f"{pair.name} (pseudo-change)", pair.before, transformed, outputs, options,
                                 cancel=cancel, model=bundle)
@@ -214,7 +216,7 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
             path.unlink()
     return {"false_positive_rate": false_alarms / valid_total if valid_total else 0.0, "per_pair": rates,
             "transform": "radiometric (brightness, contrast, gamma, colour, haze), ≤2 px shift, ≤3° rotation, "
-                         "noise, blur", "seed": seed}
+                         "noise, blur", "seed": seed, "seed_per_pair": seeds}
 
 
 def _outputs(work: Path, stem: str) -> DetectOutputs:

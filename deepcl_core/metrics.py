@@ -3,7 +3,7 @@ accuracy and Cohen's kappa. Confusion counts add up across tiles and pairs (pool
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict
+from typing import Dict, Optional
 
 import numpy as np
 
@@ -20,7 +20,8 @@ class Confusion:
         """Counts for boolean-like arrays of one shape; pixels outside ``valid`` are not counted."""
         predicted = np.asarray(predicted).astype(bool)
         reference = np.asarray(reference).astype(bool)
-        if valid is not None:
+        if valid is not None:  # as a mask, also of 0s and 1s, which would index by position
+            valid = np.asarray(valid).astype(bool)
             predicted, reference = predicted[valid], reference[valid]
         tp = int(np.count_nonzero(predicted & reference))
         fp = int(np.count_nonzero(predicted & ~reference))
@@ -39,16 +40,18 @@ class Confusion:
     def total(self) -> int:
         return self.tp + self.fp + self.fn + self.tn
 
-    def metrics(self) -> Dict[str, float]:
-        """Precision, recall, F1 and IoU of the change class, OA and kappa. A ratio whose
-        denominator is 0 is reported as 0 (e.g. precision when nothing is predicted changed),
-        except kappa, which is 1 when prediction and reference agree perfectly on at least one
-        pixel: no pixel at all is no agreement, 0 as OA is, not a perfect one."""
+    def metrics(self, undefined: Optional[float] = 0.0) -> Dict[str, Optional[float]]:
+        """Precision, recall, F1 and IoU of the change class, OA and kappa. A ratio of the change
+        class whose denominator is 0 (precision when nothing is predicted changed; all four where
+        neither prediction nor reference holds change) is ``undefined``: 0 for choosing thresholds
+        and epochs, None in reports, where an F1 of 0 for a map that rightly finds no change would
+        read as a failure. Kappa is 1 when prediction and reference agree perfectly on at least one
+        pixel; no pixel at all is no agreement, 0 as OA is, not a perfect one."""
         tp, fp, fn, tn, n = self.tp, self.fp, self.fn, self.tn, self.total
-        precision = _ratio(tp, tp + fp)
-        recall = _ratio(tp, tp + fn)
-        f1 = _ratio(2 * tp, 2 * tp + fp + fn)
-        iou = _ratio(tp, tp + fp + fn)
+        precision = _ratio(tp, tp + fp, undefined)
+        recall = _ratio(tp, tp + fn, undefined)
+        f1 = _ratio(2 * tp, 2 * tp + fp + fn, undefined)
+        iou = _ratio(tp, tp + fp + fn, undefined)
         oa = _ratio(tp + tn, n)
         expected = _ratio((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn), n * n)
         kappa = 1.0 if fp + fn == 0 and n else _ratio(oa - expected, 1 - expected)
@@ -56,8 +59,8 @@ class Confusion:
                 **{k: float(v) for k, v in asdict(self).items()}}
 
 
-def _ratio(numerator: float, denominator: float) -> float:
-    return float(numerator) / float(denominator) if denominator else 0.0
+def _ratio(numerator: float, denominator: float, undefined: Optional[float] = 0.0) -> Optional[float]:
+    return float(numerator) / float(denominator) if denominator else undefined
 
 
 def pooled_by_group(per_pair: Dict[str, Dict[str, float]], group_of: Dict[str, str]) -> Dict[str, Confusion]:

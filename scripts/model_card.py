@@ -80,9 +80,9 @@ def main() -> int:
     accuracy = table(rows, ["method"] + [f"F1 {d}" for d in datasets] + ["F1 pooled", "IoU pooled", "kappa pooled"])
     accuracy += "\n\n" + margins(results, datasets)
     pair_rows = [[name, group_of[name], f"{m['threshold']:.3g}", f"{m.get('input_scale', 1)}×",
-                  f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}",
-                  f"{report['classical']['cva']['per_pair'][name]['f1']:.3f}",
-                  f"{report['classical']['mad']['per_pair'][name]['f1']:.3f}",
+                  _fmt(m['precision']), _fmt(m['recall']), _fmt(m['f1']),
+                  _fmt(report['classical']['cva']['per_pair'][name]['f1']),
+                  _fmt(report['classical']['mad']['per_pair'][name]['f1']),
                   "n/a" if m["auc_distance"] is None else f"{m['auc_distance']:.3f}"]
                  for name, m in sorted(report["per_pair"].items(), key=lambda kv: (group_of[kv[0]], kv[0]))]
     per_pair = table(pair_rows, ["pair", "data set", "threshold", "enlarged", "precision", "recall", "F1",

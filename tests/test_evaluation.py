@@ -87,6 +87,12 @@ def test_nothing_called_change(pairs, tmp_path):
     assert pooled["recall"] == 0.0 and pooled["oa"] == pytest.approx(1 - changed / (2 * n))
     assert pooled["kappa"] == pytest.approx(0.0)
     assert report["pseudo_change"]["false_positive_rate"] == 0.0
+    # Nothing predicted: no precision (it was reported as 0); the unchanged pair, rightly found
+    # unchanged, has none of the change class's ratios (its F1 of 0 read as a failure) and kappa 1
+    assert pooled["precision"] is None
+    nothing = report["per_pair"]["nothing"]
+    assert [nothing[key] for key in ("precision", "recall", "f1", "iou", "oa", "kappa")] == [None] * 4 + [1.0, 1.0]
+    assert report["pseudo_change"]["seed_per_pair"] == {"nothing": 0, "square": 1}  # to rerun one pair's alone
 
 
 def test_pseudo_change_image_is_on_the_grid_with_the_band_names(data_dir, tmp_path):
@@ -267,6 +273,15 @@ def test_metrics_of_no_pixel_claim_no_agreement():
     empty = Confusion().metrics()
     assert (empty["oa"], empty["kappa"], empty["f1"]) == (0.0, 0.0, 0.0)
     assert Confusion(0, 0, 0, 5).metrics()["kappa"] == Confusion(3, 0, 0, 5).metrics()["kappa"] == 1.0
+    assert Confusion().metrics(undefined=None)["f1"] is None  # as reports give it
+
+
+def test_a_valid_mask_of_zeros_and_ones_selects_pixels_not_indices():
+    """A 0/1 integer mask indexed by position: 4 pixels counted as 8 (tp 4, fp 3, tn 1)."""
+    from deepcl_core.metrics import Confusion
+
+    counts = Confusion.of(np.array([1, 1, 0, 0]), np.array([1, 0, 0, 1]), valid=np.array([1, 1, 1, 0]))
+    assert counts == Confusion(tp=1, fp=1, fn=0, tn=1)
 
 
 def test_pseudo_change_does_not_warn_of_fill_in_its_own_transformed_image(data_dir, tiny_model_path, tmp_path,
