@@ -14,7 +14,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,6 +70,8 @@ def run_one(variant: Variant, seed: int, args: argparse.Namespace) -> Dict:
                       progress=TerminalProgress(f"evaluate {stem}"))
     provenance = load_model(model).provenance
     result = {"variant": variant.name, "seed": seed, "threshold": report["threshold"], "pooled": report["pooled"],
+              "thresholds_by_pixel_size": report["thresholds_by_pixel_size"],
+              "input_scales_by_pixel_size": report["input_scales_by_pixel_size"],
               "per_dataset_f1": _per_dataset_f1(report["per_pair"], args.test),
               "pseudo_change_fpr": report["pseudo_change"]["false_positive_rate"],
               "validation_f1": provenance.get("validation_metrics", {}).get("pooled", {}).get("f1"),
@@ -93,9 +95,9 @@ def summary_rows(results: List[Dict]) -> List[List[str]]:
     for variant in VARIANTS:
         runs = [r for r in results if r["variant"] == variant.name]
         cells = [variant.name, str(len(runs))]
-        extracts = [lambda r: r["validation_f1"] or 0.0, lambda r: r["pooled"]["f1"]]
-        extracts += [lambda r, d=d: r["per_dataset_f1"].get(d, 0.0) for d in DATASETS]
-        extracts += [lambda r: r["pooled"]["iou"], lambda r: r["pooled"]["auc_distance"] or 0.0,
+        extracts = [lambda r: r["validation_f1"], lambda r: r["pooled"]["f1"]]
+        extracts += [lambda r, d=d: r["per_dataset_f1"].get(d) for d in DATASETS]
+        extracts += [lambda r: r["pooled"]["iou"], lambda r: r["pooled"]["auc_distance"],
                      lambda r: r["pseudo_change_fpr"]]
         cells += [_mean_sd([extract(r) for r in runs]) for extract in extracts]
         rows.append(cells)
@@ -147,29 +149,49 @@ COMPARISONS = (("HSCL + prior guidance against BCE + Dice alone, MobileNetV2", "
 def comparison_lines(results: List[Dict]) -> List[str]:
     """Each claim as differences of seed means (first variant minus second), and the data sets where
     the first is ahead or behind: read off the table, so the text cannot drift from the numbers."""
-    def mean(variant: str, extract) -> float:
-        return statistics.mean(extract(r) for r in results if r["variant"] == variant)
+    def mean(variant: str, extract) -> Optional[float]:
+        values = [value for value in (extract(r) for r in results if r["variant"] == variant) if value is not None]
+        return statistics.mean(values) if values else None
+
+    def difference(extract) -> Optional[float]:
+        first_mean, second_mean = mean(first, extract), mean(second, extract)
+        return None if first_mean is None or second_mean is None else first_mean - second_mean
 
     lines = []
     for title, first, second in COMPARISONS:
         if not any(r["variant"] == first for r in results) or not any(r["variant"] == second for r in results):
             continue
-        delta = {name: mean(first, extract) - mean(second, extract) for name, extract in (
-            ("held-out F1", lambda r: r["pooled"]["f1"]), ("AUC of D", lambda r: r["pooled"]["auc_distance"] or 0.0),
-            ("validation F1", lambda r: r["validation_f1"] or 0.0), ("pseudo-change FPR", lambda r: r["pseudo_change_fpr"]))}
-        per_set = {d: mean(first, lambda r, d=d: r["per_dataset_f1"].get(d, 0.0))
-                   - mean(second, lambda r, d=d: r["per_dataset_f1"].get(d, 0.0)) for d in DATASETS}
-        ahead = [d.upper() for d, v in per_set.items() if v > 0]
-        behind = [d.upper() for d, v in per_set.items() if v <= 0]
-        lines.append(f"- {title}: " + ", ".join(f"{k} {v:+.3f}" for k, v in delta.items())
+        delta = {name: difference(extract) for name, extract in (
+            ("held-out F1", lambda r: r["pooled"]["f1"]), ("AUC of D", lambda r: r["pooled"]["auc_distance"]),
+            ("validation F1", lambda r: r["validation_f1"]), ("pseudo-change FPR", lambda r: r["pseudo_change_fpr"]))}
+        per_set = {d: difference(lambda r, d=d: r["per_dataset_f1"].get(d)) for d in DATASETS}
+        ahead = [d.upper() for d, v in per_set.items() if v is not None and v > 0]
+        behind = [d.upper() for d, v in per_set.items() if v is not None and v <= 0]
+        lines.append(f"- {title}: " + ", ".join(f"{k} {'n/a' if v is None else f'{v:+.3f}'}" for k, v in delta.items())
                      + f"; F1 ahead on {', '.join(ahead) or 'none'}, not ahead on {', '.join(behind) or 'none'}.")
     return lines
 
 
-def _mean_sd(values: Sequence[float]) -> str:
+def _mean_sd(values: Sequence[Optional[float]]) -> str:
+    """Mean ± sample standard deviation (n - 1) of the runs that have the figure; a run without it
+    (a model of no validation metrics) is left out, not counted as 0."""
+    values = [value for value in values if value is not None]
     if len(values) < 2:
         return f"{values[0]:.3f}" if values else "n/a"
     return f"{statistics.mean(values):.3f} ± {statistics.stdev(values):.3f}"
+
+
+def _coarse_settings(results: List[Dict]) -> str:
+    """The thresholds and enlargements of pixel-size classes the models have (calibrated on Sentinel-2
+    validation pairs), which their OSCD figures were judged at: "" when none has any."""
+    classes = [*(size for r in results for size, _ in r.get("thresholds_by_pixel_size") or ()),
+               *(size for r in results for size, _ in r.get("input_scales_by_pixel_size") or ())]
+    if not classes:
+        return ""
+    thresholds = sorted({t for r in results for _, t in r.get("thresholds_by_pixel_size") or ()})
+    scales = sorted({k for r in results for _, k in r.get("input_scales_by_pixel_size") or ()})
+    return (f"; for pixels of {min(classes):g} m or coarser {', '.join(f'{t:.3g}' for t in thresholds) or 'the same'}"
+            + (f", the images enlarged {', '.join(f'{k}×' for k in scales)}" if scales else ""))
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, device: str = "auto") -> None:
@@ -207,9 +229,9 @@ def main() -> int:
     args.report.write_text(
         "# Experiments: the paper's claims on this project's data\n\n"
         f"Produced by `make experiments` (`scripts/experiments.py`){where}; budget per run: {budget}.\n"
-        f"Held-out pairs: {', '.join('/'.join(p.parts[-2:]) for p in args.test)}. Mean ± standard deviation over seeds; "
-        "F1 per data set pooled over its held-out pairs' pixels, at each model's own threshold "
-        f"({', '.join(f'{t:g}' for t in thresholds)}).\n\n"
+        f"Held-out pairs: {', '.join('/'.join(p.parts[-2:]) for p in args.test)}. Mean ± sample standard deviation "
+        "(n − 1) over seeds; F1 per data set pooled over its held-out pairs' pixels, at each model's own threshold "
+        f"({', '.join(f'{t:g}' for t in thresholds)}{_coarse_settings(results)}).\n\n"
         + "\n".join(lines) + "\n\nDifferences of the seed means (first minus second):\n\n"
         + "\n".join(comparison_lines(results)) + "\n" + route + (rerun_note(commit, clean) if commit else ""))
     print("\n".join(lines))
