@@ -43,6 +43,9 @@ def write_change_polygons(change_file: Path, confidence_file: Path, grid: Grid, 
         if status != 0:
             raise OutputError(f"polygonising the change map failed: {errors.last('unknown error')}")
         kept = _annotate(layer, gdal.Open(str(confidence_file)), grid, min_area, cancel)
+        # The extent stored is the one before nodata areas and small polygons were deleted: the
+        # whole map's, which "Zoom to layer" went to
+        vector.ExecuteSQL(f"RECOMPUTE EXTENT ON {LAYER_NAME}")
         if grid.crs_wkt:
             _keep_crs(vector, grid.crs_wkt)
         return kept
@@ -52,7 +55,8 @@ def write_change_polygons(change_file: Path, confidence_file: Path, grid: Grid, 
 
 def _polygon_layer(vector: ogr.DataSource, grid: Grid) -> ogr.Layer:
     layer = vector.CreateLayer(LAYER_NAME, _layer_srs(grid.crs_wkt), ogr.wkbPolygon)
-    for name, kind in (("change", ogr.OFTInteger), ("area_m2", ogr.OFTReal), ("area_px", ogr.OFTReal),
+    # area_px a whole count (polygons follow pixel edges): as a real, 48.99999999977 failed "area_px >= 49"
+    for name, kind in (("change", ogr.OFTInteger), ("area_m2", ogr.OFTReal), ("area_px", ogr.OFTInteger64),
                        ("confidence", ogr.OFTReal)):
         layer.CreateField(ogr.FieldDefn(name, kind))
     return layer
@@ -141,13 +145,13 @@ def _annotate(layer: ogr.Layer, confidence: gdal.Dataset, grid: Grid, min_area: 
     to_equal_area = equal_area_transform(grid)  # once: building it takes far longer than a measure
     layer.StartTransaction()
     doomed: List[int] = []
-    kept: List[Tuple[int, float, Optional[float]]] = []  # fid, area in pixels, in m²
+    kept: List[Tuple[int, int, Optional[float]]] = []  # fid, area in pixels, in m²
     edges = _PixelEdges(grid, STRIP_ROWS)
     for feature in layer:
         if cancel():
             raise Cancelled()
         geometry = feature.GetGeometryRef()
-        area_px = geometry.GetArea() / pixel_area
+        area_px = round(geometry.GetArea() / pixel_area)  # off a whole number only by the coordinates' rounding
         area_m2 = geometry_area_m2(geometry, grid, to_equal_area)
         size = area_m2 if area_m2 is not None else area_px
         if feature.GetField("change") != 1 or size < min_area:
