@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from osgeo import gdal, gdal_array
 
+from . import __version__
 from .area import ground_pixel_size, pixel_area_by_row, pixel_size_warning
 from .area_of_interest import AreaOfInterest, Window
 from .band_choice import choose_bands, unnamed_bands_warning
@@ -288,7 +289,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision, warnings)
     # Tile and overlap are the network's: an image it sees enlarged is cut in smaller tiles.
     tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap_used // scale)
-    specs = _output_specs(outputs, calibrated=not platt_scaling.is_identity)
+    specs = _output_specs(outputs, calibrated=not platt_scaling.is_identity,
+                          made_by=_made_by(before, after, options, model, threshold, scale))
     pixel_areas = pixel_area_by_row(grid)
     counts = _Counts(pixel_areas)
 
@@ -503,13 +505,26 @@ def _statistics_and_network(pair: "_Pair", bundle: ModelBundle, device: torch.de
     return sample.stretches(bundle.normalization), network
 
 
-def _output_specs(outputs: DetectOutputs, calibrated: bool) -> List[RasterSpec]:
+def _output_specs(outputs: DetectOutputs, calibrated: bool, made_by: Tuple[Tuple[str, str], ...] = ()
+                  ) -> List[RasterSpec]:
     confidence = "change probability (0-1), calibrated" if calibrated else "change score (0-1), not calibrated"
-    specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, CHANGE_DESCRIPTION),
-             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, confidence)]
+    specs = [RasterSpec(outputs.change, gdal.GDT_Byte, CHANGE_NODATA, CHANGE_DESCRIPTION, made_by),
+             RasterSpec(outputs.confidence, gdal.GDT_Float32, FLOAT_NODATA, confidence, made_by)]
     if outputs.distance is not None:
-        specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)"))
+        specs.append(RasterSpec(outputs.distance, gdal.GDT_Float32, FLOAT_NODATA, "metric distance (0-2)", made_by))
     return specs
+
+
+def _made_by(before: str, after: str, options: DetectOptions, model: Optional[ModelBundle], threshold: float,
+             scale: int) -> Tuple[Tuple[str, str], ...]:
+    """What made a run's maps, as the metadata of each (gdalinfo, QGIS's layer properties show it)."""
+    if model is not None:
+        model_name = "a model loaded by the caller (detect_changes(model=…))"
+    else:
+        model_name = str(options.model) if options.model is not None else f"the bundled model ({BUNDLED_MODEL.name})"
+    return (("DEEPCL_VERSION", __version__), ("DEEPCL_MODEL", model_name), ("DEEPCL_BEFORE", before),
+            ("DEEPCL_AFTER", after), ("DEEPCL_THRESHOLD", f"{threshold:.6g}"), ("DEEPCL_INPUT_SCALE", str(scale)),
+            ("DEEPCL_CREATED_UTC", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
 
 
 @dataclass

@@ -42,12 +42,14 @@ OVERVIEW_RESAMPLING = {gdal.GDT_Byte: "NEAREST", gdal.GDT_Float32: "AVERAGE"}
 
 @dataclass(frozen=True)
 class RasterSpec:
-    """One output raster: where it goes, its data type, nodata and band description."""
+    """One output raster: where it goes, its data type, nodata, band description and the file's
+    metadata (what made it: a delivered map says so without its log)."""
 
     path: Path
     data_type: int
     nodata: float
     description: str
+    metadata: Tuple[Tuple[str, str], ...] = ()
 
 
 # What each kind of output is written as, and the file name endings that say so: a GeoTIFF named
@@ -388,6 +390,7 @@ class RasterOutputs:
             dataset.SetGeoTransform(self.grid.geotransform)
         if self.grid.crs_wkt:
             dataset.SetProjection(self.grid.crs_wkt)
+        dataset.SetMetadata(dict(spec.metadata))
         band = dataset.GetRasterBand(1)
         band.SetNoDataValue(spec.nodata)
         band.SetDescription(spec.description)

@@ -1368,3 +1368,19 @@ def test_scores_that_are_no_numbers_stop_the_run_and_write_nothing(levir_pair, t
         detect.detect_changes(levir_pair[0], levir_pair[1], out, DetectOptions(**FAST),
                               model=dataclasses.replace(bundle, state_dict=broken))
     assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_each_map_says_what_made_it(levir_pair, tmp_path):
+    """A delivered map told nothing of its making (threshold, model, inputs) without the run's log."""
+    from deepcl_core import __version__
+
+    out = outputs_in(tmp_path / "out")
+    result = detect.detect_changes(str(levir_pair[0]), str(levir_pair[1]), out, DetectOptions(threshold=0.4, **FAST))
+    for path in (out.change, out.confidence, out.distance):
+        metadata = gdal.Open(str(path)).GetMetadata()
+        assert {key: metadata[key] for key in ("DEEPCL_VERSION", "DEEPCL_MODEL", "DEEPCL_BEFORE", "DEEPCL_AFTER",
+                                              "DEEPCL_THRESHOLD", "DEEPCL_INPUT_SCALE")} == {
+            "DEEPCL_VERSION": __version__, "DEEPCL_MODEL": "the bundled model (deepcl_default.pt)",
+            "DEEPCL_BEFORE": str(levir_pair[0]), "DEEPCL_AFTER": str(levir_pair[1]), "DEEPCL_THRESHOLD": "0.4",
+            "DEEPCL_INPUT_SCALE": str(result.input_scale)}
+        assert metadata["DEEPCL_CREATED_UTC"].endswith("Z")
