@@ -40,6 +40,11 @@ def add_train_parser(commands: argparse._SubParsersAction) -> None:
                         help="encoder (default mobilenet_v2; with --init the --init model's, and another is refused)")
     parser.add_argument("--gamma", type=float, default=2.0, help="HSCL focusing exponent (default 2; 0: plain)")
     parser.add_argument("--hscl-weight", type=float, default=1.0, help="HSCL weight λ (default 1; 0: BCE+Dice only)")
+    parser.add_argument("--margin-unchanged", type=float, default=0.3, metavar="M_U",
+                        help="HSCL margin m_u: unchanged pixels' feature distance is pushed below it (default 0.3)")
+    parser.add_argument("--margin-changed", type=float, default=1.2, metavar="M_C",
+                        help="HSCL margin m_c: changed pixels' feature distance is pushed above it (default 1.2; "
+                             "0 ≤ m_u < m_c ≤ 2)")
     parser.add_argument("--no-prior", action="store_true",
                         help="decoder without distance-map guidance (ablation); refused with --init of a model "
                              "that has it")
@@ -69,6 +74,7 @@ def run_train(args: argparse.Namespace) -> int:
         data_dirs=args.data_dirs, out=args.out, init=args.init, epochs=args.epochs, val_dirs=tuple(args.val),
         val_fraction=args.val_fraction, seed=args.seed, device=args.device, resume=args.resume,
         overwrite=args.overwrite, encoder=args.encoder, gamma=args.gamma, hscl_weight=args.hscl_weight,
+        margin_unchanged=args.margin_unchanged, margin_changed=args.margin_changed,
         prior_guidance=not args.no_prior,
         crop=args.crop, batch_size=args.batch, iterations_per_epoch=args.iterations_per_epoch, lr=args.lr,
         bands=args.bands, weight_average=args.weight_average, calibrate=not args.no_calibrate,

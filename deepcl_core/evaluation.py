@@ -19,6 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
+from .band_choice import bands_found, sensor_band_names
 from .confidence_calibration import reliability
 from .detect import DetectionResult, DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import Cancelled, InputError, OutputError, releases_locals_on_error
@@ -27,7 +28,7 @@ from .metrics import Confusion
 from .outputs import CHANGE_NODATA
 from .raster_io import is_georeferenced, open_image, open_raster, read_window
 from .tiling import DEFAULT_TILE
-from .training.augment import pseudo_change
+from .training.augment import PseudoChangeStrength, pseudo_change
 from .training.pairs import PairFiles, find_pairs, nothing_to_score, open_pair, read_label
 
 ProgressCallback = Callable[[float, str], None]
@@ -205,7 +206,7 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
         report((len(pairs) + index) / steps, f"pseudo-change {pair.name}")
         transformed = work / "pseudo_change_input.tif"
         seeds[pair.name] = seed + index
-        write_pseudo_change(pair.before, transformed, seeds[pair.name])
+        write_pseudo_change(pair.before, transformed, seeds[pair.name], bundle.bands)
         outputs = _outputs(work, "pseudo")
         result = _detect_naming(f"{pair.name} (pseudo-change)", pair.before, transformed, outputs, options,
                                 cancel=cancel, model=bundle)
@@ -214,9 +215,11 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
         valid_total += result.valid_pixels
         for path in [transformed, *outputs.rasters()]:
             path.unlink()
+    strength = PseudoChangeStrength()  # write_pseudo_change's
     return {"false_positive_rate": false_alarms / valid_total if valid_total else 0.0, "per_pair": rates,
-            "transform": "radiometric (brightness, contrast, gamma, colour, haze), ≤2 px shift, ≤3° rotation, "
-                         "noise, blur", "seed": seed, "seed_per_pair": seeds}
+            "transform": f"radiometric (brightness, contrast, gamma, colour, haze), ≤{strength.shift_px:g} px shift, "
+                         f"a rotation moving no pixel over {strength.rotation_px:g} px, noise, blur",
+            "seed": seed, "seed_per_pair": seeds}
 
 
 def _outputs(work: Path, stem: str) -> DetectOutputs:
@@ -269,9 +272,11 @@ def roc_auc(scores: np.ndarray, labels: np.ndarray) -> Optional[float]:
     return (rank_sum - positives * (positives + 1) / 2.0) / (positives * negatives)
 
 
-def write_pseudo_change(source: Path, out: Path, seed: int) -> None:
+def write_pseudo_change(source: Path, out: Path, seed: int, model_bands: Sequence[str] = (),
+                        strength: PseudoChangeStrength = PseudoChangeStrength()) -> None:
     """T(x) of a raster as a Float32 GeoTIFF on its grid, with its band names. The transform works
-    on each band's min-max range (nothing is clipped) and is mapped back to the original values."""
+    on each band's min-max range (nothing is clipped) and is mapped back to the original values; its
+    haze is coloured by the bands' names (:func:`haze_band_names`)."""
     dataset = open_image(source, "before")
     # An alpha band is validity, not a colour: it comes back as NaN where nothing is valid.
     bands = [index for index in range(1, dataset.RasterCount + 1)
@@ -281,9 +286,27 @@ def write_pseudo_change(source: Path, out: Path, seed: int) -> None:
     high = np.array([band[valid].max() if valid.any() else 1.0 for band in pixels], np.float32).reshape(-1, 1, 1)
     span = np.where(high > low, high - low, 1.0)
     unit = np.where(valid, (pixels - low) / span, 0.0).astype(np.float32)
-    transformed = pseudo_change(unit, np.random.default_rng(seed)) * span + low
+    names = haze_band_names(dataset, bands, model_bands)
+    transformed = pseudo_change(unit, np.random.default_rng(seed), strength, names) * span + low
     transformed[:, ~valid] = np.nan
     _write_like(dataset, bands, transformed, out)
+
+
+def haze_band_names(dataset: gdal.Dataset, bands: Sequence[int], model_bands: Sequence[str] = ()) -> List[str]:
+    """A name for each of ``bands`` as detection reads the file (band_choice): every band's sensor code
+    or colour interpretation where each has one; else the model's bands where their descriptions or colour
+    interpretations find them, or, where none does, the first bands taken as the model's; "" (a grey
+    veil) for a band left unnamed."""
+    named = sensor_band_names(dataset)  # alpha bands left out, as in ``bands``
+    if len(named) == len(bands):
+        return list(named)
+    if not model_bands:
+        return [""] * len(bands)
+    found = bands_found(dataset, model_bands)
+    if not any(found):
+        found = tuple(range(1, len(model_bands) + 1))  # choose_bands' guess: the first bands
+    by_index = {index: name for name, index in zip(model_bands, found) if index}
+    return [by_index.get(index, "") for index in bands]
 
 
 def _write_like(template: gdal.Dataset, bands: Sequence[int], pixels: np.ndarray, out: Path) -> None:

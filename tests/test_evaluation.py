@@ -396,3 +396,57 @@ def test_detection_warnings_name_their_pair(data_dir, tiny_model_path, tmp_path,
     assert sorted(w for w in warnings if w.endswith(untrained)) == sorted(
         f"pair {name}{detection}: {untrained}" for name in ("test_7_0256_0512", "train_386_0512_0768")
         for detection in ("", " (pseudo-change)"))
+
+
+def test_pseudo_change_of_a_whole_scene_moves_no_pixel_beyond_the_misregistration_bound(write_raster,
+                                                                                        monkeypatch):
+    """evaluate --pseudo-change warps the whole image: a ±3° rotation about its centre moved an 800²
+    scene's pixels 9-26 px, "unchanged" pairs of objects moved far. On an image of each pixel's own
+    x and y (radiometry and noise off, to read positions) no pixel moves over 2 px of shift plus 1 px of
+    rotation, and the images still move."""
+    import deepcl_core.training.augment as augment
+
+    monkeypatch.setattr(augment, "radiometric", lambda image, *args, **kwargs: np.clip(image, 0.0, 1.0))
+    monkeypatch.setattr(augment, "noise_and_blur", lambda image, *args, **kwargs: image)
+    yy, xx = np.mgrid[0:800, 0:800].astype(np.float32)
+    source = write_raster("coordinates.tif", np.stack([xx, yy, xx]), GEOTRANSFORM, 32633)
+    moved = []
+    for seed in range(8):
+        out = source.with_name(f"t{seed}.tif")
+        write_pseudo_change(source, out, seed)
+        transformed = open_raster(out, "t").ReadAsArray()
+        moved.append(float(np.hypot(transformed[0] - xx, transformed[1] - yy).max()))
+    assert max(moved) <= 2.0 + 1.0 + 1e-2, moved
+    assert sum(m > 0.1 for m in moved) >= 3, moved  # misregistration is drawn for most transforms
+
+
+def test_pseudo_change_haze_brightens_blue_most_by_the_files_band_names(data_dir, tmp_path):
+    """The haze veil follows the bands as detection reads them: a LEVIR PNG's colour interpretation
+    (red, green, blue) and a Sentinel-2 file's band codes (B04, B03, B02, B08): blue rises most."""
+    from deepcl_core.training.augment import PseudoChangeStrength
+
+    haze_only = PseudoChangeStrength(brightness=0.0, contrast=0.0, gamma=0.0, colour=0.0, haze=(0.3, 0.3),
+                                     shift_px=0.0, rotation_deg=0.0, noise=(0.0, 0.0), blur_sigma=(0.0, 0.0))
+    for source, blue, other in ((data_dir / "levir" / "test_7_0256_0512" / "before.png", 2, 0),
+                                (data_dir / "oscd" / "bercy" / "before.tif", 2, 3)):
+        out = tmp_path / f"{source.parent.name}.tif"
+        write_pseudo_change(source, out, seed=1, strength=haze_only)
+        original = open_raster(source, "a").ReadAsArray().astype(np.float64)
+        transformed = open_raster(out, "b").ReadAsArray().astype(np.float64)
+        span = original.max(axis=(1, 2)) - original.min(axis=(1, 2))  # the transform's unit: each band's range
+        rise = (transformed - original).mean(axis=(1, 2)) / span
+        assert rise[blue] > rise[other] > 0, (source, rise)
+        assert rise[blue] == max(rise)
+
+
+def test_pseudo_change_haze_of_unnamed_bands_takes_them_as_detection_does(write_raster):
+    """An image whose bands say nothing is read as the model's bands, first bands first (band_choice);
+    without a model's bands its haze is grey."""
+    from osgeo import gdal
+
+    from deepcl_core.evaluation import haze_band_names
+
+    path = write_raster("unnamed.tif", np.zeros((4, 8, 8), np.uint16), GEOTRANSFORM, 32633)
+    dataset = gdal.Open(str(path))
+    assert haze_band_names(dataset, [1, 2, 3, 4], ("red", "green", "blue")) == ["red", "green", "blue", ""]
+    assert haze_band_names(dataset, [1, 2, 3, 4]) == ["", "", "", ""]

@@ -528,3 +528,43 @@ def test_fine_tuning_twice_keeps_the_whole_chain_of_parents(tmp_path, monkeypatc
     assert grandparent["recalibrations"] == bundled["recalibrations"]
     assert grandparent["validation_metrics_before_recalibration"] == bundled["validation_metrics_before_recalibration"]
     assert grandparent["init_model"] is None and grandparent["parent_provenance"] is None  # trained anew
+
+
+def test_resume_with_more_epochs_records_that_the_schedule_was_stretched(tmp_path):
+    """More --epochs on --resume recompute the cosine schedule over the new total from the step reached:
+    the rate rises from the floor the finished run had reached. The provenance says when and to what."""
+    out = tmp_path / "m.pt"
+    recipe = dict(iterations_per_epoch=2, calibrate=False, weight_average=0.0)
+    train(small_options(out, epochs=2, **recipe))
+    assert "schedule_extended" not in load_model(out).provenance
+    checkpoint = load_checkpoint(tmp_path / "m.pt.ckpt")
+    floor = checkpoint["optimizer"]["param_groups"][0]["lr"]
+    said: list = []
+    train(small_options(out, epochs=3, resume=True, **recipe), progress=lambda fraction, message: said.append(message))
+    assert load_model(out).provenance["schedule_extended"] == [{"at_epoch": 2, "from_epochs": 2, "epochs": 3}]
+    assert any("schedule" in message and "stretched" in message for message in said)
+    train(small_options(out, epochs=4, resume=True, **recipe))
+    assert load_model(out).provenance["schedule_extended"] == [{"at_epoch": 2, "from_epochs": 2, "epochs": 3},
+                                                               {"at_epoch": 3, "from_epochs": 3, "epochs": 4}]
+    assert floor == pytest.approx(small_options(out).lr * 0.01)  # where the 2-epoch run ended
+
+
+def test_hscl_margins_are_options_checked_recorded_and_kept_on_resume(tmp_path, capsys):
+    """m_u and m_c are METHOD's starting values, to be measured by ablation: settable, refused in words
+    outside 0 ≤ m_u < m_c ≤ 2 (the distance of unit feature vectors), in the provenance's loss, and part of
+    the recipe --resume keeps."""
+    command = ["train", *map(str, TRAIN_DIRS), "--val", *map(str, VAL_DIRS), "--out", str(tmp_path / "m.pt"),
+               "--epochs", "1", "--iterations-per-epoch", "2", "--batch", "4", "--crop", "64", "--encoder",
+               "simple_cnn", "--device", "cpu", "--seed", "3", "--no-calibrate", "--weight-average", "0"]
+    for unchanged, changed in (("1.3", "1.2"), ("0.3", "2.5"), ("-0.1", "1.2"), ("0.5", "0.5")):
+        code = main([*command, "--margin-unchanged", unchanged, "--margin-changed", changed])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert "0 ≤ unchanged margin < changed margin ≤ 2" in err[0] and f"unchanged {float(unchanged):g}" in err[0]
+    assert list(tmp_path.iterdir()) == []
+    assert main([*command, "--margin-unchanged", "0.2", "--margin-changed", "1.0"]) == 0
+    loss = load_model(tmp_path / "m.pt").provenance["loss"]
+    assert (loss["margin_unchanged"], loss["margin_changed"]) == (0.2, 1.0)
+    with pytest.raises(InputError, match=r"margin_changed 1\.0 \(now 1\.2\)"):
+        train(small_options(tmp_path / "m.pt", epochs=2, iterations_per_epoch=2, calibrate=False, weight_average=0.0,
+                            margin_unchanged=0.2, resume=True))

@@ -32,6 +32,10 @@ class TrainOptions:
     encoder: Optional[str] = None  # None: mobilenet_v2, or the --init model's
     gamma: float = 2.0
     hscl_weight: float = 1.0
+    # HSCL margins (METHOD's starting values, to be measured by ablation): unchanged pixels' distance
+    # should stay under m_u, changed pixels' exceed m_c
+    margin_unchanged: float = 0.3
+    margin_changed: float = 1.2
     prior_guidance: bool = True
     crop: int = 256
     batch_size: int = 8
@@ -54,6 +58,7 @@ class TrainOptions:
         # place in them: either makes every loss NaN, and a NaN model would be written.
         for name, value in (("learning rate", self.lr), ("weight decay", self.weight_decay), ("gamma", self.gamma),
                             ("HSCL weight", self.hscl_weight), ("validation fraction", self.val_fraction),
+                            ("unchanged margin", self.margin_unchanged), ("changed margin", self.margin_changed),
                             ("weight average decay", self.weight_average), ("threshold", self.threshold)):
             if not math.isfinite(value):
                 raise InputError(f"{name} must be a finite number; got {value}")
@@ -71,6 +76,12 @@ class TrainOptions:
             (0.0 <= self.weight_average < 1.0, f"weight average decay must lie in [0, 1); got {self.weight_average}"),
             (self.gamma >= 0, f"gamma must not be negative; got {self.gamma}"),
             (self.hscl_weight >= 0, f"HSCL weight must not be negative; got {self.hscl_weight}"),
+            # The distance of two unit feature vectors lies in [0, 2]: a margin outside it, or m_u ≥ m_c,
+            # asks what no pair of features can satisfy
+            (0.0 <= self.margin_unchanged < self.margin_changed <= 2.0,
+             f"the HSCL margins must satisfy 0 ≤ unchanged margin < changed margin ≤ 2 (the distance of two unit "
+             f"feature vectors lies in [0, 2]); got unchanged {self.margin_unchanged:g}, changed "
+             f"{self.margin_changed:g}"),
             (0.0 < self.threshold < 1.0, f"threshold must lie between 0 and 1; got {self.threshold}"),
             (self.encoder is None or self.encoder in ENCODERS,
              f"unknown encoder {self.encoder!r}; choose one of {', '.join(sorted(ENCODERS))}"),

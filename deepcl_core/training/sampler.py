@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Dict, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -50,11 +50,14 @@ class Batch:
 
 class CropSampler:
     def __init__(self, pairs: Sequence[LoadedPair], crop: int, spec: NormalizationSpec,
-                 augment: AugmentConfig = AugmentConfig()) -> None:
+                 augment: AugmentConfig = AugmentConfig(), bands: Optional[Sequence[str]] = None) -> None:
+        """``bands``: the pairs' band names (the model's), which colour the haze of the pseudo-change and
+        radiometric augmentation (blue brightest); None: a grey veil."""
         self.pairs = list(pairs)
         self.crop = crop
         self.spec = spec
         self.augment = augment
+        self.bands = None if bands is None else tuple(bands)
         self.changed = [np.flatnonzero((p.label > 0) & p.valid) for p in self.pairs]
 
     def batch(self, size: int, rng: np.random.Generator) -> Batch:
@@ -69,13 +72,13 @@ class CropSampler:
         if rng.random() < a.pseudo_change:
             source = before if rng.random() < 0.5 else after
             before = source
-            after = from_unit(pseudo_change(to_unit(source, self.spec), rng, a.strength), self.spec)
+            after = from_unit(pseudo_change(to_unit(source, self.spec), rng, a.strength, self.bands), self.spec)
             label = np.zeros_like(label)
         else:
             if rng.random() < a.radiometric:
-                before = from_unit(radiometric(to_unit(before, self.spec), rng, a.strength), self.spec)
+                before = from_unit(radiometric(to_unit(before, self.spec), rng, a.strength, self.bands), self.spec)
             if rng.random() < a.radiometric:
-                after = from_unit(radiometric(to_unit(after, self.spec), rng, a.strength), self.spec)
+                after = from_unit(radiometric(to_unit(after, self.spec), rng, a.strength, self.bands), self.spec)
         if rng.random() < a.synthetic_change:
             self._paste(before if rng.random() < 0.5 else after, label, valid, rng)
         if rng.random() < a.swap_dates:

@@ -121,7 +121,8 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     val_pairs = load_pairs(val_files, setup.bands, setup.normalization)
     _check_validation_pairs(val_pairs, options.calibrate)
 
-    loss_config = LossConfig(gamma=options.gamma, hscl_weight=options.hscl_weight)
+    loss_config = LossConfig(margin_unchanged=options.margin_unchanged, margin_changed=options.margin_changed,
+                             gamma=options.gamma, hscl_weight=options.hscl_weight)
     network = setup.network.to(device)
     optimizer = torch.optim.AdamW(network.parameters(), lr=options.lr, weight_decay=options.weight_decay)
     total_steps = options.epochs * options.iterations_per_epoch
@@ -129,7 +130,8 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     average = WeightAverage(network, options.weight_average) if options.weight_average else None
     if saved is not None:
         state = _resume(saved, state, network, optimizer, scheduler, average)
-    sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment)
+        _record_schedule_change(state, options.epochs, report)
+    sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment, setup.bands)
     kept = average.network if average else network  # the weights validated and kept
 
     # A resumed run may take smaller steps: batch and crop are not part of the checkpoint's identity.
@@ -185,6 +187,8 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     bundle.provenance = {**training_provenance(options, train_files, val_files, loss_config, device,
                                                setup.encoder_init, state, setup.parent, validation,
                                                setup.parent_sha256),
+                         **{key: list(state[key]) for key in ("schedule_extended", "schedule_shortened")
+                            if state.get(key)},
                          **({"initial_model_settings": describe_settings(setup.initial),
                              "settings_against_initial_model": changes} if setup.initial is not None else {}),
                          **bundle.provenance}  # the threshold calibration, last
@@ -337,14 +341,17 @@ def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[P
     return {"epoch": 0, "seconds": 0.0, "history": [], "best_epoch": 0, "best_f1": -1.0, "best_metrics": {},
             "best_state": None, "config": setup.config.to_dict(), "seed": options.seed,
             "train_pairs": pair_paths(train_files), "val_pairs": pair_paths(val_files),
-            "recipe": _recipe(options, setup)}
+            "recipe": _recipe(options, setup),
+            # the epochs the learning-rate schedule runs over, and each resume that changed them
+            "schedule_epochs": options.epochs, "schedule_extended": [], "schedule_shortened": []}
 
 
 def _recipe(options: TrainOptions, setup: _Setup) -> Dict[str, Any]:
     """What a resumed run must keep so that the model file's provenance stays true of every epoch.
     Epochs may grow; batch, crop and device may change (a run that ran out of memory)."""
     return {"bands": list(setup.bands), "lr": options.lr, "weight_decay": options.weight_decay,
-            "gamma": options.gamma, "hscl_weight": options.hscl_weight, "weight_average": options.weight_average,
+            "gamma": options.gamma, "hscl_weight": options.hscl_weight, "margin_unchanged": options.margin_unchanged,
+            "margin_changed": options.margin_changed, "weight_average": options.weight_average,
             "iterations_per_epoch": options.iterations_per_epoch, "threshold": options.threshold,
             "calibrate": options.calibrate, "augment": options.augment.to_dict(),
             "init": None if options.init is None else str(Path(options.init).resolve())}
@@ -361,7 +368,9 @@ def _resumable_checkpoint(path: Path, fresh: Dict[str, Any], options: TrainOptio
         if not same(saved.get(key), fresh[key]):
             raise InputError(f"checkpoint {path} was made with other {what}; resume with the same options, "
                              "or train without --resume")
-    recipe = saved.get("recipe", fresh["recipe"])  # checkpoints written before it was recorded
+    # checkpoints written before the recipe was recorded, or before the margins could be set (fixed then)
+    recipe = {"margin_unchanged": LossConfig.margin_unchanged, "margin_changed": LossConfig.margin_changed,
+              **saved.get("recipe", fresh["recipe"])}
     changed = [f"{key} {recipe.get(key)!r} (now {value!r})" for key, value in fresh["recipe"].items()
                if recipe.get(key) != value]
     if changed:
@@ -384,8 +393,29 @@ def _resume(saved: Dict[str, Any], fresh: Dict[str, Any], network: torch.nn.Modu
     scheduler.load_state_dict(saved["scheduler"])
     if average is not None:
         average.load_state_dict(saved["average"])
-    # the pairs as this run resolved them, so that an older checkpoint's are written anew resolved
-    return {**{key: saved[key] for key in fresh}, "train_pairs": fresh["train_pairs"], "val_pairs": fresh["val_pairs"]}
+    # the pairs as this run resolved them, so that an older checkpoint's are written anew resolved; keys an
+    # older checkpoint lacks are this run's (its schedule's epochs unknown: None)
+    return {**fresh, "schedule_epochs": None, **{key: saved[key] for key in fresh if key in saved},
+            "train_pairs": fresh["train_pairs"], "val_pairs": fresh["val_pairs"]}
+
+
+def _record_schedule_change(state: Dict[str, Any], epochs: int, report: ProgressCallback) -> None:
+    """A resumed run with other --epochs: the cosine schedule is recomputed over the new total from the
+    step reached, so the rate jumps to where the new schedule has it (up when extended: after 2 of 2
+    epochs at the floor, a third epoch starts at about 30 times it). Said, and recorded in the state
+    (the checkpoint, then the provenance) as {"at_epoch", "from_epochs", "epochs"}."""
+    planned, done = state.get("schedule_epochs"), int(state["epoch"])
+    if planned == epochs or done >= epochs:  # done == epochs: the model file written again, nothing trained
+        return
+    key = "schedule_shortened" if planned is not None and epochs < planned else "schedule_extended"
+    state[key] = [*state.get(key, []), {"at_epoch": done, "from_epochs": planned, "epochs": epochs}]
+    state["schedule_epochs"] = epochs
+    over = f"{planned} epochs" if planned is not None else "epochs not recorded"
+    how = "shortened (the rate falls" if key == "schedule_shortened" else "stretched (the rate rises"
+    message = (f"the learning-rate schedule, planned over {over}, is {how} to where a {epochs}-epoch schedule has it "
+               f"after epoch {done}); recorded in the provenance's {key}")
+    LOG.info(message)
+    report(done / epochs, message)
 
 
 def _out_of_memory_advice(epoch: int, remedy: str, options: TrainOptions) -> str:
