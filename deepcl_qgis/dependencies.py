@@ -17,7 +17,7 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Optional, Sequence, Tuple
+from typing import Any, FrozenSet, Optional, Sequence, Set, Tuple
 
 # Module name → what a user installs to get it.
 REQUIRED = {"torch": "torch", "numpy": "numpy", "osgeo.gdal": "GDAL Python bindings"}
@@ -25,8 +25,8 @@ REQUIRED = {"torch": "torch", "numpy": "numpy", "osgeo.gdal": "GDAL Python bindi
 # torch imports, then fails where it reads the model file, with a message that blames the file.
 MINIMUM_VERSIONS = {"torch": (2, 1)}
 # Top-level packages that QGIS's own compiled modules are built against: always QGIS's copies, never
-# those of the plugin's folder, which serves every other package first (see add_owned_packages_to_path).
-KEPT_FROM_QGIS = ("numpy", "osgeo", "qgis", "PyQt5", "sip")
+# those of the plugin's folder, which serves torch and what it requires first (add_owned_packages_to_path).
+KEPT_FROM_QGIS = ("numpy", "osgeo", "osgeo_utils", "qgis", "PyQt5", "PyQt6", "sip")
 NOT_INSTALLED = "is not installed"
 
 
@@ -149,17 +149,58 @@ def owned_packages_folder() -> Path:
 
 
 class _OwnedFirstFinder(importlib.abc.MetaPathFinder):
-    """Finds top-level packages in one folder before the rest of ``sys.path``, but those of
-    :data:`KEPT_FROM_QGIS`."""
+    """Finds torch and the packages it requires in one folder before the rest of ``sys.path`` (not
+    those of :data:`KEPT_FROM_QGIS`); other packages there are left to ``sys.path``, so that other
+    plugins keep QGIS's copies of what they import."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = str(folder)
+        self.served = torch_packages(folder)
+
+    def refresh(self) -> None:
+        """Read again what the folder holds (after an install)."""
+        self.served = torch_packages(Path(self.folder))
 
     def find_spec(self, name: str, path: Optional[Sequence[str]] = None,
                   target: object = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if path is None and name not in KEPT_FROM_QGIS:
+        if path is None and name in self.served:
             return importlib.machinery.PathFinder.find_spec(name, [self.folder])
         return None  # their submodules follow their package's own __path__
+
+
+def torch_packages(folder: Path) -> FrozenSet[str]:
+    """The top-level packages of torch and of what it requires, recursively (extras left out), as
+    installed in ``folder`` (their .dist-info there); those of :data:`KEPT_FROM_QGIS` left out."""
+    from importlib import metadata  # here: nothing at import time (a module QGIS loads at start)
+
+    def key(name: str) -> str:  # PEP 503: "typing_extensions" is "typing-extensions"
+        return re.sub(r"[-_.]+", "-", name).lower()
+
+    installed = {key(dist.metadata["Name"] or ""): dist for dist in metadata.distributions(path=[str(folder)])}
+    found, waiting, packages = set(), ["torch"], set()
+    while waiting:
+        name = key(waiting.pop())
+        if name in found or name not in installed:
+            continue
+        found.add(name)
+        dist = installed[name]
+        waiting += [re.split(r"[\s<>=!~;\[(]", requirement)[0] for requirement in dist.requires or ()
+                    if "extra ==" not in requirement]
+        packages |= set((dist.read_text("top_level.txt") or "").split()) or _top_level_names(dist.files or ())
+    return frozenset(packages - set(KEPT_FROM_QGIS))
+
+
+def _top_level_names(files: Sequence[Any]) -> Set[str]:
+    """The packages and modules a distribution's files hold at the top (for wheels without
+    top_level.txt): "torch/__init__.py" is torch, "typing_extensions.py" typing_extensions."""
+    names = set()
+    for file in files:
+        top = Path(str(file)).parts[0]
+        if top.endswith(".py"):
+            names.add(top[:-3])
+        elif "." not in top and top not in ("__pycache__", "bin") and len(Path(str(file)).parts) > 1:
+            names.add(top)
+    return names
 
 
 def add_owned_packages_to_path(folder: Optional[Path] = None) -> bool:
@@ -167,23 +208,27 @@ def add_owned_packages_to_path(folder: Optional[Path] = None) -> bool:
     check, always: packages may have arrived in a folder already on the path (an earlier failed
     install created it). True when the folder serves imports afterwards.
 
-    The folder serves imports first: pip installs torch there together with the versions of its
-    requirements it needs (sympy, typing_extensions …), and older copies that a Linux distribution
-    installs beside QGIS (Debian 12's python3-sympy 1.11) would otherwise win and break torch, at
-    import or in the middle of a training; reinstalling into the folder could not mend that. It is also the only fix the plugin can offer for a torch of QGIS's Python that is
-    broken ("WinError 126 … c10.dll") or too old. numpy and GDAL stay QGIS's own
-    (:data:`KEPT_FROM_QGIS`): QGIS's compiled modules are built against them. The folder is also
-    appended to ``sys.path``, which serves those where QGIS lacks them. A package imported before
-    the plugin started stays the one in use: a loaded module cannot be unloaded."""
+    Torch and what it requires are served from the folder first (:func:`torch_packages`): pip installs
+    there the versions torch needs (sympy, typing_extensions …), and older copies that a Linux
+    distribution installs beside QGIS (Debian 12's python3-sympy 1.11) would otherwise win and break
+    torch, at import or in the middle of a training; reinstalling into the folder could not mend
+    that. It is also the only fix the plugin can offer for a torch of QGIS's Python that is broken
+    ("WinError 126 … c10.dll") or too old. numpy and GDAL stay QGIS's own (:data:`KEPT_FROM_QGIS`):
+    QGIS's compiled modules are built against them. Other packages in the folder come after QGIS's
+    (the folder is appended to ``sys.path``): other plugins keep the copies they had. A package
+    imported before the plugin started stays the one in use: a loaded module cannot be unloaded."""
     folder = Path(folder) if folder is not None else owned_packages_folder()
     if not folder.is_dir():
         return False
     if str(folder) not in sys.path:
         sys.path.append(str(folder))
     # Compared by class name: a reload of the plugin makes a new class.
-    if not any(type(finder).__name__ == _OwnedFirstFinder.__name__ and getattr(finder, "folder", None) == str(folder)
-               for finder in sys.meta_path):
+    finder = next((finder for finder in sys.meta_path if type(finder).__name__ == _OwnedFirstFinder.__name__
+                   and getattr(finder, "folder", None) == str(folder)), None)
+    if finder is None:
         sys.meta_path.insert(0, _OwnedFirstFinder(folder))
+    else:
+        finder.refresh()
     forget_dependency_check()
     return True
 

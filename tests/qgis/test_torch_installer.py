@@ -469,8 +469,8 @@ def test_torch_s_requirements_installed_with_it_win_over_older_copies_of_qgis_s_
     """Debian 12 installs python3-sympy 1.11 beside QGIS; pip puts the sympy 1.14 torch needs into
     the plugin's folder with torch. The system's copy was imported, and training stopped in
     torch.optim ("cannot import name 'equal_valued' from 'sympy.core.numbers'"). The folder here
-    holds what pip installs with torch (links to this environment's copies) and a numpy, which
-    must stay QGIS's own."""
+    holds what pip installs with torch (links to this environment's copies), a numpy, which must
+    stay QGIS's own, and a package torch does not require (another plugin's), which must too."""
     from importlib import metadata
 
     import torch
@@ -487,15 +487,16 @@ def test_torch_s_requirements_installed_with_it_win_over_older_copies_of_qgis_s_
             for top in {Path(file).parts[0] for file in distribution.files}:
                 if (site / top).exists() and not (deps / top).exists():
                     (deps / top).symlink_to(site / top)
-    (deps / "numpy").mkdir()
-    (deps / "numpy" / "__init__.py").write_text("raise ImportError('the folder\\'s numpy was imported')\n")
-    script = ("import json, numpy, sympy, torch\n"
+    for name in ("numpy", "yaml"):  # QGIS's own; another plugin's, which torch does not require
+        (deps / name).mkdir()
+        (deps / name / "__init__.py").write_text(f"raise ImportError('the folder\\'s {name} was imported')\n")
+    script = ("import json, numpy, sympy, torch, yaml\n"
               "weight = torch.nn.Parameter(torch.ones(1))\n"
               "optimizer = torch.optim.AdamW([weight])\n"  # imports torch._dynamo, which needs the newer sympy
               "weight.sum().backward(); optimizer.step()\n"
-              "print(json.dumps([sympy.__file__, numpy.__file__, weight.item() < 1]))\n")
+              "print(json.dumps([sympy.__file__, numpy.__file__, yaml.__file__, weight.item() < 1]))\n")
     done = run_after_plugin_start(script, deps, python=SYSTEM_PYTHON)
     assert done.returncode == 0, done.stderr[-2000:]
-    sympy_file, numpy_file, stepped = json.loads(done.stdout.splitlines()[-1])
+    sympy_file, numpy_file, yaml_file, stepped = json.loads(done.stdout.splitlines()[-1])
     assert sympy_file == str(deps / "sympy" / "__init__.py") and stepped
-    assert not numpy_file.startswith(str(deps))
+    assert not numpy_file.startswith(str(deps)) and not yaml_file.startswith(str(deps))
