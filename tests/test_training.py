@@ -139,6 +139,26 @@ def test_resume_with_another_recipe_is_refused(tmp_path):
     assert [entry["epoch"] for entry in resumed.history] == [1, 2, 3]
 
 
+def test_a_checkpoint_of_an_earlier_deepcl_is_refused_for_what_it_is(tmp_path):
+    """A checkpoint written before misregistration was bounded has no rotation_px (nor the schedule's
+    length): it was refused as made with other options, which no option could match."""
+    import torch
+
+    from deepcl_core.training.checkpoint import save_checkpoint
+
+    out = tmp_path / "m.pt"
+    with pytest.raises(Cancelled):
+        train(small_options(out, epochs=2, iterations_per_epoch=2), cancel=CancelAfter(3))
+    checkpoint = tmp_path / "m.pt.ckpt"
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    del state["recipe"]["augment"]["strength"]["rotation_px"], state["schedule_epochs"]
+    save_checkpoint(state, checkpoint)
+    with pytest.raises(InputError, match=r"was written by an earlier DeepCL, whose pseudo-change moved pixels "
+                                         r"further .*; train without --resume, or finish it with the DeepCL that "
+                                         r"began it$"):
+        train(small_options(out, epochs=3, iterations_per_epoch=2, resume=True))
+
+
 def test_validation_pairs_without_change_are_refused_before_training(tmp_path):
     """Every epoch would score F1 0 on them and the first would be kept: refused before the first
     step, whether the threshold is calibrated on them or not (levir/train_386 marks no change)."""

@@ -371,6 +371,11 @@ def _resumable_checkpoint(path: Path, fresh: Dict[str, Any], options: TrainOptio
     # checkpoints written before the recipe was recorded, or before the margins could be set (fixed then)
     recipe = {"margin_unchanged": LossConfig.margin_unchanged, "margin_changed": LossConfig.margin_changed,
               **saved.get("recipe", fresh["recipe"])}
+    if "rotation_px" not in recipe["augment"]["strength"]:  # no option sets it: naming it would not help
+        raise InputError(f"checkpoint {path} was written by an earlier DeepCL, whose pseudo-change moved pixels "
+                         "further (rotations of up to 3° about the crop's centre, now up to 1 pixel): its run "
+                         "cannot continue with today's; train without --resume, or finish it with the DeepCL "
+                         "that began it")
     changed = [f"{key} {recipe.get(key)!r} (now {value!r})" for key, value in fresh["recipe"].items()
                if recipe.get(key) != value]
     if changed:
@@ -405,12 +410,15 @@ def _record_schedule_change(state: Dict[str, Any], epochs: int, report: Progress
     epochs at the floor, a third epoch starts at about 30 times it). Said, and recorded in the state
     (the checkpoint, then the provenance) as {"at_epoch", "from_epochs", "epochs"}."""
     planned, done = state.get("schedule_epochs"), int(state["epoch"])
+    if planned is None:  # an earlier DeepCL's checkpoint: whether its schedule changes is not known
+        state["schedule_epochs"] = epochs
+        return
     if planned == epochs or done >= epochs:  # done == epochs: the model file written again, nothing trained
         return
-    key = "schedule_shortened" if planned is not None and epochs < planned else "schedule_extended"
+    key = "schedule_shortened" if epochs < planned else "schedule_extended"
     state[key] = [*state.get(key, []), {"at_epoch": done, "from_epochs": planned, "epochs": epochs}]
     state["schedule_epochs"] = epochs
-    over = f"{planned} epochs" if planned is not None else "epochs not recorded"
+    over = f"{planned} epochs"
     how = "shortened (the rate falls" if key == "schedule_shortened" else "stretched (the rate rises"
     message = (f"the learning-rate schedule, planned over {over}, is {how} to where a {epochs}-epoch schedule has it "
                f"after epoch {done}); recorded in the provenance's {key}")
@@ -490,15 +498,16 @@ def _step(network: DeepCLNet, optimizer: torch.optim.Optimizer, batch: Any, loss
         output = network(before, after)
     distances = {s: d.float() for s, d in output.distances.items()}
     terms = deepcl_loss(output.logit.float(), distances, label, loss_config, valid)
-    values = {name: float(value.detach()) for name, value in terms.items()}
-    # A step on a NaN loss makes every weight NaN: stop before it, the weights still the last good ones
-    if not math.isfinite(values["total"]):
-        raise _NotFinite(f"the loss is not finite ({values['total']})")
     optimizer.zero_grad(set_to_none=True)
     terms["total"].backward()
     torch.nn.utils.clip_grad_norm_(network.parameters(), 5.0)  # a rare exploding batch must not ruin a run
     optimizer.step()
-    # A finite loss can still take a step to infinite weights (a huge rate); the next loss would be NaN
+    # Read once the step is queued (on a GPU the backward pass is not held up by the wait). Either stops
+    # the run before the weights are averaged or saved: the last checkpoint stays the last good one. A
+    # finite loss can still take a step to infinite weights (a huge rate).
+    values = {name: float(value.detach()) for name, value in terms.items()}
+    if not math.isfinite(values["total"]):
+        raise _NotFinite(f"the loss is not finite ({values['total']})")
     if not _all_finite(network):
         raise _NotFinite("the weights are not finite after the step")
     return values
