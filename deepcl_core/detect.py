@@ -7,6 +7,7 @@ import logging
 import numbers
 import operator
 import os
+import re
 import time
 from concurrent.futures import Executor, ThreadPoolExecutor
 from contextlib import ExitStack
@@ -522,9 +523,17 @@ def _made_by(before: str, after: str, options: DetectOptions, model: Optional[Mo
         model_name = "a model loaded by the caller (detect_changes(model=…))"
     else:
         model_name = str(options.model) if options.model is not None else f"the bundled model ({BUNDLED_MODEL.name})"
-    return (("DEEPCL_VERSION", __version__), ("DEEPCL_MODEL", model_name), ("DEEPCL_BEFORE", before),
-            ("DEEPCL_AFTER", after), ("DEEPCL_THRESHOLD", f"{threshold:.6g}"), ("DEEPCL_INPUT_SCALE", str(scale)),
-            ("DEEPCL_CREATED_UTC", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+    return (("DEEPCL_VERSION", __version__), ("DEEPCL_MODEL", model_name), ("DEEPCL_BEFORE", _shareable(before)),
+            ("DEEPCL_AFTER", _shareable(after)), ("DEEPCL_THRESHOLD", f"{threshold:.6g}"),
+            ("DEEPCL_INPUT_SCALE", str(scale)), ("DEEPCL_CREATED_UTC", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+
+
+def _shareable(name: str) -> str:
+    """``name`` without what a URL in it may carry that grants access (a signed query, ``user:password@``):
+    a map passed on must not pass them on."""
+    if "://" not in name:
+        return name
+    return re.sub(r"://[^/@]*@", "://", re.sub(r"\?[^/]*", "", name))
 
 
 @dataclass

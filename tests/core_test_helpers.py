@@ -56,7 +56,7 @@ class _RangeRequests(BaseHTTPRequestHandler):
         self._serve(with_body=True)
 
     def _serve(self, with_body: bool) -> None:
-        path = self.server.root / self.path.lstrip("/")
+        path = self.server.root / self.path.split("?")[0].lstrip("/")  # a signed URL's query, as servers read it
         if not path.is_file():
             self.send_error(404)
             return

@@ -982,10 +982,14 @@ def test_inputs_may_be_read_over_http(oscd_mismatch_pair, tiny_model, tmp_path, 
     before, after = oscd_mismatch_pair
     remote, local = outputs_in(tmp_path / "remote", distance=False), outputs_in(tmp_path / "local", distance=False)
     with http_server(before.parent) as url:
-        detect_changes(f"/vsicurl/{url}/{before.name}", f"/vsicurl/{url}/{after.name}", remote, DetectOptions(**FAST),
+        signed = url.replace("://", "://reader:secret@") + f"/{before.name}?X-Amz-Signature=secret"
+        detect_changes(f"/vsicurl/{signed}", f"/vsicurl/{url}/{after.name}", remote, DetectOptions(**FAST),
                        model=tiny_model)
     detect_changes(before, after, local, DetectOptions(**FAST), model=tiny_model)
     np.testing.assert_array_equal(read_raster(remote.confidence).values, read_raster(local.confidence).values)
+    # The maps' record of their inputs keeps no password or signature a URL carried
+    metadata = gdal.Open(str(remote.change)).GetMetadata()
+    assert metadata["DEEPCL_BEFORE"] == f"/vsicurl/{url}/{before.name}" and "secret" not in str(metadata)
 
 
 def test_missing_or_unreachable_inputs_of_gdals_file_systems_are_named_so(oscd_mismatch_pair, tiny_model, tmp_path,
