@@ -525,7 +525,8 @@ def _made_by(before: str, after: str, options: DetectOptions, model: Optional[Mo
         model_name = str(options.model) if options.model is not None else f"the bundled model ({BUNDLED_MODEL.name})"
     return (("DEEPCL_VERSION", __version__), ("DEEPCL_MODEL", model_name), ("DEEPCL_BEFORE", _shareable(before)),
             ("DEEPCL_AFTER", _shareable(after)), ("DEEPCL_THRESHOLD", f"{threshold:.6g}"),
-            ("DEEPCL_INPUT_SCALE", str(scale)), ("DEEPCL_CREATED_UTC", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
+            ("DEEPCL_INPUT_SCALE", str(scale)),
+            ("DEEPCL_CREATED_UTC", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())))
 
 
 def _shareable(name: str) -> str:
