@@ -92,7 +92,7 @@ def confusion(change: gdal.Dataset, reference: gdal.Dataset,
         raise QgsProcessingException("The change map and the reference have no valid pixel in common "
                                      "(do they cover the same area?): there is nothing to compare.")
     pooled = calibration.pooled_reliability(reliabilities) if confidence is not None else {}
-    return {**total.metrics(), **{key: pooled[key] for key in ("brier", "ece") if key in pooled}}
+    return {**total.metrics(undefined=None), **{key: pooled[key] for key in ("brier", "ece") if key in pooled}}
 
 
 def _read_with_validity(band: gdal.Band, top: int, width: int, rows: int):

@@ -12,20 +12,16 @@ _LABELS = [("precision", "Precision"), ("recall", "Recall"), ("f1", "F1 score"),
 _COUNTS = [("tp", "Changed, found"), ("fp", "False alarms"), ("fn", "Missed changes"), ("tn", "Unchanged, correct")]
 
 
-# The pixels a ratio divides by, and what it means that there are none: the engine reports such a
-# ratio as 0, which for a map that rightly finds no change where there is none reads as a failure.
-_UNDEFINED = {"precision": (("tp", "fp"), "nothing detected as changed"),
-              "recall": (("tp", "fn"), "no change in the reference"),
-              "f1": (("tp", "fp", "fn"), "no change in the map or the reference"),
-              "iou": (("tp", "fp", "fn"), "no change in the map or the reference")}
+# Why a ratio has no value (the engine's metrics(undefined=None)): no pixels to divide by, which for a
+# map that rightly finds no change where there is none is no failure, as a 0 would say.
+_UNDEFINED = {"precision": "nothing detected as changed", "recall": "no change in the reference",
+              "f1": "no change in the map or the reference", "iou": "no change in the map or the reference"}
 
 
 def metric_text(key: str, metrics: Dict[str, float]) -> str:
     """``metrics[key]`` to four decimals, or why it has no value."""
-    counts, reason = _UNDEFINED.get(key, ((), ""))
-    if counts and not sum(metrics[count] for count in counts):
-        return f"n/a ({reason})"
-    return f"{metrics[key]:.4f}"
+    value = metrics[key]
+    return f"n/a ({_UNDEFINED[key]})" if value is None else f"{value:.4f}"
 
 
 def write_report(path: Path, metrics: Dict[str, float], change_name: str, reference_name: str,

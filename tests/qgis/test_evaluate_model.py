@@ -50,6 +50,8 @@ def test_a_map_rightly_finding_no_change_reads_not_applicable_not_0(deepcl_provi
     feedback.pushInfo = messages.append
     result = run(ALG, {"CHANGE": label, "REFERENCE": label, "OUTPUT_HTML": str(tmp_path / "r.html")}, feedback)
     assert (result["TP"], result["FP"], result["FN"], result["OA"]) == (0, 0, 0, 1.0)
+    # No number for them in the outputs either, as `deepcl evaluate` gives null (they were 0.0)
+    assert [result[key] for key in ("PRECISION", "RECALL", "F1", "IOU")] == [None] * 4
     report = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "<td>F1 score</td><td>n/a (no change in the map or the reference)</td>" in report
     assert "<td>Precision</td><td>n/a (nothing detected as changed)</td>" in report
