@@ -18,9 +18,9 @@
       <rastershader>
         <colorrampshader colorRampType="INTERPOLATED" classificationMode="1" clip="0" minimumValue="0" maximumValue="1.2" labelPrecision="2">
           <item value="0" color="#f7fbff" alpha="255" label="0"/>
-          <item value="0.3" color="#c6dbef" alpha="255" label="0.3 (unchanged within)"/>
+          <item value="0.3" color="#c6dbef" alpha="255" label="0.3 (default unchanged margin)"/>
           <item value="0.75" color="#4292c6" alpha="255" label="0.75"/>
-          <item value="1.2" color="#08306b" alpha="255" label="1.2 or more (changed beyond)"/>
+          <item value="1.2" color="#08306b" alpha="255" label="1.2 or more (default changed margin)"/>
         </colorrampshader>
       </rastershader>
     </rasterrenderer>
