@@ -260,7 +260,6 @@ def test_pairs_without_change_cannot_choose_a_threshold(tiny_model_path, tmp_pat
     assert "mark no change" in capsys.readouterr().err and not (tmp_path / "x.pt").exists()
 
 
-
 @pytest.mark.skipif(not (DATA / "dsifn" / "4_4").is_dir(), reason="real data not found")
 def test_scores_that_are_not_numbers_are_refused_for_what_they_are(tiny_model_path, tmp_path, capsys):
     """Weights that are numbers but overflow the network (a training that diverged): the model was
@@ -281,6 +280,7 @@ def test_scores_that_are_not_numbers_are_refused_for_what_they_are(tiny_model_pa
         "confidence scaling can be chosen; its weights are damaged or were written by a training that diverged: "
         "calibrate another model, or retrain with a lower learning rate (--lr)")
     assert captured.out == "" and not out.parent.exists()
+
 
 def test_calibrate_refuses_the_tiles_detection_refuses_and_runs_small_ones(tiny_model_path, tmp_path, capsys):
     """--tile 100 was accepted, 64 crashed (a tile step of 0) and 32 chose its threshold on NaN scores

@@ -388,6 +388,7 @@ def progress_to(feedback: QgsProcessingFeedback, start: float = 0.0,
             feedback.setProgressText(message)
     return report
 
+
 @dataclass(frozen=True)
 class RasterInput:
     """What a run needs of a raster layer, read in ``prepareAlgorithm``: that runs in the main

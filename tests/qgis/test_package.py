@@ -300,8 +300,10 @@ task = QgsProcessingAlgRunnerTask(algorithm, parameters, context, feedback)
 ended = []
 task.executed.connect(lambda ok, results: ended.append(ok))
 QgsApplication.taskManager().addTask(task)
-while feedback.progress() < 20:  # the network is running over the tiles
+while feedback.progress() < 20 and not ended:  # the network is running over the tiles
     app.processEvents(); time.sleep(0.01)
+assert not ended, 'the run ended before the plugin was unloaded'
+
 assert qgis.utils.unloadPlugin('deepcl')
 task.cancel()
 while not ended:
