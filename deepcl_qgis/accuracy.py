@@ -10,7 +10,7 @@ from osgeo import gdal, ogr
 
 from qgis.core import QgsProcessingException
 
-from .engine import core_module, engine_error_type
+from .engine import core_module, is_engine_error
 from .rasterize import as_dataset, burn_polygons, qgis_geotransform
 
 ROWS_PER_BLOCK = 512  # bounded memory on large maps
@@ -22,7 +22,9 @@ def open_change_map(path: str) -> gdal.Dataset:
         raise QgsProcessingException(f"The change map {path} is not a raster GDAL can read.")
     try:  # another tool's map may declare its 0 nodata, as a label may (Rasterize's default)
         return core_module("raster_io").zero_means_no_change(dataset, f"the change map {path}")
-    except engine_error_type() as exc:
+    except Exception as exc:
+        if not is_engine_error(exc):
+            raise
         raise QgsProcessingException(str(exc)) from None
 
 
@@ -34,7 +36,9 @@ def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset
     try:  # as the engine reads labels: 0 is no change, even as the reference's nodata value
         reference = core_module("raster_io").zero_means_no_change(reference, "the reference")
         return core_module("grid").label_on_grid(reference, change, "the reference", "the change map")
-    except engine_error_type() as exc:
+    except Exception as exc:
+        if not is_engine_error(exc):
+            raise
         raise QgsProcessingException(str(exc)) from None
 
 

@@ -32,6 +32,10 @@ def gdal_return_values(function: Function) -> Function:
     return core_module("gdal_utils").gdal_return_values(function)
 
 
-def engine_error_type() -> type:
-    """The engine's base error class (importing it needs no torch)."""
-    return core_module("errors").DeepCLError
+def is_engine_error(error: BaseException) -> bool:
+    """Whether ``error`` is one of the engine's (a ``DeepCLError``: worded for the user). Matched by
+    the class's name and module, not by identity: QGIS's reload of a plugin forgets only the modules
+    it saw imported, and engine modules imported on demand (:func:`core_module`) stay, raising the
+    classes of an earlier load."""
+    return any(cls.__name__ == "DeepCLError" and cls.__module__.endswith("deepcl_core.errors")
+               for cls in type(error).__mro__)

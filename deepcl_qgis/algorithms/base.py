@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import dependency_problem
-from ..engine import core_module, core_package, engine_error_type, gdal_return_values
+from ..engine import core_module, core_package, gdal_return_values, is_engine_error
 from ..paths import bundled_model_path, icon
 
 # Detection's "Device used" on the first (or the current) CUDA device; the others have no choice here.
@@ -116,12 +116,11 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     def engine_errors(self) -> Iterator[None]:
         """Show engine errors (missing band, bad model, cancelled …) as Processing errors, with the
         engine's own user-facing message in Processing's words and no traceback."""
-        # The class of the run's engine, taken now: the plugin unloaded or reloaded during the run
-        # makes QGIS forget its modules, and an import afterwards would make another class.
-        error_type = engine_error_type()
         try:
             yield
-        except error_type as exc:
+        except Exception as exc:  # by name: the plugin unloaded or reloaded makes other classes
+            if not is_engine_error(exc):
+                raise
             raise QgsProcessingException(self.in_processing_words(str(exc))) from None
 
     @contextmanager
@@ -182,7 +181,9 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
             return self.check_inputs(parameters, context)
         except QgsProcessingException as exc:
             return False, str(exc)
-        except engine_error_type() as exc:
+        except Exception as exc:
+            if not is_engine_error(exc):
+                raise
             return False, str(exc)
 
     def check_before_running(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
@@ -255,7 +256,9 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
             return ""
         try:
             core_module("device").resolve_device(str(device))
-        except engine_error_type() as exc:
+        except Exception as exc:
+            if not is_engine_error(exc):
+                raise
             return str(exc)
         return ""
 

@@ -16,7 +16,7 @@ from qgis.gui import QgsDockWidget
 from ..dependencies import unusable_dependencies, unusable_summary
 from .. import pair_checks
 from ..algorithms.base import raster_file
-from ..engine import core_module, engine_error_type
+from ..engine import core_module, is_engine_error
 from ..file_names import name_from
 from ..layer_styling import pair_names, run_group_name
 from ..paths import bundled_model_path
@@ -265,7 +265,9 @@ class DeepCLDock(QgsDockWidget):
         be read (the run will say why)."""
         try:
             bundle = pair_checks.loaded_model(str(self.model_path()))
-        except (OSError, ImportError, engine_error_type()):  # no file, no torch: the run says why
+        except Exception as exc:  # no file, no torch, a bad model: the run says why
+            if not isinstance(exc, (OSError, ImportError)) and not is_engine_error(exc):
+                raise
             return 0.5
         return float(bundle.threshold_for(self._before_pixel_size()))
 

@@ -319,3 +319,51 @@ print('TRACEBACKS', [text[-300:] for tag, level, text in log if 'Traceback' in t
     assert done.returncode == 0, done.stderr[-3000:]
     assert "ENDED_OK False" in done.stdout and "TRACEBACKS []" in done.stdout, done.stdout[-3000:]
     assert not (tmp_path / "c.tif").exists() and not (tmp_path / "f.tif").exists()
+
+
+def test_engine_errors_are_said_in_words_after_the_plugin_is_reloaded_twice(plugins_folder, tiny_model, tmp_path):
+    """Plugin Reloader, or the Plugin Manager twice: QGIS forgets only the modules it saw imported, and
+    the engine's modules imported on demand stayed, raising an earlier load's error classes; the
+    message was a Python traceback until QGIS restarted."""
+    from deepcl_core.model import NetworkConfig, build_network
+    from deepcl_core.model_file import ModelBundle, save_model
+
+    config = NetworkConfig(encoder="simple_cnn", in_channels=1, decoder_channels=(32, 32, 16, 16, 8))
+    near_infrared = tmp_path / "nir.pt"  # a model of a band the RGB pair lacks
+    save_model(ModelBundle(config, build_network(config).state_dict(), bands=("nir",), trained=True), near_infrared)
+    folder = pair("dsifn", "4_4")
+    script = tmp_path / "reload.py"
+    script.write_text(f"""
+import sys
+from unittest.mock import MagicMock
+from qgis.core import QgsApplication, QgsProcessingException
+app = QgsApplication([], False); app.initQgis()
+sys.path.append('/usr/share/qgis/python/plugins')
+from processing.core.Processing import Processing
+Processing.initialize()
+import processing, qgis.utils
+qgis.utils.iface = MagicMock()
+qgis.utils.iface.mainWindow.return_value = None
+qgis.utils.plugin_paths.insert(0, {str(plugins_folder)!r})
+sys.path.insert(0, {str(plugins_folder)!r})
+qgis.utils.updateAvailablePlugins()
+assert qgis.utils.loadPlugin('deepcl') and qgis.utils.startPlugin('deepcl')
+def detect(model):
+    return processing.run('deepcl:detectchanges', {{'BEFORE': {image(folder, 'before')!r},
+        'AFTER': {image(folder, 'after')!r}, 'MODEL': model, 'DEVICE': 'cpu',
+        'CHANGE': 'TEMPORARY_OUTPUT', 'CONFIDENCE': 'TEMPORARY_OUTPUT'}})
+for _ in range(2):
+    detect({str(tiny_model)!r})
+    qgis.utils.reloadPlugin('deepcl')
+try:
+    detect({str(near_infrared)!r})
+except QgsProcessingException as error:
+    print('MESSAGE', repr(str(error)))
+""", encoding="utf-8")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    message = next(line for line in done.stdout.splitlines() if line.startswith("MESSAGE"))
+    assert "the model needs the bands nir" in message and "Traceback" not in message, message
