@@ -55,6 +55,7 @@ class DeepCLDock(QgsDockWidget):
         self.refresh_dependencies()
         self._hide_results_from_inputs()
         self.apply_choices(load_choices())
+        self._adopt_latest_run()  # of a project opened before the panel (QGIS builds it at its first click)
 
     # --- set-up ---------------------------------------------------------------------------------
 
@@ -79,6 +80,10 @@ class DeepCLDock(QgsDockWidget):
         """A project opened: its pair offered (its layers come without legendLayersAdded), and the
         change layer of its latest run follows the slider again, from where it is."""
         self._on_layers_added([])
+        self._adopt_latest_run()
+
+    def _adopt_latest_run(self) -> None:
+        """The project's latest panel run, if any, followed by the slider from its saved threshold."""
         layer = result_layers.latest_change_layer(self.project)
         if layer is None:
             return
@@ -97,7 +102,7 @@ class DeepCLDock(QgsDockWidget):
     def _hide_results_from_inputs(self) -> None:
         """The panel's own outputs are never an input a user means (the preselection skips them too)."""
         results = result_layers.result_layers_in(self.project)
-        for combo in (self.form.before_combo, self.form.after_combo):
+        for combo in (self.form.before_combo, self.form.after_combo, self.form.area_layer_combo):
             combo.setExceptedLayerList(results)
 
     def _on_project_cleared(self) -> None:

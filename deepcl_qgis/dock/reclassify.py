@@ -39,8 +39,10 @@ def reclassify(confidence: Path, change: Path, threshold: float,
     nodata = band.GetNoDataValue()
     areas = core_module("area").pixel_area_by_row(grid)  # m² per row; None without a CRS
     compression = source.GetMetadata("IMAGE_STRUCTURE").get("COMPRESSION", "").lower()
+    # What made the run's maps, and the threshold this map is of (a map passed on says so without the panel)
+    made_by = tuple({**source.GetMetadata(), "DEEPCL_THRESHOLD": str(threshold)}.items())  # the slider's: 0.45
     writer = outputs.RasterOutputs(
-        [outputs.RasterSpec(change, gdal.GDT_Byte, outputs.CHANGE_NODATA, outputs.CHANGE_DESCRIPTION)], grid,
+        [outputs.RasterSpec(change, gdal.GDT_Byte, outputs.CHANGE_NODATA, outputs.CHANGE_DESCRIPTION, made_by)], grid,
         compression=compression if compression in outputs.COMPRESSIONS else outputs.DEFAULT_COMPRESSION)
     changed = valid = 0
     changed_m2 = 0.0

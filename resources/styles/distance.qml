@@ -1,5 +1,5 @@
 <!DOCTYPE qgis PUBLIC 'http://mrcc.com/qgis.dtd' 'SYSTEM'>
-<!-- DeepCL distance: a continuous colour ramp from 0 to 2. -->
+<!-- DeepCL distance: a continuous colour ramp from 0 to 1.2. -->
 <qgis version="3.22.0" styleCategories="AllStyleCategories" hasScaleBasedVisibilityFlag="0" minScale="1e+08" maxScale="0">
   <pipe>
     <provider>

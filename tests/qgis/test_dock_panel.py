@@ -342,6 +342,27 @@ def test_inside_polygons_detects_in_the_selected_ones_or_all(panel, oscd_crop):
     _delete(again)
 
 
+def test_inside_polygons_never_offers_the_panels_own_change_polygons(panel, oscd_crop):
+    """After a run that wrote change polygons, "Inside polygons" chose them (the first polygon layer)
+    over the user's layer: the next run looked only inside the last run's changes."""
+    from deepcl_qgis.dock.form import POLYGONS
+
+    before, _ = _project_with_pairs(oscd_crop)
+    dock = panel()
+    dock.form.polygons_check.setChecked(True)
+    _run(dock)
+    from qgis.core import QgsProject
+
+    assert dock.form.error_label.text() == ""
+    assert [layer for layer in QgsProject.instance().mapLayers().values() if layer.name().startswith("Change polygons")]
+    districts = _squares_layer(before, [(10, 10, 50)])
+    dock.form.area_combo.setCurrentIndex(dock.form.area_combo.findData(POLYGONS))
+    offered = [dock.form.area_layer_combo.layer(index) for index in range(dock.form.area_layer_combo.count())]
+    assert dock.form.area_layer_combo.currentLayer() is districts and offered == [None, districts]
+    dock.shutdown()
+    _delete(dock)
+
+
 def test_inside_polygons_without_a_polygon_layer_is_refused_in_words(panel, oscd_crop):
     from deepcl_qgis.dock.form import POLYGONS
 

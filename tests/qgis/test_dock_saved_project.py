@@ -130,6 +130,36 @@ def test_a_project_opened_again_brings_its_pair_and_its_change_layer_follows_the
     assert _move_to(dock, 0.60) == run_map  # back at the run's threshold: its own map
 
 
+def test_a_project_opened_before_the_panel_is_followed_by_the_panel_built_then(dock, qgis_iface, tmp_path):
+    """QGIS builds the panel at its first click, often after the project is open: the slider did
+    nothing, without a word. The new panel adopts the latest run, from its saved threshold."""
+    from qgis.core import QgsProject
+    from qgis.PyQt import sip
+
+    from deepcl_qgis.dock.panel import DeepCLDock
+
+    at_030 = _move_to(dock, 0.30)
+    _save(tmp_path / "saved.qgz")
+    sip.delete(dock)  # as the plugin's unload does
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(tmp_path / "saved.qgz"))
+    panel = DeepCLDock(qgis_iface)
+    try:
+        assert panel.threshold() == pytest.approx(0.30) and Path(panel.latest.layer().source()) == at_030
+        at_045 = _move_to(panel, 0.45)
+        confidence = read(panel.latest.layer().customProperty("deepcl/confidence"))
+        np.testing.assert_array_equal(read(at_045), np.where(confidence < 0, 255, confidence >= 0.45))
+        # The re-classified map says what made it, at its own threshold, as the run's maps do
+        from osgeo import gdal
+
+        made_by = gdal.Open(str(at_045)).GetMetadata()
+        assert made_by["DEEPCL_THRESHOLD"] == "0.45" and made_by["DEEPCL_MODEL"].endswith(".pt")
+    finally:
+        panel.cancel()
+        wait_for(lambda: not panel.is_running() and panel.latest.task is None)
+        sip.delete(panel)
+
+
 def test_a_run_written_through_a_linked_folder_is_followed_once_reopened(dock, tmp_path):
     """QGIS reads a project's sources back with links followed, where the run's kept paths still
     went through the link: the Change layer was taken for one moved, and no longer followed."""
