@@ -370,8 +370,8 @@ def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
     if not all(0.0 < t < 1.0 for t in thresholds):  # as a threshold a user gives: none marks all, or nothing
         raise ModelFileError(f"{path} has a decision threshold outside (0, 1): {list(thresholds)}; it is damaged "
                              "or was not written by DeepCL")
-    if any(k < 1 for _, k in bundle.input_scales_by_pixel_size):
-        raise ModelFileError(f"{path} has an input scale under 1: {bundle.input_scales_by_pixel_size}")
+    if any(not 1 <= k <= 4 for _, k in bundle.input_scales_by_pixel_size):  # detection's MAX_INPUT_SCALE
+        raise ModelFileError(f"{path} has an input scale outside 1 to 4: {bundle.input_scales_by_pixel_size}")
     if len(bundle.bands) != bundle.config.in_channels:
         raise ModelFileError(f"{path} names {len(bundle.bands)} bands but its network takes "
                              f"{bundle.config.in_channels}")

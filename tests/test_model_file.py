@@ -96,10 +96,12 @@ def test_input_scales_by_pixel_size_round_trip_and_older_files_enlarge_nothing(t
     del data["input_scales_by_pixel_size"]  # as written before the key existed
     torch.save(data, tmp_path / "older.pt")
     assert load_model(tmp_path / "older.pt").input_scale_for(10.0) == 1
-    data["input_scales_by_pixel_size"] = [[5.0, 0]]
-    torch.save(data, tmp_path / "shrinks.pt")
-    with pytest.raises(ModelFileError, match="input scale under 1"):
-        load_model(tmp_path / "shrinks.pt")
+    # Under 1, or over detection's 4 (9 ran at 81 times the network's time; --input-scale 9 is refused)
+    for scale in (0, 9):
+        data["input_scales_by_pixel_size"] = [[5.0, scale]]
+        torch.save(data, tmp_path / "scaled.pt")
+        with pytest.raises(ModelFileError, match=r"has an input scale outside 1 to 4: \(\(5\.0, " + str(scale)):
+            load_model(tmp_path / "scaled.pt")
 
 
 @pytest.mark.parametrize("key, value", [("threshold", 1.5), ("threshold", 0.0), ("threshold", float("nan")),

@@ -154,7 +154,7 @@ def test_a_checkpoint_of_an_earlier_deepcl_is_refused_for_what_it_is(tmp_path):
     del state["recipe"]["augment"]["strength"]["rotation_px"], state["schedule_epochs"]
     save_checkpoint(state, checkpoint)
     with pytest.raises(InputError, match=r"was written by an earlier DeepCL, whose pseudo-change moved pixels "
-                                         r"further .*; train without --resume, or finish it with the DeepCL that "
+                                         r"further .*; start anew with --overwrite, or finish it with the DeepCL that "
                                          r"began it$"):
         train(small_options(out, epochs=3, iterations_per_epoch=2, resume=True))
 
@@ -588,3 +588,64 @@ def test_hscl_margins_are_options_checked_recorded_and_kept_on_resume(tmp_path, 
     with pytest.raises(InputError, match=r"margin_changed 1\.0 \(now 1\.2\)"):
         train(small_options(tmp_path / "m.pt", epochs=2, iterations_per_epoch=2, calibrate=False, weight_average=0.0,
                             margin_unchanged=0.2, resume=True))
+
+
+def test_a_resumed_fine_tune_needs_the_model_it_began_from_and_records_each_command(tmp_path):
+    """A fine-tune interrupted, its --init file replaced (recalibrated in place, or by an update of
+    the plugin), then resumed: the provenance named the new file as its parent, whose weights it never
+    started from. Each command's batch, crop and device are recorded (the last's stood for all)."""
+    import shutil
+
+    parent = tmp_path / "parent.pt"
+    shutil.copyfile(BUNDLED, parent)
+    out = tmp_path / "tuned.pt"
+    options = dict(init=parent, encoder=None, epochs=2, iterations_per_epoch=2, batch_size=2,
+                   command_line="deepcl train (first)")
+    with pytest.raises(Cancelled):
+        train(small_options(out, **options), cancel=CancelAfter(3))
+    resumed = dict(options, resume=True, batch_size=3, command_line="deepcl train --resume (second)")
+    parent.write_bytes(parent.read_bytes() + b"\0")  # another file now (a zip reads past trailing bytes)
+    with pytest.raises(InputError, match=r"fine-tunes the model that was at .*parent\.pt when it began, and that "
+                                         r"file has changed since .*; start anew with --overwrite, or put that "
+                                         r"model back$"):
+        train(small_options(out, **resumed))
+    shutil.copyfile(BUNDLED, parent)  # put back
+    result = train(small_options(out, **resumed))
+    runs = load_model(result.out).provenance["runs"]
+    assert [(run["from_epoch"], run["batch_size"], run["command_line"]) for run in runs] == [
+        (1, 2, "deepcl train (first)"), (2, 3, "deepcl train --resume (second)")]
+
+
+@pytest.mark.parametrize("seed", [-1, 2 ** 63])
+def test_a_seed_the_generators_cannot_take_is_refused_before_any_work(tmp_path, seed):
+    """-1 ended as an internal error after the pairs were read."""
+    with pytest.raises(InputError, match=rf"^seed must be a whole number from 0 to {2 ** 63 - 1}; got {seed}$"):
+        train(small_options(tmp_path / "m.pt", seed=seed))
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_fine_tuning_with_other_loss_settings_than_the_models_is_said(tmp_path, caplog):
+    """The margins and gamma default to METHOD's: a model trained with others was tuned back to them
+    unsaid, and its record lost them."""
+    first = train(small_options(tmp_path / "m.pt", epochs=1, iterations_per_epoch=1, margin_unchanged=0.2,
+                                margin_changed=1.0))
+    tuned = train(small_options(tmp_path / "tuned.pt", init=first.out, encoder=None, epochs=1, iterations_per_epoch=1))
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--init model" in r.getMessage()]
+    assert said == [f"--init model {first.out} was trained with --margin-unchanged 0.2 (now 0.3), --margin-changed 1 "
+                    "(now 1.2): give those options to fine-tune it with its own loss"]
+    assert load_model(tuned.out).provenance["parent_provenance"]["loss"]["margin_changed"] == 1.0
+
+
+def test_a_model_blind_to_change_is_warned_of_and_its_undefined_figures_are_null(tmp_path, caplog):
+    """--lr 1e3 blows the training up without leaving the numbers: the model written marked no
+    validation pixel changed (or every one), exit 0, unsaid. Its precision, of no pixel marked, is
+    null as `evaluate` reports it (it was 0.0)."""
+    result = train(small_options(tmp_path / "m.pt", lr=1e3, epochs=2, iterations_per_epoch=4, batch_size=2,
+                                 weight_average=0))
+    pooled = load_model(result.out).provenance["validation_metrics"]["pooled"]
+    blind = "no" if pooled["tp"] + pooled["fp"] == 0 else "every" if pooled["tn"] + pooled["fn"] == 0 else None
+    assert blind, pooled
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert f"the model as written marks {blind} validation pixel changed: it does not tell change apart; train " \
+           "longer, or with a lower learning rate (--lr, now 1000)" in said
+    assert blind != "no" or pooled["precision"] is None

@@ -42,7 +42,7 @@ def load_checkpoint(path: Path) -> Dict[str, Any]:
         raise InputError(f"{path} is not a DeepCL training checkpoint; delete it or choose another --out")
     if state.get("format_version") != FORMAT_VERSION:
         raise InputError(f"checkpoint {path} has version {state.get('format_version')}, this DeepCL "
-                         f"reads {FORMAT_VERSION}; train without --resume")
+                         f"reads {FORMAT_VERSION}; start anew with --overwrite")
     return state
 
 

@@ -64,6 +64,8 @@ class TrainOptions:
                 raise InputError(f"{name} must be a finite number; got {value}")
         checks = [
             (self.epochs >= 1, f"epochs must be at least 1; got {self.epochs}"),
+            # numpy's and torch's generators take seeds of 0 to 2**63 - 1 (a negative one failed after loading)
+            (0 <= self.seed < 2 ** 63, f"seed must be a whole number from 0 to {2 ** 63 - 1}; got {self.seed}"),
             (self.iterations_per_epoch >= 1,
              f"iterations per epoch must be at least 1; got {self.iterations_per_epoch}"),
             (self.batch_size >= 2, f"batch size must be at least 2 (batch normalisation); got {self.batch_size}"),

@@ -65,6 +65,8 @@ def training_provenance(options: TrainOptions, train_pairs: Sequence[PairFiles],
         "validation_metrics": validation_metrics,
         # What chose the epoch kept: at 1x, on the network's score, before calibration
         "selection_metrics": checkpoint["best_metrics"],
+        # Each command that trained it (the first, then each --resume): batch, crop and device may differ
+        "runs": checkpoint.get("runs", []),
         "history": checkpoint["history"],
     })
 

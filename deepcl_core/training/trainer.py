@@ -130,6 +130,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     average = WeightAverage(network, options.weight_average) if options.weight_average else None
     if saved is not None:
         state = _resume(saved, state, network, optimizer, scheduler, average)
+        state["runs"] = [*saved.get("runs", []), _run_record(options, int(saved["epoch"]))]  # none before: unknown
         _record_schedule_change(state, options.epochs, report)
     sampler = CropSampler(train_pairs, options.crop, setup.normalization, options.augment, setup.bands)
     kept = average.network if average else network  # the weights validated and kept
@@ -183,6 +184,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
         LOG.info("validation of the model as written: F1 %.4f, IoU %.4f (F1 %.4f when epoch %d was chosen, before "
                  "calibration)", validation["pooled"]["f1"], validation["pooled"]["iou"], state["best_f1"],
                  state["best_epoch"])
+        _warn_of_a_blind_model(validation["pooled"], options, report)
     changes = _report_settings(setup, bundle, options, bool(val_pairs), report)
     bundle.provenance = {**training_provenance(options, train_files, val_files, loss_config, device,
                                                setup.encoder_init, state, setup.parent, validation,
@@ -243,6 +245,7 @@ def _setup_from_init(options: TrainOptions) -> _Setup:
     if conflicts:
         raise InputError(f"--init model {options.init} has {'; '.join(conflicts)}; fine-tuning keeps the "
                          "model's architecture and bands, so drop the conflicting options")
+    _warn_of_other_loss_settings(parent.provenance.get("loss") or {}, options)
     network = parent.build().train()
     summary = {k: parent.provenance[k] for k in PARENT_RECORD if k in parent.provenance}
     parent.state_dict = {}  # the network holds the weights; the bundle keeps only the settings
@@ -254,9 +257,33 @@ def _setup_from_init(options: TrainOptions) -> _Setup:
 # What a fine-tuned model keeps of its --init model's provenance: its own parent's record nested (a
 # chain of fine-tunings back to the first training) and its recalibrations (deepcl calibrate), whose
 # thresholds it started from; a recalibrated parent's training metrics are under the second key.
-PARENT_RECORD = ("trained_with", "created_utc", "command_line", "epochs", "validation_metrics",
+PARENT_RECORD = ("trained_with", "created_utc", "command_line", "epochs", "loss", "validation_metrics",
                  "validation_metrics_before_recalibration", "recalibrations", "init_model", "init_model_sha256",
                  "parent_provenance")
+
+
+def _warn_of_other_loss_settings(initial: Dict[str, Any], options: TrainOptions) -> None:
+    """Fine-tuning takes the loss's settings from the options, whose defaults are METHOD's: an --init
+    model trained with other margins or gamma would be tuned towards another metric space, unsaid."""
+    given = {"margin_unchanged": (options.margin_unchanged, "--margin-unchanged"),
+             "margin_changed": (options.margin_changed, "--margin-changed"), "gamma": (options.gamma, "--gamma")}
+    other = [f"{option} {initial[key]:g} (now {value:g})" for key, (value, option) in given.items()
+             if key in initial and initial[key] != value]
+    if other:
+        LOG.warning(f"--init model {options.init} was trained with {', '.join(other)}: give those options to "
+                    "fine-tune it with its own loss")
+
+
+def _warn_of_a_blind_model(pooled: Dict[str, Any], options: TrainOptions, report: ProgressCallback) -> None:
+    """A model that marks every validation pixel changed, or none, tells change from nothing: a training
+    blown up without leaving the numbers (a loss in the millions, e.g. --lr 1e3), or far too short."""
+    everything, nothing = pooled["tn"] + pooled["fn"] == 0, pooled["tp"] + pooled["fp"] == 0
+    if everything or nothing:
+        message = (f"the model as written marks {'every' if everything else 'no'} validation pixel changed: it does "
+                   f"not tell change apart; train longer, or with a lower learning rate (--lr, now "
+                   f"{_short_number(options.lr)})")
+        LOG.warning(message)
+        report(1.0, message)
 
 
 def _check_both_classes(pairs: Sequence[LoadedPair]) -> None:
@@ -341,9 +368,15 @@ def _initial_state(options: TrainOptions, setup: _Setup, train_files: Sequence[P
     return {"epoch": 0, "seconds": 0.0, "history": [], "best_epoch": 0, "best_f1": -1.0, "best_metrics": {},
             "best_state": None, "config": setup.config.to_dict(), "seed": options.seed,
             "train_pairs": pair_paths(train_files), "val_pairs": pair_paths(val_files),
-            "recipe": _recipe(options, setup),
+            "recipe": _recipe(options, setup), "runs": [_run_record(options, 0)],
             # the epochs the learning-rate schedule runs over, and each resume that changed them
             "schedule_epochs": options.epochs, "schedule_extended": [], "schedule_shortened": []}
+
+
+def _run_record(options: TrainOptions, epochs_done: int) -> Dict[str, Any]:
+    """One command's part of a run (the first, or a --resume): what it may change of the run's steps."""
+    return {"from_epoch": epochs_done + 1, "command_line": options.command_line, "batch_size": options.batch_size,
+            "crop": options.crop, "device": options.device}
 
 
 def _recipe(options: TrainOptions, setup: _Setup) -> Dict[str, Any]:
@@ -354,7 +387,9 @@ def _recipe(options: TrainOptions, setup: _Setup) -> Dict[str, Any]:
             "margin_changed": options.margin_changed, "weight_average": options.weight_average,
             "iterations_per_epoch": options.iterations_per_epoch, "threshold": options.threshold,
             "calibrate": options.calibrate, "augment": options.augment.to_dict(),
-            "init": None if options.init is None else str(Path(options.init).resolve())}
+            "init": None if options.init is None else str(Path(options.init).resolve()),
+            # the --init file's bytes: a resume re-reads it, and its path may hold another model by then
+            "init_sha256": setup.parent_sha256}
 
 
 def _resumable_checkpoint(path: Path, fresh: Dict[str, Any], options: TrainOptions) -> Dict[str, Any]:
@@ -367,23 +402,27 @@ def _resumable_checkpoint(path: Path, fresh: Dict[str, Any], options: TrainOptio
                             ("val_pairs", "validation pairs", same_pairs)):
         if not same(saved.get(key), fresh[key]):
             raise InputError(f"checkpoint {path} was made with other {what}; resume with the same options, "
-                             "or train without --resume")
+                             "or start anew with --overwrite")
     # checkpoints written before the recipe was recorded, or before the margins could be set (fixed then)
     recipe = {"margin_unchanged": LossConfig.margin_unchanged, "margin_changed": LossConfig.margin_changed,
               **saved.get("recipe", fresh["recipe"])}
     if "rotation_px" not in recipe["augment"]["strength"]:  # no option sets it: naming it would not help
         raise InputError(f"checkpoint {path} was written by an earlier DeepCL, whose pseudo-change moved pixels "
                          "further (rotations of up to 3° about the crop's centre, now up to 1 pixel): its run "
-                         "cannot continue with today's; train without --resume, or finish it with the DeepCL "
-                         "that began it")
+                         "cannot continue with today's; start anew with --overwrite, or finish it with the "
+                         "DeepCL that began it")
+    if recipe.get("init_sha256") != fresh["recipe"]["init_sha256"]:
+        raise InputError(f"checkpoint {path} fine-tunes the model that was at {recipe['init']} when it began, and "
+                         "that file has changed since (recalibrated, or replaced by an update): its run cannot "
+                         "continue from it; start anew with --overwrite, or put that model back")
     changed = [f"{key} {recipe.get(key)!r} (now {value!r})" for key, value in fresh["recipe"].items()
                if recipe.get(key) != value]
     if changed:
         raise InputError(f"checkpoint {path} was made with {'; '.join(changed)}; resume with the same options "
-                         "(only --epochs, --batch, --crop and --device may change), or train without --resume")
+                         "(only --epochs, --batch, --crop and --device may change), or start anew with --overwrite")
     if options.weight_average and "average" not in saved:
         raise InputError(f"checkpoint {path} was made without weight averaging; resume with the same "
-                         "options, or train without --resume")
+                         "options, or start anew with --overwrite")
     if int(saved["epoch"]) > options.epochs:  # equal: the model file of a finished run written again
         raise InputError(f"checkpoint {path} holds {saved['epoch']} finished epochs, more than the "
                          f"{options.epochs} asked for; ask for more epochs (--epochs) to continue training")
@@ -543,7 +582,9 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
                   for pair, probability in zip(pairs, probabilities)}
     pooled = sum((confusion for _, confusion in judged.values()), Confusion())
     # The network's own score (a model's thresholds apply to its Platt-scaled confidence).
-    return pooled.metrics(), {name: {**confusion.metrics(), "score_threshold": threshold}
+    # As evaluate reports them: no number for a ratio without pixels (the pooled F1, which chooses the epoch,
+    # has some: validation labels must mark change)
+    return pooled.metrics(undefined=None), {name: {**confusion.metrics(undefined=None), "score_threshold": threshold}
                               for name, (threshold, confusion) in judged.items()}
 
 
@@ -561,8 +602,8 @@ def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequenc
             confidence = predict_as_detected(network, bundle, pair, device, options.val_tile)
         judged[pair.name] = (threshold, scale, Confusion.of(confidence >= threshold, pair.label, pair.valid))
     pooled = sum((confusion for _, _, confusion in judged.values()), Confusion())
-    return {"pooled": pooled.metrics(),
-            "per_pair": {name: {**confusion.metrics(), "threshold": threshold, "input_scale": scale}
+    return {"pooled": pooled.metrics(undefined=None),  # as evaluate measures it
+            "per_pair": {name: {**confusion.metrics(undefined=None), "threshold": threshold, "input_scale": scale}
                          for name, (threshold, scale, confusion) in judged.items()},
             "measured": "the model as written: each pair at the model's input scale, confidence scaling and "
                         "threshold for its pixel size, as detection runs it"}
