@@ -84,11 +84,10 @@ def test_no_zip_is_built_without_the_resources_git_does_not_hold(tmp_path, monke
     assert not (tmp_path / "dist").exists()
 
 
-def test_qgis_loads_the_plugin_from_the_unpacked_zip(plugins_folder, tiny_model, tmp_path):
-    """A fresh QGIS finds the plugin in a plugins folder, starts it, uses the bundled engine copy,
-    runs a detection with it and names it in the Diagnostics."""
-    folder = pair("dsifn", "4_4")
-    script = tmp_path / "load.py"
+def _run_in_qgis_with_plugin(plugins_folder: Path, tmp_path: Path, body: str) -> subprocess.CompletedProcess:
+    """``body`` run by a fresh QGIS Python (``app``, ``qgis.utils`` and Processing ready) once it has
+    loaded and started the plugin from ``plugins_folder``, as the Plugin Manager does."""
+    script = tmp_path / "in_qgis.py"
     script.write_text(f"""
 import sys
 from unittest.mock import MagicMock
@@ -97,7 +96,7 @@ app = QgsApplication([], False); app.initQgis()
 sys.path.append('/usr/share/qgis/python/plugins')
 from processing.core.Processing import Processing
 Processing.initialize()
-import qgis.utils
+import processing, qgis.utils
 qgis.utils.iface = MagicMock()
 qgis.utils.iface.mainWindow.return_value = None  # a QAction parent must be a real widget or None
 qgis.utils.plugin_paths.insert(0, {str(plugins_folder)!r})
@@ -105,20 +104,29 @@ sys.path.insert(0, {str(plugins_folder)!r})
 qgis.utils.updateAvailablePlugins()
 assert qgis.utils.loadPlugin('deepcl'), 'not loaded'
 assert qgis.utils.startPlugin('deepcl'), 'not started'
-import processing
-result = processing.run('deepcl:detectchanges', {{'BEFORE': {image(folder, 'before')!r}, 'AFTER': {image(folder, 'after')!r},
-    'MODEL': {str(tiny_model)!r}, 'DEVICE': 'cpu', 'CHANGE': {str(tmp_path / 'c.tif')!r}, 'CONFIDENCE': {str(tmp_path / 'f.tif')!r}}})
+""" + body, encoding="utf-8")
+    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
+    env.pop("PYTHONPATH", None)
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_qgis_loads_the_plugin_from_the_unpacked_zip(plugins_folder, tiny_model, tmp_path):
+    """A fresh QGIS finds the plugin in a plugins folder, starts it, uses the bundled engine copy,
+    runs a detection with it and names it in the Diagnostics."""
+    folder = pair("dsifn", "4_4")
+    done = _run_in_qgis_with_plugin(plugins_folder, tmp_path, f"""
+result = processing.run('deepcl:detectchanges', {{'BEFORE': {image(folder, 'before')!r},
+    'AFTER': {image(folder, 'after')!r}, 'MODEL': {str(tiny_model)!r}, 'DEVICE': 'cpu',
+    'CHANGE': {str(tmp_path / 'c.tif')!r}, 'CONFIDENCE': {str(tmp_path / 'f.tif')!r}}})
 print('VALID', result['VALID_PIXELS'])
 print('CORE', sys.modules['deepcl.deepcl_core.detect'].__file__)
 from deepcl.dock.diagnostics import diagnostics
 print('DIAGNOSTICS_ENGINE', dict(diagnostics())['DeepCL engine'])
 print('SOURCE_CORE_IMPORTED', 'deepcl_core' in sys.modules)
-""", encoding="utf-8")
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
-    env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=180)
-    assert done.returncode == 0, done.stderr[-3000:]
+""")
     assert "VALID 65536" in done.stdout
     assert f"CORE {plugins_folder}/deepcl/deepcl_core/detect.py" in done.stdout
     # The Diagnostics dialog named (or, without the repository on the path, failed on) a top-level deepcl_core
@@ -272,23 +280,9 @@ def test_a_run_cancelled_as_the_plugin_unloads_ends_without_a_traceback(plugins_
     the plugin's modules, and the engine's "Cancelled" was no longer an instance of the error
     class imported afresh after it, so the log showed a Python traceback instead of the message."""
     beihai = pair("oscd", "beihai")
-    script = tmp_path / "unload.py"
-    script.write_text(f"""
-import sys, time
-from unittest.mock import MagicMock
-from qgis.core import (Qgis, QgsApplication, QgsProcessingAlgRunnerTask, QgsProcessingContext,
-                       QgsProcessingFeedback)
-app = QgsApplication([], False); app.initQgis()
-sys.path.append('/usr/share/qgis/python/plugins')
-from processing.core.Processing import Processing
-Processing.initialize()
-import qgis.utils
-qgis.utils.iface = MagicMock()
-qgis.utils.iface.mainWindow.return_value = None
-qgis.utils.plugin_paths.insert(0, {str(plugins_folder)!r})
-sys.path.insert(0, {str(plugins_folder)!r})
-qgis.utils.updateAvailablePlugins()
-assert qgis.utils.loadPlugin('deepcl') and qgis.utils.startPlugin('deepcl')
+    done = _run_in_qgis_with_plugin(plugins_folder, tmp_path, f"""
+import time
+from qgis.core import QgsProcessingAlgRunnerTask, QgsProcessingContext, QgsProcessingFeedback
 log = []
 QgsApplication.messageLog().messageReceived.connect(lambda text, tag, level: log.append((tag, int(level), text)))
 algorithm = QgsApplication.processingRegistry().createAlgorithmById('deepcl:detectchanges')
@@ -303,7 +297,6 @@ QgsApplication.taskManager().addTask(task)
 while feedback.progress() < 20 and not ended:  # the network is running over the tiles
     app.processEvents(); time.sleep(0.01)
 assert not ended, 'the run ended before the plugin was unloaded'
-
 assert qgis.utils.unloadPlugin('deepcl')
 task.cancel()
 while not ended:
@@ -311,15 +304,9 @@ while not ended:
 app.processEvents()
 print('ENDED_OK', ended[0])
 print('TRACEBACKS', [text[-300:] for tag, level, text in log if 'Traceback' in text])
-""", encoding="utf-8")
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
-    env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+""")
     assert "ENDED_OK False" in done.stdout and "TRACEBACKS []" in done.stdout, done.stdout[-3000:]
     assert not (tmp_path / "c.tif").exists() and not (tmp_path / "f.tif").exists()
-
 
 def test_engine_errors_are_said_in_words_after_the_plugin_is_reloaded_twice(plugins_folder, tiny_model, tmp_path):
     """Plugin Reloader, or the Plugin Manager twice: QGIS forgets only the modules it saw imported, and
@@ -332,22 +319,8 @@ def test_engine_errors_are_said_in_words_after_the_plugin_is_reloaded_twice(plug
     near_infrared = tmp_path / "nir.pt"  # a model of a band the RGB pair lacks
     save_model(ModelBundle(config, build_network(config).state_dict(), bands=("nir",), trained=True), near_infrared)
     folder = pair("dsifn", "4_4")
-    script = tmp_path / "reload.py"
-    script.write_text(f"""
-import sys
-from unittest.mock import MagicMock
-from qgis.core import QgsApplication, QgsProcessingException
-app = QgsApplication([], False); app.initQgis()
-sys.path.append('/usr/share/qgis/python/plugins')
-from processing.core.Processing import Processing
-Processing.initialize()
-import processing, qgis.utils
-qgis.utils.iface = MagicMock()
-qgis.utils.iface.mainWindow.return_value = None
-qgis.utils.plugin_paths.insert(0, {str(plugins_folder)!r})
-sys.path.insert(0, {str(plugins_folder)!r})
-qgis.utils.updateAvailablePlugins()
-assert qgis.utils.loadPlugin('deepcl') and qgis.utils.startPlugin('deepcl')
+    done = _run_in_qgis_with_plugin(plugins_folder, tmp_path, f"""
+from qgis.core import QgsProcessingException
 def detect(model):
     return processing.run('deepcl:detectchanges', {{'BEFORE': {image(folder, 'before')!r},
         'AFTER': {image(folder, 'after')!r}, 'MODEL': model, 'DEVICE': 'cpu',
@@ -359,11 +332,6 @@ try:
     detect({str(near_infrared)!r})
 except QgsProcessingException as error:
     print('MESSAGE', repr(str(error)))
-""", encoding="utf-8")
-    env = {**os.environ, "QT_QPA_PLATFORM": "offscreen", "HOME": str(tmp_path)}
-    env.pop("PYTHONPATH", None)
-    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+""")
     message = next(line for line in done.stdout.splitlines() if line.startswith("MESSAGE"))
     assert "the model needs the bands nir" in message and "Traceback" not in message, message
