@@ -89,3 +89,16 @@ def test_divergence_after_a_finished_epoch_keeps_its_checkpoint_and_says_to_star
                                  f"written. Lower the learning rate (--lr, now 0.003) {advice}".replace(" ;", ";"))
     # epoch 1's, not a NaN one; with checkpoint_kept False, Processing's caller deletes it with its run folder
     assert not out.exists() and load_checkpoint(checkpoint)["epoch"] == 1
+
+
+def test_a_fine_tunes_warnings_are_said_once_on_the_terminal(tmp_path):
+    """The warning of settings kept without validation came twice: as a warning and as a progress line."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "deepcl_core", "train", str(LEVIR_PAIR), "--val-fraction", "0",
+                           "--init", str(BUNDLED), "--out", str(tmp_path / "m.pt"), "--epochs", "1",
+                           "--iterations-per-epoch", "1", "--batch", "2", "--crop", "64", "--device", "cpu"],
+                          capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stderr.count("no validation pairs: the fine-tuned model keeps") == 1, done.stderr[-2000:]

@@ -184,7 +184,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
         LOG.info("validation of the model as written: F1 %.4f, IoU %.4f (F1 %.4f when epoch %d was chosen, before "
                  "calibration)", validation["pooled"]["f1"], validation["pooled"]["iou"], state["best_f1"],
                  state["best_epoch"])
-        _warn_of_a_blind_model(validation["pooled"], options, report)
+        _warn_of_a_blind_model(validation["pooled"], options)
     changes = _report_settings(setup, bundle, options, bool(val_pairs), report)
     bundle.provenance = {**training_provenance(options, train_files, val_files, loss_config, device,
                                                setup.encoder_init, state, setup.parent, validation,
@@ -274,7 +274,7 @@ def _warn_of_other_loss_settings(initial: Dict[str, Any], options: TrainOptions)
                     "fine-tune it with its own loss")
 
 
-def _warn_of_a_blind_model(pooled: Dict[str, Any], options: TrainOptions, report: ProgressCallback) -> None:
+def _warn_of_a_blind_model(pooled: Dict[str, Any], options: TrainOptions) -> None:
     """A model that marks every validation pixel changed, or none, tells change from nothing: a training
     blown up without leaving the numbers (a loss in the millions, e.g. --lr 1e3), or far too short."""
     everything, nothing = pooled["tn"] + pooled["fn"] == 0, pooled["tp"] + pooled["fp"] == 0
@@ -283,7 +283,6 @@ def _warn_of_a_blind_model(pooled: Dict[str, Any], options: TrainOptions, report
                    f"not tell change apart; train longer, or with a lower learning rate (--lr, now "
                    f"{_short_number(options.lr)})")
         LOG.warning(message)
-        report(1.0, message)
 
 
 def _check_both_classes(pairs: Sequence[LoadedPair]) -> None:
@@ -619,16 +618,15 @@ def _report_settings(setup: _Setup, bundle: ModelBundle, options: TrainOptions, 
     if options.calibrate and validated:
         message = "settings against the initial model: " + "; ".join(changes)
         LOG.info(message)
-    else:
-        # Without validation pairs, name what training itself takes (Processing has no calibrate)
-        why, remedy = (("no validation pairs", "give validation pairs (--val) for training to choose them anew")
-                       if not validated else
-                       ("calibration turned off", "choose them anew on labelled pairs with deepcl calibrate"))
-        message = (f"{why}: the fine-tuned model keeps the initial model's decision thresholds, confidence scalings "
-                   f"and input scales, chosen for its weights, not the fine-tuned ones; {remedy}")
-        LOG.warning(message)
-    report(1.0, message)
-    return changes
+        report(1.0, message)
+        return changes
+    # Without validation pairs, name what training itself takes (Processing has no calibrate)
+    why, remedy = (("no validation pairs", "give validation pairs (--val) for training to choose them anew")
+                   if not validated else
+                   ("calibration turned off", "choose them anew on labelled pairs with deepcl calibrate"))
+    LOG.warning(f"{why}: the fine-tuned model keeps the initial model's decision thresholds, confidence scalings and "
+                f"input scales, chosen for its weights, not the fine-tuned ones; {remedy}")  # not also as progress:
+    return changes  # the terminal and Processing show warnings, and it was said twice
 
 
 def _record_epoch(state: Dict[str, Any], network: DeepCLNet, epoch: int, losses: Dict[str, float],
