@@ -17,16 +17,18 @@ import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, FrozenSet, Optional, Sequence, Set, Tuple
+from typing import Any, Dict, FrozenSet, Iterable, List, Optional, Sequence, Set, Tuple
 
 # Module name → what a user installs to get it.
 REQUIRED = {"torch": "torch", "numpy": "numpy", "osgeo.gdal": "GDAL Python bindings"}
 # The oldest versions the engine works with, as pyproject.toml states them (torch>=2.1): an older
 # torch imports, then fails where it reads the model file, with a message that blames the file.
 MINIMUM_VERSIONS = {"torch": (2, 1)}
-# Top-level packages that QGIS's own compiled modules are built against: always QGIS's copies, never
-# those of the plugin's folder, which serves torch and what it requires first (add_owned_packages_to_path).
-KEPT_FROM_QGIS = ("numpy", "osgeo", "osgeo_utils", "qgis", "PyQt5", "PyQt6", "sip")
+# Always QGIS's copies, never those of the plugin's folder, which serves torch and what it requires
+# first (add_owned_packages_to_path): what QGIS's compiled modules are built against, and setuptools,
+# which torch requires for building extensions only and much of Python's packaging relies on.
+KEPT_FROM_QGIS = ("numpy", "osgeo", "osgeo_utils", "qgis", "PyQt5", "PyQt6", "sip", "setuptools", "pkg_resources",
+                  "_distutils_hack")
 NOT_INSTALLED = "is not installed"
 
 
@@ -155,17 +157,24 @@ class _OwnedFirstFinder(importlib.abc.MetaPathFinder):
 
     def __init__(self, folder: Path) -> None:
         self.folder = str(folder)
-        self.served = torch_packages(folder)
+        self.served: Optional[FrozenSet[str]] = None  # read when first needed, not at every QGIS start
 
     def refresh(self) -> None:
         """Read again what the folder holds (after an install)."""
-        self.served = torch_packages(Path(self.folder))
+        self.served = None
 
     def find_spec(self, name: str, path: Optional[Sequence[str]] = None,
                   target: object = None) -> Optional[importlib.machinery.ModuleSpec]:
-        if path is None and name in self.served:
+        if path is not None:
+            return None  # submodules follow their package's own __path__
+        if self.served is None:
+            folder = Path(self.folder)
+            if not (folder / name).is_dir() and not (folder / f"{name}.py").is_file():
+                return None  # nothing of the folder's is imported yet: it is read at the first that is
+            self.served = torch_packages(folder)
+        if name in self.served:
             return importlib.machinery.PathFinder.find_spec(name, [self.folder])
-        return None  # their submodules follow their package's own __path__
+        return None
 
 
 def torch_packages(folder: Path) -> FrozenSet[str]:
@@ -173,21 +182,29 @@ def torch_packages(folder: Path) -> FrozenSet[str]:
     installed in ``folder`` (their .dist-info there); those of :data:`KEPT_FROM_QGIS` left out."""
     from importlib import metadata  # here: nothing at import time (a module QGIS loads at start)
 
+    packages = set()
+    for dist in requirement_closure("torch", metadata.distributions(path=[str(folder)])):
+        packages |= set((dist.read_text("top_level.txt") or "").split()) or _top_level_names(dist.files or ())
+    return frozenset(packages - set(KEPT_FROM_QGIS))
+
+
+def requirement_closure(root: str, distributions: Iterable[Any]) -> List[Any]:
+    """``root``'s distribution and those it requires, recursively (extras left out), among
+    ``distributions`` (importlib.metadata's); requirements not among them are left out."""
     def key(name: str) -> str:  # PEP 503: "typing_extensions" is "typing-extensions"
         return re.sub(r"[-_.]+", "-", name).lower()
 
-    installed = {key(dist.metadata["Name"] or ""): dist for dist in metadata.distributions(path=[str(folder)])}
-    found, waiting, packages = set(), ["torch"], set()
+    installed = {key(dist.metadata["Name"] or ""): dist for dist in distributions}
+    found: Dict[str, Any] = {}
+    waiting = [root]
     while waiting:
         name = key(waiting.pop())
         if name in found or name not in installed:
             continue
-        found.add(name)
-        dist = installed[name]
-        waiting += [re.split(r"[\s<>=!~;\[(]", requirement)[0] for requirement in dist.requires or ()
+        found[name] = installed[name]
+        waiting += [re.split(r"[\s<>=!~;\[(]", requirement)[0] for requirement in found[name].requires or ()
                     if "extra ==" not in requirement]
-        packages |= set((dist.read_text("top_level.txt") or "").split()) or _top_level_names(dist.files or ())
-    return frozenset(packages - set(KEPT_FROM_QGIS))
+    return list(found.values())
 
 
 def _top_level_names(files: Sequence[Any]) -> Set[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import os
-import re
 import subprocess
 import sys
 import time
@@ -451,20 +450,6 @@ def test_real_torch_wheel_installs_and_the_plugin_imports_torch_from_there(qgis_
         shutil.rmtree(target, ignore_errors=True)  # 700 MB
 
 
-def _requirement_closure(distribution: str) -> set:
-    """``distribution`` and the distributions it requires, recursively (extras left out)."""
-    from importlib import metadata
-
-    names, waiting = set(), [distribution]
-    while waiting:
-        name = waiting.pop().lower().replace("_", "-")
-        if name not in names:
-            names.add(name)
-            waiting += [re.split(r"[\s<>=!~;\[(]", requirement)[0] for requirement in metadata.requires(name) or ()
-                        if "extra ==" not in requirement]
-    return names
-
-
 def test_torch_s_requirements_installed_with_it_win_over_older_copies_of_qgis_s_python(tmp_path):
     """Debian 12 installs python3-sympy 1.11 beside QGIS; pip puts the sympy 1.14 torch needs into
     the plugin's folder with torch. The system's copy was imported, and training stopped in
@@ -475,18 +460,18 @@ def test_torch_s_requirements_installed_with_it_win_over_older_copies_of_qgis_s_
 
     import torch
 
+    from deepcl_qgis.dependencies import requirement_closure
+
     older = subprocess.run([SYSTEM_PYTHON, "-s", "-c", "import sympy; print(sympy.__version__)"],
                            capture_output=True, text=True)
     if older.returncode != 0 or tuple(map(int, older.stdout.split(".")[:2])) >= (1, 13):
         pytest.skip("needs a system Python with a sympy older than torch needs")
     deps, site = tmp_path / "deps", Path(torch.__file__).parents[1]
     deps.mkdir()
-    for name in _requirement_closure("torch"):
-        distribution = metadata.distribution(name)
-        if Path(distribution.locate_file("")) == site:
-            for top in {Path(file).parts[0] for file in distribution.files}:
-                if (site / top).exists() and not (deps / top).exists():
-                    (deps / top).symlink_to(site / top)
+    for distribution in requirement_closure("torch", metadata.distributions(path=[str(site)])):
+        for top in {Path(file).parts[0] for file in distribution.files}:
+            if (site / top).exists() and not (deps / top).exists():
+                (deps / top).symlink_to(site / top)
     for name in ("numpy", "yaml"):  # QGIS's own; another plugin's, which torch does not require
         (deps / name).mkdir()
         (deps / name / "__init__.py").write_text(f"raise ImportError('the folder\\'s {name} was imported')\n")
