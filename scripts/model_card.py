@@ -65,6 +65,9 @@ def main() -> int:
                       progress=progress)
     progress.finish()
     report["classical"] = classical_report(pairs, bundle.bands)
+    not_run = {method: peer["not_run"] for method, peer in report["classical"].items() if "not_run" in peer}
+    if not_run:  # before the published evaluation is replaced by one the card cannot be written from
+        parser.error("; ".join(f"{method} was not run: {why}" for method, why in not_run.items()))
     report["score_before_calibration"] = uncalibrated_reliability(bundle, args.pairs, args.device)
     (MODELS / "heldout_evaluation.json").write_text(json.dumps(report, indent=2) + "\n")
 
