@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 from osgeo import gdal, ogr
 
 from deepcl_core.model_file import load_model
@@ -109,6 +110,7 @@ def test_fine_tuning_without_validation_pairs_advises_what_processing_has(deepcl
                                                "training to choose them anew"), feedback.warnings
 
 
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
 def test_a_device_this_machine_has_not_is_refused_before_the_run(deepcl_provider, tmp_path):
     """A batch or a graphical model found it only when its step started."""
     message = check_message(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")),
