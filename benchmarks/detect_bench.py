@@ -98,8 +98,7 @@ def with_later_runs(records: List[Dict]) -> List[Dict]:
 
 
 def measure_all(args: argparse.Namespace, devices: List[str]) -> List[Dict]:
-    if not devices:  # none of the devices asked for is here: not even OTB's row alone, nor a pair for nothing
-        return []
+    """Every run asked for on each of ``devices`` (at least one: main measures nothing without)."""
     records = []
     for size in args.sizes:
         started = time.perf_counter()

@@ -177,7 +177,7 @@ def damaged_part(path: str | os.PathLike) -> Optional[str]:
     that is no readable zip at all (truncated, another format), which torch's reader then names."""
     try:
         with zipfile.ZipFile(path) as archive:
-            return archive.testzip()  # reads every part (~10 ms for the bundled 11 MB model)
+            return archive.testzip()  # reads every part
     except Exception:  # noqa: BLE001 - zipfile's many errors: left for torch's reader to name
         return None
 
@@ -228,7 +228,7 @@ def _shape(tensor: torch.Tensor) -> str:
 
 
 def _non_finite_weights(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
-    """Which weights hold NaN or infinite values, else None (~1 ms for the bundled model)."""
+    """Which weights hold NaN or infinite values, else None."""
     floating = [(key, t) for key, t in state_dict.items() if t.is_floating_point()]
     counts = [(key, count) for key, count in ((key, _non_finite_count(t)) for key, t in floating) if count]
     if not counts:
@@ -240,8 +240,8 @@ def _non_finite_weights(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
 
 
 def _non_finite_count(tensor: torch.Tensor) -> int:
-    """By numpy where it can: torch's small parallel reductions, one per tensor, took 150 ms on a busy
-    2-core machine (threads waiting on each other), numpy's single-threaded ones 1 ms."""
+    """By numpy where it can: torch's small parallel reductions, one per tensor, wait on each other's
+    threads; numpy's are single-threaded."""
     try:
         values = tensor.detach().cpu().numpy()
     except TypeError:  # bfloat16, which numpy lacks

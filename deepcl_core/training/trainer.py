@@ -445,7 +445,7 @@ def _resume(saved: Dict[str, Any], fresh: Dict[str, Any], network: torch.nn.Modu
 def _record_schedule_change(state: Dict[str, Any], epochs: int, report: ProgressCallback) -> None:
     """A resumed run with other --epochs: the cosine schedule is recomputed over the new total from the
     step reached, so the rate jumps to where the new schedule has it (up when extended: after 2 of 2
-    epochs at the floor, a third epoch starts at about 30 times it). Said, and recorded in the state
+    epochs at the floor, a third epoch starts many times higher). Said, and recorded in the state
     (the checkpoint, then the provenance) as {"at_epoch", "from_epochs", "epochs"}."""
     planned, done = state.get("schedule_epochs"), int(state["epoch"])
     if planned is None:  # an earlier DeepCL's checkpoint: whether its schedule changes is not known
@@ -552,8 +552,8 @@ def _step(network: DeepCLNet, optimizer: torch.optim.Optimizer, batch: Any, loss
 
 
 def _all_finite(network: torch.nn.Module) -> bool:
-    """Whether every weight and batch-norm statistic is a number. One reduction over all of them: a
-    reduction per tensor took 0.5-0.8 s a step on 2 busy cores, this one copy and reduction 14 ms."""
+    """Whether every weight and batch-norm statistic is a number: one reduction over all of them, not
+    hundreds of small ones, each of which waits on torch's thread pool."""
     tensors = [t.detach().reshape(-1) for t in (*network.parameters(), *network.buffers()) if t.is_floating_point()]
     return bool(torch.isfinite(torch.cat(tensors)).all())
 
