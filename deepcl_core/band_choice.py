@@ -44,7 +44,7 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     if count < needed:
         raise InputError(f"the model needs {needed} bands ({', '.join(expected)}) but the {role} image "
                          f"has {count}; choose another image or a model for {count} band(s)")
-    found = bands_found(dataset, expected)
+    found = _found_bands(dataset, expected)
     if _each_found_once(found):
         return found  # type: ignore[return-value]
     names = sensor_band_names(dataset)
@@ -68,7 +68,7 @@ def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[in
     ``advice``: what to do if they are in another order."""
     needed = len(expected)
     image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
-    if requested or len(image_bands) <= needed or _each_found_once(bands_found(dataset, expected)):
+    if requested or len(image_bands) <= needed or _each_found_once(_found_bands(dataset, expected)):
         return None
     which = f"{', '.join(expected[:-1])} or {expected[-1]}" if needed > 1 else expected[0]
     return (f"the {role} image's {len(image_bands)} bands do not say which is {which} "
@@ -77,7 +77,7 @@ def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[in
             f"are in another order, {advice}")
 
 
-def bands_found(dataset: gdal.Dataset, expected: Sequence[str]) -> Tuple[Optional[int], ...]:
+def _found_bands(dataset: gdal.Dataset, expected: Sequence[str]) -> Tuple[Optional[int], ...]:
     """Each of the model's bands found by description or colour interpretation (None: not found)."""
     return tuple(_find_band(dataset, name) for name in expected)
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence
 import numpy as np
 from osgeo import gdal
 
-from .band_choice import bands_found, sensor_band_names
+from .band_choice import choose_bands, sensor_band_names
 from .confidence_calibration import reliability
 from .detect import DetectionResult, DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import Cancelled, InputError, OutputError, releases_locals_on_error
@@ -202,11 +202,12 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
     rates: Dict[str, float] = {}
     seeds: Dict[str, int] = {}  # each pair's, so that one pair's figure can be rerun alone
     false_alarms = valid_total = 0
+    strength = PseudoChangeStrength()
     for index, pair in enumerate(pairs):
         report((len(pairs) + index) / steps, f"pseudo-change {pair.name}")
         transformed = work / "pseudo_change_input.tif"
         seeds[pair.name] = seed + index
-        write_pseudo_change(pair.before, transformed, seeds[pair.name], bundle.bands)
+        write_pseudo_change(pair.before, transformed, seeds[pair.name], bundle.bands, strength)
         outputs = _outputs(work, "pseudo")
         result = _detect_naming(f"{pair.name} (pseudo-change)", pair.before, transformed, outputs, options,
                                 cancel=cancel, model=bundle)
@@ -215,7 +216,6 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
         valid_total += result.valid_pixels
         for path in [transformed, *outputs.rasters()]:
             path.unlink()
-    strength = PseudoChangeStrength()  # write_pseudo_change's
     return {"false_positive_rate": false_alarms / valid_total if valid_total else 0.0, "per_pair": rates,
             "transform": f"radiometric (brightness, contrast, gamma, colour, haze), ≤{strength.shift_px:g} px shift, "
                          f"a rotation moving no pixel over {strength.rotation_px:g} px, noise, blur",
@@ -294,18 +294,14 @@ def write_pseudo_change(source: Path, out: Path, seed: int, model_bands: Sequenc
 
 def haze_band_names(dataset: gdal.Dataset, bands: Sequence[int], model_bands: Sequence[str] = ()) -> List[str]:
     """A name for each of ``bands`` as detection reads the file (band_choice): every band's sensor code
-    or colour interpretation where each has one; else the model's bands where their descriptions or colour
-    interpretations find them, or, where none does, the first bands taken as the model's; "" (a grey
-    veil) for a band left unnamed."""
+    or colour interpretation where each has one; else the bands detection takes for the model's
+    (choose_bands), named as the model names them; "" (a grey veil) for a band left unnamed."""
     named = sensor_band_names(dataset)  # alpha bands left out, as in ``bands``
     if len(named) == len(bands):
         return list(named)
     if not model_bands:
         return [""] * len(bands)
-    found = bands_found(dataset, model_bands)
-    if not any(found):
-        found = tuple(range(1, len(model_bands) + 1))  # choose_bands' guess: the first bands
-    by_index = {index: name for name, index in zip(model_bands, found) if index}
+    by_index = dict(zip(choose_bands(dataset, None, model_bands, "before"), model_bands))  # detection's choice
     return [by_index.get(index, "") for index in bands]
 
 
