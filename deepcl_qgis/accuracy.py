@@ -51,13 +51,13 @@ def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) ->
 def polygons_meet_map(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> bool:
     """Whether the polygons' bounding box (in the change map's CRS) meets the change map's extent:
     polygons of another area, or in another CRS than the one they were taken for, do not."""
-    x0, dx, rx, y0, ry, dy = qgis_geotransform(change)
-    width, height = change.RasterXSize, change.RasterYSize
-    xs, ys = zip(*((x0 + col * dx + row * rx, y0 + col * ry + row * dy)
-                   for col in (0, width) for row in (0, height)))
+    grid = core_module("grid")
     boxes = [ogr.CreateGeometryFromWkb(wkb).GetEnvelope() for wkb in wkb_geometries]  # (x min, x max, y min, y max)
-    return bool(boxes) and (min(b[0] for b in boxes) <= max(xs) and max(b[1] for b in boxes) >= min(xs)
-                            and min(b[2] for b in boxes) <= max(ys) and max(b[3] for b in boxes) >= min(ys))
+    if not boxes:
+        return False
+    union = (min(b[0] for b in boxes), min(b[2] for b in boxes), max(b[1] for b in boxes), max(b[3] for b in boxes))
+    where = grid.Grid(change.RasterXSize, change.RasterYSize, tuple(qgis_geotransform(change)), "")
+    return grid.bounds_overlap(where.bounds(), union)
 
 
 def confusion(change: gdal.Dataset, reference: gdal.Dataset,

@@ -17,12 +17,12 @@ from osgeo import gdal
 from ..area import ground_pixel_size
 from ..band_choice import NAME_THE_BANDS, choose_bands, unnamed_bands_warning
 from ..errors import InputError
-from ..gdal_utils import collect_gdal_errors, is_alpha
+from ..gdal_utils import is_alpha
 from ..grid import Grid, align_after_to_before, label_on_grid
 from ..normalization import ImageStretch, NormalizationSpec, normalize
 from ..pair_statistics import read_pair_sample
-from ..raster_io import (has_geotransform, open_image, open_raster, placed_by_gcps, read_window, rgb_colour_table,
-                         zero_means_no_change)
+from ..raster_io import (has_geotransform, open_dataset, open_image, open_raster, placed_by_gcps, read_window,
+                         rgb_colour_table, zero_means_no_change)
 
 LOG = logging.getLogger(__name__)
 
@@ -369,12 +369,11 @@ def _open_label(files: PairFiles, before_ds: gdal.Dataset) -> gdal.Dataset:
 
 def _is_vector(path: Path) -> bool:
     """Whether GDAL opens ``path`` as a vector dataset with layers (closed again at once)."""
-    with collect_gdal_errors():
-        try:
-            vector = gdal.OpenEx(str(path), gdal.OF_VECTOR | gdal.OF_READONLY)
-        except RuntimeError:  # GDAL's exceptions on in a caller that is no engine entry point
-            return False
-    return vector is not None and vector.GetLayerCount() > 0
+    try:
+        vector = open_dataset(str(path), "label", gdal.OF_VECTOR)
+    except (InputError, RuntimeError):  # RuntimeError: GDAL's exceptions on in a caller that is no entry point
+        return False
+    return vector.GetLayerCount() > 0
 
 
 def _as_drawn(values: np.ndarray, valid: np.ndarray, present: np.ndarray,
