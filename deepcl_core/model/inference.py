@@ -7,7 +7,7 @@ import os
 import threading
 from contextlib import contextmanager
 from copy import deepcopy
-from typing import Dict, Iterator, List, Optional, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import nn
@@ -162,18 +162,19 @@ def available_cores() -> int:
 # torch's thread count (OpenMP's) is each thread's own, and a thread takes, at its first use of
 # torch, the last one set. Two runs at once (QGIS runs detections side by side, each in a task's thread) each ask for
 # a count; when a block ends, its thread gets the count of its own latest block still running, or the
-# one it had before its first: another run's count is not its own (a task's thread was left on the
+# host's: another run's count is not its own (a task's thread was left on the
 # one thread of another run's preparation, and every later detection there computed on one core).
 _THREAD_REQUESTS: List[Tuple[object, int, int]] = []  # (token, count, thread)
-_THREAD_COUNT_BEFORE: Dict[int, int] = {}  # by thread, before its first open block
-_HOST_THREAD_COUNT = [0]  # before the first open block of any thread
+# Before the first open block of any thread; a thread's blocks end on it, as it cannot change while one
+# is open (also for a thread started during another run's block, which took that run's count)
+_HOST_THREAD_COUNT = [0]
 _THREAD_REQUESTS_LOCK = threading.Lock()
 
 
 @contextmanager
 def torch_threads(count: Optional[int]) -> Iterator[None]:
     """Run the block with ``count`` torch threads (None: unchanged). When it ends, the thread's count
-    is that of its latest block still running, or, when none is, the count it had before its first."""
+    is that of its latest block still running, or, when none is, the host's (:data:`_HOST_THREAD_COUNT`)."""
     if not count:
         yield
         return
@@ -181,10 +182,6 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
     with _THREAD_REQUESTS_LOCK:
         if not _THREAD_REQUESTS:
             _HOST_THREAD_COUNT[0] = torch.get_num_threads()
-        if not any(request[2] == thread for request in _THREAD_REQUESTS):
-            # The host's count, also for a thread started during another run's block, which took
-            # that run's count (and restoring it would leave it to every thread started later)
-            _THREAD_COUNT_BEFORE[thread] = _HOST_THREAD_COUNT[0]
         _set_torch_threads(count)
         _THREAD_REQUESTS.append((token, count, thread))
     try:
@@ -193,7 +190,7 @@ def torch_threads(count: Optional[int]) -> Iterator[None]:
         with _THREAD_REQUESTS_LOCK:
             _THREAD_REQUESTS[:] = [request for request in _THREAD_REQUESTS if request[0] is not token]
             own = [request[1] for request in _THREAD_REQUESTS if request[2] == thread]
-            _set_torch_threads(own[-1] if own else _THREAD_COUNT_BEFORE.pop(thread))
+            _set_torch_threads(own[-1] if own else _HOST_THREAD_COUNT[0])
 
 
 def _threads_without_requests() -> int:
