@@ -250,7 +250,7 @@ class _Tile:
 def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLike], outputs: DetectOutputs,
                    options: Optional[DetectOptions] = None,
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCallback] = None,
-                   model: Optional[ModelBundle] = None) -> DetectionResult:
+                   model: Optional[ModelBundle] = None, *, log_prefix: str = "") -> DetectionResult:
     """Detect change from ``before`` to ``after`` and write ``outputs``. The inputs are files or any
     name GDAL opens (``/vsizip/…``, ``/vsicurl/https://…``, a subdataset), passed on as given.
 
@@ -258,6 +258,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     batches and, when true, the run stops with :class:`Cancelled` and leaves no output file.
     ``model`` is used instead of ``options.model``'s file, which is otherwise read once per version
     of the file and shared between runs (:func:`model_file.shared_model`); neither is modified.
+    ``log_prefix`` goes before the warnings it logs (evaluation names their pair so).
     """
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -362,7 +363,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
 
     warnings.extend(budget.notes)
     for warning in warnings:
-        LOG.warning(warning)
+        LOG.warning("%s%s", log_prefix, warning)
     return DetectionResult(
         outputs=outputs, changed_pixels=counts.changed, valid_pixels=counts.valid,
         changed_area_m2=counts.changed_m2 if pixel_areas is not None else None,

@@ -21,7 +21,7 @@ from osgeo import gdal
 
 from .band_choice import choose_bands, sensor_band_names
 from .confidence_calibration import reliability
-from .detect import DetectionResult, DetectOptions, DetectOutputs, detect_changes, resolve_model
+from .detect import DetectOptions, DetectOutputs, detect_changes, resolve_model
 from .errors import Cancelled, InputError, OutputError, releases_locals_on_error
 from .gdal_utils import gdal_return_values, is_alpha
 from .metrics import Confusion
@@ -148,20 +148,6 @@ class _SaidOnce(logging.Filter):
         return True
 
 
-class _Prefixed(logging.Filter):
-    """Puts ``prefix`` before the messages this thread logs: of several pairs, a warning must say which
-    one it is about. Another thread's records (a detection in another QGIS task) are left as they are."""
-
-    def __init__(self, prefix: str) -> None:
-        super().__init__()
-        self.thread, self.prefix = threading.get_ident(), prefix
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.thread == self.thread:
-            record.msg, record.args = f"{self.prefix}{record.getMessage()}", ()
-        return True
-
-
 @contextlib.contextmanager
 def _filtered(logger: logging.Logger, log_filter: logging.Filter) -> Iterator[None]:
     logger.addFilter(log_filter)
@@ -171,17 +157,12 @@ def _filtered(logger: logging.Logger, log_filter: logging.Filter) -> Iterator[No
         logger.removeFilter(log_filter)
 
 
-def _detect_naming(pair_name: str, *args: Any, **kwargs: Any) -> DetectionResult:
-    """detect_changes, with its warnings (logged as it runs) prefixed with the pair's name."""
-    with _filtered(logging.getLogger(detect_changes.__module__), _Prefixed(f"pair {pair_name}: ")):
-        return detect_changes(*args, **kwargs)
-
-
 def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: Any,
                    cancel: Optional[CancelCallback]):
     outputs = _outputs(work, pair.name.replace("/", "_"))
     try:
-        result = _detect_naming(pair.name, pair.before, pair.after, outputs, options, cancel=cancel, model=bundle)
+        result = detect_changes(pair.before, pair.after, outputs, options, cancel=cancel, model=bundle,
+                                log_prefix=f"pair {pair.name}: ")
     except InputError as exc:  # of several pairs, the user must learn which one
         raise InputError(f"pair {pair.name}: {exc}") from None
     change = _read(outputs.change)
@@ -209,8 +190,8 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
         seeds[pair.name] = seed + index
         write_pseudo_change(pair.before, transformed, seeds[pair.name], bundle.bands, strength)
         outputs = _outputs(work, "pseudo")
-        result = _detect_naming(f"{pair.name} (pseudo-change)", pair.before, transformed, outputs, options,
-                                cancel=cancel, model=bundle)
+        result = detect_changes(pair.before, transformed, outputs, options, cancel=cancel, model=bundle,
+                                log_prefix=f"pair {pair.name} (pseudo-change): ")
         rates[pair.name] = result.changed_pixels / result.valid_pixels if result.valid_pixels else 0.0
         false_alarms += result.changed_pixels
         valid_total += result.valid_pixels
