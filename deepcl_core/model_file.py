@@ -291,12 +291,12 @@ def _first_sentence(exc: Exception, limit: int = 200) -> str:
 
 
 def _bundle_from_dict(data: Any, path: Path) -> ModelBundle:
-    from .training.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT  # training imports this module
+    from .training.checkpoint import FORMAT_NAME as CHECKPOINT_FORMAT, model_path_for  # training imports this module
 
     if isinstance(data, dict) and data.get("format") == CHECKPOINT_FORMAT:
-        model = path.name[:-len(".ckpt")] if path.name.endswith(".ckpt") else "its --out"
-        written = path.with_name(model)
-        if path.name.endswith(".ckpt") and written.is_file():  # a finished run: its model is the file to give
+        written = model_path_for(path)
+        model = written.name if written is not None else "its --out"
+        if written is not None and written.is_file():  # a finished run: its model is the file to give
             earlier = written.stat().st_mtime_ns < path.stat().st_mtime_ns
             raise ModelFileError(f"{path} is a training checkpoint, not a model file: give the model file its "
                                  f"training wrote beside it, {written}" + (

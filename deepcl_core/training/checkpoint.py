@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Dict, List, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
@@ -16,9 +16,19 @@ FORMAT_NAME = "deepcl-checkpoint"
 FORMAT_VERSION = 1
 
 
+CHECKPOINT_SUFFIX = ".ckpt"
+
+
 def checkpoint_path_for(out: Path) -> Path:
     """Next to the model file, so that ``--resume`` with the same ``--out`` finds it."""
-    return out.with_name(out.name + ".ckpt")
+    return out.with_name(out.name + CHECKPOINT_SUFFIX)
+
+
+def model_path_for(checkpoint: Path) -> Optional[Path]:
+    """The model file whose training writes ``checkpoint`` (:func:`checkpoint_path_for`'s inverse);
+    None for a checkpoint of another name."""
+    name = checkpoint.name
+    return checkpoint.with_name(name[:-len(CHECKPOINT_SUFFIX)]) if name.endswith(CHECKPOINT_SUFFIX) else None
 
 
 def save_checkpoint(state: Dict[str, Any], path: Path) -> None:
