@@ -10,7 +10,7 @@ from osgeo import gdal, ogr
 
 from qgis.core import QgsProcessingException
 
-from .engine import core_module, is_engine_error
+from .engine import core_module, engine_errors_as
 from .rasterize import as_dataset, burn_polygons, qgis_geotransform
 
 ROWS_PER_BLOCK = 512  # bounded memory on large maps
@@ -20,12 +20,8 @@ def open_change_map(path: str) -> gdal.Dataset:
     dataset = gdal.Open(path)
     if dataset is None:
         raise QgsProcessingException(f"The change map {path} is not a raster GDAL can read.")
-    try:  # another tool's map may declare its 0 nodata, as a label may (Rasterize's default)
+    with engine_errors_as(QgsProcessingException):  # another tool's map may declare its 0 nodata, as labels may
         return core_module("raster_io").zero_means_no_change(dataset, f"the change map {path}")
-    except Exception as exc:
-        if not is_engine_error(exc):
-            raise
-        raise QgsProcessingException(str(exc)) from None
 
 
 def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset:
@@ -33,13 +29,9 @@ def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset
     reference = gdal.Open(reference_path)
     if reference is None:
         raise QgsProcessingException(f"The reference raster {reference_path} is not a raster GDAL can read.")
-    try:  # as the engine reads labels: 0 is no change, even as the reference's nodata value
+    with engine_errors_as(QgsProcessingException):  # as the engine reads labels: 0 is no change, even as nodata
         reference = core_module("raster_io").zero_means_no_change(reference, "the reference")
         return core_module("grid").label_on_grid(reference, change, "the reference", "the change map")
-    except Exception as exc:
-        if not is_engine_error(exc):
-            raise
-        raise QgsProcessingException(str(exc)) from None
 
 
 def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> gdal.Dataset:

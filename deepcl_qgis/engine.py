@@ -7,9 +7,10 @@ which may be missing when the plugin loads."""
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
-from typing import Callable, TypeVar
+from typing import Callable, Iterator, TypeVar
 
 Function = TypeVar("Function", bound=Callable)
 
@@ -30,6 +31,18 @@ def gdal_return_values(function: Function) -> Function:
     """The engine's :func:`~deepcl_core.gdal_utils.gdal_return_values`, for the plugin's own GDAL
     calls, which check return values as the engine's do (importing it needs no torch)."""
     return core_module("gdal_utils").gdal_return_values(function)
+
+
+@contextmanager
+def engine_errors_as(wrap: Callable[[str], Exception]) -> Iterator[None]:
+    """The engine's errors raised in the block (:func:`is_engine_error`) raised again as ``wrap(message)``,
+    without their traceback; others as they are."""
+    try:
+        yield
+    except Exception as exc:
+        if not is_engine_error(exc):
+            raise
+        raise wrap(str(exc)) from None
 
 
 def is_engine_error(error: BaseException) -> bool:

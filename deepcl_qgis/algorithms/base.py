@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import dependency_problem
-from ..engine import core_module, core_package, gdal_return_values, is_engine_error
+from ..engine import core_module, core_package, engine_errors_as, gdal_return_values
 from ..paths import bundled_model_path, icon
 
 # Detection's "Device used" on the first (or the current) CUDA device; the others have no choice here.
@@ -116,12 +116,8 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     def engine_errors(self) -> Iterator[None]:
         """Show engine errors (missing band, bad model, cancelled …) as Processing errors, with the
         engine's own user-facing message in Processing's words and no traceback."""
-        try:
+        with engine_errors_as(lambda message: QgsProcessingException(self.in_processing_words(message))):
             yield
-        except Exception as exc:  # by name: the plugin unloaded or reloaded makes other classes
-            if not is_engine_error(exc):
-                raise
-            raise QgsProcessingException(self.in_processing_words(str(exc))) from None
 
     @contextmanager
     def engine_warnings_to(self, feedback: QgsProcessingFeedback) -> Iterator[None]:
@@ -178,12 +174,9 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         if not ok:
             return ok, message
         try:
-            return self.check_inputs(parameters, context)
+            with engine_errors_as(QgsProcessingException):
+                return self.check_inputs(parameters, context)
         except QgsProcessingException as exc:
-            return False, str(exc)
-        except Exception as exc:
-            if not is_engine_error(exc):
-                raise
             return False, str(exc)
 
     def check_before_running(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> None:
@@ -255,10 +248,9 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         if self.parameterDefinition("DEVICE") is None or device in (None, ""):
             return ""
         try:
-            core_module("device").resolve_device(str(device))
-        except Exception as exc:
-            if not is_engine_error(exc):
-                raise
+            with engine_errors_as(QgsProcessingException):
+                core_module("device").resolve_device(str(device))
+        except QgsProcessingException as exc:
             return str(exc)
         return ""
 
