@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Iterator, Set
 
+import numpy as np
 import pytest
 from osgeo import gdal
 
@@ -92,3 +93,18 @@ def http_server(root: Path) -> Iterator[str]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+# METHOD's misregistration: a shift of up to 2 px, and a small rotation, here moving no pixel over 1 px
+SHIFT_PX, ROTATION_PX = 2.0, 1.0
+
+
+def coordinates(height: int, width: int) -> np.ndarray:
+    """An image whose bands are each pixel's own x and y: a warp's output is where each pixel came from
+    (bilinear sampling of a linear ramp is exact)."""
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    return np.stack([xx, yy])
+
+
+def displacement(image: np.ndarray, warped: np.ndarray) -> np.ndarray:
+    return np.hypot(warped[0] - image[0], warped[1] - image[1])

@@ -14,21 +14,10 @@ from deepcl_core.training.augment import PseudoChangeStrength, max_rotation, mis
 from deepcl_core.training.pairs import find_pairs, load_pairs
 from deepcl_core.training.sampler import AugmentConfig, CropSampler
 
-# METHOD's misregistration: a shift of up to 2 px, and a small rotation, here moving no pixel over 1 px
-SHIFT_PX, ROTATION_PX = 2.0, 1.0
+from core_test_helpers import ROTATION_PX, SHIFT_PX, coordinates, displacement
+
 # Haze alone: every other radiometric change off, the veil at its strongest
 HAZE_ONLY = PseudoChangeStrength(brightness=0.0, contrast=0.0, gamma=0.0, colour=0.0, haze=(0.3, 0.3))
-
-
-def coordinates(height: int, width: int) -> np.ndarray:
-    """An image whose bands are each pixel's own x and y: a warp's output is where each pixel came from
-    (bilinear sampling of a linear ramp is exact)."""
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
-    return np.stack([xx, yy])
-
-
-def displacement(image: np.ndarray, warped: np.ndarray) -> np.ndarray:
-    return np.hypot(warped[0] - image[0], warped[1] - image[1])
 
 
 @pytest.mark.parametrize("height, width", [(256, 256), (128, 128), (800, 800), (600, 1100)])
