@@ -20,10 +20,13 @@ from deepcl_core.model import NetworkConfig
 TINY_CONFIG = NetworkConfig(encoder="simple_cnn", decoder_channels=(32, 32, 16, 16, 8))
 
 
-def crop(source: Path, target: Path, xoff: int, yoff: int, width: int, height: int) -> Path:
-    """A window of ``source`` as a GeoTIFF (keeps georeference, band descriptions and types)."""
+def crop(source: Path, target: Path, xoff: int, yoff: int, width: int, height: int, keep_crs: bool = True) -> Path:
+    """A window of ``source`` as a GeoTIFF (keeps georeference, band descriptions and types); without
+    ``keep_crs`` the file keeps its geotransform only (a CRS to be set in QGIS, say)."""
     result = gdal.Translate(str(target), str(source), srcWin=[xoff, yoff, width, height], format="GTiff")
     assert result is not None, f"cannot crop {source}"
+    if not keep_crs:
+        result.SetSpatialRef(None)
     result = None
     return target
 

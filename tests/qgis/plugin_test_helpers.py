@@ -1,15 +1,16 @@
-"""Small helpers shared by the plugin tests: running an algorithm and reading rasters."""
+"""Small helpers shared by the plugin tests: running an algorithm, reading rasters and drawing
+polygons over them."""
 from __future__ import annotations
 
 import os
 import stat
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict
+from typing import Any, Callable, Dict, Iterable, List, Tuple
 
 import numpy as np
 import pytest
-from osgeo import gdal
+from osgeo import gdal, ogr
 
 REPO = Path(__file__).resolve().parents[2]
 DATA = Path(os.environ.get("DEEPCL_DATA") or REPO.parent / "shared" / "data")
@@ -64,6 +65,48 @@ def read(path: str | Path) -> np.ndarray:
     dataset = gdal.Open(str(path))
     assert dataset is not None, f"cannot open {path}"
     return dataset.GetRasterBand(1).ReadAsArray()
+
+
+def label_polygons(label: str | Path, target: Path, crs: str = "") -> str:
+    """The label's changed pixels as polygons, layer ``changed`` of a GeoPackage at ``target``,
+    reprojected to ``crs`` if given."""
+    dataset = gdal.Open(str(label))
+    memory = gdal.GetDriverByName("Memory").Create("", 0, 0, 0, gdal.GDT_Unknown)  # VectorTranslate's source
+    layer = memory.CreateLayer("changed", srs=dataset.GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
+    band = dataset.GetRasterBand(1)
+    gdal.Polygonize(band, band, layer, 0)  # the band as its own mask: only changed pixels
+    assert layer.GetFeatureCount() > 0
+    gdal.VectorTranslate(str(target), memory, format="GPKG", layerName="changed",
+                         **({"dstSRS": crs, "reproject": True} if crs else {}))
+    return str(target)
+
+
+def square_polygons(raster: str | Path, squares: Iterable[Tuple[float, float, float]]) -> List[str]:
+    """The squares given as (column, row, side) in pixels of ``raster`` (on it or off it), as WKT
+    polygons in its georeference."""
+    x0, dx, _, y0, _, dy = gdal.Open(str(raster)).GetGeoTransform()
+    polygons = []
+    for column, row, side in squares:
+        corners = [(x0 + c * dx, y0 + r * dy) for c, r in ((column, row), (column + side, row),
+                                                           (column + side, row + side), (column, row + side))]
+        polygons.append("POLYGON((" + ",".join(f"{x!r} {y!r}" for x, y in corners + corners[:1]) + "))")
+    return polygons
+
+
+def squares_package(raster: str | Path, squares: Iterable[Tuple[float, float, float]], target: Path,
+                    layer_name: str) -> Path:
+    """A layer ``layer_name`` of the squares (see ``square_polygons``), in the raster's CRS, added to
+    the GeoPackage at ``target`` (made if missing)."""
+    driver = ogr.GetDriverByName("GPKG")
+    package = driver.Open(str(target), 1) if target.exists() else driver.CreateDataSource(str(target))
+    layer = package.CreateLayer(layer_name, srs=gdal.Open(str(raster)).GetSpatialRef(), geom_type=ogr.wkbPolygon)
+    for wkt in square_polygons(raster, squares):
+        feature = ogr.Feature(layer.GetLayerDefn())
+        feature.SetGeometry(ogr.CreateGeometryFromWkt(wkt))
+        layer.CreateFeature(feature)
+    feature = layer = package = None  # written as it closes
+    return target
 
 
 def check_message(algorithm_id: str, parameters: Dict[str, Any]) -> str:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from osgeo import gdal, ogr, osr
+from osgeo import gdal
 
 from deepcl_core.model_file import load_model
-from plugin_test_helpers import check_message, error_recording_feedback, image, pair, read, run
+from plugin_test_helpers import check_message, error_recording_feedback, image, pair, read, run, squares_package
 
 ALG = "deepcl:detectchanges"
 FAST = {"TILE_SIZE": 128, "OVERLAP": 16, "DEVICE": "cpu"}
@@ -188,20 +188,7 @@ def test_a_mask_layers_unsaved_edits_are_used(deepcl_provider, tiny_model, tmp_p
     detected in both (the outputs' extent, from the layer, already took the edit)."""
     from qgis.core import QgsVectorLayer
 
-    x0, dx, _, y0, _, dy = gdal.Open(image(oscd_crop, "before")).GetGeoTransform()
-    package = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "zones.gpkg"))
-    srs = osr.SpatialReference()
-    srs.ImportFromEPSG(4326)
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    zones = package.CreateLayer("zones", srs, ogr.wkbPolygon)
-    for column, row, side in ((10, 10, 50), (100, 100, 50)):
-        feature = ogr.Feature(zones.GetLayerDefn())
-        corners = [(x0 + c * dx, y0 + r * dy) for c, r in ((column, row), (column + side, row),
-                                                           (column + side, row + side), (column, row + side))]
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(
-            "POLYGON((" + ",".join(f"{x!r} {y!r}" for x, y in corners + corners[:1]) + "))"))
-        zones.CreateFeature(feature)
-    package = zones = None
+    squares_package(image(oscd_crop, "before"), [(10, 10, 50), (100, 100, 50)], tmp_path / "zones.gpkg", "zones")
     layer = QgsVectorLayer(f"{tmp_path / 'zones.gpkg'}|layername=zones", "zones", "ogr")
     assert layer.isValid() and layer.startEditing()
     assert layer.deleteFeature(min(layer.allFeatureIds()))  # the first square, not saved

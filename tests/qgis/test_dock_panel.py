@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from core_test_helpers import crop
 from deepcl_qgis.threshold_scale import THRESHOLDS, position_of
-from plugin_test_helpers import image, pair, read, wait_for
+from plugin_test_helpers import image, pair, read, square_polygons, wait_for
 
 FAST = {"tile": 128, "overlap": 16}
 
@@ -294,15 +295,13 @@ def test_a_map_view_away_from_the_before_image_is_refused_in_words(panel, oscd_c
 
 def _squares_layer(before, squares):
     """A memory polygon layer in the before layer's CRS with one square per (column, row, side) in pixels."""
-    from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsRectangle, QgsVectorLayer
+    from qgis.core import QgsFeature, QgsGeometry, QgsProject, QgsVectorLayer
 
-    x0, dx, _, y0, _, dy = gdal.Open(before.source()).GetGeoTransform()
     layer = QgsVectorLayer(f"Polygon?crs={before.crs().authid()}", "districts", "memory")
     features = []
-    for column, row, side in squares:
+    for wkt in square_polygons(before.source(), squares):
         feature = QgsFeature()
-        feature.setGeometry(QgsGeometry.fromRect(QgsRectangle(x0 + column * dx, y0 + (row + side) * dy,
-                                                              x0 + (column + side) * dx, y0 + row * dy)))
+        feature.setGeometry(QgsGeometry.fromWkt(wkt))
         features.append(feature)
     layer.dataProvider().addFeatures(features)
     QgsProject.instance().addMapLayer(layer)
@@ -816,11 +815,9 @@ def test_bands_are_read_in_the_order_they_are_checked(panel, oscd_crop, tmp_path
 def test_the_summary_says_how_much_of_the_image_had_no_data(panel, oscd_crop, tmp_path):
     """An after image covering half of the before one (a swath edge, clouds of Level-2A): the summary
     gave the changed share of the other half only, and nothing said half was not looked at."""
-    from osgeo import gdal
-
     source = gdal.Open(image(oscd_crop, "after"))
-    half = tmp_path / "after_west_half.tif"
-    gdal.Translate(str(half), source, srcWin=[0, 0, source.RasterXSize // 2, source.RasterYSize])
+    half = crop(image(oscd_crop, "after"), tmp_path / "after_west_half.tif", 0, 0, source.RasterXSize // 2,
+                source.RasterYSize)
     before = add_raster(image(oscd_crop, "before"), "abudhabi_20150801")
     after = add_raster(str(half), "abudhabi_20180328")
     dock = panel()

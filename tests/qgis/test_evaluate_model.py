@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 from osgeo import gdal, ogr
 
+from core_test_helpers import crop
 from deepcl_core.metrics import Confusion
-from plugin_test_helpers import check_message, error_recording_feedback, image, pair, read, run
+from plugin_test_helpers import (check_message, error_recording_feedback, image, label_polygons, pair, read, run,
+                                 squares_package)
 
 ALG = "deepcl:evaluatemodel"
 
@@ -91,14 +93,7 @@ def test_nothing_in_common_or_a_confidence_map_is_refused(deepcl_provider, tiny_
 
 def test_polygon_reference_matches_the_raster_reference(deepcl_provider, tiny_model, tmp_path, oscd_crop):
     change = _change_map(tmp_path, tiny_model, oscd_crop, threshold=0.3)
-    polygons = tmp_path / "changed.gpkg"
-    label = gdal.Open(image(oscd_crop, "label"))
-    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(polygons))
-    layer = vector.CreateLayer("changed", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-    band = label.GetRasterBand(1)
-    gdal.Polygonize(band, band, layer, 0)  # the band as its own mask: only changed (1) pixels
-    vector = layer = None
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")  # its changed (1) pixels
     by_raster = run(ALG, {"CHANGE": change, "REFERENCE": image(oscd_crop, "label")})
     by_polygons = run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": str(polygons)})
     assert by_raster["TP"] + by_raster["FN"] > 0
@@ -358,30 +353,6 @@ def test_the_report_never_replaces_an_input_and_replaces_a_link_not_its_target(d
     assert not list(tmp_path.glob(".report-*"))
 
 
-def _crop(source: str, target: Path, window, keep_crs: bool = True) -> str:
-    """``gdal_translate -srcwin`` of ``source``; without ``keep_crs`` the file keeps its geotransform only."""
-    gdal.Translate(str(target), source, srcWin=window)
-    if not keep_crs:
-        dataset = gdal.Open(str(target), gdal.GA_Update)
-        dataset.SetSpatialRef(None)
-        dataset = None
-    return str(target)
-
-
-def _label_polygons(label: str, target: Path, crs: str = "") -> str:
-    """The label's changed pixels as polygons in a GeoPackage, reprojected to ``crs`` if given."""
-    dataset = gdal.Open(label)
-    memory = gdal.GetDriverByName("Memory").Create("", 0, 0, 0, gdal.GDT_Unknown)  # VectorTranslate's source
-    layer = memory.CreateLayer("changed", srs=dataset.GetSpatialRef(), geom_type=ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-    band = dataset.GetRasterBand(1)
-    gdal.Polygonize(band, band, layer, 0)  # the band as its own mask: only changed pixels
-    assert layer.GetFeatureCount() > 0
-    gdal.VectorTranslate(str(target), memory, format="GPKG", layerName="changed",
-                         **({"dstSRS": crs, "reproject": True} if crs else {}))
-    return str(target)
-
-
 def _layer_with_crs(path: str, name: str, authid: str) -> object:
     """The raster as a layer of the project whose CRS is set in QGIS ("Set layer CRS"), not in its file."""
     from qgis.core import QgsCoordinateReferenceSystem, QgsProject, QgsRasterLayer
@@ -400,17 +371,14 @@ def test_a_crs_assigned_in_qgis_places_the_reference_polygons(deepcl_provider, t
     from qgis.core import QgsProject
 
     source = pair("oscd", "bercy")  # EPSG:4326
-    label = _crop(image(source, "label"), tmp_path / "label.tif", [0, 0, 200, 200])
-    polygons = _label_polygons(label, tmp_path / "changed_l93.gpkg", "EPSG:2154")
+    label = str(crop(image(source, "label"), tmp_path / "label.tif", 0, 0, 200, 200))
+    polygons = label_polygons(label, tmp_path / "changed_l93.gpkg", "EPSG:2154")
     changed = int((read(label) > 0).sum())
     assert changed > 50
     # The label itself as the change map: everything the polygons cover is found
-    change = _layer_with_crs(_crop(label, tmp_path / "change.tif", [0, 0, 200, 200], keep_crs=False),
-                             "change", "EPSG:4326")
-    before = _layer_with_crs(_crop(image(source, "before"), tmp_path / "before.tif", [0, 0, 200, 200], False),
-                             "before", "EPSG:4326")
-    after = _layer_with_crs(_crop(image(source, "after"), tmp_path / "after.tif", [0, 0, 200, 200], False),
-                            "after", "EPSG:4326")
+    change, before, after = (
+        _layer_with_crs(str(crop(path, tmp_path / f"{name}.tif", 0, 0, 200, 200, keep_crs=False)), name, "EPSG:4326")
+        for path, name in ((label, "change"), (image(source, "before"), "before"), (image(source, "after"), "after")))
     try:
         result = run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": polygons})
         # Reprojected pixel edges may move a pixel centre or two across
@@ -429,23 +397,14 @@ def test_reference_polygons_off_the_change_map_are_refused_and_none_on_it_said(d
     from qgis.core import QgsProcessingException
 
     source = pair("oscd", "bercy")
-    change = _crop(image(source, "label"), tmp_path / "change.tif", [0, 0, 180, 180])
-    elsewhere = _crop(image(source, "label"), tmp_path / "elsewhere.tif", [180, 200, 180, 195])
+    change = str(crop(image(source, "label"), tmp_path / "change.tif", 0, 0, 180, 180))
+    elsewhere = crop(image(source, "label"), tmp_path / "elsewhere.tif", 180, 200, 180, 195)
     with pytest.raises(QgsProcessingException, match=r"No reference polygon of .* lies on the change map.*"
                                                      r"check the layer's CRS"):
-        run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": _label_polygons(elsewhere, tmp_path / "elsewhere.gpkg")})
+        run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": label_polygons(elsewhere, tmp_path / "elsewhere.gpkg")})
     # Two squares, west and east of the map: their extent spans it, yet neither lies on it
-    x0, dx, _, y0, _, dy = gdal.Open(change).GetGeoTransform()
-    around = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp_path / "around.gpkg"))
-    layer = around.CreateLayer("changed", srs=gdal.Open(change).GetSpatialRef(), geom_type=ogr.wkbPolygon)
-    for left in (x0 - 20 * dx, x0 + 200 * dx):
-        feature = ogr.Feature(layer.GetLayerDefn())
-        feature.SetGeometry(ogr.CreateGeometryFromWkt(
-            f"POLYGON (({left} {y0}, {left + 10 * dx} {y0}, {left + 10 * dx} {y0 + 10 * dy}, {left} {y0 + 10 * dy}, "
-            f"{left} {y0}))"))
-        layer.CreateFeature(feature)
-    around.CreateLayer("empty", srs=gdal.Open(change).GetSpatialRef(), geom_type=ogr.wkbPolygon)
-    around = layer = feature = None
+    squares_package(change, [(-20, 0, 10), (200, 0, 10)], tmp_path / "around.gpkg", "changed")
+    squares_package(change, [], tmp_path / "around.gpkg", "empty")
     feedback = error_recording_feedback()
     result = run(ALG, {"CHANGE": change, "REFERENCE_POLYGONS": f"{tmp_path / 'around.gpkg'}|layername=changed"},
                  feedback)
