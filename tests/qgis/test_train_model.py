@@ -8,7 +8,7 @@ import torch
 from osgeo import gdal, ogr
 
 from deepcl_core.model_file import load_model
-from plugin_test_helpers import check_message, image, pair, run
+from plugin_test_helpers import check_message, image, label_polygons, pair, run
 
 ALG = "deepcl:trainmodel"
 TINY_RUN = {"EPOCHS": 1, "ITERATIONS": 2, "BATCH_SIZE": 2, "CROP": 64, "DEVICE": "cpu"}
@@ -125,18 +125,8 @@ def test_the_model_file_must_end_in_pt(deepcl_provider, tiny_model, tmp_path):
     assert "must end in .pt (got model.bin)" in message
 
 
-def _changed_area_polygons(oscd_crop, path):
-    """The OSCD crop's label as polygons, in a GeoPackage at ``path``."""
-    label = gdal.Open(image(oscd_crop, "label"))
-    vector = ogr.GetDriverByName("GPKG").CreateDataSource(str(path))
-    layer = vector.CreateLayer("changed", srs=label.GetSpatialRef(), geom_type=ogr.wkbPolygon)
-    layer.CreateField(ogr.FieldDefn("value", ogr.OFTInteger))
-    gdal.Polygonize(label.GetRasterBand(1), label.GetRasterBand(1), layer, 0)
-    return path
-
-
 def test_train_from_layers_and_changed_area_polygons(deepcl_provider, tiny_model, tmp_path, oscd_crop):
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     out = tmp_path / "from_layers.pt"
     result = run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
                        "CHANGED_AREAS": str(polygons), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN})
@@ -148,7 +138,7 @@ def test_an_area_of_interest_holding_no_changed_polygon_is_named(deepcl_provider
     """It was told "No changed-area polygon covers the before image", which they did."""
     from qgis.core import QgsProcessingException
 
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     label = gdal.Open(image(oscd_crop, "label"))
     values, (x0, dx, _, y0, _, dy) = label.ReadAsArray(), label.GetGeoTransform()
     row, column = next((r, c) for r in range(0, values.shape[0] - 8, 8) for c in range(0, values.shape[1] - 8, 8)
@@ -215,7 +205,7 @@ def test_an_invalid_changed_area_polygon_follows_processings_setting_in_words(de
     import processing
     from qgis.core import QgsFeatureRequest, QgsProcessingContext, QgsProcessingException, QgsProject
 
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     bowtie = _with_a_bowtie(polygons)
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
@@ -252,7 +242,7 @@ def test_training_from_layers_leaves_nothing_in_qgiss_temporary_folder(deepcl_pr
     QGIS exited, after each run, failed or not."""
     from qgis.core import QgsProcessingException
 
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     parameters = {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
                   "CHANGED_AREAS": str(polygons), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"),
                   **TINY_RUN}
@@ -269,7 +259,7 @@ def test_a_model_trained_from_layers_records_them(deepcl_provider, tiny_model, t
     exits, and the command line "QGIS Processing deepcl:trainmodel"; messages called the pair "pair"."""
     from qgis.core import QgsProcessingException, QgsProject, QgsRasterLayer
 
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     before = QgsRasterLayer(image(oscd_crop, "before"), "abudhabi_2015", "gdal")
     QgsProject.instance().addMapLayer(before)
     try:
@@ -345,7 +335,7 @@ def test_a_pair_placed_by_ground_control_points_gets_its_label_on_the_images_gri
         placed = gdal.Translate(sources[role], source, GCPs=gcps, outputSRS=source.GetProjection())
         assert placed.GetGCPCount() == 4 and placed.GetGeoTransform(can_return_null=True) is None
         placed = None
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     vector = ogr.Open(str(polygons))  # held: its layer dies with it
     changed = [bytes(feature.GetGeometryRef().ExportToWkb()) for feature in vector.GetLayer(0)]
     vector = None
@@ -363,7 +353,7 @@ def test_an_inputs_own_invalid_features_setting_wins_over_processings(deepcl_pro
     import processing
     from qgis.core import QgsFeatureRequest, QgsProcessingContext, QgsProcessingFeatureSourceDefinition, QgsProject
 
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     _with_a_bowtie(polygons)
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
@@ -418,7 +408,7 @@ def test_an_empty_area_of_interest_is_named_as_such(deepcl_provider, tiny_model,
     """It was told that no changed-area polygon lay inside the area of interest."""
     from qgis.core import QgsProcessingException
 
-    polygons = _changed_area_polygons(oscd_crop, tmp_path / "changed.gpkg")
+    polygons = label_polygons(image(oscd_crop, "label"), tmp_path / "changed.gpkg")
     area = _layer_of(tmp_path / "area.gpkg", gdal.Open(image(oscd_crop, "label")).GetSpatialRef())
     with pytest.raises(QgsProcessingException, match="^The area-of-interest layer holds no polygon"):
         run(ALG, {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
