@@ -86,7 +86,7 @@ def naive_detect(before: Path, after: Path, change_path: Path, confidence_path: 
 
 def _tile_grid(grid: Grid, tile: int, overlap: int, scale: int) -> TileGrid:
     """Detection's tiles: ``tile`` and ``overlap`` are the network's, so smaller on enlarged images."""
-    return TileGrid(grid.width, grid.height, tile // scale, overlap // scale)
+    return TileGrid.for_network(grid.width, grid.height, tile, overlap, scale)
 
 
 def _write_whole(path: Path, values: np.ndarray, data_type: int, nodata: float, grid: Grid) -> None:

@@ -46,7 +46,7 @@ from .polygons import write_change_polygons
 from .raster_io import open_image
 from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
-from .tiling import DEFAULT_TILE, RowBlender, TileGrid, tile_overlap
+from .tiling import DEFAULT_TILE, RowBlender, TileGrid, fill_past_the_edge, tile_overlap
 from .write_behind import WriteBehind
 
 LOG = logging.getLogger(__name__)
@@ -240,9 +240,9 @@ def resolve_model(path: Optional[Path]) -> ModelBundle:
 class _Tile:
     x: int
     y: int
-    before: np.ndarray  # (bands, h, w) normalised
+    before: np.ndarray  # (bands, tile height, tile width) normalised
     after: np.ndarray
-    valid: np.ndarray  # (h, w) both inputs valid
+    valid: np.ndarray  # (h, w) both inputs valid, of the part inside the image (TileGrid.inside)
 
 
 @gdal_return_values
@@ -290,7 +290,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     platt_scaling = bundle.platt_scaling_for(pixel_size)
     stretches, network = _statistics_and_network(pair, bundle, device, options.precision, warnings)
     # Tile and overlap are the network's: an image it sees enlarged is cut in smaller tiles.
-    tiles = TileGrid(grid.width, grid.height, options.tile_size // scale, options.overlap_used // scale)
+    tiles = TileGrid.for_network(grid.width, grid.height, options.tile_size, options.overlap_used, scale)
     specs = _output_specs(outputs, calibrated=not platt_scaling.is_identity,
                           made_by=_made_by(before, after, options, model, threshold, scale))
     pixel_areas = pixel_area_by_row(grid)
@@ -591,25 +591,28 @@ def _window_text(window: Optional[Window]) -> str:
 
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
-               bundle: ModelBundle, windows: Callable[[_Pair], Tuple[WindowReader, WindowReader]],
-               helper: Optional[Executor] = None,
-               into: Optional[Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]]] = None) -> _Tile:
+               bundle: ModelBundle, into: Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]],
+               windows: Callable[[_Pair], Tuple[WindowReader, WindowReader]], helper: Optional[Executor] = None) -> _Tile:
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
-    one thread when given, side by side with the after image). ``windows(pair)``: the functions
-    that give a window of the before and of the after image (strips of whole rows of blocks,
-    :mod:`~deepcl_core.row_strips`). ``into(position)``: the (before, after) arrays to normalise
-    into (slots of a batch, :class:`~deepcl_core.batches.BatchSlots`)."""
+    one thread when given, side by side with the after image). ``into(position)``: the (before,
+    after) arrays of the tile's size to normalise into (slots of a batch,
+    :class:`~deepcl_core.batches.BatchSlots`); a last tile's part past the image's edge is
+    reflected. ``windows(pair)``: the functions that give a window of the before and of the after
+    image (strips of whole rows of blocks, :mod:`~deepcl_core.row_strips`)."""
     x, y = position
-    out_before, out_after = into(position) if into is not None else (None, None)
+    before, after = into(position)
+    height, width = tiles.inside(x, y)
     window_before, window_after = windows(pair)
-    read_before = partial(_read_normalised, window_before, stretches[0], bundle, tiles, x, y, out_before)
+    read_before = partial(_read_normalised, window_before, stretches[0], bundle, x, y, before[:, :height, :width])
     future = helper.submit(read_before) if helper is not None else None
-    after, valid_a = _read_normalised(window_after, stretches[1], bundle, tiles, x, y, out_after)
-    before, valid_b = future.result() if future is not None else read_before()
+    valid_a = _read_normalised(window_after, stretches[1], bundle, x, y, after[:, :height, :width])
+    valid_b = future.result() if future is not None else read_before()
     valid = valid_b & valid_a
-    if not valid.all():  # each image was normalised with its own mask: both get the pair's
-        for image in (before, after):
-            np.copyto(image, 0.0, where=~valid)
+    invalid = None if valid.all() else ~valid  # each image was normalised with its own mask: both get the pair's
+    for image in (before, after):
+        if invalid is not None:
+            np.copyto(image[:, :height, :width], 0.0, where=invalid)
+        fill_past_the_edge(image, height, width)
     return _Tile(x, y, before, after, valid)
 
 
@@ -635,13 +638,13 @@ def _decoded_bytes(pair: _Pair) -> int:
                for d in pair.datasets())
 
 
-def _read_normalised(window: WindowReader, stretch: ImageStretch,
-                     bundle: ModelBundle, tiles: TileGrid, x: int, y: int,
-                     out: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """The tile at (x, y) of one image, normalised; ``window(x, y, width, height)`` gives its pixels
-    (integers kept) and validity."""
-    pixels, valid = window(x, y, tiles.tile_width, tiles.tile_height)
-    return normalize(pixels, stretch, bundle.normalization, valid, out), valid
+def _read_normalised(window: WindowReader, stretch: ImageStretch, bundle: ModelBundle, x: int, y: int,
+                     out: np.ndarray) -> np.ndarray:
+    """The window at (x, y) of one image the size of ``out`` (bands, h, w), normalised into ``out``;
+    returns its validity. ``window(x, y, width, height)`` gives its pixels (integers kept) and validity."""
+    pixels, valid = window(x, y, out.shape[2], out.shape[1])
+    normalize(pixels, stretch, bundle.normalization, valid, out)
+    return valid
 
 
 # Values other tools write where an image has no data (0: the black collar of a mosaic or a warped

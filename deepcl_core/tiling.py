@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from math import gcd
 from typing import Callable, Iterator, List, Sequence, Tuple
 
 import numpy as np
@@ -27,12 +28,27 @@ def tile_overlap(tile: int) -> int:
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Positions of equally sized tiles covering a ``width`` × ``height`` image."""
+    """Positions of equally sized tiles covering a ``width`` × ``height`` image, each starting at a
+    multiple of ``align`` pixels where the tiles are large enough for it (``tile - overlap`` at least
+    ``align``): the overlap then grows to keep the steps on that grid, and the last tile may reach
+    past the image's right or bottom edge by less than ``align`` pixels (:meth:`inside`)."""
 
     width: int
     height: int
     tile: int
     overlap: int
+    align: int = 1
+
+    @classmethod
+    def for_network(cls, width: int, height: int, tile: int, overlap: int, scale: int = 1) -> "TileGrid":
+        """The tiles of an image the network sees enlarged ``scale`` times, ``tile`` and ``overlap``
+        given in the network's pixels: each tile starts where the whole image, seen at once, has a
+        cell of the network's coarsest grid (every 32 of its pixels). The network is not
+        shift-invariant: a tile cut off that grid sees its pixels in other cells of its pooling, and
+        the map differed inside tiles, not only at their seams, from one tile size to another."""
+        from .model.network import NETWORK_MULTIPLE  # here: the plugin imports this module before torch is found
+
+        return cls(width, height, tile // scale, overlap // scale, NETWORK_MULTIPLE // gcd(NETWORK_MULTIPLE, scale))
 
     @property
     def tile_width(self) -> int:
@@ -43,10 +59,15 @@ class TileGrid:
         return min(self.tile, self.height)
 
     def columns(self) -> List[int]:
-        return _starts(self.width, self.tile, self.overlap)
+        return _starts(self.width, self.tile, self.overlap, self.align)
 
     def rows(self) -> List[int]:
-        return _starts(self.height, self.tile, self.overlap)
+        return _starts(self.height, self.tile, self.overlap, self.align)
+
+    def inside(self, x: int, y: int) -> Tuple[int, int]:
+        """(height, width) of the tile at (x, y) that lies inside the image: less than the tile's
+        for a last tile reaching past the edge."""
+        return min(self.tile_height, self.height - y), min(self.tile_width, self.width - x)
 
     def __len__(self) -> int:
         return len(self.columns()) * len(self.rows())
@@ -59,11 +80,11 @@ class TileGrid:
                 yield x, y
 
     def blend_weights(self, x: int, y: int) -> np.ndarray:
-        """Weights (tile_height, tile_width) that fall off linearly across the overlap on every
-        side that borders another tile, and stay 1 at the image border. Read-only: tiles with the
-        same neighbours share one array (at most nine kinds per grid)."""
-        return _blend_weights(self.tile_height, self.tile_width, self.overlap, y > 0,
-                              y + self.tile_height < self.height, x > 0, x + self.tile_width < self.width)
+        """Weights of the part of the tile at (x, y) inside the image (:meth:`inside`), that fall off
+        linearly across the overlap on every side that borders another tile, and stay 1 at the image
+        border. Read-only: tiles with the same neighbours share one array (a few kinds per grid)."""
+        return _blend_weights(*self.inside(x, y), self.overlap, y > 0, y + self.tile_height < self.height, x > 0,
+                              x + self.tile_width < self.width)
 
 
 @lru_cache(maxsize=32)
@@ -74,13 +95,30 @@ def _blend_weights(height: int, width: int, overlap: int, top: bool, bottom: boo
     return weights
 
 
-def _starts(length: int, tile: int, overlap: int) -> List[int]:
+def _starts(length: int, tile: int, overlap: int, align: int) -> List[int]:
     if length <= tile:
         return [0]
     step = tile - overlap
-    starts = list(range(0, length - tile, step))
-    starts.append(length - tile)  # the last tile ends at the image edge
-    return sorted(set(starts))
+    if step < align:  # tiles too small for the grid: the last one ends at the image edge
+        align = 1
+    step -= step % align
+    # the first start on the grid from which a tile reaches the image's end; the steps before it
+    # are multiples of the grid too, and neighbours share at least the overlap
+    last = -(-(length - tile) // align) * align
+    return [*range(0, last, step), last]
+
+
+def fill_past_the_edge(tile: np.ndarray, height: int, width: int) -> None:
+    """Fill the rows from ``height`` and the columns from ``width`` of ``tile`` (..., H, W), where a
+    last tile reaches past the image, by reflecting the image's last rows and columns as the
+    network's padding of an image to its grid does (the edge pixel repeated where the image is too
+    narrow to reflect)."""
+    for axis, inside in ((tile.ndim - 1, width), (tile.ndim - 2, height)):
+        past = tile.shape[axis] - inside
+        if past > 0:
+            lines = np.moveaxis(tile, axis, 0)  # a view: what is written to it goes to ``tile``
+            mirrored = np.arange(inside - 2, inside - 2 - past, -1) if past < inside else np.full(past, inside - 1)
+            lines[inside:] = lines[mirrored]
 
 
 def _ramp(size: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarray:
@@ -109,11 +147,12 @@ class RowBlender:
         self.top = 0  # image row held in buffer row 0
 
     def add(self, values: Sequence[np.ndarray], weights: np.ndarray, valid: np.ndarray, x: int, y: int) -> None:
-        """``values``: one (h, w) map per channel, or a (channels, h, w) array."""
+        """``values``: one map per channel, or a (channels, h, w) array, of a tile of which the
+        (h, w) of ``weights`` lie inside the image (:meth:`TileGrid.blend_weights`); the rest is dropped."""
         h, w = weights.shape
         r = y - self.top
         for channel, value in enumerate(values):
-            self.sums[channel, r:r + h, x:x + w] += value * weights
+            self.sums[channel, r:r + h, x:x + w] += value[:h, :w] * weights
         self.weights[r:r + h, x:x + w] += weights
         self.valid[r:r + h, x:x + w] = valid
 

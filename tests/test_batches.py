@@ -64,7 +64,7 @@ def test_reader_threads_asking_for_one_batch_get_one_pair_of_arrays():
 def test_the_network_reads_tiles_where_the_readers_normalised_them(oscd_mismatch_pair, tiny_model, tmp_path,
                                                                     monkeypatch):
     """No copy between the readers and the network: each tile's inputs lie in the arrays the
-    network is given (background readers; 4 tiles a row in batches of at most 3: 2 and 2)."""
+    network is given (background readers; 5 tiles a row, 4 rows, in batches of at most 3: 3 and 2)."""
     given, read = [], []
     launch_network, read_tile = network_on_tiles.launch_network, detect._read_tile
 
@@ -81,5 +81,5 @@ def test_the_network_reads_tiles_where_the_readers_normalised_them(oscd_mismatch
     outputs = DetectOutputs(tmp_path / "change.tif", tmp_path / "confidence.tif")
     options = DetectOptions(tile_size=64, overlap=16, batch_size=3, device="cpu", io_threads=2, overlap_io=True)
     result = detect_changes(*oscd_mismatch_pair, outputs, options, model=tiny_model)
-    assert len(read) == result.tiles == 12 and [len(batch) for batch in given] == [2] * 6
+    assert len(read) == result.tiles == 20 and [len(batch) for batch in given] == [3, 2] * 4
     assert all(any(np.shares_memory(tile, batch) for batch in given) for tile in read)

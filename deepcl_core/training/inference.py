@@ -3,7 +3,7 @@
 and calibration (the network's own score) and for benchmarks (the confidence detection writes)."""
 from __future__ import annotations
 
-from typing import Tuple
+from typing import List, Tuple
 
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from ..confidence_calibration import PlattScaling
 from ..heap import freed_memory_kept
 from ..model_file import ModelBundle
 from ..network_on_tiles import run_network
-from ..tiling import DEFAULT_TILE, TileGrid, tile_overlap
+from ..tiling import DEFAULT_TILE, TileGrid, fill_past_the_edge, tile_overlap
 from .pairs import LoadedPair
 
 
@@ -23,23 +23,22 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
     the network's pixels, the pair enlarged ``scale`` times for it and the score scaled by
     ``platt_scaling`` (as detection does; the default: the network's own score)."""
     height, width = pair.shape
-    grid = TileGrid(width, height, tile // scale, overlap // scale)
+    grid = TileGrid.for_network(width, height, tile, overlap, scale)
     sums = np.zeros((2, height, width), np.float32)
     weights = np.zeros((height, width), np.float32)
     positions = list(grid.positions())
-    th, tw = grid.tile_height, grid.tile_width
     with freed_memory_kept():  # as in detection: each batch reuses the last one's pages
         for start in range(0, len(positions), batch_size):
             chunk = positions[start:start + batch_size]
-            before = np.stack([pair.before[:, y:y + th, x:x + tw] for x, y in chunk])
-            after = np.stack([pair.after[:, y:y + th, x:x + tw] for x, y in chunk])
+            before, after = (_tiles(image, grid, chunk) for image in (pair.before, pair.after))
             probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale,
                                                 platt_scaling=platt_scaling)
             for i, (x, y) in enumerate(chunk):
-                w = grid.blend_weights(x, y)
-                sums[0, y:y + th, x:x + tw] += probability[i] * w
-                sums[1, y:y + th, x:x + tw] += distance[i] * w
-                weights[y:y + th, x:x + tw] += w
+                w = grid.blend_weights(x, y)  # of the part inside the image
+                h_in, w_in = w.shape
+                for channel, maps in enumerate((probability, distance)):
+                    sums[channel, y:y + h_in, x:x + w_in] += maps[i, :h_in, :w_in] * w
+                weights[y:y + h_in, x:x + w_in] += w
     return sums[0] / weights, sums[1] / weights
 
 
@@ -50,3 +49,14 @@ def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: Loa
     size = pair.pixel_size_m
     return predict_pair(network, pair, device, tile, tile_overlap(tile), scale=bundle.input_scale_for(size),
                         platt_scaling=bundle.platt_scaling_for(size))[0]
+
+
+def _tiles(image: np.ndarray, grid: TileGrid, positions: List[Tuple[int, int]]) -> np.ndarray:
+    """(N, bands, tile height, tile width) tiles of ``image`` (bands, H, W) at ``positions``, as
+    detection reads them: a last tile's part past the image's edge reflected."""
+    tiles = np.empty((len(positions), image.shape[0], grid.tile_height, grid.tile_width), np.float32)
+    for tile, (x, y) in zip(tiles, positions):
+        height, width = grid.inside(x, y)
+        tile[:, :height, :width] = image[:, y:y + height, x:x + width]
+        fill_past_the_edge(tile, height, width)
+    return tiles
