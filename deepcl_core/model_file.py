@@ -3,13 +3,15 @@ load). It carries the network's config and weights and the input contract: bands
 threshold, and the provenance of the weights."""
 from __future__ import annotations
 
+import hashlib
+import io
 import math
 import os
 import zipfile
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -144,40 +146,62 @@ def atomic_torch_save(data: Dict[str, Any], path: Path) -> None:
 def load_model(path: str | os.PathLike) -> ModelBundle:
     """Read and check a model file; any problem is a :class:`ModelFileError` that says what to do."""
     path = Path(path)
+    return _model_from_bytes(_model_file_bytes(path), path)
+
+
+def load_model_and_sha256(path: str | os.PathLike) -> Tuple[ModelBundle, str]:
+    """:func:`load_model`'s bundle and the SHA-256 of the bytes it was read from (a fine-tune records
+    which file it started from): one read, and the digest is of the very version loaded."""
+    path = Path(path)
+    data = _model_file_bytes(path)
+    return _model_from_bytes(data, path), hashlib.sha256(data).hexdigest()
+
+
+def _model_file_bytes(path: Path) -> bytes:
+    """The whole file, read once: the checksum check and torch's reader both take it from memory.
+    A file that is no PyTorch archive is refused on its first bytes, before the rest is read."""
     if path.is_dir():
         raise ModelFileError(f"model file {path} is a folder; give the .pt file inside it")
     if not path.is_file():
         raise ModelFileError(f"model file not found: {path}")
     if path.stat().st_size == 0:
         raise ModelFileError(f"model file is empty: {path}")
-    with path.open("rb") as handle:
+    with path.open("rb", buffering=0) as handle:  # readall: the whole file in one read, not through a buffer
         start = handle.read(4)
-    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # a pickle: old torch.save
-        raise ModelFileError(f"{path} is a PyTorch file of the old format, not a DeepCL model file (network "
-                             "weights alone, such as the ImageNet encoder's?): give a model file deepcl train wrote")
-    if start != b"PK\x03\x04":  # torch.save writes a zip archive
-        raise ModelFileError(f"{path} is not a readable DeepCL model file: it is of another "
-                             "format (a model file is a PyTorch archive, .pt)")
-    part = damaged_part(path)
+        if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):  # a pickle: old torch.save
+            raise ModelFileError(f"{path} is a PyTorch file of the old format, not a DeepCL model file (network "
+                                 "weights alone, such as the ImageNet encoder's?): give a model file deepcl train "
+                                 "wrote")
+        if start != b"PK\x03\x04":  # torch.save writes a zip archive
+            raise ModelFileError(f"{path} is not a readable DeepCL model file: it is of another "
+                                 "format (a model file is a PyTorch archive, .pt)")
+        handle.seek(0)
+        return handle.readall()
+
+
+def _model_from_bytes(data: bytes, path: Path) -> ModelBundle:
+    """The checked bundle of a model file's bytes ``data``, read from ``path`` (which errors name)."""
+    part = damaged_part(data)
     if part is not None:
         raise ModelFileError(f"{path} is damaged: its part {part} does not match its checksum; "
                              "copy or download it again")
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle, zip and torch errors alike: the file is not a safe model file
         raise ModelFileError(f"{path} is not a readable DeepCL model file (corrupt, truncated, of another format, "
                              f"or holding code, which is never run): {_first_sentence(exc)}") from None
-    return _bundle_from_dict(data, path)
+    return _bundle_from_dict(loaded, path)
 
 
-def damaged_part(path: str | os.PathLike) -> Optional[str]:
-    """The name of the first part of the zip archive ``torch.save`` wrote at ``path`` whose bytes do
-    not match their checksum, else None. Torch's reader checks no checksum: damaged bytes inside a
-    tensor loaded as other weights, which detected other changes without a word. None too for a file
-    that is no readable zip at all (truncated, another format), which torch's reader then names."""
+def damaged_part(archive: bytes | str | os.PathLike) -> Optional[str]:
+    """The name of the first part of the zip archive ``torch.save`` wrote (its bytes, or its path)
+    whose bytes do not match their checksum, else None. Torch's reader checks no checksum: damaged
+    bytes inside a tensor loaded as other weights, which detected other changes without a word. None
+    too for a file that is no readable zip at all (truncated, another format), which torch's reader
+    then names."""
     try:
-        with zipfile.ZipFile(path) as archive:
-            return archive.testzip()  # reads every part
+        with zipfile.ZipFile(io.BytesIO(archive) if isinstance(archive, bytes) else archive) as opened:
+            return opened.testzip()  # reads every part
     except Exception:  # noqa: BLE001 - zipfile's many errors: left for torch's reader to name
         return None
 
@@ -227,26 +251,29 @@ def _shape(tensor: torch.Tensor) -> str:
     return "×".join(str(size) for size in tensor.shape) or "a single number"
 
 
+def all_finite(tensors: Iterable[torch.Tensor]) -> bool:
+    """Whether every value of the floating-point ``tensors`` is a number (not NaN, not infinite):
+    training checks its weights after every step, loading a model file's. On the CPU by numpy, on the
+    tensors' own memory: its reductions are single-threaded, where each of torch's waits on its
+    thread pool and one over all of them first copies them. Elsewhere one reduction over all of
+    them: each of many would wait on the device."""
+    floating = [t.detach() for t in tensors if t.is_floating_point()]
+    if all(t.device.type == "cpu" and t.dtype != torch.bfloat16 for t in floating):  # numpy lacks bfloat16
+        return all(bool(np.isfinite(t.numpy()).all()) for t in floating)
+    return bool(torch.isfinite(torch.cat([t.reshape(-1) for t in floating])).all())
+
+
 def _non_finite_weights(state_dict: Dict[str, torch.Tensor]) -> Optional[str]:
     """Which weights hold NaN or infinite values, else None."""
-    floating = [(key, t) for key, t in state_dict.items() if t.is_floating_point()]
-    counts = [(key, count) for key, count in ((key, _non_finite_count(t)) for key, t in floating) if count]
-    if not counts:
+    if all_finite(state_dict.values()):  # the usual case; the tensors are named only when some are not
         return None
+    floating = [(key, t) for key, t in state_dict.items() if t.is_floating_point()]
+    counts = [(key, count) for key, count in ((key, int((~torch.isfinite(t)).sum())) for key, t in floating)
+              if count]
     key, count = counts[0]
     return (f"non-finite weights (NaN or infinite) in {len(counts)} of {len(floating)} tensors, e.g. {key} "
             f"({count} of its {state_dict[key].numel()} values): it cannot detect; a training that diverged "
             "writes such weights")
-
-
-def _non_finite_count(tensor: torch.Tensor) -> int:
-    """By numpy where it can: torch's small parallel reductions, one per tensor, wait on each other's
-    threads; numpy's are single-threaded."""
-    try:
-        values = tensor.detach().cpu().numpy()
-    except TypeError:  # bfloat16, which numpy lacks
-        return int((~torch.isfinite(tensor)).sum())
-    return 0 if np.isfinite(values).all() else int(values.size - np.count_nonzero(np.isfinite(values)))
 
 
 def _band_names(bands: Any) -> Tuple[str, ...]:

@@ -3,6 +3,7 @@ the network and its input contract; anything else is a clear ModelFileError, and
 pickle never runs."""
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import replace
 from pathlib import Path
@@ -12,7 +13,8 @@ import torch
 
 from deepcl_core.errors import ModelFileError
 from deepcl_core.model import NetworkConfig, build_network
-from deepcl_core.model_file import FORMAT_VERSION, ModelBundle, load_model, save_model, shared_model
+from deepcl_core.model_file import FORMAT_VERSION, ModelBundle, all_finite, load_model, \
+    load_model_and_sha256, save_model, shared_model
 from deepcl_core.normalization import NormalizationSpec
 
 CONFIG = NetworkConfig(encoder="simple_cnn", decoder_channels=(32, 32, 16, 16, 8))
@@ -264,3 +266,23 @@ def test_pickle_with_code_is_refused_and_the_code_never_runs(tmp_path):
     with pytest.raises(ModelFileError, match="never run"):
         load_model(path)
     assert not marker.exists()
+
+
+def test_the_digest_given_with_a_model_is_that_of_its_file(tmp_path):
+    """A fine-tune records its --init model's SHA-256 from the bytes loaded (the file is read once)."""
+    path = tmp_path / "model.pt"
+    save_model(bundle(), path)
+    loaded, digest = load_model_and_sha256(path)
+    assert digest == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert loaded.threshold == 0.4 and loaded.config == CONFIG
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_all_finite_finds_any_value_that_is_not_a_number(dtype, bad):
+    """Training's check after each step and the model file's at load: numpy's way and torch's (bfloat16)."""
+    weights = torch.zeros(4, 5, dtype=dtype).t()  # a view that is not contiguous
+    others = [torch.randn(3, requires_grad=True), torch.arange(3)]  # a trained weight; integers have no NaN
+    assert all_finite([*others, weights]) and all_finite([weights]) and all_finite([])
+    weights[4, 2] = bad
+    assert not all_finite([*others, weights]) and not all_finite([weights])

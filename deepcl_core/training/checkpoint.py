@@ -2,6 +2,7 @@
 optimiser, schedule, best weights so far, history), written atomically after every epoch."""
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -39,21 +40,28 @@ def save_checkpoint(state: Dict[str, Any], path: Path) -> None:
 def load_checkpoint(path: Path) -> Dict[str, Any]:
     if not path.is_file():
         raise InputError(f"--resume: no checkpoint at {path}; run without --resume to start training")
-    part = damaged_part(path)  # torch's reader checks no checksum: damaged weights would train on silently
+    try:  # read once: the checksum check and torch's reader both take the bytes from memory
+        data = path.read_bytes()
+    except OSError as exc:  # in the words it had when torch's reader opened the file
+        raise _unreadable(path, exc) from None
+    part = damaged_part(data)  # torch's reader checks no checksum: damaged weights would train on silently
     if part is not None:
         raise InputError(f"checkpoint {path} is damaged: its part {part} does not match its checksum; delete it "
                          "and train without --resume")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file
-        raise InputError(f"checkpoint {path} cannot be read ({str(exc)[:120]}); delete it and train "
-                         "without --resume") from None
+        raise _unreadable(path, exc) from None
     if not isinstance(state, dict) or state.get("format") != FORMAT_NAME:
         raise InputError(f"{path} is not a DeepCL training checkpoint; delete it or choose another --out")
     if state.get("format_version") != FORMAT_VERSION:
         raise InputError(f"checkpoint {path} has version {state.get('format_version')}, this DeepCL "
                          f"reads {FORMAT_VERSION}; start anew with --overwrite")
     return state
+
+
+def _unreadable(path: Path, exc: Exception) -> InputError:
+    return InputError(f"checkpoint {path} cannot be read ({str(exc)[:120]}); delete it and train without --resume")
 
 
 def pair_paths(pairs: Sequence[PairFiles]) -> List[str]:

@@ -25,12 +25,12 @@ from ..metrics import Confusion
 from ..model import DeepCLNet, NetworkConfig, build_network
 from ..model.network import NETWORK_MULTIPLE
 from ..model.pretrained import imagenet_weights_path, load_imagenet_weights
-from ..model_file import ModelBundle, load_model, save_model
+from ..model_file import ModelBundle, all_finite, load_model_and_sha256, save_model
 from ..normalization import NormalizationSpec
 from ..outputs import check_output_paths
 from ..tiling import tile_overlap
 from .calibration import ScoresNotFinite, apply_calibration, calibrate_threshold, check_calibration_pairs, \
-    check_scores_finite, confusions_at_calibrated_thresholds, describe_settings, model_settings, settings_changes
+    confusions_at_calibrated_thresholds, describe_settings, model_settings, network_scores, settings_changes
 from .checkpoint import checkpoint_path_for, load_checkpoint, pair_paths, same_pairs, save_checkpoint
 from .inference import predict_as_detected, predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
@@ -233,8 +233,8 @@ def _model_setup(options: TrainOptions) -> _Setup:
 
 
 def _setup_from_init(options: TrainOptions) -> _Setup:
-    parent = load_model(options.init)  # first: a missing or bad file is refused in its words
-    parent_sha256 = file_sha256(Path(options.init))
+    # first: a missing or bad file is refused in its words; the digest is of the bytes loaded, read once
+    parent, parent_sha256 = load_model_and_sha256(options.init)
     conflicts = []
     if options.encoder and options.encoder != parent.config.encoder:
         conflicts.append(f"encoder {parent.config.encoder}")
@@ -546,16 +546,9 @@ def _step(network: DeepCLNet, optimizer: torch.optim.Optimizer, batch: Any, loss
     values = {name: float(value.detach()) for name, value in terms.items()}
     if not math.isfinite(values["total"]):
         raise _NotFinite(f"the loss is not finite ({values['total']})")
-    if not _all_finite(network):
+    if not all_finite((*network.parameters(), *network.buffers())):  # weights and batch-norm statistics
         raise _NotFinite("the weights are not finite after the step")
     return values
-
-
-def _all_finite(network: torch.nn.Module) -> bool:
-    """Whether every weight and batch-norm statistic is a number: one reduction over all of them, not
-    hundreds of small ones, each of which waits on torch's thread pool."""
-    tensors = [t.detach().reshape(-1) for t in (*network.parameters(), *network.buffers()) if t.is_floating_point()]
-    return bool(torch.isfinite(torch.cat(tensors)).all())
 
 
 def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.device,
@@ -566,13 +559,12 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
     # As evaluate and calibrate tile: a small validation tile gets a smaller overlap (tile_overlap)
     probabilities = []
     for pair in pairs:
-        with np.errstate(all="ignore"):  # an overflowing network is refused below, not warned of by numpy
-            probabilities.append(predict_pair(network, pair, device, options.val_tile,
-                                              tile_overlap(options.val_tile))[0])
         try:
-            check_scores_finite(probabilities[-1], pair)
+            probability = network_scores(lambda: predict_pair(network, pair, device, options.val_tile,
+                                                              tile_overlap(options.val_tile))[0], pair)
         except ScoresNotFinite as error:
             raise _NotFinite(str(error), ", validating") from None
+        probabilities.append(probability)
     if options.calibrate:  # judged at the thresholds the model will get
         judged = confusions_at_calibrated_thresholds(pairs, probabilities)
     else:
@@ -597,8 +589,8 @@ def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequenc
     for pair in pairs:
         size = pair.pixel_size_m
         threshold, scale = bundle.threshold_for(size), bundle.input_scale_for(size)
-        with np.errstate(all="ignore"):  # the scores were checked at each epoch and in calibration
-            confidence = predict_as_detected(network, bundle, pair, device, options.val_tile)
+        confidence = network_scores(lambda: predict_as_detected(network, bundle, pair, device, options.val_tile),
+                                    pair, scale)
         judged[pair.name] = (threshold, scale, Confusion.of(confidence >= threshold, pair.label, pair.valid))
     pooled = sum((confusion for _, _, confusion in judged.values()), Confusion())
     return {"pooled": pooled.metrics(undefined=None),  # as evaluate measures it
