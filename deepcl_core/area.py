@@ -106,7 +106,9 @@ def ground_pixel_size(grid: Grid) -> Optional[float]:
 
 # Pixels this many times larger in one image than in the other are worth a warning: the pairs the
 # model learned from were of one resolution, and an image resampled that far looks blurred or blocky.
-PIXEL_SIZE_RATIO_WARNED = 3.0
+# From 1.5 times on the blur of the resampled image already shows as false change (an image of 15 m or
+# 20 m pixels beside one of 10 m).
+PIXEL_SIZE_RATIO_WARNED = 1.5
 
 
 def pixel_size_warning(before: Optional[float], after: Optional[float]) -> Optional[str]:
@@ -118,7 +120,7 @@ def pixel_size_warning(before: Optional[float], after: Optional[float]) -> Optio
         return None
     coarse, fine = sorted(sizes, key=sizes.get, reverse=True)
     ratio = sizes[coarse] / sizes[fine]
-    # As the warning shows it: measured on the ground, 30 m pixels beside 10 m come a hair under 3 times as large
+    # As the warning shows it: measured on the ground, 15 m pixels beside 10 m may come a hair under 1.5 times
     if round(ratio, 1) < PIXEL_SIZE_RATIO_WARNED:
         return None
     return (f"the {coarse} image's pixels are {ratio:.1f} times as large as the {fine} image's "

@@ -23,7 +23,7 @@ from osgeo import gdal, gdal_array
 from . import __version__
 from .area import ground_pixel_size, pixel_area_by_row, pixel_size_warning
 from .area_of_interest import AreaOfInterest, Window
-from .band_choice import choose_bands, unnamed_bands_warning
+from .band_choice import band_choice_warnings, choose_bands
 from .batches import BatchSlots, batch_plan
 from .confidence_calibration import PlattScaling
 from .device import describe_device, out_of_memory_explained, resolve_device
@@ -567,9 +567,8 @@ def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBun
     after_ds = open_image(after, "after", expand_palette=not options.bands_after)
     bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
     bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
-    band_warnings = [warning for warning in (
-        unnamed_bands_warning(before_ds, options.bands_before, bundle.bands, "before"),
-        unnamed_bands_warning(after_ds, options.bands_after, bundle.bands, "after")) if warning]
+    band_warnings = [*band_choice_warnings(before_ds, options.bands_before, bundle.bands, "before"),
+                     *band_choice_warnings(after_ds, options.bands_after, bundle.bands, "after")]
     if options.area is not None:
         before_ds, after_ds, window = options.area.restrict(before_ds, after_ds, window)
     return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window,
@@ -592,7 +591,8 @@ def _window_text(window: Optional[Window]) -> str:
 
 def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretches: Tuple[ImageStretch, ImageStretch],
                bundle: ModelBundle, into: Callable[[Tuple[int, int]], Tuple[np.ndarray, np.ndarray]],
-               windows: Callable[[_Pair], Tuple[WindowReader, WindowReader]], helper: Optional[Executor] = None) -> _Tile:
+               windows: Callable[[_Pair], Tuple[WindowReader, WindowReader]],
+               helper: Optional[Executor] = None) -> _Tile:
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
     one thread when given, side by side with the after image). ``into(position)``: the (before,
     after) arrays of the tile's size to normalise into (slots of a batch,

@@ -508,3 +508,44 @@ def test_too_few_pairs_to_hold_out_says_how_to_train_without_validation(data_dir
     from deepcl_core.training.trainer import _split
 
     assert _split(TrainOptions(data_dirs=[tmp_path], out=tmp_path / "m.pt", val_fraction=0.0)) == (pairs, [])
+
+
+def dsifn_layout(root: Path, sources: List[Path]) -> Path:
+    """DSIFN-CD's own layout: A/x.jpg, B/x.jpg (JPEG images), label/x.png, made of real DSIFN pairs."""
+    for folder in ("A", "B", "label"):
+        (root / folder).mkdir(parents=True)
+    for source in sources:
+        for role, folder in (("before", "A"), ("after", "B")):
+            gdal.Translate(str(root / folder / f"{source.name}.jpg"), str(source / f"{role}.png"), format="JPEG")
+        shutil.copy(source / "label.png", root / "label" / f"{source.name}.png")
+    for sidecar in root.rglob("*.aux.xml"):
+        sidecar.unlink()
+    return root
+
+
+def test_a_levir_layout_pairs_files_by_name_whatever_their_endings(data_dir, tmp_path, caplog):
+    """A/x.jpg, B/x.jpg, label/x.png (DSIFN-CD as distributed) make the pair x, as before.jpg,
+    after.jpg, label.png do in a pair folder. Every pair was skipped with two contradictory warnings
+    ("no label/x.jpg", "no A/x.png and no B/x.png"). A file genuinely missing still skips its pair,
+    with one warning naming it."""
+    sources = [data_dir / "dsifn" / name for name in ("0_2", "1_1", "2_4")]
+    root = dsifn_layout(tmp_path / "dsifn", sources)
+    (root / "B" / "2_4.jpg").unlink()
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        pairs = find_pairs([tmp_path])
+    assert [(p.name, p.before.name, p.after.name, p.label.name) for p in pairs] == [
+        ("dsifn/0_2", "0_2.jpg", "0_2.jpg", "0_2.png"), ("dsifn/1_1", "1_1.jpg", "1_1.jpg", "1_1.png")]
+    assert warnings_of(caplog) == ["skipped dsifn/2_4: no B/2_4.*"]
+    label, valid = read_label(pairs[0], open_raster(pairs[0].before, "before"))
+    assert valid.all() and np.array_equal(label, label_of(sources[0], sources[0] / "label.png")[0])
+
+
+def test_two_images_of_one_name_in_a_levir_folder_are_refused(data_dir, tmp_path):
+    """A/x.jpg beside A/x.png: which is the before image of pair x? Refused naming both, as two
+    before.* in a pair folder are, rather than one taken at random."""
+    root = dsifn_layout(tmp_path / "dsifn", [data_dir / "dsifn" / "0_2"])
+    shutil.copy(data_dir / "dsifn" / "0_2" / "before.png", root / "A" / "0_2.png")
+    with pytest.raises(InputError) as error:
+        find_pairs([tmp_path])
+    assert str(error.value) == (f"folder {root / 'A'} has two images named 0_2 (0_2.jpg, 0_2.png): the pair's images "
+                                "are matched by name across A/, B/ and label/; keep one")

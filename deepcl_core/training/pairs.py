@@ -14,8 +14,8 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 import numpy as np
 from osgeo import gdal
 
-from ..area import ground_pixel_size
-from ..band_choice import NAME_THE_BANDS, choose_bands, unnamed_bands_warning
+from ..area import ground_pixel_size, pixel_size_warning
+from ..band_choice import band_choice_warnings, choose_bands
 from ..errors import InputError
 from ..gdal_utils import is_alpha
 from ..grid import Grid, align_after_to_before, label_on_grid
@@ -166,7 +166,8 @@ def _pairs_in(folder: Path) -> List[Tuple[Path, PairFiles]]:
 
 
 def _levir_pairs(folder: Path) -> List[Tuple[Path, PairFiles]]:
-    """LEVIR-CD layout: A/x.png, B/x.png, label/x.png share a file name; a name missing from one of
+    """LEVIR-CD layout: A/x.png, B/x.png, label/x.png share a name, whatever their endings (DSIFN-CD:
+    A/x.jpg, B/x.jpg, label/x.png), as before.* does in a pair folder; a name missing from one of
     the three folders is skipped with a warning, and so is a folder with two of the three (labels/
     or gt/ for label/), which would otherwise give no pair without a word."""
     dirs = [folder / name for name in _LEVIR_DIRS]
@@ -178,17 +179,34 @@ def _levir_pairs(folder: Path) -> List[Tuple[Path, PairFiles]]:
                     lacks, _rename_hint(folder, lacks))
     if not all(present):
         return []
-    files = [{p.name: p for p in d.iterdir() if _is_raster_file(p)} for d in dirs]
+    files = [_rasters_by_stem(d) for d in dirs]
     pairs = []
-    for name in sorted(set().union(*files)):
-        pair_name = f"{folder.name}/{Path(name).stem}"
-        lacks = [f"{d}/{name}" for d, in_dir in zip(_LEVIR_DIRS, files) if name not in in_dir]
-        if lacks:
-            LOG.warning("skipped %s: no %s", pair_name, " and no ".join(lacks))
-        else:
-            pairs.append((folder / Path(name).stem,
-                          PairFiles(pair_name, *(in_dir[name] for in_dir in files), folder.name)))
+    for stem in sorted(set().union(*files)):
+        pair_name = f"{folder.name}/{stem}"
+        if all(stem in in_dir for in_dir in files):
+            pairs.append((folder / stem, PairFiles(pair_name, *(in_dir[stem] for in_dir in files), folder.name)))
+            continue
+        # The missing file named with the others' ending when they share one (B/x.png), else as x.*
+        endings = {in_dir[stem].suffix for in_dir in files if stem in in_dir}
+        name = stem + (endings.pop() if len(endings) == 1 else ".*")
+        lacks = [f"{d}/{name}" for d, in_dir in zip(_LEVIR_DIRS, files) if stem not in in_dir]
+        LOG.warning("skipped %s: no %s", pair_name, " and no ".join(lacks))
     return pairs
+
+
+def _rasters_by_stem(folder: Path) -> Dict[str, Path]:
+    """A LEVIR-CD folder's rasters by name without their ending; two with one name (x.jpg beside
+    x.png) are refused rather than one taken at random, as two before.* are in a pair folder."""
+    by_stem: Dict[str, List[Path]] = {}
+    for path in sorted(folder.iterdir()):
+        if _is_raster_file(path):
+            by_stem.setdefault(path.stem, []).append(path)
+    for stem, paths in by_stem.items():
+        if len(paths) > 1:
+            count = "two" if len(paths) == 2 else str(len(paths))
+            raise InputError(f"folder {folder} has {count} images named {stem} ({', '.join(p.name for p in paths)}): "
+                             "the pair's images are matched by name across A/, B/ and label/; keep one")
+    return {stem: paths[0] for stem, paths in by_stem.items()}
 
 
 # Folder names other data sets give a LEVIR-style role (CDD: OUT/), matched lower case
@@ -250,9 +268,12 @@ def split_pairs(pairs: Sequence[PairFiles], fraction: float, seed: int) -> Tuple
 def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSpec) -> LoadedPair:
     """Read, check and normalise one pair; every problem is an :class:`InputError` naming the pair."""
     before_ds, after_ds, aligned, bands_before, bands_after = open_pair(files, band_names)
-    for dataset, role in ((before_ds, "before"), (after_ds, "after")):  # detection warns of the same guess
-        # Training takes bands by name only: the files must say which is which
-        warning = unnamed_bands_warning(dataset, None, band_names, role, advice=NAME_THE_BANDS)
+    pixel_size = ground_pixel_size(Grid.of(before_ds))
+    # Detection warns of the same; training takes bands by name only: the files must say which is which
+    warnings = [*band_choice_warnings(before_ds, None, band_names, "before", can_choose=False),
+                *band_choice_warnings(after_ds, None, band_names, "after", can_choose=False),
+                pixel_size_warning(pixel_size, ground_pixel_size(Grid.of(after_ds)))]
+    for warning in warnings:
         if warning:
             LOG.warning("pair %s: %s", files.name, warning)
     label, label_valid = read_label(files, before_ds)
@@ -263,7 +284,7 @@ def load_pair(files: PairFiles, band_names: Sequence[str], spec: NormalizationSp
     valid = valid_b & valid_a & label_valid
     if not valid.any():
         raise nothing_to_score(files.name)
-    return LoadedPair(files, before * valid, after * valid, label, valid, ground_pixel_size(Grid.of(before_ds)))
+    return LoadedPair(files, before * valid, after * valid, label, valid, pixel_size)
 
 
 class OpenedPair(NamedTuple):
