@@ -27,6 +27,15 @@ _COLOR_INTERP = {"red": gdal.GCI_RedBand, "green": gdal.GCI_GreenBand, "blue": g
 _SPOKEN = {"red": "red", "green": "green", "blue": "blue", "nir": "near infrared"}
 
 
+def check_band_names(names: Sequence[str]) -> None:
+    """Refuse a model's band names that name one band more than once (training with --bands red red
+    blue): one band would be fed twice, or two under one name."""
+    repeated = sorted({name for name in names if list(names).count(name) > 1})
+    if repeated:
+        raise InputError(f"the band names {', '.join(names)} name {', '.join(repeated)} more than once; "
+                         "give each band once")
+
+
 def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
                  role: str) -> Tuple[int, ...]:
     """1-based band indices for the model's ``expected`` bands. ``requested`` (the user's choice)
@@ -34,10 +43,7 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     ``len(expected)`` bands are taken."""
     count = dataset.RasterCount
     needed = len(expected)
-    repeated = sorted({name for name in expected if list(expected).count(name) > 1})
-    if repeated:  # e.g. training with --bands red red red: one band fed three times, or three under one name
-        raise InputError(f"the band names {', '.join(expected)} name {', '.join(repeated)} more than once; "
-                         "give each band once")
+    check_band_names(expected)
     if requested:
         bands = tuple(int(b) for b in requested)
         bad = [b for b in bands if not 1 <= b <= count]

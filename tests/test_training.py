@@ -624,6 +624,15 @@ def test_a_seed_the_generators_cannot_take_is_refused_before_any_work(tmp_path, 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_band_names_given_twice_are_refused_before_any_pair_is_read(tmp_path):
+    """--bands red red blue was refused as a fault of the first pair read ("pair test_55_0256_0000: the
+    band names …"), after the pairs were being loaded."""
+    with pytest.raises(InputError, match=r"^the band names red, red, blue name red more than once; give each band "
+                                         r"once$"):
+        train(small_options(tmp_path / "m.pt", bands=("red", "red", "blue")))
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_fine_tuning_with_other_loss_settings_than_the_models_is_said(tmp_path, caplog):
     """The margins and gamma default to METHOD's: a model trained with others was tuned back to them
     unsaid, and its record lost them."""

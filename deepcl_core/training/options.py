@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
+from ..band_choice import check_band_names
 from ..confidence_calibration import PlattScaling
 from ..errors import InputError
 from ..model.encoders import ENCODERS
@@ -95,6 +96,8 @@ class TrainOptions:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+        if self.bands is not None:  # before the pairs are read, which would each be blamed for it
+            check_band_names(self.bands)
         if Path(self.out).is_dir():
             raise InputError(f"--out {self.out} is a folder; give a model file name such as model.pt")
 
