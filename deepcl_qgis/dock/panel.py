@@ -456,11 +456,12 @@ class DeepCLDock(QgsDockWidget):
     def show_warnings(self, warnings: List[str]) -> None:
         """The engine's warnings of a finished run (very different pixel sizes, an untrained model,
         batches halved on the GPU), under the summary and in the message bar."""
-        self.form.status_label.setText("\n".join(f"Warning: {text[:1].upper()}{text[1:]}." for text in warnings))
+        self.form.status_label.setText("\n".join(f"Warning: {_sentence(text)}." for text in warnings))
         for text in warnings:
-            self.iface.messageBar().pushMessage("DeepCL", text[:1].upper() + text[1:], Qgis.Warning, 10)
+            self.iface.messageBar().pushMessage("DeepCL", _sentence(text), Qgis.Warning, 10)
 
     def show_error(self, text: str) -> None:
+        text = _sentence(text)  # the engine's messages begin in lower case, as a command line's do
         self.form.error_label.setText(text)
         self.iface.messageBar().pushMessage("DeepCL", text.splitlines()[0], Qgis.Critical, 10)
 
@@ -527,3 +528,8 @@ _ENDING_RUNS: Set[DetectionRun] = set()
 def _area_of(parameters: Dict[str, Any]) -> str:
     """Where a run with these Processing parameters detected (form.AREAS)."""
     return MAP_VIEW if "EXTENT" in parameters else POLYGONS if "MASK" in parameters else WHOLE_IMAGE
+
+
+def _sentence(text: str) -> str:
+    """``text`` beginning with a capital, as a message under the panel's own reads."""
+    return text[:1].upper() + text[1:]

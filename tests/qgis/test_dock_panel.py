@@ -827,3 +827,24 @@ def test_the_summary_says_how_much_of_the_image_had_no_data(panel, oscd_crop, tm
     summary = dock.form.summary_label.text()
     unseen = float(summary.split(" % of the image has no data in one of the dates")[0].rsplit(" ", 1)[-1])
     assert 40 <= unseen <= 60, summary
+
+
+def test_the_engines_errors_read_as_sentences_in_the_panel(panel, oscd_crop, qgis_iface, tmp_path):
+    """An engine error (here an after image that is all nodata) began in lower case, where the
+    panel's own messages are sentences."""
+    from qgis.core import Qgis
+
+    before = image(oscd_crop, "before")
+    empty = gdal.Translate(str(tmp_path / "empty_after.tif"), before, noData=0)
+    for index in range(1, empty.RasterCount + 1):
+        empty.GetRasterBand(index).Fill(0)
+    empty = None
+    dock = panel()
+    dock.form.before_combo.setLayer(add_raster(before, "before"))
+    dock.form.after_combo.setLayer(add_raster(str(tmp_path / "empty_after.tif"), "after"))
+    qgis_iface.messageBar().clear_messages()
+    dock.form.run_button.click()
+    wait_for(lambda: not dock.is_running())
+    assert dock.form.error_label.text().startswith("The after image has no valid pixel")
+    assert any("The after image has no valid pixel" in m
+               for m in qgis_iface.messageBar().get_messages(Qgis.Critical))
