@@ -17,7 +17,7 @@ from deepcl_core.detect import resolve_model
 from deepcl_core.metrics import Confusion
 from deepcl_core.model_file import load_model, save_model
 from deepcl_core.training.calibration import (CANDIDATES, COARSE_PIXEL_M, INPUT_SCALES, ScoresNotFinite,
-                                             best_threshold, confusions_by_threshold, network_scores)
+                                             best_threshold, check_scores_finite, confusions_by_threshold)
 
 from test_training import DATA, LEVIR, VAL_DIRS
 
@@ -333,16 +333,14 @@ def test_fine_tuning_validated_on_aerial_pairs_keeps_the_coarse_settings(tiny_mo
     assert changes[1] == "pixels of 5 m or coarser: kept (threshold 0.01; input scale 2x; confidence scaling 1.5, 4.5)"
 
 
-def test_network_scores_refuse_what_is_not_a_number_without_numpy_warnings():
-    """The one helper of calibration and training's validations: numpy's overflow warning (an error in
-    this module) is silenced, and the scores are refused in one line."""
+def test_scores_that_are_not_numbers_are_refused_in_one_line():
+    """The check of calibration and training's validations: a valid pixel's infinite score is refused
+    with the pair, its enlargement and what it prevents; finite scores come back as they are."""
     pair = SimpleNamespace(name="p", valid=np.array([[True, True], [True, False]]))
-
-    def overflowing() -> np.ndarray:
-        return np.full((2, 2), 1e38, np.float32) * np.float32(10)  # infinite, with numpy's overflow warning
-
+    overflowed = np.full((2, 2), np.inf, np.float32)
     with pytest.raises(ScoresNotFinite) as caught:
-        network_scores(overflowing, pair, 2, ", so nothing")
+        check_scores_finite(overflowed, pair, 2, ", so nothing")
     assert str(caught.value) == ("the network's scores are not numbers (NaN or infinite) on 3 of 3 valid pixels of "
                                  "pair p enlarged 2×: the network overflows on it, so nothing")
-    assert network_scores(lambda: np.zeros((2, 2), np.float32), pair).tolist() == [[0, 0], [0, 0]]
+    scores = np.array([[0.1, 0.2], [0.3, np.nan]], np.float32)  # NaN where the pair has no data
+    assert check_scores_finite(scores, pair) is scores

@@ -102,3 +102,23 @@ def test_a_fine_tunes_warnings_are_said_once_on_the_terminal(tmp_path):
                           capture_output=True, text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stderr.count("no validation pairs: the fine-tuned model keeps") == 1, done.stderr[-2000:]
+
+
+def test_scores_that_are_not_numbers_in_the_last_validation_stop_the_training_in_words(tmp_path, monkeypatch):
+    """The model as written is validated once more, coarse pairs enlarged, which no epoch's validation
+    did: scores that overflow only there ended the run in a bare model-file error, without its advice."""
+    import numpy as np
+
+    from deepcl_core.training import trainer
+
+    monkeypatch.setattr(trainer, "predict_as_detected",
+                        lambda network, bundle, pair, device, tile: np.full(pair.shape, np.nan, np.float32))
+    out = tmp_path / "m.pt"
+    with pytest.raises(InputError) as caught:
+        train(small_options(out, epochs=1, iterations_per_epoch=1, batch_size=2, calibrate=False))
+    assert type(caught.value).__name__ == "TrainingDiverged"
+    assert re.fullmatch(r"training diverged: the weights of epoch 1 give no numbers as the model written: the "
+                        r"network's scores are not numbers \(NaN or infinite\) on [\d,]+ of [\d,]+ valid pixels of "
+                        r"pair \S+: the network overflows on it; no model was written\. Lower the learning rate .*",
+                        str(caught.value)), str(caught.value)
+    assert not out.exists()

@@ -14,7 +14,7 @@ a building of 10 m imagery spans a few pixels, fewer than the encoder's coarsest
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDict
+from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict
 
 import numpy as np
 import torch
@@ -127,8 +127,8 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     for done, (pair, scale, target) in enumerate(runs):
         if progress is not None:  # a coarse pair runs at each enlargement: minutes for a Sentinel-2 scene
             progress(done / len(runs), f"pair {pair.name}" + (f", enlarged {scale}×" if pair.name in coarse else ""))
-        probability = network_scores(lambda: predict_pair(network, pair, device, tile, overlap, scale=scale)[0], pair,
-                                     scale, ", so no decision threshold or confidence scaling can be chosen")
+        probability = check_scores_finite(predict_pair(network, pair, device, tile, overlap, scale=scale)[0], pair,
+                                          scale, ", so no decision threshold or confidence scaling can be chosen")
         target.add(probability, pair)
     as_they_are = by_scale.get(1, _Scores())
     general = fine if len(coarse) < len(pairs) else fine + as_they_are
@@ -160,23 +160,15 @@ class ScoresNotFinite(ModelFileError):
     unchanged pixels", its confusions count them unchanged: a threshold chosen on the rest is wrong."""
 
 
-def check_scores_finite(probability: np.ndarray, pair: LoadedPair, scale: int = 1, why: str = "") -> None:
-    """Refuse scores that are NaN or infinite on any valid pixel of ``pair``; ``why``: what they prevent."""
+def check_scores_finite(probability: np.ndarray, pair: LoadedPair, scale: int = 1, why: str = "") -> np.ndarray:
+    """``probability``, refused where it is NaN or infinite on any valid pixel of ``pair``; ``why``:
+    what such scores prevent."""
     bad = int(np.count_nonzero(~np.isfinite(probability[pair.valid])))
     if bad:
         enlarged = f" enlarged {scale}×" if scale != 1 else ""
         raise ScoresNotFinite(f"the network's scores are not numbers (NaN or infinite) on {bad:,} of "
                               f"{int(pair.valid.sum()):,} valid pixels of pair {pair.name}{enlarged}: the network "
                               f"overflows on it{why}")
-
-
-def network_scores(predict: Callable[[], np.ndarray], pair: LoadedPair, scale: int = 1, why: str = "") -> np.ndarray:
-    """The scores ``predict()`` gives on ``pair`` (enlarged ``scale`` times), refused by
-    :func:`check_scores_finite` (``why``) where they are not numbers. numpy's warnings are silenced:
-    an overflowing network is refused in one line, not warned of at each tile."""
-    with np.errstate(all="ignore"):
-        probability = predict()
-    check_scores_finite(probability, pair, scale, why)
     return probability
 
 

@@ -27,7 +27,9 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
     sums = np.zeros((2, height, width), np.float32)
     weights = np.zeros((height, width), np.float32)
     positions = list(grid.positions())
-    with freed_memory_kept():  # as in detection: each batch reuses the last one's pages
+    # The scores of a network that overflowed are its callers' to refuse (check_scores_finite), in one
+    # line: numpy need not warn of them at each tile
+    with freed_memory_kept(), np.errstate(all="ignore"):  # freed memory: each batch reuses the last one's pages
         for start in range(0, len(positions), batch_size):
             chunk = positions[start:start + batch_size]
             before, after = (_tiles(image, grid, chunk) for image in (pair.before, pair.after))
@@ -39,7 +41,7 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
                 for channel, maps in enumerate((probability, distance)):
                     sums[channel, y:y + h_in, x:x + w_in] += maps[i, :h_in, :w_in] * w
                 weights[y:y + h_in, x:x + w_in] += w
-    return sums[0] / weights, sums[1] / weights
+        return sums[0] / weights, sums[1] / weights
 
 
 def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: LoadedPair, device: torch.device,

@@ -9,9 +9,10 @@ import operator
 import re
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -30,7 +31,7 @@ from ..normalization import NormalizationSpec
 from ..outputs import check_output_paths
 from ..tiling import tile_overlap
 from .calibration import ScoresNotFinite, apply_calibration, calibrate_threshold, check_calibration_pairs, \
-    confusions_at_calibrated_thresholds, describe_settings, model_settings, network_scores, settings_changes
+    check_scores_finite, confusions_at_calibrated_thresholds, describe_settings, model_settings, settings_changes
 from .checkpoint import checkpoint_path_for, load_checkpoint, pair_paths, same_pairs, save_checkpoint
 from .inference import predict_as_detected, predict_pair
 from .options import DEFAULT_BANDS, TrainOptions, TrainResult
@@ -167,20 +168,17 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
         with out_of_memory_explained(device, "calibrating and validating the model written",
                                      _out_of_memory_advice(int(state["epoch"]) + 1,
                                                            "close other programs using the GPU", options)):
+            # Coarse pairs are also run enlarged here, which no epoch's validation did
             if options.calibrate:
                 report(1.0, "choosing the decision thresholds on the validation pairs")
-                try:  # coarse pairs are also run enlarged here, which no epoch's validation did
+                with _diverged_if_not_numbers(state, "cannot be calibrated", options, checkpoint_path):
                     calibration = calibrate_threshold(network, val_pairs, device, options.val_tile,
                                                       tile_overlap(options.val_tile))
-                except ScoresNotFinite as error:
-                    raise TrainingDiverged(
-                        f"training diverged: the weights of epoch {state['best_epoch']} cannot be calibrated: {error}; "
-                        f"no model was written. {_divergence_advice(int(state['epoch']) + 1, options, checkpoint_path)}"
-                    ) from None
                 # Fine-tuning keeps the initial model's settings its validation pairs do not measure, as calibrate does
                 apply_calibration(bundle, calibration, keep_unmeasured=setup.initial is not None)
             report(1.0, "measuring the model as written on the validation pairs")
-            validation = _validate_as_written(network, bundle, val_pairs, device, options)
+            with _diverged_if_not_numbers(state, "give no numbers as the model written", options, checkpoint_path):
+                validation = _validate_as_written(network, bundle, val_pairs, device, options)
         LOG.info("validation of the model as written: F1 %.4f, IoU %.4f (F1 %.4f when epoch %d was chosen, before "
                  "calibration)", validation["pooled"]["f1"], validation["pooled"]["iou"], state["best_f1"],
                  state["best_epoch"])
@@ -551,6 +549,19 @@ def _step(network: DeepCLNet, optimizer: torch.optim.Optimizer, batch: Any, loss
     return values
 
 
+@contextmanager
+def _diverged_if_not_numbers(state: Dict[str, Any], what: str, options: TrainOptions,
+                             checkpoint_path: Path) -> Iterator[None]:
+    """Scores that are no numbers, met after the epochs (the best epoch's weights, run as the model
+    will be), as a :class:`TrainingDiverged` that says what to do."""
+    try:
+        yield
+    except ScoresNotFinite as error:
+        advice = _divergence_advice(int(state["epoch"]) + 1, options, checkpoint_path)
+        raise TrainingDiverged(f"training diverged: the weights of epoch {state['best_epoch']} {what}: {error}; no "
+                               f"model was written. {advice}") from None
+
+
 def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.device,
               options: TrainOptions) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
     if not pairs:
@@ -560,11 +571,10 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
     probabilities = []
     for pair in pairs:
         try:
-            probability = network_scores(lambda: predict_pair(network, pair, device, options.val_tile,
-                                                              tile_overlap(options.val_tile))[0], pair)
+            probabilities.append(check_scores_finite(
+                predict_pair(network, pair, device, options.val_tile, tile_overlap(options.val_tile))[0], pair))
         except ScoresNotFinite as error:
             raise _NotFinite(str(error), ", validating") from None
-        probabilities.append(probability)
     if options.calibrate:  # judged at the thresholds the model will get
         judged = confusions_at_calibrated_thresholds(pairs, probabilities)
     else:
@@ -589,8 +599,8 @@ def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequenc
     for pair in pairs:
         size = pair.pixel_size_m
         threshold, scale = bundle.threshold_for(size), bundle.input_scale_for(size)
-        confidence = network_scores(lambda: predict_as_detected(network, bundle, pair, device, options.val_tile),
-                                    pair, scale)
+        confidence = check_scores_finite(predict_as_detected(network, bundle, pair, device, options.val_tile), pair,
+                                         scale)
         judged[pair.name] = (threshold, scale, Confusion.of(confidence >= threshold, pair.label, pair.valid))
     pooled = sum((confusion for _, _, confusion in judged.values()), Confusion())
     return {"pooled": pooled.metrics(undefined=None),  # as evaluate measures it
