@@ -193,14 +193,14 @@ def _model_from_bytes(data: bytes, path: Path) -> ModelBundle:
     return _bundle_from_dict(loaded, path)
 
 
-def damaged_part(archive: bytes | str | os.PathLike) -> Optional[str]:
-    """The name of the first part of the zip archive ``torch.save`` wrote (its bytes, or its path)
-    whose bytes do not match their checksum, else None. Torch's reader checks no checksum: damaged
+def damaged_part(archive: bytes) -> Optional[str]:
+    """The name of the first part of the zip archive ``torch.save`` wrote (its bytes) whose bytes do
+    not match their checksum, else None. Torch's reader checks no checksum: damaged
     bytes inside a tensor loaded as other weights, which detected other changes without a word. None
     too for a file that is no readable zip at all (truncated, another format), which torch's reader
     then names."""
     try:
-        with zipfile.ZipFile(io.BytesIO(archive) if isinstance(archive, bytes) else archive) as opened:
+        with zipfile.ZipFile(io.BytesIO(archive)) as opened:
             return opened.testzip()  # reads every part
     except Exception:  # noqa: BLE001 - zipfile's many errors: left for torch's reader to name
         return None
