@@ -143,7 +143,7 @@ def sample_tiles(before: Path, after: Path, bundle: ModelBundle, options: Detect
     bands_b = choose_bands(before_ds, None, bundle.bands, "before")
     bands_a = choose_bands(after_ds, None, bundle.bands, "after")
     stretch_b, stretch_a = read_pair_sample(before_ds, bands_b, aligned, bands_a).stretches(bundle.normalization)
-    grid = TileGrid(before_ds.RasterXSize, before_ds.RasterYSize, options.tile_size, options.overlap_used)
+    grid = TileGrid.for_network(before_ds.RasterXSize, before_ds.RasterYSize, options.tile_size, options.overlap_used)
     positions = list(grid.positions())
     chosen = positions[::max(1, len(positions) // count)][:count]
     pairs = []

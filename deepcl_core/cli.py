@@ -70,8 +70,8 @@ def add_detect_parser(commands: argparse._SubParsersAction) -> None:
                              "confidence scaling were chosen: another enlargement shifts the scores they read")
     parser.add_argument("--tile", type=int, default=DEFAULT_TILE,
                         help=f"tile size in pixels, a multiple of 32 (default {DEFAULT_TILE}); smaller tiles use "
-                             "less memory but give the network less context near their edges, so maps of other tile sizes "
-                             "differ where the tiles meet, most near the threshold")
+                             "less memory but give the network less context near their edges, so maps of other "
+                             "tile sizes differ near the tiles' edges, most near the threshold")
     parser.add_argument("--overlap", type=int, default=None,
                         help=f"overlap between tiles in pixels (default {DEFAULT_OVERLAP}; for tiles of "
                              f"{2 * DEFAULT_OVERLAP} px or less, a quarter of the tile)")

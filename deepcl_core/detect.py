@@ -743,12 +743,15 @@ def _stacked(arrays: List[np.ndarray]) -> np.ndarray:
 
 def _blend_batch(blender: Blender, tiles: TileGrid, placed: List[Tuple[int, int, np.ndarray]],
                  predictions: Callable[[], List[Optional[Tuple[Maps, ...]]]]) -> None:
-    """Each tile's channels, by its (x, y, valid), into ``blender``."""
+    """Each tile's channels, by its (x, y, valid), into ``blender``: of a last tile reaching past the
+    image, the part inside it."""
     for (x, y, valid), channels in zip(placed, predictions()):
         if channels is None:
             blender.mark_valid(valid, x, y)
         else:
-            blender.add(channels, tiles.blend_weights(x, y), valid, x, y)
+            weights = tiles.blend_weights(x, y)
+            h, w = weights.shape
+            blender.add([channel[:h, :w] for channel in channels], weights, valid, x, y)
 
 
 class _Counts:

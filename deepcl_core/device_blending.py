@@ -37,13 +37,12 @@ class DeviceRowBlender:
         self._weights: Dict[int, Tuple[np.ndarray, torch.Tensor]] = {}
 
     def add(self, values: Sequence[Maps], weights: np.ndarray, valid: np.ndarray, x: int, y: int) -> None:
-        """``values``: one map per channel, or a (channels, h, w) array or tensor, of a tile of which
-        the (h, w) of ``weights`` lie inside the image; the rest is dropped."""
+        """``values``: one (h, w) map per channel, or a (channels, h, w) array or tensor."""
         h, w = weights.shape
         r = y - self.top
         on_device = self._weights_on_device(weights)
         for channel, value in enumerate(values):
-            self.sums[channel, r:r + h, x:x + w].addcmul_(self._to_device(value[:h, :w]), on_device)
+            self.sums[channel, r:r + h, x:x + w].addcmul_(self._to_device(value), on_device)
         self.weights[r:r + h, x:x + w] += on_device
         self.mark_valid(valid, x, y)
 

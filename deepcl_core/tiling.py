@@ -80,19 +80,27 @@ class TileGrid:
                 yield x, y
 
     def blend_weights(self, x: int, y: int) -> np.ndarray:
-        """Weights of the part of the tile at (x, y) inside the image (:meth:`inside`), that fall off
-        linearly across the overlap on every side that borders another tile, and stay 1 at the image
-        border. Read-only: tiles with the same neighbours share one array (a few kinds per grid)."""
-        return _blend_weights(*self.inside(x, y), self.overlap, y > 0, y + self.tile_height < self.height, x > 0,
-                              x + self.tile_width < self.width)
+        """Weights of the part of the tile at (x, y) inside the image (:meth:`inside`) that fall off
+        linearly across all a side shares with the neighbouring tile (at least the overlap; more where
+        the steps keep to the grid, and most beside the last tile), and stay 1 at the image border:
+        each pixel leans on the tile whose edge is farther. Read-only: tiles with the same neighbours
+        share one array (a few kinds per grid)."""
+        return _blend_weights(*self.inside(x, y), *_shared(self.rows(), y, self.tile_height),
+                              *_shared(self.columns(), x, self.tile_width))
 
 
 @lru_cache(maxsize=32)
-def _blend_weights(height: int, width: int, overlap: int, top: bool, bottom: bool, left: bool,
-                   right: bool) -> np.ndarray:
-    weights = np.outer(_ramp(height, overlap, top, bottom), _ramp(width, overlap, left, right))
+def _blend_weights(height: int, width: int, top: int, bottom: int, left: int, right: int) -> np.ndarray:
+    weights = np.outer(_ramp(height, top, bottom), _ramp(width, left, right))
     weights.flags.writeable = False
     return weights
+
+
+def _shared(starts: List[int], start: int, tile: int) -> Tuple[int, int]:
+    """How many pixels the tile at ``start`` shares with the tile before it and with the one after."""
+    i = starts.index(start)
+    return (starts[i - 1] + tile - start if i > 0 else 0,
+            start + tile - starts[i + 1] if i + 1 < len(starts) else 0)
 
 
 def _starts(length: int, tile: int, overlap: int, align: int) -> List[int]:
@@ -110,9 +118,9 @@ def _starts(length: int, tile: int, overlap: int, align: int) -> List[int]:
 
 def fill_past_the_edge(tile: np.ndarray, height: int, width: int) -> None:
     """Fill the rows from ``height`` and the columns from ``width`` of ``tile`` (..., H, W), where a
-    last tile reaches past the image, by reflecting the image's last rows and columns as the
-    network's padding of an image to its grid does (the edge pixel repeated where the image is too
-    narrow to reflect)."""
+    last tile reaches past the image, by reflecting the image's last rows and columns, like the
+    network's padding of an image to its grid (which reflects after enlarging, this before); along
+    an axis where the image is too narrow to reflect, the edge pixel is repeated."""
     for axis, inside in ((tile.ndim - 1, width), (tile.ndim - 2, height)):
         past = tile.shape[axis] - inside
         if past > 0:
@@ -121,15 +129,14 @@ def fill_past_the_edge(tile: np.ndarray, height: int, width: int) -> None:
             lines[inside:] = lines[mirrored]
 
 
-def _ramp(size: int, overlap: int, taper_start: bool, taper_end: bool) -> np.ndarray:
+def _ramp(size: int, start: int, end: int) -> np.ndarray:
+    """1, falling towards each end across ``start`` and ``end`` pixels (none: no fall)."""
     weights = np.ones(size, np.float32)
-    if overlap <= 0:
-        return weights
-    ramp = np.clip((np.arange(min(overlap, size), dtype=np.float32) + 0.5) / overlap, MIN_BLEND_WEIGHT, 1.0)
-    if taper_start:
-        weights[:ramp.size] = np.minimum(weights[:ramp.size], ramp)
-    if taper_end:
-        weights[size - ramp.size:] = np.minimum(weights[size - ramp.size:], ramp[::-1])
+    for width, where in ((start, slice(None)), (end, slice(None, None, -1))):
+        if width > 0:
+            ramp = np.clip((np.arange(min(width, size), dtype=np.float32) + 0.5) / width, MIN_BLEND_WEIGHT, 1.0)
+            view = weights[where]
+            view[:ramp.size] = np.minimum(view[:ramp.size], ramp)
     return weights
 
 
@@ -147,12 +154,11 @@ class RowBlender:
         self.top = 0  # image row held in buffer row 0
 
     def add(self, values: Sequence[np.ndarray], weights: np.ndarray, valid: np.ndarray, x: int, y: int) -> None:
-        """``values``: one map per channel, or a (channels, h, w) array, of a tile of which the
-        (h, w) of ``weights`` lie inside the image (:meth:`TileGrid.blend_weights`); the rest is dropped."""
+        """``values``: one (h, w) map per channel, or a (channels, h, w) array."""
         h, w = weights.shape
         r = y - self.top
         for channel, value in enumerate(values):
-            self.sums[channel, r:r + h, x:x + w] += value[:h, :w] * weights
+            self.sums[channel, r:r + h, x:x + w] += value * weights
         self.weights[r:r + h, x:x + w] += weights
         self.valid[r:r + h, x:x + w] = valid
 

@@ -1116,8 +1116,9 @@ def test_coarse_images_are_enlarged_by_the_model_s_input_scale(oscd_mismatch_pai
                              DetectOptions(**FAST), model=model)
     width, height = read_raster(plain.outputs.confidence).values.shape[::-1]
     assert (plain.input_scale, enlarged.input_scale, unknown.input_scale) == (1, 2, 1)
-    assert plain.tiles == len(TileGrid(width, height, 128, 32))
-    assert enlarged.tiles == len(TileGrid(width, height, 64, 16)) > plain.tiles
+    assert plain.tiles == len(TileGrid.for_network(width, height, 128, 32))
+    assert enlarged.tiles == len(TileGrid.for_network(width, height, 128, 32, scale=2)) > plain.tiles
+    assert TileGrid.for_network(width, height, 128, 32, scale=2).tile == 64
     confidence = read_raster(enlarged.outputs.confidence).values
     assert confidence.shape == (height, width) and 0 <= confidence[confidence >= 0].min()
     assert not np.array_equal(confidence, read_raster(plain.outputs.confidence).values)

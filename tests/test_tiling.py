@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from osgeo import gdal
 
+from core_test_helpers import crop
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.model.network import NetworkOutput
 from deepcl_core.model.network import NETWORK_MULTIPLE
@@ -32,7 +33,9 @@ def blend(grid: TileGrid, predict, channels: int = 1, valid=None):
         for x in grid.columns():
             tile_valid = (np.ones(grid.inside(x, y), bool) if valid is None
                           else valid[y:y + grid.tile_height, x:x + grid.tile_width])
-            blender.add(predict(x, y), grid.blend_weights(x, y), tile_valid, x, y)
+            weights = grid.blend_weights(x, y)  # of the part inside the image, as detection crops the maps
+            blender.add([channel[:weights.shape[0], :weights.shape[1]] for channel in predict(x, y)], weights,
+                        tile_valid, x, y)
         until = rows[index + 1] if index + 1 < len(rows) else grid.height
         top, blended, rows_valid = blender.flush(until)
         flushes.append((top, until, blended.shape[1]))
@@ -125,15 +128,21 @@ def test_tiles_past_the_edge_blend_back_to_the_field(width, height, setting, sca
     np.testing.assert_allclose(out, field, atol=2e-6)
 
 
-def test_blend_weights_are_one_at_the_image_border_and_taper_inside():
+def test_blend_weights_are_one_at_the_image_border_and_taper_across_what_neighbours_share():
+    """Columns 0, 96, 172 share 32 and 52 px; rows 0, 72 share 56 px: each side falls off across all
+    it shares, so a pixel leans on the tile whose edge is farther, and stays 1 where no tile overlaps."""
     grid = TileGrid(300, 200, 128, 32)
+    assert (grid.columns(), grid.rows()) == ([0, 96, 172], [0, 72])
     corner = grid.blend_weights(0, 0)
     assert corner.shape == (128, 128)
-    assert corner[0, 0] == 1 and corner[0, :96].min() == 1 and corner[:96, 0].min() == 1
+    assert corner[0, :96].min() == 1 and corner[:72, 0].min() == 1
+    assert (np.diff(corner[0, 96:]) < 0).all() and (np.diff(corner[72:, 0]) < 0).all()
     assert corner[-1, -1] < 0.05 and corner.min() > 0
-    inner_x = grid.columns()[1]
-    middle = grid.blend_weights(inner_x, 0)
-    assert middle[0, 0] < 0.05 and middle[0, -1] < 0.05 and middle[0, 64] == 1
+    middle = grid.blend_weights(96, 0)
+    assert middle[0, 0] < 0.05 and middle[0, -1] < 0.05
+    assert middle[0, 32:76].min() == 1 and middle[0, 31] < 1 and middle[0, 76] < 1
+    last = grid.blend_weights(172, 72)
+    assert last.shape == (128, 128) and last[-1, -1] == 1 and last[0, 0] < 0.05
 
 
 @settings(max_examples=60, deadline=None)
@@ -212,25 +221,53 @@ def test_detection_does_not_depend_on_tile_size(tmp_path, oscd_mismatch_pair, ti
     np.testing.assert_allclose(odd, whole, atol=1e-5)
 
 
-def test_tiles_on_the_networks_grid_give_the_whole_image_map(tmp_path, data_dir):
-    """The bundled model on a real 769×300 SZTAKI crop: tiles of 768, the second starting 32 px in
-    (on the network's grid) rather than 1 px in, give the map of the whole image seen at once but
-    where the tiles' context differs. Off the grid, 0.64 % of the pixels changed class and the
-    confidence differed by up to 0.72 (by 0.0056 on average)."""
+def test_tiles_reaching_past_the_edge_blend_only_their_inside(tmp_path, data_dir, tiny_model):
+    """A 177×150 crop in tiles of 64 on the network's grid: the last column and row reach 15 and 10
+    px past the edge, where the reader reflects the image; with a network whose output at a pixel
+    depends on that pixel alone, the maps equal the whole image's, pixel for pixel."""
+    city = data_dir / "oscd" / "abudhabi"
+    before = crop(city / "before.tif", tmp_path / "before.tif", 100, 120, 177, 150)
+    after = crop(city / "after.tif", tmp_path / "after.tif", 100, 120, 177, 150)
+    pointwise = tiny_model.__class__(**{**tiny_model.__dict__})
+    pointwise.build = lambda: PointwiseNetwork().eval()
+    grid = TileGrid.for_network(177, 150, 64, 16)
+    assert [grid.inside(x, y) for x, y in grid.positions()][-1] == (54, 49)  # (150 - 96, 177 - 128)
+
+    def run(name: str, tile: int, **options) -> np.ndarray:
+        outputs = DetectOutputs(change=tmp_path / f"{name}_change.tif", confidence=tmp_path / f"{name}_conf.tif",
+                                distance=tmp_path / f"{name}_dist.tif")
+        detect_changes(before, after, outputs, DetectOptions(tile_size=tile, overlap=16, device="cpu", **options),
+                       model=pointwise)
+        return np.stack([gdal.Open(str(p)).ReadAsArray().astype(np.float64) for p in outputs.rasters()])
+
+    whole = run("whole", 256)
+    assert whole[1].std() > 0.01
+    np.testing.assert_allclose(run("in_turn", 64, overlap_io=False), whole, atol=1e-5)
+    np.testing.assert_allclose(run("in_threads", 64, overlap_io=True, io_threads=2, batch_size=3), whole, atol=1e-5)
+
+
+def test_tiles_on_the_networks_grid_give_the_whole_image_map(tmp_path, data_dir, monkeypatch):
+    """The bundled model on a real 769×300 SZTAKI crop in tiles of 768: the second tile starting 32 px
+    in (on the network's grid) gives the map of the whole image seen at once, but where the tiles'
+    context differs; starting 1 px in (off the grid, as tiles ended at the image's edge before), the
+    network saw the pixels in other cells of its pooling and the map differed inside the tile."""
     pair = data_dir / "sztaki" / "szada_1"
     crops = []
     for date in ("before", "after"):
         crops.append(tmp_path / f"{date}.tif")
         gdal.Translate(str(crops[-1]), str(pair / f"{date}.png"), srcWin=(0, 0, 769, 300))
 
-    def run(tile: int):
-        outputs = DetectOutputs(change=tmp_path / f"{tile}_change.tif", confidence=tmp_path / f"{tile}_conf.tif")
+    def run(name: str, tile: int):
+        outputs = DetectOutputs(change=tmp_path / f"{name}_change.tif", confidence=tmp_path / f"{name}_conf.tif")
         result = detect_changes(*crops, outputs, DetectOptions(tile_size=tile, device="cpu"))
-        return result, [gdal.Open(str(path)).ReadAsArray() for path in outputs.rasters()]
+        return result.tiles, [gdal.Open(str(path)).ReadAsArray() for path in outputs.rasters()]
 
-    whole_result, (whole_change, whole_confidence) = run(1024)
-    tiled_result, (tiled_change, tiled_confidence) = run(768)
-    assert (whole_result.tiles, tiled_result.tiles) == (1, 2)
+    whole_tiles, (whole_change, whole_confidence) = run("whole", 1024)
+    tiled_tiles, (tiled_change, tiled_confidence) = run("on_grid", 768)
+    monkeypatch.setattr(TileGrid, "for_network", classmethod(
+        lambda cls, width, height, tile, overlap, scale=1: cls(width, height, tile // scale, overlap // scale)))
+    off_tiles, (off_change, off_confidence) = run("off_grid", 768)
+    assert (whole_tiles, tiled_tiles, off_tiles) == (1, 2, 2)
     assert 0.01 < (whole_change == 1).mean() < 0.5  # a map with change in it, not a blank
-    assert (tiled_change != whole_change).mean() < 0.002
-    assert np.abs(tiled_confidence - whole_confidence).mean() < 0.002
+    assert (tiled_change != whole_change).mean() < 0.001 < 0.005 < (off_change != whole_change).mean()
+    assert np.abs(tiled_confidence - whole_confidence).mean() < 0.001 < np.abs(off_confidence - whole_confidence).mean()

@@ -131,7 +131,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
                                           QgsProcessingParameterNumber.Integer, tiling.DEFAULT_TILE, False, 32, 4096),
              self.tr("The network works on tiles of this size (a multiple of 32). Smaller tiles use less "
                      "memory but give the network less context near their edges, so maps of other tile sizes "
-                     "differ where the tiles meet, most near the threshold."), True),
+                     "differ near the tiles' edges, most near the threshold."), True),
             (QgsProcessingParameterNumber(self.INPUT_SCALE, self.tr("Enlargement for the network"),
                                           QgsProcessingParameterNumber.Integer, 0, False, 0, 4),
              self.tr("How many times larger the network sees the images (1–4), so that small objects of "
