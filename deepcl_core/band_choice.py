@@ -19,9 +19,12 @@ BAND_ALIASES = {
     "nir": {"nir", "b08", "b8"},
 }
 # Landsat 4-7 (TM, ETM+) number blue, green, red, near infrared 1 to 4; Landsat 8/9 (OLI) put a coastal band
-# first (B2 to B5), as Sentinel-2 does. Collection 2 names both SR_Bn (ST_Bn thermal): the name alone
-# does not say which.
+# first (B2 to B5; B8 is panchromatic). Collection 2 names both SR_Bn (ST_Bn thermal): the name alone does not
+# say which.
 _LANDSAT_4_7_ALIASES = {"red": {"red", "b3"}, "green": {"green", "b2"}, "blue": {"blue", "b1"}, "nir": {"nir", "b4"}}
+_LANDSAT_8_9_ALIASES = {"red": {"red", "b4"}, "green": {"green", "b3"}, "blue": {"blue", "b2"}, "nir": {"nir", "b5"}}
+_LANDSAT_ALIASES = {**dict.fromkeys((4, 5, 7), _LANDSAT_4_7_ALIASES), 8: _LANDSAT_8_9_ALIASES, 9: _LANDSAT_8_9_ALIASES}
+Codes = Dict[str, Set[str]]
 _COLOR_INTERP = {"red": gdal.GCI_RedBand, "green": gdal.GCI_GreenBand, "blue": gdal.GCI_BlueBand}
 # How warnings name the model's bands
 _SPOKEN = {"red": "red", "green": "green", "blue": "blue", "nir": "near infrared"}
@@ -58,7 +61,7 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     if count < needed:
         raise InputError(f"the model needs {needed} bands ({', '.join(expected)}) but the {role} image "
                          f"has {count}; choose another image or a model for {count} band(s)")
-    found = _found_bands(dataset, expected)
+    found = _found_bands(dataset, expected, _codes(dataset)[0])
     if _each_found_once(found):
         return found  # type: ignore[return-value]
     names = sensor_band_names(dataset)
@@ -82,7 +85,8 @@ def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[in
     ``advice``: what to do if they are in another order."""
     needed = len(expected)
     image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
-    if requested or len(image_bands) <= needed or _each_found_once(_found_bands(dataset, expected)):
+    found = _found_bands(dataset, expected, _codes(dataset)[0])
+    if requested or len(image_bands) <= needed or _each_found_once(found):
         return None
     which = f"{', '.join(expected[:-1])} or {expected[-1]}" if needed > 1 else expected[0]
     return (f"the {role} image's {len(image_bands)} bands do not say which is {which} "
@@ -93,139 +97,124 @@ def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[in
 
 def band_choice_warnings(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
                          role: str, can_choose: bool = True) -> List[str]:
-    """What a run should say of how :func:`choose_bands` took the image's bands: a guess
-    (:func:`unnamed_bands_warning`), Landsat codes read as an assumed satellite's, or bands chosen by
-    hand that the file names as other colours than the model takes them for. ``can_choose``: whether
-    the user can choose bands by hand (detection), which the advice then offers (training cannot)."""
-    advice = f"choose the bands by hand, or {NAME_THE_BANDS}" if can_choose else NAME_THE_BANDS
-    warnings = (unnamed_bands_warning(dataset, requested, expected, role, advice),
-                named_bands_warning(dataset, requested, expected, role, can_choose))
+    """What a run should say of how :func:`choose_bands` took the image's bands: bands chosen by hand
+    that the file names as other colours than the model takes them for; else a guess
+    (:func:`unnamed_bands_warning`) or Landsat codes read as an assumed satellite's. ``can_choose``:
+    whether the user can choose bands by hand (detection), which the advice then offers (training cannot)."""
+    if requested:
+        warnings = [_contradicted_bands_warning(dataset, requested, expected, role)]
+    else:
+        advice = f"choose the bands by hand, or {NAME_THE_BANDS}" if can_choose else NAME_THE_BANDS
+        warnings = [unnamed_bands_warning(dataset, None, expected, role, advice),
+                    _assumed_landsat_warning(dataset, expected, role, can_choose)]
     return [warning for warning in warnings if warning]
 
 
-def named_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                        role: str, can_choose: bool = True) -> Optional[str]:
-    """What the bands' names cast doubt on: Landsat codes read as an assumed satellite's (bands found
-    by name), or bands chosen by hand that the file names as other colours than the model's."""
-    if requested:
-        return _contradicted_bands_warning(dataset, requested, expected, role)
-    return _assumed_landsat_warning(dataset, requested, expected, role, can_choose)
-
-
-def _assumed_landsat_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                             role: str, can_choose: bool) -> Optional[str]:
+def _assumed_landsat_warning(dataset: gdal.Dataset, expected: Sequence[str], role: str,
+                             can_choose: bool) -> Optional[str]:
     """Bands found by Landsat Collection 2 codes (SR_B4) in a file that does not say which satellite
     took it: read as Landsat 8/9's (SR_B4 red), which on Landsat 4-7 is near infrared."""
-    found = _found_bands(dataset, expected)
-    if requested or not _each_found_once(found) or not _landsat_codes_ambiguous(dataset):
-        return None
-    if not any(_LANDSAT_C2_CODE.search(_description(dataset, index)) for index in found):  # found by other names
-        return None
-    spoken = ", ".join(_SPOKEN.get(name.lower(), name) for name in expected)
-    older = tuple(_find_band(dataset, name, _LANDSAT_4_7_ALIASES) for name in expected)
+    table, assumed = _codes(dataset)
+    found = _found_bands(dataset, expected, table)
+    if not assumed or not _each_found_once(found) or not any(_is_c2_code(dataset.GetRasterBand(i)) for i in found):
+        return None  # a satellite named, a band missing, or all found by other names
+    older = _found_bands(dataset, expected, _LANDSAT_4_7_ALIASES)
     if _each_found_once(older):
         how = "choose them by hand, or say so in the file" if can_choose else "say so in the file"
-        fix = (f"its {spoken} are bands {_listed(older)} ({_descriptions(dataset, older)}): {how} "
+        fix = (f"its {_spoken(expected)} are bands {_listed(older)} ({_descriptions(dataset, older)}): {how} "
                "(gdal_edit.py -mo SPACECRAFT_ID=LANDSAT_5 FILE) and they are found by their names")
     else:
         fix = "say so in the file (gdal_edit.py -mo SPACECRAFT_ID=LANDSAT_5 FILE)"
     return (f"the {role} image's bands are named with Landsat codes (SR_Bn), which mean other colours on Landsat "
             "4, 5 and 7 than on Landsat 8 and 9, and the file does not say which satellite took it: they were "
-            f"read as Landsat 8/9's, bands {_listed(found)} ({_descriptions(dataset, found)}) as {spoken}; "
-            f"if the image is from Landsat 4, 5 or 7, {fix}")
+            f"read as Landsat 8/9's, bands {_listed(found)} ({_descriptions(dataset, found)}) as "
+            f"{_spoken(expected)}; if the image is from Landsat 4, 5 or 7, {fix}")
 
 
-def _contradicted_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
+def _contradicted_bands_warning(dataset: gdal.Dataset, requested: Sequence[int], expected: Sequence[str],
                                 role: str) -> Optional[str]:
-    """Bands chosen by hand that the file names as another of the model's colours than the one each
-    is fed as (band 4 of a Sentinel-2 10 m image, B8, given as red): the network would read near
-    infrared as red. Bands whose names are unknown, or agree, are taken without a word."""
-    if not requested:
-        return None
+    """Bands chosen by hand whose descriptions name another of the model's colours than the one each
+    is fed as (band 4 of a Sentinel-2 10 m image, B8, as red). Colour interpretation is no evidence:
+    GDAL gives every 3- or 4-band Byte GeoTIFF or PNG red, green, blue, whatever their order."""
+    table, assumed = _codes(dataset)
     clashes = []
     for index, name in zip((int(b) for b in requested), expected):
-        meaning = _band_meaning(dataset, index)
-        if meaning is None or name.lower() not in BAND_ALIASES or meaning[0] == name.lower():
-            continue
+        band = dataset.GetRasterBand(index)
+        words = _description_words(band)
+        meanings = [] if "edge" in words or (assumed and _is_c2_code(band)) else [  # a code of a satellite assumed
+            colour for colour, aliases in table.items() if aliases.intersection(words)]
+        if len(meanings) != 1 or name.lower() not in _SPOKEN or meanings[0] == name.lower():
+            continue  # not named, named as two colours, or named so
         subject = f"band {index} of the {role} image" if not clashes else f"band {index}"
-        clashes.append(f"{subject} is {meaning[1]} but is used as {_SPOKEN[name.lower()]}")
+        clashes.append(f'{subject} is named "{band.GetDescription()}" ({_SPOKEN[meanings[0]]}) but is used as '
+                       f"{_SPOKEN[name.lower()]}")
     if not clashes:
         return None
-    spoken = ", ".join(_SPOKEN.get(name.lower(), name) for name in expected)
-    found = _found_bands(dataset, expected)
+    found = _found_bands(dataset, expected, table)
     advice = (f", which the file says are bands {_listed(found)}: choose those, unless the file names its bands "
               "wrongly" if _each_found_once(found) else ": check the bands chosen")
-    return f"{'; '.join(clashes)}: the model takes {spoken} in this order{advice}"
+    return f"{'; '.join(clashes)}: the model takes {_spoken(expected)} in this order{advice}"
 
 
-def _band_meaning(dataset: gdal.Dataset, index: int) -> Optional[Tuple[str, str]]:
-    """Which of the model's colours band ``index`` is by its description, else by its colour
-    interpretation, with how the file says so; None when it does not say (or names two colours, or
-    is a Landsat code of unknown satellite)."""
-    band = dataset.GetRasterBand(index)
-    words = _description_words(band)
-    ambiguous = _landsat_codes_ambiguous(dataset) and _LANDSAT_C2_CODE.search(_description(dataset, index))
-    if "edge" not in words and not ambiguous:
-        meanings = [name for name, aliases in _aliases(dataset).items() if words & aliases]
-        if len(meanings) == 1:
-            return meanings[0], f"named \"{band.GetDescription()}\" ({_SPOKEN[meanings[0]]})"
-        if meanings:
-            return None
-    colour = next((name for name, interp in _COLOR_INTERP.items() if band.GetColorInterpretation() == interp), None)
-    return (colour, f"{colour} by its colour interpretation") if colour else None
+def _spoken(names: Sequence[str]) -> str:
+    return ", ".join(_SPOKEN.get(name.lower(), name) for name in names)
 
 
 def _listed(indices: Sequence[Optional[int]]) -> str:
     return ", ".join(str(index) for index in indices)
 
 
-def _description(dataset: gdal.Dataset, index: int) -> str:
-    return (dataset.GetRasterBand(index).GetDescription() or "").lower()
-
-
 def _descriptions(dataset: gdal.Dataset, indices: Sequence[Optional[int]]) -> str:
     return ", ".join(dataset.GetRasterBand(index).GetDescription() for index in indices if index)
 
 
-def _description_words(band: gdal.Band) -> Set[str]:
-    return set(re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()))
+def _description_words(band: gdal.Band) -> List[str]:
+    return re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower())
+
+
+def _colour(band: gdal.Band) -> Optional[str]:
+    """The model's colour ``band`` is by its colour interpretation (red, green, blue), if any."""
+    return next((name for name, interp in _COLOR_INTERP.items() if band.GetColorInterpretation() == interp), None)
 
 
 # Landsat Collection 2 band names: SR_B4 (surface reflectance), ST_B6 (surface temperature)
 _LANDSAT_C2_CODE = re.compile(r"(?:^|[^a-z0-9])s[rt]_b\d{1,2}(?![0-9a-z])")
 # The satellite as metadata names it (SPACECRAFT_ID=LANDSAT_5 in a scene's MTL), or a scene's product ID
-# (LT05_L2SP_…, LE07_…, LC08_…: sensor, then satellite) in its metadata or file name
-_LANDSAT_NAMED = re.compile(r"landsat[ _-]?0?([4-9])(?![0-9])")
-_LANDSAT_PRODUCT_ID = re.compile(r"(?:^|[^a-z0-9])l[cote]0([4-9])_")
+# (LT05_L2SP_…, LE07_…, LC08_…: sensor, then satellite) in its metadata or opening its file name
+_LANDSAT_NAMED = re.compile(r"(?<![a-z0-9])landsat[ _-]?0?([4-9])(?![0-9])")
+_LANDSAT_PRODUCT_ID = re.compile(r"(?<![a-z0-9])l[cote]0([4-9])_")
+
+
+def _is_c2_code(band: gdal.Band) -> bool:
+    return bool(_LANDSAT_C2_CODE.search((band.GetDescription() or "").lower()))
 
 
 def landsat_number(dataset: gdal.Dataset) -> Optional[int]:
-    """Which Landsat satellite took the image, where its metadata or file name says; None otherwise."""
+    """Which Landsat satellite took the image, where its metadata or file name says; None where
+    nothing says, or where they name different satellites (a composite)."""
     texts = [f"{key}={value}".lower() for key, value in (dataset.GetMetadata() or {}).items()]
-    for pattern in (_LANDSAT_NAMED, _LANDSAT_PRODUCT_ID):
-        for text in texts:
-            match = pattern.search(text)
-            if match:
-                return int(match.group(1))
-    match = _LANDSAT_PRODUCT_ID.search(os.path.basename(dataset.GetDescription() or "").lower())
-    return int(match.group(1)) if match else None
+    numbers = {int(number) for text in texts for pattern in (_LANDSAT_NAMED, _LANDSAT_PRODUCT_ID)
+               for number in pattern.findall(text)}
+    named = _LANDSAT_PRODUCT_ID.match(os.path.basename(dataset.GetDescription() or "").lower())
+    if named:
+        numbers.add(int(named.group(1)))
+    return numbers.pop() if len(numbers) == 1 else None
 
 
-def _aliases(dataset: gdal.Dataset) -> Dict[str, Set[str]]:
-    """The band codes of the image's satellite: Landsat 4-7's where its metadata says so, else
-    Sentinel-2's, which Landsat 8/9 share for blue, green and red."""
-    return _LANDSAT_4_7_ALIASES if landsat_number(dataset) in (4, 5, 7) else BAND_ALIASES
+def _codes(dataset: gdal.Dataset) -> Tuple[Codes, bool]:
+    """The band codes of the image's satellite, and whether assumed: the Landsat the file names, else
+    Landsat 8/9's (assumed) for Collection 2 codes (SR_B4), else Sentinel-2's."""
+    number = landsat_number(dataset)
+    if number is not None:
+        return _LANDSAT_ALIASES.get(number, BAND_ALIASES), False
+    if any(_is_c2_code(dataset.GetRasterBand(index)) for index in range(1, dataset.RasterCount + 1)):
+        return _LANDSAT_8_9_ALIASES, True
+    return BAND_ALIASES, False
 
 
-def _landsat_codes_ambiguous(dataset: gdal.Dataset) -> bool:
-    """Whether bands are named by Landsat Collection 2 codes and nothing says which satellite took them."""
-    return (any(_LANDSAT_C2_CODE.search(_description(dataset, index)) for index in range(1, dataset.RasterCount + 1))
-            and landsat_number(dataset) is None)
-
-
-def _found_bands(dataset: gdal.Dataset, expected: Sequence[str]) -> Tuple[Optional[int], ...]:
-    """Each of the model's bands found by description or colour interpretation (None: not found)."""
-    return tuple(_find_band(dataset, name) for name in expected)
+def _found_bands(dataset: gdal.Dataset, expected: Sequence[str], table: Codes) -> Tuple[Optional[int], ...]:
+    """Each of the model's bands by :func:`_find_band` (None: not found)."""
+    return tuple(_find_band(dataset, name, table) for name in expected)
 
 
 def _each_found_once(found: Sequence[Optional[int]]) -> bool:
@@ -244,23 +233,18 @@ def sensor_band_names(dataset: gdal.Dataset) -> List[str]:
         band = dataset.GetRasterBand(index)
         if is_alpha(band):
             continue
-        codes = [w for w in re.findall(r"[a-z0-9]+", (band.GetDescription() or "").lower()) if _BAND_CODE.match(w)]
-        colour = next((name for name, interp in _COLOR_INTERP.items() if band.GetColorInterpretation() == interp), None)
-        if not codes and colour is None:
+        code = next((word.upper() for word in _description_words(band) if _BAND_CODE.match(word)), _colour(band))
+        if code is None:
             return []
-        names.append(codes[0].upper() if codes else colour)
+        names.append(code)
     return names
 
 
-def _find_band(dataset: gdal.Dataset, name: str, table: Optional[Dict[str, Set[str]]] = None) -> Optional[int]:
-    """The band ``name`` by description (read with ``table``, else the image's satellite's codes), else
-    by colour interpretation."""
-    aliases = (table or _aliases(dataset)).get(name.lower(), {name.lower()})
-    for index in range(1, dataset.RasterCount + 1):
-        words = _description_words(dataset.GetRasterBand(index))
-        if words & aliases and "edge" not in words:
-            return index
-    for index in range(1, dataset.RasterCount + 1):
-        if dataset.GetRasterBand(index).GetColorInterpretation() == _COLOR_INTERP.get(name.lower(), -1):
-            return index
-    return None
+def _find_band(dataset: gdal.Dataset, name: str, table: Codes) -> Optional[int]:
+    """The band ``name`` by description, read with ``table``, else by colour interpretation."""
+    aliases = table.get(name.lower(), {name.lower()})
+    bands = [dataset.GetRasterBand(index) for index in range(1, dataset.RasterCount + 1)]
+    named = [i for i, words in enumerate(map(_description_words, bands), 1)
+             if aliases.intersection(words) and "edge" not in words]
+    coloured = [i for i, band in enumerate(bands, 1) if _colour(band) == name.lower()]
+    return (named + coloured + [None])[0]

@@ -178,23 +178,26 @@ def test_pixels_of_very_different_sizes_are_warned_of(oscd_mismatch_pair, tiny_m
         assert len(resolution) == 1 and resolution[0].startswith(f"the {coarsened} image's pixels are 4.0 times")
 
 
-def test_pixels_three_times_as_large_are_warned_of_as_the_warning_says(data_dir, tiny_model, tmp_path):
-    """A 30 m image (Landsat) beside a 10 m one in UTM: their pixels measured on the ground are a hair
-    under 3 times as large, and went without the warning promised from 3 times on."""
+@pytest.mark.parametrize("metres", [15, 30])
+def test_pixels_as_large_as_the_bound_are_warned_of_as_the_warning_says(data_dir, tiny_model, tmp_path, metres):
+    """A 15 m or 30 m image (Landsat) beside a 10 m one in UTM: their pixels measured on the ground are
+    a hair under 1.5 or 3 times as large. Warned of from 1.5 times on, as the warning shows the ratio:
+    compared unrounded, 15 m beside 10 m would go without the warning (30 m did, when it began at 3)."""
     from deepcl_core.area import ground_pixel_size
     from deepcl_core.grid import Grid
 
     images = {}
-    for role, size in (("before", 10), ("after", 30)):
+    for role, size in (("before", 10), ("after", metres)):
         images[role] = tmp_path / f"{role}.tif"
         gdal.Warp(str(images[role]), str(data_dir / "oscd" / "bercy" / f"{role}.tif"), dstSRS="EPSG:32631",
                   xRes=size, yRes=size, outputBounds=(453100, 5408000, 455800, 5412500), resampleAlg="average")
     before_m, after_m = (ground_pixel_size(Grid.of(gdal.Open(str(images[role])))) for role in ("before", "after"))
-    assert 2.9999 < after_m / before_m < 3  # the case: as measured, under the bound
+    assert metres / 10 - 1e-4 < after_m / before_m < metres / 10  # the case: as measured, under 1.5 or 3
     result = detect_changes(images["before"], images["after"], outputs_in(tmp_path / "out", distance=False),
                             DetectOptions(**FAST), model=tiny_model)
     assert [w for w in result.warnings if "pixels are" in w][0].startswith(
-        "the after image's pixels are 3.0 times as large as the before image's (30 m against 10 m)")
+        f"the after image's pixels are {metres / 10:.1f} times as large as the before image's ({metres} m against "
+        "10 m)")
 
 
 def test_changed_area_is_reported_in_square_metres(oscd_run):

@@ -527,7 +527,7 @@ def test_a_levir_layout_pairs_files_by_name_whatever_their_endings(data_dir, tmp
     """A/x.jpg, B/x.jpg, label/x.png (DSIFN-CD as distributed) make the pair x, as before.jpg,
     after.jpg, label.png do in a pair folder. Every pair was skipped with two contradictory warnings
     ("no label/x.jpg", "no A/x.png and no B/x.png"). A file genuinely missing still skips its pair,
-    with one warning naming it."""
+    with one warning naming it with the ending of its folder's files."""
     sources = [data_dir / "dsifn" / name for name in ("0_2", "1_1", "2_4")]
     root = dsifn_layout(tmp_path / "dsifn", sources)
     (root / "B" / "2_4.jpg").unlink()
@@ -535,7 +535,7 @@ def test_a_levir_layout_pairs_files_by_name_whatever_their_endings(data_dir, tmp
         pairs = find_pairs([tmp_path])
     assert [(p.name, p.before.name, p.after.name, p.label.name) for p in pairs] == [
         ("dsifn/0_2", "0_2.jpg", "0_2.jpg", "0_2.png"), ("dsifn/1_1", "1_1.jpg", "1_1.jpg", "1_1.png")]
-    assert warnings_of(caplog) == ["skipped dsifn/2_4: no B/2_4.*"]
+    assert warnings_of(caplog) == ["skipped dsifn/2_4: no B/2_4.jpg"]
     label, valid = read_label(pairs[0], open_raster(pairs[0].before, "before"))
     assert valid.all() and np.array_equal(label, label_of(sources[0], sources[0] / "label.png")[0])
 
@@ -549,3 +549,51 @@ def test_two_images_of_one_name_in_a_levir_folder_are_refused(data_dir, tmp_path
         find_pairs([tmp_path])
     assert str(error.value) == (f"folder {root / 'A'} has two images named 0_2 (0_2.jpg, 0_2.png): the pair's images "
                                 "are matched by name across A/, B/ and label/; keep one")
+
+
+def test_a_missing_levir_file_is_named_with_the_ending_of_its_own_folder(data_dir, tmp_path, caplog):
+    """Only A/2_4.jpg of DSIFN-CD's pair 2_4: the warning read "no B/2_4.jpg and no label/2_4.jpg", though
+    its labels are PNGs. Each missing file is named with the ending most files of its folder have, else
+    as x.* (a label/ of one PNG and one GeoTIFF)."""
+    sources = [data_dir / "dsifn" / name for name in ("0_2", "1_1", "2_4")]
+    for data_set in ("dsifn", "mixed"):
+        dsifn_layout(tmp_path / data_set, sources)
+        (tmp_path / data_set / "label" / "2_4.png").unlink()
+    (tmp_path / "dsifn" / "B" / "2_4.jpg").unlink()
+    labels = tmp_path / "mixed" / "label"
+    assert gdal.Translate(str(labels / "1_1.tif"), str(labels / "1_1.png"), format="GTiff") is not None
+    (labels / "1_1.png").unlink()
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        pairs = find_pairs([tmp_path])
+    assert [p.name for p in pairs] == ["dsifn/0_2", "dsifn/1_1", "mixed/0_2", "mixed/1_1"]
+    assert warnings_of(caplog) == ["skipped dsifn/2_4: no B/2_4.jpg and no label/2_4.png",
+                                   "skipped mixed/2_4: no label/2_4.*"]
+
+
+def test_envi_and_erdas_sidecar_files_are_not_taken_for_images(data_dir, tmp_path, caplog):
+    """DSIFN pairs stored as ENVI (x.dat with its header x.hdr) and ERDAS Imagine (x.img with overviews
+    in x.rrd) in the LEVIR-CD layout, and a pair folder's before.dat with before.hdr: each image and its
+    sidecar counted as two images of one name, and the folders were refused. Sidecars of those formats
+    (.hdr, .rrd, .ige, .stx, .blw) are passed over, as a GeoTIFF's .ovr is."""
+    sources = [data_dir / "dsifn" / name for name in ("0_2", "1_1")]
+    root = dsifn_layout(tmp_path / "dsifn", sources)
+    for source in sources:
+        for folder, role, driver, ending in (("A", "before", "ENVI", ".dat"), ("B", "after", "HFA", ".img")):
+            (root / folder / f"{source.name}.jpg").unlink()
+            gdal.Translate(str(root / folder / f"{source.name}{ending}"), str(source / f"{role}.png"), format=driver)
+        subprocess.run(["gdaladdo", "-q", "--config", "HFA_USE_RRD", "YES", str(root / "B" / f"{source.name}.img"),
+                        "2"], check=True)  # overviews in x.rrd
+        for ending in (".ige", ".stx", ".blw"):  # a large image's spill file, ESRI statistics and world file
+            (root / "B" / f"{source.name}{ending}").write_bytes(b"\0" * 16)
+    pair = shutil.copytree(data_dir / "dsifn" / "2_4", tmp_path / "pairs" / "2_4")
+    assert gdal.Translate(str(pair / "before.dat"), str(pair / "before.png"), format="ENVI") is not None
+    (pair / "before.png").unlink()
+    assert {p.suffix for p in root.rglob("*")} >= {".hdr", ".rrd"} and (pair / "before.hdr").is_file()
+    with caplog.at_level(logging.WARNING, logger=PAIRS_LOGGER):
+        pairs = find_pairs([tmp_path])
+    assert warnings_of(caplog) == []
+    assert [(p.name, p.before.name, p.after.name, p.label.name) for p in pairs] == [
+        ("dsifn/0_2", "0_2.dat", "0_2.img", "0_2.png"), ("dsifn/1_1", "1_1.dat", "1_1.img", "1_1.png"),
+        ("2_4", "before.dat", "after.png", "label.png")]
+    before = open_raster(pairs[0].before, "before").ReadAsArray()
+    np.testing.assert_array_equal(before, gdal.Open(str(sources[0] / "before.png")).ReadAsArray())

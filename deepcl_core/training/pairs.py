@@ -9,7 +9,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Set, Tuple
 
 import numpy as np
 from osgeo import gdal
@@ -29,13 +29,14 @@ LOG = logging.getLogger(__name__)
 _ROLES = ("before", "after", "label")
 _LEVIR_DIRS = ("A", "B", "label")
 # Sidecar files GDAL, QGIS or viewers leave next to rasters (statistics, overviews, masks, world files,
-# QGIS's style and metadata), a shapefile's companions (its .shp is the one named: a vector label is
+# QGIS's style and metadata, the headers, overviews, spill and statistics files of ENVI, ERDAS and ESRI
+# formats beside their x.dat, x.img or x.bil), a shapefile's companions (its .shp is the one named: a vector label is
 # refused with what to do), and files file managers leave in any folder (matched lower case); never
 # a pair's image.
 _IGNORED_SUFFIXES = {".aux", ".xml", ".ovr", ".msk", ".txt", ".md", ".json", ".prj", ".qpj", ".gpkg-wal", ".gpkg-shm",
                      ".wld", ".tfw", ".tifw", ".tiffw", ".pgw", ".pngw", ".jgw", ".jpgw", ".jpegw", ".j2w",
                      ".gfw", ".gifw", ".bpw", ".bmpw", ".qml", ".qmd", ".sld",
-                     ".shx", ".dbf", ".cpg", ".qix", ".sbn", ".sbx"}
+                     ".hdr", ".rrd", ".ige", ".stx", ".blw", ".shx", ".dbf", ".cpg", ".qix", ".sbn", ".sbx"}
 _IGNORED_NAMES = {"thumbs.db", "desktop.ini", ".ds_store"}
 
 
@@ -180,16 +181,14 @@ def _levir_pairs(folder: Path) -> List[Tuple[Path, PairFiles]]:
     if not all(present):
         return []
     files = [_rasters_by_stem(d) for d in dirs]
+    endings = [_usual_ending(in_dir) for in_dir in files]  # a missing file named with its folder's ending
     pairs = []
     for stem in sorted(set().union(*files)):
         pair_name = f"{folder.name}/{stem}"
         if all(stem in in_dir for in_dir in files):
             pairs.append((folder / stem, PairFiles(pair_name, *(in_dir[stem] for in_dir in files), folder.name)))
             continue
-        # The missing file named with the others' ending when they share one (B/x.png), else as x.*
-        endings = {in_dir[stem].suffix for in_dir in files if stem in in_dir}
-        name = stem + (endings.pop() if len(endings) == 1 else ".*")
-        lacks = [f"{d}/{name}" for d, in_dir in zip(_LEVIR_DIRS, files) if stem not in in_dir]
+        lacks = [f"{d}/{stem}{ending}" for d, in_dir, ending in zip(_LEVIR_DIRS, files, endings) if stem not in in_dir]
         LOG.warning("skipped %s: no %s", pair_name, " and no ".join(lacks))
     return pairs
 
@@ -197,16 +196,15 @@ def _levir_pairs(folder: Path) -> List[Tuple[Path, PairFiles]]:
 def _rasters_by_stem(folder: Path) -> Dict[str, Path]:
     """A LEVIR-CD folder's rasters by name without their ending; two with one name (x.jpg beside
     x.png) are refused rather than one taken at random, as two before.* are in a pair folder."""
-    by_stem: Dict[str, List[Path]] = {}
-    for path in sorted(folder.iterdir()):
-        if _is_raster_file(path):
-            by_stem.setdefault(path.stem, []).append(path)
-    for stem, paths in by_stem.items():
-        if len(paths) > 1:
-            count = "two" if len(paths) == 2 else str(len(paths))
-            raise InputError(f"folder {folder} has {count} images named {stem} ({', '.join(p.name for p in paths)}): "
-                             "the pair's images are matched by name across A/, B/ and label/; keep one")
-    return {stem: paths[0] for stem, paths in by_stem.items()}
+    return _rasters_by(folder, lambda path: path.stem, lambda stem, count, names: (
+        f"folder {folder} has {count} images named {stem} ({names}): the pair's images are matched by name "
+        "across A/, B/ and label/; keep one"))
+
+
+def _usual_ending(files: Dict[str, Path]) -> str:
+    """The ending most of ``files`` have (.png), else ".*" (none, or as many of two endings)."""
+    ranked = Counter(path.suffix for path in files.values()).most_common(2)
+    return ranked[0][0] if ranked and (len(ranked) == 1 or ranked[0][1] > ranked[1][1]) else ".*"
 
 
 # Folder names other data sets give a LEVIR-style role (CDD: OUT/), matched lower case
@@ -223,16 +221,24 @@ def _rename_hint(folder: Path, role: str) -> str:
 def _raster_named(folder: Path) -> Dict[str, Path]:
     """The folder's before, after and label rasters; two files for one role (a quicklook next to the
     image) are refused rather than one taken at random."""
-    named: Dict[str, List[Path]] = {}
+    return _rasters_by(folder, lambda path: path.stem.lower() if path.stem.lower() in _ROLES else None,
+                       lambda role, count, names: f"pair folder {folder} has {count} {role} images ({names}); keep one")
+
+
+def _rasters_by(folder: Path, key: Callable[[Path], Optional[str]],
+                refusal: Callable[[str, str, str], str]) -> Dict[str, Path]:
+    """The folder's rasters by ``key`` (None: not one of them); two or more for one key are refused with
+    ``refusal(key, count, file names)`` rather than one taken at random."""
+    found: Dict[str, List[Path]] = {}
     for path in sorted(folder.iterdir()):
-        if _is_raster_file(path) and path.stem.lower() in _ROLES:
-            named.setdefault(path.stem.lower(), []).append(path)
-    for role, paths in named.items():
+        name = key(path) if _is_raster_file(path) else None
+        if name is not None:
+            found.setdefault(name, []).append(path)
+    for name, paths in found.items():
         if len(paths) > 1:
-            count = "two" if len(paths) == 2 else str(len(paths))
-            raise InputError(f"pair folder {folder} has {count} {role} images "
-                             f"({', '.join(p.name for p in paths)}); keep one")
-    return {role: paths[0] for role, paths in named.items()}
+            raise InputError(refusal(name, "two" if len(paths) == 2 else str(len(paths)),
+                                     ", ".join(p.name for p in paths)))
+    return {name: paths[0] for name, paths in found.items()}
 
 
 def _is_raster_file(path: Path) -> bool:
