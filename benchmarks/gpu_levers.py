@@ -123,8 +123,9 @@ def graphed_run_network() -> Callable:
         return probability, distance
 
     def run(network, before: np.ndarray, after: np.ndarray, device, with_distance: bool = True, scale: int = 1,
-            keep_on_device: bool = False, platt_scaling: PlattScaling = PlattScaling()):
+            keep_on_device: bool = False, platt_scaling: PlattScaling = PlattScaling(), inside=None):
         assert scale == 1 and before.shape[-1] % 32 == 0 and before.shape[-2] % 32 == 0
+        assert inside is None or all(tuple(size) == before.shape[-2:] for size in inside)  # no tile past the edge
         if not captured:
             captured.append(network)
             weights_of.append(weakref.ref(network))

@@ -54,7 +54,7 @@ def run_pipeline(args: argparse.Namespace, bundle, before: Path, after: Path, fo
 
 
 def network_stand_in(network, x1: np.ndarray, x2: np.ndarray, device, with_distance: bool = True, scale: int = 1,
-                     keep_on_device: bool = False, platt_scaling=None):
+                     keep_on_device: bool = False, platt_scaling=None, inside=None):
     """``launch_network``'s stand-in for the I/O bound: costs nothing, and its change probability, a
     function of the two images, compresses as a real one does. Maps kept on the device are made
     there, from the inputs copied over as the network's are."""

@@ -46,7 +46,7 @@ from .polygons import write_change_polygons
 from .raster_io import open_image
 from .row_strips import RowStrip, SharedRowStrip
 from .tile_reader import TileReader
-from .tiling import DEFAULT_TILE, RowBlender, TileGrid, fill_past_the_edge, tile_overlap
+from .tiling import DEFAULT_TILE, RowBlender, TileGrid, tile_overlap
 from .write_behind import WriteBehind
 
 LOG = logging.getLogger(__name__)
@@ -596,9 +596,9 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
     """One normalised tile, in a thread that alone uses ``pair`` (the before image in ``helper``'s
     one thread when given, side by side with the after image). ``into(position)``: the (before,
     after) arrays of the tile's size to normalise into (slots of a batch,
-    :class:`~deepcl_core.batches.BatchSlots`); a last tile's part past the image's edge is
-    reflected. ``windows(pair)``: the functions that give a window of the before and of the after
-    image (strips of whole rows of blocks, :mod:`~deepcl_core.row_strips`)."""
+    :class:`~deepcl_core.batches.BatchSlots`); a last tile's part past the image's edge is 0, and
+    ``valid`` the size of the part inside it. ``windows(pair)``: the functions that give a window of
+    the before and of the after image (strips of whole rows of blocks, :mod:`~deepcl_core.row_strips`)."""
     x, y = position
     before, after = into(position)
     height, width = tiles.inside(x, y)
@@ -612,7 +612,7 @@ def _read_tile(pair: _Pair, position: Tuple[int, int], tiles: TileGrid, stretche
     for image in (before, after):
         if invalid is not None:
             np.copyto(image[:, :height, :width], 0.0, where=invalid)
-        fill_past_the_edge(image, height, width)
+        image[:, height:] = image[:, :, width:] = 0.0  # past the image: never seen by the network (run_network)
     return _Tile(x, y, before, after, valid)
 
 
@@ -718,11 +718,14 @@ def _predict_batch(network: torch.nn.Module, batch: List[_Tile], inputs: Tuple[n
         return lambda: [None] * len(batch)
     if len(work) == len(batch) or device.type == "cuda":
         before, after, rows = inputs[0], inputs[1], work
+        computed = batch + [None] * (len(before) - len(batch))  # the slots padding the batch: whole
     else:
         before, after = (_stacked([getattr(batch[i], date) for i in work]) for date in ("before", "after"))
         rows = list(range(len(work)))
+        computed = [batch[i] for i in work]
+    inside = [tile.valid.shape if tile is not None else before.shape[-2:] for tile in computed]
     maps = run_within_memory(network, before, after, device, with_distance, budget, scale, keep_on_device,
-                             platt_scaling)
+                             platt_scaling, inside)
     return partial(_per_tile, maps, rows, work, len(batch))
 
 

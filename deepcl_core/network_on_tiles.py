@@ -4,7 +4,7 @@ brought back (or kept there), and a memory budget that lowers the batch, then th
 device runs out of memory."""
 from __future__ import annotations
 
-from typing import Callable, List, Optional, Tuple, Union
+from typing import Callable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -18,22 +18,27 @@ from .pending import Pending
 
 
 def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
-                with_distance: bool = True, scale: int = 1, platt_scaling: PlattScaling = PlattScaling()
-                ) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+                with_distance: bool = True, scale: int = 1, platt_scaling: PlattScaling = PlattScaling(),
+                inside: Optional[Sequence[Tuple[int, int]]] = None) -> Tuple[np.ndarray, Optional[np.ndarray]]:
     """Change probability and finest distance map (both (N, h, w) float32) for normalised
     (N, bands, h, w) inputs of any size: enlarged ``scale`` times (bilinear) when above 1, padded
     by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w), and the
     network's score is then mapped by ``platt_scaling`` (as it was fitted: on the averaged score).
+    ``inside``: each tile's (height, width) inside the image, for a last tile reaching past its edge:
+    only that part is enlarged and padded, as the whole image's edge is; the maps past it are not
+    meaningful.
     Tiles are scaled before they are blended, where the fit saw blended scores: where tiles overlap,
     a weighted mean of probabilities stands for the probability of a weighted mean of scores, which
     moves a few pixels across the threshold; scaling the blended rows instead would cost a pass
     over every output pixel on the host (ahead of each write, beside a GPU too)."""
-    return launch_network(network, before, after, device, with_distance, scale, platt_scaling=platt_scaling).result()
+    return launch_network(network, before, after, device, with_distance, scale, platt_scaling=platt_scaling,
+                          inside=inside).result()
 
 
 def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
                    with_distance: bool = True, scale: int = 1, keep_on_device: bool = False,
-                   platt_scaling: PlattScaling = PlattScaling()) -> Pending:
+                   platt_scaling: PlattScaling = PlattScaling(),
+                   inside: Optional[Sequence[Tuple[int, int]]] = None) -> Pending:
     """:func:`run_network`, returning as soon as ``before`` and ``after`` may be reused: on CUDA once
     they are copied to the GPU (after the batches queued before them), while the GPU computes. The
     maps come as numpy arrays, on their way from the GPU; with ``keep_on_device`` as tensors on
@@ -43,16 +48,8 @@ def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
         x1 = host_to_device(before, device)
         x2 = host_to_device(after, device)
         copied = _event_recorded(device)
-        if scale > 1:
-            x1 = F.interpolate(x1, scale_factor=scale, mode="bilinear", align_corners=False)
-            x2 = F.interpolate(x2, scale_factor=scale, mode="bilinear", align_corners=False)
-        scaled_h, scaled_w = x1.shape[-2:]
-        pad_h = -scaled_h % NETWORK_MULTIPLE
-        pad_w = -scaled_w % NETWORK_MULTIPLE
-        if pad_h or pad_w:
-            mode = "reflect" if pad_h < scaled_h and pad_w < scaled_w else "replicate"
-            x1 = F.pad(x1, (0, pad_w, 0, pad_h), mode=mode)
-            x2 = F.pad(x2, (0, pad_w, 0, pad_h), mode=mode)
+        scaled_h, scaled_w = height * scale, width * scale
+        x1, x2 = (_network_input(x, scale, inside) for x in (x1, x2))
         output = network(x1, x2)  # in mixed precision when it is a prepared (MixedPrecision) network
         probability = platt_scaling.scale_probability(
             _to_input_size(torch.sigmoid(output.logit.float())[:, :, :scaled_h, :scaled_w], height, width))
@@ -67,6 +64,33 @@ def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
         # handed out itself; the batch slots reach torch through numpy, so they are waited for.
         copied.synchronize()
     return maps
+
+
+def _network_input(x: torch.Tensor, scale: int, inside: Optional[Sequence[Tuple[int, int]]]) -> torch.Tensor:
+    """(N, bands, h, w) tiles enlarged ``scale`` times and padded by reflection to a multiple of 32
+    (the edge repeated where a side is too short to reflect); a tile whose ``inside`` is smaller than
+    (h, w) is enlarged and padded from that part alone, so that the network sees at the image's
+    edge what it sees at the edge of the whole image: enlarging reads no pixel past it."""
+    height, width = x.shape[-2:]
+    size = (-(-height * scale // NETWORK_MULTIPLE) * NETWORK_MULTIPLE,
+            -(-width * scale // NETWORK_MULTIPLE) * NETWORK_MULTIPLE)
+    tiles = _enlarged_and_padded(x, scale, size)
+    reaching_past = [(i, h, w) for i, (h, w) in enumerate(inside or ()) if (h, w) != (height, width)]
+    if reaching_past and tiles is x:
+        tiles = tiles.clone()  # on the CPU ``x`` is the caller's array
+    for i, h, w in reaching_past:
+        tiles[i] = _enlarged_and_padded(x[i:i + 1, :, :h, :w], scale, size)[0]
+    return tiles
+
+
+def _enlarged_and_padded(x: torch.Tensor, scale: int, size: Tuple[int, int]) -> torch.Tensor:
+    if scale > 1:
+        x = F.interpolate(x, scale_factor=scale, mode="bilinear", align_corners=False)
+    pad_h, pad_w = size[0] - x.shape[-2], size[1] - x.shape[-1]
+    if pad_h or pad_w:
+        mode = "reflect" if pad_h < x.shape[-2] and pad_w < x.shape[-1] else "replicate"
+        x = F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
+    return x
 
 
 def _event_recorded(device: torch.device) -> Optional["torch.cuda.Event"]:
@@ -114,8 +138,9 @@ class MemoryBudget:
 
 def run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
                        with_distance: bool, budget: MemoryBudget, scale: int, keep_on_device: bool,
-                       platt_scaling: PlattScaling = PlattScaling()) -> Pending:
-    """:func:`run_network` over (N, bands, h, w) in chunks the budget allows, lowering it and
+                       platt_scaling: PlattScaling = PlattScaling(),
+                       inside: Optional[Sequence[Tuple[int, int]]] = None) -> Pending:
+    """:func:`run_network` (``inside`` as there) over (N, bands, h, w) in chunks the budget allows, lowering it and
     retrying the same chunk whenever the device runs out of memory. A batch in one chunk, as nearly
     always, is returned as launched (see :func:`launch_network`); several chunks, once computed,
     joined where they were asked for (on the device with ``keep_on_device``, else on the host)."""
@@ -125,7 +150,8 @@ def run_within_memory(network: torch.nn.Module, before: np.ndarray, after: np.nd
         size = budget.batch_size
         try:
             maps = _run_in_pieces(network, before[start:start + size], after[start:start + size], device,
-                                  with_distance, budget.tile_side, scale, keep_on_device, platt_scaling)
+                                  with_distance, budget.tile_side, scale, keep_on_device, platt_scaling,
+                                  inside[start:start + size] if inside is not None else None)
         except RuntimeError as error:
             if not is_out_of_memory(error):
                 raise
@@ -157,20 +183,23 @@ def _joined(maps: Tuple[Union[np.ndarray, torch.Tensor], ...], device: torch.dev
 
 def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarray, device: torch.device,
                    with_distance: bool, side: int, scale: int, keep_on_device: bool,
-                   platt_scaling: PlattScaling) -> Pending:
+                   platt_scaling: PlattScaling, inside: Optional[Sequence[Tuple[int, int]]]) -> Pending:
     """:func:`launch_network` on the tiles whole, or computed on windows of at most ``side`` pixels
-    of them and stitched together on the host."""
+    of them (each cut to the part of its tile inside the image) and stitched together on the host."""
     height, width = before.shape[-2:]
     if side >= height and side >= width:
         return launch_network(network, before, after, device, with_distance, scale, keep_on_device=keep_on_device,
-                              platt_scaling=platt_scaling)
-    probability = np.empty((len(before), height, width), np.float32)
-    distance = np.empty_like(probability) if with_distance else None
+                              platt_scaling=platt_scaling, inside=inside)
+    inside = inside or [(height, width)] * len(before)
+    probability = np.zeros((len(before), height, width), np.float32)
+    distance = np.zeros_like(probability) if with_distance else None
     for y in range(0, height, side):
         for x in range(0, width, side):
             window = (Ellipsis, slice(y, y + side), slice(x, x + side))
+            # a window past a tile's edge keeps one pixel of it: its maps there are not meaningful
+            cut = [(max(1, min(side, h - y)), max(1, min(side, w - x))) for h, w in inside]
             piece, piece_distance = run_network(network, before[window], after[window], device, with_distance,
-                                                scale, platt_scaling)
+                                                scale, platt_scaling, inside=cut)
             probability[window] = piece
             if distance is not None:
                 distance[window] = piece_distance

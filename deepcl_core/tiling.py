@@ -116,19 +116,6 @@ def _starts(length: int, tile: int, overlap: int, align: int) -> List[int]:
     return [*range(0, last, step), last]
 
 
-def fill_past_the_edge(tile: np.ndarray, height: int, width: int) -> None:
-    """Fill the rows from ``height`` and the columns from ``width`` of ``tile`` (..., H, W), where a
-    last tile reaches past the image, by reflecting the image's last rows and columns, like the
-    network's padding of an image to its grid (which reflects after enlarging, this before); along
-    an axis where the image is too narrow to reflect, the edge pixel is repeated."""
-    for axis, inside in ((tile.ndim - 1, width), (tile.ndim - 2, height)):
-        past = tile.shape[axis] - inside
-        if past > 0:
-            lines = np.moveaxis(tile, axis, 0)  # a view: what is written to it goes to ``tile``
-            mirrored = np.arange(inside - 2, inside - 2 - past, -1) if past < inside else np.full(past, inside - 1)
-            lines[inside:] = lines[mirrored]
-
-
 def _ramp(size: int, start: int, end: int) -> np.ndarray:
     """1, falling towards each end across ``start`` and ``end`` pixels (none: no fall)."""
     weights = np.ones(size, np.float32)

@@ -15,7 +15,7 @@ from core_test_helpers import crop
 from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
 from deepcl_core.model.network import NetworkOutput
 from deepcl_core.model.network import NETWORK_MULTIPLE
-from deepcl_core.tiling import RowBlender, TileGrid, fill_past_the_edge
+from deepcl_core.tiling import RowBlender, TileGrid
 
 sizes = st.integers(1, 700)
 tile_settings = st.sampled_from([(32, 0), (64, 16), (96, 8), (128, 32), (128, 63), (256, 64)])
@@ -97,14 +97,24 @@ def test_too_small_tiles_for_the_grid_end_at_the_image_edge():
     assert all(grid.inside(x, y) == (21, 21) for x, y in grid.positions())
 
 
-@pytest.mark.parametrize("height, width, mode", [(7, 8, "reflect"), (10, 3, "edge"), (2, 12, "edge"), (1, 1, "edge")])
-def test_a_tile_past_the_edge_is_filled_as_the_network_pads_an_image(height, width, mode):
-    """Reflected as torch's and numpy's reflection padding do (the edge pixel not repeated), and
-    the edge pixel repeated where the image is narrower than what lies past it."""
-    tile = np.random.default_rng(0).random((3, 10, 12), dtype=np.float32)
-    inside = tile[:, :height, :width].copy()
-    fill_past_the_edge(tile, height, width)
-    np.testing.assert_array_equal(tile, np.pad(inside, ((0, 0), (0, 10 - height), (0, 12 - width)), mode=mode))
+@pytest.mark.parametrize("scale", [1, 2, 3])
+def test_a_tile_past_the_edge_gives_inside_the_maps_of_its_inside_alone(data_dir, tiny_model, scale):
+    """Run with what lies past the image's edge (here noise), a tile reaching 10 and 7 px past it gives,
+    inside, the maps of its inside run alone: enlarged and padded as the whole image's edge is."""
+    from deepcl_core.network_on_tiles import run_network
+
+    pixels = gdal.Open(str(data_dir / "oscd" / "rennes" / "before.tif")).ReadAsArray(0, 0, 64, 64)[:3]
+    tiles = np.random.default_rng(0).normal(size=(2, 3, 64, 64)).astype(np.float32)
+    tiles[:, :, :54, :57] = (pixels[:, :54, :57] / 3000.0 - 0.5)[np.newaxis]
+    tiles[1] *= 0.5
+    network = tiny_model.build().eval()
+    maps = run_network(network, tiles, tiles[::-1].copy(), torch.device("cpu"), scale=scale,
+                       inside=[(54, 57), (64, 64)])
+    alone = run_network(network, tiles[:1, :, :54, :57], tiles[1:, :, :54, :57], torch.device("cpu"), scale=scale)
+    whole = run_network(network, tiles[1:], tiles[:1], torch.device("cpu"), scale=scale)
+    for channel in range(2):
+        np.testing.assert_allclose(maps[channel][0, :54, :57], alone[channel][0], atol=2e-5)
+        np.testing.assert_allclose(maps[channel][1], whole[channel][0], atol=2e-5)  # a whole tile as it was
 
 
 @settings(max_examples=60, deadline=None)

@@ -12,7 +12,7 @@ from ..confidence_calibration import PlattScaling
 from ..heap import freed_memory_kept
 from ..model_file import ModelBundle
 from ..network_on_tiles import run_network
-from ..tiling import DEFAULT_TILE, TileGrid, fill_past_the_edge, tile_overlap
+from ..tiling import DEFAULT_TILE, TileGrid, tile_overlap
 from .pairs import LoadedPair
 
 
@@ -34,7 +34,8 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
             chunk = positions[start:start + batch_size]
             before, after = (_tiles(image, grid, chunk) for image in (pair.before, pair.after))
             probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale,
-                                                platt_scaling=platt_scaling)
+                                                platt_scaling=platt_scaling,
+                                                inside=[grid.inside(x, y) for x, y in chunk])
             for i, (x, y) in enumerate(chunk):
                 w = grid.blend_weights(x, y)  # of the part inside the image
                 h_in, w_in = w.shape
@@ -54,11 +55,10 @@ def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: Loa
 
 
 def _tiles(image: np.ndarray, grid: TileGrid, positions: List[Tuple[int, int]]) -> np.ndarray:
-    """(N, bands, tile height, tile width) tiles of ``image`` (bands, H, W) at ``positions``, as
-    detection reads them: a last tile's part past the image's edge reflected."""
-    tiles = np.empty((len(positions), image.shape[0], grid.tile_height, grid.tile_width), np.float32)
+    """(N, bands, tile height, tile width) tiles of ``image`` (bands, H, W) at ``positions``, 0 past
+    the image's edge, as detection reads them."""
+    tiles = np.zeros((len(positions), image.shape[0], grid.tile_height, grid.tile_width), np.float32)
     for tile, (x, y) in zip(tiles, positions):
         height, width = grid.inside(x, y)
         tile[:, :height, :width] = image[:, y:y + height, x:x + width]
-        fill_past_the_edge(tile, height, width)
     return tiles
