@@ -57,7 +57,12 @@ class ModelBundle:
     read_format_version: Optional[int] = field(default=None, compare=False)
 
     def build(self) -> DeepCLNet:
-        network = build_network(self.config)
+        """The network with the file's weights, in float32 whatever torch's default dtype. Built
+        without initialising the weights the file replaces: random initialisation drew from the
+        host program's torch random stream at every detection."""
+        with torch.device("meta"):
+            network = build_network(self.config)
+        network = network.to_empty(device="cpu").float()
         network.load_state_dict(self.state_dict)
         return network.eval()
 

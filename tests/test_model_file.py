@@ -286,3 +286,26 @@ def test_all_finite_finds_any_value_that_is_not_a_number(dtype, bad):
     assert all_finite([*others, weights]) and all_finite([weights]) and all_finite([])
     weights[4, 2] = bad
     assert not all_finite([*others, weights]) and not all_finite([weights])
+
+
+def test_building_a_models_network_leaves_the_hosts_random_stream_and_default_dtype_alone(levir_pair, tmp_path):
+    """A program seeding torch for its own work, or working in float64, runs detections in between:
+    every detection drew the network's random initialisation from the host's stream, and in float64
+    the run ended in torch's "Input type (float) and bias type (double)"."""
+    from deepcl_core.detect import DetectOptions, DetectOutputs, bundled_model_path, detect_changes
+
+    bundle = load_model(bundled_model_path())
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    network = bundle.build()
+    assert torch.equal(torch.rand(3), expected)
+    assert all(t.dtype == torch.float32 for t in network.state_dict().values() if t.is_floating_point())
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        result = detect_changes(*levir_pair, DetectOutputs(tmp_path / "c.tif", tmp_path / "p.tif"),
+                                DetectOptions(device="cpu"), model=bundle)
+    finally:
+        torch.set_default_dtype(default)
+    assert result.valid_pixels == 256 * 256
