@@ -77,6 +77,19 @@ class CancelAfter:
         return self.polls < 0
 
 
+def test_a_cancelled_training_says_what_is_kept_of_it(tmp_path):
+    """Cancelled in its first epoch, it said the checkpoint of the last finished epoch was kept: there
+    was none."""
+    out = tmp_path / "m.pt"
+    with pytest.raises(Cancelled, match=r"^training cancelled; no epoch had finished$"):
+        train(small_options(out, epochs=2, iterations_per_epoch=4), cancel=CancelAfter(2))
+    assert not out.exists() and not (tmp_path / "m.pt.ckpt").exists()
+    with pytest.raises(Cancelled, match=r"^training cancelled; the checkpoint of epoch 1 is kept \(continue with "
+                                        r"--resume\)$"):
+        train(small_options(out, epochs=2, iterations_per_epoch=4), cancel=CancelAfter(6))
+    assert (tmp_path / "m.pt.ckpt").is_file()
+
+
 def test_resume_after_an_interruption_loses_no_epoch(tmp_path):
     straight = train(small_options(tmp_path / "straight.pt", epochs=2, iterations_per_epoch=4))
     interrupted = tmp_path / "interrupted.pt"

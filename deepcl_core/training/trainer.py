@@ -464,10 +464,14 @@ def _record_schedule_change(state: Dict[str, Any], epochs: int, report: Progress
 
 def _out_of_memory_advice(epoch: int, remedy: str, options: TrainOptions) -> str:
     """``remedy`` for the device running out of memory in ``epoch``, and what is kept of the run."""
-    kept = ("no epoch had finished" if epoch == 1
+    return f"{remedy}, or train on the CPU (--device cpu); {_kept_of_the_run(epoch, options)}"
+
+
+def _kept_of_the_run(epoch: int, options: TrainOptions) -> str:
+    """What is kept of a run stopped in ``epoch``."""
+    return ("no epoch had finished" if epoch == 1
             else f"the checkpoint of epoch {epoch - 1} is kept (continue with --resume)" if options.checkpoint_kept
             else "nothing of the run is kept")
-    return f"{remedy}, or train on the CPU (--device cpu); {kept}"
 
 
 def _divergence_advice(epoch: int, options: TrainOptions, checkpoint: Path) -> str:
@@ -507,8 +511,7 @@ def _train_epoch(network: DeepCLNet, optimizer: torch.optim.Optimizer, scheduler
     sums: Dict[str, float] = {}
     for step in range(1, options.iterations_per_epoch + 1):
         if is_cancelled():
-            raise Cancelled("training cancelled; the checkpoint of the last finished epoch is kept "
-                            "(continue with --resume)")
+            raise Cancelled(f"training cancelled; {_kept_of_the_run(epoch, options)}")
         try:
             terms = _step(network, optimizer, sampler.batch(options.batch_size, rng), loss_config, device)
         except _NotFinite as error:
