@@ -14,7 +14,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Iterable, Iterator, List, NamedTuple, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -39,7 +39,7 @@ from .model_file import ModelBundle, shared_model
 from .network_on_tiles import MemoryBudget, run_within_memory
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_DESCRIPTION, CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA,
-                      RasterOutputs, RasterSpec, check_output_name, check_output_paths)
+                      OUTPUT_FORMATS, RasterOutputs, RasterSpec, check_output_name, check_output_paths)
 from .pair_statistics import no_shared_pixel_message, read_pair_sample
 from .pending import Pending
 from .polygons import write_change_polygons
@@ -127,9 +127,9 @@ class DetectOptions:
             raise InputError(f"threshold must lie between 0 and 1 (exclusive); got {self.threshold}")
         if not self.min_area >= 0:  # NaN too: it compares false and would drop no polygon
             raise InputError(f"minimum area must be a number, not negative; got {self.min_area}")
-        if self.compression not in COMPRESSIONS:
+        if not isinstance(self.compression, str) or self.compression not in COMPRESSIONS:  # a list: unhashable
             raise InputError(f"compression must be one of {', '.join(COMPRESSIONS)}; got {self.compression!r}")
-        if self.precision not in PRECISIONS:
+        if not isinstance(self.precision, str) or self.precision not in PRECISIONS:
             raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {self.precision!r}")
 
     @property
@@ -139,13 +139,20 @@ class DetectOptions:
         return tile_overlap(self.tile_size) if self.overlap is None else self.overlap
 
     def _as_python_numbers(self) -> None:
-        for name, what in (("tile_size", "tile size"), ("overlap", "overlap"), ("batch_size", "batch size"),
+        self.tile_size = _whole_number(self.tile_size, "tile size")  # None too: no default stands behind it
+        for name, what in (("overlap", "overlap"), ("batch_size", "batch size"),
                            ("io_threads", "I/O threads"), ("input_scale", "input scale")):
             if getattr(self, name) is not None:
                 setattr(self, name, _whole_number(getattr(self, name), what))
-        for name in ("bands_before", "bands_after"):
+        for name, what in (("bands_before", "bands before"), ("bands_after", "bands after")):
             if getattr(self, name) is not None:
-                setattr(self, name, tuple(_whole_number(band, "a band number") for band in getattr(self, name)))
+                setattr(self, name, tuple(_whole_number(band, "a band number")
+                                          for band in _band_numbers(getattr(self, name), what)))
+        # A truthy text ("false", "no") replaced existing outputs or built overviews without a word
+        self.overwrite = _truth_value(self.overwrite, "overwrite", "True or False")
+        self.overviews = _truth_value(self.overviews, "overviews", "True or False")
+        if self.overlap_io is not None:
+            self.overlap_io = _truth_value(self.overlap_io, "overlap_io", "True, False or None (the device's choice)")
         if self.threshold is not None:
             self.threshold = _real_number(self.threshold, "threshold")
         self.min_area = _real_number(self.min_area, "minimum area")
@@ -164,6 +171,26 @@ def _real_number(value: Any, what: str) -> float:
     raise InputError(f"{what} must be a number; got {value!r}")
 
 
+def _truth_value(value: Any, what: str, choices: str) -> bool:
+    """A bool, or numpy's: a text or a number is no answer to a yes-or-no option."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise InputError(f"{what} must be {choices}; got {value!r}")
+
+
+def _band_numbers(value: Any, what: str) -> Iterable[Any]:
+    """``value`` if it holds band numbers one by one (a list, a tuple, an array), refused in words if
+    not: one number ("'int' object is not iterable"), or a text, whose letters are no band numbers."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+        raise InputError(f"{what} must be a list of band numbers (1-based), e.g. [1, 2, 3]; got {value!r}")
+    return value
+
+
+# DetectOutputs' fields, and what each holds, for messages
+OUTPUT_KINDS = (("change", "change map"), ("confidence", "confidence map"), ("distance", "distance map"),
+                ("polygons", "change polygon layer"))
+
+
 @dataclass
 class DetectOutputs:
     """Where the results go; paths as ``str`` or ``os.PathLike`` (kept as :class:`Path`)."""
@@ -176,21 +203,25 @@ class DetectOutputs:
     def __post_init__(self) -> None:
         if self.change is None or self.confidence is None:
             raise InputError("the change and the confidence maps both need a file name")
-        for name in ("change", "confidence", "distance", "polygons"):
+        for name, what in OUTPUT_KINDS:
             value = getattr(self, name)
-            if value is not None:
-                setattr(self, name, Path(os.fsdecode(value)))
+            if value is None:
+                continue
+            if not isinstance(value, (str, bytes, os.PathLike)):  # a TypeError from os.fsdecode before
+                raise InputError(f"the {what}'s file name must be a path (str, bytes or os.PathLike); got {value!r}")
+            if not os.fsdecode(value):  # Path("") is ".", named "": "… instead of " and nothing after it
+                suffix = OUTPUT_FORMATS["polygons" if name == "polygons" else "raster"][1][0]
+                raise InputError(f"the {what}'s file name is empty; give a {suffix} file name")
+            setattr(self, name, Path(os.fsdecode(value)))
 
     def rasters(self) -> List[Path]:
         return [p for p in (self.change, self.confidence, self.distance) if p is not None]
 
     def check_names(self) -> None:
         """Each file name ends as its format does (GeoTIFF maps, GeoPackage polygons)."""
-        for name in ("change", "confidence", "distance"):
+        for name, what in OUTPUT_KINDS:
             if getattr(self, name) is not None:
-                check_output_name(getattr(self, name), f"{name} map", "raster")
-        if self.polygons is not None:
-            check_output_name(self.polygons, "change polygon layer", "polygons")
+                check_output_name(getattr(self, name), what, "polygons" if name == "polygons" else "raster")
 
 
 @dataclass
@@ -271,7 +302,17 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     if model is not None and not isinstance(model, ModelBundle):  # a path: "'str' object has no attribute 'trained'"
         raise InputError(f"model is a loaded model, load_model(path); give a model file's path as "
                          f"DetectOptions(model=path); got a {type(model).__name__}")
+    for image, which in ((before, "before"), (after, "after")):  # "expected str, bytes or os.PathLike object"
+        if not isinstance(image, (str, bytes, os.PathLike)):
+            raise InputError(f"the {which} image must be a file's path or a name GDAL opens (str, bytes or "
+                             f"os.PathLike); got {image!r}")
+    # Called only once the model was loaded: "'str' object is not callable" then
+    if progress is not None and not callable(progress):
+        raise InputError(f"progress must be a function progress(fraction, message), or None; got {progress!r}")
+    if cancel is not None and not callable(cancel):
+        raise InputError(f"cancel must be a function cancel() that returns True to stop, or None; got {cancel!r}")
     options.validate()
+    outputs.check_names()  # a name of the wrong kind, or a GDAL virtual file: before the model is loaded
     before, after = os.fsdecode(before), os.fsdecode(after)
     bundle = model or resolve_model(options.model)
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
@@ -280,7 +321,6 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     grid = Grid.of(pair.before)
     pixel_size = ground_pixel_size(grid)
     warnings.extend(_input_warnings(pair, options, pixel_size))
-    outputs.check_names()
     check_output_paths([*outputs.rasters(), outputs.polygons], _input_files(pair, before, after, options),
                        options.overwrite)
     device = resolve_device(options.device)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import secrets
 import stat
 import tempfile
@@ -62,9 +63,24 @@ def check_output_name(path: os.PathLike, what: str, kind: str) -> None:
     (:data:`OUTPUT_FORMATS`)."""
     format_name, suffixes = OUTPUT_FORMATS[kind]
     path = Path(path)
+    check_not_virtual(path)
+    if not path.name:  # "" (as Path, "."), or a folder such as "/": "… instead of " with nothing after it
+        raise OutputError(f"the {what}'s file name is empty; give a {suffixes[0]} file name")
     if path.suffix.lower() not in suffixes:
         raise OutputError(f"the {what} is written as a {format_name}; give a {suffixes[0]} file name instead of "
                           f"{path.name}")
+
+
+# GDAL's virtual file systems: /vsimem/, /vsizip/, /vsicurl/, /vsis3/, …
+_VIRTUAL_PATH = re.compile(r"/vsi[a-z0-9_]+(/|$)", re.IGNORECASE)
+
+
+def check_not_virtual(path: os.PathLike) -> None:
+    """Outputs are written under temporary names, renamed into place and checked on disk: a GDAL
+    virtual file name was refused as "output folder /vsimem does not exist"."""
+    if _VIRTUAL_PATH.match(Path(path).as_posix()):
+        raise OutputError(f"output {path}: GDAL virtual file systems (/vsimem/, /vsizip/ …) are not supported for "
+                          "outputs; write to a folder on disk")
 
 
 # Files GDAL and QGIS keep beside a raster (pyramids, mask, statistics and metadata): an output's go with it.
@@ -83,6 +99,7 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
         if path is None:
             continue
         path = Path(path)
+        check_not_virtual(path)
         # First: a name the file system cannot hold makes every later look at it raise
         is_geopackage = path.suffix.lower() == ".gpkg"
         check_name_fits(path, GEOPACKAGE_SIDECARS if is_geopackage else ())
