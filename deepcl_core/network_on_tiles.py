@@ -25,7 +25,7 @@ def run_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarray,
     by reflection to a multiple of 32; the maps are cropped and averaged back to (h, w), and the
     network's score is then mapped by ``platt_scaling`` (as it was fitted: on the averaged score).
     ``inside``: each tile's (height, width) inside the image, for a last tile reaching past its edge:
-    only that part is enlarged and padded, as the whole image's edge is; the maps past it are not
+    only that part is enlarged and padded (:func:`_network_input`); the maps past it are not
     meaningful.
     Tiles are scaled before they are blended, where the fit saw blended scores: where tiles overlap,
     a weighted mean of probabilities stands for the probability of a weighted mean of scores, which
@@ -69,9 +69,14 @@ def launch_network(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
 def _network_input(x: torch.Tensor, scale: int, inside: Optional[Sequence[Tuple[int, int]]]) -> torch.Tensor:
     """(N, bands, h, w) tiles enlarged ``scale`` times and padded by reflection to a multiple of 32
     (the edge repeated where a side is too short to reflect); a tile whose ``inside`` is smaller than
-    (h, w) is enlarged and padded from that part alone, so that the network sees at the image's
-    edge what it sees at the edge of the whole image: enlarging reads no pixel past it."""
+    (h, w) is enlarged and padded from that part alone, so that enlarging reads no pixel past the
+    image's edge. The network then sees there what it sees at the edge of the whole image where a
+    tile reaches less than 32 of its pixels past it: always at enlargements 1, 2 and 4 (the tile
+    grid's step is 32, 16 and 8 image pixels); at 3, whose step is 32 image pixels, up to 64 more
+    pixels of reflection than the whole image gets."""
     height, width = x.shape[-2:]
+    if inside is not None and len(inside) != len(x):
+        raise ValueError(f"inside gives {len(inside)} sizes for {len(x)} tiles")
     size = (-(-height * scale // NETWORK_MULTIPLE) * NETWORK_MULTIPLE,
             -(-width * scale // NETWORK_MULTIPLE) * NETWORK_MULTIPLE)
     tiles = _enlarged_and_padded(x, scale, size)
@@ -185,7 +190,9 @@ def _run_in_pieces(network: torch.nn.Module, before: np.ndarray, after: np.ndarr
                    with_distance: bool, side: int, scale: int, keep_on_device: bool,
                    platt_scaling: PlattScaling, inside: Optional[Sequence[Tuple[int, int]]]) -> Pending:
     """:func:`launch_network` on the tiles whole, or computed on windows of at most ``side`` pixels
-    of them (each cut to the part of its tile inside the image) and stitched together on the host."""
+    of them (each cut to the part of its tile inside the image) and stitched together on the host:
+    the fallback when one tile does not fit, whose windows, each padded on its own, give maps a
+    little apart from the whole tile's."""
     height, width = before.shape[-2:]
     if side >= height and side >= width:
         return launch_network(network, before, after, device, with_distance, scale, keep_on_device=keep_on_device,

@@ -89,7 +89,7 @@ class TileGrid:
                               *_shared(self.columns(), x, self.tile_width))
 
 
-@lru_cache(maxsize=32)
+@lru_cache(maxsize=128)  # a few kinds per grid, for several runs at once
 def _blend_weights(height: int, width: int, top: int, bottom: int, left: int, right: int) -> np.ndarray:
     weights = np.outer(_ramp(height, top, bottom), _ramp(width, left, right))
     weights.flags.writeable = False

@@ -13,6 +13,7 @@ import torch
 
 from deepcl_core.errors import ModelFileError
 from deepcl_core.model import NetworkConfig, build_network
+from deepcl_core.model.encoders import ENCODERS
 from deepcl_core.model_file import FORMAT_VERSION, ModelBundle, all_finite, load_model, \
     load_model_and_sha256, save_model, shared_model
 from deepcl_core.normalization import NormalizationSpec
@@ -309,3 +310,12 @@ def test_building_a_models_network_leaves_the_hosts_random_stream_and_default_dt
     finally:
         torch.set_default_dtype(default)
     assert result.valid_pixels == 256 * 256
+
+
+@pytest.mark.parametrize("encoder", sorted(ENCODERS))
+def test_every_network_keeps_all_its_buffers_in_its_weights(encoder):
+    """A model's network is built empty on the meta device and filled from the file's weights: a
+    buffer outside them (registered not persistent) would stay uninitialised memory."""
+    network = build_network(NetworkConfig(encoder=encoder))
+    weights = network.state_dict()
+    assert [name for name, _ in network.named_buffers() if name not in weights] == []

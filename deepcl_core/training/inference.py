@@ -42,7 +42,7 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
                 for channel, maps in enumerate((probability, distance)):
                     sums[channel, y:y + h_in, x:x + w_in] += maps[i, :h_in, :w_in] * w
                 weights[y:y + h_in, x:x + w_in] += w
-        return sums[0] / weights, sums[1] / weights
+    return sums[0] / weights, sums[1] / weights
 
 
 def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: LoadedPair, device: torch.device,

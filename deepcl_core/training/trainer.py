@@ -177,7 +177,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                 # Fine-tuning keeps the initial model's settings its validation pairs do not measure, as calibrate does
                 apply_calibration(bundle, calibration, keep_unmeasured=setup.initial is not None)
             report(1.0, "measuring the model as written on the validation pairs")
-            with _diverged_if_not_numbers(state, "give no numbers as the model written", options, checkpoint_path):
+            with _diverged_if_not_numbers(state, "give scores that are not numbers when run as the model will be", options, checkpoint_path):
                 validation = _validate_as_written(network, bundle, val_pairs, device, options)
         LOG.info("validation of the model as written: F1 %.4f, IoU %.4f (F1 %.4f when epoch %d was chosen, before "
                  "calibration)", validation["pooled"]["f1"], validation["pooled"]["iou"], state["best_f1"],
