@@ -39,7 +39,7 @@ from .model_file import ModelBundle, shared_model
 from .network_on_tiles import MemoryBudget, run_within_memory
 from .normalization import ImageStretch, normalize
 from .outputs import (CHANGE_DESCRIPTION, CHANGE_NODATA, COMPRESSIONS, DEFAULT_COMPRESSION, FLOAT_NODATA,
-                      OUTPUT_FORMATS, RasterOutputs, RasterSpec, check_output_name, check_output_paths)
+                      RasterOutputs, RasterSpec, check_output_name, check_output_paths)
 from .pair_statistics import no_shared_pixel_message, read_pair_sample
 from .pending import Pending
 from .polygons import write_change_polygons
@@ -179,9 +179,10 @@ def _truth_value(value: Any, what: str, choices: str) -> bool:
 
 
 def _band_numbers(value: Any, what: str) -> Iterable[Any]:
-    """``value`` if it holds band numbers one by one (a list, a tuple, an array), refused in words if
-    not: one number ("'int' object is not iterable"), or a text, whose letters are no band numbers."""
-    if isinstance(value, (str, bytes)) or not isinstance(value, Iterable):
+    """``value`` if it holds band numbers in order (a list, a tuple, an array), refused in words if
+    not: one number ("'int' object is not iterable"), a text, whose letters are no band numbers, or
+    a set, which has no order."""
+    if isinstance(value, (str, bytes)) or not isinstance(value, (Sequence, np.ndarray)):
         raise InputError(f"{what} must be a list of band numbers (1-based), e.g. [1, 2, 3]; got {value!r}")
     return value
 
@@ -209,10 +210,7 @@ class DetectOutputs:
                 continue
             if not isinstance(value, (str, bytes, os.PathLike)):  # a TypeError from os.fsdecode before
                 raise InputError(f"the {what}'s file name must be a path (str, bytes or os.PathLike); got {value!r}")
-            if not os.fsdecode(value):  # Path("") is ".", named "": "… instead of " and nothing after it
-                suffix = OUTPUT_FORMATS["polygons" if name == "polygons" else "raster"][1][0]
-                raise InputError(f"the {what}'s file name is empty; give a {suffix} file name")
-            setattr(self, name, Path(os.fsdecode(value)))
+            setattr(self, name, Path(os.fsdecode(value)))  # an empty name is refused by check_names
 
     def rasters(self) -> List[Path]:
         return [p for p in (self.change, self.confidence, self.distance) if p is not None]

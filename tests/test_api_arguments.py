@@ -117,17 +117,25 @@ def test_callbacks_that_cannot_be_called_are_refused_before_the_model_loads(
     ("change", 5, r"the change map's file name must be a path \(str, bytes or os.PathLike\); got 5"),
     ("confidence", 1.5, r"the confidence map's file name must be a path .*; got 1.5"),
     ("polygons", ["p.gpkg"], r"the change polygon layer's file name must be a path .*; got \['p.gpkg'\]"),
+])
+def test_output_names_that_are_no_paths_are_refused_in_words(tmp_path: Path, field: str, value: Any,
+                                                             words: str) -> None:
+    """``DetectOutputs(change=5)``: a TypeError from os.fsdecode before."""
+    names = dict(change=tmp_path / "c.tif", confidence=tmp_path / "p.tif")
+    names[field] = value
+    refused(lambda: DetectOutputs(**names), InputError, words)
+
+
+@pytest.mark.parametrize("field, value, words", [
     ("change", "", r"the change map's file name is empty; give a .tif file name"),
     ("distance", b"", r"the distance map's file name is empty; give a .tif file name"),
     ("polygons", "", r"the change polygon layer's file name is empty; give a .gpkg file name"),
 ])
-def test_output_names_that_are_no_paths_or_empty_are_refused_in_words(tmp_path: Path, field: str, value: Any,
-                                                                      words: str) -> None:
-    """``DetectOutputs(change=5)``: a TypeError from os.fsdecode before; ``change=""`` said "give a
-    .tif file name instead of " with nothing after it."""
+def test_empty_output_names_are_refused_in_words(tmp_path: Path, field: str, value: Any, words: str) -> None:
+    """``change=""`` said "give a .tif file name instead of " with nothing after it."""
     names = dict(change=tmp_path / "c.tif", confidence=tmp_path / "p.tif")
     names[field] = value
-    refused(lambda: DetectOutputs(**names), InputError, words)
+    refused(DetectOutputs(**names).check_names, OutputError, words)
 
 
 def test_empty_output_name_is_said_to_be_empty() -> None:
