@@ -531,5 +531,7 @@ def _area_of(parameters: Dict[str, Any]) -> str:
 
 
 def _sentence(text: str) -> str:
-    """``text`` beginning with a capital, as a message under the panel's own reads."""
-    return text[:1].upper() + text[1:]
+    """``text`` beginning with a capital, as a message under the panel's own reads; not where it
+    begins with a file name (model.pt …)."""
+    first = text.split(" ", 1)[0]
+    return text if "." in first or "/" in first else text[:1].upper() + text[1:]
