@@ -3,6 +3,7 @@ pairs written to temporary files (small enough that detection runs in about a se
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 from typing import Callable, Iterator, Tuple
 
@@ -16,6 +17,12 @@ from deepcl_core.model_file import ModelBundle, load_model, save_model
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_DATA_DIR = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+# A test run started in the background by a shell without job control (`make test &` in a script)
+# inherits SIGINT ignored, and so would every command these tests start and interrupt with it: the
+# tests are of Ctrl-C as a terminal delivers it. A handled signal is reset to its default in a child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def data_root() -> Path:
