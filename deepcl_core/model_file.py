@@ -58,13 +58,14 @@ class ModelBundle:
 
     def build(self) -> DeepCLNet:
         """The network with the file's weights, in float32 whatever torch's default dtype. Built
-        without initialising the weights the file replaces: random initialisation drew from the
-        host program's torch random stream at every detection."""
+        without initialising the weights the file replaces (random initialisation drew from the host
+        program's torch random stream at every detection), and given copies of them, which folding
+        the batch norms may change (``to_empty`` instead took a good part of a second at its first
+        call in a process)."""
         with torch.device("meta"):
             network = build_network(self.config)
-        network = network.to_empty(device="cpu").float()
-        network.load_state_dict(self.state_dict)
-        return network.eval()
+        network.load_state_dict({name: value.clone() for name, value in self.state_dict.items()}, assign=True)
+        return network.float().eval()
 
     def threshold_for(self, pixel_size_m: Optional[float]) -> float:
         """The decision threshold for images of ``pixel_size_m`` metres per pixel (None: unknown,

@@ -314,8 +314,8 @@ def test_building_a_models_network_leaves_the_hosts_random_stream_and_default_dt
 
 @pytest.mark.parametrize("encoder", sorted(ENCODERS))
 def test_every_network_keeps_all_its_buffers_in_its_weights(encoder):
-    """A model's network is built empty on the meta device and filled from the file's weights: a
-    buffer outside them (registered not persistent) would stay uninitialised memory."""
+    """A model's network is built empty on the meta device and given the file's weights: a buffer
+    outside them (registered not persistent) would stay on the meta device, without values."""
     network = build_network(NetworkConfig(encoder=encoder))
     weights = network.state_dict()
     assert [name for name, _ in network.named_buffers() if name not in weights] == []
