@@ -79,13 +79,15 @@ NAME_THE_BANDS = ("name them in the files, e.g. gdal_edit.py -colorinterp_3 red 
 
 
 def unnamed_bands_warning(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                          role: str, advice: str = f"choose the bands by hand, or {NAME_THE_BANDS}") -> Optional[str]:
+                          role: str, advice: str = f"choose the bands by hand, or {NAME_THE_BANDS}",
+                          table: Optional[Codes] = None) -> Optional[str]:
     """A warning when :func:`choose_bands` took the first bands of an image with more bands than
     the model's, none named: a guess (e.g. blue, green, red, near infrared read as red, green, blue).
-    ``advice``: what to do if they are in another order."""
+    ``advice``: what to do if they are in another order; ``table``: the image's band codes, where
+    already known."""
     needed = len(expected)
     image_bands = [i for i in range(1, dataset.RasterCount + 1) if not is_alpha(dataset.GetRasterBand(i))]
-    found = _found_bands(dataset, expected, _codes(dataset)[0])
+    found = _found_bands(dataset, expected, table if table is not None else _codes(dataset)[0])
     if requested or len(image_bands) <= needed or _each_found_once(found):
         return None
     which = f"{', '.join(expected[:-1])} or {expected[-1]}" if needed > 1 else expected[0]
@@ -101,20 +103,21 @@ def band_choice_warnings(dataset: gdal.Dataset, requested: Optional[Sequence[int
     that the file names as other colours than the model takes them for; else a guess
     (:func:`unnamed_bands_warning`) or Landsat codes read as an assumed satellite's. ``can_choose``:
     whether the user can choose bands by hand (detection), which the advice then offers (training cannot)."""
+    codes = _codes(dataset)
     if requested:
-        warnings = [_contradicted_bands_warning(dataset, requested, expected, role)]
+        warnings = [_contradicted_bands_warning(dataset, requested, expected, role, codes)]
     else:
         advice = f"choose the bands by hand, or {NAME_THE_BANDS}" if can_choose else NAME_THE_BANDS
-        warnings = [unnamed_bands_warning(dataset, None, expected, role, advice),
-                    _assumed_landsat_warning(dataset, expected, role, can_choose)]
+        warnings = [unnamed_bands_warning(dataset, None, expected, role, advice, codes[0]),
+                    _assumed_landsat_warning(dataset, expected, role, can_choose, codes)]
     return [warning for warning in warnings if warning]
 
 
 def _assumed_landsat_warning(dataset: gdal.Dataset, expected: Sequence[str], role: str,
-                             can_choose: bool) -> Optional[str]:
+                             can_choose: bool, codes: Tuple[Codes, bool]) -> Optional[str]:
     """Bands found by Landsat Collection 2 codes (SR_B4) in a file that does not say which satellite
-    took it: read as Landsat 8/9's (SR_B4 red), which on Landsat 4-7 is near infrared."""
-    table, assumed = _codes(dataset)
+    took it: read as Landsat 8/9's (SR_B4 red), which on Landsat 4-7 is near infrared. ``codes``: :func:`_codes`'s."""
+    table, assumed = codes
     found = _found_bands(dataset, expected, table)
     if not assumed or not _each_found_once(found) or not any(_is_c2_code(dataset.GetRasterBand(i)) for i in found):
         return None  # a satellite named, a band missing, or all found by other names
@@ -132,11 +135,12 @@ def _assumed_landsat_warning(dataset: gdal.Dataset, expected: Sequence[str], rol
 
 
 def _contradicted_bands_warning(dataset: gdal.Dataset, requested: Sequence[int], expected: Sequence[str],
-                                role: str) -> Optional[str]:
+                                role: str, codes: Tuple[Codes, bool]) -> Optional[str]:
     """Bands chosen by hand whose descriptions name another of the model's colours than the one each
     is fed as (band 4 of a Sentinel-2 10 m image, B8, as red). Colour interpretation is no evidence:
-    GDAL gives every 3- or 4-band Byte GeoTIFF or PNG red, green, blue, whatever their order."""
-    table, assumed = _codes(dataset)
+    GDAL gives every 3- or 4-band Byte GeoTIFF or PNG red, green, blue, whatever their order. ``codes``:
+    :func:`_codes`'s."""
+    table, assumed = codes
     clashes = []
     for index, name in zip((int(b) for b in requested), expected):
         band = dataset.GetRasterBand(index)
