@@ -90,6 +90,23 @@ def test_a_cancelled_training_says_what_is_kept_of_it(tmp_path):
     assert (tmp_path / "m.pt.ckpt").is_file()
 
 
+def test_pairs_held_out_at_random_are_named(tmp_path):
+    """With --val-fraction the user chose no validation pair: the run says which were held out, and
+    that chance (with the seed) chose them, or a poor validation F1 could not be traced to its pairs."""
+    said = []
+    with pytest.raises(Cancelled):
+        train(small_options(tmp_path / "m.pt", val_dirs=(), val_fraction=0.5),
+              progress=lambda fraction, message: said.append(message), cancel=CancelAfter(0))
+    _, held_out = split_pairs(find_pairs(TRAIN_DIRS), 0.5, seed=3)
+    names = ", ".join(f"levir/{pair.name}" for pair in held_out)
+    assert said[0] == (f"loading 1 training and 2 validation pairs (held out at random with seed 3: {names})")
+    said.clear()
+    with pytest.raises(Cancelled):  # validation folders given: nothing to say of chance
+        train(small_options(tmp_path / "m.pt"), progress=lambda fraction, message: said.append(message),
+              cancel=CancelAfter(0))
+    assert said[0] == "loading 3 training and 1 validation pairs"
+
+
 def test_resume_after_an_interruption_loses_no_epoch(tmp_path):
     straight = train(small_options(tmp_path / "straight.pt", epochs=2, iterations_per_epoch=4))
     interrupted = tmp_path / "interrupted.pt"

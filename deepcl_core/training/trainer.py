@@ -115,7 +115,9 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     state = _initial_state(options, setup, train_files, val_files)
     # Before the pairs are read (minutes for large data sets): a checkpoint of another run is refused at once
     saved = _resumable_checkpoint(checkpoint_path, state, options) if options.resume else None
-    report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs")
+    chance = "" if options.val_dirs or not val_files else (  # which pairs chance chose, for a poor validation F1
+        f" (held out at random with seed {options.seed}: {', '.join(f'{p.group}/{p.name}' for p in val_files)})")
+    report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs{chance}")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
     _check_both_classes(train_pairs)
     _check_crop(options.crop, train_pairs)
