@@ -597,3 +597,25 @@ def test_envi_and_erdas_sidecar_files_are_not_taken_for_images(data_dir, tmp_pat
         ("2_4", "before.dat", "after.png", "label.png")]
     before = open_raster(pairs[0].before, "before").ReadAsArray()
     np.testing.assert_array_equal(before, gdal.Open(str(sources[0] / "before.png")).ReadAsArray())
+
+
+def test_a_data_sets_test_split_below_a_training_folder_is_warned_of(data_dir, tmp_path, caplog):
+    """The LEVIR-CD download's root (train/, val/, test/) given as the training folder trained on its
+    test split without a word, and the held-out figures a user then measures on it mean nothing."""
+    from deepcl_core.training.trainer import _split
+
+    levir = sorted((data_dir / "levir").iterdir())
+    root = tmp_path / "LEVIR-CD"
+    levir_layout(root / "train", levir[:2])
+    levir_layout(root / "test", levir[2:4])
+    with caplog.at_level(logging.WARNING):
+        train, _ = _split(TrainOptions(data_dirs=[root], val_dirs=[levir[4]], out=tmp_path / "m.pt"))
+    assert len(train) == 4
+    said = [r.getMessage() for r in caplog.records if "test split" in r.getMessage()]
+    assert said == [f"2 training pairs lie in {root / 'test'}, a data set's test split, which is for evaluating a "
+                    f"model, not for training it: give the data set's other splits ({root / 'train'}) instead of "
+                    f"{root}"]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING):  # the test split given by name: the user means it
+        _split(TrainOptions(data_dirs=[root / "test"], val_dirs=[levir[4]], out=tmp_path / "m.pt"))
+    assert not [r for r in caplog.records if "test split" in r.getMessage()]

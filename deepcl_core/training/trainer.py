@@ -179,7 +179,8 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                 # Fine-tuning keeps the initial model's settings its validation pairs do not measure, as calibrate does
                 apply_calibration(bundle, calibration, keep_unmeasured=setup.initial is not None)
             report(1.0, "measuring the model as written on the validation pairs")
-            with _diverged_if_not_numbers(state, "give scores that are not numbers when run as the model will be", options, checkpoint_path):
+            with _diverged_if_not_numbers(state, "give scores that are not numbers when run as the model will be",
+                                          options, checkpoint_path):
                 validation = _validate_as_written(network, bundle, val_pairs, device, options)
         LOG.info("validation of the model as written: F1 %.4f, IoU %.4f (F1 %.4f when epoch %d was chosen, before "
                  "calibration)", validation["pooled"]["f1"], validation["pooled"]["iou"], state["best_f1"],
@@ -341,7 +342,26 @@ def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
     if not train:
         raise InputError("every pair found is a validation pair: no pair is left for training; "
                          "give more data folders or fewer validation pairs")
+    _warn_of_test_splits(train, options.data_dirs)
     return train, val
+
+
+def _warn_of_test_splits(train: Sequence[PairFiles], data_dirs: Sequence[Path]) -> None:
+    """Warn of training pairs in a data set's test split found below a data folder (the LEVIR-CD
+    download's root, with train/, val/ and test/): held-out figures measured on it later would mean
+    nothing. A test folder given by name is taken as meant."""
+    given = {Path(d).resolve() for d in data_dirs}
+    splits: Dict[Path, int] = {}
+    for pair in train:
+        split = pair.before.parent.parent  # LEVIR-CD: split/A/x.png; pair folders: split/pair/before.tif
+        if split.name.lower() in ("test", "testing") and split.resolve() not in given:
+            splits[split] = splits.get(split, 0) + 1
+    for split, count in splits.items():
+        above = next((Path(d) for d in data_dirs if Path(d) in split.parents), split.parent)  # as the user spelt it
+        others = sorted(str(p) for p in split.parent.iterdir() if p.is_dir() and p.name != split.name)
+        LOG.warning(f"{count} training {'pairs lie' if count > 1 else 'pair lies'} in {split}, a data set's test "
+                    f"split, which is for evaluating a model, not for training it: give the data set's other splits "
+                    f"({', '.join(others)}) instead of {above}")
 
 
 def _copies_of_validation_pairs(pairs: Sequence[PairFiles], val: Sequence[PairFiles]) -> Dict[str, str]:
