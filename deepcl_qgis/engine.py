@@ -27,6 +27,14 @@ def core_module(name: str) -> ModuleType:
     return importlib.import_module(f"{core_package()}.{name}")
 
 
+def as_sentence(text: str) -> str:
+    """One of the engine's messages, which begin in lower case as a command line's do, beginning with a
+    capital, as it stands alone in QGIS beside the plugin's own; not where it begins with a file name
+    (model.pt …)."""
+    first = text.split(" ", 1)[0]
+    return text if "." in first or "/" in first else text[:1].upper() + text[1:]
+
+
 def gdal_return_values(function: Function) -> Function:
     """The engine's :func:`~deepcl_core.gdal_utils.gdal_return_values`, for the plugin's own GDAL
     calls, which check return values as the engine's do (importing it needs no torch)."""

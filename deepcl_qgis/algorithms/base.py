@@ -25,7 +25,7 @@ from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
 from ..dependencies import dependency_problem
-from ..engine import core_module, core_package, engine_errors_as, gdal_return_values
+from ..engine import as_sentence, core_module, core_package, engine_errors_as, gdal_return_values
 from ..paths import bundled_model_path, icon
 
 # Detection's "Device used" on the first (or the current) CUDA device; the others have no choice here.
@@ -105,12 +105,13 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         return polygons
 
     def in_processing_words(self, text: str) -> str:
-        """``text`` with the command line's option names replaced by the labels of the parameters."""
+        """One of the engine's messages as a sentence, with the command line's option names replaced by
+        the labels of the parameters."""
         def label(match: "re.Match[str]") -> str:
             definition = self.parameterDefinition(self.COMMAND_LINE_OPTIONS.get(match.group(), ""))
             return f"“{definition.description()}”" if definition is not None else match.group()
 
-        return re.sub(r"(?<![\w/.-])--[a-z][a-z-]*", label, text)  # not inside a path: run--out/
+        return as_sentence(re.sub(r"(?<![\w/.-])--[a-z][a-z-]*", label, text))  # not inside a path: run--out/
 
     @contextmanager
     def engine_errors(self) -> Iterator[None]:

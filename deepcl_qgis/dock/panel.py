@@ -16,7 +16,7 @@ from qgis.gui import QgsDockWidget
 from ..dependencies import unusable_dependencies, unusable_summary
 from .. import pair_checks
 from ..algorithms.base import raster_file
-from ..engine import core_module, is_engine_error
+from ..engine import as_sentence, core_module, is_engine_error
 from ..file_names import name_from
 from ..layer_styling import pair_names, run_group_name
 from ..paths import bundled_model_path
@@ -456,12 +456,12 @@ class DeepCLDock(QgsDockWidget):
     def show_warnings(self, warnings: List[str]) -> None:
         """The engine's warnings of a finished run (very different pixel sizes, an untrained model,
         batches halved on the GPU), under the summary and in the message bar."""
-        self.form.status_label.setText("\n".join(f"Warning: {_sentence(text)}." for text in warnings))
+        self.form.status_label.setText("\n".join(f"Warning: {as_sentence(text)}." for text in warnings))
         for text in warnings:
-            self.iface.messageBar().pushMessage("DeepCL", _sentence(text), Qgis.Warning, 10)
+            self.iface.messageBar().pushMessage("DeepCL", as_sentence(text), Qgis.Warning, 10)
 
     def show_error(self, text: str) -> None:
-        text = _sentence(text)  # the engine's messages begin in lower case, as a command line's do
+        text = as_sentence(text)  # the engine's messages begin in lower case, as a command line's do
         self.form.error_label.setText(text)
         self.iface.messageBar().pushMessage("DeepCL", text.splitlines()[0], Qgis.Critical, 10)
 
@@ -528,10 +528,3 @@ _ENDING_RUNS: Set[DetectionRun] = set()
 def _area_of(parameters: Dict[str, Any]) -> str:
     """Where a run with these Processing parameters detected (form.AREAS)."""
     return MAP_VIEW if "EXTENT" in parameters else POLYGONS if "MASK" in parameters else WHOLE_IMAGE
-
-
-def _sentence(text: str) -> str:
-    """``text`` beginning with a capital, as a message under the panel's own reads; not where it
-    begins with a file name (model.pt …)."""
-    first = text.split(" ", 1)[0]
-    return text if "." in first or "/" in first else text[:1].upper() + text[1:]

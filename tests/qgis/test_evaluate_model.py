@@ -196,7 +196,7 @@ def test_detections_warnings_reach_the_log(deepcl_provider, tiny_model, tmp_path
     feedback = error_recording_feedback()
     run(ALG, {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
               "DEVICE": "cpu", "REFERENCE": image(folder, "label")}, feedback)
-    assert "the model was never trained: its output is meaningless" in feedback.warnings
+    assert "The model was never trained: its output is meaningless" in feedback.warnings
 
 
 def test_model_left_out_is_the_bundled_one_as_in_detection(deepcl_provider, tmp_path):

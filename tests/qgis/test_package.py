@@ -203,7 +203,7 @@ def test_the_zipped_plugins_training_logs_the_engines_warnings(plugins_folder, t
                          f"INIT_MODEL={tiny_model}", f"OUTPUT={tmp_path / 'm.pt'}", "EPOCHS=1", "ITERATIONS=2",
                          "BATCH_SIZE=2", "CROP=64", "DEVICE=cpu")
     log = json.loads(done.stdout[done.stdout.index("{"):])["log"]
-    assert "skipped folder pairs/test_7: it has before and after but no label.*" in log["warning"]
+    assert "Skipped folder pairs/test_7: it has before and after but no label.*" in log["warning"]
 
 
 @pytest.mark.skipif(not QGIS_PROCESS.exists(), reason="qgis_process is not installed")
@@ -335,4 +335,4 @@ except QgsProcessingException as error:
     print('MESSAGE', repr(str(error)))
 """)
     message = next(line for line in done.stdout.splitlines() if line.startswith("MESSAGE"))
-    assert "the model needs the bands nir" in message and "Traceback" not in message, message
+    assert "The model needs the bands nir" in message and "Traceback" not in message, message

@@ -91,12 +91,14 @@ def test_cancel_says_what_is_left_in_processing_words(deepcl_provider, tiny_mode
 
 
 def test_engine_messages_name_the_parameters_not_the_command_lines_options(deepcl_provider, tiny_model, tmp_path):
-    """The engine's advice names the command line's --crop; in Processing it names the parameter."""
+    """The engine's advice names the command line's --crop; in Processing it names the parameter, in
+    a sentence as the plugin's own messages are (the engine's begin in lower case, as a command line's do)."""
     from qgis.core import QgsProcessingException
 
     with pytest.raises(QgsProcessingException) as raised:
         run(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")), "INIT_MODEL": str(tiny_model),
                   "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN, "CROP": 512})
+    assert str(raised.value).startswith("The crop (512 px) is larger than every training pair")
     assert str(raised.value).endswith("choose “Crop size (pixels)” 256 or less") and "--" not in str(raised.value)
 
 
@@ -105,7 +107,7 @@ def test_fine_tuning_without_validation_pairs_advises_what_processing_has(deepcl
     feedback = recording_feedback()
     run(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")), "INIT_MODEL": str(tiny_model),
               "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN}, feedback)
-    said = [warning for warning in feedback.warnings if warning.startswith("no validation pairs:")]
+    said = [warning for warning in feedback.warnings if warning.startswith("No validation pairs: the fine-tuned")]
     assert len(said) == 1 and said[0].endswith("; give validation pairs (“Folder of validation pairs”) for "
                                                "training to choose them anew"), feedback.warnings
 
@@ -179,7 +181,7 @@ def test_a_skipped_pair_is_reported_in_the_processing_log(deepcl_provider, tiny_
     feedback = recording_feedback()
     run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN},
         feedback)
-    assert "skipped folder pairs/test_7: it has before and after but no label.*" in feedback.warnings
+    assert "Skipped folder pairs/test_7: it has before and after but no label.*" in feedback.warnings
 
 
 def _with_a_bowtie(polygons: Path) -> int:
