@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import List, Tuple
 
 from qgis.core import (QgsLayerTreeGroup, QgsLayerTreeLayer, QgsLayerTreeNode, QgsMapLayer, QgsProcessingContext,
-                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProject)
+                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProcessingUtils,
+                       QgsProject)
 
 from .paths import style_path
 
@@ -39,11 +40,16 @@ def pair_names(before_name: str, after_name: str, before_source: str, after_sour
     """(where, before, after): what tells a run's pair apart. The layers' names, with the before
     file's folder as ``where`` when they are named only by their role (a pair folder's before.tif and
     after.tif, as the batch dialog and a folder of pairs give them); each layer's folder instead of
-    two equal names (two Sentinel-2 products' MTD_MSIL2A, whose SAFE folders name their dates)."""
+    two equal names (two Sentinel-2 products' MTD_MSIL2A, whose SAFE folders name their dates), but
+    for folders Processing named at random (two steps' OUTPUT in a graphical model): the name, and
+    the roles."""
     if (before_name.lower(), after_name.lower()) == ("before", "after"):
         return _folder_of(before_source), before_name, after_name
-    if before_name == after_name and _folder_of(before_source) and _folder_of(after_source):
-        return "", _folder_of(before_source), _folder_of(after_source)
+    if before_name == after_name:
+        folders = [_folder_of(source) for source in (before_source, after_source)]
+        if all(folders) and not any(map(_in_processing_temporary_folder, (before_source, after_source))):
+            return "", folders[0], folders[1]
+        return before_name, "before", "after"
     return "", before_name, after_name
 
 
@@ -55,6 +61,12 @@ def pair_title(names: Tuple[str, str, str]) -> str:
 
 def _folder_of(source: str) -> str:
     return os.path.basename(os.path.dirname(source.split("|")[0]))
+
+
+def _in_processing_temporary_folder(source: str) -> bool:
+    """Whether ``source`` lies in Processing's temporary folder, below a folder named at random."""
+    temporary = os.path.realpath(QgsProcessingUtils.tempFolder())
+    return os.path.realpath(source.split("|")[0]).startswith(temporary + os.sep)
 
 
 class RunGroup:

@@ -61,3 +61,49 @@ def test_a_step_left_at_its_defaults_names_no_file_of_this_machine(deepcl_provid
         algorithm = QgsApplication.processingRegistry().createAlgorithmById(name)
         defaults = {d.name(): d.defaultValue() for d in algorithm.parameterDefinitions()}
         assert not [key for key, value in defaults.items() if plugin_folder in str(value)], name
+
+
+def test_a_model_that_clips_both_images_names_its_group_readably(deepcl_provider, tiny_model, oscd_crop, tmp_path,
+                                                                 qgis_new_project):
+    """Both clipped images reach detection as layers named OUTPUT, each in a random folder of
+    Processing's: the group was named after those folders ("DeepCL changes: b14b0b56… → 9032cc94…"),
+    new at every run, so runs of one pair were not numbered (2), (3) as elsewhere."""
+    import processing
+    from qgis.core import (QgsProcessingModelAlgorithm, QgsProcessingModelChildAlgorithm,
+                           QgsProcessingModelChildParameterSource, QgsProcessingModelOutput,
+                           QgsProcessingModelParameter, QgsProcessingParameterExtent,
+                           QgsProcessingParameterRasterLayer, QgsProject, QgsRasterLayer)
+
+    model = QgsProcessingModelAlgorithm("clip and detect", "tests")
+    for name in ("before", "after"):
+        model.addModelParameter(QgsProcessingParameterRasterLayer(name, name), QgsProcessingModelParameter(name))
+    model.addModelParameter(QgsProcessingParameterExtent("extent", "extent"), QgsProcessingModelParameter("extent"))
+    for name in ("before", "after"):
+        clip = QgsProcessingModelChildAlgorithm("gdal:cliprasterbyextent")
+        clip.setChildId(f"clip_{name}")
+        clip.addParameterSources("INPUT", [QgsProcessingModelChildParameterSource.fromModelParameter(name)])
+        clip.addParameterSources("PROJWIN", [QgsProcessingModelChildParameterSource.fromModelParameter("extent")])
+        model.addChildAlgorithm(clip)
+    detect = QgsProcessingModelChildAlgorithm("deepcl:detectchanges")
+    detect.setChildId("detect")
+    for name in ("before", "after"):
+        detect.addParameterSources(name.upper(), [QgsProcessingModelChildParameterSource.fromChildOutput(
+            f"clip_{name}", "OUTPUT")])
+    detect.addParameterSources("MODEL", [QgsProcessingModelChildParameterSource.fromStaticValue(str(tiny_model))])
+    output = QgsProcessingModelOutput("change", "change")
+    output.setChildOutputName("CHANGE")
+    detect.setModelOutputs({"change": output})
+    model.addChildAlgorithm(detect)
+    model.updateDestinationParameters()
+
+    extent = QgsRasterLayer(str(oscd_crop / "before.tif"), "before").extent()
+    inset = extent.width() / 8
+    window = (f"{extent.xMinimum() + inset},{extent.xMaximum() - inset},{extent.yMinimum() + inset},"
+              f"{extent.yMaximum() - inset} [EPSG:4326]")
+    groups = []
+    for run in range(2):
+        processing.runAndLoadResults(model, {"before": str(oscd_crop / "before.tif"),
+                                             "after": str(oscd_crop / "after.tif"), "extent": window,
+                                             "detect:change": str(tmp_path / f"change{run}.tif")})
+        groups = sorted(group.name() for group in QgsProject.instance().layerTreeRoot().findGroups())
+    assert groups == ["DeepCL changes: OUTPUT (before → after)", "DeepCL changes: OUTPUT (before → after) (2)"]
