@@ -31,6 +31,7 @@ from .settings import PanelChoices, load_choices, save_choices
 from .summary import run_summary
 
 RUN_FOLDER_NAME_CHARACTERS = 40  # of each name in a run folder's: a product's name holds its date early on
+RUN_FOLDER_NAME_BYTES = 70  # of each of its (up to) three names: with the rest, within a file name's 255 bytes
 
 
 class DeepCLDock(QgsDockWidget):
@@ -379,7 +380,7 @@ class DeepCLDock(QgsDockWidget):
 
     def _new_run_folder(self, names: Tuple[str, str, str]) -> Path:
         base = Path(self.form.output_widget.filePath().strip() or QgsProcessingUtils.tempFolder())
-        stem = "_".join(["deepcl"] + [name_from(name).strip("_")[:RUN_FOLDER_NAME_CHARACTERS]
+        stem = "_".join(["deepcl"] + [name_from(name, RUN_FOLDER_NAME_CHARACTERS, RUN_FOLDER_NAME_BYTES).strip("_")
                                       for name in names if name])
         folder = base / f"{stem}_{time.strftime('%Y%m%d_%H%M%S')}"
         suffix = 2

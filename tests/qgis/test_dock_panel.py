@@ -2,6 +2,7 @@
 background task, cancel, the threshold slider, errors and remembered choices."""
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 
@@ -137,6 +138,24 @@ def test_a_runs_folder_is_named_after_two_products_folders(panel, oscd_crop, tmp
     assert run_folder.name.startswith("deepcl_S2A_MSIL2A_20150801T065621_")
     assert "_S2A_MSIL2A_20180328T065621_" in run_folder.name
     assert [g.name() for g in _group()] == [f"DeepCL changes: {folders[0].name} → {folders[1].name}"]
+
+
+def test_long_layer_names_in_any_script_give_a_run_folder_the_file_system_takes(panel, oscd_crop, tmp_path):
+    """Names were cut by characters: two 42-character Chinese layer names (126 bytes each) made a run
+    folder's name longer than the 255 bytes a file system takes, and the panel blamed the output folder."""
+    names = ("北京市海淀区高分二号卫星影像二零一五年六月十二日多光谱融合正射校正成果图幅一号版本二",
+             "北京市海淀区高分二号卫星影像二零一九年六月十八日多光谱融合正射校正成果图幅一号版本二")
+    before = add_raster(image(oscd_crop, "before"), names[0])
+    after = add_raster(image(oscd_crop, "after"), names[1])
+    dock = panel()
+    dock.form.before_combo.setLayer(before)
+    dock.form.after_combo.setLayer(after)
+    _run(dock)
+    assert dock.form.error_label.text() == ""
+    [run_folder] = (tmp_path / "out").iterdir()
+    assert run_folder.name.startswith("deepcl_北京市海淀区高分二号卫星影像二零一五年")
+    assert len(os.fsencode(run_folder.name)) <= 255 and "_北京市海淀区高分二号卫星影像二零一九年" in run_folder.name
+    assert [g.name() for g in _group()] == [f"DeepCL changes: {names[0]} → {names[1]}"]
 
 
 def test_the_engines_warnings_are_shown_after_the_run(panel, oscd_crop, qgis_iface, tmp_path):
