@@ -276,6 +276,18 @@ def test_a_closed_output_pipe_is_no_internal_error(tiny_model_path):
     assert "error" not in done.stderr.lower()
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (Linux)")
+def test_results_that_cannot_be_written_to_stdout_are_an_error_not_a_bug(tiny_model_path):
+    """`deepcl evaluate … > results.json` on a full disk: the JSON, the run's only output, was lost
+    with "internal error … report it"; it is a fault of the run's surroundings, said as one."""
+    with open("/dev/full", "w") as full:  # every write fails with ENOSPC
+        done = subprocess.run([sys.executable, "-m", "deepcl_core", "info", str(tiny_model_path)],
+                              stdout=full, stderr=subprocess.PIPE, text=True, timeout=120, env=deepcl_env(), cwd=ROOT)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        "deepcl: error: the results could not be written to standard output: No space left on device"]
+
+
 def test_sigterm_ends_a_run_as_ctrl_c_does(tiny_model_path, tmp_path):
     """kill, a job scheduler or a stopping container sends SIGTERM: the hidden partial outputs are
     removed, one line says so, and the exit status is the shell's for it (143)."""
