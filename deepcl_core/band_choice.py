@@ -40,10 +40,11 @@ def check_band_names(names: Sequence[str]) -> None:
 
 
 def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expected: Sequence[str],
-                 role: str) -> Tuple[int, ...]:
+                 role: str, can_choose: bool = True) -> Tuple[int, ...]:
     """1-based band indices for the model's ``expected`` bands. ``requested`` (the user's choice)
     is checked; otherwise bands are found by description or colour interpretation, else the first
-    ``len(expected)`` bands are taken."""
+    ``len(expected)`` bands are taken. ``can_choose``: whether the user can choose bands by hand
+    (detection), which a refusal then offers (training and evaluation cannot)."""
     count = dataset.RasterCount
     needed = len(expected)
     check_band_names(expected)
@@ -67,9 +68,10 @@ def choose_bands(dataset: gdal.Dataset, requested: Optional[Sequence[int]], expe
     names = sensor_band_names(dataset)
     if names:  # the file names its bands, and not the model's: taking the first ones would be a guess
         missing = [name for name, index in zip(expected, found) if not index]
+        by_hand = " or choose the bands by hand" if can_choose else ""
         raise InputError(f"the model needs the bands {', '.join(expected)}; the {role} image's bands are "
                          f"{', '.join(names)}, without {', '.join(missing)}: choose an image that holds "
-                         "them (of a Sentinel-2 product, its 10m subdataset) or choose the bands by hand")
+                         f"them (of a Sentinel-2 product, its 10m subdataset){by_hand}")
     return tuple(range(1, needed + 1))
 
 

@@ -279,7 +279,8 @@ class _Tile:
 def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLike], outputs: DetectOutputs,
                    options: Optional[DetectOptions] = None,
                    progress: Optional[ProgressCallback] = None, cancel: Optional[CancelCallback] = None,
-                   model: Optional[ModelBundle] = None, *, log_prefix: str = "") -> DetectionResult:
+                   model: Optional[ModelBundle] = None, *, log_prefix: str = "",
+                   bands_by_hand: bool = True) -> DetectionResult:
     """Detect change from ``before`` to ``after`` and write ``outputs``. The inputs are files or any
     name GDAL opens (``/vsizip/…``, ``/vsicurl/https://…``, a subdataset), passed on as given.
 
@@ -287,7 +288,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     batches and, when true, the run stops with :class:`Cancelled` and leaves no output file.
     ``model`` is used instead of ``options.model``'s file, which is otherwise read once per version
     of the file and shared between runs (:func:`model_file.shared_model`); neither is modified.
-    ``log_prefix`` goes before the warnings it logs (evaluation names their pair so).
+    ``log_prefix`` goes before the warnings it logs (evaluation names their pair so). ``bands_by_hand``:
+    whether the caller can choose bands by hand (``options.bands_before``), as its advice on bands then says.
     """
     started = time.perf_counter()
     report = progress or (lambda fraction, message: None)
@@ -315,7 +317,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
     bundle = model or resolve_model(options.model)
     warnings = [] if bundle.trained else ["the model was never trained: its output is meaningless"]
 
-    pair = _open_pair(before, after, options, bundle)
+    pair = _open_pair(before, after, options, bundle, bands_by_hand=bands_by_hand)
     grid = Grid.of(pair.before)
     pixel_size = ground_pixel_size(grid)
     warnings.extend(_input_warnings(pair, options, pixel_size))
@@ -368,7 +370,8 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
                             else RowBlender(grid.width, tiles.tile_height, channels=len(specs) - 1))
         rows = tiles.rows()
         read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, into=slots.slot)
-        reopen = partial(_open_pair, before, after, options, bundle, pair.window)  # for each reader thread
+        reopen = partial(_open_pair, before, after, options, bundle, pair.window,  # for each reader thread
+                         bands_by_hand=bands_by_hand)
         reader, shared, behind, files = _tiles_and_threads(stack, pair, read, reopen, tiles, batch_size, threads,
                                                            in_background, on_device)
         for index, (row_index, positions) in enumerate(plan):
@@ -598,15 +601,15 @@ class _Pair:
 
 
 def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBundle,
-               window: Optional[Window] = None) -> _Pair:
+               window: Optional[Window] = None, bands_by_hand: bool = True) -> _Pair:
     """The pair as read, cut to ``options.area`` (in ``window`` when already found: reader threads
     open their own handles and need not find it again from the mask)."""
     before_ds = open_image(before, "before", expand_palette=not options.bands_before)
     after_ds = open_image(after, "after", expand_palette=not options.bands_after)
-    bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before")
-    bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after")
-    band_warnings = [*band_choice_warnings(before_ds, options.bands_before, bundle.bands, "before"),
-                     *band_choice_warnings(after_ds, options.bands_after, bundle.bands, "after")]
+    bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before", bands_by_hand)
+    bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after", bands_by_hand)
+    band_warnings = [*band_choice_warnings(before_ds, options.bands_before, bundle.bands, "before", bands_by_hand),
+                     *band_choice_warnings(after_ds, options.bands_after, bundle.bands, "after", bands_by_hand)]
     if options.area is not None:
         before_ds, after_ds, window = options.area.restrict(before_ds, after_ds, window)
     return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window,

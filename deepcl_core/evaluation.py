@@ -162,7 +162,7 @@ def _evaluate_pair(pair: PairFiles, work: Path, options: DetectOptions, bundle: 
     outputs = _outputs(work, pair.name.replace("/", "_"))
     try:
         result = detect_changes(pair.before, pair.after, outputs, options, cancel=cancel, model=bundle,
-                                log_prefix=f"pair {pair.name}: ")
+                                log_prefix=f"pair {pair.name}: ", bands_by_hand=False)
     except InputError as exc:  # of several pairs, the user must learn which one
         raise InputError(f"pair {pair.name}: {exc}") from None
     change = _read(outputs.change)
@@ -191,7 +191,7 @@ def _pseudo_change_rates(pairs: Sequence[PairFiles], work: Path, options: Detect
         write_pseudo_change(pair.before, transformed, seeds[pair.name], bundle.bands, strength)
         outputs = _outputs(work, "pseudo")
         result = detect_changes(pair.before, transformed, outputs, options, cancel=cancel, model=bundle,
-                                log_prefix=f"pair {pair.name} (pseudo-change): ")
+                                log_prefix=f"pair {pair.name} (pseudo-change): ", bands_by_hand=False)
         rates[pair.name] = result.changed_pixels / result.valid_pixels if result.valid_pixels else 0.0
         false_alarms += result.changed_pixels
         valid_total += result.valid_pixels

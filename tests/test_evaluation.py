@@ -393,6 +393,10 @@ def test_detection_warnings_name_their_pair(data_dir, tiny_model_path, tmp_path,
     warnings = [r.getMessage() for r in caplog.records if r.name == "deepcl_core.detect"]
     bands = "pair test_7_0256_0512: the before image's 4 bands do not say which is red, green or blue"
     assert sum(w.startswith(bands) for w in warnings) == 1, warnings
+    # Evaluation has no band choice to offer (it said "choose the bands by hand, or name them in the files")
+    assert [w for w in warnings if w.startswith(bands)][0].endswith(
+        "if they are in another order, name them in the files, e.g. gdal_edit.py -colorinterp_3 red -colorinterp_2 "
+        "green -colorinterp_1 blue FILE for blue, green, red")
     untrained = "the model was never trained: its output is meaningless"
     assert sorted(w for w in warnings if w.endswith(untrained)) == sorted(
         f"pair {name}{detection}: {untrained}" for name in ("test_7_0256_0512", "train_386_0512_0768")
@@ -450,3 +454,21 @@ def test_pseudo_change_haze_of_unnamed_bands_takes_them_as_detection_does(write_
     dataset = gdal.Open(str(path))
     assert haze_band_names(dataset, [1, 2, 3, 4], ("red", "green", "blue")) == ["red", "green", "blue", ""]
     assert haze_band_names(dataset, [1, 2, 3, 4]) == ["", "", "", ""]
+
+
+def test_an_image_without_the_models_bands_is_refused_without_advice_evaluation_cannot_follow(data_dir,
+                                                                                          tiny_model_path, tmp_path):
+    """A false-colour composite (near infrared, red, green of an OSCD pair, named so) lacks blue; the
+    refusal advised "or choose the bands by hand", which `deepcl evaluate` has no option for."""
+    from osgeo import gdal
+
+    pair = tmp_path / "pairs" / "bercy"
+    pair.mkdir(parents=True)
+    for role, bands in (("before", [4, 1, 2]), ("after", None), ("label", None)):
+        gdal.Translate(str(pair / f"{role}.tif"), str(data_dir / "oscd" / "bercy" / f"{role}.tif"),
+                       srcWin=[0, 0, 128, 128], bandList=bands)
+    with pytest.raises(InputError) as refused:
+        evaluate(EvaluateOptions(model=tiny_model_path, data_dirs=[tmp_path / "pairs"], device="cpu"))
+    assert str(refused.value) == (
+        "pair bercy: the model needs the bands red, green, blue; the before image's bands are B08, B04, B03, "
+        "without blue: choose an image that holds them (of a Sentinel-2 product, its 10m subdataset)")

@@ -306,8 +306,8 @@ def open_pair(files: PairFiles, band_names: Sequence[str]) -> OpenedPair:
     before grid; every problem is an :class:`InputError` that begins with the pair's name."""
     try:
         before_ds, after_ds = open_image(files.before, "before"), open_image(files.after, "after")
-        bands_before = choose_bands(before_ds, None, band_names, "before")
-        bands_after = choose_bands(after_ds, None, band_names, "after")
+        bands_before = choose_bands(before_ds, None, band_names, "before", can_choose=False)
+        bands_after = choose_bands(after_ds, None, band_names, "after", can_choose=False)
         aligned = align_after_to_before(before_ds, after_ds)
     except InputError as exc:  # "pair 3_4: … the before image has 3" (it read "the 3_4: before image")
         raise InputError(f"pair {files.name}: {exc}") from None
