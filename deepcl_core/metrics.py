@@ -3,7 +3,7 @@ accuracy and Cohen's kappa. Confusion counts add up across tiles and pairs (pool
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Dict, Optional
+from typing import Dict, Optional, Union
 
 import numpy as np
 
@@ -40,7 +40,7 @@ class Confusion:
     def total(self) -> int:
         return self.tp + self.fp + self.fn + self.tn
 
-    def metrics(self, undefined: Optional[float] = 0.0) -> Dict[str, Optional[float]]:
+    def metrics(self, undefined: Optional[float] = 0.0) -> Dict[str, Optional[Union[float, int]]]:
         """Precision, recall, F1 and IoU of the change class, OA and kappa. A ratio of the change
         class whose denominator is 0 (precision when nothing is predicted changed; all four where
         neither prediction nor reference holds change) is ``undefined``: 0 for choosing thresholds
@@ -56,7 +56,7 @@ class Confusion:
         expected = _ratio((tp + fp) * (tp + fn) + (fn + tn) * (fp + tn), n * n)
         kappa = 1.0 if fp + fn == 0 and n else _ratio(oa - expected, 1 - expected)
         return {"precision": precision, "recall": recall, "f1": f1, "iou": iou, "oa": oa, "kappa": kappa,
-                **{k: float(v) for k, v in asdict(self).items()}}
+                **asdict(self)}  # whole counts, as Processing gives them
 
 
 def _ratio(numerator: float, denominator: float, undefined: Optional[float] = 0.0) -> Optional[float]:

@@ -143,6 +143,9 @@ def test_cli_prints_json(pairs, tmp_path, capsys):
     assert main(["evaluate", "--model", str(model), str(pairs), "--device", "cpu"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["pairs"] == 2 and report["pooled"]["recall"] == 1.0
+    # Pixel counts are whole numbers, as Processing's outputs give them (the JSON said "tp": 112.0)
+    for metrics in (report["pooled"], *report["per_pair"].values()):
+        assert all(type(metrics[count]) is int for count in ("tp", "fp", "fn", "tn")), metrics
 
 
 def test_cli_bad_input_exits_2_with_one_line(tmp_path, capsys):
