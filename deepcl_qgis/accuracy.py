@@ -1,9 +1,11 @@
 """Accuracy of a change map against a reference on the change map's grid: the reference is a
-label raster (non-zero = changed; warped to the change grid when its grid differs) or polygons of
-changed areas (burnt onto the change grid; everything else counts as unchanged)."""
+label raster (read as the engine reads a pair's label: colours as drawn, any band non-zero = changed;
+warped to the change grid when its grid differs) or polygons of changed areas (burnt onto the change
+grid; everything else counts as unchanged)."""
 from __future__ import annotations
 
-from typing import Callable, Dict, Iterable, Optional
+from pathlib import Path
+from typing import Any, Callable, Dict, Iterable, Optional
 
 import numpy as np
 from osgeo import gdal, ogr
@@ -24,20 +26,26 @@ def open_change_map(path: str) -> gdal.Dataset:
         return core_module("raster_io").zero_means_no_change(dataset, f"the change map {path}")
 
 
-def reference_on_grid(change: gdal.Dataset, reference_path: str) -> gdal.Dataset:
-    """The label raster on the change map's grid, as the engine puts a pair's label on its before grid."""
+def reference_on_grid(change: gdal.Dataset, reference_path: str) -> Any:
+    """The label raster on the change map's grid, as the engine's ``LabelReader`` that reads it strip by
+    strip: with the values, refusals and warnings of ``deepcl evaluate``'s labels."""
     reference = gdal.Open(reference_path)
     if reference is None:
         raise QgsProcessingException(f"The reference raster {reference_path} is not a raster GDAL can read.")
-    with engine_errors_as(QgsProcessingException):  # as the engine reads labels: 0 is no change, even as nodata
-        reference = core_module("raster_io").zero_means_no_change(reference, "the reference")
-        return core_module("grid").label_on_grid(reference, change, "the reference", "the change map")
+    return _as_label(reference, change, Path(reference_path))
 
 
-def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> gdal.Dataset:
-    """A raster on the change grid: 1 inside the polygons (in the change map's CRS), 0 elsewhere."""
+def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> Any:
+    """The reference on the change grid: 1 inside the polygons (in the change map's CRS), 0 elsewhere."""
     burnt = burn_polygons(change.RasterXSize, change.RasterYSize, qgis_geotransform(change), wkb_geometries)
-    return as_dataset(burnt, change)
+    # 0/1 on the change grid without nodata: no refusal or warning of the reader can name its "file"
+    return _as_label(as_dataset(burnt, change), change, Path("reference polygons"))
+
+
+def _as_label(reference: gdal.Dataset, change: gdal.Dataset, path: Path) -> Any:
+    with engine_errors_as(QgsProcessingException):
+        return core_module("training.pairs").LabelReader(reference, change, path, "the reference", "the change map",
+                                                         "reference")
 
 
 def polygons_meet_map(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> bool:
@@ -52,38 +60,41 @@ def polygons_meet_map(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> 
     return grid.bounds_overlap(where.bounds(), union)
 
 
-def confusion(change: gdal.Dataset, reference: gdal.Dataset,
+def confusion(change: gdal.Dataset, reference: Any,
               cancelled: Callable[[], bool] = lambda: False,
               progress: Optional[Callable[[float], None]] = None,
               confidence: Optional[gdal.Dataset] = None) -> Dict[str, float]:
     """Pooled confusion counts and metrics over the pixels valid in both rasters; with the run's
     ``confidence`` map, also its Brier score and expected calibration error ("brier", "ece") over
-    the pixels valid in all three, as ``deepcl evaluate`` measures them."""
+    the pixels valid in all three, as ``deepcl evaluate`` measures them. ``reference``: as
+    :func:`reference_on_grid` or :func:`rasterize_polygons` gives it; its warnings are logged once
+    every row is read, as the engine's of a label."""
     metrics = core_module("metrics")
     calibration = core_module("confidence_calibration")
     total = metrics.Confusion()
     reliabilities = []
-    change_band, reference_band = change.GetRasterBand(1), reference.GetRasterBand(1)
+    change_band = change.GetRasterBand(1)
     height, width = change.RasterYSize, change.RasterXSize
     for top in range(0, height, ROWS_PER_BLOCK):
         if cancelled():
             raise QgsProcessingException("Cancelled by the user.")
         rows = min(ROWS_PER_BLOCK, height - top)
         predicted, valid = _read_with_validity(change_band, top, width, rows)
-        actual, reference_valid = _read_with_validity(reference_band, top, width, rows)
         if (valid & (predicted != 0) & (predicted != 1) & (predicted != 255)).any():
             raise QgsProcessingException(
                 "The change map holds values other than 0 and 1 (or 255): give a map of classes, e.g. the "
                 "change layer of 'Detect changes', not its confidence.")
-        # As the reference: any non-zero class is change (a 0/255 map of another tool too); our
-        # maps' 255 is their nodata and already invalid
-        total = total + metrics.Confusion.of(predicted > 0, actual > 0, valid & reference_valid)
+        with engine_errors_as(QgsProcessingException):  # a reference that is not binary, or cannot be read
+            actual, reference_valid = reference.read(top, rows)
+        # A 0/255 map of another tool counts its 255 as change; our maps' 255 is their nodata, already invalid
+        total = total + metrics.Confusion.of(predicted > 0, actual, valid & reference_valid)
         if confidence is not None:
             scores, scores_valid = _read_with_validity(confidence.GetRasterBand(1), top, width, rows)
             both = valid & reference_valid & scores_valid
-            reliabilities.append(calibration.reliability(scores[both], actual[both] > 0))
+            reliabilities.append(calibration.reliability(scores[both], actual[both]))
         if progress:
             progress((top + rows) / height)
+    reference.warn()  # before a refusal of no pixel in common, which they may explain (all nodata)
     if total.total == 0:
         raise QgsProcessingException("The change map and the reference have no valid pixel in common "
                                      "(do they cover the same area?): there is nothing to compare.")

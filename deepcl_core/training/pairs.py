@@ -336,7 +336,19 @@ def _read_normalised(dataset: gdal.Dataset, bands: Sequence[int], stretch: Image
 def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, np.ndarray]:
     """The label on the before grid as uint8 {0, 1} with its validity. 0/1 and 0/255 labels are
     accepted; anything else is an :class:`InputError`, and so is a vector label (polygons), with
-    how to rasterise it.
+    how to rasterise it. How its values, colours and nodata are read: :class:`LabelReader`."""
+    reader = LabelReader(_open_label(files, before_ds), before_ds, files.label, f"the label of pair {files.name}",
+                         "the before image", f"{files.name}: label",
+                         place=lambda label_ds: _placed_as_the_before(label_ds, files))
+    change, valid = reader.read(0, reader.dataset.RasterYSize)
+    reader.warn()
+    return change.astype(np.uint8), valid
+
+
+class LabelReader:
+    """A change label on a target's grid, read window by window of whole rows, so that a reference
+    larger than memory can be scored strip by strip (Processing's evaluation) as the engine reads a
+    pair's label in one window: the same values, refusals and warnings.
 
     0 always means no change: a band's nodata value of 0 is not taken as nodata (QGIS's Rasterize
     sets it by default, and it would hide every unchanged pixel); other nodata values and alpha or
@@ -347,31 +359,105 @@ def read_label(files: PairFiles, before_ds: gdal.Dataset) -> Tuple[np.ndarray, n
     colours may hold red at index 0; one whose colours do not (a dark red for class 1) is read as its
     indices. Values in between (an orange, a grey, anti-aliased edges) are refused rather than
     guessed at. A label whose pixels are all change where it has any is warned of when others lack
-    a label (a change mask painted on a transparent layer)."""
-    label_ds = zero_means_no_change(_open_label(files, before_ds), f"the label of pair {files.name}")
-    palette = rgb_colour_table(label_ds)  # taken before warping, which need not keep the colour table
-    unlabelled_by = _unlabelled_by(label_ds)
-    label_ds = label_on_grid(_placed_as_the_before(label_ds, files), before_ds, f"the label of pair {files.name}",
-                             "the before image")
-    bands = [i for i in range(1, label_ds.RasterCount + 1) if not is_alpha(label_ds.GetRasterBand(i))] or [1]
-    values, valid = read_window(label_ds, bands, 0, 0, label_ds.RasterXSize, label_ds.RasterYSize,
-                                f"{files.name}: label")
-    present = np.unique(values[:, valid])
-    if palette is not None:
-        values, present = _as_drawn(values, valid, present, palette)
-    hidden_zero = not values[:, ~valid].any()  # what a label flattened onto black would show there, as drawn
-    if present.size and not (set(present.tolist()) <= {0.0, 1.0} or set(present.tolist()) <= {0.0, 255.0}):
+    a label (a change mask painted on a transparent layer), and so is one declaring its change nodata.
+
+    ``subject`` names the label in messages ("the label of pair x"), ``target_what`` the target ("the
+    before image"), ``role`` the label in read errors; ``place`` gives an unplaced label a placement
+    before it is put on the target's grid."""
+
+    ROWS_PER_READ = 512  # of a paletted label's first pass: bounded memory
+
+    def __init__(self, label_ds: gdal.Dataset, target: gdal.Dataset, path: Path, subject: str, target_what: str,
+                 role: str, place: Callable[[gdal.Dataset], gdal.Dataset] = lambda label_ds: label_ds) -> None:
+        label_ds = zero_means_no_change(label_ds, subject)
+        palette = rgb_colour_table(label_ds)  # taken before warping, which need not keep the colour table
+        self._unlabelled_by = _unlabelled_by(label_ds)
+        self.dataset = label_on_grid(place(label_ds), target, subject, target_what)
+        self.path, self.subject, self.target_what, self.role = path, subject, target_what, role
+        self._bands = [i for i in range(1, self.dataset.RasterCount + 1)
+                       if not is_alpha(self.dataset.GetRasterBand(i))] or [1]
+        self._paletted = palette is not None
+        # Whether a palette is read as drawn depends on every index the label holds: found first
+        self._coloured = _coloured_indices(self._indices_present(), palette) if palette is not None else None
+        # What the whole label shows, for the warnings once every row is read
+        self._present = np.empty(0)
+        self._unlabelled = 0
+        self._labelled = self._changed = False  # any pixel with a label; any of them change
+        self._all_changed = True  # every pixel with a label is change
+        self._zero_beneath = True  # the pixels without a label hold 0 (a flattened label would show no change)
+
+    def read(self, top: int, rows: int) -> Tuple[np.ndarray, np.ndarray]:
+        """Change (bool) and validity of rows ``top`` to ``top + rows``, each (rows, width); an
+        :class:`InputError` once a value is read that a binary label does not hold."""
+        values, valid = read_window(self.dataset, self._bands, 0, top, self.dataset.RasterXSize, rows, self.role)
+        if self._coloured is not None:
+            values = np.isin(values, self._coloured).astype(values.dtype)
+        self._present = np.union1d(self._present, np.unique(values[:, valid]))
+        self._refuse_values_between()
+        change = (values > 0).any(axis=0)
+        self._zero_beneath &= not values[:, ~valid].any()
+        self._unlabelled += int((~valid).sum())
+        self._labelled |= bool(valid.any())
+        self._changed |= bool(change[valid].any())
+        self._all_changed &= bool(change[valid].all())
+        return change, valid
+
+    def warn(self) -> None:
+        """Log what the whole label shows that its figures alone would hide; after every row is read."""
+        self._warn_of_change_declared_nodata()
+        self._warn_of_no_unchanged_pixel()
+
+    def _indices_present(self) -> np.ndarray:
+        """The indices a paletted label holds where it has a label, read in strips."""
+        height, width, found = self.dataset.RasterYSize, self.dataset.RasterXSize, []
+        for top in range(0, height, self.ROWS_PER_READ):
+            values, valid = read_window(self.dataset, self._bands, 0, top, width,
+                                        min(self.ROWS_PER_READ, height - top), self.role)
+            found.append(np.unique(values[:, valid]))
+        return np.unique(np.concatenate(found))
+
+    def _refuse_values_between(self) -> None:
+        present = self._present
+        if not present.size or set(present.tolist()) <= {0.0, 1.0} or set(present.tolist()) <= {0.0, 255.0}:
+            return
         shown = ", ".join(f"{v:g}" for v in present[:6]) + (", …" if present.size > 6 else "")
         colour = (" in every band: a colour label is white, red, green, blue, yellow, cyan or magenta on black"
-                  if len(bands) > 1 else
+                  if len(self._bands) > 1 else
                   ", or draw them in black (no change) and white or a colour of full channels (change) in its "
-                  "colour table" if palette is not None else "")
-        raise InputError(f"label {files.label} is not binary (values {shown}); a label must hold "
+                  "colour table" if self._paletted else "")
+        raise InputError(f"label {self.path} is not binary (values {shown}); a label must hold "
                          f"0 (no change) and 1 or 255 (change) only{colour}")
-    change = (values > 0).any(axis=0)
-    _warn_of_change_declared_nodata(label_ds, files, change, valid)
-    _warn_of_no_unchanged_pixel(files, change, valid, unlabelled_by if hidden_zero else None)
-    return change.astype(np.uint8), valid
+
+    def _warn_of_no_unchanged_pixel(self) -> None:
+        """A label that is change wherever it has a label, while other pixels have none: a change mask
+        painted on a transparent layer (alpha 0 where nothing changed) leaves every unchanged pixel out,
+        and precision reads 1. Alpha, masks and nodata do mean "no label" (outside a warped footprint),
+        so the pixels stay out and the user is told, with the gdal_translate options that drop what
+        hides them when 0 lies beneath (flattened, they read as no change)."""
+        if not self._unlabelled or not self._labelled or not self._all_changed:
+            return
+        flatten = self._unlabelled_by if self._zero_beneath else None
+        if flatten:
+            how = (f"flatten it onto black (gdal_translate {' '.join(flatten)} {self.path} "
+                   f"{self.path.with_name('flat' + self.path.suffix)}) and put that in its place")
+        else:
+            target = self.target_what[4:] if self.target_what.startswith("the ") else self.target_what  # "the whole"
+            how = ("write 0 in them and remove what marks them unlabelled (its alpha band, mask or nodata value), "
+                   f"and draw it over the whole {target}")
+        LOG.warning("%s has no unchanged pixel: it marks change wherever it has a label, and its %d "
+                    "pixels without a label (transparent, masked, nodata or outside it) are left out. If they mean no "
+                    "change, %s", self.subject, self._unlabelled, how)
+
+    def _warn_of_change_declared_nodata(self) -> None:
+        """A label whose declared nodata is a value of change (1 or 255) and that shows no change
+        elsewhere: a 0/255 label written with nodata 255 reads as a pair without change, silently.
+        A 0/1 label that keeps 255 for unlabelled pixels shows its change in 1s and is not warned of."""
+        nodata = self.dataset.GetRasterBand(1).GetNoDataValue()
+        if nodata not in (1.0, 255.0) or self._changed or not self._unlabelled:
+            return
+        LOG.warning("%s declares %g, a value of change, as nodata, and shows no change besides: "
+                    "its %d pixels of %g are read as unlabelled. If they mark change, remove the nodata value "
+                    "(gdal_edit.py -unsetnodata %s)", self.subject, nodata, self._unlabelled, nodata, self.path)
 
 
 def _open_label(files: PairFiles, before_ds: gdal.Dataset) -> gdal.Dataset:
@@ -403,21 +489,19 @@ def _is_vector(path: Path) -> bool:
     return vector.GetLayerCount() > 0
 
 
-def _as_drawn(values: np.ndarray, valid: np.ndarray, present: np.ndarray,
-              table: gdal.ColorTable) -> Tuple[np.ndarray, np.ndarray]:
-    """Paletted label ``values`` (indices) as 0 (drawn black) and 1 (drawn white or in a colour of
-    full channels), with the values present, when every index present is drawn so; else as they
-    are. The colours' alpha is left aside: transparency is GDAL's nodata (a transparent index 0 is
-    no change, as any nodata of 0), and the colour table of :func:`palette_as_colours` would hide
-    the no-change pixels of a PNG whose black is transparent."""
+def _coloured_indices(present: np.ndarray, table: gdal.ColorTable) -> Optional[List[int]]:
+    """Of a paletted label's indices ``present``, those drawn white or in a colour of full channels
+    (change), when every one is drawn so or black (the label is then read as drawn); else None (read
+    as its indices). The colours' alpha is left aside: transparency is GDAL's nodata (a transparent
+    index 0 is no change, as any nodata of 0), and the colour table of :func:`palette_as_colours`
+    would hide the no-change pixels of a PNG whose black is transparent."""
     if any(v != int(v) or not 0 <= v < table.GetCount() for v in present.tolist()):
-        return values, present
+        return None
     indices = [int(v) for v in present]
     colours = [table.GetColorEntry(index)[:3] for index in indices]
     if not all(channel in (0, 255) for colour in colours for channel in colour):
-        return values, present
-    drawn = np.isin(values, [index for index, colour in zip(indices, colours) if any(colour)]).astype(values.dtype)
-    return drawn, np.unique(drawn[:, valid])
+        return None
+    return [index for index, colour in zip(indices, colours) if any(colour)]
 
 
 def _unlabelled_by(label_ds: gdal.Dataset) -> List[str]:
@@ -433,40 +517,6 @@ def _unlabelled_by(label_ds: gdal.Dataset) -> List[str]:
     if any(label_ds.GetRasterBand(i).GetNoDataValue() is not None for i in range(1, label_ds.RasterCount + 1)):
         options += ["-a_nodata", "none"]
     return options
-
-
-def _warn_of_no_unchanged_pixel(files: PairFiles, change: np.ndarray, valid: np.ndarray,
-                                flatten: Optional[List[str]]) -> None:
-    """A label that is change wherever it has a label, while other pixels have none: a change mask
-    painted on a transparent layer (alpha 0 where nothing changed) leaves every unchanged pixel out,
-    and precision reads 1. Alpha, masks and nodata do mean "no label" (outside a warped footprint),
-    so the pixels stay out and the user is told. ``flatten``: the gdal_translate options that drop
-    what hides them, when 0 lies beneath (flattened, they read as no change); None otherwise."""
-    unlabelled = int((~valid).sum())
-    if not unlabelled or not valid.any() or not change[valid].all():
-        return
-    if flatten:
-        how = (f"flatten it onto black (gdal_translate {' '.join(flatten)} {files.label} "
-               f"{files.label.with_name('flat' + files.label.suffix)}) and put that in its place")
-    else:
-        how = ("write 0 in them and remove what marks them unlabelled (its alpha band, mask or nodata value), "
-               "and draw it over the whole before image")
-    LOG.warning("the label of pair %s has no unchanged pixel: it marks change wherever it has a label, and its %d "
-                "pixels without a label (transparent, masked, nodata or outside it) are left out. If they mean no "
-                "change, %s", files.name, unlabelled, how)
-
-
-def _warn_of_change_declared_nodata(label_ds: gdal.Dataset, files: PairFiles, change: np.ndarray,
-                                    valid: np.ndarray) -> None:
-    """A label whose declared nodata is a value of change (1 or 255) and that shows no change
-    elsewhere: a 0/255 label written with nodata 255 reads as a pair without change, silently.
-    A 0/1 label that keeps 255 for unlabelled pixels shows its change in 1s and is not warned of."""
-    nodata = label_ds.GetRasterBand(1).GetNoDataValue()
-    if nodata not in (1.0, 255.0) or change[valid].any() or valid.all():
-        return
-    LOG.warning("the label of pair %s declares %g, a value of change, as nodata, and shows no change besides: "
-                "its %d pixels of %g are read as unlabelled. If they mark change, remove the nodata value "
-                "(gdal_edit.py -unsetnodata %s)", files.name, nodata, int((~valid).sum()), nodata, files.label)
 
 
 def _placed_as_the_before(label_ds: gdal.Dataset, files: PairFiles) -> gdal.Dataset:

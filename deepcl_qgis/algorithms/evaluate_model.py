@@ -193,9 +193,10 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
         change = accuracy.open_change_map(change_path)
         reference, reference_name, polygon_count = self._reference(parameters, context, feedback, change)
         feedback.setProgressText("Comparing with the reference")
-        metrics = accuracy.confusion(change, reference, feedback.isCanceled,
-                                     lambda fraction: feedback.setProgress(50 + 50 * fraction),
-                                     gdal.Open(confidence_path) if confidence_path else None)
+        with self.engine_warnings_to(feedback):  # what the reference shows as the engine's labels show it
+            metrics = accuracy.confusion(change, reference, feedback.isCanceled,
+                                         lambda fraction: feedback.setProgress(50 + 50 * fraction),
+                                         gdal.Open(confidence_path) if confidence_path else None)
         if polygon_count and metrics["tp"] + metrics["fn"] == 0:  # near the map, as a region's layer, but not on it
             feedback.pushWarning(f"No reference polygon of “{reference_name}” covers a valid pixel of the change "
                                  "map: the reference says nothing changed there (recall n/a). If something did, "

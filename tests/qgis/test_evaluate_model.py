@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
+import numpy as np
 import pytest
 from osgeo import gdal, ogr
 
@@ -438,3 +439,105 @@ def test_a_model_run_says_the_threshold_that_made_the_figures(deepcl_provider, t
     assert unknown["THRESHOLD_USED"] is None
     assert any("THRESHOLD_USED is left empty" in info for info in feedback.infos)
     assert "Threshold" not in (tmp_path / "r.html").read_text(encoding="utf-8")
+
+
+def _label_as(kind: str, label: Path, target: Path) -> Path:
+    """The real 0/1 ``label`` written as another tool or a painter would: change in green on black, a
+    palette whose index 0 (the change) is drawn white and 1 black, white on a transparent layer, or
+    0/255 declaring its 255 nodata."""
+    source = gdal.Open(str(label))
+    changed = source.GetRasterBand(1).ReadAsArray() > 0
+    bands = {"green": 3, "palette": 1, "transparent": 4, "nodata255": 1}[kind]
+    written = gdal.GetDriverByName("GTiff").Create(str(target), source.RasterXSize, source.RasterYSize, bands)
+    written.SetGeoTransform(source.GetGeoTransform())
+    written.SetProjection(source.GetProjection())
+    if kind == "green":
+        for index, channel in enumerate((0, 255, 0), start=1):
+            written.GetRasterBand(index).WriteArray(changed.astype("uint8") * channel)
+    elif kind == "palette":
+        table = gdal.ColorTable()
+        table.SetColorEntry(0, (255, 255, 255, 255))
+        table.SetColorEntry(1, (0, 0, 0, 255))
+        written.GetRasterBand(1).WriteArray((~changed).astype("uint8"))
+        written.GetRasterBand(1).SetRasterColorTable(table)
+        written.GetRasterBand(1).SetRasterColorInterpretation(gdal.GCI_PaletteIndex)
+    elif kind == "transparent":
+        for index in range(1, 5):
+            written.GetRasterBand(index).WriteArray(changed.astype("uint8") * 255)
+        written.GetRasterBand(4).SetRasterColorInterpretation(gdal.GCI_AlphaBand)
+    else:
+        written.GetRasterBand(1).WriteArray(changed.astype("uint8") * 255)
+        written.GetRasterBand(1).SetNoDataValue(255)
+    written = None
+    return target
+
+
+def _shifted_change_map(label: Path, target: Path, right: int = 4, down: int = 2) -> Path:
+    """A 0/1 change map with nodata 255, as detection writes one: the label moved a few pixels, so
+    that it finds some changes, misses some and raises false alarms; the margin it left is nodata."""
+    source = gdal.Open(str(label))
+    changed = source.GetRasterBand(1).ReadAsArray() > 0
+    shifted = np.full(changed.shape, 255, "uint8")
+    shifted[down:, right:] = changed[:-down, :-right]
+    written = gdal.GetDriverByName("GTiff").CreateCopy(str(target), source)
+    written.GetRasterBand(1).WriteArray(shifted)
+    written.GetRasterBand(1).SetNoDataValue(255)
+    written = None
+    return target
+
+
+def _engine_counts(before: Path, label: Path, change: Path) -> dict:
+    """The counts `deepcl evaluate` gives ``change`` against ``label``: the label read by the engine's
+    reader on the before grid, scored where both have data (as its evaluation of a pair scores)."""
+    from deepcl_core.raster_io import open_raster
+    from deepcl_core.training.pairs import PairFiles, read_label
+
+    actual, valid = read_label(PairFiles("crop", before, before, label, "test"), open_raster(before, "before"))
+    predicted = read(change)
+    counts = Confusion.of(predicted == 1, actual, valid & (predicted != 255)).metrics()
+    return {key.upper(): int(counts[key]) for key in ("tp", "fp", "fn", "tn")}
+
+
+@pytest.mark.parametrize("kind, warned", [
+    ("green", []),
+    ("palette", []),
+    ("transparent", ["has no unchanged pixel", "flatten it onto black (gdal_translate -b 1 -b 2 -b 3 "]),
+    ("nodata255", ["declares 255, a value of change, as nodata", "gdal_edit.py -unsetnodata"]),
+])
+def test_a_reference_is_read_as_the_engine_reads_a_label(deepcl_provider, tmp_path, monkeypatch, kind, warned):
+    """A green-on-black label read as no change, a palette read by its indices (inverted), and the
+    engine's warnings of a label painted on a transparent layer or declaring its change nodata left
+    out: Processing's figures differed from `deepcl evaluate`'s on the same map and label, or came
+    without the warning that explains them. Read in strips of rows, as a large reference is."""
+    from deepcl_qgis import accuracy
+
+    monkeypatch.setattr(accuracy, "ROWS_PER_BLOCK", 64)  # several strips of the 300-row crop
+    source = pair("oscd", "bercy")
+    before = crop(image(source, "before"), tmp_path / "before.tif", 0, 95, 360, 300)
+    label = crop(image(source, "label"), tmp_path / "label.tif", 0, 95, 360, 300)
+    change = _shifted_change_map(label, tmp_path / "change.tif")
+    reference = _label_as(kind, label, tmp_path / f"{kind}.tif")
+    expected = _engine_counts(before, reference, change)
+    assert min(expected.values()) > 0 if not warned else expected["TP"] + expected["TN"] > 0
+    feedback = error_recording_feedback()
+    result = run(ALG, {"CHANGE": str(change), "REFERENCE": str(reference)}, feedback)
+    assert {key: result[key] for key in expected} == expected
+    for words in warned:
+        assert any(words in warning for warning in feedback.warnings), (words, feedback.warnings)
+    assert warned or not [w for w in feedback.warnings if "unchanged pixel" in w or "as nodata" in w]
+
+
+def test_a_reference_that_is_not_binary_is_refused_as_the_engine_refuses_a_label(deepcl_provider, tmp_path):
+    """A grey (anti-aliased) edge counted as change without a word; the engine refuses such a label."""
+    from qgis.core import QgsProcessingException
+
+    source = pair("oscd", "bercy")
+    label = crop(image(source, "label"), tmp_path / "label.tif", 0, 95, 360, 300)
+    change = _shifted_change_map(label, tmp_path / "change.tif")
+    grey = gdal.Translate(str(tmp_path / "grey.tif"), str(label))
+    values = grey.GetRasterBand(1).ReadAsArray() * 255
+    values[0, :3] = 128
+    grey.GetRasterBand(1).WriteArray(values)
+    grey = None
+    with pytest.raises(QgsProcessingException, match=r"is not binary \(values 0, 128, 255\)"):
+        run(ALG, {"CHANGE": str(change), "REFERENCE": str(tmp_path / "grey.tif")})
