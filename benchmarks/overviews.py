@@ -62,7 +62,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     warm_up = variant(before, after, bundle, args.cache, False, True, {})  # kernels, allocator, file cache
     seconds = interleaved(runs, args.rounds, warm_up=warm_up)
     print(f"{args.size}² pair, {what}; median of {args.rounds} interleaved rounds, CPU\n")
-    print("| variant | seconds end to end | of which overviews | change + confidence files (MB) |\n|---|---:|---:|---:|")
+    print("| variant | seconds end to end | of which overviews | change + confidence files (MB) |\n"
+          "|---|---:|---:|---:|")
     for name, times in seconds.items():
         record = records[name]
         print(f"| {name} | {statistics.median(times):.1f} | {statistics.median(record['overviews']):.2f} | "

@@ -176,7 +176,8 @@ def _summary(pixels: np.ndarray, confidence: np.ndarray, changed: np.ndarray,
         return {"brier": None, "ece": None, "bins": []}
     bins = [[k / RELIABILITY_BINS, int(pixels[k]), float(confidence[k] / pixels[k]), float(changed[k] / pixels[k])]
             for k in range(RELIABILITY_BINS) if pixels[k]]
-    return {"brier": float(squared_error / total), "ece": float(np.abs(confidence - changed).sum() / total), "bins": bins}
+    return {"brier": float(squared_error / total), "ece": float(np.abs(confidence - changed).sum() / total),
+            "bins": bins}
 
 
 def _sigmoid(z: np.ndarray) -> np.ndarray:

@@ -26,14 +26,16 @@ def resolve_device(name: Union[str, torch.device] = "auto") -> torch.device:
         return torch.device("cpu")
     if name == "mps":
         if not mps_available():
-            raise InputError("device 'mps' asked for, but Apple Metal is not available here; choose the device auto or cpu")
+            raise InputError("device 'mps' asked for, but Apple Metal is not available here; choose the device auto "
+                             "or cpu")
         return torch.device("mps")
     match = re.fullmatch(r"cuda(?::(\d+))?", name)
     if not match:
         raise InputError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps")
     if not torch.cuda.is_available():
         build = "a CPU-only torch build" if torch.version.cuda is None else "no usable NVIDIA GPU or driver"
-        raise InputError(f"device {name!r} asked for, but CUDA is not available ({build}); choose the device auto or cpu")
+        raise InputError(f"device {name!r} asked for, but CUDA is not available ({build}); choose the device auto "
+                         "or cpu")
     index = int(match.group(1) or 0)
     if index >= torch.cuda.device_count():
         raise InputError(f"device {name!r} asked for, but only {torch.cuda.device_count()} CUDA device(s) exist")

@@ -14,7 +14,8 @@ def qgis_geotransform(dataset: gdal.Dataset) -> Sequence[float]:
     return core_module("grid").map_geotransform(dataset.GetGeoTransform())
 
 
-def burn_polygons(width: int, height: int, geotransform: Sequence[float], wkb_geometries: Iterable[bytes]) -> np.ndarray:
+def burn_polygons(width: int, height: int, geotransform: Sequence[float],
+                  wkb_geometries: Iterable[bytes]) -> np.ndarray:
     """(height, width) uint8: 1 where a pixel centre lies in one of the polygons (given in the
     grid's coordinates; curves by straight segments), else 0."""
     # One CRS for both, standing for the grid's own: without any GDAL warned on every call

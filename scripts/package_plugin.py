@@ -43,7 +43,8 @@ def files_to_pack() -> Iterator[Tuple[Path, str]]:
     """(source file, name inside the zip) pairs."""
     for name in ("metadata.txt", "LICENSE"):
         yield REPO / name, f"{PLUGIN_FOLDER}/{name}"
-    for source, target in ((REPO / "deepcl_qgis", PLUGIN_FOLDER), (REPO / "deepcl_core", f"{PLUGIN_FOLDER}/deepcl_core")):
+    for source, target in ((REPO / "deepcl_qgis", PLUGIN_FOLDER),
+                           (REPO / "deepcl_core", f"{PLUGIN_FOLDER}/deepcl_core")):
         for path in sorted(source.rglob("*")):
             relative = path.relative_to(source)
             if is_packaged(relative) and path.is_file():

@@ -887,7 +887,8 @@ def test_an_image_placed_by_ground_control_points_is_georeferenced(oscd_mismatch
     dataset = gdal.Open(str(tmp_path / "gcps.tif"))
     assert dataset.GetGeoTransform(can_return_null=True) is None and dataset.GetGCPCount() == 4
     dataset = None
-    placed_out, plain_out = outputs_in(tmp_path / "placed", distance=False), outputs_in(tmp_path / "plain", distance=False)
+    placed_out = outputs_in(tmp_path / "placed", distance=False)
+    plain_out = outputs_in(tmp_path / "plain", distance=False)
     bundle = ModelBundle(tiny_model.config, tiny_model.state_dict, thresholds_by_pixel_size=((5.0, 0.01),),
                          input_scales_by_pixel_size=((5.0, 2),), trained=False)
     placed_result = detect_changes(tmp_path / "gcps.tif", after, placed_out, DetectOptions(**FAST), model=bundle)

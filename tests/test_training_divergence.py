@@ -117,8 +117,8 @@ def test_scores_that_are_not_numbers_in_the_last_validation_stop_the_training_in
     with pytest.raises(InputError) as caught:
         train(small_options(out, epochs=1, iterations_per_epoch=1, batch_size=2, calibrate=False))
     assert type(caught.value).__name__ == "TrainingDiverged"
-    assert re.fullmatch(r"training diverged: the weights of epoch 1 give scores that are not numbers when run as the model will be: "
-                        r"the "
+    assert re.fullmatch(r"training diverged: the weights of epoch 1 give scores that are not numbers when run as "
+                        r"the model will be: the "
                         r"network's scores are not numbers \(NaN or infinite\) on [\d,]+ of [\d,]+ valid pixels of "
                         r"pair \S+: the network overflows on it; no model was written\. Lower the learning rate .*",
                         str(caught.value)), str(caught.value)

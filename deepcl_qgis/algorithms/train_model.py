@@ -200,7 +200,8 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
         """The engine's options; ``work``: a folder of the run's own files, removed after it."""
         data_dirs, single_pair = self._data_dirs(parameters, context, feedback, work)
         validation = self.parameterAsFile(parameters, self.VALIDATION_FOLDER, context)
-        init = self.parameterAsFile(parameters, self.INIT_MODEL, context) if self._has(parameters, self.INIT_MODEL) else ""
+        has_init = self._has(parameters, self.INIT_MODEL)
+        init = self.parameterAsFile(parameters, self.INIT_MODEL, context) if has_init else ""
         return training.TrainOptions(
             data_dirs=data_dirs, out=Path(self.parameterAsFileOutput(parameters, self.OUTPUT, context)),
             init=Path(init) if init else None, epochs=self.parameterAsInt(parameters, self.EPOCHS, context),

@@ -158,7 +158,8 @@ def test_a_query_stopped_before_nvidia_smi_answers_says_nothing(qgis_app, tmp_pa
     """A dialog closed while nvidia-smi works: no answer reaches it later."""
     from deepcl_qgis.nvidia_driver import DriverQuery
 
-    query, answers = DriverQuery(program=str(fake_nvidia_smi(tmp_path, "sleep 0.3; exec echo 'CUDA Version: 12.6'"))), []
+    query = DriverQuery(program=str(fake_nvidia_smi(tmp_path, "sleep 0.3; exec echo 'CUDA Version: 12.6'")))
+    answers = []
     query.answered.connect(answers.append)
     query.start()
     query.stop()
