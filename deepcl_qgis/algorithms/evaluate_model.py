@@ -117,12 +117,17 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     def check_inputs(self, parameters: Dict[str, Any], context: QgsProcessingContext) -> Tuple[bool, str]:
         self._check_report_path(parameters, context)
         has = {name: parameters.get(name) not in (None, "") for name in
-               (self.CHANGE, self.BEFORE, self.AFTER, self.MODEL, self.REFERENCE, self.REFERENCE_POLYGONS)}
+               (self.CHANGE, self.BEFORE, self.AFTER, self.MODEL, self.THRESHOLD, self.REFERENCE,
+                self.REFERENCE_POLYGONS)}
         if has[self.REFERENCE] == has[self.REFERENCE_POLYGONS]:
             return False, self.tr("Give the reference either as a label raster or as changed-area polygons (one of them).")
         if has[self.CHANGE]:
             if has[self.BEFORE] or has[self.AFTER]:
                 return False, self.tr("Give either a change map, or a before and an after image with a model, not both.")
+            if has[self.MODEL] or has[self.THRESHOLD]:  # else dropped without a word: the figures are the map's
+                return False, self.tr("A change map is given: the model file and the change threshold are used only "
+                                      "to run a model on a before and an after image; leave them empty (the change "
+                                      "map's classes are compared as they are).")
             return True, ""
         if not (has[self.BEFORE] and has[self.AFTER]):
             return False, self.tr("Give a change map, or a before and an after image (and a model) to produce one.")
@@ -244,8 +249,9 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             threshold=optional_number(self, parameters, self.THRESHOLD, context),
             device=self.choice(parameters, self.DEVICE, context) or "auto")
         with self.engine_errors():
-            result = detect.detect_changes(before.source, after.source, outputs, options,
-                                           progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled)
+            result = detect.detect_changes(before.source, after.source, outputs, options,  # no band choice here
+                                           progress=progress_to(feedback, 0, 50), cancel=feedback.isCanceled,
+                                           bands_by_hand=False)
         self.push_warnings(feedback, result.warnings)  # what detection says of its inputs, e.g. an untrained model
         return str(outputs.change), str(outputs.confidence), result
 

@@ -200,6 +200,24 @@ def test_detections_warnings_reach_the_log(deepcl_provider, tiny_model, tmp_path
     assert "The model was never trained: its output is meaningless" in feedback.warnings
 
 
+def test_band_advice_offers_no_choice_the_algorithm_lacks(deepcl_provider, tiny_model, tmp_path):
+    """Four unnamed bands are taken as red, green, blue from the first three, with a warning; it advised
+    choosing the bands by hand, which this algorithm has no parameter for."""
+    folder = pair("dsifn", "3_4")
+    images = []
+    for role in ("before", "after"):
+        images.append(str(tmp_path / f"{role}.tif"))
+        gdal.Translate(images[-1], image(folder, role), bandList=[1, 2, 3, 3], format="GTiff",
+                       options=["-colorinterp", "undefined,undefined,undefined,undefined"])
+    feedback = error_recording_feedback()
+    run(ALG, {"BEFORE": images[0], "AFTER": images[1], "MODEL": str(tiny_model), "DEVICE": "cpu",
+              "REFERENCE": image(folder, "label")}, feedback)
+    said = [w for w in feedback.warnings if "bands do not say which is red" in w]
+    assert len(said) == 2 and all(w.endswith("if they are in another order, name them in the files, e.g. gdal_edit.py "
+                                             "-colorinterp_3 red -colorinterp_2 green -colorinterp_1 blue FILE for "
+                                             "blue, green, red") for w in said), feedback.warnings
+
+
 def test_model_left_out_is_the_bundled_one_as_in_detection(deepcl_provider, tmp_path):
     """The bundled model's figures on the pair, as `deepcl evaluate` (its default too) gives them."""
     from deepcl_core.evaluation import EvaluateOptions, evaluate
@@ -222,6 +240,23 @@ def test_refuses_two_references_or_none(deepcl_provider, tmp_path):
     folder = pair("dsifn", "3_4")
     message = check_message(ALG, {"CHANGE": image(folder, "label")})
     assert "either as a label raster or as changed-area polygons" in message
+
+
+def test_a_model_or_threshold_beside_a_change_map_is_refused(deepcl_provider, tiny_model, tmp_path):
+    """Both were dropped without a word: the figures were the given map's, not the model's, nor at
+    that threshold (a file that was no model at all passed too)."""
+    folder = pair("dsifn", "3_4")
+    expected = ("A change map is given: the model file and the change threshold are used only to run a model on a "
+                "before and an after image; leave them empty (the change map's classes are compared as they are).")
+    for extra in ({"MODEL": str(tiny_model)}, {"THRESHOLD": 0.5}):
+        message = check_message(ALG, {"CHANGE": image(folder, "label"), "REFERENCE": image(folder, "label"), **extra})
+        assert message == expected, extra
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    assert algorithm.checkParameterValues(  # the device: every dialog fills in its default
+        {"CHANGE": image(folder, "label"), "REFERENCE": image(folder, "label"), "DEVICE": "cpu"},
+        QgsProcessingContext()) == (True, "")
 
 
 def test_a_cancelled_run_keeps_no_dataset_open(deepcl_provider, tmp_path):
