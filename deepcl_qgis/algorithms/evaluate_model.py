@@ -120,10 +120,12 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
                (self.CHANGE, self.BEFORE, self.AFTER, self.MODEL, self.THRESHOLD, self.REFERENCE,
                 self.REFERENCE_POLYGONS)}
         if has[self.REFERENCE] == has[self.REFERENCE_POLYGONS]:
-            return False, self.tr("Give the reference either as a label raster or as changed-area polygons (one of them).")
+            return False, self.tr("Give the reference either as a label raster or as changed-area polygons "
+                                  "(one of them).")
         if has[self.CHANGE]:
             if has[self.BEFORE] or has[self.AFTER]:
-                return False, self.tr("Give either a change map, or a before and an after image with a model, not both.")
+                return False, self.tr("Give either a change map, or a before and an after image with a model, "
+                                      "not both.")
             if has[self.MODEL] or has[self.THRESHOLD]:  # else dropped without a word: the figures are the map's
                 return False, self.tr("A change map is given: the model file and the change threshold are used only "
                                       "to run a model on a before and an after image; leave them empty (the change "
