@@ -38,9 +38,12 @@ def write_change_polygons(change_file: Path, confidence_file: Path, grid: Grid, 
     try:
         layer = _polygon_layer(vector, grid)
         band = change.GetRasterBand(1)
-        with collect_gdal_errors() as errors:
-            status = gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [])
+        with collect_gdal_errors() as errors:  # cancel polled as GDAL reports progress, once per row
+            status = gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [],
+                                     callback=lambda *_: 0 if cancel() else 1)
         if status != 0:
+            if cancel():
+                raise Cancelled()
             raise OutputError(f"polygonising the change map failed: {errors.last('unknown error')}")
         kept = _annotate(layer, gdal.Open(str(confidence_file)), grid, min_area, cancel)
         # The extent stored is the one before nodata areas and small polygons were deleted: the
