@@ -61,8 +61,8 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             "Measures how well a change map matches a reference.<br><br>"
             "Give either a <b>change map</b> (e.g. the Change output of 'Detect changes'), or a <b>model</b> "
             "with a <b>before</b> and an <b>after</b> image, which is then run first. Give the reference as a "
-            "<b>label raster</b> (non-zero = changed) or as <b>polygons of the changed areas</b> (everything "
-            "else counts as unchanged).<br><br>Returns precision, recall, F1, IoU of the change class, overall "
+            "<b>label raster</b> (0 = unchanged; 1, 255 or a colour = changed) or as <b>polygons of the changed "
+            "areas</b> (everything else counts as unchanged).<br><br>Returns precision, recall, F1, IoU of the change class, overall "
             "accuracy and Cohen's kappa as outputs, and optionally an HTML report; when it runs the model, also "
             "how far its confidence reads as a probability on your pairs (Brier score and expected calibration "
             "error; if they are poor, calibrate the model on such pairs) and the change threshold it used. "
@@ -99,7 +99,8 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
                                         usesStaticStrings=True),
              self.tr("Used when running a model.")),
             (QgsProcessingParameterRasterLayer(self.REFERENCE, self.tr("Reference label raster"), optional=True),
-             self.tr("Ground truth: non-zero = changed. Reprojected onto the change map's grid if needed.")),
+             self.tr("Ground truth: 0 (black) = unchanged, 1 or 255 (white or a colour) = changed, in any band; a "
+                     "paletted one read as drawn. Reprojected onto the change map's grid if needed.")),
             (QgsProcessingParameterFeatureSource(self.REFERENCE_POLYGONS, self.tr("Reference changed-area polygons"),
                                                  [QgsProcessing.TypeVectorPolygon], optional=True),
              self.tr("Ground truth as polygons of the changed areas; all other pixels count as unchanged.")),
