@@ -615,7 +615,19 @@ def test_a_data_sets_test_split_below_a_training_folder_is_warned_of(data_dir, t
     assert said == [f"2 training pairs lie in {root / 'test'}, a data set's test split, which is for evaluating a "
                     f"model, not for training it: give the data set's other splits ({root / 'train'}) instead of "
                     f"{root}"]
+    pair_in_test = tmp_path / "pairs" / "test" / levir[2].name  # the pair-folder layout
+    shutil.copytree(levir[2], pair_in_test)
+    for meant in (root / "test", pair_in_test):  # the test split, or a pair folder in it, given by name
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            _split(TrainOptions(data_dirs=[meant], val_dirs=[levir[4]], out=tmp_path / "m.pt"))
+        assert not [r for r in caplog.records if "test split" in r.getMessage()], meant
+    # Only folders named as splits are offered (not .git/ or checkpoints/); none: no list
+    shutil.rmtree(root / "train")
+    (root / ".git").mkdir()
     caplog.clear()
-    with caplog.at_level(logging.WARNING):  # the test split given by name: the user means it
-        _split(TrainOptions(data_dirs=[root / "test"], val_dirs=[levir[4]], out=tmp_path / "m.pt"))
-    assert not [r for r in caplog.records if "test split" in r.getMessage()]
+    with caplog.at_level(logging.WARNING):
+        _split(TrainOptions(data_dirs=[root], val_dirs=[levir[4]], out=tmp_path / "m.pt"))
+    assert [r.getMessage() for r in caplog.records if "test split" in r.getMessage()] == [
+        f"2 training pairs lie in {root / 'test'}, a data set's test split, which is for evaluating a model, not for "
+        f"training it: give the data set's other splits instead of {root}"]

@@ -105,6 +105,12 @@ def test_pairs_held_out_at_random_are_named(tmp_path):
         train(small_options(tmp_path / "m.pt"), progress=lambda fraction, message: said.append(message),
               cancel=CancelAfter(0))
     assert said[0] == "loading 3 training and 1 validation pairs"
+    # A data set cut into thousands of tiles holds out hundreds: the line names ten, and says how many more
+    from deepcl_core.training.trainer import _first_names
+
+    every = find_pairs([DATA])
+    assert _first_names(every) == (", ".join(f"{p.group}/{p.name}" for p in every[:10])
+                                   + f" and {len(every) - 10} more") and len(every) > 10
 
 
 def test_resume_after_an_interruption_loses_no_epoch(tmp_path):

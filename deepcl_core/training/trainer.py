@@ -116,7 +116,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     # Before the pairs are read (minutes for large data sets): a checkpoint of another run is refused at once
     saved = _resumable_checkpoint(checkpoint_path, state, options) if options.resume else None
     chance = "" if options.val_dirs or not val_files else (  # which pairs chance chose, for a poor validation F1
-        f" (held out at random with seed {options.seed}: {', '.join(f'{p.group}/{p.name}' for p in val_files)})")
+        f" (held out at random with seed {options.seed}: {_first_names(val_files)})")
     report(0.0, f"loading {len(train_files)} training and {len(val_files)} validation pairs{chance}")
     train_pairs = load_pairs(train_files, setup.bands, setup.normalization)
     _check_both_classes(train_pairs)
@@ -316,6 +316,12 @@ def _check_validation_pairs(pairs: Sequence[LoadedPair], calibrate: bool) -> Non
                          "scores a validation F1 of 0; give validation pairs with change")
 
 
+def _first_names(pairs: Sequence[PairFiles], shown: int = 10) -> str:
+    """The pairs' names for one line: the first ``shown`` and how many more (the model file lists them all)."""
+    names = ", ".join(f"{p.group}/{p.name}" for p in pairs[:shown])
+    return names + (f" and {len(pairs) - shown} more" if len(pairs) > shown else "")
+
+
 def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
     pairs = find_pairs(options.data_dirs)
     if not pairs:
@@ -349,19 +355,26 @@ def _split(options: TrainOptions) -> Tuple[List[PairFiles], List[PairFiles]]:
 def _warn_of_test_splits(train: Sequence[PairFiles], data_dirs: Sequence[Path]) -> None:
     """Warn of training pairs in a data set's test split found below a data folder (the LEVIR-CD
     download's root, with train/, val/ and test/): held-out figures measured on it later would mean
-    nothing. A test folder given by name is taken as meant."""
-    given = {Path(d).resolve() for d in data_dirs}
+    nothing. A test folder given by name, or a folder within it, is taken as meant."""
+    given = [Path(d) for d in data_dirs]
+    given_real = {d.resolve() for d in given}
     splits: Dict[Path, int] = {}
     for pair in train:
         split = pair.before.parent.parent  # LEVIR-CD: split/A/x.png; pair folders: split/pair/before.tif
-        if split.name.lower() in ("test", "testing") and split.resolve() not in given:
+        within = {split.resolve(), pair.before.parent.resolve()}  # the split, or its A/ or pair folder, given
+        if split.name.lower() in ("test", "testing") and not within & given_real:
             splits[split] = splits.get(split, 0) + 1
     for split, count in splits.items():
-        above = next((Path(d) for d in data_dirs if Path(d) in split.parents), split.parent)  # as the user spelt it
-        others = sorted(str(p) for p in split.parent.iterdir() if p.is_dir() and p.name != split.name)
+        above = next((d for d in given if d in split.parents), split.parent)  # as the user spelt it
+        others = sorted(str(p) for p in split.parent.iterdir() if p.is_dir() and p.name.lower() in _OTHER_SPLITS)
+        named = f" ({', '.join(others)})" if others else ""
         LOG.warning(f"{count} training {'pairs lie' if count > 1 else 'pair lies'} in {split}, a data set's test "
-                    f"split, which is for evaluating a model, not for training it: give the data set's other splits "
-                    f"({', '.join(others)}) instead of {above}")
+                    f"split, which is for evaluating a model, not for training it: give the data set's other "
+                    f"splits{named} instead of {above}")
+
+
+# The folders a data set's training and validation splits go by (LEVIR-CD: train/, val/)
+_OTHER_SPLITS = ("train", "training", "val", "validation", "trainval")
 
 
 def _copies_of_validation_pairs(pairs: Sequence[PairFiles], val: Sequence[PairFiles]) -> Dict[str, str]:
