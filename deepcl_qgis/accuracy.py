@@ -4,6 +4,7 @@ warped to the change grid when its grid differs) or polygons of changed areas (b
 grid; everything else counts as unchanged)."""
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -12,7 +13,7 @@ from osgeo import gdal, ogr
 
 from qgis.core import QgsProcessingException
 
-from .engine import core_module, engine_errors_as
+from .engine import as_sentence, core_module, engine_errors_as
 from .rasterize import as_dataset, burn_polygons, qgis_geotransform
 
 ROWS_PER_BLOCK = 512  # bounded memory on large maps
@@ -22,7 +23,7 @@ def open_change_map(path: str) -> gdal.Dataset:
     dataset = gdal.Open(path)
     if dataset is None:
         raise QgsProcessingException(f"The change map {path} is not a raster GDAL can read.")
-    with engine_errors_as(QgsProcessingException):  # another tool's map may declare its 0 nodata, as labels may
+    with _engine_errors():  # another tool's map may declare its 0 nodata, as labels may
         return core_module("raster_io").zero_means_no_change(dataset, f"the change map {path}")
 
 
@@ -43,9 +44,14 @@ def rasterize_polygons(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) ->
 
 
 def _as_label(reference: gdal.Dataset, change: gdal.Dataset, path: Path) -> Any:
-    with engine_errors_as(QgsProcessingException):
+    with _engine_errors():
         return core_module("training.pairs").LabelReader(reference, change, path, "the reference", "the change map",
-                                                         "reference")
+                                                         "reference", noun="reference")
+
+
+def _engine_errors() -> "contextlib.AbstractContextManager[None]":
+    """The engine's errors as Processing errors, in sentences as the algorithms give them."""
+    return engine_errors_as(lambda message: QgsProcessingException(as_sentence(message)))
 
 
 def polygons_meet_map(change: gdal.Dataset, wkb_geometries: Iterable[bytes]) -> bool:
@@ -84,7 +90,7 @@ def confusion(change: gdal.Dataset, reference: Any,
             raise QgsProcessingException(
                 "The change map holds values other than 0 and 1 (or 255): give a map of classes, e.g. the "
                 "change layer of 'Detect changes', not its confidence.")
-        with engine_errors_as(QgsProcessingException):  # a reference that is not binary, or cannot be read
+        with _engine_errors():  # a reference that is not binary, or cannot be read
             actual, reference_valid = reference.read(top, rows)
         # A 0/255 map of another tool counts its 255 as change; our maps' 255 is their nodata, already invalid
         total = total + metrics.Confusion.of(predicted > 0, actual, valid & reference_valid)

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import List, Tuple
 
 from qgis.core import (QgsLayerTreeGroup, QgsLayerTreeLayer, QgsLayerTreeNode, QgsMapLayer, QgsProcessingContext,
-                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProcessingUtils,
-                       QgsProject)
+                       QgsProcessingFeedback, QgsProcessingLayerPostProcessorInterface, QgsProject)
 
 from .paths import style_path
 
@@ -64,9 +63,13 @@ def _folder_of(source: str) -> str:
 
 
 def _in_processing_temporary_folder(source: str) -> bool:
-    """Whether ``source`` lies in Processing's temporary folder, below a folder named at random."""
-    temporary = os.path.realpath(QgsProcessingUtils.tempFolder())
-    return os.path.realpath(source.split("|")[0]).startswith(temporary + os.sep)
+    """Whether ``source`` lies where Processing writes a step's output, in a folder named at random
+    (processing_XXXXXX/<32 hex digits>/OUTPUT.tif), of this QGIS session or an earlier one."""
+    folder = Path(source.split("|")[0]).parent
+    return bool(_RANDOM_FOLDER.fullmatch(folder.name)) and folder.parent.name.startswith("processing_")
+
+
+_RANDOM_FOLDER = re.compile(r"[0-9a-f]{32}")
 
 
 class RunGroup:

@@ -362,23 +362,26 @@ class LabelReader:
     a label (a change mask painted on a transparent layer), and so is one declaring its change nodata.
 
     ``subject`` names the label in messages ("the label of pair x"), ``target_what`` the target ("the
-    before image"), ``role`` the label in read errors; ``place`` gives an unplaced label a placement
-    before it is put on the target's grid."""
+    before image"), ``role`` the label in read errors, ``noun`` what it is called in a refusal of its values
+    (which names the values read until then); ``place`` gives an unplaced label a placement before it is
+    put on the target's grid."""
 
     ROWS_PER_READ = 512  # of a paletted label's first pass: bounded memory
 
     def __init__(self, label_ds: gdal.Dataset, target: gdal.Dataset, path: Path, subject: str, target_what: str,
-                 role: str, place: Callable[[gdal.Dataset], gdal.Dataset] = lambda label_ds: label_ds) -> None:
+                 role: str, place: Callable[[gdal.Dataset], gdal.Dataset] = lambda label_ds: label_ds,
+                 noun: str = "label") -> None:
         label_ds = zero_means_no_change(label_ds, subject)
         palette = rgb_colour_table(label_ds)  # taken before warping, which need not keep the colour table
         self._unlabelled_by = _unlabelled_by(label_ds)
         self.dataset = label_on_grid(place(label_ds), target, subject, target_what)
-        self.path, self.subject, self.target_what, self.role = path, subject, target_what, role
+        self.path, self.subject, self.target_what, self.role, self.noun = path, subject, target_what, role, noun
         self._bands = [i for i in range(1, self.dataset.RasterCount + 1)
                        if not is_alpha(self.dataset.GetRasterBand(i))] or [1]
-        self._paletted = palette is not None
-        # Whether a palette is read as drawn depends on every index the label holds: found first
-        self._coloured = _coloured_indices(self._indices_present(), palette) if palette is not None else None
+        self._palette = palette
+        # Whether a palette is read as drawn depends on every index the label holds: found at the first read
+        self._coloured: Optional[List[int]] = None
+        self._coloured_known = palette is None
         # What the whole label shows, for the warnings once every row is read
         self._present = np.empty(0)
         self._unlabelled = 0
@@ -390,6 +393,10 @@ class LabelReader:
         """Change (bool) and validity of rows ``top`` to ``top + rows``, each (rows, width); an
         :class:`InputError` once a value is read that a binary label does not hold."""
         values, valid = read_window(self.dataset, self._bands, 0, top, self.dataset.RasterXSize, rows, self.role)
+        if not self._coloured_known:  # a whole label's read holds every index; a strip's, not
+            whole = top == 0 and rows == self.dataset.RasterYSize
+            present = np.unique(values[:, valid]) if whole else self._indices_present()
+            self._coloured, self._coloured_known = _coloured_indices(present, self._palette), True
         if self._coloured is not None:
             values = np.isin(values, self._coloured).astype(values.dtype)
         self._present = np.union1d(self._present, np.unique(values[:, valid]))
@@ -424,8 +431,8 @@ class LabelReader:
         colour = (" in every band: a colour label is white, red, green, blue, yellow, cyan or magenta on black"
                   if len(self._bands) > 1 else
                   ", or draw them in black (no change) and white or a colour of full channels (change) in its "
-                  "colour table" if self._paletted else "")
-        raise InputError(f"label {self.path} is not binary (values {shown}); a label must hold "
+                  "colour table" if self._palette is not None else "")
+        raise InputError(f"{self.noun} {self.path} is not binary (values {shown}); a {self.noun} must hold "
                          f"0 (no change) and 1 or 255 (change) only{colour}")
 
     def _warn_of_no_unchanged_pixel(self) -> None:

@@ -574,5 +574,6 @@ def test_a_reference_that_is_not_binary_is_refused_as_the_engine_refuses_a_label
     values[0, :3] = 128
     grey.GetRasterBand(1).WriteArray(values)
     grey = None
-    with pytest.raises(QgsProcessingException, match=r"is not binary \(values 0, 128, 255\)"):
+    with pytest.raises(QgsProcessingException, match=r"^Reference \S+grey.tif is not binary \(values 0, 128, 255\); a "
+                                                     r"reference must hold 0"):
         run(ALG, {"CHANGE": str(change), "REFERENCE": str(tmp_path / "grey.tif")})

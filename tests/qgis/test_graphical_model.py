@@ -107,3 +107,14 @@ def test_a_model_that_clips_both_images_names_its_group_readably(deepcl_provider
                                              "detect:change": str(tmp_path / f"change{run}.tif")})
         groups = sorted(group.name() for group in QgsProject.instance().layerTreeRoot().findGroups())
     assert groups == ["DeepCL changes: OUTPUT (before → after)", "DeepCL changes: OUTPUT (before → after) (2)"]
+
+
+def test_outputs_of_an_earlier_sessions_processing_are_named_readably_too(qgis_app):
+    """A project reopened with an earlier session's model outputs: their folders are random too."""
+    from deepcl_qgis.layer_styling import pair_names
+
+    earlier = ["/tmp/processing_Qx1aZb/9032cc9427ea48f8885a2529ffd45091/OUTPUT.tif",
+               "/tmp/processing_Qx1aZb/b14b0b56a3b04c989fa1367314673d7a/OUTPUT.tif"]
+    assert pair_names("OUTPUT", "OUTPUT", *earlier) == ("OUTPUT", "before", "after")
+    products = ["/data/S2A_20150801.SAFE/MTD_MSIL2A.xml", "/data/S2A_20180328.SAFE/MTD_MSIL2A.xml"]
+    assert pair_names("MTD_MSIL2A", "MTD_MSIL2A", *products) == ("", "S2A_20150801.SAFE", "S2A_20180328.SAFE")
