@@ -361,7 +361,7 @@ def _warn_of_test_splits(train: Sequence[PairFiles], data_dirs: Sequence[Path]) 
     splits: Dict[Path, int] = {}
     for pair in train:
         split = pair.before.parent.parent  # LEVIR-CD: split/A/x.png; pair folders: split/pair/before.tif
-        within = {split.resolve(), pair.before.parent.resolve()}  # the split, or its A/ or pair folder, given
+        within = {split.resolve(), pair.before.parent.resolve()}  # the split, or a pair folder in it, given
         if split.name.lower() in ("test", "testing") and not within & given_real:
             splits[split] = splits.get(split, 0) + 1
     for split, count in splits.items():
