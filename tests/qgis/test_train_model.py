@@ -8,28 +8,10 @@ import torch
 from osgeo import gdal, ogr
 
 from deepcl_core.model_file import load_model
-from plugin_test_helpers import check_message, image, label_polygons, pair, run
+from plugin_test_helpers import check_message, error_recording_feedback, image, label_polygons, pair, run
 
 ALG = "deepcl:trainmodel"
 TINY_RUN = {"EPOCHS": 1, "ITERATIONS": 2, "BATCH_SIZE": 2, "CROP": 64, "DEVICE": "cpu"}
-
-
-def recording_feedback():
-    """A QgsProcessingFeedback that keeps the lines the algorithm writes to its log."""
-    from qgis.core import QgsProcessingFeedback
-
-    class Recording(QgsProcessingFeedback):
-        def __init__(self) -> None:
-            super().__init__()
-            self.infos, self.warnings = [], []
-
-        def pushInfo(self, info):  # noqa: N802 (Qt's name)
-            self.infos.append(info)
-
-        def pushWarning(self, warning):  # noqa: N802 (Qt's name)
-            self.warnings.append(warning)
-
-    return Recording()
 
 
 def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
@@ -40,7 +22,7 @@ def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     for name in ("test_55_0256_0000", "test_7_0256_0512", "val_27_0000_0256"):
         (data / name).symlink_to(pair("levir", name))
     out = tmp_path / "tuned.pt"
-    feedback = recording_feedback()
+    feedback = error_recording_feedback()
     result = run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN},
                  feedback)
     log = feedback.infos
@@ -58,7 +40,7 @@ def test_fine_tune_on_a_folder_of_pairs(deepcl_provider, tiny_model, tmp_path):
     assert not list(Path(QgsProcessingUtils.tempFolder()).rglob("*.ckpt"))
     # Run again into the same file, as batch rows with alike names do: said, as detection says it
     assert not [w for w in feedback.warnings if "replaced" in w]
-    again = recording_feedback()
+    again = error_recording_feedback()
     run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN}, again)
     assert f"{out} existed and was replaced by this run's output." in again.warnings
 
@@ -104,7 +86,7 @@ def test_engine_messages_name_the_parameters_not_the_command_lines_options(deepc
 
 def test_fine_tuning_without_validation_pairs_advises_what_processing_has(deepcl_provider, tiny_model, tmp_path):
     """The warning named the command line's `deepcl calibrate`, which a QGIS user does not have."""
-    feedback = recording_feedback()
+    feedback = error_recording_feedback()
     run(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")), "INIT_MODEL": str(tiny_model),
               "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN}, feedback)
     said = [warning for warning in feedback.warnings if warning.startswith("No validation pairs: the fine-tuned")]
@@ -178,7 +160,7 @@ def test_a_skipped_pair_is_reported_in_the_processing_log(deepcl_provider, tiny_
     shutil.copytree(pair("levir", "test_55_0256_0000"), data / "test_55")
     shutil.copytree(pair("levir", "test_7_0256_0512"), data / "test_7")
     (data / "test_7" / "label.png").unlink()
-    feedback = recording_feedback()
+    feedback = error_recording_feedback()
     run(ALG, {"DATA_FOLDER": str(data), "INIT_MODEL": str(tiny_model), "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN},
         feedback)
     assert "Skipped folder pairs/test_7: it has before and after but no label.*" in feedback.warnings
@@ -214,7 +196,7 @@ def test_an_invalid_changed_area_polygon_follows_processings_setting_in_words(de
     context.setInvalidGeometryCheck({"abort": QgsFeatureRequest.GeometryAbortOnInvalid,
                                      "skip": QgsFeatureRequest.GeometrySkipInvalid,
                                      "no_check": QgsFeatureRequest.GeometryNoCheck}[setting])
-    feedback = recording_feedback()
+    feedback = error_recording_feedback()
     out = tmp_path / "model.pt"
     parameters = {"BEFORE": image(oscd_crop, "before"), "AFTER": image(oscd_crop, "after"),
                   "CHANGED_AREAS": str(polygons), "INIT_MODEL": str(tiny_model), "OUTPUT": str(out), **TINY_RUN}
@@ -360,7 +342,7 @@ def test_an_inputs_own_invalid_features_setting_wins_over_processings(deepcl_pro
     context = QgsProcessingContext()
     context.setProject(QgsProject.instance())
     context.setInvalidGeometryCheck(QgsFeatureRequest.GeometryAbortOnInvalid)
-    feedback = recording_feedback()
+    feedback = error_recording_feedback()
     skip_here = QgsProcessingFeatureSourceDefinition(
         str(polygons), False, -1, QgsProcessingFeatureSourceDefinition.FlagOverrideDefaultGeometryCheck,
         QgsFeatureRequest.GeometrySkipInvalid)
