@@ -93,8 +93,9 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
                      "Empty: the whole before image."), False),
             (QgsProcessingParameterFile(self.INIT_MODEL, self.tr("Initial model (fine-tune)"), extension="pt",
                                         optional=True),
-             self.tr("A model file to start from; its bands and settings are kept. Empty: a new model "
-                     "(ImageNet-pretrained MobileNetV2 encoder, red/green/blue bands)."), False),
+             self.tr("A model file to start from; its encoder, bands and normalisation are kept, and its "
+                     "thresholds and confidence scaling where the validation pairs do not choose them anew. "
+                     "Empty: a new model (ImageNet-pretrained MobileNetV2 encoder, red/green/blue bands)."), False),
             (number(self.EPOCHS, self.tr("Epochs"), number.Integer, 20, False, 1, 1000),
              self.tr("Passes over the training data; each is followed by validation."), False),
             (number(self.ITERATIONS, self.tr("Steps per epoch"), number.Integer, 200, False, 1, 100000),
