@@ -6,6 +6,7 @@ import math
 import os
 import shutil
 from pathlib import Path
+from typing import List
 
 import numpy as np
 import pytest
@@ -88,6 +89,24 @@ def test_a_cancelled_training_says_what_is_kept_of_it(tmp_path):
                                         r"--resume\)$"):
         train(small_options(out, epochs=2, iterations_per_epoch=4), cancel=CancelAfter(6))
     assert (tmp_path / "m.pt.ckpt").is_file()
+
+
+@pytest.mark.parametrize("phase", ["epoch 2/2: loss", "choosing the decision thresholds",
+                                   "measuring the model as written"])
+def test_cancel_after_the_last_step_writes_no_model(tmp_path, phase):
+    """Cancel was polled only before each step: pressed during the last validation, the threshold
+    choice or the validation of the model as written (minutes on large validation pairs), it was
+    ignored, and the model was written as if the run had not been cancelled."""
+    out = tmp_path / "m.pt"
+    said: List[str] = []
+    with pytest.raises(Cancelled, match=r"^training cancelled; the checkpoint of epoch 2 is kept \(continue with "
+                                        r"--resume\)$"):
+        train(small_options(out, epochs=2, iterations_per_epoch=2),
+              progress=lambda fraction, message: said.append(message),
+              cancel=lambda: any(message.startswith(phase) for message in said))
+    assert not out.exists() and (tmp_path / "m.pt.ckpt").is_file()
+    resumed = train(small_options(out, epochs=2, iterations_per_epoch=2, resume=True))  # as the message says
+    assert out.is_file() and resumed.epochs_completed == 2
 
 
 def test_pairs_held_out_at_random_are_named(tmp_path):

@@ -146,10 +146,11 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
             with out_of_memory_explained(device, f"training (epoch {epoch})",
                                          _out_of_memory_advice(epoch, smaller_steps, options)):
                 losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
-                                      report, is_cancelled, state, average)
+                                      report, _cancel_check(is_cancelled, epoch, options), state, average)
             with out_of_memory_explained(device, f"validating (epoch {epoch})",
                                          _out_of_memory_advice(epoch, "close other programs using the GPU", options)):
-                pooled, per_pair = _validate(kept, val_pairs, device, options)
+                pooled, per_pair = _validate(kept, val_pairs, device, options, _cancel_check(is_cancelled, epoch,
+                                                                                             options))
         except _NotFinite as error:  # before the checkpoint: the last one written stays the last good one
             raise TrainingDiverged(f"training diverged at epoch {epoch}{error.where}: {error}; no model was written. "
                                    f"{_divergence_advice(epoch, options, checkpoint_path)}") from None
@@ -162,6 +163,9 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                          "scheduler": scheduler.state_dict(),
                          **({"average": average.state_dict()} if average else {})}, checkpoint_path)
 
+    # From here to the model file, a cancel keeps the last epoch's checkpoint, as between two epochs
+    stop_if_cancelled = _cancel_check(is_cancelled, int(state["epoch"]) + 1, options)
+    stop_if_cancelled()
     bundle = ModelBundle(config=setup.config, state_dict=state["best_state"], bands=setup.bands,
                          normalization=setup.normalization, **setup.settings)
     validation: Dict[str, Any] = {}
@@ -172,16 +176,21 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                                                            "close other programs using the GPU", options)):
             # Coarse pairs are also run enlarged here, which no epoch's validation did
             if options.calibrate:
-                report(1.0, "choosing the decision thresholds on the validation pairs")
+                choosing = "choosing the decision thresholds on the validation pairs"
+                report(1.0, choosing)
+
+                def calibrating(fraction: float, message: str) -> None:
+                    stop_if_cancelled()
+                    report(1.0, f"{choosing}: {message}")
                 with _diverged_if_not_numbers(state, "cannot be calibrated", options, checkpoint_path):
                     calibration = calibrate_threshold(network, val_pairs, device, options.val_tile,
-                                                      tile_overlap(options.val_tile))
+                                                      tile_overlap(options.val_tile), calibrating)
                 # Fine-tuning keeps the initial model's settings its validation pairs do not measure, as calibrate does
                 apply_calibration(bundle, calibration, keep_unmeasured=setup.initial is not None)
             report(1.0, "measuring the model as written on the validation pairs")
             with _diverged_if_not_numbers(state, "give scores that are not numbers when run as the model will be",
                                           options, checkpoint_path):
-                validation = _validate_as_written(network, bundle, val_pairs, device, options)
+                validation = _validate_as_written(network, bundle, val_pairs, device, options, stop_if_cancelled)
         LOG.info("validation of the model as written: F1 %.4f, IoU %.4f (F1 %.4f when epoch %d was chosen, before "
                  "calibration)", validation["pooled"]["f1"], validation["pooled"]["iou"], state["best_f1"],
                  state["best_epoch"])
@@ -195,6 +204,7 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                          **({"initial_model_settings": describe_settings(setup.initial),
                              "settings_against_initial_model": changes} if setup.initial is not None else {}),
                          **bundle.provenance}  # the threshold calibration, last
+    stop_if_cancelled()
     save_model(bundle, out)
     return TrainResult(out=out, checkpoint=checkpoint_path, epochs_completed=int(state["epoch"]),
                        best_epoch=int(state["best_epoch"]), best_metrics=dict(validation.get("pooled", {})),
@@ -502,6 +512,15 @@ def _out_of_memory_advice(epoch: int, remedy: str, options: TrainOptions) -> str
     return f"{remedy}, or train on the CPU (--device cpu); {_kept_of_the_run(epoch, options)}"
 
 
+def _cancel_check(is_cancelled: CancelCallback, epoch: int, options: TrainOptions) -> Callable[[], None]:
+    """A check to call between pieces of work in ``epoch`` (after the last epoch: its number plus one):
+    a cancel stops the run with :class:`Cancelled`, saying what is kept of it."""
+    def stop_if_cancelled() -> None:
+        if is_cancelled():
+            raise Cancelled(f"training cancelled; {_kept_of_the_run(epoch, options)}")
+    return stop_if_cancelled
+
+
 def _kept_of_the_run(epoch: int, options: TrainOptions) -> str:
     """What is kept of a run stopped in ``epoch``."""
     return ("no epoch had finished" if epoch == 1
@@ -537,7 +556,7 @@ def _lr_factor(step: int, total: int) -> float:
 
 def _train_epoch(network: DeepCLNet, optimizer: torch.optim.Optimizer, scheduler: Any, sampler: CropSampler,
                  loss_config: LossConfig, options: TrainOptions, epoch: int, device: torch.device,
-                 report: ProgressCallback, is_cancelled: CancelCallback, state: Dict[str, Any],
+                 report: ProgressCallback, stop_if_cancelled: Callable[[], None], state: Dict[str, Any],
                  average: Optional[WeightAverage]) -> Dict[str, float]:
     # Seeds derive from (seed, epoch), so a resumed run draws exactly the crops it would have drawn.
     # Nothing in an epoch draws from torch's random stream, which another training in the process shares.
@@ -545,8 +564,7 @@ def _train_epoch(network: DeepCLNet, optimizer: torch.optim.Optimizer, scheduler
     network.train()
     sums: Dict[str, float] = {}
     for step in range(1, options.iterations_per_epoch + 1):
-        if is_cancelled():
-            raise Cancelled(f"training cancelled; {_kept_of_the_run(epoch, options)}")
+        stop_if_cancelled()
         try:
             terms = _step(network, optimizer, sampler.batch(options.batch_size, rng), loss_config, device)
         except _NotFinite as error:
@@ -600,14 +618,16 @@ def _diverged_if_not_numbers(state: Dict[str, Any], what: str, options: TrainOpt
                                f"model was written. {advice}") from None
 
 
-def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.device,
-              options: TrainOptions) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
+def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.device, options: TrainOptions,
+              stop_if_cancelled: Callable[[], None] = lambda: None
+              ) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
     if not pairs:
         return {}, {}
     network.eval()
     # As evaluate and calibrate tile: a small validation tile gets a smaller overlap (tile_overlap)
     probabilities = []
     for pair in pairs:
+        stop_if_cancelled()
         try:
             probabilities.append(check_scores_finite(
                 predict_pair(network, pair, device, options.val_tile, tile_overlap(options.val_tile))[0], pair))
@@ -628,13 +648,15 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
 
 
 def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequence[LoadedPair],
-                         device: torch.device, options: TrainOptions) -> Dict[str, Any]:
+                         device: torch.device, options: TrainOptions,
+                         stop_if_cancelled: Callable[[], None] = lambda: None) -> Dict[str, Any]:
     """The validation metrics of the model file written: each pair enlarged, scaled and thresholded
     with ``bundle``'s settings for its pixel size, as detection does (epochs are judged at 1x, on
     the network's score, before calibration chooses these)."""
     network.eval()
     judged = {}
     for pair in pairs:
+        stop_if_cancelled()
         size = pair.pixel_size_m
         threshold, scale = bundle.threshold_for(size), bundle.input_scale_for(size)
         confidence = check_scores_finite(predict_as_detected(network, bundle, pair, device, options.val_tile), pair,
