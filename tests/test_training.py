@@ -694,9 +694,9 @@ def test_fine_tuning_with_other_loss_settings_than_the_models_is_said(tmp_path, 
     first = train(small_options(tmp_path / "m.pt", epochs=1, iterations_per_epoch=1, margin_unchanged=0.2,
                                 margin_changed=1.0))
     tuned = train(small_options(tmp_path / "tuned.pt", init=first.out, encoder=None, epochs=1, iterations_per_epoch=1))
-    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "--init model" in r.getMessage()]
-    assert said == [f"--init model {first.out} was trained with --margin-unchanged 0.2 (now 0.3), --margin-changed 1 "
-                    "(now 1.2): give those options to fine-tune it with its own loss"]
+    said = [r.getMessage() for r in caplog.records if r.levelname == "WARNING" and "(--init)" in r.getMessage()]
+    assert said == [f"the initial model {first.out} (--init) was trained with --margin-unchanged 0.2 (now 0.3), "
+                    "--margin-changed 1 (now 1.2): give those options to fine-tune it with its own loss"]
     assert load_model(tuned.out).provenance["parent_provenance"]["loss"]["margin_changed"] == 1.0
 
 

@@ -281,8 +281,8 @@ def _warn_of_other_loss_settings(initial: Dict[str, Any], options: TrainOptions)
     other = [f"{option} {initial[key]:g} (now {value:g})" for key, (value, option) in given.items()
              if key in initial and initial[key] != value]
     if other:
-        LOG.warning(f"--init model {options.init} was trained with {', '.join(other)}: give those options to "
-                    "fine-tune it with its own loss")
+        LOG.warning(f"the initial model {options.init} (--init) was trained with {', '.join(other)}: give those "
+                    "options to fine-tune it with its own loss")
 
 
 def _warn_of_a_blind_model(pooled: Dict[str, Any], options: TrainOptions) -> None:

@@ -39,6 +39,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     # The command line's options that this algorithm has as parameters ({"--crop": "CROP"}): the
     # engine's messages name them so, a Processing user knows them by their labels.
     COMMAND_LINE_OPTIONS: Dict[str, str] = {}
+    COMMAND_LINE = "deepcl"  # the command whose options the others are
 
     def createInstance(self) -> "DeepCLAlgorithm":  # noqa: N802 (Qt API)
         return type(self)()
@@ -106,12 +107,20 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
 
     def in_processing_words(self, text: str) -> str:
         """One of the engine's messages as a sentence, with the command line's option names replaced by
-        the labels of the parameters."""
+        the labels of the parameters, and those this algorithm has not (--lr) said to be the command line's."""
+        missing: List[str] = []
+
         def label(match: "re.Match[str]") -> str:
             definition = self.parameterDefinition(self.COMMAND_LINE_OPTIONS.get(match.group(), ""))
+            if definition is None and match.group() not in missing:
+                missing.append(match.group())
             return f"“{definition.description()}”" if definition is not None else match.group()
 
-        return as_sentence(re.sub(r"(?<![\w/.-])--[a-z][a-z-]*", label, text))  # not inside a path: run--out/
+        text = as_sentence(re.sub(r"(?<![\w/.-])--[a-z][a-z-]*", label, text))  # not inside a path: run--out/
+        if missing:
+            which = f"{missing[0]} is an option" if len(missing) == 1 else f"{', '.join(missing)} are options"
+            text = f"{text.rstrip('.')} ({which} of the command line `{self.COMMAND_LINE}`, not of this algorithm)."
+        return text
 
     @contextmanager
     def engine_errors(self) -> Iterator[None]:

@@ -58,7 +58,13 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
     COMPRESSION = "COMPRESSION"
     OVERVIEWS = "OVERVIEWS"
     ICON = "detect"
-    COMMAND_LINE_OPTIONS = {"--device": DEVICE, "--model": MODEL}
+    COMMAND_LINE_OPTIONS = {
+        "--device": DEVICE, "--model": MODEL, "--threshold": THRESHOLD, "--tile": TILE_SIZE, "--overlap": OVERLAP,
+        "--batch": BATCH_SIZE, "--input-scale": INPUT_SCALE, "--precision": PRECISION, "--compression": COMPRESSION,
+        "--overviews": OVERVIEWS, "--min-area": MIN_AREA, "--extent": EXTENT, "--mask": MASK,
+        "--bands-before": BANDS_BEFORE, "--bands-after": BANDS_AFTER, "--change": CHANGE, "--confidence": CONFIDENCE,
+        "--distance": DISTANCE, "--polygons": POLYGONS}
+    COMMAND_LINE = "deepcl detect"
 
     def name(self) -> str:
         return "detectchanges"

@@ -39,7 +39,9 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     ICON = "train"
     COMMAND_LINE_OPTIONS = {"--device": DEVICE, "--crop": CROP, "--batch": BATCH_SIZE, "--epochs": EPOCHS,
-                            "--init": INIT_MODEL, "--val": VALIDATION_FOLDER, "--out": OUTPUT}
+                            "--iterations-per-epoch": ITERATIONS, "--init": INIT_MODEL, "--val": VALIDATION_FOLDER,
+                            "--out": OUTPUT}
+    COMMAND_LINE = "deepcl train"
 
     def name(self) -> str:
         return "trainmodel"

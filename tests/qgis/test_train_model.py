@@ -84,6 +84,23 @@ def test_engine_messages_name_the_parameters_not_the_command_lines_options(deepc
     assert str(raised.value).endswith("choose “Crop size (pixels)” 256 or less") and "--" not in str(raised.value)
 
 
+def test_advice_naming_options_processing_has_not_says_they_are_the_command_lines(deepcl_provider, tmp_path):
+    """A model trained with other HSCL margins, fine-tuned here: the warning told a Processing user to
+    give --margin-unchanged and --margin-changed, options this algorithm has not, as if it had them."""
+    from deepcl_core.training import TrainOptions, train
+
+    first = train(TrainOptions(data_dirs=[pair("levir", "test_55_0256_0000")], val_fraction=0.0,
+                               out=tmp_path / "m.pt", epochs=1, iterations_per_epoch=1, batch_size=2, crop=64,
+                               encoder="simple_cnn", device="cpu", margin_unchanged=0.2, margin_changed=1.0))
+    feedback = error_recording_feedback()
+    run(ALG, {"DATA_FOLDER": str(pair("levir", "test_55_0256_0000")), "INIT_MODEL": str(first.out),
+              "OUTPUT": str(tmp_path / "tuned.pt"), **TINY_RUN}, feedback)
+    assert [w for w in feedback.warnings if "was trained with" in w] == [
+        f"The initial model {first.out} (“Initial model (fine-tune)”) was trained with --margin-unchanged 0.2 (now "
+        "0.3), --margin-changed 1 (now 1.2): give those options to fine-tune it with its own loss (--margin-unchanged, "
+        "--margin-changed are options of the command line `deepcl train`, not of this algorithm)."]
+
+
 def test_fine_tuning_without_validation_pairs_advises_what_processing_has(deepcl_provider, tiny_model, tmp_path):
     """The warning named the command line's `deepcl calibrate`, which a QGIS user does not have."""
     feedback = error_recording_feedback()
