@@ -18,8 +18,9 @@ from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsGeometry, QgsProcessingAlgorithm,
                        QgsProcessingContext, QgsProcessingException, QgsProcessingFeatureSource,
                        QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback,
-                       QgsProcessingOutputLayerDefinition, QgsProcessingParameterDefinition,
-                       QgsProcessingParameterEnum, QgsProcessingParameterNumber, QgsProcessingUtils, QgsProperty,
+                       QgsProcessingOutputLayerDefinition, QgsProcessingParameterBoolean,
+                       QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterNumber,
+                       QgsProcessingUtils, QgsProperty,
                        QgsProviderRegistry, QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
@@ -176,8 +177,9 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         if problem:
             return False, problem
         parameters = self.choices_by_name(parameters)
-        problem = (self._choice_problem(parameters) or self.precheck(parameters, context)
-                   or self._range_problem(parameters) or self._device_problem(parameters))
+        problem = (self._form_problem(parameters) or self._choice_problem(parameters)
+                   or self.precheck(parameters, context) or self._range_problem(parameters)
+                   or self._device_problem(parameters))
         if problem:  # before the generic checks, whose "Incorrect parameter value" says too little
             return False, problem
         ok, message = super().checkParameterValues(parameters, context)
@@ -221,6 +223,19 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     def choice(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext) -> str:
         """The name of the option chosen for ``name``, given by name or by number."""
         return self.parameterAsEnumString(self.choices_by_name(parameters), name, context)
+
+    def _form_problem(self, parameters: Dict[str, Any]) -> str:
+        """A parameter given more than once (qgis_process makes a list of a repeated KEY=, which QGIS
+        reads as empty or 0: a repeated MODEL= ran the bundled model), or a yes-or-no value other than
+        true, false, 1 or 0 (QGIS reads any other text, "no" too, as yes)."""
+        for definition in self.parameterDefinitions():
+            value = parameters.get(definition.name())
+            if isinstance(value, list) and not _takes_several(definition):
+                return f"“{definition.description()}” is given {len(value)} times; give it once."
+            if isinstance(definition, QgsProcessingParameterBoolean) and isinstance(value, str) and \
+                    value.strip().lower() not in ("true", "false", "1", "0"):
+                return f"“{definition.description()}” is true or false (or 1 or 0); got {value}."
+        return ""
 
     def _choice_problem(self, parameters: Dict[str, Any]) -> str:
         """A choice given as neither one of its names nor one of their numbers."""
@@ -369,6 +384,12 @@ def _cancelled_by_sigterm(process_algorithm: Callable) -> Callable:
             if received:
                 os.kill(os.getpid(), signal.SIGTERM)
     return wrapper
+
+
+def _takes_several(definition: QgsProcessingParameterDefinition) -> bool:
+    """Whether a parameter's value may be a list: several layers, bands or choices, a matrix, a range."""
+    allows = getattr(definition, "allowMultiple", None)
+    return definition.type() in ("multilayer", "matrix", "range") or bool(allows and allows())
 
 
 class _WarningsTo(logging.Handler):

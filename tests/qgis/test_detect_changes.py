@@ -612,3 +612,22 @@ def test_the_distance_ramp_spans_the_models_margins_so_change_shows_dark(deepcl_
     distance, label = read(outputs["DISTANCE"]), read(image(folder, "label")) > 0
     position = [float(np.median(distance[where])) / shader.maximumValue() for where in (label, ~label)]
     assert position[0] > 0.5 and position[0] > position[1], position  # changed in the dark half, above unchanged
+
+
+def test_a_parameter_given_twice_or_a_yes_no_read_as_yes_is_refused(deepcl_provider, tiny_model, tmp_path):
+    """qgis_process makes a list of a repeated KEY=, which QGIS then reads as empty or 0: a repeated
+    MODEL= ran the bundled model without a word, a repeated THRESHOLD= was refused as "got 0.0". QGIS
+    reads OVERVIEWS=no (any text but false and 0) as yes."""
+    folder = pair("levir", "test_55_0256_0000")
+    base = _params(folder, tiny_model, tmp_path)
+    assert check_message(ALG, {**base, "MODEL": [str(tiny_model), str(tiny_model)]}) == (
+        "“Model file” is given 2 times; give it once.")
+    assert check_message(ALG, {**base, "THRESHOLD": [0.3, 0.6]}) == "“Change threshold” is given 2 times; give it once."
+    assert check_message(ALG, {**base, "OVERVIEWS": "no"}) == (
+        "“Build overviews (pyramids)” is true or false (or 1 or 0); got no.")
+    from qgis.core import QgsApplication, QgsProcessingContext
+
+    algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALG)
+    for accepted in ({"OVERVIEWS": "false"}, {"OVERVIEWS": "TRUE"}, {"OVERVIEWS": 0},
+                     {"BANDS_BEFORE": [1, 2, 3], "BANDS_AFTER": [1, 2, 3]}):  # several bands: a list, rightly
+        assert algorithm.checkParameterValues({**base, **accepted}, QgsProcessingContext()) == (True, ""), accepted
