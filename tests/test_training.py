@@ -688,6 +688,19 @@ def test_band_names_given_twice_are_refused_before_any_pair_is_read(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_fine_tune_may_not_replace_its_initial_model(trained, tmp_path):
+    """--out the --init file, with --overwrite, replaced the parent the fine-tune's record names."""
+    import shutil
+
+    init = tmp_path / "parent.pt"
+    shutil.copy(trained.out, init)
+    before = init.read_bytes()
+    with pytest.raises(InputError, match=r"^the trained model would replace the initial model .*parent\.pt \(--init\), "
+                                         r"which its record names as its parent; choose another --out$"):
+        train(small_options(init, init=init, encoder=None, overwrite=True))
+    assert init.read_bytes() == before
+
+
 def test_fine_tuning_with_other_loss_settings_than_the_models_is_said(tmp_path, caplog):
     """The margins and gamma default to METHOD's: a model trained with others was tuned back to them
     unsaid, and its record lost them."""

@@ -100,11 +100,21 @@ class TrainOptions:
             check_band_names(self.bands)
         if Path(self.out).is_dir():
             raise InputError(f"--out {self.out} is a folder; give a model file name such as model.pt")
+        if self.init is not None:
+            check_not_the_initial_model(Path(self.out), Path(self.init))
 
     def check_model_file_name(self) -> None:
         """:func:`check_model_file_name` of ``out``. Apart from :meth:`validate`, so that an --out
         that is one of the pairs' files is refused as such first."""
         check_model_file_name(Path(self.out))
+
+
+def check_not_the_initial_model(out: Path, init: Path) -> None:
+    """A fine-tune's model file must not replace the model it starts from: the parent its record
+    names (with its SHA-256) would be gone, and with it the way back."""
+    if out.resolve() == init.resolve():
+        raise InputError(f"the trained model would replace the initial model {init} (--init), which its record "
+                         "names as its parent; choose another --out")
 
 
 def check_model_file_name(out: Path) -> None:

@@ -186,7 +186,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         if not ok:
             return ok, message
         try:
-            with engine_errors_as(QgsProcessingException):
+            with self.engine_errors():
                 return self.check_inputs(parameters, context)
         except QgsProcessingException as exc:
             return False, str(exc)

@@ -131,11 +131,20 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
             after = self.parameterAsRasterLayer(parameters, self.AFTER, context)
             pair_checks.check_distinct(before, after)
             pair_checks.check_overlap(raster_file(before, "before"), raster_file(after, "after"))
+        elif self._has(parameters, self.AREA_OF_INTEREST):  # else dropped without a word, and recorded as used
+            return False, self.tr("The area of interest applies only to training from layers; leave it empty with "
+                                  "a folder of pairs.")
+        if self._has(parameters, self.VALIDATION_FOLDER):  # else "data folder not found", after the burning
+            validation = self.parameterAsFile(parameters, self.VALIDATION_FOLDER, context)
+            if not Path(validation).is_dir():
+                return False, self.tr("The folder of validation pairs {} does not exist.").format(validation)
+        out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
         if self._has(parameters, self.INIT_MODEL):
-            problem = pair_checks.model_file_problem(self.parameterAsFile(parameters, self.INIT_MODEL, context))
+            init = self.parameterAsFile(parameters, self.INIT_MODEL, context)
+            problem = pair_checks.model_file_problem(init)
             if problem:
                 return False, problem
-        out = self.parameterAsFileOutput(parameters, self.OUTPUT, context)
+            core_module("training.options").check_not_the_initial_model(Path(out), Path(init))
         if not out.lower().endswith(".pt"):  # the dialog adds it; qgis_process and scripts do not
             return False, self.tr("The trained model's file name must end in .pt (got {}); detection and "
                                   "evaluation open only .pt model files.").format(Path(out).name)

@@ -315,7 +315,7 @@ def test_a_tile_too_small_for_the_overlap_is_refused_before_the_run(deepcl_provi
     """Each is within its own range; together they are not (the engine's rule, asked in the check)."""
     folder = pair("levir", "test_55_0256_0000")
     message = check_message(ALG, _params(folder, tiny_model, tmp_path, TILE_SIZE=32, OVERLAP=64))
-    assert message.startswith("overlap must be at least 0 and under half the tile size (16); got 64")
+    assert message.startswith("Overlap must be at least 0 and under half the tile size (16); got 64")
     assert not list(tmp_path.glob("*.tif"))
 
 

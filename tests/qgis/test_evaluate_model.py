@@ -348,7 +348,7 @@ def test_a_report_into_a_missing_folder_is_refused_before_any_work(deepcl_provid
     missing = tmp_path / "reports"
     params = {"BEFORE": image(folder, "before"), "AFTER": image(folder, "after"), "MODEL": str(tiny_model),
               "DEVICE": "cpu", "REFERENCE": image(folder, "label"), "OUTPUT_HTML": str(missing / "r.html")}
-    refusal = f"output folder {missing} does not exist; create it or choose another"
+    refusal = f"Output folder {missing} does not exist; create it or choose another"
     assert check_message(ALG, params) == refusal
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALG)
     context = QgsProcessingContext()

@@ -8,7 +8,8 @@ import torch
 from osgeo import gdal, ogr
 
 from deepcl_core.model_file import load_model
-from plugin_test_helpers import check_message, error_recording_feedback, image, label_polygons, pair, run
+from plugin_test_helpers import (check_message, error_recording_feedback, image, label_polygons, pair, run,
+                                 squares_package)
 
 ALG = "deepcl:trainmodel"
 TINY_RUN = {"EPOCHS": 1, "ITERATIONS": 2, "BATCH_SIZE": 2, "CROP": 64, "DEVICE": "cpu"}
@@ -158,6 +159,24 @@ def test_an_area_of_interest_holding_no_changed_polygon_is_named(deepcl_provider
                   "CHANGED_AREAS": str(polygons), "AREA_OF_INTEREST": str(area), "INIT_MODEL": str(tiny_model),
                   "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN})
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_parameters_a_folder_of_pairs_cannot_use_or_cannot_find_are_refused(deepcl_provider, tiny_model, tmp_path):
+    """An area of interest beside a folder of pairs was dropped without a word, and recorded as used; a
+    validation folder that does not exist was refused as "Data folder not found", after the polygons
+    were burnt; the model written over the initial model replaced the parent its record names."""
+    folder = pair("dsifn", "3_4")
+    area = squares_package(image(pair("oscd", "bercy"), "before"), [(0, 0, 10)], tmp_path / "area.gpkg", "area")
+    assert check_message(ALG, {"DATA_FOLDER": str(folder), "AREA_OF_INTEREST": str(area),
+                               "OUTPUT": str(tmp_path / "m.pt")}) == (
+        "The area of interest applies only to training from layers; leave it empty with a folder of pairs.")
+    assert check_message(ALG, {"DATA_FOLDER": str(folder), "VALIDATION_FOLDER": str(tmp_path / "nope"),
+                               "OUTPUT": str(tmp_path / "m.pt")}) == (
+        f"The folder of validation pairs {tmp_path / 'nope'} does not exist.")
+    assert check_message(ALG, {"DATA_FOLDER": str(folder), "INIT_MODEL": str(tiny_model),
+                               "OUTPUT": str(tiny_model)}) == (
+        f"The trained model would replace the initial model {tiny_model} (“Initial model (fine-tune)”), which its "
+        "record names as its parent; choose another “Trained model”")
 
 
 def test_refuses_both_a_folder_and_layers(deepcl_provider, tmp_path):
