@@ -248,7 +248,8 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
                if self._polygons[self.AREA_OF_INTEREST] is not None else None)
         if changed:  # none is refused in words by write_pair_folder
             feedback.pushInfo(f"Rasterising {len(changed)} changed-area polygon(s) onto the before grid")
-        write_pair_folder(before.source, after.source, changed, aoi, folder)
+        write_pair_folder(before.source, after.source, changed, aoi, folder,
+                          min_side=self.parameterAsInt(parameters, self.CROP, context))
         return [folder.parent], True
 
     def _polygons_of(self, parameters: Dict[str, Any], name: str, context: QgsProcessingContext,

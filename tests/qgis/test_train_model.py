@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from osgeo import gdal, ogr
 
 from deepcl_core.model_file import load_model
 from plugin_test_helpers import (check_message, error_recording_feedback, image, label_polygons, pair, run,
-                                 squares_package)
+                                 square_polygons, squares_package)
 
 ALG = "deepcl:trainmodel"
 TINY_RUN = {"EPOCHS": 1, "ITERATIONS": 2, "BATCH_SIZE": 2, "CROP": 64, "DEVICE": "cpu"}
@@ -435,3 +436,34 @@ def test_an_empty_area_of_interest_is_named_as_such(deepcl_provider, tiny_model,
                   "CHANGED_AREAS": str(polygons), "AREA_OF_INTEREST": str(area), "INIT_MODEL": str(tiny_model),
                   "OUTPUT": str(tmp_path / "m.pt"), **TINY_RUN})
     assert not (tmp_path / "m.pt").exists()
+
+
+def test_a_pair_made_with_an_area_of_interest_is_its_window(deepcl_provider, tmp_path):
+    """A small area of interest on a whole scene: the pair was the whole scene, all nodata in the label
+    but there, read whole into memory, and half of training's random crops held no labelled pixel."""
+    from deepcl_qgis.training_pair import write_pair_folder
+
+    scene = pair("oscd", "pisa")  # 718×776, the after image on the before grid
+    changed = ogr.Open(label_polygons(image(scene, "label"), tmp_path / "changed.gpkg"))
+    polygons = [bytes(feature.GetGeometryRef().ExportToWkb()) for feature in changed.GetLayer(0)]
+    changed = None
+    area = [bytes(ogr.CreateGeometryFromWkt(wkt).ExportToWkb())
+            for wkt in square_polygons(image(scene, "before"), [(160, 480, 120)])]
+    whole = write_pair_folder(image(scene, "before"), image(scene, "after"), polygons, area, tmp_path / "whole", 0)
+    label = gdal.Open(str(whole / "label.tif"))
+    assert (label.RasterXSize, label.RasterYSize) == (120, 120)
+    truth = gdal.Open(image(scene, "label")).ReadAsArray()[480:600, 160:280] > 0
+    np.testing.assert_array_equal(label.ReadAsArray(), truth.astype(np.uint8))  # every pixel labelled, as burnt
+    for name in ("before", "after"):
+        cut = gdal.Open(str(whole / f"{name}.vrt"))
+        assert (cut.RasterXSize, cut.RasterYSize) == (120, 120)
+        assert cut.GetGeoTransform() == label.GetGeoTransform()
+        np.testing.assert_array_equal(cut.ReadAsArray(), gdal.Open(image(scene, name)).ReadAsArray(160, 480, 120, 120))
+    # Widened about its centre to the crop, where the scene allows
+    grown = gdal.Open(str(write_pair_folder(image(scene, "before"), image(scene, "after"), polygons, area,
+                                            tmp_path / "grown", 256) / "label.tif"))
+    assert (grown.RasterXSize, grown.RasterYSize) == (256, 256)
+    x0, dx, _, y0, _, dy = gdal.Open(image(scene, "before")).GetGeoTransform()
+    assert grown.GetGeoTransform()[0] == pytest.approx(x0 + 92 * dx) and \
+        grown.GetGeoTransform()[3] == pytest.approx(y0 + 412 * dy)
+    assert (grown.ReadAsArray() != 255).sum() == 120 * 120
