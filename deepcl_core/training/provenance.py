@@ -94,7 +94,9 @@ def file_sha256(path: Path) -> str:
 
 
 def _pair_list(pairs: Sequence[PairFiles]) -> List[Dict[str, str]]:
-    return [pair.resolved().to_dict() for pair in pairs]
+    """Each pair's files, and its label's SHA-256: a label burnt from polygons (Processing's training
+    from layers) is gone after the run, and a label edited since is told apart from the one learnt."""
+    return [{**pair.resolved().to_dict(), "label_sha256": file_sha256(pair.label)} for pair in pairs]
 
 
 def _real(path: os.PathLike) -> str:

@@ -292,6 +292,19 @@ def test_a_model_trained_from_layers_records_them(deepcl_provider, tiny_model, t
             "processing.run('deepcl:trainmodel'"), command
         for given in (image(oscd_crop, "before"), image(oscd_crop, "after"), str(polygons), str(tiny_model)):
             assert given in command, command
+        # The label burnt from the polygons is gone with the run: its fingerprint stays, the same for
+        # the same polygons burnt again, another for polygons edited since
+        from deepcl_core.training.provenance import file_sha256
+        from deepcl_qgis.training_pair import write_pair_folder
+
+        [learnt] = load_model(tmp_path / "m.pt").provenance["train_pairs"]
+        changed = ogr.Open(str(polygons))
+        wkb = [bytes(feature.GetGeometryRef().ExportToWkb()) for feature in changed.GetLayer(0)]
+        changed = None
+        again = write_pair_folder(image(oscd_crop, "before"), image(oscd_crop, "after"), wkb, None, tmp_path / "again")
+        edited = write_pair_folder(image(oscd_crop, "before"), image(oscd_crop, "after"), wkb[1:], None,
+                                   tmp_path / "edited")
+        assert learnt["label_sha256"] == file_sha256(again / "label.tif") != file_sha256(edited / "label.tif")
         with pytest.raises(QgsProcessingException, match="the largest, abudhabi_2015, is"):
             run(ALG, {**parameters, "CROP": 512})
     finally:
