@@ -109,7 +109,7 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
              self.tr("The bands the model reads, in the model's order (e.g. red, green, blue). "
                      "Empty: found from the band names (Sentinel-2's B4, B3, B2 too), else the first bands, "
                      "unless the names rule the model's bands out; a one-band paletted image gives its "
-                     "colours (red, green, blue)."), False),
+                     "colours (red, green, blue). In qgis_process: BANDS_BEFORE=1;2;3."), False),
             (QgsProcessingParameterBand(self.BANDS_AFTER, self.tr("Bands of the after image"), None,
                                         self.AFTER, optional=True, allowMultiple=True),
              self.tr("The same bands, in the same order, for the after image."), False),

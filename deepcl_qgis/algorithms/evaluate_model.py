@@ -108,7 +108,7 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
             (QgsProcessingParameterFileDestination(self.OUTPUT_HTML, self.tr("Evaluation report"),
                                                    self.tr("HTML files (*.html)"), optional=True,
                                                    createByDefault=False),
-             self.tr("An HTML page with the metrics and pixel counts.")),
+             self.tr("Optional: an HTML page with the metrics and pixel counts.")),
         ]
 
     # --- checks -------------------------------------------------------------------------------
