@@ -20,8 +20,7 @@ from qgis.core import (QgsCoordinateReferenceSystem, QgsFeatureRequest, QgsGeome
                        QgsProcessingFeatureSourceDefinition, QgsProcessingFeedback,
                        QgsProcessingOutputLayerDefinition, QgsProcessingParameterBoolean,
                        QgsProcessingParameterDefinition, QgsProcessingParameterEnum, QgsProcessingParameterNumber,
-                       QgsProcessingUtils, QgsProperty,
-                       QgsProviderRegistry, QgsRasterLayer)
+                       QgsProcessingUtils, QgsProperty, QgsProviderRegistry, QgsRasterLayer)
 from qgis.PyQt.QtCore import QCoreApplication
 from qgis.PyQt.QtGui import QIcon
 
