@@ -38,7 +38,7 @@ def write_change_polygons(change_file: Path, confidence_file: Path, grid: Grid, 
     try:
         layer = _polygon_layer(vector, grid)
         band = change.GetRasterBand(1)
-        with collect_gdal_errors() as errors:  # cancel polled as GDAL reports progress, once per row
+        with collect_gdal_errors() as errors:  # cancel polled each time GDAL reports its progress
             status = gdal.Polygonize(band, band.GetMaskBand(), layer, 0, [],
                                      callback=lambda *_: 0 if cancel() else 1)
         if status != 0:
