@@ -95,12 +95,24 @@ def test_a_cancelled_training_says_what_is_kept_of_it(tmp_path):
     assert (tmp_path / "m.pt.ckpt").is_file()
 
 
-@pytest.mark.parametrize("phase", ["epoch 2/2: loss", "choosing the decision thresholds",
-                                   "measuring the model as written"])
-def test_cancel_after_the_last_step_writes_no_model(tmp_path, phase):
+PHASES_AFTER_THE_LAST_STEP = ["epoch 2/2: loss", "choosing the decision thresholds on the validation pairs",
+                              "measuring the model as written", "settings written"]
+
+
+@pytest.mark.parametrize("phase", PHASES_AFTER_THE_LAST_STEP)
+def test_cancel_after_the_last_step_writes_no_model(tmp_path, monkeypatch, phase):
     """Cancel was polled only before each step: pressed during the last validation, the threshold
     choice or the validation of the model as written (minutes on large validation pairs), it was
-    ignored, and the model was written as if the run had not been cancelled."""
+    ignored, and the model was written as if the run had not been cancelled. Each phase's poll stops
+    the run before the next phase begins; the last one, before the file is written."""
+    from deepcl_core.training import trainer
+
+    report_settings = trainer._report_settings
+
+    def said_settings(*args, **kwargs):  # the last step before the model is written
+        said.append("settings written")
+        return report_settings(*args, **kwargs)
+    monkeypatch.setattr(trainer, "_report_settings", said_settings)
     out = tmp_path / "m.pt"
     said: List[str] = []
     with pytest.raises(Cancelled, match=r"^training cancelled; the checkpoint of epoch 2 is kept \(continue with "
@@ -109,6 +121,8 @@ def test_cancel_after_the_last_step_writes_no_model(tmp_path, phase):
               progress=lambda fraction, message: said.append(message),
               cancel=lambda: any(message.startswith(phase) for message in said))
     assert not out.exists() and (tmp_path / "m.pt.ckpt").is_file()
+    later = PHASES_AFTER_THE_LAST_STEP[PHASES_AFTER_THE_LAST_STEP.index(phase) + 1:]
+    assert not [m for m in said if any(m.startswith(p) for p in later) and not m.startswith(phase)], said
     resumed = train(small_options(out, epochs=2, iterations_per_epoch=2, resume=True))  # as the message says
     assert out.is_file() and resumed.epochs_completed == 2
 

@@ -39,7 +39,6 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
     # The command line's options that this algorithm has as parameters ({"--crop": "CROP"}): the
     # engine's messages name them so, a Processing user knows them by their labels.
     COMMAND_LINE_OPTIONS: Dict[str, str] = {}
-    COMMAND_LINE = "deepcl"  # the command whose options the others are
 
     def createInstance(self) -> "DeepCLAlgorithm":  # noqa: N802 (Qt API)
         return type(self)()
@@ -119,7 +118,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
         text = as_sentence(re.sub(r"(?<![\w/.-])--[a-z][a-z-]*", label, text))  # not inside a path: run--out/
         if missing:
             which = f"{missing[0]} is an option" if len(missing) == 1 else f"{', '.join(missing)} are options"
-            text = f"{text.rstrip('.')} ({which} of the command line `{self.COMMAND_LINE}`, not of this algorithm)."
+            text = f"{text.rstrip('.')} ({which} of the `deepcl` command line, not of this algorithm)."
         return text
 
     @contextmanager
@@ -233,7 +232,7 @@ class DeepCLAlgorithm(QgsProcessingAlgorithm):
                 return f"“{definition.description()}” is given {len(value)} times; give it once."
             if isinstance(definition, QgsProcessingParameterBoolean) and isinstance(value, str) and \
                     value.strip().lower() not in ("true", "false", "1", "0"):
-                return f"“{definition.description()}” is true or false (or 1 or 0); got {value}."
+                return f"“{definition.description()}” is true or false (or 1 or 0); got “{value}”."
         return ""
 
     def _choice_problem(self, parameters: Dict[str, Any]) -> str:

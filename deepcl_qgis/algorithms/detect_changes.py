@@ -64,7 +64,6 @@ class DetectChangesAlgorithm(DeepCLAlgorithm):
         "--overviews": OVERVIEWS, "--min-area": MIN_AREA, "--extent": EXTENT, "--mask": MASK,
         "--bands-before": BANDS_BEFORE, "--bands-after": BANDS_AFTER, "--change": CHANGE, "--confidence": CONFIDENCE,
         "--distance": DISTANCE, "--polygons": POLYGONS}
-    COMMAND_LINE = "deepcl detect"
 
     def name(self) -> str:
         return "detectchanges"

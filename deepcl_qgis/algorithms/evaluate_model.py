@@ -45,7 +45,6 @@ class EvaluateModelAlgorithm(DeepCLAlgorithm):
     DEVICES = ["auto", "cpu", "cuda", "mps"]
     ICON = "evaluate"
     COMMAND_LINE_OPTIONS = {"--device": DEVICE, "--model": MODEL, "--threshold": THRESHOLD}
-    COMMAND_LINE = "deepcl evaluate"
 
     def name(self) -> str:
         return "evaluatemodel"

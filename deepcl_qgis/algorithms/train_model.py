@@ -41,7 +41,6 @@ class TrainModelAlgorithm(DeepCLAlgorithm):
     COMMAND_LINE_OPTIONS = {"--device": DEVICE, "--crop": CROP, "--batch": BATCH_SIZE, "--epochs": EPOCHS,
                             "--iterations-per-epoch": ITERATIONS, "--init": INIT_MODEL, "--val": VALIDATION_FOLDER,
                             "--out": OUTPUT}
-    COMMAND_LINE = "deepcl train"
 
     def name(self) -> str:
         return "trainmodel"

@@ -624,7 +624,7 @@ def test_a_parameter_given_twice_or_a_yes_no_read_as_yes_is_refused(deepcl_provi
         "“Model file” is given 2 times; give it once.")
     assert check_message(ALG, {**base, "THRESHOLD": [0.3, 0.6]}) == "“Change threshold” is given 2 times; give it once."
     assert check_message(ALG, {**base, "OVERVIEWS": "no"}) == (
-        "“Build overviews (pyramids)” is true or false (or 1 or 0); got no.")
+        "“Build overviews (pyramids)” is true or false (or 1 or 0); got “no”.")
     from qgis.core import QgsApplication, QgsProcessingContext
 
     algorithm = QgsApplication.processingRegistry().createAlgorithmById(ALG)

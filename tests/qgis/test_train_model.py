@@ -100,7 +100,7 @@ def test_advice_naming_options_processing_has_not_says_they_are_the_command_line
     assert [w for w in feedback.warnings if "was trained with" in w] == [
         f"The initial model {first.out} (“Initial model (fine-tune)”) was trained with --margin-unchanged 0.2 (now "
         "0.3), --margin-changed 1 (now 1.2): give those options to fine-tune it with its own loss (--margin-unchanged, "
-        "--margin-changed are options of the command line `deepcl train`, not of this algorithm)."]
+        "--margin-changed are options of the `deepcl` command line, not of this algorithm)."]
 
 
 def test_fine_tuning_without_validation_pairs_advises_what_processing_has(deepcl_provider, tiny_model, tmp_path):
