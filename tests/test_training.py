@@ -127,6 +127,30 @@ def test_cancel_after_the_last_step_writes_no_model(tmp_path, monkeypatch, phase
     assert out.is_file() and resumed.epochs_completed == 2
 
 
+@pytest.mark.parametrize("phase", ["epoch 1/1 step 2", "choosing the decision thresholds",
+                                   "measuring the model as written"])
+def test_cancel_stops_the_network_within_a_validation_pair(tmp_path, monkeypatch, phase):
+    """Cancel was polled between validation pairs only: one large validation scene (a Sentinel-2 tile,
+    run at 1×, 2× and 3× to choose its enlargement) kept a cancelled run going for many minutes."""
+    from deepcl_core.training import inference
+
+    said: List[str] = []
+    batches_after_cancel: List[int] = []  # the cancel is asked for after the phase's first batch of tiles
+    run_network = inference.run_network
+
+    def counted(*args, **kwargs):
+        if batches_after_cancel:
+            batches_after_cancel[0] += 1
+        elif said and said[-1].startswith(phase):
+            batches_after_cancel.append(0)
+        return run_network(*args, **kwargs)
+    monkeypatch.setattr(inference, "run_network", counted)
+    with pytest.raises(Cancelled):
+        train(small_options(tmp_path / "m.pt", epochs=1, iterations_per_epoch=2, val_tile=64),
+              progress=lambda fraction, message: said.append(message), cancel=lambda: bool(batches_after_cancel))
+    assert batches_after_cancel == [0]
+
+
 def test_pairs_held_out_at_random_are_named(tmp_path):
     """With --val-fraction the user chose no validation pair: the run says which were held out, and
     that chance (with the seed) chose them, or a poor validation F1 could not be traced to its pairs."""

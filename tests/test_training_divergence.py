@@ -112,7 +112,7 @@ def test_scores_that_are_not_numbers_in_the_last_validation_stop_the_training_in
     from deepcl_core.training import trainer
 
     monkeypatch.setattr(trainer, "predict_as_detected",
-                        lambda network, bundle, pair, device, tile: np.full(pair.shape, np.nan, np.float32))
+                        lambda network, bundle, pair, device, tile, stop: np.full(pair.shape, np.nan, np.float32))
     out = tmp_path / "m.pt"
     with pytest.raises(InputError) as caught:
         train(small_options(out, epochs=1, iterations_per_epoch=1, batch_size=2, calibrate=False))

@@ -14,7 +14,7 @@ a building of 10 m imagery spans a few pixels, fewer than the encoder's coarsest
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence, Tuple, TypedDict
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, TypedDict
 
 import numpy as np
 import torch
@@ -108,7 +108,8 @@ def confusions_at_calibrated_thresholds(pairs: Sequence[LoadedPair], probabiliti
 
 def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], device: torch.device,
                         tile: int = DEFAULT_TILE, overlap: int = DEFAULT_OVERLAP,
-                        progress: Optional[ProgressCallback] = None) -> Calibration:
+                        progress: Optional[ProgressCallback] = None,
+                        stop_if_cancelled: Callable[[], None] = lambda: None) -> Calibration:
     """Run ``network`` over ``pairs`` (tiled as detection tiles) and choose the thresholds: one for
     coarse pairs (from :data:`COARSE_PIXEL_M`) when there are any, chosen on them alone together
     with their input scale, and the model's own threshold, chosen on the others (on all pairs,
@@ -116,7 +117,8 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     network's score a probability on its pairs (at its input scale); its threshold is the chosen
     score's probability, so the change map stays the one of the chosen score.
     Returns {"threshold", "score_threshold", "platt_scaling", "f1", "f1_at_0.5", "pairs",
-    "by_pixel_size", …} for the provenance. ``progress(fraction, message)``: each run of the network."""
+    "by_pixel_size", …} for the provenance. ``progress(fraction, message)``: each run of the network;
+    ``stop_if_cancelled``: called before each batch of tiles."""
     check_calibration_pairs(pairs)
     network.eval()
     coarse = {p.name for p in pairs if _is_coarse(p)}
@@ -127,7 +129,8 @@ def calibrate_threshold(network: torch.nn.Module, pairs: Sequence[LoadedPair], d
     for done, (pair, scale, target) in enumerate(runs):
         if progress is not None:  # a coarse pair runs at each enlargement: minutes for a Sentinel-2 scene
             progress(done / len(runs), f"pair {pair.name}" + (f", enlarged {scale}×" if pair.name in coarse else ""))
-        probability = check_scores_finite(predict_pair(network, pair, device, tile, overlap, scale=scale)[0], pair,
+        probability = check_scores_finite(predict_pair(network, pair, device, tile, overlap, scale=scale,
+                                                       stop_if_cancelled=stop_if_cancelled)[0], pair,
                                           scale, ", so no decision threshold or confidence scaling can be chosen")
         target.add(probability, pair)
     as_they_are = by_scale.get(1, _Scores())

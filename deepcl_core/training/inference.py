@@ -3,7 +3,7 @@
 and calibration (the network's own score) and for benchmarks (the confidence detection writes)."""
 from __future__ import annotations
 
-from typing import List, Tuple
+from typing import Callable, List, Tuple
 
 import numpy as np
 import torch
@@ -17,11 +17,12 @@ from .pairs import LoadedPair
 
 
 def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.device, tile: int, overlap: int,
-                 batch_size: int = 4, scale: int = 1,
-                 platt_scaling: PlattScaling = PlattScaling()) -> Tuple[np.ndarray, np.ndarray]:
+                 batch_size: int = 4, scale: int = 1, platt_scaling: PlattScaling = PlattScaling(),
+                 stop_if_cancelled: Callable[[], None] = lambda: None) -> Tuple[np.ndarray, np.ndarray]:
     """(probability, distance), each (h, w) float32 on the pair's grid; ``tile`` and ``overlap`` in
     the network's pixels, the pair enlarged ``scale`` times for it and the score scaled by
-    ``platt_scaling`` (as detection does; the default: the network's own score)."""
+    ``platt_scaling`` (as detection does; the default: the network's own score).
+    ``stop_if_cancelled`` is called before each batch of tiles (a Sentinel-2 scene is minutes)."""
     height, width = pair.shape
     grid = TileGrid.for_network(width, height, tile, overlap, scale)
     sums = np.zeros((2, height, width), np.float32)
@@ -31,6 +32,7 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
     # line: numpy need not warn of them at each tile
     with freed_memory_kept(), np.errstate(all="ignore"):  # freed memory: each batch reuses the last one's pages
         for start in range(0, len(positions), batch_size):
+            stop_if_cancelled()
             chunk = positions[start:start + batch_size]
             before, after = (_tiles(image, grid, chunk) for image in (pair.before, pair.after))
             probability, distance = run_network(network, before, after, device, with_distance=True, scale=scale,
@@ -46,12 +48,12 @@ def predict_pair(network: torch.nn.Module, pair: LoadedPair, device: torch.devic
 
 
 def predict_as_detected(network: torch.nn.Module, bundle: ModelBundle, pair: LoadedPair, device: torch.device,
-                        tile: int = DEFAULT_TILE) -> np.ndarray:
+                        tile: int = DEFAULT_TILE, stop_if_cancelled: Callable[[], None] = lambda: None) -> np.ndarray:
     """The confidence detection writes for ``pair`` with ``bundle``'s settings for its pixel size
     (enlargement and scaling), (h, w) float32."""
     size = pair.pixel_size_m
     return predict_pair(network, pair, device, tile, tile_overlap(tile), scale=bundle.input_scale_for(size),
-                        platt_scaling=bundle.platt_scaling_for(size))[0]
+                        platt_scaling=bundle.platt_scaling_for(size), stop_if_cancelled=stop_if_cancelled)[0]
 
 
 def _tiles(image: np.ndarray, grid: TileGrid, positions: List[Tuple[int, int]]) -> np.ndarray:

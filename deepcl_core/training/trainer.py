@@ -179,12 +179,10 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
                 choosing = "choosing the decision thresholds on the validation pairs"
                 report(1.0, choosing)
 
-                def calibrating(fraction: float, message: str) -> None:
-                    stop_if_cancelled()
-                    report(1.0, f"{choosing}: {message}")
                 with _diverged_if_not_numbers(state, "cannot be calibrated", options, checkpoint_path):
-                    calibration = calibrate_threshold(network, val_pairs, device, options.val_tile,
-                                                      tile_overlap(options.val_tile), calibrating)
+                    calibration = calibrate_threshold(
+                        network, val_pairs, device, options.val_tile, tile_overlap(options.val_tile),
+                        lambda fraction, message: report(1.0, f"{choosing}: {message}"), stop_if_cancelled)
                 # Fine-tuning keeps the initial model's settings its validation pairs do not measure, as calibrate does
                 apply_calibration(bundle, calibration, keep_unmeasured=setup.initial is not None)
             report(1.0, "measuring the model as written on the validation pairs")
@@ -627,10 +625,10 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
     # As evaluate and calibrate tile: a small validation tile gets a smaller overlap (tile_overlap)
     probabilities = []
     for pair in pairs:
-        stop_if_cancelled()
         try:
             probabilities.append(check_scores_finite(
-                predict_pair(network, pair, device, options.val_tile, tile_overlap(options.val_tile))[0], pair))
+                predict_pair(network, pair, device, options.val_tile, tile_overlap(options.val_tile),
+                             stop_if_cancelled=stop_if_cancelled)[0], pair))
         except ScoresNotFinite as error:
             raise _NotFinite(str(error), ", validating") from None
     if options.calibrate:  # judged at the thresholds the model will get
@@ -656,11 +654,10 @@ def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequenc
     network.eval()
     judged = {}
     for pair in pairs:
-        stop_if_cancelled()
         size = pair.pixel_size_m
         threshold, scale = bundle.threshold_for(size), bundle.input_scale_for(size)
-        confidence = check_scores_finite(predict_as_detected(network, bundle, pair, device, options.val_tile), pair,
-                                         scale)
+        confidence = check_scores_finite(predict_as_detected(network, bundle, pair, device, options.val_tile,
+                                                             stop_if_cancelled), pair, scale)
         judged[pair.name] = (threshold, scale, Confusion.of(confidence >= threshold, pair.label, pair.valid))
     pooled = sum((confusion for _, _, confusion in judged.values()), Confusion())
     return {"pooled": pooled.metrics(undefined=None),  # as evaluate measures it
