@@ -178,7 +178,6 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
             if options.calibrate:
                 choosing = "choosing the decision thresholds on the validation pairs"
                 report(1.0, choosing)
-
                 with _diverged_if_not_numbers(state, "cannot be calibrated", options, checkpoint_path):
                     calibration = calibrate_threshold(
                         network, val_pairs, device, options.val_tile, tile_overlap(options.val_tile),
