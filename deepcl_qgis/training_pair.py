@@ -59,10 +59,12 @@ def write_pair_folder(before: str, after: str, changed: Sequence[bytes], area_of
                                          "of interest around the changed areas, or leave it empty.")
         window = _window_around(inside, min_side)
     column, row, width, height = window
+    grid = core_module("grid").Grid
+    after_on_before_grid = grid.of(images["after"]).same_as(grid.of(template))
     for (name, image), source in zip(images.items(), (before, after)):
         # A VRT points at the original file: nothing is copied. The after image is cut to the window
         # where it shares the before grid; on another grid the engine warps it onto the window's.
-        cut = name == "before" or _same_grid(image, template)
+        cut = name == "before" or after_on_before_grid
         options = gdal.TranslateOptions(format="VRT", srcWin=list(window) if cut else None)
         if gdal.Translate(str(folder / f"{name}.vrt"), image, options=options) is None:
             raise QgsProcessingException(f"GDAL could not read the {name} image {source}: {gdal.GetLastErrorMsg()}")
@@ -82,12 +84,6 @@ def _window_around(inside: np.ndarray, min_side: int) -> Tuple[int, int, int, in
         spans.append((int(start), int(side)))
     (column, width), (row, height) = spans
     return column, row, width, height
-
-
-def _same_grid(image: gdal.Dataset, template: gdal.Dataset) -> bool:
-    return ((image.RasterXSize, image.RasterYSize) == (template.RasterXSize, template.RasterYSize)
-            and image.GetGeoTransform() == template.GetGeoTransform()
-            and image.GetProjection() == template.GetProjection())
 
 
 def _write_label(label: np.ndarray, template: gdal.Dataset, window: Tuple[int, int, int, int], path: Path) -> None:
