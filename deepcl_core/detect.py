@@ -371,7 +371,7 @@ def detect_changes(before: Union[str, os.PathLike], after: Union[str, os.PathLik
         rows = tiles.rows()
         read = partial(_read_tile, tiles=tiles, stretches=stretches, bundle=bundle, into=slots.slot)
         reopen = partial(_open_pair, before, after, options, bundle, pair.window,  # for each reader thread
-                         bands_by_hand=bands_by_hand)
+                         chosen=(pair.bands_before, pair.bands_after))
         reader, shared, behind, files = _tiles_and_threads(stack, pair, read, reopen, tiles, batch_size, threads,
                                                            in_background, on_device)
         for index, (row_index, positions) in enumerate(plan):
@@ -601,15 +601,22 @@ class _Pair:
 
 
 def _open_pair(before: str, after: str, options: DetectOptions, bundle: ModelBundle,
-               window: Optional[Window] = None, bands_by_hand: bool = True) -> _Pair:
+               window: Optional[Window] = None, bands_by_hand: bool = True,
+               chosen: Optional[Tuple[Tuple[int, ...], Tuple[int, ...]]] = None) -> _Pair:
     """The pair as read, cut to ``options.area`` (in ``window`` when already found: reader threads
-    open their own handles and need not find it again from the mask)."""
+    open their own handles and need not find it again from the mask, nor choose the bands again:
+    ``chosen``, the first opening's, without its warnings)."""
     before_ds = open_image(before, "before", expand_palette=not options.bands_before)
     after_ds = open_image(after, "after", expand_palette=not options.bands_after)
-    bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before", bands_by_hand)
-    bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after", bands_by_hand)
-    band_warnings = [*band_choice_warnings(before_ds, options.bands_before, bundle.bands, "before", bands_by_hand),
-                     *band_choice_warnings(after_ds, options.bands_after, bundle.bands, "after", bands_by_hand)]
+    band_warnings: List[str] = []
+    if chosen is not None:
+        bands_before, bands_after = chosen
+    else:
+        bands_before = choose_bands(before_ds, options.bands_before, bundle.bands, "before", bands_by_hand)
+        bands_after = choose_bands(after_ds, options.bands_after, bundle.bands, "after", bands_by_hand)
+        band_warnings = [
+            *band_choice_warnings(before_ds, options.bands_before, bundle.bands, "before", bands_by_hand),
+            *band_choice_warnings(after_ds, options.bands_after, bundle.bands, "after", bands_by_hand)]
     if options.area is not None:
         before_ds, after_ds, window = options.area.restrict(before_ds, after_ds, window)
     return _Pair(before_ds, align_after_to_before(before_ds, after_ds), after_ds, bands_before, bands_after, window,
