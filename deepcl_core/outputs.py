@@ -130,6 +130,12 @@ def check_output_paths(paths: Iterable[Optional[os.PathLike]], inputs: Iterable[
             raise OutputError(f"output {path} exists; remove it or allow overwriting (--overwrite)")
 
 
+def same_file(first: Path, second: Path) -> bool:
+    """Whether two names are one file: the same real path, or a hard link, or other capitals where the
+    file system ignores them (as :func:`check_output_paths` tells an output from its inputs)."""
+    return first.resolve() == second.resolve() or _file_id(first) is not None and _file_id(first) == _file_id(second)
+
+
 def _file_id(path: Path) -> Optional[Tuple[int, int]]:
     """The file behind ``path`` (device and inode), whatever its name; None for no file one may look at
     (missing, a folder, a GDAL dataset name, a folder one may not search: other checks say what)."""

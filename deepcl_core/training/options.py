@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
@@ -10,6 +9,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 from ..band_choice import check_band_names
 from ..confidence_calibration import PlattScaling
 from ..errors import InputError
+from ..outputs import same_file
 from ..model.encoders import ENCODERS
 from ..model.network import NETWORK_MULTIPLE
 from .sampler import AugmentConfig
@@ -114,7 +114,7 @@ def check_not_the_initial_model(out: Path, init: Path) -> None:
     """A fine-tune's model file must not replace the model it starts from: the parent its record
     names (with its SHA-256) would be gone, and with it the way back. The same file under another
     spelling too (a case-insensitive file system, a hard link)."""
-    if out.resolve() == init.resolve() or (out.exists() and init.exists() and os.path.samefile(out, init)):
+    if same_file(out, init):
         raise InputError(f"the trained model would replace the initial model {init} (--init), which its record "
                          "names as its parent; choose another --out")
 
