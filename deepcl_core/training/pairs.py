@@ -383,9 +383,8 @@ class LabelReader:
         self._coloured: Optional[List[int]] = None
         self._coloured_known = palette is None
         # What the whole label shows, for the warnings once every row is read
-        self._present = np.empty(0)
+        self._present = np.empty(0)  # the values where it has a label (none: nothing labelled)
         self._unlabelled = 0
-        self._labelled = self._changed = False  # any pixel with a label; any of them change
         self._all_changed = True  # every pixel with a label is change
         self._zero_beneath = True  # the pixels without a label hold 0 (a flattened label would show no change)
 
@@ -404,8 +403,6 @@ class LabelReader:
         change = (values > 0).any(axis=0)
         self._zero_beneath &= not values[:, ~valid].any()
         self._unlabelled += int((~valid).sum())
-        self._labelled |= bool(valid.any())
-        self._changed |= bool(change[valid].any())
         self._all_changed &= bool(change[valid].all())
         return change, valid
 
@@ -441,7 +438,7 @@ class LabelReader:
         and precision reads 1. Alpha, masks and nodata do mean "no label" (outside a warped footprint),
         so the pixels stay out and the user is told, with the gdal_translate options that drop what
         hides them when 0 lies beneath (flattened, they read as no change)."""
-        if not self._unlabelled or not self._labelled or not self._all_changed:
+        if not self._unlabelled or not self._present.size or not self._all_changed:  # none labelled, or not all change
             return
         flatten = self._unlabelled_by if self._zero_beneath else None
         if flatten:
@@ -460,7 +457,7 @@ class LabelReader:
         elsewhere: a 0/255 label written with nodata 255 reads as a pair without change, silently.
         A 0/1 label that keeps 255 for unlabelled pixels shows its change in 1s and is not warned of."""
         nodata = self.dataset.GetRasterBand(1).GetNoDataValue()
-        if nodata not in (1.0, 255.0) or self._changed or not self._unlabelled:
+        if nodata not in (1.0, 255.0) or (self._present > 0).any() or not self._unlabelled:  # change shown
             return
         LOG.warning("%s declares %g, a value of change, as nodata, and shows no change besides: "
                     "its %d pixels of %g are read as unlabelled. If they mark change, remove the nodata value "
