@@ -732,8 +732,6 @@ def test_band_names_given_twice_are_refused_before_any_pair_is_read(tmp_path):
 
 def test_a_fine_tune_may_not_replace_its_initial_model(trained, tmp_path):
     """--out the --init file, with --overwrite, replaced the parent the fine-tune's record names."""
-    import shutil
-
     init = tmp_path / "parent.pt"
     shutil.copy(trained.out, init)
     before = init.read_bytes()

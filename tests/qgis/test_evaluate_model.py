@@ -554,6 +554,8 @@ def test_a_reference_is_read_as_the_engine_reads_a_label(deepcl_provider, tmp_pa
     reference = _label_as(kind, label, tmp_path / f"{kind}.tif")
     expected = _engine_counts(before, reference, change)
     assert min(expected.values()) > 0 if not warned else expected["TP"] + expected["TN"] > 0
+    if not warned:  # the same change drawn otherwise: the plain 0/1 label's counts, not only the reader's own
+        assert expected == _engine_counts(before, label, change)
     feedback = error_recording_feedback()
     result = run(ALG, {"CHANGE": str(change), "REFERENCE": str(reference)}, feedback)
     assert {key: result[key] for key in expected} == expected
