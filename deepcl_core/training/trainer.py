@@ -142,15 +142,15 @@ def _train(options: TrainOptions, progress: Optional[ProgressCallback],
     smaller_steps = f"lower the batch (--batch, now {options.batch_size}) or the crop (--crop, now {options.crop})"
     for epoch in range(int(state["epoch"]) + 1, options.epochs + 1):
         started = time.perf_counter()
+        stop_in_epoch = _cancel_check(is_cancelled, epoch, options)
         try:
             with out_of_memory_explained(device, f"training (epoch {epoch})",
                                          _out_of_memory_advice(epoch, smaller_steps, options)):
                 losses = _train_epoch(network, optimizer, scheduler, sampler, loss_config, options, epoch, device,
-                                      report, _cancel_check(is_cancelled, epoch, options), state, average)
+                                      report, stop_in_epoch, state, average)
             with out_of_memory_explained(device, f"validating (epoch {epoch})",
                                          _out_of_memory_advice(epoch, "close other programs using the GPU", options)):
-                pooled, per_pair = _validate(kept, val_pairs, device, options, _cancel_check(is_cancelled, epoch,
-                                                                                             options))
+                pooled, per_pair = _validate(kept, val_pairs, device, options, stop_in_epoch)
         except _NotFinite as error:  # before the checkpoint: the last one written stays the last good one
             raise TrainingDiverged(f"training diverged at epoch {epoch}{error.where}: {error}; no model was written. "
                                    f"{_divergence_advice(epoch, options, checkpoint_path)}") from None
@@ -368,8 +368,9 @@ def _warn_of_test_splits(train: Sequence[PairFiles], data_dirs: Sequence[Path]) 
     splits: Dict[Path, int] = {}
     for pair in train:
         split = pair.before.parent.parent  # LEVIR-CD: split/A/x.png; pair folders: split/pair/before.tif
-        within = {split.resolve(), pair.before.parent.resolve()}  # the split, or a pair folder in it, given
-        if split.name.lower() in ("test", "testing") and not within & given_real:
+        if split.name.lower() not in ("test", "testing"):
+            continue
+        if not {split.resolve(), pair.before.parent.resolve()} & given_real:  # the split, or a pair folder in it
             splits[split] = splits.get(split, 0) + 1
     for split, count in splits.items():
         above = next((d for d in given if d in split.parents), split.parent)  # as the user spelt it
@@ -616,8 +617,7 @@ def _diverged_if_not_numbers(state: Dict[str, Any], what: str, options: TrainOpt
 
 
 def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.device, options: TrainOptions,
-              stop_if_cancelled: Callable[[], None] = lambda: None
-              ) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
+              stop_if_cancelled: Callable[[], None]) -> Tuple[Dict[str, float], Dict[str, Dict[str, float]]]:
     if not pairs:
         return {}, {}
     network.eval()
@@ -646,7 +646,7 @@ def _validate(network: DeepCLNet, pairs: Sequence[LoadedPair], device: torch.dev
 
 def _validate_as_written(network: DeepCLNet, bundle: ModelBundle, pairs: Sequence[LoadedPair],
                          device: torch.device, options: TrainOptions,
-                         stop_if_cancelled: Callable[[], None] = lambda: None) -> Dict[str, Any]:
+                         stop_if_cancelled: Callable[[], None]) -> Dict[str, Any]:
     """The validation metrics of the model file written: each pair enlarged, scaled and thresholded
     with ``bundle``'s settings for its pixel size, as detection does (epochs are judged at 1x, on
     the network's score, before calibration chooses these)."""
