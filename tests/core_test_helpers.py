@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 from osgeo import gdal
 
+from deepcl_core.detect import DetectOutputs
 from deepcl_core.model import NetworkConfig
 
 TINY_CONFIG = NetworkConfig(encoder="simple_cnn", decoder_channels=(32, 32, 16, 16, 8))
@@ -111,3 +112,11 @@ def coordinates(height: int, width: int) -> np.ndarray:
 
 def displacement(image: np.ndarray, warped: np.ndarray) -> np.ndarray:
     return np.hypot(warped[0] - image[0], warped[1] - image[1])
+
+
+def outputs_in(folder: Path, distance: bool = True, polygons: bool = False) -> DetectOutputs:
+    """A detection's outputs in ``folder`` (made): change, confidence and, as asked, distance and polygons."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif",
+                         distance=folder / "distance.tif" if distance else None,
+                         polygons=folder / "changes.gpkg" if polygons else None)

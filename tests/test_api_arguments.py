@@ -3,6 +3,7 @@ with one line in words (a DeepCLError) before any work, rather than taken for so
 (``overwrite="false"`` replaced existing outputs) or ending in a bare TypeError."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Tuple
 
@@ -16,6 +17,10 @@ from deepcl_core.errors import InputError, OutputError
 from deepcl_core.model_file import ModelBundle
 from deepcl_core.outputs import check_output_name, check_output_paths
 
+import core_test_helpers
+
+outputs_in = partial(core_test_helpers.outputs_in, distance=False)
+
 
 @pytest.fixture
 def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -25,11 +30,6 @@ def no_work(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(detect, "resolve_model", started)
     monkeypatch.setattr(detect, "_open_pair", started)
-
-
-def outputs_in(folder: Path) -> DetectOutputs:
-    folder.mkdir(parents=True, exist_ok=True)
-    return DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
 
 
 def refused(call: Callable[[], Any], error: type, words: str) -> str:

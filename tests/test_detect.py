@@ -29,7 +29,7 @@ from deepcl_core.outputs import CHANGE_NODATA, FLOAT_NODATA, RasterOutputs
 from deepcl_core.raster_io import is_gdal_dataset_name, open_image, read_sample
 from deepcl_core.tiling import RowBlender, TileGrid
 
-from core_test_helpers import files_open_in_this_process, http_server, needs_proc
+from core_test_helpers import files_open_in_this_process, http_server, needs_proc, outputs_in
 
 FAST = dict(tile_size=128, overlap=32, device="cpu")
 
@@ -62,13 +62,6 @@ def grid_of(path: Path):
 def same_crs(wkt_a: str, wkt_b: str) -> bool:
     a, b = osr.SpatialReference(wkt=wkt_a), osr.SpatialReference(wkt=wkt_b)
     return bool(a.IsSame(b))
-
-
-def outputs_in(folder: Path, distance: bool = True, polygons: bool = False) -> DetectOutputs:
-    folder.mkdir(parents=True, exist_ok=True)
-    return DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif",
-                         distance=folder / "distance.tif" if distance else None,
-                         polygons=folder / "changes.gpkg" if polygons else None)
 
 
 def read_polygons(path: Path):

@@ -88,7 +88,8 @@ def test_detection_as_beside_a_gpu_gives_the_cpu_paths_maps(data_dir, tmp_path, 
     events and page-locked copies (test_detect's CUDA test)."""
     from deepcl_core import detect
     from deepcl_core.detect import DetectOptions, detect_changes, resolve_model
-    from test_detect import outputs_in, read_raster
+    from core_test_helpers import outputs_in
+    from test_detect import read_raster
 
     folder = data_dir / pair
     before, after = (folder / f"{role}.{suffix}" for role in ("before", "after"))
@@ -124,7 +125,8 @@ def test_detection_on_cuda_writes_the_cpus_calibrated_maps(data_dir, tmp_path, m
     where the CPU's confidence lies that close to the threshold."""
     from deepcl_core import detect
     from deepcl_core.detect import DetectOptions, detect_changes, resolve_model
-    from test_detect import outputs_in, read_raster
+    from core_test_helpers import outputs_in
+    from test_detect import read_raster
 
     original, decisions = detect._blends_on_device, []
 

@@ -5,6 +5,7 @@ rotation terms are rounding taken as north-up. The tiny fixture model is untrain
 contracts, not accuracy."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Callable, Optional, Tuple
 
@@ -13,10 +14,11 @@ import pytest
 import torch
 from osgeo import gdal
 
-from deepcl_core.detect import DetectOptions, DetectOutputs, _open_pair, _statistics_and_network, detect_changes
+from deepcl_core.detect import DetectOptions, _open_pair, _statistics_and_network, detect_changes
 from deepcl_core.errors import InputError
 from deepcl_core.model_file import ModelBundle
 
+import core_test_helpers
 from core_test_helpers import crop
 
 FAST = dict(tile_size=128, overlap=32, device="cpu")
@@ -29,9 +31,7 @@ def bercy(data_dir: Path) -> Tuple[Path, Path]:
     return city / "before.tif", city / "after.tif"
 
 
-def outputs_in(folder: Path) -> DetectOutputs:
-    folder.mkdir(parents=True, exist_ok=True)
-    return DetectOutputs(change=folder / "change.tif", confidence=folder / "confidence.tif")
+outputs_in = partial(core_test_helpers.outputs_in, distance=False)
 
 
 def edited_copy(source: Path, target: Path, edit: Callable[[gdal.Dataset], None],

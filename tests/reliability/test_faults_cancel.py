@@ -4,21 +4,19 @@ Cancelled, leaves no file (partial ones included), and the next run gives the sa
 run that was never interrupted."""
 from __future__ import annotations
 
-from pathlib import Path
+from functools import partial
 
 import numpy as np
 import pytest
 
-from deepcl_core.detect import DetectOptions, DetectOutputs, detect_changes
+from deepcl_core.detect import DetectOptions, detect_changes
 from deepcl_core.errors import Cancelled
 from reliability.rasters import files_in, read_band
+import core_test_helpers
+
+outputs_in = partial(core_test_helpers.outputs_in, distance=False, polygons=True)
 
 OPTIONS = DetectOptions(tile_size=32, overlap=8, batch_size=1, device="cpu", threshold=0.3)
-
-
-def outputs_in(folder: Path) -> DetectOutputs:
-    folder.mkdir(exist_ok=True)
-    return DetectOutputs(folder / "change.tif", folder / "confidence.tif", polygons=folder / "changes.gpkg")
 
 
 class CancelAt:
